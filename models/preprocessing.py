@@ -1,0 +1,55 @@
+"""Transform's ``preprocessing_fn``: tokenization and label vocabulary, in-graph."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import checkpoint, features
+from models.hparams import ModelHParams
+from models.tokenizer import BertTextTokenizer
+
+
+def dense_column(value) -> tf.Tensor:
+    """A raw string feature (dense [batch, 1] or sparse) as a [batch] tensor."""
+    if isinstance(value, tf.sparse.SparseTensor):
+        value = tf.sparse.to_dense(value, default_value="")
+    return tf.reshape(value, [-1])
+
+
+def length_bucket_names() -> list[str]:
+    """Slice names for ``features.LENGTH_BUCKET``: '<=16', '17-32', ..., '>256'."""
+    bounds = features.LENGTH_BUCKET_BOUNDARIES
+    names = [f"<={bounds[0]}"]
+    names += [f"{lo + 1}-{hi}" for lo, hi in zip(bounds, bounds[1:])]
+    return names + [f">{bounds[-1]}"]
+
+
+def length_bucket(lengths: tf.Tensor) -> tf.Tensor:
+    """Word-piece counts -> slice name (core ops only)."""
+    bounds = tf.constant(features.LENGTH_BUCKET_BOUNDARIES, dtype=lengths.dtype)
+    index = tf.searchsorted(bounds, lengths, side="left")
+    return tf.gather(tf.constant(length_bucket_names()), index)
+
+
+def make_tokenizer(hparams: ModelHParams) -> BertTextTokenizer:
+    checkpoint_dir = checkpoint.resolve_checkpoint_dir(hparams.checkpoint)
+    return BertTextTokenizer(checkpoint.read_vocab(checkpoint_dir),
+                             checkpoint.is_lower_case(checkpoint_dir),
+                             hparams.max_seq_length)
+
+
+def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]):
+    """Raw ``text``/``label`` -> ``input_ids`` (variable length), ``label_id``, length slice."""
+    hparams = ModelHParams.from_dict(custom_config["model"])
+    tokenizer = make_tokenizer(hparams)
+    ids = tokenizer(dense_column(inputs[features.TEXT]))
+    label = tf.strings.strip(dense_column(inputs[features.LABEL]))
+    return {
+        features.INPUT_IDS: ids.to_sparse(),
+        features.LENGTH_BUCKET: length_bucket(ids.row_lengths()),
+        features.LABEL_ID: tft.compute_and_apply_vocabulary(
+            label, vocab_filename=features.LABEL_VOCAB, num_oov_buckets=0,
+            default_value=-1),
+    }
