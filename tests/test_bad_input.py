@@ -1,0 +1,59 @@
+"""Bad input stops the real pipeline before training, says why, and pushes nothing."""
+import hashlib
+import os
+
+import pytest
+
+from cli.main import main
+from tests.conftest import CURATED_SCHEMA, cli_args, sample_rows, tiny_overrides
+
+GOOD = "".join(f"{text}\t{label}\n" for text, label in sample_rows(60))
+HEADER = "sentence\tlabel\n"
+
+
+def _tree_digest(root) -> str:
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            digest.update(path.encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+CASES = {
+    "malformed_row": (HEADER + GOOD + "an unquoted\ttab\t1\n" + GOOD,
+                      r"data.tsv: 1 bad row.*line 62: expected 2 fields, found 3"),
+    "empty_text": (HEADER + GOOD + "   \t1\n", r"data.tsv: .*line 62: empty text"),
+    "missing_label": (HEADER + GOOD + "fine text\t\n", r"data.tsv: .*line 62: missing label"),
+    "unknown_label": (HEADER + GOOD + "a new kind of label\t7\n",
+                      r"split '(train|eval)', feature 'label': Unexpected string values"),
+    "invalid_utf8": ((HEADER + GOOD).encode() + b"caf\xe9\t1\n", r"data.tsv: line 62: invalid UTF-8"),
+    "not_text": (b"\x7fELF\x02\x01\x01\x00\x00\x00\x00", r"data.tsv: not a text file"),
+    "header_only": (HEADER, r"data.tsv: no data rows"),
+    "one_class": (HEADER + "".join(f"{t}\t1\n" for t, _ in sample_rows(60)),
+                  r"split 'train', feature 'label': only 1 class\(es\) \['1'\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_stops_the_run(case, tmp_path, tiny_checkpoint, capsys):
+    content, message = CASES[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.tsv").write_bytes(content if isinstance(content, bytes) else content.encode())
+    served = tmp_path / "serving_model" / "bert_classifier" / "1"
+    served.mkdir(parents=True)
+    (served / "saved_model.pb").write_bytes(b"an earlier model")
+    before = _tree_digest(tmp_path / "serving_model")
+
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data),
+                               **{"data.schema_path": CURATED_SCHEMA})
+    assert main(cli_args(overrides)) == 1
+    out = capsys.readouterr().out
+    import re
+    assert re.search(message, out, re.S), out[-3000:]
+    assert re.search(r"Transform\s+not run", out) and re.search(r"Trainer\s+not run", out)
+    assert "Nothing was pushed" in out
+    assert _tree_digest(tmp_path / "serving_model") == before

