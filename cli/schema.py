@@ -1,0 +1,48 @@
+"""Inferring a curated schema from data (``bert-pipeline schema``).
+
+TFDV infers types and shapes from the rows TextExampleGen would produce; the
+curation then requires text and label in every row and fixes the label domain
+to the labels seen. Review the file (add labels you expect later) and point
+``data.schema_path`` at it.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+from components.text_example_gen.parsing import ReaderConfig, read_file
+from models import features
+
+
+def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    files = sorted(f for f in glob.glob(os.path.join(input_dir, file_pattern))
+                   if os.path.isfile(f))
+    if not files:
+        raise ValueError(f"no files match {os.path.join(input_dir, file_pattern)}")
+    records = [r for path in files for r in read_file(path, reader)]
+    frame = pd.DataFrame({features.TEXT: [r.text for r in records],
+                          features.LABEL: [r.label for r in records]})
+    schema = tfdv.infer_schema(tfdv.generate_statistics_from_dataframe(frame))
+    for feature in schema.feature:
+        feature.presence.min_fraction = 1.0
+        feature.presence.min_count = 1
+        feature.ClearField("value_count")
+        feature.shape.Clear()
+        feature.shape.dim.add(size=1)
+    label = tfdv.get_feature(schema, features.LABEL)
+    label.ClearField("domain_info")
+    label.domain = features.LABEL
+    del schema.string_domain[:]
+    schema.string_domain.append(schema_pb2.StringDomain(
+        name=features.LABEL, value=sorted({r.label for r in records})))
+    return schema, len(records)
+
+
+def write_schema(schema, path: str) -> None:
+    import tensorflow_data_validation as tfdv
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tfdv.write_schema_text(schema, path)

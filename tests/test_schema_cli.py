@@ -1,0 +1,16 @@
+"""`bert-pipeline schema` writes a curated schema that validates the same data."""
+from cli.main import main
+
+
+def test_schema_command_curates_label_domain_and_presence(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("body,queue\nprinter on fire,it\nrefund please,billing\n")
+    (data / "b.jsonl").write_text('{"body": "new badge", "queue": "facilities"}\n')
+    out = tmp_path / "schema.pbtxt"
+    assert main(["schema", "--data.input_dir", str(data), "--data.text_column", "body",
+                 "--data.label_column", "queue", "--out", str(out)]) == 0
+    assert "3 rows; label domain: ['billing', 'facilities', 'it']" in capsys.readouterr().out
+    text = out.read_text()
+    assert text.count("min_fraction: 1.0") == 2
+    assert 'value: "billing"\n  value: "facilities"\n  value: "it"' in text
