@@ -76,8 +76,11 @@ class RunSummary:
 def root_cause(error: BaseException) -> str:
     """The innermost useful message of a (possibly Beam-wrapped) exception."""
     seen = error
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__
+    while True:
+        inner = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+        if inner is None:
+            break
+        seen = inner
     message = str(seen) or type(seen).__name__
     # Beam appends " [while running '...']" and sometimes the traceback text.
     message = re.sub(r"\s*\[while running '[^']*'\]", "", message)
