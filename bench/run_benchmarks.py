@@ -40,10 +40,11 @@ def write(name: str, result: dict) -> None:
     print(f"\n== {name} ==\n" + json.dumps(result, indent=2), flush=True)
 
 
-def run_pipeline(tag: str, *args: str) -> dict:
+def run_pipeline(tag: str, *args: str, fresh: bool = True) -> dict:
     """`bert-pipeline run` in a subprocess: wall time, peak RSS, exit code, output folders."""
     root = os.path.join(WORK, tag)
-    subprocess.run(["rm", "-rf", root], check=True)
+    if fresh:
+        subprocess.run(["rm", "-rf", root], check=True)
     cmd = [os.path.join(REPO, ".venv", "bin", "bert-pipeline"), "run",
            "--output.root", os.path.join(root, "pipeline_output"),
            "--output.serving_dir", os.path.join(root, "serving_model"), *args]
@@ -69,13 +70,18 @@ def score_dev(root: str) -> float:
 
 
 def bench_main_job(_args) -> None:
-    run = run_pipeline("main_job")
-    write("main_job", {"wall_seconds": run["wall_seconds"], "peak_rss_gib": run["peak_rss_gib"],
-                       "exit_code": run["exit_code"],
-                       "sst2_dev_accuracy": score_dev(run["root"]) if run["exit_code"] == 0
-                       else None,
+    """The default run twice into one output root: the second is gated against the first."""
+    first = run_pipeline("main_job")
+    accuracy = score_dev(first["root"]) if first["exit_code"] == 0 else None
+    second = run_pipeline("main_job", fresh=False)
+    write("main_job", {"wall_seconds": first["wall_seconds"],
+                       "peak_rss_gib": first["peak_rss_gib"],
+                       "exit_code": first["exit_code"], "sst2_dev_accuracy": accuracy,
+                       "second_run": {"wall_seconds": second["wall_seconds"],
+                                      "exit_code": second["exit_code"],
+                                      "summary": second["summary"]},
                        "goals": "wall <= 900 s, dev accuracy >= 0.85, peak <= 6 GiB",
-                       "summary": run["summary"]})
+                       "summary": first["summary"]})
 
 
 def bench_full(args) -> None:

@@ -26,6 +26,6 @@ def run(config: PipelineConfig) -> summary.RunSummary:
         tfx.orchestration.LocalDagRunner().run(
             create_pipeline(config, metadata_connection_config=metadata_config(config)))
     except Exception as e:  # noqa: BLE001 - any component failure ends the run
-        logging.exception("pipeline run failed")
+        logging.info("pipeline run failed", exc_info=True)  # the summary says why
         error = e
     return summary.collect(config, metadata_config(config), started, error)

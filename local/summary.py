@@ -13,7 +13,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import ACCURACY_METRIC, create_pipeline
+from pipeline.pipeline import create_pipeline
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
 _STATE = metadata_store_pb2.Execution.State
@@ -145,10 +145,11 @@ def collect(config: PipelineConfig, connection_config, started: float,
     if runs:
         run = max(runs, key=lambda c: c.create_time_since_epoch)
         summary.run_id = run.name
+        node_type_id = store.get_context_type("node").id
         for execution in store.get_executions_by_context(run.id):
             node = next((c.name.split(".", 1)[-1] for c in
                          store.get_contexts_by_execution(execution.id)
-                         if c.type_id == _node_type_id(store)), None)
+                         if c.type_id == node_type_id), None)
             if node:
                 by_node[node] = execution
     for node in node_ids:
@@ -173,11 +174,3 @@ def collect(config: PipelineConfig, connection_config, started: float,
     if summary.error is None and any(c.status == "failed" for c in summary.components):
         summary.error = "a component failed (see the log above)"
     return summary
-
-
-def _node_type_id(store) -> int:
-    return store.get_context_type("node").id
-
-
-def accuracy(summary: RunSummary) -> Optional[float]:
-    return summary.metrics.get("", {}).get(ACCURACY_METRIC)

@@ -20,7 +20,6 @@ from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
-ACCURACY_METRIC = "sparse_categorical_accuracy"
 
 
 def example_gen(config: PipelineConfig) -> TextExampleGen:
@@ -51,6 +50,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             lower_bound={"value": config.eval.min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            # TFMA passes a change strictly above the bound; the epsilon lets an equal
+            # accuracy (a drop of exactly max_accuracy_drop) pass.
             absolute={"value": -config.eval.max_accuracy_drop - 1e-9}))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
@@ -72,7 +73,6 @@ def create_pipeline(config: PipelineConfig,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[list] = None) -> tfx.dsl.Pipeline:
     """The whole pipeline. Runners pass their own metadata connection and Beam args."""
-    components = []
     gen = example_gen(config)
     statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
     if config.data.schema_path:
@@ -115,12 +115,11 @@ def create_pipeline(config: PipelineConfig,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.abspath(config.push_dir))))
-    components += [gen, statistics, schema, validator, gate, transform, trainer,
-                   baseline, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
         pipeline_root=os.path.abspath(config.pipeline_root),
-        components=components,
+        components=[gen, statistics, schema, validator, gate, transform, trainer,
+                    baseline, evaluator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None

@@ -40,3 +40,18 @@ def test_every_setting_is_a_documented_cli_option():
     for option in ("--data.text_column", "--model.learning_rate", "--eval.min_accuracy",
                    "--output.serving_dir", "--beam_args"):
         assert option in help_text
+
+
+def test_default_input_folder_holds_only_readable_data():
+    """`make run` reads every file in data.input_dir: each must parse."""
+    import glob
+    import os
+
+    from components.text_example_gen.parsing import ReaderConfig, read_file
+    from tests.conftest import REPO
+
+    data = PipelineConfig().data
+    files = glob.glob(os.path.join(REPO, data.input_dir, data.file_pattern))
+    assert files
+    for path in files:
+        assert len(read_file(path, ReaderConfig(data.text_column, data.label_column))) >= 1000
