@@ -1,7 +1,9 @@
 """The classifier, its optimizer, and the hardware it trains on."""
 from __future__ import annotations
 
+import glob
 import logging
+import os
 
 import tensorflow as tf
 
@@ -11,20 +13,30 @@ from models.hparams import ModelHParams
 
 def select_strategy() -> tf.distribute.Strategy:
     """TPU -> TPUStrategy, several GPUs -> MirroredStrategy, else the default (1 device)."""
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        logging.info("Training on TPU %s", resolver.master())
-        return tf.distribute.TPUStrategy(resolver)
-    except (ValueError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
-        pass
+    if _tpu_configured():
+        return _tpu_strategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         logging.info("Training on %d GPUs (MirroredStrategy)", len(gpus))
         return tf.distribute.MirroredStrategy()
     logging.info("Training on %s", "1 GPU" if gpus else "CPU")
     return tf.distribute.get_strategy()
+
+
+def _tpu_configured() -> bool:
+    """A TPU VM (/dev/accel*) or a TPU named in the environment; never probes the network."""
+    return bool(os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")
+                or glob.glob("/dev/accel*"))
+
+
+def _tpu_strategy() -> tf.distribute.Strategy:
+    local = "local" if glob.glob("/dev/accel*") else None  # a TPU VM's own chips
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu=os.environ.get("TPU_NAME") or local)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    logging.info("Training on TPU %s", resolver.master())
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def resolve_precision(precision: str, strategy: tf.distribute.Strategy) -> str:

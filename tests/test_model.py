@@ -1,0 +1,61 @@
+"""Training set-up: hardware choice, learning-rate schedule, step arithmetic, hub cache."""
+import os
+
+import pytest
+import tensorflow as tf
+
+from models import checkpoint, model
+from models.hparams import ModelHParams
+from models.trainer import training_steps
+
+
+def test_cpu_gets_the_default_strategy_and_float32(monkeypatch):
+    for name in ("TPU_NAME", "COLAB_TPU_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    strategy = model.select_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    assert model.resolve_precision("auto", strategy) == "float32"
+    assert model.resolve_precision("mixed_bfloat16", strategy) == "mixed_bfloat16"
+
+
+def test_warmup_then_linear_decay():
+    schedule = model.WarmupLinearDecay(1e-4, warmup_steps=10, total_steps=110)
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 200)]
+    assert values == pytest.approx([0, 5e-5, 1e-4, 5e-5, 0, 0])
+
+
+def test_optimizer_skips_weight_decay_on_bias_and_layer_norm():
+    optimizer = model.make_optimizer(ModelHParams(), total_steps=100)
+    dense = tf.Variable(tf.ones([2, 2]), name="dense/kernel")
+    bias = tf.Variable(tf.ones([2]), name="dense/bias")
+    norm = tf.Variable(tf.ones([2]), name="LayerNorm/gamma")
+    optimizer.build([dense, bias, norm])
+    assert not optimizer._use_weight_decay(bias) and not optimizer._use_weight_decay(norm)
+    assert optimizer._use_weight_decay(dense)
+
+
+@pytest.mark.parametrize("epochs,train_steps,examples,expected", [
+    (2.0, 0, 1000, (32, 2)),    # 32 batches of 32 per epoch
+    (0.5, 0, 1000, (16, 1)),    # half an epoch
+    (2.0, 10, 1000, (10, 1)),   # train_steps wins
+    (1.0, 0, 5, (1, 1)),
+])
+def test_training_steps(epochs, train_steps, examples, expected):
+    hparams = ModelHParams(epochs=epochs, train_steps=train_steps, batch_size=32)
+    assert training_steps(hparams, examples) == expected
+
+
+def test_hub_name_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny_checkpoint):
+    """A hub name works when the model is already in the HF cache; nothing is downloaded."""
+    snapshot = tmp_path / "models--acme--tiny-bert" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(tiny_checkpoint):
+        os.symlink(os.path.join(tiny_checkpoint, name), snapshot / name)
+    (tmp_path / "models--acme--tiny-bert" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny-bert" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert checkpoint.resolve_checkpoint_dir("acme/tiny-bert") == str(snapshot)
+    with pytest.raises(checkpoint.CheckpointError, match="local Hugging Face cache"):
+        checkpoint.resolve_checkpoint_dir("acme/not-cached")
