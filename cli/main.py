@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import typing
 
@@ -111,11 +112,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # TFX's Beam executors parse sys.argv as absl flags; ours are not theirs.
     sys.argv = sys.argv[:1]
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
+    if not args.verbose:  # library chatter hides the summary; --verbose shows it all
+        import warnings
         from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.WARNING)
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

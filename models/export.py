@@ -22,6 +22,16 @@ from models.tokenizer import pad_to_dense
 
 LABELS_FILE = "labels.txt"
 MODEL_INFO_FILE = "model_info.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+# tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
+# every other op of the exported model must be core TensorFlow.
+TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
+                                    "WordpieceTokenizeWithOffsets"})
+# Texts TF Serving runs through both signatures at load, so the first real request is
+# not the one that pays for lazy initialisation (empty, short, long; batch 1 and 8).
+WARMUP_TEXTS = ("", "a short text",
+                "a much longer text, with punctuation and numbers like 42, to exercise "
+                "the tokenizer and a longer padded batch " * 4)
 
 
 def _text_feature(texts: tf.Tensor, spec) -> tf.Tensor:
@@ -75,6 +85,47 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
         f.write("".join(f"{name}\n" for name in label_names))
     with tf.io.gfile.GFile(os.path.join(extra, MODEL_INFO_FILE), "w") as f:
         json.dump(dict(model_info, labels=list(label_names)), f, indent=2, sort_keys=True)
+    write_warmup_requests(os.path.join(extra, WARMUP_FILE))
+
+
+def _serialized_example(text: str) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={features.TEXT: tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[text.encode("utf-8")]))})).SerializeToString()
+
+
+def write_warmup_requests(path: str) -> None:
+    """TF Serving's warmup file: a TFRecord of PredictionLog, for both signatures."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    batches = [[WARMUP_TEXTS[1]], [WARMUP_TEXTS[i % len(WARMUP_TEXTS)] for i in range(8)]]
+    with tf.io.TFRecordWriter(path) as writer:
+        for texts in batches:
+            for signature, name, values in (
+                    (features.SERVING_TEXT_SIGNATURE, features.TEXT_INPUT,
+                     [t.encode("utf-8") for t in texts]),
+                    (features.SERVING_EXAMPLES_SIGNATURE, features.EXAMPLES_INPUT,
+                     [_serialized_example(t) for t in texts])):
+                request = predict_pb2.PredictRequest(
+                    model_spec=model_pb2.ModelSpec(signature_name=signature))
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+
+
+def saved_model_ops(saved_model_dir: str) -> set[str]:
+    """Every op type in the SavedModel's graph and in all of its functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with tf.io.gfile.GFile(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    ops, functions = set(), set()
+    for graph in saved_model.meta_graphs:
+        ops |= {node.op for node in graph.graph_def.node}
+        for function in graph.graph_def.library.function:
+            functions.add(function.signature.name)
+            ops |= {node.op for node in function.node_def}
+    return ops - functions  # calls to the model's own functions are not ops
 
 
 def read_label_names(vocab_file: str) -> list[str]:

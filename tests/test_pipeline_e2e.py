@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from cli.main import main
+from models import export
 from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
 
 LABELS = {"0": "negative", "1": "positive"}
@@ -22,9 +23,28 @@ by_text = model.signatures["predict_text"](text=tf.constant(texts))
 examples = [tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
     bytes_list=tf.train.BytesList(value=[t.encode()]))})).SerializeToString() for t in texts]
 by_example = model.signatures["serving_default"](examples=tf.constant(examples))
-print(json.dumps({name: {k: v.numpy().tolist() if v.dtype != tf.string else
-                         [s.decode() for s in v.numpy()] for k, v in out.items()}
-                  for name, out in (("text", by_text), ("examples", by_example))}))
+warmup = 0
+from tensorflow_serving.apis import prediction_log_pb2
+for record in tf.data.TFRecordDataset(
+        os.path.join(sys.argv[1], "assets.extra", "tf_serving_warmup_requests")):
+    request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+    signature = model.signatures[request.model_spec.signature_name]
+    out = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    assert out["probabilities"].shape[0] == len(next(iter(request.inputs.values())).string_val)
+    warmup += 1
+result = {name: {k: v.numpy().tolist() if v.dtype != tf.string else
+                 [s.decode() for s in v.numpy()] for k, v in out.items()}
+          for name, out in (("text", by_text), ("examples", by_example))}
+print(json.dumps(dict(result, warmup_requests=warmup)))
+"""
+
+# Run with TensorFlow alone: which of the model's ops does core TF not register?
+NON_CORE_OPS = """
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
+print(json.dumps(sorted(op for op in json.loads(sys.argv[1]) if op_def_registry.get(op) is None)))
 """
 
 
@@ -78,6 +98,16 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
         assert all(abs(sum(p) - 1) < 1e-4 for p in got["probabilities"])
         assert [info["labels"][i] for i in got["class_id"]] == got["label"]
     assert outputs["text"] == outputs["examples"]
+    assert outputs["warmup_requests"] == 4  # 2 signatures x batch sizes 1 and 8
+
+    # Only ops stock TF Serving registers: core TensorFlow + tf-text 2.12's tokenizer ops.
+    ops = export.saved_model_ops(str(version_dir))
+    result = subprocess.run([sys.executable, "-c", NON_CORE_OPS, json.dumps(sorted(ops))],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    non_core = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert non_core <= export.TF_SERVING_TF_TEXT_OPS, non_core - export.TF_SERVING_TF_TEXT_OPS
+    assert {"WordpieceTokenizeWithOffsets", "RegexSplitWithOffsets"} <= non_core
+    assert not any("RoundRobin" in op or op.startswith("FastWordpiece") for op in ops)
 
     # Second run: a bar no model can clear. Not blessed, nothing pushed, exit code 2.
     overrides["eval.min_accuracy"] = 1.01
