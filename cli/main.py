@@ -1,4 +1,4 @@
-"""``bert-pipeline``: run the pipeline, infer a schema.
+"""``bert-pipeline``: run the pipeline, infer a schema, score a file.
 
 Every configuration field is an option: ``--<section>.<field> VALUE`` (see
 ``bert-pipeline run --help``); ``--config FILE`` loads a YAML/JSON file first.
@@ -15,22 +15,27 @@ import typing
 from pipeline import config as config_lib
 
 
+def _help(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return f"{f.metadata.get('help', '')} (default: {default})"
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--[section.]field`` option per configuration field, help from its metadata."""
     parser.add_argument("--config", metavar="FILE",
                         help="YAML or JSON file with any of the settings below.")
-    top = config_lib.PipelineConfig
-    for f in dataclasses.fields(top):
+    for f in dataclasses.fields(config_lib.PipelineConfig):
         if f.name not in config_lib.SECTIONS:
             parser.add_argument(f"--{f.name}", dest=f"cfg:{f.name}", metavar="VALUE",
-                                help=f"{f.metadata.get('help', '')} (default: {f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default})")
+                                help=_help(f))
     for section, cls in config_lib.SECTIONS.items():
-        group = parser.add_argument_group(f"{section} settings", cls.__doc__.strip().splitlines()[0])
+        group = parser.add_argument_group(f"{section} settings",
+                                          cls.__doc__.strip().splitlines()[0])
         types = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             kind = getattr(types[f.name], "__name__", str(types[f.name]))
             group.add_argument(f"--{section}.{f.name}", dest=f"cfg:{section}.{f.name}",
-                               metavar=kind.upper(),
-                               help=f"{f.metadata.get('help', '')} (default: {f.default})")
+                               metavar=kind.upper(), help=_help(f))
 
 
 def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
@@ -62,10 +67,8 @@ def _cmd_score(args) -> int:
 def _cmd_schema(args) -> int:
     from cli.schema import infer_schema, write_schema
     data = config_from_args(args).data
-    from components.text_example_gen.parsing import ReaderConfig
-    schema, rows = infer_schema(data.input_dir, data.file_pattern if not data.presplit
-                                else "*/*", ReaderConfig(data.text_column, data.label_column,
-                                                         data.file_format))
+    schema, rows = infer_schema(data.input_dir, "*/*" if data.presplit else data.file_pattern,
+                                data.reader_config())
     write_schema(schema, args.out)
     labels = list(schema.string_domain[0].value)
     print(f"wrote {args.out} from {rows} rows; label domain: {labels}")

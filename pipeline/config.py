@@ -11,6 +11,7 @@ import os
 import typing
 from typing import Any, Mapping, Optional
 
+from components.text_example_gen.parsing import ReaderConfig
 from models.hparams import ModelHParams
 
 
@@ -35,6 +36,10 @@ class DataConfig:
     eval_fraction: float = _field(0.1, "Share of rows hashed into the eval split.")
     schema_path: str = _field("schema/schema.pbtxt", "Curated schema to validate "
                               "against; empty to infer one from the data.")
+
+    def reader_config(self) -> ReaderConfig:
+        return ReaderConfig(text_column=self.text_column, label_column=self.label_column,
+                            file_format=self.file_format)
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ from tfx.proto import example_gen_pb2
 
 from components.data_gate.component import DataGate
 from components.text_example_gen.component import TextExampleGen
-from components.text_example_gen.parsing import ReaderConfig, split_buckets
+from components.text_example_gen.parsing import split_buckets
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -24,8 +24,6 @@ RUN_FN = "models.trainer.run_fn"
 
 def example_gen(config: PipelineConfig) -> TextExampleGen:
     data = config.data
-    reader = ReaderConfig(text_column=data.text_column, label_column=data.label_column,
-                          file_format=data.file_format)
     if data.presplit:
         input_config = example_gen_pb2.Input(splits=[
             example_gen_pb2.Input.Split(name="train", pattern="train/*"),
@@ -38,7 +36,8 @@ def example_gen(config: PipelineConfig) -> TextExampleGen:
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train),
                     example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=evaluation)]))
-    return TextExampleGen(input_base=os.path.abspath(data.input_dir), reader_config=reader,
+    return TextExampleGen(input_base=os.path.abspath(data.input_dir),
+                          reader_config=data.reader_config(),
                           input_config=input_config, output_config=output_config)
 
 

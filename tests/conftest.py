@@ -9,7 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+SHARED_DATA = os.environ.get("SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 SAMPLE = os.path.join(REPO, "data", "sample", "sst2_sample.tsv")
 CURATED_SCHEMA = os.path.join(REPO, "schema", "schema.pbtxt")
 
