@@ -17,7 +17,6 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from models import features
-from models.preprocessing import dense_column
 from models.tokenizer import pad_to_dense
 
 LABELS_FILE = "labels.txt"
@@ -36,8 +35,12 @@ WARMUP_TEXTS = ("", "a short text",
 
 def _text_feature(texts: tf.Tensor, spec) -> tf.Tensor:
     """Raw strings shaped like the raw ``text`` feature Transform expects."""
-    if isinstance(spec, tf.io.VarLenFeature):
-        return tf.sparse.from_dense(tf.reshape(texts, [-1, 1]))
+    if isinstance(spec, tf.io.VarLenFeature):  # one value per row, empty strings kept
+        count = tf.size(texts, out_type=tf.int64)
+        rows = tf.range(count)
+        return tf.SparseTensor(indices=tf.stack([rows, tf.zeros_like(rows)], axis=1),
+                               values=tf.reshape(texts, [-1]),
+                               dense_shape=tf.stack([count, 1]))
     return tf.reshape(texts, [-1] + list(spec.shape))
 
 
