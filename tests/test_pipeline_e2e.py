@@ -1,4 +1,5 @@
 """The whole pipeline, really run: tiny BERT, real TFX components, Beam and SavedModels."""
+import glob
 import json
 import os
 import subprocess
@@ -82,6 +83,8 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
     version_dir = model_root / versions[0]
     assert (version_dir / "saved_model.pb").exists()
     assert f"Pushed: version {versions[0]}" in out
+    assert glob.glob(str(tmp_path / "pipeline_output" / "*" / "Trainer" / "model_run" / "*"
+                         / "tensorboard" / "train" / "events.out.tfevents.*"))
     info = json.loads((version_dir / "assets.extra" / "model_info.json").read_text())
     assert sorted(info["labels"]) == ["negative", "neutral", "positive"]
     # No optimizer state in the pushed model: variables are about the weights' size.
@@ -114,5 +117,6 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
     assert main(cli_args(overrides)) == 2
     out = capsys.readouterr().out
     assert "Gate: NOT BLESSED" in out and "lower bound 1.0100" in out
+    assert "(baseline 0." in out  # the first run's model is the baseline now
     assert "Pushed: nothing" in out
     assert os.listdir(model_root) == versions
