@@ -47,6 +47,24 @@ def resolve_precision(precision: str, strategy: tf.distribute.Strategy) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
 
 
+def float32_copy(classifier):
+    """The classifier with float32 compute, same weights: mixed precision is for training.
+
+    Serving and evaluation then compute in full precision on any hardware.
+    """
+    if classifier.dtype_policy.name == "float32":
+        return classifier
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = type(classifier)(classifier.config)
+        copy(copy.dummy_inputs, training=False)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(classifier.get_weights())
+    return copy
+
+
 class WarmupLinearDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak``, then linear decay to 0 at ``total_steps``."""
 

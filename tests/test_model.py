@@ -59,3 +59,20 @@ def test_hub_name_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny
     assert checkpoint.resolve_checkpoint_dir("acme/tiny-bert") == str(snapshot)
     with pytest.raises(checkpoint.CheckpointError, match="local Hugging Face cache"):
         checkpoint.resolve_checkpoint_dir("acme/not-cached")
+
+
+def test_mixed_precision_model_is_exported_in_float32(tiny_checkpoint):
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = checkpoint.load_classifier(tiny_checkpoint, num_labels=3)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert trained.dtype_policy.name == "mixed_bfloat16"
+    exported = model.float32_copy(trained)
+    assert exported.dtype_policy.name == "float32"
+    inputs = {"input_ids": tf.constant([[101, 2307, 3185, 102]]),
+              "attention_mask": tf.ones([1, 4], tf.int32)}
+    full, mixed = exported(inputs).logits, trained(inputs).logits
+    assert full.dtype == tf.float32 and mixed.dtype == tf.bfloat16
+    assert float(tf.reduce_max(tf.abs(full - tf.cast(mixed, tf.float32)))) < 0.05
+    assert model.float32_copy(exported) is exported
