@@ -55,10 +55,8 @@ class RunSummary:
             lines += ["", "Evaluation (eval split):"]
             for slice_name, values in sorted(self.metrics.items(), key=lambda kv: kv[0] != ""):
                 base = self.baseline_metrics.get(slice_name, {})
-                shown = ", ".join(
-                    f"{name}={value:.4f}" + (f" (baseline {base[name]:.4f})" if name in base else "")
-                    if isinstance(value, float) and not name.endswith("example_count")
-                    else f"{name}={value:.0f}" for name, value in sorted(values.items()))
+                shown = ", ".join(_metric_text(name, value, base.get(name))
+                                  for name, value in sorted(values.items()))
                 lines.append(f"  {slice_name or 'overall':<30} {shown}")
         if self.blessed is not None:
             lines += ["", "Gate: " + ("BLESSED" if self.blessed else "NOT BLESSED")]
@@ -71,6 +69,12 @@ class RunSummary:
             lines += ["", f"FAILED: {self.error}", "Nothing was pushed; the served models are "
                       "unchanged."]
         return "\n".join(lines)
+
+
+def _metric_text(name: str, value: float, baseline: Optional[float]) -> str:
+    if name.endswith("example_count"):
+        return f"{name}={value:.0f}"
+    return f"{name}={value:.4f}" + ("" if baseline is None else f" (baseline {baseline:.4f})")
 
 
 def root_cause(error: BaseException) -> str:
