@@ -98,7 +98,8 @@ def run_fn(fn_args) -> None:
         json.dump(stats, f, indent=2)
 
     export.export_serving_model(
-        model_lib.float32_copy(classifier), tf_transform_output, label_names, pad_id, fn_args.serving_model_dir,
+        model_lib.float32_copy(classifier), tf_transform_output, label_names, pad_id,
+        fn_args.serving_model_dir,
         model_info={"checkpoint": hparams.checkpoint,
                     "max_seq_length": hparams.max_seq_length,
                     "precision": precision, "train_examples": num_train,
