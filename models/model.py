@@ -61,8 +61,15 @@ def float32_copy(classifier):
         copy(copy.dummy_inputs, training=False)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
-    copy.set_weights(classifier.get_weights())
+    trained = {_within_model(v.name): v for v in classifier.weights}
+    for variable in copy.weights:  # by name: frozen weights change get_weights()' order
+        variable.assign(tf.cast(trained[_within_model(variable.name)], variable.dtype))
     return copy
+
+
+def _within_model(variable_name: str) -> str:
+    """'tf_bert_for_sequence_classification_3/bert/...' -> 'bert/...'."""
+    return variable_name.split("/", 1)[1]
 
 
 class WarmupLinearDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
@@ -98,6 +105,7 @@ def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
                      checkpoint_dir: str):
     """Loads the checkpoint and compiles it for fine-tuning (call inside a strategy scope)."""
     model = checkpoint.load_classifier(checkpoint_dir, num_labels, hparams.dropout)
+    model.bert.embeddings.trainable = not hparams.freeze_embeddings
     model.compile(
         optimizer=make_optimizer(hparams, total_steps),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -1,6 +1,7 @@
 """Training set-up: hardware choice, learning-rate schedule, step arithmetic, hub cache."""
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -76,3 +77,27 @@ def test_mixed_precision_model_is_exported_in_float32(tiny_checkpoint):
     assert full.dtype == tf.float32 and mixed.dtype == tf.bfloat16
     assert float(tf.reduce_max(tf.abs(full - tf.cast(mixed, tf.float32)))) < 0.05
     assert model.float32_copy(exported) is exported
+
+
+def test_frozen_embeddings_stay_fixed_and_export_keeps_every_weight(tiny_checkpoint):
+    hparams = ModelHParams(freeze_embeddings=True, learning_rate=1e-2, precision="mixed_bfloat16")
+    tf.keras.mixed_precision.set_global_policy(hparams.precision)
+    try:
+        classifier = model.build_classifier(hparams, 2, total_steps=4,
+                                            checkpoint_dir=tiny_checkpoint)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    before = {v.name: v.numpy() for v in classifier.weights}
+    inputs = {"input_ids": tf.constant([[101, 2307, 3185, 102]] * 4),
+              "attention_mask": tf.ones([4, 4], tf.int32)}
+    classifier.fit(inputs, tf.constant([0, 1, 0, 1]), epochs=2, verbose=0)
+    changed = {v.name for v in classifier.weights
+               if not np.array_equal(v.numpy(), before[v.name])}
+    assert changed and not any("/embeddings/" in name for name in changed)
+    assert all("/embeddings/" not in v.name for v in classifier.trainable_weights)
+    # Frozen weights come last in get_weights(); the float32 copy must match them by name.
+    exported = model.float32_copy(classifier)
+    trained = {v.name.split("/", 1)[1]: v.numpy() for v in classifier.weights}
+    assert len(exported.weights) == len(trained)
+    for variable in exported.weights:
+        np.testing.assert_array_equal(variable.numpy(), trained[variable.name.split("/", 1)[1]])
