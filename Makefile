@@ -13,13 +13,21 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install install-test bench clean freeze
+.PHONY: run test serve install install-test bench clean freeze
 
 run: $(VENV)/.installed
 	$(BIN)/bert-pipeline run $(ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+# The local model server on the pushed models, with TF Serving's Docker defaults:
+# gRPC on 8500, REST on 8501 (ARGS adds flags, e.g. ARGS=--host=0.0.0.0).
+MODEL_NAME ?= bert_classifier
+serve: $(VENV)/.installed
+	$(BIN)/bert-pipeline serve --port=8500 --rest_api_port=8501 --model_name=$(MODEL_NAME) \
+	  --model_base_path=$(CURDIR)/serving_model/$(MODEL_NAME) \
+	  --monitoring_config_file=serving/deploy/monitoring.config $(ARGS)
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -8,7 +8,8 @@ setup(
                 "TensorFlow Serving",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "components", "components.*", "models",
-                                    "local", "kubeflow", "cli"]),
+                                    "local", "kubeflow", "cli", "serving"]),
+    package_data={"serving": ["deploy/*.config", "deploy/*.txt", "deploy/kubernetes/*.yaml"]},
     # Exact versions live in requirements.txt (installed by `make`); these are the ranges
     # the code is written for.
     install_requires=[
@@ -20,6 +21,12 @@ setup(
         "safetensors",
         "dill",
         "pyyaml",
+        # serving/ (local server and clients)
+        "tensorflow-serving-api>=2.16,<2.17",
+        "grpcio",
+        "tornado>=6",
+        "prometheus-client",
+        "requests",
     ],
     entry_points={"console_scripts": ["bert-pipeline=cli.main:main"]},
 )

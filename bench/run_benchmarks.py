@@ -6,8 +6,9 @@
             vs. XLA (uses the Transform output of the last main_job run)
   tokenizer BertTokenizer vs. FastBertTokenizer: same ids? texts/s on SST-2 dev
   full      the pipeline on all of SST-2 train with the default checkpoint, scored on dev
+  serving   local server (gRPC/REST, batching off/on, 1/8/32 clients) vs. in-process calls
 
-Usage: .venv/bin/python bench/run_benchmarks.py [main_job] [trainer] [full] [--steps N]
+Usage: .venv/bin/python bench/run_benchmarks.py [main_job] [trainer] [full] [serving] ...
 Ratios are measured side by side in one process; the machine is noisy.
 """
 from __future__ import annotations
@@ -205,11 +206,114 @@ def bench_tokenizer(_args) -> None:
     write("tokenizer", result)
 
 
+def _load_test(call, texts, clients: int, seconds: float) -> dict:
+    """``clients`` threads call ``call(text)`` back to back for ``seconds``."""
+    import threading
+
+    latencies, errors, stop = [], [], threading.Event()
+
+    def loop(offset):
+        i = offset
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                call(texts[i % len(texts)])
+            except Exception as error:  # noqa: BLE001  counted
+                errors.append(repr(error))
+            latencies.append(time.perf_counter() - started)
+            i += clients
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    ms = sorted(x * 1000 for x in latencies)
+    return {"requests": len(ms), "errors": len(errors),
+            "p50_ms": round(ms[len(ms) // 2], 2), "p99_ms": round(ms[int(len(ms) * 0.99)], 2),
+            "requests_per_second": round(len(ms) / elapsed, 1)}
+
+
+def bench_serving(args) -> None:
+    """Local server vs. in-process calls of the same SavedModel (the main job's model).
+
+    One text per request; 1, 8 and 32 concurrent clients; gRPC and REST; batching off
+    and on (serving/deploy/batching_parameters.txt).
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+    from components.text_example_gen.parsing import ReaderConfig, read_file
+    from serving.client import GrpcClient, RestClient, Target
+    from serving.process import ServerProcess
+
+    base = os.path.join(WORK, "main_job", "serving_model", "bert_classifier")
+    if not os.path.isdir(base):
+        raise SystemExit(f"{base} is missing: run the main_job benchmark first")
+    version = os.path.join(base, max(os.listdir(base), key=int))
+    texts = [r.text for r in read_file(os.path.join(SST2, "dev.tsv"),
+                                       ReaderConfig("sentence", "label"))]
+    seconds = args.seconds
+    signature = tf.saved_model.load(version).signatures["predict_text"]
+
+    def in_process(text):
+        signature(text=tf.constant([text]))["probabilities"].numpy()
+
+    for text in texts[:20]:
+        in_process(text)
+    result = {"model": version, "seconds_per_measurement": seconds, "in_process": {},
+              "server": {}}
+    for clients in (1, 8, 32):
+        result["in_process"][clients] = _load_test(in_process, texts, clients, seconds)
+    del signature
+
+    batching = os.path.join(REPO, "serving", "deploy", "batching_parameters.txt")
+    for mode, flags in (("batching_off", []),
+                        ("batching_on", ["--enable_batching", "--batching_parameters_file",
+                                         batching])):
+        with ServerProcess(["--model_name", "bert_classifier", "--model_base_path", base,
+                            *flags]) as server:
+            target = Target("bert_classifier")
+            grpc_client = GrpcClient(server.grpc_address, target, timeout=60)
+            rest_client = RestClient(server.rest_url, target, timeout=60)
+            calls = {"grpc": lambda t: grpc_client.predict({"text": np.array([t], object)},
+                                                           "predict_text"),
+                     "rest": lambda t: rest_client.predict({"text": np.array([t])},
+                                                           "predict_text")}
+            for transport, call in calls.items():
+                for text in texts[:20]:
+                    call(text)
+                for clients in (1, 8, 32):
+                    key = f"{mode}/{transport}/{clients}"
+                    result["server"][key] = _load_test(call, texts, clients, seconds)
+                    print(key, result["server"][key], flush=True)
+    base_p50 = result["in_process"][1]["p50_ms"]
+    server = result["server"]
+    result["ratios"] = {
+        "grpc_p50_vs_in_process_1_client (goal <= 1.3)":
+            round(server["batching_off/grpc/1"]["p50_ms"] / base_p50, 3),
+        "rest_p50_vs_in_process_1_client (goal <= 1.3)":
+            round(server["batching_off/rest/1"]["p50_ms"] / base_p50, 3),
+        "grpc_32_clients_batching_on_vs_off (goal >= 3)": round(
+            server["batching_on/grpc/32"]["requests_per_second"]
+            / server["batching_off/grpc/32"]["requests_per_second"], 2),
+        "rest_32_clients_batching_on_vs_off (goal >= 3)": round(
+            server["batching_on/rest/32"]["requests_per_second"]
+            / server["batching_off/rest/32"]["requests_per_second"], 2),
+    }
+    write("serving", result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["main_job", "trainer"],
-                        choices=["main_job", "trainer", "full", "tokenizer"])
+                        choices=["main_job", "trainer", "full", "tokenizer", "serving"])
+    parser.add_argument("--seconds", type=float, default=8.0,
+                        help="Seconds per serving measurement.")
     parser.add_argument("--steps", type=int, default=60, help="Timed training steps.")
     parser.add_argument("--full_args", default="", help="Extra options for the full run.")
     args = parser.parse_args()
@@ -217,7 +321,7 @@ def main() -> None:
     os.makedirs(WORK, exist_ok=True)
     for name in args.which:
         {"main_job": bench_main_job, "trainer": bench_trainer, "full": bench_full,
-         "tokenizer": bench_tokenizer}[name](args)
+         "tokenizer": bench_tokenizer, "serving": bench_serving}[name](args)
 
 
 if __name__ == "__main__":

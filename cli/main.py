@@ -1,4 +1,4 @@
-"""``bert-pipeline``: run the pipeline, infer a schema, score a file.
+"""``bert-pipeline``: run the pipeline, infer a schema, score a file, serve, predict.
 
 Every configuration field is an option: ``--<section>.<field> VALUE`` (see
 ``bert-pipeline run --help``); ``--config FILE`` loads a YAML/JSON file first.
@@ -75,6 +75,34 @@ def _cmd_schema(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    import json
+
+    from serving.client import ServingClientError, Target, connect
+    texts = list(args.text)
+    if args.input:
+        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        with stream:
+            texts += [line.rstrip("\n") for line in stream if line.strip()]
+    if not texts:
+        raise ValueError("nothing to predict: give texts or --input FILE")
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    target = Target(args.model, args.version, args.label)
+    with connect(args.server, target, timeout=args.timeout, token=token) as client:
+        try:
+            predictions = client.predict_texts(texts)
+        except ServingClientError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    for p in predictions:
+        print(json.dumps({"text": p.text, "label": p.label,
+                          "probabilities": p.probabilities}, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bert-pipeline",
@@ -108,10 +136,37 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--label_column", default="label", help="(default: %(default)s)")
     score.add_argument("--file_format", default="auto", help="(default: %(default)s)")
     score.set_defaults(func=_cmd_score)
+
+    sub.add_parser(
+        "serve", add_help=False,
+        help="Local model server with TF Serving's gRPC and REST APIs and flags "
+             "(`bert-pipeline serve --help`).")
+
+    predict = sub.add_parser(
+        "predict", help="Classify texts with a served model (gRPC or REST).",
+        description="Sends texts to TF Serving or the local server (the model's classify "
+                    "signature) and prints one JSON line per text: label and probabilities.")
+    predict.add_argument("text", nargs="*", help="Texts to classify.")
+    predict.add_argument("--input", help="File with one text per line ('-': stdin).")
+    predict.add_argument("--server", default="grpc://127.0.0.1:8500",
+                         help="grpc://host:port or http://host:port (default: %(default)s).")
+    predict.add_argument("--model", default="bert_classifier",
+                         help="Model name (default: %(default)s).")
+    choice = predict.add_mutually_exclusive_group()
+    choice.add_argument("--version", type=int, help="Model version (default: latest).")
+    choice.add_argument("--label", help="Version label, e.g. stable or canary.")
+    predict.add_argument("--timeout", type=float, default=10.0,
+                         help="Seconds per request (default: %(default)s).")
+    predict.add_argument("--token_file", help="File with the server's bearer token.")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # TF Serving's own flags, parsed by the server
+        from serving.server import main as serve
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     # TFX's Beam executors parse sys.argv as absl flags; ours are not theirs.
     sys.argv = sys.argv[:1]

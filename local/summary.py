@@ -35,6 +35,8 @@ class RunSummary:
     baseline_metrics: dict = dataclasses.field(default_factory=dict)
     blessed: Optional[bool] = None
     gate_failures: list = dataclasses.field(default_factory=list)
+    serving_check: Optional[str] = None  # the check's verdict, when it ran
+    serving_ok: Optional[bool] = None
     pushed_version: Optional[str] = None
     pushed_path: Optional[str] = None
     error: Optional[str] = None
@@ -61,10 +63,15 @@ class RunSummary:
         if self.blessed is not None:
             lines += ["", "Gate: " + ("BLESSED" if self.blessed else "NOT BLESSED")]
             lines += [f"  - {failure}" for failure in self.gate_failures]
+        if self.serving_check and self.blessed:
+            lines.append(f"Serving check: {'PASSED' if self.serving_ok else 'FAILED'} "
+                         f"({self.serving_check})")
         if self.pushed_version:
             lines.append(f"Pushed: version {self.pushed_version} -> {self.pushed_path}")
         elif not self.error:
-            lines.append("Pushed: nothing (the model was not blessed)")
+            why = "the serving check failed" if self.blessed and self.serving_ok is False \
+                else "the model was not blessed"
+            lines.append(f"Pushed: nothing ({why})")
         if self.error:
             lines += ["", f"FAILED: {self.error}", "Nothing was pushed; the served models are "
                       "unchanged."]
@@ -170,6 +177,9 @@ def collect(config: PipelineConfig, connection_config, started: float,
             _read_evaluation(summary, outputs["evaluation"][0].uri)
             if outputs.get("blessing"):
                 summary.blessed = bool(_custom(outputs["blessing"][0], "blessed"))
+        if node == "ServingCheck" and outputs.get("blessing"):
+            summary.serving_ok = bool(_custom(outputs["blessing"][0], "blessed"))
+            summary.serving_check = _custom(outputs["blessing"][0], "reason")
         if node == "Pusher" and outputs.get("pushed_model"):
             pushed = outputs["pushed_model"][0]
             if _custom(pushed, "pushed"):

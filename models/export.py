@@ -5,6 +5,9 @@ Serving contract (clients and tests rely on these names):
   * ``predict_text``: input ``text`` (raw strings)
   both returning ``probabilities`` [batch, classes] float32, ``class_id`` [batch]
   int64 and ``label`` [batch] string. Tokenizer and label names are in the graph.
+  * ``classify`` (TF Serving's Classify API, method ``tensorflow/serving/classify``):
+    input ``inputs`` (serialized tf.Example) -> ``classes`` (every label name) and
+    ``scores`` (their probabilities), both [batch, classes].
   * ``transform_features`` (for TFMA only): serialized examples with labels ->
     ``label_id`` and ``text_length_bucket``.
 """
@@ -22,6 +25,7 @@ from models.tokenizer import pad_to_dense
 LABELS_FILE = "labels.txt"
 MODEL_INFO_FILE = "model_info.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
 # tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
 # every other op of the exported model must be core TensorFlow.
 TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
@@ -71,6 +75,12 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     def serve_text(text):
         return predict({features.TEXT: _text_feature(text, raw_spec[features.TEXT])})
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
+    def classify(inputs):
+        probabilities = serve_examples(inputs)[features.PROBABILITIES]
+        classes = tf.tile(labels[tf.newaxis], [tf.shape(probabilities)[0], 1])
+        return {features.CLASSIFY_CLASSES: classes, features.CLASSIFY_SCORES: probabilities}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
     def transform_features(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, raw_spec))
@@ -79,9 +89,11 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     signatures = {
         features.SERVING_EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
         features.SERVING_TEXT_SIGNATURE: serve_text.get_concrete_function(),
+        features.CLASSIFY_SIGNATURE: classify.get_concrete_function(),
         features.TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
     }
     model.save(output_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    set_method_name(output_dir, features.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)
     extra = os.path.join(output_dir, "assets.extra")
     tf.io.gfile.makedirs(extra)
     with tf.io.gfile.GFile(os.path.join(extra, LABELS_FILE), "w") as f:
@@ -91,14 +103,28 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     write_warmup_requests(os.path.join(extra, WARMUP_FILE))
 
 
+def set_method_name(saved_model_dir: str, signature: str, method_name: str) -> None:
+    """TF2 saves every signature as 'predict'; TF Serving's Classify needs 'classify'."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(saved_model_dir, "saved_model.pb")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[signature].method_name = method_name
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(saved_model.SerializeToString())
+
+
 def _serialized_example(text: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={features.TEXT: tf.train.Feature(
         bytes_list=tf.train.BytesList(value=[text.encode("utf-8")]))})).SerializeToString()
 
 
 def write_warmup_requests(path: str) -> None:
-    """TF Serving's warmup file: a TFRecord of PredictionLog, for both signatures."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    """TF Serving's warmup file: a TFRecord of PredictionLog for the serving signatures."""
+    from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2,
+                                         predict_pb2, prediction_log_pb2)
 
     batches = [[WARMUP_TEXTS[1]], [WARMUP_TEXTS[i % len(WARMUP_TEXTS)] for i in range(8)]]
     with tf.io.TFRecordWriter(path) as writer:
@@ -114,6 +140,14 @@ def write_warmup_requests(path: str) -> None:
                 log = prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
+            request = classification_pb2.ClassificationRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=features.CLASSIFY_SIGNATURE),
+                input=input_pb2.Input(example_list=input_pb2.ExampleList(
+                    examples=[tf.train.Example.FromString(_serialized_example(t))
+                              for t in texts])))
+            log = prediction_log_pb2.PredictionLog(
+                classify_log=prediction_log_pb2.ClassifyLog(request=request))
+            writer.write(log.SerializeToString())
 
 
 def saved_model_ops(saved_model_dir: str) -> set[str]:

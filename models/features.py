@@ -18,9 +18,14 @@ LENGTH_BUCKET_BOUNDARIES = (16, 32, 64, 128, 256)
 # Serving contract: signature names, their inputs and outputs.
 SERVING_EXAMPLES_SIGNATURE = "serving_default"
 SERVING_TEXT_SIGNATURE = "predict_text"
+CLASSIFY_SIGNATURE = "classify"
 TRANSFORM_SIGNATURE = "transform_features"
 EXAMPLES_INPUT = "examples"
 TEXT_INPUT = "text"
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
 LABEL_NAME = "label"
+# TF Serving's Classify API fixes these names: input "inputs", outputs "classes"/"scores".
+CLASSIFY_INPUT = "inputs"
+CLASSIFY_CLASSES = "classes"
+CLASSIFY_SCORES = "scores"

@@ -59,6 +59,9 @@ class OutputConfig:
     serving_dir: str = _field("serving_model", "TF Serving base folder; models are pushed "
                                                "to <serving_dir>/<model_name>/<version>.")
     model_name: str = _field("bert_classifier", "Served model name.")
+    serving_check_timeout: int = _field(300, "Seconds the serving check (load the candidate "
+                                             "in the model server, answer its warmup "
+                                             "requests over gRPC and REST) may take.")
 
 
 @dataclasses.dataclass

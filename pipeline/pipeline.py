@@ -1,7 +1,8 @@
 """``create_pipeline``: the one pipeline definition every runner uses.
 
 TextExampleGen -> StatisticsGen -> SchemaGen/ImportSchemaGen -> ExampleValidator
--> DataGate -> Transform -> Trainer -> (latest blessed model) -> Evaluator -> Pusher
+-> DataGate -> Transform -> Trainer -> (latest blessed model) -> Evaluator
+-> ServingCheck (loads and queries the candidate in the model server) -> Pusher
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.data_gate.component import DataGate
+from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
 from components.text_example_gen.parsing import split_buckets
 from models import features
@@ -108,9 +110,14 @@ def create_pipeline(config: PipelineConfig,
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config))
+    serving_check = ServingCheck(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        model_name=config.output.model_name,
+        timeout_seconds=config.output.serving_check_timeout)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.abspath(config.push_dir))))
@@ -118,7 +125,7 @@ def create_pipeline(config: PipelineConfig,
         pipeline_name=config.name,
         pipeline_root=os.path.abspath(config.pipeline_root),
         components=[gen, statistics, schema, validator, gate, transform, trainer,
-                    baseline, evaluator, pusher],
+                    baseline, evaluator, serving_check, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None

@@ -12,6 +12,7 @@ from models import export
 from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
 
 LABELS = {"0": "negative", "1": "positive"}
+TEXTS = ["a gripping , beautiful film", "dull and lifeless", "中性的评论"]
 
 LOAD_AND_PREDICT = """
 import json, os, sys
@@ -19,7 +20,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tensorflow as tf
 import tensorflow_text  # registers the tokenizer ops
 model = tf.saved_model.load(sys.argv[1])
-texts = ["a gripping , beautiful film", "dull and lifeless", "中性的评论"]
+texts = json.loads(sys.argv[2])
 by_text = model.signatures["predict_text"](text=tf.constant(texts))
 examples = [tf.train.Example(features=tf.train.Features(feature={"text": tf.train.Feature(
     bytes_list=tf.train.BytesList(value=[t.encode()]))})).SerializeToString() for t in texts]
@@ -28,10 +29,18 @@ warmup = 0
 from tensorflow_serving.apis import prediction_log_pb2
 for record in tf.data.TFRecordDataset(
         os.path.join(sys.argv[1], "assets.extra", "tf_serving_warmup_requests")):
-    request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
-    signature = model.signatures[request.model_spec.signature_name]
-    out = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
-    assert out["probabilities"].shape[0] == len(next(iter(request.inputs.values())).string_val)
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    if log.HasField("classify_log"):
+        request = log.classify_log.request
+        examples = [e.SerializeToString() for e in request.input.example_list.examples]
+        scores = model.signatures["classify"](inputs=tf.constant(examples))["scores"]
+        assert scores.shape[0] == len(examples)
+    else:
+        request = log.predict_log.request
+        signature = model.signatures[request.model_spec.signature_name]
+        out = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+        rows = len(next(iter(request.inputs.values())).string_val)
+        assert out["probabilities"].shape[0] == rows
     warmup += 1
 result = {name: {k: v.numpy().tolist() if v.dtype != tf.string else
                  [s.decode() for s in v.numpy()] for k, v in out.items()}
@@ -73,9 +82,12 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
     assert main(cli_args(overrides)) == 0
     out = capsys.readouterr().out
     for component in ("TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-                      "DataGate", "Transform", "Trainer", "Evaluator", "Pusher"):
+                      "DataGate", "Transform", "Trainer", "Evaluator", "ServingCheck",
+                      "Pusher"):
         assert f"  {component}" in out and "failed" not in out
     assert "Gate: BLESSED" in out and "text_length_bucket=<=16" in out
+    assert "Serving check: PASSED (loaded; 6 warmup requests answered over gRPC and REST)" \
+        in out
 
     model_root = tmp_path / "serving_model" / "bert_classifier"
     versions = os.listdir(model_root)
@@ -91,7 +103,8 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
     variables = sum(f.stat().st_size for f in (version_dir / "variables").iterdir())
     assert variables < 2.5 * 4 * 1.1e6, variables
 
-    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(version_dir)],
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(version_dir),
+                             json.dumps(TEXTS)],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
@@ -101,7 +114,9 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
         assert all(abs(sum(p) - 1) < 1e-4 for p in got["probabilities"])
         assert [info["labels"][i] for i in got["class_id"]] == got["label"]
     assert outputs["text"] == outputs["examples"]
-    assert outputs["warmup_requests"] == 4  # 2 signatures x batch sizes 1 and 8
+    assert outputs["warmup_requests"] == 6  # 3 signatures x batch sizes 1 and 8
+
+    check_served_model_matches_in_process(str(model_root), outputs, info["labels"], capsys)
 
     # Only ops stock TF Serving registers: core TensorFlow + tf-text 2.12's tokenizer ops.
     ops = export.saved_model_ops(str(version_dir))
@@ -120,3 +135,64 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
     assert "(baseline 0." in out  # the first run's model is the baseline now
     assert "Pushed: nothing" in out
     assert os.listdir(model_root) == versions
+
+
+def check_served_model_matches_in_process(model_base: str, in_process: dict, labels: list,
+                                          capsys):
+    """The pushed model behind the local server: every transport, format and signature
+    answers what the SavedModel answers in-process."""
+    import base64
+
+    import numpy as np
+    import requests
+
+    from serving.client import GrpcClient, RestClient, Target
+    from serving.process import ServerProcess
+
+    expected = in_process["text"]
+    examples = [tf_example(t) for t in TEXTS]
+    with ServerProcess(["--model_name", "bert_classifier", "--model_base_path", model_base,
+                        "--enable_batching"]) as server:
+        grpc_client = GrpcClient(server.grpc_address, Target("bert_classifier"), timeout=60)
+        rest_client = RestClient(server.rest_url, Target("bert_classifier"), timeout=60)
+        texts = np.array(TEXTS, dtype=object)
+        answers = {
+            "grpc text": grpc_client.predict({"text": texts}, "predict_text"),
+            "grpc examples": grpc_client.predict({"examples": np.array(examples)}),
+            "rest instances": rest_client.predict({"text": texts}, "predict_text"),
+            "rest inputs": rest_client.predict({"text": texts}, "predict_text",
+                                               row_format=False),
+            "rest b64 examples": rest_client.predict({"examples": np.array(examples)}),
+        }
+        for name, got in answers.items():
+            np.testing.assert_allclose(got["probabilities"], expected["probabilities"],
+                                       atol=1e-5, err_msg=name)
+            assert [int(c) for c in got["class_id"]] == expected["class_id"], name
+            assert [v.decode() if isinstance(v, bytes) else v for v in got["label"]] == \
+                expected["label"], name
+        for client in (grpc_client, rest_client):
+            predictions = client.predict_texts(TEXTS)
+            assert [p.label for p in predictions] == expected["label"]
+            for p, probabilities in zip(predictions, expected["probabilities"]):
+                assert list(p.probabilities) == labels
+                np.testing.assert_allclose(list(p.probabilities.values()), probabilities,
+                                           atol=1e-5)
+        # A served request with raw bytes in JSON: {"b64": ...} of a serialized example.
+        response = requests.post(f"{server.rest_url}/v1/models/bert_classifier:predict",
+                                 json={"instances": [
+                                     {"b64": base64.b64encode(examples[0]).decode()}]})
+        assert response.json()["predictions"][0]["label"] == expected["label"][0]
+
+        # The CLI over both transports: one JSON line per text.
+        for server_url in (f"grpc://{server.grpc_address}", server.rest_url):
+            capsys.readouterr()
+            assert main(["predict", "--server", server_url, "--model", "bert_classifier",
+                         *TEXTS]) == 0
+            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert [line["label"] for line in lines] == expected["label"]
+            assert [line["text"] for line in lines] == TEXTS
+
+
+def tf_example(text: str) -> bytes:
+    from serving.client import make_example
+    return make_example({"text": text}).SerializeToString()

@@ -1,0 +1,1 @@
+"""ServingCheck: the candidate model must load and answer in a model server."""

@@ -1,0 +1,39 @@
+"""ServingCheck component: the local pipeline's InfraValidator.
+
+Before the Pusher, the blessed candidate is loaded by the local model server
+(a child process, real sockets) and its warmup requests are sent over gRPC and
+REST. The output is an ``InfraBlessing``, which the stock Pusher honours: a
+model that fails to load or answer is not pushed, and the reason is recorded.
+"""
+
+import os
+
+from tfx.dsl.component.experimental.annotations import (InputArtifact, OutputArtifact,
+                                                        Parameter)
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+BLESSED_FILE, NOT_BLESSED_FILE = "INFRA_BLESSED", "INFRA_NOT_BLESSED"  # as InfraValidator
+
+
+@component
+def ServingCheck(model: InputArtifact[standard_artifacts.Model],
+                 model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+                 blessing: OutputArtifact[standard_artifacts.InfraBlessing],
+                 model_name: Parameter[str],
+                 timeout_seconds: Parameter[int] = 300):
+    from serving.check import check_model
+
+    if model_blessing.get_int_custom_property("blessed") != 1:
+        ok, reason = False, "not checked: the Evaluator did not bless the model"
+    else:
+        result = check_model(path_utils.serving_model_path(model.uri), model_name,
+                             timeout_seconds)
+        ok, reason = result.ok, result.reason
+    blessing.set_int_custom_property("blessed", int(ok))
+    blessing.set_string_custom_property("reason", reason[:2000])
+    os.makedirs(blessing.uri, exist_ok=True)
+    with open(os.path.join(blessing.uri, BLESSED_FILE if ok else NOT_BLESSED_FILE), "w",
+              encoding="utf-8") as f:
+        f.write(reason + "\n")

@@ -1,0 +1,157 @@
+"""Server-side dynamic batching, configured like TF Serving's ``--batching_parameters_file``.
+
+Concurrent requests to one signature are queued and run as one call once the
+queue holds ``max_batch_size`` rows or the oldest request has waited
+``batch_timeout_micros``; each caller gets back its own rows.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import queue
+import re
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable, Dict, List
+
+import numpy as np
+
+Tensors = Dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingParameters:
+    """The fields of TF Serving's ``BatchingParameters`` this server honours (its defaults)."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = 4
+
+    @classmethod
+    def parse(cls, text: str, source: str = "batching parameters") -> "BatchingParameters":
+        """Reads the text proto (``max_batch_size { value: 32 }`` or ``max_batch_size: 32``).
+
+        ``allowed_batch_sizes`` and ``pad_variable_length_inputs`` are accepted and
+        ignored: batches here are never padded.
+        """
+        text = re.sub(r"#[^\n]*", "", text)
+        values = {}
+        pattern = re.compile(r"(\w+)\s*(?::\s*([\w.\"]+)|\{\s*value\s*:\s*([\w.]+)\s*\})")
+        for match in pattern.finditer(text):
+            values.setdefault(match.group(1), []).append(match.group(2) or match.group(3))
+        leftover = pattern.sub("", text).strip()
+        if leftover:
+            raise ValueError(f"{source}: cannot parse {leftover[:60]!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        ignored = {"allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
+                   "enable_large_batch_splitting", "max_execution_batch_size"}
+        unknown = sorted(set(values) - known - ignored)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}")
+        try:
+            params = cls(**{k: int(v[-1]) for k, v in values.items() if k in known})
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+        if params.max_batch_size < 1 or params.num_batch_threads < 1:
+            raise ValueError(f"{source}: max_batch_size and num_batch_threads must be >= 1")
+        return params
+
+    @classmethod
+    def from_file(cls, path: str) -> "BatchingParameters":
+        with open(path, encoding="utf-8") as f:
+            return cls.parse(f.read(), path)
+
+
+@dataclasses.dataclass
+class _Task:
+    inputs: Tensors
+    size: int
+    result: Future
+
+
+class QueueFull(Exception):
+    """More than ``max_enqueued_batches`` batches are waiting."""
+
+
+class Batcher:
+    """Runs ``fn`` on concatenated requests; ``fn`` maps batch-major tensors to the same."""
+
+    def __init__(self, fn: Callable[[Tensors], Tensors], params: BatchingParameters,
+                 name: str = "batcher"):
+        self._fn = fn
+        self._params = params
+        self._tasks: "queue.Queue[_Task | None]" = queue.Queue(
+            maxsize=params.max_enqueued_batches * params.max_batch_size)
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+                         for i in range(params.num_batch_threads)]
+        self._take = threading.Lock()  # one thread assembles a batch at a time
+        self._carried: "collections.deque[_Task]" = collections.deque()  # next batch's first
+        for thread in self._threads:
+            thread.start()
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        size = len(next(iter(inputs.values()))) if inputs else 0
+        task = _Task(inputs, size, Future())
+        try:
+            self._tasks.put_nowait(task)
+        except queue.Full:
+            raise QueueFull("the batch queue is full") from None
+        return task.result.result()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._tasks.put(None)
+
+    def _next_batch(self) -> List[_Task] | None:
+        with self._take:
+            first = self._carried.popleft() if self._carried else self._tasks.get()
+            if first is None:
+                return None
+            batch, rows = [first], first.size
+            deadline = time.monotonic() + self._params.batch_timeout_micros / 1e6
+            while rows < self._params.max_batch_size:
+                try:
+                    task = self._tasks.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if task is None:
+                    self._tasks.put(None)
+                    break
+                if rows + task.size > self._params.max_batch_size or not _compatible(
+                        first.inputs, task.inputs):
+                    self._carried.append(task)  # does not fit: it starts the next batch
+                    break
+                batch.append(task)
+                rows += task.size
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _run(self, batch: List[_Task]) -> None:
+        try:
+            if len(batch) == 1:
+                batch[0].result.set_result(self._fn(batch[0].inputs))
+                return
+            merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+            outputs = self._fn(merged)
+            start = 0
+            for task in batch:
+                task.result.set_result({k: v[start:start + task.size]
+                                        for k, v in outputs.items()})
+                start += task.size
+        except BaseException as error:  # every waiting caller gets the error
+            for task in batch:
+                if not task.result.done():
+                    task.result.set_exception(error)
+
+
+def _compatible(a: Tensors, b: Tensors) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape[1:] == b[k].shape[1:] and a[k].dtype.kind == b[k].dtype.kind for k in a)

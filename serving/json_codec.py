@@ -1,0 +1,220 @@
+"""TF Serving's REST JSON: request bodies to numpy inputs, outputs to JSON bodies.
+
+Row format (``instances`` -> ``predictions``) and columnar format (``inputs`` ->
+``outputs``); binary strings travel as ``{"b64": "..."}``; string outputs whose
+name ends in ``_bytes`` are written base64-encoded, as TF Serving does.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from serving.errors import ServingError, invalid
+
+Tensors = Dict[str, np.ndarray]
+
+
+def parse_body(body: bytes) -> dict:
+    try:
+        parsed = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise invalid(f"JSON Parse error: {error}") from None
+    if not isinstance(parsed, dict):
+        raise invalid("JSON Parse error: the request body must be a JSON object")
+    return parsed
+
+
+# -- requests -----------------------------------------------------------------------------
+def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
+    """``(inputs, row_format)`` of a ``:predict`` body for ``signature_def``."""
+    if ("instances" in body) == ("inputs" in body):
+        raise invalid("Missing 'inputs' or 'instances' key" if "instances" not in body else
+                      "Not formatted correctly expecting only one of 'inputs' or "
+                      "'instances' keys to exist")
+    names = sorted(signature_def.inputs)
+    dtypes = {k: tf.dtypes.as_dtype(signature_def.inputs[k].dtype) for k in names}
+    if "instances" in body:
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise invalid("Excepting 'instances' to be an list/array")
+        if not instances:
+            raise invalid("No values in 'instances' array")
+        columns: Dict[str, List[Any]] = {k: [] for k in names}
+        for i, instance in enumerate(instances):
+            if isinstance(instance, dict) and not _is_b64(instance):
+                missing = [k for k in names if k not in instance]
+                extra = sorted(set(instance) - set(names))
+                if missing or extra:
+                    raise invalid(f"Failed to process element: {i} of 'instances' list. "
+                                  f"JSON object: {json.dumps(instance)} must only have keys: "
+                                  f"{','.join(names)}")
+                values = instance
+            elif len(names) == 1:
+                values = {names[0]: instance}
+            else:
+                raise invalid("instances is a plain list, but expecting list of objects as "
+                              "multiple input tensors required as per tensorinfo_map")
+            for k in names:
+                try:
+                    columns[k].append(_convert(values[k], dtypes[k], k))
+                except ServingError as error:
+                    raise invalid(f"Failed to process element: {i} of 'instances' list. "
+                                  f"Error: INVALID_ARGUMENT: {error.message}") from None
+        return {k: _stack(columns[k], dtypes[k], k) for k in names}, True
+    inputs = body["inputs"]
+    if isinstance(inputs, dict) and not _is_b64(inputs):
+        missing = sorted(set(names) - set(inputs))
+        if missing:
+            raise invalid(f"Missing named input: {missing[0]} in 'inputs' object.")
+        return {k: to_array(inputs[k], dtypes[k], k) for k in names}, False
+    if len(names) != 1:
+        raise invalid("inputs is a plain value/list, but expecting an object as multiple "
+                      "input tensors required as per tensorinfo_map")
+    return {names[0]: to_array(inputs, dtypes[names[0]], names[0])}, False
+
+
+def to_array(value: Any, dtype: tf.DType, name: str) -> np.ndarray:
+    """A (nested) JSON value as a numpy array of ``dtype``; wrong leaf types are named."""
+    return _stack(_convert(value, dtype, name), dtype, name)
+
+
+def _convert(value: Any, dtype: tf.DType, name: str):
+    return _map_leaves(value, lambda leaf: _leaf(leaf, dtype, name))
+
+
+def _stack(leaves, dtype: tf.DType, name: str) -> np.ndarray:
+    try:
+        if dtype == tf.string:
+            array = np.array(leaves, dtype=object)
+            if array.dtype != object or any(not isinstance(x, bytes) for x in array.flat):
+                raise ValueError
+            return array
+        return np.array(leaves, dtype=dtype.as_numpy_dtype)
+    except ValueError:
+        raise invalid(f"Encountered list at unexpected size for input '{name}': every "
+                      "row must have the same shape") from None
+
+
+def _leaf(leaf: Any, dtype: tf.DType, name: str):
+    if dtype == tf.string:
+        if isinstance(leaf, str):
+            return leaf.encode("utf-8")
+        if _is_b64(leaf):
+            try:
+                return base64.b64decode(leaf["b64"], validate=True)
+            except (ValueError, TypeError):
+                raise invalid(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+    elif dtype == tf.bool:
+        if isinstance(leaf, bool):
+            return leaf
+    elif isinstance(leaf, int) and not isinstance(leaf, bool):
+        return leaf
+    elif isinstance(leaf, float) and dtype.is_floating:
+        return leaf
+    elif dtype.is_floating and leaf in ("NaN", "Infinity", "-Infinity"):
+        return float(leaf.replace("Infinity", "inf"))
+    raise invalid(f"JSON Value: {json.dumps(leaf)} Type: {_json_type(leaf)} is not of "
+                  f"expected type: {type_name(dtype)}")
+
+
+def type_name(dtype: tf.DType) -> str:
+    """TF's DataTypeString: DT_FLOAT -> 'float', DT_INT64 -> 'int64'."""
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)[3:].lower()
+
+
+def decode_examples(body: dict) -> List[bytes]:
+    """``:classify`` / ``:regress`` bodies: ``examples`` (+ ``context``) as tf.Examples."""
+    examples = body.get("examples")
+    if examples is None:
+        raise invalid("key 'examples' is expected and was not found")
+    if not isinstance(examples, list):
+        raise invalid("Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid("'examples' value is an empty array")
+    context = body.get("context", {})
+    if not isinstance(context, dict):
+        raise invalid("'context' must be a JSON object")
+    serialized = []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict):
+            raise invalid(f"example {i} is not a JSON object")
+        feature = {}
+        for key, value in {**context, **example}.items():
+            feature[key] = _feature(value, f"example {i}, feature '{key}'")
+        serialized.append(tf.train.Example(
+            features=tf.train.Features(feature=feature)).SerializeToString())
+    return serialized
+
+
+def _feature(value: Any, where: str) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, str) or _is_b64(v) for v in values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[_leaf(v, tf.string, where) for v in values]))
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    raise invalid(f"{where}: values must be all strings, all integers or all numbers")
+
+
+# -- responses ----------------------------------------------------------------------------
+def encode_predict(outputs: Tensors, row_format: bool) -> dict:
+    names = sorted(outputs)
+    if not row_format:
+        columns = {k: _json_value(outputs[k], k) for k in names}
+        return {"outputs": columns[names[0]] if len(names) == 1 else columns}
+    sizes = {len(outputs[k]) if outputs[k].ndim else -1 for k in names}
+    if len(sizes) != 1 or -1 in sizes:
+        raise invalid("Tensor name: outputs have different or no batch sizes; "
+                      "use the columnar format ('inputs')")
+    if len(names) == 1:
+        return {"predictions": _json_value(outputs[names[0]], names[0])}
+    columns = {k: _json_value(outputs[k], k) for k in names}
+    return {"predictions": [{k: columns[k][i] for k in names} for i in range(sizes.pop())]}
+
+
+def _json_value(array: np.ndarray, name: str):
+    if array.dtype.kind in "OSU":
+        as_b64 = name.endswith("_bytes")
+        return _map_leaves(array.tolist(), lambda b: _string_out(b, as_b64))
+    if array.dtype.kind == "f":
+        return _map_leaves(array.tolist(), _float_out)
+    return array.tolist()
+
+
+def _string_out(value, as_b64: bool):
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if as_b64:
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    return value.decode("utf-8", errors="replace")
+
+
+def _float_out(value: float):
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _map_leaves(value: Any, fn):
+    if isinstance(value, list):
+        return [_map_leaves(v, fn) for v in value]
+    return fn(value)
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _json_type(value: Any) -> str:
+    return {str: "String", bool: "Bool", int: "Number", float: "Number", dict: "Object",
+            list: "Array", type(None): "Null"}[type(value)]

@@ -1,0 +1,107 @@
+"""Runs the local server in a child process on free ports, and waits until it serves."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``with ServerProcess(["--model_name", "m", "--model_base_path", p]) as server:``
+
+    ``server.grpc_address`` and ``server.rest_url`` are ready once the context is
+    entered: every model in ``wait_for`` has an AVAILABLE version.
+    """
+
+    def __init__(self, flags: List[str], wait_for: Optional[List[str]] = None,
+                 timeout: float = 180.0, executable: Optional[List[str]] = None,
+                 env: Optional[dict] = None, token: Optional[str] = None):
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.flags = ["--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
+                      *flags]
+        self.wait_for = wait_for if wait_for is not None else _model_names(flags)
+        self.timeout = timeout
+        self.command = (executable or [sys.executable, "-m", "serving.server"]) + self.flags
+        self.env = env
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.process: Optional[subprocess.Popen] = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def __enter__(self) -> "ServerProcess":
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.process = subprocess.Popen(self.command, stdout=self._log,
+                                        stderr=subprocess.STDOUT, cwd=repo,
+                                        env=self.env or dict(os.environ))
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", errors="replace")
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        pending = list(self.wait_for)
+        while pending:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n"
+                                   f"{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready after {self.timeout:.0f}s:\n"
+                                   f"{self.log()[-3000:]}")
+            try:
+                status = requests.get(f"{self.rest_url}/v1/models/{pending[0]}", timeout=2,
+                                      headers=self.headers)
+                versions = status.json().get("model_version_status", [])
+                if any(v["state"] == "AVAILABLE" for v in versions):
+                    pending.pop(0)
+                    continue
+                failed = [v for v in versions if v["state"] == "END"
+                          and v.get("status", {}).get("error_message")]
+                if failed and len(failed) == len(versions):
+                    raise RuntimeError(
+                        f"model {pending[0]} version {failed[0]['version']} failed to load: "
+                        f"{failed[0]['status']['error_message']}")
+            except (requests.ConnectionError, ValueError):
+                pass
+            time.sleep(0.2)  # polling the child's readiness, not timing a test
+
+
+def _model_names(flags: List[str]) -> List[str]:
+    if "--model_config_file" in flags:
+        from serving.model_store import read_model_config
+        return [s.name for s in read_model_config(flags[flags.index("--model_config_file") + 1])]
+    return [flags[flags.index("--model_name") + 1]] if "--model_name" in flags else ["default"]

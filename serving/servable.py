@@ -1,0 +1,216 @@
+"""One loaded model version: its signatures, run directly or through a batcher."""
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from serving.batching import BatchingParameters, Batcher, QueueFull
+from serving.errors import ServingError, invalid
+from serving.json_codec import type_name
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000  # as TF Serving
+
+Tensors = Dict[str, np.ndarray]
+
+
+class SignatureNotFound(ServingError):
+    """REST says INVALID_ARGUMENT; gRPC Predict says FAILED_PRECONDITION (as TF Serving)."""
+
+    def __init__(self, key: str):
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT,
+                         f'Serving signature name: "{key}" not found in signature def')
+        self.key = key
+
+
+def read_signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of a SavedModel folder (binary or text ``saved_model.pb``)."""
+    saved_model = saved_model_pb2.SavedModel()
+    binary = os.path.join(path, "saved_model.pb")
+    if tf.io.gfile.exists(binary):
+        saved_model.ParseFromString(tf.io.gfile.GFile(binary, "rb").read())
+    else:
+        from google.protobuf import text_format
+        text_format.Parse(tf.io.gfile.GFile(binary + "txt").read(), saved_model)
+    serving = [m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags]
+    meta_graph = (serving or list(saved_model.meta_graphs))[0]
+    return dict(meta_graph.signature_def)
+
+
+def read_warmup_logs(saved_model_dir: str) -> Iterator:
+    """The ``PredictionLog`` records of a SavedModel's warmup file (none if it has none)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(saved_model_dir, WARMUP_FILE)
+    if not tf.io.gfile.exists(path):
+        return
+    for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS):
+        yield prediction_log_pb2.PredictionLog.FromString(record.numpy())
+
+
+def is_saved_model_dir(path: str) -> bool:
+    return any(tf.io.gfile.exists(os.path.join(path, name))
+               for name in ("saved_model.pb", "saved_model.pbtxt"))
+
+
+class Servable:
+    """A SavedModel version loaded with ``tf.saved_model.load``."""
+
+    def __init__(self, name: str, version: int, path: str,
+                 batching: Optional[BatchingParameters] = None):
+        self.name, self.version, self.path = name, version, path
+        self.signature_defs = read_signature_defs(path)
+        self._module = tf.saved_model.load(path, tags=["serve"])
+        self._functions = dict(self._module.signatures)
+        self._batchers: Dict[str, Batcher] = {}
+        if batching:
+            for key, fn in self._functions.items():
+                if _batchable(fn):
+                    self._batchers[key] = Batcher(
+                        self._caller(key), batching, name=f"{name}-{version}-{key}")
+
+    # -- signatures -----------------------------------------------------------------------
+    def signature(self, name: str) -> Tuple[str, meta_graph_pb2.SignatureDef]:
+        key = name or DEFAULT_SIGNATURE
+        if key not in self._functions:
+            raise SignatureNotFound(key)
+        return key, self.signature_defs[key]
+
+    def run(self, signature_name: str, inputs: Tensors,
+            output_filter: Optional[List[str]] = None) -> Tensors:
+        """Runs a signature on batch-major numpy inputs (checked against the SignatureDef)."""
+        key, signature_def = self.signature(signature_name)
+        _check_inputs(signature_def, inputs)
+        if output_filter:
+            unknown = sorted(set(output_filter) - set(signature_def.outputs))
+            if unknown:
+                raise invalid(f"output tensor alias not found in signature: {unknown[0]} "
+                              f"Outputs expected to be in the set {{"
+                              f"{','.join(sorted(signature_def.outputs))}}}.")
+        if key in self._batchers and inputs and all(v.ndim >= 1 for v in inputs.values()):
+            try:
+                outputs = self._batchers[key](inputs)
+            except QueueFull:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                   "The batch scheduling queue to which this task was "
+                                   "submitted is full") from None
+        else:
+            outputs = self._caller(key)(inputs)
+        if output_filter:
+            outputs = {k: outputs[k] for k in output_filter}
+        return outputs
+
+    def classify(self, signature_name: str, examples: List[bytes]):
+        """[(label, score), ...] per example, from a classification signature."""
+        key, signature_def = self._method(signature_name, CLASSIFY_METHOD, "classification")
+        outputs = self.run(key, {_only_input(signature_def): np.array(examples, dtype=object)})
+        scores, classes = outputs.get("scores"), outputs.get("classes")
+        rows = []
+        for i in range(len(examples)):
+            n = (scores if scores is not None else classes)[i].shape[-1]
+            rows.append([((classes[i][j].decode() if classes is not None else ""),
+                          float(scores[i][j]) if scores is not None else 0.0)
+                         for j in range(n)])
+        return rows
+
+    def regress(self, signature_name: str, examples: List[bytes]) -> List[float]:
+        key, signature_def = self._method(signature_name, REGRESS_METHOD, "regression")
+        outputs = self.run(key, {_only_input(signature_def): np.array(examples, dtype=object)})
+        values = outputs["outputs"]
+        return [float(v) for v in values.reshape(len(examples), -1)[:, 0]]
+
+    def warm_up(self) -> int:
+        """Replays ``assets.extra/tf_serving_warmup_requests`` as TF Serving does at load."""
+        count = 0
+        for log in read_warmup_logs(self.path):
+            kind = log.WhichOneof("log_type")
+            if kind == "predict_log":
+                request = log.predict_log.request
+                self.run(request.model_spec.signature_name,
+                         {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+            elif kind in ("classify_log", "regress_log"):
+                request = getattr(log, kind).request
+                examples = [e.SerializeToString() for e in request.input.example_list.examples]
+                method = self.classify if kind == "classify_log" else self.regress
+                method(request.model_spec.signature_name, examples)
+            else:
+                raise ValueError(f"{WARMUP_FILE}: unsupported warmup record {kind}")
+            count += 1
+        return count
+
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _caller(self, key: str):
+        fn = self._functions[key]
+        specs = fn.structured_input_signature[1]
+
+        def call(inputs: Tensors) -> Tensors:
+            try:
+                outputs = fn(**{k: tf.constant(v, dtype=specs[k].dtype)
+                                for k, v in inputs.items()})
+            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+                raise invalid(_first_line(error)) from None
+            return {k: v.numpy() for k, v in outputs.items()}
+        return call
+
+    def _method(self, name: str, method: str, kind: str):
+        key, signature_def = self.signature(name)
+        if signature_def.method_name != method:
+            raise invalid(f"Expected {kind} signature method_name to be {method}. "
+                          f"Was: {signature_def.method_name}")
+        return key, signature_def
+
+
+def _batchable(fn) -> bool:
+    specs = list(fn.structured_input_signature[1].values())
+    outputs = list(fn.structured_outputs.values())
+    return bool(specs) and all(s.shape.rank and s.shape[0] is None for s in specs) and all(
+        o.shape.rank and o.shape[0] is None for o in outputs)
+
+
+def _only_input(signature_def) -> str:
+    if len(signature_def.inputs) != 1:
+        raise invalid(f"Expected one input Tensor, got {len(signature_def.inputs)}")
+    return next(iter(signature_def.inputs))
+
+
+def _check_inputs(signature_def, inputs: Tensors) -> None:
+    expected = set(signature_def.inputs)
+    missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
+    if missing or extra:
+        raise invalid(f"input size does not match signature: {len(inputs)}!={len(expected)} "
+                      f"len({{{','.join(sorted(inputs))}}}) != "
+                      f"len({{{','.join(sorted(expected))}}}). Sent extra: "
+                      f"{{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
+    for i, (key, value) in enumerate(sorted(inputs.items())):
+        want = tf.dtypes.as_dtype(signature_def.inputs[key].dtype)
+        got = _dtype_of(value)
+        if got is not None and got != want and not (want.is_floating and got.is_floating):
+            raise invalid(f"Expects arg[{i}] to be {type_name(want)} but "
+                          f"{type_name(got)} is provided")
+
+
+def _dtype_of(value: np.ndarray):
+    if value.dtype.kind in "OSU":
+        return tf.string
+    try:
+        return tf.dtypes.as_dtype(value.dtype)
+    except TypeError:
+        return None
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__

@@ -1,0 +1,75 @@
+"""Small SavedModels, not this project's, that any TF Serving must serve."""
+import os
+
+import tensorflow as tf
+
+from models.export import set_method_name
+
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+
+
+class HalfPlusTwo(tf.Module):
+    """y = x / 2 + 2 (times ``scale``) behind predict, classify and regress signatures,
+    plus a two-input signature with a ``_bytes`` string output."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = tf.Variable(scale)
+
+    def y(self, x):
+        return (x / 2.0 + 2.0) * self.scale
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def predict(self, x):
+        return {"y": self.y(x)}
+
+    def _from_examples(self, inputs):
+        return self.y(tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        y = self._from_examples(inputs)
+        return {"scores": tf.stack([y, -y], axis=1),
+                "classes": tf.tile(tf.constant([["high", "low"]]), [tf.shape(y)[0], 1])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs):
+        return {"outputs": self._from_examples(inputs)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="a"),
+                                  tf.TensorSpec([None, 2], tf.int64, name="b")])
+    def two_inputs(self, a, b):
+        total = a + tf.cast(tf.reduce_sum(b, axis=1), tf.float32)
+        return {"sum": total, "echo_bytes": tf.strings.as_string(total)}
+
+
+def export_half_plus_two(base_path: str, version: int, scale: float = 1.0) -> str:
+    """Writes ``<base_path>/<version>/``, complete before it appears (atomic rename)."""
+    module = HalfPlusTwo(scale)
+    final = os.path.join(base_path, str(version))
+    staging = os.path.join(base_path, f".staging-{version}")
+    tf.saved_model.save(module, staging, signatures={
+        "serving_default": module.predict.get_concrete_function(),
+        "classify": module.classify.get_concrete_function(),
+        "regress": module.regress.get_concrete_function(),
+        "two_inputs": module.two_inputs.get_concrete_function()})
+    set_method_name(staging, "classify", CLASSIFY)
+    set_method_name(staging, "regress", REGRESS)
+    os.rename(staging, final)
+    return final
+
+
+def write_predict_warmup(saved_model_dir: str, signature: str, inputs: dict) -> None:
+    """assets.extra/tf_serving_warmup_requests with one PredictRequest."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        signature_name=signature))
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    os.makedirs(os.path.join(saved_model_dir, "assets.extra"), exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(saved_model_dir, "assets.extra",
+                                           "tf_serving_warmup_requests")) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
