@@ -27,6 +27,9 @@ setup(
         "tornado>=6",
         "prometheus-client",
         "requests",
+        # kubeflow/ (compile, submit, schedule) and the local scheduler
+        "kfp>=2.5,<2.6",
+        "croniter>=6,<7",
     ],
     entry_points={"console_scripts": ["bert-pipeline=cli.main:main"]},
 )

@@ -7,6 +7,7 @@
   tokenizer BertTokenizer vs. FastBertTokenizer: same ids? texts/s on SST-2 dev
   full      the pipeline on all of SST-2 train with the default checkpoint, scored on dev
   serving   local server (gRPC/REST, batching off/on, 1/8/32 clients) vs. in-process calls
+  retrain   a new span: warm start from the blessed model vs. the base checkpoint
 
 Usage: .venv/bin/python bench/run_benchmarks.py [main_job] [trainer] [full] [serving] ...
 Ratios are measured side by side in one process; the machine is noisy.
@@ -98,6 +99,62 @@ def bench_full(args) -> None:
                         else None,
                         "goals": "dev accuracy >= 0.90 in <= 1800 s",
                         "summary": run["summary"]})
+
+
+def _trainer_seconds(summary: str) -> float:
+    line = next(l for l in summary.splitlines() if l.strip().startswith("Trainer "))
+    return float(line.split()[-1].rstrip("s"))
+
+
+def bench_retrain(args) -> None:
+    """A retraining run on a new span: warm start from the blessed model vs. from the base
+    checkpoint, both gated against that model, both scored on SST-2 dev.
+
+    Span 1 and span 2 are consecutive slices of SST-2 train (args.span_rows each). The
+    base run trains on span 1; then the same span 2 run is made twice from copies of
+    that state: cold (base checkpoint, 1 epoch) and warm (blessed model, a quarter of
+    the steps).
+    """
+    data = os.path.join(WORK, "retrain_data")
+    subprocess.run(["rm", "-rf", data], check=True)
+    with open(os.path.join(SST2, "train.tsv"), encoding="utf-8") as f:
+        header, *rows = f.read().splitlines()
+    spans = {"retrain_base": ["--model.epochs", "1"],
+             "retrain_cold": ["--model.epochs", "1"],
+             "retrain_warm": ["--model.epochs", "0.25", "--model.warm_start", "true"]}
+    common = ["--data.input_dir", data, "--data.span_pattern", "span-{SPAN}",
+              "--eval.min_accuracy", "0.5", "--eval.max_accuracy_drop", "0.2"]
+    result = {"span_rows": args.span_rows}
+    for number in (1, 2):
+        folder = os.path.join(data, f"span-{number}")
+        os.makedirs(folder)
+        chunk = rows[(number - 1) * args.span_rows: number * args.span_rows]
+        with open(os.path.join(folder, "part.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join([header, *chunk]) + "\n")
+        if number == 1:
+            base = run_pipeline("retrain_base", *common, *spans["retrain_base"])
+            result["base"] = {"wall_seconds": base["wall_seconds"],
+                              "sst2_dev_accuracy": score_dev(base["root"])}
+    for tag in ("retrain_cold", "retrain_warm"):
+        root = os.path.join(WORK, tag)
+        subprocess.run(["rm", "-rf", root], check=True)
+        subprocess.run(["cp", "-a", os.path.join(WORK, "retrain_base"), root], check=True)
+        run = run_pipeline(tag, *common, *spans[tag], fresh=False)
+        result[tag.split("_")[1]] = {
+            "settings": spans[tag], "exit_code": run["exit_code"],
+            "wall_seconds": run["wall_seconds"],
+            "trainer_seconds": _trainer_seconds(run["summary"]),
+            "sst2_dev_accuracy": score_dev(run["root"]) if run["exit_code"] == 0 else None,
+            "summary": run["summary"]}
+    cold, warm = result["cold"], result["warm"]
+    result["ratios"] = {
+        "warm vs cold trainer seconds": round(warm["trainer_seconds"]
+                                              / cold["trainer_seconds"], 3),
+        "warm vs cold wall seconds": round(warm["wall_seconds"] / cold["wall_seconds"], 3),
+        "warm minus cold dev accuracy": None if None in (
+            warm["sst2_dev_accuracy"], cold["sst2_dev_accuracy"]) else round(
+            warm["sst2_dev_accuracy"] - cold["sst2_dev_accuracy"], 4)}
+    write("retrain", result)
 
 
 def _latest_transform(root: str):
@@ -268,13 +325,25 @@ def bench_serving(args) -> None:
               "server": {}}
     for clients in (1, 8, 32):
         result["in_process"][clients] = _load_test(in_process, texts, clients, seconds)
+    # The ceiling for server-side batching: the model's own texts/s per batch size.
+    result["in_process_batches"] = {}
+    for size in (1, 8, 32):
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 2:
+            start = (calls * size) % (len(texts) - size)
+            signature(text=tf.constant(texts[start:start + size]))["probabilities"].numpy()
+            calls += 1
+        result["in_process_batches"][size] = {"texts_per_second": round(
+            calls * size / (time.perf_counter() - started), 1)}
     del signature
 
     batching = os.path.join(REPO, "serving", "deploy", "batching_parameters.txt")
     for mode, flags in (("batching_off", []),
                         ("batching_on", ["--enable_batching", "--batching_parameters_file",
                                          batching])):
+        # enough worker threads that 32 clients' requests can all wait in one batch
         with ServerProcess(["--model_name", "bert_classifier", "--model_base_path", base,
+                            "--grpc_max_threads", "64", "--rest_api_num_threads", "64",
                             *flags]) as server:
             target = Target("bert_classifier")
             grpc_client = GrpcClient(server.grpc_address, target, timeout=60)
@@ -303,6 +372,9 @@ def bench_serving(args) -> None:
         "rest_32_clients_batching_on_vs_off (goal >= 3)": round(
             server["batching_on/rest/32"]["requests_per_second"]
             / server["batching_off/rest/32"]["requests_per_second"], 2),
+        "ceiling: in-process batch 32 vs batch 1 texts/s": round(
+            result["in_process_batches"][32]["texts_per_second"]
+            / result["in_process_batches"][1]["texts_per_second"], 2),
     }
     write("serving", result)
 
@@ -311,17 +383,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["main_job", "trainer"],
-                        choices=["main_job", "trainer", "full", "tokenizer", "serving"])
+                        choices=["main_job", "trainer", "full", "tokenizer", "serving",
+                                 "retrain"])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="Seconds per serving measurement.")
     parser.add_argument("--steps", type=int, default=60, help="Timed training steps.")
     parser.add_argument("--full_args", default="", help="Extra options for the full run.")
+    parser.add_argument("--span_rows", type=int, default=4000,
+                        help="Rows per SST-2 span in the retrain benchmark.")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # TFX's Beam executors parse sys.argv as absl flags
     os.makedirs(WORK, exist_ok=True)
     for name in args.which:
         {"main_job": bench_main_job, "trainer": bench_trainer, "full": bench_full,
-         "tokenizer": bench_tokenizer, "serving": bench_serving}[name](args)
+         "tokenizer": bench_tokenizer, "serving": bench_serving,
+         "retrain": bench_retrain}[name](args)
 
 
 if __name__ == "__main__":

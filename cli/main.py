@@ -1,4 +1,5 @@
-"""``bert-pipeline``: run the pipeline, infer a schema, score a file, serve, predict.
+"""``bert-pipeline``: run or schedule the pipeline, its history, Kubeflow, a schema,
+scoring, serving and prediction.
 
 Every configuration field is an option: ``--<section>.<field> VALUE`` (see
 ``bert-pipeline run --help``); ``--config FILE`` loads a YAML/JSON file first.
@@ -47,9 +48,60 @@ def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
 def _cmd_run(args) -> int:
     from local import runner
     config = config_from_args(args)
-    summary = runner.run(config)
+    try:
+        summary = runner.run(config)
+    except runner.RunInProgress as busy:
+        print(f"error: {busy}", file=sys.stderr)
+        return 1
     print("\n" + summary.format(), flush=True)
     return summary.exit_code
+
+
+def _cmd_schedule(args) -> int:
+    from local.scheduler import Scheduler
+    scheduler = Scheduler(config_from_args(args))
+    if args.once:
+        tick = scheduler.tick()
+        print(f"{tick.action}: {tick.reason}")
+        return tick.exit_code or 0
+    scheduler.loop()
+    return 0
+
+
+def _cmd_history(args) -> int:
+    import json
+
+    from local import history
+    entries = history.read(config_from_args(args).history_path)[-args.last:]
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+    else:
+        print(history.format_table(entries) if entries else "no runs recorded yet")
+    return 0
+
+
+def _cmd_kubeflow(args) -> int:
+    from kubeflow import client, runner
+    config = config_from_args(args)
+    spec = args.spec
+    if args.action == "compile":
+        print(f"wrote {runner.compile_pipeline(config, spec)}")
+        return 0
+    if not os.path.exists(spec):
+        raise ValueError(f"{spec} does not exist: run `bert-pipeline kubeflow compile` first")
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    name = args.run_name or config.name
+    if args.action == "submit":
+        print(f"run {client.submit(config, spec, name, token)} created")
+    else:
+        print(f"recurring run {client.schedule(config, spec, name, token)} created "
+              f"(cron '{client.kfp_cron(config.kubeflow.cron)}', max concurrency 1, "
+              "no catch-up)")
+    return 0
 
 
 def _cmd_score(args) -> int:
@@ -98,9 +150,19 @@ def _cmd_predict(args) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     for p in predictions:
-        print(json.dumps({"text": p.text, "label": p.label,
-                          "probabilities": p.probabilities}, ensure_ascii=False))
+        line = {"text": p.text, "label": p.label, "probabilities": p.probabilities}
+        if p.id:  # the server records predictions: correct one with POST /v1/feedback
+            line["id"] = p.id
+        print(json.dumps(line, ensure_ascii=False))
     return 0
+
+
+def _config_command(sub, name: str, func, help_text: str, description: str):
+    """A subcommand that takes every configuration option (and adds its own)."""
+    parser = sub.add_parser(name, help=help_text, description=description)
+    _add_config_options(parser)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,21 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a BERT text classifier with TFX and push it to TF Serving.")
     parser.add_argument("--verbose", action="store_true", help="Show component logs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser(
-        "run", help="Run the whole pipeline locally (LocalDagRunner).",
-        description="Ingest, validate, transform, train, evaluate and (if blessed) push. "
-                    "Exit code: 0 pushed, 1 failed, 2 not blessed (nothing pushed).")
-    _add_config_options(run)
-    run.set_defaults(func=_cmd_run)
+    _config_command(
+        sub, "run", _cmd_run, "Run the whole pipeline locally (LocalDagRunner).",
+        "Ingest, validate, transform, train, evaluate and (if blessed) push. "
+        "Exit code: 0 pushed, 1 failed, 2 not blessed (nothing pushed).")
 
-    schema = sub.add_parser(
-        "schema", help="Infer a curated schema from data.",
-        description="Reads the data as the pipeline would, infers a schema with TFDV, "
-                    "requires text and label in every row and fixes the label domain to "
-                    "the labels seen. Review it, then set data.schema_path to it.")
+    schema = _config_command(
+        sub, "schema", _cmd_schema, "Infer a curated schema from data.",
+        "Reads the data as the pipeline would, infers a schema with TFDV, requires text "
+        "and label in every row, fixes the label domain to the labels seen and sets drift "
+        "limits. Review it, then set data.schema_path to it.")
     schema.add_argument("--out", required=True, help="Where to write the schema (pbtxt).")
-    _add_config_options(schema)
-    schema.set_defaults(func=_cmd_schema)
 
     score = sub.add_parser(
         "score", help="Accuracy of an exported model on a labelled file.",
@@ -136,6 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--label_column", default="label", help="(default: %(default)s)")
     score.add_argument("--file_format", default="auto", help="(default: %(default)s)")
     score.set_defaults(func=_cmd_score)
+
+    schedule = _config_command(
+        sub, "schedule", _cmd_schedule,
+        "Retrain locally on a cron schedule and when a new span lands.",
+        "Runs the pipeline at schedule.cron times and whenever a span newer than any in "
+        "the run history appears under data.input_dir (with data.span_pattern); one run "
+        "at a time (a lock); every run goes into the history (`bert-pipeline history`).")
+    schedule.add_argument("--once", action="store_true",
+                          help="One tick: run if due, then exit (for cron or systemd).")
+
+    hist = _config_command(
+        sub, "history", _cmd_history,
+        "Past runs: metrics over time, blessed or not, pushed version.",
+        "Reads the run history (schedule.history_file, by default "
+        "<output.root>/history.jsonl).")
+    hist.add_argument("--last", type=int, default=20, help="How many runs (default: 20).")
+    hist.add_argument("--json", action="store_true", help="JSON lines instead of a table.")
+
+    kubeflow = _config_command(
+        sub, "kubeflow", _cmd_kubeflow,
+        "Compile for Kubeflow Pipelines v2 / Vertex AI, submit, schedule.",
+        "compile: the same pipeline as a KFP v2 PipelineSpec (YAML), every step in "
+        "kubeflow.image. submit: one run on kubeflow.host. schedule: a recurring run on "
+        "kubeflow.cron (max concurrency 1, no catch-up).")
+    kubeflow.add_argument("action", choices=["compile", "submit", "schedule"])
+    kubeflow.add_argument("--spec", default="kubeflow/pipeline.yaml",
+                          help="Pipeline spec file to write or send (default: %(default)s).")
+    kubeflow.add_argument("--run_name", help="Run or recurring-run name (default: the "
+                                         "pipeline name).")
+    kubeflow.add_argument("--token_file", help="File with a bearer token for the KFP API.")
 
     sub.add_parser(
         "serve", add_help=False,

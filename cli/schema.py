@@ -1,8 +1,8 @@
 """Inferring a curated schema from data (``bert-pipeline schema``).
 
 TFDV infers types and shapes from the rows TextExampleGen would produce; the
-curation then requires text and label in every row and fixes the label domain
-to the labels seen. Review the file (add labels you expect later) and point
+curation then requires text and label in every row, fixes the label domain
+to the labels seen and sets the drift limits DriftCheck uses between spans. Review the file (add labels you expect later) and point
 ``data.schema_path`` at it.
 """
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 
 from components.text_example_gen.parsing import ReaderConfig, read_file
 from models import features
+
+DRIFT_LIMIT = 0.25  # label L-infinity distance and text-length JS divergence
 
 
 def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
@@ -36,6 +38,9 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
     label = tfdv.get_feature(schema, features.LABEL)
     label.ClearField("domain_info")
     label.domain = features.LABEL
+    label.drift_comparator.infinity_norm.threshold = DRIFT_LIMIT
+    text = tfdv.get_feature(schema, features.TEXT)
+    text.drift_comparator.jensen_shannon_divergence.threshold = DRIFT_LIMIT
     del schema.string_domain[:]
     schema.string_domain.append(schema_pb2.StringDomain(
         name=features.LABEL, value=sorted({r.label for r in records})))

@@ -40,6 +40,9 @@ class RunSummary:
     pushed_version: Optional[str] = None
     pushed_path: Optional[str] = None
     error: Optional[str] = None
+    span: Optional[int] = None  # the newest span ingested (with data.span_pattern)
+    drift: Optional[str] = None  # DriftCheck's verdict
+    started_from: Optional[str] = None  # checkpoint, or warm start from a blessed model
 
     @property
     def exit_code(self) -> int:
@@ -53,6 +56,11 @@ class RunSummary:
         for c in self.components:
             seconds = f"{c.seconds:8.1f}s" if c.seconds is not None else f"{'-':>9}"
             lines.append(f"  {c.name:<34}{c.status:<10}{seconds}")
+        details = [f"Span: {self.span}" if self.span is not None else "",
+                   f"Drift: {self.drift}" if self.drift else "",
+                   f"Training started {self.started_from}" if self.started_from else ""]
+        if any(details):
+            lines += [""] + [d for d in details if d]
         if self.metrics:
             lines += ["", "Evaluation (eval split):"]
             for slice_name, values in sorted(self.metrics.items(), key=lambda kv: kv[0] != ""):
@@ -118,6 +126,16 @@ def _custom(artifact, name):
     return value.string_value or value.int_value
 
 
+def _read_stats(model_run_uri: str) -> dict:
+    import json
+    import os
+    try:
+        with open(os.path.join(model_run_uri, "train_stats.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
 def _read_evaluation(summary: RunSummary, uri: str) -> None:
     import tensorflow_model_analysis as tfma
     for per_slice in tfma.load_metrics(uri):
@@ -173,6 +191,12 @@ def collect(config: PipelineConfig, connection_config, started: float,
                    - execution.create_time_since_epoch) / 1000
         summary.components.append(ComponentRun(node, status, seconds))
         outputs = _outputs(store, execution.id)
+        if node == "TextExampleGen" and outputs.get("examples") and config.data.span_pattern:
+            summary.span = _custom(outputs["examples"][0], "span")
+        if node == "DriftCheck" and outputs.get("report"):
+            summary.drift = _custom(outputs["report"][0], "drift")
+        if node == "Trainer" and outputs.get("model_run"):
+            summary.started_from = _read_stats(outputs["model_run"][0].uri).get("started_from")
         if node == "Evaluator" and outputs.get("evaluation"):
             _read_evaluation(summary, outputs["evaluation"][0].uri)
             if outputs.get("blessing"):

@@ -35,6 +35,9 @@ class ModelHParams:
         "help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)."})
     dropout: Optional[float] = dataclasses.field(default=None, metadata={
         "help": "Override the checkpoint's hidden/attention dropout."})
+    warm_start: bool = dataclasses.field(default=False, metadata={
+        "help": "Start from the latest blessed model's weights instead of the checkpoint "
+                "(classifier rows matched by label name; new labels start fresh)."})
     freeze_embeddings: bool = dataclasses.field(default=False, metadata={
         "help": "Keep the checkpoint's embedding layer fixed: about 1.4x faster "
                 "training steps on CPU (no update of the vocabulary-sized matrix)."})

@@ -61,13 +61,13 @@ def float32_copy(classifier):
         copy(copy.dummy_inputs, training=False)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
-    trained = {_within_model(v.name): v for v in classifier.weights}
+    trained = {weight_key(v.name): v for v in classifier.weights}
     for variable in copy.weights:  # by name: frozen weights change get_weights()' order
-        variable.assign(tf.cast(trained[_within_model(variable.name)], variable.dtype))
+        variable.assign(tf.cast(trained[weight_key(variable.name)], variable.dtype))
     return copy
 
 
-def _within_model(variable_name: str) -> str:
+def weight_key(variable_name: str) -> str:
     """'tf_bert_for_sequence_classification_3/bert/...' -> 'bert/...'."""
     return variable_name.split("/", 1)[1]
 

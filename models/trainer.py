@@ -10,7 +10,7 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import checkpoint, dataset, export, features, model as model_lib
+from models import checkpoint, dataset, export, features, model as model_lib, warm_start
 from models.hparams import ModelHParams
 
 STATS_FILE = "train_stats.json"
@@ -79,6 +79,8 @@ def run_fn(fn_args) -> None:
     with strategy.scope():
         classifier = model_lib.build_classifier(hparams, len(label_names),
                                                 steps_per_epoch * epochs, checkpoint_dir)
+        started_from = _start_weights(classifier, hparams, fn_args, label_names)
+    logging.info("Training starts %s", started_from)
     throughput = Throughput(hparams.batch_size * replicas)
     started = time.time()
     history = classifier.fit(
@@ -89,7 +91,7 @@ def run_fn(fn_args) -> None:
             log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50),
             throughput],
         verbose=2)
-    stats = {"train_examples": num_train, "steps": steps_per_epoch * epochs,
+    stats = {"started_from": started_from, "train_examples": num_train, "steps": steps_per_epoch * epochs,
              "fit_seconds": time.time() - started, "precision": precision,
              "examples_per_second": throughput.examples_per_second,
              "final": {k: float(v[-1]) for k, v in history.history.items()}}
@@ -102,5 +104,20 @@ def run_fn(fn_args) -> None:
         fn_args.serving_model_dir,
         model_info={"checkpoint": hparams.checkpoint,
                     "max_seq_length": hparams.max_seq_length,
-                    "precision": precision, "train_examples": num_train,
+                    "precision": precision, "started_from": started_from,
+                    "train_examples": num_train,
                     "train_steps": steps_per_epoch * epochs})
+
+
+def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names) -> str:
+    """Applies warm start when asked and possible; says where training starts from."""
+    base_model = getattr(fn_args, "base_model", None)
+    if not hparams.warm_start:
+        return f"from the checkpoint {hparams.checkpoint}"
+    if not base_model:
+        return f"from the checkpoint {hparams.checkpoint} (no blessed model to warm start from)"
+    try:
+        return warm_start.warm_start_from(classifier, base_model, label_names)
+    except ValueError as error:  # e.g. the checkpoint changed since the blessed model
+        logging.warning("warm start skipped: %s", error)
+        return f"from the checkpoint {hparams.checkpoint} (warm start skipped: {error})"

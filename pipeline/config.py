@@ -36,10 +36,29 @@ class DataConfig:
     eval_fraction: float = _field(0.1, "Share of rows hashed into the eval split.")
     schema_path: str = _field("schema/schema.pbtxt", "Curated schema to validate "
                               "against; empty to infer one from the data.")
+    span_pattern: str = _field("", "Folder name of one data drop, with {SPAN} for its "
+                                   "number, e.g. 'span-{SPAN}': each run ingests the newest "
+                                   "span. Empty: every file in input_dir, no spans.")
+    window_spans: int = _field(1, "Train on the newest N spans (older spans train "
+                                  "whole); evaluate on the newest span's eval split.")
+    drift_action: str = _field("fail", "What a drift between the newest and the previous "
+                                       "span does: fail (stop before training) or warn.")
+    max_unknown_share_increase: float = _field(
+        0.02, "Drift limit on the share of [UNK] word pieces: newest span minus previous "
+              "span (label and text-length limits are drift comparators in the schema).")
 
     def reader_config(self) -> ReaderConfig:
         return ReaderConfig(text_column=self.text_column, label_column=self.label_column,
                             file_format=self.file_format)
+
+    def __post_init__(self):
+        if self.span_pattern and "{SPAN}" not in self.span_pattern:
+            raise ValueError(f"data.span_pattern '{self.span_pattern}' has no {{SPAN}}")
+        if self.window_spans < 1:
+            raise ValueError("data.window_spans must be at least 1")
+        if self.drift_action not in ("fail", "warn"):
+            raise ValueError(f"data.drift_action must be fail or warn, not "
+                             f"'{self.drift_action}'")
 
 
 @dataclasses.dataclass
@@ -65,12 +84,59 @@ class OutputConfig:
 
 
 @dataclasses.dataclass
+class KubeflowConfig:
+    """Kubeflow Pipelines (v2) and Vertex AI Pipelines: image, storage, resources."""
+
+    image: str = _field("bert-text-pipeline:latest", "Pipeline image (kubeflow/Dockerfile) "
+                                                     "every component runs in.")
+    project_dir: str = _field("/pipeline", "Where the image holds this project; relative "
+                                           "paths (e.g. data.schema_path) resolve there.")
+    pipeline_root: str = _field("", "Storage every pod can read and write (gs://, s3://, "
+                                    "or a mounted volume path); replaces output.root.")
+    serving_dir: str = _field("", "Push destination (gs://, s3://, a mounted volume) "
+                                  "that TF Serving reads; replaces output.serving_dir.")
+    beam_args: list = _field([], "Beam options for a distributed runner, e.g. "
+                                 "--runner=DataflowRunner --project=P --region=R or "
+                                 "--runner=PortableRunner --job_endpoint=HOST:8099; "
+                                 "empty: the DirectRunner inside each pod.")
+    trainer_cpu: float = _field(4.0, "Trainer CPU limit.")
+    trainer_memory: str = _field("16G", "Trainer memory limit.")
+    trainer_accelerator: str = _field("", "Trainer accelerator type, e.g. NVIDIA_TESLA_T4, "
+                                          "nvidia.com/gpu or TPU_V3; empty: none.")
+    trainer_accelerator_count: int = _field(1, "How many accelerators the Trainer gets.")
+    serving_image_tag: str = _field("2.18.0", "tensorflow/serving tag InfraValidator "
+                                              "loads the candidate in.")
+    infra_validator_service_account: str = _field(
+        "", "Kubernetes service account of InfraValidator's serving pod (empty: default).")
+    host: str = _field("", "KFP API endpoint for submit/schedule, e.g. "
+                           "http://localhost:8080 or the Kubeflow ingress URL.")
+    experiment: str = _field("bert-text-classifier", "KFP experiment runs are filed under.")
+    cron: str = _field("0 3 * * *", "Retraining schedule, standard 5-field cron (KFP "
+                                    "gets it with a leading seconds field).")
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """The local scheduler (machines without Kubeflow)."""
+
+    cron: str = _field("0 3 * * *", "Run the pipeline at these times (5-field cron).")
+    poll_seconds: int = _field(60, "How often to look for a new span between cron times.")
+    history_file: str = _field("", "JSON Lines history of every run "
+                                   "(default: <output.root>/history.jsonl).")
+    feedback_dir: str = _field("", "The model server's --feedback_dir: before each tick, "
+                                   "corrected predictions become the next span.")
+    feedback_min_rows: int = _field(200, "Corrections to wait for before they make a span.")
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     name: str = _field("bert-text-classifier", "Pipeline name (also the MLMD context).")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelHParams = dataclasses.field(default_factory=ModelHParams)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     beam_args: list = _field(["--direct_running_mode=in_memory", "--direct_num_workers=1"],
                              "Apache Beam pipeline options.")
     enable_cache: bool = _field(False, "Reuse outputs of unchanged components.")
@@ -87,12 +153,16 @@ class PipelineConfig:
     def push_dir(self) -> str:
         return os.path.join(self.output.serving_dir, self.output.model_name)
 
+    @property
+    def history_path(self) -> str:
+        return self.schedule.history_file or os.path.join(self.output.root, "history.jsonl")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelHParams, "eval": EvalConfig,
-            "output": OutputConfig}
+            "output": OutputConfig, "kubeflow": KubeflowConfig, "schedule": ScheduleConfig}
 
 
 def _convert(value: Any, kind: Any, key: str) -> Any:

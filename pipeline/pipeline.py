@@ -1,11 +1,15 @@
 """``create_pipeline``: the one pipeline definition every runner uses.
 
 TextExampleGen -> StatisticsGen -> SchemaGen/ImportSchemaGen -> ExampleValidator
--> DataGate -> Transform -> Trainer -> (latest blessed model) -> Evaluator
--> ServingCheck (loads and queries the candidate in the model server) -> Pusher
+-> DataGate (-> DriftCheck, with spans) -> Transform -> Trainer (warm start from
+the latest blessed model, optional) -> Evaluator (gate against that model)
+-> ServingCheck locally / InfraValidator on Kubernetes (load and query the
+candidate in a model server) -> Pusher
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Optional
 
@@ -14,6 +18,8 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.data_gate.component import DataGate
+from components.drift_check.component import DriftCheck
+from components.kubernetes_infra_validator.component import KubernetesInfraValidator
 from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
 from components.text_example_gen.parsing import split_buckets
@@ -24,23 +30,37 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 
 
-def example_gen(config: PipelineConfig) -> TextExampleGen:
-    data = config.data
+def _path(path: str, base: Optional[str] = None) -> str:
+    """URIs (gs://...) and absolute paths as given; relative ones made absolute against
+    ``base`` (the project folder in the Kubeflow image) or the working directory."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return os.path.join(base, path) if base else os.path.abspath(path)
+
+
+def input_splits(data) -> list:
+    """Input file patterns under input_dir, inside the ``{SPAN}`` folder with spans."""
+    span = data.span_pattern + "/" if data.span_pattern else ""
     if data.presplit:
-        input_config = example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name="train", pattern="train/*"),
-            example_gen_pb2.Input.Split(name="eval", pattern="eval/*")])
+        return [example_gen_pb2.Input.Split(name="train", pattern=span + "train/*"),
+                example_gen_pb2.Input.Split(name="eval", pattern=span + "eval/*")]
+    return [example_gen_pb2.Input.Split(name="single_split", pattern=span + data.file_pattern)]
+
+
+def example_gen(config: PipelineConfig, base: Optional[str] = None) -> TextExampleGen:
+    data = config.data
+    input_config = example_gen_pb2.Input(splits=input_splits(data))
+    if data.presplit:
         output_config = None
     else:
-        input_config = example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name="single_split", pattern=data.file_pattern)])
         train, evaluation = split_buckets(data.eval_fraction)
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train),
                     example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=evaluation)]))
-    return TextExampleGen(input_base=os.path.abspath(data.input_dir),
+    return TextExampleGen(input_base=_path(data.input_dir, base),
                           reader_config=data.reader_config(),
-                          input_config=input_config, output_config=output_config)
+                          input_config=input_config, output_config=output_config,
+                          span_pattern=data.span_pattern, window_spans=data.window_spans)
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -70,15 +90,58 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         ])])
 
 
+def drift_check(config: PipelineConfig, gen, schema, base: Optional[str]) -> DriftCheck:
+    data = config.data
+    return DriftCheck(
+        examples=gen.outputs["examples"], schema=schema.outputs["schema"],
+        input_base=_path(data.input_dir, base), span_pattern=data.span_pattern,
+        file_patterns=json.dumps([split.pattern for split in input_splits(data)]),
+        reader_config=json.dumps(dataclasses.asdict(data.reader_config())),
+        checkpoint=config.model.checkpoint, label_feature=features.LABEL,
+        text_feature=features.TEXT,
+        max_unknown_share_increase=data.max_unknown_share_increase,
+        action=data.drift_action)
+
+
+def serving_validation(config: PipelineConfig, trainer, evaluator, gen, on_kubernetes: bool):
+    """The candidate must load and answer in a model server before the push: the local
+    model server (ServingCheck) here, stock TF Serving in a pod (InfraValidator) on
+    Kubernetes."""
+    if not on_kubernetes:
+        return ServingCheck(
+            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            model_name=config.output.model_name,
+            timeout_seconds=config.output.serving_check_timeout)
+    kubeflow = config.kubeflow
+    return KubernetesInfraValidator(
+        model=trainer.outputs["model"],
+        examples=gen.outputs["examples"],
+        serving_spec=tfx.proto.ServingSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServing(tags=[kubeflow.serving_image_tag]),
+            kubernetes=tfx.proto.KubernetesConfig(
+                service_account_name=kubeflow.infra_validator_service_account),
+            model_name=config.output.model_name),
+        validation_spec=tfx.proto.ValidationSpec(
+            max_loading_time_seconds=config.output.serving_check_timeout, num_tries=2),
+        request_spec=tfx.proto.RequestSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(
+                signature_names=[features.SERVING_EXAMPLES_SIGNATURE]),
+            split_name="eval", num_examples=8)).with_id("InfraValidator")
+
+
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config=None,
-                    beam_pipeline_args: Optional[list] = None) -> tfx.dsl.Pipeline:
-    """The whole pipeline. Runners pass their own metadata connection and Beam args."""
-    gen = example_gen(config)
+                    beam_pipeline_args: Optional[list] = None,
+                    on_kubernetes: bool = False) -> tfx.dsl.Pipeline:
+    """The whole pipeline. Runners pass their own metadata connection and Beam args;
+    ``on_kubernetes`` (the Kubeflow runner) swaps the local serving check for
+    InfraValidator and uses the ``kubeflow`` section's storage and resources."""
+    base = config.kubeflow.project_dir if on_kubernetes else None
+    gen = example_gen(config, base)
     statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
     if config.data.schema_path:
         schema = tfx.components.ImportSchemaGen(
-            schema_file=os.path.abspath(config.data.schema_path))
+            schema_file=_path(config.data.schema_path, base))
     else:
         schema = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"],
                                           infer_feature_shape=True)
@@ -87,46 +150,80 @@ def create_pipeline(config: PipelineConfig,
     gate = DataGate(statistics=statistics.outputs["statistics"],
                     anomalies=validator.outputs["anomalies"],
                     label_feature=features.LABEL)
+    checks = [gate]
+    if config.data.span_pattern:
+        checks.append(drift_check(config, gen, schema, base))
+        checks[-1].add_upstream_node(gate)
     custom_config = {"model": config.model.to_dict()}
     transform = tfx.components.Transform(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
-    transform.add_upstream_node(gate)
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(),
-        eval_args=tfx.proto.EvalArgs(),
-        custom_config=custom_config)
+    transform.add_upstream_node(checks[-1])
     baseline = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema.outputs["schema"],
+        base_model=baseline.outputs["model"] if config.model.warm_start else None,
+        train_args=tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=custom_config)
     evaluator = tfx.components.Evaluator(
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config))
-    serving_check = ServingCheck(
-        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-        model_name=config.output.model_name,
-        timeout_seconds=config.output.serving_check_timeout)
+    serving = serving_validation(config, trainer, evaluator, gen, on_kubernetes)
+    kubeflow = config.kubeflow
+    push_base = kubeflow.serving_dir or config.output.serving_dir if on_kubernetes \
+        else config.output.serving_dir
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        infra_blessing=serving_check.outputs["blessing"],
+        infra_blessing=serving.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=os.path.abspath(config.push_dir))))
+                base_directory=_path(os.path.join(push_base, config.output.model_name),
+                                     base))))
+    if on_kubernetes:
+        trainer.with_platform_config(trainer_resources(kubeflow))
+    if beam_pipeline_args is None:
+        beam_pipeline_args = list(kubeflow.beam_args or config.beam_args) if on_kubernetes \
+            else list(config.beam_args)
+    root = kubeflow.pipeline_root or config.output.root if on_kubernetes \
+        else config.output.root
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
-        pipeline_root=os.path.abspath(config.pipeline_root),
-        components=[gen, statistics, schema, validator, gate, transform, trainer,
-                    baseline, evaluator, serving_check, pusher],
+        pipeline_root=_path(os.path.join(root, config.name), base),
+        components=[gen, statistics, schema, validator, *checks, transform, baseline,
+                    trainer, evaluator, serving, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None
-        else list(config.beam_args))
+        beam_pipeline_args=beam_pipeline_args)
+
+
+def trainer_resources(kubeflow):
+    """The Trainer pod's CPU, memory and accelerators (KFP v2 resource spec)."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        cpu_limit=kubeflow.trainer_cpu, memory_limit=_gigabytes(kubeflow.trainer_memory))
+    if kubeflow.trainer_accelerator:
+        spec.accelerator.type = kubeflow.trainer_accelerator
+        spec.accelerator.count = kubeflow.trainer_accelerator_count
+    return spec
+
+
+def _gigabytes(memory: str) -> float:
+    """'16G', '16Gi', '512M' -> gigabytes, as the resource spec wants them."""
+    units = {"G": 1.0, "GI": 2**30 / 1e9, "M": 1e-3, "MI": 2**20 / 1e9}
+    number = memory.rstrip("GgMmIi")
+    unit = memory[len(number):].upper() or "G"
+    if unit not in units or not number:
+        raise ValueError(f"kubeflow.trainer_memory '{memory}': expected e.g. 16G or 512M")
+    return float(number) * units[unit]

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from serving.feedback import ID_HEADER, ID_METADATA
+
 TEXT_FEATURE = "text"
 CLASSIFY_SIGNATURE = "classify"
 
@@ -25,6 +27,7 @@ class Prediction:
     text: str
     label: str
     probabilities: Dict[str, float]
+    id: Optional[str] = None  # set when the server records predictions (--feedback_dir)
 
 
 class ServingClientError(Exception):
@@ -47,11 +50,15 @@ class Target:
             raise ValueError("give a version or a version label, not both")
 
 
-def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]]) -> List[Prediction]:
+def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
+                 ids: str = "") -> List[Prediction]:
+    """``ids``: the server's comma-separated prediction ids, if it sent them."""
+    id_list = ids.split(",") if ids else [None] * len(texts)
     out = []
-    for text, row in zip(texts, rows):
+    for text, row, prediction_id in zip(texts, rows, id_list):
         probabilities = dict(row)
-        out.append(Prediction(text, max(probabilities, key=probabilities.get), probabilities))
+        out.append(Prediction(text, max(probabilities, key=probabilities.get), probabilities,
+                              prediction_id))
     return out
 
 
@@ -111,10 +118,14 @@ class GrpcClient(_Client):
             spec.version_label = self.target.label
         return spec
 
-    def _call(self, method, request):
+    def _call(self, method, request, with_call: bool = False):
+        """The response (``with_call``: and the call, for trailing metadata)."""
         import grpc
 
         def call():
+            if with_call:
+                return method.with_call(request, timeout=self.timeout,
+                                        metadata=self._metadata)
             return method(request, timeout=self.timeout, metadata=self._metadata)
 
         def transient(error):
@@ -141,15 +152,19 @@ class GrpcClient(_Client):
 
     def classify(self, examples: Sequence[Dict], signature: str = CLASSIFY_SIGNATURE
                  ) -> List[List[Tuple[str, float]]]:
+        return self._classify(examples, signature)[0]
+
+    def _classify(self, examples, signature):
         from tensorflow_serving.apis import classification_pb2, input_pb2
 
         request = classification_pb2.ClassificationRequest(
             model_spec=self._spec(signature),
             input=input_pb2.Input(example_list=input_pb2.ExampleList(
                 examples=[make_example(e) for e in examples])))
-        response = self._call(self._predictions.Classify, request)
+        response, call = self._call(self._predictions.Classify, request, with_call=True)
+        ids = dict(call.trailing_metadata() or ()).get(ID_METADATA, "")
         return [[(c.label, c.score) for c in row.classes]
-                for row in response.result.classifications]
+                for row in response.result.classifications], ids
 
     def regress(self, examples: Sequence[Dict], signature: str = "") -> List[float]:
         from tensorflow_serving.apis import input_pb2, regression_pb2
@@ -162,7 +177,8 @@ class GrpcClient(_Client):
         return [r.value for r in response.result.regressions]
 
     def predict_texts(self, texts: Sequence[str]) -> List[Prediction]:
-        return _predictions(texts, self.classify([{TEXT_FEATURE: t} for t in texts]))
+        return _predictions(texts, *self._classify([{TEXT_FEATURE: t} for t in texts],
+                                                   CLASSIFY_SIGNATURE))
 
     def status(self) -> List[Dict]:
         from google.protobuf import json_format
@@ -214,9 +230,10 @@ class RestClient(_Client):
         return path + suffix
 
     def _request(self, method: str, suffix: str, body: Optional[Dict] = None) -> Dict:
-        import requests
+        return self._request_with_headers(method, self._path(suffix), body)[0]
 
-        url = self._path(suffix)
+    def _request_with_headers(self, method: str, url: str, body: Optional[Dict] = None):
+        import requests
 
         def call():
             response = self._session.request(method, url, timeout=self.timeout,
@@ -240,7 +257,7 @@ class RestClient(_Client):
         if response.status_code != 200:
             raise ServingClientError(f"HTTP {response.status_code}",
                                      f"{payload.get('error', payload)} ({method} {url})")
-        return payload
+        return payload, response.headers
 
     def predict(self, inputs: Dict[str, np.ndarray], signature: str = "",
                 row_format: bool = True) -> Dict[str, np.ndarray]:
@@ -262,16 +279,27 @@ class RestClient(_Client):
 
     def classify(self, examples: Sequence[Dict], signature: str = CLASSIFY_SIGNATURE
                  ) -> List[List[Tuple[str, float]]]:
+        return self._classify(examples, signature)[0]
+
+    def _classify(self, examples, signature):
         body = {"signature_name": signature, "examples": list(examples)}
+        payload, headers = self._request_with_headers("POST", self._path(":classify"), body)
         return [[(label, score) for label, score in row]
-                for row in self._request("POST", ":classify", body)["results"]]
+                for row in payload["results"]], headers.get(ID_HEADER, "")
+
+    def correct(self, corrections: Sequence[Dict]) -> int:
+        """Sends corrected labels ``[{"id": prediction id, "label": ...}]``; returns how
+        many the server accepted."""
+        return self._request_with_headers("POST", f"{self.url}/v1/feedback",
+                                          {"corrections": list(corrections)})[0]["accepted"]
 
     def regress(self, examples: Sequence[Dict], signature: str = "") -> List[float]:
         body = {"signature_name": signature, "examples": list(examples)}
         return self._request("POST", ":regress", body)["results"]
 
     def predict_texts(self, texts: Sequence[str]) -> List[Prediction]:
-        return _predictions(texts, self.classify([{TEXT_FEATURE: t} for t in texts]))
+        return _predictions(texts, *self._classify([{TEXT_FEATURE: t} for t in texts],
+                                                   CLASSIFY_SIGNATURE))
 
     def status(self) -> List[Dict]:
         return self._request("GET", "")["model_version_status"]

@@ -14,6 +14,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving import protos
 from serving.errors import ServingError, invalid
+from serving.feedback import ID_METADATA
 from serving.servable import SignatureNotFound
 from serving.service import ModelRef, Service
 
@@ -89,17 +90,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def _infer(self, method, request, response_type):
-        """Classify/Regress: examples in, (response with its model spec, results) out."""
+        """Classify/Regress: examples in, (response with its model spec, results, ids) out."""
         signature = request.model_spec.signature_name
-        servable, results = method(_ref(request.model_spec), signature,
-                                   _examples(request.input), "GRPC")
+        servable, results, ids = method(_ref(request.model_spec), signature,
+                                        _examples(request.input), "GRPC")
         return response_type(model_spec=protos.model_spec(
-            servable.name, servable.version, signature or "serving_default")), results
+            servable.name, servable.version, signature or "serving_default")), results, ids
 
     @_answers
     def Classify(self, request, context):
-        response, rows = self._infer(self.service.classify, request,
-                                     classification_pb2.ClassificationResponse)
+        response, rows, ids = self._infer(self.service.classify, request,
+                                          classification_pb2.ClassificationResponse)
+        if ids:
+            context.set_trailing_metadata(((ID_METADATA, ",".join(ids)),))
         for row in rows:
             classifications = response.result.classifications.add()
             for label, score in row:
@@ -108,8 +111,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_answers
     def Regress(self, request, context):
-        response, values = self._infer(self.service.regress, request,
-                                       regression_pb2.RegressionResponse)
+        response, values, _ = self._infer(self.service.regress, request,
+                                          regression_pb2.RegressionResponse)
         for value in values:
             response.result.regressions.add(value=value)
         return response

@@ -14,6 +14,7 @@ from tornado.ioloop import IOLoop
 
 from serving import json_codec, protos
 from serving.errors import ServingError, invalid
+from serving.feedback import ID_HEADER, FeedbackError
 from serving.service import ModelRef, Service
 
 _PATH = re.compile(r"(?i)/v1/models/(?P<name>[^/:]+)"
@@ -101,10 +102,12 @@ class _ModelHandler(tornado.web.RequestHandler):
             return json.dumps(json_codec.encode_predict(outputs, row_format))
         examples = json_codec.decode_examples(request)
         if verb == "classify":
-            _, rows = service.classify(ref, signature, examples, "REST")
+            _, rows, ids = service.classify(ref, signature, examples, "REST")
+            if ids:
+                self.set_header(ID_HEADER, ",".join(ids))
             return json.dumps({"results": [[[label, score] for label, score in row]
                                            for row in rows]})
-        _, values = service.regress(ref, signature, examples, "REST")
+        _, values, _ = service.regress(ref, signature, examples, "REST")
         return json.dumps({"results": values})
 
     def _authorized(self) -> bool:
@@ -119,6 +122,34 @@ class _ModelHandler(tornado.web.RequestHandler):
     def _error(self, error: ServingError, status: Optional[int] = None):
         self.set_status(status or error.http_status)
         self.finish(json.dumps({"error": error.message}))
+
+
+class _FeedbackHandler(_ModelHandler):
+    """``POST /v1/feedback``: corrected labels for recorded predictions (opt-in)."""
+
+    async def get(self, path: str = ""):
+        self._error(invalid(f"Malformed request: GET {self.request.path}"))
+
+    async def post(self, path: str = ""):
+        if self.rejected:
+            return
+        if self.service.feedback is None:
+            self._error(ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                     "feedback recording is off (start with --feedback_dir)"))
+            return
+        try:
+            body = json_codec.parse_body(b"".join(self.chunks))
+            corrections = body.get("corrections") if isinstance(body, dict) else None
+            if not isinstance(corrections, list):
+                raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")
+            accepted = self.service.feedback.correct(corrections)
+        except FeedbackError as error:
+            self._error(invalid(str(error)))
+            return
+        except ServingError as error:
+            self._error(error)
+            return
+        self.finish(json.dumps({"accepted": accepted}))
 
 
 class _MetricsHandler(tornado.web.RequestHandler):
@@ -146,9 +177,11 @@ def make_app(service: Service, pool: ThreadPoolExecutor, max_body_bytes: int,
     handlers = []
     if metrics_path:
         handlers.append((re.escape(metrics_path), _MetricsHandler, {"service": service}))
-    handlers.append((r"/(v1/.*)", tornado.web.stream_request_body(_ModelHandler),
-                     {"service": service, "pool": pool, "max_body_bytes": max_body_bytes,
-                      "token": token}))
+    options = {"service": service, "pool": pool, "max_body_bytes": max_body_bytes,
+               "token": token}
+    handlers.append((r"/v1/feedback/?", tornado.web.stream_request_body(_FeedbackHandler),
+                     options))
+    handlers.append((r"/(v1/.*)", tornado.web.stream_request_body(_ModelHandler), options))
     return tornado.web.Application(handlers, default_handler_class=_NotFoundHandler)
 
 

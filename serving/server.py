@@ -65,6 +65,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="Address to bind (0.0.0.0 to accept other machines).")
     own.add_argument("--max_request_bytes", type=int, default=64 * 2**20,
                      help="Largest request body (REST) or message (gRPC) accepted.")
+    own.add_argument("--feedback_dir", default="",
+                     help="Record classified texts here and accept corrected labels at "
+                          "POST /v1/feedback (opt-in; see serving/feedback.py).")
     own.add_argument("--auth_token_file", default="",
                      help="If set, every request needs 'Authorization: Bearer <token>' "
                           "(gRPC: 'authorization' metadata) with the token in this file.")
@@ -105,7 +108,11 @@ def build_service(args: argparse.Namespace):
         metrics.versions.labels(name).set(len(store.loaded_versions(name)))
 
     store = ModelStore(specs, batching, args.file_system_poll_wait_seconds, on_change)
-    return Service(store, metrics)
+    feedback = None
+    if args.feedback_dir:
+        from serving.feedback import FeedbackLog
+        feedback = FeedbackLog(args.feedback_dir)
+    return Service(store, metrics, feedback)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ from serving.metrics import Metrics
 from serving.model_store import ModelStore, VersionState
 from serving.servable import Servable, Tensors
 
+TEXT = "text"  # the example feature a text classifier reads (models/features.py)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
@@ -24,9 +26,11 @@ class ModelRef:
 
 
 class Service:
-    def __init__(self, store: ModelStore, metrics: Optional[Metrics] = None):
+    def __init__(self, store: ModelStore, metrics: Optional[Metrics] = None,
+                 feedback=None):
         self.store = store
         self.metrics = metrics or Metrics()
+        self.feedback = feedback  # serving.feedback.FeedbackLog, when recording is on
 
     @contextmanager
     def _observed(self, ref: ModelRef, api: str, entrypoint: str, rows: int = 0) -> Iterator:
@@ -53,14 +57,21 @@ class Service:
             return servable, key, servable.run(key, inputs, output_filter)
 
     def classify(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str):
+        """``(servable, rows of (label, score), prediction ids)``; ids only when feedback
+        recording is on and every example has a ``text`` feature."""
         with self._observed(ref, "classify", entrypoint, len(examples)):
             servable = self._get(ref)
-            return servable, servable.classify(signature, examples)
+            rows = servable.classify(signature, examples)
+        ids: List[str] = []
+        texts = _texts(examples) if self.feedback is not None else None
+        if texts is not None:
+            ids = self.feedback.record(servable.name, servable.version, texts, rows)
+        return servable, rows, ids
 
     def regress(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str):
         with self._observed(ref, "regress", entrypoint, len(examples)):
             servable = self._get(ref)
-            return servable, servable.regress(signature, examples)
+            return servable, servable.regress(signature, examples), []
 
     def metadata(self, ref: ModelRef, entrypoint: str) -> Servable:
         with self._observed(ref, "metadata", entrypoint):
@@ -77,6 +88,18 @@ class Service:
 
     def _get(self, ref: ModelRef) -> Servable:
         return self.store.get(ref.name, ref.version, ref.label)
+
+
+def _texts(examples: List[bytes]) -> Optional[List[str]]:
+    from tensorflow.core.example import example_pb2
+
+    texts = []
+    for serialized in examples:
+        feature = example_pb2.Example.FromString(serialized).features.feature.get(TEXT)
+        if feature is None or len(feature.bytes_list.value) != 1:
+            return None
+        texts.append(feature.bytes_list.value[0].decode("utf-8", errors="replace"))
+    return texts
 
 
 def _rows(inputs: Tensors) -> int:

@@ -73,3 +73,23 @@ def write_predict_warmup(saved_model_dir: str, signature: str, inputs: dict) -> 
                                            "tf_serving_warmup_requests")) as writer:
         writer.write(prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+
+
+class TextLength(tf.Module):
+    """A text classifier in TF Serving's Classify shape: 'long' or 'short' by length."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})["text"]
+        p_long = tf.sigmoid(tf.cast(tf.strings.length(text, unit="UTF8_CHAR"), tf.float32) - 10.0)
+        return {"scores": tf.stack([1.0 - p_long, p_long], axis=1),
+                "classes": tf.tile(tf.constant([["short", "long"]]), [tf.shape(text)[0], 1])}
+
+
+def export_text_length(base_path: str, version: int = 1) -> str:
+    module = TextLength()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(module, path, signatures={
+        "classify": module.classify.get_concrete_function()})
+    set_method_name(path, "classify", CLASSIFY)
+    return path

@@ -14,3 +14,5 @@ def test_schema_command_curates_label_domain_and_presence(tmp_path, capsys):
     text = out.read_text()
     assert text.count("min_fraction: 1.0") == 2
     assert 'value: "billing"\n  value: "facilities"\n  value: "it"' in text
+    assert "infinity_norm {\n      threshold: 0.25" in text
+    assert "jensen_shannon_divergence {\n      threshold: 0.25" in text

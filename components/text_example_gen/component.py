@@ -16,7 +16,8 @@ class TextExampleGen(FileBasedExampleGen):
 
     Every output example has two string features, ``text`` and ``label``,
     whatever the source columns are called. Splits come from ``input_config``
-    (pre-split folders) or are made by hashing (``output_config``).
+    (pre-split folders) or are made by hashing (``output_config``). With ``{SPAN}``
+    in the patterns, TFX's driver picks the newest span and records it on the output.
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -24,8 +25,16 @@ class TextExampleGen(FileBasedExampleGen):
     def __init__(self, input_base: str, reader_config: ReaderConfig,
                  input_config: Optional[example_gen_pb2.Input] = None,
                  output_config: Optional[example_gen_pb2.Output] = None,
-                 range_config: Optional[range_config_pb2.RangeConfig] = None):
+                 range_config: Optional[range_config_pb2.RangeConfig] = None,
+                 span_pattern: str = "", window_spans: int = 1):
+        """``span_pattern`` (a folder name with {SPAN}) and ``window_spans``: the newest
+        span is split as configured; the ``window_spans - 1`` spans before it are added
+        whole to the train split."""
+        window = None
+        if span_pattern and window_spans > 1:
+            window = {"spans": window_spans, "span_pattern": span_pattern,
+                      "patterns": [s.pattern for s in input_config.splits]}
         super().__init__(input_base=input_base, input_config=input_config,
                          output_config=output_config,
-                         custom_config=executor.reader_config_to_proto(reader_config),
+                         custom_config=executor.reader_config_to_proto(reader_config, window),
                          range_config=range_config)

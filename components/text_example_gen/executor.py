@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -21,24 +22,64 @@ TEXT_FEATURE = features.TEXT
 LABEL_FEATURE = features.LABEL
 
 
-def reader_config_to_proto(config: parsing.ReaderConfig) -> example_gen_pb2.CustomConfig:
+SPAN = "{SPAN}"
+WINDOW_KEY = "window"
+
+
+def reader_config_to_proto(config: parsing.ReaderConfig,
+                           window: Optional[dict] = None) -> example_gen_pb2.CustomConfig:
+    """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"})."""
     struct = struct_pb2.Struct()
     struct.update({"text_column": config.text_column, "label_column": config.label_column,
                    "file_format": config.file_format})
+    if window:
+        struct.update({WINDOW_KEY: window})
     custom = example_gen_pb2.CustomConfig()
     custom.custom_config.Pack(struct)
     return custom
 
 
-def reader_config_from_exec_properties(exec_properties: Dict[str, Any]) -> parsing.ReaderConfig:
+def _custom_config(exec_properties: Dict[str, Any]) -> dict:
     raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     if not raw:
-        return parsing.ReaderConfig()
+        return {}
     custom = example_gen_pb2.CustomConfig()
     json_format.Parse(raw, custom)
     struct = struct_pb2.Struct()
     custom.custom_config.Unpack(struct)
-    return parsing.ReaderConfig(**json.loads(json_format.MessageToJson(struct)))
+    return json.loads(json_format.MessageToJson(struct))
+
+
+def reader_config_from_exec_properties(exec_properties: Dict[str, Any]) -> parsing.ReaderConfig:
+    values = _custom_config(exec_properties)
+    values.pop(WINDOW_KEY, None)
+    return parsing.ReaderConfig(**values)
+
+
+def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
+    """(span number, folder name) of every folder in ``input_base`` matching the pattern."""
+    prefix, _, suffix = span_pattern.partition(SPAN)
+    matcher = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    found = []
+    for entry in fileio.listdir(input_base) if fileio.exists(input_base) else []:
+        match = matcher.match(entry.rstrip("/"))
+        if match:
+            found.append((int(match.group(1)), entry.rstrip("/")))
+    return sorted(found)
+
+
+def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
+    """File patterns of the spans before the newest one inside the training window."""
+    window = _custom_config(exec_properties).get(WINDOW_KEY)
+    if not window or int(window["spans"]) <= 1:
+        return []
+    newest = int(exec_properties["span"])
+    span_pattern = window["span_pattern"]
+    older = [(number, folder) for number, folder in list_spans(
+        exec_properties[standard_component_specs.INPUT_BASE_KEY], span_pattern)
+        if number < newest][-(int(window["spans"]) - 1):]
+    return [pattern.replace(span_pattern, folder)
+            for _, folder in older for pattern in window["patterns"]]
 
 
 def _to_example(record: parsing.Record) -> tf.train.Example:
@@ -75,5 +116,16 @@ def _TextToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+    """The newest span splits as configured; older spans in the window all train."""
+
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _TextToExample
+
+    def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
+        older = [pipeline | f"OlderSpan[{i}]" >> _TextToExample(exec_properties, pattern)
+                 for i, pattern in enumerate(older_span_patterns(exec_properties))]
+        if older:
+            logging.info("training window: %d older file patterns", len(older))
+            splits["train"] = [splits["train"], *older] | "Window" >> beam.Flatten()
+        return splits

@@ -1,0 +1,1 @@
+"""DriftCheck: the newest span against the previous one, before training."""

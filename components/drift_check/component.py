@@ -1,0 +1,102 @@
+"""DriftCheck component: stops the run when the newest span drifted from the previous.
+
+Reads both spans' raw files (as TextExampleGen does), profiles them with the
+model's own tokenizer and compares labels, text lengths and [UNK] share against
+the limits in the curated schema (see ``drift.py``). Runs before Transform, so
+a drifted data drop never reaches training; ``action='warn'`` only records it.
+"""
+
+import json
+import os
+
+from tfx.dsl.component.experimental.annotations import (InputArtifact, OutputArtifact,
+                                                        Parameter)
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
+from tfx.utils import io_utils
+
+from components.drift_check import drift
+
+REPORT_FILE = "drift.json"
+
+
+class DataDriftError(RuntimeError):
+    """The newest span drifted beyond the configured limits."""
+
+
+def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfile:
+    """Profile of the rows in ``files``, tokenized with the checkpoint's vocabulary."""
+    import apache_beam as beam
+    import tensorflow as tf
+
+    from components.text_example_gen import parsing
+    from models import checkpoint as checkpoint_lib
+    from models.tokenizer import UNK, BertTextTokenizer
+
+    records = [r for path in files for r in parsing.read_file(
+        path, reader_config, opener=beam.io.filesystems.FileSystems.open)]
+    folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
+    vocab = checkpoint_lib.read_vocab(folder)
+    tokenizer = BertTextTokenizer(vocab, checkpoint_lib.is_lower_case(folder), 1 << 20)
+    unk_id = vocab.index(UNK)
+    pieces, unknown = [], []
+    for start in range(0, len(records), 1024):
+        ids = tokenizer(tf.constant([r.text for r in records[start:start + 1024]]))
+        ids = ids[:, 1:-1]  # without [CLS] and [SEP]
+        pieces += ids.row_lengths().numpy().tolist()
+        unknown += tf.reduce_sum(tf.cast(ids == unk_id, tf.int64), axis=1).numpy().tolist()
+    return drift.profile([r.label for r in records], pieces, unknown)
+
+
+def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) -> list:
+    from tfx.dsl.io import fileio
+    return sorted(f for p in patterns
+                  for f in fileio.glob(os.path.join(input_base, p.replace(span_pattern, folder)))
+                  if not fileio.isdir(f))
+
+
+@component
+def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
+               schema: InputArtifact[standard_artifacts.Schema],
+               report: OutputArtifact[standard_artifacts.ExampleAnomalies],
+               input_base: Parameter[str], span_pattern: Parameter[str],
+               file_patterns: Parameter[str], reader_config: Parameter[str],
+               checkpoint: Parameter[str], label_feature: Parameter[str],
+               text_feature: Parameter[str], max_unknown_share_increase: Parameter[float],
+               action: Parameter[str] = "fail"):
+    """Compares the span ``examples`` came from with the span before it."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from components.text_example_gen.executor import list_spans
+    from components.text_example_gen.parsing import ReaderConfig
+
+    # TFX 1.16 keeps the span in a custom property; older TFX in the typed one
+    newest = int(examples.get_int_custom_property("span") or examples.span)
+    spans = dict(list_spans(input_base, span_pattern))
+    previous = max((n for n in spans if n < newest), default=None)
+    result = {"span": newest, "previous_span": previous, "problems": [], "figures": {}}
+    if previous is None:
+        verdict = f"span {newest}: no earlier span to compare with"
+    else:
+        patterns = json.loads(file_patterns)
+        config = ReaderConfig(**json.loads(reader_config))
+        profiles = [span_profile(span_files(input_base, spans[n], span_pattern, patterns),
+                                 config, checkpoint) for n in (newest, previous)]
+        schema_proto = io_utils.parse_pbtxt_file(
+            os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
+        limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
+                                          max_unknown_share_increase)
+        problems, figures = drift.compare(*profiles, limits, f"span {newest}",
+                                          f"span {previous}")
+        result.update(problems=problems, figures=figures)
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
+        verdict = (f"span {newest} vs {previous}: " + ("; ".join(problems) if problems
+                                                       else f"no drift ({shown})"))
+    os.makedirs(report.uri, exist_ok=True)
+    with open(os.path.join(report.uri, REPORT_FILE), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    report.set_string_custom_property("drift", verdict[:2000])
+    report.set_int_custom_property("drifted", int(bool(result["problems"])))
+    if result["problems"] and action == "fail":
+        raise DataDriftError("data drift: " + "; ".join(result["problems"]) +
+                             " (set data.drift_action=warn to train anyway)")

@@ -1,0 +1,1 @@
+"""The stock InfraValidator, compilable for Kubeflow Pipelines v2."""

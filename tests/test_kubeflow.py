@@ -1,0 +1,184 @@
+"""Kubeflow: the same pipeline compiled to a KFP v2 spec; submit/schedule requests.
+
+No KFP cluster exists here: the client's requests go to a local HTTP endpoint on
+127.0.0.1 that records them and answers as the KFP v2beta1 API does.
+"""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from cli.main import main
+from kubeflow import client
+from kubeflow.runner import compile_pipeline
+from pipeline.config import load_config
+
+STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root", "kubeflow.serving_dir": "gs://bucket/serving",
+           "data.input_dir": "gs://bucket/data"}
+IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
+            "Transform", "Trainer", "Evaluator", "Pusher"]
+
+
+def _config(**extra):
+    return load_config(None, dict(STORAGE, **extra))
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    config = _config(**{"data.span_pattern": "span-{SPAN}", "data.window_spans": 3,
+                        "model.warm_start": True, "enable_cache": True,
+                        "kubeflow.image": "registry.example/bert-text-pipeline:7",
+                        "kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4",
+                        "kubeflow.trainer_accelerator_count": 2,
+                        "kubeflow.trainer_memory": "32G",
+                        "kubeflow.beam_args": "--runner=DataflowRunner --project=p "
+                                              "--region=europe-west4"})
+    path = compile_pipeline(config, str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml"))
+    return path, yaml.safe_load(open(path, encoding="utf-8"))
+
+
+def _depends_on(tasks: dict, task: str, other: str) -> bool:
+    seen, todo = set(), [task]
+    while todo:
+        for dep in tasks[todo.pop()].get("dependentTasks", []):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return other in seen
+
+
+def test_spec_loads_with_kfp_and_every_component_is_there_in_order(spec):
+    from kfp.components import load_component_from_file
+
+    path, raw = spec
+    loaded = load_component_from_file(path)
+    assert loaded.name == "bert-text-classifier"
+    assert loaded.pipeline_spec.default_pipeline_root == "gs://bucket/root/bert-text-classifier"
+    tasks = raw["root"]["dag"]["tasks"]
+    for name in IN_ORDER + ["InfraValidator"]:
+        assert name in tasks, name
+    for earlier, later in zip(IN_ORDER, IN_ORDER[1:]):
+        assert _depends_on(tasks, later, earlier), f"{later} must run after {earlier}"
+    # InfraValidator loads the trained model in TF Serving beside the Evaluator; the
+    # Pusher needs both blessings
+    assert _depends_on(tasks, "InfraValidator", "Trainer")
+    assert _depends_on(tasks, "Pusher", "InfraValidator")
+    # warm start and the gate both read the latest blessed model
+    assert "latest_blessed_model_resolver-model-resolver" in tasks["Trainer"]["dependentTasks"]
+    assert all(t["cachingOptions"] == {"enableCache": True} for t in tasks.values()
+               if "cachingOptions" in t)
+    assert sum("cachingOptions" in t for t in tasks.values()) >= len(IN_ORDER)
+
+
+def test_image_resources_beam_args_and_infra_validator(spec):
+    _, raw = spec
+    executors = raw["deploymentSpec"]["executors"]
+    containers = {name: e["container"] for name, e in executors.items() if "container" in e}
+    assert len(containers) >= len(IN_ORDER)
+    assert {c["image"] for c in containers.values()} == {"registry.example/bert-text-pipeline:7"}
+    trainer = containers["Trainer_executor"]
+    assert trainer["resources"] == {"cpuLimit": 4.0, "memoryLimit": 32.0, "accelerator": {
+        "type": "NVIDIA_TESLA_T4", "count": "2"}}
+    assert "--runner=DataflowRunner" in containers["Transform_executor"]["args"]
+    assert "--region=europe-west4" in containers["StatisticsGen_executor"]["args"]
+    infra_args = containers["InfraValidator_executor"]["args"]  # the stock executor
+    assert infra_args[:2] == ["--executor_class_path",
+                              "tfx.components.infra_validator.executor.Executor"]
+    infra = raw["components"]["InfraValidator"]["inputDefinitions"]["parameters"]
+    assert set(infra) >= {"serving_spec", "request_spec", "validation_spec"}
+    params = json.dumps(raw["root"]["dag"]["tasks"]["InfraValidator"]["inputs"])
+    assert "tensorflow_serving" in params and "kubernetes" in params and "2.18.0" in params
+    pusher = json.dumps(raw["root"]["dag"]["tasks"]["Pusher"]["inputs"])
+    assert "gs://bucket/serving/bert_classifier" in pusher
+    schema = json.dumps(raw["root"]["dag"]["tasks"]["ImportSchemaGen"]["inputs"])
+    assert "/pipeline/schema/schema.pbtxt" in schema  # inside the image
+
+
+def test_compile_refuses_local_storage_and_json(tmp_path):
+    with pytest.raises(ValueError, match="kubeflow.pipeline_root is required"):
+        compile_pipeline(load_config(), str(tmp_path / "p.yaml"))
+    with pytest.raises(ValueError, match="data.input_dir 'data/sample' must be a URI"):
+        compile_pipeline(_config(**{"data.input_dir": "data/sample"}), str(tmp_path / "p.yaml"))
+    with pytest.raises(ValueError, match="as .yaml"):
+        compile_pipeline(_config(), str(tmp_path / "p.json"))
+
+
+class _KfpApi(BaseHTTPRequestHandler):
+    """Records requests; answers like KFP's v2beta1 REST API."""
+    requests = []
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.requests.append((self.command, self.path.split("?")[0], body,
+                              self.headers.get("Authorization")))
+        reply = {}
+        if self.path.startswith("/apis/v2beta1/experiments") and self.command == "POST":
+            reply = {"experiment_id": "exp-1", "display_name": body["display_name"]}
+        elif self.path.startswith("/apis/v2beta1/runs"):
+            reply = {"run_id": "run-1"}
+        elif self.path.startswith("/apis/v2beta1/recurringruns"):
+            reply = {"recurring_run_id": "job-1"}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def kfp_api():
+    _KfpApi.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KfpApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _KfpApi.requests
+    server.shutdown()
+
+
+def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_path, capsys):
+    host, requests = kfp_api
+    path, raw = spec
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    common = ["--spec", path, "--kubeflow.host", host, "--token_file", str(token),
+              *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
+    assert main(["kubeflow", "submit", "--run_name", "manual-1", *common]) == 0
+    assert "run run-1 created" in capsys.readouterr().out
+    posts = [(path_, body, auth) for method, path_, body, auth in requests if method == "POST"]
+    assert posts[0][0] == "/apis/v2beta1/experiments"
+    assert posts[0][1]["display_name"] == "bert-text-classifier"
+    run_path, run, auth = posts[1]
+    assert run_path == "/apis/v2beta1/runs" and auth == "Bearer s3cret"
+    assert run["experiment_id"] == "exp-1" and run["display_name"] == "manual-1"
+    assert run["pipeline_spec"]["root"] == raw["root"]
+    assert run["pipeline_spec"]["defaultPipelineRoot"] == "gs://bucket/root/bert-text-classifier"
+
+    requests.clear()
+    assert main(["kubeflow", "schedule", "--run_name", "nightly", "--kubeflow.cron",
+                 "30 2 * * 1-5", *common]) == 0
+    assert "recurring run job-1 created (cron '0 30 2 * * 1-5'" in capsys.readouterr().out
+    (job_path, job, _), = [(p, b, a) for m, p, b, a in requests
+                           if m == "POST" and "recurringruns" in p]
+    assert job["display_name"] == "nightly" and job["experiment_id"] == "exp-1"
+    assert job["trigger"] == {"cron_schedule": {"cron": "0 30 2 * * 1-5"}}
+    assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
+    assert job["mode"] == "ENABLE"
+    assert job["pipeline_spec"]["root"] == raw["root"]
+
+
+def test_cron_conversion_and_errors(tmp_path):
+    assert client.kfp_cron("0 3 * * *") == "0 0 3 * * *"
+    assert client.kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
+    with pytest.raises(ValueError, match="5 fields"):
+        client.kfp_cron("daily")
+    with pytest.raises(ValueError, match="kubeflow.host is required"):
+        client.submit(_config(), str(tmp_path / "p.yaml"), "r")
+    assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml")]) == 1
