@@ -307,9 +307,12 @@ def bench_serving(args) -> None:
     from serving.client import GrpcClient, RestClient, Target
     from serving.process import ServerProcess
 
-    base = os.path.join(WORK, "main_job", "serving_model", "bert_classifier")
+    base = args.model_base_path or os.path.join(WORK, "main_job", "serving_model",
+                                                "bert_classifier")
     if not os.path.isdir(base):
-        raise SystemExit(f"{base} is missing: run the main_job benchmark first")
+        raise SystemExit(f"{base} is missing: run the main_job benchmark first, or pass "
+                         "--model_base_path (e.g. serving_model/bert_classifier after "
+                         "`make run`)")
     version = os.path.join(base, max(os.listdir(base), key=int))
     texts = [r.text for r in read_file(os.path.join(SST2, "dev.tsv"),
                                        ReaderConfig("sentence", "label"))]
@@ -387,6 +390,9 @@ def main() -> None:
                                  "retrain"])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="Seconds per serving measurement.")
+    parser.add_argument("--model_base_path", default="",
+                        help="Pushed model folder the serving benchmark serves (default: "
+                             "the main_job benchmark's).")
     parser.add_argument("--steps", type=int, default=60, help="Timed training steps.")
     parser.add_argument("--full_args", default="", help="Extra options for the full run.")
     parser.add_argument("--span_rows", type=int, default=4000,

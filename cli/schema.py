@@ -2,8 +2,8 @@
 
 TFDV infers types and shapes from the rows TextExampleGen would produce; the
 curation then requires text and label in every row, fixes the label domain
-to the labels seen and sets the drift limits DriftCheck uses between spans. Review the file (add labels you expect later) and point
-``data.schema_path`` at it.
+to the labels seen and sets the drift limits DriftCheck uses between spans.
+Review the file (add labels you expect later) and point ``data.schema_path`` at it.
 """
 from __future__ import annotations
 

@@ -91,7 +91,8 @@ def run_fn(fn_args) -> None:
             log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50),
             throughput],
         verbose=2)
-    stats = {"started_from": started_from, "train_examples": num_train, "steps": steps_per_epoch * epochs,
+    stats = {"started_from": started_from, "train_examples": num_train,
+             "steps": steps_per_epoch * epochs,
              "fit_seconds": time.time() - started, "precision": precision,
              "examples_per_second": throughput.examples_per_second,
              "final": {k: float(v[-1]) for k, v in history.history.items()}}

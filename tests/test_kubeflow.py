@@ -15,8 +15,8 @@ from kubeflow import client
 from kubeflow.runner import compile_pipeline
 from pipeline.config import load_config
 
-STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root", "kubeflow.serving_dir": "gs://bucket/serving",
-           "data.input_dir": "gs://bucket/data"}
+STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
+           "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
 IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
             "Transform", "Trainer", "Evaluator", "Pusher"]
 

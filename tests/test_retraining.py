@@ -72,3 +72,14 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     assert main(["history", "--output.root", config.output.root]) == 0
     table = capsys.readouterr().out
     assert "new span 3" in table and "failed" in table and "warm" in table
+
+    # the operator accepts the shift: drift_action=warn trains on span 3 and records it
+    accepted = runner.run(load_config(None, tiny_overrides(tmp_path, tiny_checkpoint, data, **{
+        "data.span_pattern": "span-{SPAN}", "data.window_spans": 2,
+        "data.eval_fraction": 0.2, "model.warm_start": True,
+        "eval.max_accuracy_drop": 0.5, "data.drift_action": "warn"})))
+    assert accepted.exit_code == 0 and accepted.span == 3
+    assert accepted.drift.startswith("span 3 vs span 2: label distribution")
+    assert accepted.drift.endswith("(data.drift_action=warn: training anyway)")
+    assert len(glob.glob(served)) == 3
+    assert history.read(config.history_path)[-1]["drift"] == accepted.drift

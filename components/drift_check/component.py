@@ -90,8 +90,9 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                                           f"span {previous}")
         result.update(problems=problems, figures=figures)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
-        verdict = (f"span {newest} vs {previous}: " + ("; ".join(problems) if problems
-                                                       else f"no drift ({shown})"))
+        verdict = ("; ".join(problems) + (" (data.drift_action=warn: training anyway)"
+                                          if action == "warn" else "")
+                   if problems else f"span {newest} vs {previous}: no drift ({shown})")
     os.makedirs(report.uri, exist_ok=True)
     with open(os.path.join(report.uri, REPORT_FILE), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
