@@ -106,6 +106,18 @@ def _trainer_seconds(summary: str) -> float:
     return float(line.split()[-1].rstrip("s"))
 
 
+def _train_stats(root: str) -> dict:
+    """Steps, fit seconds (tracing, steps, validation) and final metrics of the newest
+    Trainer run under ``root``."""
+    runs = os.path.join(root, "pipeline_output", "bert-text-classifier", "Trainer",
+                        "model_run")
+    newest = max(os.listdir(runs), key=int)
+    with open(os.path.join(runs, newest, "train_stats.json")) as f:
+        stats = json.load(f)
+    return {"steps": stats["steps"], "fit_seconds": round(stats["fit_seconds"], 1),
+            "eval_split_accuracy": round(stats["final"]["val_accuracy"], 4)}
+
+
 def bench_retrain(args) -> None:
     """A retraining run on a new span: warm start from the blessed model vs. from the base
     checkpoint, both gated against that model, both scored on SST-2 dev.
@@ -144,17 +156,20 @@ def bench_retrain(args) -> None:
             "settings": spans[tag], "exit_code": run["exit_code"],
             "wall_seconds": run["wall_seconds"],
             "trainer_seconds": _trainer_seconds(run["summary"]),
+            **_train_stats(root),
             "sst2_dev_accuracy": score_dev(run["root"]) if run["exit_code"] == 0 else None,
             "summary": run["summary"]}
     cold, warm = result["cold"], result["warm"]
     result["ratios"] = {
+        "warm vs cold training steps": round(warm["steps"] / cold["steps"], 3),
+        "warm vs cold fit seconds": round(warm["fit_seconds"] / cold["fit_seconds"], 3),
         "warm vs cold trainer seconds": round(warm["trainer_seconds"]
                                               / cold["trainer_seconds"], 3),
         "warm vs cold wall seconds": round(warm["wall_seconds"] / cold["wall_seconds"], 3),
         "warm minus cold dev accuracy": None if None in (
             warm["sst2_dev_accuracy"], cold["sst2_dev_accuracy"]) else round(
             warm["sst2_dev_accuracy"] - cold["sst2_dev_accuracy"], 4)}
-    write("retrain", result)
+    write(f"retrain_span{args.span_rows}", result)
 
 
 def _latest_transform(root: str):

@@ -23,7 +23,7 @@ NEW_SPAN = "new span"
 
 @dataclasses.dataclass
 class Tick:
-    action: str  # ran, idle, busy
+    action: str  # ran, idle, busy (error: a tick that raised, in loop())
     reason: str
     exit_code: Optional[int] = None
 
@@ -97,13 +97,20 @@ class Scheduler:
         return Tick("ran", reason, result.exit_code)
 
     def loop(self, max_ticks: Optional[int] = None) -> None:
+        """Ticks until stopped (or ``max_ticks``), sleeping ``schedule.poll_seconds`` or
+        until the next cron time in between; one failed tick does not stop the loop."""
         ticks = 0
-        while max_ticks is None or ticks < max_ticks:
-            tick = self.tick()
-            logging.warning("scheduler tick: %s (%s)", tick.action, tick.reason)
+        while True:
+            try:
+                tick = self.tick()
+            except Exception as error:  # noqa: BLE001 - a daemon outlives one bad tick
+                logging.exception("scheduler tick failed")
+                tick = Tick("error", f"{type(error).__name__}: {error}")
             print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {tick.action}: {tick.reason}"
                   + (f" (exit {tick.exit_code})" if tick.exit_code is not None else ""),
                   flush=True)
             ticks += 1
+            if max_ticks is not None and ticks >= max_ticks:
+                return
             time.sleep(max(1.0, min(self.config.schedule.poll_seconds,
                                     self.seconds_to_next_cron())))

@@ -89,3 +89,17 @@ def test_history_table_and_cli(tmp_path, capsys):
     assert "failed" in lines[3] and lines[4].strip().startswith("DataDriftError: data drift")
     assert main(["history", "--output.root", config.output.root, "--json", "--last", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["span"] == 3
+
+
+def test_loop_reports_a_failed_tick_and_goes_on(tmp_path, capsys):
+    config = _config(tmp_path)
+    (tmp_path / "data" / "span-1").mkdir(parents=True)
+    calls = []
+
+    def broken_run(config, reason):
+        calls.append(reason)
+        raise OSError("disk full")
+
+    Scheduler(config, run=broken_run).loop(max_ticks=1)
+    assert calls == ["new span 1"]
+    assert capsys.readouterr().out.rstrip().endswith("error: OSError: disk full")
