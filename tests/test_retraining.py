@@ -22,10 +22,11 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
                                                                  capsys):
     data = str(tmp_path / "data")
     rows = sample_rows(1200)
-    config = load_config(None, tiny_overrides(tmp_path, tiny_checkpoint, data, **{
+    settings = tiny_overrides(tmp_path, tiny_checkpoint, data, **{
         "data.span_pattern": "span-{SPAN}", "data.window_spans": 2,
         "data.eval_fraction": 0.2, "model.warm_start": True,
-        "eval.max_accuracy_drop": 0.5}))
+        "eval.max_accuracy_drop": 0.5})
+    config = load_config(None, settings)
     served = os.path.join(config.push_dir, "*")
     scheduler = Scheduler(config)
 
@@ -74,10 +75,7 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     assert "new span 3" in table and "failed" in table and "warm" in table
 
     # the operator accepts the shift: drift_action=warn trains on span 3 and records it
-    accepted = runner.run(load_config(None, tiny_overrides(tmp_path, tiny_checkpoint, data, **{
-        "data.span_pattern": "span-{SPAN}", "data.window_spans": 2,
-        "data.eval_fraction": 0.2, "model.warm_start": True,
-        "eval.max_accuracy_drop": 0.5, "data.drift_action": "warn"})))
+    accepted = runner.run(load_config(None, dict(settings, **{"data.drift_action": "warn"})))
     assert accepted.exit_code == 0 and accepted.span == 3
     assert accepted.drift.startswith("span 3 vs span 2: label distribution")
     assert accepted.drift.endswith("(data.drift_action=warn: training anyway)")
