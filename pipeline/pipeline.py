@@ -179,9 +179,7 @@ def create_pipeline(config: PipelineConfig,
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config))
     serving = serving_validation(config, trainer, evaluator, gen, on_kubernetes)
-    kubeflow = config.kubeflow
-    push_base = kubeflow.serving_dir or config.output.serving_dir if on_kubernetes \
-        else config.output.serving_dir
+    root, push_base, default_beam_args = _storage(config, on_kubernetes)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -191,12 +189,7 @@ def create_pipeline(config: PipelineConfig,
                 base_directory=_path(os.path.join(push_base, config.output.model_name),
                                      base))))
     if on_kubernetes:
-        trainer.with_platform_config(trainer_resources(kubeflow))
-    if beam_pipeline_args is None:
-        beam_pipeline_args = list(kubeflow.beam_args or config.beam_args) if on_kubernetes \
-            else list(config.beam_args)
-    root = kubeflow.pipeline_root or config.output.root if on_kubernetes \
-        else config.output.root
+        trainer.with_platform_config(trainer_resources(config.kubeflow))
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
         pipeline_root=_path(os.path.join(root, config.name), base),
@@ -204,7 +197,19 @@ def create_pipeline(config: PipelineConfig,
                     trainer, evaluator, serving, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args)
+        beam_pipeline_args=default_beam_args if beam_pipeline_args is None
+        else beam_pipeline_args)
+
+
+def _storage(config: PipelineConfig, on_kubernetes: bool) -> tuple:
+    """(pipeline root, push base folder, Beam args): on Kubernetes the kubeflow section's,
+    where set, else the local ones."""
+    if not on_kubernetes:
+        return config.output.root, config.output.serving_dir, list(config.beam_args)
+    kubeflow = config.kubeflow
+    return (kubeflow.pipeline_root or config.output.root,
+            kubeflow.serving_dir or config.output.serving_dir,
+            list(kubeflow.beam_args or config.beam_args))
 
 
 def trainer_resources(kubeflow):
