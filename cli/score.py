@@ -7,6 +7,7 @@ import os
 import time
 
 from components.text_example_gen.parsing import ReaderConfig, read_file
+from serving import contract
 
 
 @dataclasses.dataclass
@@ -33,12 +34,14 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
     records = read_file(data_file, reader)
-    predict = tf.saved_model.load(latest_version(model_dir)).signatures["predict_text"]
+    model = tf.saved_model.load(latest_version(model_dir))
+    predict = model.signatures[contract.TEXT_SIGNATURE]
     started = time.time()
     per_label: dict = collections.defaultdict(lambda: [0, 0])
     for i in range(0, len(records), batch_size):
         batch = records[i:i + batch_size]
-        labels = predict(text=tf.constant([r.text for r in batch]))["label"].numpy()
+        texts = tf.constant([r.text for r in batch])
+        labels = predict(**{contract.TEXT_INPUT: texts})[contract.LABEL_NAME].numpy()
         for record, predicted in zip(batch, labels):
             per_label[record.label][1] += 1
             per_label[record.label][0] += int(predicted.decode() == record.label)

@@ -1,4 +1,3 @@
-"""Kubeflow Pipelines runner (KubeflowV2DagRunner) for the same ``create_pipeline``.
-
-Not built yet: see the Kubeflow and scheduled-retraining issue.
-"""
+"""Kubeflow Pipelines: the same ``create_pipeline`` compiled with KubeflowV2DagRunner
+(runner), Beam args for distributed Beam workers (beam_args), submit/schedule (client)
+and the pipeline image (Dockerfile)."""

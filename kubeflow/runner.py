@@ -4,6 +4,10 @@ The output is a KFP v2 PipelineSpec (YAML) that Kubeflow Pipelines 2.x and Verte
 AI Pipelines accept. Every component runs in the project's image
 (``kubeflow/Dockerfile``): the default TFX image lacks tensorflow-text,
 transformers and this project's code.
+
+This runner resolves what the pipeline gets on Kubernetes: ``kubeflow.*`` storage,
+paths inside the image, Beam args that run the project's code on distributed Beam
+workers, InfraValidator's serving spec and the Trainer's resources.
 """
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import os
 
 from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig
+from kubeflow.beam_args import worker_beam_args
+from pipeline.config import PipelineConfig, resolve_path
 from pipeline.pipeline import create_pipeline
 
 
@@ -30,12 +35,62 @@ def check_storage(config: PipelineConfig) -> None:
                              "in the pods, not a path relative to this machine")
 
 
+def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """The pipeline as Kubeflow runs it. ``kubeflow.beam_args``, where set, replace
+    ``beam_args`` (the DirectRunner inside each pod)."""
+    check_storage(config)
+    kubeflow = config.kubeflow
+    return create_pipeline(
+        config,
+        pipeline_name=config.name,
+        pipeline_root=os.path.join(kubeflow.pipeline_root, config.name),
+        data_root=config.data.input_dir,
+        schema_file=resolve_path(config.data.schema_path, kubeflow.project_dir),
+        serving_model_dir=os.path.join(kubeflow.serving_dir, config.output.model_name),
+        beam_pipeline_args=worker_beam_args(kubeflow.beam_args or config.beam_args,
+                                            kubeflow.image),
+        serving_spec=serving_spec(config),
+        trainer_platform_config=trainer_resources(kubeflow))
+
+
+def serving_spec(config: PipelineConfig) -> tfx.proto.ServingSpec:
+    """InfraValidator's model server: stock TF Serving in a pod beside its own."""
+    kubeflow = config.kubeflow
+    return tfx.proto.ServingSpec(
+        tensorflow_serving=tfx.proto.TensorFlowServing(tags=[kubeflow.serving_image_tag]),
+        kubernetes=tfx.proto.KubernetesConfig(
+            service_account_name=kubeflow.infra_validator_service_account),
+        model_name=config.output.model_name)
+
+
+def trainer_resources(kubeflow):
+    """The Trainer pod's CPU, memory and accelerators (KFP v2 resource spec)."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        cpu_limit=kubeflow.trainer_cpu, memory_limit=_gigabytes(kubeflow.trainer_memory))
+    if kubeflow.trainer_accelerator:
+        spec.accelerator.type = kubeflow.trainer_accelerator
+        spec.accelerator.count = kubeflow.trainer_accelerator_count
+    return spec
+
+
+def _gigabytes(memory: str) -> float:
+    """'16G', '16Gi', '512M' -> gigabytes, as the resource spec wants them."""
+    units = {"G": 1.0, "GI": 2**30 / 1e9, "M": 1e-3, "MI": 2**20 / 1e9}
+    number = memory.rstrip("GgMmIi")
+    unit = memory[len(number):].upper() or "G"
+    if unit not in units or not number:
+        raise ValueError(f"kubeflow.trainer_memory '{memory}': expected e.g. 16G or 512M")
+    return float(number) * units[unit]
+
+
 def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
     """Writes the pipeline spec to ``output_file`` (.yaml); returns its path."""
     if not output_file.endswith((".yaml", ".yml")):
         raise ValueError(f"{output_file}: write the spec as .yaml (a plain PipelineSpec; "
                          "the .json PipelineJob wrapper is refused by kfp's client)")
-    check_storage(config)
+    pipeline = kubeflow_pipeline(config)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image=config.kubeflow.image)
     output_dir = os.path.dirname(os.path.abspath(output_file))
@@ -43,7 +98,6 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=runner_config, output_dir=output_dir,
         output_filename=os.path.basename(output_file))
-    pipeline = create_pipeline(config, on_kubernetes=True)
     runner.run(pipeline)
     _set_default_pipeline_root(output_file, pipeline.pipeline_info.pipeline_root)
     return os.path.abspath(output_file)

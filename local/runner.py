@@ -1,7 +1,9 @@
 """Thin local runner: ``create_pipeline`` + LocalDagRunner + SQLite ML Metadata.
 
-One run at a time per output root (a file lock), and every run is appended to the
-run history.
+It resolves what the pipeline gets on this machine: paths absolute against the working
+directory, ``output.*`` storage, ``beam_args`` (Beam's DirectRunner), SQLite metadata
+and the local serving check. One run at a time per output root (a file lock), and
+every run is appended to the run history.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from tfx import v1 as tfx
 
 from local import history, summary
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, resolve_path
 from pipeline.pipeline import create_pipeline
 
 LOCK_FILE = "run.lock"
@@ -28,6 +30,19 @@ def metadata_config(config: PipelineConfig):
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
     return tfx.orchestration.metadata.sqlite_metadata_connection_config(
         os.path.abspath(config.metadata_path))
+
+
+def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """The pipeline as this machine runs it."""
+    return create_pipeline(
+        config,
+        pipeline_name=config.name,
+        pipeline_root=resolve_path(config.pipeline_root),
+        data_root=resolve_path(config.data.input_dir),
+        schema_file=resolve_path(config.data.schema_path),
+        serving_model_dir=resolve_path(config.push_dir),
+        beam_pipeline_args=list(config.beam_args),
+        metadata_connection_config=metadata_config(config))
 
 
 @contextlib.contextmanager
@@ -61,12 +76,12 @@ def run(config: PipelineConfig, reason: str = "manual") -> summary.RunSummary:
     with run_lock(config):
         started = time.time()
         error = None
+        pipeline = local_pipeline(config)
         try:
-            tfx.orchestration.LocalDagRunner().run(
-                create_pipeline(config, metadata_connection_config=metadata_config(config)))
+            tfx.orchestration.LocalDagRunner().run(pipeline)
         except Exception as e:  # noqa: BLE001 - any component failure ends the run
             logging.info("pipeline run failed", exc_info=True)  # the summary says why
             error = e
-        result = summary.collect(config, metadata_config(config), started, error)
+        result = summary.collect(pipeline, started, error)
         history.append(config.history_path, history.record(result, started, time.time(), reason))
     return result

@@ -75,7 +75,7 @@ class Scheduler:
 
     def collect_feedback(self) -> Optional[str]:
         """Corrected predictions from the model server, as the next span (or None)."""
-        from serving.feedback import export_span
+        from local.feedback_span import export_span
 
         data, schedule = self.config.data, self.config.schedule
         if not (schedule.feedback_dir and data.span_pattern):

@@ -12,9 +12,6 @@ from typing import Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
-
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
 _STATE = metadata_store_pb2.Execution.State
 
@@ -150,8 +147,9 @@ def _read_evaluation(summary: RunSummary, uri: str) -> None:
     validation = tfma.load_validation_result(uri)
     for per_slice in validation.metric_validations_per_slice:
         for failure in per_slice.failures:
+            change = " (change vs baseline)" if failure.metric_key.is_diff else ""
             summary.gate_failures.append(
-                f"{failure.metric_key.name}{' (change vs baseline)' if failure.metric_key.is_diff else ''}"
+                f"{failure.metric_key.name}{change}"
                 f": {failure.metric_value.double_value.value:.4f} fails "
                 f"{_threshold_text(failure.metric_threshold)}")
 
@@ -162,12 +160,20 @@ def _threshold_text(threshold) -> str:
     return f"allowed change {threshold.change_threshold.absolute.value:+.4f}"
 
 
-def collect(config: PipelineConfig, connection_config, started: float,
-            error: Optional[BaseException] = None) -> RunSummary:
-    """Summarises the newest run of ``config.name`` started at or after ``started``."""
-    summary = RunSummary(pipeline=config.name, error=root_cause(error) if error else None)
-    node_ids = [c.id for c in create_pipeline(config).components]
-    store = metadata_store.MetadataStore(connection_config)
+def _reads_spans(pipeline) -> bool:
+    """Whether the pipeline's TextExampleGen ingests the newest ``{SPAN}`` folder."""
+    return any(c.id == "TextExampleGen" and "{SPAN}" in str(c.exec_properties["input_config"])
+               for c in pipeline.components)
+
+
+def collect(pipeline, started: float, error: Optional[BaseException] = None) -> RunSummary:
+    """Summarises the newest run of ``pipeline`` (the one the runner ran, in the ML
+    Metadata store it names) started at or after ``started``."""
+    summary = RunSummary(pipeline=pipeline.pipeline_info.pipeline_name,
+                         error=root_cause(error) if error else None)
+    node_ids = [c.id for c in pipeline.components]
+    spans = _reads_spans(pipeline)
+    store = metadata_store.MetadataStore(pipeline.metadata_connection_config)
     runs = [c for c in store.get_contexts_by_type("pipeline_run")
             if c.create_time_since_epoch >= started * 1000 - 1000]
     by_node: dict = {}
@@ -191,7 +197,7 @@ def collect(config: PipelineConfig, connection_config, started: float,
                    - execution.create_time_since_epoch) / 1000
         summary.components.append(ComponentRun(node, status, seconds))
         outputs = _outputs(store, execution.id)
-        if node == "TextExampleGen" and outputs.get("examples") and config.data.span_pattern:
+        if node == "TextExampleGen" and outputs.get("examples") and spans:
             summary.span = _custom(outputs["examples"][0], "span")
         if node == "DriftCheck" and outputs.get("report"):
             summary.drift = _custom(outputs["report"][0], "drift")

@@ -21,11 +21,8 @@ import tensorflow as tf
 
 from models import features
 from models.tokenizer import pad_to_dense
-
-LABELS_FILE = "labels.txt"
-MODEL_INFO_FILE = "model_info.json"
-WARMUP_FILE = "tf_serving_warmup_requests"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
+from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, LABELS_FILE, MODEL_INFO_FILE,
+                              WARMUP_FILE)
 # tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
 # every other op of the exported model must be core TensorFlow.
 TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
@@ -94,7 +91,7 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     }
     model.save(output_dir, save_format="tf", signatures=signatures, include_optimizer=False)
     set_method_name(output_dir, features.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)
-    extra = os.path.join(output_dir, "assets.extra")
+    extra = os.path.join(output_dir, ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)
     with tf.io.gfile.GFile(os.path.join(extra, LABELS_FILE), "w") as f:
         f.write("".join(f"{name}\n" for name in label_names))

@@ -1,8 +1,17 @@
-"""Feature names shared by ingestion, Transform, training and serving."""
+"""Feature names shared by ingestion, Transform, training and serving.
 
-# Raw features written by TextExampleGen (whatever the source columns are called).
-TEXT = "text"
-LABEL = "label"
+Names a served model's callers also use live in ``serving/contract.py`` (imported
+here), so each is declared once.
+"""
+from serving.contract import (CLASSIFY_CLASSES, CLASSIFY_INPUT,  # noqa: F401  re-exported
+                              CLASSIFY_SCORES, CLASSIFY_SIGNATURE, CLASS_ID, EXAMPLES_INPUT,
+                              LABEL_NAME, PROBABILITIES, TEXT_INPUT,
+                              TEXT_PAIR_INPUT)
+from serving.contract import EXAMPLES_SIGNATURE as SERVING_EXAMPLES_SIGNATURE
+from serving.contract import LABEL_FEATURE as LABEL
+from serving.contract import TEXT_FEATURE as TEXT
+from serving.contract import TEXT_PAIR_FEATURE as TEXT_PAIR
+from serving.contract import TEXT_SIGNATURE as SERVING_TEXT_SIGNATURE
 
 # Features produced by the Transform graph.
 INPUT_IDS = "input_ids"
@@ -15,17 +24,5 @@ LABEL_VOCAB = "label_vocab"
 # Upper bounds (in word pieces, [CLS]/[SEP] included) of the text-length slices.
 LENGTH_BUCKET_BOUNDARIES = (16, 32, 64, 128, 256)
 
-# Serving contract: signature names, their inputs and outputs.
-SERVING_EXAMPLES_SIGNATURE = "serving_default"
-SERVING_TEXT_SIGNATURE = "predict_text"
-CLASSIFY_SIGNATURE = "classify"
+# The signature TFMA calls to turn raw eval examples into labels and slices.
 TRANSFORM_SIGNATURE = "transform_features"
-EXAMPLES_INPUT = "examples"
-TEXT_INPUT = "text"
-PROBABILITIES = "probabilities"
-CLASS_ID = "class_id"
-LABEL_NAME = "label"
-# TF Serving's Classify API fixes these names: input "inputs", outputs "classes"/"scores".
-CLASSIFY_INPUT = "inputs"
-CLASSIFY_CLASSES = "classes"
-CLASSIFY_SCORES = "scores"

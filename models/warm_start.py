@@ -19,7 +19,7 @@ CLASSIFIER_PREFIX = "classifier/"
 
 
 def read_base_labels(base_model_dir: str) -> list[str]:
-    return export.read_label_names(os.path.join(base_model_dir, "assets.extra",
+    return export.read_label_names(os.path.join(base_model_dir, export.ASSETS_EXTRA,
                                                 export.LABELS_FILE))
 
 

@@ -161,6 +161,15 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
+def resolve_path(path: str, base: Optional[str] = None) -> str:
+    """A path setting as a runner passes it on: URIs (gs://...), absolute paths and ""
+    as given; relative ones joined to ``base`` (e.g. the project folder in the Kubeflow
+    image) or, without one, made absolute against the working directory."""
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.join(base, path) if base else os.path.abspath(path)
+
+
 SECTIONS = {"data": DataConfig, "model": ModelHParams, "eval": EvalConfig,
             "output": OutputConfig, "kubeflow": KubeflowConfig, "schedule": ScheduleConfig}
 

@@ -3,14 +3,16 @@
 TextExampleGen -> StatisticsGen -> SchemaGen/ImportSchemaGen -> ExampleValidator
 -> DataGate (-> DriftCheck, with spans) -> Transform -> Trainer (warm start from
 the latest blessed model, optional) -> Evaluator (gate against that model)
--> ServingCheck locally / InfraValidator on Kubernetes (load and query the
-candidate in a model server) -> Pusher
+-> ServingCheck (local model server) or InfraValidator (the runner's serving spec):
+load and query the candidate in a model server -> Pusher
+
+Runners resolve where things are and what runs them (local/runner.py,
+kubeflow/runner.py); ``create_pipeline`` takes those values as they are.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
@@ -24,18 +26,10 @@ from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
 from components.text_example_gen.parsing import split_buckets
 from models import features
-from pipeline.config import PipelineConfig
+from pipeline.config import DataConfig, PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
-
-
-def _path(path: str, base: Optional[str] = None) -> str:
-    """URIs (gs://...) and absolute paths as given; relative ones made absolute against
-    ``base`` (the project folder in the Kubeflow image) or the working directory."""
-    if "://" in path or os.path.isabs(path):
-        return path
-    return os.path.join(base, path) if base else os.path.abspath(path)
 
 
 def input_splits(data) -> list:
@@ -47,8 +41,8 @@ def input_splits(data) -> list:
     return [example_gen_pb2.Input.Split(name="single_split", pattern=span + data.file_pattern)]
 
 
-def example_gen(config: PipelineConfig, base: Optional[str] = None) -> TextExampleGen:
-    data = config.data
+def example_gen(data: DataConfig, data_root: str) -> TextExampleGen:
+    """Ingests ``data_root`` (a resolved folder or URI) as ``data`` says."""
     input_config = example_gen_pb2.Input(splits=input_splits(data))
     if data.presplit:
         output_config = None
@@ -57,7 +51,7 @@ def example_gen(config: PipelineConfig, base: Optional[str] = None) -> TextExamp
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train),
                     example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=evaluation)]))
-    return TextExampleGen(input_base=_path(data.input_dir, base),
+    return TextExampleGen(input_base=data_root,
                           reader_config=data.reader_config(),
                           input_config=input_config, output_config=output_config,
                           span_pattern=data.span_pattern, window_spans=data.window_spans)
@@ -90,11 +84,11 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         ])])
 
 
-def drift_check(config: PipelineConfig, gen, schema, base: Optional[str]) -> DriftCheck:
+def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftCheck:
     data = config.data
     return DriftCheck(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
-        input_base=_path(data.input_dir, base), span_pattern=data.span_pattern,
+        input_base=data_root, span_pattern=data.span_pattern,
         file_patterns=json.dumps([split.pattern for split in input_splits(data)]),
         reader_config=json.dumps(dataclasses.asdict(data.reader_config())),
         checkpoint=config.model.checkpoint, label_feature=features.LABEL,
@@ -103,24 +97,20 @@ def drift_check(config: PipelineConfig, gen, schema, base: Optional[str]) -> Dri
         action=data.drift_action)
 
 
-def serving_validation(config: PipelineConfig, trainer, evaluator, gen, on_kubernetes: bool):
+def serving_validation(config: PipelineConfig, trainer, evaluator, gen,
+                       serving_spec: Optional[tfx.proto.ServingSpec]):
     """The candidate must load and answer in a model server before the push: the local
-    model server (ServingCheck) here, stock TF Serving in a pod (InfraValidator) on
-    Kubernetes."""
-    if not on_kubernetes:
+    model server (ServingCheck) without ``serving_spec``, else TFX's InfraValidator in the
+    server and platform the spec names (stock TF Serving in a pod on Kubernetes)."""
+    if serving_spec is None:
         return ServingCheck(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
             model_name=config.output.model_name,
             timeout_seconds=config.output.serving_check_timeout)
-    kubeflow = config.kubeflow
     return KubernetesInfraValidator(
         model=trainer.outputs["model"],
         examples=gen.outputs["examples"],
-        serving_spec=tfx.proto.ServingSpec(
-            tensorflow_serving=tfx.proto.TensorFlowServing(tags=[kubeflow.serving_image_tag]),
-            kubernetes=tfx.proto.KubernetesConfig(
-                service_account_name=kubeflow.infra_validator_service_account),
-            model_name=config.output.model_name),
+        serving_spec=serving_spec,
         validation_spec=tfx.proto.ValidationSpec(
             max_loading_time_seconds=config.output.serving_check_timeout, num_tries=2),
         request_spec=tfx.proto.RequestSpec(
@@ -129,19 +119,31 @@ def serving_validation(config: PipelineConfig, trainer, evaluator, gen, on_kuber
             split_name="eval", num_examples=8)).with_id("InfraValidator")
 
 
-def create_pipeline(config: PipelineConfig,
+def create_pipeline(config: PipelineConfig, *,
+                    pipeline_name: str,
+                    pipeline_root: str,
+                    data_root: str,
+                    schema_file: str,
+                    serving_model_dir: str,
+                    beam_pipeline_args: list,
                     metadata_connection_config=None,
-                    beam_pipeline_args: Optional[list] = None,
-                    on_kubernetes: bool = False) -> tfx.dsl.Pipeline:
-    """The whole pipeline. Runners pass their own metadata connection and Beam args;
-    ``on_kubernetes`` (the Kubeflow runner) swaps the local serving check for
-    InfraValidator and uses the ``kubeflow`` section's storage and resources."""
-    base = config.kubeflow.project_dir if on_kubernetes else None
-    gen = example_gen(config, base)
+                    serving_spec: Optional[tfx.proto.ServingSpec] = None,
+                    trainer_platform_config=None) -> tfx.dsl.Pipeline:
+    """The whole pipeline, from values the runner resolved (as in TFX's templates).
+
+    ``config`` gives the ML settings only: data format and spans, model, eval gate,
+    model name, serving check timeout, caching. Where things are and what runs them is
+    the runner's choice, passed as is: ``pipeline_root``, ``data_root`` (the folder or
+    URI read), ``schema_file`` (a curated schema; empty: infer one),
+    ``serving_model_dir`` (the push destination, ``<serving_dir>/<model_name>``),
+    ``beam_pipeline_args``, ``metadata_connection_config`` (None: the orchestrator's),
+    ``serving_spec`` (None: the local ServingCheck; a ServingSpec: InfraValidator) and
+    ``trainer_platform_config`` (e.g. the Trainer pod's resources on Kubeflow).
+    """
+    gen = example_gen(config.data, data_root)
     statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
-    if config.data.schema_path:
-        schema = tfx.components.ImportSchemaGen(
-            schema_file=_path(config.data.schema_path, base))
+    if schema_file:
+        schema = tfx.components.ImportSchemaGen(schema_file=schema_file)
     else:
         schema = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"],
                                           infer_feature_shape=True)
@@ -152,7 +154,7 @@ def create_pipeline(config: PipelineConfig,
                     label_feature=features.LABEL)
     checks = [gate]
     if config.data.span_pattern:
-        checks.append(drift_check(config, gen, schema, base))
+        checks.append(drift_check(config, gen, schema, data_root))
         checks[-1].add_upstream_node(gate)
     custom_config = {"model": config.model.to_dict()}
     transform = tfx.components.Transform(
@@ -173,62 +175,26 @@ def create_pipeline(config: PipelineConfig,
         train_args=tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
         custom_config=custom_config)
+    if trainer_platform_config is not None:
+        trainer.with_platform_config(trainer_platform_config)
     evaluator = tfx.components.Evaluator(
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config))
-    serving = serving_validation(config, trainer, evaluator, gen, on_kubernetes)
-    root, push_base, default_beam_args = _storage(config, on_kubernetes)
+    serving = serving_validation(config, trainer, evaluator, gen, serving_spec)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=_path(os.path.join(push_base, config.output.model_name),
-                                     base))))
-    if on_kubernetes:
-        trainer.with_platform_config(trainer_resources(config.kubeflow))
+                base_directory=serving_model_dir)))
     return tfx.dsl.Pipeline(
-        pipeline_name=config.name,
-        pipeline_root=_path(os.path.join(root, config.name), base),
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
         components=[gen, statistics, schema, validator, *checks, transform, baseline,
                     trainer, evaluator, serving, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=default_beam_args if beam_pipeline_args is None
-        else beam_pipeline_args)
-
-
-def _storage(config: PipelineConfig, on_kubernetes: bool) -> tuple:
-    """(pipeline root, push base folder, Beam args): on Kubernetes the kubeflow section's,
-    where set, else the local ones."""
-    if not on_kubernetes:
-        return config.output.root, config.output.serving_dir, list(config.beam_args)
-    kubeflow = config.kubeflow
-    return (kubeflow.pipeline_root or config.output.root,
-            kubeflow.serving_dir or config.output.serving_dir,
-            list(kubeflow.beam_args or config.beam_args))
-
-
-def trainer_resources(kubeflow):
-    """The Trainer pod's CPU, memory and accelerators (KFP v2 resource spec)."""
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
-    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
-        cpu_limit=kubeflow.trainer_cpu, memory_limit=_gigabytes(kubeflow.trainer_memory))
-    if kubeflow.trainer_accelerator:
-        spec.accelerator.type = kubeflow.trainer_accelerator
-        spec.accelerator.count = kubeflow.trainer_accelerator_count
-    return spec
-
-
-def _gigabytes(memory: str) -> float:
-    """'16G', '16Gi', '512M' -> gigabytes, as the resource spec wants them."""
-    units = {"G": 1.0, "GI": 2**30 / 1e9, "M": 1e-3, "MI": 2**20 / 1e9}
-    number = memory.rstrip("GgMmIi")
-    unit = memory[len(number):].upper() or "G"
-    if unit not in units or not number:
-        raise ValueError(f"kubeflow.trainer_memory '{memory}': expected e.g. 16G or 512M")
-    return float(number) * units[unit]
+        beam_pipeline_args=list(beam_pipeline_args))

@@ -36,7 +36,8 @@ def check_model(saved_model_dir: str, model_name: str = "candidate",
         try:
             with ServerProcess(["--model_name", model_name,
                                 "--model_base_path", os.path.join(base, model_name),
-                                "--file_system_poll_wait_seconds", "0"],
+                                "--file_system_poll_wait_seconds", "0",
+                                "--max_num_load_retries", "0"],
                                timeout=timeout_seconds) as server:
                 target = Target(model_name)
                 with GrpcClient(server.grpc_address, target, timeout_seconds) as by_grpc, \

@@ -2,24 +2,39 @@
 
 Both return the same things: label names with probabilities for a list of texts
 (through the model's ``classify`` signature), raw Predict outputs, model status
-and metadata. Timeouts on every call; UNAVAILABLE (gRPC) or 503/connection
-errors (REST) are retried with backoff; other errors raise ``ServingClientError``
-naming the server, the model and what the server said.
+and metadata. ``timeout`` is one deadline per call, across its attempts. The
+libraries retry transient failures with exponential backoff and jitter: gRPC's retry
+policy (``UNAVAILABLE``) and urllib3's ``Retry`` (503, connection errors; a feedback
+POST only when it never reached the server). TLS with ``ca_file`` (mutual TLS: plus
+``client_cert``/``client_key``); a bearer token never travels in clear text to a host
+that is not loopback. Other errors raise ``ServingClientError`` naming the server,
+the model and what the server said.
 """
 from __future__ import annotations
 
 import base64
+import contextvars
 import dataclasses
 import json
+import math
 import time
+import urllib.parse
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util import Retry, Timeout
 
+from serving.contract import CLASSIFY_SIGNATURE, TEXT_FEATURE
 from serving.feedback import ID_HEADER, ID_METADATA
+from serving.tls import (check_client_files, check_token_transport, grpc_channel_credentials,
+                         grpc_host)
 
-TEXT_FEATURE = "text"
-CLASSIFY_SIGNATURE = "classify"
+GRPC_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+GRPC_MAX_ATTEMPTS = 5  # gRPC treats a larger maxAttempts as 5
+MIN_ATTEMPT_SECONDS = 0.05  # REST: no retry that would leave less than this before the deadline
 
 
 @dataclasses.dataclass
@@ -63,10 +78,7 @@ def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
 
 
 class _Client:
-    """Retries transient failures: ``retries`` more attempts, doubling the wait."""
-
-    retries: int
-    backoff_seconds: float
+    """A context manager that closes the connection."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -77,31 +89,66 @@ class _Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _with_retries(self, call, transient):
-        for attempt in range(self.retries + 1):
-            try:
-                return call()
-            except Exception as error:  # noqa: BLE001  filtered by ``transient``
-                if attempt == self.retries or not transient(error):
-                    raise
-                time.sleep(self.backoff_seconds * 2 ** attempt)
+
+def _check_retry_settings(timeout: float, retries: int, backoff_seconds: float) -> None:
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    if retries and backoff_seconds <= 0:
+        raise ValueError(f"backoff_seconds must be > 0 with retries, got {backoff_seconds}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.9f}s"
+
+
+def _grpc_service_config(retries: int, backoff_seconds: float) -> str:
+    """gRPC's retry policy for TF Serving's two services: ``retries`` more attempts on
+    UNAVAILABLE, backoff ``backoff_seconds`` doubling (gRPC adds jitter); the call's
+    timeout stays one deadline across the attempts."""
+    policy = {"maxAttempts": retries + 1, "initialBackoff": _duration(backoff_seconds),
+              "maxBackoff": _duration(backoff_seconds * 2 ** (retries - 1)),
+              "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+    return json.dumps({"methodConfig": [{"name": [{"service": s} for s in GRPC_SERVICES],
+                                         "retryPolicy": policy}]})
 
 
 class GrpcClient(_Client):
-    """``PredictionService`` / ``ModelService`` over gRPC (``host:port``)."""
+    """``PredictionService`` / ``ModelService`` over gRPC (``host:port``); TLS with
+    ``tls=True`` or any of ``ca_file``, ``client_cert``/``client_key``."""
 
     def __init__(self, address: str, target: Target, timeout: float = 10.0, retries: int = 3,
                  backoff_seconds: float = 0.2, token: Optional[str] = None,
-                 max_message_bytes: int = 64 * 2**20):
+                 max_message_bytes: int = 64 * 2**20, tls: bool = False,
+                 ca_file: Optional[str] = None, client_cert: Optional[str] = None,
+                 client_key: Optional[str] = None, allow_insecure_token: bool = False):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+        _check_retry_settings(timeout, retries, backoff_seconds)
+        if retries + 1 > GRPC_MAX_ATTEMPTS:
+            raise ValueError(f"retries={retries}: gRPC makes at most {GRPC_MAX_ATTEMPTS} "
+                             f"attempts, so retries <= {GRPC_MAX_ATTEMPTS - 1}")
+        tls = tls or any((ca_file, client_cert, client_key))
+        check_token_transport(token, grpc_host(address), tls, allow_insecure_token)
         self.address, self.target, self.timeout = address, target, timeout
         self.retries, self.backoff_seconds = retries, backoff_seconds
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
-        self._channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.enable_retries", 1),
+                   # keep whole requests for a retry (gRPC's default: the first 256 KiB)
+                   ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
+                   ("grpc.service_config_disable_resolution", 1)]  # ours, not DNS's
+        if retries:
+            options.append(("grpc.service_config",
+                            _grpc_service_config(retries, backoff_seconds)))
+        if tls:
+            self._channel = grpc.secure_channel(
+                address, grpc_channel_credentials(ca_file, client_cert, client_key), options)
+        else:
+            self._channel = grpc.insecure_channel(address, options)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -118,21 +165,12 @@ class GrpcClient(_Client):
             spec.version_label = self.target.label
         return spec
 
-    def _call(self, method, request, with_call: bool = False):
-        """The response (``with_call``: and the call, for trailing metadata)."""
+    def _call(self, method, request):
+        """The response and the call (for trailing metadata); retries are gRPC's."""
         import grpc
 
-        def call():
-            if with_call:
-                return method.with_call(request, timeout=self.timeout,
-                                        metadata=self._metadata)
-            return method(request, timeout=self.timeout, metadata=self._metadata)
-
-        def transient(error):
-            return isinstance(error, grpc.RpcError) and error.code() in (
-                grpc.StatusCode.UNAVAILABLE,)
         try:
-            return self._with_retries(call, transient)
+            return method.with_call(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise ServingClientError(
                 error.code().name, f"{error.details()} (gRPC {self.address}, model "
@@ -147,7 +185,7 @@ class GrpcClient(_Client):
                                              output_filter=list(output_filter))
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        response = self._call(self._predictions.Predict, request)
+        response, _ = self._call(self._predictions.Predict, request)
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
     def classify(self, examples: Sequence[Dict], signature: str = CLASSIFY_SIGNATURE
@@ -161,7 +199,7 @@ class GrpcClient(_Client):
             model_spec=self._spec(signature),
             input=input_pb2.Input(example_list=input_pb2.ExampleList(
                 examples=[make_example(e) for e in examples])))
-        response, call = self._call(self._predictions.Classify, request, with_call=True)
+        response, call = self._call(self._predictions.Classify, request)
         ids = dict(call.trailing_metadata() or ()).get(ID_METADATA, "")
         return [[(c.label, c.score) for c in row.classes]
                 for row in response.result.classifications], ids
@@ -173,7 +211,7 @@ class GrpcClient(_Client):
             model_spec=self._spec(signature),
             input=input_pb2.Input(example_list=input_pb2.ExampleList(
                 examples=[make_example(e) for e in examples])))
-        response = self._call(self._predictions.Regress, request)
+        response, _ = self._call(self._predictions.Regress, request)
         return [r.value for r in response.result.regressions]
 
     def predict_texts(self, texts: Sequence[str]) -> List[Prediction]:
@@ -185,7 +223,7 @@ class GrpcClient(_Client):
         from tensorflow_serving.apis import get_model_status_pb2
 
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec())
-        response = self._call(self._models.GetModelStatus, request)
+        response, _ = self._call(self._models.GetModelStatus, request)
         return json_format.MessageToDict(response, preserving_proto_field_name=True,
                                          including_default_value_fields=True
                                          )["model_version_status"]
@@ -196,7 +234,7 @@ class GrpcClient(_Client):
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=self._spec(), metadata_field=["signature_def"])
-        response = self._call(self._predictions.GetModelMetadata, request)
+        response, _ = self._call(self._predictions.GetModelMetadata, request)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)
         return {"model_spec": json_format.MessageToDict(
@@ -206,17 +244,37 @@ class GrpcClient(_Client):
 
 
 class RestClient(_Client):
-    """TF Serving's REST API (``http://host:port``)."""
+    """TF Serving's REST API (``http://host:port``, or ``https://`` with TLS: ``ca_file``
+    for a private CA, ``client_cert``/``client_key`` for mutual TLS)."""
 
     def __init__(self, url: str, target: Target, timeout: float = 10.0, retries: int = 3,
-                 backoff_seconds: float = 0.2, token: Optional[str] = None):
-        import requests
-
+                 backoff_seconds: float = 0.2, token: Optional[str] = None, tls: bool = False,
+                 ca_file: Optional[str] = None, client_cert: Optional[str] = None,
+                 client_key: Optional[str] = None, allow_insecure_token: bool = False):
+        _check_retry_settings(timeout, retries, backoff_seconds)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"REST URL must be http(s)://host:port, got {url!r}")
+        secure = parts.scheme == "https"
+        if not secure and (tls or any((ca_file, client_cert, client_key))):
+            raise ValueError(f"TLS asked for (tls, ca_file, client_cert or client_key) but "
+                             f"the URL is {url}: use https://")
+        check_token_transport(token, parts.hostname, secure, allow_insecure_token)
+        check_client_files(ca_file, client_cert, client_key)
         self.url, self.target, self.timeout = url.rstrip("/"), target, timeout
         self.retries, self.backoff_seconds = retries, backoff_seconds
+        # Given with each request: a session's ``verify`` loses to $REQUESTS_CA_BUNDLE.
+        self._tls = {"verify": ca_file or True,
+                     "cert": (client_cert, client_key) if client_cert else None}
         self._session = requests.Session()
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
+        # Inference (GET, POST :predict/:classify/:regress) is idempotent: retried. A
+        # feedback POST is not, once sent: only its connection errors are retried.
+        self._session.mount(f"{self.url}/", _DeadlineAdapter(
+            max_retries=_rest_retry(retries, backoff_seconds, {"GET", "POST"})))
+        self._session.mount(f"{self.url}/v1/feedback", _DeadlineAdapter(
+            max_retries=_rest_retry(retries, backoff_seconds, Retry.DEFAULT_ALLOWED_METHODS)))
 
     def close(self) -> None:
         self._session.close()
@@ -233,23 +291,14 @@ class RestClient(_Client):
         return self._request_with_headers(method, self._path(suffix), body)[0]
 
     def _request_with_headers(self, method: str, url: str, body: Optional[Dict] = None):
-        import requests
-
-        def call():
-            response = self._session.request(method, url, timeout=self.timeout,
-                                             data=None if body is None else json.dumps(body))
-            if response.status_code == 503:
-                raise _Unavailable(response)
-            return response
-
-        def transient(error):
-            return isinstance(error, (_Unavailable, requests.ConnectionError))
+        started = time.monotonic()
         try:
-            response = self._with_retries(call, transient)
-        except _Unavailable as error:
-            response = error.response
+            response = self._session.request(method, url, timeout=self.timeout, **self._tls,
+                                             data=None if body is None else json.dumps(body))
         except requests.RequestException as error:
-            raise ServingClientError("UNAVAILABLE", f"{method} {url}: {error}") from None
+            code = ("DEADLINE_EXCEEDED" if time.monotonic() - started >= self.timeout
+                    else "UNAVAILABLE")
+            raise ServingClientError(code, f"{method} {url}: {error}") from None
         try:
             payload = response.json()
         except ValueError:
@@ -308,10 +357,74 @@ class RestClient(_Client):
         return self._request("GET", "/metadata")
 
 
-class _Unavailable(Exception):
-    def __init__(self, response):
-        super().__init__("HTTP 503")
-        self.response = response
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("rest_deadline",
+                                                                  default=math.inf)
+
+
+def _rest_retry(retries: int, backoff_seconds: float, methods) -> "_DeadlineRetry":
+    """urllib3's Retry: connection errors (the request was not sent) for every method;
+    503 (honouring Retry-After) and read errors for ``methods`` only. Waits 0, then
+    ``backoff_seconds`` doubling, plus up to ``backoff_seconds`` of jitter. Other errors
+    (TLS: a certificate refused) are final."""
+    return _DeadlineRetry(
+        total=retries, connect=retries, read=retries, status=retries, other=0,
+        allowed_methods=frozenset(methods), status_forcelist=[503],
+        backoff_factor=backoff_seconds / 2, backoff_jitter=backoff_seconds,
+        backoff_max=backoff_seconds * 2 ** max(retries - 1, 0),
+        respect_retry_after_header=True, raise_on_status=False)
+
+
+class _DeadlineRetry(Retry):
+    """A Retry bound by the request's deadline (set by ``_DeadlineAdapter``): it retries
+    only if the wait (backoff, or the server's Retry-After) still leaves
+    ``MIN_ATTEMPT_SECONDS`` for the next attempt. Otherwise the last 503 is the answer,
+    or the last error is raised."""
+
+    planned_wait = 0.0
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
+                  _stacktrace=None):
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        retry_after = (self.get_retry_after(response)
+                       if response is not None and self.respect_retry_after_header else None)
+        new.planned_wait = retry_after or new.get_backoff_time()
+        if new.planned_wait + MIN_ATTEMPT_SECONDS > _deadline.get() - time.monotonic():
+            reason = error or ResponseError(
+                f"deadline: no time left for retry {len(new.history)} "
+                f"(after waiting {new.planned_wait:.3f}s)")
+            raise MaxRetryError(_pool, url, reason) from reason
+        return new
+
+    def sleep(self, response=None) -> None:
+        time.sleep(self.planned_wait)
+
+
+class _DeadlineTimeout(Timeout):
+    """urllib3 clones the timeout for every attempt: each clone gets what is left."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        super().__init__(total=self._left())
+
+    def _left(self) -> float:
+        return max(self.deadline - time.monotonic(), MIN_ATTEMPT_SECONDS)
+
+    def clone(self) -> Timeout:
+        return Timeout(total=self._left())
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """Makes a request's ``timeout`` one deadline across urllib3's retries."""
+
+    def send(self, request, timeout=None, **kwargs):
+        if not isinstance(timeout, (int, float)):
+            return super().send(request, timeout=timeout, **kwargs)
+        deadline = time.monotonic() + timeout
+        token = _deadline.set(deadline)
+        try:
+            return super().send(request, timeout=_DeadlineTimeout(deadline), **kwargs)
+        finally:
+            _deadline.reset(token)
 
 
 def make_example(features: Dict):
@@ -358,8 +471,11 @@ def _map(value, fn):
     return [_map(v, fn) for v in value] if isinstance(value, list) else fn(value)
 
 
-def connect(server: str, target: Target, **kwargs):
-    """A client for ``grpc://host:port``, ``host:port`` (gRPC) or ``http(s)://host:port``."""
+def connect(server: str, target: Target, tls: bool = False, **kwargs):
+    """A client for ``grpc://host:port`` or ``host:port`` (gRPC), ``grpcs://host:port``
+    (gRPC over TLS) or ``http(s)://host:port`` (REST); ``kwargs`` go to the client."""
     if server.startswith(("http://", "https://")):
-        return RestClient(server, target, **kwargs)
-    return GrpcClient(server.removeprefix("grpc://"), target, **kwargs)
+        return RestClient(server, target, tls=tls, **kwargs)
+    if server.startswith("grpcs://"):
+        return GrpcClient(server.removeprefix("grpcs://"), target, tls=True, **kwargs)
+    return GrpcClient(server.removeprefix("grpc://"), target, tls=tls, **kwargs)

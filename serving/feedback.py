@@ -4,15 +4,13 @@ The server records each text it classifies (Classify API: the clients' and the
 ``predict`` CLI's path) with an id it returns to the caller (REST header
 ``X-Prediction-Ids``, gRPC trailing metadata ``prediction-ids``). Callers send
 corrections as ``POST /v1/feedback`` ``{"corrections": [{"id": ..., "label": ...}]}``.
-``export_span`` turns the corrected texts into the next data span, which the
-scheduled pipeline then picks up. Files are JSON Lines, appended under a lock.
+``local/feedback_span.py`` turns the corrected texts into the next data span, which
+the scheduled pipeline then picks up. Files are JSON Lines, appended under a lock.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -27,7 +25,7 @@ class FeedbackError(ValueError):
     """A correction that cannot be accepted (unknown id, missing label)."""
 
 
-def _read_jsonl(path: str) -> List[dict]:
+def read_jsonl(path: str) -> List[dict]:
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
@@ -39,7 +37,7 @@ class FeedbackLog:
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
         self._lock = threading.Lock()
-        self._ids = {r["id"] for r in _read_jsonl(os.path.join(folder, PREDICTIONS))}
+        self._ids = {r["id"] for r in read_jsonl(os.path.join(folder, PREDICTIONS))}
 
     def _append(self, name: str, records: Sequence[dict]) -> None:
         with open(os.path.join(self.folder, name), "a", encoding="utf-8") as f:
@@ -77,40 +75,3 @@ class FeedbackLog:
             self._append(CORRECTIONS, [{"id": c["id"], "label": c["label"].strip(),
                                         "time": now} for c in corrections])
         return len(corrections)
-
-
-def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_column: str,
-                label_column: str, min_rows: int = 1) -> Optional[str]:
-    """Writes corrected texts as the next span (``<input_dir>/<span folder>/feedback.tsv``)
-    once at least ``min_rows`` are waiting; returns the folder, or None.
-
-    The span appears complete (written aside, then renamed); exported ids are
-    remembered, so no correction is used twice. Files are only ever appended to,
-    so a server writing at the same time loses nothing.
-    """
-    from components.text_example_gen.executor import list_spans
-
-    exported_path = os.path.join(feedback_dir, EXPORTED)
-    done = set()
-    if os.path.exists(exported_path):
-        with open(exported_path, encoding="utf-8") as f:
-            done = {line.strip() for line in f}
-    latest = {c["id"]: c["label"] for c in _read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
-              if c["id"] not in done}  # the last correction of an id wins
-    texts = {p["id"]: p["text"] for p in _read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
-             if p["id"] in latest}
-    if len(texts) < max(1, min_rows):
-        return None
-    spans = list_spans(input_dir, span_pattern)
-    number = spans[-1][0] + 1 if spans else 1
-    folder = os.path.join(input_dir, span_pattern.replace("{SPAN}", str(number)))
-    os.makedirs(input_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".feedback-", dir=input_dir)
-    with open(os.path.join(staging, "feedback.tsv"), "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow([text_column, label_column])
-        writer.writerows((texts[i], latest[i]) for i in sorted(texts))
-    os.rename(staging, folder)
-    with open(exported_path, "a", encoding="utf-8") as f:
-        f.write("".join(i + "\n" for i in sorted(texts)))
-    return folder

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import grpc
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
@@ -18,9 +21,12 @@ from serving.feedback import ID_METADATA
 from serving.servable import SignatureNotFound
 from serving.service import ModelRef, Service
 
+log = logging.getLogger(__name__)
+
 
 def _answers(method):
-    """Turns ServingErrors (and bad tensors) into gRPC status codes; checks the token."""
+    """Checks the token; turns ServingErrors into their gRPC status and anything
+    unexpected into INTERNAL (never grpcio's UNKNOWN)."""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
@@ -30,7 +36,41 @@ def _answers(method):
             return method(self, request, context)
         except ServingError as error:
             context.abort(error.code, error.message)
+        except Exception as error:  # noqa: BLE001  a bug, not a bad request
+            log.exception("gRPC %s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
     return wrapper
+
+
+# Tensor types a request may carry (no resources, variants or reference types).
+_REQUEST_DTYPES = frozenset(
+    tf.dtypes.as_dtype(d).as_datatype_enum for d in (
+        tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int8, tf.int16, tf.int32,
+        tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.bool, tf.string,
+        tf.complex64, tf.complex128))
+
+
+def decode_tensor(name: str, proto, max_bytes: int):
+    """A request TensorProto as numpy, its declared size checked before anything is
+    allocated: a shape of 1e10 elements is refused, not attempted."""
+    if proto.dtype not in _REQUEST_DTYPES:
+        raise invalid(f"input '{name}': tensor type "
+                      f"{types_pb2.DataType.Name(proto.dtype)} cannot be sent in a request")
+    if proto.tensor_shape.unknown_rank:
+        raise invalid(f"input '{name}': tensor shape has unknown rank")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise invalid(f"input '{name}': negative dimension in shape {dims}")
+    elements = math.prod(dims)
+    item = 8 if proto.dtype == types_pb2.DT_STRING else tf.dtypes.as_dtype(proto.dtype).size
+    if elements * item > max_bytes:
+        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"input '{name}': shape {dims} holds {elements} elements, more "
+                           f"than a request may hold ({max_bytes} bytes)")
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as error:  # noqa: BLE001  any inconsistency between shape and values
+        raise invalid(f"input '{name}': bad tensor: {str(error)[:200]}") from None
 
 
 def _authorized(context, token: str) -> bool:
@@ -66,16 +106,16 @@ def _examples(model_input) -> list:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, service: Service, token: Optional[str]):
+    def __init__(self, service: Service, token: Optional[str],
+                 max_tensor_bytes: int = 64 * 2**20):
         self.service, self.token = service, token
+        self.max_tensor_bytes = max_tensor_bytes  # what one decoded input may take
 
     @_answers
     def Predict(self, request, context):
         ref = _ref(request.model_spec)
-        try:
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-        except (TypeError, ValueError) as error:
-            raise invalid(f"bad input tensor: {error}") from None
+        inputs = {k: decode_tensor(k, v, self.max_tensor_bytes)
+                  for k, v in request.inputs.items()}
         try:
             servable, key, outputs = self.service.predict(
                 ref, request.model_spec.signature_name, inputs, "GRPC",
@@ -149,16 +189,24 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                            "edit the folder (new versions are picked up by polling)")
 
 
-def make_server(service: Service, address: str, max_workers: int, max_message_bytes: int,
-                token: Optional[str] = None) -> grpc.Server:
+def make_server(service: Service, addresses: List[str], max_workers: int,
+                max_message_bytes: int, token: Optional[str] = None,
+                credentials: Optional[grpc.ServerCredentials] = None,
+                arguments: Sequence[Tuple[str, object]] = ()) -> grpc.Server:
+    """Both services on every address (``host:port``, ``unix:path``); over TLS with
+    ``credentials`` (tls.ServerTLS); ``arguments`` are extra gRPC server options."""
+    options = dict([("grpc.max_receive_message_length", max_message_bytes),
+                    ("grpc.max_send_message_length", max_message_bytes),
+                    ("grpc.so_reuseport", 0), *arguments])
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                         options=[("grpc.max_receive_message_length", max_message_bytes),
-                                  ("grpc.max_send_message_length", max_message_bytes),
-                                  ("grpc.so_reuseport", 0)])
+                         options=list(options.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(service, token), server)
+        PredictionService(service, token, max_message_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, token),
                                                               server)
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot bind gRPC to {address}")
+    for address in addresses:
+        port = (server.add_secure_port(address, credentials) if credentials
+                else server.add_insecure_port(address))
+        if port == 0:
+            raise OSError(f"cannot bind gRPC to {address}")
     return server

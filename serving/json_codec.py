@@ -23,8 +23,10 @@ Tensors = Dict[str, np.ndarray]
 def parse_body(body: bytes) -> dict:
     try:
         parsed = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, ValueError) as error:  # ValueError: an int of > 4300 digits
         raise invalid(f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise invalid("JSON Parse error: the request body must be a JSON object")
     return parsed
@@ -61,12 +63,8 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
                 raise invalid("instances is a plain list, but expecting list of objects as "
                               "multiple input tensors required as per tensorinfo_map")
             for k in names:
-                try:
-                    columns[k].append(_convert(values[k], dtypes[k], k))
-                except ServingError as error:
-                    raise invalid(f"Failed to process element: {i} of 'instances' list. "
-                                  f"Error: INVALID_ARGUMENT: {error.message}") from None
-        return {k: _stack(columns[k], dtypes[k], k) for k in names}, True
+                columns[k].append(values[k])
+        return {k: _column(columns[k], dtypes[k], k) for k in names}, True
     inputs = body["inputs"]
     if isinstance(inputs, dict) and not _is_b64(inputs):
         missing = sorted(set(names) - set(inputs))
@@ -81,11 +79,54 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
 
 def to_array(value: Any, dtype: tf.DType, name: str) -> np.ndarray:
     """A (nested) JSON value as a numpy array of ``dtype``; wrong leaf types are named."""
+    fast = _numeric_array(value, dtype, name)
+    if fast is not None:
+        return fast
     return _stack(_convert(value, dtype, name), dtype, name)
 
 
+def _column(rows: List[Any], dtype: tf.DType, name: str) -> np.ndarray:
+    """One input of the ``instances`` rows; a bad row is named by its index."""
+    fast = _numeric_array(rows, dtype, name)
+    if fast is not None:
+        return fast
+    leaves = []
+    for i, row in enumerate(rows):
+        try:
+            leaves.append(_convert(row, dtype, name))
+        except ServingError as error:
+            raise invalid(f"Failed to process element: {i} of 'instances' list. "
+                          f"Error: INVALID_ARGUMENT: {error.message}") from None
+    return _stack(leaves, dtype, name)
+
+
+def _numeric_array(value: Any, dtype: tf.DType, name: str):
+    """Numbers (or booleans) of the right kind converted by numpy at C speed; None when
+    the value needs the leaf-by-leaf path (strings, mixed kinds, ragged, huge integers),
+    which also names what is wrong."""
+    if dtype == tf.string or not isinstance(value, list):
+        return None
+    try:
+        array = np.asarray(value)
+    except (ValueError, OverflowError, RecursionError):
+        return None
+    kind = array.dtype.kind
+    if not ((dtype == tf.bool and kind == "b") or (dtype.is_floating and kind in "if")
+            or (dtype.is_integer and kind == "i")):
+        return None
+    if kind == "i" and dtype.is_integer and array.size:
+        low, high = dtype.min, dtype.max
+        if array.min() < low or array.max() > high:
+            raise invalid(f"input '{name}': a value is out of range for "
+                          f"{type_name(dtype)} [{low}, {high}]")
+    return array.astype(dtype.as_numpy_dtype, copy=False)
+
+
 def _convert(value: Any, dtype: tf.DType, name: str):
-    return _map_leaves(value, lambda leaf: _leaf(leaf, dtype, name))
+    try:
+        return _map_leaves(value, lambda leaf: _leaf(leaf, dtype, name))
+    except RecursionError:
+        raise invalid(f"input '{name}': nested too deeply") from None
 
 
 def _stack(leaves, dtype: tf.DType, name: str) -> np.ndarray:
@@ -96,7 +137,10 @@ def _stack(leaves, dtype: tf.DType, name: str) -> np.ndarray:
                 raise ValueError
             return array
         return np.array(leaves, dtype=dtype.as_numpy_dtype)
-    except ValueError:
+    except OverflowError:
+        raise invalid(f"input '{name}': a number is out of range for "
+                      f"{type_name(dtype)}") from None
+    except (ValueError, RecursionError):
         raise invalid(f"Encountered list at unexpected size for input '{name}': every "
                       "row must have the same shape") from None
 
@@ -104,7 +148,11 @@ def _stack(leaves, dtype: tf.DType, name: str) -> np.ndarray:
 def _leaf(leaf: Any, dtype: tf.DType, name: str):
     if dtype == tf.string:
         if isinstance(leaf, str):
-            return leaf.encode("utf-8")
+            try:
+                return leaf.encode("utf-8")
+            except UnicodeEncodeError:  # a lone UTF-16 surrogate ("\ud800")
+                raise invalid(f"input '{name}': string is not valid Unicode (a lone "
+                              "UTF-16 surrogate)") from None
         if _is_b64(leaf):
             try:
                 return base64.b64decode(leaf["b64"], validate=True)
@@ -114,6 +162,10 @@ def _leaf(leaf: Any, dtype: tf.DType, name: str):
         if isinstance(leaf, bool):
             return leaf
     elif isinstance(leaf, int) and not isinstance(leaf, bool):
+        if dtype.is_integer and not dtype.min <= leaf <= dtype.max or \
+                dtype.is_floating and abs(leaf) > np.finfo(dtype.as_numpy_dtype).max:
+            raise invalid(f"JSON Value: an integer of {leaf.bit_length()} bits is out of "
+                          f"range for {type_name(dtype)}")
         return leaf
     elif isinstance(leaf, float) and dtype.is_floating:
         return leaf

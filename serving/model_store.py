@@ -1,8 +1,25 @@
-"""Which model versions are served: version policy, labels, polling the base paths.
+"""Which model versions are served, following TF Serving's version lifecycle.
 
-New versions are loaded (and warmed up) before they replace old ones, and a
-request keeps the version it started with, so swapping drops no request
-(TF Serving's availability-preserving policy).
+* Aspired versions come from the version policy (latest N, all, specific) over
+  the complete SavedModel folders under each base path, polled every
+  ``--file_system_poll_wait_seconds``.
+* Availability preserving (TF Serving's ``AvailabilityPreservingPolicy``): a
+  version that serves is unloaded only once an aspired version is AVAILABLE
+  (loaded and warmed up); while none is, the newest version that was serving
+  keeps serving. So a broken new version, or deleting the newest version, never
+  takes a model down; deleting every version does (404 until one reappears).
+* A failed load is retried ``--max_num_load_retries`` times,
+  ``--load_retry_interval_micros`` apart; after that the version stays ``END``
+  with its error until its folder's content changes, then it is tried again.
+* The ``--model_config_file`` is re-read every
+  ``--model_config_file_poll_wait_seconds``: models, policies and version labels
+  change without a restart. A label may only name an AVAILABLE version
+  (``--allow_version_labels_for_unavailable_models`` relaxes this for new
+  labels, as in TF Serving); a server refuses to start otherwise, and a
+  re-read config that breaks the rule is logged and its labels not applied.
+
+Requests see one published ``{version: Servable}`` mapping per model, swapped
+in one assignment, and keep the version they started on.
 """
 from __future__ import annotations
 
@@ -15,14 +32,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from serving.batching import BatchingParameters
 from serving.errors import invalid, not_found
-from serving.servable import Servable, is_saved_model_dir
+from serving.servable import LoadSettings, Servable, first_line, is_saved_model_dir
 
 log = logging.getLogger(__name__)
 
 # ModelVersionStatus.State values (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
+UNKNOWN_ERROR = 2  # tensorflow.error.Code UNKNOWN
 
 
 @dataclasses.dataclass
@@ -50,7 +67,7 @@ def read_model_config(path: str) -> List[ModelSpec]:
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    with open(path, encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "r") as f:
         try:
             text_format.Parse(f.read(), config)
         except text_format.ParseError as error:
@@ -83,100 +100,257 @@ def read_model_config(path: str) -> List[ModelSpec]:
 
 @dataclasses.dataclass
 class VersionState:
+    """A version's ``ModelVersionStatus``: state, and the error of its last failed load."""
+
     state: str
     error: str = ""
+    error_code: int = 0  # tensorflow.error.Code of ``error``
+
+
+@dataclasses.dataclass
+class LoadOptions:
+    """TF Serving's load settings (same flags, same defaults)."""
+
+    servable: LoadSettings = dataclasses.field(default_factory=LoadSettings)
+    file_system_poll_seconds: float = 1.0  # 0: scan the base paths once
+    max_load_retries: int = 5
+    load_retry_interval_seconds: float = 60.0
+    config_poll_seconds: float = 0.0  # 0: read the config file once
+    allow_labels_for_unavailable: bool = False
+
+
+@dataclasses.dataclass
+class _Failure:
+    attempts: int  # failed loads so far
+    retry_at: Optional[float]  # monotonic time of the next try; None: gave up
+    fingerprint: Tuple  # the folder's content when it last failed
+
+
+class _Model:
+    """One configured model: its spec, versions on disk, loaded and published versions."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.labels: Dict[str, int] = {}  # applied labels (checked against availability)
+        self.on_disk: Dict[int, str] = {}
+        self.loaded: Dict[int, Servable] = {}
+        self.published: Dict[int, Servable] = {}  # what requests see
+        self.states: Dict[int, VersionState] = {}
+        self.failures: Dict[int, _Failure] = {}
 
 
 class ModelStore:
     """Loads, serves and unloads versions of the configured models."""
 
-    def __init__(self, specs: List[ModelSpec], batching: Optional[BatchingParameters] = None,
-                 poll_seconds: float = 1.0,
-                 on_change: Optional[Callable[[str, int, str], None]] = None):
-        self.specs = {s.name: s for s in specs}
-        self._batching = batching
-        self._poll_seconds = poll_seconds
+    def __init__(self, specs: List[ModelSpec], options: Optional[LoadOptions] = None,
+                 on_change: Optional[Callable[[str, int, str], None]] = None,
+                 config_path: str = ""):
+        self.options = options or LoadOptions()
         self._on_change = on_change or (lambda name, version, state: None)
-        self._servables: Dict[str, Dict[int, Servable]] = {s.name: {} for s in specs}
-        self._states: Dict[str, Dict[int, VersionState]] = {s.name: {} for s in specs}
+        self._config_path = config_path
+        self._models: Dict[str, _Model] = {s.name: _Model(s) for s in specs}
+        self._lock = threading.RLock()  # one sync at a time (poller vs. start/tests)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Loads what is there now, then polls every ``poll_seconds`` (0: never again)."""
-        self.poll_once()
-        if self._poll_seconds > 0:
-            self._thread = threading.Thread(target=self._poll_loop, name="model-poller",
-                                            daemon=True)
-            self._thread.start()
+        """Loads what is there now and applies the labels (``ValueError`` if a label names a
+        version that is not available), then keeps polling in a thread."""
+        with self._lock:
+            for model in self._models.values():
+                self._sync(model, rescan=True)
+            problems = self._apply_labels({n: m.spec.labels for n, m in self._models.items()})
+        if problems:
+            self.stop()
+            raise ValueError("; ".join(problems))
+        self._thread = threading.Thread(target=self._poll_loop, name="model-poller",
+                                        daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        for name in self._servables:
-            for servable in self._servables[name].values():
-                servable.close()
+        with self._lock:
+            for model in self._models.values():
+                for servable in model.loaded.values():
+                    servable.close()
 
     def _poll_loop(self) -> None:
-        while not self._stop.wait(self._poll_seconds):
+        now = time.monotonic()
+        next_scan = now + self.options.file_system_poll_seconds
+        next_config = now + self.options.config_poll_seconds
+        while not self._stop.wait(self._wait_seconds(next_scan, next_config)):
+            now = time.monotonic()
             try:
-                self.poll_once()
+                with self._lock:
+                    if self._config_path and self.options.config_poll_seconds > 0 \
+                            and now >= next_config:
+                        next_config = now + self.options.config_poll_seconds
+                        self.reload_config()
+                    rescan = self.options.file_system_poll_seconds > 0 and now >= next_scan
+                    if rescan:
+                        next_scan = now + self.options.file_system_poll_seconds
+                    for model in list(self._models.values()):
+                        self._sync_logged(model, rescan)
             except Exception:  # a bad poll must not kill the poller
-                log.exception("polling the model base paths failed")
+                log.exception("polling the model config failed")
+
+    def _sync_logged(self, model: _Model, rescan: bool) -> None:
+        try:
+            self._sync(model, rescan)
+        except Exception:  # one unreadable base path must not stop the other models
+            log.exception("polling model %s failed", model.spec.name)
+
+    def _wait_seconds(self, next_scan: float, next_config: float) -> float:
+        due = [next_scan] if self.options.file_system_poll_seconds > 0 else []
+        if self._config_path and self.options.config_poll_seconds > 0:
+            due.append(next_config)
+        due += [f.retry_at for m in self._models.values() for f in m.failures.values()
+                if f.retry_at is not None]
+        return min(1.0, max(0.02, min(due, default=time.monotonic() + 1) - time.monotonic()))
 
     def poll_once(self) -> None:
-        for spec in self.specs.values():
-            self._sync(spec)
+        """Scans every base path and loads/unloads now (tests and the serving check)."""
+        with self._lock:
+            for model in self._models.values():
+                self._sync(model, rescan=True)
 
-    def _sync(self, spec: ModelSpec) -> None:
-        available = _versions_on_disk(spec.base_path)
-        wanted = spec.wanted(sorted(available))
-        current = self._servables[spec.name]
-        states = self._states[spec.name]
-        loaded = dict(current)
-        for version in wanted:
-            if version in loaded or (version in states and states[version].state == END):
-                continue  # loaded, or failed before: TF Serving does not retry a version
-            states[version] = VersionState(LOADING)
-            self._on_change(spec.name, version, LOADING)
-            servable = None
-            try:
-                servable = Servable(spec.name, version, available[version], self._batching)
-                warmed = servable.warm_up()  # a failing warmup fails the load, as TF Serving
-            except Exception as error:  # the version stays unloaded, the others serve on
-                if servable is not None:
-                    servable.close()
-                log.error("model %s version %d failed to load: %s", spec.name, version, error)
-                states[version] = VersionState(END, f"{type(error).__name__}: {error}")
-                self._on_change(spec.name, version, END)
-                continue
-            log.info("model %s version %d loaded (%d warmup requests)", spec.name, version,
-                     warmed)
-            loaded[version] = servable
-        keep = {v: s for v, s in loaded.items() if v in wanted}
-        self._servables[spec.name] = keep  # one assignment: requests see old or new set
-        for version in sorted(set(keep) - set(current)):
-            states[version] = VersionState(AVAILABLE)
-            self._on_change(spec.name, version, AVAILABLE)
-        for version, servable in loaded.items():
-            if version not in keep:
+    # -- config ---------------------------------------------------------------------------
+    def reload_config(self) -> None:
+        """Re-reads the config file: adds/removes models, new policies, new labels."""
+        try:
+            specs = {s.name: s for s in read_model_config(self._config_path)}
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            log.error("model config not reloaded: %s", error)
+            return
+        for name in [n for n in self._models if n not in specs]:
+            model = self._models.pop(name)  # requests answer 404 from here on
+            for version in sorted(model.loaded):
+                self._unload(model, version)
+            log.info("model %s removed from the config: unloaded", name)
+        for name, spec in specs.items():
+            if name in self._models:
+                self._models[name].spec = spec
+            else:
+                self._models[name] = _Model(spec)
+            self._sync_logged(self._models[name], rescan=True)
+        for problem in self._apply_labels({n: s.labels for n, s in specs.items()}):
+            log.error("version labels not updated: %s", problem)
+
+    def _apply_labels(self, wanted: Dict[str, Dict[str, int]]) -> List[str]:
+        """Sets every model's labels, or none if one names an unavailable version."""
+        problems = []
+        for name, labels in wanted.items():
+            model = self._models[name]
+            for label, version in sorted(labels.items()):
+                existing = model.labels.get(label)
+                relaxed = (self.options.allow_labels_for_unavailable
+                           and existing in (None, version))
+                if not relaxed and version not in model.published:
+                    problems.append(f"Request to assign label to version {version} of model "
+                                    f"{name}, which is not currently available for inference")
+        if not problems:
+            for name, labels in wanted.items():
+                self._models[name].labels = dict(labels)
+        return problems
+
+    # -- loading --------------------------------------------------------------------------
+    def _sync(self, model: _Model, rescan: bool) -> None:
+        if rescan:
+            model.on_disk = _versions_on_disk(model.spec.base_path)
+            for version in [v for v in model.failures if v not in model.on_disk]:
+                del model.failures[version]  # a deleted folder is a fresh start
+        aspired = model.spec.wanted(sorted(model.on_disk))
+        for version in sorted(aspired, reverse=True):  # the newest first, as TF Serving
+            if version not in model.loaded and self._may_load(model, version):
+                self._load(model, version)
+                self._publish(model, aspired)  # serve it now, not after the other loads
+        self._publish(model, aspired)
+
+    def _may_load(self, model: _Model, version: int) -> bool:
+        failure = model.failures.get(version)
+        if failure is None:
+            return True
+        if failure.retry_at is not None:
+            return time.monotonic() >= failure.retry_at
+        if _fingerprint(model.on_disk[version]) != failure.fingerprint:
+            del model.failures[version]  # the folder changed: try again from scratch
+            log.info("model %s version %d changed on disk: loading it again",
+                     model.spec.name, version)
+            return True
+        return False
+
+    def _load(self, model: _Model, version: int) -> None:
+        name, path = model.spec.name, model.on_disk[version]
+        self._set_state(model, version, VersionState(LOADING))
+        servable = None
+        try:
+            servable = Servable(name, version, path, self.options.servable)
+            warmed = servable.warm_up()  # a failing warmup fails the load, as TF Serving
+        except Exception as error:  # noqa: BLE001  the version stays unloaded, others serve
+            if servable is not None:
                 servable.close()
-                states[version] = VersionState(END)
-                self._on_change(spec.name, version, END)
-                log.info("model %s version %d unloaded", spec.name, version)
+            self._failed(model, version, error)
+            return
+        model.failures.pop(version, None)
+        model.loaded[version] = servable
+        log.info("model %s version %d loaded (%d warmup requests)", name, version, warmed)
 
-    # -- lookups --------------------------------------------------------------------------
+    def _failed(self, model: _Model, version: int, error: Exception) -> None:
+        previous = model.failures.get(version)
+        attempts = (previous.attempts if previous else 0) + 1
+        retries_left = self.options.max_load_retries - (attempts - 1)
+        message = f"{type(error).__name__}: {first_line(error)}"
+        code = getattr(error, "error_code", UNKNOWN_ERROR) or UNKNOWN_ERROR
+        fingerprint = _fingerprint(model.on_disk[version])
+        if retries_left > 0:
+            wait = max(0.0, self.options.load_retry_interval_seconds)
+            model.failures[version] = _Failure(attempts, time.monotonic() + wait, fingerprint)
+            state = VersionState(LOADING, f"load attempt {attempts} failed, retrying in "
+                                          f"{wait:g}s ({retries_left} left): {message}", code)
+        else:
+            model.failures[version] = _Failure(attempts, None, fingerprint)
+            state = VersionState(END, message, code)
+        log.error("model %s version %d failed to load (attempt %d): %s", model.spec.name,
+                  version, attempts, message)
+        self._set_state(model, version, state)
+
+    def _publish(self, model: _Model, aspired: List[int]) -> None:
+        """Serves the AVAILABLE aspired versions; while there are aspired versions but none
+        is available, the newest other loaded version serves on. Unloads the rest."""
+        ready = set(model.loaded)
+        keep = ready & set(aspired)
+        others = ready - keep
+        if aspired and not keep and others:
+            keep = {max(others)}
+        model.published = {v: model.loaded[v] for v in sorted(keep)}  # one assignment
+        for version in sorted(keep):
+            if model.states.get(version, VersionState(END)).state != AVAILABLE:
+                self._set_state(model, version, VersionState(AVAILABLE))
+        for version in sorted(ready - keep):
+            self._unload(model, version)
+
+    def _unload(self, model: _Model, version: int) -> None:
+        model.published = {v: s for v, s in model.published.items() if v != version}
+        model.loaded.pop(version).close()
+        self._set_state(model, version, VersionState(END))
+        log.info("model %s version %d unloaded", model.spec.name, version)
+
+    def _set_state(self, model: _Model, version: int, state: VersionState) -> None:
+        model.states[version] = state
+        self._on_change(model.spec.name, version, state.state)
+
+    # -- lookups (request threads) --------------------------------------------------------
     def get(self, name: str, version: Optional[int] = None,
             label: Optional[str] = None) -> Servable:
-        if name not in self._servables:
+        model = self._models.get(name)
+        if model is None:
             raise not_found(_request_text(name, version, label))
-        versions = self._servables[name]
+        versions = model.published
         if label is not None:
-            if label not in self.specs[name].labels:
-                raise invalid(f"Unrecognized servable version label: {label}")
-            version = self.specs[name].labels[label]
+            version = self.label_version(name, label)
         if version is None:
             if not versions:
                 raise not_found(_request_text(name, version, label))
@@ -185,18 +359,29 @@ class ModelStore:
             raise not_found(_request_text(name, version, label))
         return versions[version]
 
+    def label_version(self, name: str, label: str) -> int:
+        model = self._models.get(name)
+        if model is None or label not in model.labels:
+            raise invalid(f"Unrecognized servable version label: {label}")
+        return model.labels[label]
+
     def status(self, name: str, version: Optional[int] = None) -> Dict[int, VersionState]:
-        states = self._states.get(name)
+        model = self._models.get(name)
+        states = dict(model.states) if model else {}
         if not states:
             raise not_found(f"Could not find any versions of model {name}")
         if version is not None:
             if version not in states:
                 raise not_found(f"Could not find version {version} of model {name}")
             return {version: states[version]}
-        return dict(states)
+        return states
 
     def loaded_versions(self, name: str) -> List[int]:
-        return sorted(self._servables.get(name, {}))
+        model = self._models.get(name)
+        return sorted(model.published) if model else []
+
+    def model_names(self) -> List[str]:
+        return sorted(self._models)
 
 
 def _request_text(name: str, version: Optional[int], label: Optional[str]) -> str:
@@ -206,13 +391,32 @@ def _request_text(name: str, version: Optional[int], label: Optional[str]) -> st
 
 
 def _versions_on_disk(base_path: str) -> Dict[int, str]:
-    """Numeric subfolders holding a complete SavedModel."""
-    if not tf.io.gfile.isdir(base_path):
-        return {}
+    """Numeric subfolders holding a ``saved_model.pb`` (their load may still fail)."""
+    try:
+        if not tf.io.gfile.isdir(base_path):
+            return {}
+        entries = tf.io.gfile.listdir(base_path)
+    except tf.errors.OpError as error:  # an unreachable store: keep serving what is loaded
+        raise OSError(f"cannot list {base_path}: {error}") from None
     versions = {}
-    for entry in tf.io.gfile.listdir(base_path):
+    for entry in entries:
         entry = entry.rstrip("/")
         path = os.path.join(base_path, entry)
         if entry.isdigit() and is_saved_model_dir(path):
             versions[int(entry)] = path
     return versions
+
+
+def _fingerprint(path: str) -> Tuple:
+    """Names, sizes and modification times of every file under a version folder."""
+    files = []
+    try:
+        for folder, _, names in tf.io.gfile.walk(path):
+            for file_name in names:
+                stat = tf.io.gfile.stat(os.path.join(folder, file_name))
+                files.append((os.path.relpath(os.path.join(folder, file_name), path),
+                              stat.length, stat.mtime_nsec))
+    except tf.errors.OpError:
+        pass  # gone while listing: the next scan sees it
+    return tuple(sorted(files))
+

@@ -1,4 +1,7 @@
-"""Runs the local server in a child process on free ports, and waits until it serves."""
+"""Runs the local server in a child process on free ports, and waits until it serves.
+
+With ``--ssl_config_file``, give ``ca_file`` (and, if the server verifies clients,
+``client_cert``/``client_key``): readiness is then polled over https."""
 from __future__ import annotations
 
 import os
@@ -22,12 +25,16 @@ class ServerProcess:
     """``with ServerProcess(["--model_name", "m", "--model_base_path", p]) as server:``
 
     ``server.grpc_address`` and ``server.rest_url`` are ready once the context is
-    entered: every model in ``wait_for`` has an AVAILABLE version.
+    entered: every model in ``wait_for`` has an AVAILABLE version. ``ca_file`` means the
+    REST port speaks TLS (this server with ``--ssl_config_file``; TF Serving's REST is
+    plain HTTP, so leave it out there).
     """
 
     def __init__(self, flags: List[str], wait_for: Optional[List[str]] = None,
                  timeout: float = 180.0, executable: Optional[List[str]] = None,
-                 env: Optional[dict] = None, token: Optional[str] = None):
+                 env: Optional[dict] = None, token: Optional[str] = None,
+                 ca_file: Optional[str] = None, client_cert: Optional[str] = None,
+                 client_key: Optional[str] = None):
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.flags = ["--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
                       *flags]
@@ -36,6 +43,8 @@ class ServerProcess:
         self.command = (executable or [sys.executable, "-m", "serving.server"]) + self.flags
         self.env = env
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.ca_file = ca_file
+        self.client_cert = (client_cert, client_key) if client_cert else None
         self.process: Optional[subprocess.Popen] = None
         self._log = tempfile.TemporaryFile()
 
@@ -45,7 +54,7 @@ class ServerProcess:
 
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.rest_port}"
 
     def __enter__(self) -> "ServerProcess":
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +93,8 @@ class ServerProcess:
                                    f"{self.log()[-3000:]}")
             try:
                 status = requests.get(f"{self.rest_url}/v1/models/{pending[0]}", timeout=2,
-                                      headers=self.headers)
+                                      headers=self.headers, verify=self.ca_file or True,
+                                      cert=self.client_cert)
                 versions = status.json().get("model_version_status", [])
                 if any(v["state"] == "AVAILABLE" for v in versions):
                     pending.pop(0)
@@ -95,6 +105,9 @@ class ServerProcess:
                     raise RuntimeError(
                         f"model {pending[0]} version {failed[0]['version']} failed to load: "
                         f"{failed[0]['status']['error_message']}")
+            except requests.exceptions.SSLError as error:  # a wrong CA or client cert
+                raise RuntimeError(f"TLS to {self.rest_url} failed (ca_file, client_cert?): "
+                                   f"{error}") from None
             except (requests.ConnectionError, ValueError):
                 pass
             time.sleep(0.2)  # polling the child's readiness, not timing a test

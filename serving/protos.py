@@ -25,7 +25,7 @@ def status_response(states: Dict[int, VersionState]
             state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state))
         entry.status.SetInParent()  # printed as {"error_code": "OK", ...} when fine
         if state.error:
-            entry.status.error_code = 2  # tensorflow.error.UNKNOWN
+            entry.status.error_code = state.error_code
             entry.status.error_message = state.error
     return response
 

@@ -1,8 +1,11 @@
 """TF Serving's REST API on tornado: the same paths, JSON shapes, errors and codes."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hmac
 import json
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -13,42 +16,89 @@ from google.protobuf import json_format
 from tornado.ioloop import IOLoop
 
 from serving import json_codec, protos
-from serving.errors import ServingError, invalid
+from serving.errors import ServingError, invalid, not_found
 from serving.feedback import ID_HEADER, FeedbackError
 from serving.service import ModelRef, Service
 
+log = logging.getLogger(__name__)
 _PATH = re.compile(r"(?i)/v1/models/(?P<name>[^/:]+)"
                    r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?/?")
 
 
-class _ModelHandler(tornado.web.RequestHandler):
-    """Every ``/v1/models/...`` path; reads the body in chunks to enforce the size limit."""
+class _JsonHandler(tornado.web.RequestHandler):
+    """Every answer is JSON, errors included (never tornado's HTML pages); checks the token
+    and, with CORS on, sends TF Serving's CORS headers."""
 
-    def initialize(self, service: Service, pool: ThreadPoolExecutor, max_body_bytes: int,
-                   token: Optional[str]):
-        self.service, self.pool = service, pool
-        self.max_body_bytes, self.token = max_body_bytes, token
-        self.chunks, self.size, self.rejected = [], 0, False
+    def initialize(self, service: Service, conf: "RestOptions", **_):
+        self.service, self.conf = service, conf
 
     def prepare(self):
         self.set_header("Content-Type", "application/json")
-        if self.token and not self._authorized():
-            self.rejected = True
+        if self.request.method == "OPTIONS" and self.conf.cors:
+            return  # a CORS preflight carries no credentials
+        if self.conf.token and not self._authorized():
             self._error(ServingError(grpc.StatusCode.UNAUTHENTICATED,
                                      "missing or invalid bearer token"))
+
+    def set_default_headers(self):
+        if getattr(self, "conf", None) and self.conf.cors:
+            self.set_header("Access-Control-Allow-Origin", "*")
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            self.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
+
+    def options(self, *args):  # the OPTIONS verb: a CORS preflight
+        if self.conf.cors:
+            self.set_status(204)
+            self.finish()
+        else:
+            self._error(invalid(f"Malformed request: OPTIONS {self.request.path}"))
+
+    def _authorized(self) -> bool:
+        supplied = self.request.headers.get("Authorization", "")
+        return hmac.compare_digest(supplied.encode(), f"Bearer {self.conf.token}".encode())
+
+    def _error(self, error: ServingError, status: Optional[int] = None):
+        if self._finished:
             return
-        declared = int(self.request.headers.get("Content-Length") or 0)
-        if declared > self.max_body_bytes:
-            self.rejected = True
+        self.set_status(status or error.http_status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": error.message}))
+
+    def write_error(self, status_code: int, **kwargs):
+        """Whatever tornado itself refuses (bad framing, unknown verb) or an unexpected
+        exception: TF Serving's JSON error shape, not an HTML page."""
+        reason = self._reason if status_code != 500 else "Internal error"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": reason}))
+
+
+class _ModelHandler(_JsonHandler):
+    """Every ``/v1/models/...`` path; reads the body in chunks to enforce the size limit."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
+
+    def initialize(self, service: Service, conf: "RestOptions", pool: ThreadPoolExecutor):
+        super().initialize(service, conf)
+        self.pool = pool
+        self.chunks, self.size = [], 0
+
+    def prepare(self):
+        super().prepare()
+        if self._finished:
+            return
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and not declared.strip().isdigit():
+            self._error(invalid(f"Malformed request: Content-Length {declared[:40]!r} is "
+                                "not a number"))
+        elif declared is not None and int(declared) > self.conf.max_body_bytes:
             self._too_large()
 
     def data_received(self, chunk: bytes):
-        if self.rejected:
+        if self._finished:
             return
         self.size += len(chunk)
-        if self.size > self.max_body_bytes:
-            self.rejected = True
+        if self.size > self.conf.max_body_bytes:
             self._too_large()
             return
         self.chunks.append(chunk)
@@ -59,21 +109,43 @@ class _ModelHandler(tornado.web.RequestHandler):
     async def post(self, path: str):
         await self._handle(path, post=True)
 
-    async def _handle(self, path: str, post: bool):
-        if self.rejected:
+    async def put(self, path: str):  # TF Serving: any other verb is a malformed request
+        await self._handle(path, post=None)
+
+    delete = patch = head = put
+
+    async def _handle(self, path: str, post: Optional[bool]):
+        if self._finished:
             return
         match = _PATH.fullmatch("/" + path)
-        if not match or bool(match["verb"]) != post or (post and match["metadata"]):
+        if post is None or not match or bool(match["verb"]) != post or (
+                post and match["metadata"]):
             self._error(invalid(f"Malformed request: {self.request.method} "
                                 f"{self.request.path}"))
             return
         ref = ModelRef(match["name"], int(match["version"]) if match["version"] else None,
                        match["label"])
+        await self._run(self._answer, ref, match["verb"], bool(match["metadata"]))
+
+    async def _run(self, work, *args):
+        """Runs ``work`` in the worker pool under the request deadline
+        (``--rest_api_timeout_in_ms``); answers its JSON or its error."""
+        future = IOLoop.current().run_in_executor(self.pool, work, *args)
         try:
-            body = await IOLoop.current().run_in_executor(
-                self.pool, self._answer, ref, match["verb"], bool(match["metadata"]))
+            body = await asyncio.wait_for(asyncio.shield(future), self.conf.timeout_seconds)
+        except asyncio.TimeoutError:
+            self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                     f"Deadline exceeded: no answer within "
+                                     f"{self.conf.timeout_seconds * 1000:.0f} ms"))
+            return
         except ServingError as error:
             self._error(error)
+            return
+        except Exception as error:  # noqa: BLE001  a bug, not a bad request: still JSON
+            log.exception("REST request %s %s failed", self.request.method,
+                          self.request.path)
+            self._error(ServingError(grpc.StatusCode.INTERNAL,
+                                     f"internal error: {type(error).__name__}"))
             return
         self.finish(body)
 
@@ -85,11 +157,10 @@ class _ModelHandler(tornado.web.RequestHandler):
         if metadata:
             servable = service.metadata(ref, "REST")
             response = protos.metadata_response(servable)
-            signatures = json_format.MessageToDict(
-                _unpack_signatures(response), preserving_proto_field_name=True)
-            return json.dumps({"model_spec": {"name": servable.name, "signature_name": "",
-                                              "version": str(servable.version)},
-                               "metadata": {"signature_def": signatures}})
+            # As TF Serving prints it: default-valued fields included.
+            return json.dumps({"model_spec": _proto_dict(response.model_spec),
+                               "metadata": {"signature_def": _proto_dict(
+                                   _unpack_signatures(response))}})
         request = json_codec.parse_body(b"".join(self.chunks))
         signature = request.get("signature_name", "")
         if not isinstance(signature, str):
@@ -110,84 +181,88 @@ class _ModelHandler(tornado.web.RequestHandler):
         _, values, _ = service.regress(ref, signature, examples, "REST")
         return json.dumps({"results": values})
 
-    def _authorized(self) -> bool:
-        supplied = self.request.headers.get("Authorization", "")
-        return hmac.compare_digest(supplied.encode(), f"Bearer {self.token}".encode())
-
     def _too_large(self):
         self._error(ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"request body larger than {self.max_body_bytes} bytes"),
-                    status=413)
-
-    def _error(self, error: ServingError, status: Optional[int] = None):
-        self.set_status(status or error.http_status)
-        self.finish(json.dumps({"error": error.message}))
+                                 f"request body larger than {self.conf.max_body_bytes} "
+                                 "bytes"), status=413)
 
 
 class _FeedbackHandler(_ModelHandler):
     """``POST /v1/feedback``: corrected labels for recorded predictions (opt-in)."""
 
-    async def get(self, path: str = ""):
-        self._error(invalid(f"Malformed request: GET {self.request.path}"))
-
-    async def post(self, path: str = ""):
-        if self.rejected:
+    async def _handle(self, path: str, post: Optional[bool]):
+        if self._finished:
             return
+        if not post:
+            self._error(invalid(f"Malformed request: {self.request.method} "
+                                f"{self.request.path}"))
+            return
+        await self._run(self._correct)
+
+    def _correct(self) -> str:
         if self.service.feedback is None:
-            self._error(ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                                     "feedback recording is off (start with --feedback_dir)"))
-            return
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "feedback recording is off (start with --feedback_dir)")
+        body = json_codec.parse_body(b"".join(self.chunks))
+        corrections = body.get("corrections")
+        if not isinstance(corrections, list):
+            raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")
         try:
-            body = json_codec.parse_body(b"".join(self.chunks))
-            corrections = body.get("corrections") if isinstance(body, dict) else None
-            if not isinstance(corrections, list):
-                raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")
-            accepted = self.service.feedback.correct(corrections)
+            return json.dumps({"accepted": self.service.feedback.correct(corrections)})
         except FeedbackError as error:
-            self._error(invalid(str(error)))
-            return
-        except ServingError as error:
-            self._error(error)
-            return
-        self.finish(json.dumps({"accepted": accepted}))
+            raise invalid(str(error)) from None
 
 
-class _MetricsHandler(tornado.web.RequestHandler):
-    def initialize(self, service: Service):
-        self.service = service
+class _MetricsHandler(_JsonHandler):
+    """Prometheus metrics (``--monitoring_config_file``), behind the token like the rest."""
 
     def get(self):
         self.set_header("Content-Type", "text/plain; version=0.0.4")
         self.finish(self.service.metrics.exposition())
 
 
-class _NotFoundHandler(tornado.web.RequestHandler):
+class _NotFoundHandler(_JsonHandler):
     """Paths outside /v1 (TF Serving answers those 404 too)."""
 
     def prepare(self):
-        self.set_status(404)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": f"Malformed request: {self.request.method} "
-                                         f"{self.request.path}"}))
+        super().prepare()
+        if not self._finished:
+            self._error(not_found(f"Malformed request: {self.request.method} "
+                                  f"{self.request.path}"))
 
 
-def make_app(service: Service, pool: ThreadPoolExecutor, max_body_bytes: int,
-             token: Optional[str] = None, metrics_path: Optional[str] = None
-             ) -> tornado.web.Application:
+@dataclasses.dataclass
+class RestOptions:
+    """What the REST handlers enforce."""
+
+    max_body_bytes: int = 64 * 2**20
+    timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms: per request, and per body
+    token: Optional[str] = None
+    cors: bool = False  # --rest_api_enable_cors_support
+
+
+def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
+             metrics_path: Optional[str] = None) -> tornado.web.Application:
+    common = {"service": service, "conf": options}
     handlers = []
     if metrics_path:
-        handlers.append((re.escape(metrics_path), _MetricsHandler, {"service": service}))
-    options = {"service": service, "pool": pool, "max_body_bytes": max_body_bytes,
-               "token": token}
-    handlers.append((r"/v1/feedback/?", tornado.web.stream_request_body(_FeedbackHandler),
-                     options))
-    handlers.append((r"/(v1/.*)", tornado.web.stream_request_body(_ModelHandler), options))
-    return tornado.web.Application(handlers, default_handler_class=_NotFoundHandler)
+        handlers.append((re.escape(metrics_path), _MetricsHandler, common))
+    streaming = {**common, "pool": pool}
+    handlers.append((r"/v1/feedback/?()", tornado.web.stream_request_body(_FeedbackHandler),
+                     streaming))
+    handlers.append((r"/(v1/.*)", tornado.web.stream_request_body(_ModelHandler), streaming))
+    return tornado.web.Application(handlers, default_handler_class=_NotFoundHandler,
+                                   default_handler_args=common)
+
+
+def _proto_dict(message) -> dict:
+    """JSON as TF Serving prints protos: field names kept, default values printed."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     including_default_value_fields=True)
 
 
 def _proto_json(message) -> str:
-    return json.dumps(json_format.MessageToDict(
-        message, preserving_proto_field_name=True, including_default_value_fields=True))
+    return json.dumps(_proto_dict(message))
 
 
 def _unpack_signatures(response):

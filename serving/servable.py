@@ -1,6 +1,7 @@
 """One loaded model version: its signatures, run directly or through a batcher."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -9,16 +10,26 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving import contract
 from serving.batching import BatchingParameters, Batcher, QueueFull
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
 
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+CLASSIFY_METHOD, REGRESS_METHOD = contract.CLASSIFY_METHOD, contract.REGRESS_METHOD
 DEFAULT_SIGNATURE = "serving_default"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_FILE = os.path.join(contract.ASSETS_EXTRA, contract.WARMUP_FILE)
 MAX_WARMUP_RECORDS = 1000  # as TF Serving
+
+
+@dataclasses.dataclass
+class LoadSettings:
+    """How versions are loaded and called (TF Serving's flags of the same meaning)."""
+
+    batching: Optional[BatchingParameters] = None
+    tags: List[str] = dataclasses.field(default_factory=lambda: ["serve"])
+    warmup: bool = True  # --enable_model_warmup
+    warmup_iterations: int = 1  # --num_request_iterations_for_warmup
+    method_name_check: bool = False  # --enable_signature_method_name_check
 
 Tensors = Dict[str, np.ndarray]
 
@@ -32,8 +43,9 @@ class SignatureNotFound(ServingError):
         self.key = key
 
 
-def read_signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
-    """The SignatureDefs of a SavedModel folder (binary or text ``saved_model.pb``)."""
+def read_signature_defs(path: str, tags: Optional[List[str]] = None
+                        ) -> Dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the MetaGraph with ``tags`` (binary or text saved_model.pb)."""
     saved_model = saved_model_pb2.SavedModel()
     binary = os.path.join(path, "saved_model.pb")
     if tf.io.gfile.exists(binary):
@@ -41,9 +53,12 @@ def read_signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
     else:
         from google.protobuf import text_format
         text_format.Parse(tf.io.gfile.GFile(binary + "txt").read(), saved_model)
-    serving = [m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags]
-    meta_graph = (serving or list(saved_model.meta_graphs))[0]
-    return dict(meta_graph.signature_def)
+    wanted = set(tags or ["serve"])
+    matching = [m for m in saved_model.meta_graphs if set(m.meta_info_def.tags) == wanted]
+    if not matching:
+        raise ValueError(f"{path}: no MetaGraph with tags {sorted(wanted)} (found "
+                         f"{[sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]})")
+    return dict(matching[0].signature_def)
 
 
 def read_warmup_logs(saved_model_dir: str) -> Iterator:
@@ -66,17 +81,18 @@ class Servable:
     """A SavedModel version loaded with ``tf.saved_model.load``."""
 
     def __init__(self, name: str, version: int, path: str,
-                 batching: Optional[BatchingParameters] = None):
+                 settings: Optional[LoadSettings] = None):
         self.name, self.version, self.path = name, version, path
-        self.signature_defs = read_signature_defs(path)
-        self._module = tf.saved_model.load(path, tags=["serve"])
+        self.settings = settings or LoadSettings()
+        self.signature_defs = read_signature_defs(path, self.settings.tags)
+        self._module = tf.saved_model.load(path, tags=self.settings.tags)
         self._functions = dict(self._module.signatures)
         self._batchers: Dict[str, Batcher] = {}
-        if batching:
+        if self.settings.batching:
             for key, fn in self._functions.items():
                 if _batchable(fn):
-                    self._batchers[key] = Batcher(
-                        self._caller(key), batching, name=f"{name}-{version}-{key}")
+                    self._batchers[key] = Batcher(self._caller(key), self.settings.batching,
+                                                  name=f"{name}-{version}-{key}")
 
     # -- signatures -----------------------------------------------------------------------
     def signature(self, name: str) -> Tuple[str, meta_graph_pb2.SignatureDef]:
@@ -112,7 +128,7 @@ class Servable:
     def classify(self, signature_name: str, examples: List[bytes]):
         """[(label, score), ...] per example, from a classification signature."""
         key, signature_def = self._method(signature_name, CLASSIFY_METHOD, "classification")
-        outputs = self.run(key, {_only_input(signature_def): np.array(examples, dtype=object)})
+        outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)})
         scores, classes = outputs.get("scores"), outputs.get("classes")
         rows = []
         for i in range(len(examples)):
@@ -124,14 +140,17 @@ class Servable:
 
     def regress(self, signature_name: str, examples: List[bytes]) -> List[float]:
         key, signature_def = self._method(signature_name, REGRESS_METHOD, "regression")
-        outputs = self.run(key, {_only_input(signature_def): np.array(examples, dtype=object)})
+        outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)})
         values = outputs["outputs"]
         return [float(v) for v in values.reshape(len(examples), -1)[:, 0]]
 
     def warm_up(self) -> int:
         """Replays ``assets.extra/tf_serving_warmup_requests`` as TF Serving does at load."""
         count = 0
-        for log in read_warmup_logs(self.path):
+        if not self.settings.warmup:
+            return count
+        for log in [log for log in read_warmup_logs(self.path)
+                    for _ in range(self.settings.warmup_iterations)]:
             kind = log.WhichOneof("log_type")
             if kind == "predict_log":
                 request = log.predict_log.request
@@ -161,15 +180,29 @@ class Servable:
                 outputs = fn(**{k: tf.constant(v, dtype=specs[k].dtype)
                                 for k, v in inputs.items()})
             except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-                raise invalid(_first_line(error)) from None
+                raise invalid(first_line(error)) from None
             return {k: v.numpy() for k, v in outputs.items()}
         return call
 
     def _method(self, name: str, method: str, kind: str):
+        """The signature for Classify/Regress, checked as TF Serving does: its method name
+        with ``--enable_signature_method_name_check``, else its inputs and outputs."""
         key, signature_def = self.signature(name)
-        if signature_def.method_name != method:
+        if self.settings.method_name_check and signature_def.method_name != method:
             raise invalid(f"Expected {kind} signature method_name to be {method}. "
                           f"Was: {signature_def.method_name}")
+        outputs = set(signature_def.outputs)
+        wanted = ({contract.CLASSIFY_CLASSES, contract.CLASSIFY_SCORES}
+                  if method == CLASSIFY_METHOD else {"outputs"})
+        if len(signature_def.inputs) != 1:
+            raise invalid("Expected one input Tensor.")
+        if contract.CLASSIFY_INPUT not in signature_def.inputs:
+            raise invalid(f"No {kind} inputs found in SignatureDef '{key}': expected an "
+                          f"input named '{contract.CLASSIFY_INPUT}'")
+        if not outputs & wanted:
+            raise invalid(f"Expected {kind} signature outputs to contain "
+                          f"{' or '.join(sorted(wanted))}; signature '{key}' has "
+                          f"{sorted(outputs)}")
         return key, signature_def
 
 
@@ -178,12 +211,6 @@ def _batchable(fn) -> bool:
     outputs = list(fn.structured_outputs.values())
     return bool(specs) and all(s.shape.rank and s.shape[0] is None for s in specs) and all(
         o.shape.rank and o.shape[0] is None for o in outputs)
-
-
-def _only_input(signature_def) -> str:
-    if len(signature_def.inputs) != 1:
-        raise invalid(f"Expected one input Tensor, got {len(signature_def.inputs)}")
-    return next(iter(signature_def.inputs))
 
 
 def _check_inputs(signature_def, inputs: Tensors) -> None:
@@ -211,6 +238,6 @@ def _dtype_of(value: np.ndarray):
         return None
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__

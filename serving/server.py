@@ -1,10 +1,10 @@
 """The local model server: a drop-in for ``tensorflow_model_server`` for development.
 
-Accepts TF Serving's flags (``--port``, ``--rest_api_port``, ``--model_name``,
-``--model_base_path``, ``--model_config_file``, ``--enable_batching``,
-``--batching_parameters_file``, ``--file_system_poll_wait_seconds``,
-``--monitoring_config_file``, ...) plus a few of its own (``--host``,
-``--max_request_bytes``, ``--auth_token_file``). Production uses real TF Serving.
+Accepts every flag of ``tensorflow_model_server`` 2.18 with its default, so a TF
+Serving command line runs unchanged; those that matter here are implemented
+(ports, model config and its polling, load retries, batching, TLS, warmup,
+timeouts, threads), the rest are accepted with a warning. Its own flags:
+``--host``, ``--max_request_bytes``, ``--auth_token_file``, ``--feedback_dir``.
 """
 from __future__ import annotations
 
@@ -31,35 +31,97 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
+_THREADS = max(4, os.cpu_count() or 1) * 4
+# tensorflow_model_server 2.18's flags, with its defaults: (name, type, default, help).
+# A help of None marks a flag accepted so TF Serving command lines run unchanged, but
+# ignored here (a warning says so when it is given).
+TF_SERVING_FLAGS = [
+    ("port", int, 8500, "gRPC port (0: no gRPC)."),
+    ("grpc_socket_path", str, "", "Also serve gRPC on this UNIX socket."),
+    ("rest_api_port", int, 0, "REST port (0: no REST; TF Serving's Docker image uses 8501)."),
+    ("rest_api_num_threads", int, _THREADS, "Worker threads for REST requests."),
+    ("rest_api_timeout_in_ms", int, 30000,
+     "Deadline of a REST request (504 after it), and of reading its body."),
+    ("rest_api_enable_cors_support", _bool, False, "Send CORS headers on REST answers."),
+    ("enable_batching", _bool, False, "Batch concurrent requests server-side."),
+    ("allow_version_labels_for_unavailable_models", _bool, False,
+     "Allow a new label on a version that is not (yet) available."),
+    ("batching_parameters_file", str, "",
+     "BatchingParameters text proto (max_batch_size, batch_timeout_micros, ...)."),
+    ("enable_per_model_batching_parameters", _bool, False, None),
+    ("model_config_file", str, "",
+     "model_config_list text proto (several models, version policy, labels)."),
+    ("model_config_file_poll_wait_seconds", int, 0,
+     "Seconds between re-reads of --model_config_file (0: read once)."),
+    ("model_name", str, "default", "Model name, with --model_base_path."),
+    ("model_base_path", str, "",
+     "Folder of numbered versions (<base>/<version>/saved_model.pb)."),
+    ("num_load_threads", int, 0, None),
+    ("num_unload_threads", int, 0, None),
+    ("max_num_load_retries", int, 5, "Retries of a failed load before giving up."),
+    ("load_retry_interval_micros", int, 60_000_000, "Wait between load retries."),
+    ("file_system_poll_wait_seconds", int, 1,
+     "Seconds between polls for new/removed versions (0: scan once)."),
+    ("flush_filesystem_caches", _bool, True, None),
+    ("tensorflow_session_parallelism", int, 0, None),
+    ("tensorflow_session_config_file", str, "", None),
+    ("tensorflow_intra_op_parallelism", int, 0, "Threads inside one op (0: TF's choice)."),
+    ("tensorflow_inter_op_parallelism", int, 0, "Ops run at once (0: TF's choice)."),
+    ("use_alts_credentials", _bool, False, None),
+    ("ssl_config_file", str, "",
+     "SSLConfig text proto: TLS (mutual with client_verify) for gRPC and REST."),
+    ("platform_config_file", str, "", None),
+    ("per_process_gpu_memory_fraction", float, 0.0, None),
+    ("saved_model_tags", str, "serve", "Comma-separated tags of the MetaGraph to load."),
+    ("grpc_channel_arguments", str, "",
+     "Comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000."),
+    ("grpc_max_threads", int, _THREADS, "Worker threads for gRPC requests."),
+    ("enable_model_warmup", _bool, True,
+     "Replay assets.extra/tf_serving_warmup_requests at load."),
+    ("num_request_iterations_for_warmup", int, 0,
+     "Times each warmup request is replayed (0 or 1: once)."),
+    ("version", _bool, False, "Print the version and exit."),
+    ("monitoring_config_file", str, "",
+     "MonitoringConfig text proto; enables Prometheus metrics on the REST port."),
+    ("remove_unused_fields_from_bundle_metagraph", _bool, True, None),
+    ("prefer_tflite_model", _bool, False, None),
+    ("num_tflite_pools", int, os.cpu_count() or 1, None),
+    ("num_tflite_interpreters_per_pool", int, 1, None),
+    ("enable_signature_method_name_check", _bool, False,
+     "Classify/Regress only on signatures with the matching method_name."),
+    ("xla_cpu_compilation_enabled", _bool, False, None),
+    ("xla_gpu_compilation_enabled", _bool, False, None),
+    ("enable_profiler", _bool, True, None),
+    ("thread_pool_factory_config_file", str, "", None),
+    ("mixed_precision", str, "", None),
+    ("skip_initialize_tpu", _bool, False, None),
+    ("enable_grpc_healthcheck_service", _bool, False, None),
+]
+IGNORED = frozenset(name for name, _, _, help_text in TF_SERVING_FLAGS if help_text is None)
+
+
+def channel_arguments(text: str) -> List[tuple]:
+    """``--grpc_channel_arguments``: ``key=value,key=value`` (integers as integers)."""
+    arguments = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        arguments.append((key, int(value) if value.lstrip("-").isdigit() else value))
+    return arguments
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bert-pipeline serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    tf_serving = parser.add_argument_group("TF Serving flags (same names and defaults)")
-    add = tf_serving.add_argument
-    add("--port", type=int, default=8500, help="gRPC port (0: no gRPC).")
-    add("--rest_api_port", type=int, default=0,
-        help="REST port (0: no REST, as in TF Serving; its Docker image uses 8501).")
-    add("--model_name", default="default", help="Model name, with --model_base_path.")
-    add("--model_base_path", default="",
-        help="Folder of numbered versions (<base>/<version>/saved_model.pb).")
-    add("--model_config_file", default="",
-        help="model_config_list text proto (several models, version policy, labels).")
-    add("--model_config_file_poll_wait_seconds", type=int, default=0,
-        help="Accepted for compatibility; the config file is read once.")
-    add("--enable_batching", type=_bool, nargs="?", const=True, default=False,
-        help="Batch concurrent requests server-side.")
-    add("--batching_parameters_file", default="",
-        help="BatchingParameters text proto (max_batch_size, batch_timeout_micros, ...).")
-    add("--file_system_poll_wait_seconds", type=int, default=1,
-        help="Seconds between polls for new/removed versions (0: load once).")
-    add("--monitoring_config_file", default="",
-        help="MonitoringConfig text proto; enables Prometheus metrics on the REST port.")
-    add("--rest_api_num_threads", type=int, default=max(4, os.cpu_count() or 1) * 4,
-        help="Worker threads for REST requests.")
-    add("--grpc_max_threads", type=int, default=max(4, os.cpu_count() or 1) * 4,
-        help="Worker threads for gRPC requests.")
-    add("--rest_api_timeout_in_ms", type=int, default=30000,
-        help="Accepted for compatibility.")
+        prog="bert-pipeline serve", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tf_serving = parser.add_argument_group(
+        "TF Serving 2.18 flags (same names and defaults; --flag=value or --flag value)")
+    for name, kind, default, help_text in TF_SERVING_FLAGS:
+        extra = {"nargs": "?", "const": True} if kind is _bool else {}
+        tf_serving.add_argument(
+            f"--{name}", type=kind, default=default, **extra,
+            help=help_text or "Accepted for compatibility; ignored by this server.")
     own = parser.add_argument_group("this server's own flags")
     own.add_argument("--host", default="127.0.0.1",
                      help="Address to bind (0.0.0.0 to accept other machines).")
@@ -70,29 +132,50 @@ def make_parser() -> argparse.ArgumentParser:
                           "POST /v1/feedback (opt-in; see serving/feedback.py).")
     own.add_argument("--auth_token_file", default="",
                      help="If set, every request needs 'Authorization: Bearer <token>' "
-                          "(gRPC: 'authorization' metadata) with the token in this file.")
+                          "(gRPC: 'authorization' metadata) with the token in this file; "
+                          "metrics included.")
     return parser
 
 
 def parse_flags(argv: List[str]) -> argparse.Namespace:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if args.version:
+        return args
     if bool(args.model_base_path) == bool(args.model_config_file):
         parser.error("give either --model_base_path (with --model_name) or "
                      "--model_config_file")
-    if args.port == 0 and args.rest_api_port == 0:
-        parser.error("both --port and --rest_api_port are 0: nothing to serve on")
+    if args.port == 0 and args.rest_api_port == 0 and not args.grpc_socket_path:
+        parser.error("both --port and --rest_api_port are 0 and no --grpc_socket_path: "
+                     "nothing to serve on")
+    try:
+        channel_arguments(args.grpc_channel_arguments)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.port and args.port == args.rest_api_port:
+        parser.error("--rest_api_port must differ from --port")
+    for name in sorted(IGNORED):
+        if getattr(args, name) != parser.get_default(name):
+            log.warning("--%s is accepted for compatibility and ignored by this server", name)
     return args
 
 
 def build_service(args: argparse.Namespace):
     """The model store (batching, polling) and the service both transports answer from."""
+    import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers tf-text ops before any model loads
     from serving.batching import BatchingParameters
     from serving.metrics import Metrics
-    from serving.model_store import ModelSpec, ModelStore, read_model_config
+    from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_config
+    from serving.servable import LoadSettings
     from serving.service import Service
 
+    if args.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(
+            args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(
+            args.tensorflow_inter_op_parallelism)
     if args.model_config_file:
         specs = read_model_config(args.model_config_file)
     else:
@@ -101,13 +184,24 @@ def build_service(args: argparse.Namespace):
     if args.enable_batching:
         batching = (BatchingParameters.from_file(args.batching_parameters_file)
                     if args.batching_parameters_file else BatchingParameters())
+    options = LoadOptions(
+        servable=LoadSettings(
+            batching=batching, tags=[t for t in args.saved_model_tags.split(",") if t],
+            warmup=args.enable_model_warmup,
+            warmup_iterations=max(1, args.num_request_iterations_for_warmup),
+            method_name_check=args.enable_signature_method_name_check),
+        file_system_poll_seconds=max(0, args.file_system_poll_wait_seconds),
+        max_load_retries=max(0, args.max_num_load_retries),
+        load_retry_interval_seconds=max(0, args.load_retry_interval_micros) / 1e6,
+        config_poll_seconds=max(0, args.model_config_file_poll_wait_seconds),
+        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models)
     metrics = Metrics()
 
     def on_change(name, version, state):
         metrics.loads.labels(name, state).inc()
         metrics.versions.labels(name).set(len(store.loaded_versions(name)))
 
-    store = ModelStore(specs, batching, args.file_system_poll_wait_seconds, on_change)
+    store = ModelStore(specs, options, on_change, config_path=args.model_config_file)
     feedback = None
     if args.feedback_dir:
         from serving.feedback import FeedbackLog
@@ -118,6 +212,7 @@ def build_service(args: argparse.Namespace):
 def serve(args: argparse.Namespace) -> int:
     from serving import grpc_api, rest
     from serving.metrics import read_monitoring_config
+    from serving.tls import load_ssl_config
 
     token = None
     if args.auth_token_file:
@@ -127,16 +222,20 @@ def serve(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.auth_token_file} is empty")
     metrics_path = (read_monitoring_config(args.monitoring_config_file)
                     if args.monitoring_config_file else None)
+    tls = load_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
     service = build_service(args)
     service.store.start()
 
     grpc_server = None
-    if args.port:
-        grpc_server = grpc_api.make_server(service, f"{args.host}:{args.port}",
-                                           args.grpc_max_threads, args.max_request_bytes,
-                                           token)
+    addresses = ([f"{args.host}:{args.port}"] if args.port else []) + (
+        [f"unix:{os.path.abspath(args.grpc_socket_path)}"] if args.grpc_socket_path else [])
+    if addresses:
+        grpc_server = grpc_api.make_server(
+            service, addresses, args.grpc_max_threads, args.max_request_bytes, token,
+            tls.grpc_credentials() if tls else None,
+            channel_arguments(args.grpc_channel_arguments))
         grpc_server.start()
-        print(f"Running gRPC ModelServer at {args.host}:{args.port} ...", flush=True)
+        print(f"Running gRPC ModelServer at {', '.join(addresses)} ...", flush=True)
 
     async def run_rest():
         stop = asyncio.Event()
@@ -146,10 +245,14 @@ def serve(args: argparse.Namespace) -> int:
         http = None
         if args.rest_api_port:
             pool = ThreadPoolExecutor(args.rest_api_num_threads, thread_name_prefix="rest")
-            app = rest.make_app(service, pool, args.max_request_bytes, token, metrics_path)
+            timeout = args.rest_api_timeout_in_ms / 1000
+            app = rest.make_app(service, pool, rest.RestOptions(
+                args.max_request_bytes, timeout, token, args.rest_api_enable_cors_support),
+                metrics_path)
             http = app.listen(args.rest_api_port, address=args.host,
                               max_body_size=args.max_request_bytes + 1,
-                              idle_connection_timeout=args.rest_api_timeout_in_ms / 1000)
+                              body_timeout=timeout, idle_connection_timeout=timeout,
+                              ssl_options=tls.ssl_context() if tls else None)
             print(f"Exporting HTTP/REST API at:{args.host}:{args.rest_api_port} ...",
                   flush=True)
         await stop.wait()
@@ -168,6 +271,12 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_flags(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        from importlib.metadata import version
+
+        print(f"bert-pipeline model server (TF Serving 2.18 APIs and flags)\n"
+              f"TensorFlow Library: {version('tensorflow')}")
+        return 0
     try:
         return serve(args)
     except (OSError, ValueError) as error:

@@ -6,14 +6,12 @@ import time
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional
 
-import grpc
-
+from serving.contract import TEXT_FEATURE
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.model_store import ModelStore, VersionState
 from serving.servable import Servable, Tensors
 
-TEXT = "text"  # the example feature a text classifier reads (models/features.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +77,7 @@ class Service:
 
     def status(self, ref: ModelRef) -> Dict[int, VersionState]:
         if ref.label is not None:
-            spec = self.store.specs.get(ref.name)
-            if spec is None or ref.label not in spec.labels:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Unrecognized servable version label: {ref.label}")
-            return self.store.status(ref.name, spec.labels[ref.label])
+            return self.store.status(ref.name, self.store.label_version(ref.name, ref.label))
         return self.store.status(ref.name, ref.version)
 
     def _get(self, ref: ModelRef) -> Servable:
@@ -95,7 +89,7 @@ def _texts(examples: List[bytes]) -> Optional[List[str]]:
 
     texts = []
     for serialized in examples:
-        feature = example_pb2.Example.FromString(serialized).features.feature.get(TEXT)
+        feature = example_pb2.Example.FromString(serialized).features.feature.get(TEXT_FEATURE)
         if feature is None or len(feature.bytes_list.value) != 1:
             return None
         texts.append(feature.bytes_list.value[0].decode("utf-8", errors="replace"))

@@ -7,6 +7,8 @@ import pytest
 from cli.main import main
 from tests.conftest import CURATED_SCHEMA, cli_args, sample_rows, tiny_overrides
 
+pytestmark = pytest.mark.e2e  # each case is a real pipeline run
+
 GOOD = "".join(f"{text}\t{label}\n" for text, label in sample_rows(60))
 HEADER = "sentence\tlabel\n"
 

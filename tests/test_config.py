@@ -2,7 +2,7 @@
 import pytest
 
 from cli.main import build_parser
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, load_config, resolve_path
 
 
 def test_defaults_point_at_the_shipped_sample():
@@ -21,6 +21,14 @@ def test_file_then_overrides(tmp_path):
     assert (config.model.epochs, config.model.batch_size) == (3, 16)
     assert config.model.dynamic_padding is False and config.model.dropout == 0.2
     assert config.enable_cache is True
+
+
+def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("data/x") == str(tmp_path / "data" / "x")
+    assert resolve_path("data/x", "/pipeline") == "/pipeline/data/x"
+    for given in ("gs://b/data", "/abs/data", ""):  # "" stays "": e.g. infer the schema
+        assert resolve_path(given) == resolve_path(given, "/pipeline") == given
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -7,9 +7,11 @@ from components.text_example_gen.parsing import ReaderConfig, read_file
 from local.scheduler import Scheduler
 from pipeline.config import load_config
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
-from serving.feedback import export_span
+from local.feedback_span import export_span
 from serving.process import ServerProcess
 from tests.serving_models import export_text_length
+
+pytestmark = pytest.mark.serving
 
 TRICKY = 'a "quoted"\ttab and\na newline, long enough'
 

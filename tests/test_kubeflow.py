@@ -1,4 +1,5 @@
-"""Kubeflow: the same pipeline compiled to a KFP v2 spec; submit/schedule requests.
+"""Kubeflow: the same pipeline compiled to a KFP v2 spec; Beam args for distributed
+Beam workers; submit/schedule requests.
 
 No KFP cluster exists here: the client's requests go to a local HTTP endpoint on
 127.0.0.1 that records them and answers as the KFP v2beta1 API does.
@@ -12,11 +13,13 @@ import yaml
 
 from cli.main import main
 from kubeflow import client
+from kubeflow.beam_args import DATAFLOW, runner_name, worker_beam_args
 from kubeflow.runner import compile_pipeline
 from pipeline.config import load_config
 
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
            "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
+IMAGE = "registry.example/bert-text-pipeline:7"
 IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
             "Transform", "Trainer", "Evaluator", "Pusher"]
 
@@ -29,7 +32,7 @@ def _config(**extra):
 def spec(tmp_path_factory):
     config = _config(**{"data.span_pattern": "span-{SPAN}", "data.window_spans": 3,
                         "model.warm_start": True, "enable_cache": True,
-                        "kubeflow.image": "registry.example/bert-text-pipeline:7",
+                        "kubeflow.image": IMAGE,
                         "kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4",
                         "kubeflow.trainer_accelerator_count": 2,
                         "kubeflow.trainer_memory": "32G",
@@ -77,12 +80,14 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     executors = raw["deploymentSpec"]["executors"]
     containers = {name: e["container"] for name, e in executors.items() if "container" in e}
     assert len(containers) >= len(IN_ORDER)
-    assert {c["image"] for c in containers.values()} == {"registry.example/bert-text-pipeline:7"}
+    assert {c["image"] for c in containers.values()} == {IMAGE}
     trainer = containers["Trainer_executor"]
     assert trainer["resources"] == {"cpuLimit": 4.0, "memoryLimit": 32.0, "accelerator": {
         "type": "NVIDIA_TESLA_T4", "count": "2"}}
     assert "--runner=DataflowRunner" in containers["Transform_executor"]["args"]
     assert "--region=europe-west4" in containers["StatisticsGen_executor"]["args"]
+    for step in ("StatisticsGen", "Transform", "Evaluator"):  # Dataflow workers: the image
+        assert f"--sdk_container_image={IMAGE}" in containers[f"{step}_executor"]["args"]
     infra_args = containers["InfraValidator_executor"]["args"]  # the stock executor
     assert infra_args[:2] == ["--executor_class_path",
                               "tfx.components.infra_validator.executor.Executor"]
@@ -103,6 +108,79 @@ def test_compile_refuses_local_storage_and_json(tmp_path):
         compile_pipeline(_config(**{"data.input_dir": "data/sample"}), str(tmp_path / "p.yaml"))
     with pytest.raises(ValueError, match="as .yaml"):
         compile_pipeline(_config(), str(tmp_path / "p.json"))
+
+
+def _worker_container(args: list):
+    """The container Beam itself starts the workers in for ``args`` (None: no separate
+    workers), read with Beam's own code: Dataflow's image option after Beam's validation,
+    a portable runner's default environment."""
+    from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptions,
+                                                      WorkerOptions)
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.dataflow.internal import apiclient
+    from apache_beam.runners.runner import create_runner
+
+    options = PipelineOptions(args)
+    name = runner_name(options)
+    if name in ("", "directrunner"):
+        return None
+    runner = create_runner(name)
+    validator = PipelineOptionsValidator(options, runner)
+    if name == DATAFLOW:  # as at submission: the legacy image flag is copied over
+        assert validator.validate_sdk_container_image_options(
+            options.view_as(WorkerOptions)) == []
+        return apiclient.get_container_image_from_options(options)
+    assert validator.validate_environment_options(options.view_as(PortableOptions)) == []
+    environment = runner.default_environment(options)
+    return getattr(environment, "container_image", type(environment).__name__)
+
+
+DOCKER_ENV = ["--environment_type=DOCKER", f"--environment_config={IMAGE}"]
+PORTABLE = ["--runner=PortableRunner", "--job_endpoint=jobs:8099"]
+BEAM_CASES = {  # given args -> (what is added, the workers' container)
+    "dataflow": (["--runner=DataflowRunner", "--project=p"],
+                 [f"--sdk_container_image={IMAGE}"], IMAGE),
+    "dataflow, space form, short name": (["--runner", "dataflow", "--project", "p"],
+                                         [f"--sdk_container_image={IMAGE}"], IMAGE),
+    "dataflow, class path": (["--runner=apache_beam.runners.dataflow.dataflow_runner."
+                              "DataflowRunner"], [f"--sdk_container_image={IMAGE}"], IMAGE),
+    "dataflow, own image": (["--runner=DataflowRunner", "--sdk_container_image=mine:1"],
+                            [], "mine:1"),
+    "dataflow, legacy image flag": (["--runner=DATAFLOWRUNNER",
+                                     "--worker_harness_container_image=mine:1"], [],
+                                    "mine:1"),
+    "portable": (PORTABLE, DOCKER_ENV, IMAGE),
+    "portable, any case, space form": (["--runner", "portablerunner", "--job_endpoint",
+                                        "jobs:8099"], DOCKER_ENV, IMAGE),
+    "portable, own sdk image carried over": (
+        PORTABLE + ["--sdk_container_image=mine:1"],
+        ["--environment_type=DOCKER", "--environment_config=mine:1"], "mine:1"),
+    "portable, own environment": (
+        PORTABLE + ["--environment_type=PROCESS",
+                    '--environment_config={"command": "/opt/apache/beam/boot"}'],
+        [], "ProcessEnvironment"),
+    "portable, own docker image": (PORTABLE + ["--environment_config=theirs:2"], [],
+                                   "theirs:2"),
+    "flink cluster": (["--runner=FlinkRunner", "--flink_master=flink:8081"], DOCKER_ENV,
+                      IMAGE),
+    "flink in the pod": (["--runner=flink"], [], "PythonLoopbackEnvironment"),
+    "spark cluster": (["--runner=SparkRunner", "--spark_master_url=spark://spark:7077"],
+                      DOCKER_ENV, IMAGE),
+    "spark in the pod": (["--runner=SparkRunner"], [], "PythonLoopbackEnvironment"),
+    "direct (the default)": (load_config().beam_args, [], None),
+    "direct, named": (["--runner=DirectRunner"], [], None),
+}
+
+
+@pytest.mark.parametrize("case", BEAM_CASES)
+def test_distributed_beam_workers_get_the_pipeline_image(case):
+    given, added, container = BEAM_CASES[case]
+    args = worker_beam_args(given, IMAGE)
+    assert args == given + added
+    assert _worker_container(args) == container
+    if added:  # without them, Beam's stock image would run this project's steps
+        assert _worker_container(given).startswith(("apache/beam_python3.10_sdk:",
+                                                    "gcr.io/cloud-dataflow/"))
 
 
 class _KfpApi(BaseHTTPRequestHandler):

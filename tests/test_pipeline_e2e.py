@@ -11,6 +11,9 @@ from cli.main import main
 from models import export
 from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
 
+# Real pipeline runs, then the pushed model behind a real model server.
+pytestmark = [pytest.mark.e2e, pytest.mark.serving]
+
 LABELS = {"0": "negative", "1": "positive"}
 TEXTS = ["a gripping , beautiful film", "dull and lifeless", "中性的评论"]
 

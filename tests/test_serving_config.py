@@ -4,7 +4,6 @@ import threading
 
 import numpy as np
 import pytest
-import yaml
 
 from serving.batching import Batcher, BatchingParameters
 from serving.metrics import read_monitoring_config
@@ -13,22 +12,6 @@ from serving.server import parse_flags
 from tests.conftest import REPO
 
 DEPLOY = os.path.join(REPO, "serving", "deploy")
-
-
-def test_models_config_parses_with_tf_serving_protos():
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    with open(os.path.join(DEPLOY, "models.config")) as f:
-        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
-    (model,) = config.model_config_list.config
-    assert model.name == "bert_classifier" and model.base_path == "/models/bert_classifier"
-    assert model.model_version_policy.latest.num_versions == 2
-    assert set(model.version_labels) == {"stable", "canary"}
-    spec, = read_model_config(os.path.join(DEPLOY, "models.config"))
-    assert (spec.policy, spec.num_versions, spec.labels) == (
-        "latest", 2, {"stable": 1, "canary": 2})
-    assert spec.wanted([1, 5, 3]) == [3, 5]
 
 
 def test_model_config_errors_name_the_file(tmp_path):
@@ -55,35 +38,6 @@ def test_batching_and_monitoring_files():
         BatchingParameters.parse("max_batchsize { value: 8 }")
     path = read_monitoring_config(os.path.join(DEPLOY, "monitoring.config"))
     assert path == "/monitoring/prometheus/metrics"
-
-
-def test_kubernetes_and_kserve_manifests():
-    with open(os.path.join(DEPLOY, "kubernetes", "tf-serving.yaml")) as f:
-        deployment, service = yaml.safe_load_all(f)
-    assert deployment["kind"] == "Deployment" and service["kind"] == "Service"
-    container, = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"].startswith("tensorflow/serving:")
-    flags = dict(arg.lstrip("-").split("=", 1) for arg in container["args"])
-    assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v1/models/bert_classifier",
-                                                      "port": 8501}
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert flags["model_config_file"].startswith(mounts["config"] + "/")
-    spec, = read_model_config(os.path.join(DEPLOY, "models.config"))
-    assert spec.base_path.startswith(mounts["models"] + "/")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    assert "persistentVolumeClaim" in volumes["models"] and "configMap" in volumes["config"]
-    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
-    # The server's own flag parser accepts the Deployment's TF Serving flags.
-    parse_flags(container["args"])
-
-    with open(os.path.join(DEPLOY, "kubernetes", "kserve-inferenceservice.yaml")) as f:
-        inference = yaml.safe_load(f)
-    assert inference["apiVersion"].startswith("serving.kserve.io/")
-    model = inference["spec"]["predictor"]["model"]
-    assert model["modelFormat"]["name"] == "tensorflow"
-    assert model["storageUri"].endswith("/bert_classifier")
 
 
 def test_tf_serving_flags_are_accepted():

@@ -3,16 +3,19 @@ import glob
 import json
 import os
 
+import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 
 from pipeline.config import load_config
 from pipeline.pipeline import example_gen
 
+pytestmark = pytest.mark.e2e  # real (one-component) pipeline runs
+
 
 def _run_example_gen(tmp_path, **overrides) -> dict:
     config = load_config(None, dict({"output.root": str(tmp_path / "out")}, **overrides))
-    component = example_gen(config)
+    component = example_gen(config.data, config.data.input_dir)
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="ingest-test", pipeline_root=str(tmp_path / "out"),
         components=[component],
@@ -55,3 +58,4 @@ def test_hash_split_keeps_every_row_once(tmp_path):
                                            "data.eval_fraction": "0.25"})
     assert sorted(splits["train"] + splits["eval"]) == sorted(rows)
     assert 25 <= len(splits["eval"]) <= 75  # about a quarter, by hash
+

@@ -1,0 +1,45 @@
+"""Corrected predictions from the model server's feedback log as the next data span."""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from typing import Optional
+
+from components.text_example_gen.executor import list_spans
+from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, read_jsonl
+
+
+def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_column: str,
+                label_column: str, min_rows: int = 1) -> Optional[str]:
+    """Writes corrected texts as the next span (``<input_dir>/<span folder>/feedback.tsv``)
+    once at least ``min_rows`` are waiting; returns the folder, or None.
+
+    The span appears complete (written aside, then renamed); exported ids are
+    remembered, so no correction is used twice. Files are only ever appended to,
+    so a server writing at the same time loses nothing.
+    """
+    exported_path = os.path.join(feedback_dir, EXPORTED)
+    done = set()
+    if os.path.exists(exported_path):
+        with open(exported_path, encoding="utf-8") as f:
+            done = {line.strip() for line in f}
+    latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
+              if c["id"] not in done}  # the last correction of an id wins
+    texts = {p["id"]: p["text"] for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
+             if p["id"] in latest}
+    if len(texts) < max(1, min_rows):
+        return None
+    spans = list_spans(input_dir, span_pattern)
+    number = spans[-1][0] + 1 if spans else 1
+    folder = os.path.join(input_dir, span_pattern.replace("{SPAN}", str(number)))
+    os.makedirs(input_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".feedback-", dir=input_dir)
+    with open(os.path.join(staging, "feedback.tsv"), "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow([text_column, label_column])
+        writer.writerows((texts[i], latest[i]) for i in sorted(texts))
+    os.rename(staging, folder)
+    with open(exported_path, "a", encoding="utf-8") as f:
+        f.write("".join(i + "\n" for i in sorted(texts)))
+    return folder

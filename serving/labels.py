@@ -1,0 +1,208 @@
+"""Version labels (``stable``, ``canary``, any name) in a TF Serving ``model_config_list``.
+
+The file is read and written with TF Serving's own ``ModelServerConfig`` proto. A label
+may only name a version that TF Serving will have loaded: a complete SavedModel folder
+(``<base_path>/<version>/saved_model.pb``) among those the model's version policy serves,
+because TF Serving refuses to start, or to reload its config, when a label names any
+other version. The file is replaced atomically (a temporary file in the same folder, then
+``os.replace``), so a server polling it never reads half a file. Its leading ``#``
+comment lines are kept; comments inside the proto are not.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Dict, Iterable, List, Optional
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+LABEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class LabelError(ValueError):
+    """A label that cannot be set, or a config file that cannot be used."""
+
+
+def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text_format.Parse(f.read(), config)
+    except text_format.ParseError as error:
+        raise LabelError(f"{path}: {error}") from None
+    if config.WhichOneof("config") != "model_config_list":
+        raise LabelError(f"{path}: expected a model_config_list")
+    return config
+
+
+def find_model(config, path: str, name: Optional[str]):
+    """The ``ModelConfig`` called ``name`` (or the only one when ``name`` is None)."""
+    models = list(config.model_config_list.config)
+    names = [m.name for m in models]
+    if name is None and len(models) == 1:
+        return models[0]
+    if name is None:
+        raise LabelError(f"{path} has models {', '.join(names) or '(none)'}: pick one "
+                         "with --model")
+    for model in models:
+        if model.name == name:
+            return model
+    raise LabelError(f"{path} has no model {name!r} (models: {', '.join(names) or 'none'})")
+
+
+def _file_system(path: str):
+    """(listdir, isdir, exists) for a local path or a URI (gs:// and the like)."""
+    if "://" in path:
+        from tensorflow.io import gfile
+        return gfile.listdir, gfile.isdir, gfile.exists
+    return os.listdir, os.path.isdir, os.path.exists
+
+
+def versions_on_disk(base_path: str) -> List[int]:
+    """Numeric subfolders of ``base_path`` holding a SavedModel, oldest first."""
+    listdir, isdir, exists = _file_system(base_path)
+    if not isdir(base_path):
+        return []
+    return sorted(int(entry.rstrip("/")) for entry in listdir(base_path)
+                  if entry.rstrip("/").isdigit()
+                  and any(exists(os.path.join(base_path, entry.rstrip("/"), name))
+                          for name in ("saved_model.pb", "saved_model.pbtxt")))
+
+
+def _missing(base_path: str) -> str:
+    """A note when ``base_path`` is not on this machine (e.g. a container path)."""
+    if _file_system(base_path)[1](base_path):
+        return ""
+    return f" ({base_path} does not exist here: give --base_path)"
+
+
+def served_versions(model, on_disk: List[int]) -> List[int]:
+    """The versions of ``on_disk`` that the model's version policy loads."""
+    policy = model.model_version_policy
+    choice = policy.WhichOneof("policy_choice") or "latest"
+    if choice == "all":
+        return list(on_disk)
+    if choice == "specific":
+        wanted = set(policy.specific.versions)
+        return [v for v in on_disk if v in wanted]
+    return on_disk[-max(1, policy.latest.num_versions):] if on_disk else []
+
+
+def parse_assignments(items: Iterable[str]) -> Dict[str, int]:
+    """``["stable=1764012345", ...]`` -> ``{"stable": 1764012345, ...}``."""
+    labels = {}
+    for item in items:
+        name, sep, version = item.partition("=")
+        if not sep or not LABEL_NAME.fullmatch(name) or not version.isdigit() \
+                or int(version) <= 0:
+            raise LabelError(f"bad label assignment {item!r}: expected NAME=VERSION, e.g. "
+                             "stable=1764012345 (NAME of letters, digits, '_', '.', '-')")
+        labels[name] = int(version)
+    if not labels:
+        raise LabelError("no label given: e.g. set stable=1764012345 canary=1764099999")
+    return labels
+
+
+def set_labels(path: str, labels: Dict[str, int], model_name: Optional[str] = None,
+               base_path: Optional[str] = None, allow_unavailable: bool = False):
+    """Points each label at its version and rewrites ``path``; returns the ``ModelConfig``.
+
+    ``base_path`` is where the versions are as seen from here (default: the config's
+    ``base_path``, often a path inside the server's container).
+    """
+    config = read_config(path)
+    model = find_model(config, path, model_name)
+    if not allow_unavailable:
+        folder = base_path or model.base_path
+        on_disk = versions_on_disk(folder)
+        served = served_versions(model, on_disk)
+        for label, version in labels.items():
+            if version not in served:
+                why = "is not among the versions its version policy serves" \
+                    if version in on_disk else "is not a complete SavedModel folder"
+                raise LabelError(
+                    f"{path}: model {model.name}: cannot point label {label!r} at version "
+                    f"{version}: it {why}; versions on disk in {folder}: "
+                    f"{_listing(on_disk)}, served: {_listing(served)}{_missing(folder)}. "
+                    "--allow_unavailable skips this check (TF Serving refuses to start "
+                    "with a label on a version it has not loaded)")
+    for label, version in labels.items():
+        model.version_labels[label] = version
+    write_config(path, config)
+    return model
+
+
+def unset_labels(path: str, names: Iterable[str], model_name: Optional[str] = None):
+    """Removes the labels ``names`` and rewrites ``path``; returns the ``ModelConfig``."""
+    config = read_config(path)
+    model = find_model(config, path, model_name)
+    names = list(names)
+    if not names:
+        raise LabelError("no label given: e.g. unset canary")
+    missing = [n for n in names if n not in model.version_labels]
+    if missing:
+        raise LabelError(f"{path}: model {model.name} has no label "
+                         f"{', '.join(map(repr, missing))} (labels: {_labels(model) or 'none'})")
+    for name in names:
+        del model.version_labels[name]
+    write_config(path, config)
+    return model
+
+
+def write_config(path: str, config) -> None:
+    """Replaces ``path`` atomically, keeping its leading comment lines and its mode."""
+    with open(path, encoding="utf-8") as f:
+        header = []
+        for line in f:
+            if not line.startswith("#"):
+                break
+            header.append(line)
+    text = "".join(header) + text_format.MessageToString(config)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
+                                suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, os.stat(path).st_mode & 0o7777)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def describe(path: str, model_name: Optional[str] = None,
+             base_path: Optional[str] = None) -> str:
+    """Labels and versions on disk of one model, for ``bert-pipeline labels show``."""
+    model = find_model(read_config(path), path, model_name)
+    folder = base_path or model.base_path
+    on_disk = versions_on_disk(folder)
+    return (f"model {model.name} ({folder})\n"
+            f"  versions on disk: {_listing(on_disk)}{_missing(folder)}\n"
+            f"  served by its version policy: {_listing(served_versions(model, on_disk))}\n"
+            f"  labels: {_labels(model) or 'none'}")
+
+
+def command(path: str, action: str, items: List[str], model_name: Optional[str] = None,
+            base_path: Optional[str] = None, allow_unavailable: bool = False) -> str:
+    """``bert-pipeline labels``: ``set NAME=VERSION...``, ``unset NAME...`` or ``show``."""
+    if action == "set":
+        set_labels(path, parse_assignments(items), model_name, base_path, allow_unavailable)
+    elif action == "unset":
+        unset_labels(path, items, model_name)
+    elif items:
+        raise LabelError(f"show takes no arguments, got {' '.join(items)}")
+    return describe(path, model_name, base_path)
+
+
+def _listing(versions: List[int]) -> str:
+    return " ".join(map(str, versions)) or "none"
+
+
+def _labels(model) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(model.version_labels.items()))

@@ -1,0 +1,406 @@
+"""The deployment files in serving/deploy/: models.config as shipped starts TF Serving,
+every Kubernetes manifest validates against the Kubernetes API schemas, probes, scaling,
+disruption budget and memory hold what the comments say, the ``labels`` command edits
+version labels safely, and the local server keeps the readiness contract the probes use."""
+import os
+import re
+import shlex
+import shutil
+import threading
+import time
+
+import kubernetes_validate
+import pytest
+import requests
+import yaml
+from google.protobuf import text_format
+from kubernetes.utils import parse_quantity
+from tensorflow_serving.config import model_server_config_pb2
+
+from cli.main import main
+from serving.labels import versions_on_disk
+from serving.model_store import read_model_config
+from serving.process import ServerProcess
+from serving.server import parse_flags
+from tests.conftest import REPO
+from tests.serving_models import export_half_plus_two
+
+DEPLOY = os.path.join(REPO, "serving", "deploy")
+KUBERNETES = os.path.join(DEPLOY, "kubernetes")
+MODELS_CONFIG = os.path.join(DEPLOY, "models.config")
+# Oldest and newest Kubernetes API that kubernetes-validate 1.37 ships schemas for.
+KUBERNETES_VERSIONS = ["1.25", "1.37"]
+
+
+def _manifests():
+    """{kind: document} of every manifest in serving/deploy/kubernetes/."""
+    docs = {}
+    for name in sorted(os.listdir(KUBERNETES)):
+        with open(os.path.join(KUBERNETES, name)) as f:
+            for doc in yaml.safe_load_all(f):
+                assert doc["kind"] not in docs, f"two {doc['kind']} manifests"
+                docs[doc["kind"]] = doc
+    return docs
+
+
+MANIFESTS = _manifests()
+DEPLOYMENT = MANIFESTS["Deployment"]
+POD = DEPLOYMENT["spec"]["template"]
+CONTAINER, = POD["spec"]["containers"]
+
+
+def _config(path):
+    config = model_server_config_pb2.ModelServerConfig()
+    with open(path) as f:
+        text_format.Parse(f.read(), config)
+    return config
+
+
+# -- models.config ---------------------------------------------------------------------
+def test_models_config_has_no_label_on_a_version_that_is_not_on_disk():
+    model, = _config(MODELS_CONFIG).model_config_list.config
+    assert (model.name, model.base_path) == ("bert_classifier", "/models/bert_classifier")
+    assert model.model_version_policy.latest.num_versions == 2
+    # Nothing is on disk before the first push, so no label may be shipped (TF Serving
+    # refuses to start with a label on a version it has not loaded).
+    assert set(model.version_labels.values()) <= set(versions_on_disk(model.base_path))
+    assert dict(model.version_labels) == {}
+    spec, = read_model_config(MODELS_CONFIG)  # the local server reads it the same way
+    assert (spec.policy, spec.num_versions, spec.labels) == ("latest", 2, {})
+    assert spec.wanted([1764012345, 1764099999, 1763000000]) == [1764012345, 1764099999]
+
+
+def test_the_labels_command_in_models_config_does_what_its_comment_says(tmp_path,
+                                                                        saved_model):
+    """The header's example command, run on a copy, adds the labels the header shows."""
+    with open(MODELS_CONFIG) as f:
+        header = "".join(line[1:] for line in f if line.startswith("#"))
+    example = re.search(r"bert-pipeline (labels .*?[^\\])\n", header.replace("\\\n", " "))
+    argv = shlex.split(example.group(1))
+    shown = model_server_config_pb2.ModelConfig()
+    text_format.Parse(" ".join(re.findall(r"version_labels \{.*?\}", header)), shown)
+    base = tmp_path / "bert_classifier"
+    for version in shown.version_labels.values():
+        shutil.copytree(saved_model, base / str(version))
+    config = tmp_path / "models.config"
+    shutil.copy(MODELS_CONFIG, config)
+    argv[argv.index("--config") + 1] = str(config)
+    argv[argv.index("--base_path") + 1] = str(base)
+    assert main(argv) == 0
+    model, = _config(config).model_config_list.config
+    assert dict(model.version_labels) == dict(shown.version_labels) != {}
+
+
+# -- Kubernetes ------------------------------------------------------------------------
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_api(version):
+    assert set(MANIFESTS) == {"Deployment", "Service", "HorizontalPodAutoscaler",
+                              "PodDisruptionBudget", "PersistentVolumeClaim",
+                              "InferenceService"}
+    for kind, doc in MANIFESTS.items():
+        if kind == "InferenceService":  # a KServe CRD: no schema in the validator
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, version, strict=True)
+            doc = _kserve_model_as_pod(doc)  # what can be validated: its container
+        assert kubernetes_validate.validate(doc, version, strict=True) == version, kind
+
+
+def test_the_validator_rejects_a_misspelt_field():
+    """Strict validation catches what kubectl would reject (so the test above can fail)."""
+    broken = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinessProbes"):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def _port(container, port):
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return named.get(port, port)
+
+
+def test_readiness_waits_for_a_loaded_version_and_liveness_for_the_first_load():
+    model, = read_model_config(MODELS_CONFIG)
+    ready = CONTAINER["readinessProbe"]["httpGet"]
+    assert ready["path"] == f"/v1/models/{model.name}/metadata"
+    flags = parse_flags(CONTAINER["args"])  # TF Serving's flags, as the local server knows
+    assert _port(CONTAINER, ready["port"]) == flags.rest_api_port == 8501
+    startup = CONTAINER["startupProbe"]
+    assert startup["httpGet"] == ready
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # Liveness does not depend on a model being loaded: a failed new version must not
+    # restart pods that still serve the old one.
+    assert _port(CONTAINER, CONTAINER["livenessProbe"]["tcpSocket"]["port"]) == flags.port
+    assert CONTAINER["image"].startswith("tensorflow/serving:")
+    assert CONTAINER["command"] == ["/usr/bin/tensorflow_model_server"]
+    assert flags.model_config_file_poll_wait_seconds > 0  # label moves apply live
+    mounts = {m["name"]: m["mountPath"] for m in CONTAINER["volumeMounts"]}
+    assert flags.model_config_file.startswith(mounts["config"] + "/")
+    assert model.base_path.startswith(mounts["models"] + "/")
+    volumes = {v["name"]: v for v in POD["spec"]["volumes"]}
+    claim = MANIFESTS["PersistentVolumeClaim"]
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == \
+        claim["metadata"]["name"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    assert volumes["config"]["configMap"]["name"] == "bert-classifier-serving-config"
+    assert DEPLOYMENT["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_service_and_prometheus_annotations():
+    from serving.metrics import read_monitoring_config
+
+    service = MANIFESTS["Service"]
+    assert service["spec"]["selector"] == DEPLOYMENT["spec"]["selector"]["matchLabels"]
+    assert {p["port"]: _port(CONTAINER, p["targetPort"]) for p in service["spec"]["ports"]} \
+        == {8500: 8500, 8501: 8501}
+    annotations = POD["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == read_monitoring_config(
+        os.path.join(DEPLOY, "monitoring.config"))
+    assert annotations["prometheus.io/port"] == "8501"
+
+
+def test_autoscaler_and_disruption_budget_select_the_deployments_pods():
+    hpa, pdb = MANIFESTS["HorizontalPodAutoscaler"], MANIFESTS["PodDisruptionBudget"]
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        DEPLOYMENT["apiVersion"], "Deployment", DEPLOYMENT["metadata"]["name"])
+    assert "replicas" not in DEPLOYMENT["spec"]  # the autoscaler owns the count
+    metric, = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert "cpu" in CONTAINER["resources"]["requests"]  # utilization is of the request
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector == DEPLOYMENT["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= POD["metadata"]["labels"].items()
+    # A drain takes at most one pod, and there are always at least two.
+    assert pdb["spec"]["maxUnavailable"] == 1 < hpa["spec"]["minReplicas"] <= \
+        hpa["spec"]["maxReplicas"]
+
+
+def test_memory_holds_two_versions_during_a_swap():
+    """The sizing the Deployment's comment and annotations document."""
+    measured = DEPLOYMENT["metadata"]["annotations"]
+    one = parse_quantity(measured["bert-pipeline/memory-one-version"])
+    two = parse_quantity(measured["bert-pipeline/memory-two-versions"])
+    assert one < two < 2 * one
+    resources = CONTAINER["resources"]
+    request = parse_quantity(resources["requests"]["memory"])
+    limit = parse_quantity(resources["limits"]["memory"])
+    assert request >= two  # a swap never exceeds the request
+    assert limit >= 2 * request >= 2 * one
+    kserve = MANIFESTS["InferenceService"]["spec"]["predictor"]["model"]["resources"]
+    assert kserve == resources
+
+
+def _kserve_model_as_pod(inference):
+    """The InferenceService's model spec is a Kubernetes container plus KServe's fields."""
+    model = dict(inference["spec"]["predictor"]["model"])
+    for field in ("modelFormat", "runtimeVersion", "storageUri", "runtime",
+                  "protocolVersion"):
+        model.pop(field, None)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kserve-model"},
+            "spec": {"containers": [dict(model, name="kserve-container",
+                                         image="tensorflow/serving")]}}
+
+
+def test_kserve_reads_the_pushed_folder_from_the_claim():
+    inference = MANIFESTS["InferenceService"]
+    assert inference["apiVersion"] == "serving.kserve.io/v1beta1"
+    predictor = inference["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["modelFormat"]["name"] == "tensorflow"
+    assert model["runtimeVersion"] == CONTAINER["image"].split(":")[1]
+    spec, = read_model_config(MODELS_CONFIG)
+    claim = MANIFESTS["PersistentVolumeClaim"]["metadata"]["name"]
+    # pvc:// is mounted directly, so TF Serving inside sees every new pushed version.
+    assert model["storageUri"] == f"pvc://{claim}/{spec.name}"
+    assert predictor["scaleMetric"] == "cpu" and predictor["minReplicas"] >= 2
+    assert "bert-pipeline/pushed-version" in predictor["annotations"]  # bucket roll-outs
+
+
+# -- bert-pipeline labels --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """One real SavedModel, copied to every version folder a test needs."""
+    return export_half_plus_two(str(tmp_path_factory.mktemp("export")), 1)
+
+
+TWO_MODELS = """# Serving config.
+# Second comment line.
+model_config_list {
+  config {
+    name: "bert_classifier"
+    base_path: "%s"
+    model_platform: "tensorflow"
+    model_version_policy { latest { num_versions: 2 } }
+  }
+  config {
+    name: "other"
+    base_path: "/models/other"
+    model_version_policy { specific { versions: 7 } }
+    version_labels { key: "stable" value: 7 }
+  }
+}
+"""
+
+
+@pytest.fixture
+def labelled(tmp_path, saved_model):
+    """A config with two models; bert_classifier has versions 100, 200, 300 on disk
+    (the policy serves 200 and 300) and a half-copied 400 (no saved_model.pb)."""
+    base = tmp_path / "models" / "bert_classifier"
+    for version in (100, 200, 300):
+        shutil.copytree(saved_model, base / str(version))
+    shutil.copytree(os.path.join(saved_model, "variables"), base / "400" / "variables")
+    folder = tmp_path / "config"
+    folder.mkdir()
+    config = folder / "models.config"
+    config.write_text(TWO_MODELS % base)
+    os.chmod(config, 0o644)
+    return config
+
+
+def _labels(config, model="bert_classifier"):
+    models = {m.name: m for m in _config(config).model_config_list.config}
+    return dict(models[model].version_labels)
+
+
+def _labels_cli(config, *args):
+    return main(["labels", "--config", str(config), "--model", "bert_classifier", *args])
+
+
+def _assert_intact(config):
+    """Only the config in its folder (no temp file), header and other model kept."""
+    assert os.listdir(config.parent) == ["models.config"]
+    text = config.read_text()
+    assert text.startswith("# Serving config.\n# Second comment line.\nmodel_config_list")
+    models = {m.name: m for m in _config(config).model_config_list.config}
+    assert dict(models["other"].version_labels) == {"stable": 7}
+    assert list(models["other"].model_version_policy.specific.versions) == [7]
+    assert models["bert_classifier"].model_version_policy.latest.num_versions == 2
+    read_model_config(str(config))  # and the local server accepts it
+    assert os.stat(config).st_mode & 0o777 == 0o644
+
+
+def test_labels_set_move_and_remove(labelled, capsys):
+    assert _labels_cli(labelled, "set", "stable=200", "canary=300") == 0
+    assert _labels(labelled) == {"stable": 200, "canary": 300}
+    _assert_intact(labelled)
+    assert _labels_cli(labelled, "set", "stable=300") == 0  # move
+    assert _labels(labelled) == {"stable": 300, "canary": 300}
+    assert _labels_cli(labelled, "unset", "canary") == 0
+    assert _labels(labelled) == {"stable": 300}
+    _assert_intact(labelled)
+    capsys.readouterr()
+    assert _labels_cli(labelled, "show") == 0
+    shown = capsys.readouterr().out
+    assert "versions on disk: 100 200 300\n" in shown
+    assert "served by its version policy: 200 300\n" in shown
+    assert "labels: stable=300" in shown
+    # The config's only model is the default.
+    assert main(["labels", "--config", str(labelled), "show"]) == 1
+    assert "pick one with --model" in capsys.readouterr().err
+    # A container path that is not here: the error says so.
+    assert main(["labels", "--config", MODELS_CONFIG, "set", "stable=1"]) == 1
+    assert "(/models/bert_classifier does not exist here: give --base_path)" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version,reason", [
+    (999, "it is not a complete SavedModel folder"),
+    (400, "it is not a complete SavedModel folder"),  # being copied: no saved_model.pb yet
+    (100, "is not among the versions its version policy serves"),  # not the newest two
+])
+def test_labels_refuse_a_version_tf_serving_will_not_have_loaded(labelled, capsys,
+                                                                 version, reason):
+    _labels_cli(labelled, "set", "stable=200")
+    before = labelled.read_bytes()
+    assert _labels_cli(labelled, "set", "canary=300", f"stable={version}") == 1
+    error = capsys.readouterr().err
+    assert f"model bert_classifier: cannot point label 'stable' at version {version}" \
+        in error
+    assert reason in error
+    base = labelled.parent.parent / "models" / "bert_classifier"
+    assert f"versions on disk in {base}: 100 200 300, served: 200 300." in error
+    assert labelled.read_bytes() == before  # nothing written, not even canary
+    _assert_intact(labelled)
+    # Deliberately ahead of a push:
+    assert _labels_cli(labelled, "--allow_unavailable", "set", f"stable={version}") == 0
+    assert _labels(labelled) == {"stable": version}
+
+
+def test_labels_name_bad_input(labelled, capsys):
+    for args, message in [
+        (["set", "stable:200"], "bad label assignment 'stable:200'"),
+        (["set", "stable=abc"], "bad label assignment 'stable=abc'"),
+        (["set"], "no label given"),
+        (["unset", "canary"], "model bert_classifier has no label 'canary'"),
+        (["show", "extra"], "show takes no arguments"),
+    ]:
+        assert _labels_cli(labelled, *args) == 1
+        assert message in capsys.readouterr().err
+    assert main(["labels", "--config", str(labelled), "--model", "nope", "show"]) == 1
+    assert "has no model 'nope' (models: bert_classifier, other)" in capsys.readouterr().err
+    broken = labelled.parent / "broken.config"
+    broken.write_text("model_config_list { config { nme: 1 } }")
+    assert main(["labels", "--config", str(broken), "show"]) == 1
+    assert f"{broken}:" in capsys.readouterr().err
+
+
+def test_labels_file_is_complete_at_every_moment(labelled):
+    """A server polling the file while labels move never reads half a file."""
+    reads, failures, done = [0], [], threading.Event()
+
+    def reader():
+        while not done.is_set():
+            try:
+                labels = _labels(labelled)
+                assert labels.get("stable") in (None, 200, 300)
+                reads[0] += 1
+            except Exception as error:  # noqa: BLE001 - collected and asserted below
+                failures.append(error)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(40):
+            assert _labels_cli(labelled, "set", f"stable={200 + 100 * (i % 2)}") == 0
+    finally:
+        done.set()
+        thread.join()
+    assert failures == [] and reads[0] > 0
+    _assert_intact(labelled)
+
+
+# -- the readiness contract ------------------------------------------------------------
+def _get(url, deadline):
+    """GET once the server answers at all (its REST port opens after start-up)."""
+    while True:
+        try:
+            return requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # polling the child's start-up
+
+
+@pytest.mark.serving
+def test_metadata_answers_404_until_a_version_is_loaded(tmp_path, saved_model):
+    """The readiness path of the manifests: not ready with no version, ready once one
+    is loaded (TF Serving's status path answers 200 while a version is LOADING)."""
+    base = tmp_path / "half"
+    base.mkdir()
+    flags = ["--model_name", "half", "--model_base_path", str(base),
+             "--file_system_poll_wait_seconds", "1"]
+    with ServerProcess(flags, wait_for=[]) as server:
+        deadline = time.monotonic() + 180
+        url = f"{server.rest_url}/v1/models/half/metadata"
+        before = _get(url, deadline)
+        assert before.status_code == 404, before.text
+        assert "error" in before.json()
+        shutil.copytree(saved_model, base / "1")
+        while (after := requests.get(url, timeout=5)).status_code == 404:
+            assert time.monotonic() < deadline, "version 1 never became ready"
+            time.sleep(0.2)  # polling the server's file-system poll
+        assert after.status_code == 200, after.text
+        body = after.json()
+        assert body["model_spec"]["version"] == "1"
+        assert "serving_default" in body["metadata"]["signature_def"]["signature_def"]

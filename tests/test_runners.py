@@ -1,0 +1,109 @@
+"""Who resolves what: ``create_pipeline`` takes resolved values as given; the local and
+Kubeflow runners resolve paths, storage, Beam args, metadata and the serving check; the
+run summary reports on the pipeline the runner hands it (no pipeline run here)."""
+import os
+import time
+
+import pytest
+
+from kubeflow.runner import kubeflow_pipeline
+from local import summary
+from local.runner import local_pipeline
+from pipeline.config import load_config
+from pipeline.pipeline import create_pipeline
+
+NOWHERE = "/nowhere"  # platform settings create_pipeline must not read
+
+
+def _by_id(pipeline) -> dict:
+    return {c.id: c for c in pipeline.components}
+
+
+def _everything(pipeline) -> str:
+    """Every value the pipeline carries, as text."""
+    return " ".join([pipeline.pipeline_info.pipeline_root, *pipeline.beam_pipeline_args,
+                     *(str(c.exec_properties) for c in pipeline.components)])
+
+
+def test_create_pipeline_uses_the_resolved_values_it_is_given():
+    config = load_config(None, {
+        "data.input_dir": f"{NOWHERE}/data", "data.schema_path": "schema/schema.pbtxt",
+        "output.root": f"{NOWHERE}/out", "output.serving_dir": f"{NOWHERE}/serving",
+        "beam_args": f"--temp_location={NOWHERE}", "kubeflow.project_dir": NOWHERE,
+        "kubeflow.pipeline_root": f"gs:/{NOWHERE}", "kubeflow.beam_args": "--runner=flink",
+        "kubeflow.trainer_accelerator": "TPU_V3"})
+    pipeline = create_pipeline(
+        config, pipeline_name="given-name", pipeline_root="gs://given/root",
+        data_root="gs://given/data", schema_file="",
+        serving_model_dir="gs://given/serving/clf",
+        beam_pipeline_args=["--direct_num_workers=2"])
+    components = _by_id(pipeline)
+    assert pipeline.pipeline_info.pipeline_name == "given-name"
+    assert pipeline.pipeline_info.pipeline_root == "gs://given/root"
+    assert pipeline.beam_pipeline_args == ["--direct_num_workers=2"]
+    assert components["TextExampleGen"].exec_properties["input_base"] == "gs://given/data"
+    assert "SchemaGen" in components and "ImportSchemaGen" not in components  # "" infers
+    pushed = components["Pusher"].exec_properties["push_destination"]
+    assert "gs://given/serving/clf" in str(pushed)
+    assert "ServingCheck" in components and "InfraValidator" not in components
+    assert components["Trainer"].platform_config is None
+    assert NOWHERE not in _everything(pipeline)
+
+
+def test_local_runner_resolves_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {
+        "name": "local-p", "data.input_dir": "data", "data.schema_path": "my/schema.pbtxt",
+        "output.root": "out", "output.serving_dir": "served", "output.model_name": "clf",
+        "data.span_pattern": "span-{SPAN}",
+        "kubeflow.pipeline_root": "gs://k/root", "kubeflow.serving_dir": "gs://k/serving",
+        "kubeflow.beam_args": "--runner=DataflowRunner --project=p"})
+    pipeline = local_pipeline(config)
+    components = _by_id(pipeline)
+    assert pipeline.pipeline_info.pipeline_root == str(tmp_path / "out" / "local-p")
+    assert components["TextExampleGen"].exec_properties["input_base"] == str(tmp_path / "data")
+    assert components["DriftCheck"].exec_properties["input_base"] == str(tmp_path / "data")
+    assert components["ImportSchemaGen"].exec_properties["schema_file"] == \
+        str(tmp_path / "my" / "schema.pbtxt")
+    assert str(tmp_path / "served" / "clf") in str(
+        components["Pusher"].exec_properties["push_destination"])
+    assert pipeline.beam_pipeline_args == config.beam_args  # Beam's DirectRunner here
+    assert pipeline.metadata_connection_config.sqlite.filename_uri == \
+        str(tmp_path / "out" / "metadata.sqlite")
+    assert "ServingCheck" in components and "InfraValidator" not in components
+    assert components["Trainer"].platform_config is None
+    assert "gs://k" not in _everything(pipeline) and "Dataflow" not in _everything(pipeline)
+
+
+def test_kubeflow_runner_resolves_storage_image_paths_and_platform():
+    config = load_config(None, {
+        "data.input_dir": "/mnt/data", "output.root": "local_out",
+        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "/mnt/serving",
+        "kubeflow.project_dir": "/app", "kubeflow.trainer_memory": "512M"})
+    pipeline = kubeflow_pipeline(config)
+    components = _by_id(pipeline)
+    assert pipeline.pipeline_info.pipeline_root == "s3://b/root/bert-text-classifier"
+    assert components["TextExampleGen"].exec_properties["input_base"] == "/mnt/data"
+    assert components["ImportSchemaGen"].exec_properties["schema_file"] == \
+        "/app/schema/schema.pbtxt"  # inside the image
+    assert "/mnt/serving/bert_classifier" in str(
+        components["Pusher"].exec_properties["push_destination"])
+    # no kubeflow.beam_args: the top-level ones (DirectRunner in each pod), as they are
+    assert pipeline.beam_pipeline_args == config.beam_args
+    assert pipeline.metadata_connection_config is None  # KFP's own
+    assert "InfraValidator" in components and "ServingCheck" not in components
+    assert components["Trainer"].platform_config.memory_limit == pytest.approx(0.512)
+    assert "local_out" not in _everything(pipeline)
+
+
+def test_summary_reports_on_the_pipeline_it_is_given(tmp_path):
+    config = load_config(None, {"name": "summarised", "output.root": str(tmp_path / "out"),
+                                "data.span_pattern": "span-{SPAN}"})
+    pipeline = local_pipeline(config)
+    result = summary.collect(pipeline, time.time(), ValueError("bad setting x"))
+    assert result.pipeline == "summarised" and result.run_id is None
+    assert [c.name for c in result.components] == [c.id for c in pipeline.components]
+    assert "DriftCheck" in [c.name for c in result.components]
+    assert {c.status for c in result.components} == {"not run"}
+    assert result.error == "ValueError: bad setting x" and result.exit_code == 1
+    assert os.path.exists(tmp_path / "out" / "metadata.sqlite")  # the pipeline's store

@@ -1,0 +1,392 @@
+"""The local model server keeps TF Serving's promise under faults: a model that answers
+keeps answering. Real server processes, real SavedModels, 8 clients over real sockets
+(raw requests and gRPC stubs, no client-side retries that could hide a failure)."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from serving.process import ServerProcess
+from tests.conftest import REPO
+from tests.serving_models import export_half_plus_two
+
+pytestmark = pytest.mark.serving
+
+DEPLOY = os.path.join(REPO, "serving", "deploy")
+FAST_RETRIES = ["--file_system_poll_wait_seconds", "1", "--max_num_load_retries", "2",
+                "--load_retry_interval_micros", "200000"]
+
+
+class Load:
+    """``clients`` threads (half REST, half gRPC) asking y(2) of model ``half`` until
+    stopped; every answer and every failure is recorded."""
+
+    def __init__(self, server: ServerProcess, clients: int = 8):
+        self.server, self.clients = server, clients
+        self.answers, self.failures = [], []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(i,), daemon=True)
+                         for i in range(clients)]
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        self.wait(lambda answers: len(answers) >= 4 * self.clients)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _loop(self, i: int):
+        if i % 2:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(
+                grpc.insecure_channel(self.server.grpc_address))
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="half"))
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto([2.0], dtype=tf.float32))
+        while not self._stop.is_set():
+            try:
+                if i % 2:
+                    y = float(tf.make_ndarray(stub.Predict(request, timeout=30).outputs["y"])[0])
+                else:
+                    response = requests.post(f"{self.server.rest_url}/v1/models/half:predict",
+                                             json={"instances": [2.0]}, timeout=30)
+                    response.raise_for_status()
+                    y = response.json()["predictions"][0]
+                self.answers.append(y)
+            except Exception as error:  # noqa: BLE001  counted, not raised
+                self.failures.append(repr(error)[:300])
+
+    def wait(self, condition, timeout: float = 60.0):
+        """Polls ``condition(answers)`` until it holds (fails the test after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.answers)):
+            assert time.monotonic() < deadline, (
+                f"condition not met in {timeout}s; failures: {self.failures[:3]}")
+            time.sleep(0.05)  # polling a condition, not timing the test
+
+    def mark(self) -> int:
+        return len(self.answers)
+
+
+def status(server) -> dict:
+    versions = requests.get(f"{server.rest_url}/v1/models/half", timeout=10).json()
+    return {int(v["version"]): v for v in versions["model_version_status"]}
+
+
+def wait_status(server, version: int, state: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        entry = status(server).get(version)
+        if entry and entry["state"] == state:
+            return entry
+        assert time.monotonic() < deadline, f"version {version} never {state}: {entry}"
+        time.sleep(0.05)  # polling the server's state
+
+
+def copy_broken(source: str, target: str, with_variables: bool = False) -> None:
+    """A version folder that appears at once but holds only ``saved_model.pb`` (a
+    half-finished copy); ``with_variables`` completes it."""
+    staging = target + ".staging"
+    os.makedirs(staging)
+    shutil.copy(os.path.join(source, "saved_model.pb"), staging)
+    if with_variables:
+        shutil.copytree(os.path.join(source, "variables"), os.path.join(staging, "variables"))
+    os.rename(staging, target)
+
+
+def test_a_broken_new_version_never_takes_the_model_down(tmp_path):
+    base, spare = str(tmp_path / "half"), str(tmp_path / "spare")
+    export_half_plus_two(base, 1)  # y(2) = 3
+    good_v2 = export_half_plus_two(spare, 2, scale=10.0)  # y(2) = 30
+    with ServerProcess(["--model_name", "half", "--model_base_path", base, *FAST_RETRIES]
+                       ) as server, Load(server) as load:
+        # 1. A graph without its variables (a half-finished copy): retried, then END.
+        copy_broken(good_v2, os.path.join(base, "2"))
+        failed = wait_status(server, 2, "END")
+        assert "variables" in failed["status"]["error_message"].lower() or \
+            failed["status"]["error_message"], failed
+        assert failed["status"]["error_code"] != "OK"
+        assert status(server)[1]["state"] == "AVAILABLE"
+        start = load.mark()
+        load.wait(lambda answers: len(answers) >= start + 40)
+        assert set(load.answers) == {3.0}, "version 1 must answer while 2 is broken"
+
+        # 2. Fixing the folder (its content changes) loads it: version 2 takes over.
+        shutil.copytree(os.path.join(good_v2, "variables"),
+                        os.path.join(base, "2", "variables"))
+        load.wait(lambda answers: 30.0 in answers)
+        wait_status(server, 1, "END")
+        assert wait_status(server, 2, "AVAILABLE")["status"]["error_code"] == "OK"
+
+        # 3. A graph that cannot be parsed at all: version 2 serves on.
+        os.makedirs(os.path.join(base, "3"))
+        with open(os.path.join(base, "3", "saved_model.pb"), "wb") as f:
+            f.write(b"\x08\x01 this is not a SavedModel")
+        wait_status(server, 3, "END")
+        start = load.mark()
+        load.wait(lambda answers: len(answers) >= start + 40)
+        assert set(load.answers[start:]) == {30.0}
+    assert load.failures == [], load.failures[:5]
+
+
+def test_deleting_versions_rolls_back_then_404_then_recovers(tmp_path):
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    with ServerProcess(["--model_name", "half", "--model_base_path", base, *FAST_RETRIES]
+                       ) as server:
+        with Load(server) as load:
+            export_half_plus_two(base, 2, scale=10.0)  # version 1 is unloaded (END) ...
+            wait_status(server, 1, "END")
+            load.wait(lambda answers: answers[-1] == 30.0)
+            shutil.rmtree(os.path.join(base, "2"))  # ... and comes back when 2 is deleted
+            load.wait(lambda answers: answers[-1] == 3.0)
+            start = load.mark()
+            load.wait(lambda answers: len(answers) >= start + 40)
+            assert set(load.answers[start:]) == {3.0}
+        assert load.failures == [], load.failures[:5]
+        assert wait_status(server, 1, "AVAILABLE") and status(server)[2]["state"] == "END"
+
+        shutil.rmtree(os.path.join(base, "1"))  # no version left: TF Serving's 404
+        url = f"{server.rest_url}/v1/models/half:predict"
+        deadline = time.monotonic() + 30
+        while (response := requests.post(url, json={"instances": [2.0]})).status_code == 200:
+            assert time.monotonic() < deadline, "the deleted version still answers"
+        assert response.status_code == 404
+        assert response.json() == {"error": "Servable not found for request: Latest(half)"}
+
+        export_half_plus_two(base, 7, scale=2.0)  # a version reappears: serving again
+        while (response := requests.post(url, json={"instances": [2.0]})).status_code != 200:
+            assert time.monotonic() < deadline + 30, response.text
+        assert response.json() == {"predictions": [6.0]}
+
+
+@pytest.fixture(scope="module")
+def half_server(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("faults") / "half")
+    export_half_plus_two(base, 1)
+    token = tmp_path_factory.mktemp("token") / "token"
+    token.write_text("s3cret")
+    with ServerProcess(["--model_name", "half", "--model_base_path", base,
+                        "--auth_token_file", str(token), "--rest_api_timeout_in_ms", "1500",
+                        "--monitoring_config_file", os.path.join(DEPLOY, "monitoring.config")],
+                       token="s3cret") as server:
+        yield server
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def _healthy(server) -> None:
+    response = requests.post(f"{server.rest_url}/v1/models/half:predict", headers=AUTH,
+                             json={"instances": [2.0]}, timeout=10)
+    assert response.json() == {"predictions": [3.0]}
+
+
+@pytest.mark.parametrize("method,path,body,status_code,message", [
+    ("POST", ":predict", '{"instances": [%s]}' % ("9" * 400), 400, "out of range"),
+    ("POST", ":predict", '{"instances": [%s]}' % ("9" * 5000), 400, "JSON Parse error"),
+    ("POST", ":predict", '{"instances": %s1%s}' % ("[" * 5000, "]" * 5000), 400,
+     "nested too deeply"),
+    ("POST", ":predict", '{"signature_name": "classify", "instances": ["\\ud800"]}', 400,
+     "lone UTF-16 surrogate"),
+    ("POST", ":predict", '{"instances": [[1.0], 2.0]}', 400, "unexpected size"),
+    ("POST", ":predict", '[1.0]', 400, "must be a JSON object"),
+    ("PUT", ":predict", '{"instances": [1.0]}', 400, "Malformed request: PUT"),
+    ("DELETE", "", None, 400, "Malformed request: DELETE"),
+    ("PATCH", "", "{}", 400, "Malformed request: PATCH"),
+    ("OPTIONS", "", None, 400, "Malformed request: OPTIONS"),
+    ("GET", "/versions/x", None, 400, "Malformed request"),
+])
+def test_malformed_rest_requests_get_json_errors(half_server, method, path, body,
+                                                 status_code, message):
+    response = requests.request(method, f"{half_server.rest_url}/v1/models/half{path}",
+                                data=body, headers=AUTH, timeout=30)
+    assert response.status_code == status_code, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert message in response.json()["error"]
+    _healthy(half_server)
+
+
+def test_bad_framing_and_unknown_paths_get_json_errors(half_server):
+    connection = http.client.HTTPConnection("127.0.0.1", half_server.rest_port, timeout=30)
+    connection.putrequest("POST", "/v1/models/half:predict")
+    connection.putheader("Authorization", AUTH["Authorization"])
+    connection.putheader("Content-Length", "ten")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400
+    assert "Content-Length" in json.loads(response.read())["error"]
+    connection.close()
+    response = requests.get(f"{half_server.rest_url}/v2/anything", headers=AUTH)
+    assert response.status_code == 404 and "Malformed request" in response.json()["error"]
+    _healthy(half_server)
+
+
+def test_a_body_sent_too_slowly_is_cut_off(half_server):
+    """``--rest_api_timeout_in_ms`` (1.5 s here) bounds reading a body."""
+    with socket.create_connection(("127.0.0.1", half_server.rest_port)) as sock:
+        sock.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer s3cret\r\nContent-Length: 100\r\n\r\n{")
+        sock.settimeout(20)
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # the server closed the connection
+        assert time.monotonic() - started < 15
+    _healthy(half_server)
+
+
+def _grpc_error(server, tensor_proto, key="x"):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(server.grpc_address))
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="half"))
+    request.inputs[key].CopyFrom(tensor_proto)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(request, timeout=30, metadata=[("authorization", "Bearer s3cret")])
+    return caught.value.code(), caught.value.details()
+
+
+def test_malformed_grpc_tensors_are_refused_before_allocation(half_server):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    def proto(dtype, dims, **values):
+        return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]), **values)
+
+    code, details = _grpc_error(half_server, proto(types_pb2.DT_RESOURCE, [1]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "DT_RESOURCE" in details
+    started = time.monotonic()
+    code, details = _grpc_error(half_server, proto(types_pb2.DT_FLOAT, [10**10],
+                                                   float_val=[1.0]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "10000000000" in details
+    assert time.monotonic() - started < 10  # refused, not attempted
+    code, _ = _grpc_error(half_server, proto(types_pb2.DT_FLOAT, [3],
+                                             tensor_content=b"\x00" * 5))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = _grpc_error(half_server, proto(types_pb2.DT_FLOAT, [-1], float_val=[1.0]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    _healthy(half_server)
+
+
+def test_every_endpoint_needs_the_token_metrics_included(half_server):
+    metrics = f"{half_server.rest_url}/monitoring/prometheus/metrics"
+    assert requests.get(metrics).status_code == 401
+    assert requests.get(f"{half_server.rest_url}/v1/models/half/metadata").status_code == 401
+    answer = requests.get(metrics, headers=AUTH)
+    assert answer.status_code == 200 and ":tensorflow:serving:request_count" in answer.text
+
+
+def test_metadata_json_prints_default_valued_fields_as_tf_serving(half_server):
+    metadata = requests.get(f"{half_server.rest_url}/v1/models/half/metadata",
+                            headers=AUTH).json()
+    assert metadata["model_spec"] == {"name": "half", "signature_name": "", "version": "1"}
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    x = signature["inputs"]["x"]
+    assert x["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
+    assert signature["defaults"] == {} and signature["method_name"]
+    assert x["dtype"] == "DT_FLOAT" and x["name"]
+
+
+def _config(path, base, labels, policy="all { }"):
+    text = (f'model_config_list {{ config {{ name: "half" base_path: "{base}" '
+            f'model_platform: "tensorflow" model_version_policy {{ {policy} }} ' +
+            "".join(f'version_labels {{ key: "{k}" value: {v} }} ' for k, v in labels.items())
+            + "} }")
+    staging = str(path) + ".new"
+    with open(staging, "w") as f:
+        f.write(text)
+    os.replace(staging, path)  # the server never reads a half-written file
+
+
+def test_labels_must_name_available_versions_at_start(tmp_path):
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    config = tmp_path / "models.config"
+    _config(config, base, {"stable": 7})
+    with pytest.raises(RuntimeError) as refused:
+        with ServerProcess(["--model_config_file", str(config)], timeout=120):
+            pass
+    assert ("Request to assign label to version 7 of model half, which is not currently "
+            "available for inference") in str(refused.value)
+    with ServerProcess(["--model_config_file", str(config),
+                        "--allow_version_labels_for_unavailable_models"]) as server:
+        response = requests.post(f"{server.rest_url}/v1/models/half/labels/stable:predict",
+                                 json={"instances": [2.0]})
+        assert response.status_code == 404 and "Specific(half, 7)" in response.text
+
+
+def test_config_file_is_polled_labels_move_without_restart(tmp_path):
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    export_half_plus_two(base, 2, scale=10.0)
+    config = tmp_path / "models.config"
+    _config(config, base, {"stable": 1})
+    with ServerProcess(["--model_config_file", str(config),
+                        "--model_config_file_poll_wait_seconds", "1"]) as server:
+        url = f"{server.rest_url}/v1/models/half/labels/stable:predict"
+
+        def stable():
+            return requests.post(url, json={"instances": [2.0]}).json()["predictions"][0]
+        assert stable() == 3.0
+        _config(config, base, {"stable": 2})
+        deadline = time.monotonic() + 30
+        while stable() != 30.0:
+            assert time.monotonic() < deadline, "label not moved"
+        _config(config, base, {"stable": 9})  # refused: logged, the label stays on 2
+        while "version labels not updated" not in server.log():
+            assert time.monotonic() < deadline + 30, server.log()[-2000:]
+            time.sleep(0.05)  # polling the server's log
+        assert stable() == 30.0
+        _config(config, base, {"stable": 2}, policy="specific { versions: 2 }")
+        while status(server)[1]["state"] != "END":
+            assert time.monotonic() < deadline + 60, status(server)
+            time.sleep(0.05)  # polling the server's state
+        assert stable() == 30.0
+
+
+def test_tf_serving_command_lines_run_unchanged(caplog):
+    from serving.server import TF_SERVING_FLAGS, parse_flags
+
+    args = parse_flags(["--port=8500", "--rest_api_port=8501", "--model_name=m",
+                        "--model_base_path=/models/m", "--enable_model_warmup=false",
+                        "--num_load_threads=4", "--enable_profiler=false",
+                        "--tensorflow_intra_op_parallelism=2", "--saved_model_tags=serve,gpu",
+                        "--max_num_load_retries=1", "--load_retry_interval_micros=5"])
+    assert (args.enable_model_warmup, args.max_num_load_retries, args.saved_model_tags) == (
+        False, 1, "serve,gpu")
+    warned = caplog.text
+    assert "--num_load_threads is accepted for compatibility and ignored" in warned
+    assert "--enable_profiler" in warned and "--max_num_load_retries" not in warned
+    names = {name for name, *_ in TF_SERVING_FLAGS}
+    assert {"ssl_config_file", "model_config_file_poll_wait_seconds",
+            "allow_version_labels_for_unavailable_models", "grpc_channel_arguments",
+            "enable_grpc_healthcheck_service"} <= names
+    assert len(names) == 47  # every flag of tensorflow_model_server 2.18's main.cc
+
+
+def test_grpc_on_a_unix_socket_with_channel_arguments(tmp_path):
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    socket_path = str(tmp_path / "grpc.sock")
+    with ServerProcess(["--model_name", "half", "--model_base_path", base,
+                        "--grpc_socket_path", socket_path,
+                        "--grpc_channel_arguments",
+                        "grpc.max_connection_age_ms=60000,grpc.http2.max_pings_without_data=0"]
+                       ) as server:
+        from serving.client import GrpcClient, Target
+        with GrpcClient(f"unix:{socket_path}", Target("half")) as client:
+            assert client.predict({"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]
+        assert "unix:" in server.log()
+    from serving.server import parse_flags
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", "--grpc_channel_arguments=no_equals_sign"])

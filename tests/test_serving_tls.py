@@ -1,0 +1,175 @@
+"""TLS: the real local server with TF Serving's --ssl_config_file (gRPC, and REST over
+https), mutual TLS on both transports, SSLConfig errors, and clients that refuse to send
+a bearer token in clear text to a host that is not loopback. Certificates are made here
+(a test CA, a server certificate for 127.0.0.1/localhost, client certificates)."""
+import os
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from serving import server as model_server
+from serving.client import GrpcClient, RestClient, ServingClientError, Target, connect
+from serving.process import ServerProcess
+from serving.tls import InsecureTokenError, SSLConfig, load_ssl_config
+from tests.certificates import encrypted_key, make_pki, read_pem, ssl_config, write_pem
+from tests.serving_models import export_half_plus_two
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def half_base(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("models") / "half")
+    os.makedirs(base)
+    export_half_plus_two(base, 1)
+    return base
+
+
+def _y(client) -> float:
+    """y(2) = 3 through ``client``, over gRPC (output y) or REST (its single output)."""
+    outputs = client.predict({"x": np.array([2.0], np.float32)})
+    return float(outputs.get("y", outputs.get("output"))[0])
+
+
+@pytest.mark.serving
+def test_tls_round_trip_on_grpc_and_rest(half_base, certs, tmp_path):
+    config = ssl_config(tmp_path / "ssl.config", certs)
+    flags = ["--model_name", "half", "--model_base_path", half_base, "--ssl_config_file", config]
+    with ServerProcess(flags, ca_file=certs.ca) as server:
+        assert server.rest_url.startswith("https://")
+        target = Target("half")
+        for client in (GrpcClient(server.grpc_address, target, ca_file=certs.ca),
+                       connect(f"grpcs://{server.grpc_address}", target, ca_file=certs.ca),
+                       RestClient(server.rest_url, target, ca_file=certs.ca),
+                       connect(server.rest_url, target, ca_file=certs.ca)):
+            with client:
+                assert _y(client) == 3.0
+                assert client.status()[0]["state"] == "AVAILABLE"
+
+        # A client that speaks plain text, or trusts another CA, gets nothing.
+        refused = [GrpcClient(server.grpc_address, target, retries=0),
+                   RestClient(server.rest_url.replace("https:", "http:"), target, retries=0),
+                   GrpcClient(server.grpc_address, target, retries=0, ca_file=certs.other_ca),
+                   RestClient(server.rest_url, target, retries=0, ca_file=certs.other_ca)]
+        for client in refused:
+            with client, pytest.raises(ServingClientError) as caught:
+                client.status()
+            assert caught.value.code == "UNAVAILABLE", caught.value
+        assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)  # the REST one, other CA
+
+
+@pytest.mark.serving
+def test_mutual_tls_requires_a_client_certificate_from_custom_ca(half_base, certs, tmp_path):
+    config = ssl_config(tmp_path / "ssl.config", certs, client_verify=True)
+    flags = ["--model_name", "half", "--model_base_path", half_base, "--ssl_config_file", config]
+    with ServerProcess(flags, ca_file=certs.ca, client_cert=certs.client_cert,
+                       client_key=certs.client_key) as server:
+        target = Target("half")
+        mine = {"ca_file": certs.ca, "client_cert": certs.client_cert,
+                "client_key": certs.client_key}
+        for client in (GrpcClient(server.grpc_address, target, **mine),
+                       RestClient(server.rest_url, target, **mine)):
+            with client:
+                assert _y(client) == 3.0
+
+        other = {"ca_file": certs.ca, "client_cert": certs.other_client_cert,
+                 "client_key": certs.other_client_key}
+        for kwargs in ({"ca_file": certs.ca}, other):  # no certificate; one from another CA
+            for client in (GrpcClient(server.grpc_address, target, retries=0, **kwargs),
+                           RestClient(server.rest_url, target, retries=0, **kwargs)):
+                with client, pytest.raises(ServingClientError) as caught:
+                    client.status()
+                assert caught.value.code == "UNAVAILABLE", caught.value
+
+
+def test_ssl_config_file_errors_name_the_file_and_field(certs, tmp_path, capsys):
+    key, cert, ca = read_pem(certs.server_key), read_pem(certs.server_cert), read_pem(certs.ca)
+    cases = {
+        'server_key: "x" no_such_field: 1': "not an SSLConfig text proto",
+        text_format.MessageToString(SSLConfig(server_key=key)): "server_cert is missing",
+        'server_key: "/etc/tls/server.key" server_cert: "/etc/tls/server.pem"':
+            "server_key must hold the PEM text itself",
+        text_format.MessageToString(SSLConfig(server_key=key, server_cert=cert,
+                                              client_verify=True)):
+            "client_verify needs custom_ca",
+        text_format.MessageToString(SSLConfig(server_key=read_pem(certs.client_key),
+                                              server_cert=cert)):
+            "server_key/server_cert: not a matching PEM key and certificate",
+        text_format.MessageToString(SSLConfig(
+            server_key=key, server_cert=cert,
+            custom_ca="-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")):
+            "custom_ca: not PEM certificates",
+        text_format.MessageToString(SSLConfig(server_key=encrypted_key(), server_cert=cert)):
+            "server_key is encrypted",  # an error, not OpenSSL's password prompt
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"ssl{i}.config"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message) as caught:
+            load_ssl_config(str(path))
+        assert str(path) in str(caught.value)
+    with pytest.raises(ValueError, match="cannot read it"):
+        load_ssl_config(str(tmp_path / "missing.config"))
+
+    # The server stops with the same message before it loads any model.
+    code = model_server.main(["--model_name", "half", "--model_base_path", str(tmp_path),
+                              "--ssl_config_file", str(tmp_path / "ssl3.config")])
+    assert code == 1
+    assert f"SSL config {tmp_path / 'ssl3.config'}: client_verify needs custom_ca" in \
+        capsys.readouterr().err
+
+    # The README's form: each PEM as adjacent string literals, one line each.
+    readme_form = "".join(f"{name}:\n" + "".join(f'  "{line}\\n"\n' for line in pem.splitlines())
+                          for name, pem in (("server_key", key), ("server_cert", cert),
+                                            ("custom_ca", ca)))
+    (tmp_path / "readme.config").write_text(readme_form + "client_verify: true\n")
+    parsed = load_ssl_config(str(tmp_path / "readme.config"))
+    assert (parsed.key, parsed.cert, parsed.custom_ca, parsed.client_verify) == (
+        key.encode(), cert.encode(), ca.encode(), True)
+
+
+REMOTE = ["192.0.2.1:8500", "[2001:db8::1]:8500", "dns:///serving.example:8500"]
+
+
+def test_token_is_never_sent_in_clear_text_to_a_remote_host(certs):
+    """Refused before any connection: the documentation addresses are never dialled."""
+    target = Target("half")
+    for address in REMOTE:
+        with pytest.raises(InsecureTokenError, match="refusing to send the bearer token"):
+            GrpcClient(address, target, token="s3cret")
+        with pytest.raises(InsecureTokenError, match="not loopback"):
+            connect(f"grpc://{address}", target, token="s3cret")
+    for url in ("http://192.0.2.1:8501", "http://[2001:db8::1]:8501",
+                "http://serving.example:8501"):
+        with pytest.raises(InsecureTokenError, match="in clear text to .* not loopback"):
+            RestClient(url, target, token="s3cret")
+    # Allowed: loopback in clear text, TLS anywhere, or an explicit opt-in.
+    allowed = [GrpcClient(a, target, token="s3cret")
+               for a in ("127.0.0.1:8500", "127.8.9.10:8500", "[::1]:8500", "localhost:8500")]
+    allowed += [RestClient(u, target, token="s3cret")
+                for u in ("http://127.0.0.1:8501", "http://[::1]:8501", "http://localhost:8501")]
+    allowed += [GrpcClient(REMOTE[0], target, token="s3cret", ca_file=certs.ca),
+                connect(f"grpcs://{REMOTE[0]}", target, token="s3cret"),
+                RestClient("https://192.0.2.1:8501", target, token="s3cret"),
+                GrpcClient(REMOTE[0], target, token="s3cret", allow_insecure_token=True),
+                RestClient("http://192.0.2.1:8501", target, token="s3cret",
+                           allow_insecure_token=True)]
+    for client in allowed:
+        client.close()
+
+
+def test_client_tls_arguments_are_checked(certs, tmp_path):
+    target = Target("half")
+    with pytest.raises(ValueError, match="use https://"):
+        RestClient("http://127.0.0.1:8501", target, ca_file=certs.ca)
+    with pytest.raises(ValueError, match="client_cert and client_key go together"):
+        GrpcClient("127.0.0.1:8500", target, client_cert=certs.client_cert)
+    with pytest.raises(ValueError, match=f"ca_file {tmp_path / 'nope.pem'}"):
+        RestClient("https://127.0.0.1:8501", target, ca_file=str(tmp_path / "nope.pem"))
+    with pytest.raises(ValueError, match="client_key .*not a PEM file"):
+        GrpcClient("127.0.0.1:8500", target, client_cert=certs.client_cert,
+                   client_key=write_pem(tmp_path / "empty.key"))
