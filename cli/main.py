@@ -107,12 +107,16 @@ def _cmd_kubeflow(args) -> int:
 def _cmd_score(args) -> int:
     from cli.score import score_file
     from components.text_example_gen.parsing import ReaderConfig
-    result = score_file(args.model, args.data,
-                        ReaderConfig(args.text_column, args.label_column, args.file_format))
+    reader = ReaderConfig(
+        args.text_column, args.label_column, args.file_format,
+        column_names=args.column_names.split(",") if args.column_names else (),
+        quoting=args.quoting, text_separator=args.text_separator,
+        text_pair_column=args.text_pair_column, label_delimiter=args.label_delimiter)
+    result = score_file(args.model, args.data, reader)
     print(f"{result.examples} examples, accuracy {result.accuracy:.4f} "
           f"({result.seconds:.1f}s)")
     for label, (correct, total) in result.per_label.items():
-        print(f"  label {label}: {correct}/{total} correct")
+        print(f"  label {label}: {correct}/{total} correct, F1 {result.f1(label):.4f}")
     return 0
 
 
@@ -138,6 +142,13 @@ def _cmd_predict(args) -> int:
             texts += [line.rstrip("\n") for line in stream if line.strip()]
     if not texts:
         raise ValueError("nothing to predict: give texts or --input FILE")
+    pairs = None
+    if args.pairs:
+        unpaired = [t for t in texts if "\t" not in t]
+        if unpaired:
+            raise ValueError(f"--pairs: each text must be 'first<TAB>second', not "
+                             f"{unpaired[0]!r}")
+        texts, pairs = map(list, zip(*(t.split("\t", 1) for t in texts)))
     token = None
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as f:
@@ -147,12 +158,14 @@ def _cmd_predict(args) -> int:
                  ca_file=args.ca_file, client_cert=args.client_cert,
                  client_key=args.client_key) as client:
         try:
-            predictions = client.predict_texts(texts)
+            predictions = client.predict_texts(texts, pairs)
         except ServingClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
     for p in predictions:
         line = {"text": p.text, "label": p.label, "probabilities": p.probabilities}
+        if p.text_pair is not None:
+            line = {"text": p.text, "text_pair": p.text_pair, **line}
         if p.id:  # the server records predictions: correct one with POST /v1/feedback
             line["id"] = p.id
         print(json.dumps(line, ensure_ascii=False))
@@ -202,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--text_column", default="sentence", help="(default: %(default)s)")
     score.add_argument("--label_column", default="label", help="(default: %(default)s)")
     score.add_argument("--file_format", default="auto", help="(default: %(default)s)")
+    score.add_argument("--text_pair_column", default="",
+                       help="Second text of sentence pairs (models trained on pairs).")
+    score.add_argument("--column_names", default="",
+                       help="Comma-separated column names of a file without a header row.")
+    score.add_argument("--quoting", default="csv", choices=["csv", "none"],
+                       help="none: quotes are plain text (GLUE-style TSV) "
+                            "(default: %(default)s).")
+    score.add_argument("--text_separator", default=" ",
+                       help="Joins several text columns (default: a space).")
+    score.add_argument("--label_delimiter", default="",
+                       help="Splits the label field into several labels (multi-label models).")
     score.set_defaults(func=_cmd_score)
 
     schedule = _config_command(
@@ -245,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "signature) and prints one JSON line per text: label and probabilities.")
     predict.add_argument("text", nargs="*", help="Texts to classify.")
     predict.add_argument("--input", help="File with one text per line ('-': stdin).")
+    predict.add_argument("--pairs", action="store_true",
+                         help="Sentence pairs: every text (argument or line) is "
+                              "'first<TAB>second'.")
     predict.add_argument("--server", default="grpc://127.0.0.1:8500",
                          help="grpc://host:port, grpcs://host:port (TLS), http://host:port "
                               "or https://host:port (default: %(default)s).")
@@ -307,5 +334,12 @@ def main(argv=None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The ``bert-pipeline`` command: ``main``, then an exit that survives tensorflow-io's
+    S3 file system (see serving/filesystems.py)."""
+    from serving import filesystems
+    filesystems.exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -26,15 +26,23 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
     if not files:
         raise ValueError(f"no files match {os.path.join(input_dir, file_pattern)}")
     records = [r for path in files for r in read_file(path, reader)]
-    frame = pd.DataFrame({features.TEXT: [r.text for r in records],
-                          features.LABEL: [r.label for r in records]})
+    columns = {features.TEXT: [r.text for r in records],
+               features.LABEL: [list(r.labels) for r in records]}
+    if reader.text_pair_column:
+        columns[features.TEXT_PAIR] = [r.text_pair for r in records]
+    frame = pd.DataFrame(columns)
+    if not reader.multi_label:
+        frame[features.LABEL] = [r.label for r in records]
     schema = tfdv.infer_schema(tfdv.generate_statistics_from_dataframe(frame))
     for feature in schema.feature:
         feature.presence.min_fraction = 1.0
         feature.presence.min_count = 1
         feature.ClearField("value_count")
         feature.shape.Clear()
-        feature.shape.dim.add(size=1)
+        if reader.multi_label and feature.name == features.LABEL:
+            feature.value_count.min = 1  # one or more labels per text
+        else:
+            feature.shape.dim.add(size=1)
     label = tfdv.get_feature(schema, features.LABEL)
     label.ClearField("domain_info")
     label.domain = features.LABEL
@@ -43,7 +51,7 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
     text.drift_comparator.jensen_shannon_divergence.threshold = DRIFT_LIMIT
     del schema.string_domain[:]
     schema.string_domain.append(schema_pb2.StringDomain(
-        name=features.LABEL, value=sorted({r.label for r in records})))
+        name=features.LABEL, value=sorted({label for r in records for label in r.labels})))
     return schema, len(records)
 
 

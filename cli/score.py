@@ -13,9 +13,16 @@ from serving import contract
 @dataclasses.dataclass
 class Score:
     examples: int
-    accuracy: float
-    per_label: dict  # label -> (correct, total)
+    accuracy: float  # multi-label models: share of texts whose label set is exactly right
+    per_label: dict  # label -> (correct, total): texts of the label predicted with it
     seconds: float
+    predicted: dict = dataclasses.field(default_factory=dict)  # label -> times predicted
+
+    def f1(self, label: str) -> float:
+        """F1 of one label (precision over predictions, recall over its texts)."""
+        correct, total = self.per_label.get(label, (0, 0))
+        predicted = self.predicted.get(label, 0)
+        return 2 * correct / (total + predicted) if total + predicted else 0.0
 
 
 def latest_version(model_dir: str) -> str:
@@ -30,21 +37,41 @@ def latest_version(model_dir: str) -> str:
 
 def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
                batch_size: int = 64) -> Score:
+    """Accuracy of the model on a labelled file (sentence pairs with
+    ``reader.text_pair_column``; several labels per text with ``reader.label_delimiter``)."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
     records = read_file(data_file, reader)
     model = tf.saved_model.load(latest_version(model_dir))
     predict = model.signatures[contract.TEXT_SIGNATURE]
+    takes_pairs = contract.TEXT_PAIR_INPUT in predict.structured_input_signature[1]
+    if takes_pairs != bool(reader.text_pair_column):
+        raise ValueError(f"the model at {model_dir} takes "
+                         f"{'sentence pairs' if takes_pairs else 'single texts'}: "
+                         f"{'set' if takes_pairs else 'drop'} the text pair column")
+    multi_label = contract.LABEL_SET in predict.structured_outputs
     started = time.time()
     per_label: dict = collections.defaultdict(lambda: [0, 0])
+    predicted_counts: dict = collections.Counter()
+    exact = 0
     for i in range(0, len(records), batch_size):
         batch = records[i:i + batch_size]
-        texts = tf.constant([r.text for r in batch])
-        labels = predict(**{contract.TEXT_INPUT: texts})[contract.LABEL_NAME].numpy()
-        for record, predicted in zip(batch, labels):
-            per_label[record.label][1] += 1
-            per_label[record.label][0] += int(predicted.decode() == record.label)
-    correct = sum(c for c, _ in per_label.values())
-    return Score(len(records), correct / len(records),
-                 {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started)
+        inputs = {contract.TEXT_INPUT: tf.constant([r.text for r in batch])}
+        if takes_pairs:
+            inputs[contract.TEXT_PAIR_INPUT] = tf.constant([r.text_pair for r in batch])
+        outputs = predict(**inputs)
+        if multi_label:
+            predicted = [{v.decode() for v in row if v}
+                         for row in outputs[contract.LABEL_SET].numpy()]
+        else:
+            predicted = [{v.decode()} for v in outputs[contract.LABEL_NAME].numpy()]
+        for record, labels in zip(batch, predicted):
+            exact += labels == set(record.labels)
+            predicted_counts.update(labels)
+            for label in record.labels:
+                per_label[label][1] += 1
+                per_label[label][0] += label in labels
+    return Score(len(records), exact / len(records),
+                 {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started,
+                 dict(predicted_counts))

@@ -47,8 +47,10 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         data_root=config.data.input_dir,
         schema_file=resolve_path(config.data.schema_path, kubeflow.project_dir),
         serving_model_dir=os.path.join(kubeflow.serving_dir, config.output.model_name),
-        beam_pipeline_args=worker_beam_args(kubeflow.beam_args or config.beam_args,
-                                            kubeflow.image),
+        # storage's Beam options first (an explicit Beam option wins): they reach workers
+        beam_pipeline_args=worker_beam_args(
+            config.storage.beam_args() + list(kubeflow.beam_args or config.beam_args),
+            kubeflow.image),
         serving_spec=serving_spec(config),
         trainer_platform_config=trainer_resources(kubeflow))
 

@@ -32,8 +32,15 @@ def metadata_config(config: PipelineConfig):
         os.path.abspath(config.metadata_path))
 
 
+def use_storage(config: PipelineConfig) -> None:
+    """Points this process's S3 clients (tensorflow-io's, boto3's) at ``storage.*``;
+    before the first s3:// access, which fixes tensorflow-io's endpoint for the process."""
+    os.environ.update(config.storage.environment())
+
+
 def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     """The pipeline as this machine runs it."""
+    use_storage(config)
     return create_pipeline(
         config,
         pipeline_name=config.name,
@@ -41,15 +48,17 @@ def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         data_root=resolve_path(config.data.input_dir),
         schema_file=resolve_path(config.data.schema_path),
         serving_model_dir=resolve_path(config.push_dir),
-        beam_pipeline_args=list(config.beam_args),
+        # storage's Beam options first: an explicit beam_args option wins
+        beam_pipeline_args=config.storage.beam_args() + list(config.beam_args),
         metadata_connection_config=metadata_config(config))
 
 
 @contextlib.contextmanager
 def run_lock(config: PipelineConfig):
-    """Held while a run is active; a second run on the same output root is refused."""
-    os.makedirs(config.output.root, exist_ok=True)
-    path = os.path.join(config.output.root, LOCK_FILE)
+    """Held while a run is active; a second run on the same output root is refused (on
+    this machine: the lock lives in the local state folder)."""
+    os.makedirs(config.state_dir, exist_ok=True)
+    path = os.path.join(config.state_dir, LOCK_FILE)
     with open(path, "a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -50,6 +50,7 @@ class Scheduler:
             raise ValueError(f"schedule.cron '{config.schedule.cron}' is not a valid cron "
                              "expression")
         self.config, self.clock, self._run = config, clock, run
+        runner.use_storage(config)  # before the first s3:// access (newest_span)
         self.started = clock()
 
     def due(self) -> Optional[str]:

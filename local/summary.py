@@ -1,18 +1,26 @@
 """What happened in a pipeline run, read back from ML Metadata.
 
-Per component: status and wall time; then eval metrics (candidate and
-baseline), the gate decision, and the pushed version (or why nothing was pushed).
+Per component: status and wall time; the share of [UNK] word pieces in training;
+then eval metrics (candidate and baseline), per-class figures and the confusion
+matrix, the gate decision (each failed threshold with both values), and the pushed
+version (or why nothing was pushed).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from typing import Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from local import evaluation
+
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
+# Shown for every slice (the gated metric too); the overall line shows every metric.
+SLICE_METRICS = ("example_count", "sparse_categorical_accuracy", "subset_accuracy")
 _STATE = metadata_store_pb2.Execution.State
 
 
@@ -40,6 +48,13 @@ class RunSummary:
     span: Optional[int] = None  # the newest span ingested (with data.span_pattern)
     drift: Optional[str] = None  # DriftCheck's verdict
     started_from: Optional[str] = None  # checkpoint, or warm start from a blessed model
+    labels: list = dataclasses.field(default_factory=list)  # class names, by class id
+    per_class: dict = dataclasses.field(default_factory=dict)  # class id -> figures
+    confusion: dict = dataclasses.field(default_factory=dict)  # (true, predicted) -> count
+    unknown_share: Optional[float] = None  # [UNK] share of the training word pieces
+    unknown_share_limit: Optional[float] = None
+    checkpoint: Optional[str] = None
+    gated: str = ""  # the metric the gate uses (eval.metric)
 
     @property
     def exit_code(self) -> int:
@@ -56,6 +71,16 @@ class RunSummary:
         details = [f"Span: {self.span}" if self.span is not None else "",
                    f"Drift: {self.drift}" if self.drift else "",
                    f"Training started {self.started_from}" if self.started_from else ""]
+        if self.unknown_share is not None:
+            details.append(f"[UNK] word pieces: {100 * self.unknown_share:.1f}% of the "
+                           f"training split")
+            limit = self.unknown_share_limit
+            if limit is not None and self.unknown_share > limit:
+                details.append(
+                    f"WARNING: more [UNK] word pieces than data.max_unknown_share "
+                    f"({100 * limit:.1f}%): the vocabulary of '{self.checkpoint}' does not "
+                    f"fit this text (another language or script?); use a checkpoint whose "
+                    f"vocabulary covers it (model.checkpoint, e.g. a multilingual BERT)")
         if any(details):
             lines += [""] + [d for d in details if d]
         if self.metrics:
@@ -63,8 +88,15 @@ class RunSummary:
             for slice_name, values in sorted(self.metrics.items(), key=lambda kv: kv[0] != ""):
                 base = self.baseline_metrics.get(slice_name, {})
                 shown = ", ".join(_metric_text(name, value, base.get(name))
-                                  for name, value in sorted(values.items()))
+                                  for name, value in sorted(values.items())
+                                  if not slice_name or name in SLICE_METRICS + (self.gated,))
                 lines.append(f"  {slice_name or 'overall':<30} {shown}")
+        if self.per_class:
+            lines += ["", "Per class (eval split):"]
+            lines += evaluation.per_class_lines(self.per_class, self.labels)
+        if self.confusion:
+            lines += ["", "Confusion matrix (eval split):"]
+            lines += evaluation.confusion_lines(self.confusion, self.labels)
         if self.blessed is not None:
             lines += ["", "Gate: " + ("BLESSED" if self.blessed else "NOT BLESSED")]
             lines += [f"  - {failure}" for failure in self.gate_failures]
@@ -124,40 +156,51 @@ def _custom(artifact, name):
 
 
 def _read_stats(model_run_uri: str) -> dict:
-    import json
-    import os
+    from tfx.dsl.io import fileio
+
+    path = os.path.join(model_run_uri, "train_stats.json")  # a local path or a URI
+    if not fileio.exists(path):
+        return {}
     try:
-        with open(os.path.join(model_run_uri, "train_stats.json"), encoding="utf-8") as f:
+        with fileio.open(path) as f:
             return json.load(f)
-    except (OSError, ValueError):
+    except ValueError:
         return {}
 
 
-def _read_evaluation(summary: RunSummary, uri: str) -> None:
-    import tensorflow_model_analysis as tfma
-    for per_slice in tfma.load_metrics(uri):
-        slice_name = ";".join(f"{s.column}={s.bytes_value.decode() or s.int64_value}"
-                              for s in per_slice.slice_key.single_slice_keys)
-        for kv in per_slice.metric_keys_and_values:
-            if kv.key.is_diff or not kv.value.HasField("double_value"):
-                continue
-            target = summary.baseline_metrics if kv.key.model_name == "baseline" \
-                else summary.metrics
-            target.setdefault(slice_name, {})[kv.key.name] = kv.value.double_value.value
-    validation = tfma.load_validation_result(uri)
-    for per_slice in validation.metric_validations_per_slice:
-        for failure in per_slice.failures:
-            change = " (change vs baseline)" if failure.metric_key.is_diff else ""
-            summary.gate_failures.append(
-                f"{failure.metric_key.name}{change}"
-                f": {failure.metric_value.double_value.value:.4f} fails "
-                f"{_threshold_text(failure.metric_threshold)}")
+def _read_evaluation(summary: RunSummary, uri: str, gated: str) -> None:
+    summary.gated = gated
+    result = evaluation.read(uri, summary.labels, gated)
+    summary.metrics, summary.baseline_metrics = result.metrics, result.baseline_metrics
+    summary.per_class, summary.confusion = result.per_class, result.confusion
+    summary.gate_failures += result.failures
 
 
-def _threshold_text(threshold) -> str:
-    if threshold.HasField("value_threshold"):
-        return f"lower bound {threshold.value_threshold.lower_bound.value:.4f}"
-    return f"allowed change {threshold.change_threshold.absolute.value:+.4f}"
+def _gated_metric(pipeline) -> str:
+    """The metric with a change threshold in the Evaluator's config (eval.metric)."""
+    for component in pipeline.components:
+        if component.id == "Evaluator":
+            config = json.loads(component.exec_properties["eval_config"])
+            for spec in config.get("metrics_specs", []):
+                for metric in spec.get("metrics", []):
+                    for threshold in metric.get("per_slice_thresholds", []):
+                        if "change_threshold" in threshold.get("threshold", {}):
+                            return json.loads(metric.get("config") or "{}").get(
+                                "name", _snake(metric["class_name"]))
+    return ""
+
+
+def _snake(class_name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name).lower()
+
+
+def _labels(model_uri: str) -> list:
+    path = os.path.join(model_uri, "Format-Serving", "assets.extra", "labels.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except OSError:
+        return []
 
 
 def _reads_spans(pipeline) -> bool:
@@ -202,9 +245,15 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
         if node == "DriftCheck" and outputs.get("report"):
             summary.drift = _custom(outputs["report"][0], "drift")
         if node == "Trainer" and outputs.get("model_run"):
-            summary.started_from = _read_stats(outputs["model_run"][0].uri).get("started_from")
+            stats = _read_stats(outputs["model_run"][0].uri)
+            summary.started_from = stats.get("started_from")
+            summary.unknown_share = stats.get("unknown_share")
+            summary.unknown_share_limit = stats.get("unknown_share_limit")
+            summary.checkpoint = stats.get("checkpoint")
+        if node == "Trainer" and outputs.get("model"):
+            summary.labels = _labels(outputs["model"][0].uri)
         if node == "Evaluator" and outputs.get("evaluation"):
-            _read_evaluation(summary, outputs["evaluation"][0].uri)
+            _read_evaluation(summary, outputs["evaluation"][0].uri, _gated_metric(pipeline))
             if outputs.get("blessing"):
                 summary.blessed = bool(_custom(outputs["blessing"][0], "blessed"))
         if node == "ServingCheck" and outputs.get("blessing"):

@@ -1,15 +1,20 @@
 """Exporting the trained classifier as a SavedModel for TF Serving and TFMA.
 
 Serving contract (clients and tests rely on these names):
-  * ``serving_default``: input ``examples`` (serialized tf.Example with a ``text`` feature)
-  * ``predict_text``: input ``text`` (raw strings)
+  * ``serving_default``: input ``examples`` (serialized tf.Example with a ``text`` feature,
+    and ``text_pair`` for sentence-pair models)
+  * ``predict_text``: input ``text`` (raw strings; pair models also ``text_pair``)
   both returning ``probabilities`` [batch, classes] float32, ``class_id`` [batch]
   int64 and ``label`` [batch] string. Tokenizer and label names are in the graph.
+  Multi-label models: ``probabilities`` are independent sigmoid scores, ``class_id`` and
+  ``label`` the top-scoring label, and ``label_set`` [batch, classes] string holds the
+  predicted labels (score >= the decision threshold), best first, padded with "".
   * ``classify`` (TF Serving's Classify API, method ``tensorflow/serving/classify``):
     input ``inputs`` (serialized tf.Example) -> ``classes`` (every label name) and
     ``scores`` (their probabilities), both [batch, classes].
   * ``transform_features`` (for TFMA only): serialized examples with labels ->
-    ``label_id`` and ``text_length_bucket``.
+    ``label_id`` (multi-hot [batch, classes] float for multi-label models) and
+    ``text_length_bucket``.
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from models import features
-from models.tokenizer import pad_to_dense
-from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, LABELS_FILE, MODEL_INFO_FILE,
-                              WARMUP_FILE)
+from models.hparams import Task
+from models.tokenizer import pad_to_dense, segment_ids
+from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, LABEL_SET, LABELS_FILE,
+                              MODEL_INFO_FILE, WARMUP_FILE)
 # tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
 # every other op of the exported model must be core TensorFlow.
 TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
@@ -32,6 +38,8 @@ TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplit
 WARMUP_TEXTS = ("", "a short text",
                 "a much longer text, with punctuation and numbers like 42, to exercise "
                 "the tokenizer and a longer padded batch " * 4)
+# The second texts of the warmup pairs (sentence-pair models).
+WARMUP_PAIRS = ("an answer", "", "and its pair, also long enough to be truncated " * 8)
 
 
 def _text_feature(texts: tf.Tensor, spec) -> tf.Tensor:
@@ -46,10 +54,16 @@ def _text_feature(texts: tf.Tensor, spec) -> tf.Tensor:
 
 
 def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
-                         pad_id: int, output_dir: str, model_info: Mapping) -> None:
-    """Saves ``model`` with the tokenizer and label names baked into its signatures."""
+                         pad_id: int, output_dir: str, model_info: Mapping,
+                         sep_id: int = -1, task: Task = Task(),
+                         threshold: float = 0.5) -> None:
+    """Saves ``model`` with the tokenizer and label names baked into its signatures.
+
+    ``sep_id`` gives sentence pairs their token types; multi-label models (``task``)
+    predict every label whose sigmoid score is at least ``threshold``."""
     raw_spec = tf_transform_output.raw_feature_spec()
-    text_spec = {features.TEXT: raw_spec[features.TEXT]}
+    text_names = [features.TEXT] + ([features.TEXT_PAIR] if task.text_pair else [])
+    text_spec = {name: raw_spec[name] for name in text_names}
     # The Transform graph as a tracked layer, so its tables and assets are saved.
     model.tft_layer = tf_transform_output.transform_features_layer()
     labels = tf.constant(list(label_names))
@@ -57,20 +71,38 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
         ids, mask = pad_to_dense(transformed[features.INPUT_IDS], pad_id)
-        outputs = model({"input_ids": ids, "attention_mask": mask,
-                         "token_type_ids": tf.zeros_like(ids)}, training=False)
-        probabilities = tf.nn.softmax(tf.cast(outputs.logits, tf.float32), axis=-1)
+        types = segment_ids(ids, sep_id, mask) if task.text_pair else tf.zeros_like(ids)
+        outputs = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
+                        training=False)
+        logits = tf.cast(outputs.logits, tf.float32)
+        if task.multi_label:
+            probabilities = tf.sigmoid(logits)
+        else:
+            probabilities = tf.nn.softmax(logits, axis=-1)
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {features.PROBABILITIES: probabilities, features.CLASS_ID: class_id,
-                features.LABEL_NAME: tf.gather(labels, class_id)}
+        result = {features.PROBABILITIES: probabilities, features.CLASS_ID: class_id,
+                  features.LABEL_NAME: tf.gather(labels, class_id)}
+        if task.multi_label:
+            result[LABEL_SET] = label_set(probabilities, labels, threshold)
+        return result
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, text_spec))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.TEXT_INPUT)])
-    def serve_text(text):
-        return predict({features.TEXT: _text_feature(text, raw_spec[features.TEXT])})
+    if task.text_pair:
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.TEXT_INPUT),
+            tf.TensorSpec([None], tf.string, name=features.TEXT_PAIR_INPUT)])
+        def serve_text(text, text_pair):
+            return predict({features.TEXT: _text_feature(text, raw_spec[features.TEXT]),
+                            features.TEXT_PAIR: _text_feature(
+                                text_pair, raw_spec[features.TEXT_PAIR])})
+    else:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
+                                                     name=features.TEXT_INPUT)])
+        def serve_text(text):
+            return predict({features.TEXT: _text_feature(text, raw_spec[features.TEXT])})
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
     def classify(inputs):
@@ -81,7 +113,14 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
     def transform_features(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, raw_spec))
-        return {k: transformed[k] for k in (features.LABEL_ID, features.LENGTH_BUCKET)}
+        label_id = transformed[features.LABEL_ID]
+        if task.multi_label:  # TFMA compares multi-hot labels with the sigmoid scores
+            hot = tf.math.unsorted_segment_sum(
+                tf.one_hot(label_id.values, len(label_names)), label_id.indices[:, 0],
+                label_id.dense_shape[0])
+            label_id = tf.minimum(hot, 1.0)
+        return {features.LABEL_ID: label_id,
+                features.LENGTH_BUCKET: transformed[features.LENGTH_BUCKET]}
 
     signatures = {
         features.SERVING_EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
@@ -97,7 +136,15 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
         f.write("".join(f"{name}\n" for name in label_names))
     with tf.io.gfile.GFile(os.path.join(extra, MODEL_INFO_FILE), "w") as f:
         json.dump(dict(model_info, labels=list(label_names)), f, indent=2, sort_keys=True)
-    write_warmup_requests(os.path.join(extra, WARMUP_FILE))
+    write_warmup_requests(os.path.join(extra, WARMUP_FILE), task.text_pair)
+
+
+def label_set(probabilities: tf.Tensor, labels: tf.Tensor, threshold: float) -> tf.Tensor:
+    """Names of the labels scoring at least ``threshold``, best first, padded with ""."""
+    order = tf.argsort(probabilities, axis=-1, direction="DESCENDING")
+    names = tf.gather(labels, order)
+    chosen = tf.gather(probabilities, order, batch_dims=1) >= threshold
+    return tf.where(chosen, names, tf.zeros_like(names))
 
 
 def set_method_name(saved_model_dir: str, signature: str, method_name: str) -> None:
@@ -113,35 +160,46 @@ def set_method_name(saved_model_dir: str, signature: str, method_name: str) -> N
         f.write(saved_model.SerializeToString())
 
 
-def _serialized_example(text: str) -> bytes:
-    return tf.train.Example(features=tf.train.Features(feature={features.TEXT: tf.train.Feature(
-        bytes_list=tf.train.BytesList(value=[text.encode("utf-8")]))})).SerializeToString()
+def _serialized_example(text: str, pair=None) -> bytes:
+    values = {features.TEXT: text} if pair is None else {features.TEXT: text,
+                                                         features.TEXT_PAIR: pair}
+    return tf.train.Example(features=tf.train.Features(feature={
+        name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+        for name, value in values.items()})).SerializeToString()
 
 
-def write_warmup_requests(path: str) -> None:
-    """TF Serving's warmup file: a TFRecord of PredictionLog for the serving signatures."""
+def write_warmup_requests(path: str, text_pair: bool = False) -> None:
+    """TF Serving's warmup file: a TFRecord of PredictionLog for the serving signatures
+    (with ``text_pair``: every request carries sentence pairs)."""
     from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2,
                                          predict_pb2, prediction_log_pb2)
 
-    batches = [[WARMUP_TEXTS[1]], [WARMUP_TEXTS[i % len(WARMUP_TEXTS)] for i in range(8)]]
+    def rows(indexes):
+        return [(WARMUP_TEXTS[i % len(WARMUP_TEXTS)],
+                 WARMUP_PAIRS[i % len(WARMUP_PAIRS)] if text_pair else None) for i in indexes]
+
     with tf.io.TFRecordWriter(path) as writer:
-        for texts in batches:
-            for signature, name, values in (
-                    (features.SERVING_TEXT_SIGNATURE, features.TEXT_INPUT,
-                     [t.encode("utf-8") for t in texts]),
-                    (features.SERVING_EXAMPLES_SIGNATURE, features.EXAMPLES_INPUT,
-                     [_serialized_example(t) for t in texts])):
+        for batch in (rows([1]), rows(range(8))):
+            texts = {features.TEXT_INPUT: [t for t, _ in batch]}
+            if text_pair:
+                texts[features.TEXT_PAIR_INPUT] = [p for _, p in batch]
+            examples = {features.EXAMPLES_INPUT: [_serialized_example(*row) for row in batch]}
+            for signature, inputs in ((features.SERVING_TEXT_SIGNATURE, texts),
+                                      (features.SERVING_EXAMPLES_SIGNATURE, examples)):
                 request = predict_pb2.PredictRequest(
                     model_spec=model_pb2.ModelSpec(signature_name=signature))
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+                for name, values in inputs.items():
+                    request.inputs[name].CopyFrom(tf.make_tensor_proto(
+                        [v if isinstance(v, bytes) else v.encode("utf-8") for v in values],
+                        dtype=tf.string))
                 log = prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
             request = classification_pb2.ClassificationRequest(
                 model_spec=model_pb2.ModelSpec(signature_name=features.CLASSIFY_SIGNATURE),
                 input=input_pb2.Input(example_list=input_pb2.ExampleList(
-                    examples=[tf.train.Example.FromString(_serialized_example(t))
-                              for t in texts])))
+                    examples=[tf.train.Example.FromString(e)
+                              for e in examples[features.EXAMPLES_INPUT]])))
             log = prediction_log_pb2.PredictionLog(
                 classify_log=prediction_log_pb2.ClassifyLog(request=request))
             writer.write(log.SerializeToString())

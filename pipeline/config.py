@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import typing
 from typing import Any, Mapping, Optional
 
@@ -29,8 +30,23 @@ class DataConfig:
     input_dir: str = _field("data/sample", "Folder with the labelled text files.")
     file_pattern: str = _field("*", "Glob of data files inside input_dir (single-split mode).")
     file_format: str = _field("auto", "auto (from the extension), csv, tsv or jsonl.")
-    text_column: str = _field("sentence", "Column (or JSON key) holding the text.")
-    label_column: str = _field("label", "Column (or JSON key) holding the label.")
+    text_column: str = _field("sentence", "Column (or JSON key) holding the text: a name "
+                                          "or a 0-based position; several, comma-separated "
+                                          "(e.g. 'title,description'), are joined with "
+                                          "text_separator.")
+    label_column: str = _field("label", "Column (or JSON key) holding the label: a name or "
+                                        "a 0-based position.")
+    column_names: list = _field([], "Names of the columns of CSV/TSV files without a header "
+                                    "row (empty: the first row is the header).")
+    quoting: str = _field("csv", "csv: fields may be double-quoted (RFC 4180); none: quotes "
+                                 "are plain text and every line is a row (GLUE-style TSV).")
+    text_separator: str = _field(" ", "Joins several text columns into one text.")
+    text_pair_column: str = _field("", "Column (or JSON key) with the second text of a "
+                                       "sentence pair, same syntax as text_column; empty: "
+                                       "single texts.")
+    label_delimiter: str = _field("", "Splits the label field into several labels, e.g. "
+                                      "'|' (multi-label: sigmoid outputs per label); empty: "
+                                      "one label per text.")
     presplit: bool = _field(False, "Read input_dir/train/* and input_dir/eval/* "
                                    "instead of hash-splitting.")
     eval_fraction: float = _field(0.1, "Share of rows hashed into the eval split.")
@@ -47,9 +63,16 @@ class DataConfig:
         0.02, "Drift limit on the share of [UNK] word pieces: newest span minus previous "
               "span (label and text-length limits are drift comparators in the schema).")
 
+    max_unknown_share: float = _field(
+        0.05, "The run summary warns when more than this share of the training word pieces "
+              "are [UNK] (the checkpoint's vocabulary does not fit the text's language).")
+
     def reader_config(self) -> ReaderConfig:
         return ReaderConfig(text_column=self.text_column, label_column=self.label_column,
-                            file_format=self.file_format)
+                            file_format=self.file_format, column_names=self.column_names,
+                            quoting=self.quoting, text_separator=self.text_separator,
+                            text_pair_column=self.text_pair_column,
+                            label_delimiter=self.label_delimiter)
 
     def __post_init__(self):
         if self.span_pattern and "{SPAN}" not in self.span_pattern:
@@ -59,15 +82,45 @@ class DataConfig:
         if self.drift_action not in ("fail", "warn"):
             raise ValueError(f"data.drift_action must be fail or warn, not "
                              f"'{self.drift_action}'")
+        self.reader_config()  # refuses bad reader settings (e.g. data.quoting) early
+
+
+# eval.metric -> the TFMA metric the gate reads (single-label tasks; multi-label tasks
+# use the names in pipeline/eval_metrics.py, with accuracy meaning subset accuracy).
+GATE_METRICS = {"accuracy": "sparse_categorical_accuracy", "auc": "auc",
+                "macro_f1": "macro_f1", "macro_precision": "macro_precision",
+                "macro_recall": "macro_recall", "weighted_f1": "weighted_f1",
+                "min_class_recall": "min_class_recall"}
+MULTI_LABEL_GATE_METRICS = ("accuracy", "subset_accuracy", "micro_f1", "macro_f1",
+                            "macro_precision", "macro_recall", "min_class_recall")
 
 
 @dataclasses.dataclass
 class EvalConfig:
     """The blessing gate."""
 
-    min_accuracy: float = _field(0.80, "Accuracy the model must reach on the eval split.")
+    metric: str = _field("accuracy", "What the gate uses: accuracy, macro_f1, "
+                                     "macro_precision, macro_recall, weighted_f1, "
+                                     "min_class_recall, auc (two classes); multi-label "
+                                     "tasks: accuracy (= subset_accuracy, the whole label "
+                                     "set right), micro_f1, macro_f1, macro_precision, "
+                                     "macro_recall, min_class_recall.")
+    min_accuracy: float = _field(0.80, "Value eval.metric (accuracy by default) must reach "
+                                       "on the eval split.")
     max_accuracy_drop: float = _field(0.0, "How far below the last blessed model's "
-                                           "accuracy a new model may be (0: no regression).")
+                                           "eval.metric a new model may be (0: no "
+                                           "regression).")
+    min_class_recall: float = _field(0.0, "Floor on every class's recall (0: none): a "
+                                          "model that misses a class is not blessed.")
+
+    def __post_init__(self):
+        known = sorted(set(GATE_METRICS) | set(MULTI_LABEL_GATE_METRICS))
+        if self.metric not in known:
+            raise ValueError(f"eval.metric must be one of {', '.join(known)}, not "
+                             f"'{self.metric}'")
+        if self.metric == "min_class_recall" and self.min_class_recall > 0:
+            raise ValueError("eval.min_class_recall is a floor on min_class_recall already "
+                             "gated by eval.metric: set one of them")
 
 
 @dataclasses.dataclass
@@ -122,10 +175,56 @@ class ScheduleConfig:
     cron: str = _field("0 3 * * *", "Run the pipeline at these times (5-field cron).")
     poll_seconds: int = _field(60, "How often to look for a new span between cron times.")
     history_file: str = _field("", "JSON Lines history of every run "
-                                   "(default: <output.root>/history.jsonl).")
+                                   "(default: history.jsonl in storage.local_dir or output.root).")
     feedback_dir: str = _field("", "The model server's --feedback_dir: before each tick, "
                                    "corrected predictions become the next span.")
     feedback_min_rows: int = _field(200, "Corrections to wait for before they make a span.")
+
+
+def is_uri(path: str) -> bool:
+    """Whether a location is a URI (s3://, gs://, ...) rather than a local path."""
+    return "://" in path
+
+
+@dataclasses.dataclass
+class StorageConfig:
+    """Object storage (s3://, gs://): the S3 endpoint and where local-only state goes."""
+
+    s3_endpoint: str = _field("", "S3 API of an S3-compatible store (MinIO, Ceph, moto), "
+                                  "e.g. http://127.0.0.1:9000; empty: AWS's own. Sets "
+                                  "S3_ENDPOINT (tensorflow-io, for tf.io.gfile and TFX), "
+                                  "AWS_ENDPOINT_URL_S3 (boto3) and Beam's --s3_endpoint_url.")
+    s3_region: str = _field("", "S3 region, e.g. eu-west-1: sets AWS_REGION, "
+                                "AWS_DEFAULT_REGION and Beam's --s3_region_name; empty: "
+                                "those variables as they are, or the SDKs' default.")
+    local_dir: str = _field("", "Local folder for what needs a local disk: the SQLite ML "
+                                "Metadata, the run lock and the run history. Empty: "
+                                "output.root, which must then be a local folder.")
+
+    def __post_init__(self):
+        if self.s3_endpoint and not re.fullmatch(r"https?://[^/\s]+/?", self.s3_endpoint):
+            raise ValueError(f"storage.s3_endpoint must be an http:// or https:// URL "
+                             f"(scheme, host and port), not '{self.s3_endpoint}'")
+        if is_uri(self.local_dir):
+            raise ValueError(f"storage.local_dir must be a local folder, not "
+                             f"'{self.local_dir}'")
+
+    def environment(self) -> dict:
+        """The variables each S3 client reads: tensorflow-io's file system behind
+        tf.io.gfile (TFX, TensorFlow, the model server) and boto3 (Beam). tensorflow-io
+        reads them once, at a process's first s3:// access."""
+        env = {}
+        if self.s3_endpoint:
+            env.update(S3_ENDPOINT=self.s3_endpoint, AWS_ENDPOINT_URL_S3=self.s3_endpoint)
+        if self.s3_region:
+            env.update(AWS_REGION=self.s3_region, AWS_DEFAULT_REGION=self.s3_region)
+        return env
+
+    def beam_args(self) -> list:
+        """Beam's S3 options: they reach Beam workers that do not share this process's
+        environment."""
+        return ([f"--s3_endpoint_url={self.s3_endpoint}"] if self.s3_endpoint else []) + \
+            ([f"--s3_region_name={self.s3_region}"] if self.s3_region else [])
 
 
 @dataclasses.dataclass
@@ -137,17 +236,41 @@ class PipelineConfig:
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     beam_args: list = _field(["--direct_running_mode=in_memory", "--direct_num_workers=1"],
                              "Apache Beam pipeline options.")
     enable_cache: bool = _field(False, "Reuse outputs of unchanged components.")
+
+    def __post_init__(self):
+        multi_label = bool(self.data.label_delimiter)
+        allowed = MULTI_LABEL_GATE_METRICS if multi_label else tuple(GATE_METRICS)
+        if self.eval.metric not in allowed:
+            raise ValueError(f"eval.metric '{self.eval.metric}' is for "
+                             f"{'single' if multi_label else 'multi'}-label tasks; with "
+                             f"data.label_delimiter {'set' if multi_label else 'empty'} use "
+                             f"one of {', '.join(allowed)}")
+        if multi_label and self.model.class_weight != "none":
+            raise ValueError("model.class_weight balanced is for single-label tasks (unset "
+                             "data.label_delimiter or model.class_weight)")
 
     @property
     def pipeline_root(self) -> str:
         return os.path.join(self.output.root, self.name)
 
     @property
+    def state_dir(self) -> str:
+        """The local folder of the ML Metadata database, the run lock and the history."""
+        if self.storage.local_dir:
+            return self.storage.local_dir
+        if is_uri(self.output.root):
+            raise ValueError(f"output.root '{self.output.root}' is not a local folder: set "
+                             f"storage.local_dir to one for the ML Metadata database, the "
+                             f"run lock and the run history")
+        return self.output.root
+
+    @property
     def metadata_path(self) -> str:
-        return os.path.join(self.output.root, "metadata.sqlite")
+        return os.path.join(self.state_dir, "metadata.sqlite")
 
     @property
     def push_dir(self) -> str:
@@ -155,7 +278,7 @@ class PipelineConfig:
 
     @property
     def history_path(self) -> str:
-        return self.schedule.history_file or os.path.join(self.output.root, "history.jsonl")
+        return self.schedule.history_file or os.path.join(self.state_dir, "history.jsonl")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -171,7 +294,8 @@ def resolve_path(path: str, base: Optional[str] = None) -> str:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelHParams, "eval": EvalConfig,
-            "output": OutputConfig, "kubeflow": KubeflowConfig, "schedule": ScheduleConfig}
+            "output": OutputConfig, "kubeflow": KubeflowConfig, "schedule": ScheduleConfig,
+            "storage": StorageConfig}
 
 
 def _convert(value: Any, kind: Any, key: str) -> Any:

@@ -26,7 +26,9 @@ from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
 from components.text_example_gen.parsing import split_buckets
 from models import features
-from pipeline.config import DataConfig, PipelineConfig
+from models.hparams import Task
+from pipeline import eval_metrics
+from pipeline.config import GATE_METRICS, DataConfig, PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -57,17 +59,63 @@ def example_gen(data: DataConfig, data_root: str) -> TextExampleGen:
                           span_pattern=data.span_pattern, window_spans=data.window_spans)
 
 
+def task(config: PipelineConfig) -> Task:
+    """What the data settings ask of the model: sentence pairs, several labels per text."""
+    return Task(text_pair=bool(config.data.text_pair_column),
+                multi_label=bool(config.data.label_delimiter))
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """Accuracy gate on the whole eval split (not per slice): an absolute bar and no
-    regression against the baseline. Slices are reported, not gated."""
-    accuracy_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(
-            lower_bound={"value": config.eval.min_accuracy}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            # TFMA passes a change strictly above the bound; the epsilon lets an equal
-            # accuracy (a drop of exactly max_accuracy_drop) pass.
-            absolute={"value": -config.eval.max_accuracy_drop - 1e-9}))
+    """The gate on the whole eval split (not per slice): ``eval.metric`` must reach an
+    absolute bar and not regress against the baseline; optionally every class's recall a
+    floor. Reported as well: example count, accuracy, per-class precision, recall, F1 and
+    support, macro figures, the confusion matrix and (two classes) AUC. Slices are
+    reported, not gated."""
+    multi_label = bool(config.data.label_delimiter)
+    gated = GATE_METRICS[config.eval.metric] if not multi_label else (
+        "subset_accuracy" if config.eval.metric == "accuracy" else config.eval.metric)
+    overall = [tfma.SlicingSpec()]
+
+    def thresholds(name: str) -> list:
+        found = []
+        if name == gated:
+            found.append(tfma.PerSliceMetricThreshold(
+                slicing_specs=overall, threshold=tfma.MetricThreshold(
+                    value_threshold=tfma.GenericValueThreshold(
+                        lower_bound={"value": config.eval.min_accuracy}),
+                    change_threshold=tfma.GenericChangeThreshold(
+                        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                        # TFMA passes a change strictly above the bound; the epsilon lets
+                        # an equal value (a drop of exactly max_accuracy_drop) pass.
+                        absolute={"value": -config.eval.max_accuracy_drop - 1e-9}))))
+        if name == "min_class_recall" and config.eval.min_class_recall > 0:
+            found.append(tfma.PerSliceMetricThreshold(
+                slicing_specs=overall, threshold=tfma.MetricThreshold(
+                    value_threshold=tfma.GenericValueThreshold(
+                        lower_bound={"value": config.eval.min_class_recall}))))
+        return found
+
+    def class_metric(class_name: str, **settings) -> tfma.MetricConfig:
+        settings.update(multi_label=multi_label, threshold=config.model.threshold)
+        return tfma.MetricConfig(class_name=class_name, module=eval_metrics.__name__,
+                                 config=json.dumps(settings, sort_keys=True),
+                                 per_slice_thresholds=thresholds(settings.get("name", "")))
+
+    metrics = [tfma.MetricConfig(class_name="ExampleCount"), class_metric("ClassReport")]
+    metrics += [class_metric("ClassMetric", name=name)
+                for name in eval_metrics.names_for(multi_label)]
+    if not multi_label:
+        metrics += [tfma.MetricConfig(class_name="SparseCategoricalAccuracy",
+                                      per_slice_thresholds=thresholds(GATE_METRICS["accuracy"])),
+                    tfma.MetricConfig(class_name="MultiClassConfusionMatrixAtThresholds",
+                                      config='{"thresholds": [0.0]}')]
+    specs = [tfma.MetricsSpec(metrics=metrics)]
+    if not multi_label:
+        # AUC of class 1 against the rest (the summary shows it for two classes only).
+        specs.append(tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name="AUC",
+                                       per_slice_thresholds=thresholds("auc"))],
+            binarize=tfma.BinarizationOptions(class_ids={"values": [1]})))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=features.SERVING_EXAMPLES_SIGNATURE,
@@ -75,13 +123,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             label_key=features.LABEL_ID, prediction_key=features.PROBABILITIES)],
         slicing_specs=[tfma.SlicingSpec(),
                        tfma.SlicingSpec(feature_keys=[features.LENGTH_BUCKET])],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(
-                class_name="SparseCategoricalAccuracy",
-                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                    slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)]),
-        ])])
+        metrics_specs=specs)
 
 
 def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftCheck:
@@ -119,6 +161,13 @@ def serving_validation(config: PipelineConfig, trainer, evaluator, gen,
             split_name="eval", num_examples=8)).with_id("InfraValidator")
 
 
+def _accelerator(platform_config) -> dict:
+    """The accelerator the Trainer was given (it fails rather than train on the CPU)."""
+    accelerator = getattr(platform_config, "accelerator", None)
+    return {"accelerator": accelerator.type} if accelerator is not None and \
+        accelerator.type else {}
+
+
 def create_pipeline(config: PipelineConfig, *,
                     pipeline_name: str,
                     pipeline_root: str,
@@ -151,12 +200,13 @@ def create_pipeline(config: PipelineConfig, *,
                                                 schema=schema.outputs["schema"])
     gate = DataGate(statistics=statistics.outputs["statistics"],
                     anomalies=validator.outputs["anomalies"],
-                    label_feature=features.LABEL)
+                    label_feature=features.LABEL, text_feature=features.TEXT)
     checks = [gate]
     if config.data.span_pattern:
         checks.append(drift_check(config, gen, schema, data_root))
         checks[-1].add_upstream_node(gate)
-    custom_config = {"model": config.model.to_dict()}
+    custom_config = {"model": config.model.to_dict(), "task": dataclasses.asdict(task(config)),
+                     "max_unknown_share": config.data.max_unknown_share}
     transform = tfx.components.Transform(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
@@ -174,7 +224,7 @@ def create_pipeline(config: PipelineConfig, *,
         base_model=baseline.outputs["model"] if config.model.warm_start else None,
         train_args=tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config=custom_config)
+        custom_config=dict(custom_config, **_accelerator(trainer_platform_config)))
     if trainer_platform_config is not None:
         trainer.with_platform_config(trainer_platform_config)
     evaluator = tfx.components.Evaluator(

@@ -32,8 +32,9 @@ def check_model(saved_model_dir: str, model_name: str = "candidate",
 
     with tempfile.TemporaryDirectory(prefix="serving_check_") as base:
         os.makedirs(os.path.join(base, model_name))
-        os.symlink(os.path.abspath(saved_model_dir), os.path.join(base, model_name, "1"))
+        version_dir = os.path.join(base, model_name, "1")
         try:
+            place_version(saved_model_dir, version_dir)
             with ServerProcess(["--model_name", model_name,
                                 "--model_base_path", os.path.join(base, model_name),
                                 "--file_system_poll_wait_seconds", "0",
@@ -42,8 +43,8 @@ def check_model(saved_model_dir: str, model_name: str = "candidate",
                 target = Target(model_name)
                 with GrpcClient(server.grpc_address, target, timeout_seconds) as by_grpc, \
                         RestClient(server.rest_url, target, timeout_seconds) as by_rest:
-                    count = _replay(saved_model_dir, by_grpc, by_rest)
-        except (RuntimeError, TimeoutError) as error:
+                    count = _replay(version_dir, by_grpc, by_rest)
+        except (RuntimeError, TimeoutError, FileNotFoundError) as error:
             return CheckResult(False, f"the model server did not load the model: {error}")
         except (ServingClientError, AnswerMismatch) as error:
             return CheckResult(False, f"the model did not answer: {error}")
@@ -52,6 +53,25 @@ def check_model(saved_model_dir: str, model_name: str = "candidate",
                                   "the model with")
     return CheckResult(True, f"loaded; {count} warmup requests answered over gRPC and REST",
                        count)
+
+
+def place_version(saved_model_dir: str, version_dir: str) -> None:
+    """The model as a local version folder: a link to a local model, a copy of one in
+    object storage (s3://, gs://; read with tf.io.gfile, whose file systems the model
+    server may not have)."""
+    if "://" not in saved_model_dir:
+        os.symlink(os.path.abspath(saved_model_dir), version_dir)
+        return
+    import tensorflow as tf
+
+    source = saved_model_dir.rstrip("/")
+    for folder, _, files in tf.io.gfile.walk(source):
+        target = os.path.join(version_dir, folder[len(source):].strip("/"))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            tf.io.gfile.copy(f"{folder.rstrip('/')}/{name}", os.path.join(target, name))
+    if not os.path.isdir(version_dir):
+        raise FileNotFoundError(f"no model at {saved_model_dir}")
 
 
 def _replay(saved_model_dir: str, grpc_client, rest_client) -> int:

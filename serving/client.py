@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util import Retry, Timeout
 
-from serving.contract import CLASSIFY_SIGNATURE, TEXT_FEATURE
+from serving.contract import CLASSIFY_SIGNATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 from serving.feedback import ID_HEADER, ID_METADATA
 from serving.tls import (check_client_files, check_token_transport, grpc_channel_credentials,
                          grpc_host)
@@ -43,6 +43,7 @@ class Prediction:
     label: str
     probabilities: Dict[str, float]
     id: Optional[str] = None  # set when the server records predictions (--feedback_dir)
+    text_pair: Optional[str] = None  # the pair's second text (sentence-pair models)
 
 
 class ServingClientError(Exception):
@@ -65,15 +66,25 @@ class Target:
             raise ValueError("give a version or a version label, not both")
 
 
+def text_examples(texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> List[Dict]:
+    """Example dicts for ``classify``: ``text``, and ``text_pair`` for sentence pairs."""
+    if pairs is None:
+        return [{TEXT_FEATURE: t} for t in texts]
+    if len(pairs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs: give one second text "
+                         f"per text")
+    return [{TEXT_FEATURE: t, TEXT_PAIR_FEATURE: p} for t, p in zip(texts, pairs)]
+
+
 def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
-                 ids: str = "") -> List[Prediction]:
+                 ids: str = "", pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
     """``ids``: the server's comma-separated prediction ids, if it sent them."""
     id_list = ids.split(",") if ids else [None] * len(texts)
     out = []
-    for text, row, prediction_id in zip(texts, rows, id_list):
+    for i, (text, row, prediction_id) in enumerate(zip(texts, rows, id_list)):
         probabilities = dict(row)
         out.append(Prediction(text, max(probabilities, key=probabilities.get), probabilities,
-                              prediction_id))
+                              prediction_id, None if pairs is None else pairs[i]))
     return out
 
 
@@ -214,9 +225,11 @@ class GrpcClient(_Client):
         response, _ = self._call(self._predictions.Regress, request)
         return [r.value for r in response.result.regressions]
 
-    def predict_texts(self, texts: Sequence[str]) -> List[Prediction]:
-        return _predictions(texts, *self._classify([{TEXT_FEATURE: t} for t in texts],
-                                                   CLASSIFY_SIGNATURE))
+    def predict_texts(self, texts: Sequence[str],
+                      pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
+        """Labels and probabilities of ``texts`` (sentence pairs: with ``pairs``)."""
+        return _predictions(texts, *self._classify(text_examples(texts, pairs),
+                                                   CLASSIFY_SIGNATURE), pairs=pairs)
 
     def status(self) -> List[Dict]:
         from google.protobuf import json_format
@@ -346,9 +359,11 @@ class RestClient(_Client):
         body = {"signature_name": signature, "examples": list(examples)}
         return self._request("POST", ":regress", body)["results"]
 
-    def predict_texts(self, texts: Sequence[str]) -> List[Prediction]:
-        return _predictions(texts, *self._classify([{TEXT_FEATURE: t} for t in texts],
-                                                   CLASSIFY_SIGNATURE))
+    def predict_texts(self, texts: Sequence[str],
+                      pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
+        """Labels and probabilities of ``texts`` (sentence pairs: with ``pairs``)."""
+        return _predictions(texts, *self._classify(text_examples(texts, pairs),
+                                                   CLASSIFY_SIGNATURE), pairs=pairs)
 
     def status(self) -> List[Dict]:
         return self._request("GET", "")["model_version_status"]

@@ -20,6 +20,7 @@ TEXT_PAIR_INPUT = "text_pair"  # predict_text's second input (pair models only)
 PROBABILITIES = "probabilities"
 CLASS_ID = "class_id"
 LABEL_NAME = "label"
+LABEL_SET = "label_set"  # multi-label models: the predicted labels, best first, "" padded
 # TF Serving's Classify API fixes these names: input "inputs", outputs "classes"/"scores".
 CLASSIFY_INPUT = "inputs"
 CLASSIFY_CLASSES = "classes"

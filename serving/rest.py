@@ -65,6 +65,19 @@ class _JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": error.message}))
 
+    def _request_summary(self) -> str:
+        """How logs name a request: no query string (it can carry personal data)."""
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    def log_exception(self, typ, value, tb):
+        """Tornado's, less the request's repr (query string, headers, token)."""
+        if isinstance(value, tornado.web.HTTPError):
+            log.warning("%d %s: %s", value.status_code, self._request_summary(),
+                        value.log_message or "")
+        else:
+            log.error("Uncaught exception %s", self._request_summary(),
+                      exc_info=(typ, value, tb))
+
     def write_error(self, status_code: int, **kwargs):
         """Whatever tornado itself refuses (bad framing, unknown verb) or an unexpected
         exception: TF Serving's JSON error shape, not an HTML page."""
@@ -241,6 +254,19 @@ class RestOptions:
     cors: bool = False  # --rest_api_enable_cors_support
 
 
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log line (tornado's, less the query string, which can carry personal
+    data or credentials); request bodies are never logged."""
+    from tornado.log import access_log
+
+    status = handler.get_status()
+    write = (access_log.info if status < 400 else
+             access_log.warning if status < 500 else access_log.error)
+    request = handler.request
+    write("%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
+          1000.0 * request.request_time())
+
+
 def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
              metrics_path: Optional[str] = None) -> tornado.web.Application:
     common = {"service": service, "conf": options}
@@ -252,7 +278,7 @@ def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
                      streaming))
     handlers.append((r"/(v1/.*)", tornado.web.stream_request_body(_ModelHandler), streaming))
     return tornado.web.Application(handlers, default_handler_class=_NotFoundHandler,
-                                   default_handler_args=common)
+                                   default_handler_args=common, log_function=log_request)
 
 
 def _proto_dict(message) -> dict:

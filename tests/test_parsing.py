@@ -78,3 +78,97 @@ def test_split_buckets():
     assert split_buckets(0.1) == (90, 10)
     with pytest.raises(ValueError):
         split_buckets(1.0)
+
+
+# Reading files as they come: no header, columns by position, several text columns,
+# GLUE-style quoting, sentence pairs, several labels per text.
+
+NEWS = (b'"3","Fears for T N pension after talks","Unions representing workers at Turner '
+        b'Newall say they are ""disappointed"" after talks."\n'
+        b'"4","The Race is On","SPACE.com - TORONTO, Canada -- A second team of rocketeers"\n')
+
+
+def test_headerless_csv_by_names_joins_text_columns():
+    config = ReaderConfig(text_column="title,description", label_column="class",
+                          column_names=("class", "title", "description"),
+                          text_separator=". ")
+    records = parse("news.csv", NEWS, config)
+    assert [(r.line, r.label) for r in records] == [(1, "3"), (2, "4")]
+    assert records[0].text == ('Fears for T N pension after talks. Unions representing '
+                               'workers at Turner Newall say they are "disappointed" after '
+                               'talks.')
+    by_position = parse("news.csv", NEWS, ReaderConfig(
+        text_column="1, 2", label_column="0", column_names=("a", "b", "c"),
+        text_separator=". "))
+    assert by_position == records
+
+
+def test_headerless_file_read_with_a_header_says_which_setting_to_use():
+    with pytest.raises(InputDataError, match=r"news.csv: columns \['sentence'\] not in the "
+                       r"header \['3', 'Fears for T N pension after talks', .*set "
+                       r"data.text_column .*name its columns with data.column_names"):
+        parse("news.csv", NEWS, CONFIG)
+
+
+def test_mrpc_as_shipped_with_quoting_none_and_a_pair():
+    path = os.path.join(SHARED_DATA, "mrpc", "train.tsv")
+    config = ReaderConfig(text_column="#1 String", text_pair_column="#2 String",
+                          label_column="Quality", quoting="none")
+    records = read_file(path, config)
+    assert len(records) == 3667
+    assert (records[0].text, records[0].text_pair, records[0].label) == (
+        'Amrozi accused his brother , whom he called " the witness " , of deliberately '
+        'distorting his evidence .',
+        'Referring to him as only " the witness " , Amrozi accused his brother of '
+        'deliberately distorting his evidence .', "1")
+    assert {r.label for r in records} == {"0", "1"}
+    assert read_file(path, ReaderConfig(text_column="3", text_pair_column="4",
+                                        label_column="0", quoting="none")) == records
+    with pytest.raises(InputDataError, match=r"(?s)train.tsv: 1 bad row.*line 15: malformed "
+                                             r"row: .*set data.quoting none"):
+        read_file(path, ReaderConfig(text_column="#1 String", text_pair_column="#2 String",
+                                     label_column="Quality"))
+
+
+def test_several_labels_per_text():
+    data = b"text\ttags\nmy card was charged twice\tbilling| refund |billing\nhi\tgreeting\n"
+    records = parse("t.tsv", data, ReaderConfig("text", "tags", label_delimiter="|"))
+    assert [r.labels for r in records] == [("billing", "refund"), ("greeting",)]
+    lines = b'{"t": "a", "tags": ["x", 2]}\n{"t": "b", "tags": "y|z"}\n'
+    records = parse("t.jsonl", lines, ReaderConfig("t", "tags", label_delimiter="|"))
+    assert [r.labels for r in records] == [("x", "2"), ("y", "z")]
+
+
+def test_jsonl_pairs_and_joined_keys():
+    lines = b'{"q": "why?", "title": "A", "body": "because", "rel": 1}\n'
+    records = parse("qa.jsonl", lines, ReaderConfig(
+        "q", "rel", text_pair_column="title,body", text_separator=": "))
+    assert [(r.text, r.text_pair, r.label) for r in records] == [("why?", "A: because", "1")]
+
+
+@pytest.mark.parametrize("name,data,config,message", [
+    ("n.csv", b"1,a,b\n2,c\n", ReaderConfig("1", "0", column_names=("l", "t", "d")),
+     r"n.csv: 1 bad row.*line 2: expected 3 fields \(data.column_names\), found 2"),
+    ("n.csv", b"1,a\n", ReaderConfig("5", "0", column_names=("l", "t")),
+     r"n.csv: columns \['5'\] not in data.column_names \['l', 't'\]; set data.text_column"),
+    ("n.tsv", b"s\tp\tl\na\t\t1\n", ReaderConfig("s", "l", text_pair_column="p"),
+     r"line 2: empty text pair in 'p'"),
+    ("n.tsv", b"s\tl\na\t1\n", ReaderConfig("s", "l", text_pair_column="q"),
+     r"columns \['q'\] not in the header \['s', 'l'\]; set data.text_pair_column"),
+    ("n.tsv", b"s\tl\na\tb\t1\n", ReaderConfig("s", "l", quoting="none"),
+     r"line 2: expected 2 fields, found 3 \(a field holds the delimiter\? .*data.quoting csv"),
+    ("n.jsonl", b'{"s": "a", "l": 1}\n', ReaderConfig("s", "l", column_names=("s", "l")),
+     r"data.column_names is for CSV/TSV files without a header"),
+    ("n.jsonl", b'{"s": "a", "l": ["x", "y"]}\n', ReaderConfig("s", "l"),
+     r"line 1: 'l' must be .*a list of labels needs data.label_delimiter"),
+    ("n.tsv", b"s\tl\na\t | \n", ReaderConfig("s", "l", label_delimiter="|"),
+     r"line 2: missing label in 'l'"),
+])
+def test_bad_reader_settings_name_the_setting(name, data, config, message):
+    with pytest.raises(InputDataError, match=f"(?s){message}"):
+        parse(name, data, config)
+
+
+def test_unknown_quoting_is_refused():
+    with pytest.raises(ValueError, match="data.quoting must be one of"):
+        ReaderConfig(quoting="single")

@@ -16,3 +16,22 @@ def test_schema_command_curates_label_domain_and_presence(tmp_path, capsys):
     assert 'value: "billing"\n  value: "facilities"\n  value: "it"' in text
     assert "infinity_norm {\n      threshold: 0.25" in text
     assert "jensen_shannon_divergence {\n      threshold: 0.25" in text
+
+
+def test_schema_for_pairs_and_several_labels(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.tsv").write_text('q\ta\ttags\nwhy " so\tbecause\tx|y\nhow\tlike this\tz\n')
+    out = tmp_path / "schema.pbtxt"
+    assert main(["schema", "--data.input_dir", str(data), "--data.text_column", "q",
+                 "--data.text_pair_column", "a", "--data.label_column", "tags",
+                 "--data.quoting", "none", "--data.label_delimiter", "|",
+                 "--out", str(out)]) == 0
+    assert "label domain: ['x', 'y', 'z']" in capsys.readouterr().out
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
+    schema = io_utils.parse_pbtxt_file(str(out), schema_pb2.Schema())
+    by_name = {f.name: f for f in schema.feature}
+    assert set(by_name) == {"text", "text_pair", "label"}
+    assert by_name["label"].value_count.min == 1 and not by_name["label"].HasField("shape")
+    assert [d.size for d in by_name["text_pair"].shape.dim] == [1]

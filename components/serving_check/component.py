@@ -11,6 +11,7 @@ import os
 from tfx.dsl.component.experimental.annotations import (InputArtifact, OutputArtifact,
                                                         Parameter)
 from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
@@ -33,7 +34,7 @@ def ServingCheck(model: InputArtifact[standard_artifacts.Model],
         ok, reason = result.ok, result.reason
     blessing.set_int_custom_property("blessed", int(ok))
     blessing.set_string_custom_property("reason", reason[:2000])
-    os.makedirs(blessing.uri, exist_ok=True)
-    with open(os.path.join(blessing.uri, BLESSED_FILE if ok else NOT_BLESSED_FILE), "w",
-              encoding="utf-8") as f:
+    fileio.makedirs(blessing.uri)
+    with fileio.open(os.path.join(blessing.uri, BLESSED_FILE if ok else NOT_BLESSED_FILE),
+                     "w") as f:
         f.write(reason + "\n")

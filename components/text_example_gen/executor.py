@@ -1,6 +1,7 @@
 """Beam executor of TextExampleGen: files -> tf.Examples with ``text`` and ``label``."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from models import features
 
 TEXT_FEATURE = features.TEXT
 LABEL_FEATURE = features.LABEL
+TEXT_PAIR_FEATURE = features.TEXT_PAIR
 
 
 SPAN = "{SPAN}"
@@ -30,8 +32,7 @@ def reader_config_to_proto(config: parsing.ReaderConfig,
                            window: Optional[dict] = None) -> example_gen_pb2.CustomConfig:
     """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"})."""
     struct = struct_pb2.Struct()
-    struct.update({"text_column": config.text_column, "label_column": config.label_column,
-                   "file_format": config.file_format})
+    struct.update(dict(dataclasses.asdict(config), column_names=list(config.column_names)))
     if window:
         struct.update({WINDOW_KEY: window})
     custom = example_gen_pb2.CustomConfig()
@@ -83,10 +84,14 @@ def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
 
 
 def _to_example(record: parsing.Record) -> tf.train.Example:
-    def feature(value: str) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
-    return tf.train.Example(features=tf.train.Features(feature={
-        TEXT_FEATURE: feature(record.text), LABEL_FEATURE: feature(record.label)}))
+    """``text``, ``text_pair`` (sentence pairs only) and ``label`` (one value per label)."""
+    def feature(*values: str) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[v.encode("utf-8") for v in values]))
+    example = {TEXT_FEATURE: feature(record.text), LABEL_FEATURE: feature(*record.labels)}
+    if record.text_pair is not None:
+        example[TEXT_PAIR_FEATURE] = feature(record.text_pair)
+    return tf.train.Example(features=tf.train.Features(feature=example))
 
 
 def _read_examples(path: str, config: parsing.ReaderConfig):

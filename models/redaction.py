@@ -1,0 +1,344 @@
+"""Personal data redaction inside the TensorFlow graph.
+
+``Redactor(types, custom_patterns)(texts)`` replaces e-mail addresses, URLs, phone
+numbers, IPv4/IPv6 addresses, payment card numbers (Luhn-checked) and IBANs (mod-97
+checked), plus user-defined RE2 patterns, by typed placeholders, and counts them per
+type. Every op is core TensorFlow (string, ragged and integer ops), so the function
+runs the same in Transform, in the exported model and in stock TF Serving.
+
+How: one RE2 alternation of every type's pattern (custom patterns first, then
+``PRIORITY``) wraps each candidate in ``SENTINEL``s; the text is split there, each
+candidate is classified (the first type whose pattern matches it whole), checked
+(Luhn, mod 97, digit counts, date-like numbers, neighbouring characters: RE2 has no
+lookarounds) and replaced by its type's placeholder, or kept; the pieces are joined
+again. A candidate that fails its check is kept whole, so nothing inside it is
+redacted as another type (an IBAN with a wrong check digit is not a phone number).
+
+Placeholders are unused entries of the BERT vocabulary (``[unused1]`` ...), which
+tf-text's ``BertTokenizer(..., preserve_unused_token=True)`` keeps as one token.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+
+from models.tokenizer import CONTROL_CHARS
+
+# The tokenizer drops CONTROL_CHARS; they are dropped here first, so what is checked is
+# what the model reads. U+001E, one of them, marks the candidates.
+SENTINEL = "\x1e"
+
+# Letters of the alphabetic scripts an address may be written in; CJK text around an
+# address usually has no space before it, so Han/Kana/Hangul are left out.
+_LETTER = r"\p{Latin}\p{Greek}\p{Cyrillic}\p{M}0-9"
+EMAIL = (rf"[{_LETTER}_%+-]+(?:\.[{_LETTER}_%+-]+)*@"
+         rf"(?:[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?\.)+(?:[A-Za-z]{{2,24}}|xn--[A-Za-z0-9-]+)")
+_URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
+_URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
+URL = rf"(?i:(?:https?|ftp)://|www\.)[{_URL_CHAR}]*[{_URL_END}]"
+IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
+CARD = (r"\b(?:[0-9]{13,19}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}"
+        r"|[0-9]{4}(?:[ -][0-9]{4}){2}[ -][0-9]{1,4}(?:[ -][0-9]{3})?)\b")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"\b{_OCTET}(?:\.{_OCTET}){{3}}\b"
+_H = r"[0-9A-Fa-f]{1,4}"
+# Alternatives in the order RE2 tries them: the form with the most groups after '::'
+# first, so the longest reading of an address wins.
+IPV6 = "(?:" + "|".join([
+    rf"(?:{_H}:){{7}}{_H}",
+    rf"::(?:[fF]{{4}}(?::0{{1,4}})?:)?{IPV4[2:-2]}",
+    rf"(?:{_H}:){{1,4}}:{IPV4[2:-2]}",
+    rf"[fF][eE]80:(?::{_H}){{0,4}}%[0-9A-Za-z]+",
+    rf"{_H}:(?::{_H}){{1,6}}",
+    rf"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
+    rf"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}",
+    rf"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}",
+    rf"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
+    rf"(?:{_H}:){{1,6}}:{_H}",
+    rf":(?::{_H}){{1,7}}",
+    rf"(?:{_H}:){{1,7}}:",
+]) + ")"
+_SEP = r"[ .\-/]"
+_EXTENSION = r"(?: ?(?:x|ext\.? ?)[0-9]{1,6})?"
+PHONE = "(?:" + "|".join([
+    # +CC or 00CC, then digits and (area) groups with single separators: +44 (0)20 7946 0958
+    rf"(?:\+|\b00[1-9][0-9]{{0,2}}{_SEP})(?:{_SEP}?(?:\([0-9]{{1,5}}\)|[0-9])){{6,17}}",
+    # (area) code: (555) 123-4567, (0161) 496 0066
+    rf"\((?:0[0-9]{{1,5}}|[2-9][0-9]{{2}})\){_SEP}?(?:{_SEP}?[0-9]){{5,10}}",
+    # Three groups: 555-123-4567, 1-800-555-0199, 555.123.4567, 31-7643-0392
+    r"\b(?:1[ .-])?(?:[2-9][0-9]{2}[ .-][0-9]{3}|[0-9]{2,3}-[0-9]{3,4})[ .-][0-9]{4}",
+    # National numbers with the trunk prefix 0: 06 12 34 56 78, 030/123456, 0612345678
+    rf"\b0[1-9](?:{_SEP}?[0-9]){{6,10}}",
+    # Mainland China mobile numbers: 13912345678
+    r"\b1[3-9][0-9]{9}",
+]) + rf"){_EXTENSION}\b"
+# Digit runs a phone pattern also matches but that are dates: 06.12.2023, 01/02/24.
+_DATE = r"[0-9]{1,2}[./-][0-9]{1,2}[./-](?:[0-9]{2}|[0-9]{4})"
+
+
+@dataclasses.dataclass(frozen=True)
+class PiiType:
+    """One kind of personal data: its pattern, placeholder and checks."""
+
+    name: str
+    pattern: str  # RE2; matched against the text, and whole against each candidate
+    placeholder: str
+    check: Optional[Callable[[tf.Tensor], tf.Tensor]] = None  # candidates -> keep-mask
+    not_after: str = ""  # RE2 the text before a candidate must not end with
+    not_before: str = ""  # RE2 the text after a candidate must not start with
+
+
+def _digit_values(texts: tf.Tensor) -> tf.RaggedTensor:
+    """Each string's ASCII digits as int32 values (everything else dropped)."""
+    digits = tf.strings.regex_replace(texts, "[^0-9]", "")
+    return tf.strings.unicode_decode(digits, "UTF-8") - ord("0")
+
+
+def _from_right(values: tf.RaggedTensor) -> tf.Tensor:
+    """For each flat value, how many values follow it in its row."""
+    ends = tf.gather(values.row_limits(), values.value_rowids())
+    return ends - 1 - tf.range(tf.size(values.flat_values, out_type=tf.int64))
+
+
+def luhn_valid(texts: tf.Tensor) -> tf.Tensor:
+    """Whether each string's digits pass the Luhn check."""
+    digits = _digit_values(texts)
+    doubled = tf.where(tf.equal(_from_right(digits) % 2, 1), digits.flat_values * 2,
+                       digits.flat_values)
+    doubled = tf.where(doubled > 9, doubled - 9, doubled)
+    total = tf.math.unsorted_segment_sum(doubled, digits.value_rowids(), digits.nrows())
+    return tf.equal(total % 10, 0)
+
+
+def card_valid(texts: tf.Tensor) -> tf.Tensor:
+    """Luhn, 13 to 19 digits, and a card issuer's first digit: 1 to 6 (13 digits: only
+    Visa's 4), so most order numbers and EAN-13 barcodes are not cards."""
+    digits = tf.strings.regex_replace(texts, "[^0-9]", "")
+    count = tf.strings.length(digits)
+    issuer = tf.strings.regex_full_match(digits, "4.*|[1-6].{13,}")
+    return luhn_valid(digits) & issuer & (count >= 13) & (count <= 19)
+
+
+# 10**k mod 97 for k mod 96 (97 is prime, so 10**96 = 1 mod 97).
+_POW10_MOD97 = [pow(10, k, 97) for k in range(96)]
+
+
+# IBAN length by country (SWIFT's IBAN registry).
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+_IBAN_SHAPE = "|".join(
+    f"(?:{'|'.join(sorted(c for c, n in IBAN_LENGTHS.items() if n == length))})"
+    f"[0-9]{{2}}[0-9A-Z]{{{length - 4}}}" for length in sorted(set(IBAN_LENGTHS.values())))
+
+
+def iban_valid(texts: tf.Tensor) -> tf.Tensor:
+    """ISO 13616: the country's length, and with the first four characters moved to the
+    end and letters as 10..35, the number is 1 mod 97 (computed as the sum of each
+    character's value times 10**exponent mod 97)."""
+    compact = tf.strings.regex_replace(tf.strings.upper(texts), "[^0-9A-Z]", "")
+    rotated = tf.strings.regex_replace(compact, "^(.{0,4})(.*)$", r"\2\1")
+    chars = tf.strings.unicode_decode(rotated, "UTF-8")
+    codes = chars.flat_values
+    is_digit = codes < ord("A")
+    values = tf.where(is_digit, codes - ord("0"), codes - ord("A") + 10)
+    widths = tf.where(is_digit, 1, 2)
+    ends = tf.cumsum(widths)  # digits written up to and including each character
+    row_last = tf.gather(ends, tf.maximum(chars.row_limits() - 1, 0))
+    exponent = tf.gather(row_last, chars.value_rowids()) - ends
+    terms = values * tf.gather(tf.constant(_POW10_MOD97, tf.int32), exponent % 96)
+    total = tf.math.unsorted_segment_sum(terms, chars.value_rowids(), chars.nrows())
+    return tf.equal(total % 97, 1) & tf.strings.regex_full_match(compact, _IBAN_SHAPE)
+
+
+def phone_valid(texts: tf.Tensor) -> tf.Tensor:
+    """7 to 15 digits (after a '00' or '(0)' prefix and an extension), and not a date."""
+    core = tf.strings.regex_replace(texts, r"^00|\(0\)|(?:x|ext).*$|[^0-9]", "")
+    count = tf.strings.length(core)
+    return (count >= 7) & (count <= 15) & ~tf.strings.regex_full_match(texts, _DATE)
+
+
+BUILTIN = (
+    PiiType("email", EMAIL, "[unused1]"),
+    PiiType("url", URL, "[unused2]"),
+    PiiType("phone", PHONE, "[unused3]", phone_valid, not_after=r"[0-9][.\-/]+",
+            not_before=r"[.\-/][0-9]"),
+    PiiType("ipv4", IPV4, "[unused4]", not_after=r"[0-9]\.", not_before=r"\.[0-9]"),
+    PiiType("ipv6", IPV6, "[unused5]", not_after=r"[0-9A-Za-z_:]",
+            not_before=r"[0-9A-Za-z_:]"),
+    PiiType("card", CARD, "[unused6]", card_valid),
+    PiiType("iban", IBAN, "[unused7]", iban_valid),
+)
+TYPES = tuple(t.name for t in BUILTIN)
+BY_NAME = {t.name: t for t in BUILTIN}
+# The order RE2 tries the types at one position (an e-mail before a URL, an IBAN before
+# a card, a phone number before a card: "0049 30 1234567890" is a phone number).
+PRIORITY = ("email", "url", "iban", "ipv6", "ipv4", "phone", "card")
+CUSTOM_PLACEHOLDER_FIRST = 10  # custom patterns: [unused10], [unused11], ...
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def parse_types(types: Union[str, Iterable[str]]) -> Tuple[str, ...]:
+    """``"all"``, ``"none"``, ``"email,url"`` or a list of names -> the built-in types."""
+    raw = types.split(",") if isinstance(types, str) else list(types)
+    names = {str(n).strip().lower() for n in raw} - {""}
+    if names <= {"none"}:
+        return ()
+    if "all" in names:
+        names = (names - {"all"}) | set(TYPES)
+    unknown = sorted(names - set(TYPES))
+    if unknown:
+        raise ValueError(f"privacy.redact: unknown type(s) {unknown}; known: "
+                         f"{', '.join(TYPES)}, or 'all' / 'none'")
+    return tuple(t for t in TYPES if t in names)
+
+
+def _matches_empty(pattern: str) -> bool:
+    """Compiles ``pattern`` with TensorFlow's RE2 in a graph of its own (this also works
+    while a caller traces a graph, e.g. Transform's preprocessing_fn)."""
+    with tf.Graph().as_default() as graph:
+        match = tf.strings.regex_full_match("", pattern)
+    with tf.compat.v1.Session(graph=graph) as session:
+        return bool(session.run(match))
+
+
+def custom_types(patterns: Union[Mapping[str, str], Sequence[Tuple[str, str]]]
+                 ) -> Tuple[PiiType, ...]:
+    """User patterns (name -> RE2) as types with placeholders ``[unused10]``, ...
+
+    RE2 (TensorFlow's regex engine) has no lookarounds and no backreferences."""
+    items = list(patterns.items()) if isinstance(patterns, Mapping) else list(patterns)
+    result = []
+    for i, item in enumerate(items):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"privacy.custom_patterns[{i}]: expected (name, pattern)")
+        name, pattern = item
+        where = f"privacy.custom_patterns['{name}']"
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name in TYPES:
+            raise ValueError(f"{where}: the name must be lower-case letters, digits and "
+                             f"'_', and not a built-in type ({', '.join(TYPES)})")
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"{where}: the pattern must be a non-empty string")
+        try:
+            empty = _matches_empty(pattern)
+        except tf.errors.InvalidArgumentError as error:
+            reason = re.search(r"error: ([^\n]+)", error.message)
+            raise ValueError(f"{where}: not a valid RE2 pattern "
+                             f"({reason.group(1) if reason else error.message}); RE2 has "
+                             "no lookarounds and no backreferences") from None
+        if empty:
+            raise ValueError(f"{where}: the pattern matches the empty string")
+        result.append(PiiType(name, pattern, f"[unused{CUSTOM_PLACEHOLDER_FIRST + i}]"))
+    if len({t.name for t in result}) != len(result):
+        raise ValueError("privacy.custom_patterns: names must be unique")
+    return tuple(result)
+
+
+class Redactor(tf.Module):
+    """``redactor(texts) -> (redacted texts, {type: count per text})`` (in-graph).
+
+    ``texts``: string tensor of shape [batch]. Counts are int64 [batch] tensors, one per
+    enabled type (custom ones under their names)."""
+
+    def __init__(self, types: Union[str, Iterable[str]] = "all",
+                 custom_patterns: Union[Mapping[str, str], Sequence[Tuple[str, str]]] = (),
+                 name: str = "redactor"):
+        super().__init__(name=name)
+        enabled = set(parse_types(types))
+        self.types = custom_types(custom_patterns) + tuple(
+            BY_NAME[n] for n in PRIORITY if n in enabled)
+        self.names = tuple(t.name for t in self.types)
+        self._combined = "|".join(f"(?:{t.pattern})" for t in self.types)
+
+    def __call__(self, texts: tf.Tensor) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        texts = tf.convert_to_tensor(texts, tf.string)
+        if texts.shape.rank not in (None, 1):
+            raise ValueError(f"redaction: expected texts of shape [batch], got {texts.shape}")
+        if not self.types:
+            return texts, {}
+        batch = tf.shape(texts, out_type=tf.int64)[0]
+        texts = tf.strings.regex_replace(texts, CONTROL_CHARS, "")
+        marked = tf.strings.regex_replace(texts, self._combined, rf"{SENTINEL}\0{SENTINEL}")
+        found = tf.reduce_any(tf.strings.length(marked) > tf.strings.length(texts))
+        zeros = tf.zeros(tf.expand_dims(batch, 0), tf.int64)
+        return tf.cond(found, lambda: self._replace(marked, batch),
+                       lambda: (texts, {n: zeros for n in self.names}))
+
+    def _replace(self, marked: tf.Tensor, batch: tf.Tensor):
+        pieces = tf.strings.split(marked, SENTINEL)  # text, candidate, text, ... text
+        flat = pieces.flat_values
+        position = tf.range(tf.size(flat, out_type=tf.int64)) - tf.gather(
+            pieces.row_starts(), pieces.value_rowids())
+        index = tf.where(tf.equal(position % 2, 1))[:, 0]
+        candidates = tf.gather(flat, index)
+        before, after = tf.gather(flat, index - 1), tf.gather(flat, index + 1)
+        rows = tf.gather(pieces.value_rowids(), index)
+
+        kind = tf.fill(tf.shape(candidates), len(self.types))  # none matched
+        for i, pii in reversed(list(enumerate(self.types))):  # the first match wins
+            kind = tf.where(tf.strings.regex_full_match(candidates, pii.pattern), i, kind)
+        # A checked candidate that fails may have taken in one group too many ("... 7034
+        # BIC"): the candidate without its last space/dash-separated group is checked too,
+        # in the same ops (the second half of each tensor below).
+        shorter = tf.strings.regex_replace(candidates, "[ -][^ -]*$", "")
+        tail = tf.strings.substr(candidates, tf.strings.length(shorter),
+                                 tf.strings.length(candidates) - tf.strings.length(shorter))
+        both = tf.concat([candidates, shorter], 0)
+        both_before = tf.concat([before, before], 0)
+        both_after = tf.concat([after, tf.strings.join([tail, after])], 0)
+        both_kind = tf.concat([kind, kind], 0)
+        ok = tf.zeros(tf.shape(both), tf.bool)
+        for i, pii in enumerate(self.types):
+            mine = tf.equal(both_kind, i)
+            if pii.check is None and not (pii.not_after or pii.not_before):
+                ok |= mine
+                continue
+            ok |= tf.cond(tf.reduce_any(mine),  # checks run only for types present
+                          lambda pii=pii, mine=mine: mine & self._accept(
+                              pii, both, both_before, both_after),
+                          lambda mine=mine: mine)
+        count = tf.size(candidates)
+        whole = ok[:count]
+        checked = tf.constant([t.check is not None for t in self.types] + [False])
+        head = ok[count:] & ~whole & tf.gather(checked, kind)
+        keep = whole | head
+        placeholder = tf.gather(tf.constant([t.placeholder for t in self.types] + [""]), kind)
+        replaced = tf.where(whole, placeholder, tf.where(
+            head, tf.strings.join([placeholder, tail]), candidates))
+        flat = tf.tensor_scatter_nd_update(flat, index[:, None], replaced)
+        redacted = tf.strings.reduce_join(pieces.with_flat_values(flat), axis=1)
+        counts = {}
+        for i, name in enumerate(self.names):
+            hits = tf.cast(keep & tf.equal(kind, i), tf.int64)
+            counts[name] = tf.math.unsorted_segment_sum(hits, rows, batch)
+        return redacted, counts
+
+    @staticmethod
+    def _accept(pii: PiiType, candidates: tf.Tensor, before: tf.Tensor,
+                after: tf.Tensor) -> tf.Tensor:
+        """The type's check, and the text around each candidate (RE2 has no lookarounds)."""
+        ok = tf.ones(tf.shape(candidates), tf.bool) if pii.check is None else pii.check(
+            candidates)
+        if pii.not_after:
+            ok &= ~tf.strings.regex_full_match(before, f"(?s).*(?:{pii.not_after})")
+        if pii.not_before:
+            ok &= ~tf.strings.regex_full_match(after, f"(?s)(?:{pii.not_before}).*")
+        return ok
+
+
+def redact(texts, types: Union[str, Iterable[str]] = "all",
+           custom_patterns: Union[Mapping[str, str], Sequence[Tuple[str, str]]] = ()):
+    """Redacted texts and counts per type: see ``Redactor``."""
+    return Redactor(types, custom_patterns)(texts)

