@@ -15,8 +15,10 @@ import re
 import tempfile
 from typing import Dict, Iterable, List, Optional
 
+import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
+
+from serving.model_store import ModelSpec, parse_model_server_config, versions_on_disk
 
 LABEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -25,16 +27,12 @@ class LabelError(ValueError):
     """A label that cannot be set, or a config file that cannot be used."""
 
 
-def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
+def read_config(path: str):
+    """The config's ``ModelServerConfig`` (parsed as the model server parses it)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text_format.Parse(f.read(), config)
-    except text_format.ParseError as error:
-        raise LabelError(f"{path}: {error}") from None
-    if config.WhichOneof("config") != "model_config_list":
-        raise LabelError(f"{path}: expected a model_config_list")
-    return config
+        return parse_model_server_config(path)
+    except ValueError as error:
+        raise LabelError(str(error)) from None
 
 
 def find_model(config, path: str, name: Optional[str]):
@@ -52,42 +50,16 @@ def find_model(config, path: str, name: Optional[str]):
     raise LabelError(f"{path} has no model {name!r} (models: {', '.join(names) or 'none'})")
 
 
-def _file_system(path: str):
-    """(listdir, isdir, exists) for a local path or a URI (gs:// and the like)."""
-    if "://" in path:
-        from tensorflow.io import gfile
-        return gfile.listdir, gfile.isdir, gfile.exists
-    return os.listdir, os.path.isdir, os.path.exists
-
-
-def versions_on_disk(base_path: str) -> List[int]:
-    """Numeric subfolders of ``base_path`` holding a SavedModel, oldest first."""
-    listdir, isdir, exists = _file_system(base_path)
-    if not isdir(base_path):
-        return []
-    return sorted(int(entry.rstrip("/")) for entry in listdir(base_path)
-                  if entry.rstrip("/").isdigit()
-                  and any(exists(os.path.join(base_path, entry.rstrip("/"), name))
-                          for name in ("saved_model.pb", "saved_model.pbtxt")))
-
-
 def _missing(base_path: str) -> str:
     """A note when ``base_path`` is not on this machine (e.g. a container path)."""
-    if _file_system(base_path)[1](base_path):
+    if tf.io.gfile.isdir(base_path):
         return ""
     return f" ({base_path} does not exist here: give --base_path)"
 
 
 def served_versions(model, on_disk: List[int]) -> List[int]:
     """The versions of ``on_disk`` that the model's version policy loads."""
-    policy = model.model_version_policy
-    choice = policy.WhichOneof("policy_choice") or "latest"
-    if choice == "all":
-        return list(on_disk)
-    if choice == "specific":
-        wanted = set(policy.specific.versions)
-        return [v for v in on_disk if v in wanted]
-    return on_disk[-max(1, policy.latest.num_versions):] if on_disk else []
+    return ModelSpec.from_proto(model).wanted(on_disk)
 
 
 def parse_assignments(items: Iterable[str]) -> Dict[str, int]:
@@ -116,7 +88,7 @@ def set_labels(path: str, labels: Dict[str, int], model_name: Optional[str] = No
     model = find_model(config, path, model_name)
     if not allow_unavailable:
         folder = base_path or model.base_path
-        on_disk = versions_on_disk(folder)
+        on_disk = sorted(versions_on_disk(folder))
         served = served_versions(model, on_disk)
         for label, version in labels.items():
             if version not in served:
@@ -181,7 +153,7 @@ def describe(path: str, model_name: Optional[str] = None,
     """Labels and versions on disk of one model, for ``bert-pipeline labels show``."""
     model = find_model(read_config(path), path, model_name)
     folder = base_path or model.base_path
-    on_disk = versions_on_disk(folder)
+    on_disk = sorted(versions_on_disk(folder))
     return (f"model {model.name} ({folder})\n"
             f"  versions on disk: {_listing(on_disk)}{_missing(folder)}\n"
             f"  served by its version policy: {_listing(served_versions(model, on_disk))}\n"

@@ -53,6 +53,15 @@ class ModelSpec:
     versions: Tuple[int, ...] = ()
     labels: Dict[str, int] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def from_proto(cls, model) -> "ModelSpec":
+        """From a ``ModelConfig`` of TF Serving's ``model_config_list``."""
+        policy = model.model_version_policy.WhichOneof("policy_choice") or "latest"
+        return cls(name=model.name, base_path=model.base_path, policy=policy,
+                   num_versions=max(1, model.model_version_policy.latest.num_versions),
+                   versions=tuple(model.model_version_policy.specific.versions),
+                   labels=dict(model.version_labels))
+
     def wanted(self, available: List[int]) -> List[int]:
         if self.policy == "all":
             return list(available)
@@ -61,30 +70,34 @@ class ModelSpec:
         return sorted(available)[-self.num_versions:]
 
 
-def read_model_config(path: str) -> List[ModelSpec]:
-    """Parses a ``--model_config_file`` with TF Serving's own ``ModelServerConfig`` proto."""
+def parse_model_server_config(path: str):
+    """The ``ModelServerConfig`` proto of a ``--model_config_file`` (a model_config_list)."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    with tf.io.gfile.GFile(path, "r") as f:
-        try:
-            text_format.Parse(f.read(), config)
-        except text_format.ParseError as error:
-            raise ValueError(f"{path}: {error}") from None
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            text = f.read()
+    except tf.errors.OpError as error:  # missing or unreadable: an OSError, as open() gives
+        raise OSError(f"{path}: {error.message}") from None
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise ValueError(f"{path}: {error}") from None
     if config.WhichOneof("config") != "model_config_list":
         raise ValueError(f"{path}: expected a model_config_list")
+    return config
+
+
+def read_model_config(path: str) -> List[ModelSpec]:
+    """Parses a ``--model_config_file`` with TF Serving's own ``ModelServerConfig`` proto."""
     specs = []
-    for model in config.model_config_list.config:
+    for model in parse_model_server_config(path).model_config_list.config:
         if model.model_platform not in ("", "tensorflow"):
             raise ValueError(f"{path}: model {model.name}: platform {model.model_platform} "
                              "is not supported (only 'tensorflow')")
-        policy = model.model_version_policy.WhichOneof("policy_choice") or "latest"
-        specs.append(ModelSpec(
-            name=model.name, base_path=model.base_path, policy=policy,
-            num_versions=max(1, model.model_version_policy.latest.num_versions),
-            versions=tuple(model.model_version_policy.specific.versions),
-            labels=dict(model.version_labels)))
+        specs.append(ModelSpec.from_proto(model))
     names = [s.name for s in specs]
     if not specs:
         raise ValueError(f"{path}: no model in model_config_list")
@@ -259,7 +272,7 @@ class ModelStore:
     # -- loading --------------------------------------------------------------------------
     def _sync(self, model: _Model, rescan: bool) -> None:
         if rescan:
-            model.on_disk = _versions_on_disk(model.spec.base_path)
+            model.on_disk = versions_on_disk(model.spec.base_path)
             for version in [v for v in model.failures if v not in model.on_disk]:
                 del model.failures[version]  # a deleted folder is a fresh start
         aspired = model.spec.wanted(sorted(model.on_disk))
@@ -390,7 +403,7 @@ def _request_text(name: str, version: Optional[int], label: Optional[str]) -> st
     return f"Servable not found for request: Specific({name}, {version})"
 
 
-def _versions_on_disk(base_path: str) -> Dict[int, str]:
+def versions_on_disk(base_path: str) -> Dict[int, str]:
     """Numeric subfolders holding a ``saved_model.pb`` (their load may still fail)."""
     try:
         if not tf.io.gfile.isdir(base_path):
