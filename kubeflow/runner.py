@@ -87,6 +87,11 @@ def _gigabytes(memory: str) -> float:
     return float(number) * units[unit]
 
 
+def entrypoint(project_dir: str) -> str:
+    """The container command of every compiled step (kubeflow/entrypoint.sh in the image)."""
+    return os.path.join(project_dir, "kubeflow", "entrypoint.sh")
+
+
 def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
     """Writes the pipeline spec to ``output_file`` (.yaml); returns its path."""
     if not output_file.endswith((".yaml", ".yml")):
@@ -94,7 +99,12 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
                          "the .json PipelineJob wrapper is refused by kfp's client)")
     pipeline = kubeflow_pipeline(config)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-        default_image=config.kubeflow.image)
+        default_image=config.kubeflow.image,
+        # Every step runs through the entrypoint, which gives InfraValidator the
+        # KFP_NAMESPACE it needs (KFP sets only KFP_POD_NAME); the image's ENTRYPOINT
+        # stays Beam's worker boot program.
+        default_commands=[entrypoint(config.kubeflow.project_dir)],
+        use_pipeline_spec_2_1=True)
     output_dir = os.path.dirname(os.path.abspath(output_file))
     os.makedirs(output_dir, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -228,6 +228,49 @@ class StorageConfig:
 
 
 @dataclasses.dataclass
+class PrivacyConfig:
+    """Personal data redaction (models/redaction.py), in Transform, every serving
+    signature and, with ``at_ingestion``, before examples are written."""
+
+    redact: str = _field("all", "Types replaced by placeholders: all (email, url, phone, "
+                                "ipv4, ipv6, card, iban), none, or a comma-separated list.")
+    custom_patterns: list = _field([], "Your own types as 'name=RE2 pattern' entries "
+                                       "(e.g. 'ticket=TCK-[0-9]{6}'); RE2 has no "
+                                       "lookarounds.")
+    at_ingestion: bool = _field(True, "Redact in TextExampleGen, before any example, "
+                                      "statistic, eval output or report holds the text.")
+
+    def __post_init__(self):
+        from models import redaction  # validates names and patterns with TensorFlow's RE2
+        redaction.parse_types(self.redact)
+        redaction.custom_types(self.patterns())
+
+    def patterns(self) -> list:
+        """``custom_patterns`` as (name, pattern) pairs."""
+        pairs = []
+        for i, entry in enumerate(self.custom_patterns):
+            name, sep, pattern = str(entry).partition("=")
+            if not sep:
+                raise ValueError(f"privacy.custom_patterns[{i}]: expected 'name=pattern', "
+                                 f"got '{entry}'")
+            pairs.append((name.strip(), pattern))
+        return pairs
+
+
+@dataclasses.dataclass
+class ModelCardConfig:
+    """What the model card says that the run cannot know."""
+
+    intended_use: str = _field("Classifies text like the training data into its labels.",
+                               "Model card: what the model is for.")
+    limitations: str = _field("Trained and evaluated only on the data named here; text "
+                              "unlike it (other domains, languages, lengths) may be "
+                              "classified poorly. Personal names are not redacted.",
+                              "Model card: known limitations.")
+    owners: str = _field("", "Model card: who to ask about the model.")
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     name: str = _field("bert-text-classifier", "Pipeline name (also the MLMD context).")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -237,6 +280,8 @@ class PipelineConfig:
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
+    model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
     beam_args: list = _field(["--direct_running_mode=in_memory", "--direct_num_workers=1"],
                              "Apache Beam pipeline options.")
     enable_cache: bool = _field(False, "Reuse outputs of unchanged components.")
@@ -295,7 +340,8 @@ def resolve_path(path: str, base: Optional[str] = None) -> str:
 
 SECTIONS = {"data": DataConfig, "model": ModelHParams, "eval": EvalConfig,
             "output": OutputConfig, "kubeflow": KubeflowConfig, "schedule": ScheduleConfig,
-            "storage": StorageConfig}
+            "storage": StorageConfig, "privacy": PrivacyConfig,
+            "model_card": ModelCardConfig}
 
 
 def _convert(value: Any, kind: Any, key: str) -> Any:

@@ -15,6 +15,16 @@ CURATED_SCHEMA = os.path.join(REPO, "schema", "schema.pbtxt")
 
 
 @pytest.fixture(scope="session")
+def half_base(tmp_path_factory):
+    """A model base folder with version 1 of TF Serving's half_plus_two test model."""
+    from tests.serving_models import export_half_plus_two
+    base = str(tmp_path_factory.mktemp("models") / "half")
+    os.makedirs(base)
+    export_half_plus_two(base, 1)
+    return base
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     from tests.tiny_bert import make_tiny_checkpoint
     return make_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny_bert")))

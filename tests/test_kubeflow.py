@@ -81,6 +81,10 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     containers = {name: e["container"] for name, e in executors.items() if "container" in e}
     assert len(containers) >= len(IN_ORDER)
     assert {c["image"] for c in containers.values()} == {IMAGE}
+    # every step goes through the entrypoint that sets KFP_NAMESPACE for InfraValidator
+    assert {tuple(c["command"]) for c in containers.values()} == {
+        ("/pipeline/kubeflow/entrypoint.sh",)}
+    assert raw["schemaVersion"] == "2.1.0"
     trainer = containers["Trainer_executor"]
     assert trainer["resources"] == {"cpuLimit": 4.0, "memoryLimit": 32.0, "accelerator": {
         "type": "NVIDIA_TESLA_T4", "count": "2"}}

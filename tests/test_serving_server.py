@@ -30,14 +30,6 @@ SERVERS = ["local"] + (["tensorflow_model_server"]
                        if shutil.which("tensorflow_model_server") else [])
 
 
-@pytest.fixture(scope="module")
-def half_base(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("models") / "half")
-    os.makedirs(base)
-    export_half_plus_two(base, 1)
-    return base
-
-
 @pytest.fixture(scope="module", params=SERVERS)
 def server(request, half_base):
     flags = ["--model_name", "half", "--model_base_path", half_base,
@@ -281,3 +273,26 @@ def test_config_file_policy_labels_batching_and_token(tmp_path):
             outputs = list(pool.map(lambda x: client.predict({"x": x})["y"], inputs))
         for x, out in zip(inputs, outputs):
             np.testing.assert_allclose(out, (x / 2 + 2) * 3)
+
+
+def test_rest_request_past_its_deadline_gets_504_and_the_server_keeps_answering(
+        half_base, tmp_path):
+    """A request still queued for a batch when --rest_api_timeout_in_ms runs out gets
+    TF Serving's DEADLINE_EXCEEDED as a JSON 504; the next one within the deadline works."""
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 64 }\n"
+                      "batch_timeout_micros { value: 3000000 }\n")  # a lone request waits 3 s
+    with ServerProcess(["--model_name", "half", "--model_base_path", half_base,
+                        "--enable_batching", "--batching_parameters_file", str(params),
+                        "--rest_api_timeout_in_ms", "500"]) as server:
+        url = f"{server.rest_url}/v1/models/half:predict"
+        late = requests.post(url, json={"instances": [2.0]}, timeout=30)
+        assert late.status_code == 504
+        assert "Deadline exceeded" in late.json()["error"]
+        assert requests.get(f"{server.rest_url}/v1/models/half", timeout=30).json()[
+            "model_version_status"][0]["state"] == "AVAILABLE"
+    with ServerProcess(["--model_name", "half", "--model_base_path", half_base,
+                        "--rest_api_timeout_in_ms", "500"]) as server:  # no batch wait
+        answer = requests.post(f"{server.rest_url}/v1/models/half:predict",
+                               json={"instances": [2.0]}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["predictions"] == [3.0]

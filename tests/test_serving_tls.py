@@ -13,20 +13,11 @@ from serving.client import GrpcClient, RestClient, ServingClientError, Target, c
 from serving.process import ServerProcess
 from serving.tls import InsecureTokenError, SSLConfig, load_ssl_config
 from tests.certificates import encrypted_key, make_pki, read_pem, ssl_config, write_pem
-from tests.serving_models import export_half_plus_two
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def half_base(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("models") / "half")
-    os.makedirs(base)
-    export_half_plus_two(base, 1)
-    return base
 
 
 def _y(client) -> float:
