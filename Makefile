@@ -18,14 +18,25 @@ export TRANSFORMERS_OFFLINE := 1
 run: $(VENV)/.installed
 	$(BIN)/bert-pipeline run $(ARGS)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
-# The unit tier: no pipeline runs, model servers, containers or object storage
+# The browser tier (tests marked browser) opens the run report in Debian's chromium:
+# installed with apt-get when missing and this is root, else make says what is missing.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "missing: chromium (Debian package chromium) for the browser tests: install" \
+	         "it as root (apt-get install chromium), or run make test-fast" >&2; exit 1; fi; \
+	  echo "installing chromium (apt-get)" >&2; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The unit tier: no pipeline runs, model servers, containers, object storage or browser
 # (markers in pytest.ini).
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests \
-	  -m "not e2e and not serving and not image and not storage" $(PYTEST_ARGS)
+	  -m "not e2e and not serving and not image and not storage and not browser" $(PYTEST_ARGS)
 
 # The local model server on the pushed models, with TF Serving's Docker defaults:
 # gRPC on 8500, REST on 8501 (ARGS adds flags, e.g. ARGS=--host=0.0.0.0).

@@ -8,8 +8,9 @@ setup(
                 "TensorFlow Serving",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "components", "components.*", "models",
-                                    "local", "kubeflow", "cli", "serving"]),
-    package_data={"serving": ["deploy/*.config", "deploy/*.txt", "deploy/kubernetes/*.yaml"]},
+                                    "local", "local.*", "kubeflow", "cli", "serving"]),
+    package_data={"serving": ["deploy/*.config", "deploy/*.txt", "deploy/kubernetes/*.yaml"],
+                  "local.report": ["templates/*.j2"]},
     # Exact versions live in requirements.txt (installed by `make`); these are the ranges
     # the code is written for.
     install_requires=[
@@ -30,6 +31,10 @@ setup(
         # kubeflow/ (compile, submit, schedule) and the local scheduler
         "kfp>=2.5,<2.6",
         "croniter>=6,<7",
+        # local/report (the run report)
+        "matplotlib>=3.9,<3.10",
+        "jinja2>=3",
+        "markdown>=3",
     ],
     entry_points={"console_scripts": ["bert-pipeline=cli.main:entry"]},
 )

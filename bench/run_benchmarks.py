@@ -607,7 +607,7 @@ def main() -> None:
                              "the main_job benchmark's).")
     parser.add_argument("--steps", type=int, default=60, help="Timed training steps.")
     parser.add_argument("--full_args", default="", help="Extra options for the full run.")
-    parser.add_argument("--mrpc_args", default="--model.epochs 3",
+    parser.add_argument("--mrpc_args", default="--model.epochs 5 --model.learning_rate 1e-4",
                         help="Extra options for the MRPC run (default: %(default)s).")
     parser.add_argument("--truncation_args", default="--model.epochs 2",
                         help="Extra options for each amazon_books run (default: %(default)s).")

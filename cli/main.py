@@ -1,5 +1,5 @@
-"""``bert-pipeline``: run or schedule the pipeline, its history, Kubeflow, a schema,
-scoring, serving and prediction.
+"""``bert-pipeline``: run or schedule the pipeline, its history and run reports,
+Kubeflow, a schema, scoring, serving and prediction.
 
 Every configuration field is an option: ``--<section>.<field> VALUE`` (see
 ``bert-pipeline run --help``); ``--config FILE`` loads a YAML/JSON file first.
@@ -78,6 +78,40 @@ def _cmd_history(args) -> int:
             print(json.dumps(entry, ensure_ascii=False))
     else:
         print(history.format_table(entries) if entries else "no runs recorded yet")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from local import history, report
+    config = config_from_args(args)
+    if args.serve:
+        return _serve_reports(report.folder(config), args.port)
+    path = history.find_report(history.read(config.history_path), args.run)
+    if path is None and args.run:  # a run missing from the history: its folder, if there
+        candidate = report.path_for(config, args.run)
+        path = candidate if os.path.exists(candidate) else None
+    if path is None:
+        raise ValueError(f"no report for {'run ' + args.run if args.run else 'any run'} in "
+                         f"{config.history_path} (reports are written by `bert-pipeline run`)")
+    print(path)
+    return 0
+
+
+def _serve_reports(folder: str, port: int) -> int:
+    """Serves the reports folder on 127.0.0.1 until interrupted (for an SSH tunnel)."""
+    import functools
+    import http.server
+
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder} does not exist: no run has written a report yet")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        print(f"Serving {folder} at http://127.0.0.1:{server.server_address[1]}/ "
+              f"(Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -244,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
         "<output.root>/history.jsonl).")
     hist.add_argument("--last", type=int, default=20, help="How many runs (default: 20).")
     hist.add_argument("--json", action="store_true", help="JSON lines instead of a table.")
+
+    report = _config_command(
+        sub, "report", _cmd_report, "A run's HTML report: its path, or serve them all.",
+        "Prints the path of the newest run's report (or --run's), a self-contained HTML "
+        "page under <output.root>/reports/. --serve serves the reports folder on "
+        "127.0.0.1 (for an SSH tunnel from another machine) until interrupted.")
+    report.add_argument("--run", metavar="ID", help="Run id (as `history --json` shows it; "
+                                                    "default: the newest run).")
+    report.add_argument("--serve", action="store_true",
+                        help="Serve the reports folder over HTTP on 127.0.0.1.")
+    report.add_argument("--port", type=int, default=8008,
+                        help="Port for --serve (0: any free port) (default: %(default)s).")
 
     kubeflow = _config_command(
         sub, "kubeflow", _cmd_kubeflow,

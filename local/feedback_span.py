@@ -11,9 +11,12 @@ from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, read_jsonl
 
 
 def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_column: str,
-                label_column: str, min_rows: int = 1) -> Optional[str]:
+                label_column: str, min_rows: int = 1,
+                text_pair_column: str = "") -> Optional[str]:
     """Writes corrected texts as the next span (``<input_dir>/<span folder>/feedback.tsv``)
-    once at least ``min_rows`` are waiting; returns the folder, or None.
+    once at least ``min_rows`` are waiting; returns the folder, or None. With
+    ``text_pair_column`` (sentence pairs), rows recorded with a pair have it in that
+    column; rows recorded without one are left for a later run with no pair column.
 
     The span appears complete (written aside, then renamed); exported ids are
     remembered, so no correction is used twice. Files are only ever appended to,
@@ -26,8 +29,9 @@ def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_colum
             done = {line.strip() for line in f}
     latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
               if c["id"] not in done}  # the last correction of an id wins
-    texts = {p["id"]: p["text"] for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
-             if p["id"] in latest}
+    texts = {p["id"]: [p["text"]] + ([p["text_pair"]] if text_pair_column else [])
+             for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
+             if p["id"] in latest and ("text_pair" in p) == bool(text_pair_column)}
     if len(texts) < max(1, min_rows):
         return None
     spans = list_spans(input_dir, span_pattern)
@@ -37,8 +41,9 @@ def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_colum
     staging = tempfile.mkdtemp(prefix=".feedback-", dir=input_dir)
     with open(os.path.join(staging, "feedback.tsv"), "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow([text_column, label_column])
-        writer.writerows((texts[i], latest[i]) for i in sorted(texts))
+        writer.writerow([text_column] + ([text_pair_column] if text_pair_column else [])
+                        + [label_column])
+        writer.writerows(texts[i] + [latest[i]] for i in sorted(texts))
     os.rename(staging, folder)
     with open(exported_path, "a", encoding="utf-8") as f:
         f.write("".join(i + "\n" for i in sorted(texts)))

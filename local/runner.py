@@ -3,7 +3,7 @@
 It resolves what the pipeline gets on this machine: paths absolute against the working
 directory, ``output.*`` storage, ``beam_args`` (Beam's DirectRunner), SQLite metadata
 and the local serving check. One run at a time per output root (a file lock), and
-every run is appended to the run history.
+every run is appended to the run history with its HTML report (local/report).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 
 from tfx import v1 as tfx
 
-from local import history, summary
+from local import history, progress, summary
 from pipeline.config import PipelineConfig, resolve_path
 from pipeline.pipeline import create_pipeline
 
@@ -77,6 +77,17 @@ def run_lock(config: PipelineConfig):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def write_report(result: summary.RunSummary, config: PipelineConfig) -> None:
+    """The run's HTML report (local/report); a failure to write it is logged and noted in
+    the summary, never raised: the run's own outcome stands."""
+    from local import report
+    try:
+        result.report_path = report.write(result, config)
+    except Exception as e:  # noqa: BLE001 - the report must not fail or hide the run
+        logging.warning("the run report was not written", exc_info=True)
+        result.report_error = f"{type(e).__name__}: {e}"
+
+
 def run(config: PipelineConfig, reason: str = "manual") -> summary.RunSummary:
     """Runs the pipeline once; never raises for a failed run, the summary says why.
 
@@ -87,10 +98,12 @@ def run(config: PipelineConfig, reason: str = "manual") -> summary.RunSummary:
         error = None
         pipeline = local_pipeline(config)
         try:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
+            with progress.component_progress():  # a line per component on stderr
+                tfx.orchestration.LocalDagRunner().run(pipeline)
         except Exception as e:  # noqa: BLE001 - any component failure ends the run
             logging.info("pipeline run failed", exc_info=True)  # the summary says why
             error = e
         result = summary.collect(pipeline, started, error)
+        write_report(result, config)
         history.append(config.history_path, history.record(result, started, time.time(), reason))
     return result

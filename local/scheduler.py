@@ -82,7 +82,8 @@ class Scheduler:
         if not (schedule.feedback_dir and data.span_pattern):
             return None
         return export_span(schedule.feedback_dir, data.input_dir, data.span_pattern,
-                           data.text_column, data.label_column, schedule.feedback_min_rows)
+                           data.text_column, data.label_column, schedule.feedback_min_rows,
+                           data.text_pair_column)
 
     def tick(self) -> Tick:
         folder = self.collect_feedback()

@@ -55,6 +55,13 @@ class RunSummary:
     unknown_share_limit: Optional[float] = None
     checkpoint: Optional[str] = None
     gated: str = ""  # the metric the gate uses (eval.metric)
+    redactions: dict = dataclasses.field(default_factory=dict)  # split -> {type: count}
+    # Lineage: node -> ML Metadata execution id; node -> output key -> [(artifact id, uri)]
+    executions: dict = dataclasses.field(default_factory=dict)
+    artifacts: dict = dataclasses.field(default_factory=dict)
+    tensorboard_dir: Optional[str] = None  # the Trainer's TensorBoard logs
+    report_path: Optional[str] = None  # the run's HTML report (local/report)
+    report_error: Optional[str] = None  # why no report was written
 
     @property
     def exit_code(self) -> int:
@@ -81,6 +88,8 @@ class RunSummary:
                     f"({100 * limit:.1f}%): the vocabulary of '{self.checkpoint}' does not "
                     f"fit this text (another language or script?); use a checkpoint whose "
                     f"vocabulary covers it (model.checkpoint, e.g. a multilingual BERT)")
+        if self.redactions:
+            details.append(redaction_line(self.redactions))
         if any(details):
             lines += [""] + [d for d in details if d]
         if self.metrics:
@@ -112,7 +121,19 @@ class RunSummary:
         if self.error:
             lines += ["", f"FAILED: {self.error}", "Nothing was pushed; the served models are "
                       "unchanged."]
+        if self.report_path or self.report_error:
+            lines += ["", f"Report: {self.report_path or 'not written: ' + self.report_error}"]
+        if self.tensorboard_dir:
+            lines.append(f"Training curves: tensorboard --logdir {self.tensorboard_dir}")
         return "\n".join(lines)
+
+
+def redaction_line(redactions: dict) -> str:
+    """'Redacted at ingestion: train email=3 phone=2; eval none found'."""
+    splits = [f"{split} " + (" ".join(f"{name}={n}" for name, n in counts.items() if n)
+                             or "none found")
+              for split, counts in sorted(redactions.items(), key=lambda kv: kv[0] != "train")]
+    return "Redacted at ingestion: " + "; ".join(splits)
 
 
 def _metric_text(name: str, value: float, baseline: Optional[float]) -> str:
@@ -240,8 +261,14 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
                    - execution.create_time_since_epoch) / 1000
         summary.components.append(ComponentRun(node, status, seconds))
         outputs = _outputs(store, execution.id)
+        summary.executions[node] = execution.id
+        summary.artifacts[node] = {key: [(a.id, a.uri) for a in found]
+                                   for key, found in outputs.items()}
         if node == "TextExampleGen" and outputs.get("examples") and spans:
             summary.span = _custom(outputs["examples"][0], "span")
+        if node == "TextExampleGen" and outputs.get("examples"):
+            summary.redactions = json.loads(_custom(outputs["examples"][0], "redactions")
+                                            or "{}")
         if node == "DriftCheck" and outputs.get("report"):
             summary.drift = _custom(outputs["report"][0], "drift")
         if node == "Trainer" and outputs.get("model_run"):
@@ -250,6 +277,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
             summary.unknown_share = stats.get("unknown_share")
             summary.unknown_share_limit = stats.get("unknown_share_limit")
             summary.checkpoint = stats.get("checkpoint")
+            summary.tensorboard_dir = os.path.join(outputs["model_run"][0].uri, "tensorboard")
         if node == "Trainer" and outputs.get("model"):
             summary.labels = _labels(outputs["model"][0].uri)
         if node == "Evaluator" and outputs.get("evaluation"):

@@ -12,6 +12,9 @@ Serving contract (clients and tests rely on these names):
   * ``classify`` (TF Serving's Classify API, method ``tensorflow/serving/classify``):
     input ``inputs`` (serialized tf.Example) -> ``classes`` (every label name) and
     ``scores`` (their probabilities), both [batch, classes].
+  * ``redact_text``: input ``text`` (raw strings) -> ``text``, redacted with the run's
+    ``privacy`` settings (the same Redactor the Transform graph, and so every signature
+    above, runs before tokenizing); the model server stores feedback through it.
   * ``transform_features`` (for TFMA only): serialized examples with labels ->
     ``label_id`` (multi-hot [batch, classes] float for multi-label models) and
     ``text_length_bucket``.
@@ -20,15 +23,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from models import features
+from models import features, redaction
 from models.hparams import Task
 from models.tokenizer import pad_to_dense, segment_ids
 from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, LABEL_SET, LABELS_FILE,
-                              MODEL_INFO_FILE, WARMUP_FILE)
+                              MODEL_INFO_FILE, REDACT_SIGNATURE, TEXT_INPUT, WARMUP_FILE)
 # tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
 # every other op of the exported model must be core TensorFlow.
 TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
@@ -56,11 +59,12 @@ def _text_feature(texts: tf.Tensor, spec) -> tf.Tensor:
 def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
                          pad_id: int, output_dir: str, model_info: Mapping,
                          sep_id: int = -1, task: Task = Task(),
-                         threshold: float = 0.5) -> None:
+                         threshold: float = 0.5, privacy: Optional[Mapping] = None) -> None:
     """Saves ``model`` with the tokenizer and label names baked into its signatures.
 
     ``sep_id`` gives sentence pairs their token types; multi-label models (``task``)
-    predict every label whose sigmoid score is at least ``threshold``."""
+    predict every label whose sigmoid score is at least ``threshold``; ``privacy``: the
+    run's redaction settings, for ``redact_text`` (the Transform graph has its own)."""
     raw_spec = tf_transform_output.raw_feature_spec()
     text_names = [features.TEXT] + ([features.TEXT_PAIR] if task.text_pair else [])
     text_spec = {name: raw_spec[name] for name in text_names}
@@ -110,6 +114,12 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
         classes = tf.tile(labels[tf.newaxis], [tf.shape(probabilities)[0], 1])
         return {features.CLASSIFY_CLASSES: classes, features.CLASSIFY_SCORES: probabilities}
 
+    redactor = redaction.from_settings(privacy)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TEXT_INPUT)])
+    def redact_text(text):
+        return {TEXT_INPUT: redactor(text)[0]}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
     def transform_features(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, raw_spec))
@@ -127,6 +137,7 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
         features.SERVING_TEXT_SIGNATURE: serve_text.get_concrete_function(),
         features.CLASSIFY_SIGNATURE: classify.get_concrete_function(),
         features.TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
+        REDACT_SIGNATURE: redact_text.get_concrete_function(),
     }
     model.save(output_dir, save_format="tf", signatures=signatures, include_optimizer=False)
     set_method_name(output_dir, features.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)

@@ -65,8 +65,14 @@ class ModelHParams:
     jit_compile: bool = dataclasses.field(default=False, metadata={
         "help": "Compile the training step with XLA."})
     seed: int = dataclasses.field(default=42, metadata={"help": "Random seed."})
+    progress_every_steps: int = dataclasses.field(default=50, metadata={
+        "help": "Print a progress line (step, examples/s, time left) every this many "
+                "training steps, and one per epoch; 0: Keras's own line per epoch only."})
 
     def __post_init__(self):
+        if self.progress_every_steps < 0:
+            raise ValueError(f"model.progress_every_steps must be 0 (off) or more, got "
+                             f"{self.progress_every_steps}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"model.class_weight must be one of {', '.join(CLASS_WEIGHTS)}, "
                              f"not '{self.class_weight}'")

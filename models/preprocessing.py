@@ -1,4 +1,4 @@
-"""Transform's ``preprocessing_fn``: tokenization and label vocabulary, in-graph."""
+"""Transform's ``preprocessing_fn``: redaction, tokenization and label vocabulary, in-graph."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import checkpoint, features
+from models import checkpoint, features, redaction
 from models.hparams import ModelHParams, Task
 from models.tokenizer import BertTextTokenizer
 
@@ -44,18 +44,24 @@ def make_tokenizer(hparams: ModelHParams) -> BertTextTokenizer:
 def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]):
     """Raw ``text`` (and ``text_pair``) and ``label`` -> ``input_ids`` (variable length),
     ``label_id`` (one id, or a variable-length list of ids for multi-label tasks), length
-    slice."""
+    slice. Texts are redacted (``custom_config["privacy"]``) before they are tokenized,
+    here and so in every serving signature, which runs this graph."""
     hparams = ModelHParams.from_dict(custom_config["model"])
     task = Task.from_custom_config(custom_config)
     tokenizer = make_tokenizer(hparams)
+    redactor = redaction.from_settings(custom_config.get("privacy"))
+
+    def text(name: str) -> tf.Tensor:
+        return redactor(dense_column(inputs[name]))[0]
+
     pairs = None
     if task.text_pair:
         if features.TEXT_PAIR not in inputs:
             raise ValueError(f"data.text_pair_column is set but the schema has no "
                              f"'{features.TEXT_PAIR}' feature: infer one (data.schema_path "
                              f"'') or regenerate it with `bert-pipeline schema`")
-        pairs = dense_column(inputs[features.TEXT_PAIR])
-    ids = tokenizer(dense_column(inputs[features.TEXT]), pairs)
+        pairs = text(features.TEXT_PAIR)
+    ids = tokenizer(text(features.TEXT), pairs)
     if task.multi_label:  # every label of a row: label ids stay a variable-length list
         labels = inputs[features.LABEL]
         if not isinstance(labels, tf.sparse.SparseTensor):

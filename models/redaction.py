@@ -342,3 +342,28 @@ def redact(texts, types: Union[str, Iterable[str]] = "all",
            custom_patterns: Union[Mapping[str, str], Sequence[Tuple[str, str]]] = ()):
     """Redacted texts and counts per type: see ``Redactor``."""
     return Redactor(types, custom_patterns)(texts)
+
+
+def from_settings(privacy: Optional[Mapping] = None) -> Redactor:
+    """The Redactor for ``privacy`` settings as the pipeline passes them on
+    (``{"redact": ..., "custom_patterns": [[name, pattern], ...]}``); None: redacts
+    nothing (settings from before redaction existed)."""
+    privacy = privacy or {"redact": "none"}
+    return Redactor(privacy.get("redact", "all"),
+                    [tuple(pair) for pair in privacy.get("custom_patterns", [])])
+
+
+EXCERPT_CHARS = 40
+_EXCERPT_REDACTOR: Optional[Redactor] = None
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """At most ``limit`` characters of ``value`` for an error message, with every
+    built-in type of personal data replaced (eagerly) before it is cut, so no part of an
+    address or number is quoted."""
+    global _EXCERPT_REDACTOR
+    if _EXCERPT_REDACTOR is None:
+        _EXCERPT_REDACTOR = Redactor("all")
+    text = str(value)
+    redacted = _EXCERPT_REDACTOR(tf.constant([text]))[0].numpy()[0].decode("utf-8")
+    return redacted if len(redacted) <= limit else redacted[:limit - 1] + "…"

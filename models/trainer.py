@@ -10,7 +10,8 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import checkpoint, dataset, export, features, model as model_lib, warm_start
+from models import (checkpoint, dataset, export, features, model as model_lib, progress,
+                    warm_start)
 from models.hparams import ModelHParams, Task
 
 STATS_FILE = "train_stats.json"
@@ -132,15 +133,19 @@ def run_fn(fn_args) -> None:
         started_from = _start_weights(classifier, hparams, fn_args, label_names)
     logging.info("Training starts %s", started_from)
     throughput = Throughput(hparams.batch_size * replicas)
+    callbacks = [tf.keras.callbacks.TensorBoard(
+        log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50), throughput]
+    if hparams.progress_every_steps:  # its lines replace Keras's line per epoch
+        callbacks.append(progress.TrainingProgress(
+            steps_per_epoch * epochs, hparams.batch_size * replicas,
+            hparams.progress_every_steps))
     started = time.time()
     history = classifier.fit(
         make(fn_args.train_files, hparams.batch_size, shuffle=True).repeat(),
         steps_per_epoch=steps_per_epoch, epochs=epochs,
         validation_data=make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False),
-        callbacks=[tf.keras.callbacks.TensorBoard(
-            log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50),
-            throughput],
-        class_weight=class_weight, verbose=2)
+        callbacks=callbacks, class_weight=class_weight,
+        verbose=0 if hparams.progress_every_steps else 2)
     stats = {"started_from": started_from, "train_examples": num_train,
              "steps": steps_per_epoch * epochs,
              "fit_seconds": time.time() - started, "precision": precision,
@@ -149,7 +154,7 @@ def run_fn(fn_args) -> None:
              "class_weight": class_weight and {label_names[i]: w
                                                for i, w in class_weight.items()},
              "unknown_share": unknown_share, "unknown_share_limit": limit,
-             "checkpoint": hparams.checkpoint,
+             "checkpoint": hparams.checkpoint, "hparams": hparams.to_dict(),
              "final": {k: float(v[-1]) for k, v in history.history.items()}}
     logging.info("Training stats: %s", stats)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
@@ -166,7 +171,8 @@ def run_fn(fn_args) -> None:
                     "precision": precision, "started_from": started_from,
                     "train_examples": num_train,
                     "train_steps": steps_per_epoch * epochs},
-        sep_id=sep_id, task=task, threshold=hparams.threshold)
+        sep_id=sep_id, task=task, threshold=hparams.threshold,
+        privacy=fn_args.custom_config.get("privacy"))
 
 
 def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names) -> str:

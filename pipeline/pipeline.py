@@ -3,8 +3,9 @@
 TextExampleGen -> StatisticsGen -> SchemaGen/ImportSchemaGen -> ExampleValidator
 -> DataGate (-> DriftCheck, with spans) -> Transform -> Trainer (warm start from
 the latest blessed model, optional) -> Evaluator (gate against that model)
+-> ModelCard (the candidate copied with assets.extra/model_card.md)
 -> ServingCheck (local model server) or InfraValidator (the runner's serving spec):
-load and query the candidate in a model server -> Pusher
+load and query that copy in a model server -> Pusher (pushes that copy)
 
 Runners resolve where things are and what runs them (local/runner.py,
 kubeflow/runner.py); ``create_pipeline`` takes those values as they are.
@@ -22,13 +23,14 @@ from tfx.proto import example_gen_pb2
 from components.data_gate.component import DataGate
 from components.drift_check.component import DriftCheck
 from components.kubernetes_infra_validator.component import KubernetesInfraValidator
+from components.model_card.component import ModelCard
 from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
 from components.text_example_gen.parsing import split_buckets
 from models import features
 from models.hparams import Task
 from pipeline import eval_metrics
-from pipeline.config import GATE_METRICS, DataConfig, PipelineConfig
+from pipeline.config import GATE_METRICS, DataConfig, PipelineConfig, PrivacyConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -43,8 +45,16 @@ def input_splits(data) -> list:
     return [example_gen_pb2.Input.Split(name="single_split", pattern=span + data.file_pattern)]
 
 
-def example_gen(data: DataConfig, data_root: str) -> TextExampleGen:
-    """Ingests ``data_root`` (a resolved folder or URI) as ``data`` says."""
+def privacy_settings(privacy: PrivacyConfig) -> dict:
+    """``privacy`` as Transform, the Trainer's export and TextExampleGen read it
+    (``models.redaction.from_settings``)."""
+    return {"redact": privacy.redact, "custom_patterns": [list(p) for p in privacy.patterns()]}
+
+
+def example_gen(data: DataConfig, data_root: str,
+                privacy: Optional[PrivacyConfig] = None) -> TextExampleGen:
+    """Ingests ``data_root`` (a resolved folder or URI) as ``data`` says, redacting the
+    texts first when ``privacy.at_ingestion``."""
     input_config = example_gen_pb2.Input(splits=input_splits(data))
     if data.presplit:
         output_config = None
@@ -56,7 +66,9 @@ def example_gen(data: DataConfig, data_root: str) -> TextExampleGen:
     return TextExampleGen(input_base=data_root,
                           reader_config=data.reader_config(),
                           input_config=input_config, output_config=output_config,
-                          span_pattern=data.span_pattern, window_spans=data.window_spans)
+                          span_pattern=data.span_pattern, window_spans=data.window_spans,
+                          privacy=privacy_settings(privacy)
+                          if privacy is not None and privacy.at_ingestion else None)
 
 
 def task(config: PipelineConfig) -> Task:
@@ -139,18 +151,19 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftChe
         action=data.drift_action)
 
 
-def serving_validation(config: PipelineConfig, trainer, evaluator, gen,
+def serving_validation(config: PipelineConfig, model, evaluator, gen,
                        serving_spec: Optional[tfx.proto.ServingSpec]):
-    """The candidate must load and answer in a model server before the push: the local
+    """The candidate (``model``: the copy with its card, which the Pusher pushes) must
+    load and answer in a model server before the push: the local
     model server (ServingCheck) without ``serving_spec``, else TFX's InfraValidator in the
     server and platform the spec names (stock TF Serving in a pod on Kubernetes)."""
     if serving_spec is None:
         return ServingCheck(
-            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            model=model, model_blessing=evaluator.outputs["blessing"],
             model_name=config.output.model_name,
             timeout_seconds=config.output.serving_check_timeout)
     return KubernetesInfraValidator(
-        model=trainer.outputs["model"],
+        model=model,
         examples=gen.outputs["examples"],
         serving_spec=serving_spec,
         validation_spec=tfx.proto.ValidationSpec(
@@ -159,6 +172,20 @@ def serving_validation(config: PipelineConfig, trainer, evaluator, gen,
             tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(
                 signature_names=[features.SERVING_EXAMPLES_SIGNATURE]),
             split_name="eval", num_examples=8)).with_id("InfraValidator")
+
+
+def model_card(config: PipelineConfig, trainer, evaluator, statistics, gen,
+               data_root: str) -> ModelCard:
+    """The candidate with its card (``model_card.*`` fill in what a run cannot know)."""
+    return ModelCard(
+        examples=gen.outputs["examples"], statistics=statistics.outputs["statistics"],
+        model=trainer.outputs["model"], model_run=trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"],
+        model_blessing=evaluator.outputs["blessing"], model_name=config.output.model_name,
+        input_base=data_root, file_patterns=[s.pattern for s in input_splits(config.data)],
+        label_feature=features.LABEL, text_feature=features.TEXT,
+        intended_use=config.model_card.intended_use,
+        limitations=config.model_card.limitations, owners=config.model_card.owners)
 
 
 def _accelerator(platform_config) -> dict:
@@ -189,7 +216,7 @@ def create_pipeline(config: PipelineConfig, *,
     ``serving_spec`` (None: the local ServingCheck; a ServingSpec: InfraValidator) and
     ``trainer_platform_config`` (e.g. the Trainer pod's resources on Kubeflow).
     """
-    gen = example_gen(config.data, data_root)
+    gen = example_gen(config.data, data_root, config.privacy)
     statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
     if schema_file:
         schema = tfx.components.ImportSchemaGen(schema_file=schema_file)
@@ -206,7 +233,8 @@ def create_pipeline(config: PipelineConfig, *,
         checks.append(drift_check(config, gen, schema, data_root))
         checks[-1].add_upstream_node(gate)
     custom_config = {"model": config.model.to_dict(), "task": dataclasses.asdict(task(config)),
-                     "max_unknown_share": config.data.max_unknown_share}
+                     "max_unknown_share": config.data.max_unknown_share,
+                     "privacy": privacy_settings(config.privacy)}
     transform = tfx.components.Transform(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
@@ -232,9 +260,11 @@ def create_pipeline(config: PipelineConfig, *,
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config))
-    serving = serving_validation(config, trainer, evaluator, gen, serving_spec)
+    card = model_card(config, trainer, evaluator, statistics, gen, data_root)
+    serving = serving_validation(config, card.outputs["model_with_card"], evaluator, gen,
+                                 serving_spec)
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
+        model=card.outputs["model_with_card"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -244,7 +274,7 @@ def create_pipeline(config: PipelineConfig, *,
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[gen, statistics, schema, validator, *checks, transform, baseline,
-                    trainer, evaluator, serving, pusher],
+                    trainer, evaluator, card, serving, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args))

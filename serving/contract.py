@@ -14,6 +14,9 @@ LABEL_FEATURE = "label"  # one value per label (several in multi-label data)
 EXAMPLES_SIGNATURE = "serving_default"  # Predict on serialized tf.Examples
 TEXT_SIGNATURE = "predict_text"  # Predict on raw strings
 CLASSIFY_SIGNATURE = "classify"  # TF Serving's Classify API
+# Strings in ("text"), the same strings redacted as the model's own graph redacts them out
+# ("text"): the server stores feedback through it (serving/feedback.py).
+REDACT_SIGNATURE = "redact_text"
 EXAMPLES_INPUT = "examples"
 TEXT_INPUT = "text"
 TEXT_PAIR_INPUT = "text_pair"  # predict_text's second input (pair models only)

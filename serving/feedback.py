@@ -1,7 +1,9 @@
 """Feedback loop (opt-in, ``--feedback_dir``): served predictions and corrected labels.
 
 The server records each text it classifies (Classify API: the clients' and the
-``predict`` CLI's path) with an id it returns to the caller (REST header
+``predict`` CLI's path), and the second text of a sentence pair, redacted by the model's
+own ``redact_text`` signature (a model without one has nothing recorded: raw text is
+never stored), with an id it returns to the caller (REST header
 ``X-Prediction-Ids``, gRPC trailing metadata ``prediction-ids``). Callers send
 corrections as ``POST /v1/feedback`` ``{"corrections": [{"id": ..., "label": ...}]}``.
 ``local/feedback_span.py`` turns the corrected texts into the next data span, which
@@ -113,15 +115,18 @@ class FeedbackLog:
         self._load(predictions)
 
     def record(self, model: str, version: int, texts: Sequence[str],
-               rows: Sequence[Sequence]) -> List[str]:
-        """Stores each text with its top label; returns their prediction ids."""
+               rows: Sequence[Sequence], pairs: Optional[Sequence[str]] = None) -> List[str]:
+        """Stores each (already redacted) text, and its pair, with its top label; returns
+        their prediction ids."""
         now = self._clock()
         records = []
-        for text, row in zip(texts, rows):
+        for i, (text, row) in enumerate(zip(texts, rows)):
             label, score = max(row, key=lambda pair: pair[1])
             records.append({"id": uuid.uuid4().hex, "time": now, "model": model,
                             "version": version, "text": text, "label": label,
                             "score": float(score)})
+            if pairs is not None:
+                records[-1]["text_pair"] = pairs[i]
         with self._lock:
             self._append(PREDICTIONS, records)
             self._rows.extend((r["time"], r["id"]) for r in records)

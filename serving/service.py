@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from serving.contract import TEXT_FEATURE
+import numpy as np
+
+from serving.contract import REDACT_SIGNATURE, TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.model_store import ModelStore, VersionState
-from serving.servable import Servable, Tensors
+from serving.servable import Servable, SignatureNotFound, Tensors
 
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Service:
         self.store = store
         self.metrics = metrics or Metrics()
         self.feedback = feedback  # serving.feedback.FeedbackLog, when recording is on
+        self._unredactable: set = set()  # (model, version) without redact_text: warned
 
     @contextmanager
     def _observed(self, ref: ModelRef, api: str, entrypoint: str, rows: int = 0) -> Iterator:
@@ -56,15 +61,36 @@ class Service:
 
     def classify(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str):
         """``(servable, rows of (label, score), prediction ids)``; ids only when feedback
-        recording is on and every example has a ``text`` feature."""
+        recording is on, every example has a ``text`` feature and the model can redact
+        them (see ``_record``)."""
         with self._observed(ref, "classify", entrypoint, len(examples)):
             servable = self._get(ref)
             rows = servable.classify(signature, examples)
         ids: List[str] = []
-        texts = _texts(examples) if self.feedback is not None else None
-        if texts is not None:
-            ids = self.feedback.record(servable.name, servable.version, texts, rows)
+        found = _texts(examples) if self.feedback is not None else None
+        if found is not None:
+            ids = self._record(servable, *found, rows)
         return servable, rows, ids
+
+    def _record(self, servable: Servable, texts: List[str], pairs: Optional[List[str]],
+                rows) -> List[str]:
+        """Stores the texts (and pairs) as the model's ``redact_text`` signature redacts
+        them; a model without it records nothing (raw text is never stored), once logged."""
+        try:
+            servable.signature(REDACT_SIGNATURE)
+        except SignatureNotFound:
+            if (servable.name, servable.version) not in self._unredactable:
+                self._unredactable.add((servable.name, servable.version))
+                log.warning("feedback not recorded for model '%s' version %d: it has no "
+                            "'%s' signature, and raw text is never stored (export it "
+                            "with this project's pipeline)", servable.name,
+                            servable.version, REDACT_SIGNATURE)
+            return []
+        values = servable.run(REDACT_SIGNATURE, {
+            TEXT_INPUT: np.array(texts + (pairs or []), dtype=object)})[TEXT_INPUT]
+        redacted = [v.decode("utf-8", errors="replace") for v in values]
+        return self.feedback.record(servable.name, servable.version, redacted[:len(texts)],
+                                    rows, redacted[len(texts):] if pairs else None)
 
     def regress(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str):
         with self._observed(ref, "regress", entrypoint, len(examples)):
@@ -84,16 +110,24 @@ class Service:
         return self.store.get(ref.name, ref.version, ref.label)
 
 
-def _texts(examples: List[bytes]) -> Optional[List[str]]:
+def _texts(examples: List[bytes]) -> Optional[Tuple[List[str], Optional[List[str]]]]:
+    """(texts, pairs): every example's ``text``, and ``text_pair`` when every example has
+    one (else None); None when an example has no single ``text``."""
     from tensorflow.core.example import example_pb2
 
-    texts = []
-    for serialized in examples:
-        feature = example_pb2.Example.FromString(serialized).features.feature.get(TEXT_FEATURE)
+    def value(feature) -> Optional[str]:
         if feature is None or len(feature.bytes_list.value) != 1:
             return None
-        texts.append(feature.bytes_list.value[0].decode("utf-8", errors="replace"))
-    return texts
+        return feature.bytes_list.value[0].decode("utf-8", errors="replace")
+
+    texts, pairs = [], []
+    for serialized in examples:
+        found = example_pb2.Example.FromString(serialized).features.feature
+        texts.append(value(found.get(TEXT_FEATURE)))
+        pairs.append(value(found.get(TEXT_PAIR_FEATURE)))
+    if None in texts:
+        return None
+    return texts, None if None in pairs else pairs
 
 
 def _rows(inputs: Tensors) -> int:

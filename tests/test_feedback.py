@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+import tensorflow as tf
 
 from components.text_example_gen.parsing import ReaderConfig, read_file
 from local.scheduler import Scheduler
@@ -16,34 +17,73 @@ from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from local.feedback_span import export_span
 from serving.feedback import CORRECTIONS, PREDICTIONS, FeedbackError, FeedbackLog, read_jsonl
 from serving.process import ServerProcess
-from tests.serving_models import export_text_length
+from models.export import set_method_name
+from models.redaction import Redactor
+from tests.serving_models import CLASSIFY, TextLength, export_text_length
 
 TRICKY = 'a "quoted"\ttab and\na newline, long enough'
+PERSONAL = "mail li.wei@example.cn or call +86 139 1234 5678"
+
+
+class RedactingTextLength(TextLength):
+    """TextLength with the ``redact_text`` signature this project's models export."""
+
+    def __init__(self):
+        super().__init__()
+        self.redactor = Redactor("all")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def redact_text(self, text):
+        return {"text": self.redactor(text)[0]}
+
+
+def export_redacting(base_path) -> None:
+    module, path = RedactingTextLength(), os.path.join(base_path, "1")
+    tf.saved_model.save(module, path, signatures={
+        "classify": module.classify.get_concrete_function(),
+        "redact_text": module.redact_text.get_concrete_function()})
+    set_method_name(path, "classify", CLASSIFY)
 
 
 @pytest.mark.serving
-def test_predictions_are_recorded_and_corrections_become_the_next_span(tmp_path):
+def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(tmp_path):
     base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
-    export_text_length(str(base))
+    export_redacting(str(base))
     data = tmp_path / "data"
     (data / "span-1").mkdir(parents=True)
+    (tmp_path / "token").write_text("s3cret\n")
     with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
-                        "--feedback_dir", str(feedback)]) as server:
+                        "--feedback_dir", str(feedback), "--auth_token_file",
+                        str(tmp_path / "token")], token="s3cret") as server:
         target = Target("clf")
-        with RestClient(server.rest_url, target) as rest, \
-                GrpcClient(server.grpc_address, target) as by_grpc:
+        with RestClient(server.rest_url, target, token="s3cret") as rest, \
+                GrpcClient(server.grpc_address, target, token="s3cret") as by_grpc:
             by_rest = rest.predict_texts(["hi", TRICKY])
             by_rpc = by_grpc.predict_texts(["hello there, a longer one"])
             assert [p.label for p in by_rest + by_rpc] == ["short", "long", "long"]
             ids = [p.id for p in by_rest + by_rpc]
             assert all(ids) and len(set(ids)) == 3
+            [paired] = rest.predict_texts([PERSONAL], pairs=[f"yes: {PERSONAL}"])
+            assert requests.post(f"{server.rest_url}/v1/feedback", json={"corrections": [
+                {"id": paired.id, "label": "long"}]}).status_code == 401  # token needed
+            assert rest.correct([{"id": paired.id, "label": "short"}]) == 1
+            stored = {r["id"]: r for r in read_jsonl(str(feedback / PREDICTIONS))}
+            assert stored[paired.id]["text"] == "mail [unused1] or call [unused3]"
+            assert stored[paired.id]["text_pair"] == "yes: mail [unused1] or call [unused3]"
+            assert "text_pair" not in stored[ids[0]]
+            assert export_span(str(feedback), str(tmp_path / "pairs"), "span-{SPAN}", "q",
+                               "label", text_pair_column="a") == str(tmp_path / "pairs" / "span-1")
+            assert (tmp_path / "pairs" / "span-1" / "feedback.tsv").read_text() == (
+                "q\ta\tlabel\nmail [unused1] or call [unused3]\t"
+                "yes: mail [unused1] or call [unused3]\tshort\n")
             assert rest.correct([{"id": ids[0], "label": "long"},
                                  {"id": ids[1], "label": "short"}]) == 2
             with pytest.raises(ServingClientError, match="HTTP 400.*unknown prediction id"):
                 rest.correct([{"id": "nope", "label": "x"}])
             with pytest.raises(ServingClientError, match="non-empty 'label'"):
                 rest.correct([{"id": ids[2], "label": " "}])
-            assert requests.get(f"{server.rest_url}/v1/feedback").status_code == 400
+            assert requests.get(f"{server.rest_url}/v1/feedback", headers={
+            "Authorization": "Bearer s3cret"}).status_code == 400
 
     config = load_config(None, {"data.input_dir": str(data), "data.span_pattern": "span-{SPAN}",
                                 "output.root": str(tmp_path / "out"),
@@ -154,7 +194,7 @@ def test_new_feedback_files_are_private_and_bad_limits_are_refused(tmp_path):
 @pytest.mark.serving
 def test_server_enforces_retention_at_start_and_on_writes(tmp_path):
     base, folder = tmp_path / "models" / "clf", tmp_path / "feedback"
-    export_text_length(str(base))
+    export_redacting(str(base))
     now = time.time()
     _write_rows(folder, PREDICTIONS, [_prediction(0, now - 31 * DAY),
                                       _prediction(1, now - 20 * DAY),
@@ -189,5 +229,9 @@ def test_server_logs_neither_query_strings_nor_request_bodies(tmp_path):
             time.sleep(0.1)  # polling the child's log, not timing the test
         log = server.log()
     assert "GET /v1/models/clf (127.0.0.1)" in log
+    # A model without a redact_text signature: nothing recorded, and said once.
+    assert not os.path.exists(tmp_path / "feedback" / PREDICTIONS)
+    assert log.count("feedback not recorded for model 'clf' version 1: it has no "
+                     "'redact_text' signature") == 1
     for secret in ("query.person", "example.com", "body.person", "example.org", "s3cret"):
         assert secret not in log, secret

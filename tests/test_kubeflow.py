@@ -21,7 +21,7 @@ STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
            "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
 IMAGE = "registry.example/bert-text-pipeline:7"
 IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
-            "Transform", "Trainer", "Evaluator", "Pusher"]
+            "Transform", "Trainer", "Evaluator", "ModelCard", "Pusher"]
 
 
 def _config(**extra):
@@ -64,9 +64,11 @@ def test_spec_loads_with_kfp_and_every_component_is_there_in_order(spec):
         assert name in tasks, name
     for earlier, later in zip(IN_ORDER, IN_ORDER[1:]):
         assert _depends_on(tasks, later, earlier), f"{later} must run after {earlier}"
-    # InfraValidator loads the trained model in TF Serving beside the Evaluator; the
-    # Pusher needs both blessings
-    assert _depends_on(tasks, "InfraValidator", "Trainer")
+    # InfraValidator loads the model with its card (what the Pusher pushes) in TF
+    # Serving; the Pusher needs both blessings
+    assert _depends_on(tasks, "InfraValidator", "ModelCard")
+    assert "model_with_card" in json.dumps(tasks["InfraValidator"]["inputs"])
+    assert "model_with_card" in json.dumps(tasks["Pusher"]["inputs"])
     assert _depends_on(tasks, "Pusher", "InfraValidator")
     # warm start and the gate both read the latest blessed model
     assert "latest_blessed_model_resolver-model-resolver" in tasks["Trainer"]["dependentTasks"]

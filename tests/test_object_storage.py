@@ -206,11 +206,16 @@ def test_tiny_pipeline_on_a_bucket_pushes_a_model_the_server_serves_from_it(
     # ... and so is the pushed version, complete.
     pushed = s3.keys(bucket, f"serving_model/bert_classifier/{version}/")
     for name in ("saved_model.pb", "variables/variables.index",
-                 "assets.extra/tf_serving_warmup_requests", "assets.extra/model_info.json"):
+                 "assets.extra/tf_serving_warmup_requests", "assets.extra/model_info.json",
+                 "assets.extra/model_card.md"):
         assert f"serving_model/bert_classifier/{version}/{name}" in pushed
 
-    # Nothing reached a local folder, except the state that needs a local disk.
-    assert sorted(os.listdir(state)) == ["history.jsonl", "metadata.sqlite", "run.lock"]
+    # Nothing reached a local folder, except the state that needs a local disk and the
+    # run reports (read in a local browser).
+    assert sorted(os.listdir(state)) == ["history.jsonl", "metadata.sqlite", "reports",
+                                         "run.lock"]
+    assert all(os.path.exists(os.path.join(state, "reports", run, "index.html"))
+               for run in os.listdir(state / "reports"))
     assert os.listdir(cwd) == []
     assert not [p for p in local_entries(str(tmp_path)) if "s3:" in p or bucket in p
                 or p.startswith(("pipeline_output", "serving_model"))]

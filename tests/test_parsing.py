@@ -172,3 +172,18 @@ def test_bad_reader_settings_name_the_setting(name, data, config, message):
 def test_unknown_quoting_is_refused():
     with pytest.raises(ValueError, match="data.quoting must be one of"):
         ReaderConfig(quoting="single")
+
+
+def test_errors_quote_rows_only_as_short_redacted_excerpts():
+    first_row = ("Write to anna.svensson@example.se or call +46 70 123 45 67 about order "
+                 "4111 1111 1111 1111, nothing else")
+    with pytest.raises(InputDataError) as headerless:
+        parse("tickets.csv", f"{first_row},billing\n".encode(), CONFIG)
+    with pytest.raises(InputDataError) as bad_label:
+        parse("tickets.jsonl", json.dumps({"sentence": "x", "label": {
+            "from": "anna.svensson@example.se"}}).encode(), CONFIG)
+    assert "'Write to [unused1] or call [unused3] ab…'" in str(headerless.value)
+    assert 'found {"from": "[unused1]"}' in str(bad_label.value)
+    for message in (str(headerless.value), str(bad_label.value)):
+        for secret in ("anna.svensson", "example.se", "70 123", "4111"):
+            assert secret not in message

@@ -269,3 +269,16 @@ def test_saved_model_has_only_serving_ops_and_same_outputs_in_a_fresh_process(
     assert {"StaticRegexReplace", "StringSplitV2", "UnicodeDecode"} <= ops
     assert got["outputs"] == expected
     assert expected["ticket"][-1] == 1 and expected["email"][-1] == 1
+
+
+def test_settings_as_the_pipeline_passes_them_and_short_excerpts():
+    texts = tf.constant(["mail a@example.com about TCK-123456"])
+    assert redaction.from_settings(None).names == ()  # settings from before redaction
+    redactor = redaction.from_settings({"redact": "email",
+                                        "custom_patterns": [["ticket", "TCK-[0-9]{6}"]]})
+    assert redactor.names == ("ticket", "email")
+    assert redactor(texts)[0].numpy()[0] == b"mail [unused1] about [unused10]"
+    long_text = "call +44 20 7946 0958 or write to a.person@example.org, " * 3
+    assert redaction.excerpt(long_text) == "call [unused3] or write to [unused1], c…"
+    assert len(redaction.excerpt(long_text)) == redaction.EXCERPT_CHARS
+    assert redaction.excerpt("short") == "short"

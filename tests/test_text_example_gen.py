@@ -5,6 +5,7 @@ import os
 
 import pytest
 import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
 from pipeline.config import load_config
@@ -13,9 +14,12 @@ from pipeline.pipeline import example_gen
 pytestmark = pytest.mark.e2e  # real (one-component) pipeline runs
 
 
-def _run_example_gen(tmp_path, **overrides) -> dict:
+def _run_example_gen(tmp_path, privacy=False, **overrides) -> dict:
+    """{split: sorted (text, label)}; with ``privacy``, also {"redactions": ...}: the
+    output artifact's custom property, as ML Metadata recorded it."""
     config = load_config(None, dict({"output.root": str(tmp_path / "out")}, **overrides))
-    component = example_gen(config.data, config.data.input_dir)
+    component = example_gen(config.data, config.data.input_dir,
+                            config.privacy if privacy else None)
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="ingest-test", pipeline_root=str(tmp_path / "out"),
         components=[component],
@@ -29,6 +33,15 @@ def _run_example_gen(tmp_path, **overrides) -> dict:
         splits[os.path.basename(split_dir)[6:]] = sorted(
             (e.features.feature["text"].bytes_list.value[0].decode(),
              e.features.feature["label"].bytes_list.value[0].decode()) for e in examples)
+        if privacy:
+            assert not any("text_pair" in e.features.feature for e in examples)
+    if privacy:
+        store = metadata_store.MetadataStore(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                str(tmp_path / "metadata.sqlite")))
+        [artifact] = store.get_artifacts_by_type("Examples")
+        splits["redactions"] = json.loads(
+            artifact.custom_properties["redactions"].string_value)
     return splits
 
 
@@ -91,3 +104,27 @@ def test_headerless_quoting_none_pairs_and_several_labels(tmp_path):
                 for tags, q, a in rows]
     key = lambda e: e["text"]  # noqa: E731
     assert sorted(examples, key=key) == sorted(expected, key=key)
+
+
+def test_texts_are_redacted_before_examples_are_written_and_counted_per_split(tmp_path):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "eval").mkdir()
+    (data / "train" / "a.tsv").write_text(
+        "text\tlabel\n"
+        "écrivez à jean.dupont@exemple.fr ou au +33 6 12 34 56 78\tfr\n"
+        "card 4111 1111 1111 1111, ticket TCK-123456\tbilling\n"
+        "order 1234567812345678 is not a card\tbilling\n")
+    (data / "eval" / "b.tsv").write_text("text\tlabel\nfrom 192.168.0.1 and 2001:db8::1\tit\n")
+    splits = _run_example_gen(tmp_path, privacy=True, **{
+        "data.input_dir": str(data), "data.presplit": "true", "data.text_column": "text",
+        "privacy.custom_patterns": ["ticket=TCK-[0-9]{6}"]})
+    assert splits["train"] == [
+        ("card [unused6], ticket [unused10]", "billing"),
+        ("order 1234567812345678 is not a card", "billing"),
+        ("écrivez à [unused1] ou au [unused3]", "fr")]
+    assert splits["eval"] == [("from [unused4] and [unused5]", "it")]
+    zero = dict.fromkeys(["email", "url", "phone", "ipv4", "ipv6", "card", "iban", "ticket"], 0)
+    assert splits["redactions"] == {
+        "train": dict(zero, email=1, phone=1, card=1, ticket=1),
+        "eval": dict(zero, ipv4=1, ipv6=1)}

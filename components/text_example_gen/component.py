@@ -18,6 +18,8 @@ class TextExampleGen(FileBasedExampleGen):
     whatever the source columns are called. Splits come from ``input_config``
     (pre-split folders) or are made by hashing (``output_config``). With ``{SPAN}``
     in the patterns, TFX's driver picks the newest span and records it on the output.
+    With ``privacy``, texts are redacted before examples are written, and the counts per
+    split and type are recorded on the output as the custom property ``redactions``.
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -26,15 +28,18 @@ class TextExampleGen(FileBasedExampleGen):
                  input_config: Optional[example_gen_pb2.Input] = None,
                  output_config: Optional[example_gen_pb2.Output] = None,
                  range_config: Optional[range_config_pb2.RangeConfig] = None,
-                 span_pattern: str = "", window_spans: int = 1):
+                 span_pattern: str = "", window_spans: int = 1,
+                 privacy: Optional[dict] = None):
         """``span_pattern`` (a folder name with {SPAN}) and ``window_spans``: the newest
         span is split as configured; the ``window_spans - 1`` spans before it are added
-        whole to the train split."""
+        whole to the train split. ``privacy``: redaction settings
+        (``models.redaction.from_settings``); None: texts are written as read."""
         window = None
         if span_pattern and window_spans > 1:
             window = {"spans": window_spans, "span_pattern": span_pattern,
                       "patterns": [s.pattern for s in input_config.splits]}
         super().__init__(input_base=input_base, input_config=input_config,
                          output_config=output_config,
-                         custom_config=executor.reader_config_to_proto(reader_config, window),
+                         custom_config=executor.reader_config_to_proto(reader_config, window,
+                                                                       privacy),
                          range_config=range_config)

@@ -1,4 +1,5 @@
-"""Beam executor of TextExampleGen: files -> tf.Examples with ``text`` and ``label``."""
+"""Beam executor of TextExampleGen: files -> tf.Examples with ``text`` and ``label``
+(texts redacted first with the ``privacy`` settings; counts on the output artifact)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +15,10 @@ from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
-from components.text_example_gen import parsing
+from components.text_example_gen import parsing, redact
 from models import features
 
 TEXT_FEATURE = features.TEXT
@@ -26,15 +28,19 @@ TEXT_PAIR_FEATURE = features.TEXT_PAIR
 
 SPAN = "{SPAN}"
 WINDOW_KEY = "window"
+PRIVACY_KEY = "privacy"
 
 
-def reader_config_to_proto(config: parsing.ReaderConfig,
-                           window: Optional[dict] = None) -> example_gen_pb2.CustomConfig:
-    """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"})."""
+def reader_config_to_proto(config: parsing.ReaderConfig, window: Optional[dict] = None,
+                           privacy: Optional[dict] = None) -> example_gen_pb2.CustomConfig:
+    """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"}) and
+    the redaction settings ({"redact", "custom_patterns"})."""
     struct = struct_pb2.Struct()
     struct.update(dict(dataclasses.asdict(config), column_names=list(config.column_names)))
     if window:
         struct.update({WINDOW_KEY: window})
+    if privacy:
+        struct.update({PRIVACY_KEY: privacy})
     custom = example_gen_pb2.CustomConfig()
     custom.custom_config.Pack(struct)
     return custom
@@ -54,7 +60,14 @@ def _custom_config(exec_properties: Dict[str, Any]) -> dict:
 def reader_config_from_exec_properties(exec_properties: Dict[str, Any]) -> parsing.ReaderConfig:
     values = _custom_config(exec_properties)
     values.pop(WINDOW_KEY, None)
+    values.pop(PRIVACY_KEY, None)
     return parsing.ReaderConfig(**values)
+
+
+def privacy_from_exec_properties(exec_properties: Dict[str, Any]) -> Optional[dict]:
+    """The redaction settings, or None when texts are written as read."""
+    privacy = _custom_config(exec_properties).get(PRIVACY_KEY)
+    return privacy if redact.enabled(privacy) else None
 
 
 def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
@@ -121,7 +134,8 @@ def _TextToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """The newest span splits as configured; older spans in the window all train."""
+    """The newest span splits as configured; older spans in the window all train; texts
+    are redacted before they are written."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _TextToExample
@@ -133,4 +147,22 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         if older:
             logging.info("training window: %d older file patterns", len(older))
             splits["train"] = [splits["train"], *older] | "Window" >> beam.Flatten()
+        privacy = privacy_from_exec_properties(exec_properties)
+        if privacy:
+            splits = {name: examples | f"Redact[{name}]" >> redact.RedactTexts(privacy, name)
+                      for name, examples in splits.items()}
         return splits
+
+    def _make_beam_pipeline(self):
+        self._pipeline = super()._make_beam_pipeline()  # its result has the counters
+        return self._pipeline
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        super().Do(input_dict, output_dict, exec_properties)
+        privacy = privacy_from_exec_properties(exec_properties)
+        if privacy:
+            examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
+            found = redact.counts(self._pipeline.result, privacy,
+                                  artifact_utils.decode_split_names(examples.split_names))
+            logging.info("redacted at ingestion: %s", found)
+            examples.set_string_custom_property(redact.PROPERTY, redact.to_property(found))

@@ -18,6 +18,8 @@ import json
 import os
 from typing import Iterator, Optional, Sequence
 
+from models.redaction import excerpt
+
 FORMATS = ("csv", "tsv", "jsonl")
 QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
@@ -154,8 +156,9 @@ def _resolve(setting: str, name: str, columns: list[str], source: str) -> list[i
     if unknown or not indexes:
         hint = ("; if the file has no header row, name its columns with data.column_names"
                 if source == "the header" else "")
+        shown = [excerpt(column) for column in columns]  # a headerless file's first row
         raise _SettingError(
-            f"columns {unknown or [setting]} not in {source} {columns}; set {name} to "
+            f"columns {unknown or [setting]} not in {source} {shown}; set {name} to "
             f"column names or 0-based positions{hint}")
     return indexes
 
@@ -265,11 +268,11 @@ def _json_label(label, config: ReaderConfig, number: int, problems: list[str]):
         hint = ("" if config.multi_label else
                 "; a list of labels needs data.label_delimiter (multi-label)")
         problems.append(f"line {number}: '{config.label_column}' must be a string, an "
-                        f"integer or a list of them, found {json.dumps(label)}{hint}")
+                        f"integer or a list of them, found {excerpt(json.dumps(label))}{hint}")
         return None
     if isinstance(label, (dict, float)):
         problems.append(f"line {number}: '{config.label_column}' must be a string "
-                        f"or an integer, found {json.dumps(label)}")
+                        f"or an integer, found {excerpt(json.dumps(label))}")
         return None
     return "" if label is None else str(label)
 

@@ -1,0 +1,1 @@
+"""ModelCard: the candidate model with ``assets.extra/model_card.md``, pushed as is."""

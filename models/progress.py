@@ -1,0 +1,76 @@
+"""Training progress as plain lines on stderr, for people watching a long Trainer.
+
+Every ``every`` steps: step/total, the examples/s since the previous line and the time
+left at that rate (the first step, which traces the graph, and validation left out);
+after each epoch: its loss and metrics (training and validation).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional, TextIO
+
+import tensorflow as tf
+
+
+def duration(seconds: float) -> str:
+    """45s, 4m 05s, 1h 02m."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def _figures(logs: Optional[dict]) -> str:
+    return ", ".join(f"{name} {float(value):.4f}" for name, value in sorted((logs or {}).items()))
+
+
+class TrainingProgress(tf.keras.callbacks.Callback):
+    """Prints ``Trainer step 50/400 (12%), 1m 05s: 31.2 examples/s, loss 0.6931, about
+    7m 40s left`` every ``every`` steps (and at the last one) and a line per epoch."""
+
+    def __init__(self, total_steps: int, batch_size: int, every: int,
+                 stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
+        self.stream, self.clock = stream, clock
+        self.step, self.epochs = 0, 1
+        self._started = self._last_time = self._test_started = 0.0
+        self._last_step = 0
+
+    def _print(self, line: str) -> None:
+        print(f"  Trainer {line}", file=self.stream or sys.stderr, flush=True)
+
+    def on_train_begin(self, logs=None):
+        self.epochs = self.params.get("epochs", 1) if self.params else 1
+        self._started = self._last_time = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step == 1:  # the first step traces the graph: rates start after it
+            self._last_time, self._last_step = self.clock(), 1
+        if self.step % self.every and self.step != self.total_steps:
+            return
+        now = self.clock()
+        figures = [f"loss {float(logs['loss']):.4f}"] if logs and "loss" in logs else []
+        if self.step > self._last_step:
+            rate = (self.step - self._last_step) / max(now - self._last_time, 1e-9)
+            figures = [f"{rate * self.batch_size:.1f} examples/s", *figures,
+                       f"about {duration((self.total_steps - self.step) / rate)} left"]
+        self._last_time, self._last_step = now, self.step
+        self._print(f"step {self.step}/{self.total_steps} "
+                    f"({100 * self.step // self.total_steps}%), "
+                    f"{duration(now - self._started)}: {', '.join(figures)}")
+
+    def on_test_begin(self, logs=None):
+        self._test_started = self.clock()
+
+    def on_test_end(self, logs=None):  # validation time is not training time
+        self._last_time += self.clock() - self._test_started
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._print(f"epoch {epoch + 1}/{self.epochs} done, "
+                    f"{duration(self.clock() - self._started)}: {_figures(logs)}")
