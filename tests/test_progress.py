@@ -69,6 +69,7 @@ def Fail(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts
     raise RuntimeError("broken on purpose")
 
 
+@pytest.mark.e2e  # a real LocalDagRunner run (two tiny components)
 def test_component_lines_of_a_real_local_run_and_the_rest_stays_quiet(tmp_path):
     produce = Produce()
     fail = Fail(examples=produce.outputs["examples"])
