@@ -72,11 +72,12 @@ def collect(summary: RunSummary) -> Report:
     report = Report(summary, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     statistics = _uri(summary, "StatisticsGen", "statistics")
     transformed = _uri(summary, "Transform", "transformed_examples")
-    if statistics:
-        report.splits = _part(report, "data statistics", data.splits, statistics,
+    stats = _part(report, "data statistics", data.read_statistics, statistics) \
+        if statistics else None
+    if stats is not None:
+        report.splits = _part(report, "data statistics", data.splits, stats,
                               transformed) or []
-        report.features = _part(report, "feature statistics", lambda uri: data.feature_table(
-            data.read_statistics(uri)), statistics) or {}
+        report.features = _part(report, "feature statistics", data.feature_table, stats) or {}
     anomalies = _uri(summary, "ExampleValidator", "anomalies")
     if anomalies:
         report.anomalies = _part(report, "anomalies", data.anomalies, anomalies)

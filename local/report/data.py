@@ -123,8 +123,8 @@ def word_piece_lengths(uri: str, limit: int = MAX_LENGTH_ROWS) -> dict:
     return lengths
 
 
-def splits(statistics_uri: Optional[str], transformed_uri: Optional[str]) -> list:
-    stats = read_statistics(statistics_uri) if statistics_uri else {}
+def splits(stats: dict, transformed_uri: Optional[str]) -> list:
+    """Rows, classes and word-piece lengths per split; ``stats`` from ``read_statistics``."""
     lengths = word_piece_lengths(transformed_uri) if transformed_uri else {}
     return [Split(name, int(dataset.num_examples), class_counts(dataset),
                   lengths.get(name), len(lengths.get(name, ())))
