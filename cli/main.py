@@ -141,9 +141,11 @@ def _cmd_kubeflow(args) -> int:
 def _cmd_score(args) -> int:
     from cli.score import score_file
     from components.text_example_gen.parsing import ReaderConfig
+    from pipeline.config import split_list
     reader = ReaderConfig(
         args.text_column, args.label_column, args.file_format,
-        column_names=args.column_names.split(",") if args.column_names else (),
+        column_names=split_list(args.column_names, "--column_names") if args.column_names
+        else (),
         quoting=args.quoting, text_separator=args.text_separator,
         text_pair_column=args.text_pair_column, label_delimiter=args.label_delimiter)
     result = score_file(args.model, args.data, reader)
@@ -165,15 +167,31 @@ def _cmd_schema(args) -> int:
     return 0
 
 
+def _read_text_lines(path: str) -> list:
+    """Non-blank lines of a UTF-8 file (or '-': standard input), without line endings; a
+    line that is not UTF-8 is an error naming the file and the line."""
+    if path == "-":
+        data, name = sys.stdin.buffer.read(), "standard input"
+    else:
+        with open(path, "rb") as f:
+            data, name = f.read(), path
+    lines = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{name}: line {number}: invalid UTF-8 (byte "
+                             f"0x{raw[error.start]:02x}); re-encode it as UTF-8") from None
+        if line.strip():
+            lines.append(line)
+    return lines
+
+
 def _cmd_predict(args) -> int:
     import json
 
     from serving.client import ServingClientError, Target, connect
-    texts = list(args.text)
-    if args.input:
-        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-        with stream:
-            texts += [line.rstrip("\n") for line in stream if line.strip()]
+    texts = list(args.text) + (_read_text_lines(args.input) if args.input else [])
     if not texts:
         raise ValueError("nothing to predict: give texts or --input FILE")
     pairs = None
@@ -252,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--text_pair_column", default="",
                        help="Second text of sentence pairs (models trained on pairs).")
     score.add_argument("--column_names", default="",
-                       help="Comma-separated column names of a file without a header row.")
+                       help="Column names of a file without a header row, separated by "
+                            "commas or spaces.")
     score.add_argument("--quoting", default="csv", choices=["csv", "none"],
                        help="none: quotes are plain text (GLUE-style TSV) "
                             "(default: %(default)s).")
@@ -356,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_input_data_error(record: logging.LogRecord) -> bool:
+    """Beam logs a bad-data error with its traceback before re-raising it; the run summary
+    already says it in full (file, line, setting), so the traceback shows only with
+    --verbose."""
+    from components.text_example_gen.parsing import InputDataError
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, InputDataError)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:  # TF Serving's own flags, parsed by the server
@@ -373,6 +401,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("ignore", category=category)
+        logging.getLogger("apache_beam.runners.common").addFilter(_not_input_data_error)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

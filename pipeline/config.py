@@ -37,7 +37,8 @@ class DataConfig:
     label_column: str = _field("label", "Column (or JSON key) holding the label: a name or "
                                         "a 0-based position.")
     column_names: list = _field([], "Names of the columns of CSV/TSV files without a header "
-                                    "row (empty: the first row is the header).")
+                                    "row, separated by commas or spaces (empty: the first "
+                                    "row is the header).")
     quoting: str = _field("csv", "csv: fields may be double-quoted (RFC 4180); none: quotes "
                                  "are plain text and every line is a row (GLUE-style TSV).")
     text_separator: str = _field(" ", "Joins several text columns into one text.")
@@ -365,8 +366,22 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         except ValueError:
             raise ValueError(f"{key}: expected {kind.__name__}, got '{value}'") from None
     if kind in (list, typing.List[str]) or origin is list:
-        return json.loads(value) if value.startswith("[") else value.split()
+        return split_list(value, key)
     return value
+
+
+def split_list(value: str, key: str) -> list:
+    """A list setting from one string: a JSON list, else names separated by spaces or, for
+    column names (which may hold spaces, like MRPC's '#1 String'), by commas."""
+    if value.startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{key}: '{value}' is not a JSON list ({error.msg}); write "
+                             f"'[\"a\", \"b\"]' or a b") from None
+    if key.endswith("column_names") and "," in value:
+        return [name.strip() for name in value.split(",")]
+    return value.split()
 
 
 def field_types(cls) -> dict:

@@ -27,7 +27,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util import Retry, Timeout
 
-from serving.contract import CLASSIFY_SIGNATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
+from serving.contract import (CLASSIFY_SIGNATURE, TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE,
+                              TEXT_PAIR_INPUT, TEXT_SIGNATURE)
 from serving.feedback import ID_HEADER, ID_METADATA
 from serving.tls import (check_client_files, check_token_transport, grpc_channel_credentials,
                          grpc_host)
@@ -89,10 +90,44 @@ def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
 
 
 class _Client:
-    """A context manager that closes the connection."""
+    """What both clients share; a context manager that closes the connection."""
+
+    target: Target
+    _text_inputs: Optional[frozenset] = None  # predict_text's inputs, read once
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def metadata(self) -> Dict:
+        raise NotImplementedError
+
+    def _classify(self, examples, signature):
+        raise NotImplementedError
+
+    def predict_texts(self, texts: Sequence[str],
+                      pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
+        """Labels and probabilities of ``texts`` (sentence pairs: with ``pairs``).
+
+        Refused when the model takes the other kind of input: its graph would ignore a
+        second text it does not read, or fail on the one it misses."""
+        self._check_text_inputs(pairs is not None)
+        return _predictions(texts, *self._classify(text_examples(texts, pairs),
+                                                   CLASSIFY_SIGNATURE), pairs=pairs)
+
+    def _check_text_inputs(self, with_pairs: bool) -> None:
+        if self._text_inputs is None:
+            signatures = self.metadata()["metadata"]["signature_def"].get("signature_def", {})
+            self._text_inputs = frozenset(signatures.get(TEXT_SIGNATURE, {}).get("inputs", {}))
+        if TEXT_INPUT not in self._text_inputs:
+            return  # not this project's model: nothing to check against
+        if with_pairs and TEXT_PAIR_INPUT not in self._text_inputs:
+            raise ServingClientError("INVALID_ARGUMENT", f"model '{self.target.model}' takes "
+                                     f"single texts, not sentence pairs: drop the second texts "
+                                     f"(--pairs)")
+        if not with_pairs and TEXT_PAIR_INPUT in self._text_inputs:
+            raise ServingClientError("INVALID_ARGUMENT", f"model '{self.target.model}' takes "
+                                     f"sentence pairs: give each text its second text "
+                                     f"(--pairs, 'first<TAB>second')")
 
     def __enter__(self):
         return self
@@ -225,12 +260,6 @@ class GrpcClient(_Client):
         response, _ = self._call(self._predictions.Regress, request)
         return [r.value for r in response.result.regressions]
 
-    def predict_texts(self, texts: Sequence[str],
-                      pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
-        """Labels and probabilities of ``texts`` (sentence pairs: with ``pairs``)."""
-        return _predictions(texts, *self._classify(text_examples(texts, pairs),
-                                                   CLASSIFY_SIGNATURE), pairs=pairs)
-
     def status(self) -> List[Dict]:
         from google.protobuf import json_format
         from tensorflow_serving.apis import get_model_status_pb2
@@ -358,12 +387,6 @@ class RestClient(_Client):
     def regress(self, examples: Sequence[Dict], signature: str = "") -> List[float]:
         body = {"signature_name": signature, "examples": list(examples)}
         return self._request("POST", ":regress", body)["results"]
-
-    def predict_texts(self, texts: Sequence[str],
-                      pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
-        """Labels and probabilities of ``texts`` (sentence pairs: with ``pairs``)."""
-        return _predictions(texts, *self._classify(text_examples(texts, pairs),
-                                                   CLASSIFY_SIGNATURE), pairs=pairs)
 
     def status(self) -> List[Dict]:
         return self._request("GET", "")["model_version_status"]

@@ -74,7 +74,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_stops_the_run(case, tmp_path, tiny_checkpoint, capsys):
+def test_bad_input_stops_the_run(case, tmp_path, tiny_checkpoint, capsys, caplog):
     content, message = CASES[case]
     data = tmp_path / "data"
     data.mkdir()
@@ -93,3 +93,6 @@ def test_bad_input_stops_the_run(case, tmp_path, tiny_checkpoint, capsys):
     assert re.search(r"Transform\s+not run", out) and re.search(r"Trainer\s+not run", out)
     assert "Nothing was pushed" in out
     assert _tree_digest(tmp_path / "serving_model") == before
+    # the summary says it all: no Beam traceback of the same error (it shows with --verbose)
+    assert not [r for r in caplog.records
+                if r.name == "apache_beam.runners.common" and r.exc_info], caplog.text[-2000:]

@@ -42,6 +42,22 @@ def test_bad_settings_are_named(overrides, message):
         load_config(None, overrides)
 
 
+@pytest.mark.parametrize("given,names", [
+    ("class,title,description", ["class", "title", "description"]),
+    ("class title description", ["class", "title", "description"]),
+    ("Quality, #1 String, #2 String", ["Quality", "#1 String", "#2 String"]),
+    ('["a b", "c"]', ["a b", "c"]),
+])
+def test_column_names_by_commas_spaces_or_json(given, names):
+    assert load_config(None, {"data.column_names": given}).data.column_names == names
+
+
+def test_a_bad_json_list_names_the_setting():
+    with pytest.raises(ValueError, match=r"data.column_names: '\[class, title\]' is not a "
+                                         r"JSON list"):
+        load_config(None, {"data.column_names": "[class, title]"})
+
+
 def test_every_setting_is_a_documented_cli_option():
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     help_text = run.format_help()

@@ -9,6 +9,7 @@ import pytest
 
 from cli.main import main
 from models import export
+from serving.client import ServingClientError
 from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
 
 # Real pipeline runs, then the pushed model behind a real model server.
@@ -176,6 +177,8 @@ def check_served_model_matches_in_process(model_base: str, in_process: dict, lab
         for client in (grpc_client, rest_client):
             predictions = client.predict_texts(TEXTS)
             assert [p.label for p in predictions] == expected["label"]
+            with pytest.raises(ServingClientError, match="single texts, not sentence pairs"):
+                client.predict_texts(TEXTS, pairs=TEXTS)  # the model would ignore them
             for p, probabilities in zip(predictions, expected["probabilities"]):
                 assert list(p.probabilities) == labels
                 np.testing.assert_allclose(list(p.probabilities.values()), probabilities,

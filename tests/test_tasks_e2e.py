@@ -16,6 +16,7 @@ import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 from cli.main import main
 from models import export
 from serving import contract
+from serving.client import ServingClientError
 from tests.conftest import REPO, SHARED_DATA, cli_args, sample_rows, tiny_overrides
 from tests.test_pipeline_e2e import NON_CORE_OPS
 
@@ -111,6 +112,9 @@ def test_sentence_pair_task_end_to_end(tmp_path, tiny_checkpoint, mrpc_as_shippe
             assert [p.text_pair for p in predictions] == pairs
         with pytest.raises(ValueError, match="3 texts but 2 pairs"):
             grpc_client.predict_texts(texts, pairs[:2])
+        for client in (grpc_client, rest_client):  # a pair model's second text is not optional
+            with pytest.raises(ServingClientError, match="takes sentence pairs"):
+                client.predict_texts(texts)
         for url in (f"grpc://{server.grpc_address}", server.rest_url):
             capsys.readouterr()
             assert main(["predict", "--server", url, "--model", MODEL, "--pairs",
