@@ -88,6 +88,11 @@ class RunSummary:
                     f"({100 * limit:.1f}%): the vocabulary of '{self.checkpoint}' does not "
                     f"fit this text (another language or script?); use a checkpoint whose "
                     f"vocabulary covers it (model.checkpoint, e.g. a multilingual BERT)")
+        for group in lookalike_labels(self.labels):
+            details.append(f"WARNING: labels {', '.join(repr(label) for label in group)} are "
+                           f"separate classes but differ only in case, spaces or number "
+                           f"format; if they mean the same class, write them one way in "
+                           f"the data")
         if self.redactions:
             details.append(redaction_line(self.redactions))
         if any(details):
@@ -213,6 +218,20 @@ def _gated_metric(pipeline) -> str:
 
 def _snake(class_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name).lower()
+
+
+def lookalike_labels(labels: list) -> list:
+    """Groups of labels that are likely one class written two ways ('pos'/'POS', '1'/'1.0')."""
+    def normal(label: str) -> str:
+        text = " ".join(label.split()).casefold()
+        try:
+            return repr(float(text))
+        except ValueError:
+            return text
+    groups: dict = {}
+    for label in labels:
+        groups.setdefault(normal(label), []).append(label)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def _labels(model_uri: str) -> list:

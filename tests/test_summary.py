@@ -66,3 +66,11 @@ def test_the_gated_metric_is_read_from_the_pipeline():
     multi = load_config(None, {"eval.metric": "accuracy", "data.label_delimiter": "|",
                                "data.schema_path": ""})
     assert _gated_metric(local_pipeline(multi)) == "subset_accuracy"
+
+
+def test_labels_written_two_ways_are_flagged():
+    text = RunSummary("p", labels=["pos", "neg", "POS", "1", "1.0", " neg"]).format()
+    assert "WARNING: labels 'pos', 'POS' are separate classes" in text
+    assert "WARNING: labels '1', '1.0' are separate classes" in text
+    assert "WARNING: labels 'neg', ' neg'" in text
+    assert "WARNING" not in RunSummary("p", labels=["pos", "neg", "1", "2"]).format()
