@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 import typing
 
@@ -148,7 +149,10 @@ def _cmd_score(args) -> int:
         else (),
         quoting=args.quoting, text_separator=args.text_separator,
         text_pair_column=args.text_pair_column, label_delimiter=args.label_delimiter)
-    result = score_file(args.model, args.data, reader)
+    try:
+        result = score_file(args.model, args.data, reader)
+    except ValueError as error:  # the reader names pipeline settings; here they are flags
+        raise ValueError(re.sub(r"\bdata\.(\w+)", r"--\1", str(error))) from None
     print(f"{result.examples} examples, accuracy {result.accuracy:.4f} "
           f"({result.seconds:.1f}s)")
     for label, (correct, total) in result.per_label.items():

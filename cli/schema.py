@@ -7,7 +7,6 @@ Review the file (add labels you expect later) and point ``data.schema_path`` at 
 """
 from __future__ import annotations
 
-import glob
 import os
 
 from components.text_example_gen.parsing import ReaderConfig, read_file
@@ -21,10 +20,8 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    files = sorted(f for f in glob.glob(os.path.join(input_dir, file_pattern))
-                   if os.path.isfile(f))
-    if not files:
-        raise ValueError(f"no files match {os.path.join(input_dir, file_pattern)}")
+    from components.text_example_gen.executor import input_files
+    files = input_files(input_dir, file_pattern)
     records = [r for path in files for r in read_file(path, reader)]
     columns = {features.TEXT: [r.text for r in records],
                features.LABEL: [list(r.labels) for r in records]}

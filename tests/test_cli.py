@@ -13,3 +13,13 @@ def test_predict_reads_lines_without_bom_or_line_endings(tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_bytes("\ufefffirst\tpair\r\n\r\nsecond\n".encode())
     assert _read_text_lines(str(texts)) == ["first\tpair", "second"]
+
+
+def test_score_names_its_own_flags_in_reader_errors(tmp_path, capsys):
+    data = tmp_path / "news.csv"
+    data.write_text('3,"Fears for pension after talks","Unions said"\n')
+    assert main(["score", "--model", str(tmp_path / "no_model"), "--data", str(data),
+                 "--label_column", "class", "--text_column", "title"]) == 1
+    err = capsys.readouterr().err
+    assert "set --text_column to column names" in err and "with --column_names" in err
+    assert "data." not in err

@@ -48,6 +48,7 @@ def test_span_folders_and_profiles_use_the_models_tokenizer(tmp_path):
                        ("span-x", ["ignored\t0"]), ("other-3", ["ignored\t0"])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "part.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+        (tmp_path / name / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # skipped
     assert list_spans(str(tmp_path), "span-{SPAN}") == [(1, "span-1"), (2, "span-02")]
     reader = ReaderConfig("sentence", "label")
     plain, emoji = (span_profile(span_files(str(tmp_path), folder, "span-{SPAN}", ["span-{SPAN}/*"]),

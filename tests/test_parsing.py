@@ -60,8 +60,8 @@ def test_explicit_format_overrides_extension():
     ("bad.tsv", b"", "bad.tsv: no data rows"),
     ("bad.tsv", b"text\tlabel\nok\t1\n", r"bad.tsv: columns \['sentence'\] not in the header"),
     ("bad.jsonl", b'{"sentence": "a", "label": 1}\n{"sentence": "b",\n', "bad.jsonl: .*line 2: invalid JSON"),
-    ("bad.jsonl", b'{"sentence": "a", "label": 0.5}\n', "line 1: 'label' must be a string or an integer"),
-    ("bad.parquet", b"PAR1", "cannot tell the format"),
+    ("bad.jsonl", b'{"sentence": "a", "label": 0.5}\n', "line 1: 'label' must be a string, an integer or true/false"),
+    ("bad.parquet", b"PAR1", "cannot tell the format from the extension '.parquet'.*data.file_pattern"),
 ])
 def test_bad_input_names_file_and_line(name, data, message):
     with pytest.raises(InputDataError, match=f"(?s){message}"):
@@ -187,3 +187,159 @@ def test_errors_quote_rows_only_as_short_redacted_excerpts():
     for message in (str(headerless.value), str(bad_label.value)):
         for secret in ("anna.svensson", "example.se", "70 123", "4111"):
             assert secret not in message
+
+
+# Files as they come, found in acceptance testing: wrong keys, odd line separators,
+# duplicated columns, UTF-16, booleans, many bad rows.
+
+def _jsonl(*objects) -> bytes:
+    return "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects).encode()
+
+
+def test_jsonl_key_in_no_object_is_one_error_naming_the_setting():
+    news = _jsonl({"title": "Stocks rise", "description": "Markets rallied", "label": 3},
+                  {"title": "Team wins", "description": "Striker scored", "label": 2})
+    with pytest.raises(InputDataError, match=r"^a.jsonl: none of the 2 JSON objects has the "
+                       r"key 'descripton' \(data.text_column\); their keys: \['title', "
+                       r"'description', 'label'\]; set data.text_column to the keys of the "
+                       r"text$"):
+        parse("a.jsonl", news, ReaderConfig("title,descripton", "label"))
+    rows = _jsonl(*({"text": f"row {i}", "lable": "a"} for i in range(200)))
+    with pytest.raises(InputDataError) as error:
+        parse("b.jsonl", rows, CONFIG)
+    message = str(error.value)
+    assert message == (
+        "b.jsonl: none of the 200 JSON objects has the key 'sentence' (data.text_column); "
+        "none of the 200 JSON objects has the key 'label' (data.label_column); their "
+        "keys: ['text', 'lable']; set data.text_column to the key of the text, "
+        "data.label_column to the key of the label")
+    with pytest.raises(InputDataError, match=r"key 'second' \(data.text_pair_column\)"):
+        parse("c.jsonl", _jsonl({"sentence": "a", "label": 1}),
+              ReaderConfig("sentence", "label", text_pair_column="second"))
+
+
+def test_jsonl_key_missing_from_some_objects_is_named_per_row():
+    rows = _jsonl({"sentence": "a", "label": 1}, {"sentence": "b", "lable": 0},
+                  {"sentence": None, "label": 1}, {"sentence": "", "label": 1})
+    with pytest.raises(InputDataError, match=(
+            r"^x.jsonl: 3 bad row\(s\):\n  line 2: no key 'label' \(data.label_column\); "
+            r"the object's keys: \['sentence', 'lable'\]\n  line 3: empty text in "
+            r"'sentence'\n  line 4: empty text in 'sentence'$")):
+        parse("x.jsonl", rows, CONFIG)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0c", "\x0b", "\x1e"])
+def test_unicode_line_separators_inside_texts_are_text(separator):
+    """str.splitlines() splits at these; a JSON Lines file is split at LF only (CRLF kept
+    working), and the line numbers after such a text stay right."""
+    texts = [f"first{separator}part", "second", f"third{separator}"]
+    rows = "".join(f'{{"sentence": "{text}", "label": {i}}}\r\n'  # raw, as written
+                   for i, text in enumerate(texts))
+    records = parse("x.jsonl", rows.encode(), CONFIG)
+    assert [(r.line, r.text) for r in records] == [(1, texts[0]), (2, "second"),
+                                                   (3, texts[2])]
+    with pytest.raises(InputDataError, match=r"1 bad row\(s\):\n  line 4: 'label' must"):
+        parse("x.jsonl", (rows + '{"sentence": "x", "label": 0.5}\n').encode(), CONFIG)
+    for name, delimiter in (("x.csv", ","), ("x.tsv", "\t")):
+        data = f"sentence{delimiter}label\r\n" + "".join(
+            f"{text}{delimiter}{i}\r\n" for i, text in enumerate(texts))
+        records = parse(name, data.encode(), CONFIG)
+        assert [(r.line, r.text) for r in records] == [(2, texts[0]), (3, "second"),
+                                                       (4, texts[2])]
+        with pytest.raises(InputDataError, match=r"1 bad row\(s\):\n  line 5: empty text"):
+            parse(name, (data + f"{delimiter}1\n").encode(), CONFIG)
+
+
+@pytest.mark.parametrize("data", [
+    b'3,"Title","Description"\n2,"Other","More"\n',  # a numeric label cell
+    b'pos,a sentence of five words,x\nneg,another one,y\n',  # a sentence-long text cell
+])
+def test_a_first_row_that_reads_like_data_is_not_taken_as_a_header(data):
+    with pytest.raises(InputDataError, match=r"h.csv: line 1 is taken as the header .*reads "
+                                             r"like data .*data.column_names"):
+        parse("h.csv", data, ReaderConfig("1", "0"))
+    named = parse("h.csv", data, ReaderConfig("1", "0", column_names=("l", "t", "n")))
+    assert len(named) == 2  # with data.column_names nothing is lost
+    header = b"label,text,n\n" + data  # a real header: positions read every data row
+    assert len(parse("h.csv", header, ReaderConfig("1", "0"))) == 2
+
+
+@pytest.mark.parametrize("data,config,message", [
+    (b"text,label,text\nhello,1,world\n", ReaderConfig("text", "label"),
+     r"^d.csv: the header has 2 columns named 'text' \(0-based positions \[0, 2\]\), which "
+     r"data.text_column uses; rename them, or set data.text_column to a 0-based position$"),
+    (b"text,label,label\nhello,1,0\n", ReaderConfig("text", "label"),
+     r"the header has 2 columns named 'label' .*which data.label_column uses"),
+    (b"a,1,b\n", ReaderConfig("t", "l", column_names=("t", "l", "t")),
+     r"^d.csv: data.column_names has 2 columns named 't' .*data.text_column"),
+])
+def test_a_duplicated_column_the_settings_use_is_refused(data, config, message):
+    with pytest.raises(InputDataError, match=message):
+        parse("d.csv", data, config)
+
+
+def test_duplicated_columns_the_settings_do_not_use_or_pick_by_position_are_read():
+    data = b"text,label,note,note\nhello,1,x,y\n"
+    assert [(r.text, r.label) for r in parse("d.csv", data, ReaderConfig("text", "label"))] \
+        == [("hello", "1")]
+    by_position = parse("d.csv", b"text,label,text\nhello,1,world\n",
+                        ReaderConfig("0,2", "label"))
+    assert [r.text for r in by_position] == ["hello world"]
+
+
+@pytest.mark.parametrize("label_column,message", [
+    ("label,text", r"data.label_column names one column, not \['label', 'text'\]; several "
+                   r"labels per row go in that one field, split by data.label_delimiter"),
+    (" , ", r"data.label_column is empty"),
+])
+def test_label_column_names_exactly_one_column(label_column, message):
+    with pytest.raises(ValueError, match=message):
+        ReaderConfig("text", label_column)
+
+
+TSV = "sentence\tlabel\r\nhello\t1\r\n"
+
+
+@pytest.mark.parametrize("data,message", [
+    (TSV.encode("utf-16"), r"UTF-16 text \(byte order mark FF FE, as in Excel's 'Unicode "
+                           r"text'\); "),
+    (b"\xfe\xff" + TSV.encode("utf-16-be"), r"UTF-16 text \(byte order mark FE FF"),
+    (TSV.encode("utf-32"), r"UTF-32 text \(byte order mark FF FE 00 00"),
+    (TSV.encode("utf-16-le"), r"not a text file \(NUL byte at offset 1, line 1\); it looks "
+                              r"like UTF-16 text without a byte order mark: "),
+], ids=["utf-16-le-bom", "utf-16-be-bom", "utf-32", "utf-16-no-bom"])
+def test_utf16_and_utf32_files_are_named_as_such(data, message):
+    with pytest.raises(InputDataError, match=f"^u.tsv: {message}.*re-encode the file as "
+                                             f"UTF-8$"):
+        parse("u.tsv", data, CONFIG)
+
+
+def test_json_booleans_are_labels_true_and_false_alone_or_in_a_list():
+    rows = _jsonl({"sentence": "good", "label": True}, {"sentence": "bad", "label": False},
+                  {"sentence": "meh", "label": [True, "unsure"]})
+    records = parse("b.jsonl", rows, ReaderConfig("sentence", "label", label_delimiter="|"))
+    assert [(r.label, r.labels) for r in records] == [
+        ("true", ("true",)), ("false", ("false",)), ("true|unsure", ("true", "unsure"))]
+    single = parse("b.jsonl", rows.rsplit(b"\n", 2)[0] + b"\n", CONFIG)
+    assert [r.labels for r in single] == [("true",), ("false",)]
+    with pytest.raises(InputDataError, match=r"line 3: 'label' must be .*found \[true, "
+                                             r"\"unsure\"\]; a list of labels needs"):
+        parse("b.jsonl", rows, CONFIG)
+
+
+def test_bad_rows_are_listed_in_line_order():
+    """Some problems are found while framing rows, others while checking them: the list
+    (and the first 20 shown) follows the file."""
+    data = (b"sentence\tlabel\n" + b"\t1\n" * 24 + b"too\tmany\tfields\n"
+            + b"ok\t1\n" + b"\t1\n")
+    with pytest.raises(InputDataError) as error:
+        parse("x.tsv", data, CONFIG)
+    lines = [int(line.split(":")[0].split()[1]) for line in
+             str(error.value).splitlines()[1:] if line.strip().startswith("line ")]
+    assert str(error.value).startswith("x.tsv: 26 bad row(s):")
+    assert lines == list(range(2, 22)) and str(error.value).endswith("... and 6 more")
+    jsonl = _jsonl({"sentence": "", "label": 1}) + b"{oops\n" + _jsonl(
+        {"sentence": "", "label": 1})
+    with pytest.raises(InputDataError, match=r"line 1: empty text.*\n  line 2: invalid JSON"
+                                             r".*\n  line 3: empty text"):
+        parse("x.jsonl", jsonl, CONFIG)

@@ -1,17 +1,22 @@
-"""TextExampleGen as a real TFX component under LocalDagRunner and Beam."""
+"""TextExampleGen as a real TFX component under LocalDagRunner and Beam (e2e), and how it
+finds its input files."""
 import glob
 import json
 import os
 
+import apache_beam as beam
 import pytest
 import tensorflow as tf
+from google.protobuf import json_format
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
+from components.text_example_gen import executor
+from components.text_example_gen.parsing import InputDataError, ReaderConfig
 from pipeline.config import load_config
 from pipeline.pipeline import example_gen
 
-pytestmark = pytest.mark.e2e  # real (one-component) pipeline runs
+e2e = pytest.mark.e2e  # a real (one-component) pipeline run
 
 
 def _run_example_gen(tmp_path, privacy=False, **overrides) -> dict:
@@ -45,6 +50,7 @@ def _run_example_gen(tmp_path, privacy=False, **overrides) -> dict:
     return splits
 
 
+@e2e
 def test_presplit_folders_with_mixed_formats(tmp_path):
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
@@ -62,6 +68,7 @@ def test_presplit_folders_with_mixed_formats(tmp_path):
         "eval": [("a\ttab", "it"), ("x", "it")]}
 
 
+@e2e
 def test_hash_split_keeps_every_row_once(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -87,6 +94,7 @@ def _examples(tmp_path) -> dict:
     return splits
 
 
+@e2e
 def test_headerless_quoting_none_pairs_and_several_labels(tmp_path):
     """A GLUE-style file without a header: columns named in the config, quotes as text,
     a text pair, and several labels per row."""
@@ -106,6 +114,7 @@ def test_headerless_quoting_none_pairs_and_several_labels(tmp_path):
     assert sorted(examples, key=key) == sorted(expected, key=key)
 
 
+@e2e
 def test_texts_are_redacted_before_examples_are_written_and_counted_per_split(tmp_path):
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
@@ -128,3 +137,37 @@ def test_texts_are_redacted_before_examples_are_written_and_counted_per_split(tm
     assert splits["redactions"] == {
         "train": dict(zero, email=1, phone=1, card=1, ticket=1),
         "eval": dict(zero, ipv4=1, ipv6=1)}
+
+
+def test_hidden_files_are_skipped_unless_the_pattern_names_them(tmp_path):
+    (tmp_path / "a.csv").write_text("sentence,label\nx,1\n")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / ".~lock.a.csv#").write_text("x")
+    (tmp_path / "sub").mkdir()
+    assert executor.input_files(str(tmp_path), "*") == [str(tmp_path / "a.csv")]
+    assert executor.input_files(str(tmp_path), ".DS*") == [str(tmp_path / ".DS_Store")]
+    # the transform the executor builds checks every file's format before Beam starts
+    read = executor.Executor().GetInputSourceToExamplePTransform()
+    properties = {"input_base": str(tmp_path), "custom_config": json_format.MessageToJson(
+        executor.reader_config_to_proto(ReaderConfig("sentence", "label")))}
+    assert isinstance(beam.Pipeline() | read(properties, "*"), beam.PCollection)
+
+
+def test_no_input_files_names_the_setting_to_change(tmp_path):
+    missing = str(tmp_path / "nonexistent_dir")
+    with pytest.raises(InputDataError, match=f"^input folder {missing} does not exist; set "
+                                             f"data.input_dir to the folder that holds the "
+                                             f"data files$"):
+        executor.input_files(missing, "*")
+    (tmp_path / ".DS_Store").write_text("x")
+    with pytest.raises(InputDataError, match=r"no input files match .*\*.csv \(hidden files "
+                                             r"are skipped\); set data.file_pattern to a glob"):
+        executor.input_files(str(tmp_path), "*.csv")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "a.tsv").write_text("sentence\tlabel\nx\t1\n")
+    read = executor.Executor().GetInputSourceToExamplePTransform()
+    properties = {"input_base": str(tmp_path), "input_config": json.dumps({"splits": [
+        {"name": "train", "pattern": "train/*"}, {"name": "eval", "pattern": "eval/*"}]})}
+    with pytest.raises(InputDataError, match=r"no input files match .*eval/\* .*data.presplit "
+                                             r"reads the data files in the train/ and eval/"):
+        _ = beam.Pipeline() | read(properties, "eval/*")

@@ -50,9 +50,10 @@ def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfi
 
 
 def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) -> list:
+    """The span's data files, found as TextExampleGen finds them (hidden files skipped)."""
+    from components.text_example_gen.executor import data_files
     return sorted(f for p in patterns
-                  for f in fileio.glob(os.path.join(input_base, p.replace(span_pattern, folder)))
-                  if not fileio.isdir(f))
+                  for f in data_files(os.path.join(input_base, p.replace(span_pattern, folder))))
 
 
 def write_report(folder: str, result: dict) -> None:

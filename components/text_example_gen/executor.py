@@ -96,6 +96,38 @@ def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
             for _, folder in older for pattern in window["patterns"]]
 
 
+def data_files(pattern: str) -> List[str]:
+    """The files matching a glob (a local path or a URI), sorted: no folders, and no hidden
+    files (``.DS_Store``, editors' lock files) unless the pattern's name starts with '.'."""
+    hidden_ok = os.path.basename(pattern).startswith(".")
+    return sorted(f for f in fileio.glob(pattern) if not fileio.isdir(f)
+                  and (hidden_ok or not os.path.basename(f).startswith(".")))
+
+
+def input_files(input_base: str, pattern: str, presplit: bool = False) -> List[str]:
+    """``data_files`` of ``pattern`` in ``input_base``; InputDataError naming the setting
+    to change when there are none."""
+    full = os.path.join(input_base, pattern)
+    files = data_files(full)
+    if files:
+        return files
+    if not fileio.exists(input_base):
+        raise parsing.InputDataError(
+            f"input folder {input_base} does not exist; set data.input_dir to the folder "
+            f"that holds the data files")
+    hint = ("data.presplit reads the data files in the train/ and eval/ folders of "
+            "data.input_dir" if presplit else
+            "set data.file_pattern to a glob of the data files in data.input_dir (default: *)")
+    raise parsing.InputDataError(f"no input files match {full} (hidden files are skipped); "
+                                 f"{hint}")
+
+
+def _presplit(exec_properties: Dict[str, Any]) -> bool:
+    """Whether the input config names several splits (train/ and eval/ folders)."""
+    raw = exec_properties.get(standard_component_specs.INPUT_CONFIG_KEY)
+    return bool(raw) and len(json.loads(raw).get("splits", [])) > 1
+
+
 def _to_example(record: parsing.Record) -> tf.train.Example:
     """``text``, ``text_pair`` (sentence pairs only) and ``label`` (one value per label)."""
     def feature(*values: str) -> tf.train.Feature:
@@ -120,11 +152,8 @@ def _TextToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                    split_pattern: str) -> beam.PCollection:
     """One split: every file matching ``split_pattern`` under ``input_base``."""
     config = reader_config_from_exec_properties(exec_properties)
-    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                           split_pattern)
-    files = sorted(f for f in fileio.glob(pattern) if not fileio.isdir(f))
-    if not files:
-        raise parsing.InputDataError(f"no input files match {pattern}")
+    files = input_files(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                        split_pattern, _presplit(exec_properties))
     for path in files:  # fail fast, before Beam starts, on unknown extensions
         parsing.detect_format(path, config.file_format)
     return (pipeline

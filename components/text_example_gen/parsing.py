@@ -7,12 +7,14 @@ follows RFC 4180 (quoted fields may hold newlines, tabs and doubled quotes),
 Columns are picked by name or 0-based position; several text columns are joined
 with ``text_separator``; ``text_pair_column`` gives a sentence pair's second text;
 ``label_delimiter`` splits a label field into several labels (multi-label).
-Files are UTF-8, with or without a BOM, with LF or CRLF line ends.
+Files are UTF-8, with or without a BOM, with LF or CRLF line ends; a JSON Lines file
+is split at LF only (a raw U+2028 or form feed inside a string is text).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -25,6 +27,12 @@ QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
                ".json": "jsonl", ".ndjson": "jsonl"}
 MAX_REPORTED_PROBLEMS = 20
+Problems = list[tuple[int, str]]  # (line, what is wrong); parse() sorts them by line
+# Byte order marks of encodings that are not UTF-8 (the longer ones first).
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+               (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+_JSON_PURPOSE = {"data.text_column": "the text", "data.text_pair_column": "the second text",
+                 "data.label_column": "the label"}
 
 
 class InputDataError(ValueError):
@@ -47,6 +55,14 @@ class ReaderConfig:
         if self.quoting not in QUOTING:
             raise ValueError(f"data.quoting must be one of {sorted(QUOTING)}, "
                              f"not '{self.quoting}'")
+        for name, setting in (("data.text_column", self.text_column),
+                              ("data.label_column", self.label_column)):
+            if not column_refs(setting):
+                raise ValueError(f"{name} is empty: name a column (or a 0-based position)")
+        if len(column_refs(self.label_column)) > 1:
+            raise ValueError(f"data.label_column names one column, not "
+                             f"{column_refs(self.label_column)}; several labels per row go "
+                             f"in that one field, split by data.label_delimiter")
 
     @property
     def multi_label(self) -> bool:
@@ -76,17 +92,25 @@ def detect_format(path: str, configured: str = "auto") -> str:
     if ext not in _EXTENSIONS:
         raise InputDataError(
             f"{path}: cannot tell the format from the extension '{ext}'; use .csv, "
-            f".tsv or .jsonl, or set data.file_format")
+            f".tsv or .jsonl, set data.file_format, or narrow data.file_pattern to the "
+            f"data files")
     return _EXTENSIONS[ext]
 
 
 def decode(path: str, data: bytes) -> str:
     """UTF-8 bytes (optional BOM) -> str, or an error naming the line."""
+    for bom, encoding in _OTHER_BOMS:
+        if data.startswith(bom):
+            raise InputDataError(
+                f"{path}: {encoding} text (byte order mark {bom.hex(' ').upper()}, as in "
+                f"Excel's 'Unicode text'); re-encode the file as UTF-8")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
         raise InputDataError(
-            f"{path}: not a text file (NUL byte at offset {nul}, line {line})")
+            f"{path}: not a text file (NUL byte at offset {nul}, line {line})"
+            + ("; it looks like UTF-16 text without a byte order mark: re-encode the file "
+               "as UTF-8" if _looks_utf16(data) else ""))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -96,11 +120,18 @@ def decode(path: str, data: bytes) -> str:
             f"offset {e.start}); re-encode the file as UTF-8") from None
 
 
+def _looks_utf16(data: bytes) -> bool:
+    """Every other byte of the start is NUL: ASCII text in UTF-16 (either byte order)."""
+    head = data[:64]
+    head = head[:len(head) // 2 * 2]
+    return len(head) >= 4 and (not any(head[1::2]) or not any(head[0::2]))
+
+
 def parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
     """All records of one file; raises InputDataError listing every bad row."""
     fmt = detect_format(path, config.file_format)
     text = decode(path, data)
-    problems: list[str] = []
+    problems: Problems = []
     if fmt == "jsonl":
         rows = _jsonl_rows(text, config, problems)
     else:
@@ -112,7 +143,9 @@ def parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
     records = [record for record in (_record(row, config, problems) for row in rows)
                if record is not None]
     if problems:
-        shown = "\n  ".join(problems[:MAX_REPORTED_PROBLEMS])
+        problems.sort(key=lambda problem: problem[0])
+        shown = "\n  ".join(f"line {line}: {what}"
+                            for line, what in problems[:MAX_REPORTED_PROBLEMS])
         more = len(problems) - MAX_REPORTED_PROBLEMS
         raise InputDataError(
             f"{path}: {len(problems)} bad row(s):\n  {shown}"
@@ -122,21 +155,21 @@ def parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
     return records
 
 
-def _record(row: tuple, config: ReaderConfig, problems: list[str]) -> Optional[Record]:
+def _record(row: tuple, config: ReaderConfig, problems: Problems) -> Optional[Record]:
     """(line, text, text pair or None, label or list of labels) -> a Record, or None after
     noting the problem."""
     line, text_value, pair, label = row
     if isinstance(label, list):
-        labels = [str(value).strip() for value in label]
+        labels = label
     else:
         labels = label.split(config.label_delimiter) if config.label_delimiter else [label]
     labels = list(dict.fromkeys(value.strip() for value in labels if value.strip()))
     if not text_value.strip():
-        problems.append(f"line {line}: empty text in '{config.text_column}'")
+        problems.append((line, f"empty text in '{config.text_column}'"))
     elif pair is not None and not pair.strip():
-        problems.append(f"line {line}: empty text pair in '{config.text_pair_column}'")
+        problems.append((line, f"empty text pair in '{config.text_pair_column}'"))
     elif not labels:
-        problems.append(f"line {line}: missing label in '{config.label_column}'")
+        problems.append((line, f"missing label in '{config.label_column}'"))
     else:
         raw = label if isinstance(label, str) else config.label_delimiter.join(labels)
         return Record(line, text_value, raw.strip(), pair, tuple(labels))
@@ -148,6 +181,7 @@ def _resolve(setting: str, name: str, columns: list[str], source: str) -> list[i
     indexes, unknown = [], []
     for ref in column_refs(setting):
         if ref in columns:
+            _refuse_duplicate(ref, name, columns, source)
             indexes.append(columns.index(ref))
         elif ref.isdigit() and int(ref) < len(columns):
             indexes.append(int(ref))
@@ -163,8 +197,38 @@ def _resolve(setting: str, name: str, columns: list[str], source: str) -> list[i
     return indexes
 
 
+def _refuse_data_as_header(header: list[str], config: "ReaderConfig", label_index: int,
+                           text_indexes: list[int]) -> None:
+    """Columns picked only by position leave the header row unchecked: refuse a first row
+    that reads like data (a numeric label, a sentence-long text) instead of dropping it."""
+    refs = column_refs(config.text_column) + column_refs(config.label_column) + (
+        column_refs(config.text_pair_column) if config.text_pair_column else [])
+    if any(ref in header for ref in refs):
+        return
+    label = header[label_index]
+    try:
+        float(label)
+        cell = label
+    except ValueError:
+        cell = next((header[i] for i in text_indexes if len(header[i].split()) >= 5), None)
+    if cell is not None:
+        raise _SettingError(
+            f"line 1 is taken as the header (columns are picked by position and "
+            f"data.column_names is empty), but it reads like data ('{excerpt(cell)}'); if "
+            f"the file has no header row, name its columns with data.column_names")
+
+
+def _refuse_duplicate(ref: str, name: str, columns: list[str], source: str) -> None:
+    positions = [i for i, column in enumerate(columns) if column == ref]
+    if len(positions) > 1:
+        raise _SettingError(
+            f"{source} has {len(positions)} columns named '{excerpt(ref)}' (0-based "
+            f"positions {positions}), which {name} uses; rename them, or set {name} to a "
+            f"0-based position")
+
+
 def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
-                    problems: list[str]) -> Iterator[tuple]:
+                    problems: Problems) -> Iterator[tuple]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
                         quoting=QUOTING[config.quoting])
     if config.column_names:
@@ -182,6 +246,8 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
     label_index = _resolve(config.label_column, "data.label_column", header, source)[0]
     pair_indexes = (_resolve(config.text_pair_column, "data.text_pair_column", header, source)
                     if config.text_pair_column else None)
+    if source == "the header":
+        _refuse_data_as_header(header, config, label_index, text_indexes + (pair_indexes or []))
     start = reader.line_num + 1
     while True:
         try:
@@ -189,13 +255,13 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         except StopIteration:
             return
         except csv.Error as e:
-            problems.append(f"line {start}: malformed row: {e}{_quote_hint(config)}")
+            problems.append((start, f"malformed row: {e}{_quote_hint(config)}"))
             return  # the rest of the file cannot be framed reliably
         if row:  # blank lines are skipped
             if len(row) != len(header):
                 named = " (data.column_names)" if config.column_names else ""
-                problems.append(f"line {start}: expected {len(header)} fields{named}, found "
-                                f"{len(row)}{_field_count_hint(config, row)}")
+                problems.append((start, f"expected {len(header)} fields{named}, found "
+                                        f"{len(row)}{_field_count_hint(config, row)}"))
             else:
                 join = config.text_separator.join
                 yield (start, join(row[i] for i in text_indexes),
@@ -220,61 +286,124 @@ def _field_count_hint(config: ReaderConfig, row: list[str]) -> str:
 
 
 def _jsonl_rows(text: str, config: ReaderConfig,
-                problems: list[str]) -> Iterator[tuple]:
+                problems: Problems) -> Iterator[tuple]:
     if config.column_names:
         raise _SettingError("data.column_names is for CSV/TSV files without a header; "
                             "JSON Lines objects name their own keys")
-    text_keys = column_refs(config.text_column)
-    pair_keys = column_refs(config.text_pair_column) if config.text_pair_column else None
-    for number, line in enumerate(text.splitlines(), start=1):
+    text_keys, pair_keys, label_keys = (column_refs(setting) for setting in (
+        config.text_column, config.text_pair_column, config.label_column))
+    absent = _AbsentKeys({"data.text_column": text_keys, "data.text_pair_column": pair_keys,
+                          "data.label_column": label_keys})
+    # LF only: str.splitlines() would also split at U+2028, U+0085 or a form feed inside
+    # a string; a CR before the LF is JSON whitespace.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, strict=False)  # control characters in strings are text
         except json.JSONDecodeError as e:
-            problems.append(f"line {number}: invalid JSON: {e.msg} (column {e.colno})")
+            problems.append((number, f"invalid JSON: {e.msg} (column {e.colno})"))
             continue
         if not isinstance(obj, dict):
-            problems.append(f"line {number}: expected a JSON object, found {type(obj).__name__}")
+            problems.append((number, f"expected a JSON object, found {type(obj).__name__}"))
+            continue
+        if absent.lacks_keys(number, obj):
             continue
         texts = [_json_text(obj, keys, config.text_separator, number, problems)
                  for keys in (text_keys, pair_keys)]
-        label = _json_label(obj.get(config.label_column), config, number, problems)
-        if texts[0] is not None and label is not None and (pair_keys is None
+        label = _json_label(obj[label_keys[0]], config, number, problems)
+        if texts[0] is not None and label is not None and (not pair_keys
                                                            or texts[1] is not None):
-            yield number, texts[0], texts[1], label
+            yield number, texts[0], texts[1] if pair_keys else None, label
+    absent.report(problems)
 
 
-def _json_text(obj: dict, keys: Optional[list], separator: str, number: int,
-               problems: list[str]) -> Optional[str]:
-    if keys is None:
-        return None
-    values = [obj.get(key) for key in keys]
+class _AbsentKeys:
+    """Keys the settings name that JSON objects lack: one error when no object has a key
+    (a wrong setting), else one problem per object that lacks one."""
+
+    def __init__(self, keys_by_setting: dict):
+        self.keys_by_setting = keys_by_setting
+        self.objects = 0
+        self.keys_seen: dict = {}  # every key of every object, in order of appearance
+        self.lacking: dict = {}  # (setting, key) -> how many objects lack it
+        self.problems: Problems = []
+
+    def lacks_keys(self, number: int, obj: dict) -> bool:
+        self.objects += 1
+        self.keys_seen.update(dict.fromkeys(obj))
+        missing = [(setting, key) for setting, keys in self.keys_by_setting.items()
+                   for key in keys if key not in obj]
+        for setting, key in missing:
+            self.lacking[setting, key] = self.lacking.get((setting, key), 0) + 1
+            self.problems.append((number, f"no key '{key}' ({setting}); the object's keys: "
+                                          f"{_shown_keys(obj)}"))
+        return bool(missing)
+
+    def report(self, problems: Problems) -> None:
+        """Raises _SettingError for a key no object has, else adds the per-row problems."""
+        nowhere = [(setting, key) for (setting, key), count in self.lacking.items()
+                   if count == self.objects]
+        if nowhere:
+            settings = dict.fromkeys(setting for setting, _ in nowhere)
+            raise _SettingError(
+                "; ".join(f"none of the {self.objects} JSON objects has the key '{key}' "
+                          f"({setting})" for setting, key in nowhere)
+                + f"; their keys: {_shown_keys(self.keys_seen)}; set "
+                + ", ".join(f"{setting} to the key{self._plural(setting)} of "
+                            f"{_JSON_PURPOSE[setting]}" for setting in settings))
+        problems.extend(self.problems)
+
+    def _plural(self, setting: str) -> str:
+        return "s" if len(self.keys_by_setting[setting]) > 1 else ""
+
+
+def _shown_keys(keys) -> list[str]:
+    """The first 20 keys, as redacted excerpts."""
+    keys = list(keys)
+    return [_key_excerpt(key) for key in keys[:20]] + (["…"] if len(keys) > 20 else [])
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_excerpt(key: str) -> str:
+    return excerpt(key)
+
+
+def _json_text(obj: dict, keys: list, separator: str, number: int,
+               problems: Problems) -> Optional[str]:
+    """The values of ``keys`` joined (null or "" ones left out); None after a problem."""
+    values = [obj[key] for key in keys]
     bad = [key for key, value in zip(keys, values)
            if value is not None and not isinstance(value, str)]
     if bad:
-        problems.append(f"line {number}: '{bad[0]}' is not a string")
+        problems.append((number, f"'{bad[0]}' is not a string"))
         return None
     return separator.join(value for value in values if value)
 
 
-def _json_label(label, config: ReaderConfig, number: int, problems: list[str]):
-    """A string, an integer, or (multi-label) a list of them; None after a problem."""
-    scalar = (str, int)
+def _json_label(label, config: ReaderConfig, number: int, problems: Problems):
+    """A string, an integer, true/false ("true"/"false"), or (multi-label) a list of them;
+    None after a problem."""
     if isinstance(label, list) and config.multi_label and all(
-            isinstance(v, scalar) and not isinstance(v, bool) for v in label):
-        return label
+            isinstance(v, (str, int)) for v in label):
+        return [_label_text(value) for value in label]
     if isinstance(label, list):
         hint = ("" if config.multi_label else
                 "; a list of labels needs data.label_delimiter (multi-label)")
-        problems.append(f"line {number}: '{config.label_column}' must be a string, an "
-                        f"integer or a list of them, found {excerpt(json.dumps(label))}{hint}")
+        problems.append((number, f"'{config.label_column}' must be a string, an integer, "
+                                 f"true/false or a list of them, found "
+                                 f"{excerpt(json.dumps(label))}{hint}"))
         return None
     if isinstance(label, (dict, float)):
-        problems.append(f"line {number}: '{config.label_column}' must be a string "
-                        f"or an integer, found {excerpt(json.dumps(label))}")
+        problems.append((number, f"'{config.label_column}' must be a string, an integer "
+                                 f"or true/false, found {excerpt(json.dumps(label))}"))
         return None
-    return "" if label is None else str(label)
+    return "" if label is None else _label_text(label)
+
+
+def _label_text(value) -> str:
+    """A JSON label as text: booleans as JSON spells them (true, false)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 class _SettingError(Exception):
