@@ -3,6 +3,11 @@
 Concurrent requests to one signature are queued and run as one call once the
 queue holds ``max_batch_size`` rows or the oldest request has waited
 ``batch_timeout_micros``; each caller gets back its own rows.
+
+Deadlines (as TF Serving's batching session): a caller gives up at its deadline, and
+its request is dropped if no batch has taken it yet; a batch runs until the latest
+deadline of its requests (no deadline if one of them has none), so it is never
+cancelled while a caller still waits for it.
 """
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import queue
 import re
 import threading
 import time
-from concurrent.futures import Future
-from typing import Callable, Dict, List
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
+
+from serving import deadlines
 
 Tensors = Dict[str, np.ndarray]
 
@@ -68,7 +75,8 @@ class BatchingParameters:
 class _Task:
     inputs: Tensors
     size: int
-    result: Future
+    result: Future  # cancelled when its caller gave up before a batch took it
+    deadline: deadlines.Deadline = None
 
 
 class QueueFull(Exception):
@@ -76,7 +84,8 @@ class QueueFull(Exception):
 
 
 class Batcher:
-    """Runs ``fn`` on concatenated requests; ``fn`` maps batch-major tensors to the same."""
+    """Runs ``fn`` on concatenated requests; ``fn`` maps batch-major tensors to the same
+    (under the batch's ``deadlines.scope``)."""
 
     def __init__(self, fn: Callable[[Tensors], Tensors], params: BatchingParameters,
                  name: str = "batcher"):
@@ -91,14 +100,19 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def __call__(self, inputs: Tensors) -> Tensors:
+    def __call__(self, inputs: Tensors, deadline: deadlines.Deadline = None) -> Tensors:
+        """This request's rows of its batch's outputs; DEADLINE_EXCEEDED at ``deadline``."""
         size = len(next(iter(inputs.values()))) if inputs else 0
-        task = _Task(inputs, size, Future())
+        task = _Task(inputs, size, Future(), deadline)
         try:
             self._tasks.put_nowait(task)
         except queue.Full:
             raise QueueFull("the batch queue is full") from None
-        return task.result.result()
+        try:
+            return task.result.result(timeout=deadlines.remaining(deadline))
+        except FutureTimeout:
+            task.result.cancel()  # not taken yet: no batch will run it
+            raise deadlines.exceeded() from None
 
     def close(self) -> None:
         for _ in self._threads:
@@ -106,7 +120,7 @@ class Batcher:
 
     def _next_batch(self) -> List[_Task] | None:
         with self._take:
-            first = self._carried.popleft() if self._carried else self._tasks.get()
+            first = self._first()
             if first is None:
                 return None
             batch, rows = [first], first.size
@@ -119,13 +133,23 @@ class Batcher:
                 if task is None:
                     self._tasks.put(None)
                     break
+                if task.result.cancelled():
+                    continue
                 if rows + task.size > self._params.max_batch_size or not _compatible(
                         first.inputs, task.inputs):
                     self._carried.append(task)  # does not fit: it starts the next batch
                     break
-                batch.append(task)
-                rows += task.size
+                if task.result.set_running_or_notify_cancel():
+                    batch.append(task)
+                    rows += task.size
             return batch
+
+    def _first(self) -> Optional[_Task]:
+        """The next request whose caller still waits (None: closing)."""
+        while True:
+            task = self._carried.popleft() if self._carried else self._tasks.get()
+            if task is None or task.result.set_running_or_notify_cancel():
+                return task
 
     def _loop(self) -> None:
         while True:
@@ -136,11 +160,15 @@ class Batcher:
 
     def _run(self, batch: List[_Task]) -> None:
         try:
+            deadline = (None if any(t.deadline is None for t in batch)
+                        else max(t.deadline for t in batch))
             if len(batch) == 1:
-                batch[0].result.set_result(self._fn(batch[0].inputs))
+                with deadlines.scope(deadline):
+                    batch[0].result.set_result(self._fn(batch[0].inputs))
                 return
             merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
-            outputs = self._fn(merged)
+            with deadlines.scope(deadline):
+                outputs = self._fn(merged)
             start = 0
             for task in batch:
                 task.result.set_result({k: v[start:start + task.size]

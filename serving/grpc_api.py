@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving import protos
+from serving import deadlines, protos
 from serving.errors import ServingError, invalid
 from serving.feedback import ID_METADATA
 from serving.servable import SignatureNotFound
@@ -78,6 +78,11 @@ def _authorized(context, token: str) -> bool:
     return hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode())
 
 
+def _deadline(context) -> deadlines.Deadline:
+    """The client's deadline, if it set one (TF Serving's RunOptions.timeout_in_ms)."""
+    return deadlines.after(context.time_remaining())
+
+
 def _ref(model_spec) -> ModelRef:
     if not model_spec.name:
         raise invalid("Missing ModelSpec")
@@ -119,7 +124,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             servable, key, outputs = self.service.predict(
                 ref, request.model_spec.signature_name, inputs, "GRPC",
-                list(request.output_filter))
+                list(request.output_filter), _deadline(context))
         except SignatureNotFound as error:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f'Serving signature key "{error.key}" not found.') from None
@@ -129,17 +134,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
         return response
 
-    def _infer(self, method, request, response_type):
+    def _infer(self, method, request, context, response_type):
         """Classify/Regress: examples in, (response with its model spec, results, ids) out."""
         signature = request.model_spec.signature_name
         servable, results, ids = method(_ref(request.model_spec), signature,
-                                        _examples(request.input), "GRPC")
+                                        _examples(request.input), "GRPC", _deadline(context))
         return response_type(model_spec=protos.model_spec(
             servable.name, servable.version, signature or "serving_default")), results, ids
 
     @_answers
     def Classify(self, request, context):
-        response, rows, ids = self._infer(self.service.classify, request,
+        response, rows, ids = self._infer(self.service.classify, request, context,
                                           classification_pb2.ClassificationResponse)
         if ids:
             context.set_trailing_metadata(((ID_METADATA, ",".join(ids)),))
@@ -151,7 +156,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_answers
     def Regress(self, request, context):
-        response, values, _ = self._infer(self.service.regress, request,
+        response, values, _ = self._infer(self.service.regress, request, context,
                                           regression_pb2.RegressionResponse)
         for value in values:
             response.result.regressions.add(value=value)
@@ -196,7 +201,7 @@ def make_server(service: Service, addresses: List[str], max_workers: int,
     """Both services on every address (``host:port``, ``unix:path``); over TLS with
     ``credentials`` (tls.ServerTLS); ``arguments`` are extra gRPC server options."""
     options = dict([("grpc.max_receive_message_length", max_message_bytes),
-                    ("grpc.max_send_message_length", max_message_bytes),
+                    ("grpc.max_send_message_length", 2**31 - 1),  # TF Serving's INT32_MAX
                     ("grpc.so_reuseport", 0), *arguments])
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=list(options.items()))
@@ -205,8 +210,12 @@ def make_server(service: Service, addresses: List[str], max_workers: int,
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, token),
                                                               server)
     for address in addresses:
-        port = (server.add_secure_port(address, credentials) if credentials
-                else server.add_insecure_port(address))
+        try:  # grpcio returns 0 or raises RuntimeError, depending on the version
+            port = (server.add_secure_port(address, credentials) if credentials
+                    else server.add_insecure_port(address))
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise OSError(f"cannot bind gRPC to {address}")
+            raise OSError(f"cannot bind gRPC to {address}: the port is in use or not "
+                          f"allowed (--port, --grpc_socket_path)")
     return server

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -18,6 +17,7 @@ from tensorflow.core.framework import types_pb2
 from serving.errors import ServingError, invalid
 
 Tensors = Dict[str, np.ndarray]
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -2**63, 2**63 - 1, 2**64 - 1
 
 
 def parse_body(body: bytes) -> dict:
@@ -168,9 +168,7 @@ def _leaf(leaf: Any, dtype: tf.DType, name: str):
                           f"range for {type_name(dtype)}")
         return leaf
     elif isinstance(leaf, float) and dtype.is_floating:
-        return leaf
-    elif dtype.is_floating and leaf in ("NaN", "Infinity", "-Infinity"):
-        return float(leaf.replace("Infinity", "inf"))
+        return leaf  # bare NaN and Infinity included; TF Serving refuses them as strings
     raise invalid(f"JSON Value: {json.dumps(leaf)} Type: {_json_type(leaf)} is not of "
                   f"expected type: {type_name(dtype)}")
 
@@ -196,23 +194,42 @@ def decode_examples(body: dict) -> List[bytes]:
     for i, example in enumerate(examples):
         if not isinstance(example, dict):
             raise invalid(f"example {i} is not a JSON object")
-        feature = {}
-        for key, value in {**context, **example}.items():
-            feature[key] = _feature(value, f"example {i}, feature '{key}'")
+        feature = {key: _feature(value, i, key) for key, value in {**context, **example}.items()}
         serialized.append(tf.train.Example(
             features=tf.train.Features(feature=feature)).SerializeToString())
     return serialized
 
 
-def _feature(value: Any, where: str) -> tf.train.Feature:
+def _feature(value: Any, index: int, key: str) -> tf.train.Feature:
+    """As TF Serving: booleans are int64 1/0, integers beyond uint64 (or below int64)
+    are floats, integers in uint64 but not int64 are refused."""
+    where = f"example {index}, feature '{key}'"
     values = value if isinstance(value, list) else [value]
     if all(isinstance(v, str) or _is_b64(v) for v in values):
         return tf.train.Feature(bytes_list=tf.train.BytesList(
             value=[_leaf(v, tf.string, where) for v in values]))
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    numbers = [_feature_number(v, where, key) for v in values]
+    if all(isinstance(v, int) for v in numbers):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=numbers))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=numbers))
+
+
+def _feature_number(value: Any, where: str, key: str):
+    """An int64 (as int) or a float (as float) of a feature, or a clear error."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        if 0 < value <= _UINT64_MAX:
+            raise invalid(f"{where}: Feature: {key} has uint64_t element. Only int64_t "
+                          "is supported.")
+        try:
+            return float(value)  # as JSON parsers read numbers beyond 64 bits: a double
+        except OverflowError:
+            raise invalid(f"{where}: the number is too big for a double") from None
+    if isinstance(value, float):
+        return value
     raise invalid(f"{where}: values must be all strings, all integers or all numbers")
 
 
@@ -236,9 +253,9 @@ def _json_value(array: np.ndarray, name: str):
     if array.dtype.kind in "OSU":
         as_b64 = name.endswith("_bytes")
         return _map_leaves(array.tolist(), lambda b: _string_out(b, as_b64))
-    if array.dtype.kind == "f":
-        return _map_leaves(array.tolist(), _float_out)
-    return array.tolist()
+    if array.dtype.kind == "f" and array.dtype.itemsize <= 4:
+        return float32_values(array)
+    return array.tolist()  # doubles: Python's repr round-trips them, as TF Serving's text
 
 
 def _string_out(value, as_b64: bool):
@@ -249,12 +266,29 @@ def _string_out(value, as_b64: bool):
     return value.decode("utf-8", errors="replace")
 
 
-def _float_out(value: float):
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
+def float32_values(values) -> Any:
+    """float32 values as the Python floats whose JSON text is the number TF Serving
+    writes (json_tensor.cc WriteDecimal): 6 significant digits when they round-trip the
+    float32, else 9; so 0.2 and not 0.20000000298023224. NaN and Infinity stay floats,
+    which json.dumps writes bare, as TF Serving does. Nested lists keep their shape."""
+    array = np.asarray(values, dtype=np.float32)
+    flat = array.ravel()
+    six = np.array([float(f"{v:.6g}") for v in flat.tolist()], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        redo = np.flatnonzero((six.astype(np.float32) != flat) & np.isfinite(flat))
+    for i in redo.tolist():
+        six[i] = float(f"{float(flat[i]):.9g}")
+    return six.reshape(array.shape).tolist()
+
+
+def encode_classify(rows) -> dict:
+    """``:classify`` results: per example, ``[label, score]`` pairs."""
+    return {"results": [[[label, score] for (label, _), score in
+                         zip(row, float32_values([s for _, s in row]))] for row in rows]}
+
+
+def encode_regress(values) -> dict:
+    return {"results": float32_values(values)}
 
 
 def _map_leaves(value: Any, fn):

@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import re
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -15,15 +16,16 @@ import tornado.web
 from google.protobuf import json_format
 from tornado.ioloop import IOLoop
 
-from serving import json_codec, protos
+from serving import deadlines, json_codec, protos
 from serving.errors import ServingError, invalid, not_found
 from serving.feedback import ID_HEADER, FeedbackError
 from serving.service import ModelRef, Service
 
 log = logging.getLogger(__name__)
 _PATH = re.compile(r"(?i)/v1/models/(?P<name>[^/:]+)"
-                   r"(?:/versions/(?P<version>-?\d+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?/?")
+                   r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                   r"(?-i:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?")
+_ORIGIN = re.compile(r"https?://")  # what a CORS preflight's Origin must contain
 
 
 class _JsonHandler(tornado.web.RequestHandler):
@@ -35,24 +37,32 @@ class _JsonHandler(tornado.web.RequestHandler):
 
     def prepare(self):
         self.set_header("Content-Type", "application/json")
-        if self.request.method == "OPTIONS" and self.conf.cors:
-            return  # a CORS preflight carries no credentials
+        if self.request.method == "OPTIONS":
+            return  # a CORS preflight carries no credentials (and answers nothing)
         if self.conf.token and not self._authorized():
             self._error(ServingError(grpc.StatusCode.UNAUTHENTICATED,
                                      "missing or invalid bearer token"))
 
     def set_default_headers(self):
-        if getattr(self, "conf", None) and self.conf.cors:
+        """On every answer, errors included; tornado calls this before ``initialize``,
+        so the options come from the application's settings."""
+        conf = self.application.settings.get("rest_options")
+        if conf is not None and conf.cors:
             self.set_header("Access-Control-Allow-Origin", "*")
-            self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-            self.set_header("Access-Control-Allow-Headers", "Content-Type, Authorization")
+            self.set_header("Access-Control-Allow-Methods", "POST, GET")
+            self.set_header("Access-Control-Allow-Headers",
+                            "Content-Type, Authorization" if conf.token else "Content-Type")
 
-    def options(self, *args):  # the OPTIONS verb: a CORS preflight
-        if self.conf.cors:
-            self.set_status(204)
+    def compute_etag(self):
+        return None  # TF Serving sends no Etag (and never answers 304)
+
+    def options(self, *args):  # the OPTIONS verb: a CORS preflight, with CORS on or off
+        if _ORIGIN.search(self.request.headers.get("Origin", "")):
             self.finish()
         else:
-            self._error(invalid(f"Malformed request: OPTIONS {self.request.path}"))
+            self._error(ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                     f"Malformed request: OPTIONS {self.request.path}: "
+                                     "Origin header is missing in CORS preflight"))
 
     def _authorized(self) -> bool:
         supplied = self.request.headers.get("Authorization", "")
@@ -95,6 +105,8 @@ class _ModelHandler(_JsonHandler):
         super().initialize(service, conf)
         self.pool = pool
         self.chunks, self.size = [], 0
+        self.inflater = None  # a zlib decompressor for a gzip body
+        self.deadline: deadlines.Deadline = None  # set when the work starts
 
     def prepare(self):
         super().prepare()
@@ -106,15 +118,33 @@ class _ModelHandler(_JsonHandler):
                                 "not a number"))
         elif declared is not None and int(declared) > self.conf.max_body_bytes:
             self._too_large()
+        elif self.request.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+            self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # as TF Serving
 
     def data_received(self, chunk: bytes):
-        if self._finished:
-            return
-        self.size += len(chunk)
-        if self.size > self.conf.max_body_bytes:
-            self._too_large()
-            return
-        self.chunks.append(chunk)
+        """Holds the body, inflated if gzip, to ``max_body_bytes``: a gzip bomb is
+        inflated only up to the limit, a piece at a time."""
+        for piece in self._inflated(chunk) if self.inflater else (chunk,):
+            if self._finished:
+                return
+            self.size += len(piece)
+            if self.size > self.conf.max_body_bytes:
+                self._too_large()
+                return
+            self.chunks.append(piece)
+
+    def _inflated(self, chunk: bytes):
+        try:
+            while chunk and not self._finished:
+                yield self.inflater.decompress(chunk, 2**16)
+                chunk = self.inflater.unconsumed_tail
+        except zlib.error as error:
+            self._error(invalid(f"Malformed request: gzip body: {error}"))
+
+    def _body(self) -> bytes:
+        if self.inflater and not self.inflater.eof:
+            raise invalid("Malformed request: gzip body is truncated")
+        return b"".join(self.chunks)
 
     async def get(self, path: str):
         await self._handle(path, post=False)
@@ -136,13 +166,18 @@ class _ModelHandler(_JsonHandler):
             self._error(invalid(f"Malformed request: {self.request.method} "
                                 f"{self.request.path}"))
             return
-        ref = ModelRef(match["name"], int(match["version"]) if match["version"] else None,
-                       match["label"])
+        version = int(match["version"]) if match["version"] else None
+        if version is not None and version >= 2**63:  # TF Serving's version is an int64
+            self._error(invalid(f"Failed to convert version: {match['version']} to numeric."))
+            return
+        ref = ModelRef(match["name"], version, match["label"])
         await self._run(self._answer, ref, match["verb"], bool(match["metadata"]))
 
     async def _run(self, work, *args):
         """Runs ``work`` in the worker pool under the request deadline
-        (``--rest_api_timeout_in_ms``); answers its JSON or its error."""
+        (``--rest_api_timeout_in_ms``): its model run is cancelled there too, so the worker
+        is free again; answers its JSON or its error."""
+        self.deadline = deadlines.after(self.conf.timeout_seconds)
         future = IOLoop.current().run_in_executor(self.pool, work, *args)
         try:
             body = await asyncio.wait_for(asyncio.shield(future), self.conf.timeout_seconds)
@@ -174,7 +209,8 @@ class _ModelHandler(_JsonHandler):
             return json.dumps({"model_spec": _proto_dict(response.model_spec),
                                "metadata": {"signature_def": _proto_dict(
                                    _unpack_signatures(response))}})
-        request = json_codec.parse_body(b"".join(self.chunks))
+        deadlines.check(self.deadline)  # it may have passed in the pool's queue
+        request = json_codec.parse_body(self._body())
         signature = request.get("signature_name", "")
         if not isinstance(signature, str):
             raise invalid("'signature_name' must be a string")
@@ -182,17 +218,17 @@ class _ModelHandler(_JsonHandler):
             servable = service.store.get(ref.name, ref.version, ref.label)
             _, signature_def = servable.signature(signature)
             inputs, row_format = json_codec.decode_predict(request, signature_def)
-            _, _, outputs = service.predict(ref, signature, inputs, "REST")
+            _, _, outputs = service.predict(ref, signature, inputs, "REST",
+                                            deadline=self.deadline)
             return json.dumps(json_codec.encode_predict(outputs, row_format))
         examples = json_codec.decode_examples(request)
         if verb == "classify":
-            _, rows, ids = service.classify(ref, signature, examples, "REST")
+            _, rows, ids = service.classify(ref, signature, examples, "REST", self.deadline)
             if ids:
                 self.set_header(ID_HEADER, ",".join(ids))
-            return json.dumps({"results": [[[label, score] for label, score in row]
-                                           for row in rows]})
-        _, values, _ = service.regress(ref, signature, examples, "REST")
-        return json.dumps({"results": values})
+            return json.dumps(json_codec.encode_classify(rows))
+        _, values, _ = service.regress(ref, signature, examples, "REST", self.deadline)
+        return json.dumps(json_codec.encode_regress(values))
 
     def _too_large(self):
         self._error(ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -216,7 +252,7 @@ class _FeedbackHandler(_ModelHandler):
         if self.service.feedback is None:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                "feedback recording is off (start with --feedback_dir)")
-        body = json_codec.parse_body(b"".join(self.chunks))
+        body = json_codec.parse_body(self._body())
         corrections = body.get("corrections")
         if not isinstance(corrections, list):
             raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")
@@ -276,9 +312,11 @@ def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
     streaming = {**common, "pool": pool}
     handlers.append((r"/v1/feedback/?()", tornado.web.stream_request_body(_FeedbackHandler),
                      streaming))
-    handlers.append((r"/(v1/.*)", tornado.web.stream_request_body(_ModelHandler), streaming))
+    handlers.append((r"(?i)/(v1/.*)", tornado.web.stream_request_body(_ModelHandler),
+                     streaming))  # TF Serving: (?i)/v1/.*
     return tornado.web.Application(handlers, default_handler_class=_NotFoundHandler,
-                                   default_handler_args=common, log_function=log_request)
+                                   default_handler_args=common, log_function=log_request,
+                                   rest_options=options)
 
 
 def _proto_dict(message) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import grpc
@@ -10,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving import contract
+from serving import contract, deadlines
 from serving.batching import BatchingParameters, Batcher, QueueFull
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
@@ -19,6 +20,9 @@ CLASSIFY_METHOD, REGRESS_METHOD = contract.CLASSIFY_METHOD, contract.REGRESS_MET
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join(contract.ASSETS_EXTRA, contract.WARMUP_FILE)
 MAX_WARMUP_RECORDS = 1000  # as TF Serving
+# Rows per call of a run under a deadline: TensorFlow cancels loops and waiting ops at
+# once, but a straight-line graph (a BERT) only stops between calls.
+DEADLINE_SLICE_ROWS = 64
 
 
 @dataclasses.dataclass
@@ -102,33 +106,33 @@ class Servable:
         return key, self.signature_defs[key]
 
     def run(self, signature_name: str, inputs: Tensors,
-            output_filter: Optional[List[str]] = None) -> Tensors:
-        """Runs a signature on batch-major numpy inputs (checked against the SignatureDef)."""
+            output_filter: Optional[List[str]] = None,
+            deadline: deadlines.Deadline = None) -> Tensors:
+        """Runs a signature on batch-major numpy inputs (checked against the SignatureDef);
+        a run still going at ``deadline`` is cancelled (DEADLINE_EXCEEDED)."""
         key, signature_def = self.signature(signature_name)
         _check_inputs(signature_def, inputs)
-        if output_filter:
-            unknown = sorted(set(output_filter) - set(signature_def.outputs))
-            if unknown:
-                raise invalid(f"output tensor alias not found in signature: {unknown[0]} "
-                              f"Outputs expected to be in the set {{"
-                              f"{','.join(sorted(signature_def.outputs))}}}.")
+        _check_output_filter(signature_def, output_filter or [])
         if key in self._batchers and inputs and all(v.ndim >= 1 for v in inputs.values()):
             try:
-                outputs = self._batchers[key](inputs)
+                outputs = self._batchers[key](inputs, deadline)
             except QueueFull:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE,
                                    "The batch scheduling queue to which this task was "
                                    "submitted is full") from None
         else:
-            outputs = self._caller(key)(inputs)
+            with deadlines.scope(deadline):
+                outputs = self._caller(key)(inputs)
         if output_filter:
             outputs = {k: outputs[k] for k in output_filter}
         return outputs
 
-    def classify(self, signature_name: str, examples: List[bytes]):
+    def classify(self, signature_name: str, examples: List[bytes],
+                 deadline: deadlines.Deadline = None):
         """[(label, score), ...] per example, from a classification signature."""
         key, signature_def = self._method(signature_name, CLASSIFY_METHOD, "classification")
-        outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)})
+        outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)},
+                           deadline=deadline)
         scores, classes = outputs.get("scores"), outputs.get("classes")
         rows = []
         for i in range(len(examples)):
@@ -138,9 +142,11 @@ class Servable:
                          for j in range(n)])
         return rows
 
-    def regress(self, signature_name: str, examples: List[bytes]) -> List[float]:
+    def regress(self, signature_name: str, examples: List[bytes],
+                deadline: deadlines.Deadline = None) -> List[float]:
         key, signature_def = self._method(signature_name, REGRESS_METHOD, "regression")
-        outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)})
+        outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)},
+                           deadline=deadline)
         values = outputs["outputs"]
         return [float(v) for v in values.reshape(len(examples), -1)[:, 0]]
 
@@ -172,16 +178,34 @@ class Servable:
 
     # -- helpers --------------------------------------------------------------------------
     def _caller(self, key: str):
+        """The signature as a function of numpy tensors; under a deadline, a run of more
+        than ``DEADLINE_SLICE_ROWS`` rows of a batch-major signature is made in slices of
+        that many rows (as batching splits and merges them), the deadline checked before
+        each."""
         fn = self._functions[key]
         specs = fn.structured_input_signature[1]
+        sliceable = _batchable(fn) and all(o.shape[1:].is_fully_defined()
+                                           for o in fn.structured_outputs.values())
 
-        def call(inputs: Tensors) -> Tensors:
+        def run(inputs: Tensors) -> Tensors:
             try:
-                outputs = fn(**{k: tf.constant(v, dtype=specs[k].dtype)
-                                for k, v in inputs.items()})
-            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+                outputs = deadlines.call(fn, **{
+                    k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+            except tf.errors.InvalidArgumentError as error:
+                raise invalid(op_error_text(error)) from None
+            except (ValueError, TypeError) as error:
                 raise invalid(first_line(error)) from None
             return {k: v.numpy() for k, v in outputs.items()}
+
+        def call(inputs: Tensors) -> Tensors:
+            rows = {len(v) if v.ndim else -1 for v in inputs.values()}
+            if (not sliceable or deadlines.current() is None or len(rows) != 1
+                    or rows.pop() <= DEADLINE_SLICE_ROWS):
+                return run(inputs)
+            parts = [run({k: v[start:start + DEADLINE_SLICE_ROWS] for k, v in inputs.items()})
+                     for start in range(0, len(next(iter(inputs.values()))),
+                                        DEADLINE_SLICE_ROWS)]
+            return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         return call
 
     def _method(self, name: str, method: str, kind: str):
@@ -224,7 +248,7 @@ def _check_inputs(signature_def, inputs: Tensors) -> None:
     for i, (key, value) in enumerate(sorted(inputs.items())):
         want = tf.dtypes.as_dtype(signature_def.inputs[key].dtype)
         got = _dtype_of(value)
-        if got is not None and got != want and not (want.is_floating and got.is_floating):
+        if got is not None and got != want:  # REST decodes JSON to the signature's types
             raise invalid(f"Expects arg[{i}] to be {type_name(want)} but "
                           f"{type_name(got)} is provided")
 
@@ -236,6 +260,43 @@ def _dtype_of(value: np.ndarray):
         return tf.dtypes.as_dtype(value.dtype)
     except TypeError:
         return None
+
+
+def _check_output_filter(signature_def, output_filter: List[str]) -> None:
+    seen = set()
+    for alias in output_filter:
+        if alias not in signature_def.outputs:
+            raise invalid(f"output tensor alias not found in signature: {alias} "
+                          f"Outputs expected to be in the set {{"
+                          f"{','.join(sorted(signature_def.outputs))}}}.")
+        if alias in seen:
+            raise invalid(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+
+
+_TRACE_HEADER = re.compile(r"Detected at node .* \(most recent call last\):")
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+
+
+def op_error_text(error: tf.errors.OpError) -> str:
+    """The op's own message, as TF Serving returns it ("Name: <unknown>, Feature: v ...
+    [[{{node ParseExample/ParseExampleV2}}]]"): without eager's "Graph execution error:"
+    header, the Python stack traces of where nodes were defined and the function name."""
+    lines = error.message.strip().splitlines()
+    if lines and lines[0].strip() == "Graph execution error:":
+        lines = lines[1:]
+    kept, in_trace = [], False
+    for line in lines:
+        if _TRACE_HEADER.fullmatch(line.strip()):
+            in_trace = True
+            continue
+        if in_trace and (line.startswith(" ") or line.startswith("Node: ") or
+                         line.strip() == "<stack traces unavailable>"):
+            continue
+        in_trace = False
+        if line.strip():
+            kept.append(line)
+    return _OP_SUFFIX.sub("", "\n".join(kept)) or first_line(error)
 
 
 def first_line(error: Exception) -> str:

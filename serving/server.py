@@ -263,10 +263,14 @@ def serve(args: argparse.Namespace) -> int:
             app = rest.make_app(service, pool, rest.RestOptions(
                 args.max_request_bytes, timeout, token, args.rest_api_enable_cors_support),
                 metrics_path)
-            http = app.listen(args.rest_api_port, address=args.host,
-                              max_body_size=args.max_request_bytes + 1,
-                              body_timeout=timeout, idle_connection_timeout=timeout,
-                              ssl_options=tls.ssl_context() if tls else None)
+            try:
+                http = app.listen(args.rest_api_port, address=args.host,
+                                  max_body_size=args.max_request_bytes + 1,
+                                  body_timeout=timeout, idle_connection_timeout=timeout,
+                                  ssl_options=tls.ssl_context() if tls else None)
+            except OSError as error:
+                raise OSError(f"cannot listen for REST on {args.host}:{args.rest_api_port}: "
+                              f"{error.strerror or error} (--rest_api_port)") from None
             print(f"Exporting HTTP/REST API at:{args.host}:{args.rest_api_port} ...",
                   flush=True)
         await stop.wait()

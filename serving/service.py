@@ -10,6 +10,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from serving.contract import REDACT_SIGNATURE, TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE
+from serving.deadlines import Deadline
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.model_store import ModelStore, VersionState
@@ -51,21 +52,23 @@ class Service:
                                  time.perf_counter() - started, rows)
 
     def predict(self, ref: ModelRef, signature: str, inputs: Tensors, entrypoint: str,
-                output_filter: Optional[List[str]] = None):
-        """``(servable, signature key, outputs)``."""
+                output_filter: Optional[List[str]] = None, deadline: Deadline = None):
+        """``(servable, signature key, outputs)``; a run past ``deadline`` is cancelled
+        (DEADLINE_EXCEEDED), as for classify and regress."""
         rows = _rows(inputs)
         with self._observed(ref, "predict", entrypoint, rows):
             servable = self._get(ref)
             key, _ = servable.signature(signature)
-            return servable, key, servable.run(key, inputs, output_filter)
+            return servable, key, servable.run(key, inputs, output_filter, deadline)
 
-    def classify(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str):
+    def classify(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str,
+                 deadline: Deadline = None):
         """``(servable, rows of (label, score), prediction ids)``; ids only when feedback
         recording is on, every example has a ``text`` feature and the model can redact
         them (see ``_record``)."""
         with self._observed(ref, "classify", entrypoint, len(examples)):
             servable = self._get(ref)
-            rows = servable.classify(signature, examples)
+            rows = servable.classify(signature, examples, deadline)
         ids: List[str] = []
         found = _texts(examples) if self.feedback is not None else None
         if found is not None:
@@ -92,18 +95,18 @@ class Service:
         return self.feedback.record(servable.name, servable.version, redacted[:len(texts)],
                                     rows, redacted[len(texts):] if pairs else None)
 
-    def regress(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str):
+    def regress(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str,
+                deadline: Deadline = None):
         with self._observed(ref, "regress", entrypoint, len(examples)):
             servable = self._get(ref)
-            return servable, servable.regress(signature, examples), []
+            return servable, servable.regress(signature, examples, deadline), []
 
     def metadata(self, ref: ModelRef, entrypoint: str) -> Servable:
         with self._observed(ref, "metadata", entrypoint):
             return self._get(ref)
 
     def status(self, ref: ModelRef) -> Dict[int, VersionState]:
-        if ref.label is not None:
-            return self.store.status(ref.name, self.store.label_version(ref.name, ref.label))
+        """A version's state, or every version's; a label is ignored, as TF Serving does."""
         return self.store.status(ref.name, ref.version)
 
     def _get(self, ref: ModelRef) -> Servable:

@@ -390,3 +390,26 @@ def test_grpc_on_a_unix_socket_with_channel_arguments(tmp_path):
     from serving.server import parse_flags
     with pytest.raises(SystemExit):
         parse_flags(["--model_base_path=/m", "--grpc_channel_arguments=no_equals_sign"])
+
+
+@pytest.mark.parametrize("taken,message", [
+    ("grpc", "cannot bind gRPC to 127.0.0.1:{port}: the port is in use"),
+    ("rest", "cannot listen for REST on 127.0.0.1:{port}: Address already in use "
+             "(--rest_api_port)"),
+])
+def test_a_port_in_use_is_a_clear_error_not_a_traceback(half_server, tmp_path, taken, message):
+    import subprocess
+    import sys
+
+    from serving.process import free_port
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    port = half_server.grpc_port if taken == "grpc" else half_server.rest_port
+    ports = ([port, free_port()] if taken == "grpc" else [free_port(), port])
+    done = subprocess.run([sys.executable, "-m", "serving.server", "--model_name", "half",
+                           "--model_base_path", base, "--host", "127.0.0.1",
+                           "--port", str(ports[0]), "--rest_api_port", str(ports[1])],
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert message.format(port=port) in done.stderr
+    assert "Traceback" not in done.stderr

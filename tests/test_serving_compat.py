@@ -1,0 +1,212 @@
+"""The local server answers as TensorFlow Serving 2.x does where an acceptance run against
+TF Serving found it different: CORS, gzip bodies, large gRPC answers, example features
+(big integers, booleans), float text, version labels in status, paths and Etags. Real
+server processes on real sockets, small SavedModels that are not this project's."""
+import gzip
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+
+from models.export import set_method_name
+from serving.client import GrpcClient, RestClient, ServingClientError, Target
+from serving.process import ServerProcess
+from tests.serving_models import REGRESS
+
+pytestmark = pytest.mark.serving
+
+LIMIT = 64 * 1024  # --max_request_bytes of the servers here
+TF_SERVING_CORS = {"Access-Control-Allow-Origin": "*",
+                   "Access-Control-Allow-Methods": "POST, GET",
+                   "Access-Control-Allow-Headers": "Content-Type"}
+
+
+class Compat(tf.Module):
+    """An answer far larger than its request, and a regression on an int64 feature."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.int32, name="n")])
+    def zeros(self, n):
+        return {"zeros": tf.zeros(tf.concat([[1], n], 0))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs):
+        n = tf.io.parse_example(inputs, {"n": tf.io.FixedLenFeature([], tf.int64)})["n"]
+        return {"outputs": tf.cast(n, tf.float32)}
+
+
+@pytest.fixture(scope="module")
+def compat_base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("compat") / "compat"
+    module, path = Compat(), str(base / "1")
+    tf.saved_model.save(module, path, signatures={
+        "serving_default": module.zeros.get_concrete_function(),
+        "regress": module.regress.get_concrete_function()})
+    set_method_name(path, "regress", REGRESS)
+    return str(base)
+
+
+@pytest.fixture(scope="module")
+def server(half_base, compat_base, tmp_path_factory):
+    """Both models, CORS on, requests limited to 64 KiB."""
+    config = tmp_path_factory.mktemp("config") / "models.config"
+    config.write_text("model_config_list { " + " ".join(
+        f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}'
+        for name, base in (("half", half_base), ("compat", compat_base))) + " }")
+    with ServerProcess(["--model_config_file", str(config), "--rest_api_enable_cors_support",
+                        "--max_request_bytes", str(LIMIT)]) as running:
+        yield running
+
+
+def _cors(response) -> dict:
+    return {k: v for k, v in response.headers.items() if k.startswith("Access-Control-")}
+
+
+def test_cors_headers_on_every_answer_and_preflights(server, compat_base):
+    url = f"{server.rest_url}/v1/models"
+    origin = {"Origin": "http://a.com"}
+    answers = {
+        "status": requests.get(f"{url}/half", headers=origin),
+        "classify": requests.post(f"{url}/half:classify", headers=origin, json={
+            "signature_name": "classify", "examples": [{"x": 1.0}]}),
+        "unknown model": requests.post(f"{url}/nope:predict", headers=origin, data="{}"),
+        "outside /v1": requests.get(f"{server.rest_url}/nope", headers=origin),
+        "preflight": requests.options(f"{url}/half:classify", headers={
+            **origin, "Access-Control-Request-Method": "POST"}),
+        "OPTIONS without Origin": requests.options(f"{url}/half:classify"),
+    }
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "status": 200, "classify": 200, "unknown model": 404, "outside /v1": 404,
+        "preflight": 200, "OPTIONS without Origin": 400}
+    for name, response in answers.items():
+        assert _cors(response) == TF_SERVING_CORS, name
+    assert "Origin header is missing" in answers["OPTIONS without Origin"].json()["error"]
+
+    # CORS off: no CORS headers, but a preflight with an Origin still answers 200.
+    with ServerProcess(["--model_name", "compat", "--model_base_path", compat_base]) as plain:
+        model = f"{plain.rest_url}/v1/models/compat"
+        for response in (requests.get(model, headers=origin),
+                         requests.options(model, headers={"Origin": "https://b.org"})):
+            assert response.status_code == 200 and not _cors(response)
+        assert requests.options(model).status_code == 400
+
+
+def test_grpc_answers_past_the_request_limit_are_sent(server):
+    """--max_request_bytes bounds requests; answers may be larger (TF Serving: INT32_MAX)."""
+    zeros = GrpcClient(server.grpc_address, Target("compat")).predict(
+        {"n": np.array([200_000], np.int32)})["zeros"]  # 800 KB answer, a 64 KiB limit
+    assert zeros.shape == (1, 200_000) and not zeros.any()
+    with pytest.raises(ServingClientError, match="RESOURCE_EXHAUSTED"):
+        GrpcClient(server.grpc_address, Target("half")).predict(
+            {"x": np.zeros(LIMIT // 4 + 1, np.float32)})
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        line = next(l for l in status if l.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_gzip_bodies_are_inflated_and_held_to_the_limit(server):
+    url = f"{server.rest_url}/v1/models/half:predict"
+    gzipped = {"Content-Encoding": "gzip"}
+    answer = requests.post(url, headers=gzipped, data=gzip.compress(
+        json.dumps({"instances": [1.0, 2.0]}).encode()))
+    assert answer.status_code == 200 and answer.json() == {"predictions": [2.5, 3.0]}
+
+    # A gzip bomb: 50 KB on the wire, 50 MiB inflated.
+    bomb = gzip.compress(b'{"instances": [1.0]' + b" " * 50 * 2**20 + b"}", 9)
+    assert len(bomb) < LIMIT
+    before = _rss_bytes(server.process.pid)
+    refused = requests.post(url, headers=gzipped, data=bomb)
+    assert refused.status_code == 413
+    assert f"larger than {LIMIT} bytes" in refused.json()["error"]
+    assert _rss_bytes(server.process.pid) - before < 16 * 2**20  # never held inflated
+    body = gzip.compress(b'{"instances": [2.0]}')
+    for broken, message in ((b"not gzip", "gzip body: Error -3"),
+                            (body[:-6], "gzip body is truncated")):
+        answer = requests.post(url, headers=gzipped, data=broken)
+        assert answer.status_code == 400 and message in answer.json()["error"]
+    assert requests.post(url, json={"instances": [2.0]}).json() == {"predictions": [3.0]}
+
+
+def test_example_features_take_big_integers_and_booleans_as_tf_serving(server):
+    url = f"{server.rest_url}/v1/models"
+
+    def regress(model, examples, verb="regress"):
+        return requests.post(f"{url}/{model}:{verb}", json={
+            "signature_name": verb, "examples": examples})
+
+    # Beyond int64 and uint64: a float feature (here unused by the model).
+    for n in (99999999999999999999, -9223372036854775809):
+        answer = regress("half", [{"x": 1.0, "n": n}])
+        assert answer.status_code == 200 and answer.json() == {"results": [2.5]}, n
+    # In uint64 but not int64: refused, with TF Serving's message.
+    for n, verb in ((9223372036854775808, "regress"), (2**64 - 1, "classify")):
+        refused = regress("half", [{"x": 1.0, "n": n}], verb)
+        assert refused.status_code == 400
+        assert "Feature: n has uint64_t element. Only int64_t is supported." in \
+            refused.json()["error"]
+    # Booleans are int64 1 and 0.
+    answer = regress("compat", [{"n": True}, {"n": False}, {"n": -7}])
+    assert answer.status_code == 200 and answer.json() == {"results": [1.0, 0.0, -7.0]}
+
+
+def test_floats_are_written_as_tf_serving_writes_them(server):
+    """float32 as its short text (2.2, not 2.200000047683716); NaN and Infinity bare in
+    every answer; strings are not numbers in requests."""
+    url = f"{server.rest_url}/v1/models/half"
+    predicted = requests.post(f"{url}:predict", data='{"instances": [0.4, NaN, Infinity]}')
+    assert predicted.text == '{"predictions": [2.2, NaN, Infinity]}'
+    regressed = requests.post(f"{url}:regress", data='{"signature_name": "regress", '
+                              '"examples": [{"x": 0.4}, {"x": NaN}]}')
+    assert regressed.text == '{"results": [2.2, NaN]}'
+    classified = requests.post(f"{url}:classify", json={"signature_name": "classify",
+                                                        "examples": [{"x": 0.4}]})
+    assert classified.text == '{"results": [[["high", 2.2], ["low", -2.2]]]}'
+    refused = requests.post(f"{url}:predict", data='{"instances": ["NaN"]}')
+    assert refused.status_code == 400
+    assert 'JSON Value: "NaN" Type: String is not of expected type: float' in \
+        refused.json()["error"]
+    # The project's own client reads these answers.
+    y = RestClient(server.rest_url, Target("half")).predict(
+        {"x": np.array([0.4, math.nan])})["output"]
+    assert y[0] == pytest.approx(2.2) and math.isnan(y[1])
+
+
+def test_status_ignores_a_version_label_on_both_transports(server):
+    for label in ("nope", "stable"):
+        answer = requests.get(f"{server.rest_url}/v1/models/half/labels/{label}")
+        assert answer.status_code == 200
+        assert [s["version"] for s in answer.json()["model_version_status"]] == ["1"]
+        status = GrpcClient(server.grpc_address, Target("half", label=label)).status()
+        assert [s["version"] for s in status] == ["1"]
+
+
+@pytest.mark.parametrize("method,path,status,message", [
+    ("GET", "/V1/MODELS/half", 200, None),
+    ("POST", "/V1/Models/half/VERSIONS/1:predict", 200, None),
+    ("GET", "/v1/models/half/", 400, "Malformed request: GET /v1/models/half/"),
+    ("GET", "/v1/models/half/metadata/", 400, "Malformed request"),
+    ("GET", "/v1/models/half/versions/-1", 400, "Malformed request"),
+    ("POST", "/v1/models/half:PREDICT", 400, "Malformed request"),
+    ("GET", "/v1/models/half/versions/99999999999999999999999", 400,
+     "Failed to convert version: 99999999999999999999999 to numeric."),
+])
+def test_paths_are_matched_as_tf_serving_does(server, method, path, status, message):
+    response = requests.request(method, server.rest_url + path,
+                                data='{"instances": [1.0]}' if method == "POST" else None)
+    assert response.status_code == status, response.text
+    if message:
+        assert message in response.json()["error"]
+
+
+def test_no_etag_and_no_304(server):
+    url = f"{server.rest_url}/v1/models/half"
+    first = requests.get(url)
+    assert "Etag" not in first.headers
+    again = requests.get(url, headers={"If-None-Match": "*"})
+    assert again.status_code == 200 and again.json() == first.json()
