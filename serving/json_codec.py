@@ -201,17 +201,27 @@ def decode_examples(body: dict) -> List[bytes]:
 
 
 def _feature(value: Any, index: int, key: str) -> tf.train.Feature:
-    """As TF Serving: booleans are int64 1/0, integers beyond uint64 (or below int64)
-    are floats, integers in uint64 but not int64 are refused."""
+    """As TF Serving: the first value sets the feature's kind (bytes, int64, float) and
+    every other value must be of it; booleans are int64 1/0, integers beyond uint64 (or
+    below int64) are floats, integers in uint64 but not int64 are refused."""
     where = f"example {index}, feature '{key}'"
-    values = value if isinstance(value, list) else [value]
-    if all(isinstance(v, str) or _is_b64(v) for v in values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[_leaf(v, tf.string, where) for v in values]))
-    numbers = [_feature_number(v, where, key) for v in values]
-    if all(isinstance(v, int) for v in numbers):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=numbers))
-    return tf.train.Feature(float_list=tf.train.FloatList(value=numbers))
+    items, kind = [], None
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) or _is_b64(item):
+            item, item_kind = _leaf(item, tf.string, where), "bytes"
+        else:
+            item = _feature_number(item, where, key)
+            item_kind = "int64" if isinstance(item, int) else "float"
+        if kind not in (None, item_kind):
+            raise invalid(f"{where}: Unexpected element type in feature: {key} expecting "
+                          f"type: {kind}")
+        items.append(item)
+        kind = item_kind
+    if kind == "int64":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=items))
+    if kind == "float":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=items))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=items))
 
 
 def _feature_number(value: Any, where: str, key: str):

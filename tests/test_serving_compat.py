@@ -153,6 +153,12 @@ def test_example_features_take_big_integers_and_booleans_as_tf_serving(server):
     # Booleans are int64 1 and 0.
     answer = regress("compat", [{"n": True}, {"n": False}, {"n": -7}])
     assert answer.status_code == 200 and answer.json() == {"results": [1.0, 0.0, -7.0]}
+    # The first value sets the feature's kind: no mixing ints, floats and strings.
+    for mixed, kind in (([1, 2.5], "int64"), ([2.5, 1], "float"), (["a", 1], "bytes")):
+        refused = regress("half", [{"x": 1.0, "n": mixed}])
+        assert refused.status_code == 400, mixed
+        assert f"Unexpected element type in feature: n expecting type: {kind}" in \
+            refused.json()["error"]
 
 
 def test_floats_are_written_as_tf_serving_writes_them(server):
