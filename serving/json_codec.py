@@ -48,8 +48,13 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
         if not instances:
             raise invalid("No values in 'instances' array")
         columns: Dict[str, List[Any]] = {k: [] for k in names}
+        objects = _is_object(instances[0])  # as TF Serving: the first sets the form
         for i, instance in enumerate(instances):
-            if isinstance(instance, dict) and not _is_b64(instance):
+            if objects != _is_object(instance):
+                raise invalid(f"Expecting object but got list at item {i} of input list"
+                              if objects else f"Expecting value/list but got object at "
+                                              f"item {i} of input list")
+            if objects:
                 missing = [k for k in names if k not in instance]
                 extra = sorted(set(instance) - set(names))
                 if missing or extra:
@@ -66,7 +71,7 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
                 columns[k].append(values[k])
         return {k: _column(columns[k], dtypes[k], k) for k in names}, True
     inputs = body["inputs"]
-    if isinstance(inputs, dict) and not _is_b64(inputs):
+    if _is_object(inputs):
         missing = sorted(set(names) - set(inputs))
         if missing:
             raise invalid(f"Missing named input: {missing[0]} in 'inputs' object.")
@@ -75,6 +80,10 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
         raise invalid("inputs is a plain value/list, but expecting an object as multiple "
                       "input tensors required as per tensorinfo_map")
     return {names[0]: to_array(inputs, dtypes[names[0]], names[0])}, False
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict) and not _is_b64(value)
 
 
 def to_array(value: Any, dtype: tf.DType, name: str) -> np.ndarray:

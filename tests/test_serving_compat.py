@@ -216,3 +216,14 @@ def test_no_etag_and_no_304(server):
     assert "Etag" not in first.headers
     again = requests.get(url, headers={"If-None-Match": "*"})
     assert again.status_code == 200 and again.json() == first.json()
+
+
+def test_instances_are_all_objects_or_all_values_as_the_first(server):
+    url = f"{server.rest_url}/v1/models/half:predict"
+    for instances, message in (([{"x": 1.0}, 2.0], "Expecting object but got list at item 1"),
+                               ([2.0, {"x": 1.0}],
+                                "Expecting value/list but got object at item 1")):
+        answer = requests.post(url, json={"instances": instances})
+        assert answer.status_code == 400 and message in answer.json()["error"], instances
+    assert requests.post(url, json={"instances": [{"x": 1.0}, {"x": 2.0}]}).json() == \
+        {"predictions": [2.5, 3.0]}
