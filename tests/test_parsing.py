@@ -55,6 +55,9 @@ def test_explicit_format_overrides_extension():
     ("bad.tsv", b"sentence\tlabel\n \t1\nok\t0\n", "bad.tsv: .*line 2: empty text in 'sentence'"),
     ("bad.tsv", b"sentence\tlabel\nok\t\n", "bad.tsv: .*line 2: missing label in 'label'"),
     ("bad.tsv", b"sentence\tlabel\nok\t1\ncaf\xe9\t0\n", r"bad.tsv: line 3: invalid UTF-8 \(byte 0xe9"),
+    # after a BOM: the byte and offset in the file, not in the text after the BOM
+    ("bad.tsv", b"\xef\xbb\xbfsentence\tlabel\ncaf\xe9\t0\n",
+     r"bad.tsv: line 2: invalid UTF-8 \(byte 0xe9 at offset 21\)"),
     ("bad.tsv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "bad.tsv: not a text file"),
     ("bad.tsv", b"sentence\tlabel\n", "bad.tsv: no data rows"),
     ("bad.tsv", b"", "bad.tsv: no data rows"),

@@ -29,6 +29,7 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
 MAX_REPORTED_PROBLEMS = 20
 Problems = list[tuple[int, str]]  # (line, what is wrong); parse() sorts them by line
 # Byte order marks of encodings that are not UTF-8 (the longer ones first).
+_UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 _JSON_PURPOSE = {"data.text_column": "the text", "data.text_pair_column": "the second text",
@@ -111,13 +112,15 @@ def decode(path: str, data: bytes) -> str:
             f"{path}: not a text file (NUL byte at offset {nul}, line {line})"
             + ("; it looks like UTF-16 text without a byte order mark: re-encode the file "
                "as UTF-8" if _looks_utf16(data) else ""))
+    bom = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        offset = bom + e.start  # in the file, BOM included
+        line = data.count(b"\n", 0, offset) + 1
         raise InputDataError(
-            f"{path}: line {line}: invalid UTF-8 (byte 0x{data[e.start]:02x} at "
-            f"offset {e.start}); re-encode the file as UTF-8") from None
+            f"{path}: line {line}: invalid UTF-8 (byte 0x{data[offset]:02x} at "
+            f"offset {offset}); re-encode the file as UTF-8") from None
 
 
 def _looks_utf16(data: bytes) -> bool:
