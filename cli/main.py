@@ -172,23 +172,15 @@ def _cmd_schema(args) -> int:
 
 
 def _read_text_lines(path: str) -> list:
-    """Non-blank lines of a UTF-8 file (or '-': standard input), without line endings; a
-    line that is not UTF-8 is an error naming the file and the line."""
+    """Non-blank lines of a UTF-8 file (or '-': standard input), without line endings;
+    decoded as the pipeline decodes data files (an error names the file and the line)."""
+    from components.text_example_gen.parsing import decode
     if path == "-":
-        data, name = sys.stdin.buffer.read(), "standard input"
+        text = decode("standard input", sys.stdin.buffer.read())
     else:
         with open(path, "rb") as f:
-            data, name = f.read(), path
-    lines = []
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r")
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{name}: line {number}: invalid UTF-8 (byte "
-                             f"0x{raw[error.start]:02x}); re-encode it as UTF-8") from None
-        if line.strip():
-            lines.append(line)
-    return lines
+            text = decode(path, f.read())
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
 def _cmd_predict(args) -> int:

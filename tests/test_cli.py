@@ -6,7 +6,8 @@ def test_predict_names_the_file_and_line_that_is_not_utf8(tmp_path, capsys):
     texts = tmp_path / "texts.txt"
     texts.write_bytes("\ufefffine\r\nalso fine\r\n".encode() + b"caf\xe9\n")
     assert main(["predict", "--server", "grpc://127.0.0.1:1", "--input", str(texts)]) == 1
-    assert f"{texts}: line 3: invalid UTF-8 (byte 0xe9)" in capsys.readouterr().err
+    assert (f"{texts}: line 3: invalid UTF-8 (byte 0xe9 at offset 23); re-encode the file "
+            f"as UTF-8") in capsys.readouterr().err
 
 
 def test_predict_reads_lines_without_bom_or_line_endings(tmp_path):
