@@ -49,8 +49,14 @@ class DataConfig:
                                       "'|' (multi-label: sigmoid outputs per label); empty: "
                                       "one label per text.")
     presplit: bool = _field(False, "Read input_dir/train/* and input_dir/eval/* "
-                                   "instead of hash-splitting.")
-    eval_fraction: float = _field(0.1, "Share of rows hashed into the eval split.")
+                                   "instead of splitting one input (data.split).")
+    eval_fraction: float = _field(0.1, "Share of rows in the eval split (of each class's "
+                                       "rows with split stratified).")
+    split: str = _field("stratified", "How one input split is cut into train and eval: "
+                                      "stratified (each class by eval_fraction, at least one "
+                                      "eval row per class of two rows or more; multi-label "
+                                      "data: hash) or hash (whole rows by hash, TFX's "
+                                      "split). The same rows always give the same split.")
     schema_path: str = _field("schema/schema.pbtxt", "Curated schema to validate "
                               "against; empty to infer one from the data.")
     span_pattern: str = _field("", "Folder name of one data drop, with {SPAN} for its "
@@ -80,6 +86,8 @@ class DataConfig:
             raise ValueError(f"data.span_pattern '{self.span_pattern}' has no {{SPAN}}")
         if self.window_spans < 1:
             raise ValueError("data.window_spans must be at least 1")
+        if self.split not in ("stratified", "hash"):
+            raise ValueError(f"data.split must be stratified or hash, not '{self.split}'")
         if self.drift_action not in ("fail", "warn"):
             raise ValueError(f"data.drift_action must be fail or warn, not "
                              f"'{self.drift_action}'")

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
-from components.text_example_gen import executor
+from components.text_example_gen import executor, parsing
 from components.text_example_gen.parsing import InputDataError, ReaderConfig
 from pipeline.config import load_config
 from pipeline.pipeline import example_gen
@@ -75,9 +75,25 @@ def test_hash_split_keeps_every_row_once(tmp_path):
     rows = [(f"review number {i}", "pos" if i % 2 else "neg") for i in range(200)]
     (data / "reviews.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in rows))
     splits = _run_example_gen(tmp_path, **{"data.input_dir": str(data),
-                                           "data.eval_fraction": "0.25"})
+                                           "data.eval_fraction": "0.25", "data.split": "hash"})
     assert sorted(splits["train"] + splits["eval"]) == sorted(rows)
     assert 25 <= len(splits["eval"]) <= 75  # about a quarter, by hash
+
+
+@e2e
+def test_default_split_is_stratified_by_label(tmp_path):
+    """360 tickets in 5 classes: every class gets its 10 % in eval (the hash split gave
+    one class 2 eval rows of 35, and may give a small class none)."""
+    from components.text_example_gen.split import eval_rows
+
+    data = tmp_path / "data"
+    data.mkdir()
+    sizes = {"billing": 140, "login": 100, "shipping": 60, "refund": 42, "legal": 18}
+    rows = _tickets(sizes)
+    (data / "tickets.csv").write_text("sentence,label\n" + "".join(f"{t},{l}\n" for t, l in rows))
+    splits = _run_example_gen(tmp_path, **{"data.input_dir": str(data)})
+    assert sorted(splits["train"] + splits["eval"]) == sorted(rows)
+    assert _per_class(splits["eval"]) == {label: eval_rows(n, 0.1) for label, n in sizes.items()}
 
 
 def _examples(tmp_path) -> dict:
@@ -171,3 +187,89 @@ def test_no_input_files_names_the_setting_to_change(tmp_path):
     with pytest.raises(InputDataError, match=r"no input files match .*eval/\* .*data.presplit "
                                              r"reads the data files in the train/ and eval/"):
         _ = beam.Pipeline() | read(properties, "eval/*")
+
+
+# --- the stratified split (components/text_example_gen/split.py) ------------------------
+
+
+def _example(text: str, label: str) -> tf.train.Example:
+    return executor._to_example(parsing.Record(1, text, label, None, (label,)))
+
+
+def _stratified(tmp_path, rows, fraction=0.1, name="run") -> dict:
+    """{split: sorted (text, label)} of ``rows`` cut by a real Beam pipeline."""
+    from components.text_example_gen.split import StratifiedSplit
+
+    out = tmp_path / name
+    with beam.Pipeline() as pipeline:
+        splits = (pipeline | beam.Create([_example(t, l) for t, l in rows])
+                  | StratifiedSplit(fraction))
+        for split_name, examples in splits.items():
+            (examples
+             | f"Line[{split_name}]" >> beam.Map(lambda e: json.dumps(
+                 [e.features.feature[k].bytes_list.value[0].decode() for k in ("text", "label")]))
+             | f"Write[{split_name}]" >> beam.io.WriteToText(str(out / split_name)))
+    found = {}
+    for split_name in ("train", "eval"):
+        lines = [line for path in glob.glob(str(out / split_name) + "*")
+                 for line in open(path, encoding="utf-8").read().splitlines()]
+        found[split_name] = sorted(tuple(json.loads(line)) for line in lines)
+    return found
+
+
+def _per_class(rows) -> dict:
+    counts = {}
+    for _, label in rows:
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+TICKET_CLASSES = {"billing": 150, "login": 100, "shipping": 60, "refund": 35, "legal": 15,
+                  "pair": 2, "single": 1}
+
+
+def _tickets(sizes=TICKET_CLASSES, start=0) -> list:
+    return [(f"{label} ticket number {i}", label)
+            for label, size in sizes.items() for i in range(start, start + size)]
+
+
+def test_eval_rows_per_class():
+    from components.text_example_gen.split import eval_rows
+
+    assert [eval_rows(n, 0.1) for n in (0, 1, 2, 3, 14, 15, 16, 100, 1000)] == \
+        [0, 0, 1, 1, 1, 2, 2, 10, 100]
+    assert [eval_rows(n, 0.9) for n in (2, 10, 11)] == [1, 9, 10]  # one row stays in train
+
+
+def test_stratified_split_gives_every_class_its_share_the_same_on_every_run(tmp_path):
+    from components.text_example_gen.split import eval_rows
+
+    rows = _tickets()
+    first = _stratified(tmp_path, rows)
+    assert sorted(first["train"] + first["eval"]) == sorted(rows)  # every row once
+    evaluated, trained = _per_class(first["eval"]), _per_class(first["train"])
+    assert evaluated == {label: eval_rows(n, 0.1) for label, n in TICKET_CLASSES.items()
+                         if n > 1}  # legal: 2 of 15 (the hash split gave such a class 0-2)
+    assert all(trained[label] >= 1 for label in TICKET_CLASSES)
+    # The same rows in another order (other files, other Beam bundles): the same split.
+    again = _stratified(tmp_path, list(reversed(rows)), name="again")
+    assert again == first
+    # Rows added later move few of the others (a hash threshold per class, not a rank).
+    more = _stratified(tmp_path, rows + _tickets({"billing": 30}, start=150), name="more")
+    moved = set(first["eval"]) ^ {row for row in more["eval"] if row in set(rows)}
+    assert len(moved) <= 6, moved
+
+
+def test_stratified_split_keeps_duplicates_together_and_hashes_big_classes(tmp_path,
+                                                                         monkeypatch):
+    from components.text_example_gen import split
+
+    rows = _tickets({"small": 20}) + [("the same text", "dup")] * 6 + \
+        [(f"dup {i}", "dup") for i in range(14)] + _tickets({"big": 400})
+    monkeypatch.setattr(split, "EXACT_ROWS", 100)  # "big" is over it: hash within the class
+    found = _stratified(tmp_path, rows, fraction=0.25)
+    copies = {name for name, rows_ in found.items() if ("the same text", "dup") in rows_}
+    assert len(copies) == 1  # all six copies on one side
+    evaluated = _per_class(found["eval"])
+    assert evaluated["small"] == 5
+    assert 70 <= evaluated["big"] <= 130  # about a quarter of 400, by hash

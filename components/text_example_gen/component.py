@@ -16,7 +16,9 @@ class TextExampleGen(FileBasedExampleGen):
 
     Every output example has two string features, ``text`` and ``label``,
     whatever the source columns are called. Splits come from ``input_config``
-    (pre-split folders) or are made by hashing (``output_config``). With ``{SPAN}``
+    (pre-split folders) or are cut from one input split as ``output_config`` says: each
+    class by its own share (``split_method`` stratified, single-label data) or by hashing
+    whole rows (hash, TFX's own). With ``{SPAN}``
     in the patterns, TFX's driver picks the newest span and records it on the output.
     With ``privacy``, texts are redacted before examples are written, and the counts per
     split and type are recorded on the output as the custom property ``redactions``.
@@ -29,17 +31,18 @@ class TextExampleGen(FileBasedExampleGen):
                  output_config: Optional[example_gen_pb2.Output] = None,
                  range_config: Optional[range_config_pb2.RangeConfig] = None,
                  span_pattern: str = "", window_spans: int = 1,
-                 privacy: Optional[dict] = None):
+                 privacy: Optional[dict] = None, split_method: str = "hash"):
         """``span_pattern`` (a folder name with {SPAN}) and ``window_spans``: the newest
         span is split as configured; the ``window_spans - 1`` spans before it are added
         whole to the train split. ``privacy``: redaction settings
-        (``models.redaction.from_settings``); None: texts are written as read."""
+        (``models.redaction.from_settings``); None: texts are written as read.
+        ``split_method``: stratified or hash (``executor.stratified_fraction``)."""
         window = None
         if span_pattern and window_spans > 1:
             window = {"spans": window_spans, "span_pattern": span_pattern,
                       "patterns": [s.pattern for s in input_config.splits]}
         super().__init__(input_base=input_base, input_config=input_config,
                          output_config=output_config,
-                         custom_config=executor.reader_config_to_proto(reader_config, window,
-                                                                       privacy),
+                         custom_config=executor.reader_config_to_proto(
+                             reader_config, window, privacy, split_method),
                          range_config=range_config)

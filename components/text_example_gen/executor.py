@@ -18,7 +18,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
-from components.text_example_gen import parsing, redact
+from components.text_example_gen import parsing, redact, split
 from models import features
 
 TEXT_FEATURE = features.TEXT
@@ -29,14 +29,21 @@ TEXT_PAIR_FEATURE = features.TEXT_PAIR
 SPAN = "{SPAN}"
 WINDOW_KEY = "window"
 PRIVACY_KEY = "privacy"
+SPLIT_KEY = "split"  # how one input split is cut into train/eval: stratified or hash
+SPLIT_METHODS = ("stratified", "hash")
 
 
 def reader_config_to_proto(config: parsing.ReaderConfig, window: Optional[dict] = None,
-                           privacy: Optional[dict] = None) -> example_gen_pb2.CustomConfig:
-    """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"}) and
-    the redaction settings ({"redact", "custom_patterns"})."""
+                           privacy: Optional[dict] = None,
+                           split_method: str = "hash") -> example_gen_pb2.CustomConfig:
+    """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"}), the
+    redaction settings ({"redact", "custom_patterns"}) and the split method."""
+    if split_method not in SPLIT_METHODS:
+        raise ValueError(f"data.split must be one of {', '.join(SPLIT_METHODS)}, not "
+                         f"'{split_method}'")
     struct = struct_pb2.Struct()
     struct.update(dict(dataclasses.asdict(config), column_names=list(config.column_names)))
+    struct.update({SPLIT_KEY: split_method})
     if window:
         struct.update({WINDOW_KEY: window})
     if privacy:
@@ -59,9 +66,25 @@ def _custom_config(exec_properties: Dict[str, Any]) -> dict:
 
 def reader_config_from_exec_properties(exec_properties: Dict[str, Any]) -> parsing.ReaderConfig:
     values = _custom_config(exec_properties)
-    values.pop(WINDOW_KEY, None)
-    values.pop(PRIVACY_KEY, None)
+    for key in (WINDOW_KEY, PRIVACY_KEY, SPLIT_KEY):
+        values.pop(key, None)
     return parsing.ReaderConfig(**values)
+
+
+def stratified_fraction(exec_properties: Dict[str, Any]) -> Optional[float]:
+    """The eval fraction when one input split is cut by label (``split`` stratified,
+    single-label data, train and eval output splits); None: TFX's hash split, or the
+    input's own splits."""
+    if _custom_config(exec_properties).get(SPLIT_KEY, "hash") != "stratified" or \
+            reader_config_from_exec_properties(exec_properties).multi_label:
+        return None
+    output_config = example_gen_pb2.Output()
+    json_format.Parse(exec_properties.get(standard_component_specs.OUTPUT_CONFIG_KEY) or "{}",
+                      output_config)
+    buckets = {s.name: s.hash_buckets for s in output_config.split_config.splits}
+    if sorted(buckets) != sorted(split.SPLITS):
+        return None
+    return buckets["eval"] / (buckets["train"] + buckets["eval"])
 
 
 def privacy_from_exec_properties(exec_properties: Dict[str, Any]) -> Optional[dict]:
@@ -170,7 +193,11 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         return _TextToExample
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
-        splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
+        fraction = stratified_fraction(exec_properties)
+        if fraction is None:
+            splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
+        else:
+            splits = self._stratified(pipeline, exec_properties, fraction)
         older = [pipeline | f"OlderSpan[{i}]" >> _TextToExample(exec_properties, pattern)
                  for i, pattern in enumerate(older_span_patterns(exec_properties))]
         if older:
@@ -181,6 +208,18 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             splits = {name: examples | f"Redact[{name}]" >> redact.RedactTexts(privacy, name)
                       for name, examples in splits.items()}
         return splits
+
+    @staticmethod
+    def _stratified(pipeline, exec_properties, fraction: float) -> dict:
+        """The one input split read, then cut by label (split.StratifiedSplit)."""
+        input_config = example_gen_pb2.Input()
+        json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                          input_config)
+        logging.info("stratified split: %.0f%% of each class to eval", 100 * fraction)
+        return dict(pipeline
+                    | "InputToRecord" >> _TextToExample(exec_properties,
+                                                        input_config.splits[0].pattern)
+                    | "SplitData" >> split.StratifiedSplit(fraction))
 
     def _make_beam_pipeline(self):
         self._pipeline = super()._make_beam_pipeline()  # its result has the counters
