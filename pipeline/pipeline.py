@@ -54,7 +54,8 @@ def privacy_settings(privacy: PrivacyConfig) -> dict:
 def example_gen(data: DataConfig, data_root: str,
                 privacy: Optional[PrivacyConfig] = None) -> TextExampleGen:
     """Ingests ``data_root`` (a resolved folder or URI) as ``data`` says, redacting the
-    texts first when ``privacy.at_ingestion``."""
+    texts first when ``privacy.at_ingestion``; one input split is cut into train and eval
+    by ``data.split`` (stratified by label, or hash)."""
     input_config = example_gen_pb2.Input(splits=input_splits(data))
     if data.presplit:
         output_config = None
@@ -68,7 +69,8 @@ def example_gen(data: DataConfig, data_root: str,
                           input_config=input_config, output_config=output_config,
                           span_pattern=data.span_pattern, window_spans=data.window_spans,
                           privacy=privacy_settings(privacy)
-                          if privacy is not None and privacy.at_ingestion else None)
+                          if privacy is not None and privacy.at_ingestion else None,
+                          split_method=data.split)
 
 
 def task(config: PipelineConfig) -> Task:
