@@ -44,6 +44,7 @@ class RunSummary:
     serving_ok: Optional[bool] = None
     pushed_version: Optional[str] = None
     pushed_path: Optional[str] = None
+    serving_folder: Optional[str] = None  # what the push destination holds, as listed
     error: Optional[str] = None
     span: Optional[int] = None  # the newest span ingested (with data.span_pattern)
     drift: Optional[str] = None  # DriftCheck's verdict
@@ -123,9 +124,13 @@ class RunSummary:
             why = "the serving check failed" if self.blessed and self.serving_ok is False \
                 else "the model was not blessed"
             lines.append(f"Pushed: nothing ({why})")
-        if self.error:
-            lines += ["", f"FAILED: {self.error}", "Nothing was pushed; the served models are "
-                      "unchanged."]
+        folder = f"Serving folder {self.serving_folder}" if self.serving_folder else ""
+        if self.error:  # what the serving folder holds now, as listed: never assumed
+            lines += ["", f"FAILED: {self.error}"]
+            lines += [f"Nothing was pushed. {folder}".strip()] if not self.pushed_version \
+                else [folder] if folder else []
+        elif folder:
+            lines.append(folder)
         if self.report_path or self.report_error:
             lines += ["", f"Report: {self.report_path or 'not written: ' + self.report_error}"]
         if self.tensorboard_dir:
@@ -243,6 +248,24 @@ def _labels(model_uri: str) -> list:
         return []
 
 
+def _serving_folder(pipeline) -> Optional[str]:
+    """What the Pusher's destination really holds (listed now), if the pipeline pushes."""
+    from components.atomic_pusher import serving_folder
+    from tfx.proto import pusher_pb2
+    from tfx.utils import proto_utils
+
+    for component in pipeline.components:
+        if component.id == "Pusher":
+            destination = component.exec_properties.get("push_destination")
+            if isinstance(destination, str):
+                destination = proto_utils.json_to_proto(destination,
+                                                        pusher_pb2.PushDestination())
+            if destination is not None and destination.HasField("filesystem"):
+                return serving_folder.inspect(
+                    destination.filesystem.base_directory).describe()
+    return None
+
+
 def _reads_spans(pipeline) -> bool:
     """Whether the pipeline's TextExampleGen ingests the newest ``{SPAN}`` folder."""
     return any(c.id == "TextExampleGen" and "{SPAN}" in str(c.exec_properties["input_config"])
@@ -311,6 +334,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
             if _custom(pushed, "pushed"):
                 summary.pushed_version = str(_custom(pushed, "pushed_version"))
                 summary.pushed_path = _custom(pushed, "pushed_destination")
+    summary.serving_folder = _serving_folder(pipeline)
     if summary.error is None and any(c.status == "failed" for c in summary.components):
         summary.error = "a component failed (see the log above)"
     return summary

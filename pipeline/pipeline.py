@@ -5,7 +5,8 @@ TextExampleGen -> StatisticsGen -> SchemaGen/ImportSchemaGen -> ExampleValidator
 the latest blessed model, optional) -> Evaluator (gate against that model)
 -> ModelCard (the candidate copied with assets.extra/model_card.md)
 -> ServingCheck (local model server) or InfraValidator (the runner's serving spec):
-load and query that copy in a model server -> Pusher (pushes that copy)
+load and query that copy in a model server -> Pusher (pushes that copy: staged,
+verified, renamed into place; components/atomic_pusher)
 
 Runners resolve where things are and what runs them (local/runner.py,
 kubeflow/runner.py); ``create_pipeline`` takes those values as they are.
@@ -20,6 +21,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
 from components.drift_check.component import DriftCheck
 from components.kubernetes_infra_validator.component import KubernetesInfraValidator
@@ -265,13 +267,13 @@ def create_pipeline(config: PipelineConfig, *,
     card = model_card(config, trainer, evaluator, statistics, gen, data_root)
     serving = serving_validation(config, card.outputs["model_with_card"], evaluator, gen,
                                  serving_spec)
-    pusher = tfx.components.Pusher(
+    pusher = AtomicPusher(
         model=card.outputs["model_with_card"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=serving_model_dir)))
+                base_directory=serving_model_dir))).with_id("Pusher")
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,

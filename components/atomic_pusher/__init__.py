@@ -1,0 +1,1 @@
+"""AtomicPusher: TFX's Pusher, each version staged, verified, then renamed into place."""

@@ -1,0 +1,142 @@
+"""Puts a SavedModel in a serving folder as a new version, whole or not at all.
+
+A model server loads every all-digit folder under its base path (TF Serving's
+file-system source parses each name with ``safe_strto64``; the local server takes
+digit names with a ``saved_model.pb``). So a version is written under
+``.partial-<version>-<pid>`` (a name neither loads), every file is checked against the
+source (size and SHA-256, read back from the destination), ``saved_model.pb`` must parse
+as a SavedModel, and only then is the folder renamed to ``<version>`` in one step.
+
+On object storage (``gs://``, ``s3://``) a rename is a copy of every object, so the
+version is written in place instead, with ``saved_model.pb`` last and only after every
+other file is verified; until then neither server has a model to load there.
+
+On any failure the partial copy is removed and ``PushError`` names the cause, the file
+and what the serving folder holds now.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+SAVED_MODEL = "saved_model.pb"
+STAGING_PREFIX = ".partial-"  # not a number: no model server loads it
+OBJECT_STORES = ("gs://", "s3://")  # rename copies every object there
+CHUNK = 8 << 20
+
+
+class PushError(RuntimeError):
+    """A version could not be pushed; nothing of it is left in the serving folder."""
+
+
+def is_object_storage(path: str) -> bool:
+    return path.startswith(OBJECT_STORES)
+
+
+def staging_name(version: str) -> str:
+    return f"{STAGING_PREFIX}{version}-{os.getpid()}"
+
+
+def _files(folder: str) -> list:
+    """Every file under ``folder``, as paths relative to it, ``saved_model.pb`` last."""
+    found = []
+    for parent, _, names in tf.io.gfile.walk(folder):
+        relative = os.path.relpath(parent, folder) if parent.rstrip("/") != folder.rstrip(
+            "/") else ""
+        found += [os.path.join(relative, name) for name in names]
+    return sorted(found, key=lambda path: (path == SAVED_MODEL, path))
+
+
+def _digest(path: str) -> tuple:
+    """(size, SHA-256) of a file, read through ``tf.io.gfile``."""
+    digest, size = hashlib.sha256(), 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _copy(source: str, target: str) -> tuple:
+    """Copies one file; returns the source's (size, SHA-256) as read while copying."""
+    digest, size = hashlib.sha256(), 0
+    with tf.io.gfile.GFile(source, "rb") as reader, tf.io.gfile.GFile(target, "wb") as writer:
+        while chunk := reader.read(CHUNK):
+            writer.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    if not is_object_storage(target):
+        _sync(target)
+    return size, digest.hexdigest()
+
+
+def _sync(path: str) -> None:
+    """Flushes a local file or folder to the disk (so a rename never exposes lost data)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _copy_verified(source: str, target: str, relative: str) -> None:
+    """Copies ``relative`` from ``source`` to ``target`` and reads the copy back."""
+    to = os.path.join(target, relative)
+    tf.io.gfile.makedirs(os.path.dirname(to))
+    expected = _copy(os.path.join(source, relative), to)
+    found = _digest(to)
+    if found != expected:
+        raise PushError(f"{to}: the copy differs from the model ({found[0]} bytes, "
+                        f"sha256 {found[1][:12]}…; expected {expected[0]} bytes, sha256 "
+                        f"{expected[1][:12]}…)")
+    if relative == SAVED_MODEL:
+        check_saved_model(to)
+
+
+def check_saved_model(path: str) -> None:
+    """``path`` (a ``saved_model.pb``) parses as a SavedModel with a MetaGraph."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    try:
+        model = saved_model_pb2.SavedModel.FromString(data)
+    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and kin
+        raise PushError(f"{path} is not a SavedModel ({len(data)} bytes): {error}") from None
+    if not model.meta_graphs:
+        raise PushError(f"{path} is a SavedModel with no MetaGraph")
+
+
+def _remove(path: str) -> str:
+    """Removes a partial copy; returns what to add to the error if that failed too."""
+    try:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)
+        return f"the partial copy {path} was removed"
+    except Exception as error:  # noqa: BLE001 - reported with the push's own error
+        return f"the partial copy {path} could NOT be removed ({error}); remove it"
+
+
+def push_version(model_dir: str, base_directory: str, version: str) -> str:
+    """Publishes the SavedModel ``model_dir`` as ``<base_directory>/<version>``; returns
+    that path. Raises PushError (the cause, the file, the cleanup) on any failure."""
+    if not tf.io.gfile.exists(os.path.join(model_dir, SAVED_MODEL)):
+        raise PushError(f"{model_dir} has no {SAVED_MODEL}: not a SavedModel, not pushed")
+    final = os.path.join(base_directory, version)
+    in_place = is_object_storage(base_directory)
+    staging = final if in_place else os.path.join(base_directory, staging_name(version))
+    try:
+        tf.io.gfile.makedirs(staging)
+        for relative in _files(model_dir):  # saved_model.pb last
+            _copy_verified(model_dir, staging, relative)
+        if not in_place:
+            _sync(staging)
+            tf.io.gfile.rename(staging, final, overwrite=False)
+    except Exception as error:  # noqa: BLE001 - any failure: clean up, then say why
+        cause = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        raise PushError(f"pushing version {version} to {base_directory} failed: "
+                        f"{cause}; {_remove(staging)}") from None
+    if not in_place:
+        _sync(base_directory)  # the rename itself, on the disk
+    return final
