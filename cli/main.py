@@ -47,7 +47,7 @@ def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
 
 
 def _cmd_run(args) -> int:
-    from local import runner
+    from local import runner  # light: TFX is imported after the lock and the checks
     config = config_from_args(args)
     try:
         summary = runner.run(config)
@@ -72,8 +72,10 @@ def _cmd_schedule(args) -> int:
 def _cmd_history(args) -> int:
     import json
 
-    from local import history
-    entries = history.read(config_from_args(args).history_path)[-args.last:]
+    from local import history, runner
+    config = config_from_args(args)
+    entries = history.read(config.history_path, unfinished=True,
+                           run_active=runner.run_active(config))[-args.last:]
     if args.json:
         for entry in entries:
             print(json.dumps(entry, ensure_ascii=False))
@@ -99,13 +101,24 @@ def _cmd_report(args) -> int:
 
 
 def _serve_reports(folder: str, port: int) -> int:
-    """Serves the reports folder on 127.0.0.1 until interrupted (for an SSH tunnel)."""
+    """Serves the reports folder on 127.0.0.1 until interrupted (for an SSH tunnel); a
+    path that resolves outside it (a symbolic link out) is answered 404."""
     import functools
     import http.server
 
     if not os.path.isdir(folder):
         raise ValueError(f"{folder} does not exist: no run has written a report yet")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    real_folder = os.path.realpath(folder)
+
+    class InsideFolder(http.server.SimpleHTTPRequestHandler):
+        def send_head(self):
+            real = os.path.realpath(self.translate_path(self.path))
+            if real != real_folder and not real.startswith(real_folder + os.sep):
+                self.send_error(404, "File not found")  # a link out of the folder
+                return None
+            return super().send_head()
+
+    handler = functools.partial(InsideFolder, directory=folder)
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
         print(f"Serving {folder} at http://127.0.0.1:{server.server_address[1]}/ "
               f"(Ctrl-C stops)", flush=True)
@@ -119,6 +132,7 @@ def _serve_reports(folder: str, port: int) -> int:
 def _cmd_kubeflow(args) -> int:
     from kubeflow import client, runner
     config = config_from_args(args)
+    runner.require_image(config)
     spec = args.spec
     if args.action == "compile":
         print(f"wrote {runner.compile_pipeline(config, spec)}")
@@ -183,6 +197,25 @@ def _read_text_lines(path: str) -> list:
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
+def _column_rows(texts: list) -> list:
+    """--columns: every text a JSON object of strings, keyed by the model's inputs."""
+    import json
+    rows = []
+    for i, text in enumerate(texts, start=1):
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            row, problem = None, f"invalid JSON ({error.msg})"
+        else:
+            problem = "not a JSON object of strings"
+        if not isinstance(row, dict) or not all(isinstance(v, str) for v in row.values()):
+            raise ValueError(f"--columns: text {i} is {problem}; give each as "
+                             f'{{"subject": "...", "body": "..."}} with the model\'s column '
+                             f"names (its model_info.json lists them)")
+        rows.append(row)
+    return rows
+
+
 def _cmd_predict(args) -> int:
     import json
 
@@ -191,12 +224,16 @@ def _cmd_predict(args) -> int:
     if not texts:
         raise ValueError("nothing to predict: give texts or --input FILE")
     pairs = None
+    if args.pairs and args.columns:
+        raise ValueError("--pairs or --columns, not both (with --columns, a pair model's "
+                         "texts are the keys text and text_pair)")
     if args.pairs:
         unpaired = [t for t in texts if "\t" not in t]
         if unpaired:
             raise ValueError(f"--pairs: each text must be 'first<TAB>second', not "
                              f"{unpaired[0]!r}")
         texts, pairs = map(list, zip(*(t.split("\t", 1) for t in texts)))
+    rows = _column_rows(texts) if args.columns else None
     token = None
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as f:
@@ -206,7 +243,8 @@ def _cmd_predict(args) -> int:
                  ca_file=args.ca_file, client_cert=args.client_cert,
                  client_key=args.client_key) as client:
         try:
-            predictions = client.predict_texts(texts, pairs)
+            predictions = (client.predict_columns(rows) if rows is not None
+                           else client.predict_texts(texts, pairs))
         except ServingClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -214,6 +252,8 @@ def _cmd_predict(args) -> int:
         line = {"text": p.text, "label": p.label, "probabilities": p.probabilities}
         if p.text_pair is not None:
             line = {"text": p.text, "text_pair": p.text_pair, **line}
+        if p.columns is not None:
+            line = {"columns": p.columns, **{k: v for k, v in line.items() if k != "text"}}
         if p.id:  # the server records predictions: correct one with POST /v1/feedback
             line["id"] = p.id
         print(json.dumps(line, ensure_ascii=False))
@@ -229,7 +269,7 @@ def _cmd_labels(args) -> int:
 
 def _config_command(sub, name: str, func, help_text: str, description: str):
     """A subcommand that takes every configuration option (and adds its own)."""
-    parser = sub.add_parser(name, help=help_text, description=description)
+    parser = sub.add_parser(name, help=help_text, description=description, allow_abbrev=False)
     _add_config_options(parser)
     parser.set_defaults(func=func)
     return parser
@@ -237,7 +277,7 @@ def _config_command(sub, name: str, func, help_text: str, description: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bert-pipeline",
+        prog="bert-pipeline", allow_abbrev=False,
         description="Fine-tune a BERT text classifier with TFX and push it to TF Serving.")
     parser.add_argument("--verbose", action="store_true", help="Show component logs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", required=True, help="Where to write the schema (pbtxt).")
 
     score = sub.add_parser(
-        "score", help="Accuracy of an exported model on a labelled file.",
+        "score", allow_abbrev=False, help="Accuracy of an exported model on a labelled file.",
         description="Scores a CSV/TSV/JSONL file with a SavedModel folder or a TF Serving "
                     "model folder (its highest version).")
     score.add_argument("--model", default="serving_model/bert_classifier",
@@ -320,12 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     kubeflow.add_argument("--token_file", help="File with a bearer token for the KFP API.")
 
     sub.add_parser(
-        "serve", add_help=False,
+        "serve", add_help=False, allow_abbrev=False,
         help="Local model server with TF Serving's gRPC and REST APIs and flags "
              "(`bert-pipeline serve --help`).")
 
     predict = sub.add_parser(
-        "predict", help="Classify texts with a served model (gRPC or REST).",
+        "predict", allow_abbrev=False, help="Classify texts with a served model (gRPC or REST).",
         description="Sends texts to TF Serving or the local server (the model's classify "
                     "signature) and prints one JSON line per text: label and probabilities.")
     predict.add_argument("text", nargs="*", help="Texts to classify.")
@@ -333,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--pairs", action="store_true",
                          help="Sentence pairs: every text (argument or line) is "
                               "'first<TAB>second'.")
+    predict.add_argument("--columns", action="store_true",
+                         help="Every text (argument or line) is a JSON object with the "
+                              "model's text columns, e.g. '{\"subject\": \"...\", "
+                              "\"body\": \"...\"}' (models trained on several columns; "
+                              "they join them as training did).")
     predict.add_argument("--server", default="grpc://127.0.0.1:8500",
                          help="grpc://host:port, grpcs://host:port (TLS), http://host:port "
                               "or https://host:port (default: %(default)s).")
@@ -354,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_cmd_predict)
 
     labels = sub.add_parser(
-        "labels", help="Set, move, remove or show version labels in a TF Serving config.",
+        "labels", allow_abbrev=False, help="Set, move, remove or show version labels in a TF Serving config.",
         description="Edits version labels (stable, canary, ...) of a model_config_list file "
                     "in place, atomically. A label may only name a version that TF Serving "
                     "will have loaded (a SavedModel folder its version policy serves).")
@@ -371,6 +416,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _options(parser: argparse.ArgumentParser) -> list:
+    """Every --option of ``parser`` and of its subcommands' parsers."""
+    found = [o for action in parser._actions for o in action.option_strings
+             if o.startswith("--")]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _options(sub)
+    return found
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list) -> argparse.Namespace:
+    """``parse_args`` without abbreviations (every parser has allow_abbrev=False): an
+    unknown option is refused with the closest known ones ("did you mean")."""
+    import difflib
+
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = getattr(args, "command", None)
+        subparsers = [a for a in parser._actions
+                      if isinstance(a, argparse._SubParsersAction)]
+        target = subparsers[0].choices[command] if command and subparsers else parser
+        known = _options(target)
+        hints = []
+        for option in (u.split("=", 1)[0] for u in unknown if u.startswith("--")):
+            close = difflib.get_close_matches(option, known, n=1, cutoff=0.6) or \
+                [k for k in known if k.startswith(option)][:1]
+            if close:
+                hints.append(f"{option}: did you mean {close[0]}?")
+        target.error(f"unrecognized arguments: {' '.join(unknown)}" +
+                     "".join(f"\n  {hint}" for hint in hints))
+    return args
+
+
 def _not_input_data_error(record: logging.LogRecord) -> bool:
     """Beam logs a bad-data error with its traceback before re-raising it; the run summary
     already says it in full (file, line, setting), so the traceback shows only with
@@ -385,7 +464,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["serve"]:  # TF Serving's own flags, parsed by the server
         from serving.server import main as serve
         return serve(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     # TFX's Beam executors parse sys.argv as absl flags; ours are not theirs.
     sys.argv = sys.argv[:1]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,

@@ -35,6 +35,15 @@ def check_storage(config: PipelineConfig) -> None:
                              "in the pods, not a path relative to this machine")
 
 
+def require_image(config: PipelineConfig) -> None:
+    """compile, submit and schedule need ``kubeflow.image`` set: no default image name is
+    one a cluster can pull."""
+    if not config.kubeflow.image:
+        raise ValueError("kubeflow.image is required: the pipeline image every step runs "
+                         "in, as the cluster pulls it from a registry (e.g. --kubeflow.image "
+                         "registry.example/bert-text-pipeline:1; README: Kubeflow)")
+
+
 def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     """The pipeline as Kubeflow runs it. ``kubeflow.beam_args``, where set, replace
     ``beam_args`` (the DirectRunner inside each pod)."""
@@ -97,6 +106,7 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
     if not output_file.endswith((".yaml", ".yml")):
         raise ValueError(f"{output_file}: write the spec as .yaml (a plain PipelineSpec; "
                          "the .json PipelineJob wrapper is refused by kfp's client)")
+    require_image(config)
     pipeline = kubeflow_pipeline(config)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image=config.kubeflow.image,

@@ -1,20 +1,63 @@
-"""Run history: one JSON line per pipeline run, appended after the run ends."""
+"""Run history: one JSON line per pipeline run, appended after the run ends.
+
+A run also appends a ``running`` line when it starts (after the run lock and the
+setting checks); its final line has the same ``run_key``. A run killed with
+``kill -9`` (or a power cut) leaves only the ``running`` line: ``read(unfinished=True)``
+shows it as ``interrupted`` once no run holds the lock, and the next run appends the
+``interrupted`` line for it (it holds the lock, so no earlier run can be alive).
+"""
 from __future__ import annotations
 
 import datetime
 import json
 import os
-from typing import List, Optional
+import socket
+from typing import TYPE_CHECKING, List, Optional
 
-from local.summary import RunSummary
+if TYPE_CHECKING:  # local.summary imports ML Metadata: not needed to read the history
+    from local.summary import RunSummary
 
 ACCURACY = "sparse_categorical_accuracy"
+RUNNING, INTERRUPTED, FINISHED = "running", "interrupted", "finished"
+FIELDS = ("seconds", "span", "accuracy", "eval_examples", "baseline_accuracy", "blessed",
+          "pushed_version", "started_from", "drift", "report")
 
 
-def record(summary: RunSummary, started: float, ended: float, reason: str) -> dict:
+def _utc(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def start(path: str, started: float, reason: str) -> str:
+    """Called by a run holding the lock: closes the records of runs that never ended
+    (interrupted), then appends this run's ``running`` record; returns its run_key."""
+    for entry in _open_records(_lines(path)):
+        append(path, interrupted(entry))
+    key = f"{_utc(started)}-{os.getpid()}"
+    append(path, {"run_key": key, "status": RUNNING, "started": _utc(started),
+                  "reason": reason, "run_id": None, "exit_code": None,
+                  **dict.fromkeys(FIELDS), "pid": os.getpid(),
+                  "host": socket.gethostname(), "error": None})
+    return key
+
+
+def interrupted(entry: dict) -> dict:
+    """The final record of a ``running`` record whose run is gone."""
+    return dict(entry, status=INTERRUPTED, exit_code=1,
+                error=f"killed or interrupted: no record of its end (pid {entry.get('pid')} "
+                      f"on {entry.get('host')}); nothing after it was recorded")
+
+
+def failed(path: str, run_key: str, error: str) -> dict:
+    """The final record of run ``run_key`` that ended before its pipeline ran."""
+    entry = next(e for e in _merged(_lines(path)) if e.get("run_key") == run_key)
+    return dict(entry, status=FINISHED, exit_code=1, error=error)
+
+
+def record(summary: "RunSummary", started: float, ended: float, reason: str,
+           run_key: Optional[str] = None) -> dict:
     overall = summary.metrics.get("", {})
-    return {"started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
-            .isoformat(timespec="seconds"),
+    return {"run_key": run_key, "status": FINISHED, "started": _utc(started),
             "seconds": round(ended - started, 1),
             "reason": reason, "run_id": summary.run_id, "span": summary.span,
             "exit_code": summary.exit_code, "accuracy": overall.get(ACCURACY),
@@ -31,11 +74,35 @@ def append(path: str, entry: dict) -> None:
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def read(path: str) -> List[dict]:
+def _lines(path: str) -> List[dict]:
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _merged(lines: List[dict]) -> List[dict]:
+    """One entry per run, in start order: a run's final record replaces its ``running``
+    record."""
+    entries: dict = {}
+    for i, line in enumerate(lines):
+        entries[line.get("run_key") or i] = line  # old records have no run_key
+    return list(entries.values())
+
+
+def _open_records(lines: List[dict]) -> List[dict]:
+    return [e for e in _merged(lines) if e.get("status") == RUNNING]
+
+
+def read(path: str, unfinished: bool = False, run_active: bool = True) -> List[dict]:
+    """The runs that ended (what the scheduler and ``report`` use); with ``unfinished``,
+    also the run in progress and interrupted runs: a ``running`` record is shown as
+    interrupted when ``run_active`` is false (no run holds the lock)."""
+    entries = _merged(_lines(path))
+    if not unfinished:
+        return [e for e in entries if e.get("status", FINISHED) == FINISHED]
+    return [interrupted(e) if e.get("status") == RUNNING and not run_active else e
+            for e in entries]
 
 
 def format_table(entries: List[dict]) -> str:
@@ -43,7 +110,8 @@ def format_table(entries: List[dict]) -> str:
     lines = [f"{'started (UTC)':<26}{'reason':<14}{'span':>5}  {'accuracy':>8}  "
              f"{'baseline':>8}  {'result':<12}{'pushed':<12}{'start':<6}report"]
     for e in entries:
-        result = ("failed" if e["exit_code"] == 1 else
+        status = e.get("status", FINISHED)
+        result = (status if status != FINISHED else "failed" if e["exit_code"] == 1 else
                   "pushed" if e["pushed_version"] else
                   "not blessed" if e["blessed"] is False else "not pushed")
         start = "warm" if (e.get("started_from") or "").startswith("warm start") else "base"

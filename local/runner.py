@@ -4,6 +4,9 @@ It resolves what the pipeline gets on this machine: paths absolute against the w
 directory, ``output.*`` storage, ``beam_args`` (Beam's DirectRunner), SQLite metadata
 and the local serving check. One run at a time per output root (a file lock), and
 every run is appended to the run history with its HTML report (local/report).
+
+The lock and the setting checks (local/preflight.py) come before TFX is imported (tens of
+seconds on a laptop), so a busy root or a wrong setting is refused in seconds.
 """
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ import fcntl
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
-from tfx import v1 as tfx
-
-from local import history, progress, summary
+from local import history, preflight
 from pipeline.config import PipelineConfig, resolve_path
-from pipeline.pipeline import create_pipeline
+
+if TYPE_CHECKING:
+    from local import summary
 
 LOCK_FILE = "run.lock"
 
@@ -27,6 +31,7 @@ class RunInProgress(RuntimeError):
 
 
 def metadata_config(config: PipelineConfig):
+    from tfx import v1 as tfx
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
     return tfx.orchestration.metadata.sqlite_metadata_connection_config(
         os.path.abspath(config.metadata_path))
@@ -38,8 +43,9 @@ def use_storage(config: PipelineConfig) -> None:
     os.environ.update(config.storage.environment())
 
 
-def local_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    """The pipeline as this machine runs it."""
+def local_pipeline(config: PipelineConfig):
+    """The pipeline (a ``tfx.dsl.Pipeline``) as this machine runs it."""
+    from pipeline.pipeline import create_pipeline
     use_storage(config)
     return create_pipeline(
         config,
@@ -77,7 +83,21 @@ def run_lock(config: PipelineConfig):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def write_report(result: summary.RunSummary, config: PipelineConfig) -> None:
+def run_active(config: PipelineConfig) -> bool:
+    """Whether a run holds the output root's lock now."""
+    path = os.path.join(config.state_dir, LOCK_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def write_report(result: "summary.RunSummary", config: PipelineConfig) -> None:
     """The run's HTML report (local/report); a failure to write it is logged and noted in
     the summary, never raised: the run's own outcome stands."""
     from local import report
@@ -88,15 +108,27 @@ def write_report(result: summary.RunSummary, config: PipelineConfig) -> None:
         result.report_error = f"{type(e).__name__}: {e}"
 
 
-def run(config: PipelineConfig, reason: str = "manual") -> summary.RunSummary:
+def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
     """Runs the pipeline once; never raises for a failed run, the summary says why.
 
-    Raises RunInProgress when another run holds the lock (nothing is run or recorded).
+    Raises RunInProgress when another run holds the lock, and ValueError when a setting
+    is wrong (local/preflight.py): then nothing is run or recorded.
     """
     with run_lock(config):
+        use_storage(config)  # before the first s3:// access (the checks' own)
+        preflight.check(config)
         started = time.time()
+        run_key = history.start(config.history_path, started, reason)
+        try:
+            from tfx import v1 as tfx
+
+            from local import progress, summary
+            pipeline = local_pipeline(config)
+        except BaseException as e:  # not even built (Ctrl-C included): recorded as failed
+            history.append(config.history_path, history.failed(
+                config.history_path, run_key, f"{type(e).__name__}: {e}"))
+            raise
         error = None
-        pipeline = local_pipeline(config)
         try:
             with progress.component_progress():  # a line per component on stderr
                 tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -105,5 +137,6 @@ def run(config: PipelineConfig, reason: str = "manual") -> summary.RunSummary:
             error = e
         result = summary.collect(pipeline, started, error)
         write_report(result, config)
-        history.append(config.history_path, history.record(result, started, time.time(), reason))
+        history.append(config.history_path,
+                       history.record(result, started, time.time(), reason, run_key))
     return result

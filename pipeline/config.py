@@ -66,9 +66,17 @@ class DataConfig:
                                   "whole); evaluate on the newest span's eval split.")
     drift_action: str = _field("fail", "What a drift between the newest and the previous "
                                        "span does: fail (stop before training) or warn.")
+    max_label_l_infinity: float = _field(
+        0.25, "Drift limit on the label distribution: L-infinity distance (largest change "
+              "of one label's share) between the newest and the previous span. A curated "
+              "schema's drift_comparator (infinity_norm) on the label wins.")
+    max_length_js_divergence: float = _field(
+        0.25, "Drift limit on the text lengths in word pieces: Jensen-Shannon divergence "
+              "(0..1) between the newest and the previous span. A curated schema's "
+              "drift_comparator (jensen_shannon_divergence) on the text wins.")
     max_unknown_share_increase: float = _field(
         0.02, "Drift limit on the share of [UNK] word pieces: newest span minus previous "
-              "span (label and text-length limits are drift comparators in the schema).")
+              "span.")
 
     max_unknown_share: float = _field(
         0.05, "The run summary warns when more than this share of the training word pieces "
@@ -149,8 +157,10 @@ class OutputConfig:
 class KubeflowConfig:
     """Kubeflow Pipelines (v2) and Vertex AI Pipelines: image, storage, resources."""
 
-    image: str = _field("bert-text-pipeline:latest", "Pipeline image (kubeflow/Dockerfile) "
-                                                     "every component runs in.")
+    image: str = _field("", "Pipeline image (kubeflow/Dockerfile) every component runs "
+                            "in, as the cluster pulls it (e.g. registry.example/"
+                            "bert-text-pipeline:1); required by kubeflow compile, submit "
+                            "and schedule.")
     project_dir: str = _field("/pipeline", "Where the image holds this project; relative "
                                            "paths (e.g. data.schema_path) resolve there.")
     pipeline_root: str = _field("", "Storage every pod can read and write (gs://, s3://, "
@@ -414,6 +424,13 @@ def load_config(path: Optional[str] = None,
     return from_dict(values)
 
 
+def _did_you_mean(name: str, known, prefix: str = "") -> str:
+    """' (did you mean x?)' with the closest known name, or ''."""
+    import difflib
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def from_dict(values: Mapping[str, Any]) -> PipelineConfig:
     top_types = field_types(PipelineConfig)
     kwargs = {}
@@ -421,13 +438,19 @@ def from_dict(values: Mapping[str, Any]) -> PipelineConfig:
         if key in SECTIONS:
             cls = SECTIONS[key]
             types = field_types(cls)
+            if not isinstance(value, Mapping):
+                raise ValueError(f"'{key}' is a section: give it settings, e.g. "
+                                 f"{key}: {{{next(iter(types))}: ...}}")
             unknown = sorted(set(value) - set(types))
             if unknown:
-                raise ValueError(f"unknown settings in '{key}': {', '.join(unknown)}")
+                raise ValueError(f"unknown settings in '{key}': " + ", ".join(
+                    name + _did_you_mean(name, types, key + ".") for name in unknown))
             kwargs[key] = cls(**{k: _convert(v, types[k], f"{key}.{k}")
                                  for k, v in value.items()})
         elif key in top_types:
             kwargs[key] = _convert(value, top_types[key], key)
         else:
-            raise ValueError(f"unknown setting '{key}' (sections: {', '.join(SECTIONS)})")
+            raise ValueError(f"unknown setting '{key}'"
+                             f"{_did_you_mean(key, list(top_types) + list(SECTIONS))} "
+                             f"(sections: {', '.join(SECTIONS)})")
     return PipelineConfig(**kwargs)

@@ -24,3 +24,175 @@ def test_score_names_its_own_flags_in_reader_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "set --text_column to column names" in err and "with --column_names" in err
     assert "data." not in err
+
+
+# --- mistakes refused early, by the real command (a child process) --------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.conftest import REPO, SAMPLE  # noqa: E402
+
+BERT_PIPELINE = os.path.join(REPO, ".venv", "bin", "bert-pipeline")
+# A refused mistake costs the CLI's own imports (config: TensorFlow for the RE2 checks),
+# never TFX's nor a component's; generous for a loaded 2-core CI machine.
+REFUSAL_SECONDS = 20
+
+
+def _cli(args, cwd=REPO, timeout=120):
+    """``bert-pipeline ARGS`` in a child process: (exit code, stderr, seconds)."""
+    started = time.monotonic()
+    done = subprocess.run([BERT_PIPELINE, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    return done.returncode, done.stderr, time.monotonic() - started
+
+
+def _no_component_ran(root) -> bool:
+    """Nothing under output.root but the run lock and history (no metadata, artifacts)."""
+    return not os.path.exists(root) or set(os.listdir(root)) <= {"run.lock", "history.jsonl"}
+
+
+@pytest.mark.parametrize("flag,meant", [
+    ("--data.text_colum", "--data.text_column"),   # an abbreviation argparse took as is
+    ("--data.txt_column", "--data.text_column"),   # a typo
+    ("--model.epoch", "--model.epochs"),
+])
+def test_unknown_or_abbreviated_settings_are_refused_with_did_you_mean(tmp_path, flag, meant):
+    root = tmp_path / "out"
+    code, err, seconds = _cli(["run", flag, "body", "--output.root", str(root)])
+    assert code == 2, err
+    assert f"unrecognized arguments: {flag}" in err and f"did you mean {meant}?" in err
+    assert _no_component_ran(root) and seconds < REFUSAL_SECONDS
+
+
+def test_subcommand_options_are_not_abbreviated_either(tmp_path):
+    code, err, _ = _cli(["history", "--las", "3", "--output.root", str(tmp_path)])
+    assert code == 2 and "did you mean --last?" in err
+
+
+def _refused(tmp_path, *settings, cwd=REPO):
+    root = tmp_path / "out"
+    code, err, seconds = _cli(["run", "--output.root", str(root), *settings], cwd=cwd)
+    assert code == 1, err
+    assert _no_component_ran(root), os.listdir(root)
+    assert seconds < REFUSAL_SECONDS, f"refused after {seconds:.1f}s"
+    return err
+
+
+def test_a_missing_checkpoint_folder_is_refused_before_any_component(tmp_path):
+    err = _refused(tmp_path, "--model.checkpoint", str(tmp_path / "my_bert"))
+    assert f"model.checkpoint: folder {tmp_path / 'my_bert'} does not exist" in err
+    assert "Repo id" not in err
+
+
+def test_a_checkpoint_without_a_vocabulary_is_refused(tmp_path):
+    (tmp_path / "half").mkdir()
+    err = _refused(tmp_path, "--model.checkpoint", str(tmp_path / "half"))
+    assert "model.checkpoint" in err and "vocab.txt" in err
+
+
+def test_a_missing_input_folder_or_an_empty_pattern_is_refused(tmp_path):
+    err = _refused(tmp_path, "--data.input_dir", str(tmp_path / "nodata"))
+    assert f"data.input_dir: folder {tmp_path / 'nodata'} does not exist" in err
+    err = _refused(tmp_path, "--data.file_pattern", "*.csv")
+    assert "data.file_pattern: no data files match" in err and "*.csv" in err
+    err = _refused(tmp_path, "--data.span_pattern", "span-{SPAN}")
+    assert "data.span_pattern: no folder named like span-{SPAN}" in err
+
+
+def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):
+    """Run from another folder: the default data.schema_path is relative to it."""
+    err = _refused(tmp_path, "--data.input_dir", os.path.dirname(SAMPLE), cwd=tmp_path)
+    assert f"data.schema_path: {tmp_path / 'schema' / 'schema.pbtxt'} does not exist" in err
+    assert '--data.schema_path ""' in err and "bert-pipeline schema" in err
+
+
+def test_a_busy_root_is_refused_before_tfx_is_imported(tmp_path):
+    """The lock comes first: no TFX import (27 s on a laptop) to learn that a run is on."""
+    from local import runner
+    from pipeline.config import load_config
+    config = load_config(None, {"output.root": str(tmp_path / "out")})
+    probe = ("import sys; from cli.main import main; code = main(sys.argv[1:]); "
+             "print('tfx imported' if 'tfx' in sys.modules else 'tfx not imported'); "
+             "sys.exit(code)")
+    with runner.run_lock(config):
+        done = subprocess.run([sys.executable, "-c", probe, "run", "--output.root",
+                               config.output.root], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        code, err, seconds = _cli(["run", "--output.root", config.output.root])
+    assert done.returncode == 1 and "another run is active" in done.stderr
+    assert "tfx not imported" in done.stdout
+    assert code == 1 and "another run is active" in err and seconds < REFUSAL_SECONDS
+
+
+@pytest.mark.e2e  # a real `bert-pipeline run`, killed early
+def test_a_run_killed_with_sigkill_shows_in_the_history_as_interrupted(tmp_path,
+                                                                        tiny_checkpoint):
+    import json
+    import signal
+
+    from tests.conftest import cli_args, tiny_overrides
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, os.path.dirname(SAMPLE))
+    history_file = tmp_path / "pipeline_output" / "history.jsonl"
+    run = subprocess.Popen([BERT_PIPELINE, *cli_args(overrides)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (history_file.exists() and history_file.read_text().strip()):
+            assert run.poll() is None and time.monotonic() < deadline, "no record at start"
+            time.sleep(0.2)
+        assert "running" in _cli_out(["history", "--output.root", overrides["output.root"]])
+        run.send_signal(signal.SIGKILL)
+        assert run.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    table = _cli_out(["history", "--output.root", overrides["output.root"]])
+    assert "interrupted" in table and f"pid {run.pid}" in table
+    [entry] = [json.loads(line) for line in _cli_out(
+        ["history", "--json", "--output.root", overrides["output.root"]]).splitlines()]
+    assert entry["status"] == "interrupted" and entry["exit_code"] == 1
+    assert "killed or interrupted" in entry["error"]
+
+
+def _cli_out(args) -> str:
+    done = subprocess.run([BERT_PIPELINE, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True)
+    return done.stdout
+
+
+def test_report_serve_refuses_paths_that_resolve_outside_the_reports_folder(tmp_path):
+    import re
+    import urllib.error
+    import urllib.request
+
+    root = tmp_path / "out"
+    run_folder = root / "reports" / "run-1"
+    run_folder.mkdir(parents=True)
+    (run_folder / "index.html").write_text("<p>report</p>")
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not for the web")
+    (root / "reports" / "leak.txt").symlink_to(outside / "secret.txt")
+    (root / "reports" / "leakdir").symlink_to(outside)
+    (run_folder / "inside.html").symlink_to(run_folder / "index.html")  # stays inside: ok
+    with subprocess.Popen([BERT_PIPELINE, "report", "--serve", "--port", "0",
+                           "--output.root", str(root)], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as server:
+        try:
+            url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline()).group(0)
+            for path in ("run-1/index.html", "run-1/inside.html"):
+                with urllib.request.urlopen(url + path, timeout=30) as reply:
+                    assert reply.status == 200 and reply.read() == b"<p>report</p>"
+            for path in ("leak.txt", "leakdir/secret.txt", "leakdir/"):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(url + path, timeout=30)
+                assert refused.value.code == 404
+                assert b"not for the web" not in refused.value.read()
+        finally:
+            server.terminate()

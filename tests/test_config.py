@@ -100,3 +100,30 @@ def test_default_input_folder_holds_only_readable_data():
 def test_task_settings_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+def test_unknown_keys_of_a_config_file_name_the_closest_setting(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n  text_colum: body\n  schema_path: ''\nmodle:\n  epochs: 1\n")
+    with pytest.raises(ValueError, match=r"unknown settings in 'data': text_colum \(did you "
+                                         r"mean data.text_column\?\)"):
+        load_config(str(path))
+    path.write_text("modle:\n  epochs: 1\n")
+    with pytest.raises(ValueError, match=r"unknown setting 'modle' \(did you mean model\?\)"):
+        load_config(str(path))
+    path.write_text("model: 3\n")
+    with pytest.raises(ValueError, match="'model' is a section"):
+        load_config(str(path))
+
+
+def test_drift_limits_default_to_the_curated_schemas_thresholds():
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    from tests.conftest import CURATED_SCHEMA
+    schema = text_format.Parse(open(CURATED_SCHEMA).read(), schema_pb2.Schema())
+    by_name = {f.name: f.drift_comparator for f in schema.feature}
+    data = PipelineConfig().data
+    assert data.max_label_l_infinity == by_name["label"].infinity_norm.threshold
+    assert data.max_length_js_divergence == \
+        by_name["text"].jensen_shannon_divergence.threshold

@@ -25,7 +25,7 @@ IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "
 
 
 def _config(**extra):
-    return load_config(None, dict(STORAGE, **extra))
+    return load_config(None, dict(STORAGE, **{"kubeflow.image": IMAGE, **extra}))
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_image_resources_beam_args_and_infra_validator(spec):
 
 def test_compile_refuses_local_storage_and_json(tmp_path):
     with pytest.raises(ValueError, match="kubeflow.pipeline_root is required"):
-        compile_pipeline(load_config(), str(tmp_path / "p.yaml"))
+        compile_pipeline(load_config(None, {"kubeflow.image": IMAGE}), str(tmp_path / "p.yaml"))
     with pytest.raises(ValueError, match="data.input_dir 'data/sample' must be a URI"):
         compile_pipeline(_config(**{"data.input_dir": "data/sample"}), str(tmp_path / "p.yaml"))
     with pytest.raises(ValueError, match="as .yaml"):
@@ -236,6 +236,7 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     common = ["--spec", path, "--kubeflow.host", host, "--token_file", str(token),
+              "--kubeflow.image", IMAGE,
               *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
     assert main(["kubeflow", "submit", "--run_name", "manual-1", *common]) == 0
     assert "run run-1 created" in capsys.readouterr().out
@@ -268,7 +269,23 @@ def test_cron_conversion_and_errors(tmp_path):
         client.kfp_cron("daily")
     with pytest.raises(ValueError, match="kubeflow.host is required"):
         client.submit(_config(), str(tmp_path / "p.yaml"), "r")
-    assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml")]) == 1
+    assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml"),
+                 "--kubeflow.image", IMAGE]) == 1
+
+
+@pytest.mark.parametrize("action", ["compile", "submit", "schedule"])
+def test_kubeflow_needs_an_image_set_explicitly(tmp_path, capsys, action):
+    """No default image: 'bert-text-pipeline:latest' was written and no cluster pulls it."""
+    spec_file = tmp_path / "pipeline.yaml"
+    if action != "compile":
+        spec_file.write_text("pipelineInfo: {name: p}\n")  # there: only the image is missing
+    args = ["kubeflow", action, "--spec", str(spec_file), "--kubeflow.host",
+            "http://127.0.0.1:1", *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
+    assert main(args) == 1
+    assert "kubeflow.image is required" in capsys.readouterr().err
+    assert action != "compile" or not spec_file.exists()
+    with pytest.raises(ValueError, match="kubeflow.image is required"):
+        compile_pipeline(load_config(None, STORAGE), str(tmp_path / "p.yaml"))
 
 
 def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():

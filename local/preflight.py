@@ -1,0 +1,129 @@
+"""What a run reads, checked before any component runs: ``model.checkpoint``,
+``data.input_dir`` (and that its file pattern, inside the newest span, matches data
+files) and ``data.schema_path``. Each problem names the setting to change.
+
+Only the configuration and the file system (tf.io.gfile: local paths and URIs): no
+TFX import, so a mistake is refused in seconds (local/runner.py runs this under the run
+lock, before it imports TFX). The file rules are TextExampleGen's (spans:
+``list_spans``; files: ``data_files``, hidden files skipped), restated here on
+tf.io.gfile because components/text_example_gen/executor.py imports TFX and Beam.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from pipeline.config import PipelineConfig, is_uri, resolve_path
+
+SPAN = "{SPAN}"
+
+
+class SettingsError(ValueError):
+    """Settings that would make the run fail: one line per problem."""
+
+
+def check(config: PipelineConfig) -> None:
+    """Raises SettingsError naming every wrong setting (nothing has run yet)."""
+    problems = [p for p in (checkpoint_problem(config.model.checkpoint),
+                            input_problem(config), schema_problem(config.data.schema_path))
+                if p]
+    if problems:
+        raise SettingsError("\n  ".join(["nothing was run:"] + problems))
+
+
+def checkpoint_problem(checkpoint: str):
+    """Why ``model.checkpoint`` cannot be loaded (as models/checkpoint.py resolves it: a
+    folder, the installed default package or a model in the local Hugging Face cache)."""
+    from models import checkpoint as checkpoint_lib
+    from models.hparams import DEFAULT_CHECKPOINT
+
+    looks_like_path = (os.path.isabs(checkpoint) or checkpoint.startswith((".", "~")) or
+                       checkpoint.count("/") > 1 or os.path.exists(checkpoint))
+    if looks_like_path and not os.path.isdir(checkpoint):
+        return (f"model.checkpoint: folder {resolve_path(checkpoint)} does not exist; set it "
+                f"to a checkpoint folder (config.json, vocab.txt and weights), a model in "
+                f"the local Hugging Face cache, or {DEFAULT_CHECKPOINT} (the default)")
+    try:
+        folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
+    except checkpoint_lib.CheckpointError as error:
+        return f"model.checkpoint: {str(error).split(' (downloads are disabled)')[0]}"
+    weights = (checkpoint_lib.TF_WEIGHTS, checkpoint_lib.SAFETENSORS_WEIGHTS,
+               checkpoint_lib.PYTORCH_WEIGHTS)
+    missing = [name for name in ("config.json", checkpoint_lib.VOCAB_FILE)
+               if not os.path.isfile(os.path.join(folder, name))]
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in weights):
+        missing.append(" or ".join(weights))
+    if missing:
+        return (f"model.checkpoint: {folder} is not a BERT checkpoint folder: no "
+                f"{', no '.join(missing)}")
+    return None
+
+
+def _gfile(path: str):
+    import tensorflow as tf
+    if is_uri(path):
+        from serving import filesystems
+        filesystems.register()  # s3:// and others from tensorflow-io
+    return tf.io.gfile
+
+
+def _data_files(pattern: str) -> list:
+    """TextExampleGen's ``data_files``: files matching a glob, no folders, no hidden files
+    unless the pattern's name starts with '.'."""
+    gfile = _gfile(pattern)
+    hidden_ok = os.path.basename(pattern).startswith(".")
+    return [f for f in gfile.glob(pattern) if not gfile.isdir(f)
+            and (hidden_ok or not os.path.basename(f).startswith("."))]
+
+
+def newest_span_folder(input_dir: str, span_pattern: str):
+    """The folder TextExampleGen ingests with spans: the highest {SPAN} number."""
+    prefix, _, suffix = span_pattern.partition(SPAN)
+    matcher = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    spans = [(int(m.group(1)), m.group(0)) for m in
+             (matcher.match(entry.rstrip("/")) for entry in _gfile(input_dir).listdir(input_dir))
+             if m]
+    return max(spans)[1] if spans else None
+
+
+def input_problem(config: PipelineConfig):
+    """Why TextExampleGen would find no data under ``data.input_dir``."""
+    data = config.data
+    base = resolve_path(data.input_dir)
+    gfile = _gfile(base)
+    if not gfile.isdir(base):
+        return (f"data.input_dir: folder {base} does not exist; set it to the folder that "
+                f"holds the data files")
+    folder = base
+    if data.span_pattern:
+        span = newest_span_folder(base, data.span_pattern)
+        if span is None:
+            return (f"data.span_pattern: no folder named like {data.span_pattern} in "
+                    f"{base} (set data.span_pattern to the span folders' name with {SPAN} "
+                    f"for the number, or leave it empty to read every file)")
+        folder = os.path.join(base, span)
+    patterns = ({"data.presplit (train/*)": "train/*", "data.presplit (eval/*)": "eval/*"}
+                if data.presplit else {"data.file_pattern": data.file_pattern})
+    for setting, pattern in patterns.items():
+        if not _data_files(os.path.join(folder, pattern)):
+            return (f"{setting}: no data files match {os.path.join(folder, pattern)} "
+                    f"(hidden files are skipped); set data.file_pattern to a glob of the data "
+                    f"files in data.input_dir" if not data.presplit else
+                    f"{setting}: no data files match {os.path.join(folder, pattern)}; "
+                    f"data.presplit reads the train/ and eval/ folders of data.input_dir")
+    return None
+
+
+def schema_problem(schema_path: str):
+    """Why ``data.schema_path`` cannot be imported, with how to infer or write one."""
+    if not schema_path:
+        return None  # inferred from the data
+    path = resolve_path(schema_path)
+    if _gfile(path).exists(path):
+        return None
+    where = "" if os.path.isabs(schema_path) or is_uri(schema_path) else \
+        " (relative to the working directory)"
+    return (f"data.schema_path: {path} does not exist{where}; point it at your curated "
+            f"schema, write one from your data with `bert-pipeline schema --out "
+            f"schema.pbtxt` (then --data.schema_path schema.pbtxt), or infer one at every "
+            f'run with --data.schema_path ""')
