@@ -25,15 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def _answers(method):
-    """Checks the token; turns ServingErrors into their gRPC status and anything
-    unexpected into INTERNAL (never grpcio's UNKNOWN)."""
+    """Checks the token; counts the request while it runs (serving/drain.py); turns
+    ServingErrors into their gRPC status and anything unexpected into INTERNAL (never
+    grpcio's UNKNOWN)."""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
             if self.token and not _authorized(context, self.token):
                 raise ServingError(grpc.StatusCode.UNAUTHENTICATED,
                                    "missing or invalid bearer token")
-            return method(self, request, context)
+            with self.service.drain.request("gRPC"):
+                return method(self, request, context)
         except ServingError as error:
             context.abort(error.code, error.message)
         except Exception as error:  # noqa: BLE001  a bug, not a bad request

@@ -27,7 +27,8 @@ class ServerProcess:
     ``server.grpc_address`` and ``server.rest_url`` are ready once the context is
     entered: every model in ``wait_for`` has an AVAILABLE version. ``ca_file`` means the
     REST port speaks TLS (this server with ``--ssl_config_file``; TF Serving's REST is
-    plain HTTP, so leave it out there).
+    plain HTTP, so leave it out there). This server runs with ``--drain_delay_seconds 0``
+    unless ``flags`` set it: nothing routes traffic to the child.
     """
 
     def __init__(self, flags: List[str], wait_for: Optional[List[str]] = None,
@@ -38,6 +39,10 @@ class ServerProcess:
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.flags = ["--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
                       *flags]
+        if executable is None and not any(f.startswith("--drain_delay_seconds")
+                                          for f in flags):
+            # No load balancer sends to this child: stopping it needs no drain delay.
+            self.flags += ["--drain_delay_seconds", "0"]
         self.wait_for = wait_for if wait_for is not None else _model_names(flags)
         self.timeout = timeout
         self.command = (executable or [sys.executable, "-m", "serving.server"]) + self.flags

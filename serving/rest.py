@@ -16,9 +16,9 @@ import tornado.web
 from google.protobuf import json_format
 from tornado.ioloop import IOLoop
 
-from serving import deadlines, json_codec, protos
+from serving import deadlines, feedback, json_codec, protos
 from serving.errors import ServingError, invalid, not_found
-from serving.feedback import ID_HEADER, FeedbackError
+from serving.feedback import ID_HEADER
 from serving.service import ModelRef, Service
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,13 @@ class _JsonHandler(tornado.web.RequestHandler):
 
     def initialize(self, service: Service, conf: "RestOptions", **_):
         self.service, self.conf = service, conf
+        self._in_flight = False
 
     def prepare(self):
+        self._in_flight = True  # counted until finished or the client went away
+        self.service.drain.started("REST")
+        if self.service.drain.draining:
+            self.set_header("Connection", "close")  # the client reconnects elsewhere
         self.set_header("Content-Type", "application/json")
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials (and answers nothing)
@@ -55,6 +60,18 @@ class _JsonHandler(tornado.web.RequestHandler):
 
     def compute_etag(self):
         return None  # TF Serving sends no Etag (and never answers 304)
+
+    def on_finish(self):
+        self._done()
+
+    def on_connection_close(self):
+        super().on_connection_close()
+        self._done()
+
+    def _done(self):
+        if self._in_flight:
+            self._in_flight = False
+            self.service.drain.finished("REST")
 
     def options(self, *args):  # the OPTIONS verb: a CORS preflight, with CORS on or off
         if _ORIGIN.search(self.request.headers.get("Origin", "")):
@@ -237,7 +254,12 @@ class _ModelHandler(_JsonHandler):
 
 
 class _FeedbackHandler(_ModelHandler):
-    """``POST /v1/feedback``: corrected labels for recorded predictions (opt-in)."""
+    """``POST /v1/feedback``: corrected labels for recorded predictions (opt-in); a body
+    of at most ``MAX_BODY_BYTES`` (or ``--max_request_bytes`` if smaller)."""
+
+    def initialize(self, service: Service, conf: "RestOptions", pool: ThreadPoolExecutor):
+        super().initialize(service, dataclasses.replace(
+            conf, max_body_bytes=min(conf.max_body_bytes, feedback.MAX_BODY_BYTES)), pool)
 
     async def _handle(self, path: str, post: Optional[bool]):
         if self._finished:
@@ -258,8 +280,19 @@ class _FeedbackHandler(_ModelHandler):
             raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")
         try:
             return json.dumps({"accepted": self.service.feedback.correct(corrections)})
-        except FeedbackError as error:
+        except feedback.TooManyCorrections as error:
+            raise _TooLarge(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
+        except feedback.FeedbackError as error:
             raise invalid(str(error)) from None
+        except OSError as error:  # a full disk: the write was rolled back
+            log.warning("corrections not stored: %s", error)
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, (
+                f"corrections not stored, nothing was written: {error.strerror or error}; "
+                "retry later (a retry stores each correction once)")) from None
+
+
+class _TooLarge(ServingError):
+    http_status = 413  # as for a body over the limit
 
 
 class _MetricsHandler(_JsonHandler):

@@ -5,7 +5,8 @@ Serving command line runs unchanged; those that matter here are implemented
 (ports, model config and its polling, load retries, batching, TLS, warmup,
 timeouts, threads), the rest are accepted with a warning. Its own flags:
 ``--host``, ``--max_request_bytes``, ``--auth_token_file``, ``--feedback_dir``,
-``--feedback_max_age_days``, ``--feedback_max_rows``.
+``--feedback_max_age_days``, ``--feedback_max_rows``, ``--drain_delay_seconds``,
+``--drain_grace_seconds`` (SIGTERM/SIGINT drain: serving/drain.py).
 """
 from __future__ import annotations
 
@@ -143,6 +144,14 @@ def make_parser() -> argparse.ArgumentParser:
                      help="If set, every request needs 'Authorization: Bearer <token>' "
                           "(gRPC: 'authorization' metadata) with the token in this file; "
                           "metrics included.")
+    own.add_argument("--drain_delay_seconds", type=float, default=5,
+                     help="On SIGTERM/SIGINT: readiness (model metadata) fails at once, "
+                          "the ports stay open this long so load balancers stop sending "
+                          "(Kubernetes: endpoints leave the Service), then close.")
+    own.add_argument("--drain_grace_seconds", type=float, default=30,
+                     help="Then requests in flight get this long to finish; exit 0 when "
+                          "none is left, 1 if some had to be cut (a second signal cuts "
+                          "at once).")
     return parser
 
 
@@ -163,6 +172,9 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
         parser.error(str(error))
     if args.port and args.port == args.rest_api_port:
         parser.error("--rest_api_port must differ from --port")
+    for name in ("drain_delay_seconds", "drain_grace_seconds"):
+        if not 0 <= getattr(args, name) < float("inf"):
+            parser.error(f"--{name} must be 0 or more seconds")
     for name in sorted(IGNORED):
         if getattr(args, name) != parser.get_default(name):
             log.warning("--%s is accepted for compatibility and ignored by this server", name)
@@ -251,11 +263,11 @@ def serve(args: argparse.Namespace) -> int:
         grpc_server.start()
         print(f"Running gRPC ModelServer at {', '.join(addresses)} ...", flush=True)
 
-    async def run_rest():
-        stop = asyncio.Event()
+    async def run_rest() -> None:
         loop = asyncio.get_running_loop()
+        signals: asyncio.Queue = asyncio.Queue()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
         http = None
         if args.rest_api_port:
             pool = ThreadPoolExecutor(args.rest_api_num_threads, thread_name_prefix="rest")
@@ -273,17 +285,74 @@ def serve(args: argparse.Namespace) -> int:
                               f"{error.strerror or error} (--rest_api_port)") from None
             print(f"Exporting HTTP/REST API at:{args.host}:{args.rest_api_port} ...",
                   flush=True)
-        await stop.wait()
-        if http:
-            http.stop()
+        received = await signals.get()
+        await _drain(args, service, http, grpc_server, signals, received)
 
     try:
         asyncio.run(run_rest())
-    finally:
+    except BaseException:
         if grpc_server:
-            grpc_server.stop(grace=5).wait()
+            grpc_server.stop(grace=0)
         service.store.stop()
+        raise
+    if grpc_server:
+        grpc_server.stop(grace=0).wait()  # stopped in the drain, nothing in flight
+    service.store.stop()
     return 0
+
+
+async def _drain(args: argparse.Namespace, service, http, grpc_server,
+                 signals: asyncio.Queue, received: int) -> None:
+    """SIGTERM/SIGINT: readiness false, listeners open ``--drain_delay_seconds``, requests
+    in flight up to ``--drain_grace_seconds`` (serving/drain.py); returns once all are
+    answered, else exits the process at once with status 1."""
+    from serving.drain import describe
+
+    drain = service.drain
+    drain.begin()
+    log.info("%s: draining: readiness is false; the ports stay open %gs "
+             "(--drain_delay_seconds), then %s in flight get up to %gs "
+             "(--drain_grace_seconds)", signal.Signals(received).name,
+             args.drain_delay_seconds, describe(drain.running()), args.drain_grace_seconds)
+    loop = asyncio.get_running_loop()
+    if await _second_signal(signals, loop.time() + args.drain_delay_seconds, lambda: False):
+        _cut(drain, "a second signal came during the drain delay")
+    if http:
+        http.stop()
+    if grpc_server:
+        grpc_server.stop(grace=args.drain_grace_seconds)
+    log.info("draining: ports closed; waiting for %s", describe(drain.running()))
+    idle = lambda: not any(drain.running().values())  # noqa: E731
+    if await _second_signal(signals, loop.time() + args.drain_grace_seconds, idle):
+        _cut(drain, "a second signal came")
+    if not idle():
+        _cut(drain, f"--drain_grace_seconds={args.drain_grace_seconds:g} passed")
+    if http:
+        await http.close_all_connections()  # the idle keep-alive ones
+    log.info("drained: every request in flight was answered; exiting")
+
+
+async def _second_signal(signals: asyncio.Queue, until: float, done) -> bool:
+    """Waits until the loop time ``until`` or ``done()``; True if a signal came first."""
+    loop = asyncio.get_running_loop()
+    while not done() and loop.time() < until:
+        try:
+            await asyncio.wait_for(signals.get(), min(0.05, until - loop.time()))
+            return True
+        except asyncio.TimeoutError:
+            pass
+    return False
+
+
+def _cut(drain, why: str) -> None:
+    """Exits at once, status 1: the requests still running are in threads that may never
+    return (a model run), so neither they nor the event loop's tasks are waited for."""
+    from serving.drain import describe
+
+    log.error("%s: exiting with %s still running (cut)", why, describe(drain.running()))
+    sys.stdout.flush()
+    logging.shutdown()
+    os._exit(1)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

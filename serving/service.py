@@ -9,8 +9,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from serving.contract import REDACT_SIGNATURE, TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE
+from serving.contract import (LABEL_SET, REDACT_SIGNATURE, TEXT_FEATURE, TEXT_INPUT,
+                              TEXT_PAIR_FEATURE)
 from serving.deadlines import Deadline
+from serving.drain import Drain
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.model_store import ModelStore, VersionState
@@ -35,6 +37,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.feedback = feedback  # serving.feedback.FeedbackLog, when recording is on
         self._unredactable: set = set()  # (model, version) without redact_text: warned
+        self.drain = Drain()  # readiness and requests in flight (serving/drain.py)
 
     @contextmanager
     def _observed(self, ref: ModelRef, api: str, entrypoint: str, rows: int = 0) -> Iterator:
@@ -89,11 +92,20 @@ class Service:
                             "with this project's pipeline)", servable.name,
                             servable.version, REDACT_SIGNATURE)
             return []
-        values = servable.run(REDACT_SIGNATURE, {
-            TEXT_INPUT: np.array(texts + (pairs or []), dtype=object)})[TEXT_INPUT]
-        redacted = [v.decode("utf-8", errors="replace") for v in values]
-        return self.feedback.record(servable.name, servable.version, redacted[:len(texts)],
-                                    rows, redacted[len(texts):] if pairs else None)
+        try:  # best effort: the prediction is answered whatever recording meets
+            values = servable.run(REDACT_SIGNATURE, {
+                TEXT_INPUT: np.array(texts + (pairs or []), dtype=object)})[TEXT_INPUT]
+            redacted = [v.decode("utf-8", errors="replace") for v in values]
+            multi_label = any(LABEL_SET in s.outputs for s in servable.signature_defs.values())
+            return self.feedback.record(servable.name, servable.version,
+                                        redacted[:len(texts)], rows,
+                                        redacted[len(texts):] if pairs else None, multi_label)
+        except Exception as error:  # noqa: BLE001  an OSError is logged by the feedback log
+            self.metrics.feedback_dropped.labels(servable.name).inc(len(texts))
+            if not isinstance(error, OSError):
+                log.exception("feedback not recorded for model '%s' version %d",
+                              servable.name, servable.version)
+            return []
 
     def regress(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str,
                 deadline: Deadline = None):
@@ -103,6 +115,7 @@ class Service:
 
     def metadata(self, ref: ModelRef, entrypoint: str) -> Servable:
         with self._observed(ref, "metadata", entrypoint):
+            self.drain.check_ready()  # metadata is the readiness probe's path
             return self._get(ref)
 
     def status(self, ref: ModelRef) -> Dict[int, VersionState]:

@@ -145,6 +145,29 @@ def test_readiness_waits_for_a_loaded_version_and_liveness_for_the_first_load():
     assert DEPLOYMENT["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+def test_termination_grace_period_and_prestop_match_the_drain_flags():
+    """Stopping a pod: preStop sleeps while the Service drops it (at least as long as the
+    readiness probe takes to fail), then SIGTERM starts the server's drain
+    (--drain_delay_seconds, then --drain_grace_seconds, at least the REST deadline so
+    every accepted request gets its answer); Kubernetes kills the pod only after all of
+    it (terminationGracePeriodSeconds counts from preStop)."""
+    flags = parse_flags(CONTAINER["args"])  # the drain flags: the local server's defaults
+    command = CONTAINER["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = float(command[1])
+    ready = CONTAINER["readinessProbe"]
+    assert pre_stop >= ready["periodSeconds"] * ready["failureThreshold"]
+    assert flags.drain_grace_seconds >= flags.rest_api_timeout_in_ms / 1000
+    assert flags.drain_delay_seconds > 0
+    needed = pre_stop + flags.drain_delay_seconds + flags.drain_grace_seconds
+    assert POD["spec"]["terminationGracePeriodSeconds"] >= needed
+    manifest = open(os.path.join(KUBERNETES, "tf-serving.yaml")).read()
+    stated = re.search(r"(\d+) >= (\d+) \+ (\d+) \+ (\d+), checked", manifest)
+    assert [float(n) for n in stated.groups()] == [
+        POD["spec"]["terminationGracePeriodSeconds"], pre_stop,
+        flags.drain_delay_seconds, flags.drain_grace_seconds]  # the comment is true
+
+
 def test_service_and_prometheus_annotations():
     from serving.metrics import read_monitoring_config
 

@@ -1,0 +1,218 @@
+"""SIGTERM drains the server as Kubernetes expects: readiness turns false at once, the
+listeners stay open for ``--drain_delay_seconds``, every request in flight gets its whole
+answer within ``--drain_grace_seconds``, then the process exits 0 without a traceback.
+
+A real server child process and a real SIGTERM. The requests in flight are held by the
+model itself: its ``wait`` signature writes a marker file, then waits (50 ms sleeps, no
+CPU spent) until a file named ``open`` exists. So the test knows every request is inside
+the server when it sends the signal, and that none can finish before it releases them,
+on any machine speed."""
+import os
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow.python.data.experimental.ops import testing
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from serving.process import ServerProcess
+
+pytestmark = pytest.mark.serving
+
+REST_CLIENTS, GRPC_CLIENTS = 10, 4  # as measured in the issue: 10 REST, 4 gRPC in flight
+DELAY, GRACE = 5, 60  # --drain_delay_seconds, --drain_grace_seconds
+# Each waiting request holds one of TensorFlow's inter-op threads (as many as cores).
+GATE_FLAGS = ["--tensorflow_inter_op_parallelism", "32", "--model_name", "gate",
+              "--model_base_path"]
+
+
+class Gate(tf.Module):
+    """``wait``: writes ``<folder>/started-<tag>``, then waits until ``<folder>/open``
+    exists; answers its tags. ``quick``: answers at once."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
+    def wait(self, tag):
+        started = tf.io.write_file(tf.strings.join([self.folder, "/started-", tag[0]]), tag[0])
+        gate = tf.strings.join([self.folder, "/open"])
+
+        def closed(waited):
+            return tf.equal(tf.size(tf.io.matching_files(gate)), 0)
+
+        def pause(waited):
+            nap = tf.data.Dataset.range(1).apply(testing.sleep(50_000))
+            return waited + nap.reduce(tf.constant(1, tf.int64), lambda a, b: a + b)
+
+        with tf.control_dependencies([started]):
+            waited = tf.while_loop(closed, pause, [tf.constant(0, tf.int64)])[0]
+        return {"tag": tf.strings.join([tag, tf.strings.substr(
+            tf.strings.as_string(waited), 0, 0)])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
+    def quick(self, tag):
+        return {"tag": tag}
+
+
+@pytest.fixture
+def gate(tmp_path):
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    module = Gate(str(folder))
+    base = tmp_path / "models" / "gate"
+    tf.saved_model.save(module, str(base / "1"), signatures={
+        "serving_default": module.wait.get_concrete_function(),
+        "quick": module.quick.get_concrete_function()})
+    return folder, str(base)
+
+
+def _started(folder) -> int:
+    return sum(name.startswith("started-") for name in os.listdir(folder))
+
+
+def _release(folder, clients) -> None:
+    (folder / "open").touch()
+    _wait_for(clients.done, 120, "every answer after release")
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
+        time.sleep(0.05)  # polling a condition, not timing the test
+    return value
+
+
+class Clients:
+    """REST and gRPC requests to the ``wait`` signature, each on its own thread; every
+    answer or error is kept by its tag."""
+
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.results = {}
+        self.threads = [threading.Thread(target=self._rest, args=(f"rest{i}",), daemon=True)
+                        for i in range(REST_CLIENTS)]
+        self.threads += [threading.Thread(target=self._grpc, args=(f"grpc{i}",), daemon=True)
+                         for i in range(GRPC_CLIENTS)]
+        for thread in self.threads:
+            thread.start()
+
+    def _rest(self, tag):
+        try:
+            response = requests.post(f"{self.server.rest_url}/v1/models/gate:predict",
+                                     json={"instances": [tag]}, timeout=180)
+            self.results[tag] = (response.status_code, response.json())
+        except Exception as error:  # noqa: BLE001  a lost request: recorded, asserted
+            self.results[tag] = ("lost", repr(error)[:300])
+
+    def _grpc(self, tag):
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(self.server.grpc_address))
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="gate"))
+        request.inputs["tag"].CopyFrom(tf.make_tensor_proto([tag]))
+        try:
+            answer = stub.Predict(request, timeout=180)
+            self.results[tag] = ("OK", [t.decode() for t in
+                                        tf.make_ndarray(answer.outputs["tag"])])
+        except grpc.RpcError as error:
+            self.results[tag] = (error.code().name, error.details())
+
+    def done(self) -> bool:
+        return len(self.results) == len(self.threads)
+
+
+def _probe(server, path: str, **kwargs):
+    """The status code of a request, or None once the port refuses connections."""
+    try:
+        return requests.request(kwargs.pop("method", "GET"), f"{server.rest_url}{path}",
+                                timeout=30, **kwargs).status_code
+    except requests.ConnectionError:
+        return None
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(gate):
+    folder, base = gate
+    flags = [*GATE_FLAGS, base,
+             "--drain_delay_seconds", str(DELAY), "--drain_grace_seconds", str(GRACE)]
+    with ServerProcess(flags) as server:
+        assert _probe(server, "/v1/models/gate/metadata") == 200  # ready
+        clients = Clients(server)
+        _wait_for(lambda: _started(folder) == REST_CLIENTS + GRPC_CLIENTS, 60,
+                  "every request inside the model")
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+
+        # Readiness (the manifests' probe path) fails at once; the port still answers.
+        _wait_for(lambda: _probe(server, "/v1/models/gate/metadata") == 503, DELAY,
+                  "readiness false")
+        quick = _probe(server, "/v1/models/gate:predict", method="POST",
+                       json={"signature_name": "quick", "instances": ["new"]})
+        assert quick == 200  # new requests are still served during the delay
+        _wait_for(lambda: _probe(server, "/v1/models/gate") is None, DELAY + 60,
+                  "the REST listener closed")
+        assert time.monotonic() - signalled >= DELAY, "the listener closed before the delay"
+        assert not clients.results, f"answered before release: {clients.results}"
+        assert server.process.poll() is None, "exited with requests in flight"
+
+        _release(folder, clients)
+        returncode = server.process.wait(timeout=GRACE)
+        log = server.log()
+    lost = {tag: result for tag, result in clients.results.items()
+            if result not in ((200, {"predictions": [tag]}), ("OK", [tag]))}
+    assert not lost, f"requests in flight at SIGTERM not answered: {lost}\n{log[-3000:]}"
+    assert returncode == 0, log[-3000:]
+    assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
+    assert "draining" in log
+
+
+def test_requests_still_running_at_the_end_of_the_grace_period_are_named(gate):
+    """A request that outlives ``--drain_grace_seconds`` does not hold the pod: the
+    server exits (status 1), saying how many requests it cut."""
+    folder, base = gate
+    flags = [*GATE_FLAGS, base,
+             "--drain_delay_seconds", "0", "--drain_grace_seconds", "2"]
+    with ServerProcess(flags) as server:
+        clients = Clients(server)
+        _wait_for(lambda: _started(folder) == REST_CLIENTS + GRPC_CLIENTS, 60,
+                  "every request inside the model")
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            returncode = server.process.wait(timeout=60)
+        finally:
+            _release(folder, clients)
+        log = server.log()
+    assert time.monotonic() - signalled < 60
+    assert returncode == 1, log[-3000:]
+    assert "10 REST and 4 gRPC requests still running" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_second_signal_stops_at_once(gate):
+    """Ctrl-C twice: the second one ends the drain delay's wait (exit 1, said so)."""
+    _, base = gate
+    flags = [*GATE_FLAGS, base,
+             "--drain_delay_seconds", "600"]
+    with ServerProcess(flags) as server:
+        server.process.send_signal(signal.SIGINT)
+        _wait_for(lambda: _probe(server, "/v1/models/gate/metadata") == 503, 30,
+                  "readiness false")
+        server.process.send_signal(signal.SIGINT)
+        returncode = server.process.wait(timeout=60)
+        log = server.log()
+    assert returncode == 1, log[-3000:]
+    assert "second signal" in log and "Traceback" not in log, log[-3000:]
+
+
+def test_drain_flags_are_checked():
+    from serving.server import parse_flags
+
+    for flag in ("--drain_delay_seconds", "--drain_grace_seconds"):
+        with pytest.raises(SystemExit):
+            parse_flags(["--model_base_path", "/m", flag, "-1"])
