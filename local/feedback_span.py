@@ -11,23 +11,26 @@ from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, read_jsonl
 
 
 def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_column: str,
-                label_column: str, min_rows: int = 1,
-                text_pair_column: str = "") -> Optional[str]:
+                label_column: str, min_rows: int = 1, text_pair_column: str = "",
+                label_delimiter: str = "") -> Optional[str]:
     """Writes corrected texts as the next span (``<input_dir>/<span folder>/feedback.tsv``)
     once at least ``min_rows`` are waiting; returns the folder, or None. With
     ``text_pair_column`` (sentence pairs), rows recorded with a pair have it in that
     column; rows recorded without one are left for a later run with no pair column.
 
     The span appears complete (written aside, then renamed); exported ids are
-    remembered, so no correction is used twice. Files are only ever appended to,
-    so a server writing at the same time loses nothing.
+    remembered, so no correction is used twice (a later correction of an exported id is
+    not used). Files are only ever appended to, so a server writing at the same time
+    loses nothing; a record it is writing, or a torn one, is skipped (``read_jsonl``).
+    Several labels (multi-label corrections) are joined with ``label_delimiter``.
     """
     exported_path = os.path.join(feedback_dir, EXPORTED)
     done = set()
     if os.path.exists(exported_path):
         with open(exported_path, encoding="utf-8") as f:
             done = {line.strip() for line in f}
-    latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
+    latest = {c["id"]: _label_field(c["label"], label_delimiter)
+              for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
               if c["id"] not in done}  # the last correction of an id wins
     texts = {p["id"]: [p["text"]] + ([p["text_pair"]] if text_pair_column else [])
              for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
@@ -48,3 +51,13 @@ def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_colum
     with open(exported_path, "a", encoding="utf-8") as f:
         f.write("".join(i + "\n" for i in sorted(texts)))
     return folder
+
+
+def _label_field(label, delimiter: str) -> str:
+    """A correction's label as the label column holds it."""
+    if isinstance(label, str):
+        return label
+    if len(label) > 1 and not delimiter:
+        raise ValueError(f"a correction has several labels {label}, but "
+                         "data.label_delimiter is empty: set it as the model was trained")
+    return delimiter.join(label)

@@ -83,7 +83,7 @@ class Scheduler:
             return None
         return export_span(schedule.feedback_dir, data.input_dir, data.span_pattern,
                            data.text_column, data.label_column, schedule.feedback_min_rows,
-                           data.text_pair_column)
+                           data.text_pair_column, data.label_delimiter)
 
     def tick(self) -> Tick:
         folder = self.collect_feedback()

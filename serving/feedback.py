@@ -3,12 +3,20 @@
 The server records each text it classifies (Classify API: the clients' and the
 ``predict`` CLI's path), and the second text of a sentence pair, redacted by the model's
 own ``redact_text`` signature (a model without one has nothing recorded: raw text is
-never stored), with an id it returns to the caller (REST header
+never stored), with the model's labels and an id it returns to the caller (REST header
 ``X-Prediction-Ids``, gRPC trailing metadata ``prediction-ids``). Callers send
 corrections as ``POST /v1/feedback`` ``{"corrections": [{"id": ..., "label": ...}]}``.
 ``local/feedback_span.py`` turns the corrected texts into the next data span, which
 the scheduled pipeline then picks up. Files are JSON Lines, appended under a lock, and
 readable by their owner only (mode 0600, folder 0700).
+
+Recording never hurts serving: a write that fails (a full disk) is rolled back, so a
+record lands whole or not at all, and the caller's prediction is answered anyway (the
+service counts and logs the drop). A torn record (a crash mid-write, or one left by an
+older server) is cut at start, naming the file and the bytes removed; readers skip it.
+Corrections are all or nothing per request and idempotent per prediction id: the same
+label again writes nothing, a different one is appended and the last one wins (until
+the id has been exported into a span; later corrections of it are not used).
 
 Retention (``--feedback_max_age_days``, ``--feedback_max_rows``): checked at start and
 after every write; when a limit is passed, the files are rewritten aside and renamed
@@ -21,35 +29,177 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import threading
 import time
 import uuid
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 PREDICTIONS, CORRECTIONS = "predictions.jsonl", "corrections.jsonl"
 EXPORTED = "exported_ids.txt"  # ids already written into a span
 ID_HEADER, ID_METADATA = "X-Prediction-Ids", "prediction-ids"
+MAX_CORRECTIONS = 1000  # per POST /v1/feedback
+MAX_BODY_BYTES = 2**20  # of a POST /v1/feedback (at most --max_request_bytes)
+DROPPED_METRIC = "feedback_records_dropped_total"  # serving/metrics.py
+
+log = logging.getLogger(__name__)
+Label = Union[str, Tuple[str, ...]]  # one label, or several (multi-label models)
 
 
 class FeedbackError(ValueError):
-    """A correction that cannot be accepted (unknown id, missing label)."""
+    """A correction that cannot be accepted (unknown id, not one of the model's labels)."""
+
+
+class TooManyCorrections(FeedbackError):
+    """More than ``MAX_CORRECTIONS`` corrections in one request."""
+
+
+def _parse_line(line: bytes) -> Tuple[Optional[dict], int]:
+    """``(record, bytes of the line not used)``: the whole line, or the whole record an
+    older server appended onto a torn one (``{"id": ..., "te{"id": ...}``); ``(None,
+    len(line))`` when neither parses. ``{"id": `` cannot occur inside a JSON string
+    (its quotes would be escaped), so its last occurrence starts the last record."""
+    for start in dict.fromkeys((0, line.rfind(b'{"id": '))):
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start:].decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            return record, start
+    return None, len(line)
+
+
+def scan(path: str) -> Tuple[List[dict], List[Tuple[int, int]], int]:
+    """``(whole records, torn lines as (line number, bytes not used), bytes after the
+    last newline)`` of a feedback file; a missing file has none."""
+    if not os.path.exists(path):
+        return [], [], 0
+    with open(path, "rb") as f:
+        data = f.read()
+    *lines, tail = data.split(b"\n")
+    records, torn = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record, unused = _parse_line(line)
+        if record is not None:
+            records.append(record)
+        if unused:
+            torn.append((number, unused + (record is None)))  # a line not kept: its newline
+    return records, torn, len(tail)
 
 
 def read_jsonl(path: str) -> List[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The whole records of a feedback file as it is now. An unterminated last line (a
+    write in progress, or a record torn by a crash) is left out; so is a torn line, with
+    a warning (the server removes both at its next start)."""
+    records, torn, _ = scan(path)
+    for number, unused in torn:
+        log.warning("feedback: %s line %d: torn record (%d bytes) skipped", path, number,
+                    unused)
+    return records
+
+
+def repair(path: str) -> None:
+    """Removes torn records from a feedback file, logging the file and the bytes: a torn
+    tail is truncated; torn lines (left by an older server) are rewritten away (on a full
+    disk they stay, and readers skip them)."""
+    records, torn, tail = scan(path)
+    removed = False
+    if torn:
+        try:
+            _rewrite(path, records)  # the tail goes too
+            removed = True
+        except OSError as error:
+            log.warning("feedback: %s has %d torn lines, skipped when read; they could not "
+                        "be removed: %s", path, len(torn), error)
+        for number, unused in torn if removed else ():
+            log.warning("feedback: %s line %d: torn record, %d bytes removed", path,
+                        number, unused)
+    if tail:
+        if not removed:
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) - tail)
+        log.warning("feedback: %s ended in a torn record: %d bytes removed", path, tail)
+
+
+def _lines(records: Sequence[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def _rewrite(path: str, records: Sequence[dict]) -> None:
+    """Writes ``records`` aside and renames them over ``path``; nothing left on failure."""
+    staging = os.path.join(os.path.dirname(path),
+                           f".{os.path.basename(path)}.{uuid.uuid4().hex}")
+    try:
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, _lines(records))
+        finally:
+            os.close(fd)
+        os.replace(staging, path)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def append(path: str, records: Sequence[dict]) -> None:
+    """Appends ``records`` whole or not at all: on failure (a full disk stops a write
+    part way) the file is truncated back to its size before."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # an earlier rollback failed
+            os.close(fd)
+            fd = -1
+            repair(path)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, _lines(records))
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 SLACK = 0.1  # a rewrite keeps 10% below each limit (see the module docstring)
 _DAY = 86400.0
 
 
-def _open_private(path: str, flags: int):
-    """A text file opened with ``flags``, created readable by its owner only."""
-    return os.fdopen(os.open(path, flags | os.O_CREAT, 0o600), "w", encoding="utf-8")
+class _Labels(NamedTuple):
+    """A model version's labels, and whether it takes several per text."""
+
+    names: Tuple[str, ...]
+    multi_label: bool
+
+    @classmethod
+    def of(cls, record: dict) -> "_Labels":
+        """From a record of one of the version's predictions."""
+        return cls(tuple(record["labels"]), bool(record.get("multi_label")))
+
+
+def _label(value) -> Optional[Label]:
+    """A correction's label: a non-empty string, or a non-empty list of them (several
+    labels, multi-label models) as a sorted tuple; None if it is neither."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if (isinstance(value, list) and value
+            and all(isinstance(v, str) and v.strip() for v in value)):
+        return tuple(sorted({v.strip() for v in value}))
+    return None
 
 
 class FeedbackLog:
@@ -67,35 +217,35 @@ class FeedbackLog:
         self.folder = folder
         self.max_age_seconds, self.max_rows = max_age_days * _DAY, max_rows
         self._clock = clock
+        self._dropped = 0  # records dropped since the last one stored (logged once)
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        for name in (PREDICTIONS, CORRECTIONS):  # written by an older server: 0644
+        for name in (PREDICTIONS, CORRECTIONS):
             if os.path.exists(self._path(name)):
-                os.chmod(self._path(name), 0o600)
+                os.chmod(self._path(name), 0o600)  # written by an older server: 0644
+                repair(self._path(name))
         self._lock = threading.Lock()
-        self._load(read_jsonl(self._path(PREDICTIONS)))
+        self._load(read_jsonl(self._path(PREDICTIONS)), read_jsonl(self._path(CORRECTIONS)))
         with self._lock:
             self._enforce_limits()
 
     def _path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
-    def _load(self, predictions: List[dict]) -> None:
-        """(time, id) of every stored prediction, oldest first, and the ids."""
+    def _load(self, predictions: List[dict], corrections: List[dict]) -> None:
+        """(time, id) of every stored prediction, oldest first; each id's model and
+        version, each version's labels; each id's last corrected label."""
         self._rows = collections.deque((r["time"], r["id"]) for r in predictions)
-        self._ids = {r["id"] for r in predictions}
-
-    def _append(self, name: str, records: Sequence[dict]) -> None:
-        with _open_private(self._path(name), os.O_WRONLY | os.O_APPEND) as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-    def _rewrite(self, name: str, records: Sequence[dict]) -> None:
-        staging = self._path(f".{name}.{uuid.uuid4().hex}")
-        with _open_private(staging, os.O_WRONLY | os.O_EXCL) as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        os.replace(staging, self._path(name))
+        self._ids = {r["id"]: (r["model"], r["version"]) for r in predictions}
+        self._labels: Dict[tuple, _Labels] = {}  # (model, version): its labels
+        for r in predictions:  # rows recorded by an older server have none
+            if r.get("labels"):
+                self._labels.setdefault((r["model"], r["version"]), _Labels.of(r))
+        self._corrected = {c["id"]: _label(c["label"]) for c in corrections}
 
     def _enforce_limits(self) -> None:
-        """Under the lock: rewrites both files when a row is too old or too many are kept."""
+        """Under the lock: rewrites both files when a row is too old or too many are kept.
+        A rewrite that fails (a full disk) keeps the files as they were, and is logged;
+        the next write tries again."""
         now = self._clock()
         too_old = bool(self.max_age_seconds and self._rows
                        and self._rows[0][0] < now - self.max_age_seconds)
@@ -110,45 +260,99 @@ class FeedbackLog:
             predictions = predictions[len(predictions) - keep:]
         kept = {r["id"] for r in predictions}
         corrections = [c for c in read_jsonl(self._path(CORRECTIONS)) if c["id"] in kept]
-        self._rewrite(PREDICTIONS, predictions)
-        self._rewrite(CORRECTIONS, corrections)
-        self._load(predictions)
+        try:
+            _rewrite(self._path(PREDICTIONS), predictions)
+            _rewrite(self._path(CORRECTIONS), corrections)
+        except OSError as error:
+            log.warning("feedback: retention rewrite of %s failed (%s); rows are kept until "
+                        "a later write succeeds", self.folder, error)
+            return
+        self._load(predictions, corrections)
 
     def record(self, model: str, version: int, texts: Sequence[str],
-               rows: Sequence[Sequence], pairs: Optional[Sequence[str]] = None) -> List[str]:
-        """Stores each (already redacted) text, and its pair, with its top label; returns
-        their prediction ids."""
+               rows: Sequence[Sequence], pairs: Optional[Sequence[str]] = None,
+               multi_label: bool = False) -> List[str]:
+        """Stores each (already redacted) text, and its pair, with its top label and the
+        model's labels (and whether it takes several per text); returns their prediction
+        ids. ``OSError`` when they could not be
+        stored (nothing was: see ``append``), logged once until a record lands again."""
         now = self._clock()
         records = []
         for i, (text, row) in enumerate(zip(texts, rows)):
             label, score = max(row, key=lambda pair: pair[1])
             records.append({"id": uuid.uuid4().hex, "time": now, "model": model,
                             "version": version, "text": text, "label": label,
-                            "score": float(score)})
+                            "score": float(score), "labels": [name for name, _ in row]})
             if pairs is not None:
                 records[-1]["text_pair"] = pairs[i]
+            if multi_label:
+                records[-1]["multi_label"] = True
         with self._lock:
-            self._append(PREDICTIONS, records)
+            try:
+                append(self._path(PREDICTIONS), records)
+            except OSError as error:
+                if not self._dropped:
+                    log.warning("feedback not recorded: %s: %s; predictions are still "
+                                "answered, dropped records counted (%s)",
+                                self._path(PREDICTIONS), error, DROPPED_METRIC)
+                self._dropped += len(records)
+                raise
+            if self._dropped:
+                log.warning("feedback recorded again after %d dropped records", self._dropped)
+                self._dropped = 0
             self._rows.extend((r["time"], r["id"]) for r in records)
-            self._ids.update(r["id"] for r in records)
+            self._ids.update((r["id"], (model, version)) for r in records)
+            if records:
+                self._labels.setdefault((model, version), _Labels.of(records[0]))
             self._enforce_limits()
         return [r["id"] for r in records]
 
     def correct(self, corrections: Sequence[Dict]) -> int:
-        """Stores corrected labels for recorded predictions; all or nothing."""
-        problems = []
+        """Stores corrected labels for recorded predictions: all or nothing, each label
+        one of the model's (a list of them for several labels); an id already corrected
+        with the same label is not written again. ``FeedbackError`` names every problem
+        (the first 10); ``OSError`` when the disk refused (nothing was written)."""
+        if len(corrections) > MAX_CORRECTIONS:
+            raise TooManyCorrections(f"{len(corrections)} corrections in one request; at "
+                                     f"most {MAX_CORRECTIONS}: send them in parts")
+        problems, wanted = [], {}
         for i, c in enumerate(corrections):
-            if not isinstance(c, dict) or not isinstance(c.get("id"), str):
-                problems.append(f"corrections[{i}]: needs an 'id' string")
-            elif c["id"] not in self._ids:
-                problems.append(f"corrections[{i}]: unknown prediction id '{c['id']}'")
-            elif not isinstance(c.get("label"), str) or not c["label"].strip():
-                problems.append(f"corrections[{i}]: needs a non-empty 'label' string")
+            problem = self._problem(c, wanted)
+            if problem:
+                problems.append(f"corrections[{i}]: {problem}")
+            else:
+                wanted[c["id"]] = _label(c["label"])
         if problems or not corrections:
             raise FeedbackError("; ".join(problems[:10]) or "no corrections given")
         now = self._clock()
         with self._lock:
-            self._append(CORRECTIONS, [{"id": c["id"], "label": c["label"].strip(),
-                                        "time": now} for c in corrections])
-            self._enforce_limits()
+            new = {i: label for i, label in wanted.items() if self._corrected.get(i) != label}
+            if new:
+                append(self._path(CORRECTIONS), [
+                    {"id": i, "label": label if isinstance(label, str) else list(label),
+                     "time": now} for i, label in new.items()])
+                self._corrected.update(new)
+                self._enforce_limits()
         return len(corrections)
+
+    def _problem(self, correction, wanted: Dict[str, Label]) -> Optional[str]:
+        if not isinstance(correction, dict) or not isinstance(correction.get("id"), str):
+            return "needs an 'id' string"
+        known = self._ids.get(correction["id"])
+        if known is None:
+            return f"unknown prediction id '{correction['id']}'"
+        label = _label(correction.get("label"))
+        if label is None:
+            return ("needs a non-empty 'label' string (a list of them for several labels)")
+        model, version = known
+        allowed = self._labels.get(known)  # unknown only for an older server's rows
+        for name in (label,) if isinstance(label, str) else label:
+            if allowed and name not in allowed.names:
+                return (f"label '{name}' is not one of model '{model}' version {version}'s "
+                        f"labels: {', '.join(repr(a) for a in allowed.names)}")
+        if allowed and not allowed.multi_label and not isinstance(label, str) and len(label) > 1:
+            return (f"model '{model}' version {version} takes one label per text, not "
+                    f"{list(label)}")
+        if wanted.get(correction["id"], label) != label:
+            return f"prediction id '{correction['id']}' given twice with different labels"
+        return None

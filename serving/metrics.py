@@ -56,6 +56,10 @@ class Metrics:
         self.loads = prom.Gauge(
             ":tensorflow:serving:model_load_count", "Model version state changes.",
             ["model_name", "state"], registry=self.registry)
+        self.feedback_dropped = prom.Counter(  # exported as feedback_records_dropped_total
+            "feedback_records_dropped", "Predictions answered but not recorded "
+            "(--feedback_dir: a full disk, a failed write).", ["model_name"],
+            registry=self.registry)
 
     def observe(self, model: str, api: str, entrypoint: str, status: str, seconds: float,
                 rows: int) -> None:

@@ -181,7 +181,7 @@ def test_row_limit_keeps_the_newest_rows(tmp_path):
 def test_new_feedback_files_are_private_and_bad_limits_are_refused(tmp_path):
     folder = tmp_path / "new" / "feedback"
     log = FeedbackLog(str(folder))
-    [prediction] = log.record("clf", 1, ["x"], [[("short", 1.0)]])
+    [prediction] = log.record("clf", 1, ["x"], [[("short", 1.0), ("long", 0.0)]])
     log.correct([{"id": prediction, "label": "long"}])
     assert _mode(folder) == 0o700
     assert _mode(folder / PREDICTIONS) == _mode(folder / CORRECTIONS) == 0o600
@@ -235,3 +235,72 @@ def test_server_logs_neither_query_strings_nor_request_bodies(tmp_path):
                      "'redact_text' signature") == 1
     for secret in ("query.person", "example.com", "body.person", "example.org", "s3cret"):
         assert secret not in log, secret
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+
+
+def test_a_line_torn_by_an_older_server_is_removed_and_the_record_after_it_kept(
+        tmp_path, caplog):
+    """An older server appended the next record onto a torn one (``{..."te{"id": ...}``):
+    export reads around it; the start keeps the whole record and removes the torn part,
+    naming the file, the line and the bytes."""
+    folder = tmp_path / "feedback"
+    torn = _line(_prediction(1, T0))[:60]
+    _write_rows(folder, CORRECTIONS, [{"id": "id2", "label": "long", "time": T0}])
+    (folder / PREDICTIONS).write_text(_line(_prediction(0, T0)) + torn
+                                      + _line(_prediction(2, T0)) + _line(_prediction(3, T0)))
+    assert export_span(str(folder), str(tmp_path / "data"), "span-{SPAN}", "text", "label")
+    assert (tmp_path / "data" / "span-1" / "feedback.tsv").read_text() == (
+        "text\tlabel\ntext 2\tlong\n")
+
+    log = FeedbackLog(str(folder))
+    assert (f"feedback: {folder / PREDICTIONS} line 2: torn record, {len(torn)} bytes "
+            "removed") in caplog.text
+    assert (folder / PREDICTIONS).read_text() == "".join(
+        _line(_prediction(i, T0)) for i in (0, 2, 3))
+    assert log.correct([{"id": "id2", "label": "short"}]) == 1  # recorded before labels
+    # were stored: checked once this server records a prediction of that version
+    log.record("clf", 1, ["new"], [[("short", 0.9), ("long", 0.1)]])
+    with pytest.raises(FeedbackError, match="label 'medium' is not one of model 'clf' "
+                                            "version 1's labels: 'short', 'long'"):
+        log.correct([{"id": "id3", "label": "medium"}])
+
+
+def test_corrections_are_idempotent_per_id_and_the_last_label_wins(tmp_path):
+    folder = tmp_path / "feedback"
+    log = FeedbackLog(str(folder))
+    a, b = log.record("clf", 1, ["a", "b"], [[("short", 0.9), ("long", 0.1)]] * 2)
+    assert log.correct([{"id": a, "label": "long"}, {"id": b, "label": "short"}]) == 2
+    assert log.correct([{"id": a, "label": "long"}, {"id": b, "label": " short "}]) == 2
+    assert [(c["id"], c["label"]) for c in read_jsonl(str(folder / CORRECTIONS))] == [
+        (a, "long"), (b, "short")]  # the retry wrote nothing
+    assert log.correct([{"id": a, "label": "short"}]) == 1  # a change is appended
+    assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
+    lines = (tmp_path / "data" / "s1" / "feedback.tsv").read_text().splitlines()
+    assert lines[0] == "text\tlabel" and sorted(lines[1:]) == ["a\tshort", "b\tshort"]
+    # ...and kept after a restart: the same label again still writes nothing
+    FeedbackLog(str(folder)).correct([{"id": a, "label": "short"}])
+    assert len(read_jsonl(str(folder / CORRECTIONS))) == 3
+    with pytest.raises(FeedbackError, match=f"corrections\\[1\\]: prediction id '{a}' given "
+                                            "twice with different labels"):
+        log.correct([{"id": a, "label": "short"}, {"id": a, "label": "long"}])
+
+
+def test_several_labels_only_for_a_multi_label_model(tmp_path):
+    folder = tmp_path / "feedback"
+    log = FeedbackLog(str(folder))
+    rows = [[("billing", 0.9), ("refund", 0.7), ("other", 0.1)]]
+    [tagged] = log.record("tags", 1, ["refund my bill"], rows, multi_label=True)
+    [single] = log.record("clf", 1, ["x"], rows)
+    assert log.correct([{"id": tagged, "label": ["refund", "billing"]}]) == 1
+    with pytest.raises(FeedbackError, match=r"model 'clf' version 1 takes one label per "
+                                            r"text, not \['billing', 'refund'\]"):
+        log.correct([{"id": single, "label": ["billing", "refund"]}])
+    with pytest.raises(FeedbackError, match="label 'Billing' is not one of model 'tags'"):
+        log.correct([{"id": tagged, "label": ["Billing"]}])
+    assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label",
+                       label_delimiter="|")
+    assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
+        "text\tlabel\nrefund my bill\tbilling|refund\n")
