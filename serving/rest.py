@@ -35,6 +35,7 @@ class _JsonHandler(tornado.web.RequestHandler):
     def initialize(self, service: Service, conf: "RestOptions", **_):
         self.service, self.conf = service, conf
         self._in_flight = False
+        self.wire_bytes = 0  # of the body as sent (gzip: before inflating)
 
     def prepare(self):
         self._in_flight = True  # counted until finished or the client went away
@@ -92,6 +93,18 @@ class _JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": error.message}))
 
+    def data_received(self, chunk: bytes):
+        """Every handler streams its body (``stream_request_body``), so this limit answers
+        a JSON 413, never tornado's own (a bare 400, for a chunked body)."""
+        self.wire_bytes += len(chunk)
+        if self.wire_bytes > self.conf.max_body_bytes:
+            self._too_large()
+
+    def _too_large(self):
+        self._error(ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"request body larger than {self.conf.max_body_bytes} "
+                                 "bytes"), status=413)
+
     def _request_summary(self) -> str:
         """How logs name a request: no query string (it can carry personal data)."""
         return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
@@ -133,7 +146,7 @@ class _ModelHandler(_JsonHandler):
         if declared is not None and not declared.strip().isdigit():
             self._error(invalid(f"Malformed request: Content-Length {declared[:40]!r} is "
                                 "not a number"))
-        elif declared is not None and int(declared) > self.conf.max_body_bytes:
+        elif declared is not None and _number(declared.strip()) > self.conf.max_body_bytes:
             self._too_large()
         elif self.request.headers.get("Content-Encoding", "").strip().lower() == "gzip":
             self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # as TF Serving
@@ -141,6 +154,9 @@ class _ModelHandler(_JsonHandler):
     def data_received(self, chunk: bytes):
         """Holds the body, inflated if gzip, to ``max_body_bytes``: a gzip bomb is
         inflated only up to the limit, a piece at a time."""
+        if self._finished:
+            return
+        super().data_received(chunk)
         for piece in self._inflated(chunk) if self.inflater else (chunk,):
             if self._finished:
                 return
@@ -183,7 +199,7 @@ class _ModelHandler(_JsonHandler):
             self._error(invalid(f"Malformed request: {self.request.method} "
                                 f"{self.request.path}"))
             return
-        version = int(match["version"]) if match["version"] else None
+        version = _number(match["version"]) if match["version"] else None
         if version is not None and version >= 2**63:  # TF Serving's version is an int64
             self._error(invalid(f"Failed to convert version: {match['version']} to numeric."))
             return
@@ -199,6 +215,8 @@ class _ModelHandler(_JsonHandler):
         try:
             body = await asyncio.wait_for(asyncio.shield(future), self.conf.timeout_seconds)
         except asyncio.TimeoutError:
+            # The run ends soon (cancelled at its deadline): its error is expected.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                      f"Deadline exceeded: no answer within "
                                      f"{self.conf.timeout_seconds * 1000:.0f} ms"))
@@ -247,10 +265,6 @@ class _ModelHandler(_JsonHandler):
         _, values, _ = service.regress(ref, signature, examples, "REST", self.deadline)
         return json.dumps(json_codec.encode_regress(values))
 
-    def _too_large(self):
-        self._error(ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"request body larger than {self.conf.max_body_bytes} "
-                                 "bytes"), status=413)
 
 
 class _FeedbackHandler(_ModelHandler):
@@ -313,6 +327,11 @@ class _NotFoundHandler(_JsonHandler):
                                   f"{self.request.path}"))
 
 
+# tornado's own body limit (``listen(max_body_size=)``), left far above the handlers': it
+# checks a chunk's declared size before the handler sees any of it.
+TORNADO_MAX_BODY = 2**62
+
+
 @dataclasses.dataclass
 class RestOptions:
     """What the REST handlers enforce."""
@@ -341,15 +360,23 @@ def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
     common = {"service": service, "conf": options}
     handlers = []
     if metrics_path:
-        handlers.append((re.escape(metrics_path), _MetricsHandler, common))
+        handlers.append((re.escape(metrics_path),
+                         tornado.web.stream_request_body(_MetricsHandler), common))
     streaming = {**common, "pool": pool}
     handlers.append((r"/v1/feedback/?()", tornado.web.stream_request_body(_FeedbackHandler),
                      streaming))
     handlers.append((r"(?i)/(v1/.*)", tornado.web.stream_request_body(_ModelHandler),
                      streaming))  # TF Serving: (?i)/v1/.*
-    return tornado.web.Application(handlers, default_handler_class=_NotFoundHandler,
+    return tornado.web.Application(handlers, default_handler_class=tornado.web.stream_request_body(_NotFoundHandler),
                                    default_handler_args=common, log_function=log_request,
                                    rest_options=options)
+
+
+def _number(digits: str) -> int:
+    """Decimal digits as a number, 2**63 for any past int64 however many digits there
+    are (Python's int() refuses more than 4300)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else 2**63
 
 
 def _proto_dict(message) -> dict:

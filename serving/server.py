@@ -277,7 +277,7 @@ def serve(args: argparse.Namespace) -> int:
                 metrics_path)
             try:
                 http = app.listen(args.rest_api_port, address=args.host,
-                                  max_body_size=args.max_request_bytes + 1,
+                                  max_body_size=rest.TORNADO_MAX_BODY,
                                   body_timeout=timeout, idle_connection_timeout=timeout,
                                   ssl_options=tls.ssl_context() if tls else None)
             except OSError as error:

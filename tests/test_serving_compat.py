@@ -3,6 +3,7 @@ TF Serving found it different: CORS, gzip bodies, large gRPC answers, example fe
 (big integers, booleans), float text, version labels in status, paths and Etags. Real
 server processes on real sockets, small SavedModels that are not this project's."""
 import gzip
+import http.client
 import json
 import math
 import os
@@ -133,6 +134,29 @@ def test_gzip_bodies_are_inflated_and_held_to_the_limit(server):
     assert requests.post(url, json={"instances": [2.0]}).json() == {"predictions": [3.0]}
 
 
+@pytest.mark.parametrize("chunks", [[b" " * 8192] * 16, [b" " * 2 * LIMIT]],
+                         ids=["many chunks", "one huge chunk"])
+def test_a_chunked_body_over_the_limit_gets_a_413_json_error(server, chunks):
+    """As a body with a Content-Length over the limit (tornado's own check answered a
+    bare 400 with no body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    connection.putrequest("POST", "/v1/models/half:predict")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    try:
+        for chunk in [b'{"instances": [1.0]', *chunks, b"}"]:
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        connection.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed before the whole body was sent
+    response = connection.getresponse()
+    assert response.status == 413
+    assert f"larger than {LIMIT} bytes" in json.loads(response.read())["error"]
+    connection.close()
+    assert requests.post(f"{server.rest_url}/v1/models/half:predict",
+                         json={"instances": [2.0]}).json() == {"predictions": [3.0]}
+
+
 def test_example_features_take_big_integers_and_booleans_as_tf_serving(server):
     url = f"{server.rest_url}/v1/models"
 
@@ -201,6 +225,9 @@ def test_status_ignores_a_version_label_on_both_transports(server):
     ("POST", "/v1/models/half:PREDICT", 400, "Malformed request"),
     ("GET", "/v1/models/half/versions/99999999999999999999999", 400,
      "Failed to convert version: 99999999999999999999999 to numeric."),
+    # More digits than Python's int() converts (4300): the same 400, not a 500.
+    ("GET", "/v1/models/half/versions/" + "9" * 5000, 400, "Failed to convert version"),
+    ("POST", "/v1/models/half/versions/" + "0" * 5000 + "1:predict", 200, None),
 ])
 def test_paths_are_matched_as_tf_serving_does(server, method, path, status, message):
     response = requests.request(method, server.rest_url + path,
