@@ -178,10 +178,13 @@ def _cmd_schema(args) -> int:
     from cli.schema import infer_schema, write_schema
     data = config_from_args(args).data
     schema, rows = infer_schema(data.input_dir, "*/*" if data.presplit else data.file_pattern,
-                                data.reader_config())
+                                data.reader_config(), data.max_label_l_infinity,
+                                data.max_length_js_divergence)
     write_schema(schema, args.out)
     labels = list(schema.string_domain[0].value)
-    print(f"wrote {args.out} from {rows} rows; label domain: {labels}")
+    print(f"wrote {args.out} from {rows} rows; label domain: {labels}; drift limits: label "
+          f"L-infinity {data.max_label_l_infinity}, text-length Jensen-Shannon divergence "
+          f"{data.max_length_js_divergence}")
     return 0
 
 
@@ -289,8 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = _config_command(
         sub, "schema", _cmd_schema, "Infer a curated schema from data.",
         "Reads the data as the pipeline would, infers a schema with TFDV, requires text "
-        "and label in every row, fixes the label domain to the labels seen and sets drift "
-        "limits. Review it, then set data.schema_path to it.")
+        "and label in every row, fixes the label domain to the labels seen and writes the "
+        "drift limits data.max_label_l_infinity and data.max_length_js_divergence as drift "
+        "comparators (a schema's comparators win over those settings at run time). Review "
+        "it, then set data.schema_path to it.")
     schema.add_argument("--out", required=True, help="Where to write the schema (pbtxt).")
 
     score = sub.add_parser(

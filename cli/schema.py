@@ -2,7 +2,9 @@
 
 TFDV infers types and shapes from the rows TextExampleGen would produce; the
 curation then requires text and label in every row, fixes the label domain
-to the labels seen and sets the drift limits DriftCheck uses between spans.
+to the labels seen and sets the drift limits DriftCheck uses between spans (the
+configuration's ``data.max_label_l_infinity`` and ``data.max_length_js_divergence``, as
+drift comparators: a curated schema's comparators win over the configuration).
 Review the file (add labels you expect later) and point ``data.schema_path`` at it.
 """
 from __future__ import annotations
@@ -12,10 +14,9 @@ import os
 from components.text_example_gen.parsing import ReaderConfig, read_file
 from models import features
 
-DRIFT_LIMIT = 0.25  # label L-infinity distance and text-length JS divergence
 
-
-def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
+def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig,
+                 label_l_infinity: float, length_js_divergence: float):
     import pandas as pd
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -43,9 +44,9 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig):
     label = tfdv.get_feature(schema, features.LABEL)
     label.ClearField("domain_info")
     label.domain = features.LABEL
-    label.drift_comparator.infinity_norm.threshold = DRIFT_LIMIT
+    label.drift_comparator.infinity_norm.threshold = label_l_infinity
     text = tfdv.get_feature(schema, features.TEXT)
-    text.drift_comparator.jensen_shannon_divergence.threshold = DRIFT_LIMIT
+    text.drift_comparator.jensen_shannon_divergence.threshold = length_js_divergence
     del schema.string_domain[:]
     schema.string_domain.append(schema_pb2.StringDomain(
         name=features.LABEL, value=sorted({label for r in records for label in r.labels})))

@@ -1,4 +1,6 @@
 """Span drift: distances, limits from the curated schema, profiles with the real tokenizer."""
+import os
+
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2
 from google.protobuf import text_format
@@ -22,7 +24,8 @@ def test_distances():
 
 def test_limits_come_from_the_curated_schema_and_compare_names_each_problem():
     schema = text_format.Parse(open(CURATED_SCHEMA).read(), schema_pb2.Schema())
-    limits = drift.limits_from_schema(schema, "label", "text", 0.02)
+    limits = drift.limits_from_schema(schema, "label", "text",
+                                      drift.DriftLimits(0.9, 0.9, 0.02))
     assert (limits.label_l_infinity, limits.length_js_divergence,
             limits.unknown_share_increase) == (0.25, 0.25, 0.02)
     previous = drift.profile(["0", "1"] * 50, [10] * 100, [0] * 100)
@@ -37,9 +40,6 @@ def test_limits_come_from_the_curated_schema_and_compare_names_each_problem():
         "span 3 vs span 2: text length in word pieces (Jensen-Shannon divergence) 1.0000 "
         "exceeds 0.2500",
         "span 3 vs span 2: share of [UNK] word pieces (increase) 0.1000 exceeds 0.0200"]
-    # no comparator in the schema: that check is off
-    assert drift.limits_from_schema(schema_pb2.Schema(), "label", "text", 0.02
-                                    ).label_l_infinity is None
 
 
 def test_span_folders_and_profiles_use_the_models_tokenizer(tmp_path):
@@ -58,3 +58,54 @@ def test_span_folders_and_profiles_use_the_models_tokenizer(tmp_path):
     assert plain.unknown_share == 0.0
     assert emoji.labels == {"1": 2}
     assert emoji.unknown_share > 0.5  # the English vocabulary has no emoji
+
+
+def test_limits_default_to_the_config_and_a_curated_comparator_wins():
+    defaults = drift.DriftLimits(0.3, 0.4, 0.05, sources={
+        "label_l_infinity": "data.max_label_l_infinity",
+        "length_js_divergence": "data.max_length_js_divergence",
+        "unknown_share_increase": "data.max_unknown_share_increase"})
+    inferred = drift.limits_from_schema(schema_pb2.Schema(), "label", "text", defaults)
+    assert (inferred.label_l_infinity, inferred.length_js_divergence,
+            inferred.unknown_share_increase) == (0.3, 0.4, 0.05)  # never off
+    curated = text_format.Parse(open(CURATED_SCHEMA).read(), schema_pb2.Schema())
+    curated.feature[1].ClearField("drift_comparator")  # text: the config's limit
+    limits = drift.limits_from_schema(curated, "label", "text", defaults)
+    assert (limits.label_l_infinity, limits.length_js_divergence) == (0.25, 0.4)
+    assert limits.describe() == (
+        "label_l_infinity<=0.2500 (schema's drift_comparator), length_js_divergence<=0.4000 "
+        "(data.max_length_js_divergence), unknown_share_increase<=0.0500 "
+        "(data.max_unknown_share_increase)")
+
+
+def _write_span(data_dir, number: int, rows) -> None:
+    folder = os.path.join(data_dir, f"span-{number}")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "reviews.tsv"), "w", encoding="utf-8") as f:
+        f.write("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+
+
+@pytest.mark.e2e
+def test_drift_is_checked_with_an_inferred_schema(tmp_path, tiny_checkpoint, capsys):
+    """The README's setting for your own data (data.schema_path ""): the schema SchemaGen
+    infers has no drift comparators; the config's limits apply, and the summary shows
+    them. A span whose label mix moved from 8 % to 65 % positive stops before training."""
+    from cli.main import main
+    from tests.conftest import cli_args, sample_rows, tiny_overrides
+
+    rows = sample_rows(1200)
+    positive = [r for r in rows if r[1] == "1"]
+    negative = [r for r in rows if r[1] == "0"]
+    data = str(tmp_path / "data")
+    _write_span(data, 1, positive[:16] + negative[:184])  # 8 % positive
+    _write_span(data, 2, positive[16:146] + negative[184:254])  # 65 % positive
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, data, **{
+        "data.schema_path": "", "data.span_pattern": "span-{SPAN}"})
+    assert main(cli_args(overrides)) == 1
+    out = capsys.readouterr().out
+    assert "Drift: span 2 vs span 1: label distribution (L-infinity distance) 0.5700 " \
+           "exceeds 0.2500" in out
+    assert "Drift limits: label_l_infinity<=0.2500 (data.max_label_l_infinity), " \
+           "length_js_divergence<=0.2500 (data.max_length_js_divergence)" in out
+    assert "Trainer" in out and "Pushed" not in out
+    assert not os.path.exists(overrides["output.serving_dir"])

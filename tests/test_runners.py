@@ -107,3 +107,31 @@ def test_summary_reports_on_the_pipeline_it_is_given(tmp_path):
     assert {c.status for c in result.components} == {"not run"}
     assert result.error == "ValueError: bad setting x" and result.exit_code == 1
     assert os.path.exists(tmp_path / "out" / "metadata.sqlite")  # the pipeline's store
+
+
+def test_summary_says_when_and_why_drift_was_not_checked(tmp_path):
+    """No spans: no DriftCheck, and the summary says so (drift is never off silently)."""
+    config = load_config(None, {"output.root": str(tmp_path / "out")})
+    result = summary.collect(local_pipeline(config), time.time())
+    assert result.drift.startswith("not checked: no data.span_pattern")
+    assert "Drift: not checked: no data.span_pattern" in result.format()
+    spans = load_config(None, {"output.root": str(tmp_path / "out2"),
+                               "data.span_pattern": "span-{SPAN}"})
+    stopped = summary.collect(local_pipeline(spans), time.time(), ValueError("x"))
+    assert stopped.drift == "not checked: the run stopped before DriftCheck"
+    drifted = summary.collect(local_pipeline(spans), time.time(), RuntimeError(
+        "data drift: span 2 vs span 1: label distribution (L-infinity distance) 0.5700 "
+        "exceeds 0.2500 (limits: label_l_infinity<=0.2500 (data.max_label_l_infinity); "
+        "set data.drift_action=warn to train anyway)"))
+    assert drifted.drift.startswith("span 2 vs span 1: label distribution")
+    assert drifted.drift_limits == "label_l_infinity<=0.2500 (data.max_label_l_infinity)"
+    assert "Drift limits: label_l_infinity<=0.2500" in drifted.format()
+
+
+def test_the_pipeline_passes_the_configured_drift_limits():
+    config = load_config(None, {"data.span_pattern": "span-{SPAN}",
+                                "data.max_label_l_infinity": "0.1",
+                                "data.max_length_js_divergence": "0.2"})
+    drift = _by_id(local_pipeline(config)).get("DriftCheck").exec_properties
+    assert (drift["max_label_l_infinity"], drift["max_length_js_divergence"],
+            drift["max_unknown_share_increase"]) == (0.1, 0.2, 0.02)

@@ -16,6 +16,15 @@ def test_schema_command_curates_label_domain_and_presence(tmp_path, capsys):
     assert 'value: "billing"\n  value: "facilities"\n  value: "it"' in text
     assert "infinity_norm {\n      threshold: 0.25" in text
     assert "jensen_shannon_divergence {\n      threshold: 0.25" in text
+    # the drift limits are the configuration's (defaults above)
+    assert main(["schema", "--data.input_dir", str(data), "--data.text_column", "body",
+                 "--data.label_column", "queue", "--data.max_label_l_infinity", "0.1",
+                 "--data.max_length_js_divergence", "0.3", "--out", str(out)]) == 0
+    assert "drift limits: label L-infinity 0.1, text-length Jensen-Shannon divergence 0.3" \
+        in capsys.readouterr().out
+    text = out.read_text()
+    assert "infinity_norm {\n      threshold: 0.1\n" in text
+    assert "jensen_shannon_divergence {\n      threshold: 0.3\n" in text
 
 
 def test_schema_for_pairs_and_several_labels(tmp_path, capsys):

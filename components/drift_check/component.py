@@ -2,8 +2,10 @@
 
 Reads both spans' raw files (as TextExampleGen does), profiles them with the
 model's own tokenizer and compares labels, text lengths and [UNK] share against
-the limits in the curated schema (see ``drift.py``). Runs before Transform, so
-a drifted data drop never reaches training; ``action='warn'`` only records it.
+the configured limits, or a curated schema's drift comparators where it has them (see
+``drift.py``). Runs before Transform, so a drifted data drop never reaches training;
+``action='warn'`` only records it. Its report's ``drift`` property says the verdict,
+or that drift was not checked and why; ``limits`` the limits and where each came from.
 """
 
 import json
@@ -23,6 +25,12 @@ REPORT_FILE = "drift.json"
 
 class DataDriftError(RuntimeError):
     """The newest span drifted beyond the configured limits."""
+
+
+NOT_CHECKED = "not checked: "  # how a verdict says that drift was not checked
+SETTINGS = {"label_l_infinity": "data.max_label_l_infinity",  # the configured limits
+            "length_js_divergence": "data.max_length_js_divergence",
+            "unknown_share_increase": "data.max_unknown_share_increase"}
 
 
 def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfile:
@@ -71,7 +79,8 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                file_patterns: Parameter[str], reader_config: Parameter[str],
                checkpoint: Parameter[str], label_feature: Parameter[str],
                text_feature: Parameter[str], max_unknown_share_increase: Parameter[float],
-               action: Parameter[str] = "fail"):
+               max_label_l_infinity: Parameter[float],
+               max_length_js_divergence: Parameter[float], action: Parameter[str] = "fail"):
     """Compares the span ``examples`` came from with the span before it."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -82,28 +91,40 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     newest = int(examples.get_int_custom_property("span") or examples.span)
     spans = dict(list_spans(input_base, span_pattern))
     previous = max((n for n in spans if n < newest), default=None)
-    result = {"span": newest, "previous_span": previous, "problems": [], "figures": {}}
+    schema_proto = io_utils.parse_pbtxt_file(
+        os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
+    limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
+                                      drift.DriftLimits(max_label_l_infinity,
+                                                        max_length_js_divergence,
+                                                        max_unknown_share_increase,
+                                                        sources=dict(SETTINGS)))
+    result = {"span": newest, "previous_span": previous, "problems": [], "figures": {},
+              "limits": limits.describe()}
     if previous is None:
-        verdict = f"span {newest}: no earlier span to compare with"
+        verdict = (f"{NOT_CHECKED}span {newest} is the first span (no earlier span to "
+                   f"compare with)")
     else:
         patterns = json.loads(file_patterns)
         config = ReaderConfig(**json.loads(reader_config))
         profiles = [span_profile(span_files(input_base, spans[n], span_pattern, patterns),
                                  config, checkpoint) for n in (newest, previous)]
-        schema_proto = io_utils.parse_pbtxt_file(
-            os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
-        limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
-                                          max_unknown_share_increase)
-        problems, figures = drift.compare(*profiles, limits, f"span {newest}",
-                                          f"span {previous}")
-        result.update(problems=problems, figures=figures)
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
-        verdict = ("; ".join(problems) + (" (data.drift_action=warn: training anyway)"
-                                          if action == "warn" else "")
-                   if problems else f"span {newest} vs {previous}: no drift ({shown})")
+        empty = [n for n, p in zip((newest, previous), profiles) if not p.rows]
+        if empty:
+            verdict = (f"{NOT_CHECKED}span {empty[0]} ({spans[empty[0]]}) has no rows in "
+                       f"files matching {', '.join(patterns)}")
+        else:
+            problems, figures = drift.compare(*profiles, limits, f"span {newest}",
+                                              f"span {previous}")
+            result.update(problems=problems, figures=figures)
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
+            verdict = ("; ".join(problems) + (" (data.drift_action=warn: training anyway)"
+                                              if action == "warn" else "")
+                       if problems else f"span {newest} vs {previous}: no drift ({shown})")
     write_report(report.uri, result)
     report.set_string_custom_property("drift", verdict[:2000])
+    report.set_string_custom_property("limits", result["limits"])
     report.set_int_custom_property("drifted", int(bool(result["problems"])))
     if result["problems"] and action == "fail":
-        raise DataDriftError("data drift: " + "; ".join(result["problems"]) +
-                             " (set data.drift_action=warn to train anyway)")
+        raise DataDriftError(f"data drift: {'; '.join(result['problems'])} (limits: "
+                             f"{result['limits']}; set data.drift_action=warn to train "
+                             f"anyway)")

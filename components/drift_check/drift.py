@@ -66,9 +66,17 @@ def jensen_shannon(a: Sequence[int], b: Sequence[int]) -> float:
 
 @dataclasses.dataclass
 class DriftLimits:
-    label_l_infinity: Optional[float] = None  # from the schema's label drift_comparator
-    length_js_divergence: Optional[float] = None  # from the schema's text drift_comparator
+    label_l_infinity: Optional[float] = None
+    length_js_divergence: Optional[float] = None
     unknown_share_increase: Optional[float] = None
+    sources: Dict[str, str] = dataclasses.field(default_factory=dict)  # limit -> where from
+
+    def describe(self) -> str:
+        """Each limit with where it came from, as the run summary shows them."""
+        return ", ".join(f"{key}<={value:.4f}" + (f" ({self.sources[key]})"
+                                                   if key in self.sources else "")
+                         for key, value in dataclasses.asdict(self).items()
+                         if key != "sources" and value is not None)
 
 
 def compare(newest: SpanProfile, previous: SpanProfile, limits: DriftLimits,
@@ -90,13 +98,18 @@ def compare(newest: SpanProfile, previous: SpanProfile, limits: DriftLimits,
 
 
 def limits_from_schema(schema, label_feature: str, text_feature: str,
-                       unknown_share_increase: float) -> DriftLimits:
-    """Label and length limits from the curated schema's drift comparators."""
-    limits = DriftLimits(unknown_share_increase=unknown_share_increase)
+                       defaults: DriftLimits) -> DriftLimits:
+    """``defaults`` (the config's limits), except where the schema has a drift comparator
+    (a curated schema's label infinity_norm, text jensen_shannon_divergence): it wins. An
+    inferred schema has none, so every limit is the config's: drift is never off."""
+    limits = dataclasses.replace(defaults, sources=dict(defaults.sources))
+    schema_source = "schema's drift_comparator"
     for feature in schema.feature:
         comparator = feature.drift_comparator
         if feature.name == label_feature and comparator.HasField("infinity_norm"):
             limits.label_l_infinity = comparator.infinity_norm.threshold
+            limits.sources["label_l_infinity"] = schema_source
         if feature.name == text_feature and comparator.HasField("jensen_shannon_divergence"):
             limits.length_js_divergence = comparator.jensen_shannon_divergence.threshold
+            limits.sources["length_js_divergence"] = schema_source
     return limits
