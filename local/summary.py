@@ -47,7 +47,8 @@ class RunSummary:
     serving_folder: Optional[str] = None  # what the push destination holds, as listed
     error: Optional[str] = None
     span: Optional[int] = None  # the newest span ingested (with data.span_pattern)
-    drift: Optional[str] = None  # DriftCheck's verdict
+    drift: Optional[str] = None  # DriftCheck's verdict, or "not checked: <why>"
+    drift_limits: Optional[str] = None  # the limits DriftCheck applied, and their sources
     started_from: Optional[str] = None  # checkpoint, or warm start from a blessed model
     labels: list = dataclasses.field(default_factory=list)  # class names, by class id
     per_class: dict = dataclasses.field(default_factory=dict)  # class id -> figures
@@ -78,6 +79,7 @@ class RunSummary:
             lines.append(f"  {c.name:<34}{c.status:<10}{seconds}")
         details = [f"Span: {self.span}" if self.span is not None else "",
                    f"Drift: {self.drift}" if self.drift else "",
+                   f"Drift limits: {self.drift_limits}" if self.drift_limits else "",
                    f"Training started {self.started_from}" if self.started_from else ""]
         if self.unknown_share is not None:
             details.append(f"[UNK] word pieces: {100 * self.unknown_share:.1f}% of the "
@@ -313,6 +315,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
                                             or "{}")
         if node == "DriftCheck" and outputs.get("report"):
             summary.drift = _custom(outputs["report"][0], "drift")
+            summary.drift_limits = _custom(outputs["report"][0], "limits")
         if node == "Trainer" and outputs.get("model_run"):
             stats = _read_stats(outputs["model_run"][0].uri)
             summary.started_from = stats.get("started_from")
@@ -335,6 +338,15 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
                 summary.pushed_version = str(_custom(pushed, "pushed_version"))
                 summary.pushed_path = _custom(pushed, "pushed_destination")
     summary.serving_folder = _serving_folder(pipeline)
+    drifted = re.search(r"data drift: (.*) \(limits: (.*); set data\.drift_action",
+                        summary.error or "")
+    if drifted:  # DriftCheck stopped the run: its error says what drifted, and the limits
+        summary.drift, summary.drift_limits = drifted.groups()
+    elif summary.drift is None:  # drift is never off without a word
+        summary.drift = ("not checked: the run stopped before DriftCheck"
+                         if "DriftCheck" in node_ids else
+                         "not checked: no data.span_pattern (drift compares each data drop, "
+                         "a span, with the previous one)")
     if summary.error is None and any(c.status == "failed" for c in summary.components):
         summary.error = "a component failed (see the log above)"
     return summary

@@ -152,6 +152,8 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftChe
         checkpoint=config.model.checkpoint, label_feature=features.LABEL,
         text_feature=features.TEXT,
         max_unknown_share_increase=data.max_unknown_share_increase,
+        max_label_l_infinity=data.max_label_l_infinity,
+        max_length_js_divergence=data.max_length_js_divergence,
         action=data.drift_action)
 
 
