@@ -70,6 +70,10 @@ def test_spec_loads_with_kfp_and_every_component_is_there_in_order(spec):
     assert "model_with_card" in json.dumps(tasks["InfraValidator"]["inputs"])
     assert "model_with_card" in json.dumps(tasks["Pusher"]["inputs"])
     assert _depends_on(tasks, "Pusher", "InfraValidator")
+    # the atomic push (staged, verified, renamed) runs in the cluster too
+    executors = raw["deploymentSpec"]["executors"]
+    assert "components.atomic_pusher.executor.Executor" in \
+        executors["Pusher_executor"]["container"]["args"]
     # warm start and the gate both read the latest blessed model
     assert "latest_blessed_model_resolver-model-resolver" in tasks["Trainer"]["dependentTasks"]
     assert all(t["cachingOptions"] == {"enableCache": True} for t in tasks.values()
