@@ -130,6 +130,7 @@ class LoadOptions:
     load_retry_interval_seconds: float = 60.0
     config_poll_seconds: float = 0.0  # 0: read the config file once
     allow_labels_for_unavailable: bool = False
+    no_versions_log_seconds: float = 60.0  # how often "no versions under ..." is repeated
 
 
 @dataclasses.dataclass
@@ -150,6 +151,7 @@ class _Model:
         self.published: Dict[int, Servable] = {}  # what requests see
         self.states: Dict[int, VersionState] = {}
         self.failures: Dict[int, _Failure] = {}
+        self.no_versions_logged: Optional[float] = None  # when it was last said
 
 
 class ModelStore:
@@ -275,12 +277,33 @@ class ModelStore:
             model.on_disk = versions_on_disk(model.spec.base_path)
             for version in [v for v in model.failures if v not in model.on_disk]:
                 del model.failures[version]  # a deleted folder is a fresh start
+            self._log_no_versions(model)
         aspired = model.spec.wanted(sorted(model.on_disk))
         for version in sorted(aspired, reverse=True):  # the newest first, as TF Serving
             if version not in model.loaded and self._may_load(model, version):
                 self._load(model, version)
                 self._publish(model, aspired)  # serve it now, not after the other loads
         self._publish(model, aspired)
+
+    def _log_no_versions(self, model: _Model) -> None:
+        """While a base path holds no version: says so at once, then every
+        ``no_versions_log_seconds``, with what is there instead."""
+        now = time.monotonic()
+        if model.on_disk:
+            if model.no_versions_logged is not None:
+                log.info("model %s: versions found under %s", model.spec.name,
+                         model.spec.base_path)
+            model.no_versions_logged = None
+            return
+        last = model.no_versions_logged
+        if last is not None and now - last < self.options.no_versions_log_seconds:
+            return
+        model.no_versions_logged = now
+        base = model.spec.base_path
+        log.warning("No versions of servable %s found under base path %s (looked for "
+                    "%s/<version number>/saved_model.pb): %s; requests answer 404 until "
+                    "one appears", model.spec.name, base, base.rstrip("/"),
+                    no_versions_hint(base))
 
     def _may_load(self, model: _Model, version: int) -> bool:
         failure = model.failures.get(version)
@@ -418,6 +441,40 @@ def versions_on_disk(base_path: str) -> Dict[int, str]:
         if entry.isdigit() and is_saved_model_dir(path):
             versions[int(entry)] = path
     return versions
+
+
+def no_versions_hint(base_path: str) -> str:
+    """What a base path without versions holds instead, and what to do about it."""
+    try:
+        if not tf.io.gfile.isdir(base_path):
+            return "the folder does not exist (--model_base_path, or base_path in " \
+                   "--model_config_file)"
+        entries = sorted(e.rstrip("/") for e in tf.io.gfile.listdir(base_path))
+        return _holds_instead(base_path, entries)
+    except (tf.errors.OpError, OSError) as error:
+        return f"it cannot be listed: {first_line(error)}"
+
+
+def _holds_instead(base_path: str, entries: List[str]) -> str:
+    if not entries:
+        return "the folder is empty (has the model been pushed?)"
+    if is_saved_model_dir(base_path):
+        return ("found a SavedModel directly under the base path; move it into a "
+                f"numbered version folder, e.g. {os.path.join(base_path, '1')}/")
+    folders = [e for e in entries if tf.io.gfile.isdir(os.path.join(base_path, e))]
+    unnumbered = [e for e in folders if is_saved_model_dir(os.path.join(base_path, e))]
+    if unnumbered:
+        return ("found SavedModels in folders not named by a number "
+                f"({', '.join(unnumbered[:5])}); rename them to version numbers, e.g. 1/")
+    higher = [e for e in folders if versions_on_disk(os.path.join(base_path, e))]
+    if higher:
+        return (f"found versions one level down, under {os.path.join(base_path, higher[0])}"
+                "; point the base path there")
+    numbered = [e for e in folders if e.isdigit()]
+    if numbered:
+        return (f"version folders without saved_model.pb ({', '.join(numbered[:5])}): "
+                "incomplete or still being copied")
+    return f"it holds {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}"
 
 
 def _fingerprint(path: str) -> Tuple:

@@ -367,9 +367,9 @@ def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
                      streaming))
     handlers.append((r"(?i)/(v1/.*)", tornado.web.stream_request_body(_ModelHandler),
                      streaming))  # TF Serving: (?i)/v1/.*
-    return tornado.web.Application(handlers, default_handler_class=tornado.web.stream_request_body(_NotFoundHandler),
-                                   default_handler_args=common, log_function=log_request,
-                                   rest_options=options)
+    return tornado.web.Application(
+        handlers, default_handler_class=tornado.web.stream_request_body(_NotFoundHandler),
+        default_handler_args=common, log_function=log_request, rest_options=options)
 
 
 def _number(digits: str) -> int:

@@ -413,3 +413,62 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(half_server, tmp_path, t
     assert done.returncode == 1, done.stderr[-2000:]
     assert message.format(port=port) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_base_path_without_versions_is_logged_with_where_it_looked(tmp_path, half_base):
+    """``serve`` on a missing, empty or wrong-level base path said nothing and answered 404
+    per request; now the log says, at start, where it looked and what is there."""
+    empty, nested = tmp_path / "empty", tmp_path / "nested"
+    empty.mkdir()
+    shutil.copytree(half_base, nested / "half")  # the model's folder, not its base path
+    cases = {"missing": (str(tmp_path / "missing"), "the folder does not exist"),
+             "empty": (str(empty), "the folder is empty"),
+             "flat": (os.path.join(half_base, "1"),
+                      "found a SavedModel directly under the base path; move it into a "
+                      "numbered version folder"),
+             "nested": (str(nested), f"found versions one level down, under {nested}/half"),
+             "renamed": (str(tmp_path / "renamed"),
+                         "found SavedModels in folders not named by a number (v1)")}
+    shutil.copytree(os.path.join(half_base, "1"), tmp_path / "renamed" / "v1")
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { " + " ".join(
+        f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}'
+        for name, (base, _) in {**cases, "half": (half_base, "")}.items()) + " }")
+    with ServerProcess(["--model_config_file", str(config)], wait_for=["half"]) as server:
+        log = server.log()
+        assert requests.post(f"{server.rest_url}/v1/models/empty:predict",
+                             json={"instances": [1.0]}).status_code == 404
+    for name, (base, hint) in cases.items():
+        assert (f"No versions of servable {name} found under base path {base} (looked for "
+                f"{base}/<version number>/saved_model.pb): {hint}") in log, log[-3000:]
+    assert "No versions of servable half" not in log
+
+
+def test_no_versions_is_repeated_while_none_appear(tmp_path, caplog):
+    """Every ``no_versions_log_seconds`` (60 s in the server) until a version appears."""
+    from serving.model_store import LoadOptions, ModelSpec, ModelStore
+
+    base = tmp_path / "half"
+    base.mkdir()
+    store = ModelStore([ModelSpec("half", str(base))], LoadOptions(
+        file_system_poll_seconds=0.05, no_versions_log_seconds=0.3))
+    caplog.set_level("INFO", logger="serving.model_store")
+
+    def said(text):
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    store.start()
+    try:
+        deadline = time.monotonic() + 60
+        while said("No versions of servable half") < 3:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)  # polling the store's poller
+        export_half_plus_two(str(base), 1)
+        while not store.loaded_versions("half"):
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        repeated = said("No versions of servable half")
+        assert said("model half: versions found under") == 1
+    finally:
+        store.stop()
+    assert said("No versions of servable half") == repeated  # silent once one is there
