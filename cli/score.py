@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
 import time
 
@@ -45,7 +46,14 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     records = read_file(data_file, reader)
     model = tf.saved_model.load(latest_version(model_dir))
     predict = model.signatures[contract.TEXT_SIGNATURE]
-    takes_pairs = contract.TEXT_PAIR_INPUT in predict.structured_input_signature[1]
+    by_columns = contract.TEXT_INPUT not in predict.structured_input_signature[1]
+    if by_columns:  # trained on several text columns: score the reader's joined texts
+        predict = model.signatures[contract.EXAMPLES_SIGNATURE]  # as TFMA does
+        with tf.io.gfile.GFile(os.path.join(latest_version(model_dir), contract.ASSETS_EXTRA,
+                                            contract.MODEL_INFO_FILE)) as f:
+            takes_pairs = bool(json.load(f)[contract.INPUT_CONTRACT]["text_pair_columns"])
+    else:
+        takes_pairs = contract.TEXT_PAIR_INPUT in predict.structured_input_signature[1]
     if takes_pairs != bool(reader.text_pair_column):
         raise ValueError(f"the model at {model_dir} takes "
                          f"{'sentence pairs' if takes_pairs else 'single texts'}: "
@@ -57,10 +65,13 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     exact = 0
     for i in range(0, len(records), batch_size):
         batch = records[i:i + batch_size]
-        inputs = {contract.TEXT_INPUT: tf.constant([r.text for r in batch])}
-        if takes_pairs:
-            inputs[contract.TEXT_PAIR_INPUT] = tf.constant([r.text_pair for r in batch])
-        outputs = predict(**inputs)
+        if by_columns:
+            outputs = predict(examples=tf.constant([_example(r, takes_pairs) for r in batch]))
+        else:
+            inputs = {contract.TEXT_INPUT: tf.constant([r.text for r in batch])}
+            if takes_pairs:
+                inputs[contract.TEXT_PAIR_INPUT] = tf.constant([r.text_pair for r in batch])
+            outputs = predict(**inputs)
         if multi_label:
             predicted = [{v.decode() for v in row if v}
                          for row in outputs[contract.LABEL_SET].numpy()]
@@ -75,3 +86,16 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     return Score(len(records), exact / len(records),
                  {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started,
                  dict(predicted_counts))
+
+
+def _example(record, with_pair: bool) -> bytes:
+    """A serialized tf.Example of the record's ``text`` (and ``text_pair``)."""
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    texts = {contract.TEXT_FEATURE: record.text}
+    if with_pair:
+        texts[contract.TEXT_PAIR_FEATURE] = record.text_pair
+    for name, value in texts.items():
+        example.features.feature[name].bytes_list.value.append(value.encode("utf-8"))
+    return example.SerializeToString()

@@ -2,22 +2,27 @@
 
 Serving contract (clients and tests rely on these names):
   * ``serving_default``: input ``examples`` (serialized tf.Example with a ``text`` feature,
-    and ``text_pair`` for sentence-pair models)
-  * ``predict_text``: input ``text`` (raw strings; pair models also ``text_pair``)
+    and ``text_pair`` for sentence-pair models; TFMA reads the eval split through it)
+  * ``predict_text``: input ``text`` (raw strings; pair models also ``text_pair``); a
+    model trained on several text columns (``data.text_column`` "subject,body") takes one
+    input per column instead (``features.text_inputs``) and joins them in its graph as
+    the reader did: the non-empty parts, in order, with ``data.text_separator``
   both returning ``probabilities`` [batch, classes] float32, ``class_id`` [batch]
   int64 and ``label`` [batch] string. Tokenizer and label names are in the graph.
   Multi-label models: ``probabilities`` are independent sigmoid scores, ``class_id`` and
   ``label`` the top-scoring label, and ``label_set`` [batch, classes] string holds the
   predicted labels (score >= the decision threshold), best first, padded with "".
   * ``classify`` (TF Serving's Classify API, method ``tensorflow/serving/classify``):
-    input ``inputs`` (serialized tf.Example) -> ``classes`` (every label name) and
-    ``scores`` (their probabilities), both [batch, classes].
+    input ``inputs`` (serialized tf.Example with the features ``predict_text`` takes as
+    inputs) -> ``classes`` (every label name) and ``scores`` (their probabilities), both
+    [batch, classes].
   * ``redact_text``: input ``text`` (raw strings) -> ``text``, redacted with the run's
     ``privacy`` settings (the same Redactor the Transform graph, and so every signature
     above, runs before tokenizing); the model server stores feedback through it.
   * ``transform_features`` (for TFMA only): serialized examples with labels ->
     ``label_id`` (multi-hot [batch, classes] float for multi-label models) and
     ``text_length_bucket``.
+``assets.extra/model_info.json`` writes this input contract down (``input_contract``).
 """
 from __future__ import annotations
 
@@ -30,8 +35,9 @@ import tensorflow as tf
 from models import features, redaction
 from models.hparams import Task
 from models.tokenizer import pad_to_dense, segment_ids
-from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, LABEL_SET, LABELS_FILE,
-                              MODEL_INFO_FILE, REDACT_SIGNATURE, TEXT_INPUT, WARMUP_FILE)
+from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, INPUT_CONTRACT, LABEL_SET,
+                              LABELS_FILE, MODEL_INFO_FILE, REDACT_SIGNATURE, TEXT_INPUT,
+                              WARMUP_FILE)
 # tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
 # every other op of the exported model must be core TensorFlow.
 TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
@@ -56,6 +62,35 @@ def _text_feature(texts: tf.Tensor, spec) -> tf.Tensor:
     return tf.reshape(texts, [-1] + list(spec.shape))
 
 
+def join_parts(parts: Sequence[tf.Tensor], separator: str) -> tf.Tensor:
+    """The reader's join of several text columns (components/text_example_gen/parsing.py),
+    in the graph: each row's non-empty parts, in order, joined by ``separator``."""
+    joined = parts[0]
+    for part in parts[1:]:
+        both = (tf.strings.length(joined) > 0) & (tf.strings.length(part) > 0)
+        joined = tf.where(both, tf.strings.join([joined, part], separator),
+                          tf.strings.join([joined, part]))
+    return joined
+
+
+def join_values(values: Sequence[str], separator: str) -> str:
+    """``join_parts`` for one row in Python (warmup requests, clients' own checks)."""
+    return separator.join(value for value in values if value)
+
+
+def input_contract(task: Task, privacy: Optional[Mapping]) -> dict:
+    """What callers send, as ``model_info.json`` and the model card state it."""
+    served = features.served_inputs(task)
+    return {"text_columns": list(task.text_columns),
+            "text_pair_columns": list(task.text_pair_columns),
+            "text_separator": task.text_separator, "empty_parts": "left out",
+            "signatures": {features.SERVING_TEXT_SIGNATURE: served,
+                           features.CLASSIFY_SIGNATURE: served,
+                           features.SERVING_EXAMPLES_SIGNATURE: list(
+                               features.text_inputs(task))},
+            "privacy": dict(privacy) if privacy else {"redact": "none"}}
+
+
 def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
                          pad_id: int, output_dir: str, model_info: Mapping,
                          sep_id: int = -1, task: Task = Task(),
@@ -66,8 +101,10 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     predict every label whose sigmoid score is at least ``threshold``; ``privacy``: the
     run's redaction settings, for ``redact_text`` (the Transform graph has its own)."""
     raw_spec = tf_transform_output.raw_feature_spec()
-    text_names = [features.TEXT] + ([features.TEXT_PAIR] if task.text_pair else [])
-    text_spec = {name: raw_spec[name] for name in text_names}
+    text_inputs = features.text_inputs(task)  # raw feature -> the served inputs it joins
+    served = features.served_inputs(task)
+    text_spec = {name: raw_spec[name] for name in text_inputs}
+    joins = served != list(text_spec)  # trained on several columns: served as columns
     # The Transform graph as a tracked layer, so its tables and assets are saved.
     model.tft_layer = tf_transform_output.transform_features_layer()
     labels = tf.constant(list(label_names))
@@ -94,23 +131,26 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, text_spec))
 
-    if task.text_pair:
-        @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.string, name=features.TEXT_INPUT),
-            tf.TensorSpec([None], tf.string, name=features.TEXT_PAIR_INPUT)])
-        def serve_text(text, text_pair):
-            return predict({features.TEXT: _text_feature(text, raw_spec[features.TEXT]),
-                            features.TEXT_PAIR: _text_feature(
-                                text_pair, raw_spec[features.TEXT_PAIR])})
-    else:
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                                     name=features.TEXT_INPUT)])
-        def serve_text(text):
-            return predict({features.TEXT: _text_feature(text, raw_spec[features.TEXT])})
+    def predict_inputs(inputs):
+        """The served inputs joined into the raw text features, as the reader joined them."""
+        return predict({name: _text_feature(
+            join_parts([inputs[i] for i in text_inputs[name]], task.text_separator),
+            raw_spec[name]) for name in text_inputs})
+
+    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
+                                   for name in served}])
+    def serve_text(inputs):
+        return predict_inputs(inputs)
+
+    column_spec = {name: tf.io.FixedLenFeature([], tf.string) for name in served}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
     def classify(inputs):
-        probabilities = serve_examples(inputs)[features.PROBABILITIES]
+        if joins:  # tf.Examples with the columns, as predict_text takes them
+            outputs = predict_inputs(tf.io.parse_example(inputs, column_spec))
+        else:
+            outputs = serve_examples(inputs)
+        probabilities = outputs[features.PROBABILITIES]
         classes = tf.tile(labels[tf.newaxis], [tf.shape(probabilities)[0], 1])
         return {features.CLASSIFY_CLASSES: classes, features.CLASSIFY_SCORES: probabilities}
 
@@ -146,8 +186,10 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
     with tf.io.gfile.GFile(os.path.join(extra, LABELS_FILE), "w") as f:
         f.write("".join(f"{name}\n" for name in label_names))
     with tf.io.gfile.GFile(os.path.join(extra, MODEL_INFO_FILE), "w") as f:
-        json.dump(dict(model_info, labels=list(label_names)), f, indent=2, sort_keys=True)
-    write_warmup_requests(os.path.join(extra, WARMUP_FILE), task.text_pair)
+        json.dump(dict(model_info, labels=list(label_names),
+                       **{INPUT_CONTRACT: input_contract(task, privacy)}),
+                  f, indent=2, sort_keys=True, ensure_ascii=False)
+    write_warmup_requests(os.path.join(extra, WARMUP_FILE), task)
 
 
 def label_set(probabilities: tf.Tensor, labels: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -171,30 +213,37 @@ def set_method_name(saved_model_dir: str, signature: str, method_name: str) -> N
         f.write(saved_model.SerializeToString())
 
 
-def _serialized_example(text: str, pair=None) -> bytes:
-    values = {features.TEXT: text} if pair is None else {features.TEXT: text,
-                                                         features.TEXT_PAIR: pair}
+def _example(values: Mapping[str, str]) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature={
         name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
-        for name, value in values.items()})).SerializeToString()
+        for name, value in values.items()}))
 
 
-def write_warmup_requests(path: str, text_pair: bool = False) -> None:
-    """TF Serving's warmup file: a TFRecord of PredictionLog for the serving signatures
-    (with ``text_pair``: every request carries sentence pairs)."""
+def write_warmup_requests(path: str, task: Task = Task()) -> None:
+    """TF Serving's warmup file: a TFRecord of PredictionLog for the serving signatures,
+    each with the inputs it takes (``task``: sentence pairs, several text columns)."""
     from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2,
                                          predict_pb2, prediction_log_pb2)
 
-    def rows(indexes):
-        return [(WARMUP_TEXTS[i % len(WARMUP_TEXTS)],
-                 WARMUP_PAIRS[i % len(WARMUP_PAIRS)] if text_pair else None) for i in indexes]
+    text_inputs = features.text_inputs(task)
+
+    def row(i: int) -> dict:  # served input -> value; the k-th column shifts the texts
+        values = {}
+        for name, inputs in text_inputs.items():
+            pool = WARMUP_TEXTS if name == features.TEXT else WARMUP_PAIRS
+            for k, input_name in enumerate(inputs):
+                values.setdefault(input_name, pool[(i + k) % len(pool)])
+        return values
+
+    def joined(values: dict) -> dict:  # the raw text features serving_default reads
+        return {name: join_values([values[i] for i in inputs], task.text_separator)
+                for name, inputs in text_inputs.items()}
 
     with tf.io.TFRecordWriter(path) as writer:
-        for batch in (rows([1]), rows(range(8))):
-            texts = {features.TEXT_INPUT: [t for t, _ in batch]}
-            if text_pair:
-                texts[features.TEXT_PAIR_INPUT] = [p for _, p in batch]
-            examples = {features.EXAMPLES_INPUT: [_serialized_example(*row) for row in batch]}
+        for batch in ([row(1)], [row(i) for i in range(8)]):
+            texts = {name: [values[name] for values in batch] for name in batch[0]}
+            examples = {features.EXAMPLES_INPUT: [_example(joined(values)).SerializeToString()
+                                                  for values in batch]}
             for signature, inputs in ((features.SERVING_TEXT_SIGNATURE, texts),
                                       (features.SERVING_EXAMPLES_SIGNATURE, examples)):
                 request = predict_pb2.PredictRequest(
@@ -209,8 +258,7 @@ def write_warmup_requests(path: str, text_pair: bool = False) -> None:
             request = classification_pb2.ClassificationRequest(
                 model_spec=model_pb2.ModelSpec(signature_name=features.CLASSIFY_SIGNATURE),
                 input=input_pb2.Input(example_list=input_pb2.ExampleList(
-                    examples=[tf.train.Example.FromString(e)
-                              for e in examples[features.EXAMPLES_INPUT]])))
+                    examples=[_example(values) for values in batch])))
             log = prediction_log_pb2.PredictionLog(
                 classify_log=prediction_log_pb2.ClassifyLog(request=request))
             writer.write(log.SerializeToString())

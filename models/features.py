@@ -3,6 +3,8 @@
 Names a served model's callers also use live in ``serving/contract.py`` (imported
 here), so each is declared once.
 """
+import re
+
 from serving.contract import (CLASSIFY_CLASSES, CLASSIFY_INPUT,  # noqa: F401  re-exported
                               CLASSIFY_SCORES, CLASSIFY_SIGNATURE, CLASS_ID, EXAMPLES_INPUT,
                               LABEL_NAME, PROBABILITIES, TEXT_INPUT,
@@ -26,3 +28,35 @@ LENGTH_BUCKET_BOUNDARIES = (16, 32, 64, 128, 256)
 
 # The signature TFMA calls to turn raw eval examples into labels and slices.
 TRANSFORM_SIGNATURE = "transform_features"
+
+
+def input_name(column: str) -> str:
+    """A source column as a served input and tf.Example feature name: ASCII letters,
+    digits and "_" (a valid signature key), not starting with a digit ("Body Text" ->
+    "Body_Text", a position "2" -> "column_2")."""
+    name = re.sub(r"\W", "_", column, flags=re.ASCII)
+    return name if name and not name[0].isdigit() else f"column_{name}"
+
+
+def text_inputs(task) -> dict:
+    """{raw feature: the served inputs joined into it, in order}. A model trained on one
+    text column (and one pair column) takes ``text`` (and ``text_pair``); one trained on
+    several takes one input per source column (``models.hparams.Task``)."""
+    if len(task.text_columns) <= 1 and len(task.text_pair_columns) <= 1:
+        return {TEXT: [TEXT_INPUT], **({TEXT_PAIR: [TEXT_PAIR_INPUT]} if task.text_pair else {})}
+    seen: dict = {}
+    for column in (*task.text_columns, *task.text_pair_columns):
+        other = seen.setdefault(input_name(column), column)
+        if other != column:
+            raise ValueError(f"the text columns '{other}' and '{column}' would both be served "
+                             f"as the input '{input_name(column)}' (data.text_column, "
+                             f"data.text_pair_column): rename one of them")
+    inputs = {TEXT: [input_name(c) for c in task.text_columns]}
+    if task.text_pair:
+        inputs[TEXT_PAIR] = [input_name(c) for c in task.text_pair_columns]
+    return inputs
+
+
+def served_inputs(task) -> list:
+    """Every served input of ``predict_text`` (and feature of ``classify``), each once."""
+    return list(dict.fromkeys(name for names in text_inputs(task).values() for name in names))

@@ -104,6 +104,11 @@ class Task:
 
     text_pair: bool = False  # data.text_pair_column: [CLS] a [SEP] b [SEP]
     multi_label: bool = False  # data.label_delimiter: sigmoid outputs, one per label
+    # The source columns joined into ``text`` / ``text_pair`` (data.text_column,
+    # data.text_pair_column) and their separator: the served input contract.
+    text_columns: tuple = ()
+    text_pair_columns: tuple = ()
+    text_separator: str = " "
 
     @classmethod
     def from_custom_config(cls, custom_config) -> "Task":

@@ -28,7 +28,7 @@ from components.kubernetes_infra_validator.component import KubernetesInfraValid
 from components.model_card.component import ModelCard
 from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
-from components.text_example_gen.parsing import split_buckets
+from components.text_example_gen.parsing import column_refs, split_buckets
 from models import features
 from models.hparams import Task
 from pipeline import eval_metrics
@@ -76,9 +76,25 @@ def example_gen(data: DataConfig, data_root: str,
 
 
 def task(config: PipelineConfig) -> Task:
-    """What the data settings ask of the model: sentence pairs, several labels per text."""
-    return Task(text_pair=bool(config.data.text_pair_column),
-                multi_label=bool(config.data.label_delimiter))
+    """What the data settings ask of the model: sentence pairs, several labels per text,
+    and the source columns its served signatures take (``models/export.py``)."""
+    data = config.data
+    served = Task(text_pair=bool(data.text_pair_column),
+                  multi_label=bool(data.label_delimiter),
+                  text_columns=tuple(source_columns(data.text_column, data.column_names)),
+                  text_pair_columns=tuple(source_columns(data.text_pair_column,
+                                                         data.column_names)),
+                  text_separator=data.text_separator)
+    features.text_inputs(served)  # refuses two columns served under one input name
+    return served
+
+
+def source_columns(setting: str, column_names) -> list:
+    """The columns a text setting names; a 0-based position as its name in
+    ``data.column_names`` when set (the reader resolves names first, then positions)."""
+    names = list(column_names)
+    return [names[int(ref)] if ref not in names and ref.isdigit() and int(ref) < len(names)
+            else ref for ref in column_refs(setting)]
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:

@@ -45,6 +45,8 @@ class Prediction:
     probabilities: Dict[str, float]
     id: Optional[str] = None  # set when the server records predictions (--feedback_dir)
     text_pair: Optional[str] = None  # the pair's second text (sentence-pair models)
+    columns: Optional[Dict[str, str]] = None  # the inputs by name (predict_columns; text:
+    # "" unless the model takes ``text``)
 
 
 class ServingClientError(Exception):
@@ -78,14 +80,16 @@ def text_examples(texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -
 
 
 def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
-                 ids: str = "", pairs: Optional[Sequence[str]] = None) -> List[Prediction]:
+                 ids: str = "", pairs: Optional[Sequence[str]] = None,
+                 columns: Optional[Sequence[Dict]] = None) -> List[Prediction]:
     """``ids``: the server's comma-separated prediction ids, if it sent them."""
     id_list = ids.split(",") if ids else [None] * len(texts)
     out = []
     for i, (text, row, prediction_id) in enumerate(zip(texts, rows, id_list)):
         probabilities = dict(row)
         out.append(Prediction(text, max(probabilities, key=probabilities.get), probabilities,
-                              prediction_id, None if pairs is None else pairs[i]))
+                              prediction_id, None if pairs is None else pairs[i],
+                              None if columns is None else dict(columns[i])))
     return out
 
 
@@ -114,11 +118,46 @@ class _Client:
         return _predictions(texts, *self._classify(text_examples(texts, pairs),
                                                    CLASSIFY_SIGNATURE), pairs=pairs)
 
-    def _check_text_inputs(self, with_pairs: bool) -> None:
+    def predict_columns(self, rows: Sequence[Dict[str, str]]) -> List[Prediction]:
+        """Labels and probabilities of rows given as the model's inputs by name: for a
+        model trained on several text columns, one string per column ({"subject": ...,
+        "body": ...}), joined in its graph; else ``text`` (and ``text_pair``).
+
+        Refused, naming the row, when a row lacks an input or has one the model does
+        not take (its graph would ignore it)."""
+        inputs = self._read_text_inputs()
+        for i, row in enumerate(rows):
+            missing = [name for name in sorted(inputs) if name not in row]
+            unknown = [name for name in row if name not in inputs]
+            bad = [name for name, value in row.items() if not isinstance(value, str)]
+            if inputs and (missing or unknown):
+                raise ServingClientError(
+                    "INVALID_ARGUMENT", f"row {i}: model '{self.target.model}' takes "
+                    f"{_names(inputs)}" + "".join(
+                        f"; {what} {', '.join(repr(n) for n in names)}"
+                        for what, names in (("missing", missing), ("unknown", unknown))
+                        if names))
+            if bad:
+                raise ValueError(f"row {i}: '{bad[0]}' must be a string")
+        return _predictions([row.get(TEXT_INPUT, "") for row in rows],
+                            *self._classify([dict(row) for row in rows], CLASSIFY_SIGNATURE),
+                            columns=rows)
+
+    def _read_text_inputs(self) -> frozenset:
+        """predict_text's inputs (read once); empty when the model has no predict_text."""
         if self._text_inputs is None:
             signatures = self.metadata()["metadata"]["signature_def"].get("signature_def", {})
             self._text_inputs = frozenset(signatures.get(TEXT_SIGNATURE, {}).get("inputs", {}))
-        if TEXT_INPUT not in self._text_inputs:
+        return self._text_inputs
+
+    def _check_text_inputs(self, with_pairs: bool) -> None:
+        inputs = self._read_text_inputs()
+        if inputs and TEXT_INPUT not in inputs:
+            raise ServingClientError("INVALID_ARGUMENT", f"model '{self.target.model}' takes "
+                                     f"the columns {_names(inputs)}, which its graph joins: "
+                                     f"send them by name (predict_columns; bert-pipeline "
+                                     f"predict --columns)")
+        if TEXT_INPUT not in inputs:
             return  # not this project's model: nothing to check against
         if with_pairs and TEXT_PAIR_INPUT not in self._text_inputs:
             raise ServingClientError("INVALID_ARGUMENT", f"model '{self.target.model}' takes "
@@ -134,6 +173,12 @@ class _Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _names(inputs) -> str:
+    """A model's column inputs as its model_info.json lists them: the order is lost in
+    the signature, so sorted."""
+    return ", ".join(sorted(inputs))
 
 
 def _check_retry_settings(timeout: float, retries: int, backoff_seconds: float) -> None:

@@ -38,4 +38,5 @@ REGRESS_METHOD = "tensorflow/serving/regress"
 ASSETS_EXTRA = "assets.extra"
 LABELS_FILE = "labels.txt"
 MODEL_INFO_FILE = "model_info.json"
+INPUT_CONTRACT = "input"  # model_info.json's key: the columns, separator, inputs, privacy
 WARMUP_FILE = "tf_serving_warmup_requests"  # read by TF Serving at load

@@ -112,6 +112,31 @@ def test_card_passes_the_gate_and_says_what_was_not_stated(tmp_path):
     assert "Not stated (model_card.limitations)." in text
 
 
+def test_card_states_the_input_contract():
+    """The columns, their separator, the pair columns, privacy and each signature's
+    inputs, as model_info.json records them (models/export.input_contract)."""
+    from models import export
+    from models.hparams import Task
+    facts = _facts(eval_results.Evaluation(), [], blessed=None)
+    assert "Not recorded in model_info.json" in card.markdown(facts)
+    facts.input_contract = export.input_contract(
+        Task(text_pair=True, text_columns=("subject", "body"), text_pair_columns=("answer",),
+             text_separator=". "),
+        {"redact": "email,phone", "custom_patterns": [["ticket", "TCK-[0-9]+"]]})
+    text = card.markdown(facts)
+    assert ('- Text: the columns subject, body, joined with ". " (empty parts left out), '
+            "in the model's graph.") in text
+    assert "- Second text of each pair: answer." in text
+    assert "- Privacy: redacts email,phone and ticket before tokenizing" in text
+    assert "| predict_text | subject, body, answer | strings |" in text
+    assert "| classify | subject, body, answer | tf.Example features |" in text
+    assert "| serving_default | text, text_pair | tf.Example features of the joined" in text
+    facts.input_contract = export.input_contract(Task(text_columns=("sentence",)), None)
+    text = card.markdown(facts)
+    assert "- Text: the column sentence." in text and "redacts none" in text
+    assert "| predict_text | text | strings |" in text
+
+
 def test_copy_tree_copies_every_file(tmp_path):
     source = tmp_path / "model" / "Format-Serving"
     (source / "variables").mkdir(parents=True)

@@ -1,6 +1,7 @@
 """Tasks beyond one label per text, really run with the tiny BERT: a sentence-pair task
 (MRPC as GLUE ships it) and a multi-label task, each trained, gated, pushed and served
 over gRPC and REST; and a macro-F1 gate that blocks a model accuracy would bless."""
+import csv
 import glob
 import json
 import os
@@ -228,3 +229,99 @@ def test_macro_f1_gate_blocks_what_accuracy_would_bless(tmp_path, tiny_checkpoin
     assert counts["rare"] * 15 < counts["common"]
     assert trained["class_weight"] == pytest.approx(
         {label: sum(counts.values()) / (2 * count) for label, count in counts.items()})
+
+
+@pytest.fixture(scope="module")
+def tickets(tmp_path_factory):
+    """Support tickets as two text columns, subject and body (some subjects empty,
+    some non-ASCII), joined by the reader with ". "."""
+    folder = tmp_path_factory.mktemp("tickets")
+    with open(folder / "tickets.csv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["subject", "body", "label"])
+        for i, (text, label) in enumerate(sample_rows(400)):
+            words = text.split()
+            subject = "" if i % 7 == 0 else (
+                "Grüße, " if i % 11 == 0 else "") + " ".join(words[:3])
+            writer.writerow([subject, " ".join(words[3:]) or "…", label])
+    return str(folder)
+
+
+def test_two_text_columns_are_the_served_inputs_joined_in_the_graph(
+        tmp_path, tiny_checkpoint, tickets, capsys):
+    """A model trained on ``subject,body`` joined with ". " serves ``subject`` and
+    ``body`` (predict_text, and classify's tf.Example features) and joins them in its
+    graph as the reader did (empty parts left out): the same probabilities as the joined
+    text through TFMA's serving_default, over gRPC and REST, through the client, the
+    ``predict`` command and ``score``; model_info.json and the model card say so."""
+    from components.text_example_gen.parsing import ReaderConfig, read_file
+
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, tickets, **{
+        "data.text_column": "subject,body", "data.text_separator": ". ",
+        "data.schema_path": "", "privacy.redact": "email"})
+    assert main(cli_args(overrides)) == 0
+    assert "Pushed: version" in capsys.readouterr().out
+
+    version = _pushed(tmp_path)
+    info = json.loads(open(os.path.join(version, "assets.extra", "model_info.json")).read())
+    assert info["input"] == {
+        "text_columns": ["subject", "body"], "text_pair_columns": [], "text_separator": ". ",
+        "empty_parts": "left out",
+        "signatures": {"predict_text": ["subject", "body"], "classify": ["subject", "body"],
+                       "serving_default": ["text"]},
+        "privacy": {"redact": "email", "custom_patterns": []}}
+    names = info["labels"]
+    card = open(os.path.join(version, "assets.extra", "model_card.md")).read()
+    assert "## Input contract" in card
+    assert "| predict_text | subject, body | strings |" in card and '". "' in card
+
+    model = tf.saved_model.load(version)
+    by_columns = model.signatures[contract.TEXT_SIGNATURE]
+    assert set(by_columns.structured_input_signature[1]) == {"subject", "body"}
+    records = read_file(os.path.join(tickets, "tickets.csv"), ReaderConfig(
+        "subject,body", text_separator=". "))
+    with open(os.path.join(tickets, "tickets.csv"), encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))[:24]
+    joined = [r.text for r in records[:24]]
+    assert any(not row["subject"] for row in rows) and any("Grüße" in t for t in joined)
+    subjects = np.array([row["subject"] for row in rows], dtype=object)
+    bodies = np.array([row["body"] for row in rows], dtype=object)
+    expected = model.signatures[contract.EXAMPLES_SIGNATURE](
+        examples=tf.constant(_examples([{"text": t} for t in joined])))["probabilities"]
+    got = by_columns(subject=tf.constant(subjects), body=tf.constant(bodies))
+    np.testing.assert_allclose(got["probabilities"], expected, atol=1e-6)
+    _tf_serving_ops_only(version)
+
+    columns = [{"subject": s, "body": b} for s, b in zip(subjects, bodies)]
+    server, clients = _served(os.path.dirname(version))
+    with server:
+        grpc_client, rest_client = clients()
+        for client in (grpc_client, rest_client):
+            name = type(client).__name__
+            got = client.predict({"subject": subjects, "body": bodies}, "predict_text")
+            np.testing.assert_allclose(got["probabilities"], expected, atol=1e-5,
+                                       err_msg=name)
+            scores = [[dict(row)[n] for n in names] for row in client.classify(columns)]
+            np.testing.assert_allclose(scores, expected, atol=1e-5, err_msg=name)
+            predictions = client.predict_columns(columns)
+            assert [p.columns for p in predictions] == columns
+            np.testing.assert_allclose(
+                [[p.probabilities[n] for n in names] for p in predictions],
+                expected, atol=1e-5, err_msg=name)
+            with pytest.raises(ServingClientError, match=r"takes the columns body, subject"):
+                client.predict_texts(joined)
+            with pytest.raises(ServingClientError, match=r"row 0: .*missing 'body'"):
+                client.predict_columns([{"subject": "a"}])
+        for url in (f"grpc://{server.grpc_address}", server.rest_url):
+            capsys.readouterr()
+            assert main(["predict", "--server", url, "--model", MODEL, "--columns",
+                         *[json.dumps(c) for c in columns[:3]]]) == 0
+            lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+            assert [line["columns"] for line in lines] == columns[:3]
+            np.testing.assert_allclose([[line["probabilities"][n] for n in names]
+                                        for line in lines], expected[:3], atol=1e-5)
+
+    assert main(["score", "--model", os.path.dirname(version), "--data",
+                 os.path.join(tickets, "tickets.csv"), "--text_column", "subject,body",
+                 "--text_separator", ". "]) == 0
+    assert re.search(r"400 examples, accuracy 0\.\d{4}", capsys.readouterr().out)

@@ -6,6 +6,7 @@ anyone holding the same values, e.g. the run report); nothing here reads files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Optional, Sequence
 
@@ -43,6 +44,7 @@ class CardFacts:
     limitations: str = ""
     owners: str = ""
     lineage: list = dataclasses.field(default_factory=list)  # (role, artifact id, URI)
+    input_contract: dict = dataclasses.field(default_factory=dict)  # model_info.json's "input"
 
 
 def card_path(model_uri: str) -> str:
@@ -114,6 +116,35 @@ def _data(data: DataFacts, labels: Sequence[str]) -> list:
         lines.append(f"- [UNK] word pieces: {100 * data.unknown_share:.1f}% of the training "
                      f"split (high shares mean the checkpoint's vocabulary does not fit "
                      f"the text).")
+    return lines
+
+
+def _inputs(contract: dict) -> list:
+    """What callers send: the columns, how they are joined, each signature's inputs."""
+    lines = ["## Input contract", ""]
+    if not contract:
+        return lines + ["Not recorded in model_info.json (a model exported before it was)."]
+    columns = contract.get("text_columns", [])
+    pair = contract.get("text_pair_columns", [])
+    separator = json.dumps(contract.get("text_separator", " "), ensure_ascii=False)
+    lines.append(f"- Text: the column{'s' if len(columns) > 1 else ''} "
+                 f"{', '.join(columns) or 'unknown'}"
+                 + (f", joined with {separator} (empty parts "
+                    f"{contract.get('empty_parts', 'left out')}), in the model's graph"
+                    if len(columns) > 1 else "") + ".")
+    if pair:
+        lines.append(f"- Second text of each pair: {', '.join(pair)}"
+                     + (f", joined with {separator}" if len(pair) > 1 else "") + ".")
+    privacy = contract.get("privacy", {})
+    patterns = [name for name, _ in privacy.get("custom_patterns", [])]
+    lines.append(f"- Privacy: redacts {privacy.get('redact', 'unknown')}"
+                 + (f" and {', '.join(patterns)}" if patterns else "")
+                 + " before tokenizing, in every signature.")
+    kinds = {"classify": "tf.Example features", "serving_default":
+             "tf.Example features of the joined text (TFMA)"}
+    lines += [""] + _table(["signature", "inputs", "as"], [
+        [name, ", ".join(inputs), kinds.get(name, "strings")]
+        for name, inputs in contract.get("signatures", {}).items()])
     return lines
 
 
@@ -203,7 +234,8 @@ def _lineage(lineage: Sequence) -> list:
 def markdown(facts: CardFacts) -> str:
     """The whole card."""
     sections = [[f"# Model card: {facts.model_name}"], _details(facts),
-                _data(facts.data, facts.labels), _training(facts.training),
+                _data(facts.data, facts.labels), _inputs(facts.input_contract),
+                _training(facts.training),
                 _metrics(facts.evaluation, facts.labels), _gate(facts), _use(facts),
                 _lineage(facts.lineage)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

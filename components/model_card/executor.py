@@ -20,7 +20,7 @@ from tfx.utils import path_utils
 
 from components.model_card import card
 from pipeline import eval_results
-from serving.contract import ASSETS_EXTRA, MODEL_INFO_FILE
+from serving.contract import ASSETS_EXTRA, INPUT_CONTRACT, MODEL_INFO_FILE
 
 STATS_FILE = "FeatureStats.pb"  # StatisticsGen's file per split
 TRAIN_STATS_FILE = "train_stats.json"  # models.trainer.STATS_FILE
@@ -141,6 +141,7 @@ class Executor(base_executor.BaseExecutor):
             labels=labels, data=data, training=training, evaluation=evaluation,
             gate=eval_results.gate_checks(inputs["evaluation"].uri, evaluation),
             blessed=_blessed(inputs["model_blessing"]),
+            input_contract=info.get(INPUT_CONTRACT, {}),
             intended_use=exec_properties["intended_use"],
             limitations=exec_properties["limitations"], owners=exec_properties["owners"],
             lineage=[(role, a.id, a.uri) for role, a in inputs.items()]

@@ -5,7 +5,8 @@ header row, or none when ``column_names`` names their columns; ``quoting='csv'``
 follows RFC 4180 (quoted fields may hold newlines, tabs and doubled quotes),
 ``quoting='none'`` reads every quote as text, one row per line (GLUE's TSV files).
 Columns are picked by name or 0-based position; several text columns are joined
-with ``text_separator``; ``text_pair_column`` gives a sentence pair's second text;
+with ``text_separator``, empty ones (or JSON nulls) left out, as served models join
+them (models/export.py); ``text_pair_column`` gives a sentence pair's second text;
 ``label_delimiter`` splits a label field into several labels (multi-label).
 Files are UTF-8, with or without a BOM, with LF or CRLF line ends; a JSON Lines file
 is split at LF only (a raw U+2028 or form feed inside a string is text).
@@ -266,9 +267,10 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                 problems.append((start, f"expected {len(header)} fields{named}, found "
                                         f"{len(row)}{_field_count_hint(config, row)}"))
             else:
-                join = config.text_separator.join
-                yield (start, join(row[i] for i in text_indexes),
-                       None if pair_indexes is None else join(row[i] for i in pair_indexes),
+                def join(indexes):  # empty fields left out, as JSON nulls (and the model)
+                    return config.text_separator.join(row[i] for i in indexes if row[i])
+                yield (start, join(text_indexes),
+                       None if pair_indexes is None else join(pair_indexes),
                        row[label_index])
         start = reader.line_num + 1
 
