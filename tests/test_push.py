@@ -144,6 +144,7 @@ def test_a_push_publishes_a_verified_copy_under_the_version_only(tmp_path, model
     assert error is None, error
     [version] = os.listdir(base)
     assert version.isdigit() and tree(base / version) == tree(model)
+    assert os.path.isdir(base / version / "assets")  # an empty folder of the model too
     assert pushed.get_int_custom_property("pushed") == 1
     assert pushed.get_string_custom_property("pushed_version") == version
     assert pushed.get_string_custom_property("pushed_destination") == str(base / version)

@@ -40,14 +40,16 @@ def staging_name(version: str) -> str:
     return f"{STAGING_PREFIX}{version}-{os.getpid()}"
 
 
-def _files(folder: str) -> list:
-    """Every file under ``folder``, as paths relative to it, ``saved_model.pb`` last."""
-    found = []
+def _tree(folder: str) -> tuple:
+    """(folders, files) under ``folder``, as paths relative to it; ``saved_model.pb`` is
+    the last file."""
+    folders, files = [], []
     for parent, _, names in tf.io.gfile.walk(folder):
         relative = os.path.relpath(parent, folder) if parent.rstrip("/") != folder.rstrip(
             "/") else ""
-        found += [os.path.join(relative, name) for name in names]
-    return sorted(found, key=lambda path: (path == SAVED_MODEL, path))
+        folders.append(relative)
+        files += [os.path.join(relative, name) for name in names]
+    return folders, sorted(files, key=lambda path: (path == SAVED_MODEL, path))
 
 
 def _digest(path: str) -> tuple:
@@ -127,8 +129,10 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
     in_place = is_object_storage(base_directory)
     staging = final if in_place else os.path.join(base_directory, staging_name(version))
     try:
-        tf.io.gfile.makedirs(staging)
-        for relative in _files(model_dir):  # saved_model.pb last
+        folders, files = _tree(model_dir)
+        for relative in folders if not in_place else [""]:  # empty ones too (assets/)
+            tf.io.gfile.makedirs(os.path.join(staging, relative))
+        for relative in files:  # saved_model.pb last
             _copy_verified(model_dir, staging, relative)
         if not in_place:
             _sync(staging)
