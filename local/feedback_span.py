@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import tempfile
 from typing import Optional
 
 from components.text_example_gen.executor import list_spans
-from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, read_jsonl
+from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl
 
 
 def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_column: str,
@@ -18,8 +19,8 @@ def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_colum
     ``text_pair_column`` (sentence pairs), rows recorded with a pair have it in that
     column; rows recorded without one are left for a later run with no pair column.
 
-    The span appears complete (written aside, then renamed); exported ids are
-    remembered, so no correction is used twice (a later correction of an exported id is
+    The span appears complete (written aside, then renamed) or not at all; exported ids
+    are remembered, so no correction is used twice (a later correction of an exported id is
     not used). Files are only ever appended to, so a server writing at the same time
     loses nothing; a record it is writing, or a torn one, is skipped (``read_jsonl``).
     Several labels (multi-label corrections) are joined with ``label_delimiter``.
@@ -42,14 +43,22 @@ def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_colum
     folder = os.path.join(input_dir, span_pattern.replace("{SPAN}", str(number)))
     os.makedirs(input_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".feedback-", dir=input_dir)
-    with open(os.path.join(staging, "feedback.tsv"), "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow([text_column] + ([text_pair_column] if text_pair_column else [])
-                        + [label_column])
-        writer.writerows(texts[i] + [latest[i]] for i in sorted(texts))
-    os.rename(staging, folder)
-    with open(exported_path, "a", encoding="utf-8") as f:
-        f.write("".join(i + "\n" for i in sorted(texts)))
+    try:  # on any failure (a full disk): no span, no leftovers, no id marked exported
+        with open(os.path.join(staging, "feedback.tsv"), "w", encoding="utf-8",
+                  newline="") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            writer.writerow([text_column] + ([text_pair_column] if text_pair_column else [])
+                            + [label_column])
+            writer.writerows(texts[i] + [latest[i]] for i in sorted(texts))
+        size = append(exported_path, "".join(i + "\n" for i in sorted(texts)).encode())
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            os.truncate(exported_path, size)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return folder
 
 

@@ -153,26 +153,39 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def append(path: str, records: Sequence[dict]) -> None:
-    """Appends ``records`` whole or not at all: on failure (a full disk stops a write
-    part way) the file is truncated back to its size before."""
+def append(path: str, data: bytes) -> int:
+    """Appends ``data`` (whole lines) whole or not at all: on failure (a full disk stops
+    a write part way) the file is truncated back. Returns its size before, for a caller
+    that must undo the append. A torn tail (an earlier rollback that failed) goes first."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":  # an earlier rollback failed
-            os.close(fd)
-            fd = -1
-            repair(path)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
-            size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            whole = _last_line_end(fd, size)
+            os.ftruncate(fd, whole)
+            log.warning("feedback: %s ended in a torn record: %d bytes removed", path,
+                        size - whole)
+            size = whole
         try:
-            _write_all(fd, _lines(records))
+            _write_all(fd, data)
         except BaseException:
             os.ftruncate(fd, size)
             raise
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
+    return size
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """The offset just after the last newline in the first ``size`` bytes (0: none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - 2**16)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
 
 
 SLACK = 0.1  # a rewrite keeps 10% below each limit (see the module docstring)
@@ -289,7 +302,7 @@ class FeedbackLog:
                 records[-1]["multi_label"] = True
         with self._lock:
             try:
-                append(self._path(PREDICTIONS), records)
+                append(self._path(PREDICTIONS), _lines(records))
             except OSError as error:
                 if not self._dropped:
                     log.warning("feedback not recorded: %s: %s; predictions are still "
@@ -328,9 +341,9 @@ class FeedbackLog:
         with self._lock:
             new = {i: label for i, label in wanted.items() if self._corrected.get(i) != label}
             if new:
-                append(self._path(CORRECTIONS), [
+                append(self._path(CORRECTIONS), _lines([
                     {"id": i, "label": label if isinstance(label, str) else list(label),
-                     "time": now} for i, label in new.items()])
+                     "time": now} for i, label in new.items()]))
                 self._corrected.update(new)
                 self._enforce_limits()
         return len(corrections)

@@ -14,13 +14,11 @@ import requests
 
 from local.feedback_span import export_span
 from serving.client import GrpcClient, RestClient, Target
-from serving.feedback import CORRECTIONS, MAX_CORRECTIONS, PREDICTIONS, FeedbackLog
+from serving.feedback import CORRECTIONS, EXPORTED, MAX_CORRECTIONS, PREDICTIONS, FeedbackLog
 from serving.metrics import read_monitoring_config
 from serving.process import ServerProcess
 from tests.conftest import REPO
 from tests.test_feedback import export_redacting
-
-pytestmark = pytest.mark.serving
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
 LONG = "a long text that fills more than a page of the disk " * 100  # 5,200 characters
@@ -76,6 +74,7 @@ def _classify(server, texts):
         "signature_name": "classify", "examples": [{"text": t} for t in texts]})
 
 
+@pytest.mark.serving
 def test_a_full_feedback_disk_answers_every_prediction_and_counts_what_it_drops(
         tmp_path, small_disk):
     base, feedback = tmp_path / "models" / "clf", small_disk / "feedback"
@@ -104,6 +103,7 @@ def test_a_full_feedback_disk_answers_every_prediction_and_counts_what_it_drops(
         assert "feedback recorded again after 3 dropped" in server.log()
 
 
+@pytest.mark.serving
 def test_corrections_on_a_full_disk_write_nothing_and_their_retry_writes_each_once(
         tmp_path, small_disk):
     base, feedback = tmp_path / "models" / "clf", small_disk / "feedback"
@@ -132,6 +132,7 @@ def test_corrections_on_a_full_disk_write_nothing_and_their_retry_writes_each_on
         assert {r["label"] for r in rows} == {"short"}
 
 
+@pytest.mark.serving
 def test_corrections_name_a_label_of_the_model_and_are_bounded(tmp_path):
     base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
     export_redacting(str(base))
@@ -166,6 +167,7 @@ def _record(i: int, text: str = "") -> str:
                        "labels": ["short", "long"]}) + "\n"
 
 
+@pytest.mark.serving
 def test_a_torn_tail_is_cut_at_start_and_export_reads_around_it(tmp_path, small_disk):
     """The torn bytes are those a real short write leaves on a full disk (the kernel
     writes what fits, then ENOSPC), as a crash before the rollback would keep them."""
@@ -202,3 +204,24 @@ def test_a_torn_tail_is_cut_at_start_and_export_reads_around_it(tmp_path, small_
                                  {"id": fresh.id, "label": "long"}]) == 2
     assert [r["text"] for r in _whole_lines(feedback / PREDICTIONS)] == [
         "text 0", "text 1", "after the repair"]
+
+
+def test_an_export_to_a_full_disk_leaves_no_span_and_its_retry_exports_each_row_once(
+        small_disk):
+    feedback, data = small_disk / "feedback", small_disk / "data"
+    log = FeedbackLog(str(feedback))
+    ids = log.record("clf", 1, [f"text {i}" for i in range(3)],
+                     [[("short", 0.9), ("long", 0.1)]] * 3)
+    log.correct([{"id": i, "label": "long"} for i in ids])
+    data.mkdir()
+    filler = fill(small_disk)
+    with pytest.raises(OSError):
+        export_span(str(feedback), str(data), "span-{SPAN}", "text", "label")
+    assert os.listdir(data) == []  # no span, no staging folder
+    assert not os.path.exists(feedback / EXPORTED)  # nothing marked exported
+
+    os.remove(filler)
+    assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label")
+    assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label") is None
+    assert sorted((data / "span-1" / "feedback.tsv").read_text().splitlines()) == [
+        "text\tlabel", "text 0\tlong", "text 1\tlong", "text 2\tlong"]
