@@ -18,6 +18,8 @@ from tfx.types import standard_artifacts
 
 from components.atomic_pusher.publish import STAGING_PREFIX
 from components.atomic_pusher.serving_folder import inspect
+from local.report.collect import Report
+from local.report.page import render
 from local.summary import RunSummary
 from pipeline.config import load_config
 from tests.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
@@ -134,8 +136,10 @@ def test_a_push_to_a_full_disk_leaves_nothing_and_the_served_version_as_it_was(
         assert pushed.get_int_custom_property("pushed") == 0
         state = inspect(base)
         assert state.versions == ["1"] and state.clean
-        text = RunSummary("p", error=message, serving_folder=state.describe()).format()
-        assert f"Nothing was pushed. Serving folder {base}: version 1; nothing else" in text
+        summary = RunSummary("p", error=message, serving_folder=state.describe())
+        said = f"Nothing was pushed. Serving folder {base}: version 1; nothing else"
+        assert said in summary.format()
+        assert said in render(Report(summary, "now"))  # the run report's page
 
 
 def test_a_push_publishes_a_verified_copy_under_the_version_only(tmp_path, model):
