@@ -102,9 +102,10 @@ class Service:
                                         redacted[len(texts):] if pairs else None, multi_label)
         except Exception as error:  # noqa: BLE001  an OSError is logged by the feedback log
             self.metrics.feedback_dropped.labels(servable.name).inc(len(texts))
-            if not isinstance(error, OSError):
-                log.exception("feedback not recorded for model '%s' version %d",
-                              servable.name, servable.version)
+            if not isinstance(error, OSError):  # its type only: a message may quote text
+                log.error("feedback not recorded for model '%s' version %d: %s %s",
+                          servable.name, servable.version, type(error).__name__,
+                          error.code.name if isinstance(error, ServingError) else "")
             return []
 
     def regress(self, ref: ModelRef, signature: str, examples: List[bytes], entrypoint: str,

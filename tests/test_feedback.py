@@ -37,8 +37,8 @@ class RedactingTextLength(TextLength):
         return {"text": self.redactor(text)[0]}
 
 
-def export_redacting(base_path) -> None:
-    module, path = RedactingTextLength(), os.path.join(base_path, "1")
+def export_redacting(base_path, module: RedactingTextLength = None) -> None:
+    module, path = module or RedactingTextLength(), os.path.join(base_path, "1")
     tf.saved_model.save(module, path, signatures={
         "classify": module.classify.get_concrete_function(),
         "redact_text": module.redact_text.get_concrete_function()})

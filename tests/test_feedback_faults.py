@@ -11,6 +11,7 @@ import time
 
 import pytest
 import requests
+import tensorflow as tf
 
 from local.feedback_span import export_span
 from serving.client import GrpcClient, RestClient, Target
@@ -18,7 +19,7 @@ from serving.feedback import CORRECTIONS, EXPORTED, MAX_CORRECTIONS, PREDICTIONS
 from serving.metrics import read_monitoring_config
 from serving.process import ServerProcess
 from tests.conftest import REPO
-from tests.test_feedback import export_redacting
+from tests.test_feedback import RedactingTextLength, export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
 LONG = "a long text that fills more than a page of the disk " * 100  # 5,200 characters
@@ -225,3 +226,47 @@ def test_an_export_to_a_full_disk_leaves_no_span_and_its_retry_exports_each_row_
     assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label") is None
     assert sorted((data / "span-1" / "feedback.tsv").read_text().splitlines()) == [
         "text\tlabel", "text 0\tlong", "text 1\tlong", "text 2\tlong"]
+
+
+class FailingRedaction(RedactingTextLength):
+    """Its ``redact_text`` fails at run time on a text with "boom" in it."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def redact_text(self, text):
+        tf.debugging.Assert(tf.reduce_all(~tf.strings.regex_full_match(text, ".*boom.*")),
+                            ["redaction failed"])
+        return {"text": self.redactor(text)[0]}
+
+
+@pytest.mark.serving
+def test_a_prediction_is_answered_when_recording_fails_for_any_reason(tmp_path):
+    base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
+    export_redacting(str(base), FailingRedaction())
+    with _server(base, feedback) as server:
+        answer = _classify(server, ["boom, said the secret text", "hi"])
+        assert answer.status_code == 200, answer.text
+        assert [max(r, key=lambda c: c[1])[0] for r in answer.json()["results"]] == [
+            "long", "short"]
+        assert "X-Prediction-Ids" not in answer.headers
+        assert _dropped(server) == 2
+        assert _classify(server, ["fine"]).headers["X-Prediction-Ids"]
+        log = server.log()
+    assert ("feedback not recorded for model 'clf' version 1: ServingError "
+            "INVALID_ARGUMENT") in log
+    assert "secret" not in log  # the error's message is not logged: it may quote text
+
+
+def test_retention_on_a_full_disk_keeps_the_rows_and_leaves_nothing_aside(small_disk,
+                                                                         caplog):
+    folder = small_disk / "feedback"
+    log = FeedbackLog(str(folder), max_rows=10)
+    ids = log.record("clf", 1, [f"text {i}" for i in range(10)],
+                     [[("short", 0.9), ("long", 0.1)]] * 10)
+    filler = fill(small_disk)
+    FeedbackLog(str(folder), max_rows=5)  # starts; its rewrite to 5 rows fails
+    assert f"retention rewrite of {folder} failed" in caplog.text
+    assert sorted(os.listdir(folder)) == [PREDICTIONS]  # no staging file left
+    assert [r["id"] for r in _whole_lines(folder / PREDICTIONS)] == ids
+    os.remove(filler)
+    FeedbackLog(str(folder), max_rows=5)
+    assert [r["id"] for r in _whole_lines(folder / PREDICTIONS)] == ids[-5:]
