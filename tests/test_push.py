@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -263,3 +264,48 @@ def test_a_run_pushing_to_a_full_disk_fails_naming_it_and_says_what_is_served(
     assert pusher.last_known_state == metadata_store_pb2.Execution.FAILED
     assert not [a for a in store.get_artifacts_by_type("PushedModel")
                 if a.custom_properties["pushed"].int_value == 1]
+
+
+PUSH_IN_A_CHILD = """
+import sys
+from components.atomic_pusher.publish import push_version
+push_version(sys.argv[1], sys.argv[2], "2")
+"""
+
+
+def test_a_push_killed_midway_leaves_nothing_a_server_loads_and_the_next_push_cleans_up(
+        tmp_path, model):
+    """``kill -9`` of a real push blocked on reading the model (a FIFO in its place)."""
+    stuck = tmp_path / "stuck" / "Format-Serving"
+    stuck.parent.mkdir()
+    subprocess.run(["cp", "-r", model, str(stuck)], check=True)
+    data = stuck / "variables" / "variables.data-00000-of-00001"
+    data.unlink()
+    os.mkfifo(data)  # the copy blocks here until killed
+    base = tmp_path / "serving" / "bert_classifier"
+    export(str(base / "1"))
+    before = tree(base)
+    child = subprocess.Popen([sys.executable, "-c", PUSH_IN_A_CHILD, str(stuck), str(base)],
+                             env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        deadline = time.monotonic() + 120
+        partial = []
+        while not partial:  # until the child has copied up to the FIFO
+            assert child.poll() is None and time.monotonic() < deadline, child.returncode
+            partial = [p for p in base.glob(f"{STAGING_PREFIX}2-*")
+                       if (p / "fingerprint.pb").exists()]
+            time.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    [left] = [p.name for p in partial]
+    state = inspect(str(base))
+    assert (state.versions, state.incomplete, state.other) == (["1"], [], [left])
+    assert f"also {left} (not loaded by model servers" in state.describe()
+
+    pushed, error = push(tmp_path, str(tmp_path / "serving"), model)
+    assert error is None, error
+    [version] = [v for v in os.listdir(base) if v != "1"]
+    assert version.isdigit() and tree(base / version) == tree(model)
+    assert {f"1/{k}": v for k, v in tree(base / "1").items()} == before  # untouched
+    assert inspect(str(base)).describe() == f"{base}: versions 1, {version}; nothing else"

@@ -6,7 +6,8 @@ artifact and its ``pushed``, ``pushed_destination`` and ``pushed_version`` prope
 Two differences in order: ``pushed`` is 0 until the version is in place, and the archive
 copy is made before the push (a failing archive copy fails the run with nothing pushed,
 never after a version was published). A failed push raises ``PushError``: the run fails
-with the cause, and ML Metadata records no pushed model.
+with the cause, and ML Metadata records no pushed model. Before a push, partial copies
+left by pushes killed on this machine are removed (``publish.remove_stale_copies``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components.atomic_pusher.publish import push_version
+from components.atomic_pusher.publish import push_version, remove_stale_copies
 
 _Versioning = pusher_pb2.Versioning
 
@@ -57,6 +58,9 @@ class Executor(tfx_pusher.Executor):
             logging.info("Destination directory %s already exists, skipping current push.",
                          serving_path)
         else:
+            for name in remove_stale_copies(base_directory):
+                logging.warning("Removed %s from %s: the partial copy of a push that was "
+                                "killed on this machine.", name, base_directory)
             push_version(model_path, base_directory, version)
             logging.info("Model written to serving path %s.", serving_path)
         self._MarkPushed(model_push, pushed_destination=serving_path,

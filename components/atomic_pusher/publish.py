@@ -12,12 +12,14 @@ version is written in place instead, with ``saved_model.pb`` last and only after
 other file is verified; until then neither server has a model to load there.
 
 On any failure the partial copy is removed and ``PushError`` names the cause, the file
-and what the serving folder holds now.
+and the cleanup. A push killed outright leaves its ``.partial-*`` copy (never loaded);
+the next push on the same machine removes it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
@@ -37,7 +39,36 @@ def is_object_storage(path: str) -> bool:
 
 
 def staging_name(version: str) -> str:
-    return f"{STAGING_PREFIX}{version}-{os.getpid()}"
+    """``.partial-<version>-<host>-<pid>``: whose it is, to clean up after a killed push."""
+    return f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_copies(base_directory: str) -> list:
+    """Removes the partial copies of pushes killed on this machine (``kill -9``, a power
+    loss): ``.partial-*`` folders of this host whose process is gone. Others' (another
+    pod's, a running push's) are left alone. Returns the names removed."""
+    host, removed = socket.gethostname(), []
+    if is_object_storage(base_directory) or not tf.io.gfile.isdir(base_directory):
+        return removed
+    for entry in tf.io.gfile.listdir(base_directory):
+        entry = entry.rstrip("/")
+        if not entry.startswith(STAGING_PREFIX):
+            continue
+        owner, _, pid = entry[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
+        if owner == host and pid.isdigit() and not _alive(int(pid)):
+            tf.io.gfile.rmtree(os.path.join(base_directory, entry))
+            removed.append(entry)
+    return removed
 
 
 def _tree(folder: str) -> tuple:
