@@ -232,6 +232,11 @@ class FeedbackLog:
         self._clock = clock
         self._dropped = 0  # records dropped since the last one stored (logged once)
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        for name in os.listdir(folder):  # a rewrite that a crash stopped (see _rewrite)
+            if name.startswith((f".{PREDICTIONS}.", f".{CORRECTIONS}.")):
+                log.warning("feedback: removed %s, left by an interrupted rewrite",
+                            self._path(name))
+                os.remove(self._path(name))
         for name in (PREDICTIONS, CORRECTIONS):
             if os.path.exists(self._path(name)):
                 os.chmod(self._path(name), 0o600)  # written by an older server: 0644
@@ -287,8 +292,8 @@ class FeedbackLog:
                multi_label: bool = False) -> List[str]:
         """Stores each (already redacted) text, and its pair, with its top label and the
         model's labels (and whether it takes several per text); returns their prediction
-        ids. ``OSError`` when they could not be
-        stored (nothing was: see ``append``), logged once until a record lands again."""
+        ids. ``OSError`` when they could not be stored (then nothing was: see ``append``),
+        logged once until a record lands again."""
         now = self._clock()
         records = []
         for i, (text, row) in enumerate(zip(texts, rows)):

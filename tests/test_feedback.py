@@ -245,7 +245,7 @@ def test_a_line_torn_by_an_older_server_is_removed_and_the_record_after_it_kept(
         tmp_path, caplog):
     """An older server appended the next record onto a torn one (``{..."te{"id": ...}``):
     export reads around it; the start keeps the whole record and removes the torn part,
-    naming the file, the line and the bytes."""
+    naming the file, the line and the bytes (and a rewrite's leftover file)."""
     folder = tmp_path / "feedback"
     torn = _line(_prediction(1, T0))[:60]
     _write_rows(folder, CORRECTIONS, [{"id": "id2", "label": "long", "time": T0}])
@@ -255,9 +255,14 @@ def test_a_line_torn_by_an_older_server_is_removed_and_the_record_after_it_kept(
     assert (tmp_path / "data" / "span-1" / "feedback.tsv").read_text() == (
         "text\tlabel\ntext 2\tlong\n")
 
+    leftover = folder / f".{PREDICTIONS}.0f1e"  # as a crash during a retention rewrite
+    leftover.write_text(_line(_prediction(0, T0))[:30])
+
     log = FeedbackLog(str(folder))
     assert (f"feedback: {folder / PREDICTIONS} line 2: torn record, {len(torn)} bytes "
             "removed") in caplog.text
+    assert f"feedback: removed {leftover}, left by an interrupted rewrite" in caplog.text
+    assert not leftover.exists()
     assert (folder / PREDICTIONS).read_text() == "".join(
         _line(_prediction(i, T0)) for i in (0, 2, 3))
     assert log.correct([{"id": "id2", "label": "short"}]) == 1  # recorded before labels
