@@ -83,12 +83,12 @@ def pipeline_pusher(tmp_path, serving_dir: str):
     return node, node.executor_spec.executor_class()
 
 
-def artifacts(tmp_path, model_dir: str):
-    """Blessed inputs around the SavedModel ``model_dir`` and an empty PushedModel."""
+def artifacts(tmp_path, model_dir: str, blessed: int = 1):
+    """Inputs (blessed or not) around the SavedModel ``model_dir``, an empty PushedModel."""
     model = standard_artifacts.Model()
     model.uri = os.path.dirname(model_dir)  # the SavedModel is <uri>/Format-Serving
     blessing = standard_artifacts.ModelBlessing()
-    blessing.set_int_custom_property("blessed", 1)
+    blessing.set_int_custom_property("blessed", blessed)
     infra = standard_artifacts.InfraBlessing()
     infra.set_int_custom_property("blessed", 1)
     pushed = standard_artifacts.PushedModel()
@@ -97,10 +97,10 @@ def artifacts(tmp_path, model_dir: str):
         {"pushed_model": [pushed]}
 
 
-def push(tmp_path, serving_dir: str, model_dir: str):
+def push(tmp_path, serving_dir: str, model_dir: str, blessed: int = 1):
     """Runs the pipeline's Pusher executor; returns (PushedModel artifact, error)."""
     node, executor = pipeline_pusher(tmp_path, serving_dir)
-    inputs, outputs = artifacts(tmp_path, model_dir)
+    inputs, outputs = artifacts(tmp_path, model_dir, blessed)
     properties = dict(node.exec_properties)  # as the orchestrator passes them: JSON
     try:
         executor.Do(inputs, outputs, properties)
@@ -155,6 +155,12 @@ def test_a_push_publishes_a_verified_copy_under_the_version_only(tmp_path, model
     assert pushed.get_string_custom_property("pushed_destination") == str(base / version)
     assert tree(pushed.uri) == tree(model)  # TFX's archive copy in the artifact
     assert inspect(str(base)).describe() == f"{base}: version {version}; nothing else"
+
+
+def test_a_model_the_gate_did_not_bless_is_not_pushed(tmp_path, model):
+    pushed, error = push(tmp_path, str(tmp_path / "serving"), model, blessed=0)
+    assert error is None and pushed.get_int_custom_property("pushed") == 0
+    assert not (tmp_path / "serving").exists()
 
 
 def test_a_model_whose_saved_model_does_not_parse_is_not_pushed(tmp_path, model):
