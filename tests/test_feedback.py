@@ -305,6 +305,8 @@ def test_several_labels_only_for_a_multi_label_model(tmp_path):
         log.correct([{"id": single, "label": ["billing", "refund"]}])
     with pytest.raises(FeedbackError, match="label 'Billing' is not one of model 'tags'"):
         log.correct([{"id": tagged, "label": ["Billing"]}])
+    with pytest.raises(ValueError, match="several labels .* data.label_delimiter is empty"):
+        export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
     assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label",
                        label_delimiter="|")
     assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
