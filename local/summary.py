@@ -16,7 +16,7 @@ from typing import Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from local import evaluation
+from local import evaluation, small_data
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
 # Shown for every slice (the gated metric too); the overall line shows every metric.
@@ -50,6 +50,7 @@ class RunSummary:
     drift: Optional[str] = None  # DriftCheck's verdict, or "not checked: <why>"
     drift_limits: Optional[str] = None  # the limits DriftCheck applied, and their sources
     started_from: Optional[str] = None  # checkpoint, or warm start from a blessed model
+    training_hint: Optional[str] = None  # the model looks undertrained (local/small_data.py)
     labels: list = dataclasses.field(default_factory=list)  # class names, by class id
     per_class: dict = dataclasses.field(default_factory=dict)  # class id -> figures
     confusion: dict = dataclasses.field(default_factory=dict)  # (true, predicted) -> count
@@ -64,6 +65,15 @@ class RunSummary:
     tensorboard_dir: Optional[str] = None  # the Trainer's TensorBoard logs
     report_path: Optional[str] = None  # the run's HTML report (local/report)
     report_error: Optional[str] = None  # why no report was written
+
+    @property
+    def serving_status(self) -> Optional[str]:
+        """PASSED or FAILED (with the check's reason), skipped, or None (not run)."""
+        if not self.serving_check:
+            return None
+        if self.blessed is False:  # ServingCheck loads only a blessed model
+            return "skipped: the model was not blessed"
+        return f"{'PASSED' if self.serving_ok else 'FAILED'} ({self.serving_check})"
 
     @property
     def exit_code(self) -> int:
@@ -114,12 +124,15 @@ class RunSummary:
         if self.confusion:
             lines += ["", "Confusion matrix (eval split):"]
             lines += evaluation.confusion_lines(self.confusion, self.labels)
+        small = [small_data.low_support_warning(self.per_class, self.labels),
+                 self.training_hint]
+        if any(small):
+            lines += [""] + [line for line in small if line]
         if self.blessed is not None:
             lines += ["", "Gate: " + ("BLESSED" if self.blessed else "NOT BLESSED")]
             lines += [f"  - {failure}" for failure in self.gate_failures]
-        if self.serving_check and self.blessed:
-            lines.append(f"Serving check: {'PASSED' if self.serving_ok else 'FAILED'} "
-                         f"({self.serving_check})")
+        if self.serving_status:
+            lines.append(f"Serving check: {self.serving_status}")
         if self.pushed_version:
             lines.append(f"Pushed: version {self.pushed_version} -> {self.pushed_path}")
         elif not self.error:
@@ -319,6 +332,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
         if node == "Trainer" and outputs.get("model_run"):
             stats = _read_stats(outputs["model_run"][0].uri)
             summary.started_from = stats.get("started_from")
+            summary.training_hint = small_data.short_training_hint(stats)
             summary.unknown_share = stats.get("unknown_share")
             summary.unknown_share_limit = stats.get("unknown_share_limit")
             summary.checkpoint = stats.get("checkpoint")

@@ -2,7 +2,8 @@
 
 Every ``every`` steps: step/total, the examples/s since the previous line and the time
 left at that rate (the first step, which traces the graph, and validation left out);
-after each epoch: its loss and metrics (training and validation).
+after each epoch: its loss and metrics (training and validation). ``LossTrend`` keeps
+where the training loss started and ended, for the run summary's undertraining hint.
 """
 from __future__ import annotations
 
@@ -74,3 +75,36 @@ class TrainingProgress(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._print(f"epoch {epoch + 1}/{self.epochs} done, "
                     f"{duration(self.clock() - self._started)}: {_figures(logs)}")
+
+
+class LossTrend(tf.keras.callbacks.Callback):
+    """The training loss at the start (the first batch) and at the end (the mean of the
+    last quarter of the last epoch's batches).
+
+    Keras' batch logs hold the loss averaged over the epoch so far; the mean of batches
+    a+1..n is (n * mean_n - a * mean_a) / (n - a) (batches weigh by their rows; with
+    length buckets the last batches may be smaller, so this is close, not exact)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first: Optional[float] = None
+        self._means: list = []  # the running mean after each batch of the current epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._means = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs:
+            loss = float(logs["loss"])
+            if self.first is None:
+                self.first = loss
+            self._means.append(loss)
+
+    @property
+    def last(self) -> Optional[float]:
+        n = len(self._means)
+        if not n:
+            return None
+        a = n - max(1, n // 4)
+        return self._means[-1] if a == 0 else \
+            (n * self._means[-1] - a * self._means[a - 1]) / (n - a)

@@ -15,6 +15,7 @@ from models import (checkpoint, dataset, export, features, model as model_lib, p
 from models.hparams import ModelHParams, Task
 
 STATS_FILE = "train_stats.json"
+TOP_PROBABILITY_ROWS = 512  # eval rows the undertraining hint's probabilities come from
 
 
 class Throughput(tf.keras.callbacks.Callback):
@@ -69,6 +70,26 @@ def check_devices(accelerator: str, strategy: tf.distribute.Strategy) -> None:
                    "libraries, `make image GPU=1`, and the node an NVIDIA driver)")
     raise RuntimeError(f"kubeflow.trainer_accelerator is {accelerator!r} but {missing}; "
                        f"devices found: {', '.join(devices)}")
+
+
+def eval_top_probability(classifier, validation: tf.data.Dataset,
+                         rows: int = TOP_PROBABILITY_ROWS):
+    """The mean probability of the predicted class on the first ``rows`` eval rows (about
+    1/classes: the model still guesses); None without eval rows, or when the model cannot
+    be run here (logged)."""
+    tops, seen = [], 0
+    try:
+        for inputs, _ in validation:
+            logits = tf.cast(classifier(inputs, training=False).logits, tf.float32)
+            tops.append(tf.reduce_max(tf.nn.softmax(logits), axis=-1)[:rows - seen])
+            seen += int(tops[-1].shape[0])
+            if seen >= rows:
+                break
+    except (tf.errors.OpError, ValueError, TypeError) as error:
+        logging.warning("eval probabilities for the undertraining hint not computed: %s",
+                        error)
+        return None
+    return float(tf.reduce_mean(tf.concat(tops, 0))) if tops else None
 
 
 def balanced_class_weights(label_counts: list) -> dict:
@@ -132,18 +153,19 @@ def run_fn(fn_args) -> None:
                                                 multi_label=task.multi_label)
         started_from = _start_weights(classifier, hparams, fn_args, label_names)
     logging.info("Training starts %s", started_from)
-    throughput = Throughput(hparams.batch_size * replicas)
+    throughput, loss_trend = Throughput(hparams.batch_size * replicas), progress.LossTrend()
     callbacks = [tf.keras.callbacks.TensorBoard(
-        log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50), throughput]
+        log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50), throughput,
+        loss_trend]
     if hparams.progress_every_steps:  # its lines replace Keras's line per epoch
         callbacks.append(progress.TrainingProgress(
             steps_per_epoch * epochs, hparams.batch_size * replicas,
             hparams.progress_every_steps))
     started = time.time()
+    validation = make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False)
     history = classifier.fit(
         make(fn_args.train_files, hparams.batch_size, shuffle=True).repeat(),
-        steps_per_epoch=steps_per_epoch, epochs=epochs,
-        validation_data=make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False),
+        steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=validation,
         callbacks=callbacks, class_weight=class_weight,
         verbose=0 if hparams.progress_every_steps else 2)
     stats = {"started_from": started_from, "train_examples": num_train,
@@ -155,7 +177,13 @@ def run_fn(fn_args) -> None:
                                                for i, w in class_weight.items()},
              "unknown_share": unknown_share, "unknown_share_limit": limit,
              "checkpoint": hparams.checkpoint, "hparams": hparams.to_dict(),
-             "final": {k: float(v[-1]) for k, v in history.history.items()}}
+             "final": {k: float(v[-1]) for k, v in history.history.items()},
+             # what local/small_data.py reads for its undertraining hint
+             "first_loss": loss_trend.first, "last_loss": loss_trend.last,
+             "classes": len(label_names),
+             "eval_top_probability": None if task.multi_label else
+             eval_top_probability(classifier, validation),
+             "privacy": fn_args.custom_config.get("privacy")}
     logging.info("Training stats: %s", stats)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
         json.dump(stats, f, indent=2)

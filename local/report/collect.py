@@ -27,6 +27,7 @@ class Report:
     gate: list = dataclasses.field(default_factory=list)  # eval_results.GateCheck
     scored: Optional[scoring.Scored] = None
     model_card: Optional[str] = None  # the card's Markdown
+    placeholders: dict = dataclasses.field(default_factory=dict)  # "[unused1]" -> "[EMAIL]"
     problems: list = dataclasses.field(default_factory=list)  # parts that could not be read
 
 
@@ -87,6 +88,11 @@ def collect(summary: RunSummary) -> Report:
     model_run = _uri(summary, "Trainer", "model_run")
     if model_run:
         report.training = _part(report, "training logs", training.read, model_run)
+    # Texts show redaction's placeholders by type name; custom types need the run's
+    # privacy settings, which the Trainer recorded.
+    report.placeholders = _part(report, "privacy settings", scoring.placeholder_names,
+                                report.training.stats.get("privacy")
+                                if report.training else None) or {}
     evaluation = _uri(summary, "Evaluator", "evaluation")
     if evaluation:
         report.gate = _part(report, "gate thresholds", _evaluation, summary, evaluation) or []
@@ -94,6 +100,7 @@ def collect(summary: RunSummary) -> Report:
                                                               "examples")
     if model and examples and summary.labels:
         report.scored = _part(report, "candidate's predictions", scoring.score, model,
-                              examples, summary.labels)
+                              examples, summary.labels, scoring.MAX_EXAMPLES,
+                              report.placeholders)
     report.model_card = _part(report, "model card", model_card, summary)
     return report

@@ -11,7 +11,8 @@ from typing import Optional
 import jinja2
 from markupsafe import Markup, escape
 
-from local.report import figures
+from local import small_data
+from local.report import figures, scoring
 from local.report.collect import Report
 from pipeline.eval_results import label_of
 
@@ -106,6 +107,7 @@ def render(report: Report) -> str:
     drawn = _draw(report)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
+    env.filters["named"] = lambda text: scoring.readable(str(text), report.placeholders)
     slices = sorted(s.metrics.items(), key=lambda kv: (kv[0] != "", kv[0]))
     lengths = [sp for sp in report.splits if sp.has_lengths]
     scored = report.scored
@@ -126,6 +128,7 @@ def render(report: Report) -> str:
         slices=slices,
         per_class=[(c, dict(v, label=label_of(c, s.labels)))
                    for c, v in sorted(s.per_class.items())],
+        support_warning=small_data.low_support_warning(s.per_class, s.labels),
         calibration_caption=(
             f"Reliability diagram of {len(scored.texts)} eval examples; expected calibration "
             f"error {scored.expected_calibration_error():.4f}.") if scored else "",

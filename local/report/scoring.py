@@ -4,12 +4,15 @@ examples it gets most wrong.
 TFMA writes metrics, not per-example predictions, so the report loads the Trainer's
 serving model and runs its ``serving_default`` signature on the first
 ``MAX_EXAMPLES`` raw eval examples (the ones TFMA evaluated, from TextExampleGen).
+Redaction's placeholders (``[unused1]``, the word pieces the model reads) are shown by
+their type's name (``[EMAIL]``, custom types as named in ``privacy.custom_patterns``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -91,6 +94,21 @@ def _names(row, labels: Sequence[str], probabilities=None) -> str:
     return ", ".join(names) or "(none)"
 
 
+def placeholder_names(privacy: Optional[dict] = None) -> dict:
+    """{placeholder: "[NAME]"} of every built-in type and the custom types of ``privacy``
+    (the run's settings, as the Trainer recorded them)."""
+    from models import redaction
+
+    custom = [tuple(pair) for pair in (privacy or {}).get("custom_patterns", [])]
+    return {t.placeholder: f"[{t.name.upper()}]"
+            for t in redaction.BUILTIN + redaction.custom_types(custom)}
+
+
+def readable(text: str, names: dict) -> str:
+    """``text`` with each known placeholder replaced by its type's name."""
+    return re.sub(r"\[unused\d+\]", lambda m: names.get(m.group(0), m.group(0)), text)
+
+
 def _model_info(model_dir: str) -> dict:
     path = os.path.join(model_dir, contract.ASSETS_EXTRA, contract.MODEL_INFO_FILE)
     if not fileio.exists(path):
@@ -100,9 +118,10 @@ def _model_info(model_dir: str) -> dict:
 
 
 def score(model_uri: str, examples_uri: str, labels: Sequence[str],
-          limit: int = MAX_EXAMPLES) -> Optional[Scored]:
+          limit: int = MAX_EXAMPLES, placeholders: Optional[dict] = None) -> Optional[Scored]:
     """The Trainer's model (``<model_uri>/Format-Serving``) on the first ``limit`` eval
-    examples of TextExampleGen's output; None without eval examples or labels."""
+    examples of TextExampleGen's output; None without eval examples or labels.
+    ``placeholders``: ``placeholder_names`` of the run (default: the built-in types)."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
@@ -122,13 +141,13 @@ def score(model_uri: str, examples_uri: str, labels: Sequence[str],
             contract.PROBABILITIES].numpy() for i in range(0, len(serialized), BATCH)])
     index = {label: i for i, label in enumerate(labels)}
     truth = np.zeros((len(serialized), len(labels)))
-    texts = []
+    texts, names = [], placeholder_names() if placeholders is None else placeholders
     for row, record in enumerate(serialized):
         example = tf.train.Example.FromString(record).features.feature
         for value in example[contract.LABEL_FEATURE].bytes_list.value:
             if value.decode() in index:
                 truth[row, index[value.decode()]] = 1.0
-        texts.append(" ⟂ ".join(example[name].bytes_list.value[0].decode()
+        texts.append(" ⟂ ".join(readable(example[name].bytes_list.value[0].decode(), names)
                                  for name in (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
                                  if name in example and example[name].bytes_list.value))
     known = truth.sum(axis=1) > 0  # rows whose labels the model knows
