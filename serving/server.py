@@ -117,7 +117,7 @@ def channel_arguments(text: str) -> List[tuple]:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bert-pipeline serve", description=__doc__,
+        prog="bert-pipeline serve", description=__doc__, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     tf_serving = parser.add_argument_group(
         "TF Serving 2.18 flags (same names and defaults; --flag=value or --flag value)")

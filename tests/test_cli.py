@@ -196,3 +196,10 @@ def test_report_serve_refuses_paths_that_resolve_outside_the_reports_folder(tmp_
                 assert b"not for the web" not in refused.value.read()
         finally:
             server.terminate()
+
+
+def test_serve_flags_are_not_abbreviated_either(capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "--model_base_pat", "/models/m", "--model_name", "m"])
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --model_base_pat" in capsys.readouterr().err
