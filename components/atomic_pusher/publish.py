@@ -4,7 +4,7 @@ A model server loads every all-digit folder under its base path (TF Serving's
 file-system source parses each name with ``safe_strto64``; the local server takes
 digit names with a ``saved_model.pb``). So a version is written under
 ``.partial-<version>-<pid>`` (a name neither loads), every file is checked against the
-source (size and SHA-256, read back from the destination), ``saved_model.pb`` must parse
+source (size and CRC-32, read back from the destination), ``saved_model.pb`` must parse
 as a SavedModel, and only then is the folder renamed to ``<version>`` in one step.
 
 On object storage (``gs://``, ``s3://``) a rename is a copy of every object, so the
@@ -17,7 +17,7 @@ the next push on the same machine removes it.
 """
 from __future__ import annotations
 
-import hashlib
+import zlib
 import os
 import socket
 
@@ -84,26 +84,26 @@ def _tree(folder: str) -> tuple:
 
 
 def _digest(path: str) -> tuple:
-    """(size, SHA-256) of a file, read through ``tf.io.gfile``."""
-    digest, size = hashlib.sha256(), 0
+    """(size, CRC-32) of a file, read through ``tf.io.gfile``."""
+    crc, size = 0, 0
     with tf.io.gfile.GFile(path, "rb") as f:
         while chunk := f.read(CHUNK):
-            digest.update(chunk)
+            crc = zlib.crc32(chunk, crc)
             size += len(chunk)
-    return size, digest.hexdigest()
+    return size, crc
 
 
 def _copy(source: str, target: str) -> tuple:
-    """Copies one file; returns the source's (size, SHA-256) as read while copying."""
-    digest, size = hashlib.sha256(), 0
+    """Copies one file; returns the source's (size, CRC-32) as read while copying."""
+    crc, size = 0, 0
     with tf.io.gfile.GFile(source, "rb") as reader, tf.io.gfile.GFile(target, "wb") as writer:
         while chunk := reader.read(CHUNK):
             writer.write(chunk)
-            digest.update(chunk)
+            crc = zlib.crc32(chunk, crc)
             size += len(chunk)
     if not is_object_storage(target):
         _sync(target)
-    return size, digest.hexdigest()
+    return size, crc
 
 
 def _sync(path: str) -> None:
@@ -123,8 +123,8 @@ def _copy_verified(source: str, target: str, relative: str) -> None:
     found = _digest(to)
     if found != expected:
         raise PushError(f"{to}: the copy differs from the model ({found[0]} bytes, "
-                        f"sha256 {found[1][:12]}…; expected {expected[0]} bytes, sha256 "
-                        f"{expected[1][:12]}…)")
+                        f"CRC-32 {found[1]:08x}; expected {expected[0]} bytes, CRC-32 "
+                        f"{expected[1]:08x})")
     if relative == SAVED_MODEL:
         check_saved_model(to)
 
