@@ -3,13 +3,15 @@
 A model server loads every all-digit folder under its base path (TF Serving's
 file-system source parses each name with ``safe_strto64``; the local server takes
 digit names with a ``saved_model.pb``). So a version is written under
-``.partial-<version>-<pid>`` (a name neither loads), every file is checked against the
+``.partial-<version>-<host>-<pid>`` (a name neither loads), every file is checked against the
 source (size and CRC-32, read back from the destination), ``saved_model.pb`` must parse
 as a SavedModel, and only then is the folder renamed to ``<version>`` in one step.
 
 On object storage (``gs://``, ``s3://``) a rename is a copy of every object, so the
 version is written in place instead, with ``saved_model.pb`` last and only after every
-other file is verified; until then neither server has a model to load there.
+other file is verified. The local server takes a version only once its ``saved_model.pb``
+is there; TF Serving may see the numbered prefix earlier, fail to load it and retry
+(``--max_num_load_retries``, a minute apart), which then finds the version complete.
 
 On any failure the partial copy is removed and ``PushError`` names the cause, the file
 and the cleanup. A push killed outright leaves its ``.partial-*`` copy (never loaded);
@@ -17,9 +19,9 @@ the next push on the same machine removes it.
 """
 from __future__ import annotations
 
-import zlib
 import os
 import socket
+import zlib
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
