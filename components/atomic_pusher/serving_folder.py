@@ -1,8 +1,8 @@
 """What a serving folder (``<serving_dir>/<model_name>``) really holds, as the run
 summary and report state it: the versions a model server loads, numbered folders it
 would try to load but cannot (no ``saved_model.pb``, or one that does not parse: a
-half-copied version), and
-anything else (a push's ``.partial-*`` copy left by a killed run, stray files)."""
+half-copied version), and anything else (the ``.partial-*`` copy of a killed push,
+stray files)."""
 from __future__ import annotations
 
 import dataclasses
@@ -66,6 +66,7 @@ def inspect(path: str) -> ServingFolder:
     except Exception as error:  # noqa: BLE001 - said in the summary, never raised
         folder.error = f"{type(error).__name__}: {error}"
     folder.versions.sort(key=int)
+    folder.incomplete.sort(key=int)
     return folder
 
 
