@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import socket
+import uuid
 from typing import TYPE_CHECKING, List, Optional
 
 if TYPE_CHECKING:  # local.summary imports ML Metadata: not needed to read the history
@@ -33,7 +34,7 @@ def start(path: str, started: float, reason: str) -> str:
     (interrupted), then appends this run's ``running`` record; returns its run_key."""
     for entry in _open_records(_lines(path)):
         append(path, interrupted(entry))
-    key = f"{_utc(started)}-{os.getpid()}"
+    key = f"{_utc(started)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     append(path, {"run_key": key, "status": RUNNING, "started": _utc(started),
                   "reason": reason, "run_id": None, "exit_code": None,
                   **dict.fromkeys(FIELDS), "pid": os.getpid(),

@@ -183,3 +183,30 @@ def test_the_settings_checks_read_a_bucket(tmp_path):
     assert missing[0].startswith("data.input_dir: folder s3://checks/nothing does not exist")
     assert missing[1].startswith("data.schema_path: s3://checks/none.pbtxt does not exist;")
     assert no_span[0].startswith("data.span_pattern: no folder named like day-{SPAN}")
+
+
+def test_history_shows_runs_that_never_ended_and_the_next_run_closes_them(tmp_path):
+    from local import history
+    path = str(tmp_path / "history.jsonl")
+    old = {"started": "2026-11-24T03:00:00+00:00", "seconds": 60.0, "reason": "cron",
+           "run_id": "r0", "span": None, "exit_code": 0, "accuracy": 0.9,
+           "eval_examples": 10, "baseline_accuracy": None, "blessed": True,
+           "pushed_version": "1", "started_from": None, "drift": None, "error": None,
+           "report": None}  # a record written before runs had a run_key
+    history.append(path, old)
+    killed = history.start(path, time.time(), "new span 2")
+    assert history.read(path) == [old]  # the scheduler sees finished runs only
+    assert history.read(path, unfinished=True)[-1]["status"] == "running"
+    shown = history.read(path, unfinished=True, run_active=False)[-1]
+    assert shown["status"] == "interrupted" and shown["exit_code"] == 1
+    assert f"pid {os.getpid()}" in shown["error"]
+    # the next run (it holds the lock) records the killed one as interrupted
+    nxt = history.start(path, time.time(), "manual")
+    history.append(path, history.failed(path, nxt, "ValueError: bad"))
+    entries = history.read(path, unfinished=True, run_active=False)
+    assert [(e.get("run_key"), e.get("status", "finished")) for e in entries] == [
+        (None, "finished"), (killed, "interrupted"), (nxt, "finished")]
+    assert entries[2]["error"] == "ValueError: bad"
+    table = history.format_table(entries)
+    assert "interrupted" in table and "killed or interrupted" in table
+    assert len(history.read(path)) == 2  # old and the failed one; not the interrupted
