@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from serving.errors import invalid, not_found
+from serving.memory import release_memory
 from serving.servable import LoadSettings, Servable, first_line, is_saved_model_dir
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,8 @@ class ModelStore:
         except Exception as error:  # noqa: BLE001  the version stays unloaded, others serve
             if servable is not None:
                 servable.close()
+                servable = None
+                release_memory()
             self._failed(model, version, error)
             return
         model.failures.pop(version, None)
@@ -371,6 +374,7 @@ class ModelStore:
     def _unload(self, model: _Model, version: int) -> None:
         model.published = {v: s for v, s in model.published.items() if v != version}
         model.loaded.pop(version).close()
+        release_memory()
         self._set_state(model, version, VersionState(END))
         log.info("model %s version %d unloaded", model.spec.name, version)
 

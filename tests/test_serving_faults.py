@@ -472,3 +472,31 @@ def test_no_versions_is_repeated_while_none_appear(tmp_path, caplog):
     finally:
         store.stop()
     assert said("No versions of servable half") == repeated  # silent once one is there
+
+
+
+def test_release_memory_hands_freed_heap_back_to_the_system():
+    """What the store runs after each unload. A heap freed below a live allocation is
+    kept by glibc (RSS stayed at every swap's peak: 1.3 to 2.1 GB over 10 loads of the
+    BERT, bench/serving_lifecycle.py); ``release_memory`` returns it. A child process, so
+    the measure is not this test process's own heap."""
+    script = """
+import sys
+sys.path.insert(0, ".")
+from serving.memory import release_memory
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
+blocks = [bytes(1024) + bytes([i % 256]) for i in range(200_000)]  # 200 MiB of 1 KiB mallocs
+pinned = blocks[-1]
+del blocks
+before = rss()
+release_memory()
+print(before, rss())
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    before, after = int(out[-2]), int(out[-1])
+    assert before - after > 100 * 1024, (before, after)  # KiB: most of the 200 MiB
