@@ -268,8 +268,19 @@ def test_stratified_split_keeps_duplicates_together_and_hashes_big_classes(tmp_p
         [(f"dup {i}", "dup") for i in range(14)] + _tickets({"big": 400})
     monkeypatch.setattr(split, "EXACT_ROWS", 100)  # "big" is over it: hash within the class
     found = _stratified(tmp_path, rows, fraction=0.25)
-    copies = {name for name, rows_ in found.items() if ("the same text", "dup") in rows_}
-    assert len(copies) == 1  # all six copies on one side
+    # Six copies never fit in the 5 eval rows "dup" gets: they all train.
+    assert found["train"].count(("the same text", "dup")) == 6
     evaluated = _per_class(found["eval"])
-    assert evaluated["small"] == 5
+    assert evaluated["small"] == 5 and evaluated["dup"] == 5
     assert 70 <= evaluated["big"] <= 130  # about a quarter of 400, by hash
+
+
+def test_eval_hashes_take_whole_groups_of_copies_that_fit_never_the_last():
+    from components.text_example_gen.split import eval_hashes
+
+    assert eval_hashes(3, [(1, 1), (2, 1), (3, 1)], 0.5) == {1, 2}
+    assert eval_hashes(2, [(7, 1), (9, 1)], 0.1) == {7}
+    assert eval_hashes(8, [(5, 8)], 0.5) == set()  # one text repeated: it trains
+    assert eval_hashes(60, [(1, 30), (2, 1), (3, 29)], 0.1) == {2}  # 30 copies > 6 wanted
+    # Only the smallest hashes are known (more rows than groups): the last one may go.
+    assert eval_hashes(100, [(1, 1), (2, 1)], 0.02) == {1, 2}

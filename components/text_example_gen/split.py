@@ -1,16 +1,20 @@
 """The train/eval split stratified by label (single-label data), in Beam.
 
 Every class gets the eval fraction of its own rows: ``eval_rows(n, fraction)`` of its
-``n`` rows, and at least one of each class with two rows or more (one stays in train).
-Which rows: those with the smallest hashes of their serialized example (SHA-256), so
-the same rows give the same split on every run (warm starts and baselines compare on
-the same eval rows), a row's place does not depend on the order of the files, rows
-added later move few others, and duplicate rows never straddle the split.
+``n`` rows, so at least one of each class with two distinct rows or more (and one stays
+in train). Which rows: those with the smallest hashes of their serialized example
+(SHA-256), so the same rows give the same split on every run (warm starts and baselines
+compare on the same eval rows), a row's place does not depend on the order of the
+files, and rows added later move few others. Identical rows hash alike and stay on one
+side: a group of copies goes to eval only when it fits in what the class still needs,
+and a class's last distinct row always trains (a class of one repeated text trains
+whole, and DataGate says its eval split lacks it).
 
-Beam: one pass counts each class and keeps its ``keep`` smallest hashes (bounded
-memory); each class's threshold then goes to the partition as a side input. A class of
-more than ``EXACT_ROWS`` rows sends the rows whose hash falls below the fraction of the
-hash range (the hash split within the class: its eval share is within a few percent).
+Beam: one pass counts each class and keeps its ``keep`` smallest distinct hashes with
+their copies (bounded memory); each class's eval hashes then go to the partition as a
+side input. A class of more than ``EXACT_ROWS`` rows sends the rows whose hash falls
+below the fraction of the hash range (the hash split within the class: its eval share
+is within a few percent).
 """
 from __future__ import annotations
 
@@ -52,52 +56,69 @@ def keep(fraction: float) -> int:
     return eval_rows(EXACT_ROWS, fraction)
 
 
-def threshold(rows: int, smallest: List[int], fraction: float) -> int:
-    """The largest hash of a class that goes to eval (-1: none does)."""
-    if rows > EXACT_ROWS:
-        return int(fraction * HASH_RANGE) - 1
-    wanted = eval_rows(rows, fraction)
-    return smallest[wanted - 1] if wanted else -1
+def eval_hashes(rows: int, groups: List[Tuple[int, int]], fraction: float) -> frozenset:
+    """The hashes of a class (at most EXACT_ROWS rows) that go to eval: ``groups`` are its
+    smallest distinct hashes with their copies, in hash order; groups are taken while
+    they fit in ``eval_rows``, never the class's last one."""
+    wanted, taken, chosen = eval_rows(rows, fraction), 0, []
+    complete = sum(copies for _, copies in groups) == rows  # every distinct row is here
+    for i, (hashed, copies) in enumerate(groups):
+        if taken >= wanted or (complete and i == len(groups) - 1):
+            break
+        if taken + copies <= wanted:
+            chosen.append(hashed)
+            taken += copies
+    return frozenset(chosen)
 
 
 class _CountAndSmallest(beam.CombineFn):
-    """(rows, sorted smallest ``size`` hashes) of one class."""
+    """(rows, [(hash, copies)] of the ``size`` smallest distinct hashes) of one class.
+    The accumulator: rows, {hash: copies}, and a max-heap (negated) of those hashes."""
 
     def __init__(self, size: int):
         self._size = size
 
-    def create_accumulator(self) -> Tuple[int, List[int]]:
-        return 0, []
+    def create_accumulator(self):
+        return 0, {}, []
 
     def add_input(self, accumulator, value: int):
-        rows, smallest = accumulator
-        if len(smallest) < self._size:
-            heapq.heappush(smallest, -value)  # a max-heap of the smallest hashes
-        elif value < -smallest[0]:
-            heapq.heapreplace(smallest, -value)
-        return rows + 1, smallest
+        rows, counts, heap = accumulator
+        if value in counts:
+            counts[value] += 1
+        elif len(counts) < self._size:
+            counts[value] = 1
+            heapq.heappush(heap, -value)
+        elif value < -heap[0]:
+            del counts[-heapq.heapreplace(heap, -value)]
+            counts[value] = 1
+        return rows + 1, counts, heap
 
     def merge_accumulators(self, accumulators: Iterable):
-        rows, merged = 0, []
-        for count, smallest in accumulators:
+        rows, merged = 0, {}
+        for count, counts, _ in accumulators:
             rows += count
-            merged.extend(-h for h in smallest)
-        return rows, [-h for h in heapq.nsmallest(self._size, merged)]
+            for hashed, copies in counts.items():
+                merged[hashed] = merged.get(hashed, 0) + copies
+        kept = heapq.nsmallest(self._size, merged)
+        return rows, {hashed: merged[hashed] for hashed in kept}, [-h for h in reversed(kept)]
 
     def extract_output(self, accumulator):
-        rows, smallest = accumulator
-        return rows, sorted(-h for h in smallest)
+        rows, counts, _ = accumulator
+        return rows, sorted(counts.items())
 
 
-def _thresholds(counted: Iterable, fraction: float) -> Dict[bytes, int]:
-    return {label: threshold(rows, smallest, fraction)
-            for label, (rows, smallest) in counted}
+def _eval_rule(counted: Iterable, fraction: float) -> Dict[bytes, object]:
+    """{label: eval hashes (a frozenset), or the largest eval hash (big classes)}."""
+    return {label: int(fraction * HASH_RANGE) - 1 if rows > EXACT_ROWS
+            else eval_hashes(rows, groups, fraction) for label, (rows, groups) in counted}
 
 
 def _which(keyed: Tuple[bytes, int, tf.train.Example], num_partitions: int,
-           thresholds: Dict[bytes, int]) -> int:
+           rules: Dict[bytes, object]) -> int:
     label, hashed, _ = keyed
-    return SPLITS.index("eval") if hashed <= thresholds[label] else SPLITS.index("train")
+    rule = rules[label]
+    evaluated = hashed in rule if isinstance(rule, frozenset) else hashed <= rule
+    return SPLITS.index("eval" if evaluated else "train")
 
 
 @beam.ptransform_fn
@@ -107,12 +128,12 @@ def StratifiedSplit(examples: beam.PCollection, fraction: float) -> Dict[str, be
     if not 0 < fraction < 1:
         raise ValueError(f"eval_fraction must be in (0, 1), got {fraction}")
     keyed = examples | "Hash" >> beam.Map(lambda e: (label_of(e), row_hash(e), e))
-    thresholds = (keyed
-                  | "LabelAndHash" >> beam.Map(lambda k: (k[0], k[1]))
-                  | "CountPerClass" >> beam.CombinePerKey(_CountAndSmallest(keep(fraction)))
-                  | "All" >> beam.combiners.ToList()
-                  | "Thresholds" >> beam.Map(_thresholds, fraction))
+    rules = (keyed
+             | "LabelAndHash" >> beam.Map(lambda k: (k[0], k[1]))
+             | "CountPerClass" >> beam.CombinePerKey(_CountAndSmallest(keep(fraction)))
+             | "All" >> beam.combiners.ToList()
+             | "EvalRules" >> beam.Map(_eval_rule, fraction))
     parts = keyed | "Partition" >> beam.Partition(
-        _which, len(SPLITS), beam.pvalue.AsSingleton(thresholds))
+        _which, len(SPLITS), beam.pvalue.AsSingleton(rules))
     return {name: parts[i] | f"Examples[{name}]" >> beam.Map(lambda k: k[2])
             for i, name in enumerate(SPLITS)}
