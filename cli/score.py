@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from components.text_example_gen.parsing import ReaderConfig, read_file
+from components.text_example_gen.parsing import ReaderConfig, column_refs, read_file
 from serving import contract
 
 
@@ -48,10 +48,12 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     predict = model.signatures[contract.TEXT_SIGNATURE]
     by_columns = contract.TEXT_INPUT not in predict.structured_input_signature[1]
     if by_columns:  # trained on several text columns: score the reader's joined texts
-        predict = model.signatures[contract.EXAMPLES_SIGNATURE]  # as TFMA does
         with tf.io.gfile.GFile(os.path.join(latest_version(model_dir), contract.ASSETS_EXTRA,
                                             contract.MODEL_INFO_FILE)) as f:
-            takes_pairs = bool(json.load(f)[contract.INPUT_CONTRACT]["text_pair_columns"])
+            trained = json.load(f)[contract.INPUT_CONTRACT]
+        _check_columns(reader, trained, model_dir)
+        takes_pairs = bool(trained["text_pair_columns"])
+        predict = model.signatures[contract.EXAMPLES_SIGNATURE]  # as TFMA does
     else:
         takes_pairs = contract.TEXT_PAIR_INPUT in predict.structured_input_signature[1]
     if takes_pairs != bool(reader.text_pair_column):
@@ -86,6 +88,25 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     return Score(len(records), exact / len(records),
                  {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started,
                  dict(predicted_counts))
+
+
+def _check_columns(reader: ReaderConfig, trained: dict, model_dir: str) -> None:
+    """Refuses a join other than the model's: the same number of text (and pair) columns,
+    the same names where given by name, the same separator."""
+    def same(setting: str, columns: list) -> bool:
+        refs = column_refs(setting)
+        return len(refs) == len(columns) and all(
+            ref == column or ref.isdigit() for ref, column in zip(refs, columns))
+
+    text, pair = trained["text_columns"], trained["text_pair_columns"]
+    if not (same(reader.text_column, text) and same(reader.text_pair_column, pair)
+            and reader.text_separator == trained["text_separator"]):
+        raise ValueError(
+            f"the model at {model_dir} was trained on the text columns {','.join(text)}"
+            + (f" and the pair columns {','.join(pair)}" if pair else "")
+            + f" joined with {trained['text_separator']!r}: score with --text_column "
+            f"{','.join(text)}" + (f" --text_pair_column {','.join(pair)}" if pair else "")
+            + f" --text_separator {trained['text_separator']!r} (or their positions)")
 
 
 def _example(record, with_pair: bool) -> bytes:

@@ -291,6 +291,15 @@ def test_two_text_columns_are_the_served_inputs_joined_in_the_graph(
     got = by_columns(subject=tf.constant(subjects), body=tf.constant(bodies))
     np.testing.assert_allclose(got["probabilities"], expected, atol=1e-6)
     _tf_serving_ops_only(version)
+    # the serving check replays the warmup requests, which send the columns
+    from serving.check import check_model
+    from serving.servable import read_warmup_logs
+    sent = {log.predict_log.request.model_spec.signature_name:
+            set(log.predict_log.request.inputs) for log in read_warmup_logs(version)
+            if log.HasField("predict_log")}
+    assert sent == {"predict_text": {"subject", "body"}, "serving_default": {"examples"}}
+    result = check_model(version)
+    assert result.ok and result.requests == 6, result.reason
 
     columns = [{"subject": s, "body": b} for s, b in zip(subjects, bodies)]
     server, clients = _served(os.path.dirname(version))
