@@ -76,6 +76,12 @@ class Service:
         found = _texts(examples) if self.feedback is not None else None
         if found is not None:
             ids = self._record(servable, *found, rows)
+        elif self.feedback is not None and (servable.name, servable.version, "text") \
+                not in self._unredactable:  # e.g. a model trained on several text columns
+            self._unredactable.add((servable.name, servable.version, "text"))
+            log.warning("feedback not recorded for model '%s' version %d: its examples have "
+                        "no single '%s' feature (a model served by text columns is not "
+                        "recorded)", servable.name, servable.version, TEXT_FEATURE)
         return servable, rows, ids
 
     def _record(self, servable: Servable, texts: List[str], pairs: Optional[List[str]],

@@ -173,8 +173,9 @@ def test_clients_send_the_columns_by_name(tmp_path, capsys):
             {"subject": "Grüße", "body": ""}, {"subject": "long subject", "body": "body"}]
     joined = [export.join_values([r["subject"], r["body"]], ". ") for r in rows]
     assert joined == ["short", "Hi. a", "Grüße", "long subject. body"]
-    with ServerProcess(["--model_name", "columns",
-                        "--model_base_path", str(tmp_path / "columns")]) as server:
+    with ServerProcess(["--model_name", "columns", "--model_base_path",
+                        str(tmp_path / "columns"), "--feedback_dir", str(tmp_path / "fb")]) \
+            as server:
         target = Target("columns")
         with GrpcClient(server.grpc_address, target) as by_grpc, \
                 RestClient(server.rest_url, target) as by_rest:
@@ -185,6 +186,10 @@ def test_clients_send_the_columns_by_name(tmp_path, capsys):
                 by_predict = by_predict.get("probabilities", by_predict.get("output"))
                 predictions = client.predict_columns(rows)
                 assert [p.columns for p in predictions] == rows
+                # feedback records texts only: not recorded, and the server says so
+                assert [p.id for p in predictions] == [None] * 4
+                assert "feedback not recorded for model 'columns' version 1: its examples " \
+                       "have no single 'text' feature" in server.log()
                 assert [p.label for p in predictions] == [
                     "long" if len(t.encode()) > 10 else "short" for t in joined]
                 np.testing.assert_allclose(
@@ -198,6 +203,7 @@ def test_clients_send_the_columns_by_name(tmp_path, capsys):
                 with pytest.raises(ServingClientError, match=r"takes the columns body, "
                                                              r"subject.*--columns"):
                     client.predict_texts(joined)
+        assert server.log().count("feedback not recorded") == 1  # once per version
         capsys.readouterr()
         assert main(["predict", "--server", server.rest_url, "--model", "columns",
                      "--columns", json.dumps(rows[3])]) == 0
