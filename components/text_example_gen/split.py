@@ -1,14 +1,15 @@
 """The train/eval split stratified by label (single-label data), in Beam.
 
 Every class gets the eval fraction of its own rows: ``eval_rows(n, fraction)`` of its
-``n`` rows, so at least one of each class with two distinct rows or more (and one stays
-in train). Which rows: those with the smallest hashes of their serialized example
-(SHA-256), so the same rows give the same split on every run (warm starts and baselines
-compare on the same eval rows), a row's place does not depend on the order of the
-files, and rows added later move few others. Identical rows hash alike and stay on one
-side: a group of copies goes to eval only when it fits in what the class still needs,
-and a class's last distinct row always trains (a class of one repeated text trains
-whole, and DataGate says its eval split lacks it).
+``n`` rows, so at least one of each class with two rows or more (and one stays in
+train), unless copies of one text stand in the way (below). Which rows: those with the
+smallest hashes of their serialized example (SHA-256), so the same rows give the same
+split on every run (warm starts and baselines compare on the same eval rows), a row's
+place does not depend on the order of the files, and rows added later move few
+others. Identical rows hash alike and stay on one side: a group of copies goes to eval
+only when it fits in what the class still needs, and a class's last distinct row always
+trains (a class of one repeated text trains whole, and DataGate says its eval split
+lacks it).
 
 Beam: one pass counts each class and keeps its ``keep`` smallest distinct hashes with
 their copies (bounded memory); each class's eval hashes then go to the partition as a
