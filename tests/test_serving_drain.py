@@ -24,7 +24,7 @@ from serving.process import ServerProcess
 pytestmark = pytest.mark.serving
 
 REST_CLIENTS, GRPC_CLIENTS = 10, 4  # as measured in the issue: 10 REST, 4 gRPC in flight
-DELAY, GRACE = 5, 60  # --drain_delay_seconds, --drain_grace_seconds
+DELAY, GRACE = 8, 60  # --drain_delay_seconds (room for a busy CI), --drain_grace_seconds
 # Each waiting request holds one of TensorFlow's inter-op threads (as many as cores).
 GATE_FLAGS = ["--tensorflow_inter_op_parallelism", "32", "--model_name", "gate",
               "--model_base_path"]
@@ -157,6 +157,14 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(gate):
         _wait_for(lambda: _probe(server, "/v1/models/gate") is None, DELAY + 60,
                   "the REST listener closed")
         assert time.monotonic() - signalled >= DELAY, "the listener closed before the delay"
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(server.grpc_address))
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+            name="gate", signature_name="quick"))
+        request.inputs["tag"].CopyFrom(tf.make_tensor_proto(["late"]))
+        with pytest.raises(grpc.RpcError) as refused:  # gRPC stopped taking new calls too
+            stub.Predict(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert not clients.results, f"answered before release: {clients.results}"
         assert server.process.poll() is None, "exited with requests in flight"
 
