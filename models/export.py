@@ -74,7 +74,7 @@ def join_parts(parts: Sequence[tf.Tensor], separator: str) -> tf.Tensor:
 
 
 def join_values(values: Sequence[str], separator: str) -> str:
-    """``join_parts`` for one row in Python (warmup requests, clients' own checks)."""
+    """``join_parts`` for one row in Python (the warmup requests' joined ``text``)."""
     return separator.join(value for value in values if value)
 
 
