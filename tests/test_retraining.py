@@ -47,6 +47,8 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     one, two = history.read(config.history_path)
     assert (one["span"], two["span"]) == (1, 2)
     assert one["started_from"].startswith("from the checkpoint")
+    assert one["drift"] == "not checked: span 1 is the first span (no earlier span to " \
+                           "compare with)"
     assert two["started_from"].startswith("warm start from ")
     assert two["started_from"].endswith("(2 of 2 labels carried over)")
     assert two["baseline_accuracy"] is not None  # gated against v1
