@@ -31,11 +31,14 @@ TRANSFORM_SIGNATURE = "transform_features"
 
 
 def input_name(column: str) -> str:
-    """A source column as a served input and tf.Example feature name: ASCII letters,
-    digits and "_" (a valid signature key), not starting with a digit ("Body Text" ->
-    "Body_Text", a position "2" -> "column_2")."""
+    """A source column of a several-column model as a served input and tf.Example
+    feature name: ASCII letters, digits and "_" (a valid signature key), not starting
+    with a digit, and never a one-column model's ``text`` or ``text_pair`` (clients and
+    the server tell the two kinds apart by those names): "Body Text" -> "Body_Text", a
+    position "2" -> "column_2", "text" -> "column_text"."""
     name = re.sub(r"\W", "_", column, flags=re.ASCII)
-    return name if name and not name[0].isdigit() else f"column_{name}"
+    reserved = name in (TEXT_INPUT, TEXT_PAIR_INPUT)
+    return name if name and not name[0].isdigit() and not reserved else f"column_{name}"
 
 
 def text_inputs(task) -> dict:

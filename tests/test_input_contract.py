@@ -73,6 +73,12 @@ def test_several_columns_are_served_by_name():
     assert features.text_inputs(columns) == {
         "text": ["subject", "Body_Text", "column_2"], "text_pair": ["answer", "subject"]}
     assert features.served_inputs(columns) == ["subject", "Body_Text", "column_2", "answer"]
+    # `text`/`text_pair` name a one-column model's inputs (feedback, the client and
+    # score tell the kinds apart by them): a column so named is served as column_text.
+    titled = Task(text_columns=("title", "text"), text_pair=True,
+                  text_pair_columns=("text_pair", "notes"))
+    assert features.text_inputs(titled) == {
+        "text": ["title", "column_text"], "text_pair": ["column_text_pair", "notes"]}
     with pytest.raises(ValueError, match=r"'a b' and 'a_b' would both be served as the "
                                          r"input 'a_b' \(data.text_column"):
         features.text_inputs(Task(text_columns=("a b", "a_b")))
