@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import socket
 import uuid
@@ -70,16 +71,36 @@ def record(summary: "RunSummary", started: float, ended: float, reason: str,
 
 
 def append(path: str, entry: dict) -> None:
+    """Appends one record as one line; after a torn last line (a run killed while
+    appending) it starts a new line, so the torn one alone is lost."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    with open(path, "a+b") as f:
+        torn = f.tell() > 0 and (f.seek(f.tell() - 1), f.read(1))[1] != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(entry, ensure_ascii=False)
+                 + "\n").encode("utf-8"))
 
 
 def _lines(path: str) -> List[dict]:
+    """The records of the history file; a line that is not a whole record (a run killed
+    while appending, a full disk) is skipped with a warning naming the file and line, so
+    one torn line never stops later runs or ``history``."""
     if not os.path.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                logging.warning("run history %s line %d is not a whole record (a run "
+                                "killed while writing it?): skipped", path, number)
+    return records
 
 
 def _merged(lines: List[dict]) -> List[dict]:

@@ -210,3 +210,19 @@ def test_history_shows_runs_that_never_ended_and_the_next_run_closes_them(tmp_pa
     table = history.format_table(entries)
     assert "interrupted" in table and "killed or interrupted" in table
     assert len(history.read(path)) == 2  # old and the failed one; not the interrupted
+
+
+def test_a_torn_history_line_is_skipped_and_later_runs_record_whole_lines(tmp_path):
+    """A run killed while appending leaves a line cut short without its newline: later
+    runs, ``history`` and the scheduler skip it (it stopped every run with a
+    JSONDecodeError) and the next record starts a line of its own."""
+    from local import history
+    path = str(tmp_path / "history.jsonl")
+    first = history.start(path, time.time(), "manual")
+    history.append(path, history.failed(path, first, "ValueError: bad"))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"run_key": "2026-12-05T01:00:00+00:00-7-ab", "status": "runn')
+    second = history.start(path, time.time(), "cron")
+    history.append(path, history.failed(path, second, "ValueError: worse"))
+    assert [(e["run_key"], e["error"]) for e in history.read(path)] == [
+        (first, "ValueError: bad"), (second, "ValueError: worse")]
