@@ -59,6 +59,19 @@ def local_pipeline(config: PipelineConfig):
         metadata_connection_config=metadata_config(config))
 
 
+def _try_lock(f, attempts: int = 20, pause: float = 0.05) -> bool:
+    """Takes the run lock, trying for about a second: ``run_active`` (``history``) holds
+    it shared for an instant, which must not refuse a run."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < attempts:
+                time.sleep(pause)
+    return False
+
+
 @contextlib.contextmanager
 def run_lock(config: PipelineConfig):
     """Held while a run is active; a second run on the same output root is refused (on
@@ -66,9 +79,7 @@ def run_lock(config: PipelineConfig):
     os.makedirs(config.state_dir, exist_ok=True)
     path = os.path.join(config.state_dir, LOCK_FILE)
     with open(path, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(f):
             f.seek(0)
             raise RunInProgress(f"another run is active on {config.output.root} "
                                 f"({f.read().strip() or 'see ' + path})") from None

@@ -103,3 +103,24 @@ def test_loop_reports_a_failed_tick_and_goes_on(tmp_path, capsys):
     Scheduler(config, run=broken_run).loop(max_ticks=1)
     assert calls == ["new span 1"]
     assert capsys.readouterr().out.rstrip().endswith("error: OSError: disk full")
+
+
+def test_history_looking_at_the_lock_does_not_refuse_a_run(tmp_path):
+    """``history`` (runner.run_active) holds the run lock shared for an instant; a run
+    starting then waits for it instead of failing with "another run is active". A lock
+    held by a run still refuses (the wait is bounded)."""
+    import fcntl
+    import threading
+    config = _config(tmp_path)
+    with runner.run_lock(config):
+        assert runner.run_active(config)
+    assert not runner.run_active(config)
+    with open(tmp_path / "out" / runner.LOCK_FILE, encoding="utf-8") as probe:
+        fcntl.flock(probe, fcntl.LOCK_SH)  # as run_active holds it while it looks
+        threading.Timer(0.2, fcntl.flock, (probe, fcntl.LOCK_UN)).start()
+        with runner.run_lock(config):
+            assert runner.run_active(config)
+        fcntl.flock(probe, fcntl.LOCK_SH)  # never released while the run tries
+        with pytest.raises(runner.RunInProgress):
+            with runner.run_lock(config):
+                pass
