@@ -132,7 +132,6 @@ def _serve_reports(folder: str, port: int) -> int:
 def _cmd_kubeflow(args) -> int:
     from kubeflow import client, runner
     config = config_from_args(args)
-    runner.require_image(config)
     spec = args.spec
     if args.action == "compile":
         print(f"wrote {runner.compile_pipeline(config, spec)}")

@@ -277,19 +277,21 @@ def test_cron_conversion_and_errors(tmp_path):
                  "--kubeflow.image", IMAGE]) == 1
 
 
-@pytest.mark.parametrize("action", ["compile", "submit", "schedule"])
-def test_kubeflow_needs_an_image_set_explicitly(tmp_path, capsys, action):
-    """No default image: 'bert-text-pipeline:latest' was written and no cluster pulls it."""
+def test_kubeflow_compile_needs_an_image_set_explicitly(tmp_path, capsys):
+    """No default image: 'bert-text-pipeline:latest' was written and no cluster pulls it.
+    submit and schedule send a compiled spec, whose image is in it: they need none."""
     spec_file = tmp_path / "pipeline.yaml"
-    if action != "compile":
-        spec_file.write_text("pipelineInfo: {name: p}\n")  # there: only the image is missing
-    args = ["kubeflow", action, "--spec", str(spec_file), "--kubeflow.host",
-            "http://127.0.0.1:1", *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
-    assert main(args) == 1
+    storage = [a for k, v in STORAGE.items() for a in (f"--{k}", v)]
+    assert main(["kubeflow", "compile", "--spec", str(spec_file), *storage]) == 1
     assert "kubeflow.image is required" in capsys.readouterr().err
-    assert action != "compile" or not spec_file.exists()
+    assert not spec_file.exists()
     with pytest.raises(ValueError, match="kubeflow.image is required"):
         compile_pipeline(load_config(None, STORAGE), str(tmp_path / "p.yaml"))
+    spec_file.write_text("pipelineInfo: {name: p}\n")
+    for action in ("submit", "schedule"):  # refused for the missing host, not the image
+        assert main(["kubeflow", action, "--spec", str(spec_file), *storage]) == 1
+        error = capsys.readouterr().err
+        assert "kubeflow.host is required" in error and "kubeflow.image" not in error
 
 
 def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
