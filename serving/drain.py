@@ -3,7 +3,7 @@
 1. Readiness turns false at once: model metadata (the manifests' readiness probe path)
    answers UNAVAILABLE (REST 503), so load balancers that probe stop sending.
 2. The listeners stay open ``--drain_delay_seconds``: requests still sent while the pod
-   leaves the Service's endpoints are answered (REST answers say ``Connection: close``).
+   leaves the Service's endpoints are answered (REST answers say ``Connection: close`` and close their connection).
 3. The listeners close; requests in flight get ``--drain_grace_seconds`` to finish.
 4. Exit 0 once none is left; 1 if some were still running at the end of the grace
    period, or if a second signal came (both logged, with the count of requests cut).

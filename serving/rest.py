@@ -40,8 +40,10 @@ class _JsonHandler(tornado.web.RequestHandler):
     def prepare(self):
         self._in_flight = True  # counted until finished or the client went away
         self.service.drain.started("REST")
-        if self.service.drain.draining:
-            self.set_header("Connection", "close")  # the client reconnects elsewhere
+        if self.service.drain.draining:  # the client reconnects elsewhere
+            # tornado keeps a connection by the request's headers alone: tell it to close
+            # this one after the answer (it then sends "Connection: close" itself).
+            self.request.connection._disconnect_on_finish = True
         self.set_header("Content-Type", "application/json")
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials (and answers nothing)
@@ -70,6 +72,12 @@ class _JsonHandler(tornado.web.RequestHandler):
         self._done()
 
     def _done(self):
+        """The request stops counting once answered (or its client went away) and its
+        model run is over: a run left by a 504 or a lost client still holds servables."""
+        run = getattr(self, "_model_run", None)
+        if run is not None and not run.done():
+            run.add_done_callback(lambda _: self._done())
+            return
         if self._in_flight:
             self._in_flight = False
             self.service.drain.finished("REST")
@@ -211,7 +219,7 @@ class _ModelHandler(_JsonHandler):
         (``--rest_api_timeout_in_ms``): its model run is cancelled there too, so the worker
         is free again; answers its JSON or its error."""
         self.deadline = deadlines.after(self.conf.timeout_seconds)
-        future = IOLoop.current().run_in_executor(self.pool, work, *args)
+        future = self._model_run = IOLoop.current().run_in_executor(self.pool, work, *args)
         try:
             body = await asyncio.wait_for(asyncio.shield(future), self.conf.timeout_seconds)
         except asyncio.TimeoutError:

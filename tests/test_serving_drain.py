@@ -202,6 +202,55 @@ def test_requests_still_running_at_the_end_of_the_grace_period_are_named(gate):
     assert "Traceback" not in log, log[-3000:]
 
 
+def _raw_request(sock, body: bytes, path: str = "/v1/models/gate:predict") -> None:
+    """An HTTP/1.1 POST on a kept-alive socket (HTTP/1.1 keeps connections by default)."""
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def test_a_run_whose_client_went_away_holds_the_exit_until_it_ends(gate):
+    """A REST client that disconnects leaves its model run going in the worker pool; the
+    drain waits for the run (it holds the servable the exit unloads) instead of counting
+    the request done when its connection closed."""
+    import socket
+    folder, base = gate
+    flags = [*GATE_FLAGS, base, "--drain_delay_seconds", "0",
+             "--drain_grace_seconds", str(GRACE)]
+    with ServerProcess(flags) as server:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+            _raw_request(sock, b'{"instances": ["gone"]}')
+            _wait_for(lambda: _started(folder) == 1, 60, "the request inside the model")
+        server.process.send_signal(signal.SIGTERM)
+        _wait_for(lambda: "ports closed; waiting for" in server.log(), 60, "ports closed")
+        assert "waiting for 1 REST and 0 gRPC requests" in server.log(), server.log()[-3000:]
+        assert server.process.poll() is None, "exited with a model run going"
+        (folder / "open").touch()
+        returncode = server.process.wait(timeout=GRACE)
+        log = server.log()
+    assert returncode == 0 and "Traceback" not in log, log[-3000:]
+
+
+def test_a_kept_alive_connection_is_closed_after_its_answer_while_draining(gate):
+    """While draining, an answer on a kept-alive connection says Connection: close and
+    the server closes it, so the client's next request goes to another replica (and a
+    busy client cannot hold the drain)."""
+    import socket
+    _, base = gate
+    # The listeners stay open 600 s: the connection can only close because of the answer.
+    with ServerProcess([*GATE_FLAGS, base, "--drain_delay_seconds", "600"]) as server:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+            server.process.send_signal(signal.SIGTERM)
+            _wait_for(lambda: _probe(server, "/v1/models/gate/metadata") == 503, 30,
+                      "readiness false")
+            _raw_request(sock, b'{"signature_name": "quick", "instances": ["kept"]}')
+            sock.settimeout(10)  # well before the server's idle timeout (30 s) closes it
+            received = b""
+            while chunk := sock.recv(65536):  # returns b"" once the server closes
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 200"), received[:300]
+    assert b"connection: close" in received.lower() and b'"kept"' in received
+
+
 def test_a_second_signal_stops_at_once(gate):
     """Ctrl-C twice: the second one ends the drain delay's wait (exit 1, said so)."""
     _, base = gate
