@@ -30,14 +30,15 @@ def export_span(feedback_dir: str, input_dir: str, span_pattern: str, text_colum
     if os.path.exists(exported_path):
         with open(exported_path, encoding="utf-8") as f:
             done = {line.strip() for line in f}
-    latest = {c["id"]: _label_field(c["label"], label_delimiter)
-              for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
+    latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
               if c["id"] not in done}  # the last correction of an id wins
     texts = {p["id"]: [p["text"]] + ([p["text_pair"]] if text_pair_column else [])
              for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
              if p["id"] in latest and ("text_pair" in p) == bool(text_pair_column)}
     if len(texts) < max(1, min_rows):
         return None
+    # only the rows exported: a correction whose prediction is gone (retention) never blocks
+    latest = {i: _label_field(latest[i], label_delimiter) for i in texts}
     spans = list_spans(input_dir, span_pattern)
     number = spans[-1][0] + 1 if spans else 1
     folder = os.path.join(input_dir, span_pattern.replace("{SPAN}", str(number)))

@@ -311,3 +311,19 @@ def test_several_labels_only_for_a_multi_label_model(tmp_path):
                        label_delimiter="|")
     assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
         "text\tlabel\nrefund my bill\tbilling|refund\n")
+
+
+def test_a_correction_whose_prediction_is_gone_does_not_block_the_export(tmp_path):
+    """Retention removes old predictions but a correction of one may remain (or an older
+    server took a label list for a single-label model): only the rows exported have
+    their labels checked, so such a correction never stops every later export."""
+    from serving.feedback import append
+    folder = tmp_path / "feedback"
+    log = FeedbackLog(str(folder))
+    [kept] = log.record("clf", 1, ["a fine day"], [[("pos", 0.6), ("neg", 0.4)]])
+    log.correct([{"id": kept, "label": "neg"}])
+    append(str(folder / CORRECTIONS),
+           b'{"id": "removed-by-retention", "label": ["pos", "neg"]}\n')
+    assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
+    assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
+        "text\tlabel\na fine day\tneg\n")
