@@ -63,8 +63,8 @@ CASES = {
     "header_only": (HEADER, r"data.tsv: no data rows"),
     "empty_eval_split": (HEADER + DUPLICATES,
                          r"split 'eval' is empty: all 120 rows went to 'train', only 4 "
-                         r"distinct texts\. The hash split sends identical rows to the same "
-                         r"split.*data.eval_fraction.*data.presplit"),
+                         r"distinct texts\. The split keeps identical rows on one side"
+                         r".*data.eval_fraction.*data.presplit"),
     "eval_lacks_a_class": (HEADER + RARE,
                            r"split 'eval' has no rows of class\(es\) \['1'\] that split "
                            r"'train' has \(rows there: 1: 8\).*data.presplit"),

@@ -75,8 +75,8 @@ def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
         text = _feature(train, text_feature)
         distinct = f", only {text.string_stats.unique} distinct texts" if text else ""
         return [f"split '{eval_split}' is empty: all {_rows(train)} rows went to "
-                f"'{train_split}'{distinct}. The hash split sends identical rows to the "
-                f"same split, so duplicates collapse into a few draws; {FIX_SPLIT}"]
+                f"'{train_split}'{distinct}. The split keeps identical rows on one "
+                f"side, so duplicates collapse into a few draws; {FIX_SPLIT}"]
     train_counts = _label_counts(train, label_feature)
     missing = sorted(set(train_counts) - _label_values(stats_by_split[eval_split],
                                                        label_feature))
@@ -85,7 +85,7 @@ def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
     counts = ", ".join(f"{label}: {train_counts[label]}" for label in missing)
     return [f"split '{eval_split}' has no rows of class(es) {missing} that split "
             f"'{train_split}' has (rows there: {counts}), so the gate cannot judge the "
-            f"model on them. The hash split keeps identical rows together: a class with "
+            f"model on them. The split keeps identical rows together: a class with "
             f"few (or few distinct) rows can land wholly in '{train_split}'; {FIX_SPLIT}"]
 
 
