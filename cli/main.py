@@ -434,8 +434,6 @@ def _options(parser: argparse.ArgumentParser) -> list:
 def parse_args(parser: argparse.ArgumentParser, argv: list) -> argparse.Namespace:
     """``parse_args`` without abbreviations (every parser has allow_abbrev=False): an
     unknown option is refused with the closest known ones ("did you mean")."""
-    import difflib
-
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = getattr(args, "command", None)
@@ -445,10 +443,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list) -> argparse.Namespac
         known = _options(target)
         hints = []
         for option in (u.split("=", 1)[0] for u in unknown if u.startswith("--")):
-            close = difflib.get_close_matches(option, known, n=1, cutoff=0.6) or \
-                [k for k in known if k.startswith(option)][:1]
+            close = config_lib.closest_name(option, known)
             if close:
-                hints.append(f"{option}: did you mean {close[0]}?")
+                hints.append(f"{option}: did you mean {close}?")
         target.error(f"unrecognized arguments: {' '.join(unknown)}" +
                      "".join(f"\n  {hint}" for hint in hints))
     return args

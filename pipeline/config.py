@@ -424,11 +424,20 @@ def load_config(path: Optional[str] = None,
     return from_dict(values)
 
 
+def closest_name(name: str, known) -> Optional[str]:
+    """The known name closest to a mistyped one (difflib), else the first that starts
+    with it (an abbreviation), else None: the "did you mean" of settings and options."""
+    import difflib
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or \
+        [k for k in known if k.startswith(name)][:1]
+    return close[0] if close else None
+
+
 def _did_you_mean(name: str, known, prefix: str = "") -> str:
     """' (did you mean x?)' with the closest known name, or ''."""
-    import difflib
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+    close = closest_name(name, known)
+    return f" (did you mean {prefix}{close}?)" if close else ""
 
 
 def from_dict(values: Mapping[str, Any]) -> PipelineConfig:

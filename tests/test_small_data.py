@@ -73,7 +73,7 @@ def test_small_five_class_run_says_what_is_wrong(tmp_path, tiny_checkpoint):
     assert sorted(float(v) for v in cells.values()) == sorted(support.values())
     assert 'id="support-warning">WARNING: few eval rows for 5 class(es)' in html.unescape(report)
     assert 'id="training-hint">HINT: the model looks undertrained' in report
-    assert "Serving check: <strong>skipped</strong>: the model was not blessed." in report
+    assert '<strong class="note">skipped: the model was not blessed</strong>' in report
     wrong = re.search(r"most wrong</h3>\s*<table>(.*?)</table>", report, re.S).group(1)
     texts = [html.unescape(t) for t in re.findall(r"<tr><td>(.*?)</td>", wrong)]
     assert texts and all(t.startswith("from [EMAIL]: ") for t in texts), texts
