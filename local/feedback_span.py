@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from components.text_example_gen.executor import list_spans
+from components.text_example_gen.files import list_spans
 from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl
 
 

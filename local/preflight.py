@@ -4,19 +4,15 @@ files) and ``data.schema_path``. Each problem names the setting to change.
 
 Only the configuration and the file system (tf.io.gfile: local paths and URIs): no
 TFX import, so a mistake is refused in seconds (local/runner.py runs this under the run
-lock, before it imports TFX). The file rules are TextExampleGen's (spans:
-``list_spans``; files: ``data_files``, hidden files skipped), restated here on
-tf.io.gfile because components/text_example_gen/executor.py imports TFX and Beam.
+lock, before it imports TFX). The file rules are TextExampleGen's own
+(components/text_example_gen/files.py: spans, data files, hidden files skipped).
 """
 from __future__ import annotations
 
 import os
-import re
 
+from components.text_example_gen.files import SPAN, data_files, list_spans
 from pipeline.config import PipelineConfig, is_uri, resolve_path
-
-SPAN = "{SPAN}"
-
 
 class SettingsError(ValueError):
     """Settings that would make the run fail: one line per problem."""
@@ -67,23 +63,10 @@ def _gfile(path: str):
     return tf.io.gfile
 
 
-def _data_files(pattern: str) -> list:
-    """TextExampleGen's ``data_files``: files matching a glob, no folders, no hidden files
-    unless the pattern's name starts with '.'."""
-    gfile = _gfile(pattern)
-    hidden_ok = os.path.basename(pattern).startswith(".")
-    return [f for f in gfile.glob(pattern) if not gfile.isdir(f)
-            and (hidden_ok or not os.path.basename(f).startswith("."))]
-
-
 def newest_span_folder(input_dir: str, span_pattern: str):
     """The folder TextExampleGen ingests with spans: the highest {SPAN} number."""
-    prefix, _, suffix = span_pattern.partition(SPAN)
-    matcher = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
-    spans = [(int(m.group(1)), m.group(0)) for m in
-             (matcher.match(entry.rstrip("/")) for entry in _gfile(input_dir).listdir(input_dir))
-             if m]
-    return max(spans)[1] if spans else None
+    spans = list_spans(input_dir, span_pattern)
+    return spans[-1][1] if spans else None
 
 
 def input_problem(config: PipelineConfig):
@@ -105,7 +88,7 @@ def input_problem(config: PipelineConfig):
     patterns = ({"data.presplit (train/*)": "train/*", "data.presplit (eval/*)": "eval/*"}
                 if data.presplit else {"data.file_pattern": data.file_pattern})
     for setting, pattern in patterns.items():
-        if not _data_files(os.path.join(folder, pattern)):
+        if not data_files(os.path.join(folder, pattern)):
             return (f"{setting}: no data files match {os.path.join(folder, pattern)} "
                     f"(hidden files are skipped); set data.file_pattern to a glob of the data "
                     f"files in data.input_dir" if not data.presplit else

@@ -29,7 +29,7 @@ class Tick:
 
 
 def newest_span(config: PipelineConfig) -> Optional[int]:
-    from components.text_example_gen.executor import list_spans
+    from components.text_example_gen.files import list_spans
 
     if not config.data.span_pattern:
         return None

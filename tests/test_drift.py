@@ -7,7 +7,7 @@ from google.protobuf import text_format
 
 from components.drift_check import drift
 from components.drift_check.component import span_files, span_profile
-from components.text_example_gen.executor import list_spans
+from components.text_example_gen.files import list_spans
 from components.text_example_gen.parsing import ReaderConfig
 from tests.conftest import CURATED_SCHEMA
 

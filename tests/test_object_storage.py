@@ -333,12 +333,13 @@ def component_io(root: str, endpoint: str, checkpoint: str) -> dict:
     from components.drift_check.component import DriftCheck
     from components.serving_check.component import ServingCheck
     from components.text_example_gen import executor as example_gen
+    from components.text_example_gen.files import list_spans
     from pipeline.config import PipelineConfig, StorageConfig
 
     storage = StorageConfig(s3_endpoint=endpoint)
     os.environ.update(storage.environment())
     data = PipelineConfig().data  # the shipped sample's columns: sentence, label
-    result = {"spans": example_gen.list_spans(f"{root}/data", "span-{SPAN}")}
+    result = {"spans": list_spans(f"{root}/data", "span-{SPAN}")}
 
     properties = {"input_base": f"{root}/data", "custom_config": json_format.MessageToJson(
         example_gen.reader_config_to_proto(data.reader_config()))}

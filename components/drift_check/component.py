@@ -59,7 +59,7 @@ def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfi
 
 def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) -> list:
     """The span's data files, found as TextExampleGen finds them (hidden files skipped)."""
-    from components.text_example_gen.executor import data_files
+    from components.text_example_gen.files import data_files
     return sorted(f for p in patterns
                   for f in data_files(os.path.join(input_base, p.replace(span_pattern, folder))))
 
@@ -84,7 +84,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     """Compares the span ``examples`` came from with the span before it."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from components.text_example_gen.executor import list_spans
+    from components.text_example_gen.files import list_spans
     from components.text_example_gen.parsing import ReaderConfig
 
     # TFX 1.16 keeps the span in a custom property; older TFX in the typed one

@@ -19,6 +19,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
+from components.text_example_gen.files import SPAN, data_files, list_spans
 from models import features
 
 TEXT_FEATURE = features.TEXT
@@ -26,7 +27,6 @@ LABEL_FEATURE = features.LABEL
 TEXT_PAIR_FEATURE = features.TEXT_PAIR
 
 
-SPAN = "{SPAN}"
 WINDOW_KEY = "window"
 PRIVACY_KEY = "privacy"
 SPLIT_KEY = "split"  # how one input split is cut into train/eval: stratified or hash
@@ -93,18 +93,6 @@ def privacy_from_exec_properties(exec_properties: Dict[str, Any]) -> Optional[di
     return privacy if redact.enabled(privacy) else None
 
 
-def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
-    """(span number, folder name) of every folder in ``input_base`` matching the pattern."""
-    prefix, _, suffix = span_pattern.partition(SPAN)
-    matcher = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
-    found = []
-    for entry in fileio.listdir(input_base) if fileio.exists(input_base) else []:
-        match = matcher.match(entry.rstrip("/"))
-        if match:
-            found.append((int(match.group(1)), entry.rstrip("/")))
-    return sorted(found)
-
-
 def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
     """File patterns of the spans before the newest one inside the training window."""
     window = _custom_config(exec_properties).get(WINDOW_KEY)
@@ -117,14 +105,6 @@ def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
         if number < newest][-(int(window["spans"]) - 1):]
     return [pattern.replace(span_pattern, folder)
             for _, folder in older for pattern in window["patterns"]]
-
-
-def data_files(pattern: str) -> List[str]:
-    """The files matching a glob (a local path or a URI), sorted: no folders, and no hidden
-    files (``.DS_Store``, editors' lock files) unless the pattern's name starts with '.'."""
-    hidden_ok = os.path.basename(pattern).startswith(".")
-    return sorted(f for f in fileio.glob(pattern) if not fileio.isdir(f)
-                  and (hidden_ok or not os.path.basename(f).startswith(".")))
 
 
 def input_files(input_base: str, pattern: str, presplit: bool = False) -> List[str]:

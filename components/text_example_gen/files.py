@@ -1,0 +1,36 @@
+"""Which folders are spans and which files are data, as TextExampleGen reads them.
+
+TFX-free (tf.io.gfile: local paths, and URIs once their file system is registered), so
+the run's settings checks (local/preflight.py), the scheduler, DriftCheck and the
+feedback export use the same rules without importing TFX or Beam.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Tuple
+
+import tensorflow as tf
+
+SPAN = "{SPAN}"
+
+
+def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
+    """(span number, folder name) of every folder in ``input_base`` matching the pattern,
+    oldest first."""
+    prefix, _, suffix = span_pattern.partition(SPAN)
+    matcher = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    found = []
+    for entry in tf.io.gfile.listdir(input_base) if tf.io.gfile.exists(input_base) else []:
+        match = matcher.match(entry.rstrip("/"))
+        if match:
+            found.append((int(match.group(1)), entry.rstrip("/")))
+    return sorted(found)
+
+
+def data_files(pattern: str) -> List[str]:
+    """The files matching a glob (a local path or a URI), sorted: no folders, and no hidden
+    files (``.DS_Store``, editors' lock files) unless the pattern's name starts with '.'."""
+    hidden_ok = os.path.basename(pattern).startswith(".")
+    return sorted(f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f)
+                  and (hidden_ok or not os.path.basename(f).startswith(".")))
