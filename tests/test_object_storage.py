@@ -401,7 +401,9 @@ def component_io(root: str, endpoint: str, checkpoint: str) -> dict:
              "file_patterns": json.dumps(["span-{SPAN}/*"]),
              "reader_config": json.dumps(dataclasses.asdict(data.reader_config())),
              "checkpoint": checkpoint, "label_feature": "label", "text_feature": "text",
-             "max_unknown_share_increase": 0.02, "action": "fail"})
+             "max_unknown_share_increase": data.max_unknown_share_increase,
+             "max_label_l_infinity": data.max_label_l_infinity,
+             "max_length_js_divergence": data.max_length_js_divergence, "action": "fail"})
     except RuntimeError as error:
         result["drift_error"] = str(error)
 
