@@ -39,7 +39,9 @@ class S3Server:
         self.endpoint = f"http://127.0.0.1:{free_port()}"
         port = self.endpoint.rsplit(":", 1)[1]
         self.env = {k: v for k, v in os.environ.items() if k not in ENDPOINT_VARIABLES}
-        self.env.update(CREDENTIALS, PYTHONPATH=REPO)
+        # moto's request recorder (off until start_recording) writes beside the log
+        self.env.update(CREDENTIALS, PYTHONPATH=REPO,
+                        MOTO_RECORDER_FILEPATH=log_path + ".recording")
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
@@ -82,6 +84,23 @@ class S3Server:
 
     def read(self, bucket: str, key: str) -> bytes:
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def start_recording(self) -> None:
+        """From now on the server records every request (moto's recorder)."""
+        import requests
+        requests.post(f"{self.endpoint}/moto-api/recorder/reset-recording", timeout=30)
+        requests.post(f"{self.endpoint}/moto-api/recorder/start-recording", timeout=30)
+
+    def recording(self) -> list:
+        """(method, path with query) of every request since ``start_recording``, in order."""
+        import json
+
+        import requests
+        text = requests.get(f"{self.endpoint}/moto-api/recorder/download-recording",
+                            timeout=30).text
+        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [(e["method"], e["url"].split("://", 1)[-1].split("/", 1)[-1])
+                for e in entries]
 
     def close(self) -> None:
         self.process.terminate()
