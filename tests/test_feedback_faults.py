@@ -50,7 +50,11 @@ def fill(disk) -> str:
     return path
 
 
-def _server(base, feedback) -> ServerProcess:
+def _server(tmp_path, feedback, module=None) -> ServerProcess:
+    """The model server on a redacting test model (``module``: its redaction) exported
+    under ``tmp_path``, recording feedback in ``feedback``."""
+    base = tmp_path / "models" / "clf"
+    export_redacting(str(base), module)
     return ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
                           "--feedback_dir", str(feedback),
                           "--monitoring_config_file", MONITORING])
@@ -78,9 +82,8 @@ def _classify(server, texts):
 @pytest.mark.serving
 def test_a_full_feedback_disk_answers_every_prediction_and_counts_what_it_drops(
         tmp_path, small_disk):
-    base, feedback = tmp_path / "models" / "clf", small_disk / "feedback"
-    export_redacting(str(base))
-    with _server(base, feedback) as server:
+    feedback = small_disk / "feedback"
+    with _server(tmp_path, feedback) as server:
         assert _classify(server, ["hi"]).ok
         stored = _whole_lines(feedback / PREDICTIONS)
         fill(small_disk)  # the file's last page still has room: the next write is cut short
@@ -107,9 +110,8 @@ def test_a_full_feedback_disk_answers_every_prediction_and_counts_what_it_drops(
 @pytest.mark.serving
 def test_corrections_on_a_full_disk_write_nothing_and_their_retry_writes_each_once(
         tmp_path, small_disk):
-    base, feedback = tmp_path / "models" / "clf", small_disk / "feedback"
-    export_redacting(str(base))
-    with _server(base, feedback) as server:
+    feedback = small_disk / "feedback"
+    with _server(tmp_path, feedback) as server:
         with RestClient(server.rest_url, Target("clf")) as rest:
             ids = [p.id for p in rest.predict_texts([f"text number {i}" for i in range(200)])]
             assert rest.correct([{"id": ids[0], "label": "short"}]) == 1
@@ -135,9 +137,8 @@ def test_corrections_on_a_full_disk_write_nothing_and_their_retry_writes_each_on
 
 @pytest.mark.serving
 def test_corrections_name_a_label_of_the_model_and_are_bounded(tmp_path):
-    base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
-    export_redacting(str(base))
-    with _server(base, feedback) as server:
+    feedback = tmp_path / "feedback"
+    with _server(tmp_path, feedback) as server:
         with RestClient(server.rest_url, Target("clf")) as rest:
             [first, second] = [p.id for p in rest.predict_texts(["one", "two"])]
         url = f"{server.rest_url}/v1/feedback"
@@ -193,9 +194,7 @@ def test_a_torn_tail_is_cut_at_start_and_export_reads_around_it(tmp_path, small_
         "text\tlabel\ntext 0\tlong\n") and span
     assert os.path.getsize(feedback / PREDICTIONS) == whole + torn  # export writes nothing
 
-    base = tmp_path / "models" / "clf"
-    export_redacting(str(base))
-    with _server(base, feedback) as server:
+    with _server(tmp_path, feedback) as server:
         assert (f"feedback: {feedback / PREDICTIONS} ended in a torn record: "
                 f"{torn} bytes removed") in server.log()
         assert [r["id"] for r in _whole_lines(feedback / PREDICTIONS)] == ["id0", "id1"]
@@ -240,9 +239,8 @@ class FailingRedaction(RedactingTextLength):
 
 @pytest.mark.serving
 def test_a_prediction_is_answered_when_recording_fails_for_any_reason(tmp_path):
-    base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
-    export_redacting(str(base), FailingRedaction())
-    with _server(base, feedback) as server:
+    feedback = tmp_path / "feedback"
+    with _server(tmp_path, feedback, FailingRedaction()) as server:
         answer = _classify(server, ["boom, said the secret text", "hi"])
         assert answer.status_code == 200, answer.text
         assert [max(r, key=lambda c: c[1])[0] for r in answer.json()["results"]] == [
