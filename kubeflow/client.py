@@ -1,7 +1,8 @@
 """Submitting the compiled pipeline to Kubeflow Pipelines: one run, or a recurring run.
 
-Uses kfp's own client (KFP API v2beta1). Retraining recurs on a cron schedule with at
-most one run at a time and no catch-up of missed runs.
+Uses kfp's own client (KFP API v2beta1). Runs go as ``kubeflow.service_account``; a
+spec whose images carry no digest is refused. Retraining recurs on a cron schedule with
+at most one run at a time and no catch-up of missed runs.
 """
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ def kfp_cron(cron: str) -> str:
     return "0 " + " ".join(fields)
 
 
-def _client(config: PipelineConfig, token: Optional[str]):
+def _client(config: PipelineConfig, spec_file: str, token: Optional[str]):
+    """kfp's client for kubeflow.host, once the spec's images are checked (the client
+    calls the API as it starts)."""
     import kfp
 
     if not config.kubeflow.host:
         raise ValueError("kubeflow.host is required: the KFP API endpoint, e.g. "
                          "http://localhost:8080 after `kubectl port-forward`")
+    _checked_spec(config, spec_file)
     return kfp.Client(host=config.kubeflow.host, existing_token=token)
 
 
@@ -34,13 +38,30 @@ def _experiment_id(client, name: str) -> str:
     return client.create_experiment(name=name).experiment_id  # returns an existing one
 
 
+def _checked_spec(config: PipelineConfig, spec_file: str) -> None:
+    """The spec's images must carry digests (unless kubeflow.allow_unpinned_images),
+    checked before anything reaches the KFP API."""
+    import yaml
+
+    from kubeflow.runner import require_pinned_spec
+
+    with open(spec_file, encoding="utf-8") as f:
+        require_pinned_spec(config, yaml.safe_load(f))
+
+
+def _service_account(config: PipelineConfig) -> Optional[str]:
+    return config.kubeflow.service_account or None  # None: the KFP install's default
+
+
 def submit(config: PipelineConfig, spec_file: str, run_name: str,
            token: Optional[str] = None) -> str:
-    """Starts one run of ``spec_file``; returns its run id."""
-    client = _client(config, token)
+    """Starts one run of ``spec_file`` as ``kubeflow.service_account``; returns its run
+    id."""
+    client = _client(config, spec_file, token)
     run = client.run_pipeline(
         experiment_id=_experiment_id(client, config.kubeflow.experiment),
         job_name=run_name, pipeline_package_path=spec_file,
+        service_account=_service_account(config),
         enable_caching=None)  # the compiled spec says which steps cache
     return run.run_id
 
@@ -49,10 +70,11 @@ def schedule(config: PipelineConfig, spec_file: str, job_name: str,
              token: Optional[str] = None) -> str:
     """Creates a recurring run on ``kubeflow.cron`` (max concurrency 1, no catch-up);
     returns its id."""
-    client = _client(config, token)
+    client = _client(config, spec_file, token)
     job = client.create_recurring_run(
         experiment_id=_experiment_id(client, config.kubeflow.experiment),
         job_name=job_name, cron_expression=kfp_cron(config.kubeflow.cron),
         max_concurrency=1, no_catchup=True, pipeline_package_path=spec_file,
+        service_account=_service_account(config),
         enable_caching=None)  # the compiled spec says which steps cache
     return job.recurring_run_id

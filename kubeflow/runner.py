@@ -12,8 +12,11 @@ workers, InfraValidator's serving spec and the Trainer's resources.
 from __future__ import annotations
 
 import os
+import re
 
+from google.protobuf import json_format
 from tfx import v1 as tfx
+from tfx.proto import infra_validator_pb2
 
 from kubeflow.beam_args import worker_beam_args
 from pipeline.config import PipelineConfig, resolve_path
@@ -44,6 +47,71 @@ def require_image(config: PipelineConfig) -> None:
                          "registry.example/bert-text-pipeline:1; README: Kubeflow)")
 
 
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def split_digest(image: str) -> tuple:
+    """'name[:tag]@sha256:...' -> ('name[:tag]', 'sha256:...'); no digest: (image, '')."""
+    name, _, digest = image.rpartition("@") if DIGEST.search(image) else (image, "", "")
+    return name, digest
+
+
+def split_tag(image: str) -> tuple:
+    """'registry:5000/name:tag' -> ('registry:5000/name', 'tag'); no tag: (image, '')."""
+    name, sep, tag = image.rpartition(":")
+    return (name, tag) if sep and "/" not in tag else (image, "")
+
+
+def unpinned(where: str, image: str) -> str:
+    """The refusal of an image without a digest, and how to get one."""
+    return (f"{where} '{image}' is not pinned by digest (a tag can be moved to other "
+            "contents): give it as NAME[:TAG]@sha256:<digest> of the pushed image, e.g. "
+            f"from `skopeo inspect --format '{{{{.Digest}}}}' docker://{image}`, or "
+            f"`docker inspect --format '{{{{index .RepoDigests 0}}}}' {image}` (podman "
+            "inspect: the same) after a push or pull; or set "
+            "kubeflow.allow_unpinned_images true (README: Kubeflow)")
+
+
+def require_pinned_images(config: PipelineConfig) -> None:
+    """kubeflow.image and kubeflow.serving_image must carry a digest unless
+    kubeflow.allow_unpinned_images."""
+    kubeflow = config.kubeflow
+    if kubeflow.allow_unpinned_images:
+        return
+    for where, image in (("kubeflow.image", kubeflow.image),
+                         ("kubeflow.serving_image", kubeflow.serving_image)):
+        if not split_digest(image)[1]:
+            raise ValueError(unpinned(where, image))
+
+
+def spec_images(spec: dict) -> dict:
+    """{where: image} of every image a compiled spec runs: each executor's container and
+    the model server images of each task's ``serving_spec``."""
+    from tfx.components.infra_validator import serving_bins
+
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    images = {f"executor {name}": executor["container"]["image"]
+              for name, executor in executors.items() if "container" in executor}
+    for name, task in spec.get("root", {}).get("dag", {}).get("tasks", {}).items():
+        value = task.get("inputs", {}).get("parameters", {}).get("serving_spec")
+        if value:
+            serving = tfx.proto.ServingSpec()
+            json_format.Parse(value["runtimeValue"]["constant"], serving)
+            for i, binary in enumerate(serving_bins.parse_serving_binaries(serving)):
+                images[f"{name} model server {i}"] = binary.image
+    return images
+
+
+def require_pinned_spec(config: PipelineConfig, spec: dict) -> None:
+    """Every image of a compiled spec carries a digest unless
+    kubeflow.allow_unpinned_images (submit and schedule send specs compiled earlier)."""
+    if config.kubeflow.allow_unpinned_images:
+        return
+    for where, image in spec_images(spec).items():
+        if not split_digest(image)[1]:
+            raise ValueError(unpinned(f"the spec's {where} image", image))
+
+
 def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     """The pipeline as Kubeflow runs it. ``kubeflow.beam_args``, where set, replace
     ``beam_args`` (the DirectRunner inside each pod)."""
@@ -65,13 +133,39 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
 
 
 def serving_spec(config: PipelineConfig) -> tfx.proto.ServingSpec:
-    """InfraValidator's model server: stock TF Serving in a pod beside its own."""
+    """InfraValidator's model server: stock TF Serving in a pod beside its own, with its
+    own service account and resources (the hardening: components/
+    kubernetes_infra_validator/runner.py)."""
     kubeflow = config.kubeflow
+    name, digest = split_digest(kubeflow.serving_image)
+    if digest:  # TFX runs image_name@digest; a tag left in the name is kept, for people
+        binary = tfx.proto.TensorFlowServing(image_name=name, digests=[digest])
+    else:
+        name, tag = split_tag(name)
+        binary = tfx.proto.TensorFlowServing(image_name=name, tags=[tag or "latest"])
+    quantities = {"cpu": _quantity("kubeflow.serving_cpu", kubeflow.serving_cpu),
+                  "memory": _quantity("kubeflow.serving_memory", kubeflow.serving_memory)}
     return tfx.proto.ServingSpec(
-        tensorflow_serving=tfx.proto.TensorFlowServing(tags=[kubeflow.serving_image_tag]),
+        tensorflow_serving=binary,
         kubernetes=tfx.proto.KubernetesConfig(
-            service_account_name=kubeflow.infra_validator_service_account),
+            service_account_name=kubeflow.infra_validator_service_account,
+            serving_pod_overrides=infra_validator_pb2.PodOverrides(
+                resources=infra_validator_pb2.Resources(requests=quantities,
+                                                        limits=quantities))),
         model_name=config.output.model_name)
+
+
+def _quantity(name: str, value: str) -> str:
+    """A Kubernetes quantity ('1', '500m', '4Gi'), refused early when malformed."""
+    from kubernetes.utils import parse_quantity
+
+    try:
+        if parse_quantity(value) > 0:
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"{name} '{value}': expected a positive Kubernetes quantity, e.g. "
+                     "1, 500m, 4Gi")
 
 
 def trainer_resources(kubeflow):
@@ -107,6 +201,7 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
         raise ValueError(f"{output_file}: write the spec as .yaml (a plain PipelineSpec; "
                          "the .json PipelineJob wrapper is refused by kfp's client)")
     require_image(config)
+    require_pinned_images(config)
     pipeline = kubeflow_pipeline(config)
     runner_config = tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
         default_image=config.kubeflow.image,

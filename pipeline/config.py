@@ -158,9 +158,9 @@ class KubeflowConfig:
     """Kubeflow Pipelines (v2) and Vertex AI Pipelines: image, storage, resources."""
 
     image: str = _field("", "Pipeline image (kubeflow/Dockerfile) every component runs "
-                            "in, as the cluster pulls it (e.g. registry.example/"
-                            "bert-text-pipeline:1); required by kubeflow compile, submit "
-                            "and schedule.")
+                            "in, as the cluster pulls it, pinned by digest (e.g. "
+                            "registry.example/bert-text-pipeline:1@sha256:...); required "
+                            "by kubeflow compile, submit and schedule.")
     project_dir: str = _field("/pipeline", "Where the image holds this project; relative "
                                            "paths (e.g. data.schema_path) resolve there.")
     pipeline_root: str = _field("", "Storage every pod can read and write (gs://, s3://, "
@@ -176,10 +176,27 @@ class KubeflowConfig:
     trainer_accelerator: str = _field("", "Trainer accelerator type, e.g. NVIDIA_TESLA_T4, "
                                           "nvidia.com/gpu or TPU_V3; empty: none.")
     trainer_accelerator_count: int = _field(1, "How many accelerators the Trainer gets.")
-    serving_image_tag: str = _field("2.18.0", "tensorflow/serving tag InfraValidator "
-                                              "loads the candidate in.")
+    serving_image: str = _field("docker.io/tensorflow/serving:2.18.0",
+                                "TF Serving image InfraValidator loads the candidate in, "
+                                "pinned by digest (NAME[:TAG]@sha256:...) unless "
+                                "allow_unpinned_images.")
+    serving_cpu: str = _field("1", "CPU request and limit of InfraValidator's model "
+                                   "server pod.")
+    serving_memory: str = _field("4Gi", "Memory request and limit of InfraValidator's "
+                                        "model server pod.")
     infra_validator_service_account: str = _field(
-        "", "Kubernetes service account of InfraValidator's serving pod (empty: default).")
+        "bert-pipeline-model-server",
+        "Kubernetes service account of InfraValidator's model server pod: one with no "
+        "permissions (kubeflow/deploy/rbac.yaml); its token is never mounted. Empty: the "
+        "namespace's 'default' account (never the step's own).")
+    service_account: str = _field(
+        "bert-pipeline", "Kubernetes service account submit and schedule run the steps "
+                         "as (kubeflow/deploy/rbac.yaml); empty: the KFP install's "
+                         "default (pipeline-runner, or default-editor with profiles).")
+    allow_unpinned_images: bool = _field(
+        False, "Let compile, submit and schedule use kubeflow.image and "
+               "kubeflow.serving_image without an @sha256: digest (a tag can be moved "
+               "to other contents).")
     host: str = _field("", "KFP API endpoint for submit/schedule, e.g. "
                            "http://localhost:8080 or the Kubeflow ingress URL.")
     experiment: str = _field("bert-text-classifier", "KFP experiment runs are filed under.")

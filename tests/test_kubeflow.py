@@ -14,18 +14,23 @@ import yaml
 from cli.main import main
 from kubeflow import client
 from kubeflow.beam_args import DATAFLOW, runner_name, worker_beam_args
-from kubeflow.runner import compile_pipeline
+from kubeflow.runner import compile_pipeline, spec_images
 from pipeline.config import load_config
 
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
            "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
-IMAGE = "registry.example/bert-text-pipeline:7"
+PIPELINE_DIGEST = "sha256:" + "7e" * 32
+SERVING_DIGEST = "sha256:" + "5f" * 32
+IMAGE = f"registry.example/bert-text-pipeline:7@{PIPELINE_DIGEST}"
+SERVING_IMAGE = f"docker.io/tensorflow/serving:2.18.0@{SERVING_DIGEST}"
 IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
             "Transform", "Trainer", "Evaluator", "ModelCard", "Pusher"]
 
 
 def _config(**extra):
-    return load_config(None, dict(STORAGE, **{"kubeflow.image": IMAGE, **extra}))
+    return load_config(None, dict(STORAGE, **{"kubeflow.image": IMAGE,
+                                              "kubeflow.serving_image": SERVING_IMAGE,
+                                              **extra}))
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +106,23 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     assert "--region=europe-west4" in containers["StatisticsGen_executor"]["args"]
     for step in ("StatisticsGen", "Transform", "Evaluator"):  # Dataflow workers: the image
         assert f"--sdk_container_image={IMAGE}" in containers[f"{step}_executor"]["args"]
-    infra_args = containers["InfraValidator_executor"]["args"]  # the stock executor
+    # an ordinary container step running TFX's executor with the hardened model server pod
+    infra_args = containers["InfraValidator_executor"]["args"]
     assert infra_args[:2] == ["--executor_class_path",
-                              "tfx.components.infra_validator.executor.Executor"]
+                              "components.kubernetes_infra_validator.executor.Executor"]
     infra = raw["components"]["InfraValidator"]["inputDefinitions"]["parameters"]
     assert set(infra) >= {"serving_spec", "request_spec", "validation_spec"}
-    params = json.dumps(raw["root"]["dag"]["tasks"]["InfraValidator"]["inputs"])
-    assert "tensorflow_serving" in params and "kubernetes" in params and "2.18.0" in params
+    serving = json.loads(raw["root"]["dag"]["tasks"]["InfraValidator"]["inputs"][
+        "parameters"]["serving_spec"]["runtimeValue"]["constant"])
+    assert serving["tensorflow_serving"] == {
+        "image_name": "docker.io/tensorflow/serving:2.18.0", "digests": [SERVING_DIGEST]}
+    resources = {"cpu": "1", "memory": "4Gi"}
+    assert serving["kubernetes"] == {
+        "service_account_name": "bert-pipeline-model-server",
+        "serving_pod_overrides": {"resources": {"requests": resources,
+                                                "limits": resources}}}
+    # every image the spec runs is the pinned one given
+    assert set(spec_images(raw).values()) == {IMAGE, SERVING_IMAGE}
     pusher = json.dumps(raw["root"]["dag"]["tasks"]["Pusher"]["inputs"])
     assert "gs://bucket/serving/bert_classifier" in pusher
     schema = json.dumps(raw["root"]["dag"]["tasks"]["ImportSchemaGen"]["inputs"])
@@ -116,11 +131,55 @@ def test_image_resources_beam_args_and_infra_validator(spec):
 
 def test_compile_refuses_local_storage_and_json(tmp_path):
     with pytest.raises(ValueError, match="kubeflow.pipeline_root is required"):
-        compile_pipeline(load_config(None, {"kubeflow.image": IMAGE}), str(tmp_path / "p.yaml"))
+        compile_pipeline(load_config(None, {"kubeflow.image": IMAGE,
+                                            "kubeflow.serving_image": SERVING_IMAGE}),
+                         str(tmp_path / "p.yaml"))
     with pytest.raises(ValueError, match="data.input_dir 'data/sample' must be a URI"):
         compile_pipeline(_config(**{"data.input_dir": "data/sample"}), str(tmp_path / "p.yaml"))
     with pytest.raises(ValueError, match="as .yaml"):
         compile_pipeline(_config(), str(tmp_path / "p.json"))
+
+
+UNPINNED = {"kubeflow.image": "registry.example/bert-text-pipeline:7",
+            "kubeflow.serving_image": "docker.io/tensorflow/serving:2.18.0"}
+
+
+@pytest.mark.parametrize("setting", UNPINNED)
+def test_compile_refuses_an_image_without_a_digest(setting, tmp_path, capsys):
+    """A tag can be moved to other contents: the spec must name images by digest."""
+    spec_file = tmp_path / "pipeline.yaml"
+    args = ["kubeflow", "compile", "--spec", str(spec_file), "--kubeflow.image", IMAGE,
+            "--kubeflow.serving_image", SERVING_IMAGE, f"--{setting}", UNPINNED[setting],
+            *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
+    assert main(args) == 1
+    error = capsys.readouterr().err
+    assert f"{setting} '{UNPINNED[setting]}' is not pinned by digest" in error
+    for hint in ("kubeflow.allow_unpinned_images", "skopeo inspect", "docker inspect",
+                 "podman"):
+        assert hint in error
+    assert not spec_file.exists()
+    # the opt-out compiles with the tag
+    assert main(args + ["--kubeflow.allow_unpinned_images", "true"]) == 0
+    raw = yaml.safe_load(spec_file.read_text())
+    assert UNPINNED[setting] in spec_images(raw).values()
+
+
+def test_submit_and_schedule_refuse_a_spec_with_unpinned_images(kfp_api, tmp_path, capsys):
+    """submit and schedule send a spec compiled earlier: its own images are checked,
+    before any request."""
+    host, requests = kfp_api
+    spec_file = str(tmp_path / "pipeline.yaml")
+    compile_pipeline(_config(**{"kubeflow.serving_image": UNPINNED["kubeflow.serving_image"],
+                                "kubeflow.allow_unpinned_images": True}), spec_file)
+    storage = [a for k, v in STORAGE.items() for a in (f"--{k}", v)]
+    for action in ("submit", "schedule"):
+        assert main(["kubeflow", action, "--spec", spec_file, "--kubeflow.host", host,
+                     *storage]) == 1
+        error = capsys.readouterr().err
+        assert "InfraValidator model server 0 image 'docker.io/tensorflow/serving:2.18.0' " \
+               "is not pinned by digest" in error
+        assert "kubeflow.allow_unpinned_images" in error
+    assert requests == []
 
 
 def _worker_container(args: list):
@@ -240,7 +299,7 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     common = ["--spec", path, "--kubeflow.host", host, "--token_file", str(token),
-              "--kubeflow.image", IMAGE,
+              "--kubeflow.image", IMAGE, "--kubeflow.serving_image", SERVING_IMAGE,
               *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
     assert main(["kubeflow", "submit", "--run_name", "manual-1", *common]) == 0
     assert "run run-1 created" in capsys.readouterr().out
@@ -250,6 +309,7 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     run_path, run, auth = posts[1]
     assert run_path == "/apis/v2beta1/runs" and auth == "Bearer s3cret"
     assert run["experiment_id"] == "exp-1" and run["display_name"] == "manual-1"
+    assert run["service_account"] == "bert-pipeline"  # kubeflow/deploy/rbac.yaml's
     assert run["pipeline_spec"]["root"] == raw["root"]
     assert run["pipeline_spec"]["defaultPipelineRoot"] == "gs://bucket/root/bert-text-classifier"
 
@@ -262,7 +322,7 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     assert job["display_name"] == "nightly" and job["experiment_id"] == "exp-1"
     assert job["trigger"] == {"cron_schedule": {"cron": "0 30 2 * * 1-5"}}
     assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
-    assert job["mode"] == "ENABLE"
+    assert job["mode"] == "ENABLE" and job["service_account"] == "bert-pipeline"
     assert job["pipeline_spec"]["root"] == raw["root"]
 
 
@@ -315,7 +375,7 @@ def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
     # Beam's boot stays the entrypoint (the image is also the Beam worker image)
     assert not re.search(r"^ENTRYPOINT", dockerfile, re.M)
     with open(os.path.join(repo, "requirements.txt"), encoding="utf-8") as f:
-        beam = re.search(r"^apache-beam==(\S+)$", f.read(), re.M).group(1)
+        beam = re.search(r"^apache-beam==([^\s\\]+)", f.read(), re.M).group(1)  # hashed
     assert f"ARG BASE_IMAGE=docker.io/apache/beam_python3.10_sdk:{beam}" in dockerfile
     assert _config().kubeflow.project_dir == "/pipeline"  # WORKDIR of the image
     assert "WORKDIR /pipeline" in dockerfile

@@ -1,1 +1,1 @@
-"""The stock InfraValidator, compilable for Kubeflow Pipelines v2."""
+"""InfraValidator for Kubeflow Pipelines v2, with a hardened model server pod."""

@@ -4,26 +4,29 @@ TFX 1.16's KubeflowV2DagRunner refuses the ``InfraValidator`` class (and its
 subclasses) by type, although its executor runs in any pod that can reach the
 Kubernetes API: it starts ``tensorflow/serving`` in a pod next to itself, loads the
 candidate, sends requests built from real examples and writes the ``InfraBlessing``
-that the Pusher honours. This component has InfraValidator's own spec and executor
-under another class, so the V2 compiler emits the stock executor as an ordinary
-container step. The executor finds its pod from ``KFP_POD_NAME``/``KFP_NAMESPACE``,
-which the image's entrypoint (``kubeflow/entrypoint.sh``) sets from the pod's
-hostname and service account.
+that the Pusher honours. This component has InfraValidator's own spec under another
+class, so the V2 compiler emits it as an ordinary container step, and its own executor
+(``executor.py``): TFX's, with the model server pod hardened (``runner.py``). The
+executor finds its pod from ``KFP_POD_NAME``/``KFP_NAMESPACE``, which the image's
+entrypoint (``kubeflow/entrypoint.sh``) sets from the pod's hostname and service
+account.
 """
 from typing import Optional
 
 from tfx import types
-from tfx.components.infra_validator.component import InfraValidator
-from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import infra_validator_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 
+from components.kubernetes_infra_validator.executor import Executor
+
 
 class KubernetesInfraValidator(base_component.BaseComponent):
-    """The stock InfraValidator (same spec, same executor) as a Kubeflow v2 step."""
+    """InfraValidator (same spec; TFX's executor with a hardened model server pod) as a
+    Kubeflow v2 step."""
 
     SPEC_CLASS = standard_component_specs.InfraValidatorSpec
-    EXECUTOR_SPEC = InfraValidator.EXECUTOR_SPEC
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, model: types.BaseChannel,
                  serving_spec: infra_validator_pb2.ServingSpec,
