@@ -6,8 +6,9 @@ and metadata. ``timeout`` is one deadline per call, across its attempts. The
 libraries retry transient failures with exponential backoff and jitter: gRPC's retry
 policy (``UNAVAILABLE``) and urllib3's ``Retry`` (503, connection errors; a feedback
 POST only when it never reached the server). TLS with ``ca_file`` (mutual TLS: plus
-``client_cert``/``client_key``); a bearer token never travels in clear text to a host
-that is not loopback. Other errors raise ``ServingClientError`` naming the server,
+``client_cert``/``client_key``); a bearer token (``token``; REST's ``feedback_token`` for
+corrections, when the server gives feedback its own tokens) never travels in clear text
+to a host that is not loopback. Other errors raise ``ServingClientError`` naming the server,
 the model and what the server said.
 """
 from __future__ import annotations
@@ -332,12 +333,14 @@ class GrpcClient(_Client):
 
 class RestClient(_Client):
     """TF Serving's REST API (``http://host:port``, or ``https://`` with TLS: ``ca_file``
-    for a private CA, ``client_cert``/``client_key`` for mutual TLS)."""
+    for a private CA, ``client_cert``/``client_key`` for mutual TLS). ``feedback_token``
+    goes with ``correct()`` instead of ``token`` (the server's --feedback_token_file)."""
 
     def __init__(self, url: str, target: Target, timeout: float = 10.0, retries: int = 3,
                  backoff_seconds: float = 0.2, token: Optional[str] = None, tls: bool = False,
                  ca_file: Optional[str] = None, client_cert: Optional[str] = None,
-                 client_key: Optional[str] = None, allow_insecure_token: bool = False):
+                 client_key: Optional[str] = None, allow_insecure_token: bool = False,
+                 feedback_token: Optional[str] = None):
         _check_retry_settings(timeout, retries, backoff_seconds)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -346,7 +349,8 @@ class RestClient(_Client):
         if not secure and (tls or any((ca_file, client_cert, client_key))):
             raise ValueError(f"TLS asked for (tls, ca_file, client_cert or client_key) but "
                              f"the URL is {url}: use https://")
-        check_token_transport(token, parts.hostname, secure, allow_insecure_token)
+        for secret in (token, feedback_token):
+            check_token_transport(secret, parts.hostname, secure, allow_insecure_token)
         check_client_files(ca_file, client_cert, client_key)
         self.url, self.target, self.timeout = url.rstrip("/"), target, timeout
         self.retries, self.backoff_seconds = retries, backoff_seconds
@@ -356,6 +360,8 @@ class RestClient(_Client):
         self._session = requests.Session()
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
+        self._feedback_headers = ({"Authorization": f"Bearer {feedback_token}"}
+                                  if feedback_token else {})
         # Inference (GET, POST :predict/:classify/:regress) is idempotent: retried. A
         # feedback POST is not, once sent: only its connection errors are retried.
         self._session.mount(f"{self.url}/", _DeadlineAdapter(
@@ -377,11 +383,13 @@ class RestClient(_Client):
     def _request(self, method: str, suffix: str, body: Optional[Dict] = None) -> Dict:
         return self._request_with_headers(method, self._path(suffix), body)[0]
 
-    def _request_with_headers(self, method: str, url: str, body: Optional[Dict] = None):
+    def _request_with_headers(self, method: str, url: str, body: Optional[Dict] = None,
+                              headers: Optional[Dict] = None):
         started = time.monotonic()
         try:
             response = self._session.request(method, url, timeout=self.timeout, **self._tls,
-                                             data=None if body is None else json.dumps(body))
+                                             data=None if body is None else json.dumps(body),
+                                             headers=headers)
         except requests.RequestException as error:
             code = ("DEADLINE_EXCEEDED" if time.monotonic() - started >= self.timeout
                     else "UNAVAILABLE")
@@ -424,10 +432,11 @@ class RestClient(_Client):
                 for row in payload["results"]], headers.get(ID_HEADER, "")
 
     def correct(self, corrections: Sequence[Dict]) -> int:
-        """Sends corrected labels ``[{"id": prediction id, "label": ...}]``; returns how
-        many the server accepted."""
+        """Sends corrected labels ``[{"id": prediction id, "label": ...}]`` (with
+        ``feedback_token`` if given); returns how many the server accepted."""
         return self._request_with_headers("POST", f"{self.url}/v1/feedback",
-                                          {"corrections": list(corrections)})[0]["accepted"]
+                                          {"corrections": list(corrections)},
+                                          self._feedback_headers)[0]["accepted"]
 
     def regress(self, examples: Sequence[Dict], signature: str = "") -> List[float]:
         body = {"signature_name": signature, "examples": list(examples)}

@@ -5,7 +5,9 @@ The server records each text it classifies (Classify API: the clients' and the
 own ``redact_text`` signature (a model without one has nothing recorded: raw text is
 never stored), with the model's labels and an id it returns to the caller (REST header
 ``X-Prediction-Ids``, gRPC trailing metadata ``prediction-ids``). Callers send
-corrections as ``POST /v1/feedback`` ``{"corrections": [{"id": ..., "label": ...}]}``.
+corrections as ``POST /v1/feedback`` ``{"corrections": [{"id": ..., "label": ...}]}``,
+each stored with the caller that sent it (its token's name, serving/auth.py), which
+the exported span leaves out.
 ``local/feedback_span.py`` turns the corrected texts into the next data span, which
 the scheduled pipeline then picks up. Files are JSON Lines, appended under a lock, and
 readable by their owner only (mode 0600, folder 0700).
@@ -36,6 +38,8 @@ import time
 import uuid
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from serving.auth import ANONYMOUS
+
 PREDICTIONS, CORRECTIONS = "predictions.jsonl", "corrections.jsonl"
 EXPORTED = "exported_ids.txt"  # ids already written into a span
 ID_HEADER, ID_METADATA = "X-Prediction-Ids", "prediction-ids"
@@ -53,6 +57,11 @@ class FeedbackError(ValueError):
 
 class TooManyCorrections(FeedbackError):
     """More than ``MAX_CORRECTIONS`` corrections in one request."""
+
+
+def too_many(count: int) -> str:
+    """The error for ``count`` corrections, more than ``MAX_CORRECTIONS``."""
+    return f"{count} corrections in one request; at most {MAX_CORRECTIONS}: send them in parts"
 
 
 def _parse_line(line: bytes) -> Tuple[Optional[dict], int]:
@@ -325,14 +334,14 @@ class FeedbackLog:
             self._enforce_limits()
         return [r["id"] for r in records]
 
-    def correct(self, corrections: Sequence[Dict]) -> int:
-        """Stores corrected labels for recorded predictions: all or nothing, each label
+    def correct(self, corrections: Sequence[Dict], caller: str = ANONYMOUS) -> int:
+        """Stores corrected labels for recorded predictions, each with the ``caller`` that
+        sent it (serving/auth.py): all or nothing, each label
         one of the model's (a list of them for several labels); an id already corrected
         with the same label is not written again. ``FeedbackError`` names every problem
         (the first 10); ``OSError`` when the disk refused (nothing was written)."""
         if len(corrections) > MAX_CORRECTIONS:
-            raise TooManyCorrections(f"{len(corrections)} corrections in one request; at "
-                                     f"most {MAX_CORRECTIONS}: send them in parts")
+            raise TooManyCorrections(too_many(len(corrections)))
         problems, wanted = [], {}
         for i, c in enumerate(corrections):
             problem = self._problem(c, wanted)
@@ -348,7 +357,7 @@ class FeedbackLog:
             if new:
                 append(self._path(CORRECTIONS), _lines([
                     {"id": i, "label": label if isinstance(label, str) else list(label),
-                     "time": now} for i, label in new.items()]))
+                     "time": now, "caller": caller} for i, label in new.items()]))
                 self._corrected.update(new)
                 self._enforce_limits()
         return len(corrections)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving import deadlines, protos
+from serving.auth import PREDICT, Authenticator
 from serving.errors import ServingError, invalid
 from serving.feedback import ID_METADATA
 from serving.servable import SignatureNotFound
@@ -25,15 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def _answers(method):
-    """Checks the token; counts the request while it runs (serving/drain.py); turns
+    """Checks the token holds the prediction right (there is no feedback over gRPC);
+    counts the request while it runs (serving/drain.py); turns
     ServingErrors into their gRPC status and anything unexpected into INTERNAL (never
     grpcio's UNKNOWN)."""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
-            if self.token and not _authorized(context, self.token):
-                raise ServingError(grpc.StatusCode.UNAUTHENTICATED,
-                                   "missing or invalid bearer token")
+            self.auth.caller(dict(context.invocation_metadata()).get("authorization", ""),
+                             PREDICT)
             with self.service.drain.request("gRPC"):
                 return method(self, request, context)
         except ServingError as error:
@@ -75,11 +75,6 @@ def decode_tensor(name: str, proto, max_bytes: int):
         raise invalid(f"input '{name}': bad tensor: {str(error)[:200]}") from None
 
 
-def _authorized(context, token: str) -> bool:
-    supplied = dict(context.invocation_metadata()).get("authorization", "")
-    return hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode())
-
-
 def _deadline(context) -> deadlines.Deadline:
     """The client's deadline, if it set one (TF Serving's RunOptions.timeout_in_ms)."""
     return deadlines.after(context.time_remaining())
@@ -113,9 +108,9 @@ def _examples(model_input) -> list:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, service: Service, token: Optional[str],
+    def __init__(self, service: Service, auth: Authenticator,
                  max_tensor_bytes: int = 64 * 2**20):
-        self.service, self.token = service, token
+        self.service, self.auth = service, auth
         self.max_tensor_bytes = max_tensor_bytes  # what one decoded input may take
 
     @_answers
@@ -182,8 +177,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, service: Service, token: Optional[str]):
-        self.service, self.token = service, token
+    def __init__(self, service: Service, auth: Authenticator):
+        self.service, self.auth = service, auth
 
     @_answers
     def GetModelStatus(self, request, context):
@@ -191,25 +186,29 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     @_answers
     def HandleReloadConfigRequest(self, request, context):
+        """TF Serving applies any config sent here; this server never does (a token
+        holder cannot replace what is served)."""
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                            "reloading the model config over gRPC is not supported; "
                            "edit the folder (new versions are picked up by polling)")
 
 
 def make_server(service: Service, addresses: List[str], max_workers: int,
-                max_message_bytes: int, token: Optional[str] = None,
+                max_message_bytes: int, auth: Optional[Authenticator] = None,
                 credentials: Optional[grpc.ServerCredentials] = None,
                 arguments: Sequence[Tuple[str, object]] = ()) -> grpc.Server:
     """Both services on every address (``host:port``, ``unix:path``); over TLS with
-    ``credentials`` (tls.ServerTLS); ``arguments`` are extra gRPC server options."""
+    ``credentials`` (tls.ServerTLS); ``arguments`` are extra gRPC server options;
+    ``auth``: who may call (None: anyone)."""
+    auth = auth or Authenticator()
     options = dict([("grpc.max_receive_message_length", max_message_bytes),
                     ("grpc.max_send_message_length", 2**31 - 1),  # TF Serving's INT32_MAX
                     ("grpc.so_reuseport", 0), *arguments])
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=list(options.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(service, token, max_message_bytes), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, token),
+        PredictionService(service, auth, max_message_bytes), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, auth),
                                                               server)
     for address in addresses:
         try:  # grpcio returns 0 or raises RuntimeError, depending on the version

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import re
@@ -17,6 +16,7 @@ from google.protobuf import json_format
 from tornado.ioloop import IOLoop
 
 from serving import deadlines, feedback, json_codec, protos
+from serving.auth import FEEDBACK, PREDICT, Authenticator, RateLimiter
 from serving.errors import ServingError, invalid, not_found
 from serving.feedback import ID_HEADER
 from serving.service import ModelRef, Service
@@ -30,10 +30,14 @@ _ORIGIN = re.compile(r"https?://")  # what a CORS preflight's Origin must contai
 
 class _JsonHandler(tornado.web.RequestHandler):
     """Every answer is JSON, errors included (never tornado's HTML pages); checks the token
-    and, with CORS on, sends TF Serving's CORS headers."""
+    holds the handler's ``right`` (serving/auth.py) and, with CORS on, sends TF Serving's
+    CORS headers."""
+
+    right = PREDICT
 
     def initialize(self, service: Service, conf: "RestOptions", **_):
         self.service, self.conf = service, conf
+        self.caller = None  # who sent the request (its token's caller), once checked
         self._in_flight = False
         self.wire_bytes = 0  # of the body as sent (gzip: before inflating)
 
@@ -47,9 +51,11 @@ class _JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials (and answers nothing)
-        if self.conf.token and not self._authorized():
-            self._error(ServingError(grpc.StatusCode.UNAUTHENTICATED,
-                                     "missing or invalid bearer token"))
+        try:
+            self.caller = self.conf.auth.caller(self.request.headers.get("Authorization", ""),
+                                                self.right)
+        except ServingError as error:
+            self._error(error)
 
     def set_default_headers(self):
         """On every answer, errors included; tornado calls this before ``initialize``,
@@ -59,7 +65,8 @@ class _JsonHandler(tornado.web.RequestHandler):
             self.set_header("Access-Control-Allow-Origin", "*")
             self.set_header("Access-Control-Allow-Methods", "POST, GET")
             self.set_header("Access-Control-Allow-Headers",
-                            "Content-Type, Authorization" if conf.token else "Content-Type")
+                            "Content-Type, Authorization" if conf.auth.enabled
+                            else "Content-Type")
 
     def compute_etag(self):
         return None  # TF Serving sends no Etag (and never answers 304)
@@ -90,14 +97,12 @@ class _JsonHandler(tornado.web.RequestHandler):
                                      f"Malformed request: OPTIONS {self.request.path}: "
                                      "Origin header is missing in CORS preflight"))
 
-    def _authorized(self) -> bool:
-        supplied = self.request.headers.get("Authorization", "")
-        return hmac.compare_digest(supplied.encode(), f"Bearer {self.conf.token}".encode())
-
     def _error(self, error: ServingError, status: Optional[int] = None):
         if self._finished:
             return
         self.set_status(status or error.http_status)
+        if getattr(error, "retry_after", None):
+            self.set_header("Retry-After", str(error.retry_after))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": error.message}))
 
@@ -277,7 +282,11 @@ class _ModelHandler(_JsonHandler):
 
 class _FeedbackHandler(_ModelHandler):
     """``POST /v1/feedback``: corrected labels for recorded predictions (opt-in); a body
-    of at most ``MAX_BODY_BYTES`` (or ``--max_request_bytes`` if smaller)."""
+    of at most ``MAX_BODY_BYTES`` (or ``--max_request_bytes`` if smaller); a token with
+    the feedback right; at most ``--feedback_max_corrections_per_minute`` per caller,
+    stored with the caller's name."""
+
+    right = FEEDBACK
 
     def initialize(self, service: Service, conf: "RestOptions", pool: ThreadPoolExecutor):
         super().initialize(service, dataclasses.replace(
@@ -300,10 +309,19 @@ class _FeedbackHandler(_ModelHandler):
         corrections = body.get("corrections")
         if not isinstance(corrections, list):
             raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")
+        if len(corrections) > feedback.MAX_CORRECTIONS:  # 413 before the rate limit
+            raise _TooLarge(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            feedback.too_many(len(corrections)))
+        self.conf.limiter.take(self.caller, len(corrections))
         try:
-            return json.dumps({"accepted": self.service.feedback.correct(corrections)})
-        except feedback.TooManyCorrections as error:
-            raise _TooLarge(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
+            return json.dumps({"accepted": self._store(corrections)})
+        except BaseException:  # nothing was stored: the caller keeps its allowance
+            self.conf.limiter.give_back(self.caller, len(corrections))
+            raise
+
+    def _store(self, corrections: list) -> int:
+        try:
+            return self.service.feedback.correct(corrections, self.caller)
         except feedback.FeedbackError as error:
             raise invalid(str(error)) from None
         except OSError as error:  # a full disk: the write was rolled back
@@ -346,8 +364,9 @@ class RestOptions:
 
     max_body_bytes: int = 64 * 2**20
     timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms: per request, and per body
-    token: Optional[str] = None
+    auth: Authenticator = dataclasses.field(default_factory=Authenticator)  # open: none
     cors: bool = False  # --rest_api_enable_cors_support
+    limiter: RateLimiter = dataclasses.field(default_factory=lambda: RateLimiter(0))
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -4,9 +4,15 @@ Accepts every flag of ``tensorflow_model_server`` 2.18 with its default, so a TF
 Serving command line runs unchanged; those that matter here are implemented
 (ports, model config and its polling, load retries, batching, TLS, warmup,
 timeouts, threads), the rest are accepted with a warning. Its own flags:
-``--host``, ``--max_request_bytes``, ``--auth_token_file``, ``--feedback_dir``,
-``--feedback_max_age_days``, ``--feedback_max_rows``, ``--drain_delay_seconds``,
+``--host``, ``--max_request_bytes``, ``--auth_token_file``, ``--feedback_token_file``,
+``--allow_plaintext_token`` (tokens and rights: serving/auth.py), ``--feedback_dir``,
+``--feedback_max_age_days``, ``--feedback_max_rows``,
+``--feedback_max_corrections_per_minute``, ``--drain_delay_seconds``,
 ``--drain_grace_seconds`` (SIGTERM/SIGINT drain: serving/drain.py).
+
+It refuses to start with a token file on a non-loopback ``--host`` without
+``--ssl_config_file`` (unless ``--allow_plaintext_token``), and with ``--feedback_dir``
+there without ``--feedback_token_file``.
 """
 from __future__ import annotations
 
@@ -140,10 +146,22 @@ def make_parser() -> argparse.ArgumentParser:
     own.add_argument("--feedback_max_rows", type=int, default=100_000,
                      help="Keep at most this many recorded predictions, the newest "
                           "(0: no limit).")
+    own.add_argument("--feedback_max_corrections_per_minute", type=int, default=1000,
+                     help="Corrections one caller may send a minute (429 with Retry-After "
+                          "past it; 0: no limit).")
     own.add_argument("--auth_token_file", default="",
                      help="If set, every request needs 'Authorization: Bearer <token>' "
-                          "(gRPC: 'authorization' metadata) with the token in this file; "
-                          "metrics included.")
+                          "(gRPC: 'authorization' metadata) with a token of this file "
+                          "(one 'TOKEN [CALLER]' per line, # comments; several for "
+                          "rotation); metrics included.")
+    own.add_argument("--feedback_token_file", default="",
+                     help="Tokens (same format) that alone may POST /v1/feedback; they "
+                          "do not predict. Needed with --feedback_dir on a non-loopback "
+                          "--host.")
+    own.add_argument("--allow_plaintext_token", action="store_true",
+                     help="Allow a token file on a non-loopback --host without "
+                          "--ssl_config_file: only when a proxy or mesh in the same pod "
+                          "terminates TLS.")
     own.add_argument("--drain_delay_seconds", type=float, default=5,
                      help="On SIGTERM/SIGINT: readiness (model metadata) fails at once, "
                           "the ports stay open this long so load balancers stop sending "
@@ -172,6 +190,8 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
         parser.error(str(error))
     if args.port and args.port == args.rest_api_port:
         parser.error("--rest_api_port must differ from --port")
+    if args.feedback_max_corrections_per_minute < 0:
+        parser.error("--feedback_max_corrections_per_minute must be 0 (no limit) or more")
     for name in ("drain_delay_seconds", "drain_grace_seconds"):
         if not 0 <= getattr(args, name) < float("inf"):
             parser.error(f"--{name} must be 0 or more seconds")
@@ -235,21 +255,31 @@ def build_service(args: argparse.Namespace):
     return Service(store, metrics, feedback)
 
 
+def authenticator(args: argparse.Namespace):
+    """The token files' rights, once the address is known to be safe for them."""
+    from serving.auth import Authenticator, check_exposure, read_token_file
+
+    check_exposure(args.host, bool(args.port or args.rest_api_port),
+                   bool(args.auth_token_file or args.feedback_token_file),
+                   bool(args.ssl_config_file), args.allow_plaintext_token,
+                   bool(args.feedback_dir), bool(args.feedback_token_file))
+    return Authenticator(*(read_token_file(path, flag) if path else None for path, flag in (
+        (args.auth_token_file, "--auth_token_file"),
+        (args.feedback_token_file, "--feedback_token_file"))))
+
+
 def serve(args: argparse.Namespace) -> int:
+    auth = authenticator(args)  # before the slow imports: a refusal comes at once
     from serving import grpc_api, rest
+    from serving.auth import RateLimiter
     from serving.metrics import read_monitoring_config
     from serving.tls import load_ssl_config
 
-    token = None
-    if args.auth_token_file:
-        with open(args.auth_token_file, encoding="utf-8") as f:
-            token = f.read().strip()
-        if not token:
-            raise ValueError(f"{args.auth_token_file} is empty")
     metrics_path = (read_monitoring_config(args.monitoring_config_file)
                     if args.monitoring_config_file else None)
     tls = load_ssl_config(args.ssl_config_file) if args.ssl_config_file else None
     service = build_service(args)
+    limiter = RateLimiter(args.feedback_max_corrections_per_minute, service.metrics.registry)
     service.store.start()
 
     grpc_server = None
@@ -257,7 +287,7 @@ def serve(args: argparse.Namespace) -> int:
         [f"unix:{os.path.abspath(args.grpc_socket_path)}"] if args.grpc_socket_path else [])
     if addresses:
         grpc_server = grpc_api.make_server(
-            service, addresses, args.grpc_max_threads, args.max_request_bytes, token,
+            service, addresses, args.grpc_max_threads, args.max_request_bytes, auth,
             tls.grpc_credentials() if tls else None,
             channel_arguments(args.grpc_channel_arguments))
         grpc_server.start()
@@ -273,7 +303,8 @@ def serve(args: argparse.Namespace) -> int:
             pool = ThreadPoolExecutor(args.rest_api_num_threads, thread_name_prefix="rest")
             timeout = args.rest_api_timeout_in_ms / 1000
             app = rest.make_app(service, pool, rest.RestOptions(
-                args.max_request_bytes, timeout, token, args.rest_api_enable_cors_support),
+                args.max_request_bytes, timeout, auth, args.rest_api_enable_cors_support,
+                limiter),
                 metrics_path)
             try:
                 http = app.listen(args.rest_api_port, address=args.host,

@@ -13,6 +13,7 @@ import tensorflow as tf
 from components.text_example_gen.parsing import ReaderConfig, read_file
 from local.scheduler import Scheduler
 from pipeline.config import load_config
+from serving.auth import caller_id
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from local.feedback_span import export_span
 from serving.feedback import CORRECTIONS, PREDICTIONS, FeedbackError, FeedbackLog, read_jsonl
@@ -78,6 +79,9 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
                 "yes: mail [unused1] or call [unused3]\tshort\n")
             assert rest.correct([{"id": ids[0], "label": "long"},
                                  {"id": ids[1], "label": "short"}]) == 2
+            # One token file: its token corrects too, attributed to the token's id.
+            assert {c["caller"] for c in read_jsonl(str(feedback / CORRECTIONS))} == {
+                caller_id("s3cret")}
             with pytest.raises(ServingClientError, match="HTTP 400.*unknown prediction id"):
                 rest.correct([{"id": "nope", "label": "x"}])
             with pytest.raises(ServingClientError, match="non-empty 'label'"):
@@ -206,8 +210,11 @@ def test_server_enforces_retention_at_start_and_on_writes(tmp_path):
         assert _mode(folder / PREDICTIONS) == 0o600
         with RestClient(server.rest_url, Target("clf")) as rest:
             new = [p.id for p in rest.predict_texts(["one", "two"])]
-        # Four rows passed the limit of 3: the oldest went.
-        assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == ["id2", *new]
+            # Four rows passed the limit of 3: the oldest went.
+            assert [r["id"] for r in read_jsonl(str(folder / PREDICTIONS))] == ["id2", *new]
+            # Loopback without tokens: the caller is anonymous.
+            assert rest.correct([{"id": new[0], "label": "long"}]) == 1
+        assert [c["caller"] for c in read_jsonl(str(folder / CORRECTIONS))] == ["anonymous"]
 
 
 @pytest.mark.serving

@@ -28,15 +28,19 @@ def _y(client) -> float:
 
 @pytest.mark.serving
 def test_tls_round_trip_on_grpc_and_rest(half_base, certs, tmp_path):
+    """On every interface with a token: allowed with TLS (refused without it,
+    tests/test_serving_auth.py)."""
     config = ssl_config(tmp_path / "ssl.config", certs)
-    flags = ["--model_name", "half", "--model_base_path", half_base, "--ssl_config_file", config]
-    with ServerProcess(flags, ca_file=certs.ca) as server:
+    (tmp_path / "token").write_text("s3cret\n")
+    flags = ["--model_name", "half", "--model_base_path", half_base, "--ssl_config_file", config,
+             "--host", "0.0.0.0", "--auth_token_file", str(tmp_path / "token")]
+    with ServerProcess(flags, ca_file=certs.ca, token="s3cret") as server:
         assert server.rest_url.startswith("https://")
-        target = Target("half")
-        for client in (GrpcClient(server.grpc_address, target, ca_file=certs.ca),
-                       connect(f"grpcs://{server.grpc_address}", target, ca_file=certs.ca),
-                       RestClient(server.rest_url, target, ca_file=certs.ca),
-                       connect(server.rest_url, target, ca_file=certs.ca)):
+        target, mine = Target("half"), {"ca_file": certs.ca, "token": "s3cret"}
+        for client in (GrpcClient(server.grpc_address, target, **mine),
+                       connect(f"grpcs://{server.grpc_address}", target, **mine),
+                       RestClient(server.rest_url, target, **mine),
+                       connect(server.rest_url, target, **mine)):
             with client:
                 assert _y(client) == 3.0
                 assert client.status()[0]["state"] == "AVAILABLE"
@@ -138,6 +142,8 @@ def test_token_is_never_sent_in_clear_text_to_a_remote_host(certs):
                 "http://serving.example:8501"):
         with pytest.raises(InsecureTokenError, match="in clear text to .* not loopback"):
             RestClient(url, target, token="s3cret")
+        with pytest.raises(InsecureTokenError, match="in clear text to .* not loopback"):
+            RestClient(url, target, feedback_token="s3cret")
     # Allowed: loopback in clear text, TLS anywhere, or an explicit opt-in.
     allowed = [GrpcClient(a, target, token="s3cret")
                for a in ("127.0.0.1:8500", "127.8.9.10:8500", "[::1]:8500", "localhost:8500")]

@@ -1,0 +1,226 @@
+"""Rights on the local server: token files (callers, rotation), separate feedback tokens,
+the refusal to start with a clear-text token or open feedback on a non-loopback address,
+the per-caller limit on corrections and their attribution in the store; real server
+processes on real sockets."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import grpc
+import pytest
+import requests
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+from local.feedback_span import export_span
+from serving.auth import (ANONYMOUS, FEEDBACK, PREDICT, Authenticator, RateLimited,
+                          RateLimiter, caller_id, read_token_file)
+from serving.client import GrpcClient, RestClient, ServingClientError, Target
+from serving.errors import ServingError
+from serving.feedback import CORRECTIONS, read_jsonl
+from serving.process import ServerProcess, free_port
+from tests.conftest import REPO
+from tests.test_feedback import export_redacting
+
+MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
+
+
+def test_token_files_take_callers_comments_and_several_tokens(tmp_path):
+    rotated = tmp_path / "predict-tokens"
+    rotated.write_text("# rotated 2026-12-01\n\nold-token  web frontend\n"
+                       "new-token\tweb frontend\n  bare-token  \n")
+    assert read_token_file(str(rotated), "--auth_token_file") == {
+        "old-token": "web frontend", "new-token": "web frontend",
+        "bare-token": caller_id("bare-token")}
+    assert caller_id("bare-token") == hashlib.sha256(b"bare-token").hexdigest()[:12]
+    single = tmp_path / "token"
+    single.write_text("s3cret\n")  # today's format: one token, no caller
+    assert read_token_file(str(single), "--auth_token_file") == {"s3cret": caller_id("s3cret")}
+    (tmp_path / "empty").write_text("# nothing yet\n\n")
+    with pytest.raises(ValueError, match="--feedback_token_file .*empty holds no token"):
+        read_token_file(str(tmp_path / "empty"), "--feedback_token_file")
+    (tmp_path / "twice").write_text("t one\nt two\n")
+    with pytest.raises(ValueError, match="twice line 2: a token given twice"):
+        read_token_file(str(tmp_path / "twice"), "--auth_token_file")
+    with pytest.raises(ValueError, match="--auth_token_file .*nope: cannot read"):
+        read_token_file(str(tmp_path / "nope"), "--auth_token_file")
+
+
+def test_rights_of_prediction_and_feedback_tokens():
+    both = Authenticator({"p": "app"}, {"f": "labeler"})
+    assert both.caller("Bearer p", PREDICT) == "app"
+    assert both.caller("bearer f", FEEDBACK) == "labeler"
+    for header, right, code in (("Bearer f", PREDICT, "PERMISSION_DENIED"),
+                                ("Bearer p", FEEDBACK, "PERMISSION_DENIED"),
+                                ("Bearer nope", FEEDBACK, "UNAUTHENTICATED"),
+                                ("", PREDICT, "UNAUTHENTICATED"), ("p", PREDICT,
+                                                                   "UNAUTHENTICATED")):
+        with pytest.raises(ServingError) as caught:
+            both.caller(header, right)
+        assert caught.value.code.name == code, (header, right)
+    with pytest.raises(ServingError, match="not in the server's --feedback_token_file"):
+        both.caller("Bearer p", FEEDBACK)
+    one = Authenticator({"p": "app"}, None)  # one file: its tokens hold both rights
+    assert one.caller("Bearer p", FEEDBACK) == "app"
+    feedback_only = Authenticator(None, {"f": "labeler"})  # inference open, feedback not
+    assert feedback_only.caller("", PREDICT) == ANONYMOUS
+    with pytest.raises(ServingError, match="missing or invalid"):
+        feedback_only.caller("", FEEDBACK)
+    assert Authenticator().caller("", FEEDBACK) == ANONYMOUS and not Authenticator().enabled
+    with pytest.raises(ValueError, match="share 1 token.*labeler.*give feedback its own"):
+        Authenticator({"same": "app"}, {"same": "labeler"})
+
+
+def test_rate_limit_is_per_caller_and_refills():
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])  # one a second
+    limiter.take("a", 50)
+    with pytest.raises(RateLimited) as caught:
+        limiter.take("a", 20)
+    assert caught.value.retry_after == 10 and caught.value.http_status == 429
+    limiter.take("b", 60)  # another caller has its own minute
+    now[0] = 10.0
+    limiter.take("a", 20)
+    limiter.give_back("a", 5)
+    limiter.take("a", 5)
+    with pytest.raises(RateLimited, match="send fewer per request") as caught:
+        limiter.take("c", 61)
+    assert caught.value.retry_after is None
+    RateLimiter(0).take("a", 10**6)  # 0: no limit
+
+
+def _serve(flags, timeout=60):
+    """The server's command line run to its end (it refuses before loading anything)."""
+    return subprocess.run([sys.executable, "-m", "serving.server", "--port", str(free_port()),
+                           "--rest_api_port", str(free_port()), *flags], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.serving
+def test_refuses_to_start_with_a_clear_text_token_or_open_feedback_on_a_remote_address(
+        half_base, tmp_path):
+    (tmp_path / "predict").write_text("p app\n")
+    (tmp_path / "feedback").write_text("f labeler\n")
+    (tmp_path / "same").write_text("p labeler\n")
+    model = ["--model_name", "half", "--model_base_path", half_base]
+    cases = [
+        (["--host", "0.0.0.0", "--auth_token_file", str(tmp_path / "predict")],
+         ["--host 0.0.0.0", "--ssl_config_file", "--allow_plaintext_token"]),
+        (["--host", "10.1.2.3", "--feedback_token_file", str(tmp_path / "feedback"),
+          "--feedback_dir", str(tmp_path / "fb")],
+         ["--host 10.1.2.3", "--ssl_config_file", "--allow_plaintext_token"]),
+        (["--host", "0.0.0.0", "--feedback_dir", str(tmp_path / "fb")],
+         ["--feedback_dir on --host 0.0.0.0 without --feedback_token_file"]),
+        (["--auth_token_file", str(tmp_path / "predict"), "--feedback_token_file",
+          str(tmp_path / "same")], ["share 1 token", "give feedback its own"]),
+    ]
+    for flags, words in cases:
+        done = _serve(model + flags)
+        assert done.returncode == 1, (flags, done.stderr[-2000:])
+        [line] = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+        assert all(w in line for w in words), line
+        assert "Running gRPC" not in done.stdout
+    assert not os.path.exists(tmp_path / "fb")  # refused before anything was created
+
+
+@pytest.mark.serving
+def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_path):
+    """Bound to 0.0.0.0 with the opt-out a TLS-terminating sidecar needs; predictions and
+    feedback on their own tokens, rotated prediction tokens, corrections attributed to
+    their caller in the store and not in the exported span, and limited per minute."""
+    base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
+    export_redacting(str(base))
+    (tmp_path / "predict").write_text("# rotation: both valid\np-old app\np-new app\n")
+    (tmp_path / "feedback-tokens").write_text("f-1 labeler\nf-2\n")
+    with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
+                        "--host", "0.0.0.0", "--allow_plaintext_token",
+                        "--auth_token_file", str(tmp_path / "predict"),
+                        "--feedback_token_file", str(tmp_path / "feedback-tokens"),
+                        "--feedback_dir", str(feedback),
+                        "--feedback_max_corrections_per_minute", "3",
+                        "--monitoring_config_file", MONITORING], token="p-new") as server:
+        target = Target("clf")
+        url = f"{server.rest_url}/v1/feedback"
+        ids = []
+        for token in ("p-old", "p-new"):
+            with RestClient(server.rest_url, target, token=token) as rest, \
+                    GrpcClient(server.grpc_address, target, token=token) as by_grpc:
+                ids += [p.id for p in rest.predict_texts(["hi", "a long text here, long"])]
+                ids += [p.id for p in by_grpc.predict_texts(["hello"])]
+        # A feedback token does not predict; a prediction token does not correct.
+        with RestClient(server.rest_url, target, token="f-1") as rest, \
+                GrpcClient(server.grpc_address, target, token="f-1") as by_grpc:
+            for client in (rest, by_grpc):
+                with pytest.raises(ServingClientError, match="(403|PERMISSION_DENIED).*may "
+                                   "not send predictions.*--auth_token_file"):
+                    client.predict_texts(["hi"])
+        body = {"corrections": [{"id": ids[0], "label": "long"}]}
+        denied = requests.post(url, json=body, headers={"Authorization": "Bearer p-new"})
+        assert denied.status_code == 403
+        assert "may not send feedback" in denied.json()["error"]
+        assert "--feedback_token_file" in denied.json()["error"]
+        assert requests.post(url, json=body).status_code == 401
+        with RestClient(server.rest_url, target, token="p-new", feedback_token="p-new") as rest:
+            with pytest.raises(ServingClientError, match="HTTP 403"):
+                rest.correct(body["corrections"])
+        assert not os.path.exists(feedback / CORRECTIONS)
+
+        # The feedback token: corrections stored with their caller, at most 3 a minute.
+        with RestClient(server.rest_url, target, token="p-new", feedback_token="f-1") as rest:
+            assert rest.predict_texts(["hi"])[0].label == "short"  # each token its use
+            assert rest.correct([{"id": ids[0], "label": "long"},
+                                 {"id": ids[1], "label": "short"}]) == 2
+            with pytest.raises(ServingClientError, match="unknown prediction id"):
+                rest.correct([{"id": "nope", "label": "long"}])  # refused: not counted
+            assert rest.correct([{"id": ids[2], "label": "long"}]) == 1
+        limited = requests.post(url, json={"corrections": [{"id": ids[3], "label": "long"}]},
+                                headers={"Authorization": "Bearer f-1"})
+        assert limited.status_code == 429, limited.text
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert "caller 'labeler'" in limited.json()["error"]
+        assert "--feedback_max_corrections_per_minute" in limited.json()["error"]
+        other = requests.post(url, json={"corrections": [{"id": ids[3], "label": "long"}]},
+                              headers={"Authorization": "Bearer f-2"})
+        assert other.json() == {"accepted": 1}  # another caller has its own minute
+        metrics = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
+                               headers={"Authorization": "Bearer p-new"}).text
+        assert 'feedback_requests_rate_limited_total{caller="labeler"} 1.0' in metrics
+        assert requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
+                            headers={"Authorization": "Bearer f-1"}).status_code == 403
+
+    stored = {c["id"]: c["caller"] for c in read_jsonl(str(feedback / CORRECTIONS))}
+    assert stored == {ids[0]: "labeler", ids[1]: "labeler", ids[2]: "labeler",
+                      ids[3]: caller_id("f-2")}
+    span = export_span(str(feedback), str(tmp_path / "data"), "span-{SPAN}", "sentence",
+                       "label")
+    exported = open(os.path.join(span, "feedback.tsv"), encoding="utf-8").read()
+    assert exported.splitlines()[0] == "sentence\tlabel"
+    assert "labeler" not in exported and caller_id("f-2") not in exported
+
+
+@pytest.mark.serving
+def test_reloading_the_config_over_grpc_changes_nothing(half_base, tmp_path):
+    """TF Serving applies any config a caller sends to HandleReloadConfigRequest; this
+    server refuses it to everyone, and a feedback token may not even ask."""
+    (tmp_path / "predict").write_text("p app\n")
+    (tmp_path / "feedback").write_text("f labeler\n")
+    with ServerProcess(["--model_name", "half", "--model_base_path", half_base,
+                        "--auth_token_file", str(tmp_path / "predict"),
+                        "--feedback_token_file", str(tmp_path / "feedback")],
+                       token="p") as server:
+        stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(
+            server.grpc_address))
+        request = model_management_pb2.ReloadConfigRequest()
+        request.config.model_config_list.config.add(name="other", base_path="/tmp/other",
+                                                    model_platform="tensorflow")
+        for token, code in (("p", grpc.StatusCode.UNIMPLEMENTED),
+                            ("f", grpc.StatusCode.PERMISSION_DENIED),
+                            ("x", grpc.StatusCode.UNAUTHENTICATED)):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.HandleReloadConfigRequest(request, timeout=30, metadata=[
+                    ("authorization", f"Bearer {token}")])
+            assert caught.value.code() == code, (token, caught.value.details())
+        with GrpcClient(server.grpc_address, Target("half"), token="p") as client:
+            assert [s["state"] for s in client.status()] == ["AVAILABLE"]
+        assert requests.get(f"{server.rest_url}/v1/models/other", headers={
+            "Authorization": "Bearer p"}).status_code == 404
