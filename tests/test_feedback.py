@@ -334,3 +334,36 @@ def test_a_correction_whose_prediction_is_gone_does_not_block_the_export(tmp_pat
     assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
     assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
         "text\tlabel\na fine day\tneg\n")
+
+
+@pytest.mark.e2e
+def test_a_feedback_span_is_gated_like_any_other_span(tmp_path, tiny_checkpoint):
+    """Corrections the scheduler exports become an ordinary span: ExampleGen, the data gate
+    and DriftCheck judge it as any other. Corrections nine in ten positive, after a span
+    half positive, stop the run before training; nothing is pushed."""
+    from local import history
+    from tests.conftest import sample_rows, tiny_overrides
+
+    rows = sample_rows(600)
+    data = tmp_path / "data"
+    (data / "span-1").mkdir(parents=True)
+    (data / "span-1" / "reviews.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in rows[:200]), encoding="utf-8")
+    store = FeedbackLog(str(tmp_path / "feedback"))
+    texts = [text for text, _ in rows[200:400]]
+    ids = store.record("bert_classifier", 1, texts, [[("0", 0.5), ("1", 0.5)]] * len(texts))
+    store.correct([{"id": i, "label": "1" if n % 10 else "0"} for n, i in enumerate(ids)])
+    config = load_config(None, tiny_overrides(tmp_path, tiny_checkpoint, str(data), **{
+        "data.span_pattern": "span-{SPAN}", "schedule.feedback_dir": str(tmp_path / "feedback"),
+        "schedule.feedback_min_rows": 100}))
+
+    tick = Scheduler(config).tick()
+
+    assert (tick.action, tick.reason, tick.exit_code) == ("ran", "new span 2", 1)
+    assert len(read_file(str(data / "span-2" / "feedback.tsv"),
+                         ReaderConfig("sentence", "label"))) == 200
+    [run] = history.read(config.history_path)
+    assert run["span"] == 2 and run["pushed_version"] is None
+    assert "data drift: span 2 vs span 1: label distribution (L-infinity distance)" in \
+        run["error"]
+    assert not os.path.exists(config.output.serving_dir)
