@@ -63,7 +63,7 @@ def _get(mapping, *path):
     return mapping
 
 
-def _containers(pod_spec):
+def containers(pod_spec):
     """(where, container) for every container of every list."""
     for field in CONTAINER_LISTS:
         for i, container in enumerate(pod_spec.get(field) or []):
@@ -89,7 +89,7 @@ def _baseline(pod_spec, annotations):
                          "(allowed: runtime/default, localhost/*)")
     contexts = [("spec.securityContext", pod)] + [
         (f"{where}.securityContext", container.get("securityContext") or {})
-        for where, container in _containers(pod_spec)]
+        for where, container in containers(pod_spec)]
     for where, context in contexts:
         profile = _get(context, "appArmorProfile", "type")
         if profile is not None and profile not in APPARMOR_TYPES:
@@ -108,7 +108,7 @@ def _baseline(pod_spec, annotations):
         if sysctl.get("name") not in SAFE_SYSCTLS:
             found.append(f"spec.securityContext.sysctls: {sysctl.get('name')!r} is not a "
                          "safe sysctl")
-    for where, container in _containers(pod_spec):
+    for where, container in containers(pod_spec):
         context = container.get("securityContext") or {}
         if context.get("privileged"):
             found.append(f"{where}: privileged containers are not allowed")
@@ -143,7 +143,7 @@ def _restricted(pod_spec):
     if pod_seccomp not in (None, "Unconfined", *SECCOMP_TYPES):  # baseline: Unconfined
         found.append(f"spec.securityContext.seccompProfile.type: {pod_seccomp!r} "
                      "(allowed: RuntimeDefault, Localhost)")
-    for where, container in _containers(pod_spec):
+    for where, container in containers(pod_spec):
         context = container.get("securityContext") or {}
         if context.get("allowPrivilegeEscalation") is not False:
             found.append(f"{where}: securityContext.allowPrivilegeEscalation must be "

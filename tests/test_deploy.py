@@ -6,6 +6,9 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,6 +25,7 @@ from serving.labels import versions_on_disk
 from serving.model_store import read_model_config
 from serving.process import ServerProcess
 from serving.server import parse_flags
+from tests import pod_security
 from tests.conftest import REPO
 from tests.serving_models import export_half_plus_two
 
@@ -32,21 +36,36 @@ MODELS_CONFIG = os.path.join(DEPLOY, "models.config")
 KUBERNETES_VERSIONS = ["1.25", "1.37"]
 
 
-def _manifests():
-    """{kind: document} of every manifest in serving/deploy/kubernetes/."""
-    docs = {}
+def _documents():
+    """{file name: [document, ...]} of every manifest in serving/deploy/kubernetes/."""
+    files = {}
     for name in sorted(os.listdir(KUBERNETES)):
-        with open(os.path.join(KUBERNETES, name)) as f:
-            for doc in yaml.safe_load_all(f):
-                assert doc["kind"] not in docs, f"two {doc['kind']} manifests"
-                docs[doc["kind"]] = doc
+        if name.endswith((".yaml", ".yml")):
+            with open(os.path.join(KUBERNETES, name)) as f:
+                files[name] = [doc for doc in yaml.safe_load_all(f) if doc]
+    return files
+
+
+DOCUMENTS = _documents()
+
+
+def _by_kind(*files):
+    """{kind: document} of these files (one document per kind)."""
+    docs = {}
+    for name in files:
+        for doc in DOCUMENTS[name]:
+            assert doc["kind"] not in docs, f"two {doc['kind']} manifests"
+            docs[doc["kind"]] = doc
     return docs
 
 
-MANIFESTS = _manifests()
+# TF Serving's Deployment and what goes with it; the project's own server apart.
+MANIFESTS = _by_kind("tf-serving.yaml", "tf-serving-scaling.yaml", "models-pvc.yaml",
+                     "kserve-inferenceservice.yaml")
 DEPLOYMENT = MANIFESTS["Deployment"]
 POD = DEPLOYMENT["spec"]["template"]
 CONTAINER, = POD["spec"]["containers"]
+TF_SERVING_IMAGE = CONTAINER["image"]
 
 
 def _config(path):
@@ -94,15 +113,48 @@ def test_the_labels_command_in_models_config_does_what_its_comment_says(tmp_path
 # -- Kubernetes ------------------------------------------------------------------------
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_manifest_validates_against_the_kubernetes_api(version):
-    assert set(MANIFESTS) == {"Deployment", "Service", "HorizontalPodAutoscaler",
-                              "PodDisruptionBudget", "PersistentVolumeClaim",
-                              "InferenceService"}
-    for kind, doc in MANIFESTS.items():
-        if kind == "InferenceService":  # a KServe CRD: no schema in the validator
-            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-                kubernetes_validate.validate(doc, version, strict=True)
-            doc = _kserve_model_as_pod(doc)  # what can be validated: its container
-        assert kubernetes_validate.validate(doc, version, strict=True) == version, kind
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+            "PersistentVolumeClaim", "InferenceService"} <= set(MANIFESTS)
+    for name, docs in DOCUMENTS.items():
+        for doc in docs:
+            if doc["kind"] in KSERVE_KINDS:  # KServe CRDs: no schema in the validator
+                with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                    kubernetes_validate.validate(doc, version, strict=True)
+                doc = KSERVE_KINDS[doc["kind"]](doc)  # what can be validated: its pod
+            assert kubernetes_validate.validate(doc, version, strict=True) == version, \
+                (name, doc["kind"])
+
+
+def _pods(doc):
+    """(name, annotations, pod spec) of every pod a manifest makes; KServe's as KServe
+    builds them (see _kserve_predictor_as_pod)."""
+    if doc["kind"] == "ServingRuntime":  # no pod of its own: part of the predictor's
+        return []
+    if doc["kind"] == "InferenceService":
+        return [(f"InferenceService/{doc['metadata']['name']} predictor", {},
+                 _kserve_predictor_as_pod(doc)["spec"])]
+    return [(pod, metadata.get("annotations"), spec)
+            for pod, metadata, spec in pod_security.pods(doc)]
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTS))
+def test_every_pod_passes_the_restricted_pod_security_standard(name):
+    """What a namespace labelled pod-security.kubernetes.io/enforce=restricted admits;
+    plus the project's own rules: a read-only root file system with an emptyDir for
+    scratch, and no service-account token for a server that never calls the API."""
+    found = {}
+    for doc in DOCUMENTS[name]:
+        for pod, annotations, spec in _pods(doc):
+            problems = pod_security.violations(spec, "restricted", annotations)
+            if spec.get("automountServiceAccountToken") is not False:
+                problems.append("automountServiceAccountToken must be false")
+            for where, container in pod_security.containers(spec):
+                if not (container.get("securityContext") or {}).get(
+                        "readOnlyRootFilesystem"):
+                    problems.append(f"{where}: readOnlyRootFilesystem must be true")
+            if problems:
+                found[pod] = problems
+    assert found == {}
 
 
 def test_the_validator_rejects_a_misspelt_field():
@@ -213,15 +265,46 @@ def test_memory_holds_two_versions_during_a_swap():
     assert kserve == resources
 
 
-def _kserve_model_as_pod(inference):
-    """The InferenceService's model spec is a Kubernetes container plus KServe's fields."""
-    model = dict(inference["spec"]["predictor"]["model"])
-    for field in ("modelFormat", "runtimeVersion", "storageUri", "runtime",
-                  "protocolVersion"):
-        model.pop(field, None)
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kserve-model"},
-            "spec": {"containers": [dict(model, name="kserve-container",
-                                         image="tensorflow/serving")]}}
+# KServe's own fields: of a component (the rest of it is the pod's spec) and of a model
+# (the rest of it is the container's).
+KSERVE_COMPONENT_FIELDS = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget",
+                           "containerConcurrency", "timeout", "canaryTrafficPercent",
+                           "logger", "batcher", "annotations", "labels", "model"}
+KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "runtimeVersion", "storageUri",
+                       "protocolVersion", "storage"}
+
+
+def _as_pod(name, spec):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def _serving_runtime_as_pod(runtime):
+    """A ServingRuntime's containers and volumes are a pod's."""
+    return _as_pod(runtime["metadata"]["name"], {
+        "containers": runtime["spec"]["containers"],
+        **({"volumes": runtime["spec"]["volumes"]} if "volumes" in runtime["spec"] else {})})
+
+
+def _kserve_predictor_as_pod(inference):
+    """The predictor's pod as KServe builds it: the predictor's own pod fields, and the
+    runtime's container with the model's container fields over it (KServe merges maps key
+    by key; replacing them whole here can only lose settings, never add one)."""
+    predictor = inference["spec"]["predictor"]
+    model = predictor["model"]
+    runtime = next(doc for doc in DOCUMENTS["kserve-inferenceservice.yaml"]
+                   if doc["kind"] == "ServingRuntime"
+                   and doc["metadata"]["name"] == model["runtime"])
+    container = dict(runtime["spec"]["containers"][0], **{
+        field: value for field, value in model.items() if field not in KSERVE_MODEL_FIELDS})
+    spec = {field: value for field, value in predictor.items()
+            if field not in KSERVE_COMPONENT_FIELDS}
+    spec["containers"] = [container]
+    spec["volumes"] = runtime["spec"].get("volumes", []) + predictor.get("volumes", [])
+    return _as_pod(inference["metadata"]["name"], spec)
+
+
+KSERVE_KINDS = {"InferenceService": _kserve_predictor_as_pod,
+                "ServingRuntime": _serving_runtime_as_pod}
 
 
 def test_kserve_reads_the_pushed_folder_from_the_claim():
@@ -230,7 +313,15 @@ def test_kserve_reads_the_pushed_folder_from_the_claim():
     predictor = inference["spec"]["predictor"]
     model = predictor["model"]
     assert model["modelFormat"]["name"] == "tensorflow"
-    assert model["runtimeVersion"] == CONTAINER["image"].split(":")[1]
+    # Its own runtime, the same TF Serving build as the Deployment; no runtimeVersion
+    # (KServe would write it over the image's last `:...`, a digest's included).
+    runtime = MANIFESTS["ServingRuntime"]
+    assert model["runtime"] == runtime["metadata"]["name"] and "runtimeVersion" not in model
+    assert {"name": "tensorflow", "version": "2"} in runtime["spec"]["supportedModelFormats"]
+    served, = runtime["spec"]["containers"]
+    assert served["image"] == TF_SERVING_IMAGE
+    flags = parse_flags(served["args"])
+    assert flags.model_base_path == "/mnt/models"  # where KServe mounts storageUri
     spec, = read_model_config(MODELS_CONFIG)
     claim = MANIFESTS["PersistentVolumeClaim"]["metadata"]["name"]
     # pvc:// is mounted directly, so TF Serving inside sees every new pushed version.
@@ -427,3 +518,207 @@ def test_metadata_answers_404_until_a_version_is_loaded(tmp_path, saved_model):
         body = after.json()
         assert body["model_spec"]["version"] == "1"
         assert "serving_default" in body["metadata"]["signature_def"]["signature_def"]
+
+
+# -- the project's own server in the cluster (bert-pipeline-server.yaml) ----------------
+SERVER = _by_kind("bert-pipeline-server.yaml")
+SERVER_POD = SERVER["Deployment"]["spec"]["template"]
+SERVER_CONTAINER, = SERVER_POD["spec"]["containers"]
+SERVER_FLAGS = parse_flags(SERVER_CONTAINER["args"])  # the server's own parser
+SECRET_MOUNT = "/secrets/"
+
+
+def _mounted(path, container=SERVER_CONTAINER, pod=SERVER_POD):
+    """(volume, mount, file key or None) of the file ``path`` in the container."""
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    for mount in container["volumeMounts"]:
+        if path.startswith(mount["mountPath"] + "/"):
+            volume = volumes[mount["name"]]
+            relative = path[len(mount["mountPath"]) + 1:]
+            items = {i["path"]: i["key"] for i in
+                     (volume.get("secret") or volume.get("configMap") or {}).get("items", [])}
+            return volume, mount, items.get(relative, relative)
+    raise AssertionError(f"{path} is on no volume")
+
+
+def test_the_server_runs_with_tls_and_tokens_from_secrets():
+    assert SERVER_CONTAINER["command"] == ["bert-pipeline", "serve"]
+    assert SERVER_CONTAINER["image"].split("@")[0].rsplit(":", 1)[0].endswith(
+        "/bert-text-pipeline")
+    assert SERVER_POD["spec"]["securityContext"]["runAsUser"] == 1000  # the image's user
+    flags = SERVER_FLAGS
+    assert flags.host == "0.0.0.0" and (flags.port, flags.rest_api_port) == (8500, 8501)
+    for path, secret, key in [
+            (flags.ssl_config_file, "bert-classifier-tls", "ssl_config.txt"),
+            (flags.auth_token_file, "bert-classifier-tokens", "predict-tokens"),
+            (flags.feedback_token_file, "bert-classifier-tokens", "feedback-tokens")]:
+        volume, mount, mounted_key = _mounted(path)
+        assert (volume["secret"]["secretName"], mounted_key) == (secret, key), path
+        assert mount["readOnly"] and mount["mountPath"].startswith(SECRET_MOUNT)
+        assert volume["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+    # A cap far below the default (64 MiB): texts are small, and bodies cost memory.
+    assert 0 < flags.max_request_bytes <= 4 * 2**20 < parse_flags(
+        ["--model_name=m", "--model_base_path=/m"]).max_request_bytes
+    # Same models and config as TF Serving's Deployment.
+    config, _, key = _mounted(flags.model_config_file)
+    assert config["configMap"]["name"] == "bert-classifier-serving-config"
+    assert key == "models.config"
+    model, = read_model_config(MODELS_CONFIG)
+    models, _, _ = _mounted(model.base_path)
+    assert models["persistentVolumeClaim"]["claimName"] == \
+        MANIFESTS["PersistentVolumeClaim"]["metadata"]["name"]
+    assert _mounted(flags.monitoring_config_file)[0] == config
+    # Feedback: its own claim, one writer (one replica, never two pods at once).
+    feedback, mount, _ = _mounted(flags.feedback_dir + "/predictions.jsonl")
+    assert not mount.get("readOnly")
+    assert feedback["persistentVolumeClaim"]["claimName"] == \
+        SERVER["PersistentVolumeClaim"]["metadata"]["name"]
+    deployment = SERVER["Deployment"]["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"]["type"] == "Recreate"
+
+
+def test_the_servers_drain_fits_its_grace_period():
+    """SIGTERM: readiness fails at once, ports open --drain_delay_seconds, then requests
+    in flight get --drain_grace_seconds (at least the REST deadline); Kubernetes kills
+    only after all of it. No preStop: the server's drain delay is the wait."""
+    flags = SERVER_FLAGS
+    assert "lifecycle" not in SERVER_CONTAINER
+    assert flags.drain_delay_seconds >= 2 * SERVER_CONTAINER["readinessProbe"]["periodSeconds"]
+    assert flags.drain_grace_seconds >= flags.rest_api_timeout_in_ms / 1000
+    grace = SERVER_POD["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= flags.drain_delay_seconds + flags.drain_grace_seconds
+    manifest = open(os.path.join(KUBERNETES, "bert-pipeline-server.yaml")).read()
+    stated = re.search(r"(\d+) >= (\d+) \+ (\d+), checked", manifest)
+    assert [float(n) for n in stated.groups()] == [
+        grace, flags.drain_delay_seconds, flags.drain_grace_seconds]
+
+
+def _probe_script():
+    command = SERVER_CONTAINER["readinessProbe"]["exec"]["command"]
+    assert command[:2] == ["python", "-c"]
+    return command[2]
+
+
+def test_the_servers_probes_and_service():
+    flags = SERVER_FLAGS
+    assert SERVER_CONTAINER["startupProbe"]["exec"] == SERVER_CONTAINER["readinessProbe"][
+        "exec"]
+    startup = SERVER_CONTAINER["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    script = _probe_script()
+    model, = read_model_config(MODELS_CONFIG)
+    assert f'"https://127.0.0.1:{flags.rest_api_port}/v1/models/{model.name}/metadata"' \
+        in script
+    assert f'open("{flags.auth_token_file}")' in script
+    tls, _, key = _mounted(re.search(r'cafile="([^"]+)"', script).group(1))
+    assert (tls["secret"]["secretName"], key) == ("bert-classifier-tls", "tls.crt")
+    liveness = SERVER_CONTAINER["livenessProbe"]["tcpSocket"]
+    assert _port(SERVER_CONTAINER, liveness["port"]) == flags.port
+    service = SERVER["Service"]
+    assert service["spec"]["selector"] == SERVER["Deployment"]["spec"]["selector"][
+        "matchLabels"]
+    assert {p["port"]: _port(SERVER_CONTAINER, p["targetPort"])
+            for p in service["spec"]["ports"]} == {8500: flags.port,
+                                                   8501: flags.rest_api_port}
+    # Metrics need the token: no annotation-based scraping, which can send none.
+    assert not any(a.startswith("prometheus.io/")
+                   for a in SERVER_POD["metadata"].get("annotations", {}))
+
+
+def test_the_ssl_config_command_in_the_comment_makes_what_the_server_reads(tmp_path):
+    from serving.tls import load_ssl_config
+    from tests.certificates import make_pki
+
+    manifest = open(os.path.join(KUBERNETES, "bert-pipeline-server.yaml")).read()
+    command = re.search(r"#\s+(python3 -c '.*?' > ssl_config\.txt)", manifest, re.S).group(1)
+    command = re.sub(r"\n#\s+", "\n", command)
+    certs = make_pki(tmp_path)
+    shutil.copy(certs.server_key, tmp_path / "tls.key")
+    shutil.copy(certs.server_cert, tmp_path / "tls.crt")
+    subprocess.run(["sh", "-c", command], cwd=tmp_path, check=True)
+    tls = load_ssl_config(str(tmp_path / "ssl_config.txt"))
+    assert tls.cert == (tmp_path / "tls.crt").read_bytes()
+    assert tls.key == (tmp_path / "tls.key").read_bytes()
+
+
+@pytest.mark.serving
+def test_the_servers_readiness_probe_passes_only_a_loaded_model_over_tls_with_a_token(
+        tmp_path, saved_model):
+    """The manifest's probe, run against a real server with TLS and a token: it fails
+    closed (not loaded, wrong token, no token file, another certificate, draining) and
+    passes once a version is loaded."""
+    from tests.certificates import make_pki, ssl_config
+
+    certs = make_pki(tmp_path)
+    tokens = tmp_path / "predict-tokens"
+    tokens.write_text("# rotated in: the first line's token is the probe's\n"
+                      "new-token probe\nold-token\n")
+    base = tmp_path / "bert_classifier"
+    base.mkdir()
+    flags = ["--model_name", "bert_classifier", "--model_base_path", str(base),
+             "--file_system_poll_wait_seconds", "1", "--auth_token_file", str(tokens),
+             "--ssl_config_file", ssl_config(tmp_path / "ssl.config", certs),
+             "--drain_delay_seconds", "30"]
+
+    def probe(token_file=tokens, cert=certs.server_cert):
+        script = _probe_script().replace(f'"{SERVER_FLAGS.auth_token_file}"',
+                                         repr(str(token_file)))
+        script = script.replace('"/secrets/tls/tls.crt"', repr(cert))
+        script = script.replace("127.0.0.1:8501", f"127.0.0.1:{server.rest_port}")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=30)
+        return done.returncode, done.stderr
+
+    with ServerProcess(flags, wait_for=[], ca_file=certs.ca, token="new-token") as server:
+        deadline = time.monotonic() + 180
+        while "Connection refused" in (result := probe())[1]:
+            assert time.monotonic() < deadline, "the server never opened its REST port"
+            time.sleep(0.2)  # polling the child's start-up
+        assert result[0] != 0 and "HTTP Error 404" in result[1], result  # nothing loaded
+        shutil.copytree(saved_model, base / "1")
+        while (result := probe())[0] != 0:
+            assert "HTTP Error 404" in result[1], result
+            assert time.monotonic() < deadline, "version 1 never became ready"
+            time.sleep(0.2)  # polling the server's file-system poll
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-a-token\n")
+        assert probe(wrong)[0] != 0 and "HTTP Error 401" in probe(wrong)[1]
+        code, error = probe(tmp_path / "missing")
+        assert code != 0 and "FileNotFoundError" in error
+        code, error = probe(cert=certs.other_ca)  # a certificate the server does not hold
+        assert code != 0 and "CERTIFICATE_VERIFY_FAILED" in error
+        assert probe()[0] == 0
+        server.process.send_signal(signal.SIGTERM)  # draining: ports open, not ready
+        code, error = probe()
+        assert code != 0 and "HTTP Error 503" in error, error
+        assert server.process.poll() is None  # still draining, ports open
+
+
+# -- NetworkPolicy ---------------------------------------------------------------------
+CLIENT_LABEL = {"bert-classifier/client": "true"}
+
+
+def test_network_policy_admits_only_client_namespaces_and_the_scraper():
+    policy, = DOCUMENTS["networkpolicy.yaml"]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]  # selected pods: any other ingress dropped
+    selector, = spec["podSelector"]["matchExpressions"]
+    assert "matchLabels" not in spec["podSelector"]
+    assert (selector["key"], selector["operator"]) == ("app", "In")
+    serving_pods = {MANIFESTS["Deployment"]["spec"]["template"]["metadata"]["labels"]["app"],
+                    SERVER_POD["metadata"]["labels"]["app"]}
+    assert set(selector["values"]) == serving_pods
+    clients, scraper = spec["ingress"]
+    peer, = clients["from"]
+    assert peer == {"namespaceSelector": {"matchLabels": CLIENT_LABEL}}
+    assert {(p["protocol"], p["port"]) for p in clients["ports"]} == {("TCP", 8500),
+                                                                      ("TCP", 8501)}
+    peer, = scraper["from"]
+    assert peer == {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}
+    assert scraper["ports"] == [{"protocol": "TCP", "port": 8501}]  # metrics: REST only
+    # The ports admitted are the Services' (clients connect to nothing else).
+    for service in (MANIFESTS["Service"], SERVER["Service"]):
+        assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
+    text = open(os.path.join(KUBERNETES, "networkpolicy.yaml")).read()
+    assert "kubectl label namespace <client-namespace> bert-classifier/client=true" in text
