@@ -10,7 +10,9 @@ a read-only root file system for the container, with an ``emptyDir`` for ``/tmp`
 service-account token; and never the step's own account (an empty
 ``service_account_name`` means the namespace's ``default`` account).
 
-It also reads the model server's log from the model server's container: TFX's
+It also drops the ``claims: {}`` TFX puts in the resources it copies from
+``serving_pod_overrides`` (the API wants a list there, and refuses the pod), and reads
+the model server's log from the model server's container: TFX's
 ``GetLogs`` asks for the log of the container named like the *executor's* container
 (``main``), which the model server pod does not have, so a failed validation logged an
 API error instead of TF Serving's log.
@@ -50,6 +52,10 @@ def harden(pod: k8s.V1Pod, service_account: str) -> k8s.V1Pod:
     spec.volumes = list(spec.volumes or []) + [k8s.V1Volume(
         name=_TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT))]
     for container in spec.containers:
+        if container.resources is not None and not container.resources.claims:
+            # TFX sends serving_pod_overrides.resources with `claims: {}`, an object
+            # where the API wants a list: the API server refuses the pod.
+            container.resources.claims = None
         container.security_context = container_security_context()
         container.volume_mounts = list(container.volume_mounts or []) + [
             k8s.V1VolumeMount(name=_TMP_VOLUME, mount_path="/tmp")]
