@@ -64,7 +64,8 @@ MANIFESTS = _by_kind("tf-serving.yaml", "tf-serving-scaling.yaml", "models-pvc.y
                      "kserve-inferenceservice.yaml")
 DEPLOYMENT = MANIFESTS["Deployment"]
 POD = DEPLOYMENT["spec"]["template"]
-CONTAINER, = POD["spec"]["containers"]
+CONTAINERS = {c["name"]: c for c in POD["spec"]["containers"]}
+CONTAINER, PROXY_CONTAINER = CONTAINERS["tf-serving"], CONTAINERS["proxy"]  # HAProxy before it
 TF_SERVING_IMAGE = CONTAINER["image"]
 
 
@@ -172,18 +173,26 @@ def _port(container, port):
 
 def test_readiness_waits_for_a_loaded_version_and_liveness_for_the_first_load():
     model, = read_model_config(MODELS_CONFIG)
-    ready = CONTAINER["readinessProbe"]["httpGet"]
+    env = _proxy_env()
+    # Readiness: the metadata path through the proxy's probe port (HAProxy forwards only
+    # that path there, without a token); startup: the same path on TF Serving's port.
+    ready = PROXY_CONTAINER["readinessProbe"]["httpGet"]
     assert ready["path"] == f"/v1/models/{model.name}/metadata"
+    assert f":{_port(PROXY_CONTAINER, ready['port'])}" == env["HEALTH_BIND"]
+    assert "readinessProbe" not in CONTAINER
     flags = parse_flags(CONTAINER["args"])  # TF Serving's flags, as the local server knows
-    assert _port(CONTAINER, ready["port"]) == flags.rest_api_port == 8501
     startup = CONTAINER["startupProbe"]
-    assert startup["httpGet"] == ready
+    assert startup["httpGet"]["path"] == ready["path"]
+    assert _port(CONTAINER, startup["httpGet"]["port"]) == flags.rest_api_port
+    assert env["TF_SERVING_REST"] == f"127.0.0.1:{flags.rest_api_port}"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
-    # Liveness does not depend on a model being loaded: a failed new version must not
-    # restart pods that still serve the old one.
+    # Liveness does not depend on a model being loaded (a failed new version must not
+    # restart pods that still serve the old one), nor on the proxy.
     assert _port(CONTAINER, CONTAINER["livenessProbe"]["tcpSocket"]["port"]) == flags.port
+    assert env["TF_SERVING_GRPC"] == f"127.0.0.1:{flags.port}"
     assert CONTAINER["image"].startswith("tensorflow/serving:")
-    assert CONTAINER["command"] == ["/usr/bin/tensorflow_model_server"]
+    assert CONTAINER["command"] == ["/bin/sh", "/proxy/run-tf-serving.sh",
+                                    "/usr/bin/tensorflow_model_server"]
     assert flags.model_config_file_poll_wait_seconds > 0  # label moves apply live
     mounts = {m["name"]: m["mountPath"] for m in CONTAINER["volumeMounts"]}
     assert flags.model_config_file.startswith(mounts["config"] + "/")
@@ -197,27 +206,73 @@ def test_readiness_waits_for_a_loaded_version_and_liveness_for_the_first_load():
     assert DEPLOYMENT["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_termination_grace_period_and_prestop_match_the_drain_flags():
-    """Stopping a pod: preStop sleeps while the Service drops it (at least as long as the
-    readiness probe takes to fail), then SIGTERM starts the server's drain
-    (--drain_delay_seconds, then --drain_grace_seconds, at least the REST deadline so
-    every accepted request gets its answer); Kubernetes kills the pod only after all of
-    it (terminationGracePeriodSeconds counts from preStop)."""
-    flags = parse_flags(CONTAINER["args"])  # the drain flags: the local server's defaults
-    command = CONTAINER["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "sleep"
+def test_termination_grace_period_and_prestop_match_the_proxys_drain():
+    """Stopping a pod: the proxy's preStop sleeps while the Service drops the pod (at
+    least as long as the readiness probe takes to fail), then SIGTERM soft-stops HAProxy:
+    requests in flight get hard-stop-after (at least TF Serving's REST deadline). TF
+    Serving's wrapper waits for the proxy's marker at most DRAIN_WAIT_SECONDS (all of
+    that and 5 s to spare), then stops TF Serving; Kubernetes kills only after the grace
+    period (counted from preStop), which leaves TF Serving time to exit."""
+    flags = parse_flags(CONTAINER["args"])
+    command = PROXY_CONTAINER["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and "lifecycle" not in CONTAINER
     pre_stop = float(command[1])
-    ready = CONTAINER["readinessProbe"]
+    ready = PROXY_CONTAINER["readinessProbe"]
     assert pre_stop >= ready["periodSeconds"] * ready["failureThreshold"]
-    assert flags.drain_grace_seconds >= flags.rest_api_timeout_in_ms / 1000
-    assert flags.drain_delay_seconds > 0
-    needed = pre_stop + flags.drain_delay_seconds + flags.drain_grace_seconds
-    assert POD["spec"]["terminationGracePeriodSeconds"] >= needed
+    hard_stop = float(re.search(r"^\s*hard-stop-after (\d+)s$", _haproxy_cfg(), re.M)[1])
+    assert hard_stop >= flags.rest_api_timeout_in_ms / 1000
+    env = {e["name"]: e["value"] for e in CONTAINER["env"]}
+    wait = float(env["DRAIN_WAIT_SECONDS"])
+    assert wait >= pre_stop + hard_stop + 5
+    grace = POD["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= wait + 10
     manifest = open(os.path.join(KUBERNETES, "tf-serving.yaml")).read()
-    stated = re.search(r"(\d+) >= (\d+) \+ (\d+) \+ (\d+), checked", manifest)
-    assert [float(n) for n in stated.groups()] == [
-        POD["spec"]["terminationGracePeriodSeconds"], pre_stop,
-        flags.drain_delay_seconds, flags.drain_grace_seconds]  # the comment is true
+    stated = re.search(r"(\d+) >= (\d+) = (\d+) \+ (\d+) \+ 5, checked", manifest)
+    assert [float(n) for n in stated.groups()] == [grace, wait, pre_stop, hard_stop]
+
+
+def _haproxy_cfg():
+    with open(os.path.join(DEPLOY, "proxy", "haproxy.cfg")) as f:
+        return f.read()
+
+
+def _proxy_env():
+    return {e["name"]: e["value"] for e in PROXY_CONTAINER["env"]}
+
+
+def test_the_proxy_reads_its_config_tls_and_tokens_from_the_mounted_volumes():
+    """Every path haproxy.cfg and the wrappers read is on the volume it should be: the
+    proxy ConfigMap, the TLS Secret's tls.crt (key next to it as <crt>.key, what HAProxy
+    reads), the token Secret's predict-tokens, one emptyDir for the drain marker."""
+    env = _proxy_env()
+    used = set(re.findall(r"\$\{(\w+)\}", _haproxy_cfg()))
+    assert used == set(env) - {"HAPROXY", "HAPROXY_CONFIG", "DRAIN_MARKER"}
+    assert (env["GRPC_BIND"], env["REST_BIND"]) == (":8500", ":8501")
+    assert {p["containerPort"] for p in PROXY_CONTAINER["ports"]} == {
+        int(env[bind].split(":")[1]) for bind in ("GRPC_BIND", "REST_BIND", "HEALTH_BIND")}
+    assert PROXY_CONTAINER["image"].startswith("haproxy:")
+    assert PROXY_CONTAINER["command"] == ["/bin/sh", "/proxy/run-haproxy.sh"]
+    for path, source, key in [
+            (env["HAPROXY_CONFIG"], "bert-classifier-proxy", "haproxy.cfg"),
+            ("/proxy/run-haproxy.sh", "bert-classifier-proxy", "run-haproxy.sh"),
+            (env["TLS_CERT"], "bert-classifier-tls", "tls.crt"),
+            (env["TLS_CERT"] + ".key", "bert-classifier-tls", "tls.key"),
+            (env["TOKENS_FILE"], "bert-classifier-tokens", "predict-tokens")]:
+        volume, mount, mounted_key = _mounted(path, PROXY_CONTAINER, POD)
+        named = volume.get("secret", {}).get("secretName") or volume["configMap"]["name"]
+        assert (named, mounted_key) == (source, key), path
+        assert mount["readOnly"]
+        if "secret" in volume:
+            assert mount["mountPath"].startswith(SECRET_MOUNT)
+            assert volume["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+        assert os.path.exists(os.path.join(DEPLOY, "proxy", key)) or "secret" in volume
+    wrapper, = [a for a in CONTAINER["command"] if a.endswith(".sh")]
+    assert _mounted(wrapper, CONTAINER, POD)[0]["configMap"]["name"] == \
+        "bert-classifier-proxy"
+    marker = env["DRAIN_MARKER"]
+    assert {e["name"]: e["value"] for e in CONTAINER["env"]}["DRAIN_MARKER"] == marker
+    shared = _mounted(marker, PROXY_CONTAINER, POD)[0]
+    assert "emptyDir" in shared and _mounted(marker, CONTAINER, POD)[0] is shared
 
 
 def test_service_and_prometheus_annotations():
@@ -225,12 +280,13 @@ def test_service_and_prometheus_annotations():
 
     service = MANIFESTS["Service"]
     assert service["spec"]["selector"] == DEPLOYMENT["spec"]["selector"]["matchLabels"]
-    assert {p["port"]: _port(CONTAINER, p["targetPort"]) for p in service["spec"]["ports"]} \
-        == {8500: 8500, 8501: 8501}
+    assert {p["port"]: _port(PROXY_CONTAINER, p["targetPort"])
+            for p in service["spec"]["ports"]} == {8500: 8500, 8501: 8501}  # HAProxy's
     annotations = POD["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == read_monitoring_config(
         os.path.join(DEPLOY, "monitoring.config"))
     assert annotations["prometheus.io/port"] == "8501"
+    assert annotations["prometheus.io/scheme"] == "https"  # through the proxy
 
 
 def test_autoscaler_and_disruption_budget_select_the_deployments_pods():
@@ -722,3 +778,118 @@ def test_network_policy_admits_only_client_namespaces_and_the_scraper():
         assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
     text = open(os.path.join(KUBERNETES, "networkpolicy.yaml")).read()
     assert "kubectl label namespace <client-namespace> bert-classifier/client=true" in text
+
+
+# -- images pinned by digest (pin-images.sh) -------------------------------------------
+PIN = os.path.join(KUBERNETES, "pin-images.sh")
+IMAGE_LINE = re.compile(r"^\s*(?:-\s+)?image:\s*(\S+)", re.M)
+PINNED = re.compile(r"^[^@\s]+:[^@\s:/]+@sha256:[0-9a-f]{64}$")
+
+
+def _images(folder):
+    """{file name: [image, ...]} of the manifests in ``folder``."""
+    return {name: IMAGE_LINE.findall(open(os.path.join(folder, name)).read())
+            for name in sorted(os.listdir(folder)) if name.endswith(".yaml")}
+
+
+def _pin(*args, cwd=None):
+    return subprocess.run([PIN, *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_every_image_of_every_pod_is_an_image_line_the_pin_script_sees():
+    """pin-images.sh rewrites `image:` lines: every container of every pod has one (so
+    nothing escapes pinning) and the lines are exactly the containers' images."""
+    for name, docs in DOCUMENTS.items():
+        containers = [c for doc in docs for _, _, spec in pod_security.pods(doc)
+                      for _, c in pod_security.containers(spec)]
+        containers += [c for doc in docs if doc["kind"] == "ServingRuntime"
+                       for c in doc["spec"]["containers"]]
+        # KServe's model container takes the runtime's image: it has none of its own.
+        expected = [c["image"] for c in containers if c.get("name") != "kserve-container"
+                    or "image" in c]
+        assert sorted(_images(KUBERNETES)[name]) == sorted(expected), name
+
+
+def test_check_refuses_every_image_without_a_digest(tmp_path):
+    """The shipped files name tags (no digest can be looked up here): --check fails
+    naming each; once every image carries a digest it passes."""
+    shipped = _pin("--check")
+    images = [(name, image) for name, found in _images(KUBERNETES).items()
+              for image in found]
+    assert images and shipped.returncode == 1
+    for name, image in images:
+        assert f"{name}:" in shipped.stderr and \
+            f": {image} is not pinned by digest" in shipped.stderr, image
+    copy = tmp_path / "tf-serving.yaml"
+    text = open(os.path.join(KUBERNETES, "tf-serving.yaml")).read()
+    digest = "@sha256:" + "0" * 64  # the checker's test input, never shipped
+    copy.write_text(IMAGE_LINE.sub(lambda m: m.group(0) + digest, text))
+    assert _pin("--check", copy).returncode == 0
+    copy.write_text(copy.read_text().replace(digest, "@sha256:abc", 1))  # not a digest
+    assert _pin("--check", copy).returncode == 1
+
+
+@pytest.fixture
+def local_images(tmp_path):
+    """Two real images in the local container storage (podman import of a one-file
+    layer each), removed afterwards: {name:tag: digest podman recorded}."""
+    images = {}
+    for n in (1, 2):
+        layer = tmp_path / f"layer{n}"
+        layer.mkdir()
+        (layer / "f").write_text(f"{n} {tmp_path}")  # a different digest each
+        name = f"localhost/pin-test-{os.getpid()}-{n}:{n}.0"
+        tar = subprocess.Popen(["tar", "-C", str(layer), "-cf", "-", "f"],
+                               stdout=subprocess.PIPE)
+        subprocess.run(["podman", "import", "-q", "-", name], stdin=tar.stdout,
+                       check=True, capture_output=True)
+        tar.wait()
+        images[name] = subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{.Digest}}", name],
+            check=True, capture_output=True, text=True).stdout.strip()
+    yield images
+    subprocess.run(["podman", "rmi", "-f", *images], capture_output=True)
+
+
+@pytest.mark.image
+def test_pin_script_pins_every_image_by_the_registrys_digest(tmp_path, local_images):
+    """The script for real, with skopeo, on a copy of the manifests whose images are
+    local ones (skopeo's containers-storage: transport; the registries cannot be
+    reached here): every image ends NAME:TAG@DIGEST with the digest the storage holds,
+    nothing else changes; an image that cannot be resolved stops it, naming the image,
+    with no file changed."""
+    shutil.copytree(KUBERNETES, tmp_path / "manifests")
+    folder = tmp_path / "manifests"
+    local = iter(sorted(local_images) * 10)
+    wanted = {}
+    for name in _images(folder):
+        path = folder / name
+        text = IMAGE_LINE.sub(lambda m: m.group(0).replace(m.group(1), next(local)),
+                              path.read_text())
+        path.write_text(text)
+        wanted[name] = text
+    files = sorted(str(folder / name) for name in wanted)
+    pinned = _pin("--transport", "containers-storage:", *files)
+    assert pinned.returncode == 0, pinned.stderr
+    for name, images in _images(folder).items():
+        for image in images:
+            assert PINNED.match(image), image
+            tagged, digest = image.split("@")
+            assert local_images[tagged] == digest
+        # Only the image lines changed: the rest of the file, comments included, is kept.
+        assert IMAGE_LINE.sub("", (folder / name).read_text()) == \
+            IMAGE_LINE.sub("", wanted[name])
+    assert _pin("--check", *files).returncode == 0
+    # Pinned images are kept; an image that is not there fails, and nothing is written.
+    server = folder / "bert-pipeline-server.yaml"
+    missing = "localhost/pin-test-missing:1"
+    server.write_text(IMAGE_LINE.sub(lambda m: m.group(0).replace(m.group(1), missing),
+                                     server.read_text()))
+    before = {path: open(path).read() for path in files}
+    refused = _pin("--transport", "containers-storage:", *files)
+    assert refused.returncode == 1
+    assert f"cannot resolve the digest of {missing} ({server}:" in refused.stderr
+    assert "no file changed" in refused.stderr
+    assert {path: open(path).read() for path in files} == before
+    assert sorted(os.listdir(folder)) == sorted(os.listdir(KUBERNETES))  # no temp file
