@@ -15,6 +15,9 @@ from tfx.components.infra_validator import executor as infra_validator_executor
 from components.kubernetes_infra_validator.runner import HardenedKubernetesRunner
 
 
+_POLLING_SECONDS = infra_validator_executor._DEFAULT_POLLING_INTERVAL_SEC  # noqa: SLF001
+
+
 def make_runner(model_path, serving_binary, serving_spec) -> HardenedKubernetesRunner:
     platform = serving_spec.WhichOneof("serving_platform")
     if platform != "kubernetes":
@@ -36,9 +39,7 @@ class Executor(infra_validator_executor.Executor):
             runner.Start()
             runner.WaitUntilRunning(deadline)
             client = serving_binary.MakeClient(runner.GetEndpoint())
-            client.WaitUntilModelLoaded(
-                deadline,
-                polling_interval_sec=infra_validator_executor._DEFAULT_POLLING_INTERVAL_SEC)  # pylint: disable=protected-access
+            client.WaitUntilModelLoaded(deadline, polling_interval_sec=_POLLING_SECONDS)
             if requests:
                 client.SendRequests(requests)
         except Exception:  # pylint: disable=broad-except
