@@ -3,11 +3,13 @@ haproxy.cfg and wrapper scripts the Deployment ships, run by Debian's haproxy in
 the project's server (the drop-in for tensorflow_model_server) on loopback ports, called
 over real TLS: gRPC with tensorflow-serving-api's stubs, REST over https. Tokens, the
 blocked reload RPC, the size cap, the probes' port, and the drain the pod's wrappers
-order on SIGTERM. One model server for the module; each HAProxy starts in milliseconds.
+order on SIGTERM (TF Serving's as PID 1 of its own PID namespace, as in a container).
+One model server for the module; each HAProxy starts in milliseconds.
 
 Needs Debian's ``haproxy`` (2.6): installed with apt-get when missing and this is root
 (as CI is), else the tests fail saying so."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,7 +35,8 @@ from tests.test_serving_drain import Gate, _started, _wait_for
 pytestmark = pytest.mark.serving
 
 PROXY = os.path.join(REPO, "serving", "deploy", "proxy")
-CAP = 4 * 2**20  # haproxy.cfg's request cap
+with open(os.path.join(PROXY, "haproxy.cfg")) as _cfg:
+    CAP = int(re.search(r'"request over (\d+) bytes"', _cfg.read())[1])  # its cap
 TOKENS = """# prediction tokens (the format of every token file: TOKEN [CALLER])
 good-token alice
 
@@ -319,10 +322,15 @@ def test_the_probe_port_answers_model_metadata_only(proxy):
 
 
 # -- stopping the pod ------------------------------------------------------------------
-def test_sigterm_drains_the_proxy_then_marks_it_stopped(server, pki, gate_folder, tmp_path):
-    """SIGTERM to run-haproxy.sh (what the kubelet sends the container): HAProxy stops
-    accepting at once, answers the requests in flight, exits; only then the marker that
-    lets TF Serving's wrapper stop the server appears."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_drains_the_proxy_then_marks_it_stopped(server, pki, gate_folder,
+                                                              tmp_path, signum):
+    """The container's stop signal to run-haproxy.sh (SIGTERM; SIGUSR1 where the runtime
+    sends the HAProxy image's STOPSIGNAL): HAProxy stops accepting at once, answers the
+    requests in flight, exits; only then the marker that lets TF Serving's wrapper stop
+    the server appears."""
+    for name in os.listdir(gate_folder):  # close the gate again
+        os.remove(gate_folder / name)
     proxy = Proxy(server, pki, tmp_path)
     results = {}
     try:
@@ -339,7 +347,7 @@ def test_sigterm_drains_the_proxy_then_marks_it_stopped(server, pki, gate_folder
         thread.start()
         _wait_for(lambda: _started(gate_folder) == 2, 60, "both requests inside the model")
 
-        proxy.process.send_signal(signal.SIGTERM)
+        proxy.process.send_signal(signum)
         _wait_for(lambda: _refused(proxy.ports["rest"]) and _refused(proxy.ports["grpc"]),
                   10, "the client ports closed")
         assert proxy.process.poll() is None, "exited with requests in flight"
