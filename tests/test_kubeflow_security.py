@@ -19,9 +19,11 @@ from urllib.parse import parse_qs, urlparse
 import kubernetes_validate
 import pytest
 import yaml
+from google.protobuf import json_format
 from kubernetes import client as k8s
 from tfx.components.infra_validator import serving_bins
 from tfx.components.infra_validator.model_server_runners import kubernetes_runner
+from tfx.proto import infra_validator_pb2
 from tfx.utils import kube_utils
 
 from components.kubernetes_infra_validator import runner as hardened_runner
@@ -99,6 +101,7 @@ def _executor_pod(model_dir: str) -> dict:
 
 class _KubernetesApi(BaseHTTPRequestHandler):
     requests, created, model_dir = [], [], ""
+    phase, pod_ip = "Running", "10.0.0.9"
 
     def _reply(self, body, status=200):
         data = json.dumps(body).encode()
@@ -132,8 +135,8 @@ class _KubernetesApi(BaseHTTPRequestHandler):
             self.end_headers()
             return self.wfile.write(data)
         if url.path.startswith(pods + "/") and self.command == "GET":  # the model server
-            return self._reply(dict(self.created[-1], status={"phase": "Running",
-                                                              "podIP": "10.0.0.9"}))
+            return self._reply(dict(self.created[-1], status={"phase": self.phase,
+                                                              "podIP": self.pod_ip}))
         if self.command == "DELETE":
             return self._reply({"kind": "Status", "status": "Success"})
         if "/persistentvolumeclaims/" in url.path:
@@ -153,6 +156,7 @@ def kubernetes_api(monkeypatch, tmp_path):
     """The client's default configuration points at the local endpoint, as it would at
     the cluster's API from inside the step's pod (KFP_POD_NAME, KFP_NAMESPACE set)."""
     _KubernetesApi.requests, _KubernetesApi.created = [], []
+    _KubernetesApi.phase, _KubernetesApi.pod_ip = "Running", "10.0.0.9"
     _KubernetesApi.model_dir = str(tmp_path)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KubernetesApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -240,8 +244,6 @@ def test_empty_account_means_the_namespace_default_never_the_steps_own(kubernete
 
 
 def test_executor_makes_the_hardened_runner_only_for_kubernetes():
-    from tfx.proto import infra_validator_pb2
-
     local = infra_validator_pb2.ServingSpec(local_docker=infra_validator_pb2.LocalDockerConfig())
     with pytest.raises(ValueError, match="not on 'local_docker'"):
         make_runner("/m/bert_classifier/1", None, local)
@@ -252,6 +254,76 @@ def test_serving_resources_are_checked_as_kubernetes_quantities():
         serving_spec(_config(**{"kubeflow.serving_memory": "4 GB"}))
     with pytest.raises(ValueError, match="kubeflow.serving_cpu '0'"):
         serving_spec(_config(**{"kubeflow.serving_cpu": "0"}))
+
+
+MODEL_SERVER_IP = "127.0.0.3"  # the model server pod's IP: a loopback address of its own
+
+
+def _infra_validate(tmp_path, phase: str) -> str:
+    """Runs the component's executor (TFX's ``Do``, one try) on a real SavedModel, with
+    the model server pod reported in ``phase``; returns the blessing file's name."""
+    from tfx.types import standard_artifacts
+
+    from components.kubernetes_infra_validator.executor import Executor
+    from tests.serving_models import export_half_plus_two
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "model")
+    os.makedirs(model.uri)
+    os.rename(export_half_plus_two(str(tmp_path / "export"), 1),
+              os.path.join(model.uri, "Format-Serving"))
+    blessing = standard_artifacts.InfraBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    os.makedirs(blessing.uri)
+    _KubernetesApi.phase = phase
+    executor = Executor(Executor.Context(tmp_dir=str(tmp_path / "executor_tmp"),
+                                         unique_id="1"))
+    executor.Do({"model": [model]}, {"blessing": [blessing]}, {
+        "serving_spec": json_format.MessageToJson(serving_spec(_config())),
+        "validation_spec": json_format.MessageToJson(infra_validator_pb2.ValidationSpec(
+            max_loading_time_seconds=180, num_tries=1))})
+    name, = os.listdir(blessing.uri)
+    return name
+
+
+@pytest.mark.serving
+def test_the_executor_validates_in_a_hardened_pod_and_cleans_it_up(kubernetes_api,
+                                                                   tmp_path):
+    """The component's executor end to end: TFX's Do and retry loop make the hardened
+    runner, which creates the pod, waits for it, and TFX's TF Serving client loads the
+    model from a real model server at the pod's address (this project's
+    TF-Serving-compatible server, gRPC on 8500 as TF Serving's image listens); then the
+    pod is deleted. A pod that fails: not blessed, TF Serving's log read, pod deleted."""
+    import subprocess
+    import sys
+
+    from serving.process import free_port
+    from tests.serving_models import export_half_plus_two
+
+    export_half_plus_two(str(tmp_path / "served" / "bert_classifier"), 1)
+    kubernetes_api.pod_ip = MODEL_SERVER_IP
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--host", MODEL_SERVER_IP, "--port", "8500",
+         "--rest_api_port", str(free_port()), "--drain_delay_seconds", "0",
+         "--model_name", "bert_classifier",
+         "--model_base_path", str(tmp_path / "served" / "bert_classifier")],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _infra_validate(tmp_path / "ok", "Running") == "INFRA_BLESSED"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    created, = kubernetes_api.created
+    assert violations(created["spec"]) == []
+    deleted = [path for method, path, _, _ in kubernetes_api.requests if method == "DELETE"]
+    assert deleted == [f"/api/v1/namespaces/{NAMESPACE}/pods/{created['metadata']['name']}"]
+
+    kubernetes_api.requests.clear()
+    assert _infra_validate(tmp_path / "failed", "Failed") == "INFRA_NOT_BLESSED"
+    asked = [(method, path, query) for method, path, query, _ in kubernetes_api.requests]
+    assert ("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/tfx-infraval-modelserver-abcde/log",
+            {"container": ["model-server"]}) in asked
+    assert asked[-1][0] == "DELETE"
 
 
 # -- RBAC ------------------------------------------------------------------------------
