@@ -354,8 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "kubeflow", _cmd_kubeflow,
         "Compile for Kubeflow Pipelines v2 / Vertex AI, submit, schedule.",
         "compile: the same pipeline as a KFP v2 PipelineSpec (YAML), every step in "
-        "kubeflow.image. submit: one run on kubeflow.host. schedule: a recurring run on "
-        "kubeflow.cron (max concurrency 1, no catch-up).")
+        "kubeflow.image (images pinned by digest unless kubeflow.allow_unpinned_images). "
+        "submit: one run on kubeflow.host as kubeflow.service_account. schedule: a "
+        "recurring run on kubeflow.cron (max concurrency 1, no catch-up).")
     kubeflow.add_argument("action", choices=["compile", "submit", "schedule"])
     kubeflow.add_argument("--spec", default="kubeflow/pipeline.yaml",
                           help="Pipeline spec file to write or send (default: %(default)s).")
