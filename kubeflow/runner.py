@@ -149,6 +149,8 @@ def serving_spec(config: PipelineConfig) -> tfx.proto.ServingSpec:
         tensorflow_serving=binary,
         kubernetes=tfx.proto.KubernetesConfig(
             service_account_name=kubeflow.infra_validator_service_account,
+            # a pod left by a killed step stops by then (TFX's default: 24 hours)
+            active_deadline_seconds=config.output.serving_check_timeout + 600,
             serving_pod_overrides=infra_validator_pb2.PodOverrides(
                 resources=infra_validator_pb2.Resources(requests=quantities,
                                                         limits=quantities))),

@@ -224,6 +224,7 @@ def test_model_server_pod_passes_restricted_with_its_own_account_and_no_token(
     model = volumes[mounts[str(tmp_path)]["name"]]  # the step's volume, read-only
     assert model["persistentVolumeClaim"] == {"claimName": CLAIM, "readOnly": True}
     assert pod["metadata"]["ownerReferences"][0]["name"] == EXECUTOR_POD
+    assert spec["activeDeadlineSeconds"] == 900  # not TFX's 24 hours
     # its log is read from the model server's container
     assert logs == "TF Serving's log"
     log_query, = [query for method, path, query, _ in kubernetes_api.requests
