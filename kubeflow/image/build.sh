@@ -6,11 +6,13 @@
 #                   build_base.sh assembles from Debian's packages and PYTHON)
 #   PYTHON=...      the Python 3.10 copied into the stand-in base
 #   IMAGE_NAME=...  default localhost/bert-text-pipeline
+#   SBOM_DIR=...    where the image's SBOM is written (default build/sbom)
 #
 # The tag is a hash of what goes into the image (the Dockerfile, every file it copies,
 # the base image's id, GPU): an unchanged image is not built again. The name also gets
 # the moving tag :latest (:latest-gpu), which the compiled spec's default
-# kubeflow.image (bert-text-pipeline:latest) names.
+# kubeflow.image (bert-text-pipeline:latest) names. The image's SBOM (CycloneDX JSON,
+# /pipeline/sbom.cdx.json in it) is copied to SBOM_DIR/<name>_<tag>.cdx.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source kubeflow/image/engine.sh
@@ -36,7 +38,7 @@ fi
 
 # Everything the image is made of: the files the Dockerfile copies (as the ignore file
 # filters them), the Dockerfile, the base and the variant.
-SOURCES=$(awk '/^COPY/ {for (i = 2; i < NF; i++) print $i}' "$DOCKERFILE")
+SOURCES=$(awk '/^COPY/ && !/--from=/ {for (i = 2; i < NF; i++) print $i}' "$DOCKERFILE")
 KEY=$( { find $SOURCES "$DOCKERFILE" "$DOCKERFILE.dockerignore" -type f \
            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path kubeflow/pipeline.yaml \
            -print0 | sort -z | xargs -0 sha256sum
@@ -57,4 +59,11 @@ if ! image_exists "$TAG"; then
   echo "built $TAG in $((SECONDS - started)) s" >&2
 fi
 engine tag "$TAG" "$NAME:latest$SUFFIX"
+SBOM="${SBOM_DIR:-build/sbom}/$(basename "${TAG//:/_}").cdx.json"
+if [ ! -s "$SBOM" ]; then
+  mkdir -p "$(dirname "$SBOM")"
+  engine run --rm --network=none --entrypoint= "$TAG" cat /pipeline/sbom.cdx.json \
+    > "$SBOM.tmp" && mv "$SBOM.tmp" "$SBOM"
+fi
+echo "SBOM: $SBOM" >&2
 echo "$TAG"
