@@ -109,8 +109,12 @@ def folder_files(folder: str, name: str, version: str) -> dict:
 
 def pip_sources() -> tuple[list, list]:
     """The index URLs and find-links folders of this machine's pip configuration."""
-    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                            capture_output=True, text=True).stdout
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                            capture_output=True, text=True)
+    if config.returncode != 0:  # without it a mirror's own files would go unhashed
+        sys.exit(f"cannot read pip's configuration ({sys.executable} -m pip config list): "
+                 f"{config.stderr.strip()}")
+    listed = config.stdout
     indexes, folders = [], []
     for line in listed.splitlines():
         key, _, value = line.partition("=")
