@@ -32,7 +32,8 @@ if [ ${#files[@]} -eq 0 ]; then
 fi
 
 # `image:` lines (a list item or not, quoted or not, a comment after it kept).
-image_line='^([[:space:]]*(-[[:space:]]+)?image:[[:space:]]*)["'"'"']?([^"'"'"'[:space:]#]+)["'"'"']?(.*)$'
+q="[\"']"
+image_line="^([[:space:]]*(-[[:space:]]+)?image:[[:space:]]*)$q?([^\"'[:space:]#]+)$q?(.*)\$"
 pinned='@sha256:[0-9a-f]{64}$'
 
 images() {  # FILE -> "LINE IMAGE" for each image line
