@@ -639,7 +639,8 @@ def test_the_servers_drain_fits_its_grace_period():
     only after all of it. No preStop: the server's drain delay is the wait."""
     flags = SERVER_FLAGS
     assert "lifecycle" not in SERVER_CONTAINER
-    assert flags.drain_delay_seconds >= 2 * SERVER_CONTAINER["readinessProbe"]["periodSeconds"]
+    ready = SERVER_CONTAINER["readinessProbe"]
+    assert flags.drain_delay_seconds >= ready["periodSeconds"] * ready["failureThreshold"]
     assert flags.drain_grace_seconds >= flags.rest_api_timeout_in_ms / 1000
     grace = SERVER_POD["spec"]["terminationGracePeriodSeconds"]
     assert grace >= flags.drain_delay_seconds + flags.drain_grace_seconds
@@ -812,22 +813,27 @@ def test_every_image_of_every_pod_is_an_image_line_the_pin_script_sees():
 
 
 def test_check_refuses_every_image_without_a_digest(tmp_path):
-    """The shipped files name tags (no digest can be looked up here): --check fails
-    naming each; once every image carries a digest it passes."""
-    shipped = _pin("--check")
-    images = [(name, image) for name, found in _images(KUBERNETES).items()
+    """What a deploy step runs: --check fails naming every image without a digest (as
+    the files ship: no digest can be looked up here), and passes once all carry one."""
+    digest = re.compile(r"@sha256:[0-9a-f]{64}")
+    shutil.copytree(KUBERNETES, tmp_path / "tags")
+    for name in _images(tmp_path / "tags"):
+        path = tmp_path / "tags" / name
+        path.write_text(digest.sub("", path.read_text()))
+    files = sorted(tmp_path.glob("tags/*.yaml"))
+    refused = _pin("--check", *files)
+    images = [(name, image) for name, found in _images(tmp_path / "tags").items()
               for image in found]
-    assert images and shipped.returncode == 1
+    assert len(images) >= 4 and refused.returncode == 1
     for name, image in images:
-        assert f"{name}:" in shipped.stderr and \
-            f": {image} is not pinned by digest" in shipped.stderr, image
-    copy = tmp_path / "tf-serving.yaml"
-    text = open(os.path.join(KUBERNETES, "tf-serving.yaml")).read()
-    digest = "@sha256:" + "0" * 64  # the checker's test input, never shipped
-    copy.write_text(IMAGE_LINE.sub(lambda m: m.group(0) + digest, text))
-    assert _pin("--check", copy).returncode == 0
-    copy.write_text(copy.read_text().replace(digest, "@sha256:abc", 1))  # not a digest
-    assert _pin("--check", copy).returncode == 1
+        assert f"{name}:" in refused.stderr and \
+            f": {image} is not pinned by digest" in refused.stderr, image
+    fake = "@sha256:" + "0" * 64  # the checker's test input, never shipped
+    for path in files:
+        path.write_text(IMAGE_LINE.sub(lambda m: m.group(0) + fake, path.read_text()))
+    assert _pin("--check", *files).returncode == 0
+    files[0].write_text(files[0].read_text().replace(fake, "@sha256:abc"))  # not a digest
+    assert _pin("--check", *files).returncode == 1
 
 
 @pytest.fixture
