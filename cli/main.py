@@ -237,9 +237,9 @@ def _cmd_predict(args) -> int:
         texts, pairs = map(list, zip(*(t.split("\t", 1) for t in texts)))
     rows = _column_rows(texts) if args.columns else None
     token = None
-    if args.token_file:
-        with open(args.token_file, encoding="utf-8") as f:
-            token = f.read().strip()
+    if args.token_file:  # the server's format; a file of several tokens: the first one
+        from serving.auth import read_token_file
+        token = next(iter(read_token_file(args.token_file, "--token_file")))
     target = Target(args.model, args.version, args.label)
     with connect(args.server, target, timeout=args.timeout, token=token,
                  ca_file=args.ca_file, client_cert=args.client_cert,
@@ -393,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--label", help="Version label, e.g. stable or canary.")
     predict.add_argument("--timeout", type=float, default=10.0,
                          help="Seconds per call, retries included (default: %(default)s).")
-    predict.add_argument("--token_file", help="File with the server's bearer token (sent "
-                                              "in clear text only to loopback).")
+    predict.add_argument("--token_file", help="File with the server's bearer token, in the "
+                                              "server's format ('TOKEN [CALLER]' lines: the "
+                                              "first is sent; in clear text only to loopback).")
     predict.add_argument("--ca_file", help="PEM CA certificate(s) to check the server's "
                                            "certificate with (turns TLS on; default with "
                                            "grpcs:// or https://: the system's CAs).")

@@ -12,6 +12,7 @@ import pytest
 import requests
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
+from cli.main import main as cli_main
 from local.feedback_span import export_span
 from serving.auth import (ANONYMOUS, FEEDBACK, PREDICT, Authenticator, RateLimited,
                           RateLimiter, caller_id, read_token_file)
@@ -147,6 +148,9 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
                     GrpcClient(server.grpc_address, target, token=token) as by_grpc:
                 ids += [p.id for p in rest.predict_texts(["hi", "a long text here, long"])]
                 ids += [p.id for p in by_grpc.predict_texts(["hello"])]
+        # The CLI reads the server's format: the first token of the file is sent.
+        assert cli_main(["predict", "--server", server.rest_url, "--model", "clf",
+                         "--token_file", str(tmp_path / "predict"), "hi"]) == 0
         # A feedback token does not predict; a prediction token does not correct.
         with RestClient(server.rest_url, target, token="f-1") as rest, \
                 GrpcClient(server.grpc_address, target, token="f-1") as by_grpc:
