@@ -5,7 +5,9 @@ A token file (``--auth_token_file``, ``--feedback_token_file``; the same format 
 TF Serving proxy's map) holds one token per line, ``TOKEN [CALLER]``: an optional caller
 name after whitespace, ``#`` comment lines and blank lines ignored, several lines for
 several valid tokens (rotation). A file holding just the token is valid. A token without
-a name is known by ``caller_id`` (never the token itself).
+a name is known by its place, ``<flag> line <N>`` (e.g. ``--feedback_token_file line 2``),
+the same across restarts while the file is unchanged: nothing derived from its value
+reaches the metrics or the feedback store, where it could be guessed offline.
 """
 from __future__ import annotations
 
@@ -26,11 +28,6 @@ ANONYMOUS = "anonymous"  # the caller when no token is needed
 RATE_LIMITED_METRIC = "feedback_requests_rate_limited_total"
 
 
-def caller_id(token: str) -> str:
-    """A stable name for a token without one, from which the token cannot be recovered."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:12]
-
-
 def read_token_file(path: str, flag: str) -> Dict[str, str]:
     """``{token: caller}`` of a token file; errors name ``flag`` and the file (and line)."""
     try:
@@ -44,7 +41,9 @@ def read_token_file(path: str, flag: str) -> Dict[str, str]:
         if not line or line.startswith("#"):
             continue
         token, *name = line.split(None, 1)
-        caller = name[0].strip() if name else caller_id(token)
+        if not name and token in tokens:  # an unnamed repeat: the first place names it
+            continue
+        caller = name[0].strip() if name else f"{flag} line {number}"
         if tokens.get(token, caller) != caller:
             raise ValueError(f"{flag} {path} line {number}: a token given twice with "
                              f"different callers")
@@ -188,6 +187,7 @@ def check_exposure(host: str, listening: bool, token_files: bool, tls: bool,
 
     if not listening or is_loopback(host):
         return
+    host = host or "'' (every interface)"
     if token_files and not tls and not allow_plaintext_token:
         raise ValueError(f"a token file on --host {host} without --ssl_config_file: tokens "
                          f"would travel in clear text; add --ssl_config_file, bind a "

@@ -153,7 +153,8 @@ def make_parser() -> argparse.ArgumentParser:
                      help="If set, every request needs 'Authorization: Bearer <token>' "
                           "(gRPC: 'authorization' metadata) with a token of this file "
                           "(one 'TOKEN [CALLER]' per line, # comments; several for "
-                          "rotation); metrics included.")
+                          "rotation; no CALLER: named by its place, e.g. "
+                          "'--auth_token_file line 2'); metrics included.")
     own.add_argument("--feedback_token_file", default="",
                      help="Tokens (same format) that alone may POST /v1/feedback; they "
                           "do not predict. Needed with --feedback_dir on a non-loopback "

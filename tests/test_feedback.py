@@ -13,7 +13,6 @@ import tensorflow as tf
 from components.text_example_gen.parsing import ReaderConfig, read_file
 from local.scheduler import Scheduler
 from pipeline.config import load_config
-from serving.auth import caller_id
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from local.feedback_span import export_span
 from serving.feedback import CORRECTIONS, PREDICTIONS, FeedbackError, FeedbackLog, read_jsonl
@@ -79,9 +78,9 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
                 "yes: mail [unused1] or call [unused3]\tshort\n")
             assert rest.correct([{"id": ids[0], "label": "long"},
                                  {"id": ids[1], "label": "short"}]) == 2
-            # One token file: its token corrects too, attributed to the token's id.
+            # One token file: its token corrects too, attributed to the token's place.
             assert {c["caller"] for c in read_jsonl(str(feedback / CORRECTIONS))} == {
-                caller_id("s3cret")}
+                "--auth_token_file line 1"}
             with pytest.raises(ServingClientError, match="HTTP 400.*unknown prediction id"):
                 rest.correct([{"id": "nope", "label": "x"}])
             with pytest.raises(ServingClientError, match="non-empty 'label'"):

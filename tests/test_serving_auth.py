@@ -15,7 +15,7 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from cli.main import main as cli_main
 from local.feedback_span import export_span
 from serving.auth import (ANONYMOUS, FEEDBACK, PREDICT, Authenticator, RateLimited,
-                          RateLimiter, caller_id, read_token_file)
+                          RateLimiter, read_token_file)
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.errors import ServingError
 from serving.feedback import CORRECTIONS, read_jsonl
@@ -32,11 +32,14 @@ def test_token_files_take_callers_comments_and_several_tokens(tmp_path):
                        "new-token\tweb frontend\n  bare-token  \n")
     assert read_token_file(str(rotated), "--auth_token_file") == {
         "old-token": "web frontend", "new-token": "web frontend",
-        "bare-token": caller_id("bare-token")}
-    assert caller_id("bare-token") == hashlib.sha256(b"bare-token").hexdigest()[:12]
+        "bare-token": "--auth_token_file line 5"}  # its place, never its value
     single = tmp_path / "token"
     single.write_text("s3cret\n")  # today's format: one token, no caller
-    assert read_token_file(str(single), "--auth_token_file") == {"s3cret": caller_id("s3cret")}
+    assert read_token_file(str(single), "--feedback_token_file") == {
+        "s3cret": "--feedback_token_file line 1"}
+    single.write_text("an0ther\n# again\nan0ther\n")  # rotated in place: the same name
+    assert read_token_file(str(single), "--feedback_token_file") == {
+        "an0ther": "--feedback_token_file line 1"}
     (tmp_path / "empty").write_text("# nothing yet\n\n")
     with pytest.raises(ValueError, match="--feedback_token_file .*empty holds no token"):
         read_token_file(str(tmp_path / "empty"), "--feedback_token_file")
@@ -112,6 +115,12 @@ def test_refuses_to_start_with_a_clear_text_token_or_open_feedback_on_a_remote_a
          ["--host 10.1.2.3", "--ssl_config_file", "--allow_plaintext_token"]),
         (["--host", "0.0.0.0", "--feedback_dir", str(tmp_path / "fb")],
          ["--feedback_dir on --host 0.0.0.0 without --feedback_token_file"]),
+        (["--host", "", "--auth_token_file", str(tmp_path / "predict")],  # all interfaces
+         ["--host '' (every interface)", "--ssl_config_file"]),
+        (["--host", "", "--feedback_dir", str(tmp_path / "fb")],
+         ["--feedback_dir on --host '' (every interface) without --feedback_token_file"]),
+        (["--host", "::", "--auth_token_file", str(tmp_path / "predict")],
+         ["--host ::", "--ssl_config_file"]),
         (["--auth_token_file", str(tmp_path / "predict"), "--feedback_token_file",
           str(tmp_path / "same")], ["share 1 token", "give feedback its own"]),
     ]
@@ -122,6 +131,24 @@ def test_refuses_to_start_with_a_clear_text_token_or_open_feedback_on_a_remote_a
         assert all(w in line for w in words), line
         assert "Running gRPC" not in done.stdout
     assert not os.path.exists(tmp_path / "fb")  # refused before anything was created
+
+
+@pytest.mark.serving
+def test_loopback_names_pass_the_exposure_check(tmp_path):
+    """``::1``, ``[::1]`` and ``localhost`` with a token and feedback but no TLS get past
+    the check and the token files: the next step, reading a missing monitoring config,
+    is what stops them (before any model loads)."""
+    (tmp_path / "predict").write_text("p app\n")
+    missing = str(tmp_path / "no-monitoring.config")
+    for host in ("::1", "[::1]", "localhost", "LocalHost"):
+        done = _serve(["--model_name", "m", "--model_base_path", str(tmp_path / "none"),
+                       "--host", host, "--auth_token_file", str(tmp_path / "predict"),
+                       "--feedback_dir", str(tmp_path / "fb"),
+                       "--monitoring_config_file", missing])
+        assert done.returncode == 1, (host, done.stderr[-2000:])
+        [line] = [l for l in done.stderr.splitlines() if l.startswith("error:")]
+        assert "no-monitoring.config" in line and "--host" not in line, (host, line)
+    assert not os.path.exists(tmp_path / "fb")
 
 
 @pytest.mark.serving
@@ -186,20 +213,34 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
         other = requests.post(url, json={"corrections": [{"id": ids[3], "label": "long"}]},
                               headers={"Authorization": "Bearer f-2"})
         assert other.json() == {"accepted": 1}  # another caller has its own minute
+        too_many = requests.post(url, json={"corrections": [
+            {"id": i, "label": "long"} for i in ids[:4]]}, headers={"Authorization":
+                                                                   "Bearer f-2"})
+        assert too_many.status_code == 429, too_many.text
         metrics = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
                                headers={"Authorization": "Bearer p-new"}).text
         assert 'feedback_requests_rate_limited_total{caller="labeler"} 1.0' in metrics
+        # A token without a name is named by its place in the file, not by its value.
+        assert ('feedback_requests_rate_limited_total{caller="--feedback_token_file line '
+                '2"} 1.0') in metrics
         assert requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
                             headers={"Authorization": "Bearer f-1"}).status_code == 403
 
     stored = {c["id"]: c["caller"] for c in read_jsonl(str(feedback / CORRECTIONS))}
     assert stored == {ids[0]: "labeler", ids[1]: "labeler", ids[2]: "labeler",
-                      ids[3]: caller_id("f-2")}
+                      ids[3]: "--feedback_token_file line 2"}
+    # Nothing a metrics reader or the store's reader sees helps guess a token offline:
+    # neither a token nor a prefix of its sha256 (6 hex digits: any longer one holds it).
+    store = (feedback / CORRECTIONS).read_text()
+    for token in ("p-old", "p-new", "f-1", "f-2"):
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for seen in (metrics, store):
+            assert token not in seen and digest[:6] not in seen, token
     span = export_span(str(feedback), str(tmp_path / "data"), "span-{SPAN}", "sentence",
                        "label")
     exported = open(os.path.join(span, "feedback.tsv"), encoding="utf-8").read()
     assert exported.splitlines()[0] == "sentence\tlabel"
-    assert "labeler" not in exported and caller_id("f-2") not in exported
+    assert "labeler" not in exported and "--feedback_token_file" not in exported
 
 
 @pytest.mark.serving
