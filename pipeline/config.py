@@ -451,8 +451,20 @@ def closest_name(name: str, known) -> Optional[str]:
     return close[0] if close else None
 
 
+# Settings that were renamed: old key -> what replaces it, as the refusal of the old one
+# says it.
+RENAMED = {
+    "kubeflow.serving_image_tag": (
+        "kubeflow.serving_image, the whole image where this was the tag alone: "
+        "NAME[:TAG]@sha256:DIGEST, e.g. docker.io/tensorflow/serving:2.18.0@sha256:<digest>"),
+}
+
+
 def _did_you_mean(name: str, known, prefix: str = "") -> str:
-    """' (did you mean x?)' with the closest known name, or ''."""
+    """' (replaced by ...)' for a renamed setting, else ' (did you mean x?)' with the
+    closest known name, or ''."""
+    if prefix + name in RENAMED:
+        return f" (replaced by {RENAMED[prefix + name]})"
     close = closest_name(name, known)
     return f" (did you mean {prefix}{close}?)" if close else ""
 

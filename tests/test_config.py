@@ -116,6 +116,22 @@ def test_unknown_keys_of_a_config_file_name_the_closest_setting(tmp_path):
         load_config(str(path))
 
 
+def test_a_renamed_setting_names_its_successor_and_format(tmp_path):
+    """kubeflow.serving_image_tag (a bare tag) became kubeflow.serving_image (the whole
+    image, pinned by digest): an old config is refused with the new name and its form."""
+    path = tmp_path / "kubeflow.yaml"
+    path.write_text("kubeflow:\n  serving_image_tag: 2.18.0\n")
+    for given in (lambda: load_config(str(path)),
+                  lambda: load_config(None, {"kubeflow.serving_image_tag": "2.18.0"})):
+        with pytest.raises(ValueError) as error:
+            given()
+        message = str(error.value)
+        assert "unknown settings in 'kubeflow': serving_image_tag" in message
+        assert "replaced by kubeflow.serving_image" in message
+        assert "NAME[:TAG]@sha256:DIGEST" in message
+        assert "docker.io/tensorflow/serving:2.18.0@sha256:" in message
+
+
 def test_drift_limits_default_to_the_curated_schemas_thresholds():
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
