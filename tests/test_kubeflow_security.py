@@ -382,6 +382,31 @@ def test_service_accounts_and_bindings():
             assert rule["resourceNames"] and rule["verbs"] == ["get"]
 
 
+def _header(name) -> str:
+    """The leading comment block of a deploy file, without its '#'s."""
+    with open(os.path.join(DEPLOY, name), encoding="utf-8") as f:
+        lines = f.read().split("\napiVersion:", 1)[0].splitlines()
+    return " ".join(line.lstrip("#").strip() for line in lines)
+
+
+def test_the_runs_namespace_is_labelled_restricted_and_the_controller_warning_is_loud():
+    """The pipeline's account may create pods: rbac.yaml's header ships the label that
+    makes the namespace enforce "restricted" on them, and says why; the workflow
+    controller settings say first that they change every workflow of the cluster, and
+    that step containers keep a writable root file system."""
+    rbac = _header("rbac.yaml")
+    assert ("kubectl label namespace NAMESPACE "
+            "pod-security.kubernetes.io/enforce=restricted --overwrite") in rbac
+    assert "any Secret" in rbac and "any service account" in rbac
+    controller = _header("workflow-controller-configmap.yaml")
+    assert controller.startswith("CLUSTER-WIDE")
+    assert "every workflow" in controller and "other teams" in controller
+    assert "WRITABLE root file system" in controller
+    configmap = _by_kind_and_name("workflow-controller-configmap.yaml")[
+        ("ConfigMap", "workflow-controller-configmap")]
+    assert "readOnlyRootFilesystem" not in json.dumps(configmap["data"])
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_deploy_files_validate_against_the_kubernetes_api(version):
     for name in sorted(os.listdir(DEPLOY)):
