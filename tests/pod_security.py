@@ -123,7 +123,24 @@ def _baseline(pod_spec, annotations):
         for port in container.get("ports") or []:
             if port.get("hostPort"):
                 found.append(f"{where}: hostPort {port['hostPort']} is not allowed")
+        for field, handler in _handlers(container):
+            if handler.get("host"):  # Kubernetes 1.34+: unset or "" only
+                found.append(f"{where}: {field}.host must not be set (probes and "
+                             "lifecycle hooks reach the pod's own IP only)")
     return found
+
+
+def _handlers(container):
+    """(field, handler) of every probe's and lifecycle hook's httpGet and tcpSocket."""
+    places = [(probe, container.get(probe)) for probe in
+              ("livenessProbe", "readinessProbe", "startupProbe")]
+    places += [(f"lifecycle.{hook}", _get(container, "lifecycle", hook))
+               for hook in ("postStart", "preStop")]
+    for place, action in places:
+        for kind in ("httpGet", "tcpSocket"):
+            handler = _get(action, kind)
+            if isinstance(handler, dict):
+                yield f"{place}.{kind}", handler
 
 
 def _restricted(pod_spec):

@@ -636,16 +636,17 @@ def test_the_server_runs_with_tls_and_tokens_from_secrets():
 def test_the_servers_drain_fits_its_grace_period():
     """SIGTERM: readiness fails at once, ports open --drain_delay_seconds, then requests
     in flight get --drain_grace_seconds (at least the REST deadline); Kubernetes kills
-    only after all of it. No preStop: the server's drain delay is the wait."""
+    only after all of it and 5 s more. No preStop: the server's drain delay is the wait."""
     flags = SERVER_FLAGS
     assert "lifecycle" not in SERVER_CONTAINER
     ready = SERVER_CONTAINER["readinessProbe"]
     assert flags.drain_delay_seconds >= ready["periodSeconds"] * ready["failureThreshold"]
     assert flags.drain_grace_seconds >= flags.rest_api_timeout_in_ms / 1000
     grace = SERVER_POD["spec"]["terminationGracePeriodSeconds"]
-    assert grace >= flags.drain_delay_seconds + flags.drain_grace_seconds
+    # 5 s to spare: the server's exit after the drain, and the SIGTERM's delivery.
+    assert grace >= flags.drain_delay_seconds + flags.drain_grace_seconds + 5
     manifest = open(os.path.join(KUBERNETES, "bert-pipeline-server.yaml")).read()
-    stated = re.search(r"(\d+) >= (\d+) \+ (\d+), checked", manifest)
+    stated = re.search(r"(\d+) >= (\d+) \+ (\d+) \+ 5 \(to spare\)", manifest)
     assert [float(n) for n in stated.groups()] == [
         grace, flags.drain_delay_seconds, flags.drain_grace_seconds]
 
@@ -666,7 +667,10 @@ def test_the_servers_probes_and_service():
     model, = read_model_config(MODELS_CONFIG)
     assert f'"https://127.0.0.1:{flags.rest_api_port}/v1/models/{model.name}/metadata"' \
         in script
-    assert f'open("{flags.auth_token_file}")' in script
+    # The token file's one reader (serving.auth: `TOKEN [CALLER]`, comments), from the
+    # project the image holds; the probe sends its first token.
+    assert "from serving.auth import read_token_file" in script
+    assert f'read_token_file("{flags.auth_token_file}"' in script
     tls, _, key = _mounted(re.search(r'cafile="([^"]+)"', script).group(1))
     assert (tls["secret"]["secretName"], key) == ("bert-classifier-tls", "tls.crt")
     liveness = SERVER_CONTAINER["livenessProbe"]["tcpSocket"]
@@ -723,7 +727,7 @@ def test_the_servers_readiness_probe_passes_only_a_loaded_model_over_tls_with_a_
         script = script.replace('"/secrets/tls/tls.crt"', repr(cert))
         script = script.replace("127.0.0.1:8501", f"127.0.0.1:{server.rest_port}")
         done = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=30)
+                              text=True, timeout=30, cwd=REPO)  # the image's project
         return done.returncode, done.stderr
 
     with ServerProcess(flags, wait_for=[], ca_file=certs.ca, token="new-token") as server:
@@ -741,7 +745,11 @@ def test_the_servers_readiness_probe_passes_only_a_loaded_model_over_tls_with_a_
         wrong.write_text("not-a-token\n")
         assert probe(wrong)[0] != 0 and "HTTP Error 401" in probe(wrong)[1]
         code, error = probe(tmp_path / "missing")
-        assert code != 0 and "FileNotFoundError" in error
+        assert code != 0 and "cannot read it" in error, error
+        comments = tmp_path / "comments"
+        comments.write_text("# only comments: no token\n\n")
+        code, error = probe(comments)
+        assert code != 0 and "holds no token" in error, error
         code, error = probe(cert=certs.other_ca)  # a certificate the server does not hold
         assert code != 0 and "CERTIFICATE_VERIFY_FAILED" in error
         assert probe()[0] == 0
@@ -779,6 +787,116 @@ def test_network_policy_admits_only_client_namespaces_and_the_scraper():
         assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
     text = open(os.path.join(KUBERNETES, "networkpolicy.yaml")).read()
     assert "kubectl label namespace <client-namespace> bert-classifier/client=true" in text
+
+
+# -- Secrets ---------------------------------------------------------------------------
+SECRET_RECIPE = re.compile(r"kubectl create secret (\S+) (\S+)((?:[^\n]*\\\n)*[^\n]*)")
+
+
+def _secret_recipes(text):
+    """{Secret name: {key, ...}} that the `kubectl create secret` commands in ``text``
+    (a manifest's comments or the README) make."""
+    made = {}
+    for kind, name, rest in SECRET_RECIPE.findall(text):
+        assert kind == "generic", f"kubectl create secret {kind} {name}: keys differ"
+        keys = re.findall(r"--from-file=(?:([^=\s]+)=)?(\S+)", rest)
+        assert name not in made, f"{name} made twice"
+        made[name] = {key or os.path.basename(path) for key, path in keys}
+    return made
+
+
+def _mounted_secret_keys(pod):
+    keys = {}
+    for volume in pod["spec"]["volumes"]:
+        if "secret" in volume:
+            secret = volume["secret"]
+            keys.setdefault(secret["secretName"], set()).update(
+                item["key"] for item in secret["items"])
+    return keys
+
+
+def test_one_secret_recipe_makes_every_key_both_serving_manifests_mount():
+    """Both manifests share bert-classifier-tls and bert-classifier-tokens: the recipe in
+    each header and the README's makes every key either mounts (a Secret missing one
+    keeps the pod from starting), and they are the same recipe."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = _secret_recipes(f.read())
+    wanted = {}
+    for name, pod in [("tf-serving.yaml", POD), ("bert-pipeline-server.yaml", SERVER_POD)]:
+        with open(os.path.join(KUBERNETES, name)) as f:
+            header = f.read()
+        recipe = _secret_recipes(header)
+        assert recipe == readme, name
+        for secret, keys in _mounted_secret_keys(pod).items():
+            assert keys <= recipe[secret], (name, secret, keys - recipe[secret])
+            wanted.setdefault(secret, set()).update(keys)
+        # One certificate for both Services, or a Secret each.
+        for host in ("bert-classifier.<namespace>.svc", "bert-classifier-server.<namespace>.svc"):
+            assert host in header, (name, host)
+    assert readme == wanted == {
+        "bert-classifier-tls": {"tls.crt", "tls.key", "ssl_config.txt"},
+        "bert-classifier-tokens": {"predict-tokens", "feedback-tokens"}}
+
+
+# -- KServe's predictor pods: NetworkPolicy --------------------------------------------
+KSERVE_DOCS = {doc["kind"]: doc for doc in DOCUMENTS["kserve-inferenceservice.yaml"]}
+# Knative's queue-proxy, in front of TF Serving in each predictor pod: its HTTP port
+# (8013, h2c, only for gRPC, which the runtime does not declare), the autoscaler's
+# metrics, the request metrics for Prometheus. Its admin port (8022) is the kubelet's.
+KNATIVE_DATA_PORTS = {8012}
+KNATIVE_ADMIN_PORTS = {9090}
+KNATIVE_USER_METRICS = 9091
+
+
+def test_kserve_predictor_pods_admit_only_knatives_queue_proxy():
+    """Stock TF Serving in KServe's predictor answers anyone who reaches its ports (no
+    token, HandleReloadConfigRequest on gRPC): only the queue-proxy's ports are admitted,
+    from Knative's and the ingress's namespaces (and metrics from monitoring); TF
+    Serving's own ports never; no gRPC through KServe."""
+    policy = KSERVE_DOCS["NetworkPolicy"]
+    inference = KSERVE_DOCS["InferenceService"]
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {
+        "serving.kserve.io/inferenceservice": inference["metadata"]["name"]}}
+    assert spec["policyTypes"] == ["Ingress"]
+    admitted = {}
+    for rule in spec["ingress"]:
+        assert rule["ports"] and rule["from"], rule  # no rule admits any port or source
+        for peer in rule["from"]:
+            assert list(peer) == ["namespaceSelector"], peer  # whole namespaces, named
+            namespace = peer["namespaceSelector"]["matchLabels"][
+                "kubernetes.io/metadata.name"]
+            for port in rule["ports"]:
+                assert port["protocol"] == "TCP"
+                admitted.setdefault(namespace, set()).add(port["port"])
+    assert admitted == {
+        "knative-serving": KNATIVE_DATA_PORTS | KNATIVE_ADMIN_PORTS,
+        "istio-system": KNATIVE_DATA_PORTS,
+        "monitoring": {KNATIVE_USER_METRICS}}
+    runtime = KSERVE_DOCS["ServingRuntime"]
+    flags = parse_flags(runtime["spec"]["containers"][0]["args"])
+    for ports in admitted.values():
+        assert not ports & {flags.port, flags.rest_api_port, 8500, 8501}
+    # REST only: TF Serving's REST API has no model-management call; gRPC would reach
+    # ModelService through the queue-proxy, which checks no token.
+    assert runtime["spec"]["protocolVersions"] == ["v1"]
+
+
+def test_kserves_commented_istio_policy_denies_model_management():
+    """The Istio AuthorizationPolicy in the header, for a mesh that routes gRPC to the
+    predictor: uncommented, it is a DENY on ModelService for the predictor's pods."""
+    text = open(os.path.join(KUBERNETES, "kserve-inferenceservice.yaml")).read()
+    block = re.search(r"^# --- AuthorizationPolicy\n((?:#  .*\n|#\n)+)", text, re.M)
+    assert block, "no commented AuthorizationPolicy block"
+    policy = yaml.safe_load(re.sub(r"^# ?", "", block.group(1), flags=re.M))
+    assert policy["apiVersion"] == "security.istio.io/v1"
+    assert policy["kind"] == "AuthorizationPolicy"
+    spec = policy["spec"]
+    assert spec["selector"] == KSERVE_DOCS["NetworkPolicy"]["spec"]["podSelector"]
+    assert spec["action"] == "DENY"
+    rule, = spec["rules"]
+    target, = rule["to"]
+    assert target == {"operation": {"paths": ["/tensorflow.serving.ModelService/*"]}}
 
 
 # -- images pinned by digest (pin-images.sh) -------------------------------------------

@@ -116,7 +116,24 @@ RULES = {
                   "spec.securityContext.runAsUser must not be 0"),
     "uid 0 container": (_set(INIT + ("runAsUser",), 0), "restricted",
                         "(init): securityContext.runAsUser must not be 0"),
+    "probe host": (_set(("containers", 0, "readinessProbe"),
+                        {"httpGet": {"host": "10.0.0.1", "port": 80}}), "baseline",
+                   "(app): readinessProbe.httpGet.host must not be set"),
+    "lifecycle host": (_set(("initContainers", 0, "lifecycle"),
+                            {"preStop": {"tcpSocket": {"host": "metadata", "port": 80}}}),
+                       "baseline", "(init): lifecycle.preStop.tcpSocket.host must not be set"),
 }
+
+
+def test_probe_and_lifecycle_handlers_may_leave_host_empty():
+    """Baseline (v1.34+) forbids only a set ``host``: unset or "" (the pod's IP) pass."""
+    pod = _hardened()
+    app = pod["containers"][0]
+    app["livenessProbe"] = {"tcpSocket": {"port": 80}}
+    app["startupProbe"] = {"httpGet": {"host": "", "port": 80, "path": "/"}}
+    app["lifecycle"] = {"postStart": {"exec": {"command": ["true"]}},
+                        "preStop": {"httpGet": {"port": 80, "path": "/"}}}
+    assert violations(pod) == []
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

@@ -8,6 +8,7 @@ One model server for the module; each HAProxy starts in milliseconds.
 
 Needs Debian's ``haproxy`` (2.6): installed with apt-get when missing and this is root
 (as CI is), else the tests fail saying so."""
+import json
 import os
 import re
 import shutil
@@ -256,13 +257,14 @@ def test_reload_config_and_other_paths_are_refused_with_a_good_token(proxy):
 
 
 # -- the size cap ----------------------------------------------------------------------
-def _raw_https(proxy, head: bytes) -> bytes:
-    """Sends a request head (no body) and reads HAProxy's answer: a client that waits
-    for the answer before it sends the body, as ``Expect: 100-continue`` clients do."""
+def _raw_https(proxy, head: bytes, body: bytes = b"") -> bytes:
+    """Sends a request head (and ``body``, default none) over HTTP/1.1 and reads the
+    answer: without a body, a client that waits for the answer before it sends the body,
+    as ``Expect: 100-continue`` clients do."""
     context = ssl.create_default_context(cafile=proxy.ca)
     with socket.create_connection(("127.0.0.1", proxy.ports["rest"]), timeout=30) as raw:
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(head)
+            tls.sendall(head + body)
             answer = b""
             while not answer.endswith(b"}"):
                 chunk = tls.recv(4096)
@@ -306,6 +308,81 @@ def test_requests_over_the_cap_are_refused_before_the_server(proxy):
     assert error.details() == "compressed requests are not accepted"
 
 
+def _forwarded(proxy, method) -> list:
+    """HAProxy's log lines of ``method`` requests that reached the server (HTTP/2's
+    request line holds the whole URL)."""
+    return [line for line in proxy.output().splitlines()
+            if f'"{method} ' in line and "/v1/models/" in line and "<NOSRV>" not in line]
+
+
+def test_rest_bodies_the_cap_cannot_measure_are_refused_before_the_server(proxy):
+    """The 413 rule reads Content-Length: a body without one (chunked, or HTTP/2 DATA
+    with no content-length) and methods other than GET and POST are refused, whatever
+    the token, so no body reaches the server unmeasured."""
+    head = ("{method} /v1/models/half:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Authorization: Bearer good-token\r\nContent-Type: application/json\r\n"
+            "{extra}\r\n")
+    chunked = b"Transfer-Encoding: chunked\r\n", b"b\r\n{\"a\": 1.0}\r\n0\r\n\r\n"
+    for method in ["PUT", "PATCH", "DELETE", "OPTIONS"]:
+        answer = _raw_https(proxy, head.format(method=method, extra=chunked[0].decode())
+                            .encode(), chunked[1])
+        assert answer.startswith(b"HTTP/1.1 405 "), (method, answer)
+        assert b"\r\nallow: GET, POST\r\n" in answer, answer  # HAProxy's header case
+        assert answer.endswith(b'{"error": "method not allowed through this proxy"}')
+        assert not _forwarded(proxy, method), method
+    # A GET carries no body: chunked (411, as for any method) or with a length (400).
+    answer = _raw_https(proxy, head.format(method="GET", extra=chunked[0].decode())
+                        .encode(), chunked[1])
+    assert answer.startswith(b"HTTP/1.1 411 "), answer
+    answer = _raw_https(proxy, head.format(method="GET", extra="Content-Length: 11\r\n")
+                        .encode(), chunked[1][4:15])
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert answer.endswith(b'{"error": "a GET request carries no body"}')
+    assert not any(" 200 " not in line and "/v1/models/half:predict" in line
+                   for line in _forwarded(proxy, "GET")), proxy.output()
+    # HTTP/2 (the REST port offers it): DATA frames carry the body, with no
+    # content-length when the client does not know the size (curl uploading stdin).
+    # HAProxy answers, then resets the stream still uploading (curl may report only
+    # that): its log shows the status, and that no server was reached.
+    for method, status, error in [
+            ("PUT", 405, "method not allowed through this proxy"),
+            ("GET", 400, "a GET request carries no body"),
+            ("POST", 411, "a request body needs a Content-Length")]:
+        answer = _curl_h2(proxy, method, b'{"instances": [1.0]}', stdin=True)
+        assert answer in [(status, {"error": error}), "CANCEL"], (method, answer)
+        request = f'"{method} {proxy.rest_url}/v1/models/half:predict HTTP/2.0"'
+        _wait_for(lambda: any(request in line and f" {status} " in line
+                              and "<NOSRV>" in line
+                              for line in proxy.output().splitlines()),
+                  10, f"HAProxy's {status} to an HTTP/2 {method} in its log")
+    assert _curl_h2(proxy, "POST", b'{"instances": [1.0]}', stdin=False) == (
+        200, {"predictions": [2.5]})  # a body with its length goes through
+    assert not _forwarded(proxy, "PUT")
+
+
+def _curl_h2(proxy, method, body, stdin) -> tuple:
+    """curl over HTTP/2 (nghttp2): ``body`` uploaded from stdin (no content-length) or
+    from the command line (with it); returns the status and the JSON answer, or
+    "CANCEL" when curl read the stream's reset first."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is missing (apt-get install curl): the HTTP/2 cases run it")
+    data = ["--upload-file", "-"] if stdin else ["--data-binary", body.decode()]
+    done = subprocess.run(
+        [curl, "-sS", "--http2", "--cacert", proxy.ca, "-X", method, "-H",
+         "Authorization: Bearer good-token", "-H", "Content-Type: application/json",
+         *data, "-w", "\n%{http_version} %{http_code}",
+         f"{proxy.rest_url}/v1/models/half:predict"],
+        input=body, capture_output=True, timeout=60)
+    if done.returncode == 92 and b"CANCEL" in done.stderr:
+        return "CANCEL"  # the stream reset after HAProxy's answer, read first
+    assert done.returncode == 0, done
+    answer, version_status = done.stdout.rsplit(b"\n", 1)
+    version, status = version_status.decode().split()
+    assert version == "2", done
+    return int(status), json.loads(answer)
+
+
 # -- the probes' port ------------------------------------------------------------------
 def test_the_probe_port_answers_model_metadata_only(proxy):
     """The kubelet's readiness probe needs no token (the NetworkPolicy does not admit this
@@ -319,6 +396,20 @@ def test_the_probe_port_answers_model_metadata_only(proxy):
         refused = requests.request(method, f"{proxy.health_url}{path}", timeout=30,
                                    json={"instances": [1.0]})
         assert refused.status_code == 403, (method, path)
+    # The probe's own request with a body (chunked, or a length) is refused too.
+    head = "GET /v1/models/half/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    for extra, body in [("Transfer-Encoding: chunked", b"1\r\nx\r\n0\r\n\r\n"),
+                        ("Content-Length: 1", b"x")]:
+        with socket.create_connection(("127.0.0.1", proxy.ports["health"]),
+                                      timeout=30) as raw:
+            raw.sendall(f"{head}{extra}\r\n\r\n".encode() + body)
+            answer = b""
+            while not answer.endswith(b"}"):
+                chunk = raw.recv(4096)
+                assert chunk, f"closed before the whole answer: {answer!r}"
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), (extra, answer)
+        assert answer.endswith(b'{"error": "probes carry no body"}'), answer
 
 
 # -- stopping the pod ------------------------------------------------------------------
