@@ -49,19 +49,23 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Every pin is installed with --require-hashes (a file whose sha256 is not in the
-# requirements file is refused) and --no-deps (exactly the pins, nothing resolved); the
-# project itself (-e .) is a separate step, it has no hash.
+# requirements file is refused), --no-deps (exactly the pins, nothing resolved) and
+# --no-build-isolation: the pins PyPI has only as source are built by the setuptools and
+# wheel of requirements-pip.txt, installed first (with build isolation pip would download
+# the newest setuptools, unhashed, for each). The project itself (-e .) is a separate
+# step, it has no hash.
 PIP := $(BIN)/pip install -q --disable-pip-version-check
+PINS := $(PIP) --require-hashes --no-deps --no-build-isolation
 $(VENV)/.installed: requirements-pip.txt requirements.txt setup.py
 	@test -n "$(PYTHON)" || { echo "Python 3.10 not found: install it or pass PYTHON=/path/to/python3.10" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) --require-hashes --no-deps -r requirements-pip.txt
-	$(PIP) --require-hashes --no-deps -r requirements.txt
+	$(PINS) -r requirements-pip.txt
+	$(PINS) -r requirements.txt
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(PIP) --require-hashes --no-deps -r requirements-test.txt
+	$(PINS) -r requirements-test.txt
 	touch $@
 
 bench: $(VENV)/.installed

@@ -97,6 +97,27 @@ def test_image_holds_exactly_the_pins_runs_the_cli_and_is_reused(image):
     assert not installed & {"jupyterlab", "notebook", "jupyter-server", "debugpy"}
 
 
+# The pins PyPI has only as source archives: built while the image is built.
+SOURCE_ONLY = ["crcmod", "dill", "docopt", "google-apitools", "hdfs", "kfp", "kfp-server-api",
+               "pyfarmhash", "rouge_score"]
+
+
+def test_source_only_pins_were_built_by_the_pinned_build_tools(image):
+    """Each one's wheel was made by requirements-pip.txt's wheel (its WHEEL file names the
+    generator), not by a setuptools pip downloaded for an isolated build, nor taken from
+    a wheel cache such a build filled."""
+    with open(os.path.join(REPO, "requirements-pip.txt"), encoding="utf-8") as f:
+        wheel = dict(pin.split("==") for pin in _pins(f))["wheel"]
+    script = ("import importlib.metadata as m, sys\n"
+              "for name in sys.argv[1:]:\n"
+              "    print(name, [line for line in m.distribution(name).read_text('WHEEL')"
+              ".splitlines() if line.startswith('Generator:')])")
+    run = in_image(image, ["python", "-c", script, *SOURCE_ONLY])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        f"{name} ['Generator: bdist_wheel ({wheel})']" for name in SOURCE_ONLY]
+
+
 def test_image_runs_as_uid_1000_and_its_files_are_read_only_to_it(image):
     """The image's own default user (no --user given), as Kubernetes' runAsNonRoot checks
     it; the project's files belong to root; HOME and /tmp are the user's."""
@@ -117,11 +138,14 @@ def test_image_runs_as_uid_1000_and_its_files_are_read_only_to_it(image):
 
 
 def _sbom_versions(sbom: dict) -> dict:
+    """Normalized name -> version of the SBOM's Python packages (purl pkg:pypi)."""
     return {re.sub(r"[-_.]+", "-", c["name"].lower()): c.get("version")
-            for c in sbom["components"]}
+            for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")}
 
 
 def test_sbom_beside_the_image_and_in_it_lists_the_pinned_versions(image):
+    """The pinned Python packages and every Debian package of the image's dpkg database
+    (name, version, pkg:deb purl with its architecture), in one CycloneDX document."""
     with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
         pins = dict(pin.split("==") for pin in _pins(f))
     beside = os.path.join(REPO, "build", "sbom", image.split("/")[-1].replace(":", "_")
@@ -137,6 +161,21 @@ def test_sbom_beside_the_image_and_in_it_lists_the_pinned_versions(image):
         assert versions[name] == pins[name], name
     assert {name: version for name, version in versions.items() if name in pins} == pins
     assert "cyclonedx-bom" not in versions and "jupyterlab" not in versions
+
+    listed = in_image(image, ["dpkg-query", "-W", "-f",
+                              "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"])
+    assert listed.returncode == 0, listed.stderr
+    dpkg = {(name, version, arch) for status, name, version, arch in
+            (line.split("\t") for line in listed.stdout.splitlines()) if status.strip() == "ii"}
+    debian = {(c["name"], c["version"], re.search(r"[?&]arch=([^&]+)", c["purl"]).group(1))
+              for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/debian/")}
+    assert debian == dpkg and len(dpkg) > 50
+    libc6 = next(c for c in sbom["components"] if c["name"] == "libc6")
+    version, arch = next((v, a) for name, v, a in dpkg if name == "libc6")
+    assert libc6["type"] == "library" and libc6["version"] == version
+    assert libc6["purl"].startswith(
+        f"pkg:deb/debian/libc6@{version.replace('+', '%2B')}?arch={arch}")
+    assert {"libssl3", "ca-certificates", "tzdata"} <= {name for name, _, _ in dpkg}
     tool = in_image(image, ["sh", "-c", "command -v cyclonedx-py || ls /opt/sbom"])
     assert tool.returncode != 0  # the SBOM tool is not in the image
 

@@ -1,6 +1,8 @@
 """The hashed requirements: every pin carries the sha256 of the files pip installs, a
 wrong or missing hash makes pip refuse (real pip installs into a scratch folder), and
-`make install` installs every requirements file with --require-hashes.
+`make install` and the image install every requirements file with --require-hashes and
+--no-build-isolation (the pins PyPI has only as source are built by the pinned setuptools
+and wheel, nothing downloaded at build time: a fresh venv builds one offline).
 
 These install from the same package indexes `make install` uses (PyPI, or the pip
 mirror this machine is configured with)."""
@@ -93,9 +95,68 @@ def test_make_install_uses_require_hashes_for_every_requirements_file(tmp_path):
     requirement_installs = [line for line in installs if " -r " in line]
     assert sorted(re.search(r" -r (\S+)", line).group(1) for line in requirement_installs) \
         == ["requirements-pip.txt", "requirements-test.txt", "requirements.txt"]
-    assert all("--require-hashes --no-deps" in line for line in requirement_installs)
+    assert all("--require-hashes --no-deps --no-build-isolation" in line
+               for line in requirement_installs), requirement_installs
     # the only install without hashes is the project itself
     assert [line for line in installs if " -r " not in line][0].endswith("-e .")
+
+
+def test_image_installs_every_requirements_file_with_hashes_and_no_build_isolation():
+    """kubeflow/Dockerfile: each `pip install -r` checks hashes and builds nothing with
+    downloaded tools (--no-build-isolation; the SBOM tool's venv builds nothing at all)."""
+    with open(os.path.join(REPO, "kubeflow", "Dockerfile"), encoding="utf-8") as f:
+        text = f.read().replace("\\\n", " ")
+    installs = re.findall(r"pip install [^;&]* -r [^\s;]+", text)
+    assert sorted(re.search(r" -r ([^\s;]+)", line).group(1) for line in installs) == [
+        "/tmp/requirements-gpu.txt", "/tmp/requirements-sbom.txt", "requirements-pip.txt",
+        "requirements.txt"]
+    for line in installs:
+        assert "--require-hashes --no-deps" in line, line
+        assert "--no-build-isolation" in line or "--only-binary :all:" in line, line
+
+
+SOURCE_ONLY_PIN = "docopt==0.6.2"  # in requirements.txt; PyPI has only its source archive
+
+
+def test_fresh_make_install_builds_a_source_only_pin_with_the_pinned_build_tools(tmp_path):
+    """The first steps of `make install` as make prints them: a fresh venv, then
+    requirements-pip.txt; then its requirements.txt command on one source-only pin, with
+    no index (only that archive): built by the pinned setuptools and wheel, or not at all
+    (with build isolation pip would need to download setuptools)."""
+    venv = tmp_path / "venv"
+    dry = subprocess.run(["make", "-n", "-B", "install", f"VENV={venv}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    steps = [next(line for line in lines if marker in line)
+             for marker in (" -m venv ", " -r requirements-pip.txt", " -r requirements.txt")]
+    for step in steps[:2]:
+        done = subprocess.run(["bash", "-c", step], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, step + "\n" + done.stderr
+
+    sdists = tmp_path / "sdists"
+    (tmp_path / "pin.txt").write_text(
+        _lines(SOURCE_ONLY_PIN, pinned("requirements.txt")[SOURCE_ONLY_PIN]))
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+         "--no-cache-dir", "--require-hashes", "--no-deps", "--no-build-isolation",
+         "--no-binary", ":all:", "-d", str(sdists), "-r", str(tmp_path / "pin.txt")],
+        capture_output=True, text=True, timeout=300)
+    assert download.returncode == 0, download.stderr
+    assert [p.name for p in sdists.iterdir()] == ["docopt-0.6.2.tar.gz"]
+
+    install = steps[2].replace(" -r requirements.txt", f" -r {tmp_path}/pin.txt") + \
+        f" --no-index --find-links {sdists} --no-cache-dir"
+    offline = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    built = subprocess.run(["bash", "-c", install], cwd=REPO, capture_output=True,
+                           text=True, timeout=300,
+                           env=dict(offline, PIP_CONFIG_FILE=os.devnull))
+    assert built.returncode == 0, install + "\n" + built.stderr[-3000:]
+    version = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import docopt; print(docopt.__version__)"],
+                             capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip() == "0.6.2", version.stderr
 
 
 def test_lock_reproduces_the_hashes_of_a_pin(tmp_path):
