@@ -129,7 +129,21 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             config.storage.beam_args() + list(kubeflow.beam_args or config.beam_args),
             kubeflow.image),
         serving_spec=serving_spec(config),
-        trainer_platform_config=trainer_resources(kubeflow))
+        trainer_platform_config=trainer_resources(kubeflow),
+        trainer_distribution=trainer_distribution(config))
+
+
+def trainer_distribution(config: PipelineConfig):
+    """What runs the Trainer's replicas (``pipeline.pipeline.trainer_component``): a
+    Vertex AI CustomJob when vertex.project is set (kubeflow/vertex.py), a Training
+    Operator TFJob when kubeflow.trainer_workers > 1 (``tfjob_distribution``), else
+    None: the Trainer step alone."""
+    if config.vertex.project:
+        from kubeflow import vertex
+        return vertex.trainer_distribution(config)
+    if config.kubeflow.trainer_workers > 1:
+        return tfjob_distribution(config)
+    return None
 
 
 def serving_spec(config: PipelineConfig) -> tfx.proto.ServingSpec:

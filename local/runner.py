@@ -56,7 +56,19 @@ def local_pipeline(config: PipelineConfig):
         serving_model_dir=resolve_path(config.push_dir),
         # storage's Beam options first: an explicit beam_args option wins
         beam_pipeline_args=config.storage.beam_args() + list(config.beam_args),
-        metadata_connection_config=metadata_config(config))
+        metadata_connection_config=metadata_config(config),
+        trainer_distribution=trainer_distribution(config))
+
+
+def trainer_distribution(config: PipelineConfig):
+    """trainer.workers > 1: that many Trainer processes on this machine
+    (components/distributed_trainer/local_workers.py); else None."""
+    trainer = config.trainer
+    if trainer.workers <= 1:
+        return None
+    return {"launcher": "local", "workers": trainer.workers,
+            "max_restarts": trainer.max_restarts,
+            "backup_every_steps": trainer.backup_every_steps}
 
 
 def _try_lock(f, attempts: int = 20, pause: float = 0.05) -> bool:

@@ -176,6 +176,12 @@ class KubeflowConfig:
     trainer_accelerator: str = _field("", "Trainer accelerator type, e.g. NVIDIA_TESLA_T4, "
                                           "nvidia.com/gpu or TPU_V3; empty: none.")
     trainer_accelerator_count: int = _field(1, "How many accelerators the Trainer gets.")
+    trainer_workers: int = _field(1, "Trainer replicas on Kubeflow: more than 1 makes the "
+                                     "Trainer step create a Training Operator TFJob (a "
+                                     "chief and trainer_workers - 1 workers, each with "
+                                     "trainer_cpu, trainer_memory and the accelerators) "
+                                     "and wait for it; trainer.max_restarts is its "
+                                     "backoff limit.")
     serving_image: str = _field("docker.io/tensorflow/serving:2.18.0",
                                 "TF Serving image InfraValidator loads the candidate in, "
                                 "pinned by digest (NAME[:TAG]@sha256:...) unless "
@@ -202,6 +208,57 @@ class KubeflowConfig:
     experiment: str = _field("bert-text-classifier", "KFP experiment runs are filed under.")
     cron: str = _field("0 3 * * *", "Retraining schedule, standard 5-field cron (KFP "
                                     "gets it with a leading seconds field).")
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """How many machines (processes) fine-tune one model, and how failures are retried."""
+
+    workers: int = _field(1, "Trainer replicas of the local runner: 1 trains in the "
+                             "Trainer's own process; N > 1 runs N Trainer executor "
+                             "processes on 127.0.0.1 (a chief and N - 1 workers, each "
+                             "with its TF_CONFIG) under MultiWorkerMirroredStrategy. "
+                             "model.batch_size is per replica: the global batch is "
+                             "model.batch_size x replicas.")
+    max_restarts: int = _field(3, "How often failed Trainer replicas are restarted "
+                                  "before the Trainer fails (the Training Operator's "
+                                  "restartPolicy OnFailure and backoffLimit); a restarted "
+                                  "replica resumes from the last backup.")
+    backup_every_steps: int = _field(50, "With several replicas: steps between backups "
+                                         "(Keras BackupAndRestore under the model run "
+                                         "folder) a restarted replica resumes from; 0: "
+                                         "at the end of each epoch.")
+
+    def __post_init__(self):
+        for name in ("workers", "max_restarts", "backup_every_steps"):
+            low = 1 if name == "workers" else 0
+            if getattr(self, name) < low:
+                raise ValueError(f"trainer.{name} must be at least {low}, got "
+                                 f"{getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class VertexConfig:
+    """Vertex AI: the Trainer as a Vertex AI CustomJob and runs as PipelineJobs."""
+
+    project: str = _field("", "Google Cloud project. Set: `kubeflow compile` runs the "
+                              "Trainer through TFX's Vertex AI training extension (a "
+                              "CustomJob with worker_pool_specs) and `vertex submit` "
+                              "sends the compiled spec as a Vertex AI PipelineJob.")
+    region: str = _field("us-central1", "Vertex AI region of the CustomJob and the "
+                                        "PipelineJob.")
+    api_endpoint: str = _field("", "Vertex AI API endpoint; empty: "
+                                   "<region>-aiplatform.googleapis.com.")
+    trainer_workers: int = _field(1, "Trainer replicas: worker pool 0 is the chief, pool 1 "
+                                     "holds trainer_workers - 1 workers.")
+    trainer_machine_type: str = _field("n1-standard-8", "Machine type of every Trainer "
+                                                        "replica.")
+    trainer_accelerator: str = _field("", "Accelerator of every Trainer replica, e.g. "
+                                          "NVIDIA_TESLA_T4; empty: none.")
+    trainer_accelerator_count: int = _field(1, "Accelerators per Trainer replica.")
+    service_account: str = _field("", "Service account the PipelineJob and the Trainer's "
+                                      "CustomJob run as; empty: the project's default "
+                                      "Compute Engine account.")
 
 
 @dataclasses.dataclass
@@ -313,7 +370,9 @@ class PipelineConfig:
     model: ModelHParams = dataclasses.field(default_factory=ModelHParams)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
+    vertex: VertexConfig = dataclasses.field(default_factory=VertexConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
@@ -375,7 +434,8 @@ def resolve_path(path: str, base: Optional[str] = None) -> str:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelHParams, "eval": EvalConfig,
-            "output": OutputConfig, "kubeflow": KubeflowConfig, "schedule": ScheduleConfig,
+            "output": OutputConfig, "trainer": TrainerConfig, "kubeflow": KubeflowConfig,
+            "vertex": VertexConfig, "schedule": ScheduleConfig,
             "storage": StorageConfig, "privacy": PrivacyConfig,
             "model_card": ModelCardConfig}
 

@@ -217,6 +217,39 @@ def _accelerator(platform_config) -> dict:
         accelerator.type else {}
 
 
+def trainer_component(distribution: Optional[dict], custom_config: dict, **kwargs):
+    """The Trainer, as ``distribution`` (resolved by the runner) runs it:
+
+    * None, or ``workers`` 1: TFX's Trainer, in the step's own process;
+    * ``launcher`` local or tfjob with ``workers`` > 1: TFX's Trainer whose executor
+      (components/distributed_trainer) runs that many replicas of TFX's Trainer
+      executor, as processes on this machine or as a Training Operator TFJob;
+    * ``launcher`` vertex: TFX's Vertex AI Trainer (a CustomJob; ``region`` and
+      ``training_args`` with its ``worker_pool_specs``).
+
+    Every replica gets ``distribution`` in its custom_config (``models/trainer.py``
+    reads ``backup_every_steps``)."""
+    if not distribution:
+        return tfx.components.Trainer(custom_config=custom_config, **kwargs)
+    custom_config = dict(custom_config, distribution=distribution)
+    if distribution["launcher"] == "vertex":
+        from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex
+        custom_config.update({tfx.extensions.google_cloud_ai_platform.ENABLE_VERTEX_KEY: True,
+                              tfx.extensions.google_cloud_ai_platform.VERTEX_REGION_KEY:
+                                  distribution["region"],
+                              vertex.TRAINING_ARGS_KEY: distribution["training_args"]})
+        return tfx.extensions.google_cloud_ai_platform.Trainer(custom_config=custom_config,
+                                                               **kwargs)
+    if distribution.get("workers", 1) <= 1:
+        return tfx.components.Trainer(custom_config=custom_config, **kwargs)
+    from tfx.dsl.components.base import executor_spec
+
+    from components.distributed_trainer.executor import Executor
+    return tfx.components.Trainer(
+        custom_config=custom_config,
+        custom_executor_spec=executor_spec.ExecutorClassSpec(Executor), **kwargs)
+
+
 def create_pipeline(config: PipelineConfig, *,
                     pipeline_name: str,
                     pipeline_root: str,
@@ -226,7 +259,8 @@ def create_pipeline(config: PipelineConfig, *,
                     beam_pipeline_args: list,
                     metadata_connection_config=None,
                     serving_spec: Optional[tfx.proto.ServingSpec] = None,
-                    trainer_platform_config=None) -> tfx.dsl.Pipeline:
+                    trainer_platform_config=None,
+                    trainer_distribution: Optional[dict] = None) -> tfx.dsl.Pipeline:
     """The whole pipeline, from values the runner resolved (as in TFX's templates).
 
     ``config`` gives the ML settings only: data format and spans, model, eval gate,
@@ -235,8 +269,10 @@ def create_pipeline(config: PipelineConfig, *,
     URI read), ``schema_file`` (a curated schema; empty: infer one),
     ``serving_model_dir`` (the push destination, ``<serving_dir>/<model_name>``),
     ``beam_pipeline_args``, ``metadata_connection_config`` (None: the orchestrator's),
-    ``serving_spec`` (None: the local ServingCheck; a ServingSpec: InfraValidator) and
-    ``trainer_platform_config`` (e.g. the Trainer pod's resources on Kubeflow).
+    ``serving_spec`` (None: the local ServingCheck; a ServingSpec: InfraValidator),
+    ``trainer_platform_config`` (e.g. the Trainer pod's resources on Kubeflow) and
+    ``trainer_distribution`` (how many Trainer replicas and what launches them:
+    ``trainer_component``).
     """
     gen = example_gen(config.data, data_root, config.privacy)
     statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
@@ -266,7 +302,8 @@ def create_pipeline(config: PipelineConfig, *,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    trainer = tfx.components.Trainer(
+    trainer = trainer_component(
+        trainer_distribution,
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
