@@ -146,6 +146,36 @@ def trainer_distribution(config: PipelineConfig):
     return None
 
 
+def tfjob_distribution(config: PipelineConfig) -> dict:
+    """The Trainer's TFJob (components/distributed_trainer/tfjob.py), as JSON values:
+    kubeflow.trainer_workers replicas of the pipeline image running TFX's Trainer
+    executor, each with the Trainer's CPU, memory and accelerators. They run as
+    kubeflow.service_account, the steps' account, whose cloud identity (GKE Workload
+    Identity, EKS IRSA) reaches the gs:// or s3:// pipeline root as the steps do, with no
+    Kubernetes API token (tfjob.py); a mounted pipeline root is the step pod's volume,
+    copied at run time. storage.* gives them the S3 endpoint and region."""
+    from components.distributed_trainer import tfjob
+
+    kubeflow = config.kubeflow
+    accelerators, node_selector = tfjob.accelerator_resources(
+        kubeflow.trainer_accelerator, kubeflow.trainer_accelerator_count)
+    resources = {"cpu": _quantity("kubeflow.trainer_cpu", f"{kubeflow.trainer_cpu:g}"),
+                 "memory": _quantity("kubeflow.trainer_memory", kubeflow.trainer_memory),
+                 **accelerators}
+    return {"launcher": "tfjob",
+            "workers": kubeflow.trainer_workers,
+            "max_restarts": config.trainer.max_restarts,
+            "backup_every_steps": config.trainer.backup_every_steps,
+            "image": kubeflow.image,
+            "command": list(tfjob.COMMAND),
+            "working_dir": kubeflow.project_dir,
+            "resources": resources,
+            "node_selector": node_selector,
+            "service_account": kubeflow.service_account,
+            "pipeline_root": kubeflow.pipeline_root,
+            "env": config.storage.environment()}
+
+
 def serving_spec(config: PipelineConfig) -> tfx.proto.ServingSpec:
     """InfraValidator's model server: stock TF Serving in a pod beside its own, with its
     own service account and resources (the hardening: components/
