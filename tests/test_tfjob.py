@@ -214,8 +214,9 @@ def test_replica_pods_pass_restricted_and_the_kubernetes_pod_schema(version):
     assert spec["serviceAccountName"] == "bert-pipeline"  # kubeflow.service_account
     container, = spec["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    tmp, = [v for v in spec["volumes"] if v["name"] == "tmp"]
-    assert tmp["emptyDir"] and {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    tmp, = [v for v in spec["volumes"] if v["name"] == tfjob.TMP_VOLUME]
+    assert tmp["emptyDir"] and \
+        {"name": tfjob.TMP_VOLUME, "mountPath": "/tmp"} in container["volumeMounts"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
     assert kubernetes_validate.validate(pod, version, strict=True) == version
 
@@ -293,6 +294,7 @@ class _KubernetesApi(BaseHTTPRequestHandler):
     """Answers as the API server with the operator running: the step's pod, the TFJob as
     created plus the next of its ``_statuses(name, last)`` on each GET."""
     requests, jobs, mounts, last = [], {}, [], None
+    errors = {}  # poll number -> the HTTP status that poll gets instead
     polled = threading.Event()
     interrupt_on_poll = 0  # >0: on that poll, raise KeyboardInterrupt in the main thread
 
@@ -321,6 +323,9 @@ class _KubernetesApi(BaseHTTPRequestHandler):
                 del self.jobs[name]
                 return self._reply({"kind": "Status", "status": "Success"})
             polls = sum(1 for m, p, _ in self.requests if m == "GET" and p == path)
+            if polls in self.errors:
+                code = self.errors[polls]
+                return self._reply({"kind": "Status", "code": code}, code)
             if polls == self.interrupt_on_poll:
                 _thread.interrupt_main()  # Ctrl-C while the step waits for this answer
             self.polled.set()
@@ -341,7 +346,7 @@ def kubernetes_api(monkeypatch, tmp_path):
     kubeflow/entrypoint.sh leaves it (KFP_POD_NAME, KFP_NAMESPACE)."""
     api = _KubernetesApi
     api.requests, api.jobs, api.mounts, api.last = [], {}, [], None
-    api.polled, api.interrupt_on_poll = threading.Event(), 0
+    api.polled, api.interrupt_on_poll, api.errors = threading.Event(), 0, {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     kubeconfig = tmp_path / "kubeconfig"
@@ -424,6 +429,17 @@ def test_a_failed_job_fails_the_step_with_its_reason_and_message(kubernetes_api)
     assert f"TFJob {NAMESPACE}/{name} failed: TFJobFailed: Job {name} has failed because " \
            "it has reached the specified backoff limit" in str(raised.value)
     assert not [r for r in kubernetes_api.requests if r[0] == "DELETE"]
+
+
+def test_a_passing_api_error_is_retried_and_a_deleted_job_fails_the_step(
+        kubernetes_api, capsys):
+    succeeded = lambda name: _condition("Succeeded", "TFJobSucceeded", "done")  # noqa: E731
+    kubernetes_api.errors = {2: 503, 3: 500}
+    _run(kubernetes_api, succeeded)
+    assert capsys.readouterr().err.count("reading its status failed") == 2
+    kubernetes_api.requests, kubernetes_api.errors = [], {2: 404}
+    with pytest.raises(RuntimeError, match="was deleted while the Trainer step waited"):
+        _run(kubernetes_api, succeeded)
 
 
 def test_an_interrupted_step_deletes_the_job(kubernetes_api, capsys):

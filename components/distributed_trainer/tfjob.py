@@ -38,6 +38,7 @@ CONTAINER = "tensorflow"  # the container the operator gives TF_CONFIG and port 
 COMMAND = ["python", "-m", "tfx.scripts.run_executor"]
 UID = GID = 1000  # the pipeline image's USER (kubeflow/Dockerfile)
 TMP_SIZE_LIMIT = "8Gi"
+TMP_VOLUME = "tfjob-tmp"  # a name the step pod's volumes (copied beside it) do not use
 TTL_SECONDS_AFTER_FINISHED = 24 * 3600  # a finished job (and its failed pods' logs) stays a day
 POLL_SECONDS = 10.0
 FINISHED = ("Succeeded", "Failed")
@@ -104,12 +105,12 @@ def pod_template(distribution: dict, executor_args: list, volumes=(), volume_mou
         "resources": {"requests": dict(distribution["resources"]),
                       "limits": dict(distribution["resources"])},
         "securityContext": container_security,
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *volume_mounts]}
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}, *volume_mounts]}
     if distribution.get("working_dir"):
         container["workingDir"] = distribution["working_dir"]
     spec = {"securityContext": pod_security, "automountServiceAccountToken": False,
             "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+            "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
                         *volumes]}
     if service_account:
         spec["serviceAccountName"] = service_account
