@@ -128,7 +128,8 @@ def main() -> None:
     split = lambda name: glob.glob(os.path.join(TRANSFORM, "transformed_examples", "*",  # noqa
                                                 f"Split-{name}", "*"))
     rows = dataset.profile_split(split("train"), spec, 2, 0, [])["rows"]
-    steps, epochs = trainer.training_steps(hparams, rows * (2 if args.swap_pairs else 1))
+    steps, epochs = trainer.training_steps(hparams, rows * (2 if args.swap_pairs else 1),
+                                           hparams.batch_size)
     classifier = model_lib.build_classifier(hparams, 2, steps * epochs, ckpt)
     started = time.time()
     history = classifier.fit(

@@ -2,17 +2,27 @@
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 
 import tensorflow as tf
 
-from models import checkpoint
+from models import checkpoint, distribution
 from models.hparams import ModelHParams
 
 
 def select_strategy() -> tf.distribute.Strategy:
-    """TPU -> TPUStrategy, several GPUs -> MirroredStrategy, else the default (1 device)."""
+    """A multi-worker TF_CONFIG -> MultiWorkerMirroredStrategy (every worker's GPUs, or its
+    CPU), TPU -> TPUStrategy, several GPUs -> MirroredStrategy, else the default (1
+    device). Call it before any other TensorFlow op of the process."""
+    cluster = distribution.cluster_config()
+    if cluster:
+        strategy = distribution.multi_worker_strategy()
+        logging.info("Training as %s of %s (MultiWorkerMirroredStrategy, %d replicas)",
+                     distribution.task_name(cluster), json.dumps(cluster["cluster"]),
+                     strategy.num_replicas_in_sync)
+        return strategy
     if _tpu_configured():
         return _tpu_strategy()
     gpus = tf.config.list_physical_devices("GPU")
@@ -115,4 +125,7 @@ def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
         metric = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(optimizer=make_optimizer(hparams, total_steps), loss=loss, metrics=[metric],
                   jit_compile=hparams.jit_compile)
+    # Each replica's batch logs already hold the all-replica mean; Keras' "auto" sums
+    # them (the loss in progress lines would read 2x with two workers).
+    model.distribute_reduction_method = "first"
     return model

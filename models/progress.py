@@ -4,6 +4,8 @@ Every ``every`` steps: step/total, the examples/s since the previous line and th
 left at that rate (the first step, which traces the graph, and validation left out);
 after each epoch: its loss and metrics (training and validation). ``LossTrend`` keeps
 where the training loss started and ended, for the run summary's undertraining hint.
+Steps count from where training starts: a replica restored from a backup says so and
+goes on from the backup's step.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class TrainingProgress(tf.keras.callbacks.Callback):
         super().__init__()
         self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
         self.stream, self.clock = stream, clock
-        self.step, self.epochs = 0, 1
+        self.step, self.epochs, self._epoch, self._resumed_at = 0, 1, 0, None
         self._started = self._last_time = self._test_started = 0.0
         self._last_step = 0
 
@@ -49,10 +51,21 @@ class TrainingProgress(tf.keras.callbacks.Callback):
         self.epochs = self.params.get("epochs", 1) if self.params else 1
         self._started = self._last_time = self.clock()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._resumed_at is None:  # after a restore, Keras starts at the backup's step
+            self._resumed_at = int(self._epoch * (self.params or {}).get("steps", 0) + batch)
+            self.step = self._last_step = self._resumed_at
+            if self._resumed_at:
+                self._print(f"resumes at step {self._resumed_at}/{self.total_steps} "
+                            "(from the backup)")
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.step == 1:  # the first step traces the graph: rates start after it
-            self._last_time, self._last_step = self.clock(), 1
+        if self.step == self._resumed_at + 1:  # the first step traces the graph: rates
+            self._last_time, self._last_step = self.clock(), self.step  # start after it
         if self.step % self.every and self.step != self.total_steps:
             return
         now = self.clock()
@@ -88,10 +101,16 @@ class LossTrend(tf.keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.first: Optional[float] = None
+        self.start_step: Optional[int] = None  # > 0: resumed from a backup
         self._means: list = []  # the running mean after each batch of the current epoch
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._means = []
+        self._means, self._epoch = [], epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.start_step is None:
+            self.start_step = int(self._epoch * (self.params or {}).get("steps", 0) + batch)
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and "loss" in logs:

@@ -10,8 +10,8 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import (checkpoint, dataset, export, features, model as model_lib, progress,
-                    warm_start)
+from models import (checkpoint, dataset, distribution, export, features,
+                    model as model_lib, progress, warm_start)
 from models.hparams import ModelHParams, Task
 
 STATS_FILE = "train_stats.json"
@@ -40,9 +40,11 @@ class Throughput(tf.keras.callbacks.Callback):
         return timed * self.batch_size / self.seconds if self.seconds else 0.0
 
 
-def training_steps(hparams: ModelHParams, num_examples: int) -> tuple[int, int]:
-    """(steps per epoch, epochs) covering ``hparams.train_steps`` or ``hparams.epochs``."""
-    steps_per_epoch = max(1, math.ceil(num_examples / hparams.batch_size))
+def training_steps(hparams: ModelHParams, num_examples: int,
+                   global_batch: int) -> tuple[int, int]:
+    """(steps per epoch, epochs) covering ``hparams.train_steps`` or ``hparams.epochs``, in
+    steps of ``global_batch`` examples (``model.batch_size`` x the replicas)."""
+    steps_per_epoch = max(1, math.ceil(num_examples / global_batch))
     total = hparams.train_steps or max(1, math.ceil(hparams.epochs * steps_per_epoch))
     steps_per_epoch = min(steps_per_epoch, total)
     return steps_per_epoch, math.ceil(total / steps_per_epoch)
@@ -100,6 +102,10 @@ def balanced_class_weights(label_counts: list) -> dict:
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``Trainer(run_fn='models.trainer.run_fn')``)."""
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
+    strategy = model_lib.select_strategy()
+    cluster = distribution.cluster_config()
+    chief = distribution.is_chief(cluster)
     hparams = ModelHParams.from_dict(fn_args.custom_config["model"])
     task = Task.from_custom_config(fn_args.custom_config)
     tf.keras.utils.set_random_seed(hparams.seed)
@@ -112,20 +118,22 @@ def run_fn(fn_args) -> None:
     vocab = checkpoint.read_vocab(checkpoint_dir)
     pad_id, sep_id = vocab.index("[PAD]"), vocab.index("[SEP]")
 
-    strategy = model_lib.select_strategy()
     check_devices(fn_args.custom_config.get("accelerator", ""), strategy)
     precision = model_lib.resolve_precision(hparams.precision, strategy)
     tf.keras.mixed_precision.set_global_policy(precision)
 
     feature_spec = tf_transform_output.transformed_feature_spec()
     replicas = strategy.num_replicas_in_sync
+    global_batch = hparams.batch_size * replicas  # model.batch_size is per replica
 
     def make(patterns, batch_size, shuffle):
-        return dataset.make_dataset(patterns, feature_spec, batch_size * replicas, pad_id,
+        data = dataset.make_dataset(patterns, feature_spec, batch_size * replicas, pad_id,
                                     hparams.max_seq_length, hparams.dynamic_padding,
                                     shuffle=shuffle, seed=hparams.seed,
                                     sep_id=sep_id if task.text_pair else None,
                                     multi_label_classes=len(label_names) * task.multi_label)
+        return distribution.shard_data(data, len(dataset.list_files(patterns)), replicas) \
+            if cluster else data
 
     profile = dataset.profile_split(fn_args.train_files, feature_spec, len(label_names),
                                     vocab.index("[UNK]"),
@@ -143,31 +151,36 @@ def run_fn(fn_args) -> None:
             raise ValueError("model.class_weight balanced is for single-label tasks")
         class_weight = balanced_class_weights(profile["label_counts"])
         logging.info("Class weights: %s", class_weight)
-    steps_per_epoch, epochs = training_steps(hparams, num_train)
-    logging.info("Fine-tuning %s on %d examples: %d epochs x %d steps, precision %s, "
-                 "%d replica(s)", checkpoint_dir, num_train, epochs, steps_per_epoch,
-                 precision, replicas)
+    steps_per_epoch, epochs = training_steps(hparams, num_train, global_batch)
+    logging.info("Fine-tuning %s on %d examples: %d epochs x %d steps of %d examples "
+                 "(%d replica(s) x %d), precision %s", checkpoint_dir, num_train, epochs,
+                 steps_per_epoch, global_batch, replicas, hparams.batch_size, precision)
     with strategy.scope():
         classifier = model_lib.build_classifier(hparams, len(label_names),
                                                 steps_per_epoch * epochs, checkpoint_dir,
                                                 multi_label=task.multi_label)
         started_from = _start_weights(classifier, hparams, fn_args, label_names)
     logging.info("Training starts %s", started_from)
-    throughput, loss_trend = Throughput(hparams.batch_size * replicas), progress.LossTrend()
-    callbacks = [tf.keras.callbacks.TensorBoard(
-        log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50), throughput,
-        loss_trend]
-    if hparams.progress_every_steps:  # its lines replace Keras's line per epoch
+    throughput, loss_trend = Throughput(global_batch), progress.LossTrend()
+    callbacks = [throughput, loss_trend]
+    if cluster:  # a restarted replica resumes from the last backup, not from step 0
+        every = (fn_args.custom_config.get("distribution") or {}).get("backup_every_steps", 0)
+        callbacks.append(tf.keras.callbacks.BackupAndRestore(
+            os.path.join(fn_args.model_run_dir, distribution.BACKUP_DIR),
+            save_freq=every or "epoch"))
+    if chief:
+        callbacks.append(tf.keras.callbacks.TensorBoard(
+            log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50))
+    if chief and hparams.progress_every_steps:  # its lines replace Keras's line per epoch
         callbacks.append(progress.TrainingProgress(
-            steps_per_epoch * epochs, hparams.batch_size * replicas,
-            hparams.progress_every_steps))
+            steps_per_epoch * epochs, global_batch, hparams.progress_every_steps))
     started = time.time()
     validation = make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False)
     history = classifier.fit(
         make(fn_args.train_files, hparams.batch_size, shuffle=True).repeat(),
         steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=validation,
         callbacks=callbacks, class_weight=class_weight,
-        verbose=0 if hparams.progress_every_steps else 2)
+        verbose=0 if hparams.progress_every_steps or not chief else 2)
     stats = {"started_from": started_from, "train_examples": num_train,
              "steps": steps_per_epoch * epochs,
              "fit_seconds": time.time() - started, "precision": precision,
@@ -181,16 +194,22 @@ def run_fn(fn_args) -> None:
              # what local/small_data.py reads for its undertraining hint
              "first_loss": loss_trend.first, "last_loss": loss_trend.last,
              "classes": len(label_names),
-             "eval_top_probability": None if task.multi_label else
+             "eval_top_probability": None if task.multi_label or not chief else
              eval_top_probability(classifier, validation),
+             "replicas": replicas, "global_batch": global_batch,
+             "resumed_from_step": loss_trend.start_step,
              "privacy": fn_args.custom_config.get("privacy")}
     logging.info("Training stats: %s", stats)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
-        json.dump(stats, f, indent=2)
+    if chief:
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
+            json.dump(stats, f, indent=2)
 
+    # Every replica saves (saving may read variables collectively); only the chief's
+    # copy is kept, and the others wait for it before they end.
+    export_dir = distribution.write_dir(fn_args.serving_model_dir, cluster)
     export.export_serving_model(
         model_lib.float32_copy(classifier), tf_transform_output, label_names, pad_id,
-        fn_args.serving_model_dir,
+        export_dir,
         model_info={"checkpoint": hparams.checkpoint,
                     "max_seq_length": hparams.max_seq_length,
                     "truncation": hparams.truncation,
@@ -201,6 +220,11 @@ def run_fn(fn_args) -> None:
                     "train_steps": steps_per_epoch * epochs},
         sep_id=sep_id, task=task, threshold=hparams.threshold,
         privacy=fn_args.custom_config.get("privacy"))
+    if cluster:
+        distribution.remove_temporary(export_dir, cluster)
+        distribution.barrier(strategy)
+        if chief:  # training is over: the backup (and the workers' parts of it) can go
+            distribution.remove_backup(fn_args.model_run_dir)
 
 
 def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names) -> str:

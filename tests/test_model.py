@@ -35,15 +35,17 @@ def test_optimizer_skips_weight_decay_on_bias_and_layer_norm():
     assert optimizer._use_weight_decay(dense)
 
 
-@pytest.mark.parametrize("epochs,train_steps,examples,expected", [
-    (2.0, 0, 1000, (32, 2)),    # 32 batches of 32 per epoch
-    (0.5, 0, 1000, (16, 1)),    # half an epoch
-    (2.0, 10, 1000, (10, 1)),   # train_steps wins
-    (1.0, 0, 5, (1, 1)),
+@pytest.mark.parametrize("epochs,train_steps,examples,replicas,expected", [
+    (2.0, 0, 1000, 1, (32, 2)),    # 32 batches of 32 per epoch
+    (0.5, 0, 1000, 1, (16, 1)),    # half an epoch
+    (2.0, 10, 1000, 1, (10, 1)),   # train_steps wins
+    (1.0, 0, 5, 1, (1, 1)),
+    (2.0, 0, 1000, 2, (16, 2)),    # 2 replicas x 32: 16 global batches of 64 per epoch
+    (2.0, 10, 1000, 4, (8, 2)),    # train_steps counts global steps of 128
 ])
-def test_training_steps(epochs, train_steps, examples, expected):
+def test_training_steps(epochs, train_steps, examples, replicas, expected):
     hparams = ModelHParams(epochs=epochs, train_steps=train_steps, batch_size=32)
-    assert training_steps(hparams, examples) == expected
+    assert training_steps(hparams, examples, hparams.batch_size * replicas) == expected
 
 
 def test_hub_name_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny_checkpoint):

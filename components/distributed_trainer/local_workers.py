@@ -1,0 +1,186 @@
+"""Trainer replicas as processes on this machine, the way the platforms run them.
+
+Each replica is ``python -m tfx.scripts.run_executor`` (TFX's Trainer executor) with its
+own ``TF_CONFIG``: a chief and N - 1 workers on 127.0.0.1, as a Training Operator TFJob
+or Vertex AI lays them out. A replica that fails is restarted with the same ``TF_CONFIG``
+(the TFJob's ``restartPolicy: OnFailure``), at most ``max_restarts`` times in all (its
+``backoffLimit``); TensorFlow's collectives fail in the other replicas too, they are
+restarted the same way, and every restarted replica resumes from the last backup
+(``models/trainer.py``). When the restarts are spent, the other replicas are stopped
+and the step fails with the replica's exit and the end of its log.
+
+Each replica's output goes to ``<name>.log`` in a folder named on stderr; the chief's
+progress lines (``  Trainer ...``) are passed on to stderr as they come.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, List, Optional, TextIO
+
+HOST = "127.0.0.1"
+POLL_SECONDS = 0.2  # how often the supervisor looks at its replicas
+STOP_SECONDS = 20  # SIGTERM to SIGKILL when replicas are stopped
+CHIEF_DONE_GRACE_SECONDS = 120  # workers still running after the chief ended well
+TAIL_LINES = 30
+
+
+def free_ports(count: int) -> List[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 now."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def tf_configs(ports: List[int]) -> List[dict]:
+    """TF_CONFIG of each replica: the chief on ports[0], workers on the rest."""
+    cluster = {"chief": [f"{HOST}:{ports[0]}"],
+               "worker": [f"{HOST}:{port}" for port in ports[1:]]}
+    tasks = [("chief", 0)] + [("worker", i) for i in range(len(ports) - 1)]
+    return [{"cluster": cluster, "task": {"type": kind, "index": index}}
+            for kind, index in tasks]
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the supervisor dies (even by kill -9), so no replica
+    outlives the step."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def describe_exit(code: int) -> str:
+    """'exit 1', 'killed by SIGKILL'."""
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+
+
+class Replica:
+    """One replica process: started, restarted, its log and the tail of it."""
+
+    def __init__(self, name: str, command: List[str], env: dict, log_path: str,
+                 stream: TextIO):
+        self.name, self.command, self.env, self.log_path = name, command, env, log_path
+        self.stream, self.tail = stream, collections.deque(maxlen=TAIL_LINES)
+        self.process: Optional[subprocess.Popen] = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.tail.clear()
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, start_new_session=True)
+        threading.Thread(target=self._copy_output, args=(self.process,), daemon=True).start()
+        print(f"  Trainer replica {self.name} started (pid {self.process.pid})",
+              file=self.stream, flush=True)
+
+    def _copy_output(self, process: subprocess.Popen) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {self.name} start {self.starts}, pid {process.pid}\n".encode())
+            for raw in process.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self.tail.append(line)
+                if self.name == "chief" and line.startswith("  Trainer "):
+                    print(line, file=self.stream, flush=True)
+
+    def poll(self) -> Optional[int]:
+        return self.process.poll() if self.process else None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_SECONDS; waits for the process."""
+        if not self.process or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_replicas(executor_args: List[str], distribution: dict,
+                 log_dir: Optional[str] = None, stream: Optional[TextIO] = None,
+                 wrap: Callable[[int], List[str]] = lambda index: []) -> None:
+    """Runs ``distribution["workers"]`` replicas of ``python -m tfx.scripts.run_executor
+    <executor_args>`` until the chief ends well; raises RuntimeError when a replica
+    fails after ``distribution["max_restarts"]`` restarts. ``wrap(i)``: a command
+    prefix for replica i (the benchmark pins each one to a core with taskset)."""
+    stream = stream or sys.stderr
+    workers, max_restarts = int(distribution["workers"]), int(
+        distribution.get("max_restarts", 0))
+    log_dir = log_dir or tempfile.mkdtemp(prefix="trainer-replicas-")
+    os.makedirs(log_dir, exist_ok=True)
+    command = [sys.executable, "-m", "tfx.scripts.run_executor", *executor_args]
+    replicas = []
+    for index, tf_config in enumerate(tf_configs(free_ports(workers))):
+        task = tf_config["task"]
+        name = "chief" if task["type"] == "chief" else f"worker-{task['index']}"
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_USE_LEGACY_KERAS="1")
+        replicas.append(Replica(name, wrap(index) + command, env,
+                                os.path.join(log_dir, f"{name}.log"), stream))
+    print(f"  Trainer: {workers} replicas on {HOST} (a chief and {workers - 1} "
+          f"worker{'s' * (workers > 2)}, up to {max_restarts} restarts), logs in {log_dir}",
+          file=stream, flush=True)
+    try:
+        _supervise(replicas, max_restarts, stream)
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO) -> None:
+    for replica in replicas:
+        replica.start()
+    restarts, done, chief_done_at = 0, set(), None
+    while len(done) < len(replicas):
+        for replica in replicas:
+            code = None if replica.name in done else replica.poll()
+            if code is None:
+                continue
+            if code == 0:
+                done.add(replica.name)
+                chief_done_at = chief_done_at or (time.monotonic()
+                                                  if replica.name == "chief" else None)
+                continue
+            if chief_done_at is not None:  # the model is exported; a late worker failure
+                print(f"  Trainer replica {replica.name} ended with "  # does not undo it
+                      f"{describe_exit(code)} after the chief finished",
+                      file=stream, flush=True)
+                done.add(replica.name)
+                continue
+            if restarts >= max_restarts:
+                tail = "\n".join(f"    {line}" for line in replica.tail)
+                raise RuntimeError(
+                    f"Trainer replica {replica.name} failed ({describe_exit(code)}) and "
+                    f"the {max_restarts} restarts of trainer.max_restarts are used; its "
+                    f"log: {replica.log_path}; last lines:\n{tail}")
+            restarts += 1
+            print(f"  Trainer replica {replica.name} ended with {describe_exit(code)}: "
+                  f"restarting it (restart {restarts} of {max_restarts}); it resumes "
+                  f"from the last backup", file=stream, flush=True)
+            replica.start()
+        if chief_done_at is not None and \
+                time.monotonic() - chief_done_at > CHIEF_DONE_GRACE_SECONDS:
+            late = [r.name for r in replicas if r.name not in done]
+            print(f"  Trainer replicas {', '.join(late)} still run "
+                  f"{CHIEF_DONE_GRACE_SECONDS}s after the chief finished: stopping them",
+                  file=stream, flush=True)
+            return
+        time.sleep(POLL_SECONDS)
