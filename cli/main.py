@@ -152,6 +152,34 @@ def _cmd_kubeflow(args) -> int:
     return 0
 
 
+def _cmd_vertex(args) -> int:
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    from kubeflow import vertex
+    config = config_from_args(args)
+    if not os.path.exists(args.spec):
+        raise ValueError(f"{args.spec} does not exist: run `bert-pipeline kubeflow compile` "
+                         "with vertex.project set first")
+    name = args.run_name or config.name
+    try:
+        if args.action == "submit":
+            print(f"pipeline job {vertex.submit(config, args.spec, name)} created")
+        else:
+            print(f"schedule {vertex.schedule(config, args.spec, name)} created (cron "
+                  f"'{config.kubeflow.cron}', one run at a time, no catch-up)")
+    except auth_exceptions.DefaultCredentialsError as error:
+        print(f"error: no Google Cloud credentials ({error}); run `gcloud auth "
+              "application-default login` or set GOOGLE_APPLICATION_CREDENTIALS",
+              file=sys.stderr)
+        return 1
+    except api_exceptions.GoogleAPICallError as error:
+        print(f"error: Vertex AI ({vertex.api_endpoint(config)}) refused the request: "
+              f"{error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_score(args) -> int:
     from cli.score import score_file
     from components.text_example_gen.parsing import ReaderConfig
@@ -363,6 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
     kubeflow.add_argument("--run_name", help="Run or recurring-run name (default: the "
                                          "pipeline name).")
     kubeflow.add_argument("--token_file", help="File with a bearer token for the KFP API.")
+
+    vertex = _config_command(
+        sub, "vertex", _cmd_vertex, "Run the compiled spec on Vertex AI Pipelines: submit, "
+                                    "schedule.",
+        "Sends the spec `kubeflow compile` wrote with vertex.project set (its Trainer a "
+        "Vertex AI CustomJob; its images pinned by digest unless "
+        "kubeflow.allow_unpinned_images; its pipeline root gs://) to Vertex AI in "
+        "vertex.project and vertex.region, as vertex.service_account, with Google's "
+        "default credentials. submit: one PipelineJob. schedule: a PipelineJobSchedule on "
+        "kubeflow.cron (one run at a time, no catch-up).")
+    vertex.add_argument("action", choices=["submit", "schedule"])
+    vertex.add_argument("--spec", default="kubeflow/pipeline.yaml",
+                        help="Compiled pipeline spec to send (default: %(default)s).")
+    vertex.add_argument("--run_name", help="PipelineJob or schedule display name (default: "
+                                           "the pipeline name).")
 
     sub.add_parser(
         "serve", add_help=False, allow_abbrev=False,

@@ -241,24 +241,72 @@ class TrainerConfig:
 class VertexConfig:
     """Vertex AI: the Trainer as a Vertex AI CustomJob and runs as PipelineJobs."""
 
-    project: str = _field("", "Google Cloud project. Set: `kubeflow compile` runs the "
+    project: str = _field("", "Google Cloud project ID. Set: `kubeflow compile` runs the "
                               "Trainer through TFX's Vertex AI training extension (a "
-                              "CustomJob with worker_pool_specs) and `vertex submit` "
-                              "sends the compiled spec as a Vertex AI PipelineJob.")
+                              "CustomJob with worker_pool_specs, every replica in "
+                              "kubeflow.image) and `vertex submit`/`vertex schedule` send "
+                              "the compiled spec as a Vertex AI PipelineJob; "
+                              "kubeflow.pipeline_root must then be gs://.")
     region: str = _field("us-central1", "Vertex AI region of the CustomJob and the "
-                                        "PipelineJob.")
-    api_endpoint: str = _field("", "Vertex AI API endpoint; empty: "
-                                   "<region>-aiplatform.googleapis.com.")
-    trainer_workers: int = _field(1, "Trainer replicas: worker pool 0 is the chief, pool 1 "
-                                     "holds trainer_workers - 1 workers.")
+                                        "PipelineJob, e.g. europe-west4.")
+    api_endpoint: str = _field("", "Vertex AI API endpoint of `vertex submit` and `vertex "
+                                   "schedule` (HOST[:PORT] or https://...; http:// only "
+                                   "to this machine); empty: <region>-aiplatform."
+                                   "googleapis.com. The Trainer's CustomJob always goes to "
+                                   "the regional endpoint (TFX's choice).")
+    trainer_workers: int = _field(1, "Trainer replicas: worker pool 0 is the chief (1 "
+                                     "replica), pool 1 holds trainer_workers - 1 workers; "
+                                     "Vertex AI gives each its TF_CONFIG.")
     trainer_machine_type: str = _field("n1-standard-8", "Machine type of every Trainer "
                                                         "replica.")
-    trainer_accelerator: str = _field("", "Accelerator of every Trainer replica, e.g. "
-                                          "NVIDIA_TESLA_T4; empty: none.")
+    trainer_accelerator: str = _field("", "Accelerator of every Trainer replica, a Vertex "
+                                          "AI AcceleratorType, e.g. NVIDIA_TESLA_T4 (the "
+                                          "image built with `make image GPU=1`); empty: "
+                                          "none.")
     trainer_accelerator_count: int = _field(1, "Accelerators per Trainer replica.")
-    service_account: str = _field("", "Service account the PipelineJob and the Trainer's "
-                                      "CustomJob run as; empty: the project's default "
-                                      "Compute Engine account.")
+    service_account: str = _field("", "Service account (e-mail) the PipelineJob and the "
+                                      "Trainer's CustomJob run as; empty: Vertex AI's "
+                                      "defaults (the project's Compute Engine default "
+                                      "account for the PipelineJob, the Vertex AI Custom "
+                                      "Code Service Agent for the CustomJob).")
+
+    # Settings checked by pattern (empty ones pass unless _REQUIRED), with an example.
+    _FORMATS = (
+        ("project", r"([a-z][-a-z0-9.]*:)?[a-z][-a-z0-9]{4,28}[a-z0-9]", "my-project-123"),
+        ("region", r"[a-z]+-[a-z]+[0-9]+", "us-central1"),
+        ("api_endpoint", r"(https?://)?([A-Za-z0-9.-]+|\[::1\])(:[0-9]+)?/?",
+         "europe-west4-aiplatform.googleapis.com"),
+        ("trainer_machine_type", r"[a-z0-9]+(-[a-z0-9]+)+", "n1-standard-8"),
+        ("service_account", r"[^@\s]+@[^@\s]+\.[a-z]+",
+         "trainer@my-project-123.iam.gserviceaccount.com"),
+    )
+    _REQUIRED = ("region", "trainer_machine_type")
+
+    def __post_init__(self):
+        for name, pattern, example in self._FORMATS:
+            value = getattr(self, name)
+            if not value and name in self._REQUIRED:
+                raise ValueError(f"vertex.{name} is required, e.g. {example}")
+            if value and not re.fullmatch(pattern, value):
+                raise ValueError(f"vertex.{name} '{value}' is not valid: expected e.g. "
+                                 f"{example}")
+        for name in ("trainer_workers", "trainer_accelerator_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"vertex.{name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
+        if self.api_endpoint.startswith("http://") and not re.match(
+                r"http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/?$", self.api_endpoint):
+            raise ValueError(f"vertex.api_endpoint '{self.api_endpoint}': http:// only to "
+                             "this machine (the token would cross the network in clear "
+                             "text); give HOST[:PORT] or https://...")
+        if self.trainer_accelerator:
+            from google.cloud.aiplatform_v1.types import AcceleratorType
+            known = [name for name in AcceleratorType.__members__
+                     if name != "ACCELERATOR_TYPE_UNSPECIFIED"]
+            if self.trainer_accelerator not in known:
+                raise ValueError(f"vertex.trainer_accelerator '{self.trainer_accelerator}' "
+                                 f"is not a Vertex AI accelerator type: one of "
+                                 f"{', '.join(known)}")
 
 
 @dataclasses.dataclass
