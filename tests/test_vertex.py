@@ -231,6 +231,8 @@ def google_apis(monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)  # the client's bucket lookup
     yield endpoint, _GoogleApis.requests
     server.shutdown()
+    from google.cloud.aiplatform import initializer
+    initializer.global_config.__init__()  # aiplatform.init's project and endpoint go
 
 
 @pytest.fixture
