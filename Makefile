@@ -72,7 +72,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run_benchmarks.py $(ARGS)
 
 freeze: $(VENV)/.installed
-	$(BIN)/pip freeze --exclude-editable | grep -v -e '^pytest=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict='
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^pytest=' -e '^iniconfig=' -e '^kubernetes-validate=' -e '^importlib_resources=' -e '^faker=' -e '^moto=' -e '^Flask=' -e '^flask-cors=' -e '^blinker=' -e '^itsdangerous=' -e '^py-partiql-parser=' -e '^responses=' -e '^xmltodict=' -e '^kubeflow-training=' -e '^kubeflow-katib=' -e '^retrying='
 
 # Rewrites the sha256 of every pin (PyPI's files for CPython 3.10 on Linux x86_64 and
 # this machine's pip mirrors): run after changing a pin.

@@ -99,6 +99,8 @@ def spec_images(spec: dict) -> dict:
             json_format.Parse(value["runtimeValue"]["constant"], serving)
             for i, binary in enumerate(serving_bins.parse_serving_binaries(serving)):
                 images[f"{name} model server {i}"] = binary.image
+    from kubeflow import vertex
+    images.update(vertex.spec_images(spec))  # a Vertex AI Trainer's worker pools
     return images
 
 
@@ -117,6 +119,7 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     ``beam_args`` (the DirectRunner inside each pod)."""
     check_storage(config)
     kubeflow = config.kubeflow
+    distribution = trainer_distribution(config)
     return create_pipeline(
         config,
         pipeline_name=config.name,
@@ -128,9 +131,13 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         beam_pipeline_args=worker_beam_args(
             config.storage.beam_args() + list(kubeflow.beam_args or config.beam_args),
             kubeflow.image),
-        serving_spec=serving_spec(config),
-        trainer_platform_config=trainer_resources(kubeflow),
-        trainer_distribution=trainer_distribution(config))
+        # Vertex AI steps reach no Kubernetes API: the candidate is loaded by the
+        # project's own model server inside the step (ServingCheck), as locally
+        serving_spec=None if config.vertex.project else serving_spec(config),
+        # a Trainer step that launches replicas elsewhere only waits: no accelerator
+        trainer_platform_config=trainer_resources(kubeflow) if distribution is None
+        else launcher_resources(),
+        trainer_distribution=distribution)
 
 
 def trainer_distribution(config: PipelineConfig):
@@ -166,6 +173,7 @@ def tfjob_distribution(config: PipelineConfig) -> dict:
             "workers": kubeflow.trainer_workers,
             "max_restarts": config.trainer.max_restarts,
             "backup_every_steps": config.trainer.backup_every_steps,
+            "accelerator": kubeflow.trainer_accelerator,  # the replicas check they have it
             "image": kubeflow.image,
             "command": list(tfjob.COMMAND),
             "working_dir": kubeflow.project_dir,
@@ -212,6 +220,15 @@ def _quantity(name: str, value: str) -> str:
         pass
     raise ValueError(f"{name} '{value}': expected a positive Kubernetes quantity, e.g. "
                      "1, 500m, 4Gi")
+
+
+def launcher_resources():
+    """The Trainer step's pod when its replicas run elsewhere (a TFJob, a Vertex AI
+    CustomJob): it only creates the job and waits."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    return pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        cpu_limit=1.0, memory_limit=2.0)
 
 
 def trainer_resources(kubeflow):

@@ -70,7 +70,8 @@ def check_devices(accelerator: str, strategy: tf.distribute.Strategy) -> None:
         missing = ("TensorFlow sees no GPU (built with CUDA: "
                    f"{tf.test.is_built_with_cuda()}; the image needs TensorFlow's CUDA "
                    "libraries, `make image GPU=1`, and the node an NVIDIA driver)")
-    raise RuntimeError(f"kubeflow.trainer_accelerator is {accelerator!r} but {missing}; "
+    raise RuntimeError(f"the Trainer's accelerator (kubeflow.trainer_accelerator or "
+                       f"vertex.trainer_accelerator) is {accelerator!r} but {missing}; "
                        f"devices found: {', '.join(devices)}")
 
 
@@ -118,7 +119,9 @@ def run_fn(fn_args) -> None:
     vocab = checkpoint.read_vocab(checkpoint_dir)
     pad_id, sep_id = vocab.index("[PAD]"), vocab.index("[SEP]")
 
-    check_devices(fn_args.custom_config.get("accelerator", ""), strategy)
+    replica_settings = fn_args.custom_config.get("distribution") or {}
+    check_devices(fn_args.custom_config.get("accelerator") or
+                  replica_settings.get("accelerator", ""), strategy)
     precision = model_lib.resolve_precision(hparams.precision, strategy)
     tf.keras.mixed_precision.set_global_policy(precision)
 
@@ -164,7 +167,7 @@ def run_fn(fn_args) -> None:
     throughput, loss_trend = Throughput(global_batch), progress.LossTrend()
     callbacks = [throughput, loss_trend]
     if cluster:  # a restarted replica resumes from the last backup, not from step 0
-        every = (fn_args.custom_config.get("distribution") or {}).get("backup_every_steps", 0)
+        every = replica_settings.get("backup_every_steps", 0)
         callbacks.append(tf.keras.callbacks.BackupAndRestore(
             os.path.join(fn_args.model_run_dir, distribution.BACKUP_DIR),
             save_freq=every or "epoch"))

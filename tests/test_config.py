@@ -36,6 +36,9 @@ def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeyp
     ({"nope": "1"}, "unknown setting 'nope'"),
     ({"model.batch_size": "big"}, "model.batch_size: expected int"),
     ({"data.presplit": "maybe"}, "data.presplit: expected true/false"),
+    ({"trainer.workers": "0"}, "trainer.workers must be at least 1, got 0"),
+    ({"trainer.max_restarts": "-1"}, "trainer.max_restarts must be at least 0"),
+    ({"trainer.backup_every_steps": "-5"}, "trainer.backup_every_steps must be at least 0"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):

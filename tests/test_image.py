@@ -9,6 +9,7 @@ system with a tmpfs at /tmp, no capabilities, no privilege escalation. Where no
 container registry is reachable the image is built on the stand-in base
 (`kubeflow/image/build_base.sh`).
 """
+import concurrent.futures
 import copy
 import glob
 import json
@@ -58,6 +59,22 @@ def in_image(image: str, command: list, *options: str, timeout: int = 1800,
     return subprocess.run([RUN, *(HARDENED if hardened else []), *options, "--", *command],
                           capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, IMAGE=image))
+
+
+def start_in_image(image: str, command: list, *options: str, network: str = "none"):
+    """``in_image``'s hardened container, started and not waited for (a Popen whose
+    stdout carries stderr too), on the engine network ``network``."""
+    return subprocess.Popen([RUN, *HARDENED, *options, "--", *command],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, IMAGE=image, NETWORK=network))
+
+
+def engine(*args: str) -> subprocess.CompletedProcess:
+    """The container engine the image scripts pick (docker, else podman), with its
+    settings."""
+    return subprocess.run(["bash", "-c", f'source "{os.path.dirname(BUILD)}/engine.sh" && '
+                           'pick_engine && engine "$@"', "engine", *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 def _readable(path) -> str:
@@ -130,10 +147,7 @@ def test_image_runs_as_uid_1000_and_its_files_are_read_only_to_it(image):
     assert run.stdout.split() == ["1000", "1000", "/home/pipeline", "pipeline-read-only",
                                   "code-read-only", "packages-read-only", "home-writable",
                                   "tmp-writable"]
-    inspect = subprocess.run(["bash", "-c", f'source {os.path.dirname(BUILD)}/engine.sh && '
-                              f'pick_engine && engine image inspect --format '
-                              f'"{{{{.Config.User}}}}" {image}'],
-                             capture_output=True, text=True, timeout=60)
+    inspect = engine("image", "inspect", "--format", "{{.Config.User}}", image)
     assert inspect.stdout.strip() == USER, inspect.stderr  # numeric: runAsNonRoot checks it
 
 
@@ -217,8 +231,8 @@ def test_trainer_asked_for_an_accelerator_fails_clearly_in_the_cpu_image(image):
     run = in_image(image, ["python", "-c", check])
     assert run.returncode == 1
     assert "Devices: /device:CPU:0" in run.stderr  # logged before the check
-    assert ("kubeflow.trainer_accelerator is 'NVIDIA_TESLA_T4' but TensorFlow sees no GPU"
-            in run.stderr)
+    assert ("(kubeflow.trainer_accelerator or vertex.trainer_accelerator) is "
+            "'NVIDIA_TESLA_T4' but TensorFlow sees no GPU" in run.stderr)
     assert "make image GPU=1" in run.stderr
 
 
@@ -467,3 +481,125 @@ def test_compiled_components_run_in_the_image_as_the_kfp_launcher_runs_them(imag
     for split in counts:  # the sample fits the curated schema
         with open(f"{anomalies}/Split-{split}/SchemaDiff.pb", "rb") as f:
             assert not anomalies_pb2.Anomalies.FromString(f.read()).anomaly_info
+
+
+# --- The Trainer as replica containers --------------------------------------------------
+# As a Training Operator TFJob or Vertex AI runs them: each replica a container of the
+# image running TFX's Trainer executor (python -m tfx.scripts.run_executor) with its own
+# TF_CONFIG, on one engine network where replicas reach each other by container name,
+# outputs on storage mounted in all of them at the same path.
+REPLICA_PORT = 2222  # the Training Operator's default TFJob port
+REPLICA_STORAGE = "/replicas"  # the shared volume in every replica
+
+
+def _trainer_execution(metadata_path: str):
+    """The run's Trainer execution in its ML Metadata: input artifacts, output artifacts
+    and the exec properties the executor was given."""
+    from tfx.orchestration import data_types_utils, metadata
+    from tfx.orchestration.portable.mlmd import execution_lib
+
+    config = metadata.sqlite_metadata_connection_config(metadata_path)
+    with metadata.Metadata(config) as handle:
+        [node] = [context for context in handle.store.get_contexts_by_type("node")
+                  if context.name.endswith(".Trainer")]
+        [execution] = handle.store.get_executions_by_context(node.id)
+        properties = {name: data_types_utils.get_metadata_value(value)
+                      for values in (execution.properties, execution.custom_properties)
+                      for name, value in values.items() if not name.startswith("__")}
+        return (execution_lib.get_input_artifacts(handle, execution.id),
+                execution_lib.get_output_artifacts(handle, execution.id), properties)
+
+
+def _replica_args(metadata_path: str, output_root: str, train_steps: int) -> list:
+    """``python -m tfx.scripts.run_executor`` arguments of that Trainer step again, for two
+    replicas: its inputs and properties, new outputs under ``output_root``, fewer steps."""
+    from components.distributed_trainer import executor as distributed
+    from tfx.types import artifact_utils
+
+    inputs, outputs, properties = _trainer_execution(metadata_path)
+    fresh = {}
+    for key, [artifact] in outputs.items():
+        fresh[key] = [artifact_utils.deserialize_artifact(artifact.artifact_type)]
+        fresh[key][0].uri = f"{output_root}/{key}"
+    custom_config = json.loads(properties["custom_config"])
+    custom_config["model"]["train_steps"] = train_steps
+    custom_config["distribution"] = {"launcher": "local", "workers": 2,
+                                     "backup_every_steps": 0}
+    return distributed.executor_args(inputs, fresh, dict(
+        properties, custom_config=json.dumps(custom_config)))
+
+
+def _replica_tf_configs(names: list) -> list:
+    """TF_CONFIG of each replica container: the chief ``names[0]``, workers the rest, all
+    on REPLICA_PORT (each container has its own address on the network)."""
+    cluster = {"chief": [f"{names[0]}:{REPLICA_PORT}"],
+               "worker": [f"{name}:{REPLICA_PORT}" for name in names[1:]]}
+    tasks = [("chief", 0)] + [("worker", index) for index in range(len(names) - 1)]
+    return [{"cluster": cluster, "task": {"type": kind, "index": index}}
+            for kind, index in tasks]
+
+
+def _finish(process: subprocess.Popen, timeout: int) -> str:
+    """The container's output; raises when it fails or outlives ``timeout``."""
+    output, _ = process.communicate(timeout=timeout)
+    if process.returncode:
+        raise RuntimeError(f"exit {process.returncode}:\n{output[-5000:]}")
+    return output
+
+
+def _wait_replicas(processes: dict, timeout: int) -> dict:
+    """{name: output} once every replica container ended well; when one fails, the others
+    are removed (their collectives would wait for it) and its error is raised."""
+    with concurrent.futures.ThreadPoolExecutor(len(processes)) as pool:
+        futures = {name: pool.submit(_finish, process, timeout)
+                   for name, process in processes.items()}
+        done, _ = concurrent.futures.wait(futures.values(),
+                                          return_when=concurrent.futures.FIRST_EXCEPTION)
+        if any(future.exception() for future in done):
+            engine("rm", "--force", *processes)
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture
+def replica_network():
+    """An engine network of its own (DNS: containers reach each other by name)."""
+    name = f"bert-trainer-replicas-{os.getpid()}"
+    created = engine("network", "create", name)
+    assert created.returncode == 0, created.stderr
+    yield name
+    engine("network", "rm", "--force", name)
+
+
+def test_trainer_replica_containers_train_one_model_on_shared_storage(
+        image, tmp_path, tiny_checkpoint, direct_run, replica_network):
+    """The container pipeline's Trainer step again (its inputs and properties from the
+    run's ML Metadata, a few steps) as two containers, a chief and a worker: each
+    ``python -m tfx.scripts.run_executor`` with its TF_CONFIG naming the other by
+    container name. The chief exports the one model; the worker's copy is gone."""
+    out = direct_run[0]
+    storage = tmp_path / "replicas"
+    for key in ("model", "model_run"):  # as the launcher creates the output folders
+        (storage / key).mkdir(parents=True)
+    args = _replica_args(str(out / "pipeline_output" / "metadata.sqlite"),
+                         REPLICA_STORAGE, train_steps=4)
+    names = [f"{replica_network}-chief", f"{replica_network}-worker-0"]
+    mounts = ["-v", f"{out}:/out:ro", "-v", f"{tiny_checkpoint}:/ckpt:ro",
+              "-v", f"{_writable(storage)}:{REPLICA_STORAGE}"]
+    processes = {name: start_in_image(
+        image, ["python", "-m", "tfx.scripts.run_executor", *args], *mounts,
+        "--name", name, "--hostname", name, "-e", f"TF_CONFIG={json.dumps(tf_config)}",
+        network=replica_network)
+        for name, tf_config in zip(names, _replica_tf_configs(names))}
+    logs = _wait_replicas(processes, timeout=600)
+
+    assert "MultiWorkerMirroredStrategy, 2 replicas" in logs[names[0]], logs[names[0]][-3000:]
+    assert "MultiWorkerMirroredStrategy, 2 replicas" in logs[names[1]]
+    assert os.listdir(storage / "model") == ["Format-Serving"]  # no worker copy left
+    assert (storage / "model" / "Format-Serving" / "saved_model.pb").is_file()
+    with open(storage / "model_run" / "train_stats.json", encoding="utf-8") as f:
+        stats = json.load(f)
+    assert (stats["replicas"], stats["steps"]) == (2, 4)
+    assert not (storage / "model_run" / "backup").exists()
+    probabilities = _predict(str(storage / "model" / "Format-Serving"))
+    assert probabilities.shape == (len(TEXTS), 2)
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-5

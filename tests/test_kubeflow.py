@@ -6,7 +6,7 @@ No KFP cluster exists here: the client's requests go to a local HTTP endpoint on
 """
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -16,6 +16,7 @@ from kubeflow import client
 from kubeflow.beam_args import DATAFLOW, runner_name, worker_beam_args
 from kubeflow.runner import compile_pipeline, spec_images
 from pipeline.config import load_config
+from tests.json_api import JsonApiHandler
 
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
            "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
@@ -256,13 +257,12 @@ def test_distributed_beam_workers_get_the_pipeline_image(case):
                                                     "gcr.io/cloud-dataflow/"))
 
 
-class _KfpApi(BaseHTTPRequestHandler):
+class _KfpApi(JsonApiHandler):
     """Records requests; answers like KFP's v2beta1 REST API."""
     requests = []
 
     def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+        body = self.json_body()
         self.requests.append((self.command, self.path.split("?")[0], body,
                               self.headers.get("Authorization")))
         reply = {}
@@ -272,17 +272,9 @@ class _KfpApi(BaseHTTPRequestHandler):
             reply = {"run_id": "run-1"}
         elif self.path.startswith("/apis/v2beta1/recurringruns"):
             reply = {"recurring_run_id": "job-1"}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(reply)
 
     do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

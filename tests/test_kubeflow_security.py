@@ -13,7 +13,7 @@ import json
 import os
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import kubernetes_validate
@@ -30,6 +30,7 @@ from components.kubernetes_infra_validator import runner as hardened_runner
 from components.kubernetes_infra_validator.executor import make_runner
 from kubeflow.runner import compile_pipeline, serving_spec
 from tests.conftest import REPO
+from tests.json_api import JsonApiHandler
 from tests.pod_security import violations
 from tests.test_kubeflow import IMAGE, SERVING_IMAGE, _config
 
@@ -99,34 +100,26 @@ def _executor_pod(model_dir: str) -> dict:
                     claim_name=CLAIM))])))
 
 
-class _KubernetesApi(BaseHTTPRequestHandler):
+class _KubernetesApi(JsonApiHandler):
     requests, created, model_dir = [], [], ""
     phase, pod_ip = "Running", "10.0.0.9"
 
-    def _reply(self, body, status=200):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _answer(self):
         url = urlparse(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+        body = self.json_body()
         self.requests.append((self.command, url.path, parse_qs(url.query), body))
         pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
         if self.command == "POST" and url.path == pods:
             body["metadata"]["name"] = body["metadata"]["generateName"] + "abcde"
             self.created.append(body)
-            return self._reply(body, 201)
+            return self.reply(body, 201)
         if url.path == f"{pods}/{EXECUTOR_POD}":
-            return self._reply(_executor_pod(self.model_dir))
+            return self.reply(_executor_pod(self.model_dir))
         if url.path.endswith("/log"):
             names = [c["name"] for c in self.created[-1]["spec"]["containers"]]
             if parse_qs(url.query).get("container") != names[:1]:
-                return self._reply({"kind": "Status", "code": 400, "message":
+                return self.reply({"kind": "Status", "code": 400, "message":
                                     f"container is not valid for pod: {names}"}, 400)
             data = b"TF Serving's log"
             self.send_response(200)
@@ -135,20 +128,17 @@ class _KubernetesApi(BaseHTTPRequestHandler):
             self.end_headers()
             return self.wfile.write(data)
         if url.path.startswith(pods + "/") and self.command == "GET":  # the model server
-            return self._reply(dict(self.created[-1], status={"phase": self.phase,
+            return self.reply(dict(self.created[-1], status={"phase": self.phase,
                                                               "podIP": self.pod_ip}))
         if self.command == "DELETE":
-            return self._reply({"kind": "Status", "status": "Success"})
+            return self.reply({"kind": "Status", "status": "Success"})
         if "/persistentvolumeclaims/" in url.path:
-            return self._reply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            return self.reply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                 "metadata": {"name": CLAIM},
                                 "spec": {"accessModes": ["ReadWriteMany"]}})
-        return self._reply({"kind": "Status", "code": 404}, 404)
+        return self.reply({"kind": "Status", "code": 404}, 404)
 
     do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

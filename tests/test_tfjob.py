@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import jsonschema
@@ -33,6 +33,7 @@ import kubeflow
 from components.distributed_trainer import tfjob
 from kubeflow.runner import compile_pipeline, tfjob_distribution
 from tests.conftest import REPO
+from tests.json_api import JsonApiHandler
 from tests.pod_security import violations
 from tests.test_kubeflow import IMAGE, _config
 
@@ -290,7 +291,7 @@ def _step_pod(mounts) -> dict:
                 k8s.V1Volume(name="kfp-launcher", empty_dir=k8s.V1EmptyDirVolumeSource())])))
 
 
-class _KubernetesApi(BaseHTTPRequestHandler):
+class _KubernetesApi(JsonApiHandler):
     """Answers as the API server with the operator running: the step's pod, the TFJob as
     created plus the next of its ``_statuses(name, last)`` on each GET."""
     requests, jobs, mounts, last = [], {}, [], None
@@ -298,46 +299,35 @@ class _KubernetesApi(BaseHTTPRequestHandler):
     polled = threading.Event()
     interrupt_on_poll = 0  # >0: on that poll, raise KeyboardInterrupt in the main thread
 
-    def _reply(self, body, status=200):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _answer(self):
         path = urlparse(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+        body = self.json_body()
         self.requests.append((self.command, path, body))
         tfjobs = f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/tfjobs"
         name = path.rsplit("/", 1)[-1]
         if path == f"/api/v1/namespaces/{NAMESPACE}/pods/{STEP_POD}":
-            return self._reply(_step_pod(self.mounts))
+            return self.reply(_step_pod(self.mounts))
         if self.command == "POST" and path == tfjobs:
             self.jobs[body["metadata"]["name"]] = body
-            return self._reply(body, 201)
+            return self.reply(body, 201)
         if path == f"{tfjobs}/{name}" and name in self.jobs:
             if self.command == "DELETE":
                 del self.jobs[name]
-                return self._reply({"kind": "Status", "status": "Success"})
+                return self.reply({"kind": "Status", "status": "Success"})
             polls = sum(1 for m, p, _ in self.requests if m == "GET" and p == path)
             if polls in self.errors:
                 code = self.errors[polls]
-                return self._reply({"kind": "Status", "code": code}, code)
+                return self.reply({"kind": "Status", "code": code}, code)
             if polls == self.interrupt_on_poll:
                 _thread.interrupt_main()  # Ctrl-C while the step waits for this answer
             self.polled.set()
             statuses = _statuses(name, type(self).last)
             status = statuses[min(polls, len(statuses)) - 1]
-            return self._reply(dict(self.jobs[name], status=status))
-        return self._reply({"kind": "Status", "code": 404, "reason": "NotFound"}, 404)
+            return self.reply(dict(self.jobs[name], status=status))
+        return self.reply({"kind": "Status", "code": 404, "reason": "NotFound"}, 404)
 
     do_GET = do_POST = do_DELETE = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -524,7 +514,8 @@ def test_the_trainer_role_is_exactly_the_calls_tfjob_makes():
 # -- the compiled spec -----------------------------------------------------------------
 def test_the_compiled_trainer_runs_the_distributed_executor_with_the_tfjob(tmp_path):
     config = _config(**{"kubeflow.trainer_workers": 2, "kubeflow.allow_unpinned_images": True,
-                        "kubeflow.image": "registry.example/bert-text-pipeline:7"})
+                        "kubeflow.image": "registry.example/bert-text-pipeline:7",
+                        "kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4"})
     path = compile_pipeline(config, str(tmp_path / "pipeline.yaml"))
     with open(path, encoding="utf-8") as f:
         spec = yaml.safe_load(f)
@@ -537,6 +528,12 @@ def test_the_compiled_trainer_runs_the_distributed_executor_with_the_tfjob(tmp_p
     args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
     assert args[args.index("--executor_class_path") + 1] == \
         "components.distributed_trainer.executor.Executor"
+    # The step only creates the job and waits: no accelerator, little CPU and memory; the
+    # replicas have the accelerator and check that they see it.
+    resources = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
+    assert resources == {"cpuLimit": 1.0, "memoryLimit": 2.0}
+    assert custom_config["distribution"]["accelerator"] == "NVIDIA_TESLA_T4"
+    assert "accelerator" not in custom_config
 
 
 # -- Kubeflow's SDKs beside this project's kubeflow package ----------------------------

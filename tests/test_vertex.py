@@ -12,7 +12,7 @@ import json
 import os
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,6 +22,7 @@ from cli.main import main
 from kubeflow import vertex
 from kubeflow.runner import compile_pipeline
 from pipeline.config import load_config
+from tests.json_api import JsonApiHandler
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
@@ -88,6 +89,16 @@ def test_trainer_runs_as_a_vertex_custom_job_with_a_chief_and_workers(specs):
             "accelerator": "NVIDIA_TESLA_A100"}
     assert vertex.spec_images(spec) == {"Trainer CustomJob worker pool 0": IMAGE,
                                         "Trainer CustomJob worker pool 1": IMAGE}
+    # kubeflow submit's image check sees the worker pools too
+    from kubeflow.runner import spec_images
+    assert {k: v for k, v in spec_images(spec).items() if "worker pool" in k} == \
+        vertex.spec_images(spec)
+    # The step only starts the CustomJob and waits: no accelerator, 1 CPU, 2 GB.
+    assert executors["Trainer_executor"]["container"]["resources"] == {
+        "cpuLimit": 1.0, "memoryLimit": 2.0}
+    # Vertex AI steps reach no Kubernetes API: the project's own server checks the model.
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "ServingCheck" in tasks and "InfraValidator" not in tasks
 
 
 def test_one_trainer_replica_is_one_pool_without_accelerators(specs):
@@ -175,49 +186,37 @@ def test_compile_refuses_what_vertex_cannot_run(extra, message, tmp_path, capsys
     assert not spec_file.exists()
 
 
-class _GoogleApis(BaseHTTPRequestHandler):
+class _GoogleApis(JsonApiHandler):
     """Records requests; answers as Vertex AI's v1 REST API and Cloud Storage's bucket
     lookup do (``refuse``: Vertex AI answers 403)."""
     requests = []
     refuse = False
 
-    def _reply(self, status: int, body: dict):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
+        body = self.json_body()
         url = urlsplit(self.path)
         self.requests.append({"method": self.command, "path": url.path,
                               "query": parse_qs(url.query), "body": body})
         if url.path == "/storage/v1/b/bucket" and self.command == "GET":
-            self._reply(404, {"error": {"code": 404, "message": "no such bucket"}})
+            self.reply({"error": {"code": 404, "message": "no such bucket"}}, 404)
         elif url.path.startswith("/storage/v1/b"):  # create, IAM policy get and set
-            self._reply(200, body or {"bindings": []} if url.path.endswith("/iam")
-                        else dict(body or {}, name="bucket"))
+            self.reply(body or {"bindings": []} if url.path.endswith("/iam")
+                       else dict(body or {}, name="bucket"))
         elif self.refuse:
-            self._reply(403, {"error": {"code": 403, "status": "PERMISSION_DENIED",
-                                        "message": "aiplatform.pipelineJobs.create denied"}})
+            self.reply({"error": {"code": 403, "status": "PERMISSION_DENIED",
+                                  "message": "aiplatform.pipelineJobs.create denied"}}, 403)
         elif url.path.endswith("/pipelineJobs"):
             job_id = parse_qs(url.query)["pipelineJobId"][0]
-            self._reply(200, dict(body, name=f"projects/123456/locations/{REGION}/"
-                                             f"pipelineJobs/{job_id}",
-                                  state="PIPELINE_STATE_PENDING"))
+            self.reply(dict(body, name=f"projects/123456/locations/{REGION}/"
+                                       f"pipelineJobs/{job_id}",
+                            state="PIPELINE_STATE_PENDING"))
         elif url.path.endswith("/schedules"):
-            self._reply(200, dict(body, name=f"projects/123456/locations/{REGION}/"
-                                             "schedules/987", state="ACTIVE"))
+            self.reply(dict(body, name=f"projects/123456/locations/{REGION}/schedules/987",
+                            state="ACTIVE"))
         else:
-            self._reply(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "?"}})
+            self.reply({"error": {"code": 404, "status": "NOT_FOUND", "message": "?"}}, 404)
 
     do_GET = do_POST = do_PUT = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

@@ -1,0 +1,18 @@
+"""TFX executors the replica launcher's tests run as replicas (through
+``python -m tfx.scripts.run_executor``, as the Trainer's replicas run)."""
+import json
+import os
+import threading
+
+from tfx.dsl.components.base import base_executor
+
+
+class WorkerFails(base_executor.BaseExecutor):
+    """Worker replicas raise; the chief waits until it is stopped."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        if task["type"] == "worker":
+            raise RuntimeError(f"worker {task['index']} broke on purpose")
+        print(f"chief waiting, pid {os.getpid()}", flush=True)
+        threading.Event().wait()
