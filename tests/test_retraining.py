@@ -29,7 +29,8 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     settings = tiny_overrides(tmp_path, tiny_checkpoint, data, **{
         "data.span_pattern": "span-{SPAN}", "data.window_spans": 2,
         "data.eval_fraction": 0.2, "model.warm_start": True,
-        "eval.max_accuracy_drop": 0.5})
+        "eval.max_accuracy_drop": 0.5,
+        "trainer.workers": 2})  # warm start under MultiWorkerMirroredStrategy too
     config = load_config(None, settings)
     served = os.path.join(config.push_dir, "*")
     scheduler = Scheduler(config)

@@ -150,7 +150,8 @@ def test_multi_label_task_end_to_end(tmp_path, tiny_checkpoint, tagged_data, cap
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, tagged_data, **{
         "data.text_column": "text", "data.label_column": "tags",
         "data.label_delimiter": "|", "data.schema_path": "", "eval.metric": "micro_f1",
-        "model.threshold": 0.4})
+        "model.threshold": 0.4,
+        "trainer.workers": 2})  # multi-label under MultiWorkerMirroredStrategy too
     assert main(cli_args(overrides)) == 0
     out = capsys.readouterr().out
     assert "Gate: BLESSED" in out and "Pushed: version" in out
