@@ -497,6 +497,7 @@ def _trainer_execution(metadata_path: str):
     and the exec properties the executor was given."""
     from tfx.orchestration import data_types_utils, metadata
     from tfx.orchestration.portable.mlmd import execution_lib
+    from tfx.types import standard_artifacts  # noqa: F401  (the classes of Model, ModelRun)
 
     config = metadata.sqlite_metadata_connection_config(metadata_path)
     with metadata.Metadata(config) as handle:
