@@ -16,3 +16,11 @@ class WorkerFails(base_executor.BaseExecutor):
             raise RuntimeError(f"worker {task['index']} broke on purpose")
         print(f"chief waiting, pid {os.getpid()}", flush=True)
         threading.Event().wait()
+
+
+class ChiefFailsWorkerEnds(base_executor.BaseExecutor):
+    """The worker ends well at once; the chief fails."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        if json.loads(os.environ["TF_CONFIG"])["task"]["type"] == "chief":
+            raise RuntimeError("chief broke on purpose")

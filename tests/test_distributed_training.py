@@ -101,6 +101,18 @@ def test_a_replica_that_keeps_failing_fails_the_step_and_stops_the_others(tmp_pa
     assert not _alive(chief)
 
 
+def test_a_replica_failing_after_another_ended_well_is_not_restarted(tmp_path):
+    """A restarted replica would wait forever for a cluster that cannot form again: the
+    step fails at once, whatever restarts are left."""
+    args = ["--executor_class_path", "tests.replica_executors.ChiefFailsWorkerEnds",
+            "--inputs", "{}", "--outputs", "{}", "--exec-properties", "{}"]
+    with pytest.raises(RuntimeError, match=r"replica chief failed \(exit 1\) after "
+                                           r"worker-0 ended"):
+        local_workers.run_replicas(args, {"workers": 2, "max_restarts": 3},
+                                   log_dir=str(tmp_path))
+    assert (tmp_path / "worker-0.log").read_text().count("--- worker-0 start") == 1
+
+
 # Two classes a tiny BERT tells apart in a few dozen steps: the comparison of one and
 # two workers is about training, not about a model that cannot learn.
 POSITIVE = "excellent wonderful delightful superb charming brilliant lovely".split()

@@ -165,12 +165,15 @@ def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO) -> No
                       file=stream, flush=True)
                 done.add(replica.name)
                 continue
-            if restarts >= max_restarts:
+            if restarts >= max_restarts or done:
+                # after another replica ended well, a restarted one would wait forever
+                # for a cluster that cannot form again
+                why = (f"after {', '.join(sorted(done))} ended" if done else
+                       f"and the {max_restarts} restarts of trainer.max_restarts are used")
                 tail = "\n".join(f"    {line}" for line in replica.tail)
                 raise RuntimeError(
-                    f"Trainer replica {replica.name} failed ({describe_exit(code)}) and "
-                    f"the {max_restarts} restarts of trainer.max_restarts are used; its "
-                    f"log: {replica.log_path}; last lines:\n{tail}")
+                    f"Trainer replica {replica.name} failed ({describe_exit(code)}) {why}; "
+                    f"its log: {replica.log_path}; last lines:\n{tail}")
             restarts += 1
             print(f"  Trainer replica {replica.name} ended with {describe_exit(code)}: "
                   f"restarting it (restart {restarts} of {max_restarts}); it resumes "
