@@ -145,9 +145,20 @@ def trainer_distribution(config: PipelineConfig):
     Vertex AI CustomJob when vertex.project is set (kubeflow/vertex.py), a Training
     Operator TFJob when kubeflow.trainer_workers > 1 (``tfjob_distribution``), else
     None: the Trainer step alone."""
+    if config.trainer.workers > 1:
+        raise ValueError(f"trainer.workers {config.trainer.workers} is for local runs "
+                         "(processes on one machine): on Kubeflow set "
+                         "kubeflow.trainer_workers (a TFJob), with vertex.project "
+                         "vertex.trainer_workers (a Vertex AI CustomJob)")
     if config.vertex.project:
         from kubeflow import vertex
         return vertex.trainer_distribution(config)
+    unused = [f"vertex.{name}" for name in ("trainer_workers", "trainer_accelerator")
+              if getattr(config.vertex, name) != getattr(type(config.vertex)(), name)]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} set without vertex.project: the Trainer "
+                         "runs on Vertex AI only with vertex.project (for a TFJob set "
+                         "kubeflow.trainer_workers)")
     if config.kubeflow.trainer_workers > 1:
         return tfjob_distribution(config)
     return None
@@ -173,6 +184,7 @@ def tfjob_distribution(config: PipelineConfig) -> dict:
             "workers": kubeflow.trainer_workers,
             "max_restarts": config.trainer.max_restarts,
             "backup_every_steps": config.trainer.backup_every_steps,
+            "deadline_minutes": config.trainer.deadline_minutes,
             "accelerator": kubeflow.trainer_accelerator,  # the replicas check they have it
             "image": kubeflow.image,
             "command": list(tfjob.COMMAND),

@@ -71,6 +71,13 @@ def trainer_distribution(config: PipelineConfig) -> dict:
     job_spec = {"worker_pool_specs": worker_pool_specs(config)}
     if vertex.service_account:
         job_spec["service_account"] = vertex.service_account
+    scheduling = {}
+    if vertex.trainer_workers > 1:  # a lost replica: the cluster must form again
+        scheduling["restart_job_on_worker_restart"] = True
+    if config.trainer.deadline_minutes:
+        scheduling["timeout"] = f"{int(60 * config.trainer.deadline_minutes)}s"
+    if scheduling:
+        job_spec["scheduling"] = scheduling
     return {"launcher": LAUNCHER, "workers": vertex.trainer_workers,
             "backup_every_steps": config.trainer.backup_every_steps,
             "accelerator": vertex.trainer_accelerator,

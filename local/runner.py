@@ -68,7 +68,8 @@ def trainer_distribution(config: PipelineConfig):
         return None
     return {"launcher": "local", "workers": trainer.workers,
             "max_restarts": trainer.max_restarts,
-            "backup_every_steps": trainer.backup_every_steps}
+            "backup_every_steps": trainer.backup_every_steps,
+            "deadline_minutes": trainer.deadline_minutes}
 
 
 def _try_lock(f, attempts: int = 20, pause: float = 0.05) -> bool:

@@ -168,9 +168,9 @@ def run_fn(fn_args) -> None:
     callbacks = [throughput, loss_trend]
     if cluster:  # a restarted replica resumes from the last backup, not from step 0
         every = replica_settings.get("backup_every_steps", 0)
-        callbacks.append(tf.keras.callbacks.BackupAndRestore(
-            os.path.join(fn_args.model_run_dir, distribution.BACKUP_DIR),
-            save_freq=every or "epoch"))
+        callbacks.append(tf.keras.callbacks.BackupAndRestore(  # kept after fit: a
+            os.path.join(fn_args.model_run_dir, distribution.BACKUP_DIR),  # replica lost
+            save_freq=every or "epoch", delete_checkpoint=False))  # in export resumes there
     if chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(
             log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50))

@@ -209,6 +209,11 @@ class KubeflowConfig:
     cron: str = _field("0 3 * * *", "Retraining schedule, standard 5-field cron (KFP "
                                     "gets it with a leading seconds field).")
 
+    def __post_init__(self):
+        if self.trainer_workers < 1:
+            raise ValueError(f"kubeflow.trainer_workers must be at least 1, got "
+                             f"{self.trainer_workers}")
+
 
 @dataclasses.dataclass
 class TrainerConfig:
@@ -228,9 +233,15 @@ class TrainerConfig:
                                          "(Keras BackupAndRestore under the model run "
                                          "folder) a restarted replica resumes from; 0: "
                                          "at the end of each epoch.")
+    deadline_minutes: float = _field(1440, "With several replicas: the Trainer fails "
+                                           "when they run longer than this (a replica "
+                                           "that never starts, e.g. a worker left "
+                                           "Pending, keeps the others waiting); the "
+                                           "TFJob's activeDeadlineSeconds, the Vertex AI "
+                                           "CustomJob's timeout. 0: none.")
 
     def __post_init__(self):
-        for name in ("workers", "max_restarts", "backup_every_steps"):
+        for name in ("workers", "max_restarts", "backup_every_steps", "deadline_minutes"):
             low = 1 if name == "workers" else 0
             if getattr(self, name) < low:
                 raise ValueError(f"trainer.{name} must be at least {low}, got "

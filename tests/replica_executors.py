@@ -24,3 +24,11 @@ class ChiefFailsWorkerEnds(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties):
         if json.loads(os.environ["TF_CONFIG"])["task"]["type"] == "chief":
             raise RuntimeError("chief broke on purpose")
+
+
+class Waits(base_executor.BaseExecutor):
+    """Every replica waits until it is stopped (a cluster that never forms)."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        print(f"waiting, pid {os.getpid()}", flush=True)
+        threading.Event().wait()

@@ -31,7 +31,7 @@ from kubernetes import client as k8s
 
 import kubeflow
 from components.distributed_trainer import tfjob
-from kubeflow.runner import compile_pipeline, tfjob_distribution
+from kubeflow.runner import compile_pipeline, tfjob_distribution, trainer_distribution
 from tests.conftest import REPO
 from tests.json_api import JsonApiHandler
 from tests.pod_security import violations
@@ -146,7 +146,9 @@ def test_the_manifest_is_valid_for_the_crd_and_the_webhook(crd_validator):
     specs = manifest["spec"]["tfReplicaSpecs"]
     assert {kind: spec["replicas"] for kind, spec in specs.items()} == {"Chief": 1, "Worker": 2}
     assert {spec["restartPolicy"] for spec in specs.values()} == {"OnFailure"}
-    assert manifest["spec"]["runPolicy"]["backoffLimit"] == 2  # trainer.max_restarts
+    # one incident restarts all 3 replicas: trainer.max_restarts (2) incidents in all
+    assert manifest["spec"]["runPolicy"]["backoffLimit"] == 2 * 3
+    assert manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] == 1440 * 60
     assert manifest["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
     container, = _template(manifest)["spec"]["containers"]
     assert container["image"] == IMAGE
@@ -487,6 +489,26 @@ def test_a_mounted_pipeline_root_no_step_volume_holds_is_refused(kubernetes_api)
     with pytest.raises(RuntimeError, match="no volume of the Trainer step's pod holds it"):
         _run(kubernetes_api, None, **{"kubeflow.pipeline_root": "/mnt/pipeline"})
     assert not [r for r in kubernetes_api.requests if r[0] == "POST"]
+
+
+def test_a_pipeline_root_on_a_pod_local_volume_is_refused(kubernetes_api):
+    """An emptyDir would give each replica a folder of its own: refused before a job is
+    created, naming the setting."""
+    kubernetes_api.mounts = [("kfp-launcher", "/mnt/pipeline")]  # the emptyDir volume
+    with pytest.raises(RuntimeError, match=r"kubeflow.pipeline_root /mnt/pipeline/root is "
+                                           r"on the step pod's empty_dir volume"):
+        _run(kubernetes_api, None, **{"kubeflow.pipeline_root": "/mnt/pipeline/root"})
+    assert not [r for r in kubernetes_api.requests if r[0] == "POST"]
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"trainer.workers": 2}, "trainer.workers 2 is for local runs"),
+    ({"vertex.trainer_workers": 3}, "vertex.trainer_workers set without vertex.project"),
+    ({"kubeflow.trainer_workers": 0}, "kubeflow.trainer_workers must be at least 1"),
+])
+def test_replica_settings_another_runner_reads_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        trainer_distribution(_config(**settings))
 
 
 # -- RBAC ------------------------------------------------------------------------------

@@ -79,6 +79,9 @@ def test_trainer_runs_as_a_vertex_custom_job_with_a_chief_and_workers(specs):
     machine = {"machine_type": "a2-highgpu-1g", "accelerator_type": "NVIDIA_TESLA_A100",
                "accelerator_count": 2}
     container = {"image_uri": IMAGE}
+    # a lost replica restarts the whole job (the cluster must form again); the deadline
+    assert args["job_spec"]["scheduling"] == {"restart_job_on_worker_restart": True,
+                                              "timeout": "86400s"}
     assert args["job_spec"]["worker_pool_specs"] == [
         {"replica_count": 1, "machine_spec": machine, "container_spec": container},  # chief
         {"replica_count": 2, "machine_spec": machine, "container_spec": container}]
@@ -128,6 +131,8 @@ def test_tfx_makes_a_custom_job_vertex_accepts_every_replica_running_the_trainer
                                                           "tfx.scripts.run_executor"]
     parsed = CustomJob(**job)
     assert [p.replica_count for p in parsed.job_spec.worker_pool_specs] == [1, 2]
+    assert parsed.job_spec.scheduling.restart_job_on_worker_restart
+    assert parsed.job_spec.scheduling.timeout.total_seconds() == 86400
     assert parsed.job_spec.worker_pool_specs[1].machine_spec.accelerator_type.name == \
         "NVIDIA_TESLA_A100"
     assert parsed.job_spec.service_account == ACCOUNT

@@ -68,6 +68,7 @@ class Executor(trainer_executor.GenericExecutor):
         launcher = distribution.get("launcher")
         if launcher == "local":
             from components.distributed_trainer import local_workers
+            refuse_local_gpus()
             local_workers.run_replicas(args, distribution, log_dir=replica_log_dir(
                 artifact_utils.get_single_uri(
                     output_dict[standard_component_specs.MODEL_RUN_KEY])))
@@ -81,3 +82,24 @@ class Executor(trainer_executor.GenericExecutor):
         if not fileio.exists(model_dir):
             raise RuntimeError(f"the Trainer's replicas ended without the chief's model in "
                                f"{model_dir}")
+        remove_worker_copies(model_dir)
+
+
+def refuse_local_gpus() -> None:
+    """Local replicas would each see (and take the memory of) every GPU of the machine:
+    refused, naming the setting (not exercised here: no GPU on these machines)."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        raise ValueError(f"trainer.workers > 1 runs the replicas on this machine, and each "
+                         f"would take all {len(gpus)} GPU(s): train with trainer.workers 1 "
+                         "(MirroredStrategy over this machine's GPUs), or on several "
+                         "machines with kubeflow.trainer_workers or vertex.trainer_workers")
+
+
+def remove_worker_copies(model_dir: str) -> None:
+    """Deletes what a worker stopped between its export and its clean-up left beside the
+    chief's model (``models.distribution.write_dir``): the artifact holds one model."""
+    folder, name = os.path.split(model_dir.rstrip("/"))
+    for path in fileio.glob(os.path.join(folder, f".*-{name}")):
+        fileio.rmtree(path)

@@ -3,11 +3,11 @@
 Each replica is ``python -m tfx.scripts.run_executor`` (TFX's Trainer executor) with its
 own ``TF_CONFIG``: a chief and N - 1 workers on 127.0.0.1, as a Training Operator TFJob
 or Vertex AI lays them out. A replica that fails is restarted with the same ``TF_CONFIG``
-(the TFJob's ``restartPolicy: OnFailure``), at most ``max_restarts`` times in all (its
-``backoffLimit``); TensorFlow's collectives fail in the other replicas too, they are
-restarted the same way, and every restarted replica resumes from the last backup
-(``models/trainer.py``). When the restarts are spent, the other replicas are stopped
-and the step fails with the replica's exit and the end of its log.
+with the others (TensorFlow's coordination service takes a restarted task back only
+with the whole cluster), at most ``max_restarts`` times; every restarted replica
+resumes from the last backup (``models/trainer.py``). When the restarts are spent, or
+the replicas outlive the deadline, they are stopped and the step fails with the
+replica's exit and the end of its log.
 
 Each replica's output goes to ``<name>.log`` in a folder named on stderr; the chief's
 progress lines (``  Trainer ...``) are passed on to stderr as they come.
@@ -57,11 +57,18 @@ def tf_configs(ports: List[int]) -> List[dict]:
             for kind, index in tasks]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when the supervisor dies (even by kill -9), so no replica
-    outlives the step."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # looked up here: not after fork
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """The child's last step before exec: SIGKILL when the supervisor dies (even by kill
+    -9), so no replica outlives the step; refuses to start when it is already gone."""
+    def set_death_signal() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            raise OSError("the Trainer step ended before its replica started")
+    return set_death_signal
 
 
 def describe_exit(code: int) -> str:
@@ -77,28 +84,38 @@ class Replica:
         self.name, self.command, self.env, self.log_path = name, command, env, log_path
         self.stream, self.tail = stream, collections.deque(maxlen=TAIL_LINES)
         self.process: Optional[subprocess.Popen] = None
+        self._copier: Optional[threading.Thread] = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        self.tail.clear()
+        self.tail = collections.deque(maxlen=TAIL_LINES)  # the old copier keeps its own
         self.process = subprocess.Popen(
             self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, start_new_session=True)
-        threading.Thread(target=self._copy_output, args=(self.process,), daemon=True).start()
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(os.getpid()),
+            start_new_session=True)
+        self._copier = threading.Thread(target=self._copy_output,
+                                        args=(self.process, self.tail), daemon=True)
+        self._copier.start()
         print(f"  Trainer replica {self.name} started (pid {self.process.pid})",
               file=self.stream, flush=True)
 
-    def _copy_output(self, process: subprocess.Popen) -> None:
+    def _copy_output(self, process: subprocess.Popen, tail: collections.deque) -> None:
         with open(self.log_path, "ab") as log:
             log.write(f"--- {self.name} start {self.starts}, pid {process.pid}\n".encode())
             for raw in process.stdout:
                 log.write(raw)
                 log.flush()
                 line = raw.decode("utf-8", "replace").rstrip("\n")
-                self.tail.append(line)
+                tail.append(line)
                 if self.name == "chief" and line.startswith("  Trainer "):
                     print(line, file=self.stream, flush=True)
+
+    def last_lines(self) -> str:
+        """The end of the current start's output, once its pipe is drained."""
+        if self._copier is not None:
+            self._copier.join(5)
+        return "\n".join(f"    {line}" for line in list(self.tail))
 
     def poll(self) -> Optional[int]:
         return self.process.poll() if self.process else None
@@ -119,9 +136,10 @@ def run_replicas(executor_args: List[str], distribution: dict,
                  log_dir: Optional[str] = None, stream: Optional[TextIO] = None,
                  wrap: Callable[[int], List[str]] = lambda index: []) -> None:
     """Runs ``distribution["workers"]`` replicas of ``python -m tfx.scripts.run_executor
-    <executor_args>`` until the chief ends well; raises RuntimeError when a replica
-    fails after ``distribution["max_restarts"]`` restarts. ``wrap(i)``: a command
-    prefix for replica i (the benchmark pins each one to a core with taskset)."""
+    <executor_args>`` until the chief ends well; raises RuntimeError when they fail after
+    ``distribution["max_restarts"]`` restarts or outlive ``distribution["deadline_minutes"]``
+    (0: none). ``wrap(i)``: a command prefix for replica i (the benchmark pins each one to
+    a core with taskset)."""
     stream = stream or sys.stderr
     workers, max_restarts = int(distribution["workers"]), int(
         distribution.get("max_restarts", 0))
@@ -138,47 +156,61 @@ def run_replicas(executor_args: List[str], distribution: dict,
     print(f"  Trainer: {workers} replicas on {HOST} (a chief and {workers - 1} "
           f"worker{'s' * (workers > 2)}, up to {max_restarts} restarts), logs in {log_dir}",
           file=stream, flush=True)
+    minutes = float(distribution.get("deadline_minutes") or 0)
     try:
-        _supervise(replicas, max_restarts, stream)
+        _supervise(replicas, max_restarts, stream,
+                   deadline=time.monotonic() + 60 * minutes if minutes else None)
     finally:
         for replica in replicas:
             replica.stop()
 
 
-def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO) -> None:
+def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO,
+               deadline: Optional[float] = None) -> None:
+    """Until every replica ended well (or the chief did, CHIEF_DONE_GRACE_SECONDS ago).
+
+    A failed replica restarts the whole cluster: TensorFlow's coordination service does
+    not take a restarted task back while the others run, and the others' collectives
+    fail anyway; one restart per incident, as Vertex AI's restart_job_on_worker_restart."""
     for replica in replicas:
         replica.start()
     restarts, done, chief_done_at = 0, set(), None
     while len(done) < len(replicas):
+        if deadline is not None and time.monotonic() > deadline:
+            raise RuntimeError("the Trainer's replicas ran past trainer.deadline_minutes; "
+                               "stopped")
+        failed = None
         for replica in replicas:
             code = None if replica.name in done else replica.poll()
-            if code is None:
-                continue
             if code == 0:
                 done.add(replica.name)
                 chief_done_at = chief_done_at or (time.monotonic()
                                                   if replica.name == "chief" else None)
-                continue
-            if chief_done_at is not None:  # the model is exported; a late worker failure
-                print(f"  Trainer replica {replica.name} ended with "  # does not undo it
-                      f"{describe_exit(code)} after the chief finished",
+            elif code is not None and chief_done_at is not None:
+                print(f"  Trainer replica {replica.name} ended with "  # the model is
+                      f"{describe_exit(code)} after the chief finished",  # exported
                       file=stream, flush=True)
                 done.add(replica.name)
-                continue
+            elif code is not None:
+                failed = failed or (replica, code)
+        if failed:
+            replica, code = failed
             if restarts >= max_restarts or done:
-                # after another replica ended well, a restarted one would wait forever
-                # for a cluster that cannot form again
+                # after another replica ended well, a restarted cluster could not form
                 why = (f"after {', '.join(sorted(done))} ended" if done else
                        f"and the {max_restarts} restarts of trainer.max_restarts are used")
-                tail = "\n".join(f"    {line}" for line in replica.tail)
                 raise RuntimeError(
                     f"Trainer replica {replica.name} failed ({describe_exit(code)}) {why}; "
-                    f"its log: {replica.log_path}; last lines:\n{tail}")
+                    f"its log: {replica.log_path}; last lines:\n{replica.last_lines()}")
             restarts += 1
             print(f"  Trainer replica {replica.name} ended with {describe_exit(code)}: "
-                  f"restarting it (restart {restarts} of {max_restarts}); it resumes "
-                  f"from the last backup", file=stream, flush=True)
-            replica.start()
+                  f"restarting all {len(replicas)} replicas (restart {restarts} of "
+                  f"{max_restarts}); they resume from the last backup",
+                  file=stream, flush=True)
+            for other in replicas:
+                other.stop()
+            for other in replicas:
+                other.start()
         if chief_done_at is not None and \
                 time.monotonic() - chief_done_at > CHIEF_DONE_GRACE_SECONDS:
             late = [r.name for r in replicas if r.name not in done]

@@ -123,8 +123,11 @@ def tfjob_manifest(name: str, namespace: str, distribution: dict, executor_args:
                    volumes=(), volume_mounts=(), service_account: Optional[str] = None,
                    owner: Optional[dict] = None) -> dict:
     """The TFJob: a Chief and ``workers`` - 1 Workers of ``pod_template``, restarted on
-    failure at most ``max_restarts`` times in all. ``owner``: the step's pod
-    (metadata.ownerReferences entry), so the job goes when that pod is deleted."""
+    failure. One lost replica makes every replica's collectives fail, so each incident
+    restarts all of them: the operator counts every pod's restarts against backoffLimit,
+    which is ``max_restarts`` x replicas. ``deadline_minutes`` (0: none) becomes
+    activeDeadlineSeconds. ``owner``: the step's pod (metadata.ownerReferences entry),
+    so the job goes when that pod is deleted."""
     if service_account is None:
         service_account = distribution.get("service_account", "")
     template = pod_template(distribution, executor_args, volumes, volume_mounts,
@@ -134,12 +137,15 @@ def tfjob_manifest(name: str, namespace: str, distribution: dict, executor_args:
     if owner:
         metadata["ownerReferences"] = [owner]
         metadata["annotations"] = {STEP_POD_ANNOTATION: owner["name"]}
+    run_policy = {"backoffLimit": int(distribution["max_restarts"]) * sum(replicas.values()),
+                  "cleanPodPolicy": "Running",
+                  "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED}
+    if distribution.get("deadline_minutes"):
+        run_policy["activeDeadlineSeconds"] = int(60 * distribution["deadline_minutes"])
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata,
         "spec": {
-            "runPolicy": {"backoffLimit": int(distribution["max_restarts"]),
-                          "cleanPodPolicy": "Running",
-                          "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED},
+            "runPolicy": run_policy,
             "tfReplicaSpecs": {
                 kind: {"replicas": count, "restartPolicy": "OnFailure", "template": template}
                 for kind, count in replicas.items() if count > 0}}}
@@ -166,6 +172,11 @@ def _covers(mount_path: str, path: str) -> bool:
     return path == mount_path or path.startswith(mount_path.rstrip("/") + "/")
 
 
+# Volume types whose contents live in one pod (or one node): never a shared root.
+POD_LOCAL_VOLUMES = ("empty_dir", "host_path", "config_map", "secret", "downward_api",
+                     "projected", "ephemeral")
+
+
 def shared_root(pod: Optional[k8s.V1Pod], pipeline_root: str) -> tuple:
     """(volumes, volumeMounts) that give the replicas the step's mounted pipeline root:
     the step's volume whose mount holds ``pipeline_root``, at the same path. A gs:// or
@@ -178,6 +189,13 @@ def shared_root(pod: Optional[k8s.V1Pod], pipeline_root: str) -> tuple:
         for mount in container.volume_mounts or []:
             if _covers(mount.mount_path, pipeline_root):
                 volume, = [v for v in pod.spec.volumes if v.name == mount.name]
+                local = [kind for kind in POD_LOCAL_VOLUMES if getattr(volume, kind, None)]
+                if local:  # each replica would get a folder of its own
+                    raise RuntimeError(
+                        f"kubeflow.pipeline_root {pipeline_root} is on the step pod's "
+                        f"{local[0]} volume {volume.name!r}, which the TFJob replicas "
+                        "cannot share: use gs://, s3:// or a shared claim (a "
+                        "ReadWriteMany persistentVolumeClaim, nfs, csi)")
                 mount_copy = {"name": mount.name, "mountPath": mount.mount_path}
                 if mount.sub_path:
                     mount_copy["subPath"] = mount.sub_path
