@@ -17,19 +17,23 @@ export TRANSFORMERS_OFFLINE := 1
 run: $(VENV)/.installed
 	$(BIN)/bert-pipeline run $(ARGS)
 
-test: $(VENV)/.installed-test chromium
+test: $(VENV)/.installed-test test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
-# The browser tier (tests marked browser) opens the run report in Debian's chromium:
-# installed with apt-get when missing and this is root, else make says what is missing.
-.PHONY: chromium
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-	    echo "missing: chromium (Debian package chromium) for the browser tests: install" \
-	         "it as root (apt-get install chromium), or run make test-fast" >&2; exit 1; fi; \
-	  echo "installing chromium (apt-get)" >&2; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian packages two test tiers run, installed with apt-get when missing and this is root
+# (else make says what is missing): chromium (browser tier: the run report) and skopeo
+# (image tier: serving/deploy/kubernetes/pin-images.sh pins local images by digest).
+TEST_TOOLS := chromium skopeo
+.PHONY: test-tools
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "missing:$$missing (Debian packages) for the browser and image tests: install" \
+	       "them as root (apt-get install$$missing), or run make test-fast" >&2; exit 1; fi; \
+	echo "installing$$missing (apt-get)" >&2; apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
 # The unit tier: no pipeline runs, model servers, containers, object storage or browser
 # (markers in pytest.ini).
