@@ -225,10 +225,10 @@ class TrainerConfig:
                              "with its TF_CONFIG) under MultiWorkerMirroredStrategy. "
                              "model.batch_size is per replica: the global batch is "
                              "model.batch_size x replicas.")
-    max_restarts: int = _field(3, "How often failed Trainer replicas are restarted "
-                                  "before the Trainer fails (the Training Operator's "
-                                  "restartPolicy OnFailure and backoffLimit); a restarted "
-                                  "replica resumes from the last backup.")
+    max_restarts: int = _field(3, "How often the Trainer's replicas are restarted, all "
+                                  "of them, after one fails (a restart per incident; a "
+                                  "TFJob's backoffLimit is this x replicas) before the "
+                                  "Trainer fails; they resume from the last backup.")
     backup_every_steps: int = _field(50, "With several replicas: steps between backups "
                                          "(Keras BackupAndRestore under the model run "
                                          "folder) a restarted replica resumes from; 0: "
