@@ -182,9 +182,7 @@ def tfjob_distribution(config: PipelineConfig) -> dict:
                  **accelerators}
     return {"launcher": "tfjob",
             "workers": kubeflow.trainer_workers,
-            "max_restarts": config.trainer.max_restarts,
-            "backup_every_steps": config.trainer.backup_every_steps,
-            "deadline_minutes": config.trainer.deadline_minutes,
+            **config.trainer.replica_settings(),
             "accelerator": kubeflow.trainer_accelerator,  # the replicas check they have it
             "image": kubeflow.image,
             "command": list(tfjob.COMMAND),

@@ -66,10 +66,7 @@ def trainer_distribution(config: PipelineConfig):
     trainer = config.trainer
     if trainer.workers <= 1:
         return None
-    return {"launcher": "local", "workers": trainer.workers,
-            "max_restarts": trainer.max_restarts,
-            "backup_every_steps": trainer.backup_every_steps,
-            "deadline_minutes": trainer.deadline_minutes}
+    return {"launcher": "local", "workers": trainer.workers, **trainer.replica_settings()}
 
 
 def _try_lock(f, attempts: int = 20, pause: float = 0.05) -> bool:

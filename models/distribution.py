@@ -68,12 +68,21 @@ def shard_data(dataset: tf.data.Dataset, files: int, replicas: int) -> tf.data.D
     return dataset.with_options(options)
 
 
+def _beside(path: str, task: str) -> str:
+    """The hidden folder ``.<task>-<name>`` beside ``path``."""
+    folder, name = os.path.split(path.rstrip("/"))
+    return os.path.join(folder, f".{task}-{name}")
+
+
 def write_dir(path: str, config: Optional[dict]) -> str:
     """``path`` for the chief, a temporary folder beside it for the others (delete it
     with ``remove_temporary``)."""
-    return path if is_chief(config) else \
-        os.path.join(os.path.dirname(path.rstrip("/")),
-                     f".{task_name(config)}-{os.path.basename(path.rstrip('/'))}")
+    return path if is_chief(config) else _beside(path, task_name(config))
+
+
+def worker_copies(path: str) -> str:
+    """The glob of every non-chief replica's ``write_dir(path)``."""
+    return _beside(path, "*")
 
 
 def remove_temporary(path: str, config: Optional[dict]) -> None:

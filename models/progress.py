@@ -30,7 +30,28 @@ def _figures(logs: Optional[dict]) -> str:
     return ", ".join(f"{name} {float(value):.4f}" for name, value in sorted((logs or {}).items()))
 
 
-class TrainingProgress(tf.keras.callbacks.Callback):
+class StartStep(tf.keras.callbacks.Callback):
+    """Knows the step training starts at (``start_step``): 0, or the step of the backup a
+    replica was restored from (Keras then numbers its batches from there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.start_step: Optional[int] = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.start_step is None:
+            self.start_step = int(self._epoch * (self.params or {}).get("steps", 0) + batch)
+            self.on_start(self.start_step)
+
+    def on_start(self, step: int) -> None:
+        """Called once, before the first batch trained here."""
+
+
+class TrainingProgress(StartStep):
     """Prints ``Trainer step 50/400 (12%), 1m 05s: 31.2 examples/s, loss 0.6931, about
     7m 40s left`` every ``every`` steps (and at the last one) and a line per epoch."""
 
@@ -40,7 +61,7 @@ class TrainingProgress(tf.keras.callbacks.Callback):
         super().__init__()
         self.total_steps, self.batch_size, self.every = total_steps, batch_size, every
         self.stream, self.clock = stream, clock
-        self.step, self.epochs, self._epoch, self._resumed_at = 0, 1, 0, None
+        self.step, self.epochs = 0, 1
         self._started = self._last_time = self._test_started = 0.0
         self._last_step = 0
 
@@ -51,20 +72,14 @@ class TrainingProgress(tf.keras.callbacks.Callback):
         self.epochs = self.params.get("epochs", 1) if self.params else 1
         self._started = self._last_time = self.clock()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._resumed_at is None:  # after a restore, Keras starts at the backup's step
-            self._resumed_at = int(self._epoch * (self.params or {}).get("steps", 0) + batch)
-            self.step = self._last_step = self._resumed_at
-            if self._resumed_at:
-                self._print(f"resumes at step {self._resumed_at}/{self.total_steps} "
-                            "(from the backup)")
+    def on_start(self, step: int) -> None:
+        self.step = self._last_step = step
+        if step:
+            self._print(f"resumes at step {step}/{self.total_steps} (from the backup)")
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.step == self._resumed_at + 1:  # the first step traces the graph: rates
+        if self.step == self.start_step + 1:  # the first step traces the graph: rates
             self._last_time, self._last_step = self.clock(), self.step  # start after it
         if self.step % self.every and self.step != self.total_steps:
             return
@@ -90,7 +105,7 @@ class TrainingProgress(tf.keras.callbacks.Callback):
                     f"{duration(self.clock() - self._started)}: {_figures(logs)}")
 
 
-class LossTrend(tf.keras.callbacks.Callback):
+class LossTrend(StartStep):
     """The training loss at the start (the first batch) and at the end (the mean of the
     last quarter of the last epoch's batches).
 
@@ -101,16 +116,11 @@ class LossTrend(tf.keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.first: Optional[float] = None
-        self.start_step: Optional[int] = None  # > 0: resumed from a backup
         self._means: list = []  # the running mean after each batch of the current epoch
-        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._means, self._epoch = [], epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.start_step is None:
-            self.start_step = int(self._epoch * (self.params or {}).get("steps", 0) + batch)
+        super().on_epoch_begin(epoch, logs)
+        self._means = []
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and "loss" in logs:

@@ -240,6 +240,13 @@ class TrainerConfig:
                                            "TFJob's activeDeadlineSeconds, the Vertex AI "
                                            "CustomJob's timeout. 0: none.")
 
+    def replica_settings(self) -> dict:
+        """What a launcher of replicas (local processes, a TFJob) and every replica's
+        run_fn read from this section, as JSON values."""
+        return {"max_restarts": self.max_restarts,
+                "backup_every_steps": self.backup_every_steps,
+                "deadline_minutes": self.deadline_minutes}
+
     def __post_init__(self):
         for name in ("workers", "max_restarts", "backup_every_steps", "deadline_minutes"):
             low = 1 if name == "workers" else 0

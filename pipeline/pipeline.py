@@ -220,9 +220,9 @@ def _accelerator(platform_config) -> dict:
 def trainer_component(distribution: Optional[dict], custom_config: dict, **kwargs):
     """The Trainer, as ``distribution`` (resolved by the runner) runs it:
 
-    * None, or ``workers`` 1: TFX's Trainer, in the step's own process;
-    * ``launcher`` local or tfjob with ``workers`` > 1: TFX's Trainer whose executor
-      (components/distributed_trainer) runs that many replicas of TFX's Trainer
+    * None: TFX's Trainer, in the step's own process;
+    * ``launcher`` local or tfjob: TFX's Trainer whose executor
+      (components/distributed_trainer) runs ``workers`` replicas of TFX's Trainer
       executor, as processes on this machine or as a Training Operator TFJob;
     * ``launcher`` vertex: TFX's Vertex AI Trainer (a CustomJob; ``region`` and
       ``training_args`` with its ``worker_pool_specs``).
@@ -240,8 +240,6 @@ def trainer_component(distribution: Optional[dict], custom_config: dict, **kwarg
                               vertex.TRAINING_ARGS_KEY: distribution["training_args"]})
         return tfx.extensions.google_cloud_ai_platform.Trainer(custom_config=custom_config,
                                                                **kwargs)
-    if distribution.get("workers", 1) <= 1:
-        return tfx.components.Trainer(custom_config=custom_config, **kwargs)
     from tfx.dsl.components.base import executor_spec
 
     from components.distributed_trainer.executor import Executor

@@ -20,6 +20,8 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils
 
+from models.distribution import worker_copies
+
 REPLICA_EXECUTOR = "tfx.components.trainer.executor.GenericExecutor"
 
 
@@ -100,6 +102,5 @@ def refuse_local_gpus() -> None:
 def remove_worker_copies(model_dir: str) -> None:
     """Deletes what a worker stopped between its export and its clean-up left beside the
     chief's model (``models.distribution.write_dir``): the artifact holds one model."""
-    folder, name = os.path.split(model_dir.rstrip("/"))
-    for path in fileio.glob(os.path.join(folder, f".*-{name}")):
+    for path in fileio.glob(worker_copies(model_dir)):
         fileio.rmtree(path)
