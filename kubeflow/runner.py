@@ -118,6 +118,11 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     """The pipeline as Kubeflow runs it. ``kubeflow.beam_args``, where set, replace
     ``beam_args`` (the DirectRunner inside each pod)."""
     check_storage(config)
+    if config.output.serving_mixed_precision and not config.vertex.project:
+        raise ValueError("output.serving_mixed_precision is for the project's own model "
+                         "server (local runs, Vertex AI): on Kubeflow, InfraValidator runs "
+                         "stock TF Serving; unset it and give --mixed_precision=bfloat16 in "
+                         "serving/deploy/tf-serving.yaml's args")
     kubeflow = config.kubeflow
     distribution = trainer_distribution(config)
     return create_pipeline(

@@ -151,6 +151,16 @@ class OutputConfig:
     serving_check_timeout: int = _field(300, "Seconds the serving check (load the candidate "
                                              "in the model server, answer its warmup "
                                              "requests over gRPC and REST) may take.")
+    serving_mixed_precision: str = _field(
+        "", "bfloat16: the serving check loads the candidate with the model server's "
+            "--mixed_precision=bfloat16, as it will be served (needs a CPU with AMX or "
+            "AVX512-BF16); empty: float32.")
+
+    def __post_init__(self):
+        from serving.precision import MODES
+        if self.serving_mixed_precision not in MODES:
+            raise ValueError(f"output.serving_mixed_precision must be bfloat16 or empty "
+                             f"(float32), not '{self.serving_mixed_precision}'")
 
 
 @dataclasses.dataclass

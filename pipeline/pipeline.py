@@ -183,7 +183,8 @@ def serving_validation(config: PipelineConfig, model, evaluator, gen,
         return ServingCheck(
             model=model, model_blessing=evaluator.outputs["blessing"],
             model_name=config.output.model_name,
-            timeout_seconds=config.output.serving_check_timeout)
+            timeout_seconds=config.output.serving_check_timeout,
+            mixed_precision=config.output.serving_mixed_precision)
     return KubernetesInfraValidator(
         model=model,
         examples=gen.outputs["examples"],

@@ -25,8 +25,9 @@ class CheckResult:
 
 
 def check_model(saved_model_dir: str, model_name: str = "candidate",
-                timeout_seconds: float = 300.0) -> CheckResult:
-    """Starts a server on ``saved_model_dir`` and replays its warmup requests on both APIs."""
+                timeout_seconds: float = 300.0, mixed_precision: str = "") -> CheckResult:
+    """Starts a server on ``saved_model_dir`` (with ``--mixed_precision``) and replays its
+    warmup requests on both APIs."""
     from serving.client import GrpcClient, RestClient, ServingClientError, Target
     from serving.process import ServerProcess
 
@@ -38,7 +39,8 @@ def check_model(saved_model_dir: str, model_name: str = "candidate",
             with ServerProcess(["--model_name", model_name,
                                 "--model_base_path", os.path.join(base, model_name),
                                 "--file_system_poll_wait_seconds", "0",
-                                "--max_num_load_retries", "0"],
+                                "--max_num_load_retries", "0",
+                                f"--mixed_precision={mixed_precision}"],
                                timeout=timeout_seconds) as server:
                 target = Target(model_name)
                 with GrpcClient(server.grpc_address, target, timeout_seconds) as by_grpc, \

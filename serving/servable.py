@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving import contract, deadlines
+from serving import contract, deadlines, lengths
 from serving.batching import BatchingParameters, Batcher, QueueFull
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
@@ -34,6 +34,7 @@ class LoadSettings:
     warmup: bool = True  # --enable_model_warmup
     warmup_iterations: int = 1  # --num_request_iterations_for_warmup
     method_name_check: bool = False  # --enable_signature_method_name_check
+    by_length: bool = True  # --batch_by_length: rows run in groups of similar length
 
 Tensors = Dict[str, np.ndarray]
 
@@ -178,10 +179,11 @@ class Servable:
 
     # -- helpers --------------------------------------------------------------------------
     def _caller(self, key: str):
-        """The signature as a function of numpy tensors; under a deadline, a run of more
-        than ``DEADLINE_SLICE_ROWS`` rows of a batch-major signature is made in slices of
-        that many rows (as batching splits and merges them), the deadline checked before
-        each."""
+        """The signature as a function of numpy tensors. A call of several rows of a
+        batch-major signature with text inputs runs them in groups of similar length
+        (``--batch_by_length``, serving/lengths.py); else, under a deadline, a call of more
+        than ``DEADLINE_SLICE_ROWS`` rows runs in slices of that many (as batching splits
+        and merges them). The deadline is checked before each group or slice."""
         fn = self._functions[key]
         specs = fn.structured_input_signature[1]
         sliceable = _batchable(fn) and all(o.shape[1:].is_fully_defined()
@@ -198,9 +200,13 @@ class Servable:
             return {k: v.numpy() for k, v in outputs.items()}
 
         def call(inputs: Tensors) -> Tensors:
+            if not sliceable:
+                return run(inputs)
+            sizes = lengths.row_lengths(inputs) if self.settings.by_length else None
+            if sizes is not None and len(sizes) > 1:
+                return lengths.run_by_length(run, inputs, sizes, DEADLINE_SLICE_ROWS)
             rows = {len(v) if v.ndim else -1 for v in inputs.values()}
-            if (not sliceable or deadlines.current() is None or len(rows) != 1
-                    or rows.pop() <= DEADLINE_SLICE_ROWS):
+            if deadlines.current() is None or len(rows) != 1 or rows.pop() <= DEADLINE_SLICE_ROWS:
                 return run(inputs)
             parts = [run({k: v[start:start + DEADLINE_SLICE_ROWS] for k, v in inputs.items()})
                      for start in range(0, len(next(iter(inputs.values()))),

@@ -8,7 +8,8 @@ timeouts, threads), the rest are accepted with a warning. Its own flags:
 ``--allow_plaintext_token`` (tokens and rights: serving/auth.py), ``--feedback_dir``,
 ``--feedback_max_age_days``, ``--feedback_max_rows``,
 ``--feedback_max_corrections_per_minute``, ``--drain_delay_seconds``,
-``--drain_grace_seconds`` (SIGTERM/SIGINT drain: serving/drain.py).
+``--drain_grace_seconds`` (SIGTERM/SIGINT drain: serving/drain.py), ``--batch_by_length``
+(serving/lengths.py).
 
 It refuses to start with a token file on a non-loopback ``--host`` without
 ``--ssl_config_file`` (unless ``--allow_plaintext_token``), and with ``--feedback_dir``
@@ -25,7 +26,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
 
-from serving import filesystems
+from serving import filesystems, precision
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -103,7 +104,9 @@ TF_SERVING_FLAGS = [
     ("xla_gpu_compilation_enabled", _bool, False, None),
     ("enable_profiler", _bool, True, None),
     ("thread_pool_factory_config_file", str, "", None),
-    ("mixed_precision", str, "", None),
+    ("mixed_precision", str, "",
+     "bfloat16: oneDNN's automatic bfloat16 rewrite on every model (CPUs with AMX or "
+     "AVX512-BF16; batch throughput, not single-text latency). Unset: float32."),
     ("skip_initialize_tpu", _bool, False, None),
     ("enable_grpc_healthcheck_service", _bool, False, None),
 ]
@@ -163,6 +166,11 @@ def make_parser() -> argparse.ArgumentParser:
                      help="Allow a token file on a non-loopback --host without "
                           "--ssl_config_file: only when a proxy or mesh in the same pod "
                           "terminates TLS.")
+    own.add_argument("--batch_by_length", type=_bool, nargs="?", const=True, default=True,
+                     help="Run the rows of a batch (server-side batching's merged requests, "
+                          "or one request of several texts) in groups of similar length, "
+                          "each padded to its own longest text; answers keep their order "
+                          "(default: true).")
     own.add_argument("--drain_delay_seconds", type=float, default=5,
                      help="On SIGTERM/SIGINT: readiness (model metadata) fails at once, "
                           "the ports stay open this long so load balancers stop sending "
@@ -185,14 +193,15 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
     if args.port == 0 and args.rest_api_port == 0 and not args.grpc_socket_path:
         parser.error("both --port and --rest_api_port are 0 and no --grpc_socket_path: "
                      "nothing to serve on")
-    try:
-        channel_arguments(args.grpc_channel_arguments)
-    except ValueError as error:
-        parser.error(str(error))
     if args.port and args.port == args.rest_api_port:
         parser.error("--rest_api_port must differ from --port")
     if args.feedback_max_corrections_per_minute < 0:
         parser.error("--feedback_max_corrections_per_minute must be 0 (no limit) or more")
+    try:
+        channel_arguments(args.grpc_channel_arguments)
+        precision.check_mode(args.mixed_precision)
+    except ValueError as error:
+        parser.error(str(error))
     for name in ("drain_delay_seconds", "drain_grace_seconds"):
         if not 0 <= getattr(args, name) < float("inf"):
             parser.error(f"--{name} must be 0 or more seconds")
@@ -213,6 +222,7 @@ def build_service(args: argparse.Namespace):
     from serving.service import Service
 
     filesystems.register()  # s3:// model paths: tensorflow-io's file system
+    precision.enable(args.mixed_precision)  # before any model loads
     if args.tensorflow_intra_op_parallelism:
         tf.config.threading.set_intra_op_parallelism_threads(
             args.tensorflow_intra_op_parallelism)
@@ -235,7 +245,8 @@ def build_service(args: argparse.Namespace):
             batching=batching, tags=[t for t in args.saved_model_tags.split(",") if t],
             warmup=args.enable_model_warmup,
             warmup_iterations=max(1, args.num_request_iterations_for_warmup),
-            method_name_check=args.enable_signature_method_name_check),
+            method_name_check=args.enable_signature_method_name_check,
+            by_length=args.batch_by_length),
         file_system_poll_seconds=max(0, args.file_system_poll_wait_seconds),
         max_load_retries=max(0, args.max_num_load_retries),
         load_retry_interval_seconds=max(0, args.load_retry_interval_micros) / 1e6,

@@ -39,6 +39,8 @@ def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeyp
     ({"trainer.workers": "0"}, "trainer.workers must be at least 1, got 0"),
     ({"trainer.max_restarts": "-1"}, "trainer.max_restarts must be at least 0"),
     ({"trainer.backup_every_steps": "-5"}, "trainer.backup_every_steps must be at least 0"),
+    ({"output.serving_mixed_precision": "float16"},
+     "output.serving_mixed_precision must be bfloat16 or empty"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -142,6 +142,16 @@ def test_compile_refuses_local_storage_and_json(tmp_path):
         compile_pipeline(_config(), str(tmp_path / "p.json"))
 
 
+
+def test_compile_refuses_bfloat16_serving_check_infra_validator_cannot_honour(tmp_path):
+    """InfraValidator runs stock TF Serving with its own flags: the setting would be
+    ignored there, so it is refused, naming where the flag goes instead."""
+    with pytest.raises(ValueError, match="output.serving_mixed_precision is for the project's "
+                                         "own model server.*tf-serving.yaml"):
+        compile_pipeline(_config(**{"output.serving_mixed_precision": "bfloat16"}),
+                         str(tmp_path / "p.yaml"))
+
+
 UNPINNED = {"kubeflow.image": "registry.example/bert-text-pipeline:7",
             "kubeflow.serving_image": "docker.io/tensorflow/serving:2.18.0"}
 

@@ -2,7 +2,7 @@
 
 Before the Pusher, the blessed candidate is loaded by the local model server
 (a child process, real sockets) and its warmup requests are sent over gRPC and
-REST. The output is an ``InfraBlessing``, which the stock Pusher honours: a
+REST (with ``--mixed_precision=bfloat16`` when ``mixed_precision`` says so). The output is an ``InfraBlessing``, which the stock Pusher honours: a
 model that fails to load or answer is not pushed, and the reason is recorded.
 """
 
@@ -23,14 +23,15 @@ def ServingCheck(model: InputArtifact[standard_artifacts.Model],
                  model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
                  blessing: OutputArtifact[standard_artifacts.InfraBlessing],
                  model_name: Parameter[str],
-                 timeout_seconds: Parameter[int] = 300):
+                 timeout_seconds: Parameter[int] = 300,
+                 mixed_precision: Parameter[str] = ""):
     from serving.check import check_model
 
     if model_blessing.get_int_custom_property("blessed") != 1:
         ok, reason = False, "not checked: the Evaluator did not bless the model"
     else:
         result = check_model(path_utils.serving_model_path(model.uri), model_name,
-                             timeout_seconds)
+                             timeout_seconds, mixed_precision)
         ok, reason = result.ok, result.reason
     blessing.set_int_custom_property("blessed", int(ok))
     blessing.set_string_custom_property("reason", reason[:2000])

