@@ -191,13 +191,20 @@ def _cmd_score(args) -> int:
         quoting=args.quoting, text_separator=args.text_separator,
         text_pair_column=args.text_pair_column, label_delimiter=args.label_delimiter)
     try:
-        result = score_file(args.model, args.data, reader)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+        result = score_file(args.model, args.data, reader, args.batch_size)
     except ValueError as error:  # the reader names pipeline settings; here they are flags
         raise ValueError(re.sub(r"\bdata\.(\w+)", r"--\1", str(error))) from None
     print(f"{result.examples} examples, accuracy {result.accuracy:.4f} "
           f"({result.seconds:.1f}s)")
     for label, (correct, total) in result.per_label.items():
         print(f"  label {label}: {correct}/{total} correct, F1 {result.f1(label):.4f}")
+    if args.predictions:
+        import json
+        with open(args.predictions, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
+        print(f"predictions: {args.predictions} (one JSON line per row, in file order)")
     return 0
 
 
@@ -246,10 +253,18 @@ def _column_rows(texts: list) -> list:
     return rows
 
 
+def _text_lengths(rows) -> list:
+    """Bytes per row (its strings summed): what length-aware requests group by."""
+    return [sum(len(v.encode("utf-8")) for v in row.values()) for row in rows]
+
+
 def _cmd_predict(args) -> int:
     import json
 
     from serving.client import ServingClientError, Target, connect
+    from serving.lengths import map_by_length
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
     texts = list(args.text) + (_read_text_lines(args.input) if args.input else [])
     if not texts:
         raise ValueError("nothing to predict: give texts or --input FILE")
@@ -272,9 +287,15 @@ def _cmd_predict(args) -> int:
     with connect(args.server, target, timeout=args.timeout, token=token,
                  ca_file=args.ca_file, client_cert=args.client_cert,
                  client_key=args.client_key) as client:
+        def send(batch):  # row numbers of one request
+            if rows is not None:
+                return client.predict_columns([rows[i] for i in batch])
+            return client.predict_texts([texts[i] for i in batch],
+                                        None if pairs is None else [pairs[i] for i in batch])
         try:
-            predictions = (client.predict_columns(rows) if rows is not None
-                           else client.predict_texts(texts, pairs))
+            predictions = map_by_length(send, range(len(texts)), _text_lengths(
+                rows or [{"text": t, **({} if pairs is None else {"text_pair": pairs[i]})}
+                         for i, t in enumerate(texts)]), args.batch_size)
         except ServingClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -347,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Joins several text columns (default: a space).")
     score.add_argument("--label_delimiter", default="",
                        help="Splits the label field into several labels (multi-label models).")
+    score.add_argument("--batch_size", type=int, default=64,
+                       help="Rows per model call; rows run in batches of similar length "
+                            "(default: %(default)s).")
+    score.add_argument("--predictions", default="",
+                       help="Also write each row's text, labels, predicted labels and "
+                            "probabilities here, one JSON line per row in file order.")
     score.set_defaults(func=_cmd_score)
 
     schedule = _config_command(
@@ -434,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     choice = predict.add_mutually_exclusive_group()
     choice.add_argument("--version", type=int, help="Model version (default: latest).")
     choice.add_argument("--label", help="Version label, e.g. stable or canary.")
+    predict.add_argument("--batch_size", type=int, default=64,
+                         help="Texts per request: they are sent in requests of similar "
+                              "length (each padded less) and printed in input order "
+                              "(default: %(default)s).")
     predict.add_argument("--timeout", type=float, default=10.0,
                          help="Seconds per call, retries included (default: %(default)s).")
     predict.add_argument("--token_file", help="File with the server's bearer token, in the "

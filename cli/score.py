@@ -9,6 +9,7 @@ import time
 
 from components.text_example_gen.parsing import ReaderConfig, column_refs, read_file
 from serving import contract
+from serving.lengths import map_by_length
 
 
 @dataclasses.dataclass
@@ -18,6 +19,8 @@ class Score:
     per_label: dict  # label -> (correct, total): texts of the label predicted with it
     seconds: float
     predicted: dict = dataclasses.field(default_factory=dict)  # label -> times predicted
+    # per record, in file order: text (text_pair), labels, predicted, probabilities
+    rows: list = dataclasses.field(default_factory=list)
 
     def f1(self, label: str) -> float:
         """F1 of one label (precision over predictions, recall over its texts)."""
@@ -39,7 +42,9 @@ def latest_version(model_dir: str) -> str:
 def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
                batch_size: int = 64) -> Score:
     """Accuracy of the model on a labelled file (sentence pairs with
-    ``reader.text_pair_column``; several labels per text with ``reader.label_delimiter``)."""
+    ``reader.text_pair_column``; several labels per text with ``reader.label_delimiter``).
+    Records run in batches of ``batch_size`` of similar length; ``Score.rows`` keeps
+    the file's order."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
@@ -61,12 +66,9 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
                          f"{'sentence pairs' if takes_pairs else 'single texts'}: "
                          f"{'set' if takes_pairs else 'drop'} the text pair column")
     multi_label = contract.LABEL_SET in predict.structured_outputs
-    started = time.time()
-    per_label: dict = collections.defaultdict(lambda: [0, 0])
-    predicted_counts: dict = collections.Counter()
-    exact = 0
-    for i in range(0, len(records), batch_size):
-        batch = records[i:i + batch_size]
+
+    def run(batch):
+        """(predicted labels, probabilities) per record of one batch."""
         if by_columns:
             outputs = predict(examples=tf.constant([_example(r, takes_pairs) for r in batch]))
         else:
@@ -75,19 +77,31 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
                 inputs[contract.TEXT_PAIR_INPUT] = tf.constant([r.text_pair for r in batch])
             outputs = predict(**inputs)
         if multi_label:
-            predicted = [{v.decode() for v in row if v}
+            predicted = [[v.decode() for v in row if v]
                          for row in outputs[contract.LABEL_SET].numpy()]
         else:
-            predicted = [{v.decode()} for v in outputs[contract.LABEL_NAME].numpy()]
-        for record, labels in zip(batch, predicted):
-            exact += labels == set(record.labels)
-            predicted_counts.update(labels)
-            for label in record.labels:
-                per_label[label][1] += 1
-                per_label[label][0] += label in labels
+            predicted = [[v.decode()] for v in outputs[contract.LABEL_NAME].numpy()]
+        return list(zip(predicted, outputs[contract.PROBABILITIES].numpy().tolist()))
+
+    started = time.time()
+    # batches of similar length, each padded less; the answers come back in file order
+    answers = map_by_length(run, records, [len(r.text.encode("utf-8")) + len(
+        (r.text_pair or "").encode("utf-8")) for r in records], batch_size)
+    per_label: dict = collections.defaultdict(lambda: [0, 0])
+    predicted_counts: dict = collections.Counter()
+    exact = 0
+    for record, (labels, _) in zip(records, answers):
+        exact += set(labels) == set(record.labels)
+        predicted_counts.update(labels)
+        for label in record.labels:
+            per_label[label][1] += 1
+            per_label[label][0] += label in labels
+    rows = [{"text": r.text, **({"text_pair": r.text_pair} if takes_pairs else {}),
+             "labels": list(r.labels), "predicted": labels, "probabilities": probabilities}
+            for r, (labels, probabilities) in zip(records, answers)]
     return Score(len(records), exact / len(records),
                  {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started,
-                 dict(predicted_counts))
+                 dict(predicted_counts), rows)
 
 
 def _check_columns(reader: ReaderConfig, trained: dict, model_dir: str) -> None:

@@ -59,6 +59,17 @@ def length_groups(lengths: Sequence[int], max_rows: int = MAX_GROUP_ROWS,
     return groups[::-1]
 
 
+def map_by_length(fn: Callable[[list], list], items: Sequence, lengths: Sequence[int],
+                  max_rows: int = MAX_GROUP_ROWS) -> list:
+    """``fn`` (a list of items in, one result per item out) on groups of items of similar
+    length; the results in the items' order."""
+    results = [None] * len(items)
+    for rows in length_groups(lengths, max_rows):
+        for row, result in zip(rows, fn([items[i] for i in rows])):
+            results[row] = result
+    return results
+
+
 def run_by_length(fn: Callable[[Tensors], Tensors], inputs: Tensors,
                   lengths: Sequence[int], max_rows: int = MAX_GROUP_ROWS) -> Tensors:
     """``fn`` on groups of rows of similar length; the outputs in the inputs' row order."""

@@ -93,3 +93,37 @@ def export_text_length(base_path: str, version: int = 1) -> str:
         "classify": module.classify.get_concrete_function()})
     set_method_name(path, "classify", CLASSIFY)
     return path
+
+
+class LengthClassifier(tf.Module):
+    """A text model in this project's shape: 'long' when a text has more than 10 bytes.
+    predict_text takes ``text`` (probabilities, label); classify takes tf.Examples with a
+    ``text`` feature."""
+
+    labels = ("short", "long")
+
+    def _probabilities(self, text):
+        p_long = tf.sigmoid(tf.cast(tf.strings.length(text), tf.float32) - 10.5)
+        return tf.stack([1.0 - p_long, p_long], axis=1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def predict_text(self, text):
+        probabilities = self._probabilities(text)
+        return {"probabilities": probabilities,
+                "label": tf.gather(tf.constant(self.labels), tf.argmax(probabilities, 1))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs):
+        text = tf.io.parse_example(inputs, {"text": tf.io.FixedLenFeature([], tf.string)})
+        scores = self._probabilities(text["text"])
+        return {"scores": scores, "classes": tf.tile(tf.constant([list(self.labels)]),
+                                                     [tf.shape(scores)[0], 1])}
+
+
+def export_length_classifier(version_dir: str) -> str:
+    module = LengthClassifier()
+    tf.saved_model.save(module, version_dir, signatures={
+        "predict_text": module.predict_text.get_concrete_function(),
+        "classify": module.classify.get_concrete_function()})
+    set_method_name(version_dir, "classify", CLASSIFY)
+    return version_dir

@@ -2,6 +2,7 @@
 import threading
 
 import numpy as np
+import pytest
 
 from serving.batching import Batcher, BatchingParameters
 from serving.lengths import length_groups, row_lengths, run_by_length
@@ -72,3 +73,52 @@ def test_concurrent_callers_of_a_length_aware_batcher_get_their_own_rows_in_orde
     for k in range(callers):
         assert answers[k]["echo"].tolist() == requests[k].tolist()
     assert len(calls) == 2 and all(max(c) < 2 * min(c) for c in calls), calls
+
+
+TEXTS = ["a", "a much longer text, well over ten bytes", "bb", "another long one, indeed",
+         "ccc", "x" * 300, "short", "medium text!"]
+
+
+def _expected(text: str) -> str:
+    return "long" if len(text.encode()) > 10 else "short"
+
+
+def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys):
+    import json
+
+    from cli.main import main
+    from tests.serving_models import export_length_classifier
+    export_length_classifier(str(tmp_path / "m" / "1"))
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{_expected(t)}\n" for t in TEXTS))
+    out = tmp_path / "predictions.jsonl"
+    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(data),
+                 "--batch_size", "3", "--predictions", str(out)]) == 0
+    assert "8 examples, accuracy 1.0000" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert [r["predicted"] for r in rows] == [[_expected(t)] for t in TEXTS]
+    assert all((r["probabilities"][1] > 0.5) == (_expected(r["text"]) == "long") for r in rows)
+
+
+@pytest.mark.serving
+def test_predict_sends_requests_by_length_and_prints_in_input_order(tmp_path, capsys):
+    import json
+
+    from cli.main import main
+    from serving.process import ServerProcess
+    from tests.serving_models import export_length_classifier
+    export_length_classifier(str(tmp_path / "m" / "1"))
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(TEXTS) + "\n")
+    with ServerProcess(["--model_name", "m", "--model_base_path", str(tmp_path / "m")]) \
+            as server:
+        for address in (server.rest_url, f"grpc://{server.grpc_address}"):
+            capsys.readouterr()
+            assert main(["predict", "--server", address, "--model", "m", "--input",
+                         str(lines), "--batch_size", "3"]) == 0
+            printed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+            assert [p["text"] for p in printed] == TEXTS
+            assert [p["label"] for p in printed] == [_expected(t) for t in TEXTS]
+    assert main(["predict", "--batch_size", "0", "x"]) == 1
+    assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
