@@ -150,6 +150,10 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             binarize=tfma.BinarizationOptions(class_ids={"values": [1]})))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
+            # The exported model's signatures, as they are served: named, TFMA loads it
+            # with tf.saved_model.load alone (unnamed, it loads it as a Keras model first,
+            # to find its type, and then again to evaluate).
+            model_type=tfma.TF_GENERIC,
             signature_name=features.SERVING_EXAMPLES_SIGNATURE,
             preprocessing_function_names=[features.TRANSFORM_SIGNATURE],
             label_key=features.LABEL_ID, prediction_key=features.PROBABILITIES)],
