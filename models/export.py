@@ -179,7 +179,11 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
         features.TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
         REDACT_SIGNATURE: redact_text.get_concrete_function(),
     }
-    model.save(output_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    # save_traces=False: no Keras traces of every layer's call (the largest part of the
+    # export's time and of the model's load time); everything loads the model through its
+    # signatures (tf.saved_model.load), never as a Keras model.
+    model.save(output_dir, save_format="tf", signatures=signatures, include_optimizer=False,
+               save_traces=False)
     set_method_name(output_dir, features.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)
     extra = os.path.join(output_dir, ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)

@@ -33,6 +33,17 @@ def _by_label(saved: np.ndarray, fresh: np.ndarray, base_labels: Sequence[str],
     return value
 
 
+def saved_weights(base) -> list:
+    """The model weights of a loaded SavedModel: Keras's ``variables`` list where the model
+    was saved with its Keras traces (before this project's export left them out), else
+    every named variable reachable from the loaded object."""
+    if hasattr(base, "variables"):
+        return list(base.variables)
+    found = {id(obj): obj for obj in tf.train.TrackableView(base).descendants()
+             if isinstance(obj, tf.Variable) and "/" in obj.name}
+    return list(found.values())
+
+
 def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str]) -> str:
     """Loads ``base_model_dir``'s weights into ``classifier``; returns what was done.
 
@@ -41,8 +52,7 @@ def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str])
     """
     import tensorflow_text  # noqa: F401  (ops of the saved tokenizer)
 
-    base = tf.saved_model.load(base_model_dir)
-    saved = {weight_key(v.name): v for v in base.variables}
+    saved = {weight_key(v.name): v for v in saved_weights(tf.saved_model.load(base_model_dir))}
     base_labels = read_base_labels(base_model_dir)
     for variable in classifier.weights:
         key = weight_key(variable.name)
