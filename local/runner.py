@@ -31,9 +31,9 @@ class RunInProgress(RuntimeError):
 
 
 def metadata_config(config: PipelineConfig):
-    from tfx import v1 as tfx
+    from tfx.orchestration import metadata  # not tfx.v1: pipeline/pipeline.py says why
     os.makedirs(os.path.dirname(os.path.abspath(config.metadata_path)), exist_ok=True)
-    return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+    return metadata.sqlite_metadata_connection_config(
         os.path.abspath(config.metadata_path))
 
 
@@ -174,7 +174,7 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
         started = time.time()
         run_key = history.start(config.history_path, started, reason)
         try:
-            from tfx import v1 as tfx
+            from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
             from local import progress, summary
             pipeline = local_pipeline(config)
@@ -186,7 +186,7 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
         try:
             with progress.component_progress(), \
                     no_tfx_package_for_direct_runner(pipeline.beam_pipeline_args):
-                tfx.orchestration.LocalDagRunner().run(pipeline)
+                LocalDagRunner().run(pipeline)
         except Exception as e:  # noqa: BLE001 - any component failure ends the run
             logging.info("pipeline run failed", exc_info=True)  # the summary says why
             error = e

@@ -18,8 +18,17 @@ import json
 from typing import Optional
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
-from tfx.proto import example_gen_pb2
+# TFX's own modules, not its tfx.v1 API: tfx.v1 imports its Google Cloud extensions
+# (google.cloud.aiplatform, about 3 s per run); Vertex AI's Trainer is imported when used.
+from tfx.components import (Evaluator, ExampleValidator, SchemaGen, StatisticsGen, Trainer,
+                            Transform)
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, infra_validator_pb2, pusher_pb2, trainer_pb2
+from tfx.types import Channel, standard_artifacts
 
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
@@ -178,7 +187,7 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftChe
 
 
 def serving_validation(config: PipelineConfig, model, evaluator, gen,
-                       serving_spec: Optional[tfx.proto.ServingSpec]):
+                       serving_spec: Optional[infra_validator_pb2.ServingSpec]):
     """The candidate (``model``: the copy with its card, which the Pusher pushes) must
     load and answer in a model server before the push: the local
     model server (ServingCheck) without ``serving_spec``, else TFX's InfraValidator in the
@@ -193,10 +202,10 @@ def serving_validation(config: PipelineConfig, model, evaluator, gen,
         model=model,
         examples=gen.outputs["examples"],
         serving_spec=serving_spec,
-        validation_spec=tfx.proto.ValidationSpec(
+        validation_spec=infra_validator_pb2.ValidationSpec(
             max_loading_time_seconds=config.output.serving_check_timeout, num_tries=2),
-        request_spec=tfx.proto.RequestSpec(
-            tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(
+        request_spec=infra_validator_pb2.RequestSpec(
+            tensorflow_serving=infra_validator_pb2.TensorFlowServingRequestSpec(
                 signature_names=[features.SERVING_EXAMPLES_SIGNATURE]),
             split_name="eval", num_examples=8)).with_id("InfraValidator")
 
@@ -235,9 +244,10 @@ def trainer_component(distribution: Optional[dict], custom_config: dict, **kwarg
     Every replica gets ``distribution`` in its custom_config (``models/trainer.py``
     reads ``backup_every_steps``)."""
     if not distribution:
-        return tfx.components.Trainer(custom_config=custom_config, **kwargs)
+        return Trainer(custom_config=custom_config, **kwargs)
     custom_config = dict(custom_config, distribution=distribution)
     if distribution["launcher"] == "vertex":
+        from tfx import v1 as tfx
         from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex
         custom_config.update({tfx.extensions.google_cloud_ai_platform.ENABLE_VERTEX_KEY: True,
                               tfx.extensions.google_cloud_ai_platform.VERTEX_REGION_KEY:
@@ -248,7 +258,7 @@ def trainer_component(distribution: Optional[dict], custom_config: dict, **kwarg
     from tfx.dsl.components.base import executor_spec
 
     from components.distributed_trainer.executor import Executor
-    return tfx.components.Trainer(
+    return Trainer(
         custom_config=custom_config,
         custom_executor_spec=executor_spec.ExecutorClassSpec(Executor), **kwargs)
 
@@ -261,9 +271,9 @@ def create_pipeline(config: PipelineConfig, *,
                     serving_model_dir: str,
                     beam_pipeline_args: list,
                     metadata_connection_config=None,
-                    serving_spec: Optional[tfx.proto.ServingSpec] = None,
+                    serving_spec: Optional[infra_validator_pb2.ServingSpec] = None,
                     trainer_platform_config=None,
-                    trainer_distribution: Optional[dict] = None) -> tfx.dsl.Pipeline:
+                    trainer_distribution: Optional[dict] = None) -> Pipeline:
     """The whole pipeline, from values the runner resolved (as in TFX's templates).
 
     ``config`` gives the ML settings only: data format and spans, model, eval gate,
@@ -278,14 +288,14 @@ def create_pipeline(config: PipelineConfig, *,
     ``trainer_component``).
     """
     gen = example_gen(config.data, data_root, config.privacy)
-    statistics = tfx.components.StatisticsGen(examples=gen.outputs["examples"])
+    statistics = StatisticsGen(examples=gen.outputs["examples"])
     if schema_file:
-        schema = tfx.components.ImportSchemaGen(schema_file=schema_file)
+        schema = ImportSchemaGen(schema_file=schema_file)
     else:
-        schema = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"],
-                                          infer_feature_shape=True)
-    validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"],
-                                                schema=schema.outputs["schema"])
+        schema = SchemaGen(statistics=statistics.outputs["statistics"],
+                           infer_feature_shape=True)
+    validator = ExampleValidator(statistics=statistics.outputs["statistics"],
+                                 schema=schema.outputs["schema"])
     gate = DataGate(statistics=statistics.outputs["statistics"],
                     anomalies=validator.outputs["anomalies"],
                     label_feature=features.LABEL, text_feature=features.TEXT)
@@ -296,14 +306,14 @@ def create_pipeline(config: PipelineConfig, *,
     custom_config = {"model": config.model.to_dict(), "task": dataclasses.asdict(task(config)),
                      "max_unknown_share": config.data.max_unknown_share,
                      "privacy": privacy_settings(config.privacy)}
-    transform = tfx.components.Transform(
+    transform = Transform(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
     transform.add_upstream_node(checks[-1])
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    baseline = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
     trainer = trainer_component(
         trainer_distribution,
@@ -312,12 +322,12 @@ def create_pipeline(config: PipelineConfig, *,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema.outputs["schema"],
         base_model=baseline.outputs["model"] if config.model.warm_start else None,
-        train_args=tfx.proto.TrainArgs(),
-        eval_args=tfx.proto.EvalArgs(),
+        train_args=trainer_pb2.TrainArgs(),
+        eval_args=trainer_pb2.EvalArgs(),
         custom_config=dict(custom_config, **_accelerator(trainer_platform_config)))
     if trainer_platform_config is not None:
         trainer.with_platform_config(trainer_platform_config)
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
@@ -329,10 +339,10 @@ def create_pipeline(config: PipelineConfig, *,
         model=card.outputs["model_with_card"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=serving_model_dir))).with_id("Pusher")
-    return tfx.dsl.Pipeline(
+    return Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=[gen, statistics, schema, validator, *checks, transform, baseline,
