@@ -57,6 +57,17 @@ def resolve_precision(precision: str, strategy: tf.distribute.Strategy) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
 
 
+def without_autograph(classifier):
+    """``classifier`` with its ``call`` left out of AutoGraph's conversion, and so every
+    layer under it (returned for chaining). Hugging Face's TF BERT has no Python control
+    flow on tensors, which AutoGraph would turn into graph ops: converting its source
+    for each traced function (training, evaluation, the export's signatures) took about a
+    quarter of a tiny model's fit CPU time. Control flow on a tensor, were there any,
+    fails the trace with an error; it never changes what the graph computes."""
+    classifier.call = tf.autograph.experimental.do_not_convert(classifier.call)
+    return classifier
+
+
 def float32_copy(classifier):
     """The classifier with float32 compute, same weights: mixed precision is for training.
 
@@ -67,7 +78,7 @@ def float32_copy(classifier):
     previous = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = type(classifier)(classifier.config)
+        copy = without_autograph(type(classifier)(classifier.config))
         copy(copy.dummy_inputs, training=False)
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
@@ -115,7 +126,8 @@ def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
                      checkpoint_dir: str, multi_label: bool = False):
     """Loads the checkpoint and compiles it for fine-tuning (call inside a strategy scope):
     softmax over the classes, or (``multi_label``) one sigmoid per label."""
-    model = checkpoint.load_classifier(checkpoint_dir, num_labels, hparams.dropout)
+    model = without_autograph(checkpoint.load_classifier(checkpoint_dir, num_labels,
+                                                         hparams.dropout))
     model.bert.embeddings.trainable = not hparams.freeze_embeddings
     if multi_label:
         loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
