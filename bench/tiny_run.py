@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--baseline_repo", default="",
                         help="An older checkout, run alternately with this one.")
     parser.add_argument("--output", default=os.path.join(RESULTS, "tiny_run.json"))
+    parser.add_argument("--note", default="", help="Written into the results as is.")
     args = parser.parse_args()
     checkpoint, data = prepare()
     variants = {"current": REPO}
@@ -140,7 +141,7 @@ def main() -> None:
     for round_number in range(args.rounds):
         for name, repo in variants.items():
             runs[name].append(run_once(f"{name}_{round_number}", repo, checkpoint, data))
-    result = {"rows": ROWS, "settings": TINY, "rounds": args.rounds,
+    result = {"note": args.note, "rows": ROWS, "settings": TINY, "rounds": args.rounds,
               "revisions": {name: git_rev(repo) for name, repo in variants.items()},
               "median": {name: median_of(r) for name, r in runs.items()}, "runs": runs,
               "load_average_before_after": [round(load_before[0], 2),
