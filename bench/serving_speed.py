@@ -1,0 +1,189 @@
+"""Serving speed: float32 vs --mixed_precision=bfloat16, length-aware batches off vs on.
+
+The local server on one model (default: the main job's, MiniLM-L6), one SST-2 dev
+sentence per request, 1, 8 and 32 clients over gRPC and REST, server-side batching on
+(serving/deploy/batching_parameters.txt). Four server modes (float32 / bfloat16 x
+--batch_by_length false / true) run in two rounds, the second in reverse order, so a
+noisy machine weighs on every mode alike; each figure is the mean of the rounds. Beside
+them, the in-process ceiling of the same SavedModel (batches of 32, in a process of its
+own per precision, because the bfloat16 rewrite is process-wide), and SST-2 dev accuracy
+as each server answers it.
+
+Usage: .venv/bin/python bench/serving_speed.py [--model_base_path DIR] [--seconds 6]
+Writes bench/results/serving_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.run_benchmarks import REPO, SST2, WORK, _load_test, write  # noqa: E402
+
+MODES = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
+CLIENTS = (1, 8, 32)
+BATCHING = os.path.join(REPO, "serving", "deploy", "batching_parameters.txt")
+
+
+def dev_rows():
+    with open(os.path.join(SST2, "dev.tsv"), encoding="utf-8") as f:
+        rows = [line.split("\t") for line in f.read().splitlines()[1:]]
+    return [text for text, _ in rows], [label for _, label in rows]
+
+
+def cpu_model() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.startswith("Model name")), "unknown")
+
+
+def in_process(version: str, mode: str, seconds: float) -> dict:
+    """Texts/s of the SavedModel called directly in batches of 32: dev order, and sorted
+    by length (what length-aware batches approach)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    from serving import precision
+    precision.enable("" if mode == "float32" else mode)
+    predict = tf.saved_model.load(version).signatures["predict_text"]
+    texts, _ = dev_rows()
+    result = {}
+    for order, rows in (("dev_order", texts), ("by_length", sorted(texts, key=len))):
+        batches = [rows[i:i + 32] for i in range(0, len(rows) - 31, 32)]
+        predict(text=tf.constant(batches[0]))
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            predict(text=tf.constant(batches[calls % len(batches)]))["probabilities"].numpy()
+            calls += 1
+        result[order] = round(calls * 32 / (time.perf_counter() - started), 1)
+    return result
+
+
+def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
+                   accuracy: bool) -> dict:
+    import numpy as np
+
+    from serving.client import GrpcClient, RestClient, Target
+    from serving.process import ServerProcess
+
+    texts, labels = dev_rows()
+    flags = ["--model_name", "m", "--model_base_path", base, "--grpc_max_threads", "64",
+             "--rest_api_num_threads", "64", "--enable_batching",
+             "--batching_parameters_file", BATCHING, f"--batch_by_length={by_length}",
+             f"--mixed_precision={'' if mode == 'float32' else mode}"]
+    result = {}
+    with ServerProcess(flags) as server:
+        target = Target("m")
+        with GrpcClient(server.grpc_address, target, timeout=120) as by_grpc, \
+                RestClient(server.rest_url, target, timeout=120) as by_rest:
+            calls = {"grpc": lambda t: by_grpc.predict({"text": np.array([t], object)},
+                                                       "predict_text"),
+                     "rest": lambda t: by_rest.predict({"text": np.array([t])},
+                                                       "predict_text")}
+            for transport, call in calls.items():
+                for text in texts[:20]:
+                    call(text)
+                for clients in CLIENTS:
+                    result[f"{transport}/{clients}"] = _load_test(call, texts, clients,
+                                                                  seconds)
+            if accuracy:
+                with open(os.path.join(_latest(base), "assets.extra", "labels.txt")) as f:
+                    names = np.array(f.read().split())
+                probabilities = np.concatenate([by_grpc.predict(
+                    {"text": np.array(texts[i:i + 64], object)}, "predict_text")[
+                        "probabilities"] for i in range(0, len(texts), 64)])
+                result["sst2_dev_accuracy"] = round(float(
+                    (names[probabilities.argmax(1)] == np.array(labels)).mean()), 4)
+                result["probabilities"] = probabilities.tolist()
+    return result
+
+
+def _latest(base: str) -> str:
+    return os.path.join(base, max((v for v in os.listdir(base) if v.isdigit()), key=int))
+
+
+def _mean(runs: list) -> dict:
+    keys = [k for k in runs[0] if isinstance(runs[0][k], dict)]
+    out = {}
+    for key in keys:
+        out[key] = {field: round(sum(r[key][field] for r in runs) / len(runs), 2)
+                    for field in ("requests_per_second", "p50_ms", "p99_ms", "errors")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_base_path", default="")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--in_process", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    base = args.model_base_path or next(
+        (p for p in (os.path.join(WORK, "main_job", "serving_model", "bert_classifier"),
+                     os.path.join(REPO, "serving_model", "bert_classifier"))
+         if os.path.isdir(p)), "")
+    if not base:
+        raise SystemExit("no model: run `make run` (or the main_job benchmark) first, or "
+                         "pass --model_base_path")
+    if args.in_process:  # a child: one precision's ceiling, as JSON on the last line
+        print(json.dumps(in_process(_latest(base), args.in_process, args.seconds)))
+        return
+    ceiling = {}
+    for mode in ("float32", "bfloat16"):
+        child = subprocess.run([sys.executable, __file__, "--model_base_path", base,
+                                "--in_process", mode, "--seconds", str(args.seconds)],
+                               capture_output=True, text=True, check=True)
+        ceiling[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+        print("in-process", mode, ceiling[mode], flush=True)
+    runs = {mode: [] for mode in MODES}
+    accuracy = {}
+    for round_number, order in enumerate((MODES, MODES[::-1])):
+        for mode, by_length in order:
+            first = round_number == 0 and by_length
+            result = serve_and_load(base, mode, by_length, args.seconds, accuracy=first)
+            if first:
+                accuracy[mode] = (result.pop("sst2_dev_accuracy"), result.pop("probabilities"))
+            runs[mode, by_length].append(result)
+            print(mode, "by_length" if by_length else "plain", json.dumps(result), flush=True)
+    server = {f"{mode}/{'by_length' if by_length else 'plain'}": _mean(results)
+              for (mode, by_length), results in runs.items()}
+    import numpy as np
+    difference = np.abs(np.array(accuracy["bfloat16"][1]) - np.array(accuracy["float32"][1]))
+
+    def rps(key, transport, clients=32):
+        return server[key][f"{transport}/{clients}"]["requests_per_second"]
+
+    ratios = {}
+    for transport in ("grpc", "rest"):
+        ratios[f"{transport}: 32 clients, bfloat16 vs float32, by length (goal >= 1.4)"] = \
+            round(rps("bfloat16/by_length", transport) / rps("float32/by_length", transport), 2)
+        for mode in ("float32", "bfloat16"):
+            ratios[f"{transport}: 32 clients, by length vs plain, {mode}"] = round(
+                rps(f"{mode}/by_length", transport) / rps(f"{mode}/plain", transport), 2)
+            ratios[f"{transport}: 32 clients, server (by length) vs in-process ceiling "
+                   f"(by length), {mode}"] = round(
+                rps(f"{mode}/by_length", transport) / ceiling[mode]["by_length"], 2)
+        ratios[f"{transport}: 1 client p50, bfloat16 vs float32"] = round(
+            server["bfloat16/by_length"][f"{transport}/1"]["p50_ms"]
+            / server["float32/by_length"][f"{transport}/1"]["p50_ms"], 2)
+    ratios["in-process batch 32: bfloat16 vs float32 (by length)"] = round(
+        ceiling["bfloat16"]["by_length"] / ceiling["float32"]["by_length"], 2)
+    ratios["in-process batch 32: by length vs dev order (float32)"] = round(
+        ceiling["float32"]["by_length"] / ceiling["float32"]["dev_order"], 2)
+    write("serving_speed", {
+        "model": _latest(base), "cpu": cpu_model(), "seconds_per_measurement": args.seconds,
+        "rounds": 2, "batching_parameters": open(BATCHING).read(),
+        "in_process_texts_per_second_batch_32": ceiling, "server": server, "ratios": ratios,
+        "sst2_dev_accuracy": {mode: acc for mode, (acc, _) in accuracy.items()},
+        "bfloat16_vs_float32_probability_difference": {
+            "max": round(float(difference.max()), 4), "mean": round(float(difference.mean()), 5),
+            "labels_changed": int((np.array(accuracy["bfloat16"][1]).argmax(1)
+                                   != np.array(accuracy["float32"][1]).argmax(1)).sum())}})
+
+
+if __name__ == "__main__":
+    main()
