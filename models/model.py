@@ -57,14 +57,21 @@ def resolve_precision(precision: str, strategy: tf.distribute.Strategy) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
 
 
+NOT_CONVERTED = ("call", "train_step", "test_step")
+
+
 def without_autograph(classifier):
-    """``classifier`` with its ``call`` left out of AutoGraph's conversion, and so every
-    layer under it (returned for chaining). Hugging Face's TF BERT has no Python control
-    flow on tensors, which AutoGraph would turn into graph ops: converting its source
-    for each traced function (training, evaluation, the export's signatures) took about a
-    quarter of a tiny model's fit CPU time. Control flow on a tensor, were there any,
-    fails the trace with an error; it never changes what the graph computes."""
-    classifier.call = tf.autograph.experimental.do_not_convert(classifier.call)
+    """``classifier`` with its ``call``, ``train_step`` and ``test_step`` left out of
+    AutoGraph's conversion, and so everything they run: every layer, Hugging Face's
+    train step, Keras's loss, metrics and optimizer (returned for chaining). None of them
+    has Python control flow on tensors, which AutoGraph would turn into graph ops
+    (Keras's loss scaling uses tf.cond itself); converting their source for each traced
+    function (train step, eval step, the export's signatures) took over half of a tiny
+    model's fit CPU time. Control flow on a tensor, were there any, fails the trace with
+    an error; it never changes what the graph computes."""
+    for name in NOT_CONVERTED:
+        setattr(classifier, name,
+                tf.autograph.experimental.do_not_convert(getattr(classifier, name)))
     return classifier
 
 
