@@ -54,8 +54,9 @@ class ModelHParams:
         "help": "Pad each batch to its longest text and bucket by length; "
                 "false pads every batch to max_seq_length."})
     precision: str = dataclasses.field(default="auto", metadata={
-        "help": "float32, mixed_float16, mixed_bfloat16 or auto "
-                "(mixed_float16 on GPU, mixed_bfloat16 on TPU, float32 on CPU)."})
+        "help": "float32, mixed_float16, mixed_bfloat16 or auto (mixed_float16 on GPU, "
+                "mixed_bfloat16 on TPU and on CPUs with AMX or AVX512-BF16, else float32); "
+                "the exported model computes in float32 either way."})
     class_weight: str = dataclasses.field(default="none", metadata={
         "help": "none, or balanced: weight each class's loss by rows / (classes x its rows), "
                 "so a rare class counts as much as a common one (single-label tasks)."})

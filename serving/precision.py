@@ -45,6 +45,13 @@ def bfloat16_refusal(flags: FrozenSet[str], onednn_enabled: bool) -> Optional[st
     return None
 
 
+def bfloat16_refusal_here() -> Optional[str]:
+    """``bfloat16_refusal`` for this machine and process (None: bfloat16 is faster here)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bfloat16_refusal(cpu_flags(), _pywrap_util_port.IsMklEnabled())
+
+
 def check_mode(mode: str) -> None:
     """Refuses a ``--mixed_precision`` other than bfloat16 or unset (ValueError)."""
     if mode not in MODES:
@@ -58,9 +65,8 @@ def enable(mode: str) -> None:
     if not mode:
         return
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
-    reason = bfloat16_refusal(cpu_flags(), _pywrap_util_port.IsMklEnabled())
+    reason = bfloat16_refusal_here()
     if reason:
         raise ValueError(f"--mixed_precision=bfloat16: {reason}; leave the flag unset to "
                          f"serve in float32")
