@@ -122,7 +122,7 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         raise ValueError("output.serving_mixed_precision is for the project's own model "
                          "server (local runs, Vertex AI): on Kubeflow, InfraValidator runs "
                          "stock TF Serving; unset it and give --mixed_precision=bfloat16 in "
-                         "serving/deploy/tf-serving.yaml's args")
+                         "serving/deploy/kubernetes/tf-serving.yaml's args")
     kubeflow = config.kubeflow
     distribution = trainer_distribution(config)
     return create_pipeline(

@@ -22,10 +22,11 @@ CALL_OVERHEAD_BYTES = 256
 
 def row_lengths(inputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
     """Bytes per row over the string inputs; None when there is no string input or the
-    inputs disagree on the number of rows (nothing to group by)."""
-    strings = [v for v in inputs.values() if v.dtype.kind in "OSU" and v.ndim >= 1]
-    counts = {len(v) for v in inputs.values() if v.ndim >= 1}
-    if not strings or len(counts) != 1:
+    inputs are not all batch-major with one number of rows (a scalar, which TensorFlow
+    broadcasts, or a mismatch the signature refuses): nothing to group by."""
+    strings = [v for v in inputs.values() if v.dtype.kind in "OSU"]
+    counts = {len(v) if v.ndim else -1 for v in inputs.values()}
+    if not strings or len(counts) != 1 or -1 in counts:
         return None
     rows = counts.pop()
     flat = [v.reshape(rows, -1) for v in strings] if rows else []
@@ -65,7 +66,10 @@ def map_by_length(fn: Callable[[list], list], items: Sequence, lengths: Sequence
     length; the results in the items' order."""
     results = [None] * len(items)
     for rows in length_groups(lengths, max_rows):
-        for row, result in zip(rows, fn([items[i] for i in rows])):
+        answers = fn([items[i] for i in rows])
+        if len(answers) != len(rows):
+            raise ValueError(f"{len(rows)} rows in, {len(answers)} answers out")
+        for row, result in zip(rows, answers):
             results[row] = result
     return results
 

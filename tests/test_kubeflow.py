@@ -142,7 +142,6 @@ def test_compile_refuses_local_storage_and_json(tmp_path):
         compile_pipeline(_config(), str(tmp_path / "p.json"))
 
 
-
 def test_compile_refuses_bfloat16_serving_check_infra_validator_cannot_honour(tmp_path):
     """InfraValidator runs stock TF Serving with its own flags: the setting would be
     ignored there, so it is refused, naming where the flag goes instead."""

@@ -12,14 +12,14 @@ from models.trainer import training_steps
 
 def test_cpu_gets_the_default_strategy_and_bfloat16_where_it_has_the_instructions(
         monkeypatch):
-    from serving.precision import NATIVE_BFLOAT16_FLAGS, cpu_flags
+    from serving.precision import bfloat16_refusal_here
     for name in ("TPU_NAME", "COLAB_TPU_ADDR"):
         monkeypatch.delenv(name, raising=False)
     strategy = model.select_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert model.resolve_precision("auto", strategy, cpu_bfloat16=False) == "float32"
     assert model.resolve_precision("auto", strategy, cpu_bfloat16=True) == "mixed_bfloat16"
-    here = bool(set(NATIVE_BFLOAT16_FLAGS) & cpu_flags())  # oneDNN is on in tests
+    here = bfloat16_refusal_here() is None
     assert model.resolve_precision("auto", strategy) == (
         "mixed_bfloat16" if here else "float32")
     assert model.resolve_precision("float32", strategy, cpu_bfloat16=True) == "float32"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from serving.batching import Batcher, BatchingParameters
-from serving.lengths import length_groups, row_lengths, run_by_length
+from serving.lengths import length_groups, map_by_length, row_lengths, run_by_length
 
 
 def test_row_lengths_count_bytes_of_every_string_input():
@@ -122,3 +122,18 @@ def test_predict_sends_requests_by_length_and_prints_in_input_order(tmp_path, ca
             assert [p["label"] for p in printed] == [_expected(t) for t in TEXTS]
     assert main(["predict", "--batch_size", "0", "x"]) == 1
     assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_inputs_that_are_not_all_batch_major_are_not_grouped():
+    """A scalar beside a batch of texts (TensorFlow broadcasts it) has no rows to pick:
+    such a call runs whole, as before (it raised IndexError, an INTERNAL answer)."""
+    inputs = {"a": np.array([b"x", b"y" * 400], object), "b": np.array(b"z", object)}
+    assert row_lengths(inputs) is None
+    assert row_lengths({"a": np.array([b"x", b"y"], object),
+                        "b": np.zeros((3, 2))}) is None
+
+
+def test_map_by_length_refuses_an_answer_of_the_wrong_size():
+    with pytest.raises(ValueError, match="3 rows in, 2 answers out"):
+        map_by_length(lambda batch: batch[:2], ["a", "bb", "c" * 900, "d"],
+                      [1, 2, 900, 1], max_rows=3)

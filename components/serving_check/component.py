@@ -2,7 +2,8 @@
 
 Before the Pusher, the blessed candidate is loaded by the local model server
 (a child process, real sockets) and its warmup requests are sent over gRPC and
-REST (with ``--mixed_precision=bfloat16`` when ``mixed_precision`` says so). The output is an ``InfraBlessing``, which the stock Pusher honours: a
+REST (with ``--mixed_precision=bfloat16`` when ``mixed_precision`` says so). The
+output is an ``InfraBlessing``, which the stock Pusher honours: a
 model that fails to load or answer is not pushed, and the reason is recorded.
 """
 
