@@ -18,12 +18,21 @@ class WorkerFails(base_executor.BaseExecutor):
         threading.Event().wait()
 
 
+_HELD = []  # the worker's end of the FIFO, open until its process exits
+
+
 class ChiefFailsWorkerEnds(base_executor.BaseExecutor):
-    """The worker ends well at once; the chief fails."""
+    """The worker ends well; the chief fails once the worker's process has exited: it reads
+    the FIFO named by REPLICA_ORDER_FIFO until EOF, which comes when the worker's process,
+    holding the other end, is gone."""
 
     def Do(self, input_dict, output_dict, exec_properties):
+        fifo = os.environ["REPLICA_ORDER_FIFO"]
         if json.loads(os.environ["TF_CONFIG"])["task"]["type"] == "chief":
+            with open(fifo, encoding="utf-8") as f:
+                f.read()
             raise RuntimeError("chief broke on purpose")
+        _HELD.append(open(fifo, "w", encoding="utf-8"))
 
 
 class Waits(base_executor.BaseExecutor):
