@@ -191,8 +191,7 @@ def _cmd_score(args) -> int:
         quoting=args.quoting, text_separator=args.text_separator,
         text_pair_column=args.text_pair_column, label_delimiter=args.label_delimiter)
     try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+        _check_batch_size(args.batch_size)
         result = score_file(args.model, args.data, reader, args.batch_size)
     except ValueError as error:  # the reader names pipeline settings; here they are flags
         raise ValueError(re.sub(r"\bdata\.(\w+)", r"--\1", str(error))) from None
@@ -253,18 +252,17 @@ def _column_rows(texts: list) -> list:
     return rows
 
 
-def _text_lengths(rows) -> list:
-    """Bytes per row (its strings summed): what length-aware requests group by."""
-    return [sum(len(v.encode("utf-8")) for v in row.values()) for row in rows]
+def _check_batch_size(value: int) -> None:
+    if value < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {value}")
 
 
 def _cmd_predict(args) -> int:
     import json
 
     from serving.client import ServingClientError, Target, connect
-    from serving.lengths import map_by_length
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+    from serving.lengths import map_by_length, text_bytes
+    _check_batch_size(args.batch_size)
     texts = list(args.text) + (_read_text_lines(args.input) if args.input else [])
     if not texts:
         raise ValueError("nothing to predict: give texts or --input FILE")
@@ -293,9 +291,10 @@ def _cmd_predict(args) -> int:
             return client.predict_texts([texts[i] for i in batch],
                                         None if pairs is None else [pairs[i] for i in batch])
         try:
-            predictions = map_by_length(send, range(len(texts)), _text_lengths(
-                rows or [{"text": t, **({} if pairs is None else {"text_pair": pairs[i]})}
-                         for i, t in enumerate(texts)]), args.batch_size)
+            sizes = ([text_bytes(row.values()) for row in rows] if rows is not None else
+                     [text_bytes([t] if pairs is None else [t, pairs[i]])
+                      for i, t in enumerate(texts)])
+            predictions = map_by_length(send, range(len(texts)), sizes, args.batch_size)
         except ServingClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -9,7 +9,7 @@ import time
 
 from components.text_example_gen.parsing import ReaderConfig, column_refs, read_file
 from serving import contract
-from serving.lengths import map_by_length
+from serving.lengths import map_by_length, text_bytes
 
 
 @dataclasses.dataclass
@@ -85,8 +85,8 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
 
     started = time.time()
     # batches of similar length, each padded less; the answers come back in file order
-    answers = map_by_length(run, records, [len(r.text.encode("utf-8")) + len(
-        (r.text_pair or "").encode("utf-8")) for r in records], batch_size)
+    answers = map_by_length(run, records, [text_bytes([r.text, r.text_pair or ""])
+                                           for r in records], batch_size)
     per_label: dict = collections.defaultdict(lambda: [0, 0])
     predicted_counts: dict = collections.Counter()
     exact = 0

@@ -30,12 +30,13 @@ def row_lengths(inputs: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
         return None
     rows = counts.pop()
     flat = [v.reshape(rows, -1) for v in strings] if rows else []
-    return np.array([sum(_size(item) for value in row for item in value)
+    return np.array([text_bytes(item for value in row for item in value)
                      for row in zip(*flat)], dtype=np.int64)
 
 
-def _size(item) -> int:
-    return len(item.encode("utf-8")) if isinstance(item, str) else len(item)
+def text_bytes(texts) -> int:
+    """The length of one row: bytes of its texts (str as UTF-8, or bytes), summed."""
+    return sum(len(t.encode("utf-8")) if isinstance(t, str) else len(t) for t in texts)
 
 
 def length_groups(lengths: Sequence[int], max_rows: int = MAX_GROUP_ROWS,
