@@ -14,12 +14,8 @@ import re
 import sys
 import typing
 
+from components.text_example_gen.parsing import ReaderConfig
 from pipeline import config as config_lib
-
-
-def _help(f: dataclasses.Field) -> str:
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return f"{f.metadata.get('help', '')} (default: {default})"
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -29,15 +25,31 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(config_lib.PipelineConfig):
         if f.name not in config_lib.SECTIONS:
             parser.add_argument(f"--{f.name}", dest=f"cfg:{f.name}", metavar="VALUE",
-                                help=_help(f))
+                                help=config_lib.option_help(f))
     for section, cls in config_lib.SECTIONS.items():
         group = parser.add_argument_group(f"{section} settings",
-                                          cls.__doc__.strip().splitlines()[0])
+                                          config_lib.section_summary(cls))
         types = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             kind = getattr(types[f.name], "__name__", str(types[f.name]))
             group.add_argument(f"--{section}.{f.name}", dest=f"cfg:{section}.{f.name}",
-                               metavar=kind.upper(), help=_help(f))
+                               metavar=kind.upper(), help=config_lib.option_help(f))
+
+
+def _add_reader_options(parser: argparse.ArgumentParser) -> None:
+    """``--<field>`` for every reader setting, with the help and default of the pipeline's
+    ``--data.<field>`` (``ReaderConfig``)."""
+    for f in dataclasses.fields(ReaderConfig):
+        parser.add_argument(f"--{f.name}", default=config_lib.default_value(f),
+                            choices=f.metadata.get("choices"), help=config_lib.option_help(f))
+
+
+def _reader_from_args(args: argparse.Namespace) -> ReaderConfig:
+    """The ``ReaderConfig`` the ``_add_reader_options`` flags give."""
+    types = typing.get_type_hints(ReaderConfig)
+    return ReaderConfig(**{f.name: config_lib.convert(getattr(args, f.name), types[f.name],
+                                                      f"--{f.name}")
+                           for f in dataclasses.fields(ReaderConfig)})
 
 
 def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
@@ -182,17 +194,9 @@ def _cmd_vertex(args) -> int:
 
 def _cmd_score(args) -> int:
     from cli.score import score_file
-    from components.text_example_gen.parsing import ReaderConfig
-    from pipeline.config import split_list
-    reader = ReaderConfig(
-        args.text_column, args.label_column, args.file_format,
-        column_names=split_list(args.column_names, "--column_names") if args.column_names
-        else (),
-        quoting=args.quoting, text_separator=args.text_separator,
-        text_pair_column=args.text_pair_column, label_delimiter=args.label_delimiter)
     try:
         _check_batch_size(args.batch_size)
-        result = score_file(args.model, args.data, reader, args.batch_size)
+        result = score_file(args.model, args.data, _reader_from_args(args), args.batch_size)
     except ValueError as error:  # the reader names pipeline settings; here they are flags
         raise ValueError(re.sub(r"\bdata\.(\w+)", r"--\1", str(error))) from None
     print(f"{result.examples} examples, accuracy {result.accuracy:.4f} "
@@ -352,21 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", default="serving_model/bert_classifier",
                        help="SavedModel or versioned model folder (default: %(default)s).")
     score.add_argument("--data", required=True, help="Labelled file to score.")
-    score.add_argument("--text_column", default="sentence", help="(default: %(default)s)")
-    score.add_argument("--label_column", default="label", help="(default: %(default)s)")
-    score.add_argument("--file_format", default="auto", help="(default: %(default)s)")
-    score.add_argument("--text_pair_column", default="",
-                       help="Second text of sentence pairs (models trained on pairs).")
-    score.add_argument("--column_names", default="",
-                       help="Column names of a file without a header row, separated by "
-                            "commas or spaces.")
-    score.add_argument("--quoting", default="csv", choices=["csv", "none"],
-                       help="none: quotes are plain text (GLUE-style TSV) "
-                            "(default: %(default)s).")
-    score.add_argument("--text_separator", default=" ",
-                       help="Joins several text columns (default: a space).")
-    score.add_argument("--label_delimiter", default="",
-                       help="Splits the label field into several labels (multi-label models).")
+    _add_reader_options(score)
     score.add_argument("--batch_size", type=int, default=64,
                        help="Rows per model call; rows run in batches of similar length "
                             "(default: %(default)s).")

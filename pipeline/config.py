@@ -24,30 +24,19 @@ def _field(default, help_text: str, **kwargs):
 
 
 @dataclasses.dataclass
-class DataConfig:
-    """Where the labelled text is and how to read it."""
+class DataFiles:
+    """Where the labelled text files are (the first of DataConfig's settings)."""
 
     input_dir: str = _field("data/sample", "Folder with the labelled text files.")
     file_pattern: str = _field("*", "Glob of data files inside input_dir (single-split mode).")
-    file_format: str = _field("auto", "auto (from the extension), csv, tsv or jsonl.")
-    text_column: str = _field("sentence", "Column (or JSON key) holding the text: a name "
-                                          "or a 0-based position; several, comma-separated "
-                                          "(e.g. 'title,description'), are joined with "
-                                          "text_separator.")
-    label_column: str = _field("label", "Column (or JSON key) holding the label: a name or "
-                                        "a 0-based position.")
-    column_names: list = _field([], "Names of the columns of CSV/TSV files without a header "
-                                    "row, separated by commas or spaces (empty: the first "
-                                    "row is the header).")
-    quoting: str = _field("csv", "csv: fields may be double-quoted (RFC 4180); none: quotes "
-                                 "are plain text and every line is a row (GLUE-style TSV).")
-    text_separator: str = _field(" ", "Joins several text columns into one text.")
-    text_pair_column: str = _field("", "Column (or JSON key) with the second text of a "
-                                       "sentence pair, same syntax as text_column; empty: "
-                                       "single texts.")
-    label_delimiter: str = _field("", "Splits the label field into several labels, e.g. "
-                                      "'|' (multi-label: sigmoid outputs per label); empty: "
-                                      "one label per text.")
+
+
+# A dataclass takes its bases' fields last base first: the files, then the reader settings
+# (declared once, in ReaderConfig), then DataConfig's own.
+@dataclasses.dataclass
+class DataConfig(ReaderConfig, DataFiles):
+    """Where the labelled text is and how to read it."""
+
     presplit: bool = _field(False, "Read input_dir/train/* and input_dir/eval/* "
                                    "instead of splitting one input (data.split).")
     eval_fraction: float = _field(0.1, "Share of rows in the eval split (of each class's "
@@ -71,9 +60,10 @@ class DataConfig:
               "of one label's share) between the newest and the previous span. A curated "
               "schema's drift_comparator (infinity_norm) on the label wins.")
     max_length_js_divergence: float = _field(
-        0.25, "Drift limit on the text lengths in word pieces: Jensen-Shannon divergence "
-              "(0..1) between the newest and the previous span. A curated schema's "
-              "drift_comparator (jensen_shannon_divergence) on the text wins.")
+        0.25, "Drift limit on the text lengths in word pieces (a sentence pair's: both "
+              "texts together): Jensen-Shannon divergence (0..1) between the newest and the "
+              "previous span. A curated schema's drift_comparator "
+              "(jensen_shannon_divergence) on the text wins.")
     max_unknown_share_increase: float = _field(
         0.02, "Drift limit on the share of [UNK] word pieces: newest span minus previous "
               "span.")
@@ -83,13 +73,11 @@ class DataConfig:
               "are [UNK] (the checkpoint's vocabulary does not fit the text's language).")
 
     def reader_config(self) -> ReaderConfig:
-        return ReaderConfig(text_column=self.text_column, label_column=self.label_column,
-                            file_format=self.file_format, column_names=self.column_names,
-                            quoting=self.quoting, text_separator=self.text_separator,
-                            text_pair_column=self.text_pair_column,
-                            label_delimiter=self.label_delimiter)
+        """The reader settings alone, as the components that read data files take them."""
+        return ReaderConfig(**self.reader_settings())
 
     def __post_init__(self):
+        super().__post_init__()  # refuses bad reader settings (e.g. data.quoting) early
         if self.span_pattern and "{SPAN}" not in self.span_pattern:
             raise ValueError(f"data.span_pattern '{self.span_pattern}' has no {{SPAN}}")
         if self.window_spans < 1:
@@ -99,7 +87,6 @@ class DataConfig:
         if self.drift_action not in ("fail", "warn"):
             raise ValueError(f"data.drift_action must be fail or warn, not "
                              f"'{self.drift_action}'")
-        self.reader_config()  # refuses bad reader settings (e.g. data.quoting) early
 
 
 # eval.metric -> the TFMA metric the gate reads (single-label tasks; multi-label tasks
@@ -516,7 +503,22 @@ SECTIONS = {"data": DataConfig, "model": ModelHParams, "eval": EvalConfig,
             "model_card": ModelCardConfig}
 
 
-def _convert(value: Any, kind: Any, key: str) -> Any:
+def default_value(f: dataclasses.Field) -> Any:
+    """A setting's default (a fresh one from its factory)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def option_help(f: dataclasses.Field) -> str:
+    """A setting's help as ``--help`` prints it: its text, then its default."""
+    return f"{f.metadata.get('help', '')} (default: {default_value(f)})"
+
+
+def section_summary(cls) -> str:
+    """The first paragraph of a section's docstring, on one line."""
+    return " ".join(cls.__doc__.strip().split("\n\n")[0].split())
+
+
+def convert(value: Any, kind: Any, key: str) -> Any:
     """A string (from the command line) or parsed value -> the field's type."""
     origin = typing.get_origin(kind)
     if origin is typing.Union:  # Optional[X]
@@ -619,10 +621,10 @@ def from_dict(values: Mapping[str, Any]) -> PipelineConfig:
             if unknown:
                 raise ValueError(f"unknown settings in '{key}': " + ", ".join(
                     name + _did_you_mean(name, types, key + ".") for name in unknown))
-            kwargs[key] = cls(**{k: _convert(v, types[k], f"{key}.{k}")
+            kwargs[key] = cls(**{k: convert(v, types[k], f"{key}.{k}")
                                  for k, v in value.items()})
         elif key in top_types:
-            kwargs[key] = _convert(value, top_types[key], key)
+            kwargs[key] = convert(value, top_types[key], key)
         else:
             raise ValueError(f"unknown setting '{key}'"
                              f"{_did_you_mean(key, list(top_types) + list(SECTIONS))} "

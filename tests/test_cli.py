@@ -26,6 +26,28 @@ def test_score_names_its_own_flags_in_reader_errors(tmp_path, capsys):
     assert "data." not in err
 
 
+def test_score_reads_with_the_reader_settings_its_flags_give(tmp_path, capsys):
+    """score's reader flags are ReaderConfig's fields: its defaults (the text column
+    sentence), column names by commas or as a JSON list, as --data.column_names takes them."""
+    from cli.main import _reader_from_args, build_parser
+    from components.text_example_gen.parsing import ReaderConfig
+    parser = build_parser()
+    assert _reader_from_args(parser.parse_args(["score", "--data", "d.tsv"])) == ReaderConfig()
+    given = parser.parse_args(["score", "--data", "d.tsv", "--quoting", "none",
+                               "--column_names", "#1 String, #2 String, Quality",
+                               "--text_column", "0", "--text_pair_column", "1",
+                               "--label_column", "2"])
+    assert _reader_from_args(given) == ReaderConfig(
+        "0", "2", column_names=["#1 String", "#2 String", "Quality"], quoting="none",
+        text_pair_column="1")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["score", "--data", "d.tsv", "--quoting", "single"])
+    assert "argument --quoting: invalid choice: 'single'" in capsys.readouterr().err
+    assert main(["score", "--model", str(tmp_path), "--data", "d.tsv",
+                 "--column_names", "[a, b"]) == 1
+    assert "--column_names: '[a, b' is not a JSON list" in capsys.readouterr().err
+
+
 # --- mistakes refused early, by the real command (a child process) --------------------
 
 import os  # noqa: E402

@@ -148,3 +148,20 @@ def test_drift_limits_default_to_the_curated_schemas_thresholds():
     assert data.max_label_l_infinity == by_name["label"].infinity_norm.threshold
     assert data.max_length_js_divergence == \
         by_name["text"].jensen_shannon_divergence.threshold
+
+
+def test_the_data_settings_are_built_on_the_one_reader_config():
+    """DataConfig extends ReaderConfig: each reader setting declared once, with one default
+    (the text column: sentence, for the pipeline and for ``score``); the components get
+    the reader settings alone."""
+    import dataclasses
+    import json
+
+    from components.text_example_gen.parsing import ReaderConfig
+    data = load_config(None, {"data.text_pair_column": "answer", "data.input_dir": "x"}).data
+    assert isinstance(data, ReaderConfig) and PipelineConfig().data.reader_config() == \
+        ReaderConfig()
+    assert ReaderConfig().text_column == "sentence"
+    assert data.reader_config() == ReaderConfig(text_pair_column="answer")
+    assert set(json.loads(data.to_json())) == {f.name for f in dataclasses.fields(ReaderConfig)}
+    assert ReaderConfig.from_json(data.to_json()) == data.reader_config()

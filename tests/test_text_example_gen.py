@@ -169,6 +169,16 @@ def test_hidden_files_are_skipped_unless_the_pattern_names_them(tmp_path):
     assert isinstance(beam.Pipeline() | read(properties, "*"), beam.PCollection)
 
 
+def test_the_custom_config_carries_the_reader_settings_as_to_json_writes_them():
+    """TextExampleGen takes the reader settings in the format DriftCheck takes them:
+    ``ReaderConfig.to_json()``, beside the split method, window and privacy settings."""
+    reader = ReaderConfig("q", "l", text_pair_column="a", label_delimiter="|")
+    properties = {"custom_config": json_format.MessageToJson(executor.reader_config_to_proto(
+        reader, privacy={"redact": "all", "custom_patterns": []}, split_method="stratified"))}
+    assert executor._custom_config(properties)[executor.READER_KEY] == reader.to_json()
+    assert executor.reader_config_from_exec_properties(properties) == reader
+
+
 def test_no_input_files_names_the_setting_to_change(tmp_path):
     missing = str(tmp_path / "nonexistent_dir")
     with pytest.raises(InputDataError, match=f"^input folder {missing} does not exist; set "

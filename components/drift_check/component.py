@@ -1,11 +1,13 @@
 """DriftCheck component: stops the run when the newest span drifted from the previous.
 
-Reads both spans' raw files (as TextExampleGen does), profiles them with the
-model's own tokenizer and compares labels, text lengths and [UNK] share against
-the configured limits, or a curated schema's drift comparators where it has them (see
-``drift.py``). Runs before Transform, so a drifted data drop never reaches training;
-``action='warn'`` only records it. Its report's ``drift`` property says the verdict,
-or that drift was not checked and why; ``limits`` the limits and where each came from.
+Reads both spans' raw files (as TextExampleGen does, with the reader settings as
+``ReaderConfig.to_json()`` wrote them), profiles them with the model's own tokenizer
+(a sentence pair's two texts together) and compares labels, text lengths and [UNK]
+share against the configured limits, or a curated schema's drift comparators where it
+has them (see ``drift.py``). Runs before Transform, so a drifted data drop never reaches
+training; ``action='warn'`` only records it. Its report's ``drift`` property says the
+verdict, or that drift was not checked and why; ``limits`` the limits and where each
+came from.
 """
 
 import json
@@ -34,9 +36,8 @@ SETTINGS = {"label_l_infinity": "data.max_label_l_infinity",  # the configured l
 
 
 def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfile:
-    """Profile of the rows in ``files``, tokenized with the checkpoint's vocabulary."""
-    import tensorflow as tf
-
+    """Profile of the rows in ``files``, tokenized with the checkpoint's vocabulary; a
+    sentence pair's length and [UNK] pieces count both its texts, as the model reads them."""
     from components.text_example_gen import parsing
     from models import checkpoint as checkpoint_lib
     from models.tokenizer import UNK, BertTextTokenizer
@@ -47,14 +48,25 @@ def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfi
     folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
     vocab = checkpoint_lib.read_vocab(folder)
     tokenizer = BertTextTokenizer(vocab, checkpoint_lib.is_lower_case(folder), 1 << 20)
-    unk_id = vocab.index(UNK)
+    pieces, unknown = _word_pieces(tokenizer, vocab.index(UNK), [r.text for r in records])
+    if reader_config.text_pair_column:
+        pair_pieces, pair_unknown = _word_pieces(tokenizer, vocab.index(UNK),
+                                                 [r.text_pair for r in records])
+        pieces = [a + b for a, b in zip(pieces, pair_pieces)]
+        unknown = [a + b for a, b in zip(unknown, pair_unknown)]
+    return drift.profile([r.label for r in records], pieces, unknown)
+
+
+def _word_pieces(tokenizer, unk_id: int, texts: list) -> tuple[list, list]:
+    """(word pieces, [UNK] pieces) of each text, [CLS] and [SEP] not counted."""
+    import tensorflow as tf
+
     pieces, unknown = [], []
-    for start in range(0, len(records), 1024):
-        ids = tokenizer(tf.constant([r.text for r in records[start:start + 1024]]))
-        ids = ids[:, 1:-1]  # without [CLS] and [SEP]
+    for start in range(0, len(texts), 1024):
+        ids = tokenizer(tf.constant(texts[start:start + 1024]))[:, 1:-1]
         pieces += ids.row_lengths().numpy().tolist()
         unknown += tf.reduce_sum(tf.cast(ids == unk_id, tf.int64), axis=1).numpy().tolist()
-    return drift.profile([r.label for r in records], pieces, unknown)
+    return pieces, unknown
 
 
 def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) -> list:
@@ -105,7 +117,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                    f"compare with)")
     else:
         patterns = json.loads(file_patterns)
-        config = ReaderConfig(**json.loads(reader_config))
+        config = ReaderConfig.from_json(reader_config)
         profiles = [span_profile(span_files(input_base, spans[n], span_pattern, patterns),
                                  config, checkpoint) for n in (newest, previous)]
         empty = [n for n, p in zip((newest, previous), profiles) if not p.rows]

@@ -2,7 +2,6 @@
 (texts redacted first with the ``privacy`` settings; counts on the output artifact)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ LABEL_FEATURE = features.LABEL
 TEXT_PAIR_FEATURE = features.TEXT_PAIR
 
 
+READER_KEY = "reader"  # the reader settings, as ReaderConfig.to_json() writes them
 WINDOW_KEY = "window"
 PRIVACY_KEY = "privacy"
 SPLIT_KEY = "split"  # how one input split is cut into train/eval: stratified or hash
@@ -36,14 +36,15 @@ SPLIT_METHODS = ("stratified", "hash")
 def reader_config_to_proto(config: parsing.ReaderConfig, window: Optional[dict] = None,
                            privacy: Optional[dict] = None,
                            split_method: str = "hash") -> example_gen_pb2.CustomConfig:
-    """Reader settings, plus the span window ({"spans", "span_pattern", "patterns"}), the
-    redaction settings ({"redact", "custom_patterns"}) and the split method."""
+    """TextExampleGen's custom config: the reader settings (``config.to_json()``, the
+    format every component that reads data files takes them in), the span window
+    ({"spans", "span_pattern", "patterns"}), the redaction settings ({"redact",
+    "custom_patterns"}) and the split method."""
     if split_method not in SPLIT_METHODS:
         raise ValueError(f"data.split must be one of {', '.join(SPLIT_METHODS)}, not "
                          f"'{split_method}'")
     struct = struct_pb2.Struct()
-    struct.update(dict(dataclasses.asdict(config), column_names=list(config.column_names)))
-    struct.update({SPLIT_KEY: split_method})
+    struct.update({READER_KEY: config.to_json(), SPLIT_KEY: split_method})
     if window:
         struct.update({WINDOW_KEY: window})
     if privacy:
@@ -65,10 +66,8 @@ def _custom_config(exec_properties: Dict[str, Any]) -> dict:
 
 
 def reader_config_from_exec_properties(exec_properties: Dict[str, Any]) -> parsing.ReaderConfig:
-    values = _custom_config(exec_properties)
-    for key in (WINDOW_KEY, PRIVACY_KEY, SPLIT_KEY):
-        values.pop(key, None)
-    return parsing.ReaderConfig(**values)
+    """The reader settings ``reader_config_to_proto`` packed (none: the defaults)."""
+    return parsing.ReaderConfig.from_json(_custom_config(exec_properties).get(READER_KEY, "{}"))
 
 
 def stratified_fraction(exec_properties: Dict[str, Any]) -> Optional[float]:

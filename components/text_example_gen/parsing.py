@@ -19,7 +19,7 @@ import functools
 import io
 import json
 import os
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 from models.redaction import excerpt
 
@@ -41,19 +41,53 @@ class InputDataError(ValueError):
     """A data file cannot be ingested; the message names the file and line."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class ReaderConfig:
-    text_column: str = "text"  # a name or 0-based position; several: comma-separated
-    label_column: str = "label"
-    file_format: str = "auto"  # auto (from the extension), csv, tsv or jsonl
-    column_names: Sequence[str] = ()  # the columns of headerless CSV/TSV files
-    quoting: str = "csv"  # csv (RFC 4180) or none (quotes are text)
-    text_separator: str = " "  # joins several text columns
-    text_pair_column: str = ""  # the second text of a sentence pair (same syntax)
-    label_delimiter: str = ""  # splits the label field: several labels per text
+    """How to read labelled text files: the format, and the columns that hold the text, the
+    second text of a pair and the label.
+
+    The one declaration of the reader settings, each with its default and help: the
+    pipeline's ``data.<field>`` settings (``pipeline.config.DataConfig`` extends this class)
+    and ``bert-pipeline score``'s ``--<field>`` flags. Components receive it as
+    ``to_json()`` text and read it back with ``from_json``.
+
+    Attributes:
+        Each field's ``help`` metadata says what it holds (``--help`` prints it, and
+        ``python -m pipeline.config_reference`` writes it into docs/configuration.md).
+
+    Raises:
+        ValueError: a setting no file can be read with (an unknown quoting, an empty
+            column, several label columns), named as ``data.<field>``.
+    """
+
+    # first, where --help has always listed it; keyword-only, so that text_column and
+    # label_column stay the first positional arguments
+    file_format: str = dataclasses.field(default="auto", kw_only=True, metadata={
+        "help": "auto (from the extension), csv, tsv or jsonl."})
+    text_column: str = dataclasses.field(default="sentence", metadata={
+        "help": "Column (or JSON key) holding the text: a name or a 0-based position; "
+                "several, comma-separated (e.g. 'title,description'), are joined with "
+                "text_separator."})
+    label_column: str = dataclasses.field(default="label", metadata={
+        "help": "Column (or JSON key) holding the label: a name or a 0-based position."})
+    column_names: list = dataclasses.field(default_factory=list, metadata={
+        "help": "Names of the columns of CSV/TSV files without a header row, separated by "
+                "commas or spaces (empty: the first row is the header)."})
+    quoting: str = dataclasses.field(default="csv", metadata={
+        "choices": tuple(QUOTING),
+        "help": "csv: fields may be double-quoted (RFC 4180); none: quotes are plain text "
+                "and every line is a row (GLUE-style TSV)."})
+    text_separator: str = dataclasses.field(default=" ", metadata={
+        "help": "Joins several text columns into one text."})
+    text_pair_column: str = dataclasses.field(default="", metadata={
+        "help": "Column (or JSON key) with the second text of a sentence pair, same syntax "
+                "as text_column; empty: single texts."})
+    label_delimiter: str = dataclasses.field(default="", metadata={
+        "help": "Splits the label field into several labels, e.g. '|' (multi-label: sigmoid "
+                "outputs per label); empty: one label per text."})
 
     def __post_init__(self):
-        object.__setattr__(self, "column_names", tuple(self.column_names))
+        self.column_names = list(self.column_names)
         if self.quoting not in QUOTING:
             raise ValueError(f"data.quoting must be one of {sorted(QUOTING)}, "
                              f"not '{self.quoting}'")
@@ -69,6 +103,20 @@ class ReaderConfig:
     @property
     def multi_label(self) -> bool:
         return bool(self.label_delimiter)
+
+    def reader_settings(self) -> dict:
+        """The reader settings by name: this class's fields only (also of a subclass)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ReaderConfig)}
+
+    def to_json(self) -> str:
+        """The wire format of the reader settings, as every component that reads data
+        files receives them: a JSON object of ``reader_settings()``."""
+        return json.dumps(self.reader_settings(), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "ReaderConfig":
+        """The ``ReaderConfig`` that ``to_json`` wrote ``text`` from."""
+        return ReaderConfig(**json.loads(text))
 
 
 @dataclasses.dataclass(frozen=True)
