@@ -1,0 +1,91 @@
+"""docs/configuration.md, written from the configuration dataclasses: every setting with
+its default and the help text ``--help`` prints.
+
+``python -m pipeline.config_reference > docs/configuration.md`` regenerates it;
+tests/test_config_reference.py fails while the file differs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Iterator
+
+from components.text_example_gen.parsing import ReaderConfig
+from pipeline import config as config_lib
+
+COMMAND = "python -m pipeline.config_reference > docs/configuration.md"
+TOP_LEVEL = "top level"  # the heading of PipelineConfig's own settings
+
+_INTRO = f"""\
+# Configuration reference
+
+<!-- Generated from the configuration dataclasses by
+`{COMMAND}`; do not edit by hand:
+tests/test_config_reference.py fails while this file differs from what it prints. -->
+
+A setting takes, last one winning: its default (below), its value in the file given with
+`--config FILE` (YAML or JSON, one mapping per section, e.g. `data: {{text_column: review}}`),
+then `--<section>.<setting> VALUE` on the command line of the `bert-pipeline` commands that
+work on the pipeline (`bert-pipeline run --help` lists them all). Defaults are written as
+JSON, which a YAML file takes as well. A list on the command line is a JSON list or items
+separated by spaces (column names: by commas).
+"""
+
+
+def sections() -> Iterator[tuple[str, str, list]]:
+    """(heading, summary, fields) of the top-level settings, then of every section."""
+    top = [f for f in dataclasses.fields(config_lib.PipelineConfig)
+           if f.name not in config_lib.SECTIONS]
+    yield TOP_LEVEL, "Settings outside any section.", top
+    for section, cls in config_lib.SECTIONS.items():
+        yield section, config_lib.section_summary(cls), list(dataclasses.fields(cls))
+
+
+def rows() -> Iterator[tuple[str, str, str]]:
+    """(setting, default as JSON, help) of every setting, in ``--help``'s order."""
+    for section, _, fields in sections():
+        yield from (_row(section, f) for f in fields)
+
+
+def _row(section: str, f: dataclasses.Field) -> tuple[str, str, str]:
+    prefix = "" if section == TOP_LEVEL else section + "."
+    return prefix + f.name, json.dumps(config_lib.default_value(f)), f.metadata["help"]
+
+
+def _cell(text: str) -> str:
+    """Text a Markdown table cell shows as written."""
+    return text.replace("|", "\\|").replace("<", "\\<").replace("*", "\\*")
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def _score_note() -> str:
+    flags = ", ".join(f"`--{f.name}`" for f in dataclasses.fields(ReaderConfig))
+    return (f"`bert-pipeline score` reads its file with the same reader settings, as the "
+            f"flags {flags}, with the same defaults.")
+
+
+def render() -> str:
+    """The whole of docs/configuration.md."""
+    lines = [_INTRO]
+    for section, summary, fields in sections():
+        lines += [f"## {section}", "", _cell(summary), "",
+                  "| setting | default | help |", "| --- | --- | --- |"]
+        for setting, default, help_text in (_row(section, f) for f in fields):
+            lines.append(f"| {_code(setting)} | {_code(default)} | {_cell(help_text)} |")
+        lines.append("")
+        if section == "data":
+            lines += [_score_note(), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
