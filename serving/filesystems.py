@@ -3,7 +3,7 @@
 TensorFlow reads ``gs://`` itself; ``s3://`` (and ``hdfs://``, ``az://``) come from
 tensorflow-io once it is imported (TFX and tensorflow-transform import it too).
 Endpoint, region and credentials: the standard variables (``S3_ENDPOINT``,
-``AWS_REGION``, ``AWS_ACCESS_KEY_ID``...; see README "Object storage").
+``AWS_REGION``, ``AWS_ACCESS_KEY_ID``...; see docs/object-storage.md).
 
 tensorflow-io 0.37.1, the last release for TF 2.16, aborts the interpreter's exit
 after any ``s3://`` access ("pure virtual method called", status 134; tensorflow/io
