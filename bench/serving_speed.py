@@ -7,7 +7,9 @@ sentence per request, 1, 8 and 32 clients over gRPC and REST, server-side batchi
 noisy machine weighs on every mode alike; each figure is the mean of the rounds. Beside
 them, the in-process ceiling of the same SavedModel (batches of 32, in a process of its
 own per precision, because the bfloat16 rewrite is process-wide), and SST-2 dev accuracy
-as each server answers it.
+as each server answers it. The clients are threads of this process on the same cores, so
+each load test also records the server's own CPU milliseconds per request (from
+/proc/<pid>/stat): what a server on cores of its own would spend.
 
 Usage: .venv/bin/python bench/serving_speed.py [--model_base_path DIR] [--seconds 6]
 Writes bench/results/serving_speed.json.
@@ -88,8 +90,12 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                 for text in texts[:20]:
                     call(text)
                 for clients in CLIENTS:
-                    result[f"{transport}/{clients}"] = _load_test(call, texts, clients,
-                                                                  seconds)
+                    cpu_before = _cpu_seconds(server.process.pid)
+                    load = _load_test(call, texts, clients, seconds)
+                    load["server_cpu_ms_per_request"] = round(
+                        1000 * (_cpu_seconds(server.process.pid) - cpu_before)
+                        / max(load["requests"], 1), 2)
+                    result[f"{transport}/{clients}"] = load
             if accuracy:
                 with open(os.path.join(_latest(base), "assets.extra", "labels.txt")) as f:
                     names = np.array(f.read().split())
@@ -102,6 +108,13 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
     return result
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _latest(base: str) -> str:
     return os.path.join(base, max((v for v in os.listdir(base) if v.isdigit()), key=int))
 
@@ -111,7 +124,8 @@ def _mean(runs: list) -> dict:
     out = {}
     for key in keys:
         out[key] = {field: round(sum(r[key][field] for r in runs) / len(runs), 2)
-                    for field in ("requests_per_second", "p50_ms", "p99_ms", "errors")}
+                    for field in ("requests_per_second", "p50_ms", "p99_ms", "errors",
+                                  "server_cpu_ms_per_request")}
     return out
 
 
@@ -157,10 +171,16 @@ def main() -> None:
     def rps(key, transport, clients=32):
         return server[key][f"{transport}/{clients}"]["requests_per_second"]
 
+    def cpu_ms(key, transport, clients=32):
+        return server[key][f"{transport}/{clients}"]["server_cpu_ms_per_request"]
+
     ratios = {}
     for transport in ("grpc", "rest"):
         ratios[f"{transport}: 32 clients, bfloat16 vs float32, by length (goal >= 1.4)"] = \
             round(rps("bfloat16/by_length", transport) / rps("float32/by_length", transport), 2)
+        ratios[f"{transport}: 32 clients, requests per server CPU second, bfloat16 vs float32, "
+               f"by length"] = round(cpu_ms("float32/by_length", transport)
+                                     / cpu_ms("bfloat16/by_length", transport), 2)
         for mode in ("float32", "bfloat16"):
             ratios[f"{transport}: 32 clients, by length vs plain, {mode}"] = round(
                 rps(f"{mode}/by_length", transport) / rps(f"{mode}/plain", transport), 2)
