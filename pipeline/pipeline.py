@@ -38,10 +38,11 @@ from components.model_card.component import ModelCard
 from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
 from components.text_example_gen.parsing import column_refs, split_buckets
-from models import features
+from models import features, preprocessing
 from models.hparams import Task
 from pipeline import eval_metrics
 from pipeline.config import GATE_METRICS, DataConfig, PipelineConfig, PrivacyConfig
+from serving import contract
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -87,13 +88,12 @@ def example_gen(data: DataConfig, data_root: str,
 def task(config: PipelineConfig) -> Task:
     """What the data settings ask of the model: sentence pairs, several labels per text,
     and the source columns its served signatures take (``models/export.py``)."""
-    data = config.data
-    served = Task(text_pair=bool(data.text_pair_column),
-                  multi_label=bool(data.label_delimiter),
-                  text_columns=tuple(source_columns(data.text_column, data.column_names)),
-                  text_pair_columns=tuple(source_columns(data.text_pair_column,
-                                                         data.column_names)),
-                  text_separator=data.text_separator)
+    reader = config.data.reader_config()  # decides what the rows are: pairs, multi-label
+    served = Task(text_pair=bool(reader.text_pair_column), multi_label=reader.multi_label,
+                  text_columns=tuple(source_columns(reader.text_column, reader.column_names)),
+                  text_pair_columns=tuple(source_columns(reader.text_pair_column,
+                                                         reader.column_names)),
+                  text_separator=reader.text_separator)
     features.text_inputs(served)  # refuses two columns served under one input name
     return served
 
@@ -112,7 +112,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     floor. Reported as well: example count, accuracy, per-class precision, recall, F1 and
     support, macro figures, the confusion matrix and (two classes) AUC. Slices are
     reported, not gated."""
-    multi_label = bool(config.data.label_delimiter)
+    multi_label = task(config).multi_label
     gated = GATE_METRICS[config.eval.metric] if not multi_label else (
         "subset_accuracy" if config.eval.metric == "accuracy" else config.eval.metric)
     overall = [tfma.SlicingSpec()]
@@ -163,11 +163,11 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             # with tf.saved_model.load alone (unnamed, it loads it as a Keras model first,
             # to find its type, and then again to evaluate).
             model_type=tfma.TF_GENERIC,
-            signature_name=features.SERVING_EXAMPLES_SIGNATURE,
-            preprocessing_function_names=[features.TRANSFORM_SIGNATURE],
-            label_key=features.LABEL_ID, prediction_key=features.PROBABILITIES)],
+            signature_name=contract.EXAMPLES_SIGNATURE,
+            preprocessing_function_names=[contract.TRANSFORM_SIGNATURE],
+            label_key=contract.LABEL_ID, prediction_key=contract.PROBABILITIES)],
         slicing_specs=[tfma.SlicingSpec(),
-                       tfma.SlicingSpec(feature_keys=[features.LENGTH_BUCKET])],
+                       tfma.SlicingSpec(feature_keys=[contract.LENGTH_BUCKET])],
         metrics_specs=specs)
 
 
@@ -177,9 +177,9 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftChe
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
         input_base=data_root, span_pattern=data.span_pattern,
         file_patterns=json.dumps([split.pattern for split in input_splits(data)]),
-        reader_config=json.dumps(dataclasses.asdict(data.reader_config())),
-        checkpoint=config.model.checkpoint, label_feature=features.LABEL,
-        text_feature=features.TEXT,
+        reader_config=data.reader_config().to_json(),
+        checkpoint=config.model.checkpoint, label_feature=contract.LABEL_FEATURE,
+        text_feature=contract.TEXT_FEATURE,
         max_unknown_share_increase=data.max_unknown_share_increase,
         max_label_l_infinity=data.max_label_l_infinity,
         max_length_js_divergence=data.max_length_js_divergence,
@@ -206,7 +206,7 @@ def serving_validation(config: PipelineConfig, model, evaluator, gen,
             max_loading_time_seconds=config.output.serving_check_timeout, num_tries=2),
         request_spec=infra_validator_pb2.RequestSpec(
             tensorflow_serving=infra_validator_pb2.TensorFlowServingRequestSpec(
-                signature_names=[features.SERVING_EXAMPLES_SIGNATURE]),
+                signature_names=[contract.EXAMPLES_SIGNATURE]),
             split_name="eval", num_examples=8)).with_id("InfraValidator")
 
 
@@ -219,7 +219,7 @@ def model_card(config: PipelineConfig, trainer, evaluator, statistics, gen,
         evaluation=evaluator.outputs["evaluation"],
         model_blessing=evaluator.outputs["blessing"], model_name=config.output.model_name,
         input_base=data_root, file_patterns=[s.pattern for s in input_splits(config.data)],
-        label_feature=features.LABEL, text_feature=features.TEXT,
+        label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE,
         intended_use=config.model_card.intended_use,
         limitations=config.model_card.limitations, owners=config.model_card.owners)
 
@@ -298,17 +298,18 @@ def create_pipeline(config: PipelineConfig, *,
                                  schema=schema.outputs["schema"])
     gate = DataGate(statistics=statistics.outputs["statistics"],
                     anomalies=validator.outputs["anomalies"],
-                    label_feature=features.LABEL, text_feature=features.TEXT)
+                    label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE)
     checks = [gate]
     if config.data.span_pattern:
         checks.append(drift_check(config, gen, schema, data_root))
         checks[-1].add_upstream_node(gate)
-    custom_config = {"model": config.model.to_dict(), "task": dataclasses.asdict(task(config)),
-                     "max_unknown_share": config.data.max_unknown_share,
-                     "privacy": privacy_settings(config.privacy)}
+    served, privacy = task(config), privacy_settings(config.privacy)
+    # Transform gets only what preprocessing_fn reads: its cache key holds its
+    # custom_config, so a training setting (model.epochs) changed reuses its outputs.
     transform = Transform(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config=preprocessing.transform_config(config.model, served, privacy))
     transform.add_upstream_node(checks[-1])
     baseline = Resolver(
         strategy_class=LatestBlessedModelStrategy,
@@ -324,7 +325,9 @@ def create_pipeline(config: PipelineConfig, *,
         base_model=baseline.outputs["model"] if config.model.warm_start else None,
         train_args=trainer_pb2.TrainArgs(),
         eval_args=trainer_pb2.EvalArgs(),
-        custom_config=dict(custom_config, **_accelerator(trainer_platform_config)))
+        custom_config={"model": config.model.to_dict(), "task": dataclasses.asdict(served),
+                       "max_unknown_share": config.data.max_unknown_share,
+                       "privacy": privacy, **_accelerator(trainer_platform_config)})
     if trainer_platform_config is not None:
         trainer.with_platform_config(trainer_platform_config)
     evaluator = Evaluator(
