@@ -5,8 +5,8 @@ from typing import Iterable, Mapping, Optional
 
 import tensorflow as tf
 
-from models import features
 from models.tokenizer import segment_ids
+from serving import contract
 
 # Batches are padded to their longest text; texts are grouped by length first.
 _BUCKET_BOUNDARIES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
@@ -38,7 +38,7 @@ def profile_split(patterns: Iterable[str], feature_spec: Mapping, num_labels: in
                   unknown_id: int, special_ids: Iterable[int]) -> dict:
     """One pass over a transformed split: rows, rows per label id, word pieces (special
     tokens aside) and how many of them are [UNK]."""
-    spec = {k: feature_spec[k] for k in (features.INPUT_IDS, features.LABEL_ID)}
+    spec = {k: feature_spec[k] for k in (contract.INPUT_IDS, contract.LABEL_ID)}
     specials = tf.constant(list(special_ids), tf.int64)
 
     def values(tensor):
@@ -47,7 +47,7 @@ def profile_split(patterns: Iterable[str], feature_spec: Mapping, num_labels: in
 
     def summarize(records):
         parsed = tf.io.parse_example(records, spec)
-        ids, labels = values(parsed[features.INPUT_IDS]), values(parsed[features.LABEL_ID])
+        ids, labels = values(parsed[contract.INPUT_IDS]), values(parsed[contract.LABEL_ID])
         special = tf.reduce_any(tf.equal(ids[:, tf.newaxis], specials), axis=1)
         return (tf.size(records, out_type=tf.int64),
                 tf.cast(tf.reduce_sum(tf.one_hot(labels, num_labels), axis=0), tf.int64),
@@ -70,19 +70,19 @@ def make_dataset(patterns: Iterable[str], feature_spec: Mapping[str, tf.io.Fixed
     """Batches of ({input_ids, attention_mask, token_type_ids}, label_id): token types
     from the first [SEP] (``sep_id``; sentence pairs), labels multi-hot over
     ``multi_label_classes`` labels when that is set."""
-    spec = {k: feature_spec[k] for k in (features.INPUT_IDS, features.LABEL_ID)}
+    spec = {k: feature_spec[k] for k in (contract.INPUT_IDS, contract.LABEL_ID)}
     ds = _record_dataset(list_files(patterns))
     if shuffle:
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
 
     def parse(record):
         parsed = tf.io.parse_single_example(record, spec)
-        label = _dense(parsed[features.LABEL_ID])
+        label = _dense(parsed[contract.LABEL_ID])
         if multi_label_classes:
             label = multi_hot(tf.reshape(label, [-1]), multi_label_classes)
         else:
             label = tf.reshape(label, [])
-        return _dense(parsed[features.INPUT_IDS]), label
+        return _dense(parsed[contract.INPUT_IDS]), label
 
     no_label = tf.constant(0.0) if multi_label_classes else tf.constant(0, tf.int64)
     label_shape = [multi_label_classes] if multi_label_classes else []

@@ -35,9 +35,7 @@ import tensorflow as tf
 from models import features, redaction
 from models.hparams import Task
 from models.tokenizer import pad_to_dense, segment_ids
-from serving.contract import (ASSETS_EXTRA, CLASSIFY_METHOD, INPUT_CONTRACT, LABEL_SET,
-                              LABELS_FILE, MODEL_INFO_FILE, REDACT_SIGNATURE, TEXT_INPUT,
-                              WARMUP_FILE)
+from serving import contract
 # tf-text ops linked into TF Serving 2.12-2.19 (tf-text 2.12) that BertTokenizer may use;
 # every other op of the exported model must be core TensorFlow.
 TF_SERVING_TF_TEXT_OPS = frozenset({"CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
@@ -84,9 +82,9 @@ def input_contract(task: Task, privacy: Optional[Mapping]) -> dict:
     return {"text_columns": list(task.text_columns),
             "text_pair_columns": list(task.text_pair_columns),
             "text_separator": task.text_separator, "empty_parts": "left out",
-            "signatures": {features.SERVING_TEXT_SIGNATURE: served,
-                           features.CLASSIFY_SIGNATURE: served,
-                           features.SERVING_EXAMPLES_SIGNATURE: list(
+            "signatures": {contract.TEXT_SIGNATURE: served,
+                           contract.CLASSIFY_SIGNATURE: served,
+                           contract.EXAMPLES_SIGNATURE: list(
                                features.text_inputs(task))},
             "privacy": dict(privacy) if privacy else {"redact": "none"}}
 
@@ -111,7 +109,7 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
 
     def predict(raw_features):
         transformed = model.tft_layer(raw_features)
-        ids, mask = pad_to_dense(transformed[features.INPUT_IDS], pad_id)
+        ids, mask = pad_to_dense(transformed[contract.INPUT_IDS], pad_id)
         types = segment_ids(ids, sep_id, mask) if task.text_pair else tf.zeros_like(ids)
         outputs = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
                         training=False)
@@ -121,13 +119,13 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
         else:
             probabilities = tf.nn.softmax(logits, axis=-1)
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        result = {features.PROBABILITIES: probabilities, features.CLASS_ID: class_id,
-                  features.LABEL_NAME: tf.gather(labels, class_id)}
+        result = {contract.PROBABILITIES: probabilities, contract.CLASS_ID: class_id,
+                  contract.LABEL_NAME: tf.gather(labels, class_id)}
         if task.multi_label:
-            result[LABEL_SET] = label_set(probabilities, labels, threshold)
+            result[contract.LABEL_SET] = label_set(probabilities, labels, threshold)
         return result
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, text_spec))
 
@@ -144,56 +142,56 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
 
     column_spec = {name: tf.io.FixedLenFeature([], tf.string) for name in served}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.CLASSIFY_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)])
     def classify(inputs):
         if joins:  # tf.Examples with the columns, as predict_text takes them
             outputs = predict_inputs(tf.io.parse_example(inputs, column_spec))
         else:
             outputs = serve_examples(inputs)
-        probabilities = outputs[features.PROBABILITIES]
+        probabilities = outputs[contract.PROBABILITIES]
         classes = tf.tile(labels[tf.newaxis], [tf.shape(probabilities)[0], 1])
-        return {features.CLASSIFY_CLASSES: classes, features.CLASSIFY_SCORES: probabilities}
+        return {contract.CLASSIFY_CLASSES: classes, contract.CLASSIFY_SCORES: probabilities}
 
     redactor = redaction.from_settings(privacy)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TEXT_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.TEXT_INPUT)])
     def redact_text(text):
-        return {TEXT_INPUT: redactor(text)[0]}
+        return {contract.TEXT_INPUT: redactor(text)[0]}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
     def transform_features(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, raw_spec))
-        label_id = transformed[features.LABEL_ID]
+        label_id = transformed[contract.LABEL_ID]
         if task.multi_label:  # TFMA compares multi-hot labels with the sigmoid scores
             hot = tf.math.unsorted_segment_sum(
                 tf.one_hot(label_id.values, len(label_names)), label_id.indices[:, 0],
                 label_id.dense_shape[0])
             label_id = tf.minimum(hot, 1.0)
-        return {features.LABEL_ID: label_id,
-                features.LENGTH_BUCKET: transformed[features.LENGTH_BUCKET]}
+        return {contract.LABEL_ID: label_id,
+                contract.LENGTH_BUCKET: transformed[contract.LENGTH_BUCKET]}
 
     signatures = {
-        features.SERVING_EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
-        features.SERVING_TEXT_SIGNATURE: serve_text.get_concrete_function(),
-        features.CLASSIFY_SIGNATURE: classify.get_concrete_function(),
-        features.TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
-        REDACT_SIGNATURE: redact_text.get_concrete_function(),
+        contract.EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
+        contract.TEXT_SIGNATURE: serve_text.get_concrete_function(),
+        contract.CLASSIFY_SIGNATURE: classify.get_concrete_function(),
+        contract.TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
+        contract.REDACT_SIGNATURE: redact_text.get_concrete_function(),
     }
     # save_traces=False: no Keras traces of every layer's call (the largest part of the
     # export's time and of the model's load time); everything loads the model through its
     # signatures (tf.saved_model.load), never as a Keras model.
     model.save(output_dir, save_format="tf", signatures=signatures, include_optimizer=False,
                save_traces=False)
-    set_method_name(output_dir, features.CLASSIFY_SIGNATURE, CLASSIFY_METHOD)
-    extra = os.path.join(output_dir, ASSETS_EXTRA)
+    set_method_name(output_dir, contract.CLASSIFY_SIGNATURE, contract.CLASSIFY_METHOD)
+    extra = os.path.join(output_dir, contract.ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)
-    with tf.io.gfile.GFile(os.path.join(extra, LABELS_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(extra, contract.LABELS_FILE), "w") as f:
         f.write("".join(f"{name}\n" for name in label_names))
-    with tf.io.gfile.GFile(os.path.join(extra, MODEL_INFO_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(extra, contract.MODEL_INFO_FILE), "w") as f:
         json.dump(dict(model_info, labels=list(label_names),
-                       **{INPUT_CONTRACT: input_contract(task, privacy)}),
+                       **{contract.INPUT_CONTRACT: input_contract(task, privacy)}),
                   f, indent=2, sort_keys=True, ensure_ascii=False)
-    write_warmup_requests(os.path.join(extra, WARMUP_FILE), task)
+    write_warmup_requests(os.path.join(extra, contract.WARMUP_FILE), task)
 
 
 def label_set(probabilities: tf.Tensor, labels: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -234,7 +232,7 @@ def write_warmup_requests(path: str, task: Task = Task()) -> None:
     def row(i: int) -> dict:  # served input -> value; the k-th column shifts the texts
         values = {}
         for name, inputs in text_inputs.items():
-            pool = WARMUP_TEXTS if name == features.TEXT else WARMUP_PAIRS
+            pool = WARMUP_TEXTS if name == contract.TEXT_FEATURE else WARMUP_PAIRS
             for k, input_name in enumerate(inputs):
                 values.setdefault(input_name, pool[(i + k) % len(pool)])
         return values
@@ -246,10 +244,10 @@ def write_warmup_requests(path: str, task: Task = Task()) -> None:
     with tf.io.TFRecordWriter(path) as writer:
         for batch in ([row(1)], [row(i) for i in range(8)]):
             texts = {name: [values[name] for values in batch] for name in batch[0]}
-            examples = {features.EXAMPLES_INPUT: [_example(joined(values)).SerializeToString()
+            examples = {contract.EXAMPLES_INPUT: [_example(joined(values)).SerializeToString()
                                                   for values in batch]}
-            for signature, inputs in ((features.SERVING_TEXT_SIGNATURE, texts),
-                                      (features.SERVING_EXAMPLES_SIGNATURE, examples)):
+            for signature, inputs in ((contract.TEXT_SIGNATURE, texts),
+                                      (contract.EXAMPLES_SIGNATURE, examples)):
                 request = predict_pb2.PredictRequest(
                     model_spec=model_pb2.ModelSpec(signature_name=signature))
                 for name, values in inputs.items():
@@ -260,7 +258,7 @@ def write_warmup_requests(path: str, task: Task = Task()) -> None:
                     predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
             request = classification_pb2.ClassificationRequest(
-                model_spec=model_pb2.ModelSpec(signature_name=features.CLASSIFY_SIGNATURE),
+                model_spec=model_pb2.ModelSpec(signature_name=contract.CLASSIFY_SIGNATURE),
                 input=input_pb2.Input(example_list=input_pb2.ExampleList(
                     examples=[_example(values) for values in batch])))
             log = prediction_log_pb2.PredictionLog(

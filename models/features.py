@@ -1,33 +1,19 @@
-"""Feature names shared by ingestion, Transform, training and serving.
+"""The served inputs of a task: which inputs a model takes and how they form its features.
 
-Names a served model's callers also use live in ``serving/contract.py`` (imported
-here), so each is declared once.
+Every name (features, signatures, their inputs) lives in ``serving/contract.py``.
 """
 import re
 
-from serving.contract import (CLASSIFY_CLASSES, CLASSIFY_INPUT,  # noqa: F401  re-exported
-                              CLASSIFY_SCORES, CLASSIFY_SIGNATURE, CLASS_ID, EXAMPLES_INPUT,
-                              LABEL_NAME, PROBABILITIES, TEXT_INPUT,
-                              TEXT_PAIR_INPUT)
-from serving.contract import EXAMPLES_SIGNATURE as SERVING_EXAMPLES_SIGNATURE
-from serving.contract import LABEL_FEATURE as LABEL
-from serving.contract import TEXT_FEATURE as TEXT
-from serving.contract import TEXT_PAIR_FEATURE as TEXT_PAIR
-from serving.contract import TEXT_SIGNATURE as SERVING_TEXT_SIGNATURE
-
-# Features produced by the Transform graph.
-INPUT_IDS = "input_ids"
-LABEL_ID = "label_id"
-LENGTH_BUCKET = "text_length_bucket"
-
-# Vocabulary file of label names computed by Transform.
-LABEL_VOCAB = "label_vocab"
+from serving import contract
+from serving.contract import TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE, TEXT_PAIR_INPUT
 
 # Upper bounds (in word pieces, [CLS]/[SEP] included) of the text-length slices.
 LENGTH_BUCKET_BOUNDARIES = (16, 32, 64, 128, 256)
 
-# The signature TFMA calls to turn raw eval examples into labels and slices.
-TRANSFORM_SIGNATURE = "transform_features"
+# Read here by components/text_example_gen/, cli/schema.py and bench/mrpc_probes.py until
+# they import serving.contract's names (issue 23, their owners' change); then delete these.
+TEXT, TEXT_PAIR, LABEL = TEXT_FEATURE, TEXT_PAIR_FEATURE, contract.LABEL_FEATURE
+INPUT_IDS, LABEL_ID = contract.INPUT_IDS, contract.LABEL_ID
 
 
 def input_name(column: str) -> str:
@@ -46,7 +32,8 @@ def text_inputs(task) -> dict:
     text column (and one pair column) takes ``text`` (and ``text_pair``); one trained on
     several takes one input per source column (``models.hparams.Task``)."""
     if len(task.text_columns) <= 1 and len(task.text_pair_columns) <= 1:
-        return {TEXT: [TEXT_INPUT], **({TEXT_PAIR: [TEXT_PAIR_INPUT]} if task.text_pair else {})}
+        return {TEXT_FEATURE: [TEXT_INPUT],
+                **({TEXT_PAIR_FEATURE: [TEXT_PAIR_INPUT]} if task.text_pair else {})}
     seen: dict = {}
     for column in (*task.text_columns, *task.text_pair_columns):
         other = seen.setdefault(input_name(column), column)
@@ -54,9 +41,9 @@ def text_inputs(task) -> dict:
             raise ValueError(f"the text columns '{other}' and '{column}' would both be served "
                              f"as the input '{input_name(column)}' (data.text_column, "
                              f"data.text_pair_column): rename one of them")
-    inputs = {TEXT: [input_name(c) for c in task.text_columns]}
+    inputs = {TEXT_FEATURE: [input_name(c) for c in task.text_columns]}
     if task.text_pair:
-        inputs[TEXT_PAIR] = [input_name(c) for c in task.text_pair_columns]
+        inputs[TEXT_PAIR_FEATURE] = [input_name(c) for c in task.text_pair_columns]
     return inputs
 
 

@@ -10,11 +10,12 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import (checkpoint, dataset, distribution, export, features,
-                    model as model_lib, progress, warm_start)
+from models import (checkpoint, dataset, distribution, export, model as model_lib, progress,
+                    warm_start)
 from models.hparams import ModelHParams, Task
+from serving import contract
 
-STATS_FILE = "train_stats.json"
+STATS_FILE = contract.TRAIN_STATS_FILE  # read by bench/ until it imports serving.contract's
 TOP_PROBABILITY_ROWS = 512  # eval rows the undertraining hint's probabilities come from
 
 
@@ -112,7 +113,7 @@ def run_fn(fn_args) -> None:
     tf.keras.utils.set_random_seed(hparams.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     label_names = export.read_label_names(
-        tf_transform_output.vocabulary_file_by_name(features.LABEL_VOCAB))
+        tf_transform_output.vocabulary_file_by_name(contract.LABEL_VOCAB))
     if len(label_names) < 2:
         raise ValueError(f"need at least 2 classes to train, found {label_names}")
     checkpoint_dir = checkpoint.resolve_checkpoint_dir(hparams.checkpoint)
@@ -204,7 +205,8 @@ def run_fn(fn_args) -> None:
              "privacy": fn_args.custom_config.get("privacy")}
     logging.info("Training stats: %s", stats)
     if chief:
-        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, STATS_FILE), "w") as f:
+        stats_path = os.path.join(fn_args.model_run_dir, contract.TRAIN_STATS_FILE)
+        with tf.io.gfile.GFile(stats_path, "w") as f:
             json.dump(stats, f, indent=2)
 
     # Every replica saves (saving may read variables collectively); only the chief's

@@ -14,13 +14,14 @@ import tensorflow as tf
 
 from models import export
 from models.model import weight_key
+from serving import contract
 
 CLASSIFIER_PREFIX = "classifier/"
 
 
 def read_base_labels(base_model_dir: str) -> list[str]:
-    return export.read_label_names(os.path.join(base_model_dir, export.ASSETS_EXTRA,
-                                                export.LABELS_FILE))
+    return export.read_label_names(os.path.join(base_model_dir, contract.ASSETS_EXTRA,
+                                                contract.LABELS_FILE))
 
 
 def _by_label(saved: np.ndarray, fresh: np.ndarray, base_labels: Sequence[str],

@@ -17,8 +17,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-ANOMALIES_FILE = "SchemaDiff.pb"
-STATS_FILE = "FeatureStats.pb"
+from serving.contract import ANOMALIES_FILE, LABEL_FEATURE, STATISTICS_FILE, TEXT_FEATURE
 
 
 class DataValidationError(RuntimeError):
@@ -92,7 +91,7 @@ def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
           stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
           label_feature: str, train_split: str = "train", eval_split: str = "eval",
-          text_feature: str = "text") -> None:
+          text_feature: str = TEXT_FEATURE) -> None:
     """Raises DataValidationError listing every anomaly and label problem."""
     problems = [line for split in sorted(anomalies_by_split)
                 for line in _anomaly_lines(split, anomalies_by_split[split])]
@@ -122,10 +121,11 @@ def _load_splits(artifact, file_name: str, proto_cls) -> dict:
 @component
 def DataGate(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
              anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
-             label_feature: Parameter[str] = "label",
-             text_feature: Parameter[str] = "text") -> None:
+             label_feature: Parameter[str] = LABEL_FEATURE,
+             text_feature: Parameter[str] = TEXT_FEATURE) -> None:
     """Fails the run if ExampleValidator found anomalies, the labels are unusable or the
     eval split cannot judge the model."""
     check(_load_splits(anomalies, ANOMALIES_FILE, anomalies_pb2.Anomalies),
-          _load_splits(statistics, STATS_FILE, statistics_pb2.DatasetFeatureStatisticsList),
+          _load_splits(statistics, STATISTICS_FILE,
+                       statistics_pb2.DatasetFeatureStatisticsList),
           label_feature, text_feature=text_feature)

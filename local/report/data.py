@@ -14,11 +14,8 @@ from typing import Optional
 import numpy as np
 from tfx.dsl.io import fileio
 
-from models import features
+from serving import contract
 
-STATS_FILE = "FeatureStats.pb"
-ANOMALIES_FILE = "SchemaDiff.pb"
-DRIFT_FILE = "drift.json"
 MAX_LENGTH_ROWS = 20_000  # word-piece lengths are read from this many rows per split
 
 
@@ -58,7 +55,7 @@ def read_statistics(uri: str) -> dict:
 
     stats = {}
     for split, folder in split_folders(uri).items():
-        path = os.path.join(folder, STATS_FILE)
+        path = os.path.join(folder, contract.STATISTICS_FILE)
         if fileio.exists(path):
             with fileio.open(path, "rb") as f:
                 parsed = statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
@@ -95,7 +92,7 @@ def feature_table(stats: dict) -> dict:
     return table
 
 
-def class_counts(dataset, label_feature: str = features.LABEL) -> dict:
+def class_counts(dataset, label_feature: str = contract.LABEL_FEATURE) -> dict:
     for feature in dataset.features:
         if feature_name(feature) == label_feature:
             return {b.label: int(b.sample_count)
@@ -107,7 +104,7 @@ def word_piece_lengths(uri: str, limit: int = MAX_LENGTH_ROWS) -> dict:
     """{split: lengths} from Transform's transformed examples (the first ``limit`` rows)."""
     import tensorflow as tf
 
-    spec = {features.INPUT_IDS: tf.io.VarLenFeature(tf.int64)}
+    spec = {contract.INPUT_IDS: tf.io.VarLenFeature(tf.int64)}
     lengths = {}
     for split, folder in split_folders(uri).items():
         files = sorted(fileio.glob(os.path.join(folder, "*")))
@@ -116,7 +113,7 @@ def word_piece_lengths(uri: str, limit: int = MAX_LENGTH_ROWS) -> dict:
         records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)
         counts = []
         for batch in records.batch(4096):
-            ids = tf.io.parse_example(batch, spec)[features.INPUT_IDS]
+            ids = tf.io.parse_example(batch, spec)[contract.INPUT_IDS]
             counts.append(tf.math.bincount(tf.cast(ids.indices[:, 0], tf.int32),
                                            minlength=int(ids.dense_shape[0])).numpy())
         lengths[split] = np.concatenate(counts) if counts else np.zeros(0, int)
@@ -137,7 +134,7 @@ def anomalies(uri: str) -> list:
 
     found = []
     for split, folder in split_folders(uri).items():
-        path = os.path.join(folder, ANOMALIES_FILE)
+        path = os.path.join(folder, contract.ANOMALIES_FILE)
         if not fileio.exists(path):
             continue
         with fileio.open(path, "rb") as f:
@@ -152,7 +149,7 @@ def anomalies(uri: str) -> list:
 
 def drift(uri: str) -> Optional[dict]:
     """DriftCheck's ``drift.json``: span, previous span, problems and figures."""
-    path = os.path.join(uri, DRIFT_FILE)
+    path = os.path.join(uri, contract.DRIFT_REPORT_FILE)
     if not fileio.exists(path):
         return None
     with fileio.open(path) as f:

@@ -133,7 +133,7 @@ def score(model_uri: str, examples_uri: str, labels: Sequence[str],
         files, compression_type="GZIP").take(limit)] if files else []
     if not serialized:
         return None
-    model_dir = os.path.join(model_uri, "Format-Serving")
+    model_dir = os.path.join(model_uri, contract.SERVING_MODEL_DIR)
     info = _model_info(model_dir)
     predict = tf.saved_model.load(model_dir).signatures[contract.EXAMPLES_SIGNATURE]
     probabilities = np.concatenate([

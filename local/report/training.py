@@ -12,7 +12,7 @@ import os
 
 from tfx.dsl.io import fileio
 
-STATS_FILE = "train_stats.json"  # models/trainer.py writes it next to the logs
+from serving import contract
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ def read_events(logdir: str) -> dict:
 
 def read(model_run_uri: str) -> Training:
     logdir = os.path.join(model_run_uri, "tensorboard")
-    stats_path = os.path.join(model_run_uri, STATS_FILE)
+    stats_path = os.path.join(model_run_uri, contract.TRAIN_STATS_FILE)
     stats = {}
     if fileio.exists(stats_path):
         with fileio.open(stats_path) as f:
