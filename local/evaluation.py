@@ -1,13 +1,12 @@
 """The Evaluator's output as the run summary shows it: per-class figures and the
-confusion matrix as text lines. Reading TFMA's files is pipeline/eval_results.py's job
-(the model card component reads them too); its names are re-exported here.
+confusion matrix as text lines. Reading TFMA's files is components/eval_results.py's job
+(the model card component and the run report read them too).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from pipeline.eval_results import (  # noqa: F401 (re-exported for the summary and tests)
-    Evaluation, failure_text, label_of, read, slice_name)
+from components.eval_results import label_of
 
 CORNER = "true \\ predicted"
 

@@ -16,7 +16,9 @@ from typing import Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components import eval_results
 from local import evaluation, small_data
+from serving import contract
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
 # Shown for every slice (the gated metric too); the overall line shows every metric.
@@ -204,7 +206,7 @@ def _custom(artifact, name):
 def _read_stats(model_run_uri: str) -> dict:
     from tfx.dsl.io import fileio
 
-    path = os.path.join(model_run_uri, "train_stats.json")  # a local path or a URI
+    path = os.path.join(model_run_uri, contract.TRAIN_STATS_FILE)  # a local path or a URI
     if not fileio.exists(path):
         return {}
     try:
@@ -216,7 +218,7 @@ def _read_stats(model_run_uri: str) -> dict:
 
 def _read_evaluation(summary: RunSummary, uri: str, gated: str) -> None:
     summary.gated = gated
-    result = evaluation.read(uri, summary.labels, gated)
+    result = eval_results.read(uri, summary.labels, gated)
     summary.metrics, summary.baseline_metrics = result.metrics, result.baseline_metrics
     summary.per_class, summary.confusion = result.per_class, result.confusion
     summary.gate_failures += result.failures
@@ -255,7 +257,8 @@ def lookalike_labels(labels: list) -> list:
 
 
 def _labels(model_uri: str) -> list:
-    path = os.path.join(model_uri, "Format-Serving", "assets.extra", "labels.txt")
+    path = os.path.join(model_uri, contract.SERVING_MODEL_DIR, contract.ASSETS_EXTRA,
+                        contract.LABELS_FILE)
     try:
         with open(path, encoding="utf-8") as f:
             return [line.rstrip("\n") for line in f]

@@ -8,6 +8,7 @@ import pytest
 import tensorflow_model_analysis as tfma
 from sklearn import metrics as sk
 
+from components import eval_results
 from local import evaluation
 from pipeline import eval_metrics
 
@@ -32,8 +33,8 @@ def _analyze(tmp_path, labels, scores, metrics, binarize=None):
         model_specs=[tfma.ModelSpec(label_key="label", prediction_key="scores")],
         slicing_specs=[tfma.SlicingSpec()], metrics_specs=specs)
     tfma.analyze_raw_data(frame, config, output_path=str(tmp_path))
-    return evaluation.read(str(tmp_path), labels=["a", "b", "c"][:len(scores[0])],
-                           gated="macro_f1")
+    return eval_results.read(str(tmp_path), labels=["a", "b", "c"][:len(scores[0])],
+                             gated="macro_f1")
 
 
 def test_single_label_report_matches_scikit_learn(tmp_path):
@@ -125,7 +126,7 @@ def test_unknown_class_metric_is_refused():
 def test_gate_failures_name_both_values_and_the_setting():
     from tensorflow_model_analysis.proto import validation_result_pb2
 
-    evaluation_result = evaluation.Evaluation(
+    evaluation_result = eval_results.Evaluation(
         metrics={"": {"sparse_categorical_accuracy": 0.78}},
         baseline_metrics={"": {"sparse_categorical_accuracy": 0.81}})
     change = validation_result_pb2.ValidationFailure()
@@ -133,10 +134,10 @@ def test_gate_failures_name_both_values_and_the_setting():
     change.metric_key.is_diff = True
     change.metric_threshold.change_threshold.absolute.value = -0.01 - 1e-9
     change.metric_value.double_value.value = -0.03
-    assert evaluation.failure_text(change, evaluation_result, [], "") == (
+    assert eval_results.failure_text(change, evaluation_result, [], "") == (
         "sparse_categorical_accuracy 0.7800 vs. the baseline's 0.8100: a change of -0.0300, "
         "more than the allowed drop 0.0100 (eval.max_accuracy_drop)")
     missing = validation_result_pb2.ValidationFailure(message="Metric not found.")
     missing.metric_key.name = "macro_f1"
-    assert evaluation.failure_text(missing, evaluation_result, [], "macro_f1") == (
+    assert eval_results.failure_text(missing, evaluation_result, [], "macro_f1") == (
         "macro_f1: no value was computed (Metric not found)")

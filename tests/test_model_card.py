@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
 
+from components import eval_results
 from components.model_card import card, executor
-from pipeline import eval_results
 from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
 from tests.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
 

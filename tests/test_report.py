@@ -126,7 +126,7 @@ def test_report_is_self_contained_with_every_section_and_figure(tiny_run):
 def test_report_numbers_are_the_metrics_tfma_wrote(tiny_run):
     import tensorflow_model_analysis as tfma
 
-    from local.evaluation import slice_name
+    from components.eval_results import slice_name
 
     overrides, _, _, path = tiny_run
     [evaluation] = glob.glob(os.path.join(overrides["output.root"], "*", "Evaluator",

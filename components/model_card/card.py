@@ -10,10 +10,10 @@ import json
 import os
 from typing import Optional, Sequence
 
-from pipeline.eval_results import Evaluation, label_of
-from serving.contract import ASSETS_EXTRA
+from components.eval_results import Evaluation, label_of
+from serving.contract import ASSETS_EXTRA, MODEL_CARD_FILE
 
-CARD_FILE = os.path.join(ASSETS_EXTRA, "model_card.md")  # inside the SavedModel folder
+CARD_FILE = os.path.join(ASSETS_EXTRA, MODEL_CARD_FILE)  # inside the SavedModel folder
 TRAINING_FIGURES = (("train_examples", "training examples"), ("steps", "training steps"),
                     ("precision", "precision"), ("fit_seconds", "training seconds"),
                     ("examples_per_second", "examples/s"))
@@ -38,7 +38,7 @@ class CardFacts:
     data: DataFacts
     training: dict  # the Trainer's train_stats.json (hparams, where it started, figures)
     evaluation: Evaluation
-    gate: list  # pipeline.eval_results.GateCheck
+    gate: list  # components.eval_results.GateCheck
     blessed: Optional[bool]
     intended_use: str = ""
     limitations: str = ""

@@ -17,6 +17,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.model_card import executor
+from serving.contract import LABEL_FEATURE, TEXT_FEATURE
 
 
 class ModelCardSpec(ComponentSpec):
@@ -42,8 +43,8 @@ class ModelCard(base_component.BaseComponent):
 
     def __init__(self, *, examples, statistics, model, model_run, evaluation, model_blessing,
                  model_name: str, input_base: str, file_patterns: list, intended_use: str,
-                 limitations: str, owners: str, label_feature: str = "label",
-                 text_feature: str = "text"):
+                 limitations: str, owners: str, label_feature: str = LABEL_FEATURE,
+                 text_feature: str = TEXT_FEATURE):
         super().__init__(spec=ModelCardSpec(
             examples=examples, statistics=statistics, model=model, model_run=model_run,
             evaluation=evaluation, model_blessing=model_blessing,

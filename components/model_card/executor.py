@@ -18,12 +18,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import eval_results
 from components.model_card import card
-from pipeline import eval_results
-from serving.contract import ASSETS_EXTRA, INPUT_CONTRACT, MODEL_INFO_FILE
+from serving.contract import (ASSETS_EXTRA, INPUT_CONTRACT, MODEL_INFO_FILE, STATISTICS_FILE,
+                              TRAIN_STATS_FILE)
 
-STATS_FILE = "FeatureStats.pb"  # StatisticsGen's file per split
-TRAIN_STATS_FILE = "train_stats.json"  # models.trainer.STATS_FILE
 SCRIPT_SAMPLE = 500  # training texts whose letters give the script shares
 INPUT_ROLES = ("examples", "statistics", "model", "model_run", "evaluation", "model_blessing")
 
@@ -52,7 +51,7 @@ def split_statistics(statistics, label_feature: str) -> tuple[dict, dict]:
     rows, classes = {}, {}
     for split in artifact_utils.decode_split_names(statistics.split_names):
         stats = tfdv.load_stats_binary(os.path.join(
-            artifact_utils.get_split_uri([statistics], split), STATS_FILE))
+            artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE))
         dataset = stats.datasets[0]
         rows[split] = int(dataset.num_examples)
         label = next((f for f in dataset.features

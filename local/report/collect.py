@@ -13,6 +13,7 @@ from tfx.dsl.io import fileio
 
 from local.report import data, scoring, training
 from local.summary import RunSummary
+from serving import contract
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ def model_card(summary: RunSummary) -> Optional[str]:
     folders = [summary.pushed_path] if summary.pushed_path else []
     folders += [os.path.join(uri, sub) for outputs in summary.artifacts.values()
                 for found in outputs.values() for _, uri in found
-                for sub in ("Format-Serving", "")]
+                for sub in (contract.SERVING_MODEL_DIR, "")]
     for folder in folders:
         path = os.path.join(folder, CARD_FILE)
         if fileio.exists(path):
@@ -63,7 +64,7 @@ def _part(report: Report, what: str, read, *args):
 
 
 def _evaluation(summary: RunSummary, uri: str) -> list:
-    from pipeline import eval_results
+    from components import eval_results
 
     return eval_results.gate_checks(uri, eval_results.read(uri, summary.labels,
                                                            summary.gated))

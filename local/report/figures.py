@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from pipeline.eval_results import label_of
+from components.eval_results import label_of
 
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "report", "font.size": 9,
          "axes.spines.top": False, "axes.spines.right": False}

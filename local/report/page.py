@@ -11,10 +11,10 @@ from typing import Optional
 import jinja2
 from markupsafe import Markup, escape
 
+from components.eval_results import label_of
 from local import small_data
 from local.report import figures, scoring
 from local.report.collect import Report
-from pipeline.eval_results import label_of
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 SECTIONS = (("components", "Components"), ("data", "Data"), ("anomalies", "Anomalies"),

@@ -5,6 +5,9 @@ Metrics per slice (candidate and baseline), every class's precision, recall, F1 
 support, the confusion matrix, each gate threshold with its value and verdict, and why
 the gate failed: each failed threshold with both values and the setting that sets it,
 or why no metric was computed. Pure readers of TFMA's files (local paths or URIs).
+
+Beside the components (not in ``pipeline/``) so that the model card component reads it
+without importing the pipeline that is built from it.
 """
 from __future__ import annotations
 
