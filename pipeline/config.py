@@ -509,8 +509,12 @@ def default_value(f: dataclasses.Field) -> Any:
 
 
 def option_help(f: dataclasses.Field) -> str:
-    """A setting's help as ``--help`` prints it: its text, then its default."""
-    return f"{f.metadata.get('help', '')} (default: {default_value(f)})"
+    """A setting's help as ``--help`` prints it: its text, then its default (an empty
+    string as '', a lone space or tab in words: argparse would wrap it away)."""
+    default = default_value(f)
+    shown = {"": "''", " ": "a space", "\t": "a tab"}.get(default, default) \
+        if isinstance(default, str) else default
+    return f"{f.metadata.get('help', '')} (default: {shown})"
 
 
 def section_summary(cls) -> str:
