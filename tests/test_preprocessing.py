@@ -31,6 +31,13 @@ def test_transform_gets_the_tokenizer_settings_task_and_privacy_the_trainer_ever
         assert found["Transform"][key] == found["Trainer"][key]
 
 
+def test_transform_leaves_statistics_to_statistics_gen():
+    (transform,) = [c for c in local_pipeline(load_config(None, SETTINGS)).components
+                    if c.id == "Transform"]
+    assert transform.exec_properties["disable_statistics"] == 1
+    assert "post_transform_stats" not in transform.outputs
+
+
 def test_only_what_preprocessing_fn_reads_changes_transform_settings():
     base = custom_configs()["Transform"]
     for training in ({"model.epochs": 5}, {"model.learning_rate": 1e-4},
