@@ -95,9 +95,26 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
                          threshold: float = 0.5, privacy: Optional[Mapping] = None) -> None:
     """Saves ``model`` with the tokenizer and label names baked into its signatures.
 
-    ``sep_id`` gives sentence pairs their token types; multi-label models (``task``)
-    predict every label whose sigmoid score is at least ``threshold``; ``privacy``: the
-    run's redaction settings, for ``redact_text`` (the Transform graph has its own)."""
+    Args:
+      model: the fine-tuned Keras classifier (token ids in, logits out).
+      tf_transform_output: Transform's output, whose graph (redaction, tokenizer) every
+        signature runs first.
+      label_names: the class names, in class-id order (served as ``classes``).
+      pad_id: the vocabulary's padding id.
+      output_dir: the SavedModel folder to write.
+      model_info: what the run knew of the model (checkpoint, settings), saved in
+        ``assets.extra/model_info.json`` with the labels and the input contract.
+      sep_id: the [SEP] id, which gives sentence pairs their token types.
+      task: text pairs, multi-label.
+      threshold: multi-label models predict every label whose sigmoid score is at
+        least this.
+      privacy: the run's redaction settings, for ``redact_text`` (the Transform graph
+        has its own).
+
+    Returns:
+      None. ``output_dir`` holds the signatures ``serving.contract`` names, the label
+      names and the warmup requests.
+    """
     raw_spec = tf_transform_output.raw_feature_spec()
     text_inputs = features.text_inputs(task)  # raw feature -> the served inputs it joins
     served = features.served_inputs(task)

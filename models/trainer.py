@@ -103,7 +103,21 @@ def balanced_class_weights(label_counts: list) -> dict:
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (``Trainer(run_fn='models.trainer.run_fn')``)."""
+    """TFX Trainer entry point (``Trainer(run_fn='models.trainer.run_fn')``): fine-tunes
+    the checkpoint (or warm-starts from the latest blessed model) on Transform's output
+    and exports the serving model, on one process or as one replica of several.
+
+    Args:
+      fn_args: TFX's ``FnArgs``: ``train_files``/``eval_files`` (Transform's examples),
+        ``transform_output``, ``serving_model_dir``, ``model_run_dir``, ``base_model``
+        (warm start) and ``custom_config`` (``model``: every ``ModelHParams`` setting,
+        ``task``, ``privacy``, ``max_unknown_share``, ``distribution``).
+
+    Returns:
+      None. Writes the SavedModel (signatures: ``serving.contract``) to
+      ``serving_model_dir`` (the chief only) and ``train_stats.json`` and TensorBoard logs
+      to ``model_run_dir``.
+    """
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
     strategy = model_lib.select_strategy()
     cluster = distribution.cluster_config()

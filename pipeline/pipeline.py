@@ -276,16 +276,29 @@ def create_pipeline(config: PipelineConfig, *,
                     trainer_distribution: Optional[dict] = None) -> Pipeline:
     """The whole pipeline, from values the runner resolved (as in TFX's templates).
 
-    ``config`` gives the ML settings only: data format and spans, model, eval gate,
-    model name, serving check timeout, caching. Where things are and what runs them is
-    the runner's choice, passed as is: ``pipeline_root``, ``data_root`` (the folder or
-    URI read), ``schema_file`` (a curated schema; empty: infer one),
-    ``serving_model_dir`` (the push destination, ``<serving_dir>/<model_name>``),
-    ``beam_pipeline_args``, ``metadata_connection_config`` (None: the orchestrator's),
-    ``serving_spec`` (None: the local ServingCheck; a ServingSpec: InfraValidator),
-    ``trainer_platform_config`` (e.g. the Trainer pod's resources on Kubeflow) and
-    ``trainer_distribution`` (how many Trainer replicas and what launches them:
-    ``trainer_component``).
+    ``config`` gives the ML settings only; where things are and what runs them is the
+    runner's choice (``local/runner.py``, ``kubeflow/runner.py``), passed as is.
+
+    Args:
+      config: data format and spans, model, eval gate, model name, serving check,
+        privacy, caching.
+      pipeline_name: the name ML Metadata files the runs under.
+      pipeline_root: where the components write their artifacts.
+      data_root: the folder or URI the data files are read from.
+      schema_file: a curated schema to import; empty: SchemaGen infers one.
+      serving_model_dir: the push destination, ``<serving_dir>/<model_name>``.
+      beam_pipeline_args: the Beam options of every Beam-based component.
+      metadata_connection_config: the ML Metadata store; None: the orchestrator's.
+      serving_spec: None for the local ServingCheck; a ServingSpec for TFX's
+        InfraValidator (Kubeflow).
+      trainer_platform_config: the Trainer's platform settings (e.g. its pod's resources
+        on Kubeflow).
+      trainer_distribution: how many Trainer replicas and what launches them (see
+        ``trainer_component``); None: one process.
+
+    Returns:
+      The TFX ``Pipeline``: ExampleGen to Pusher, with the data gate, the drift check
+      (with spans), the model card and the serving check or InfraValidator.
     """
     gen = example_gen(config.data, data_root, config.privacy)
     statistics = StatisticsGen(examples=gen.outputs["examples"])
