@@ -31,7 +31,8 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
 from bench.run_benchmarks import RESULTS, WORK  # noqa: E402
-from models import checkpoint, dataset, features, model as model_lib, trainer  # noqa: E402
+from models import checkpoint, dataset, model as model_lib, trainer  # noqa: E402
+from serving import contract  # noqa: E402
 from models.hparams import ModelHParams  # noqa: E402
 from models.tokenizer import segment_ids  # noqa: E402
 
@@ -80,12 +81,12 @@ def make_dataset(files, spec, batch_size, pad_id, sep_id, shuffle, seed, swap_pa
     if not swap_pairs:
         return dataset.make_dataset(files, spec, batch_size, pad_id, 128, shuffle=shuffle,
                                     seed=seed, sep_id=sep_id)
-    keys = {k: spec[k] for k in (features.INPUT_IDS, features.LABEL_ID)}
+    keys = {k: spec[k] for k in (contract.INPUT_IDS, contract.LABEL_ID)}
 
     def parse(record):
         parsed = tf.io.parse_single_example(record, keys)
-        return (dataset._dense(parsed[features.INPUT_IDS]),
-                tf.reshape(dataset._dense(parsed[features.LABEL_ID]), []))
+        return (dataset._dense(parsed[contract.INPUT_IDS]),
+                tf.reshape(dataset._dense(parsed[contract.LABEL_ID]), []))
 
     def both_orders(ids, label):
         return tf.data.Dataset.from_tensor_slices(

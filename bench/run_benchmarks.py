@@ -283,13 +283,14 @@ def _plain_fit_throughput(hparams, graph, train_files, steps, dynamic_padding=Tr
 def _run_fn_throughput(hparams, graph, train_files, eval_files, steps) -> float:
     from tfx.components.trainer.fn_args_utils import FnArgs
     from models import trainer
+    from serving import contract
 
     out = tempfile.mkdtemp(prefix="run_fn_", dir=WORK)
     config = dict(hparams.to_dict(), train_steps=steps)
     trainer.run_fn(FnArgs(train_files=train_files, eval_files=eval_files,
                           transform_output=graph, serving_model_dir=os.path.join(out, "serving"),
                           model_run_dir=out, custom_config={"model": config}))
-    with open(os.path.join(out, trainer.STATS_FILE)) as f:
+    with open(os.path.join(out, contract.TRAIN_STATS_FILE)) as f:
         return json.load(f)["examples_per_second"]
 
 

@@ -79,7 +79,7 @@ def train_and_score(precision: str, seed: int, epochs: float, root: str, run_dir
     from cli.score import score_file
     from components.text_example_gen.parsing import ReaderConfig
     from models.hparams import ModelHParams
-    from models.trainer import STATS_FILE
+    from serving import contract
 
     bench.WORK = run_dir  # _run_fn_throughput puts its run_fn_* folder under WORK
     os.makedirs(run_dir, exist_ok=True)
@@ -87,7 +87,7 @@ def train_and_score(precision: str, seed: int, epochs: float, root: str, run_dir
     hparams = ModelHParams(precision=precision, seed=seed, epochs=epochs)
     bench._run_fn_throughput(hparams, graph, train_files, eval_files, steps=0)
     (out,) = [os.path.join(run_dir, d) for d in os.listdir(run_dir) if d.startswith("run_fn_")]
-    with open(os.path.join(out, STATS_FILE)) as f:
+    with open(os.path.join(out, contract.TRAIN_STATS_FILE)) as f:
         stats = json.load(f)
     dev, reader = os.path.join(bench.SST2, "dev.tsv"), ReaderConfig("sentence", "label")
     score = score_file(os.path.join(out, "serving"), dev, reader)

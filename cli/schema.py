@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from components.text_example_gen.parsing import ReaderConfig, read_file
-from models import features
+from serving import contract
 
 
 def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig,
@@ -24,32 +24,32 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig,
     from components.text_example_gen.executor import input_files
     files = input_files(input_dir, file_pattern)
     records = [r for path in files for r in read_file(path, reader)]
-    columns = {features.TEXT: [r.text for r in records],
-               features.LABEL: [list(r.labels) for r in records]}
+    columns = {contract.TEXT_FEATURE: [r.text for r in records],
+               contract.LABEL_FEATURE: [list(r.labels) for r in records]}
     if reader.text_pair_column:
-        columns[features.TEXT_PAIR] = [r.text_pair for r in records]
+        columns[contract.TEXT_PAIR_FEATURE] = [r.text_pair for r in records]
     frame = pd.DataFrame(columns)
     if not reader.multi_label:
-        frame[features.LABEL] = [r.label for r in records]
+        frame[contract.LABEL_FEATURE] = [r.label for r in records]
     schema = tfdv.infer_schema(tfdv.generate_statistics_from_dataframe(frame))
     for feature in schema.feature:
         feature.presence.min_fraction = 1.0
         feature.presence.min_count = 1
         feature.ClearField("value_count")
         feature.shape.Clear()
-        if reader.multi_label and feature.name == features.LABEL:
+        if reader.multi_label and feature.name == contract.LABEL_FEATURE:
             feature.value_count.min = 1  # one or more labels per text
         else:
             feature.shape.dim.add(size=1)
-    label = tfdv.get_feature(schema, features.LABEL)
+    label = tfdv.get_feature(schema, contract.LABEL_FEATURE)
     label.ClearField("domain_info")
-    label.domain = features.LABEL
+    label.domain = contract.LABEL_FEATURE
     label.drift_comparator.infinity_norm.threshold = label_l_infinity
-    text = tfdv.get_feature(schema, features.TEXT)
+    text = tfdv.get_feature(schema, contract.TEXT_FEATURE)
     text.drift_comparator.jensen_shannon_divergence.threshold = length_js_divergence
     del schema.string_domain[:]
     schema.string_domain.append(schema_pb2.StringDomain(
-        name=features.LABEL, value=sorted({label for r in records for label in r.labels})))
+        name=contract.LABEL_FEATURE, value=sorted({label for r in records for label in r.labels})))
     return schema, len(records)
 
 

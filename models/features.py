@@ -4,17 +4,10 @@ Every name (features, signatures, their inputs) lives in ``serving/contract.py``
 """
 import re
 
-from serving import contract
 from serving.contract import TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE, TEXT_PAIR_INPUT
 
 # Upper bounds (in word pieces, [CLS]/[SEP] included) of the text-length slices.
 LENGTH_BUCKET_BOUNDARIES = (16, 32, 64, 128, 256)
-
-# Read here by components/text_example_gen/, cli/schema.py and bench/mrpc_probes.py until
-# they import serving.contract's names (issue 23, their owners' change); then delete these.
-TEXT, TEXT_PAIR, LABEL = TEXT_FEATURE, TEXT_PAIR_FEATURE, contract.LABEL_FEATURE
-INPUT_IDS, LABEL_ID = contract.INPUT_IDS, contract.LABEL_ID
-
 
 def input_name(column: str) -> str:
     """A source column of a several-column model as a served input and tf.Example

@@ -15,7 +15,6 @@ from models import (checkpoint, dataset, distribution, export, model as model_li
 from models.hparams import ModelHParams, Task
 from serving import contract
 
-STATS_FILE = contract.TRAIN_STATS_FILE  # read by bench/ until it imports serving.contract's
 TOP_PROBABILITY_ROWS = 512  # eval rows the undertraining hint's probabilities come from
 
 

@@ -445,7 +445,7 @@ class PipelineConfig:
     enable_cache: bool = _field(False, "Reuse outputs of unchanged components.")
 
     def __post_init__(self):
-        multi_label = bool(self.data.label_delimiter)
+        multi_label = self.data.multi_label
         allowed = MULTI_LABEL_GATE_METRICS if multi_label else tuple(GATE_METRICS)
         if self.eval.metric not in allowed:
             raise ValueError(f"eval.metric '{self.eval.metric}' is for "

@@ -21,8 +21,8 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
 from components.drift_check import drift
+from serving import contract
 
-REPORT_FILE = "drift.json"
 
 
 class DataDriftError(RuntimeError):
@@ -79,7 +79,7 @@ def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) 
 def write_report(folder: str, result: dict) -> None:
     """``drift.json`` in the report artifact's folder (a local path or a URI)."""
     fileio.makedirs(folder)
-    with fileio.open(os.path.join(folder, REPORT_FILE), "w") as f:
+    with fileio.open(os.path.join(folder, contract.DRIFT_REPORT_FILE), "w") as f:
         f.write(json.dumps(result, indent=2))
 
 

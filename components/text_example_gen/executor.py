@@ -19,11 +19,7 @@ from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
 from components.text_example_gen.files import SPAN, data_files, list_spans
-from models import features
-
-TEXT_FEATURE = features.TEXT
-LABEL_FEATURE = features.LABEL
-TEXT_PAIR_FEATURE = features.TEXT_PAIR
+from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
 READER_KEY = "reader"  # the reader settings, as ReaderConfig.to_json() writes them

@@ -13,11 +13,12 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.metrics.metric import MetricsFilter
 
-from models import features, redaction
+from models import redaction
+from serving import contract
 
 NAMESPACE = "redaction"
 PROPERTY = "redactions"  # the examples artifact's custom property: JSON {split: {type: n}}
-TEXT_FEATURES = (features.TEXT, features.TEXT_PAIR)
+TEXT_FEATURES = (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
 MAX_BATCH = 256
 
 

@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Tuple
 import apache_beam as beam
 import tensorflow as tf
 
-from models import features
+from serving import contract
 
 HASH_RANGE = 2 ** 64
 EXACT_ROWS = 10_000  # classes up to this size get exactly eval_rows() eval rows
@@ -41,7 +41,7 @@ def row_hash(example: tf.train.Example) -> int:
 
 def label_of(example: tf.train.Example) -> bytes:
     """The (single) label of an example."""
-    return example.features.feature[features.LABEL].bytes_list.value[0]
+    return example.features.feature[contract.LABEL_FEATURE].bytes_list.value[0]
 
 
 def eval_rows(rows: int, fraction: float) -> int:
