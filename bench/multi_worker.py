@@ -109,7 +109,7 @@ def trainer_inputs(root: str) -> tuple:
 def distribution_settings(workers: int) -> dict:
     """What the local runner passes for --trainer.workers N (its defaults), with no
     restarts: a failing replica fails the benchmark instead of being retried."""
-    from local.runner import trainer_distribution
+    from local.local_runner import trainer_distribution
     from pipeline.config import PipelineConfig
 
     config = PipelineConfig()

@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from local import runner
+    from local import local_runner
     from pipeline.config import load_config
 
     results = {}
@@ -75,7 +75,7 @@ def main() -> None:
             times = []
             for _ in range(args.repeats):
                 if name.startswith("busy"):
-                    with runner.run_lock(load_config(None, {"output.root": root})):
+                    with local_runner.run_lock(load_config(None, {"output.root": root})):
                         times.append(refusal_seconds(extra, expected, root))
                 else:
                     times.append(refusal_seconds(extra, expected, root))

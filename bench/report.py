@@ -39,12 +39,12 @@ def main(argv=None) -> None:
     import tensorflow_text  # noqa: F401
 
     import models.trainer  # noqa: F401 - the Trainer ran in the runner's process
-    from local import report, runner, summary
+    from local import local_runner, report, summary
     from pipeline.config import load_config
     imports = time.perf_counter() - started
 
     config = load_config(None, {"output.root": args.root})
-    run = summary.collect(runner.local_pipeline(config), started=0)
+    run = summary.collect(local_runner.local_pipeline(config), started=0)
     if run.run_id is None:
         raise SystemExit(f"no run in {args.root}: `make run` first")
     seconds = []

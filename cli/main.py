@@ -59,11 +59,11 @@ def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
 
 
 def _cmd_run(args) -> int:
-    from local import runner  # light: TFX is imported after the lock and the checks
+    from local import local_runner  # light: TFX is imported after the lock and the checks
     config = config_from_args(args)
     try:
-        summary = runner.run(config)
-    except runner.RunInProgress as busy:
+        summary = local_runner.run(config)
+    except local_runner.RunInProgress as busy:
         print(f"error: {busy}", file=sys.stderr)
         return 1
     print("\n" + summary.format(), flush=True)
@@ -84,10 +84,10 @@ def _cmd_schedule(args) -> int:
 def _cmd_history(args) -> int:
     import json
 
-    from local import history, runner
+    from local import history, local_runner
     config = config_from_args(args)
     entries = history.read(config.history_path, unfinished=True,
-                           run_active=runner.run_active(config))[-args.last:]
+                           run_active=local_runner.run_active(config))[-args.last:]
     if args.json:
         for entry in entries:
             print(json.dumps(entry, ensure_ascii=False))
@@ -142,11 +142,11 @@ def _serve_reports(folder: str, port: int) -> int:
 
 
 def _cmd_kubeflow(args) -> int:
-    from kubeflow import client, runner
+    from kubeflow import kubeflow_runner, pipelines_client
     config = config_from_args(args)
     spec = args.spec
     if args.action == "compile":
-        print(f"wrote {runner.compile_pipeline(config, spec)}")
+        print(f"wrote {kubeflow_runner.compile_pipeline(config, spec)}")
         return 0
     if not os.path.exists(spec):
         raise ValueError(f"{spec} does not exist: run `bert-pipeline kubeflow compile` first")
@@ -156,10 +156,10 @@ def _cmd_kubeflow(args) -> int:
             token = f.read().strip()
     name = args.run_name or config.name
     if args.action == "submit":
-        print(f"run {client.submit(config, spec, name, token)} created")
+        print(f"run {pipelines_client.submit(config, spec, name, token)} created")
     else:
-        print(f"recurring run {client.schedule(config, spec, name, token)} created "
-              f"(cron '{client.kfp_cron(config.kubeflow.cron)}', max concurrency 1, "
+        print(f"recurring run {pipelines_client.schedule(config, spec, name, token)} created "
+              f"(cron '{pipelines_client.kfp_cron(config.kubeflow.cron)}', max concurrency 1, "
               "no catch-up)")
     return 0
 

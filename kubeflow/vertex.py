@@ -97,7 +97,7 @@ def trainer_settings(spec: dict) -> Optional[dict]:
 
 def spec_images(spec: dict) -> dict:
     """{where: image} of the Trainer's CustomJob worker pools in a compiled spec (for
-    kubeflow.runner.spec_images: they are inside the Trainer's custom_config)."""
+    kubeflow.kubeflow_runner.spec_images: they are inside the Trainer's custom_config)."""
     settings = trainer_settings(spec) or {}
     pools = settings.get(TRAINING_ARGS, {}).get("job_spec", {}).get("worker_pool_specs", [])
     return {f"Trainer CustomJob worker pool {i}": pool["container_spec"]["image_uri"]
@@ -107,7 +107,7 @@ def spec_images(spec: dict) -> dict:
 def _checked_spec(config: PipelineConfig, spec_file: str) -> dict:
     """The compiled spec, refused unless it was compiled for Vertex AI and every image it
     runs (worker pools included) is pinned, unless kubeflow.allow_unpinned_images."""
-    from kubeflow.runner import split_digest, unpinned
+    from kubeflow.kubeflow_runner import split_digest, unpinned
 
     with open(spec_file, encoding="utf-8") as f:
         spec = yaml.safe_load(f)
@@ -120,7 +120,7 @@ def _checked_spec(config: PipelineConfig, spec_file: str) -> dict:
         raise ValueError(f"{spec_file}: its pipeline root '{root}' is not gs://: compile "
                          "it again with kubeflow.pipeline_root gs://BUCKET/...")
     if not config.kubeflow.allow_unpinned_images:
-        from kubeflow.runner import spec_images as kubeflow_images
+        from kubeflow.kubeflow_runner import spec_images as kubeflow_images
 
         for where, image in {**kubeflow_images(spec), **spec_images(spec)}.items():
             if not split_digest(image)[1]:

@@ -3,7 +3,7 @@
 files) and ``data.schema_path``. Each problem names the setting to change.
 
 Only the configuration and the file system (tf.io.gfile: local paths and URIs): no
-TFX import, so a mistake is refused in seconds (local/runner.py runs this under the run
+TFX import, so a mistake is refused in seconds (local/local_runner.py runs this under the run
 lock, before it imports TFX). The file rules are TextExampleGen's own
 (components/text_example_gen/files.py: spans, data files, hidden files skipped).
 """

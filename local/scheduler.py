@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Callable, Optional
 
-from local import history, runner
+from local import history, local_runner
 from pipeline.config import PipelineConfig
 
 NEW_SPAN = "new span"
@@ -43,14 +43,14 @@ def _utc(timestamp: float) -> datetime.datetime:
 
 class Scheduler:
     def __init__(self, config: PipelineConfig, clock: Callable[[], float] = time.time,
-                 run: Callable = runner.run):
+                 run: Callable = local_runner.run):
         from croniter import croniter
 
         if not croniter.is_valid(config.schedule.cron):
             raise ValueError(f"schedule.cron '{config.schedule.cron}' is not a valid cron "
                              "expression")
         self.config, self.clock, self._run = config, clock, run
-        runner.use_storage(config)  # before the first s3:// access (newest_span)
+        local_runner.use_storage(config)  # before the first s3:// access (newest_span)
         self.started = clock()
 
     def due(self) -> Optional[str]:
@@ -94,7 +94,7 @@ class Scheduler:
             return Tick("idle", "no new span and no cron time passed")
         try:
             result = self._run(self.config, reason=reason)
-        except runner.RunInProgress as busy:
+        except local_runner.RunInProgress as busy:
             return Tick("busy", str(busy))
         return Tick("ran", reason, result.exit_code)
 

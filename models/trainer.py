@@ -10,8 +10,8 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import (checkpoint, dataset, distribution, export, model as model_lib, progress,
-                    warm_start)
+from models import (checkpoint, dataset, distribution, export, model as model_lib,
+                    training_progress, warm_start)
 from models.hparams import ModelHParams, Task
 from serving import contract
 
@@ -178,7 +178,7 @@ def run_fn(fn_args) -> None:
                                                 multi_label=task.multi_label)
         started_from = _start_weights(classifier, hparams, fn_args, label_names)
     logging.info("Training starts %s", started_from)
-    throughput, loss_trend = Throughput(global_batch), progress.LossTrend()
+    throughput, loss_trend = Throughput(global_batch), training_progress.LossTrend()
     callbacks = [throughput, loss_trend]
     if cluster:  # a restarted replica resumes from the last backup, not from step 0
         every = replica_settings.get("backup_every_steps", 0)
@@ -189,7 +189,7 @@ def run_fn(fn_args) -> None:
         callbacks.append(tf.keras.callbacks.TensorBoard(
             log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50))
     if chief and hparams.progress_every_steps:  # its lines replace Keras's line per epoch
-        callbacks.append(progress.TrainingProgress(
+        callbacks.append(training_progress.TrainingProgress(
             steps_per_epoch * epochs, global_batch, hparams.progress_every_steps))
     started = time.time()
     validation = make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False)

@@ -135,13 +135,13 @@ def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):
 
 def test_a_busy_root_is_refused_before_tfx_is_imported(tmp_path):
     """The lock comes first: no TFX import (27 s on a laptop) to learn that a run is on."""
-    from local import runner
+    from local import local_runner
     from pipeline.config import load_config
     config = load_config(None, {"output.root": str(tmp_path / "out")})
     probe = ("import sys; from cli.main import main; code = main(sys.argv[1:]); "
              "print('tfx imported' if 'tfx' in sys.modules else 'tfx not imported'); "
              "sys.exit(code)")
-    with runner.run_lock(config):
+    with local_runner.run_lock(config):
         done = subprocess.run([sys.executable, "-c", probe, "run", "--output.root",
                                config.output.root], cwd=REPO, capture_output=True,
                               text=True, timeout=120)

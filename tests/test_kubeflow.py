@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from cli.main import main
-from kubeflow import client
+from kubeflow import pipelines_client
 from kubeflow.beam_args import DATAFLOW, runner_name, worker_beam_args
-from kubeflow.runner import compile_pipeline, spec_images
+from kubeflow.kubeflow_runner import compile_pipeline, spec_images
 from pipeline.config import load_config
 from tests.json_api import JsonApiHandler
 
@@ -329,12 +329,12 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
 
 
 def test_cron_conversion_and_errors(tmp_path):
-    assert client.kfp_cron("0 3 * * *") == "0 0 3 * * *"
-    assert client.kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
+    assert pipelines_client.kfp_cron("0 3 * * *") == "0 0 3 * * *"
+    assert pipelines_client.kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
     with pytest.raises(ValueError, match="5 fields"):
-        client.kfp_cron("daily")
+        pipelines_client.kfp_cron("daily")
     with pytest.raises(ValueError, match="kubeflow.host is required"):
-        client.submit(_config(), str(tmp_path / "p.yaml"), "r")
+        pipelines_client.submit(_config(), str(tmp_path / "p.yaml"), "r")
     assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml"),
                  "--kubeflow.image", IMAGE]) == 1
 

@@ -26,9 +26,9 @@ from tfx.components.infra_validator.model_server_runners import kubernetes_runne
 from tfx.proto import infra_validator_pb2
 from tfx.utils import kube_utils
 
-from components.kubernetes_infra_validator import runner as hardened_runner
+from components.kubernetes_infra_validator import hardened_runner
 from components.kubernetes_infra_validator.executor import make_runner
-from kubeflow.runner import compile_pipeline, serving_spec
+from kubeflow.kubeflow_runner import compile_pipeline, serving_spec
 from tests.conftest import REPO
 from tests.json_api import JsonApiHandler
 from tests.pod_security import violations

@@ -119,7 +119,7 @@ def test_storage_settings_drive_every_s3_client_and_keep_local_state_local(
         tmp_path, monkeypatch):
     from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
-    from local.runner import local_pipeline
+    from local.local_runner import local_pipeline
 
     monkeypatch.chdir(tmp_path)
     for name in ENDPOINT_VARIABLES + ("AWS_REGION", "AWS_DEFAULT_REGION"):

@@ -4,7 +4,7 @@ and the graph tokenizes with them. TFX's cache reuse itself: tests/test_transfor
 """
 import json
 
-from local.runner import local_pipeline
+from local.local_runner import local_pipeline
 from models import preprocessing
 from models.hparams import ModelHParams, Task
 from pipeline.config import load_config

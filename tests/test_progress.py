@@ -11,8 +11,8 @@ from absl import logging as absl_logging
 from tfx import v1 as tfx
 from tfx.dsl.component.experimental.decorators import component
 
-from local import progress as component_progress
-from models import progress
+from local import run_progress
+from models import training_progress
 
 
 class Ticks:
@@ -27,7 +27,7 @@ class Ticks:
 
 
 def test_duration():
-    assert [progress.duration(s) for s in (0, 44.6, 245, 3720)] == \
+    assert [training_progress.duration(s) for s in (0, 44.6, 245, 3720)] == \
         ["0s", "45s", "4m 05s", "1h 02m"]
 
 
@@ -37,8 +37,8 @@ def test_training_progress_every_n_steps_with_rate_and_time_left():
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = np.random.rand(40, 3).astype("float32"), np.random.randint(0, 2, 40)
     out = io.StringIO()
-    callback = progress.TrainingProgress(total_steps=10, batch_size=8, every=3, stream=out,
-                                         clock=Ticks())
+    callback = training_progress.TrainingProgress(total_steps=10, batch_size=8, every=3,
+                                                  stream=out, clock=Ticks())
     model.fit(x, y, batch_size=8, epochs=2, steps_per_epoch=5, validation_data=(x, y),
               callbacks=[callback], verbose=0)
     lines = out.getvalue().splitlines()
@@ -87,7 +87,7 @@ def test_component_lines_of_a_real_local_run_and_the_rest_stays_quiet(tmp_path):
     absl_logging.set_verbosity(absl_logging.ERROR)  # as `bert-pipeline run` (no --verbose)
     try:
         with pytest.raises(RuntimeError, match="broken on purpose"):
-            with component_progress.component_progress(stream=out):
+            with run_progress.component_progress(stream=out):
                 tfx.orchestration.LocalDagRunner().run(pipeline)
         assert absl_logging.get_verbosity() == absl_logging.ERROR  # restored
     finally:

@@ -75,7 +75,7 @@ def tmpfs(folder, size: str):
 
 def pipeline_pusher(tmp_path, serving_dir: str):
     """The pipeline's Pusher node and a fresh instance of its executor."""
-    from local.runner import local_pipeline
+    from local.local_runner import local_pipeline
 
     config = load_config(None, {"data.schema_path": "", "output.root": str(tmp_path / "out"),
                                 "output.serving_dir": serving_dir})

@@ -346,7 +346,7 @@ def test_browser_draws_the_report_without_errors(tiny_run, tmp_path):
 
 
 def test_a_report_that_cannot_be_written_is_named_in_the_summary(tmp_path):
-    from local import runner
+    from local import local_runner
     from local.summary import ComponentRun, RunSummary
     from pipeline.config import load_config
 
@@ -355,7 +355,7 @@ def test_a_report_that_cannot_be_written_is_named_in_the_summary(tmp_path):
     result = RunSummary(pipeline="p", run_id="2026-01-01T00:00:00.1",
                         components=[ComponentRun("TextExampleGen", "failed", 1.0)],
                         error="ValueError: bad data")
-    runner.write_report(result, config)  # does not raise
+    local_runner.write_report(result, config)  # does not raise
     assert result.report_path is None and "NotADirectoryError" in result.report_error
     assert result.format().splitlines()[-1].startswith("Report: not written: NotADirectoryError")
     assert result.exit_code == 1

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cli.main import main
-from local import history, runner
+from local import history, local_runner
 from local.scheduler import Scheduler
 from pipeline.config import load_config
 from tests.conftest import sample_rows, tiny_overrides
@@ -64,7 +64,7 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     positive = [r for r in rows[500:] if r[1] == "1"][:180]
     negative = [r for r in rows[500:] if r[1] == "0"][:20]
     _write_span(data, 3, positive + negative)
-    with runner.run_lock(config):  # a tick while a run is active does nothing
+    with local_runner.run_lock(config):  # a tick while a run is active does nothing
         assert scheduler.tick().action == "busy"
     assert len(history.read(config.history_path)) == 2
     third = scheduler.tick()
@@ -82,7 +82,7 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     assert "new span 3" in table and "failed" in table and "warm" in table
 
     # the operator accepts the shift: drift_action=warn trains on span 3 and records it
-    accepted = runner.run(load_config(None, dict(settings, **{"data.drift_action": "warn"})))
+    accepted = local_runner.run(load_config(None, dict(settings, **{"data.drift_action": "warn"})))
     assert accepted.exit_code == 0 and accepted.span == 3
     assert accepted.drift.startswith("span 3 vs span 2: label distribution")
     assert accepted.drift.endswith("(data.drift_action=warn: training anyway)")

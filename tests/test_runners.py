@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from kubeflow.runner import kubeflow_pipeline
+from kubeflow.kubeflow_runner import kubeflow_pipeline
 from local import summary
-from local.runner import local_pipeline
+from local.local_runner import local_pipeline
 from pipeline.config import load_config
 from pipeline.pipeline import create_pipeline
 
@@ -154,13 +154,13 @@ def test_the_settings_checks_read_a_bucket(tmp_path):
         server.put(bucket, "schema.pbtxt", "")
         probe = (
             "import json, sys\n"
-            "from local import preflight, runner\n"
+            "from local import local_runner, preflight\n"
             "from pipeline.config import load_config\n"
             "from serving.filesystems import exit_process\n"
             "found = []\n"
             "for settings in json.loads(sys.argv[1]):\n"
             "    config = load_config(None, settings)\n"
-            "    runner.use_storage(config)\n"
+            "    local_runner.use_storage(config)\n"
             "    found.append([preflight.input_problem(config),\n"
             "                  preflight.schema_problem(config.data.schema_path)])\n"
             "print(json.dumps(found), flush=True)\n"

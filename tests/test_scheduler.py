@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from local import history, runner
+from local import history, local_runner
 from local.scheduler import Scheduler
 from pipeline.config import load_config
 
@@ -54,12 +54,12 @@ def test_due_on_new_span_and_on_cron_without_catch_up(tmp_path):
 def test_a_tick_while_a_run_is_active_does_nothing(tmp_path):
     config = _config(tmp_path)
     (tmp_path / "data" / "span-1").mkdir(parents=True)
-    with runner.run_lock(config):
+    with local_runner.run_lock(config):
         tick = Scheduler(config).tick()  # the real runner: refused by the lock
         assert tick.action == "busy"
         assert "another run is active" in tick.reason and "pid" in tick.reason
     assert history.read(config.history_path) == []
-    with runner.run_lock(config):  # released after the first holder
+    with local_runner.run_lock(config):  # released after the first holder
         pass
 
 
@@ -106,21 +106,21 @@ def test_loop_reports_a_failed_tick_and_goes_on(tmp_path, capsys):
 
 
 def test_history_looking_at_the_lock_does_not_refuse_a_run(tmp_path):
-    """``history`` (runner.run_active) holds the run lock shared for an instant; a run
+    """``history`` (local_runner.run_active) holds the run lock shared for an instant; a run
     starting then waits for it instead of failing with "another run is active". A lock
     held by a run still refuses (the wait is bounded)."""
     import fcntl
     import threading
     config = _config(tmp_path)
-    with runner.run_lock(config):
-        assert runner.run_active(config)
-    assert not runner.run_active(config)
-    with open(tmp_path / "out" / runner.LOCK_FILE, encoding="utf-8") as probe:
+    with local_runner.run_lock(config):
+        assert local_runner.run_active(config)
+    assert not local_runner.run_active(config)
+    with open(tmp_path / "out" / local_runner.LOCK_FILE, encoding="utf-8") as probe:
         fcntl.flock(probe, fcntl.LOCK_SH)  # as run_active holds it while it looks
         threading.Timer(0.2, fcntl.flock, (probe, fcntl.LOCK_UN)).start()
-        with runner.run_lock(config):
-            assert runner.run_active(config)
+        with local_runner.run_lock(config):
+            assert local_runner.run_active(config)
         fcntl.flock(probe, fcntl.LOCK_SH)  # never released while the run tries
-        with pytest.raises(runner.RunInProgress):
-            with runner.run_lock(config):
+        with pytest.raises(local_runner.RunInProgress):
+            with local_runner.run_lock(config):
                 pass

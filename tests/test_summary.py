@@ -56,7 +56,7 @@ def test_per_class_table_confusion_matrix_and_unknown_share_warning():
 
 
 def test_the_gated_metric_is_read_from_the_pipeline():
-    from local.runner import local_pipeline
+    from local.local_runner import local_pipeline
     from local.summary import _gated_metric
     from pipeline.config import load_config
     expected = {"accuracy": "sparse_categorical_accuracy", "auc": "auc", "macro_f1": "macro_f1"}

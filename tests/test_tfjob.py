@@ -1,5 +1,5 @@
 """The Trainer's replicas as a Training Operator TFJob (components/distributed_trainer/
-tfjob.py, kubeflow.runner.tfjob_distribution, the Role in kubeflow/deploy/rbac.yaml).
+tfjob.py, kubeflow.kubeflow_runner.tfjob_distribution, the Role in kubeflow/deploy/rbac.yaml).
 
 The manifest is held to the TFJob CRD of training-operator v1.9.0 (tests/data/
 training-operator/, its openAPIV3Schema with unknown fields refused, as the API server's
@@ -31,7 +31,7 @@ from kubernetes import client as k8s
 
 import kubeflow
 from components.distributed_trainer import tfjob
-from kubeflow.runner import compile_pipeline, tfjob_distribution, trainer_distribution
+from kubeflow.kubeflow_runner import compile_pipeline, tfjob_distribution, trainer_distribution
 from tests.conftest import REPO
 from tests.json_api import JsonApiHandler
 from tests.pod_security import violations

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from local import runner, summary
+from local import local_runner, summary
 from pipeline.config import load_config
 from tests.conftest import sample_rows, tiny_overrides
 
@@ -30,9 +30,9 @@ def run_up_to_transform(settings: dict) -> summary.RunSummary:
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.pipeline import RunOptions
 
-    pipeline = runner.local_pipeline(load_config(None, settings))
+    pipeline = local_runner.local_pipeline(load_config(None, settings))
     started = time.time()
-    with runner.no_tfx_package_for_direct_runner(pipeline.beam_pipeline_args):
+    with local_runner.no_tfx_package_for_direct_runner(pipeline.beam_pipeline_args):
         LocalDagRunner().run(pipeline, run_options=RunOptions(to_nodes=[UP_TO]))
     return summary.collect(pipeline, started)
 

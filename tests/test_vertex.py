@@ -20,7 +20,7 @@ import yaml
 
 from cli.main import main
 from kubeflow import vertex
-from kubeflow.runner import compile_pipeline
+from kubeflow.kubeflow_runner import compile_pipeline
 from pipeline.config import load_config
 from tests.json_api import JsonApiHandler
 
@@ -93,7 +93,7 @@ def test_trainer_runs_as_a_vertex_custom_job_with_a_chief_and_workers(specs):
     assert vertex.spec_images(spec) == {"Trainer CustomJob worker pool 0": IMAGE,
                                         "Trainer CustomJob worker pool 1": IMAGE}
     # kubeflow submit's image check sees the worker pools too
-    from kubeflow.runner import spec_images
+    from kubeflow.kubeflow_runner import spec_images
     assert {k: v for k, v in spec_images(spec).items() if "worker pool" in k} == \
         vertex.spec_images(spec)
     # The step only starts the CustomJob and waits: no accelerator, 1 CPU, 2 GB.

@@ -9,7 +9,7 @@ with the job's reason and message when it fails. Interrupted (SIGTERM, as Argo s
 step, or Ctrl-C) or failing while it waits, it deletes the job, whose pods the cluster
 then removes; the job is also owned by the step's pod, so deleting that pod deletes it.
 
-``distribution`` is what ``kubeflow.runner.tfjob_distribution`` compiled into the
+``distribution`` is what ``kubeflow.kubeflow_runner.tfjob_distribution`` compiled into the
 Trainer's custom_config. The manifest is checked against the TFJob CRD of training-operator
 v1.9.0 (tests/test_tfjob.py). Its pods pass the "restricted" Pod Security Standard: uid
 1000 (the image's user), RuntimeDefault seccomp, no capabilities, no privilege

@@ -6,7 +6,7 @@ Kubernetes API: it starts ``tensorflow/serving`` in a pod next to itself, loads 
 candidate, sends requests built from real examples and writes the ``InfraBlessing``
 that the Pusher honours. This component has InfraValidator's own spec under another
 class, so the V2 compiler emits it as an ordinary container step, and its own executor
-(``executor.py``): TFX's, with the model server pod hardened (``runner.py``). The
+(``executor.py``): TFX's, with the model server pod hardened (``hardened_runner.py``). The
 executor finds its pod from ``KFP_POD_NAME``/``KFP_NAMESPACE``, which the image's
 entrypoint (``kubeflow/entrypoint.sh``) sets from the pod's hostname and service
 account.

@@ -12,7 +12,7 @@ import time
 from absl import logging
 from tfx.components.infra_validator import executor as infra_validator_executor
 
-from components.kubernetes_infra_validator.runner import HardenedKubernetesRunner
+from components.kubernetes_infra_validator.hardened_runner import HardenedKubernetesRunner
 
 
 _POLLING_SECONDS = infra_validator_executor._DEFAULT_POLLING_INTERVAL_SEC  # noqa: SLF001

@@ -202,7 +202,7 @@ def tfjob_distribution(config: PipelineConfig) -> dict:
 def serving_spec(config: PipelineConfig) -> tfx.proto.ServingSpec:
     """InfraValidator's model server: stock TF Serving in a pod beside its own, with its
     own service account and resources (the hardening: components/
-    kubernetes_infra_validator/runner.py)."""
+    kubernetes_infra_validator/hardened_runner.py)."""
     kubeflow = config.kubeflow
     name, digest = split_digest(kubeflow.serving_image)
     if digest:  # TFX runs image_name@digest; a tag left in the name is kept, for people

@@ -43,7 +43,7 @@ def _checked_spec(config: PipelineConfig, spec_file: str) -> None:
     checked before anything reaches the KFP API."""
     import yaml
 
-    from kubeflow.runner import require_pinned_spec
+    from kubeflow.kubeflow_runner import require_pinned_spec
 
     with open(spec_file, encoding="utf-8") as f:
         require_pinned_spec(config, yaml.safe_load(f))

@@ -176,7 +176,7 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
         try:
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-            from local import progress, summary
+            from local import run_progress, summary
             pipeline = local_pipeline(config)
         except BaseException as e:  # not even built (Ctrl-C included): recorded as failed
             history.append(config.history_path, history.failed(
@@ -184,7 +184,7 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
             raise
         error = None
         try:
-            with progress.component_progress(), \
+            with run_progress.component_progress(), \
                     no_tfx_package_for_direct_runner(pipeline.beam_pipeline_args):
                 LocalDagRunner().run(pipeline)
         except Exception as e:  # noqa: BLE001 - any component failure ends the run
