@@ -8,8 +8,8 @@ the latest blessed model, optional) -> Evaluator (gate against that model)
 load and query that copy in a model server -> Pusher (pushes that copy: staged,
 verified, renamed into place; components/atomic_pusher)
 
-Runners resolve where things are and what runs them (local/runner.py,
-kubeflow/runner.py); ``create_pipeline`` takes those values as they are.
+Runners resolve where things are and what runs them (local/local_runner.py,
+kubeflow/kubeflow_runner.py); ``create_pipeline`` takes those values as they are.
 """
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ def create_pipeline(config: PipelineConfig, *,
     """The whole pipeline, from values the runner resolved (as in TFX's templates).
 
     ``config`` gives the ML settings only; where things are and what runs them is the
-    runner's choice (``local/runner.py``, ``kubeflow/runner.py``), passed as is.
+    runner's choice (``local/local_runner.py``, ``kubeflow/kubeflow_runner.py``), passed as is.
 
     Args:
       config: data format and spans, model, eval gate, model name, serving check,
