@@ -424,7 +424,7 @@ def bench_serving(args) -> None:
             calls * size / (time.perf_counter() - started), 1)}
     del signature
 
-    from tests.certificates import make_pki, ssl_config
+    from tests.support.certificates import make_pki, ssl_config
 
     batching = os.path.join(REPO, "serving", "deploy", "batching_parameters.txt")
     pki = make_pki(tempfile.mkdtemp(prefix="bench_pki_"))
@@ -498,7 +498,7 @@ def bench_request_cost(args) -> None:
     import requests
 
     from serving.process import ServerProcess
-    from tests.serving_models import export_half_plus_two
+    from tests.support.serving_models import export_half_plus_two
 
     base = os.path.join(WORK, "request_cost", "half")
     subprocess.run(["rm", "-rf", os.path.dirname(base)], check=True)
@@ -545,9 +545,10 @@ def bench_storage(_args) -> None:
     """The tiny pipeline twice, side by side: everything on the local disk, then data,
     schema, pipeline root and push destination in an S3 bucket on moto's server (needs
     the test requirements: `make install-test`)."""
-    from tests.conftest import CURATED_SCHEMA, sample_rows
+    from tests.support.paths import CURATED_SCHEMA
+    from tests.support.pipeline_runs import sample_rows
     from tests.test_object_storage import S3Server, span_tsv
-    from tests.tiny_bert import make_tiny_checkpoint
+    from tests.support.tiny_bert import make_tiny_checkpoint
 
     checkpoint = os.path.join(WORK, "tiny_bert")
     if not os.path.exists(os.path.join(checkpoint, "config.json")):

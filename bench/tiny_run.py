@@ -35,8 +35,8 @@ STARTED = re.compile(r"^\[\s*[\d.]+s\] (\S+) started$")
 
 def prepare() -> tuple[str, str]:
     """(tiny checkpoint, data folder with ROWS rows), made once under WORK."""
-    from tests.conftest import sample_rows
-    from tests.tiny_bert import make_tiny_checkpoint
+    from tests.support.pipeline_runs import sample_rows
+    from tests.support.tiny_bert import make_tiny_checkpoint
 
     checkpoint = os.path.join(WORK, "tiny_bert")
     if not os.path.exists(os.path.join(checkpoint, "config.json")):

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 PROJECT_PACKAGES = {"bench", "cli", "components", "kubeflow", "local", "models", "pipeline",
                     "serving", "tests", "tools"}

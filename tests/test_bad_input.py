@@ -5,7 +5,8 @@ import os
 import pytest
 
 from cli.main import main
-from tests.conftest import CURATED_SCHEMA, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import CURATED_SCHEMA
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
 pytestmark = pytest.mark.e2e  # each case is a real pipeline run
 

@@ -57,9 +57,7 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.conftest import REPO, SAMPLE  # noqa: E402
-
-BERT_PIPELINE = os.path.join(REPO, ".venv", "bin", "bert-pipeline")
+from tests.support.paths import BERT_PIPELINE, REPO, SAMPLE  # noqa: E402
 # A refused mistake costs the CLI's own imports (config: TensorFlow for the RE2 checks),
 # never TFX's nor a component's; generous for a loaded 2-core CI machine.
 REFUSAL_SECONDS = 20
@@ -157,7 +155,7 @@ def test_a_run_killed_with_sigkill_shows_in_the_history_as_interrupted(tmp_path,
     import json
     import signal
 
-    from tests.conftest import cli_args, tiny_overrides
+    from tests.support.pipeline_runs import cli_args, tiny_overrides
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, os.path.dirname(SAMPLE))
     history_file = tmp_path / "pipeline_output" / "history.jsonl"
     run = subprocess.Popen([BERT_PIPELINE, *cli_args(overrides)], cwd=REPO,

@@ -77,7 +77,7 @@ def test_default_input_folder_holds_only_readable_data():
     import os
 
     from components.text_example_gen.parsing import ReaderConfig, read_file
-    from tests.conftest import REPO
+    from tests.support.paths import REPO
 
     data = PipelineConfig().data
     files = glob.glob(os.path.join(REPO, data.input_dir, data.file_pattern))
@@ -141,7 +141,7 @@ def test_drift_limits_default_to_the_curated_schemas_thresholds():
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from tests.conftest import CURATED_SCHEMA
+    from tests.support.paths import CURATED_SCHEMA
     schema = text_format.Parse(open(CURATED_SCHEMA).read(), schema_pb2.Schema())
     by_name = {f.name: f.drift_comparator for f in schema.feature}
     data = PipelineConfig().data

@@ -6,7 +6,7 @@ import re
 from cli.main import build_parser
 from components.text_example_gen.parsing import ReaderConfig
 from pipeline import config_reference
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 REFERENCE = os.path.join(REPO, "docs", "configuration.md")
 

@@ -25,9 +25,9 @@ from serving.labels import versions_on_disk
 from serving.model_store import read_model_config
 from serving.process import ServerProcess
 from serving.server import parse_flags
-from tests import pod_security
-from tests.conftest import REPO
-from tests.serving_models import export_half_plus_two
+from tests.support import pod_security
+from tests.support.paths import REPO
+from tests.support.serving_models import export_half_plus_two
 
 DEPLOY = os.path.join(REPO, "serving", "deploy")
 KUBERNETES = os.path.join(DEPLOY, "kubernetes")
@@ -688,7 +688,7 @@ def test_the_servers_probes_and_service():
 
 def test_the_ssl_config_command_in_the_comment_makes_what_the_server_reads(tmp_path):
     from serving.tls import load_ssl_config
-    from tests.certificates import make_pki
+    from tests.support.certificates import make_pki
 
     manifest = open(os.path.join(KUBERNETES, "bert-pipeline-server.yaml")).read()
     command = re.search(r"#\s+(python3 -c '.*?' > ssl_config\.txt)", manifest, re.S).group(1)
@@ -708,7 +708,7 @@ def test_the_servers_readiness_probe_passes_only_a_loaded_model_over_tls_with_a_
     """The manifest's probe, run against a real server with TLS and a token: it fails
     closed (not loaded, wrong token, no token file, another certificate, draining) and
     passes once a version is loaded."""
-    from tests.certificates import make_pki, ssl_config
+    from tests.support.certificates import make_pki, ssl_config
 
     certs = make_pki(tmp_path)
     tokens = tmp_path / "predict-tokens"

@@ -15,7 +15,8 @@ import pytest
 from cli.main import main
 from components.distributed_trainer import executor as distributed, local_workers
 from models import distribution
-from tests.conftest import REPO, cli_args, tiny_overrides
+from tests.support.paths import REPO
+from tests.support.pipeline_runs import cli_args, tiny_overrides
 
 CHIEF_AND_WORKER = {"cluster": {"chief": ["a:1"], "worker": ["b:2"]},
                     "task": {"type": "chief", "index": 0}}
@@ -115,7 +116,7 @@ def test_a_replica_that_keeps_failing_fails_the_step_and_stops_the_others(tmp_pa
 
 
 def _replica_args(executor: str) -> list:
-    return ["--executor_class_path", f"tests.replica_executors.{executor}",
+    return ["--executor_class_path", f"tests.support.replica_executors.{executor}",
             "--inputs", "{}", "--outputs", "{}", "--exec-properties", "{}"]
 
 

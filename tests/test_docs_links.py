@@ -6,7 +6,8 @@ import os
 import re
 import urllib.parse
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.paths import REPO
+
 DOC_PATTERNS = ("README.md", os.path.join("docs", "*.md"), os.path.join("bench", "README.md"))
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")

@@ -10,7 +10,7 @@ from components.drift_check import drift
 from components.drift_check.component import span_files, span_profile
 from components.text_example_gen.files import list_spans
 from components.text_example_gen.parsing import ReaderConfig
-from tests.conftest import CURATED_SCHEMA
+from tests.support.paths import CURATED_SCHEMA
 
 
 def test_distances():
@@ -92,7 +92,7 @@ def test_drift_is_checked_with_an_inferred_schema(tmp_path, tiny_checkpoint, cap
     infers has no drift comparators; the config's limits apply, and the summary shows
     them. A span whose label mix moved from 8 % to 65 % positive stops before training."""
     from cli.main import main
-    from tests.conftest import cli_args, sample_rows, tiny_overrides
+    from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
     rows = sample_rows(1200)
     positive = [r for r in rows if r[1] == "1"]

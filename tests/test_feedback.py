@@ -19,7 +19,7 @@ from serving.feedback import CORRECTIONS, PREDICTIONS, FeedbackError, FeedbackLo
 from serving.process import ServerProcess
 from models.export import set_method_name
 from models.redaction import Redactor
-from tests.serving_models import CLASSIFY, TextLength, export_text_length
+from tests.support.serving_models import CLASSIFY, TextLength, export_text_length
 
 TRICKY = 'a "quoted"\ttab and\na newline, long enough'
 PERSONAL = "mail li.wei@example.cn or call +86 139 1234 5678"
@@ -341,7 +341,7 @@ def test_a_feedback_span_is_gated_like_any_other_span(tmp_path, tiny_checkpoint)
     and DriftCheck judge it as any other. Corrections nine in ten positive, after a span
     half positive, stop the run before training; nothing is pushed."""
     from local import history
-    from tests.conftest import sample_rows, tiny_overrides
+    from tests.support.pipeline_runs import sample_rows, tiny_overrides
 
     rows = sample_rows(600)
     data = tmp_path / "data"

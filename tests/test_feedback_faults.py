@@ -18,7 +18,7 @@ from serving.client import GrpcClient, RestClient, Target
 from serving.feedback import CORRECTIONS, EXPORTED, MAX_CORRECTIONS, PREDICTIONS, FeedbackLog
 from serving.metrics import read_monitoring_config
 from serving.process import ServerProcess
-from tests.conftest import REPO
+from tests.support.paths import REPO
 from tests.test_feedback import RedactingTextLength, export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")

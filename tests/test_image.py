@@ -22,7 +22,8 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, sample_rows, tiny_overrides
+from tests.support.paths import REPO
+from tests.support.pipeline_runs import sample_rows, tiny_overrides
 
 pytestmark = pytest.mark.image
 

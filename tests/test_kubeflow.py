@@ -16,7 +16,8 @@ from kubeflow import pipelines_client
 from kubeflow.beam_args import DATAFLOW, runner_name, worker_beam_args
 from kubeflow.kubeflow_runner import compile_pipeline, spec_images
 from pipeline.config import load_config
-from tests.json_api import JsonApiHandler
+from tests.support.json_api import JsonApiHandler
+from tests.support.paths import REPO
 
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
            "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
@@ -362,10 +363,9 @@ def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
     import os
     import re
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    dockerfile = open(os.path.join(repo, "kubeflow", "Dockerfile"), encoding="utf-8").read()
+    dockerfile = open(os.path.join(REPO, "kubeflow", "Dockerfile"), encoding="utf-8").read()
     copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.M))
-    setup_py = open(os.path.join(repo, "setup.py"), encoding="utf-8").read()
+    setup_py = open(os.path.join(REPO, "setup.py"), encoding="utf-8").read()
     packages = set(re.findall(r'"(\w+)"', re.search(r"find_packages\(include=\[(.*?)\]",
                                                      setup_py, re.S).group(1)))
     assert packages <= copied, f"not in the image: {packages - copied}"
@@ -375,7 +375,7 @@ def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
     assert re.search(r"--require-hashes [-\w ]*-r requirements\.txt", dockerfile)
     # Beam's boot stays the entrypoint (the image is also the Beam worker image)
     assert not re.search(r"^ENTRYPOINT", dockerfile, re.M)
-    with open(os.path.join(repo, "requirements.txt"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
         beam = re.search(r"^apache-beam==([^\s\\]+)", f.read(), re.M).group(1)  # hashed
     assert f"ARG BASE_IMAGE=docker.io/apache/beam_python3.10_sdk:{beam}" in dockerfile
     assert _config().kubeflow.project_dir == "/pipeline"  # WORKDIR of the image

@@ -29,9 +29,9 @@ from tfx.utils import kube_utils
 from components.kubernetes_infra_validator import hardened_runner
 from components.kubernetes_infra_validator.executor import make_runner
 from kubeflow.kubeflow_runner import compile_pipeline, serving_spec
-from tests.conftest import REPO
-from tests.json_api import JsonApiHandler
-from tests.pod_security import violations
+from tests.support.paths import REPO
+from tests.support.json_api import JsonApiHandler
+from tests.support.pod_security import violations
 from tests.test_kubeflow import IMAGE, SERVING_IMAGE, _config
 
 DEPLOY = os.path.join(REPO, "kubeflow", "deploy")
@@ -256,7 +256,7 @@ def _infra_validate(tmp_path, phase: str) -> str:
     from tfx.types import standard_artifacts
 
     from components.kubernetes_infra_validator.executor import Executor
-    from tests.serving_models import export_half_plus_two
+    from tests.support.serving_models import export_half_plus_two
 
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "model")
@@ -289,7 +289,7 @@ def test_the_executor_validates_in_a_hardened_pod_and_cleans_it_up(kubernetes_ap
     import sys
 
     from serving.process import free_port
-    from tests.serving_models import export_half_plus_two
+    from tests.support.serving_models import export_half_plus_two
 
     export_half_plus_two(str(tmp_path / "served" / "bert_classifier"), 1)
     kubernetes_api.pod_ip = MODEL_SERVER_IP

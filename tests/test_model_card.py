@@ -14,7 +14,8 @@ import tensorflow_model_analysis as tfma
 
 from components import eval_results
 from components.model_card import card, executor
-from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import REPO
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 from tests.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
 
 LABELS = ["negative", "positive"]
@@ -169,7 +170,7 @@ exit_process(0)
 
 @pytest.mark.storage
 def test_model_and_card_written_on_a_bucket(s3, tmp_path):  # noqa: F811 (the fixture)
-    from tests.serving_models import export_half_plus_two
+    from tests.support.serving_models import export_half_plus_two
 
     bucket = s3.bucket("model-card")
     s3.put_folder(export_half_plus_two(str(tmp_path / "model"), 1), bucket,

@@ -21,7 +21,8 @@ import pytest
 
 from pipeline.config import load_config
 from serving.process import free_port
-from tests.conftest import CURATED_SCHEMA, REPO, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import CURATED_SCHEMA, REPO
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -295,7 +296,7 @@ def in_process_probabilities(saved_model_dir: str) -> list:
 @pytest.mark.storage
 @pytest.mark.serving
 def test_each_custom_components_file_io_runs_on_the_bucket(s3, tiny_checkpoint, tmp_path):
-    from tests.serving_models import export_half_plus_two, write_predict_warmup
+    from tests.support.serving_models import export_half_plus_two, write_predict_warmup
 
     bucket = s3.bucket("component-io")
     rows = sample_rows(600)

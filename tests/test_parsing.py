@@ -7,7 +7,7 @@ import pytest
 
 from components.text_example_gen.parsing import (InputDataError, ReaderConfig, parse,
                                                   read_file, split_buckets)
-from tests.conftest import SHARED_DATA
+from tests.support.paths import SHARED_DATA
 
 CONFIG = ReaderConfig(text_column="sentence", label_column="label")
 

@@ -10,7 +10,8 @@ import pytest
 from cli.main import main
 from models import export
 from serving.client import ServingClientError
-from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import REPO
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
 # Real pipeline runs, then the pushed model behind a real model server.
 pytestmark = [pytest.mark.e2e, pytest.mark.serving]

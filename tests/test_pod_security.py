@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from tests.pod_security import document_violations, pod_specs, violations
+from tests.support.pod_security import document_violations, pod_specs, violations
 
 
 def _hardened():

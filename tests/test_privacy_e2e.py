@@ -13,7 +13,8 @@ import pytest
 
 from cli.main import main
 from models import export
-from tests.conftest import REPO, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import REPO
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 from tests.test_pipeline_e2e import NON_CORE_OPS
 
 # A real pipeline run, then the pushed model behind a real model server.

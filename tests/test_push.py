@@ -247,8 +247,9 @@ def test_a_run_pushing_to_a_full_disk_fails_naming_it_and_says_what_is_served(
     from ml_metadata.proto import metadata_store_pb2
 
     from cli.main import main
-    from tests.conftest import CURATED_SCHEMA, cli_args, sample_rows, tiny_overrides
-    from tests.serving_models import export_half_plus_two
+    from tests.support.paths import CURATED_SCHEMA
+    from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
+    from tests.support.serving_models import export_half_plus_two
 
     data = tmp_path / "data"
     data.mkdir()

@@ -10,7 +10,7 @@ import tensorflow as tf
 from models import checkpoint, export, redaction
 from models.redaction import Redactor, redact
 from models.tokenizer import BertTextTokenizer
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 PLACEHOLDER = {t.name: t.placeholder for t in redaction.BUILTIN}
 # (type, value, text around it with {} for the value): several formats and languages.

@@ -17,7 +17,8 @@ import urllib.request
 import pytest
 
 from cli.main import main
-from tests.conftest import CURATED_SCHEMA, REPO, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import CURATED_SCHEMA, REPO
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
 e2e = pytest.mark.e2e  # the module's one real pipeline run, and a failing one
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 import lock_requirements  # noqa: E402

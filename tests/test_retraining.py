@@ -10,7 +10,7 @@ from cli.main import main
 from local import history, local_runner
 from local.scheduler import Scheduler
 from pipeline.config import load_config
-from tests.conftest import sample_rows, tiny_overrides
+from tests.support.pipeline_runs import sample_rows, tiny_overrides
 
 pytestmark = pytest.mark.e2e  # real pipeline runs through the scheduler
 

@@ -145,7 +145,7 @@ def test_the_settings_checks_read_a_bucket(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.support.paths import REPO
     from tests.test_object_storage import S3Server
     server = S3Server(str(tmp_path / "moto.log"))
     try:

@@ -20,7 +20,7 @@ from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.errors import ServingError
 from serving.feedback import CORRECTIONS, read_jsonl
 from serving.process import ServerProcess, free_port
-from tests.conftest import REPO
+from tests.support.paths import REPO
 from tests.test_feedback import export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.check import check_model
-from tests.serving_models import export_half_plus_two, write_predict_warmup
+from tests.support.serving_models import export_half_plus_two, write_predict_warmup
 
 pytestmark = pytest.mark.serving
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from models.export import set_method_name
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.process import ServerProcess
-from tests.serving_models import REGRESS
+from tests.support.serving_models import REGRESS
 
 pytestmark = pytest.mark.serving
 

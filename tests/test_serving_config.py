@@ -9,7 +9,7 @@ from serving.batching import Batcher, BatchingParameters
 from serving.metrics import read_monitoring_config
 from serving.model_store import read_model_config
 from serving.server import parse_flags
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 DEPLOY = os.path.join(REPO, "serving", "deploy")
 

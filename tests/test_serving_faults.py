@@ -17,8 +17,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.process import ServerProcess
-from tests.conftest import REPO
-from tests.serving_models import export_half_plus_two
+from tests.support.paths import REPO
+from tests.support.serving_models import export_half_plus_two
 
 pytestmark = pytest.mark.serving
 

@@ -87,7 +87,7 @@ def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys)
     import json
 
     from cli.main import main
-    from tests.serving_models import export_length_classifier
+    from tests.support.serving_models import export_length_classifier
     export_length_classifier(str(tmp_path / "m" / "1"))
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{_expected(t)}\n" for t in TEXTS))
@@ -107,7 +107,7 @@ def test_predict_sends_requests_by_length_and_prints_in_input_order(tmp_path, ca
 
     from cli.main import main
     from serving.process import ServerProcess
-    from tests.serving_models import export_length_classifier
+    from tests.support.serving_models import export_length_classifier
     export_length_classifier(str(tmp_path / "m" / "1"))
     lines = tmp_path / "texts.txt"
     lines.write_text("\n".join(TEXTS) + "\n")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from serving.precision import bfloat16_refusal, check_mode, cpu_flags
-from tests.conftest import SHARED_DATA, cli_args, tiny_overrides
+from tests.support.paths import SHARED_DATA
+from tests.support.pipeline_runs import cli_args, tiny_overrides
 
 # A bfloat16-served probability may differ from float32 by this much. Measured on SST-2
 # dev: this test's model (MiniLM, 1,800 rows) at most 0.013, mean 0.0016, no label

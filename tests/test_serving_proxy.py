@@ -29,8 +29,8 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
                                      prediction_service_pb2_grpc)
 
 from serving.process import ServerProcess, free_port
-from tests.certificates import make_pki
-from tests.conftest import REPO
+from tests.support.certificates import make_pki
+from tests.support.paths import REPO
 from tests.test_serving_drain import Gate, _started, _wait_for
 
 pytestmark = pytest.mark.serving

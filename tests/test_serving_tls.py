@@ -12,7 +12,7 @@ from serving import server as model_server
 from serving.client import GrpcClient, RestClient, ServingClientError, Target, connect
 from serving.process import ServerProcess
 from serving.tls import InsecureTokenError, SSLConfig, load_ssl_config
-from tests.certificates import encrypted_key, make_pki, read_pem, ssl_config, write_pem
+from tests.support.certificates import encrypted_key, make_pki, read_pem, ssl_config, write_pem
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import tensorflow as tf
 from local import small_data
 from local.summary import RunSummary
 from models.training_progress import LossTrend
-from tests.conftest import cli_args, tiny_overrides
+from tests.support.pipeline_runs import cli_args, tiny_overrides
 
 TICKETS = {"billing": 140, "login": 100, "shipping": 60, "refund": 42, "legal": 18}  # 360
 WORDS = {"billing": "invoice charged twice card payment", "login": "password reset account "

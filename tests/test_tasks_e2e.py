@@ -18,7 +18,8 @@ from cli.main import main
 from models import export
 from serving import contract
 from serving.client import ServingClientError
-from tests.conftest import REPO, SHARED_DATA, cli_args, sample_rows, tiny_overrides
+from tests.support.paths import REPO, SHARED_DATA
+from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 from tests.test_pipeline_e2e import NON_CORE_OPS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving]

@@ -32,9 +32,9 @@ from kubernetes import client as k8s
 import kubeflow
 from components.distributed_trainer import tfjob
 from kubeflow.kubeflow_runner import compile_pipeline, tfjob_distribution, trainer_distribution
-from tests.conftest import REPO
-from tests.json_api import JsonApiHandler
-from tests.pod_security import violations
+from tests.support.paths import REPO
+from tests.support.json_api import JsonApiHandler
+from tests.support.pod_security import violations
 from tests.test_kubeflow import IMAGE, _config
 
 CRD = os.path.join(REPO, "tests", "data", "training-operator", "kubeflow.org_tfjobs.yaml")

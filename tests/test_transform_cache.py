@@ -10,7 +10,7 @@ import pytest
 
 from local import local_runner, summary
 from pipeline.config import load_config
-from tests.conftest import sample_rows, tiny_overrides
+from tests.support.pipeline_runs import sample_rows, tiny_overrides
 
 pytestmark = pytest.mark.e2e  # real LocalDagRunner runs (about a minute each)
 

@@ -22,7 +22,7 @@ from cli.main import main
 from kubeflow import vertex
 from kubeflow.kubeflow_runner import compile_pipeline
 from pipeline.config import load_config
-from tests.json_api import JsonApiHandler
+from tests.support.json_api import JsonApiHandler
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",

@@ -1,0 +1,1 @@
+"""Helpers the tests share: paths, test models, certificates, fake APIs (no tests here)."""
