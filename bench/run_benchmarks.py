@@ -547,7 +547,7 @@ def bench_storage(_args) -> None:
     the test requirements: `make install-test`)."""
     from tests.support.paths import CURATED_SCHEMA
     from tests.support.pipeline_runs import sample_rows
-    from tests.test_object_storage import S3Server, span_tsv
+    from tests.e2e.test_object_storage import S3Server, span_tsv
     from tests.support.tiny_bert import make_tiny_checkpoint
 
     checkpoint = os.path.join(WORK, "tiny_bert")

@@ -32,7 +32,7 @@ from kubeflow.kubeflow_runner import compile_pipeline, serving_spec
 from tests.support.paths import REPO
 from tests.support.json_api import JsonApiHandler
 from tests.support.pod_security import violations
-from tests.test_kubeflow import IMAGE, SERVING_IMAGE, _config
+from tests.unit.kubeflow.test_kubeflow_runner import IMAGE, SERVING_IMAGE, _config
 
 DEPLOY = os.path.join(REPO, "kubeflow", "deploy")
 KUBERNETES_VERSIONS = ["1.25", "1.37"]  # oldest and newest kubernetes-validate knows

@@ -311,7 +311,7 @@ def test_each_custom_components_file_io_runs_on_the_bucket(s3, tiny_checkpoint, 
     write_predict_warmup(model, "serving_default", {"x": np.array([1.0, 2.0], np.float32)})
     s3.put_folder(model, bucket, "artifacts/model/Format-Serving")
 
-    code = ("import json, sys; from tests.test_object_storage import component_io; "
+    code = ("import json, sys; from tests.e2e.test_object_storage import component_io; "
             "from serving.filesystems import exit_process; "
             "print(json.dumps(component_io(*sys.argv[1:]))); exit_process(0)")
     run = subprocess.run([sys.executable, "-c", code, f"s3://{bucket}", s3.endpoint,

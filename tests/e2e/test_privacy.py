@@ -15,7 +15,7 @@ from cli.main import main
 from models import export
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-from tests.test_pipeline_e2e import NON_CORE_OPS
+from tests.e2e.test_pipeline import NON_CORE_OPS
 
 # A real pipeline run, then the pushed model behind a real model server.
 pytestmark = [pytest.mark.e2e, pytest.mark.serving]

@@ -21,7 +21,7 @@ from serving.errors import ServingError
 from serving.feedback import CORRECTIONS, read_jsonl
 from serving.process import ServerProcess, free_port
 from tests.support.paths import REPO
-from tests.test_feedback import export_redacting
+from tests.unit.serving.test_feedback import export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
 

@@ -47,7 +47,7 @@ import pytest
 
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import sample_rows
-from tests.test_docs_links import FENCE, INLINE_CODE, doc_files, lines_outside_fences
+from tests.unit.test_docs_links import FENCE, INLINE_CODE, doc_files, lines_outside_fences
 
 LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python"}
 

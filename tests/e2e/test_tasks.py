@@ -20,7 +20,7 @@ from serving import contract
 from serving.client import ServingClientError
 from tests.support.paths import REPO, SHARED_DATA
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-from tests.test_pipeline_e2e import NON_CORE_OPS
+from tests.e2e.test_pipeline import NON_CORE_OPS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serving]
 

@@ -23,7 +23,7 @@ from local.report.collect import Report
 from local.report.page import render
 from local.summary import RunSummary
 from pipeline.config import load_config
-from tests.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
+from tests.e2e.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
 
 VARIABLE_FLOATS = 128 * 1024  # 512 KiB of variables
 GRAPH_FLOATS = 384 * 1024  # a constant in the graph: saved_model.pb is 3 MiB

@@ -35,7 +35,7 @@ from kubeflow.kubeflow_runner import compile_pipeline, tfjob_distribution, train
 from tests.support.paths import REPO
 from tests.support.json_api import JsonApiHandler
 from tests.support.pod_security import violations
-from tests.test_kubeflow import IMAGE, _config
+from tests.unit.kubeflow.test_kubeflow_runner import IMAGE, _config
 
 CRD = os.path.join(REPO, "tests", "data", "training-operator", "kubeflow.org_tfjobs.yaml")
 RBAC = os.path.join(REPO, "kubeflow", "deploy", "rbac.yaml")

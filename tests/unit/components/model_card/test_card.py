@@ -16,7 +16,7 @@ from components import eval_results
 from components.model_card import card, executor
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-from tests.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
+from tests.e2e.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
 
 LABELS = ["negative", "positive"]
 

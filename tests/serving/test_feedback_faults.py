@@ -19,7 +19,7 @@ from serving.feedback import CORRECTIONS, EXPORTED, MAX_CORRECTIONS, PREDICTIONS
 from serving.metrics import read_monitoring_config
 from serving.process import ServerProcess
 from tests.support.paths import REPO
-from tests.test_feedback import RedactingTextLength, export_redacting
+from tests.unit.serving.test_feedback import RedactingTextLength, export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
 LONG = "a long text that fills more than a page of the disk " * 100  # 5,200 characters

@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
 from serving.process import ServerProcess, free_port
 from tests.support.certificates import make_pki
 from tests.support.paths import REPO
-from tests.test_serving_drain import Gate, _started, _wait_for
+from tests.serving.test_drain import Gate, _started, _wait_for
 
 pytestmark = pytest.mark.serving
 

@@ -146,7 +146,7 @@ def test_the_settings_checks_read_a_bucket(tmp_path):
     import sys
 
     from tests.support.paths import REPO
-    from tests.test_object_storage import S3Server
+    from tests.e2e.test_object_storage import S3Server
     server = S3Server(str(tmp_path / "moto.log"))
     try:
         bucket = server.bucket("checks")
