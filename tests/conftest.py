@@ -1,5 +1,14 @@
-"""Shared fixtures: a tiny BERT checkpoint and TF Serving's half_plus_two test model."""
+"""Shared fixtures, and each test's tier marker set from its folder.
+
+The tier of a test is its folder: tests/e2e, tests/serving, tests/image, tests/storage and
+tests/browser set the marker of that name (pytest.ini describes them; `make test-fast`
+leaves them out); tests/unit is the fast tier and has none. A test that needs several
+tiers lives in the folder of the heaviest (TIERS, heaviest first) and carries the others
+as its only per-test tier decorators, e.g. ``@pytest.mark.serving`` on an e2e test whose
+run starts the model server. No module sets ``pytestmark`` to a tier.
+"""
 import os
+import pathlib
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -7,6 +16,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
+
+TESTS = pathlib.Path(__file__).resolve().parent
+TIERS = ("e2e", "image", "serving", "browser", "storage")  # heaviest first
+
+
+def tier_of(path) -> str:
+    """The tier folder a test file is in (tests/<tier>/...), or "" (tests/unit)."""
+    path = pathlib.Path(path).resolve()
+    if TESTS not in path.parents:
+        return ""
+    folder = path.relative_to(TESTS).parts[0]
+    return folder if folder in TIERS else ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = tier_of(item.path)
+        if tier:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +52,78 @@ def half_base(tmp_path_factory):
 def tiny_checkpoint(tmp_path_factory):
     from tests.support.tiny_bert import make_tiny_checkpoint
     return make_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """One real SavedModel (half_plus_two), copied to every version folder a test needs."""
+    from tests.support.serving_models import export_half_plus_two
+    return export_half_plus_two(str(tmp_path_factory.mktemp("export")), 1)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A new model to push, as the ModelCard's artifact holds it (``<uri>/Format-Serving``)."""
+    from tests.support.push_models import export
+    return export(tmp_path_factory.mktemp("model") / "Format-Serving", seed=1)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (real ENOSPC), unmounted afterwards."""
+    import subprocess
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server (tests/support/object_storage.py)."""
+    from tests.support.object_storage import S3Server
+    server = S3Server(str(tmp_path_factory.mktemp("moto") / "moto.log"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A test CA, a server certificate for 127.0.0.1/localhost, client certificates."""
+    from tests.support.certificates import make_pki
+    return make_pki(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def kubernetes_api(monkeypatch, tmp_path):
+    """The client's default configuration points at the local endpoint, as it would at
+    the cluster's API from inside the step's pod (KFP_POD_NAME, KFP_NAMESPACE set)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from kubernetes import client as k8s
+    from tfx.utils import kube_utils
+
+    from tests.support.kubeflow_cluster import EXECUTOR_POD, NAMESPACE, _KubernetesApi
+    _KubernetesApi.requests, _KubernetesApi.created = [], []
+    _KubernetesApi.phase, _KubernetesApi.pod_ip = "Running", "10.0.0.9"
+    _KubernetesApi.model_dir = str(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KubernetesApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    configuration = k8s.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    previous = k8s.Configuration.get_default_copy()
+    k8s.Configuration.set_default(configuration)
+    # what load_incluster_config() records inside a pod
+    monkeypatch.setattr(kube_utils._factory, "_config_loaded", True)
+    monkeypatch.setattr(kube_utils._factory, "_inside_cluster", True)
+    monkeypatch.setenv("KFP_POD_NAME", EXECUTOR_POD)
+    monkeypatch.setenv("KFP_NAMESPACE", NAMESPACE)
+    yield _KubernetesApi
+    k8s.Configuration.set_default(previous)
+    server.shutdown()

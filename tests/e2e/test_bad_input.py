@@ -8,8 +8,6 @@ from cli.main import main
 from tests.support.paths import CURATED_SCHEMA
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
-pytestmark = pytest.mark.e2e  # each case is a real pipeline run
-
 GOOD = "".join(f"{text}\t{label}\n" for text, label in sample_rows(60))
 HEADER = "sentence\tlabel\n"
 

@@ -12,9 +12,7 @@ from models import export
 from serving.client import ServingClientError
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-
-# Real pipeline runs, then the pushed model behind a real model server.
-pytestmark = [pytest.mark.e2e, pytest.mark.serving]
+from tests.support.saved_models import NON_CORE_OPS
 
 LABELS = {"0": "negative", "1": "positive"}
 TEXTS = ["a gripping , beautiful film", "dull and lifeless", "中性的评论"]
@@ -53,15 +51,6 @@ result = {name: {k: v.numpy().tolist() if v.dtype != tf.string else
 print(json.dumps(dict(result, warmup_requests=warmup)))
 """
 
-# Run with TensorFlow alone: which of the model's ops does core TF not register?
-NON_CORE_OPS = """
-import json, os, sys
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-import tensorflow as tf
-from tensorflow.python.framework import op_def_registry
-print(json.dumps(sorted(op for op in json.loads(sys.argv[1]) if op_def_registry.get(op) is None)))
-"""
-
 
 @pytest.fixture(scope="module")
 def three_class_data(tmp_path_factory):
@@ -78,6 +67,7 @@ def three_class_data(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.serving
 def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
         tmp_path, tiny_checkpoint, three_class_data, capsys):
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, three_class_data,

@@ -15,10 +15,7 @@ from cli.main import main
 from models import export
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-from tests.e2e.test_pipeline import NON_CORE_OPS
-
-# A real pipeline run, then the pushed model behind a real model server.
-pytestmark = [pytest.mark.e2e, pytest.mark.serving]
+from tests.support.saved_models import NON_CORE_OPS
 
 TICKET = "ticket=TCK-[0-9]{6}"  # the custom pattern
 PLANTED = {
@@ -92,6 +89,7 @@ def _string_top_values(stats_root: str) -> list:
     return values
 
 
+@pytest.mark.serving  # a real pipeline run, then the pushed model behind a real model server
 def test_planted_personal_data_reaches_no_file_model_feedback_or_log(
         tmp_path, tiny_checkpoint, capfd):
     from serving.client import RestClient, Target

@@ -19,15 +19,11 @@ import pytest
 from cli.main import main
 from tests.support.paths import CURATED_SCHEMA, REPO
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-
-e2e = pytest.mark.e2e  # the module's one real pipeline run, and a failing one
+from tests.support.report_pages import EXTERNAL
 
 SECTIONS = ("components", "data", "anomalies", "drift", "training", "evaluation", "serving",
             "lineage", "model-card")
-# A reference to anything outside the file: a URL scheme, a protocol-relative URL, or a
-# src/href/url() that is not an in-page anchor or a data: URI.
-EXTERNAL = re.compile(r"(?:https?|ftp|wss?)://|(?:src|href)\s*=\s*[\"']?(?!#|data:)[^\"'\s>]"
-                      r"|url\(\s*[\"']?(?!#|data:)", re.I)
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-dev-shm-usage",
                   "--hide-scrollbars", "--window-size=1280,900"]
@@ -93,7 +89,6 @@ def _parse(path: str) -> tuple:
     return text, page
 
 
-@e2e
 def test_report_is_self_contained_with_every_section_and_figure(tiny_run):
     _, code, out, path = tiny_run
     assert code == 0, out[-3000:]
@@ -123,7 +118,6 @@ def test_report_is_self_contained_with_every_section_and_figure(tiny_run):
     assert {w.strip() for w in wrong} <= {t.strip() for t, _ in sample_rows(240)}
 
 
-@e2e
 def test_report_numbers_are_the_metrics_tfma_wrote(tiny_run):
     import tensorflow_model_analysis as tfma
 
@@ -157,7 +151,6 @@ def test_report_numbers_are_the_metrics_tfma_wrote(tiny_run):
     assert {k for k in written if k[3] is None or k[1] == ""} <= set(shown)
 
 
-@e2e
 def test_summary_history_and_report_command_point_to_the_report(tiny_run):
     overrides, _, out, path = tiny_run
     logdir = re.search(r"^Training curves: tensorboard --logdir (\S+)$", out, re.M).group(1)
@@ -176,7 +169,6 @@ def test_summary_history_and_report_command_point_to_the_report(tiny_run):
     assert code == 1
 
 
-@e2e
 def test_report_serve_answers_over_a_socket(tiny_run):
     overrides, _, _, path = tiny_run
     command = [os.path.join(REPO, ".venv", "bin", "bert-pipeline"), "report", "--serve",
@@ -196,7 +188,6 @@ def test_report_serve_answers_over_a_socket(tiny_run):
             server.terminate()
 
 
-@e2e
 def test_a_failing_run_writes_a_report_that_shows_where_it_stopped(tmp_path, tiny_checkpoint):
     data = tmp_path / "data"
     data.mkdir()
@@ -219,9 +210,6 @@ def test_a_failing_run_writes_a_report_that_shows_where_it_stopped(tmp_path, tin
     assert re.search(r"<td>label</td><td class=\"fail\">Unexpected string values</td>", text)
     assert "The Trainer did not run." in text and "The gate did not run." in text
     assert {figure_id for figure_id, _ in page.figures} == {"fig-classes"}
-
-
-# --- in a real browser -----------------------------------------------------------------
 
 
 class DevTools:
@@ -318,7 +306,6 @@ def _ink(image, box) -> float:
     return sum(histogram[:235]) / max(1, crop.width * crop.height)
 
 
-@e2e
 @pytest.mark.browser
 def test_browser_draws_the_report_without_errors(tiny_run, tmp_path):
     _, _, _, path = tiny_run
@@ -344,75 +331,3 @@ def test_browser_draws_the_report_without_errors(tiny_run, tmp_path):
         assert _ink(shot, {"x": shot.width - 60, "y": 0, "width": 50, "height": 400}) < 0.001
     finally:
         browser.close()
-
-
-def test_a_report_that_cannot_be_written_is_named_in_the_summary(tmp_path):
-    from local import local_runner
-    from local.summary import ComponentRun, RunSummary
-    from pipeline.config import load_config
-
-    config = load_config(None, {"output.root": str(tmp_path)})
-    (tmp_path / "reports").write_text("a file where the reports folder should be")
-    result = RunSummary(pipeline="p", run_id="2026-01-01T00:00:00.1",
-                        components=[ComponentRun("TextExampleGen", "failed", 1.0)],
-                        error="ValueError: bad data")
-    local_runner.write_report(result, config)  # does not raise
-    assert result.report_path is None and "NotADirectoryError" in result.report_error
-    assert result.format().splitlines()[-1].startswith("Report: not written: NotADirectoryError")
-    assert result.exit_code == 1
-
-
-def test_report_folder_names_are_file_system_safe(tmp_path):
-    from local import report
-    from pipeline.config import load_config
-
-    config = load_config(None, {"output.root": str(tmp_path)})
-    assert report.path_for(config, "2026-11-24T23:21:19.566480") == str(
-        tmp_path / "reports" / "2026-11-24T23-21-19.566480" / "index.html")
-    assert report.run_folder_name("../../etc/passwd") == "etc-passwd"
-    assert report.run_folder_name("") == "run"
-
-
-def test_calibration_and_most_wrong_for_single_and_multi_label():
-    import numpy as np
-
-    from local.report import figures
-    from local.report.scoring import Scored
-
-    labels = ["a", "b", "c"]
-    single = Scored(texts=["t0", "t1", "t2", "t3"],
-                    truth=np.eye(3)[[0, 1, 2, 0]],
-                    probabilities=np.array([[0.9, 0.05, 0.05], [0.72, 0.18, 0.1],
-                                            [0.1, 0.15, 0.75], [0.3, 0.66, 0.04]]),
-                    multi_label=False, threshold=0.5)
-    # Top-class confidences 0.9, 0.72, 0.75, 0.66: right, wrong, right, wrong.
-    assert [(round(lo, 1), n, round(acc, 2)) for lo, _, n, _, acc in single.reliability()] == \
-        [(0.6, 1, 0.0), (0.7, 2, 0.5), (0.9, 1, 1.0)]
-    # |confidence - accuracy| per bin, weighted by rows: 0.66, |0.735 - 0.5|, 0.1.
-    assert abs(single.expected_calibration_error() - (0.66 + 2 * 0.235 + 0.1) / 4) < 1e-9
-    assert [(*row[:3], round(row[3], 6)) for row in single.most_wrong(labels)] == \
-        [("t1", "b", "a (0.72)", 0.82), ("t3", "a", "b (0.66)", 0.7)]
-
-    multi = Scored(texts=["m0", "m1"], truth=np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
-                   probabilities=np.array([[0.9, 0.3, 0.1], [0.2, 0.6, 0.95]]),
-                   multi_label=True, threshold=0.5)
-    # Every (row, label) pair counts: 6 scores, 3 of them for true labels.
-    assert sum(n for _, _, n, _, _ in multi.reliability()) == 6
-    assert [(text, truth, predicted) for text, truth, predicted, _ in
-            multi.most_wrong(labels)] == [("m0", "a, b", "a (0.90)"),  # |1 - 0.3| = 0.7
-                                          ("m1", "c", "b (0.60), c (0.95)")]  # |0 - 0.6|
-    for scored in (single, multi):
-        svg = figures.reliability(scored.reliability(), scored.multi_label)
-        assert svg.startswith("<svg ") and EXTERNAL.findall(svg) == []
-
-
-def test_redacted_spans_show_by_type_name_in_the_report():
-    """The examples hold redaction's placeholders ([unused1], the word pieces the model
-    reads); the report names them as their types, custom ones as the run named them."""
-    from local.report.scoring import placeholder_names, readable
-
-    names = placeholder_names({"redact": "all", "custom_patterns": [["ticket", "TCK-[0-9]{6}"]]})
-    assert readable("mail [unused1], call [unused3] about [unused10]; [unused99] [x]",
-                    names) == "mail [EMAIL], call [PHONE] about [TICKET]; [unused99] [x]"
-    assert readable("[unused6] [unused7] [unused2]", placeholder_names(None)) == \
-        "[CARD] [IBAN] [URL]"

@@ -4,15 +4,11 @@ import glob
 import json
 import os
 
-import pytest
-
 from cli.main import main
 from local import history, local_runner
 from local.scheduler import Scheduler
 from pipeline.config import load_config
 from tests.support.pipeline_runs import sample_rows, tiny_overrides
-
-pytestmark = pytest.mark.e2e  # real pipeline runs through the scheduler
 
 
 def _write_span(data_dir, number: int, rows) -> None:

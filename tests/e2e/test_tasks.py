@@ -20,9 +20,7 @@ from serving import contract
 from serving.client import ServingClientError
 from tests.support.paths import REPO, SHARED_DATA
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-from tests.e2e.test_pipeline import NON_CORE_OPS
-
-pytestmark = [pytest.mark.e2e, pytest.mark.serving]
+from tests.support.saved_models import NON_CORE_OPS
 
 MODEL = "bert_classifier"
 PAIRS = [("The cat sat on the mat .", "A cat was sitting on the mat ."),
@@ -69,6 +67,7 @@ def mrpc_as_shipped(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.serving
 def test_sentence_pair_task_end_to_end(tmp_path, tiny_checkpoint, mrpc_as_shipped, capsys):
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, mrpc_as_shipped, **{
         "data.text_column": "#1 String", "data.text_pair_column": "#2 String",
@@ -147,6 +146,7 @@ def tagged_data(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.serving
 def test_multi_label_task_end_to_end(tmp_path, tiny_checkpoint, tagged_data, capsys):
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, tagged_data, **{
         "data.text_column": "text", "data.label_column": "tags",
@@ -196,6 +196,7 @@ def test_multi_label_task_end_to_end(tmp_path, tiny_checkpoint, tagged_data, cap
                      r"1\.0100 \(eval\.min_accuracy\)", out)
 
 
+@pytest.mark.serving
 def test_macro_f1_gate_blocks_what_accuracy_would_bless(tmp_path, tiny_checkpoint, capsys):
     """95% of the rows are one class; the rare class's texts are no different, so the
     model always answers the common class: accuracy about 0.95 (a 0.9 accuracy bar would
@@ -249,6 +250,7 @@ def tickets(tmp_path_factory):
     return str(folder)
 
 
+@pytest.mark.serving
 def test_two_text_columns_are_the_served_inputs_joined_in_the_graph(
         tmp_path, tiny_checkpoint, tickets, capsys):
     """A model trained on ``subject,body`` joined with ". " serves ``subject`` and

@@ -12,8 +12,6 @@ from local import local_runner, summary
 from pipeline.config import load_config
 from tests.support.pipeline_runs import sample_rows, tiny_overrides
 
-pytestmark = pytest.mark.e2e  # real LocalDagRunner runs (about a minute each)
-
 UP_TO = "Transform"
 
 

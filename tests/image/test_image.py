@@ -25,8 +25,6 @@ import yaml
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import sample_rows, tiny_overrides
 
-pytestmark = pytest.mark.image
-
 BUILD = os.path.join(REPO, "kubeflow", "image", "build.sh")
 RUN = os.path.join(REPO, "kubeflow", "image", "run.sh")
 TEXTS = ["a gripping , beautiful film", "dull and lifeless"]

@@ -1,7 +1,6 @@
-"""Rights on the local server: token files (callers, rotation), separate feedback tokens,
-the refusal to start with a clear-text token or open feedback on a non-loopback address,
-the per-caller limit on corrections and their attribution in the store; real server
-processes on real sockets."""
+"""Rights on the local server, over real sockets: the refusal to start with a clear-text
+token or open feedback on a non-loopback address, feedback tokens limited per caller and
+attributed in the store, config reloads over gRPC."""
 import hashlib
 import os
 import subprocess
@@ -14,83 +13,13 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 from cli.main import main as cli_main
 from local.feedback_span import export_span
-from serving.auth import (ANONYMOUS, FEEDBACK, PREDICT, Authenticator, RateLimited,
-                          RateLimiter, read_token_file)
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
-from serving.errors import ServingError
 from serving.feedback import CORRECTIONS, read_jsonl
 from serving.process import ServerProcess, free_port
+from tests.support.feedback_models import export_redacting
 from tests.support.paths import REPO
-from tests.unit.serving.test_feedback import export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
-
-
-def test_token_files_take_callers_comments_and_several_tokens(tmp_path):
-    rotated = tmp_path / "predict-tokens"
-    rotated.write_text("# rotated 2026-12-01\n\nold-token  web frontend\n"
-                       "new-token\tweb frontend\n  bare-token  \n")
-    assert read_token_file(str(rotated), "--auth_token_file") == {
-        "old-token": "web frontend", "new-token": "web frontend",
-        "bare-token": "--auth_token_file line 5"}  # its place, never its value
-    single = tmp_path / "token"
-    single.write_text("s3cret\n")  # today's format: one token, no caller
-    assert read_token_file(str(single), "--feedback_token_file") == {
-        "s3cret": "--feedback_token_file line 1"}
-    single.write_text("an0ther\n# again\nan0ther\n")  # rotated in place: the same name
-    assert read_token_file(str(single), "--feedback_token_file") == {
-        "an0ther": "--feedback_token_file line 1"}
-    (tmp_path / "empty").write_text("# nothing yet\n\n")
-    with pytest.raises(ValueError, match="--feedback_token_file .*empty holds no token"):
-        read_token_file(str(tmp_path / "empty"), "--feedback_token_file")
-    (tmp_path / "twice").write_text("t one\nt two\n")
-    with pytest.raises(ValueError, match="twice line 2: a token given twice"):
-        read_token_file(str(tmp_path / "twice"), "--auth_token_file")
-    with pytest.raises(ValueError, match="--auth_token_file .*nope: cannot read"):
-        read_token_file(str(tmp_path / "nope"), "--auth_token_file")
-
-
-def test_rights_of_prediction_and_feedback_tokens():
-    both = Authenticator({"p": "app"}, {"f": "labeler"})
-    assert both.caller("Bearer p", PREDICT) == "app"
-    assert both.caller("bearer f", FEEDBACK) == "labeler"
-    for header, right, code in (("Bearer f", PREDICT, "PERMISSION_DENIED"),
-                                ("Bearer p", FEEDBACK, "PERMISSION_DENIED"),
-                                ("Bearer nope", FEEDBACK, "UNAUTHENTICATED"),
-                                ("", PREDICT, "UNAUTHENTICATED"), ("p", PREDICT,
-                                                                   "UNAUTHENTICATED")):
-        with pytest.raises(ServingError) as caught:
-            both.caller(header, right)
-        assert caught.value.code.name == code, (header, right)
-    with pytest.raises(ServingError, match="not in the server's --feedback_token_file"):
-        both.caller("Bearer p", FEEDBACK)
-    one = Authenticator({"p": "app"}, None)  # one file: its tokens hold both rights
-    assert one.caller("Bearer p", FEEDBACK) == "app"
-    feedback_only = Authenticator(None, {"f": "labeler"})  # inference open, feedback not
-    assert feedback_only.caller("", PREDICT) == ANONYMOUS
-    with pytest.raises(ServingError, match="missing or invalid"):
-        feedback_only.caller("", FEEDBACK)
-    assert Authenticator().caller("", FEEDBACK) == ANONYMOUS and not Authenticator().enabled
-    with pytest.raises(ValueError, match="share 1 token.*labeler.*give feedback its own"):
-        Authenticator({"same": "app"}, {"same": "labeler"})
-
-
-def test_rate_limit_is_per_caller_and_refills():
-    now = [0.0]
-    limiter = RateLimiter(60, clock=lambda: now[0])  # one a second
-    limiter.take("a", 50)
-    with pytest.raises(RateLimited) as caught:
-        limiter.take("a", 20)
-    assert caught.value.retry_after == 10 and caught.value.http_status == 429
-    limiter.take("b", 60)  # another caller has its own minute
-    now[0] = 10.0
-    limiter.take("a", 20)
-    limiter.give_back("a", 5)
-    limiter.take("a", 5)
-    with pytest.raises(RateLimited, match="send fewer per request") as caught:
-        limiter.take("c", 61)
-    assert caught.value.retry_after is None
-    RateLimiter(0).take("a", 10**6)  # 0: no limit
 
 
 def _serve(flags, timeout=60):
@@ -100,7 +29,6 @@ def _serve(flags, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.serving
 def test_refuses_to_start_with_a_clear_text_token_or_open_feedback_on_a_remote_address(
         half_base, tmp_path):
     (tmp_path / "predict").write_text("p app\n")
@@ -133,7 +61,6 @@ def test_refuses_to_start_with_a_clear_text_token_or_open_feedback_on_a_remote_a
     assert not os.path.exists(tmp_path / "fb")  # refused before anything was created
 
 
-@pytest.mark.serving
 def test_loopback_names_pass_the_exposure_check(tmp_path):
     """``::1``, ``[::1]`` and ``localhost`` with a token and feedback but no TLS get past
     the check and the token files: the next step, reading a missing monitoring config,
@@ -151,7 +78,6 @@ def test_loopback_names_pass_the_exposure_check(tmp_path):
     assert not os.path.exists(tmp_path / "fb")
 
 
-@pytest.mark.serving
 def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_path):
     """Bound to 0.0.0.0 with the opt-out a TLS-terminating sidecar needs; predictions and
     feedback on their own tokens, rotated prediction tokens, corrections attributed to
@@ -243,7 +169,6 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
     assert "labeler" not in exported and "--feedback_token_file" not in exported
 
 
-@pytest.mark.serving
 def test_reloading_the_config_over_grpc_changes_nothing(half_base, tmp_path):
     """TF Serving applies any config a caller sends to HandleReloadConfigRequest; this
     server refuses it to everyone, and a feedback token may not even ask."""

@@ -3,12 +3,9 @@ warmup requests over gRPC and REST, or block the push with the reason."""
 import os
 
 import numpy as np
-import pytest
 
 from serving.check import check_model
 from tests.support.serving_models import export_half_plus_two, write_predict_warmup
-
-pytestmark = pytest.mark.serving
 
 
 def test_model_that_loads_and_answers_passes(tmp_path):

@@ -18,8 +18,6 @@ from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.process import ServerProcess
 from tests.support.serving_models import REGRESS
 
-pytestmark = pytest.mark.serving
-
 LIMIT = 64 * 1024  # --max_request_bytes of the servers here
 TF_SERVING_CORS = {"Access-Control-Allow-Origin": "*",
                    "Access-Control-Allow-Methods": "POST, GET",

@@ -18,8 +18,6 @@ from serving.batching import Batcher, BatchingParameters
 from serving.errors import ServingError
 from serving.process import ServerProcess
 
-pytestmark = pytest.mark.serving
-
 FOREVER = 10**15  # loop iterations: hours of work on any machine
 TIMEOUT_MS = 3000  # --rest_api_timeout_in_ms, and the gRPC client's deadline
 

@@ -7,7 +7,6 @@ model itself: its ``wait`` signature writes a marker file, then waits (50 ms sle
 CPU spent) until a file named ``open`` exists. So the test knows every request is inside
 the server when it sends the signal, and that none can finish before it releases them,
 on any machine speed."""
-import os
 import signal
 import threading
 import time
@@ -16,48 +15,16 @@ import grpc
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow.python.data.experimental.ops import testing
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.process import ServerProcess
-
-pytestmark = pytest.mark.serving
+from tests.support.gate_model import Gate, _started, _wait_for
 
 REST_CLIENTS, GRPC_CLIENTS = 10, 4  # as measured in the issue: 10 REST, 4 gRPC in flight
 DELAY, GRACE = 8, 60  # --drain_delay_seconds (room for a busy CI), --drain_grace_seconds
 # Each waiting request holds one of TensorFlow's inter-op threads (as many as cores).
 GATE_FLAGS = ["--tensorflow_inter_op_parallelism", "32", "--model_name", "gate",
               "--model_base_path"]
-
-
-class Gate(tf.Module):
-    """``wait``: writes ``<folder>/started-<tag>``, then waits until ``<folder>/open``
-    exists; answers its tags. ``quick``: answers at once."""
-
-    def __init__(self, folder: str):
-        super().__init__()
-        self.folder = folder
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
-    def wait(self, tag):
-        started = tf.io.write_file(tf.strings.join([self.folder, "/started-", tag[0]]), tag[0])
-        gate = tf.strings.join([self.folder, "/open"])
-
-        def closed(waited):
-            return tf.equal(tf.size(tf.io.matching_files(gate)), 0)
-
-        def pause(waited):
-            nap = tf.data.Dataset.range(1).apply(testing.sleep(50_000))
-            return waited + nap.reduce(tf.constant(1, tf.int64), lambda a, b: a + b)
-
-        with tf.control_dependencies([started]):
-            waited = tf.while_loop(closed, pause, [tf.constant(0, tf.int64)])[0]
-        return {"tag": tf.strings.join([tag, tf.strings.substr(
-            tf.strings.as_string(waited), 0, 0)])}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
-    def quick(self, tag):
-        return {"tag": tag}
 
 
 @pytest.fixture
@@ -72,21 +39,9 @@ def gate(tmp_path):
     return folder, str(base)
 
 
-def _started(folder) -> int:
-    return sum(name.startswith("started-") for name in os.listdir(folder))
-
-
 def _release(folder, clients) -> None:
     (folder / "open").touch()
     _wait_for(clients.done, 120, "every answer after release")
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
-        time.sleep(0.05)  # polling a condition, not timing the test
-    return value
 
 
 class Clients:

@@ -8,8 +8,6 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 
 from serving.process import ServerProcess
 
-pytestmark = pytest.mark.serving
-
 PARSE_NODE = "[[{{node ParseExample/ParseExampleV2}}]]"
 MISSING_X = "Name: <unknown>, Feature: x (data type: float) is required but could not be found."
 

@@ -20,8 +20,6 @@ from serving.process import ServerProcess
 from tests.support.paths import REPO
 from tests.support.serving_models import export_half_plus_two
 
-pytestmark = pytest.mark.serving
-
 DEPLOY = os.path.join(REPO, "serving", "deploy")
 FAST_RETRIES = ["--file_system_poll_wait_seconds", "1", "--max_num_load_retries", "2",
                 "--load_retry_interval_micros", "200000"]

@@ -2,52 +2,25 @@
 correction. Real server processes, real sockets, and a REAL full disk: a small tmpfs
 mounted as ``--feedback_dir`` and filled (``mount`` needs root; CI runs the tests as
 root, and a test that cannot mount fails, it is not skipped)."""
-import errno
 import json
 import os
 import re
-import subprocess
 import time
 
-import pytest
 import requests
 import tensorflow as tf
 
 from local.feedback_span import export_span
 from serving.client import GrpcClient, RestClient, Target
-from serving.feedback import CORRECTIONS, EXPORTED, MAX_CORRECTIONS, PREDICTIONS, FeedbackLog
+from serving.feedback import CORRECTIONS, MAX_CORRECTIONS, PREDICTIONS
 from serving.metrics import read_monitoring_config
 from serving.process import ServerProcess
+from tests.support.feedback_disks import _whole_lines, fill
+from tests.support.feedback_models import RedactingTextLength, export_redacting
 from tests.support.paths import REPO
-from tests.unit.serving.test_feedback import RedactingTextLength, export_redacting
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
 LONG = "a long text that fills more than a page of the disk " * 100  # 5,200 characters
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs (real ENOSPC), unmounted afterwards."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    assert mounted.returncode == 0, f"mounting a tmpfs needs root: {mounted.stderr}"
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
-def fill(disk) -> str:
-    """Writes a filler file until the disk is full; returns its path (delete it to free)."""
-    path = os.path.join(disk, "filler")
-    with open(path, "wb", buffering=0) as f:
-        with pytest.raises(OSError) as full:
-            while True:
-                f.write(b"\0" * 65536)
-    assert full.value.errno == errno.ENOSPC
-    return path
 
 
 def _server(tmp_path, feedback, module=None) -> ServerProcess:
@@ -66,20 +39,11 @@ def _dropped(server) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _whole_lines(path) -> list:
-    """Every line of ``path`` parsed; fails on a torn (unterminated or broken) line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert not data or data.endswith(b"\n"), f"torn tail in {path}: {data[-80:]!r}"
-    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
-
-
 def _classify(server, texts):
     return requests.post(f"{server.rest_url}/v1/models/clf:classify", timeout=60, json={
         "signature_name": "classify", "examples": [{"text": t} for t in texts]})
 
 
-@pytest.mark.serving
 def test_a_full_feedback_disk_answers_every_prediction_and_counts_what_it_drops(
         tmp_path, small_disk):
     feedback = small_disk / "feedback"
@@ -107,7 +71,6 @@ def test_a_full_feedback_disk_answers_every_prediction_and_counts_what_it_drops(
         assert "feedback recorded again after 3 dropped" in server.log()
 
 
-@pytest.mark.serving
 def test_corrections_on_a_full_disk_write_nothing_and_their_retry_writes_each_once(
         tmp_path, small_disk):
     feedback = small_disk / "feedback"
@@ -135,7 +98,6 @@ def test_corrections_on_a_full_disk_write_nothing_and_their_retry_writes_each_on
         assert {r["label"] for r in rows} == {"short"}
 
 
-@pytest.mark.serving
 def test_corrections_name_a_label_of_the_model_and_are_bounded(tmp_path):
     feedback = tmp_path / "feedback"
     with _server(tmp_path, feedback) as server:
@@ -169,7 +131,6 @@ def _record(i: int, text: str = "") -> str:
                        "labels": ["short", "long"]}) + "\n"
 
 
-@pytest.mark.serving
 def test_a_torn_tail_is_cut_at_start_and_export_reads_around_it(tmp_path, small_disk):
     """The torn bytes are those a real short write leaves on a full disk (the kernel
     writes what fits, then ENOSPC), as a crash before the rollback would keep them."""
@@ -206,27 +167,6 @@ def test_a_torn_tail_is_cut_at_start_and_export_reads_around_it(tmp_path, small_
         "text 0", "text 1", "after the repair"]
 
 
-def test_an_export_to_a_full_disk_leaves_no_span_and_its_retry_exports_each_row_once(
-        small_disk):
-    feedback, data = small_disk / "feedback", small_disk / "data"
-    log = FeedbackLog(str(feedback))
-    ids = log.record("clf", 1, [f"text {i}" for i in range(3)],
-                     [[("short", 0.9), ("long", 0.1)]] * 3)
-    log.correct([{"id": i, "label": "long"} for i in ids])
-    data.mkdir()
-    filler = fill(small_disk)
-    with pytest.raises(OSError):
-        export_span(str(feedback), str(data), "span-{SPAN}", "text", "label")
-    assert os.listdir(data) == []  # no span, no staging folder
-    assert not os.path.exists(feedback / EXPORTED)  # nothing marked exported
-
-    os.remove(filler)
-    assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label")
-    assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label") is None
-    assert sorted((data / "span-1" / "feedback.tsv").read_text().splitlines()) == [
-        "text\tlabel", "text 0\tlong", "text 1\tlong", "text 2\tlong"]
-
-
 class FailingRedaction(RedactingTextLength):
     """Its ``redact_text`` fails at run time on a text with "boom" in it."""
 
@@ -237,7 +177,6 @@ class FailingRedaction(RedactingTextLength):
         return {"text": self.redactor(text)[0]}
 
 
-@pytest.mark.serving
 def test_a_prediction_is_answered_when_recording_fails_for_any_reason(tmp_path):
     feedback = tmp_path / "feedback"
     with _server(tmp_path, feedback, FailingRedaction()) as server:
@@ -252,19 +191,3 @@ def test_a_prediction_is_answered_when_recording_fails_for_any_reason(tmp_path):
     assert ("feedback not recorded for model 'clf' version 1: ServingError "
             "INVALID_ARGUMENT") in log
     assert "secret" not in log  # the error's message is not logged: it may quote text
-
-
-def test_retention_on_a_full_disk_keeps_the_rows_and_leaves_nothing_aside(small_disk,
-                                                                         caplog):
-    folder = small_disk / "feedback"
-    log = FeedbackLog(str(folder), max_rows=10)
-    ids = log.record("clf", 1, [f"text {i}" for i in range(10)],
-                     [[("short", 0.9), ("long", 0.1)]] * 10)
-    filler = fill(small_disk)
-    FeedbackLog(str(folder), max_rows=5)  # starts; its rewrite to 5 rows fails
-    assert f"retention rewrite of {folder} failed" in caplog.text
-    assert sorted(os.listdir(folder)) == [PREDICTIONS]  # no staging file left
-    assert [r["id"] for r in _whole_lines(folder / PREDICTIONS)] == ids
-    os.remove(filler)
-    FeedbackLog(str(folder), max_rows=5)
-    assert [r["id"] for r in _whole_lines(folder / PREDICTIONS)] == ids[-5:]

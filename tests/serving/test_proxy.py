@@ -31,9 +31,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
 from serving.process import ServerProcess, free_port
 from tests.support.certificates import make_pki
 from tests.support.paths import REPO
-from tests.serving.test_drain import Gate, _started, _wait_for
-
-pytestmark = pytest.mark.serving
+from tests.support.gate_model import Gate, _started, _wait_for
 
 PROXY = os.path.join(REPO, "serving", "deploy", "proxy")
 with open(os.path.join(PROXY, "haproxy.cfg")) as _cfg:

@@ -22,8 +22,6 @@ from serving.process import ServerProcess
 from tests.support.paths import REPO
 from tests.support.serving_models import export_half_plus_two
 
-pytestmark = pytest.mark.serving
-
 DEPLOY = os.path.join(REPO, "serving", "deploy")
 X = [1.0, 2.0, 7.5]
 SERVERS = ["local"] + (["tensorflow_model_server"]

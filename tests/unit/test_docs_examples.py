@@ -30,85 +30,21 @@ minutes on 2 cores, 1.5 of them for that run and server (the other checks: 5 s).
 """
 import argparse
 import contextlib
-import csv
-import dataclasses
 import functools
 import io
-import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import textwrap
 from typing import Optional
 
 import pytest
 
+from tests.support.doc_examples import (COMMAND_DEFAULTS, RUNS, SUBSTITUTIONS, Block, Command, Run,
+                                        all_blocks, block_named, commands, fenced_blocks,
+                                        json_values, shape_problems, without_comments)
+from tests.support.doc_files import INLINE_CODE, doc_files, lines_outside_fences
 from tests.support.paths import REPO
-from tests.support.pipeline_runs import sample_rows
-from tests.unit.test_docs_links import FENCE, INLINE_CODE, doc_files, lines_outside_fences
-
-LANGUAGES = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """A block that runs. ``expect``: regular expressions its output must match (each
-    line tried). ``left_out``: ((a part of a command's text, why), ...), commands not run.
-    ``server``: (a part of a command's text, the name of a serve example): that example
-    is started (on free ports, in the sandbox) before the command and stopped after the
-    block. ``started_by``: a serve example, run by the block named here."""
-    expect: tuple = ()
-    left_out: tuple = ()
-    server: tuple = ()
-    started_by: str = ""
-
-
-# The pipeline run every other example needs: the module's one run (sandbox fixture).
-PIPELINE_RUN = "README.md: .venv/bin/bert-pipeline run \\"
-TLS_SERVE = ("docs/security.md: .venv/bin/bert-pipeline serve --port=8500 "
-             "--rest_api_port=8501 \\")
-TLS_RECIPE = ("docs/security.md: openssl req -x509 -newkey ec -pkeyopt "
-              "ec_paramgen_curve:P-256 -noenc -days 30 \\")
-# The files of TLS_RECIPE the test's own client (readiness) uses, and the token of
-# TLS_SERVE's --auth_token_file=token, a file the reader brings (the sandbox writes it).
-TLS_CLIENT_FILES = {"ca_file": "ca.pem", "client_cert": "client.pem",
-                    "client_key": "client.key"}
-TOKEN = "docs-example-token"
-
-RUNS = {
-    PIPELINE_RUN: Run(expect=(r"^Pushed: version \d+",)),
-    "docs/data.md: .venv/bin/bert-pipeline run \\": Run(  # README's block: runs once
-        expect=(r"^Pushed: version \d+",)),
-    "README.md: .venv/bin/bert-pipeline score --data /path/to/SST-2/dev.tsv "
-    "--predictions predictions.jsonl": Run(expect=(
-        r"^\d+ examples, accuracy [01]\.\d{4}", r"^predictions: predictions\.jsonl")),
-    "docs/data.md: .venv/bin/bert-pipeline schema --data.input_dir /data/tickets \\": Run(
-        expect=(r"^wrote schema/tickets\.pbtxt from \d+ rows; label domain: \['0', '1'\]",)),
-    "README.md: curl -s -X POST http://127.0.0.1:8501/v1/models/bert_classifier:predict \\":
-        Run(),
-    "docs/serving.md: curl -s -X POST "
-    "http://127.0.0.1:8501/v1/models/bert_classifier:predict \\": Run(),
-    "docs/serving.md: curl -s -X POST "
-    "http://127.0.0.1:8501/v1/models/bert_classifier:classify \\": Run(
-        expect=(r'"model_version_status"', r'"signature_def"')),
-    "README.md: from serving.client import Target, connect": Run(
-        expect=(r"^[01] \{'[01]': [\d.e-]+, '[01]': [\d.e-]+\}$",)),
-    'README.md: .venv/bin/bert-pipeline predict "a gripping, beautiful film" '
-    '"dull and lifeless"': Run(),
-    "docs/retraining.md: curl -X POST localhost:8501/v1/feedback \\": Run(),
-    "docs/run-report.md: .venv/bin/bert-pipeline report                    "
-    "# path of the newest run's report": Run(
-        expect=(r"pipeline_output/reports/.+/index\.html$", r"^started \(UTC\)"),
-        left_out=(("report --serve", "serves until interrupted (tests/test_cli.py serves "
-                                     "reports on a free port)"),
-                  ("ssh -L", "a tunnel from another machine"))),
-    "docs/serving.md: bert-pipeline labels --config serving/deploy/models.config \\": Run(
-        expect=(r"stable=\d+",)),
-    TLS_SERVE: Run(started_by=TLS_RECIPE),
-    TLS_RECIPE: Run(server=("curl --cacert", TLS_SERVE), expect=(r'"model_version_status"',)),
-}
 
 A_SECOND_RUN = "a pipeline run of its own (minutes; the module runs one, README's)"
 SERVED_HERE = "the sandbox serves the pushed model the same way, on free ports"
@@ -176,150 +112,6 @@ NOT_RUNNABLE = {
                              "its first line is README's predict example, which runs",
 }
 
-# What the examples name that this machine lacks -> what the sandbox gives instead (a
-# str.format template of Sandbox.values), and why. Applied in this order to the blocks
-# that run; every row must be used by one.
-SUBSTITUTIONS = (
-    ("/data/tickets", "{data}/tickets",
-     "a folder with tickets.csv: columns body and queue, rows of the shipped SST-2 sample"),
-    ("/path/to/SST-2/dev.tsv", "{data}/SST-2/dev.tsv",
-     "SST-2's layout (sentence<TAB>label), other rows of the sample"),
-    ("127.0.0.1:8501", "127.0.0.1:{rest_port}", "the sandbox server's REST port"),
-    ("localhost:8501", "localhost:{rest_port}", "the sandbox server's REST port"),
-    ("2026-11-24T23:21:19.566480", "{run_id}", "the id of the sandbox's pipeline run"),
-    ("1764012345", "{older_version}", "a copy of the pushed model, one version older"),
-    ("1764099999", "{pushed_version}", "the version the sandbox's run pushed"),
-    ("3f2a…", "{prediction_id}", "the id of a prediction the sandbox server recorded"),
-    ('"label": "negative"', '"label": "0"', "a label of the sandbox model (SST-2's 0 and 1, "
-                                            "as the docs' outputs show)"),
-)
-# Options put right after `bert-pipeline COMMAND` in the blocks that run.
-COMMAND_DEFAULTS = {
-    "run": "--model.checkpoint {checkpoint} --model.epochs 1 --model.batch_size 16 "
-           "--model.max_seq_length 64 --eval.min_accuracy 0",  # the tiny BERT, blessed
-    "predict": "--server grpc://127.0.0.1:{grpc_port}",  # the default's port, the sandbox's
-}
-
-
-# --- blocks and commands -------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    line: int       # in the Markdown file
-    text: str       # as written: continuation lines, comments
-    shown: tuple    # the JSON outputs the docs show for it
-
-
-@dataclasses.dataclass(frozen=True)
-class Block:
-    path: str       # relative to the repository
-    line: int       # of the opening fence
-    language: str
-    text: str
-
-    @property
-    def key(self) -> str:
-        """How RUNS and NOT_RUNNABLE name the block: ``<file>: <its first line>``."""
-        return f"{self.path}: {self.text.splitlines()[0].strip() if self.text else ''}"
-
-    def __str__(self) -> str:  # where it is
-        return f"{self.path}:{self.line}"
-
-
-def fenced_blocks(root: str = REPO) -> list:
-    """Every fenced block in LANGUAGES of the checked Markdown files, dedented."""
-    blocks = []
-    for doc in doc_files(root):
-        with open(os.path.join(root, doc), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        number = 0
-        while number < len(lines):
-            opening = FENCE.match(lines[number])
-            number += 1
-            if not opening:
-                continue
-            fence, start = opening.group(1), number
-            while number < len(lines) and not lines[number].strip().startswith(fence):
-                number += 1
-            language = (lines[start - 1].strip()[len(fence):].split() or [""])[0].lower()
-            if language in LANGUAGES:
-                body = textwrap.dedent("\n".join(lines[start:number])).strip("\n")
-                blocks.append(Block(doc, start, LANGUAGES[language], body))
-            number += 1
-    return blocks
-
-
-def without_comments(text: str) -> tuple:
-    """(``text`` without its shell comments, the comments, whether every quote closed)."""
-    kept, comments, quote, i = [], [], None, 0
-    while i < len(text):
-        char = text[i]
-        if quote == "'":
-            quote = None if char == "'" else quote
-        elif char == "\\":
-            kept.append(text[i:i + 2])
-            i += 2
-            continue
-        elif quote == '"':
-            quote = None if char == '"' else quote
-        elif char in "'\"":
-            quote = char
-        elif char == "#" and (i == 0 or text[i - 1] in " \t\n;|&("):
-            end = text.find("\n", i)
-            end = len(text) if end < 0 else end
-            comments.append(text[i + 1:end].strip())
-            i = end
-            continue
-        kept.append(char)
-        i += 1
-    return "".join(kept), comments, quote is None
-
-
-def _json_object(text: str) -> Optional[dict]:
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _complete(text: str) -> bool:
-    """A whole command: no continuation backslash, open quote or open ``{ ...`` group."""
-    code, _, closed = without_comments(text)
-    if text.rstrip().endswith("\\") or not closed:
-        return False
-    words = shlex.split(code.replace("\\\n", " "))
-    return words.count("{") <= sum(word == "}" for word in words)
-
-
-def commands(block: Block) -> list:
-    """The commands of a shell block, each with the output the docs show after it (a
-    line ``{"...`` or a comment ``# {...}``, on its own line or after the command)."""
-    found, pending, start = [], [], 0
-    for offset, line in enumerate(block.text.splitlines()):
-        stripped = line.strip()
-        if not pending:
-            shown = _json_object(stripped) or _json_object(stripped.lstrip("#").strip())
-            if shown is not None and found:
-                found[-1] = dataclasses.replace(found[-1], shown=found[-1].shown + (shown,))
-                continue
-            if not stripped or stripped.startswith("#"):
-                continue
-            start = offset
-        pending.append(line)
-        text = "\n".join(pending)
-        if _complete(text):
-            shown = tuple(filter(None, map(_json_object, without_comments(text)[1])))
-            found.append(Command(block.line + 1 + start, text, shown))
-            pending = []
-    if pending:
-        found.append(Command(block.line + 1 + start, "\n".join(pending), ()))
-    return found
-
-
 CONTROL = re.compile(r"^[|&;()<>\n]+$")
 ASSIGNMENT = re.compile(r"^\w+=")
 
@@ -348,9 +140,6 @@ def bert_pipeline_argv(words: list) -> Optional[list]:
         if os.path.basename(word) == "bert-pipeline":
             return words[i + 1:]
     return None
-
-
-# --- checks that need no run ----------------------------------------------------------
 
 
 def cli_problem(argv: list) -> Optional[str]:
@@ -470,207 +259,6 @@ def coverage_problems(blocks: list, runs: dict, not_runnable: dict) -> list:
     return problems
 
 
-# --- the sandbox and its runs ---------------------------------------------------------
-
-MARK = "@@docs-example-command"
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-    def output_of(self, index: int) -> str:
-        """What command ``index`` of a shell block printed."""
-        parts = re.split(rf"\n{MARK} (\d+)\n", self.stdout)
-        return dict(zip(parts[1::2], parts[2::2])).get(str(index), "")
-
-    def last_command(self) -> int:
-        return int(([0] + re.findall(rf"\n{MARK} (\d+)\n", self.stdout))[-1])
-
-
-class Sandbox:
-    """The folder the examples run in, and the values SUBSTITUTIONS and COMMAND_DEFAULTS
-    name; each block text runs once."""
-
-    def __init__(self, root: str, **values):
-        self.root, self.values, self._outcomes = root, values, {}
-        self.env = dict(os.environ, PATH=os.path.join(REPO, ".venv", "bin") + os.pathsep +
-                        os.environ.get("PATH", ""))
-
-    def prepared(self, text: str, ports=None) -> str:
-        """``text`` after SUBSTITUTIONS and COMMAND_DEFAULTS (``ports``: other values of
-        grpc_port and rest_port)."""
-        values = {**self.values, **(ports or {})}
-        for literal, replacement, _ in SUBSTITUTIONS:
-            if literal in text:
-                text = text.replace(literal, replacement.format(**values))
-        for command, options in COMMAND_DEFAULTS.items():
-            text = re.sub(rf"(bert-pipeline\s+{command})\b",
-                          lambda found: f"{found.group(1)} {options.format(**values)}", text)
-        return text
-
-    def run(self, block: Block, entry: Run) -> Outcome:
-        if block.text not in self._outcomes:
-            self._outcomes[block.text] = self._execute(block, entry)
-        return self._outcomes[block.text]
-
-    def _execute(self, block: Block, entry: Run) -> Outcome:
-        if block.language == "python":
-            return self._call(["python", "-c", self.prepared(block.text)])
-        found = commands(block)
-        split = next((i for i, c in enumerate(found) if entry.server and
-                      entry.server[0] in c.text), len(found))
-        before = self._call(["bash", "-c", self._script(found[:split], 0, entry.left_out)])
-        if split == len(found) or before.code != 0:
-            return before
-        with self._server(block_named(entry.server[1])) as server:
-            ports = {"grpc_port": server.grpc_port, "rest_port": server.rest_port}
-            after = self._call(["bash", "-c", self._script(found[split:], split,
-                                                           entry.left_out, ports)])
-        return Outcome(after.code, before.stdout + after.stdout, before.stderr + after.stderr)
-
-    def _call(self, argv: list) -> Outcome:
-        done = subprocess.run(argv, cwd=self.root, env=self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=900)
-        return Outcome(done.returncode, done.stdout, done.stderr)
-
-    def _script(self, found: list, first: int, left_out: tuple, ports=None) -> str:
-        """Commands for bash, each after a line that marks its output (numbered from
-        ``first``); one left out is ``:``; ``ports`` replace the sandbox server's."""
-        lines = ["set -euo pipefail"]
-        for i, command in enumerate(found, first):
-            skipped = any(part in command.text for part, _ in left_out)
-            lines += [f"printf '\\n{MARK} {i}\\n'",
-                      ":" if skipped else self.prepared(command.text, ports)]
-        return "\n".join(lines) + "\n"
-
-    def _server(self, block: Block):
-        """A serve example as a server in the sandbox: its flags, then free ports (which
-        win), ready when TLS_CLIENT_FILES and TOKEN get the model's status."""
-        from serving.process import ServerProcess
-        code = without_comments(self.prepared(block.text))[0].strip()
-        return ServerProcess(
-            ["--drain_delay_seconds", "0"], wait_for=["bert_classifier"], env=self.env,
-            executable=["bash", "-c", f'cd "$0" && exec {code} "$@"', self.root],
-            token=TOKEN, **{name: os.path.join(self.root, path)
-                            for name, path in TLS_CLIENT_FILES.items()})
-
-
-def kind(value) -> str:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "text", list: "a list", dict: "an object"}.get(type(value), "null")
-
-
-def shape_problems(shown, real, where: str = "output") -> list:
-    """How ``real`` differs from the output the docs show: a key the docs show that is
-    missing, a value of another kind (list items compared by position)."""
-    if kind(shown) != kind(real):
-        return [f"{where}: {kind(shown)} in the docs, {kind(real)} here"]
-    if isinstance(shown, dict):
-        return [problem for key, value in shown.items()
-                for problem in (shape_problems(value, real[key], f"{where}.{key}")
-                                if key in real else [f"{where}.{key}: missing"])]
-    if isinstance(shown, list):
-        if shown and not real:
-            return [f"{where}: an empty list here"]
-        return [problem for i, (a, b) in enumerate(zip(shown, real))
-                for problem in shape_problems(a, b, f"{where}[{i}]")]
-    return []
-
-
-def json_values(text: str) -> list:
-    """The JSON values ``text`` holds one after another (lines or pretty-printed)."""
-    decoder, values, at = json.JSONDecoder(), [], 0
-    while text[at:].strip():
-        at += len(text[at:]) - len(text[at:].lstrip())
-        try:
-            value, at = decoder.raw_decode(text, at)
-        except ValueError:
-            break
-        values.append(value)
-    return values
-
-
-def run_problems(block: Block, entry: Run, outcome: Outcome) -> list:
-    """Why a block's run is not what the docs promise: its exit status, an output the
-    docs show with other keys or kinds, an ``expect`` pattern no line matches."""
-    found = commands(block) if block.language == "bash" else []
-    if outcome.code != 0:
-        line = found[outcome.last_command()].line if found else block.line
-        return [f"{block.path}:{line}: exit status {outcome.code}\n"
-                f"{outcome.stdout[-2000:]}\n{outcome.stderr[-4000:]}"]
-    problems = []
-    for i, command in enumerate(found):
-        printed = json_values(outcome.output_of(i))
-        for n, shown in enumerate(command.shown):
-            where = f"{block.path}:{command.line}: output {n + 1}"
-            problems += (shape_problems(shown, printed[n], where) if n < len(printed) else
-                         [f"{where}: the docs show {json.dumps(shown)[:80]}, the command "
-                          f"printed {outcome.output_of(i)[:300]!r}"])
-    problems += [f"{block}: no output line matches {pattern!r}:\n{outcome.stdout}"
-                 for pattern in entry.expect
-                 if not re.search(pattern, outcome.stdout, re.MULTILINE)]
-    return problems
-
-
-def _write_rows(path, header: tuple, rows: list, delimiter: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        csv.writer(f, delimiter=delimiter, lineterminator="\n").writerows([header, *rows])
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, tiny_checkpoint):
-    """The folder the examples expect: README's pipeline run done (the tiny BERT), its
-    model served as ``make serve`` serves it, on free ports, recording predictions."""
-    from serving.client import Target, connect
-    from serving.process import ServerProcess
-
-    root = tmp_path_factory.mktemp("docs_examples")
-    data = root / "data"
-    _write_rows(data / "tickets" / "tickets.csv", ("body", "queue"), sample_rows(240), ",")
-    _write_rows(data / "SST-2" / "dev.tsv", ("sentence", "label"), sample_rows(64, 240), "\t")
-    (root / ".venv").symlink_to(os.path.join(REPO, ".venv"))  # .venv/bin/bert-pipeline
-    shutil.copytree(os.path.join(REPO, "serving", "deploy"), root / "serving" / "deploy")
-    (root / "token").write_text(f"{TOKEN} docs-reader\n")  # TLS_SERVE's token file
-    box = Sandbox(str(root), data=str(data), checkpoint=tiny_checkpoint)
-    pipeline = block_named(PIPELINE_RUN)
-    assert run_problems(pipeline, RUNS[PIPELINE_RUN], box.run(pipeline, RUNS[PIPELINE_RUN])) == []
-
-    model = root / "serving_model" / "bert_classifier"
-    [pushed] = os.listdir(model)
-    older = str(int(pushed) - 1)
-    shutil.copytree(model / pushed, model / older)
-    with open(root / "pipeline_output" / "history.jsonl", encoding="utf-8") as f:
-        run_id = [json.loads(line) for line in f if '"run_id"' in line][-1]["run_id"]
-    box.values.update(pushed_version=pushed, older_version=older, run_id=run_id)
-    with ServerProcess(["--model_name", "bert_classifier", "--model_base_path", str(model),
-                        "--monitoring_config_file", "serving/deploy/monitoring.config",
-                        "--feedback_dir", str(root / "feedback")]) as server:
-        with connect(server.rest_url, Target("bert_classifier"), timeout=60) as client:
-            [recorded] = client.predict_texts(["a gripping, beautiful film"])
-        box.values.update(grpc_port=server.grpc_port, rest_port=server.rest_port,
-                          prediction_id=recorded.id)
-        yield box
-
-
-# --- tests ------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def all_blocks() -> tuple:
-    return tuple(fenced_blocks())
-
-
-def block_named(key: str) -> Block:
-    return next(block for block in all_blocks() if block.key == key)
-
-
 SHELL_BLOCKS = [block for block in all_blocks() if block.language == "bash"]
 
 
@@ -701,20 +289,6 @@ def test_every_settings_option_the_prose_names_exists():
 def test_every_command_of_an_example_is_accepted(block):
     """bert-pipeline by its parsers, make targets, the repository's scripts and paths."""
     assert command_problems(block) == []
-
-
-@pytest.mark.e2e
-@pytest.mark.serving
-@pytest.mark.parametrize("key", sorted(RUNS), ids=lambda key: next(
-    (str(block) for block in all_blocks() if block.key == key), key))
-def test_example_runs_as_the_docs_say(key, sandbox):
-    """Each block that runs (a serve example: through the block that starts it)."""
-    key = RUNS[key].started_by or key
-    block = block_named(key)
-    assert run_problems(block, RUNS[key], sandbox.run(block, RUNS[key])) == []
-
-
-# --- the checker's own tests ------------------------------------------------------------
 
 
 def _write(root, name: str, text: str) -> None:

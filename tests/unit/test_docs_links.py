@@ -1,43 +1,18 @@
 """Every relative link in README.md, docs/*.md and bench/README.md resolves: to a file or
 folder inside the repository, and a ``#anchor`` to a heading of the Markdown file it names
 (GitHub's heading slugs). Plain text parsing, no TensorFlow: a second or less."""
-import glob
 import os
 import re
 import urllib.parse
 
+from tests.support.doc_files import INLINE_CODE, doc_files, lines_outside_fences
 from tests.support.paths import REPO
 
-DOC_PATTERNS = ("README.md", os.path.join("docs", "*.md"), os.path.join("bench", "README.md"))
-
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-INLINE_CODE = re.compile(r"(`+).*?\1")
 INLINE_LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
 HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"")
 URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
-
-
-def doc_files(root: str = REPO) -> list:
-    """The Markdown files whose links are checked, relative to ``root``."""
-    found = []
-    for pattern in DOC_PATTERNS:
-        found += sorted(glob.glob(os.path.join(root, pattern)))
-    return [os.path.relpath(path, root) for path in found]
-
-
-def lines_outside_fences(text: str):
-    """(line number, line) of every line outside fenced code blocks."""
-    fence = None
-    for number, line in enumerate(text.splitlines(), 1):
-        opening = FENCE.match(line)
-        if fence is None and opening:
-            fence = opening.group(1)[0] * len(opening.group(1))
-        elif fence is not None and line.strip().startswith(fence):
-            fence = None
-        elif fence is None:
-            yield number, line
 
 
 def prose_lines(text: str):

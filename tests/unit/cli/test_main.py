@@ -1,5 +1,14 @@
-"""The CLI's own input handling (commands that read files before calling anything)."""
+"""The CLI's own input handling (commands that read files before calling anything), and
+mistakes refused early by the real command in a child process."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
 from cli.main import _read_text_lines, main
+from tests.support.paths import BERT_PIPELINE, REPO, SAMPLE
 
 
 def test_predict_names_the_file_and_line_that_is_not_utf8(tmp_path, capsys):
@@ -48,16 +57,6 @@ def test_score_reads_with_the_reader_settings_its_flags_give(tmp_path, capsys):
     assert "--column_names: '[a, b' is not a JSON list" in capsys.readouterr().err
 
 
-# --- mistakes refused early, by the real command (a child process) --------------------
-
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.support.paths import BERT_PIPELINE, REPO, SAMPLE  # noqa: E402
 # A refused mistake costs the CLI's own imports (config: TensorFlow for the RE2 checks),
 # never TFX's nor a component's; generous for a loaded 2-core CI machine.
 REFUSAL_SECONDS = 20
@@ -147,43 +146,6 @@ def test_a_busy_root_is_refused_before_tfx_is_imported(tmp_path):
     assert done.returncode == 1 and "another run is active" in done.stderr
     assert "tfx not imported" in done.stdout
     assert code == 1 and "another run is active" in err and seconds < REFUSAL_SECONDS
-
-
-@pytest.mark.e2e  # a real `bert-pipeline run`, killed early
-def test_a_run_killed_with_sigkill_shows_in_the_history_as_interrupted(tmp_path,
-                                                                        tiny_checkpoint):
-    import json
-    import signal
-
-    from tests.support.pipeline_runs import cli_args, tiny_overrides
-    overrides = tiny_overrides(tmp_path, tiny_checkpoint, os.path.dirname(SAMPLE))
-    history_file = tmp_path / "pipeline_output" / "history.jsonl"
-    run = subprocess.Popen([BERT_PIPELINE, *cli_args(overrides)], cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not (history_file.exists() and history_file.read_text().strip()):
-            assert run.poll() is None and time.monotonic() < deadline, "no record at start"
-            time.sleep(0.2)
-        assert "running" in _cli_out(["history", "--output.root", overrides["output.root"]])
-        run.send_signal(signal.SIGKILL)
-        assert run.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    table = _cli_out(["history", "--output.root", overrides["output.root"]])
-    assert "interrupted" in table and f"pid {run.pid}" in table
-    [entry] = [json.loads(line) for line in _cli_out(
-        ["history", "--json", "--output.root", overrides["output.root"]]).splitlines()]
-    assert entry["status"] == "interrupted" and entry["exit_code"] == 1
-    assert "killed or interrupted" in entry["error"]
-
-
-def _cli_out(args) -> str:
-    done = subprocess.run([BERT_PIPELINE, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=True)
-    return done.stdout
 
 
 def test_report_serve_refuses_paths_that_resolve_outside_the_reports_folder(tmp_path):

@@ -1,52 +1,26 @@
-"""Kubeflow: the same pipeline compiled to a KFP v2 spec; Beam args for distributed
-Beam workers; submit/schedule requests.
-
-No KFP cluster exists here: the client's requests go to a local HTTP endpoint on
-127.0.0.1 that records them and answers as the KFP v2beta1 API does.
-"""
+"""Kubeflow: the same pipeline compiled to a KFP v2 spec (kubeflow/kubeflow_runner.py):
+components in order, images pinned by digest, resources and Beam args, the serving spec,
+step pods as the workflow controller makes them, the Trainer's TFJob settings, and the
+runner resolving storage, image, paths and platform."""
 import json
-import threading
-from http.server import ThreadingHTTPServer
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from cli.main import main
-from kubeflow import pipelines_client
-from kubeflow.beam_args import DATAFLOW, runner_name, worker_beam_args
-from kubeflow.kubeflow_runner import compile_pipeline, spec_images
+from kubeflow.kubeflow_runner import (compile_pipeline, kubeflow_pipeline, serving_spec,
+                                      spec_images, tfjob_distribution, trainer_distribution)
 from pipeline.config import load_config
-from tests.support.json_api import JsonApiHandler
-from tests.support.paths import REPO
+from tests.support.kubeflow_cluster import KUBERNETES_VERSIONS, _by_kind_and_name, _pod_document
+from tests.support.kubeflow_specs import IMAGE, SERVING_IMAGE, STORAGE, UNPINNED, _config
+from tests.support.pipelines import _by_id, _everything
+from tests.support.pod_security import violations
 
-STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
-           "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
-PIPELINE_DIGEST = "sha256:" + "7e" * 32
 SERVING_DIGEST = "sha256:" + "5f" * 32
-IMAGE = f"registry.example/bert-text-pipeline:7@{PIPELINE_DIGEST}"
-SERVING_IMAGE = f"docker.io/tensorflow/serving:2.18.0@{SERVING_DIGEST}"
+
 IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
             "Transform", "Trainer", "Evaluator", "ModelCard", "Pusher"]
-
-
-def _config(**extra):
-    return load_config(None, dict(STORAGE, **{"kubeflow.image": IMAGE,
-                                              "kubeflow.serving_image": SERVING_IMAGE,
-                                              **extra}))
-
-
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    config = _config(**{"data.span_pattern": "span-{SPAN}", "data.window_spans": 3,
-                        "model.warm_start": True, "enable_cache": True,
-                        "kubeflow.image": IMAGE,
-                        "kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4",
-                        "kubeflow.trainer_accelerator_count": 2,
-                        "kubeflow.trainer_memory": "32G",
-                        "kubeflow.beam_args": "--runner=DataflowRunner --project=p "
-                                              "--region=europe-west4"})
-    path = compile_pipeline(config, str(tmp_path_factory.mktemp("kfp") / "pipeline.yaml"))
-    return path, yaml.safe_load(open(path, encoding="utf-8"))
 
 
 def _depends_on(tasks: dict, task: str, other: str) -> bool:
@@ -152,10 +126,6 @@ def test_compile_refuses_bfloat16_serving_check_infra_validator_cannot_honour(tm
                          str(tmp_path / "p.yaml"))
 
 
-UNPINNED = {"kubeflow.image": "registry.example/bert-text-pipeline:7",
-            "kubeflow.serving_image": "docker.io/tensorflow/serving:2.18.0"}
-
-
 @pytest.mark.parametrize("setting", UNPINNED)
 def test_compile_refuses_an_image_without_a_digest(setting, tmp_path, capsys):
     """A tag can be moved to other contents: the spec must name images by digest."""
@@ -176,170 +146,6 @@ def test_compile_refuses_an_image_without_a_digest(setting, tmp_path, capsys):
     assert UNPINNED[setting] in spec_images(raw).values()
 
 
-def test_submit_and_schedule_refuse_a_spec_with_unpinned_images(kfp_api, tmp_path, capsys):
-    """submit and schedule send a spec compiled earlier: its own images are checked,
-    before any request."""
-    host, requests = kfp_api
-    spec_file = str(tmp_path / "pipeline.yaml")
-    compile_pipeline(_config(**{"kubeflow.serving_image": UNPINNED["kubeflow.serving_image"],
-                                "kubeflow.allow_unpinned_images": True}), spec_file)
-    storage = [a for k, v in STORAGE.items() for a in (f"--{k}", v)]
-    for action in ("submit", "schedule"):
-        assert main(["kubeflow", action, "--spec", spec_file, "--kubeflow.host", host,
-                     *storage]) == 1
-        error = capsys.readouterr().err
-        assert "InfraValidator model server 0 image 'docker.io/tensorflow/serving:2.18.0' " \
-               "is not pinned by digest" in error
-        assert "kubeflow.allow_unpinned_images" in error
-    assert requests == []
-
-
-def _worker_container(args: list):
-    """The container Beam itself starts the workers in for ``args`` (None: no separate
-    workers), read with Beam's own code: Dataflow's image option after Beam's validation,
-    a portable runner's default environment."""
-    from apache_beam.options.pipeline_options import (PipelineOptions, PortableOptions,
-                                                      WorkerOptions)
-    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-    from apache_beam.runners.dataflow.internal import apiclient
-    from apache_beam.runners.runner import create_runner
-
-    options = PipelineOptions(args)
-    name = runner_name(options)
-    if name in ("", "directrunner"):
-        return None
-    runner = create_runner(name)
-    validator = PipelineOptionsValidator(options, runner)
-    if name == DATAFLOW:  # as at submission: the legacy image flag is copied over
-        assert validator.validate_sdk_container_image_options(
-            options.view_as(WorkerOptions)) == []
-        return apiclient.get_container_image_from_options(options)
-    assert validator.validate_environment_options(options.view_as(PortableOptions)) == []
-    environment = runner.default_environment(options)
-    return getattr(environment, "container_image", type(environment).__name__)
-
-
-DOCKER_ENV = ["--environment_type=DOCKER", f"--environment_config={IMAGE}"]
-PORTABLE = ["--runner=PortableRunner", "--job_endpoint=jobs:8099"]
-BEAM_CASES = {  # given args -> (what is added, the workers' container)
-    "dataflow": (["--runner=DataflowRunner", "--project=p"],
-                 [f"--sdk_container_image={IMAGE}"], IMAGE),
-    "dataflow, space form, short name": (["--runner", "dataflow", "--project", "p"],
-                                         [f"--sdk_container_image={IMAGE}"], IMAGE),
-    "dataflow, class path": (["--runner=apache_beam.runners.dataflow.dataflow_runner."
-                              "DataflowRunner"], [f"--sdk_container_image={IMAGE}"], IMAGE),
-    "dataflow, own image": (["--runner=DataflowRunner", "--sdk_container_image=mine:1"],
-                            [], "mine:1"),
-    "dataflow, legacy image flag": (["--runner=DATAFLOWRUNNER",
-                                     "--worker_harness_container_image=mine:1"], [],
-                                    "mine:1"),
-    "portable": (PORTABLE, DOCKER_ENV, IMAGE),
-    "portable, any case, space form": (["--runner", "portablerunner", "--job_endpoint",
-                                        "jobs:8099"], DOCKER_ENV, IMAGE),
-    "portable, own sdk image carried over": (
-        PORTABLE + ["--sdk_container_image=mine:1"],
-        ["--environment_type=DOCKER", "--environment_config=mine:1"], "mine:1"),
-    "portable, own environment": (
-        PORTABLE + ["--environment_type=PROCESS",
-                    '--environment_config={"command": "/opt/apache/beam/boot"}'],
-        [], "ProcessEnvironment"),
-    "portable, own docker image": (PORTABLE + ["--environment_config=theirs:2"], [],
-                                   "theirs:2"),
-    "flink cluster": (["--runner=FlinkRunner", "--flink_master=flink:8081"], DOCKER_ENV,
-                      IMAGE),
-    "flink in the pod": (["--runner=flink"], [], "PythonLoopbackEnvironment"),
-    "spark cluster": (["--runner=SparkRunner", "--spark_master_url=spark://spark:7077"],
-                      DOCKER_ENV, IMAGE),
-    "spark in the pod": (["--runner=SparkRunner"], [], "PythonLoopbackEnvironment"),
-    "direct (the default)": (load_config().beam_args, [], None),
-    "direct, named": (["--runner=DirectRunner"], [], None),
-}
-
-
-@pytest.mark.parametrize("case", BEAM_CASES)
-def test_distributed_beam_workers_get_the_pipeline_image(case):
-    given, added, container = BEAM_CASES[case]
-    args = worker_beam_args(given, IMAGE)
-    assert args == given + added
-    assert _worker_container(args) == container
-    if added:  # without them, Beam's stock image would run this project's steps
-        assert _worker_container(given).startswith(("apache/beam_python3.10_sdk:",
-                                                    "gcr.io/cloud-dataflow/"))
-
-
-class _KfpApi(JsonApiHandler):
-    """Records requests; answers like KFP's v2beta1 REST API."""
-    requests = []
-
-    def _answer(self):
-        body = self.json_body()
-        self.requests.append((self.command, self.path.split("?")[0], body,
-                              self.headers.get("Authorization")))
-        reply = {}
-        if self.path.startswith("/apis/v2beta1/experiments") and self.command == "POST":
-            reply = {"experiment_id": "exp-1", "display_name": body["display_name"]}
-        elif self.path.startswith("/apis/v2beta1/runs"):
-            reply = {"run_id": "run-1"}
-        elif self.path.startswith("/apis/v2beta1/recurringruns"):
-            reply = {"recurring_run_id": "job-1"}
-        self.reply(reply)
-
-    do_GET = do_POST = _answer
-
-
-@pytest.fixture
-def kfp_api():
-    _KfpApi.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KfpApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _KfpApi.requests
-    server.shutdown()
-
-
-def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_path, capsys):
-    host, requests = kfp_api
-    path, raw = spec
-    token = tmp_path / "token"
-    token.write_text("s3cret\n")
-    common = ["--spec", path, "--kubeflow.host", host, "--token_file", str(token),
-              "--kubeflow.image", IMAGE, "--kubeflow.serving_image", SERVING_IMAGE,
-              *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
-    assert main(["kubeflow", "submit", "--run_name", "manual-1", *common]) == 0
-    assert "run run-1 created" in capsys.readouterr().out
-    posts = [(path_, body, auth) for method, path_, body, auth in requests if method == "POST"]
-    assert posts[0][0] == "/apis/v2beta1/experiments"
-    assert posts[0][1]["display_name"] == "bert-text-classifier"
-    run_path, run, auth = posts[1]
-    assert run_path == "/apis/v2beta1/runs" and auth == "Bearer s3cret"
-    assert run["experiment_id"] == "exp-1" and run["display_name"] == "manual-1"
-    assert run["service_account"] == "bert-pipeline"  # kubeflow/deploy/rbac.yaml's
-    assert run["pipeline_spec"]["root"] == raw["root"]
-    assert run["pipeline_spec"]["defaultPipelineRoot"] == "gs://bucket/root/bert-text-classifier"
-
-    requests.clear()
-    assert main(["kubeflow", "schedule", "--run_name", "nightly", "--kubeflow.cron",
-                 "30 2 * * 1-5", *common]) == 0
-    assert "recurring run job-1 created (cron '0 30 2 * * 1-5'" in capsys.readouterr().out
-    (job_path, job, _), = [(p, b, a) for m, p, b, a in requests
-                           if m == "POST" and "recurringruns" in p]
-    assert job["display_name"] == "nightly" and job["experiment_id"] == "exp-1"
-    assert job["trigger"] == {"cron_schedule": {"cron": "0 30 2 * * 1-5"}}
-    assert int(job["max_concurrency"]) == 1 and job["no_catchup"] is True
-    assert job["mode"] == "ENABLE" and job["service_account"] == "bert-pipeline"
-    assert job["pipeline_spec"]["root"] == raw["root"]
-
-
-def test_cron_conversion_and_errors(tmp_path):
-    assert pipelines_client.kfp_cron("0 3 * * *") == "0 0 3 * * *"
-    assert pipelines_client.kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
-    with pytest.raises(ValueError, match="5 fields"):
-        pipelines_client.kfp_cron("daily")
-    with pytest.raises(ValueError, match="kubeflow.host is required"):
-        pipelines_client.submit(_config(), str(tmp_path / "p.yaml"), "r")
-    assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml"),
-                 "--kubeflow.image", IMAGE]) == 1
-
-
 def test_kubeflow_compile_needs_an_image_set_explicitly(tmp_path, capsys):
     """No default image: 'bert-text-pipeline:latest' was written and no cluster pulls it.
     submit and schedule send a compiled spec, whose image is in it: they need none."""
@@ -357,26 +163,108 @@ def test_kubeflow_compile_needs_an_image_set_explicitly(tmp_path, capsys):
         assert "kubeflow.host is required" in error and "kubeflow.image" not in error
 
 
-def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
-    """No Docker here to build kubeflow/Dockerfile: check it against the project instead,
-    so a new package, a changed pin or checkpoint cannot be left out of the image."""
-    import os
-    import re
+def test_serving_resources_are_checked_as_kubernetes_quantities():
+    with pytest.raises(ValueError, match="kubeflow.serving_memory '4 GB'"):
+        serving_spec(_config(**{"kubeflow.serving_memory": "4 GB"}))
+    with pytest.raises(ValueError, match="kubeflow.serving_cpu '0'"):
+        serving_spec(_config(**{"kubeflow.serving_cpu": "0"}))
 
-    dockerfile = open(os.path.join(REPO, "kubeflow", "Dockerfile"), encoding="utf-8").read()
-    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.M))
-    setup_py = open(os.path.join(REPO, "setup.py"), encoding="utf-8").read()
-    packages = set(re.findall(r'"(\w+)"', re.search(r"find_packages\(include=\[(.*?)\]",
-                                                     setup_py, re.S).group(1)))
-    assert packages <= copied, f"not in the image: {packages - copied}"
-    assert "schema" in copied  # data.schema_path resolves inside the image
-    # the checkpoint package is a pin of requirements.txt, installed with its hash
-    # (every flag of that install: tests/test_image.py)
-    assert re.search(r"--require-hashes [-\w ]*-r requirements\.txt", dockerfile)
-    # Beam's boot stays the entrypoint (the image is also the Beam worker image)
-    assert not re.search(r"^ENTRYPOINT", dockerfile, re.M)
-    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
-        beam = re.search(r"^apache-beam==([^\s\\]+)", f.read(), re.M).group(1)  # hashed
-    assert f"ARG BASE_IMAGE=docker.io/apache/beam_python3.10_sdk:{beam}" in dockerfile
-    assert _config().kubeflow.project_dir == "/pipeline"  # WORKDIR of the image
-    assert "WORKDIR /pipeline" in dockerfile
+
+# -- step pods -------------------------------------------------------------------------
+def _step_pod(container: dict, controller: dict = None) -> dict:
+    """The pod Argo's workflow controller makes for one compiled step: Argo's init and
+    wait containers beside KFP's main one, with the controller settings (None: the
+    defaults of a KFP install, which set none)."""
+    controller = controller or {}
+    workflow = yaml.safe_load(controller.get("workflowDefaults", "{}")) or {}
+    main = yaml.safe_load(controller.get("mainContainer", "{}")) or {}
+    executor = yaml.safe_load(controller.get("executor", "{}")) or {}
+    argo = dict(image="quay.io/argoproj/argoexec:v3.4.17", **executor)
+    pod = {"initContainers": [dict(argo, name="init")],
+           "containers": [dict(main, name="main", image=container["image"],
+                               command=container["command"]), dict(argo, name="wait")]}
+    if workflow.get("spec", {}).get("securityContext"):
+        pod["securityContext"] = workflow["spec"]["securityContext"]
+    return pod
+
+
+def test_step_pods_pass_restricted_with_the_workflow_controller_settings(tmp_path):
+    """KFP 2.5's spec carries no securityContext (its PipelineContainerSpec has no such
+    field): the step pods pass "restricted" only with the cluster's workflow controller
+    settings that kubeflow/deploy ships."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    container_spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec
+    assert not any("security" in f.name.lower() for f in container_spec.DESCRIPTOR.fields)
+    path = compile_pipeline(_config(), str(tmp_path / "pipeline.yaml"))
+    with open(path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)
+    containers = [e["container"] for e in spec["deploymentSpec"]["executors"].values()
+                  if "container" in e]
+    assert len(containers) >= 10
+    assert "securityContext" not in json.dumps(spec)
+    configmap = _by_kind_and_name("workflow-controller-configmap.yaml")[
+        ("ConfigMap", "workflow-controller-configmap")]
+    for container in containers:
+        assert violations(_step_pod(container))  # as a KFP install runs them
+        pod = _step_pod(container, configmap["data"])
+        assert violations(pod) == [], container["image"]
+        assert pod["securityContext"]["runAsUser"] == 1000  # the image's user
+        for version in KUBERNETES_VERSIONS:  # Argo's settings are Kubernetes' own fields
+            kubernetes_validate.validate(_pod_document(pod), version, strict=True)
+
+
+def test_kubeflow_runner_resolves_storage_image_paths_and_platform():
+    config = load_config(None, {
+        "data.input_dir": "/mnt/data", "output.root": "local_out",
+        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "/mnt/serving",
+        "kubeflow.project_dir": "/app", "kubeflow.trainer_memory": "512M"})
+    pipeline = kubeflow_pipeline(config)
+    components = _by_id(pipeline)
+    assert pipeline.pipeline_info.pipeline_root == "s3://b/root/bert-text-classifier"
+    assert components["TextExampleGen"].exec_properties["input_base"] == "/mnt/data"
+    assert components["ImportSchemaGen"].exec_properties["schema_file"] == \
+        "/app/schema/schema.pbtxt"  # inside the image
+    assert "/mnt/serving/bert_classifier" in str(
+        components["Pusher"].exec_properties["push_destination"])
+    # no kubeflow.beam_args: the top-level ones (DirectRunner in each pod), as they are
+    assert pipeline.beam_pipeline_args == config.beam_args
+    assert pipeline.metadata_connection_config is None  # KFP's own
+    assert "InfraValidator" in components and "ServingCheck" not in components
+    assert components["Trainer"].platform_config.memory_limit == pytest.approx(0.512)
+    assert "local_out" not in _everything(pipeline)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"trainer.workers": 2}, "trainer.workers 2 is for local runs"),
+    ({"vertex.trainer_workers": 3}, "vertex.trainer_workers set without vertex.project"),
+    ({"kubeflow.trainer_workers": 0}, "kubeflow.trainer_workers must be at least 1"),
+])
+def test_replica_settings_another_runner_reads_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        trainer_distribution(_config(**settings))
+
+
+# -- the compiled spec -----------------------------------------------------------------
+def test_the_compiled_trainer_runs_the_distributed_executor_with_the_tfjob(tmp_path):
+    config = _config(**{"kubeflow.trainer_workers": 2, "kubeflow.allow_unpinned_images": True,
+                        "kubeflow.image": "registry.example/bert-text-pipeline:7",
+                        "kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4"})
+    path = compile_pipeline(config, str(tmp_path / "pipeline.yaml"))
+    with open(path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)
+    trainer = spec["root"]["dag"]["tasks"]["Trainer"]
+    custom_config = json.loads(
+        trainer["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constant"])
+    assert custom_config["distribution"] == tfjob_distribution(config)
+    assert custom_config["distribution"]["workers"] == 2
+    label = spec["components"][trainer["componentRef"]["name"]]["executorLabel"]
+    args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
+    assert args[args.index("--executor_class_path") + 1] == \
+        "components.distributed_trainer.executor.Executor"
+    # The step only creates the job and waits: no accelerator, little CPU and memory; the
+    # replicas have the accelerator and check that they see it.
+    resources = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
+    assert resources == {"cpuLimit": 1.0, "memoryLimit": 2.0}
+    assert custom_config["distribution"]["accelerator"] == "NVIDIA_TESLA_T4"
+    assert "accelerator" not in custom_config

@@ -23,8 +23,8 @@ from kubeflow import vertex
 from kubeflow.kubeflow_runner import compile_pipeline
 from pipeline.config import load_config
 from tests.support.json_api import JsonApiHandler
+from tests.support.paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORAGE = {"kubeflow.pipeline_root": "gs://bucket/root",
            "kubeflow.serving_dir": "gs://bucket/serving", "data.input_dir": "gs://bucket/data"}
 IMAGE = "registry.example/bert-text-pipeline:7@sha256:" + "7e" * 32

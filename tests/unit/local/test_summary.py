@@ -1,6 +1,45 @@
-"""The run summary's text and exit codes, and error root causes."""
+"""The run summary (local/summary.py): its text and exit codes, error root causes, and
+what it reports on the pipeline the runner hands it."""
+import os
+import time
+
 from components.text_example_gen.parsing import InputDataError
+from local import summary
+from local.local_runner import local_pipeline
 from local.summary import EXIT_BLOCKED, EXIT_FAILED, EXIT_OK, RunSummary, root_cause
+from pipeline.config import load_config
+
+
+def test_summary_reports_on_the_pipeline_it_is_given(tmp_path):
+    config = load_config(None, {"name": "summarised", "output.root": str(tmp_path / "out"),
+                                "data.span_pattern": "span-{SPAN}"})
+    pipeline = local_pipeline(config)
+    result = summary.collect(pipeline, time.time(), ValueError("bad setting x"))
+    assert result.pipeline == "summarised" and result.run_id is None
+    assert [c.name for c in result.components] == [c.id for c in pipeline.components]
+    assert "DriftCheck" in [c.name for c in result.components]
+    assert {c.status for c in result.components} == {"not run"}
+    assert result.error == "ValueError: bad setting x" and result.exit_code == 1
+    assert os.path.exists(tmp_path / "out" / "metadata.sqlite")  # the pipeline's store
+
+
+def test_summary_says_when_and_why_drift_was_not_checked(tmp_path):
+    """No spans: no DriftCheck, and the summary says so (drift is never off silently)."""
+    config = load_config(None, {"output.root": str(tmp_path / "out")})
+    result = summary.collect(local_pipeline(config), time.time())
+    assert result.drift.startswith("not checked: no data.span_pattern")
+    assert "Drift: not checked: no data.span_pattern" in result.format()
+    spans = load_config(None, {"output.root": str(tmp_path / "out2"),
+                               "data.span_pattern": "span-{SPAN}"})
+    stopped = summary.collect(local_pipeline(spans), time.time(), ValueError("x"))
+    assert stopped.drift == "not checked: the run stopped before DriftCheck"
+    drifted = summary.collect(local_pipeline(spans), time.time(), RuntimeError(
+        "data drift: span 2 vs span 1: label distribution (L-infinity distance) 0.5700 "
+        "exceeds 0.2500 (limits: label_l_infinity<=0.2500 (data.max_label_l_infinity); "
+        "set data.drift_action=warn to train anyway)"))
+    assert drifted.drift.startswith("span 2 vs span 1: label distribution")
+    assert drifted.drift_limits == "label_l_infinity<=0.2500 (data.max_label_l_infinity)"
+    assert "Drift limits: label_l_infinity<=0.2500" in drifted.format()
 
 
 def test_root_cause_follows_causes_but_not_suppressed_context():

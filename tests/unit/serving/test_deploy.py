@@ -1,20 +1,16 @@
 """The deployment files in serving/deploy/: models.config as shipped starts TF Serving,
-every Kubernetes manifest validates against the Kubernetes API schemas, probes, scaling,
-disruption budget and memory hold what the comments say, the ``labels`` command edits
-version labels safely, and the local server keeps the readiness contract the probes use."""
+every Kubernetes manifest validates against the Kubernetes API schemas, and probes,
+scaling, disruption budget, memory and images hold what the comments say. (The local
+server's readiness contract: tests/serving/test_deploy.py; the pin script on real images:
+tests/image/test_deploy.py.)"""
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 
 import kubernetes_validate
 import pytest
-import requests
 import yaml
 from google.protobuf import text_format
 from kubernetes.utils import parse_quantity
@@ -23,41 +19,15 @@ from tensorflow_serving.config import model_server_config_pb2
 from cli.main import main
 from serving.labels import versions_on_disk
 from serving.model_store import read_model_config
-from serving.process import ServerProcess
 from serving.server import parse_flags
 from tests.support import pod_security
+from tests.support.deploy_files import (DEPLOY, DOCUMENTS, IMAGE_LINE, KUBERNETES, MODELS_CONFIG,
+                                        SERVER, SERVER_CONTAINER, SERVER_FLAGS, SERVER_POD,
+                                        _by_kind, _config, _images, _pin, _probe_script)
 from tests.support.paths import REPO
-from tests.support.serving_models import export_half_plus_two
 
-DEPLOY = os.path.join(REPO, "serving", "deploy")
-KUBERNETES = os.path.join(DEPLOY, "kubernetes")
-MODELS_CONFIG = os.path.join(DEPLOY, "models.config")
 # Oldest and newest Kubernetes API that kubernetes-validate 1.37 ships schemas for.
 KUBERNETES_VERSIONS = ["1.25", "1.37"]
-
-
-def _documents():
-    """{file name: [document, ...]} of every manifest in serving/deploy/kubernetes/."""
-    files = {}
-    for name in sorted(os.listdir(KUBERNETES)):
-        if name.endswith((".yaml", ".yml")):
-            with open(os.path.join(KUBERNETES, name)) as f:
-                files[name] = [doc for doc in yaml.safe_load_all(f) if doc]
-    return files
-
-
-DOCUMENTS = _documents()
-
-
-def _by_kind(*files):
-    """{kind: document} of these files (one document per kind)."""
-    docs = {}
-    for name in files:
-        for doc in DOCUMENTS[name]:
-            assert doc["kind"] not in docs, f"two {doc['kind']} manifests"
-            docs[doc["kind"]] = doc
-    return docs
-
 
 # TF Serving's Deployment and what goes with it; the project's own server apart.
 MANIFESTS = _by_kind("tf-serving.yaml", "tf-serving-scaling.yaml", "models-pvc.yaml",
@@ -67,13 +37,6 @@ POD = DEPLOYMENT["spec"]["template"]
 CONTAINERS = {c["name"]: c for c in POD["spec"]["containers"]}
 CONTAINER, PROXY_CONTAINER = CONTAINERS["tf-serving"], CONTAINERS["proxy"]  # HAProxy before it
 TF_SERVING_IMAGE = CONTAINER["image"]
-
-
-def _config(path):
-    config = model_server_config_pb2.ModelServerConfig()
-    with open(path) as f:
-        text_format.Parse(f.read(), config)
-    return config
 
 
 # -- models.config ---------------------------------------------------------------------
@@ -386,201 +349,6 @@ def test_kserve_reads_the_pushed_folder_from_the_claim():
     assert "bert-pipeline/pushed-version" in predictor["annotations"]  # bucket roll-outs
 
 
-# -- bert-pipeline labels --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    """One real SavedModel, copied to every version folder a test needs."""
-    return export_half_plus_two(str(tmp_path_factory.mktemp("export")), 1)
-
-
-TWO_MODELS = """# Serving config.
-# Second comment line.
-model_config_list {
-  config {
-    name: "bert_classifier"
-    base_path: "%s"
-    model_platform: "tensorflow"
-    model_version_policy { latest { num_versions: 2 } }
-  }
-  config {
-    name: "other"
-    base_path: "/models/other"
-    model_version_policy { specific { versions: 7 } }
-    version_labels { key: "stable" value: 7 }
-  }
-}
-"""
-
-
-@pytest.fixture
-def labelled(tmp_path, saved_model):
-    """A config with two models; bert_classifier has versions 100, 200, 300 on disk
-    (the policy serves 200 and 300) and a half-copied 400 (no saved_model.pb)."""
-    base = tmp_path / "models" / "bert_classifier"
-    for version in (100, 200, 300):
-        shutil.copytree(saved_model, base / str(version))
-    shutil.copytree(os.path.join(saved_model, "variables"), base / "400" / "variables")
-    folder = tmp_path / "config"
-    folder.mkdir()
-    config = folder / "models.config"
-    config.write_text(TWO_MODELS % base)
-    os.chmod(config, 0o644)
-    return config
-
-
-def _labels(config, model="bert_classifier"):
-    models = {m.name: m for m in _config(config).model_config_list.config}
-    return dict(models[model].version_labels)
-
-
-def _labels_cli(config, *args):
-    return main(["labels", "--config", str(config), "--model", "bert_classifier", *args])
-
-
-def _assert_intact(config):
-    """Only the config in its folder (no temp file), header and other model kept."""
-    assert os.listdir(config.parent) == ["models.config"]
-    text = config.read_text()
-    assert text.startswith("# Serving config.\n# Second comment line.\nmodel_config_list")
-    models = {m.name: m for m in _config(config).model_config_list.config}
-    assert dict(models["other"].version_labels) == {"stable": 7}
-    assert list(models["other"].model_version_policy.specific.versions) == [7]
-    assert models["bert_classifier"].model_version_policy.latest.num_versions == 2
-    read_model_config(str(config))  # and the local server accepts it
-    assert os.stat(config).st_mode & 0o777 == 0o644
-
-
-def test_labels_set_move_and_remove(labelled, capsys):
-    assert _labels_cli(labelled, "set", "stable=200", "canary=300") == 0
-    assert _labels(labelled) == {"stable": 200, "canary": 300}
-    _assert_intact(labelled)
-    assert _labels_cli(labelled, "set", "stable=300") == 0  # move
-    assert _labels(labelled) == {"stable": 300, "canary": 300}
-    assert _labels_cli(labelled, "unset", "canary") == 0
-    assert _labels(labelled) == {"stable": 300}
-    _assert_intact(labelled)
-    capsys.readouterr()
-    assert _labels_cli(labelled, "show") == 0
-    shown = capsys.readouterr().out
-    assert "versions on disk: 100 200 300\n" in shown
-    assert "served by its version policy: 200 300\n" in shown
-    assert "labels: stable=300" in shown
-    # The config's only model is the default.
-    assert main(["labels", "--config", str(labelled), "show"]) == 1
-    assert "pick one with --model" in capsys.readouterr().err
-    # A container path that is not here: the error says so.
-    assert main(["labels", "--config", MODELS_CONFIG, "set", "stable=1"]) == 1
-    assert "(/models/bert_classifier does not exist here: give --base_path)" in \
-        capsys.readouterr().err
-
-
-@pytest.mark.parametrize("version,reason", [
-    (999, "it is not a complete SavedModel folder"),
-    (400, "it is not a complete SavedModel folder"),  # being copied: no saved_model.pb yet
-    (100, "is not among the versions its version policy serves"),  # not the newest two
-])
-def test_labels_refuse_a_version_tf_serving_will_not_have_loaded(labelled, capsys,
-                                                                 version, reason):
-    _labels_cli(labelled, "set", "stable=200")
-    before = labelled.read_bytes()
-    assert _labels_cli(labelled, "set", "canary=300", f"stable={version}") == 1
-    error = capsys.readouterr().err
-    assert f"model bert_classifier: cannot point label 'stable' at version {version}" \
-        in error
-    assert reason in error
-    base = labelled.parent.parent / "models" / "bert_classifier"
-    assert f"versions on disk in {base}: 100 200 300, served: 200 300." in error
-    assert labelled.read_bytes() == before  # nothing written, not even canary
-    _assert_intact(labelled)
-    # Deliberately ahead of a push:
-    assert _labels_cli(labelled, "--allow_unavailable", "set", f"stable={version}") == 0
-    assert _labels(labelled) == {"stable": version}
-
-
-def test_labels_name_bad_input(labelled, capsys):
-    for args, message in [
-        (["set", "stable:200"], "bad label assignment 'stable:200'"),
-        (["set", "stable=abc"], "bad label assignment 'stable=abc'"),
-        (["set"], "no label given"),
-        (["unset", "canary"], "model bert_classifier has no label 'canary'"),
-        (["show", "extra"], "show takes no arguments"),
-    ]:
-        assert _labels_cli(labelled, *args) == 1
-        assert message in capsys.readouterr().err
-    assert main(["labels", "--config", str(labelled), "--model", "nope", "show"]) == 1
-    assert "has no model 'nope' (models: bert_classifier, other)" in capsys.readouterr().err
-    broken = labelled.parent / "broken.config"
-    broken.write_text("model_config_list { config { nme: 1 } }")
-    assert main(["labels", "--config", str(broken), "show"]) == 1
-    assert f"{broken}:" in capsys.readouterr().err
-
-
-def test_labels_file_is_complete_at_every_moment(labelled):
-    """A server polling the file while labels move never reads half a file."""
-    reads, failures, done = [0], [], threading.Event()
-
-    def reader():
-        while not done.is_set():
-            try:
-                labels = _labels(labelled)
-                assert labels.get("stable") in (None, 200, 300)
-                reads[0] += 1
-            except Exception as error:  # noqa: BLE001 - collected and asserted below
-                failures.append(error)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for i in range(40):
-            assert _labels_cli(labelled, "set", f"stable={200 + 100 * (i % 2)}") == 0
-    finally:
-        done.set()
-        thread.join()
-    assert failures == [] and reads[0] > 0
-    _assert_intact(labelled)
-
-
-# -- the readiness contract ------------------------------------------------------------
-def _get(url, deadline):
-    """GET once the server answers at all (its REST port opens after start-up)."""
-    while True:
-        try:
-            return requests.get(url, timeout=5)
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)  # polling the child's start-up
-
-
-@pytest.mark.serving
-def test_metadata_answers_404_until_a_version_is_loaded(tmp_path, saved_model):
-    """The readiness path of the manifests: not ready with no version, ready once one
-    is loaded (TF Serving's status path answers 200 while a version is LOADING)."""
-    base = tmp_path / "half"
-    base.mkdir()
-    flags = ["--model_name", "half", "--model_base_path", str(base),
-             "--file_system_poll_wait_seconds", "1"]
-    with ServerProcess(flags, wait_for=[]) as server:
-        deadline = time.monotonic() + 180
-        url = f"{server.rest_url}/v1/models/half/metadata"
-        before = _get(url, deadline)
-        assert before.status_code == 404, before.text
-        assert "error" in before.json()
-        shutil.copytree(saved_model, base / "1")
-        while (after := requests.get(url, timeout=5)).status_code == 404:
-            assert time.monotonic() < deadline, "version 1 never became ready"
-            time.sleep(0.2)  # polling the server's file-system poll
-        assert after.status_code == 200, after.text
-        body = after.json()
-        assert body["model_spec"]["version"] == "1"
-        assert "serving_default" in body["metadata"]["signature_def"]["signature_def"]
-
-
-# -- the project's own server in the cluster (bert-pipeline-server.yaml) ----------------
-SERVER = _by_kind("bert-pipeline-server.yaml")
-SERVER_POD = SERVER["Deployment"]["spec"]["template"]
-SERVER_CONTAINER, = SERVER_POD["spec"]["containers"]
-SERVER_FLAGS = parse_flags(SERVER_CONTAINER["args"])  # the server's own parser
 SECRET_MOUNT = "/secrets/"
 
 
@@ -651,12 +419,6 @@ def test_the_servers_drain_fits_its_grace_period():
         grace, flags.drain_delay_seconds, flags.drain_grace_seconds]
 
 
-def _probe_script():
-    command = SERVER_CONTAINER["readinessProbe"]["exec"]["command"]
-    assert command[:2] == ["python", "-c"]
-    return command[2]
-
-
 def test_the_servers_probes_and_service():
     flags = SERVER_FLAGS
     assert SERVER_CONTAINER["startupProbe"]["exec"] == SERVER_CONTAINER["readinessProbe"][
@@ -700,63 +462,6 @@ def test_the_ssl_config_command_in_the_comment_makes_what_the_server_reads(tmp_p
     tls = load_ssl_config(str(tmp_path / "ssl_config.txt"))
     assert tls.cert == (tmp_path / "tls.crt").read_bytes()
     assert tls.key == (tmp_path / "tls.key").read_bytes()
-
-
-@pytest.mark.serving
-def test_the_servers_readiness_probe_passes_only_a_loaded_model_over_tls_with_a_token(
-        tmp_path, saved_model):
-    """The manifest's probe, run against a real server with TLS and a token: it fails
-    closed (not loaded, wrong token, no token file, another certificate, draining) and
-    passes once a version is loaded."""
-    from tests.support.certificates import make_pki, ssl_config
-
-    certs = make_pki(tmp_path)
-    tokens = tmp_path / "predict-tokens"
-    tokens.write_text("# rotated in: the first line's token is the probe's\n"
-                      "new-token probe\nold-token\n")
-    base = tmp_path / "bert_classifier"
-    base.mkdir()
-    flags = ["--model_name", "bert_classifier", "--model_base_path", str(base),
-             "--file_system_poll_wait_seconds", "1", "--auth_token_file", str(tokens),
-             "--ssl_config_file", ssl_config(tmp_path / "ssl.config", certs),
-             "--drain_delay_seconds", "30"]
-
-    def probe(token_file=tokens, cert=certs.server_cert):
-        script = _probe_script().replace(f'"{SERVER_FLAGS.auth_token_file}"',
-                                         repr(str(token_file)))
-        script = script.replace('"/secrets/tls/tls.crt"', repr(cert))
-        script = script.replace("127.0.0.1:8501", f"127.0.0.1:{server.rest_port}")
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=30, cwd=REPO)  # the image's project
-        return done.returncode, done.stderr
-
-    with ServerProcess(flags, wait_for=[], ca_file=certs.ca, token="new-token") as server:
-        deadline = time.monotonic() + 180
-        while "Connection refused" in (result := probe())[1]:
-            assert time.monotonic() < deadline, "the server never opened its REST port"
-            time.sleep(0.2)  # polling the child's start-up
-        assert result[0] != 0 and "HTTP Error 404" in result[1], result  # nothing loaded
-        shutil.copytree(saved_model, base / "1")
-        while (result := probe())[0] != 0:
-            assert "HTTP Error 404" in result[1], result
-            assert time.monotonic() < deadline, "version 1 never became ready"
-            time.sleep(0.2)  # polling the server's file-system poll
-        wrong = tmp_path / "wrong"
-        wrong.write_text("not-a-token\n")
-        assert probe(wrong)[0] != 0 and "HTTP Error 401" in probe(wrong)[1]
-        code, error = probe(tmp_path / "missing")
-        assert code != 0 and "cannot read it" in error, error
-        comments = tmp_path / "comments"
-        comments.write_text("# only comments: no token\n\n")
-        code, error = probe(comments)
-        assert code != 0 and "holds no token" in error, error
-        code, error = probe(cert=certs.other_ca)  # a certificate the server does not hold
-        assert code != 0 and "CERTIFICATE_VERIFY_FAILED" in error
-        assert probe()[0] == 0
-        server.process.send_signal(signal.SIGTERM)  # draining: ports open, not ready
-        code, error = probe()
-        assert code != 0 and "HTTP Error 503" in error, error
-        assert server.process.poll() is None  # still draining, ports open
 
 
 # -- NetworkPolicy ---------------------------------------------------------------------
@@ -899,23 +604,6 @@ def test_kserves_commented_istio_policy_denies_model_management():
     assert target == {"operation": {"paths": ["/tensorflow.serving.ModelService/*"]}}
 
 
-# -- images pinned by digest (pin-images.sh) -------------------------------------------
-PIN = os.path.join(KUBERNETES, "pin-images.sh")
-IMAGE_LINE = re.compile(r"^\s*(?:-\s+)?image:\s*(\S+)", re.M)
-PINNED = re.compile(r"^[^@\s]+:[^@\s:/]+@sha256:[0-9a-f]{64}$")
-
-
-def _images(folder):
-    """{file name: [image, ...]} of the manifests in ``folder``."""
-    return {name: IMAGE_LINE.findall(open(os.path.join(folder, name)).read())
-            for name in sorted(os.listdir(folder)) if name.endswith(".yaml")}
-
-
-def _pin(*args, cwd=None):
-    return subprocess.run([PIN, *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
-
-
 def test_every_image_of_every_pod_is_an_image_line_the_pin_script_sees():
     """pin-images.sh rewrites `image:` lines: every container of every pod has one (so
     nothing escapes pinning) and the lines are exactly the containers' images."""
@@ -952,68 +640,3 @@ def test_check_refuses_every_image_without_a_digest(tmp_path):
     assert _pin("--check", *files).returncode == 0
     files[0].write_text(files[0].read_text().replace(fake, "@sha256:abc"))  # not a digest
     assert _pin("--check", *files).returncode == 1
-
-
-@pytest.fixture
-def local_images(tmp_path):
-    """Two real images in the local container storage (podman import of a one-file
-    layer each), removed afterwards: {name:tag: digest podman recorded}."""
-    images = {}
-    for n in (1, 2):
-        layer = tmp_path / f"layer{n}"
-        layer.mkdir()
-        (layer / "f").write_text(f"{n} {tmp_path}")  # a different digest each
-        name = f"localhost/pin-test-{os.getpid()}-{n}:{n}.0"
-        tar = subprocess.Popen(["tar", "-C", str(layer), "-cf", "-", "f"],
-                               stdout=subprocess.PIPE)
-        subprocess.run(["podman", "import", "-q", "-", name], stdin=tar.stdout,
-                       check=True, capture_output=True)
-        tar.wait()
-        images[name] = subprocess.run(
-            ["podman", "image", "inspect", "--format", "{{.Digest}}", name],
-            check=True, capture_output=True, text=True).stdout.strip()
-    yield images
-    subprocess.run(["podman", "rmi", "-f", *images], capture_output=True)
-
-
-@pytest.mark.image
-def test_pin_script_pins_every_image_by_the_registrys_digest(tmp_path, local_images):
-    """The script for real, with skopeo, on a copy of the manifests whose images are
-    local ones (skopeo's containers-storage: transport; the registries cannot be
-    reached here): every image ends NAME:TAG@DIGEST with the digest the storage holds,
-    nothing else changes; an image that cannot be resolved stops it, naming the image,
-    with no file changed."""
-    shutil.copytree(KUBERNETES, tmp_path / "manifests")
-    folder = tmp_path / "manifests"
-    local = iter(sorted(local_images) * 10)
-    wanted = {}
-    for name in _images(folder):
-        path = folder / name
-        text = IMAGE_LINE.sub(lambda m: m.group(0).replace(m.group(1), next(local)),
-                              path.read_text())
-        path.write_text(text)
-        wanted[name] = text
-    files = sorted(str(folder / name) for name in wanted)
-    pinned = _pin("--transport", "containers-storage:", *files)
-    assert pinned.returncode == 0, pinned.stderr
-    for name, images in _images(folder).items():
-        for image in images:
-            assert PINNED.match(image), image
-            tagged, digest = image.split("@")
-            assert local_images[tagged] == digest
-        # Only the image lines changed: the rest of the file, comments included, is kept.
-        assert IMAGE_LINE.sub("", (folder / name).read_text()) == \
-            IMAGE_LINE.sub("", wanted[name])
-    assert _pin("--check", *files).returncode == 0
-    # Pinned images are kept; an image that is not there fails, and nothing is written.
-    server = folder / "bert-pipeline-server.yaml"
-    missing = "localhost/pin-test-missing:1"
-    server.write_text(IMAGE_LINE.sub(lambda m: m.group(0).replace(m.group(1), missing),
-                                     server.read_text()))
-    before = {path: open(path).read() for path in files}
-    refused = _pin("--transport", "containers-storage:", *files)
-    assert refused.returncode == 1
-    assert f"cannot resolve the digest of {missing} ({server}:" in refused.stderr
-    assert "no file changed" in refused.stderr
-    assert {path: open(path).read() for path in files} == before
-    assert sorted(os.listdir(folder)) == sorted(os.listdir(KUBERNETES))  # no temp file

@@ -1,4 +1,5 @@
-"""Length-aware batches (serving/lengths.py): groups of similar length, answers in order."""
+"""Length-aware batches (serving/lengths.py): groups of similar length, answers in order,
+and `score` running its batches by length."""
 import threading
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 
 from serving.batching import Batcher, BatchingParameters
 from serving.lengths import length_groups, map_by_length, row_lengths, run_by_length
+from tests.support.length_texts import TEXTS, _expected
 
 
 def test_row_lengths_count_bytes_of_every_string_input():
@@ -75,14 +77,6 @@ def test_concurrent_callers_of_a_length_aware_batcher_get_their_own_rows_in_orde
     assert len(calls) == 2 and all(max(c) < 2 * min(c) for c in calls), calls
 
 
-TEXTS = ["a", "a much longer text, well over ten bytes", "bb", "another long one, indeed",
-         "ccc", "x" * 300, "short", "medium text!"]
-
-
-def _expected(text: str) -> str:
-    return "long" if len(text.encode()) > 10 else "short"
-
-
 def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys):
     import json
 
@@ -99,29 +93,6 @@ def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys)
     assert [r["text"] for r in rows] == TEXTS
     assert [r["predicted"] for r in rows] == [[_expected(t)] for t in TEXTS]
     assert all((r["probabilities"][1] > 0.5) == (_expected(r["text"]) == "long") for r in rows)
-
-
-@pytest.mark.serving
-def test_predict_sends_requests_by_length_and_prints_in_input_order(tmp_path, capsys):
-    import json
-
-    from cli.main import main
-    from serving.process import ServerProcess
-    from tests.support.serving_models import export_length_classifier
-    export_length_classifier(str(tmp_path / "m" / "1"))
-    lines = tmp_path / "texts.txt"
-    lines.write_text("\n".join(TEXTS) + "\n")
-    with ServerProcess(["--model_name", "m", "--model_base_path", str(tmp_path / "m")]) \
-            as server:
-        for address in (server.rest_url, f"grpc://{server.grpc_address}"):
-            capsys.readouterr()
-            assert main(["predict", "--server", address, "--model", "m", "--input",
-                         str(lines), "--batch_size", "3"]) == 0
-            printed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-            assert [p["text"] for p in printed] == TEXTS
-            assert [p["label"] for p in printed] == [_expected(t) for t in TEXTS]
-    assert main(["predict", "--batch_size", "0", "x"]) == 1
-    assert "--batch_size must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_inputs_that_are_not_all_batch_major_are_not_grouped():

@@ -1,5 +1,5 @@
 """The Trainer's replicas as a Training Operator TFJob (components/distributed_trainer/
-tfjob.py, kubeflow.kubeflow_runner.tfjob_distribution, the Role in kubeflow/deploy/rbac.yaml).
+tfjob.py, the Role in kubeflow/deploy/rbac.yaml).
 
 The manifest is held to the TFJob CRD of training-operator v1.9.0 (tests/data/
 training-operator/, its openAPIV3Schema with unknown fields refused, as the API server's
@@ -7,8 +7,7 @@ strict field validation does) and to the operator's admission webhook rules; its
 the "restricted" Pod Security Standard. No cluster here: ``run_replicas`` talks, through
 the real kubernetes client and a kubeconfig, to a local HTTP endpoint on 127.0.0.1 that
 answers as the Kubernetes API does (the step's pod, TFJob create/get/delete) with the
-job statuses the operator writes, and records every request.
-"""
+job statuses the operator writes, and records every request."""
 import _thread
 import ast
 import copy
@@ -29,13 +28,12 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-import kubeflow
 from components.distributed_trainer import tfjob
-from kubeflow.kubeflow_runner import compile_pipeline, tfjob_distribution, trainer_distribution
-from tests.support.paths import REPO
+from kubeflow.kubeflow_runner import tfjob_distribution
 from tests.support.json_api import JsonApiHandler
+from tests.support.kubeflow_specs import IMAGE, _config
+from tests.support.paths import REPO
 from tests.support.pod_security import violations
-from tests.unit.kubeflow.test_kubeflow_runner import IMAGE, _config
 
 CRD = os.path.join(REPO, "tests", "data", "training-operator", "kubeflow.org_tfjobs.yaml")
 RBAC = os.path.join(REPO, "kubeflow", "deploy", "rbac.yaml")
@@ -501,16 +499,6 @@ def test_a_pipeline_root_on_a_pod_local_volume_is_refused(kubernetes_api):
     assert not [r for r in kubernetes_api.requests if r[0] == "POST"]
 
 
-@pytest.mark.parametrize("settings,message", [
-    ({"trainer.workers": 2}, "trainer.workers 2 is for local runs"),
-    ({"vertex.trainer_workers": 3}, "vertex.trainer_workers set without vertex.project"),
-    ({"kubeflow.trainer_workers": 0}, "kubeflow.trainer_workers must be at least 1"),
-])
-def test_replica_settings_another_runner_reads_are_refused(settings, message):
-    with pytest.raises(ValueError, match=message):
-        trainer_distribution(_config(**settings))
-
-
 # -- RBAC ------------------------------------------------------------------------------
 def _api_calls(module) -> set:
     """Names of the CustomObjectsApi and CoreV1Api methods a module's source calls."""
@@ -531,51 +519,3 @@ def test_the_trainer_role_is_exactly_the_calls_tfjob_makes():
                     and doc["kind"] == "RoleBinding"
                     and doc["roleRef"]["name"] == "bert-pipeline-trainer"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bert-pipeline"}]
-
-
-# -- the compiled spec -----------------------------------------------------------------
-def test_the_compiled_trainer_runs_the_distributed_executor_with_the_tfjob(tmp_path):
-    config = _config(**{"kubeflow.trainer_workers": 2, "kubeflow.allow_unpinned_images": True,
-                        "kubeflow.image": "registry.example/bert-text-pipeline:7",
-                        "kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4"})
-    path = compile_pipeline(config, str(tmp_path / "pipeline.yaml"))
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f)
-    trainer = spec["root"]["dag"]["tasks"]["Trainer"]
-    custom_config = json.loads(
-        trainer["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constant"])
-    assert custom_config["distribution"] == tfjob_distribution(config)
-    assert custom_config["distribution"]["workers"] == 2
-    label = spec["components"][trainer["componentRef"]["name"]]["executorLabel"]
-    args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
-    assert args[args.index("--executor_class_path") + 1] == \
-        "components.distributed_trainer.executor.Executor"
-    # The step only creates the job and waits: no accelerator, little CPU and memory; the
-    # replicas have the accelerator and check that they see it.
-    resources = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
-    assert resources == {"cpuLimit": 1.0, "memoryLimit": 2.0}
-    assert custom_config["distribution"]["accelerator"] == "NVIDIA_TESLA_T4"
-    assert "accelerator" not in custom_config
-
-
-# -- Kubeflow's SDKs beside this project's kubeflow package ----------------------------
-def test_kubeflow_sdks_import_beside_this_projects_kubeflow_package():
-    """In this process (the repository first on sys.path) and in one where
-    site-packages' kubeflow (the SDKs') is found first."""
-    from kubeflow.katib import KatibClient
-    from kubeflow.training import TrainingClient
-
-    assert kubeflow.__file__ == os.path.join(REPO, "kubeflow", "__init__.py")
-    assert TrainingClient.__module__ == "kubeflow.training.api.training_client"
-    assert KatibClient.__module__ == "kubeflow.katib.api.katib_client"
-    code = ("import kubeflow, kubeflow.beam_args, kubeflow.training, kubeflow.katib\n"
-            "from kubeflow.training import TrainingClient\n"
-            "from kubeflow.katib import KatibClient\n"
-            "print(kubeflow.__file__); print(kubeflow.beam_args.__file__)")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", code], cwd="/", env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    package, beam_args = result.stdout.split()
-    assert "site-packages" in package  # the SDKs' kubeflow came first
-    assert beam_args == os.path.join(REPO, "kubeflow", "beam_args.py")

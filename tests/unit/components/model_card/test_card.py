@@ -1,12 +1,5 @@
-"""The model card: rendered from TFMA's real output (fast), and in the model a tiny
-end-to-end run pushes, with the progress lines that run prints."""
-import glob
-import json
-import os
-import re
-import subprocess
-import sys
-
+"""The model card (components/model_card/card.py), rendered from TFMA's real output: the
+metrics, slices, classes, the gate, and the input contract."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,9 +7,6 @@ import tensorflow_model_analysis as tfma
 
 from components import eval_results
 from components.model_card import card, executor
-from tests.support.paths import REPO
-from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
-from tests.e2e.test_object_storage import s3  # noqa: F401 (moto's S3 server, a fixture)
 
 LABELS = ["negative", "positive"]
 
@@ -136,127 +126,3 @@ def test_card_states_the_input_contract():
     text = card.markdown(facts)
     assert "- Text: the column sentence." in text and "redacts none" in text
     assert "| predict_text | text | strings |" in text
-
-
-def test_copy_tree_copies_every_file(tmp_path):
-    source = tmp_path / "model" / "Format-Serving"
-    (source / "variables").mkdir(parents=True)
-    (source / "saved_model.pb").write_bytes(b"\x00graph")
-    (source / "variables" / "variables.index").write_bytes(b"index")
-    executor.copy_tree(str(tmp_path / "model"), str(tmp_path / "copy"))
-    copied = {os.path.relpath(os.path.join(d, f), tmp_path / "copy")
-              for d, _, files in os.walk(tmp_path / "copy") for f in files}
-    assert copied == {"Format-Serving/saved_model.pb",
-                      "Format-Serving/variables/variables.index"}
-    assert (tmp_path / "copy" / "Format-Serving" / "saved_model.pb").read_bytes() == \
-        b"\x00graph"
-
-
-COPY_ON_BUCKET = """
-import sys
-import tensorflow as tf
-from components.model_card import card, executor
-from pipeline.config import StorageConfig
-from serving.filesystems import exit_process, register
-import os
-os.environ.update(StorageConfig(s3_endpoint=sys.argv[2]).environment())
-register()
-executor.copy_tree(sys.argv[1] + "/Trainer/model/7", sys.argv[1] + "/ModelCard/model/9")
-with tf.io.gfile.GFile(card.card_path(sys.argv[1] + "/ModelCard/model/9"), "w") as f:
-    f.write("# Model card")
-exit_process(0)
-"""
-
-
-@pytest.mark.storage
-def test_model_and_card_written_on_a_bucket(s3, tmp_path):  # noqa: F811 (the fixture)
-    from tests.support.serving_models import export_half_plus_two
-
-    bucket = s3.bucket("model-card")
-    s3.put_folder(export_half_plus_two(str(tmp_path / "model"), 1), bucket,
-                  "root/Trainer/model/7/Format-Serving")
-    run = subprocess.run([sys.executable, "-c", COPY_ON_BUCKET, f"s3://{bucket}/root",
-                          s3.endpoint], cwd=tmp_path, env=s3.env, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-5000:]
-    source = [k.split("/model/7/", 1)[1] for k in s3.keys(bucket, "root/Trainer/")]
-    copied = [k.split("/model/9/", 1)[1] for k in s3.keys(bucket, "root/ModelCard/")]
-    assert "Format-Serving/saved_model.pb" in source
-    assert copied == sorted(source + ["Format-Serving/assets.extra/model_card.md"])
-    assert s3.read(bucket, "root/ModelCard/model/9/Format-Serving/saved_model.pb") == \
-        s3.read(bucket, "root/Trainer/model/7/Format-Serving/saved_model.pb")
-    assert s3.read(bucket, "root/ModelCard/model/9/Format-Serving/assets.extra/"
-                           "model_card.md") == b"# Model card"
-    assert not [p for p in os.listdir(tmp_path) if p != "model"]  # nothing went local
-
-
-@pytest.mark.e2e
-@pytest.mark.serving  # the serving check loads the model with its card in the model server
-def test_pushed_model_carries_its_card_and_the_run_prints_progress(tmp_path, tiny_checkpoint):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "reviews.tsv").write_text("sentence\tlabel\n" + "".join(
-        f"{text}\t{label}\n" for text, label in sample_rows(240)), encoding="utf-8")
-    overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data), **{
-        "model.progress_every_steps": 2, "model_card.owners": "ml-team@example.com",
-        "model_card.intended_use": "Sorting film reviews in tests."})
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # a shell's
-    run = subprocess.run([sys.executable, "-m", "cli.main", *cli_args(overrides)], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-
-    # Progress on stderr: each component's start and end, the Trainer every 2 steps;
-    # nothing else there, and the summary on stdout as before.
-    progress_line = re.compile(r"\[ *\d+\.\ds\] \S+ (started|complete in \d+\.\ds)|"
-                               r"  Trainer (step \d+/\d+ \(\d+%\), .* examples/s, loss .*, "
-                               r"about .* left|epoch \d+/\d+ done, .*)")
-    lines = run.stderr.splitlines()
-    extra = [line for line in lines if not progress_line.fullmatch(line)]
-    assert not extra, "\n".join(extra)
-    started = [line.split("] ")[1] for line in lines if line.endswith(" started")]
-    assert started[:2] == ["ImportSchemaGen started", "TextExampleGen started"]
-    assert started[-4:] == ["Evaluator started", "ModelCard started",
-                            "ServingCheck started", "Pusher started"]
-    assert len([line for line in lines if " complete in " in line]) == len(started)
-    steps = [int(m.group(1)) for m in re.finditer(r"Trainer step (\d+)/", run.stderr)]
-    assert steps and steps == list(range(2, steps[-1] + 1, 2)) + (
-        [] if steps[-1] % 2 == 0 else [steps[-1]])
-    assert not progress_line.search(run.stdout) and "  ModelCard " in run.stdout
-    assert "Serving check: PASSED" in run.stdout
-    run_id = re.search(r"^Pipeline '.*' run (\S+)", run.stdout, re.M).group(1)
-    version = re.search(r"^Pushed: version (\d+)", run.stdout, re.M).group(1)
-
-    # The pushed model carries the card, naming this run's metrics as TFMA wrote them.
-    pushed = tmp_path / "serving_model" / "bert_classifier" / version
-    text = (pushed / card.CARD_FILE).read_text(encoding="utf-8")
-    labels = (pushed / "assets.extra" / "labels.txt").read_text(encoding="utf-8").split()
-    [evaluation_uri] = glob.glob(str(tmp_path / "pipeline_output" / "*" / "Evaluator" /
-                                     "evaluation" / "*"))
-    [stats_file] = glob.glob(str(tmp_path / "pipeline_output" / "*" / "Trainer" /
-                                 "model_run" / "*" / "train_stats.json"))
-    with open(stats_file, encoding="utf-8") as f:
-        training = json.load(f)
-    evaluation = eval_results.read(evaluation_uri, labels)
-    overall = evaluation.metrics[""]
-    assert {"sparse_categorical_accuracy", "macro_f1", "example_count"} <= set(overall)
-    for name, value in overall.items():
-        shown = f"{value:.0f}" if name.endswith("count") else f"{value:.4f}"
-        assert f"| {name} | {shown} | - |" in text, name
-    for class_id, figures in evaluation.per_class.items():
-        assert (f"| {labels[class_id]} | {figures['precision']:.4f} | "
-                f"{figures['recall']:.4f} | "
-                f"{figures['f1']:.4f} | {figures['support']:.0f} |") in text
-    for slice_name in evaluation.metrics:
-        assert not slice_name or f"| {slice_name} |" in text
-    assert f"- Run: {run_id}" in text and f"- Base checkpoint: {tiny_checkpoint}" in text
-    assert "Decision: **BLESSED**" in text and "| eval.min_accuracy |" in text
-    assert "## Intended use\n\nSorting film reviews in tests." in text
-    assert "## Owners\n\nml-team@example.com" in text
-    assert f"Training started {training['started_from']}." in text
-    assert f"| training examples | {training['train_examples']} |" in text
-    assert "| max_seq_length | 64 |" in text and "| progress_every_steps | 2 |" in text
-    assert "Scripts (letters of " in text and "LATIN 100.0%" in text
-    assert str(data) in text
-    # The Trainer's own model is left as it was: no card there.
-    assert not glob.glob(str(tmp_path / "pipeline_output" / "*" / "Trainer" / "model" / "*" /
-                             "Format-Serving" / card.CARD_FILE))

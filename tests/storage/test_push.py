@@ -1,0 +1,50 @@
+"""The push on a bucket: saved_model.pb comes last and a bad version is removed."""
+import os
+import subprocess
+import sys
+
+from tests.support.push_models import tree
+
+PUSH_TO_BUCKET = """
+import os, sys
+from components.atomic_pusher.publish import push_version, PushError
+from pipeline.config import StorageConfig
+from serving.filesystems import exit_process, register
+os.environ.update(StorageConfig(s3_endpoint=sys.argv[1]).environment())
+register()
+push_version(sys.argv[2], sys.argv[3], "17")
+try:
+    push_version(sys.argv[4], sys.argv[3], "18")
+except PushError as error:
+    print(error)
+exit_process(0)
+"""
+
+
+def test_on_a_bucket_saved_model_pb_comes_last_and_a_bad_version_is_removed(
+        s3, tmp_path, model):  # noqa: F811 (the fixture)
+    bucket = s3.bucket("push")
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", model, str(broken)], check=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    s3.start_recording()
+    run = subprocess.run([sys.executable, "-c", PUSH_TO_BUCKET, s3.endpoint, model,
+                          f"s3://{bucket}/serving/m", str(broken)], env=s3.env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert f"s3://{bucket}/serving/m/18/saved_model.pb is not a SavedModel" in run.stdout
+    assert "was removed" in run.stdout
+    keys = [k.split("/", 2)[2] for k in s3.keys(bucket, "serving/")]
+    assert keys == sorted(f"17/{path}" for path in tree(model)), keys
+    assert s3.read(bucket, "serving/m/17/saved_model.pb") == \
+        open(os.path.join(model, "saved_model.pb"), "rb").read()
+    # saved_model.pb is written only after every other file was written and read back
+    requests_17 = [(method, path.split("?")[0]) for method, path in s3.recording()
+                   if path.split("?")[0].startswith(f"{bucket}/serving/m/17/")]
+    pb_writes = [i for i, (method, path) in enumerate(requests_17)
+                 if path.endswith("/saved_model.pb") and method in ("PUT", "POST")]
+    others = [i for i, (method, path) in enumerate(requests_17)
+              if not path.endswith("/saved_model.pb")]
+    assert pb_writes and others and max(others) < min(pb_writes), requests_17
+    assert any(method == "GET" for method, path in requests_17
+               if not path.endswith("/saved_model.pb")), requests_17  # read back

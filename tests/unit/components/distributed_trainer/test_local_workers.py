@@ -1,0 +1,63 @@
+"""The local replica launcher (components/distributed_trainer/local_workers.py), with real
+``tfx.scripts.run_executor`` processes: failing replicas, deadlines, restarts."""
+import os
+import re
+
+import pytest
+
+from components.distributed_trainer import local_workers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_replica_that_keeps_failing_fails_the_step_and_stops_the_others(tmp_path):
+    """Real replica processes: worker-0 raises at every start; after trainer.max_restarts
+    (1) the step fails naming it, with its log, and the chief is stopped."""
+    args = _replica_args("WorkerFails")
+    with pytest.raises(RuntimeError) as failure:
+        local_workers.run_replicas(args, {"workers": 2, "max_restarts": 1},
+                                   log_dir=str(tmp_path))
+    message = str(failure.value)
+    assert "replica worker-0 failed (exit 1)" in message and "1 restarts" in message
+    assert "worker 0 broke on purpose" in message
+    worker_log = (tmp_path / "worker-0.log").read_text()
+    assert worker_log.count("--- worker-0 start") == 2  # started, restarted once
+    chief_log = (tmp_path / "chief.log").read_text()
+    assert chief_log.count("--- chief start") == 2  # restarted with it: the whole cluster
+    chiefs = [int(pid) for pid in re.findall(r"chief waiting, pid (\d+)", chief_log)]
+    assert chiefs and not any(map(_alive, chiefs))
+
+
+def _replica_args(executor: str) -> list:
+    return ["--executor_class_path", f"tests.support.replica_executors.{executor}",
+            "--inputs", "{}", "--outputs", "{}", "--exec-properties", "{}"]
+
+
+def test_replicas_past_the_deadline_are_stopped_and_fail_the_step(tmp_path):
+    with pytest.raises(RuntimeError, match="ran past trainer.deadline_minutes"):
+        local_workers.run_replicas(_replica_args("Waits"),
+                                   {"workers": 2, "max_restarts": 1,
+                                    "deadline_minutes": 0.25}, log_dir=str(tmp_path))
+    pids = [int(p) for p in re.findall(r"waiting, pid (\d+)", "".join(
+        (tmp_path / name).read_text() for name in ("chief.log", "worker-0.log")))]
+    assert len(pids) == 2 and not any(map(_alive, pids))
+
+
+def test_a_replica_failing_after_another_ended_well_is_not_restarted(tmp_path, monkeypatch):
+    """A restarted replica would wait forever for a cluster that cannot form again: the
+    step fails at once, whatever restarts are left. (The chief fails only once the worker's
+    process is gone: in a busy CI run it once failed first and was restarted.)"""
+    os.mkfifo(tmp_path / "order")
+    monkeypatch.setenv("REPLICA_ORDER_FIFO", str(tmp_path / "order"))
+    args = _replica_args("ChiefFailsWorkerEnds")
+    with pytest.raises(RuntimeError, match=r"replica chief failed \(exit 1\) after "
+                                           r"worker-0 ended"):
+        local_workers.run_replicas(args, {"workers": 2, "max_restarts": 3},
+                                   log_dir=str(tmp_path))
+    assert (tmp_path / "worker-0.log").read_text().count("--- worker-0 start") == 1

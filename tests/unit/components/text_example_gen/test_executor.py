@@ -1,0 +1,54 @@
+"""TextExampleGen's executor (components/text_example_gen/executor.py): how it finds its
+input files, and the reader settings it carries in its custom config."""
+import json
+
+import apache_beam as beam
+import pytest
+from google.protobuf import json_format
+
+from components.text_example_gen import executor
+from components.text_example_gen.parsing import InputDataError, ReaderConfig
+
+
+def test_hidden_files_are_skipped_unless_the_pattern_names_them(tmp_path):
+    (tmp_path / "a.csv").write_text("sentence,label\nx,1\n")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / ".~lock.a.csv#").write_text("x")
+    (tmp_path / "sub").mkdir()
+    assert executor.input_files(str(tmp_path), "*") == [str(tmp_path / "a.csv")]
+    assert executor.input_files(str(tmp_path), ".DS*") == [str(tmp_path / ".DS_Store")]
+    # the transform the executor builds checks every file's format before Beam starts
+    read = executor.Executor().GetInputSourceToExamplePTransform()
+    properties = {"input_base": str(tmp_path), "custom_config": json_format.MessageToJson(
+        executor.reader_config_to_proto(ReaderConfig("sentence", "label")))}
+    assert isinstance(beam.Pipeline() | read(properties, "*"), beam.PCollection)
+
+
+def test_the_custom_config_carries_the_reader_settings_as_to_json_writes_them():
+    """TextExampleGen takes the reader settings in the format DriftCheck takes them:
+    ``ReaderConfig.to_json()``, beside the split method, window and privacy settings."""
+    reader = ReaderConfig("q", "l", text_pair_column="a", label_delimiter="|")
+    properties = {"custom_config": json_format.MessageToJson(executor.reader_config_to_proto(
+        reader, privacy={"redact": "all", "custom_patterns": []}, split_method="stratified"))}
+    assert executor._custom_config(properties)[executor.READER_KEY] == reader.to_json()
+    assert executor.reader_config_from_exec_properties(properties) == reader
+
+
+def test_no_input_files_names_the_setting_to_change(tmp_path):
+    missing = str(tmp_path / "nonexistent_dir")
+    with pytest.raises(InputDataError, match=f"^input folder {missing} does not exist; set "
+                                             f"data.input_dir to the folder that holds the "
+                                             f"data files$"):
+        executor.input_files(missing, "*")
+    (tmp_path / ".DS_Store").write_text("x")
+    with pytest.raises(InputDataError, match=r"no input files match .*\*.csv \(hidden files "
+                                             r"are skipped\); set data.file_pattern to a glob"):
+        executor.input_files(str(tmp_path), "*.csv")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "a.tsv").write_text("sentence\tlabel\nx\t1\n")
+    read = executor.Executor().GetInputSourceToExamplePTransform()
+    properties = {"input_base": str(tmp_path), "input_config": json.dumps({"splits": [
+        {"name": "train", "pattern": "train/*"}, {"name": "eval", "pattern": "eval/*"}]})}
+    with pytest.raises(InputDataError, match=r"no input files match .*eval/\* .*data.presplit "
+                                             r"reads the data files in the train/ and eval/"):
+        _ = beam.Pipeline() | read(properties, "eval/*")

@@ -1,0 +1,74 @@
+"""The run history (local/history.py): runs that never ended, torn lines, the table and
+its command."""
+import json
+import os
+import time
+
+from local import history
+from tests.support.schedules import _config, _entry
+
+
+def test_history_shows_runs_that_never_ended_and_the_next_run_closes_them(tmp_path):
+    from local import history
+    path = str(tmp_path / "history.jsonl")
+    old = {"started": "2026-11-24T03:00:00+00:00", "seconds": 60.0, "reason": "cron",
+           "run_id": "r0", "span": None, "exit_code": 0, "accuracy": 0.9,
+           "eval_examples": 10, "baseline_accuracy": None, "blessed": True,
+           "pushed_version": "1", "started_from": None, "drift": None, "error": None,
+           "report": None}  # a record written before runs had a run_key
+    history.append(path, old)
+    killed = history.start(path, time.time(), "new span 2")
+    assert history.read(path) == [old]  # the scheduler sees finished runs only
+    assert history.read(path, unfinished=True)[-1]["status"] == "running"
+    shown = history.read(path, unfinished=True, run_active=False)[-1]
+    assert shown["status"] == "interrupted" and shown["exit_code"] == 1
+    assert f"pid {os.getpid()}" in shown["error"]
+    # the next run (it holds the lock) records the killed one as interrupted
+    nxt = history.start(path, time.time(), "manual")
+    history.append(path, history.failed(path, nxt, "ValueError: bad"))
+    entries = history.read(path, unfinished=True, run_active=False)
+    assert [(e.get("run_key"), e.get("status", "finished")) for e in entries] == [
+        (None, "finished"), (killed, "interrupted"), (nxt, "finished")]
+    assert entries[2]["error"] == "ValueError: bad"
+    table = history.format_table(entries)
+    assert "interrupted" in table and "killed or interrupted" in table
+    assert len(history.read(path)) == 2  # old and the failed one; not the interrupted
+
+
+def test_a_torn_history_line_is_skipped_and_later_runs_record_whole_lines(tmp_path):
+    """A run killed while appending leaves a line cut short without its newline: later
+    runs, ``history`` and the scheduler skip it (it stopped every run with a
+    JSONDecodeError) and the next record starts a line of its own."""
+    from local import history
+    path = str(tmp_path / "history.jsonl")
+    first = history.start(path, time.time(), "manual")
+    history.append(path, history.failed(path, first, "ValueError: bad"))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"run_key": "2026-12-05T01:00:00+00:00-7-ab", "status": "runn')
+    second = history.start(path, time.time(), "cron")
+    history.append(path, history.failed(path, second, "ValueError: worse"))
+    assert [(e["run_key"], e["error"]) for e in history.read(path)] == [
+        (first, "ValueError: bad"), (second, "ValueError: worse")]
+
+
+def test_history_table_and_cli(tmp_path, capsys):
+    from cli.main import main
+
+    config = _config(tmp_path)
+    history.append(config.history_path, _entry("2026-11-24T03:00:00", reason="new span 1",
+                                               span=1, pushed_version="17"))
+    history.append(config.history_path, _entry(
+        "2026-11-25T03:00:00", reason="new span 2", span=2, accuracy=0.91,
+        baseline_accuracy=0.9, pushed_version="18", started_from="warm start from /m/17 (..)"))
+    history.append(config.history_path, _entry(
+        "2026-11-26T03:00:00", reason="new span 3", span=3, accuracy=None, blessed=None,
+        pushed_version=None, exit_code=1, started_from=None,
+        error="DataDriftError: data drift: span 3 vs span 2: label distribution"))
+    assert main(["history", "--output.root", config.output.root]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:7] == ["2026-11-24T03:00:00+00:00", "new", "span", "1", "1",
+                                   "0.9000", "-"]
+    assert "0.9100    0.9000  pushed      18          warm" in lines[2]
+    assert "failed" in lines[3] and lines[4].strip().startswith("DataDriftError: data drift")
+    assert main(["history", "--output.root", config.output.root, "--json", "--last", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["span"] == 3

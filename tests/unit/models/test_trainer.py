@@ -1,0 +1,50 @@
+"""The Trainer's arithmetic (models/trainer.py): training steps and balanced class
+weights."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import model
+from models.hparams import ModelHParams
+from models.trainer import training_steps
+
+
+@pytest.mark.parametrize("epochs,train_steps,examples,replicas,expected", [
+    (2.0, 0, 1000, 1, (32, 2)),    # 32 batches of 32 per epoch
+    (0.5, 0, 1000, 1, (16, 1)),    # half an epoch
+    (2.0, 10, 1000, 1, (10, 1)),   # train_steps wins
+    (1.0, 0, 5, 1, (1, 1)),
+    (2.0, 0, 1000, 2, (16, 2)),    # 2 replicas x 32: 16 global batches of 64 per epoch
+    (2.0, 10, 1000, 4, (8, 2)),    # train_steps counts global steps of 128
+])
+def test_training_steps(epochs, train_steps, examples, replicas, expected):
+    hparams = ModelHParams(epochs=epochs, train_steps=train_steps, batch_size=32)
+    assert training_steps(hparams, examples, hparams.batch_size * replicas) == expected
+
+
+def test_balanced_class_weights():
+    from models.trainer import balanced_class_weights
+    assert balanced_class_weights([90, 10]) == pytest.approx({0: 100 / 180, 1: 5.0})
+    assert balanced_class_weights([5, 0, 5]) == {0: 10 / 15, 2: 10 / 15}  # absent class
+
+
+def test_balanced_class_weights_make_the_rare_class_count(tiny_checkpoint):
+    """Uninformative inputs, 1 row in 20 of class 1: unweighted training learns to say 0;
+    with balanced weights the rare class's score rises to about one half."""
+    from models.trainer import balanced_class_weights
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 5000, size=(480, 12))
+    labels = np.array([int(i % 20 == 0) for i in range(480)])
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+              "token_type_ids": np.zeros_like(ids)}
+    batches = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(16)
+    rare_score = {}
+    for weights in (None, balanced_class_weights(np.bincount(labels).tolist())):
+        tf.keras.utils.set_random_seed(0)
+        classifier = model.build_classifier(ModelHParams(learning_rate=1e-3), 2, 60,
+                                            tiny_checkpoint)
+        classifier.fit(batches.repeat(), steps_per_epoch=30, epochs=2, class_weight=weights,
+                       verbose=0)
+        logits = classifier.predict(batches, verbose=0).logits
+        rare_score[weights is not None] = float(tf.reduce_mean(tf.nn.softmax(logits)[:, 1]))
+    assert rare_score[False] < 0.25 and rare_score[True] > 0.4

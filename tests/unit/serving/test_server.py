@@ -1,0 +1,16 @@
+"""The model server's flags (serving/server.py): TF Serving's flags are accepted."""
+import pytest
+
+from serving.server import parse_flags
+
+
+def test_tf_serving_flags_are_accepted():
+    args = parse_flags(["--port=8500", "--rest_api_port=8501", "--model_name=m",
+                        "--model_base_path=/models/m", "--enable_batching",
+                        "--file_system_poll_wait_seconds=5"])
+    assert (args.port, args.rest_api_port, args.enable_batching, args.host) == (
+        8500, 8501, True, "127.0.0.1")
+    assert parse_flags(["--model_base_path=/m", "--enable_batching=false"]).enable_batching \
+        is False
+    with pytest.raises(SystemExit):
+        parse_flags(["--port=8500"])  # no model
