@@ -1,6 +1,9 @@
 """The Evaluator's output as the run summary shows it: per-class figures and the
 confusion matrix as text lines. Reading TFMA's files is components/eval_results.py's job
 (the model card component and the run report read them too).
+
+Tested by tests/unit/components/test_eval_results.py; end to end:
+tests/e2e/test_pipeline.py.
 """
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 ``data.input_dir`` (and that its file pattern, inside the newest span, matches data
 files) and ``data.schema_path``. Each problem names the setting to change.
 
+Tested through the command: tests/unit/cli/test_main.py; on object storage:
+tests/storage/test_preflight.py.
+
 Only the configuration and the file system (tf.io.gfile: local paths and URIs): no
 TFX import, so a mistake is refused in seconds (local/local_runner.py runs this under the run
 lock, before it imports TFX). The file rules are TextExampleGen's own

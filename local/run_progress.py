@@ -1,5 +1,7 @@
 """A line on stderr when each component of a local run starts and ends, with its time.
 
+Tested end to end: tests/e2e/test_progress.py.
+
 LocalDagRunner logs "Component X is running." and "... is finished." (absl, INFO)
 around each component. While a run lasts, a filter on absl's logger turns those two
 records into progress lines and drops every other record below the level the logger

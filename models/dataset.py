@@ -1,4 +1,7 @@
-"""tf.data input pipelines over Transform's output, with dynamic padding."""
+"""tf.data input pipelines over Transform's output, with dynamic padding.
+
+Tested end to end: tests/e2e/test_pipeline.py.
+"""
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Optional

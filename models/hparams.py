@@ -1,4 +1,8 @@
-"""Model and training hyperparameters (the ``model`` section of the pipeline config)."""
+"""Model and training hyperparameters (the ``model`` section of the pipeline config).
+
+Tested by its users' unit tests: tests/unit/models/test_model.py,
+tests/unit/models/test_trainer.py.
+"""
 from __future__ import annotations
 
 import dataclasses

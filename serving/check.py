@@ -1,6 +1,8 @@
 """Serving check: a model must load in the model server and answer its warmup requests
 over gRPC and REST (the same answers on both) before anyone pushes it.
 
+Tested with a model server: tests/serving/test_check.py.
+
 This is what TFX's InfraValidator does with Docker or Kubernetes; here the local
 server runs in a child process on free ports.
 """

@@ -1,5 +1,7 @@
 """The contract: names the exported model, its callers and the pipeline's steps agree on.
 
+Tested through tests/unit/models/test_export.py; end to end: tests/e2e/test_tasks.py.
+
 Features, signatures, assets and artifact files, each declared here once and imported
 under this name by every layer (the server and clients in ``serving/``, ``models/``,
 the components, the pipeline, the runners and ``bert-pipeline``), never renamed.

@@ -2,6 +2,8 @@
 request's deadline is cancelled, as TF Serving cancels ``Session::Run`` through
 ``RunOptions.timeout_in_ms`` (REST: ``--rest_api_timeout_in_ms``; gRPC: the client's
 deadline). A deadline is a ``time.monotonic()`` value; ``None`` means none.
+
+Tested with a model server: tests/serving/test_deadlines.py.
 """
 from __future__ import annotations
 

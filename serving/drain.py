@@ -1,5 +1,7 @@
 """Graceful shutdown (SIGTERM, SIGINT), as Kubernetes expects of a pod it stops.
 
+Tested with a model server: tests/serving/test_drain.py, tests/serving/test_proxy.py.
+
 1. Readiness turns false at once: model metadata (the manifests' readiness probe path)
    answers UNAVAILABLE (REST 503), so load balancers that probe stop sending.
 2. The listeners stay open ``--drain_delay_seconds``: requests still sent while the pod

@@ -1,4 +1,7 @@
-"""One error type for both transports: a gRPC status code and TF Serving's message."""
+"""One error type for both transports: a gRPC status code and TF Serving's message.
+
+Tested with a model server: tests/serving/test_errors.py, tests/serving/test_server.py.
+"""
 from __future__ import annotations
 
 import grpc

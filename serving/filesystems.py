@@ -1,5 +1,7 @@
 """URI file systems for ``tf.io.gfile`` beyond TensorFlow's own, and a clean exit.
 
+Tested on object storage: tests/storage/test_push.py, tests/storage/test_model_card.py.
+
 TensorFlow reads ``gs://`` itself; ``s3://`` (and ``hdfs://``, ``az://``) come from
 tensorflow-io once it is imported (TFX and tensorflow-transform import it too).
 Endpoint, region and credentials: the standard variables (``S3_ENDPOINT``,

@@ -1,4 +1,7 @@
-"""TF Serving's gRPC services (PredictionService, ModelService) on grpcio."""
+"""TF Serving's gRPC services (PredictionService, ModelService) on grpcio.
+
+Tested with a model server: tests/serving/test_server.py, tests/serving/test_compat.py.
+"""
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,7 @@
 """TF Serving's REST JSON: request bodies to numpy inputs, outputs to JSON bodies.
 
+Tested with a model server: tests/serving/test_compat.py, tests/serving/test_server.py.
+
 Row format (``instances`` -> ``predictions``) and columnar format (``inputs`` ->
 ``outputs``); binary strings travel as ``{"b64": "..."}``; string outputs whose
 name ends in ``_bytes`` are written base64-encoded, as TF Serving does.

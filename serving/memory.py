@@ -1,4 +1,7 @@
-"""Handing an unloaded version's memory back to the system."""
+"""Handing an unloaded version's memory back to the system.
+
+Tested with a model server: tests/serving/test_faults.py.
+"""
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,8 @@
-"""Prometheus metrics named like TF Serving's, and its ``--monitoring_config_file``."""
+"""Prometheus metrics named like TF Serving's, and its ``--monitoring_config_file``.
+
+Tested with a model server: tests/serving/test_server.py; the monitoring file by
+tests/unit/serving/test_batching.py.
+"""
 from __future__ import annotations
 
 import re

@@ -1,5 +1,7 @@
 """Runs the local server in a child process on free ports, and waits until it serves.
 
+Tested with a model server: tests/serving/test_server.py, tests/serving/test_drain.py.
+
 With ``--ssl_config_file``, give ``ca_file`` (and, if the server verifies clients,
 ``client_cert``/``client_key``): readiness is then polled over https."""
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Responses both transports share, built as TF Serving's own protos."""
+"""Responses both transports share, built as TF Serving's own protos.
+
+Tested with a model server: tests/serving/test_server.py.
+"""
 from __future__ import annotations
 
 from typing import Dict

@@ -1,4 +1,7 @@
-"""TF Serving's REST API on tornado: the same paths, JSON shapes, errors and codes."""
+"""TF Serving's REST API on tornado: the same paths, JSON shapes, errors and codes.
+
+Tested with a model server: tests/serving/test_server.py, tests/serving/test_compat.py.
+"""
 from __future__ import annotations
 
 import asyncio

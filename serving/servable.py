@@ -1,4 +1,7 @@
-"""One loaded model version: its signatures, run directly or through a batcher."""
+"""One loaded model version: its signatures, run directly or through a batcher.
+
+Tested with a model server: tests/serving/test_server.py, tests/serving/test_deadlines.py.
+"""
 from __future__ import annotations
 
 import dataclasses

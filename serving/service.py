@@ -1,4 +1,7 @@
-"""What both transports do with a request: find the version, run it, count it."""
+"""What both transports do with a request: find the version, run it, count it.
+
+Tested with a model server: tests/serving/test_server.py.
+"""
 from __future__ import annotations
 
 import dataclasses

@@ -3,12 +3,11 @@
 The tier of a test is its folder: tests/e2e, tests/serving, tests/image, tests/storage and
 tests/browser set the marker of that name (pytest.ini describes them; `make test-fast`
 leaves them out); tests/unit is the fast tier and has none. A test that needs several
-tiers lives in the folder of the heaviest (TIERS, heaviest first) and carries the others
+tiers lives in the folder of the heaviest (tests/support/tiers.py) and carries the others
 as its only per-test tier decorators, e.g. ``@pytest.mark.serving`` on an e2e test whose
 run starts the model server. No module sets ``pytestmark`` to a tier.
 """
 import os
-import pathlib
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,17 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-TESTS = pathlib.Path(__file__).resolve().parent
-TIERS = ("e2e", "image", "serving", "browser", "storage")  # heaviest first
-
-
-def tier_of(path) -> str:
-    """The tier folder a test file is in (tests/<tier>/...), or "" (tests/unit)."""
-    path = pathlib.Path(path).resolve()
-    if TESTS not in path.parents:
-        return ""
-    folder = path.relative_to(TESTS).parts[0]
-    return folder if folder in TIERS else ""
+from tests.support.tiers import tier_of  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

@@ -1,6 +1,9 @@
 """AtomicPusher: TFX's Pusher (same spec, inputs, outputs and artifact properties) whose
 executor never leaves a half-copied version where a model server loads it (see
-publish.py). The pipeline gives it the id ``Pusher``, as the stock component has."""
+publish.py). The pipeline gives it the id ``Pusher``, as the stock component has.
+
+Tested end to end: tests/e2e/test_pipeline.py.
+"""
 from tfx.components import Pusher
 from tfx.dsl.components.base import executor_spec
 

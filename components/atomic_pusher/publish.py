@@ -1,5 +1,8 @@
 """Puts a SavedModel in a serving folder as a new version, whole or not at all.
 
+Tested through the Pusher's executor:
+tests/unit/components/atomic_pusher/test_executor.py.
+
 A model server loads every all-digit folder under its base path (TF Serving's
 file-system source parses each name with ``safe_strto64``; the local server takes
 digit names with a ``saved_model.pb``). So a version is written under

@@ -1,5 +1,7 @@
 """DataGate component.
 
+Tested end to end: tests/e2e/test_bad_input.py.
+
 ExampleValidator only records anomalies; this gate turns them into a failed
 run, with one line per anomaly naming the split and feature. It also checks
 what a schema cannot express: the training split has at least two classes, every

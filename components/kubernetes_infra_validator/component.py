@@ -1,5 +1,7 @@
 """InfraValidator for Kubeflow Pipelines v2.
 
+Tested compiled for Kubeflow: tests/unit/kubeflow/test_kubeflow_runner.py.
+
 TFX 1.16's KubeflowV2DagRunner refuses the ``InfraValidator`` class (and its
 subclasses) by type, although its executor runs in any pod that can reach the
 Kubernetes API: it starts ``tensorflow/serving`` in a pod next to itself, loads the

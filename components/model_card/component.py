@@ -1,5 +1,7 @@
 """ModelCard component: the candidate model with its model card, for the checks and push.
 
+Tested end to end: tests/e2e/test_model_card.py.
+
 After the Evaluator, the Trainer's SavedModel is copied with ``assets.extra/model_card.md``
 added (data, training, metrics overall, per slice and per class, the gate, intended use,
 limitations, owners and lineage; see card.py). The serving check and the Pusher take

@@ -1,5 +1,7 @@
 """ServingCheck component: the local pipeline's InfraValidator.
 
+Tested end to end: tests/e2e/test_pipeline.py.
+
 Before the Pusher, the blessed candidate is loaded by the local model server
 (a child process, real sockets) and its warmup requests are sent over gRPC and
 REST (with ``--mixed_precision=bfloat16`` when ``mixed_precision`` says so). The

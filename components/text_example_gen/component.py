@@ -1,4 +1,7 @@
-"""TextExampleGen component: a FileBasedExampleGen with a strict text reader."""
+"""TextExampleGen component: a FileBasedExampleGen with a strict text reader.
+
+Tested end to end: tests/e2e/test_text_example_gen.py.
+"""
 from __future__ import annotations
 
 from typing import Optional

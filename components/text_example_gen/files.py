@@ -1,5 +1,7 @@
 """Which folders are spans and which files are data, as TextExampleGen reads them.
 
+Tested by its users' unit tests: tests/unit/components/drift_check/test_component.py.
+
 TFX-free (tf.io.gfile: local paths, and URIs once their file system is registered), so
 the run's settings checks (local/preflight.py), the scheduler, DriftCheck and the
 feedback export use the same rules without importing TFX or Beam.

@@ -1,5 +1,7 @@
 """Redaction at ingestion: texts of tf.Examples redacted in Beam, counted per split and type.
 
+Tested end to end: tests/e2e/test_text_example_gen.py.
+
 The texts go through the same in-graph ``models.redaction.Redactor`` as Transform and
 the served model, in batches; counts are Beam counters (namespace ``NAMESPACE``, named
 ``<split>/<type>``), read back from the pipeline result once it has run.

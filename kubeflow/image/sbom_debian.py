@@ -1,5 +1,7 @@
 """Adds an image's Debian packages to its CycloneDX SBOM (kubeflow/Dockerfile, stage sbom).
 
+Tested in the image: tests/image/test_image.py.
+
     python sbom_debian.py SBOM [--root DIR] [--validate]
 
 SBOM is the CycloneDX JSON that ``cyclonedx-py environment`` wrote for the image's Python

@@ -1,6 +1,9 @@
 """Everything the report shows, gathered from the run summary (ML Metadata) and the
 artifacts it names. Each part is read on its own: a part whose component did not run
-(or whose files cannot be read) is left out and the report says so."""
+(or whose files cannot be read) is left out and the report says so.
+
+Tested end to end: tests/e2e/test_report.py.
+"""
 from __future__ import annotations
 
 import dataclasses

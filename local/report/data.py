@@ -1,6 +1,8 @@
 """The data section: rows and classes per split, word-piece lengths, TFDV statistics,
 anomalies and drift, read from the run's artifacts.
 
+Tested end to end: tests/e2e/test_report.py.
+
 TFDV's own view (Facets) loads its scripts from a CDN, so the statistics are read from
 the ``DatasetFeatureStatisticsList`` protos and shown as tables and plots instead.
 """

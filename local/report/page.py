@@ -1,5 +1,8 @@
 """The report as one self-contained HTML page (Jinja2; CSS and SVG charts inline, no
-script, nothing fetched)."""
+script, nothing fetched).
+
+Tested end to end: tests/e2e/test_report.py.
+"""
 from __future__ import annotations
 
 import collections

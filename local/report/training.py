@@ -1,5 +1,7 @@
 """The training section: the Trainer's TensorBoard event files and ``train_stats.json``.
 
+Tested end to end: tests/e2e/test_report.py.
+
 Keras' TensorBoard callback writes ``batch_loss``/``batch_accuracy`` every
 ``update_freq`` steps and ``epoch_*`` scalars per epoch (train/ and validation/
 folders); the validation folder also holds ``evaluation_*_vs_iterations`` by step.
