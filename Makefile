@@ -35,11 +35,10 @@ test-tools:
 	echo "installing$$missing (apt-get)" >&2; apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-# The unit tier: no pipeline runs, model servers, containers, object storage or browser
-# (markers in pytest.ini).
+# The unit tier, tests/unit: no pipeline runs, model servers, containers, object storage or
+# browser (those tiers have their folders, tests/<tier>, and markers in pytest.ini).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests \
-	  -m "not e2e and not serving and not image and not storage and not browser" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 # The local model server on the pushed models, with TF Serving's Docker defaults:
 # gRPC on 8500, REST on 8501 (ARGS adds flags, e.g. ARGS=--host=0.0.0.0).

@@ -545,9 +545,9 @@ def bench_storage(_args) -> None:
     """The tiny pipeline twice, side by side: everything on the local disk, then data,
     schema, pipeline root and push destination in an S3 bucket on moto's server (needs
     the test requirements: `make install-test`)."""
+    from tests.support.object_storage import S3Server, span_tsv
     from tests.support.paths import CURATED_SCHEMA
     from tests.support.pipeline_runs import sample_rows
-    from tests.e2e.test_object_storage import S3Server, span_tsv
     from tests.support.tiny_bert import make_tiny_checkpoint
 
     checkpoint = os.path.join(WORK, "tiny_bert")

@@ -1,4 +1,4 @@
-"""A tiny pipeline run (the tiny BERT of tests/tiny_bert.py, 400 SST-2 rows), timed.
+"""A tiny pipeline run (the tiny BERT of tests/support/tiny_bert.py, 400 SST-2 rows), timed.
 
 Prints and writes bench/results/tiny_run.json: wall seconds, seconds to the first
 component (process start -> "... started" line on stderr), seconds per component (the
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.run_benchmarks import REPO, RESULTS, WORK, _component_seconds  # noqa: E402
 
 ROWS = 400
-# The settings tests/conftest.py's tiny_overrides gives a fast run.
+# The settings tests/support/pipeline_runs.py's tiny_overrides gives a fast run.
 TINY = ["--model.epochs", "1", "--model.batch_size", "16", "--model.max_seq_length", "64",
         "--eval.min_accuracy", "0.0"]
 STARTED = re.compile(r"^\[\s*[\d.]+s\] (\S+) started$")

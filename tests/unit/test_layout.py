@@ -1,6 +1,7 @@
 """The tests are laid out like the code (docs/testing.md): a product module's unit tests are
 tests/unit/<package>/.../test_<module>.py, or its docstring says which tier tests it; tier
-tests sit in their tier's folder, shared helpers in tests/support/. Plain file reading."""
+tests sit in their tier's folder, which sets their marker (a second tier is the only tier
+decorator); shared helpers are in tests/support/. Plain file reading."""
 import ast
 import os
 import re
@@ -100,12 +101,25 @@ def file_problem(root: str, path: str):
     return f"{path}: no {os.path.join(*parts[2:-1], target)}.py (or folder) for it to test"
 
 
+def marker_problem(root: str, path: str):
+    """A tier marker the folder already sets (conftest.py), or a module-wide one."""
+    with open(os.path.join(root, path), encoding="utf-8") as f:
+        text = f.read()
+    folder = path.split(os.sep)[1]
+    tiers = "|".join(TIERS)
+    if re.search(rf"^(pytestmark|{tiers})\s*=.*\bmark\.({tiers})\b", text, re.M):
+        return f"{path}: a module-wide tier marker; the folder sets the tier"
+    forbidden = tiers if folder == "unit" else folder if folder in TIERS else None
+    found = forbidden and re.search(rf"^\s*@pytest\.mark\.({forbidden})\b", text, re.M)
+    return f"{path}: @pytest.mark.{found.group(1)} in tests/{folder}/" if found else None
+
+
 def layout_problems(root: str) -> list:
     problems = []
     for path in python_files(root, "tests"):
-        problem = file_problem(root, path)
-        if problem:
-            problems.append(problem)
+        for problem in (file_problem(root, path), marker_problem(root, path)):
+            if problem:
+                problems.append(problem)
         folder = os.path.dirname(path)
         if not os.path.exists(os.path.join(root, folder, "__init__.py")):
             problems.append(f"{folder}: no __init__.py (same-named test files would collide)")
@@ -163,14 +177,20 @@ def test_a_test_file_outside_the_layout_is_reported(tmp_path):
                  "tests/support/test_helper.py", "tests/unit/serving/helper.py",
                  "tests/unit/local/report/test_page.py"]:
         _write(tmp_path, path)
+    _write(tmp_path, "tests/unit/serving/test_lengths.py", "@pytest.mark.serving\ndef test_x():")
+    _write(tmp_path, "tests/e2e/test_anything.py", "pytestmark = pytest.mark.e2e\n")
+    _write(tmp_path, "tests/e2e/test_other.py", "@pytest.mark.serving\n@pytest.mark.e2e\n")
     assert layout_problems(str(tmp_path)) == [
         "tests/e2e/deeper/test_x.py: tier folders are flat",
         "tests/e2e/deeper: no __init__.py (same-named test files would collide)",
+        "tests/e2e/test_anything.py: a module-wide tier marker; the folder sets the tier",
+        "tests/e2e/test_other.py: @pytest.mark.e2e in tests/e2e/",
         "tests/support/test_helper.py: a test file in tests/support/",
         "tests/test_flat.py: outside tests/unit/ and the tier folders "
         "e2e, image, serving, browser, storage",
         "tests/unit/local/report: no __init__.py (same-named test files would collide)",
         "tests/unit/serving/helper.py: not a test file; helpers go to tests/support/",
         "tests/unit/serving/test_gone.py: no serving/gone.py (or folder) for it to test",
+        "tests/unit/serving/test_lengths.py: @pytest.mark.serving in tests/unit/",
         "tests/unit/test_whatever.py: not a package, nor a repository check "
         "(REPOSITORY_CHECKS)"]

@@ -1,6 +1,6 @@
-"""tests/pod_security.py: a pod hardened as the project's manifests are passes "restricted";
-each rule of the Pod Security Standards catches its own violation, at the level it
-belongs to; pod specs are found in every kind of workload."""
+"""tests/support/pod_security.py: a pod hardened as the project's manifests are passes
+"restricted"; each rule of the Pod Security Standards catches its own violation, at the
+level it belongs to; pod specs are found in every kind of workload."""
 import copy
 
 import pytest

@@ -22,7 +22,7 @@ def test_service_accounts_and_bindings():
     bound = {(b["roleRef"]["name"], s["name"]) for b in bindings for s in b["subjects"]}
     assert bound == {("bert-pipeline-infra-validator", "bert-pipeline"),
                      ("bert-pipeline-kfp-runtime", "bert-pipeline"),
-                     ("bert-pipeline-trainer", "bert-pipeline")}  # tests/test_tfjob.py
+                     ("bert-pipeline-trainer", "bert-pipeline")}  # its Role: test_tfjob.py
     assert all(b["roleRef"]["kind"] == "Role" for b in bindings)  # namespaced, no Cluster*
     runtime = docs[("Role", "bert-pipeline-kfp-runtime")]
     for rule in runtime["rules"]:  # no wildcard; secrets and configmaps by name only

@@ -18,7 +18,7 @@ def test_pipeline_image_holds_every_package_the_checkpoint_and_the_pins():
     assert packages <= copied, f"not in the image: {packages - copied}"
     assert "schema" in copied  # data.schema_path resolves inside the image
     # the checkpoint package is a pin of requirements.txt, installed with its hash
-    # (every flag of that install: tests/test_image.py)
+    # (every flag of that install: tests/image/test_image.py)
     assert re.search(r"--require-hashes [-\w ]*-r requirements\.txt", dockerfile)
     # Beam's boot stays the entrypoint (the image is also the Beam worker image)
     assert not re.search(r"^ENTRYPOINT", dockerfile, re.M)

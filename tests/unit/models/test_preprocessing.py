@@ -1,6 +1,6 @@
 """Transform's ``preprocessing_fn`` and the settings it is given (``transform_config``):
 only the tokenizer's model settings, the task and the privacy settings reach Transform,
-and the graph tokenizes with them. TFX's cache reuse itself: tests/test_transform_cache.py.
+and the graph tokenizes with them. TFX's cache reuse itself: tests/e2e/test_transform_cache.py.
 """
 import json
 
