@@ -2,7 +2,6 @@
 import os
 import time
 
-import pytest
 import tensorflow as tf
 from tensorflow.python.data.experimental.ops import testing
 
@@ -35,18 +34,6 @@ class Gate(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
     def quick(self, tag):
         return {"tag": tag}
-
-
-@pytest.fixture
-def gate(tmp_path):
-    folder = tmp_path / "gate"
-    folder.mkdir()
-    module = Gate(str(folder))
-    base = tmp_path / "models" / "gate"
-    tf.saved_model.save(module, str(base / "1"), signatures={
-        "serving_default": module.wait.get_concrete_function(),
-        "quick": module.quick.get_concrete_function()})
-    return folder, str(base)
 
 
 def _started(folder) -> int:

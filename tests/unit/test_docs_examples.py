@@ -44,6 +44,7 @@ from tests.support.doc_examples import (COMMAND_DEFAULTS, RUNS, SUBSTITUTIONS, B
                                         all_blocks, block_named, commands, fenced_blocks,
                                         json_values, shape_problems, without_comments)
 from tests.support.doc_files import INLINE_CODE, doc_files, lines_outside_fences
+from tests.support.files import write
 from tests.support.paths import REPO
 
 A_SECOND_RUN = "a pipeline run of its own (minutes; the module runs one, README's)"
@@ -291,17 +292,11 @@ def test_every_command_of_an_example_is_accepted(block):
     assert command_problems(block) == []
 
 
-def _write(root, name: str, text: str) -> None:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def test_a_new_block_a_stale_entry_and_a_twin_first_line_are_reported(tmp_path):
-    _write(tmp_path, "README.md", "# T\n\n```bash\nmake run\n```\n\n```yaml\na: 1\n```\n")
-    _write(tmp_path, "docs/a.md", "```sh\nbert-pipeline history\n```\n\n"
-                                  "  ```bash\n  kubectl apply -f x.yaml\n  ```\n"
-                                  "```shell\nkubectl apply -f x.yaml\nkubectl get pods\n```\n")
+    write(tmp_path, "README.md", "# T\n\n```bash\nmake run\n```\n\n```yaml\na: 1\n```\n")
+    write(tmp_path, "docs/a.md", "```sh\nbert-pipeline history\n```\n\n"
+                                 "  ```bash\n  kubectl apply -f x.yaml\n  ```\n"
+                                 "```shell\nkubectl apply -f x.yaml\nkubectl get pods\n```\n")
     blocks = fenced_blocks(str(tmp_path))
     assert [(str(b), b.language, b.text) for b in blocks] == [
         ("README.md:3", "bash", "make run"), ("docs/a.md:1", "bash", "bert-pipeline history"),
@@ -351,8 +346,8 @@ def test_a_renamed_flag_a_refused_value_or_a_missing_make_target_is_reported(tmp
     assert cli_problem(["serve", "--model_name", "m", "--model_base_path", "/m"]) is None
     assert "No rule to make target" in make_problem(["make", "no-such-target"])
     assert script_problem(["serving/deploy/gone.sh"]) is not None
-    _write(tmp_path, "docs/x.md", "Set `--data.text_column body` or `--model.epoch 3`,\n"
-                                  "not `--data.text_colum`.\n```bash\n--data.nope\n```\n")
+    write(tmp_path, "docs/x.md", "Set `--data.text_column body` or `--model.epoch 3`,\n"
+                                 "not `--data.text_colum`.\n```bash\n--data.nope\n```\n")
     assert prose_option_problems(str(tmp_path)) == ["docs/x.md:1: --model.epoch"]
     assert path_problems(["kubectl", "-f", "serving/deploy/gone.yaml",
                           "--from-file=serving/deploy/models.config"]) == [

@@ -6,6 +6,7 @@ import re
 import urllib.parse
 
 from tests.support.doc_files import INLINE_CODE, doc_files, lines_outside_fences
+from tests.support.files import write
 from tests.support.paths import REPO
 
 INLINE_LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -89,16 +90,10 @@ def test_every_relative_link_in_readme_and_docs_resolves():
     assert broken_links() == []
 
 
-def _write(root, name: str, text: str) -> None:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def test_a_missing_file_a_missing_heading_and_a_path_outside_are_reported(tmp_path):
-    _write(tmp_path, "README.md", "# Top\n\nSee [a](docs/a.md#the-api), [gone](docs/gone.md),\n"
-                                  "[bad anchor](docs/a.md#nope), [out](../elsewhere.md).\n")
-    _write(tmp_path, "docs/a.md", "# A\n\n## The `API`\n\n[back](../README.md#top)\n")
+    write(tmp_path, "README.md", "# Top\n\nSee [a](docs/a.md#the-api), [gone](docs/gone.md),\n"
+                                 "[bad anchor](docs/a.md#nope), [out](../elsewhere.md).\n")
+    write(tmp_path, "docs/a.md", "# A\n\n## The `API`\n\n[back](../README.md#top)\n")
     assert broken_links(str(tmp_path)) == [
         "README.md:3: docs/gone.md (no such file or folder)",
         "README.md:4: docs/a.md#nope (no heading with the anchor #nope)",
@@ -106,7 +101,7 @@ def test_a_missing_file_a_missing_heading_and_a_path_outside_are_reported(tmp_pa
 
 
 def test_github_slugs_repeated_headings_and_code_blocks(tmp_path):
-    _write(tmp_path, "README.md", "\n".join([
+    write(tmp_path, "README.md", "\n".join([
         "# Progress and `--verbose`", "## Setup", "## Setup", "## Clients: `predict`, (TLS)",
         "```bash", "# not a heading", "[not a link](missing.md)", "```",
         "`[in code](missing.md)` [ok](#progress-and---verbose) [ok](#setup-1)",

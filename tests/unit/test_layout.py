@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from tests.support.files import write
 from tests.support.paths import REPO
 from tests.support.tiers import TIERS
 
@@ -31,7 +32,8 @@ def python_files(root: str, folder: str) -> list:
 
 def unit_test_path(module: str) -> str:
     """Where the unit tests of ``module`` (a path such as serving/lengths.py) live; a
-    package's __init__.py is tested as the package: local/report -> tests/unit/local/test_report.py."""
+    package's __init__.py is tested as the package (local/report/__init__.py:
+    tests/unit/local/test_report.py)."""
     folder, name = os.path.split(module)
     if name == "__init__.py":
         folder, name = os.path.split(folder)
@@ -134,12 +136,6 @@ def test_every_test_file_sits_in_the_layout():
     assert layout_problems(REPO) == []
 
 
-def _write(root, path: str, text: str = "") -> None:
-    target = root / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-
-
 @pytest.mark.parametrize("docstring, found", [
     ('"""Summary."""', False),
     ('"""Summary.\n\nTested end to end: tests/e2e/test_run.py.\n"""', True),
@@ -148,16 +144,16 @@ def _write(root, path: str, text: str = "") -> None:
     ('"""Summary.\n\nMore.\n\nTested end to end: tests/e2e/test_run.py.\n"""', False),
 ])
 def test_a_module_without_tests_or_a_tested_line_is_reported(tmp_path, docstring, found):
-    _write(tmp_path, "tests/e2e/test_run.py")
-    _write(tmp_path, "tests/serving/test_run.py")
-    _write(tmp_path, "serving/__init__.py", '"""Only a docstring: nothing to test."""')
-    _write(tmp_path, "serving/tested.py", '"""Has its file."""\ndef f():\n    pass\n')
-    _write(tmp_path, "tests/unit/serving/test_tested.py")
-    _write(tmp_path, "serving/other.py", docstring + "\n")
+    write(tmp_path, "tests/e2e/test_run.py")
+    write(tmp_path, "tests/serving/test_run.py")
+    write(tmp_path, "serving/__init__.py", '"""Only a docstring: nothing to test."""')
+    write(tmp_path, "serving/tested.py", '"""Has its file."""\ndef f():\n    pass\n')
+    write(tmp_path, "tests/unit/serving/test_tested.py")
+    write(tmp_path, "serving/other.py", docstring + "\n")
     assert module_problems(str(tmp_path)) == ([] if found else [
         "serving/other.py: no tests/unit/serving/test_other.py, and no \"Tested ...: "
         "tests/<tier>/test_....py\" after its docstring's first paragraph"])
-    _write(tmp_path, "serving/other.py", '"""S.\n\nTested end to end: tests/e2e/test_gone.py.\n"""')
+    write(tmp_path, "serving/other.py", '"""S.\n\nTested end to end: tests/e2e/test_gone.py.\n"""')
     assert module_problems(str(tmp_path)) == [
         "serving/other.py: its docstring names tests/e2e/test_gone.py, which does not exist"]
 
@@ -170,16 +166,16 @@ def test_a_test_file_outside_the_layout_is_reported(tmp_path):
                  "tests/unit/serving/test_lengths.py", "tests/unit/serving/test_deploy.py",
                  "tests/unit/local/__init__.py", "tests/unit/local/test_report.py",
                  "tests/e2e/__init__.py", "tests/e2e/test_anything.py"]:
-        _write(tmp_path, path)
+        write(tmp_path, path)
     assert layout_problems(str(tmp_path)) == []
     for path in ["tests/test_flat.py", "tests/unit/serving/test_gone.py",
                  "tests/unit/test_whatever.py", "tests/e2e/deeper/test_x.py",
                  "tests/support/test_helper.py", "tests/unit/serving/helper.py",
                  "tests/unit/local/report/test_page.py"]:
-        _write(tmp_path, path)
-    _write(tmp_path, "tests/unit/serving/test_lengths.py", "@pytest.mark.serving\ndef test_x():")
-    _write(tmp_path, "tests/e2e/test_anything.py", "pytestmark = pytest.mark.e2e\n")
-    _write(tmp_path, "tests/e2e/test_other.py", "@pytest.mark.serving\n@pytest.mark.e2e\n")
+        write(tmp_path, path)
+    write(tmp_path, "tests/unit/serving/test_lengths.py", "@pytest.mark.serving\ndef test_x():")
+    write(tmp_path, "tests/e2e/test_anything.py", "pytestmark = pytest.mark.e2e\n")
+    write(tmp_path, "tests/e2e/test_other.py", "@pytest.mark.serving\n@pytest.mark.e2e\n")
     assert layout_problems(str(tmp_path)) == [
         "tests/e2e/deeper/test_x.py: tier folders are flat",
         "tests/e2e/deeper: no __init__.py (same-named test files would collide)",

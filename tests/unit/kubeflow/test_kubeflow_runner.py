@@ -13,11 +13,11 @@ from kubeflow.kubeflow_runner import (compile_pipeline, kubeflow_pipeline, servi
                                       spec_images, tfjob_distribution, trainer_distribution)
 from pipeline.config import load_config
 from tests.support.kubeflow_cluster import KUBERNETES_VERSIONS, _by_kind_and_name, _pod_document
-from tests.support.kubeflow_specs import IMAGE, SERVING_IMAGE, STORAGE, UNPINNED, _config
+from tests.support.kubeflow_specs import (IMAGE, SERVING_DIGEST, SERVING_IMAGE, STORAGE,
+                                          UNPINNED, _config)
 from tests.support.pipelines import _by_id, _everything
 from tests.support.pod_security import violations
 
-SERVING_DIGEST = "sha256:" + "5f" * 32
 
 IN_ORDER = ["TextExampleGen", "StatisticsGen", "ExampleValidator", "DataGate", "DriftCheck",
             "Transform", "Trainer", "Evaluator", "ModelCard", "Pusher"]

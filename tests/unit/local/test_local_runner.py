@@ -8,11 +8,9 @@ import pytest
 from local import local_runner
 from local.local_runner import local_pipeline
 from pipeline.config import load_config
+from tests.support.object_storage import ENDPOINT_VARIABLES
 from tests.support.pipelines import _by_id, _everything
 from tests.support.schedules import _config
-
-# Endpoint variables of the machine, if any, are left out: the settings must do it.
-ENDPOINT_VARIABLES = ("S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 def test_storage_settings_drive_every_s3_client_and_keep_local_state_local(
