@@ -25,8 +25,9 @@ comment after a command) is compared with the command's real output: every key t
 show is there, with a value of the same kind. The sandbox runs README's "your own data"
 pipeline once (module fixture, the tiny BERT) and serves the pushed model as ``make
 serve`` does, on free ports and with ``--feedback_dir``; a serve example runs as a server
-for the block that needs it (docs/security.md's TLS recipe). The module takes about 2.5
-minutes on 2 cores, 1.5 of them for that run and server (the other checks: 5 s).
+for the block that needs it (docs/security.md's TLS recipe). That run is
+tests/e2e/test_docs_examples.py (about 2.5 minutes on 2 cores, 1.5 of them for the
+pipeline run and server); the checks here take 5 s.
 """
 import argparse
 import contextlib
