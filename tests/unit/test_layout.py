@@ -142,7 +142,8 @@ def test_every_test_file_sits_in_the_layout():
     ('"""Summary on\ntwo lines.\n\nTested with a model server:\ntests/serving/test_run.py.\n"""',
      True),
     ('"""Summary.\n\nMore.\n\nTested end to end: tests/e2e/test_run.py.\n"""', False),
-])
+], ids=["summary only", "tested after the summary", "tested after a two-line summary",
+        "tested later"])
 def test_a_module_without_tests_or_a_tested_line_is_reported(tmp_path, docstring, found):
     write(tmp_path, "tests/e2e/test_run.py")
     write(tmp_path, "tests/serving/test_run.py")
