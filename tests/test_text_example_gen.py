@@ -7,9 +7,10 @@ import os
 import apache_beam as beam
 import pytest
 import tensorflow as tf
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
 
 from components.text_example_gen import executor, parsing
 from components.text_example_gen.parsing import InputDataError, ReaderConfig
@@ -177,6 +178,19 @@ def test_the_custom_config_carries_the_reader_settings_as_to_json_writes_them():
         reader, privacy={"redact": "all", "custom_patterns": []}, split_method="stratified"))}
     assert executor._custom_config(properties)[executor.READER_KEY] == reader.to_json()
     assert executor.reader_config_from_exec_properties(properties) == reader
+
+
+def test_a_spec_compiled_with_reader_settings_as_separate_keys_is_refused():
+    """Specs compiled before the one wire format held the settings as separate keys; read
+    as defaults they would misread quoting or columns without a word."""
+    struct = struct_pb2.Struct()
+    struct.update({"text_column": "review", "quoting": "none", "split": "hash"})
+    custom = example_gen_pb2.CustomConfig()
+    custom.custom_config.Pack(struct)
+    properties = {"custom_config": json_format.MessageToJson(custom)}
+    with pytest.raises(ValueError,
+                       match=r"separate keys \(quoting, text_column\).*compile it again"):
+        executor.reader_config_from_exec_properties(properties)
 
 
 def test_no_input_files_names_the_setting_to_change(tmp_path):
