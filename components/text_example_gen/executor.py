@@ -6,8 +6,7 @@ import dataclasses
 import json
 import logging
 import os
-import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 import tensorflow as tf
@@ -19,7 +18,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
-from components.text_example_gen.files import SPAN, data_files, list_spans
+from components.text_example_gen.files import data_files, list_spans
 from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
