@@ -24,7 +24,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.run_benchmarks import REPO, SST2, WORK, _load_test, write  # noqa: E402
+from bench.run_benchmarks import (REPO, SST2, WORK, _load_test, _process_cost,  # noqa: E402
+                                  write)
 
 MODES = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
 CLIENTS = (1, 8, 32)
@@ -90,10 +91,10 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                 for text in texts[:20]:
                     call(text)
                 for clients in CLIENTS:
-                    cpu_before = _cpu_seconds(server.process.pid)
+                    cpu_before = _process_cost(server.process.pid)[0]
                     load = _load_test(call, texts, clients, seconds)
                     load["server_cpu_ms_per_request"] = round(
-                        1000 * (_cpu_seconds(server.process.pid) - cpu_before)
+                        1000 * (_process_cost(server.process.pid)[0] - cpu_before)
                         / max(load["requests"], 1), 2)
                     result[f"{transport}/{clients}"] = load
             if accuracy:
@@ -106,13 +107,6 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                     (names[probabilities.argmax(1)] == np.array(labels)).mean()), 4)
                 result["probabilities"] = probabilities.tolist()
     return result
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _latest(base: str) -> str:

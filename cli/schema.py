@@ -26,7 +26,7 @@ def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig,
     records = [r for path in files for r in read_file(path, reader)]
     columns = {contract.TEXT_FEATURE: [r.text for r in records],
                contract.LABEL_FEATURE: [list(r.labels) for r in records]}
-    if reader.text_pair_column:
+    if reader.text_pair:
         columns[contract.TEXT_PAIR_FEATURE] = [r.text_pair for r in records]
     frame = pd.DataFrame(columns)
     if not reader.multi_label:

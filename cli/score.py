@@ -61,7 +61,7 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
         predict = model.signatures[contract.EXAMPLES_SIGNATURE]  # as TFMA does
     else:
         takes_pairs = contract.TEXT_PAIR_INPUT in predict.structured_input_signature[1]
-    if takes_pairs != bool(reader.text_pair_column):
+    if takes_pairs != reader.text_pair:
         raise ValueError(f"the model at {model_dir} takes "
                          f"{'sentence pairs' if takes_pairs else 'single texts'}: "
                          f"{'set' if takes_pairs else 'drop'} the text pair column")

@@ -44,7 +44,7 @@ def require_image(config: PipelineConfig) -> None:
     if not config.kubeflow.image:
         raise ValueError("kubeflow.image is required: the pipeline image every step runs "
                          "in, as the cluster pulls it from a registry (e.g. --kubeflow.image "
-                         "registry.example/bert-text-pipeline:1; README: Kubeflow)")
+                         "registry.example/bert-text-pipeline:1; docs/kubeflow.md)")
 
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -69,7 +69,7 @@ def unpinned(where: str, image: str) -> str:
             f"from `skopeo inspect --format '{{{{.Digest}}}}' docker://{image}`, or "
             f"`docker inspect --format '{{{{index .RepoDigests 0}}}}' {image}` (podman "
             "inspect: the same) after a push or pull; or set "
-            "kubeflow.allow_unpinned_images true (README: Kubeflow)")
+            "kubeflow.allow_unpinned_images true (docs/kubeflow.md)")
 
 
 def require_pinned_images(config: PipelineConfig) -> None:

@@ -89,7 +89,7 @@ def task(config: PipelineConfig) -> Task:
     """What the data settings ask of the model: sentence pairs, several labels per text,
     and the source columns its served signatures take (``models/export.py``)."""
     reader = config.data.reader_config()  # decides what the rows are: pairs, multi-label
-    served = Task(text_pair=bool(reader.text_pair_column), multi_label=reader.multi_label,
+    served = Task(text_pair=reader.text_pair, multi_label=reader.multi_label,
                   text_columns=tuple(source_columns(reader.text_column, reader.column_names)),
                   text_pair_columns=tuple(source_columns(reader.text_pair_column,
                                                          reader.column_names)),

@@ -48,9 +48,10 @@ def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfi
     folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
     vocab = checkpoint_lib.read_vocab(folder)
     tokenizer = BertTextTokenizer(vocab, checkpoint_lib.is_lower_case(folder), 1 << 20)
-    pieces, unknown = _word_pieces(tokenizer, vocab.index(UNK), [r.text for r in records])
-    if reader_config.text_pair_column:
-        pair_pieces, pair_unknown = _word_pieces(tokenizer, vocab.index(UNK),
+    unk_id = vocab.index(UNK)
+    pieces, unknown = _word_pieces(tokenizer, unk_id, [r.text for r in records])
+    if reader_config.text_pair:
+        pair_pieces, pair_unknown = _word_pieces(tokenizer, unk_id,
                                                  [r.text_pair for r in records])
         pieces = [a + b for a, b in zip(pieces, pair_pieces)]
         unknown = [a + b for a, b in zip(unknown, pair_unknown)]

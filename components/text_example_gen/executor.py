@@ -2,11 +2,11 @@
 (texts redacted first with the ``privacy`` settings; counts on the output artifact)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 import tensorflow as tf
@@ -18,7 +18,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
-from components.text_example_gen.files import SPAN, data_files, list_spans
+from components.text_example_gen.files import data_files, list_spans
 from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
@@ -62,8 +62,20 @@ def _custom_config(exec_properties: Dict[str, Any]) -> dict:
 
 
 def reader_config_from_exec_properties(exec_properties: Dict[str, Any]) -> parsing.ReaderConfig:
-    """The reader settings ``reader_config_to_proto`` packed (none: the defaults)."""
-    return parsing.ReaderConfig.from_json(_custom_config(exec_properties).get(READER_KEY, "{}"))
+    """The reader settings ``reader_config_to_proto`` packed (none: the defaults).
+
+    Raises:
+      ValueError: the settings are separate keys, as specs compiled before the one wire
+        format hold them; reading them as defaults would misread the files silently.
+    """
+    custom = _custom_config(exec_properties)
+    stale = sorted(set(custom) & {f.name for f in dataclasses.fields(parsing.ReaderConfig)})
+    if READER_KEY not in custom and stale:
+        raise ValueError(f"TextExampleGen's custom_config holds reader settings as separate "
+                         f"keys ({', '.join(stale)}): the pipeline spec was compiled by an "
+                         f"older version of this project; compile it again (bert-pipeline "
+                         f"kubeflow compile) with the image that runs it")
+    return parsing.ReaderConfig.from_json(custom.get(READER_KEY, "{}"))
 
 
 def stratified_fraction(exec_properties: Dict[str, Any]) -> Optional[float]:

@@ -102,7 +102,13 @@ class ReaderConfig:
 
     @property
     def multi_label(self) -> bool:
+        """Several labels per text: the task the data asks for, decided here only."""
         return bool(self.label_delimiter)
+
+    @property
+    def text_pair(self) -> bool:
+        """Rows are sentence pairs: the task the data asks for, decided here only."""
+        return bool(self.text_pair_column)
 
     def reader_settings(self) -> dict:
         """The reader settings by name: this class's fields only (also of a subclass)."""

@@ -39,6 +39,7 @@ CRD = os.path.join(REPO, "tests", "data", "training-operator", "kubeflow.org_tfj
 RBAC = os.path.join(REPO, "kubeflow", "deploy", "rbac.yaml")
 KUBERNETES_VERSIONS = ["1.25", "1.37"]  # oldest and newest kubernetes-validate knows
 NAMESPACE, STEP_UID = "team-a", "u-7"
+MAX_POLLS = 200  # the fake API fails a step still polling after this many reads
 STEP_POD = "bert-text-classifier-x7k2p-system-container-impl-1"  # KFP_POD_NAME
 ARGS = ["--executor_class_path", "tfx.components.trainer.executor.GenericExecutor",
         "--inputs-base64", "e30=", "--outputs-base64", "e30=", "--exec-properties-base64",
@@ -319,8 +320,12 @@ class _KubernetesApi(JsonApiHandler):
             if polls in self.errors:
                 code = self.errors[polls]
                 return self.reply({"kind": "Status", "code": code}, code)
-            if polls == self.interrupt_on_poll:
-                _thread.interrupt_main()  # Ctrl-C while the step waits for this answer
+            if polls > MAX_POLLS:  # a step that never stops polling fails, not hangs
+                return self.reply({"kind": "Status", "code": 401}, 401)
+            if self.interrupt_on_poll and polls >= self.interrupt_on_poll:
+                # Ctrl-C while the step waits for this answer; again on each later poll,
+                # since one that lands in a __del__ is swallowed
+                _thread.interrupt_main()
             self.polled.set()
             statuses = _statuses(name, type(self).last)
             status = statuses[min(polls, len(statuses)) - 1]
@@ -434,8 +439,14 @@ def test_a_passing_api_error_is_retried_and_a_deleted_job_fails_the_step(
 
 def test_an_interrupted_step_deletes_the_job(kubernetes_api, capsys):
     kubernetes_api.interrupt_on_poll = 2
-    with pytest.raises(KeyboardInterrupt):
-        _run(kubernetes_api, None)
+    # Python's own Ctrl-C handler: a process started in the background inherits SIGINT
+    # ignored, and then interrupt_main() does nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(kubernetes_api, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     name = _created(kubernetes_api)["metadata"]["name"]
     deletes = [path for method, path, _ in kubernetes_api.requests if method == "DELETE"]
     assert deletes == [f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/tfjobs/{name}"]
