@@ -177,6 +177,8 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
             from local import run_progress, summary
+            from models.autograph import skip_library_conversion
+            skip_library_conversion()  # the steps that run in this process trace faster
             pipeline = local_pipeline(config)
         except BaseException as e:  # not even built (Ctrl-C included): recorded as failed
             history.append(config.history_path, history.failed(

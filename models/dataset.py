@@ -48,6 +48,7 @@ def profile_split(patterns: Iterable[str], feature_spec: Mapping, num_labels: in
         return tensor.values if isinstance(tensor, tf.sparse.SparseTensor) else tf.reshape(
             tensor, [-1])
 
+    @tf.autograph.experimental.do_not_convert  # models/autograph.py says why
     def summarize(records):
         parsed = tf.io.parse_example(records, spec)
         ids, labels = values(parsed[contract.INPUT_IDS]), values(parsed[contract.LABEL_ID])
@@ -78,6 +79,7 @@ def make_dataset(patterns: Iterable[str], feature_spec: Mapping[str, tf.io.Fixed
     if shuffle:
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
 
+    @tf.autograph.experimental.do_not_convert  # models/autograph.py says why
     def parse(record):
         parsed = tf.io.parse_single_example(record, spec)
         label = _dense(parsed[contract.LABEL_ID])
@@ -102,6 +104,7 @@ def make_dataset(patterns: Iterable[str], feature_spec: Mapping[str, tf.io.Fixed
         ds = ds.padded_batch(batch_size, padded_shapes=([max_seq_length], label_shape),
                              padding_values=(tf.constant(pad_id, tf.int64), no_label))
 
+    @tf.autograph.experimental.do_not_convert  # models/autograph.py says why
     def to_model_inputs(ids, label):
         mask = tf.cast(tf.not_equal(ids, pad_id), tf.int32)
         types = tf.zeros_like(ids) if sep_id is None else tf.cast(

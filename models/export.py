@@ -142,7 +142,8 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
             result[contract.LABEL_SET] = label_set(probabilities, labels, threshold)
         return result
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)],
+                 autograph=False)
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, text_spec))
 
@@ -153,13 +154,14 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
             raw_spec[name]) for name in text_inputs})
 
     @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
-                                   for name in served}])
+                                   for name in served}], autograph=False)
     def serve_text(inputs):
         return predict_inputs(inputs)
 
     column_spec = {name: tf.io.FixedLenFeature([], tf.string) for name in served}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUT)],
+                 autograph=False)
     def classify(inputs):
         if joins:  # tf.Examples with the columns, as predict_text takes them
             outputs = predict_inputs(tf.io.parse_example(inputs, column_spec))
@@ -171,11 +173,13 @@ def export_serving_model(model, tf_transform_output, label_names: Sequence[str],
 
     redactor = redaction.from_settings(privacy)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.TEXT_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.TEXT_INPUT)],
+                 autograph=False)
     def redact_text(text):
         return {contract.TEXT_INPUT: redactor(text)[0]}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)],
+                 autograph=False)
     def transform_features(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, raw_spec))
         label_id = transformed[contract.LABEL_ID]

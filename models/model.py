@@ -10,6 +10,7 @@ from typing import Optional
 import tensorflow as tf
 
 from models import checkpoint, distribution
+from models.autograph import without_autograph
 from models.hparams import ModelHParams
 
 
@@ -68,24 +69,6 @@ def resolve_precision(precision: str, strategy: tf.distribute.Strategy,
         from serving.precision import bfloat16_refusal_here
         cpu_bfloat16 = bfloat16_refusal_here() is None
     return "mixed_bfloat16" if cpu_bfloat16 else "float32"
-
-
-NOT_CONVERTED = ("call", "train_step", "test_step")
-
-
-def without_autograph(classifier):
-    """``classifier`` with its ``call``, ``train_step`` and ``test_step`` left out of
-    AutoGraph's conversion, and so everything they run: every layer, Hugging Face's
-    train step, Keras's loss, metrics and optimizer (returned for chaining). None of them
-    has Python control flow on tensors, which AutoGraph would turn into graph ops
-    (Keras's loss scaling uses tf.cond itself); converting their source for each traced
-    function (train step, eval step, the export's signatures) took over half of a tiny
-    model's fit CPU time. Control flow on a tensor, were there any, fails the trace with
-    an error; it never changes what the graph computes."""
-    for name in NOT_CONVERTED:
-        setattr(classifier, name,
-                tf.autograph.experimental.do_not_convert(getattr(classifier, name)))
-    return classifier
 
 
 def float32_copy(classifier):

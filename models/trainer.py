@@ -10,7 +10,7 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import (checkpoint, dataset, distribution, export, model as model_lib,
+from models import (autograph, checkpoint, dataset, distribution, export, model as model_lib,
                     training_progress, warm_start)
 from models.hparams import ModelHParams, Task
 from serving import contract
@@ -119,6 +119,7 @@ def run_fn(fn_args) -> None:
     """
     # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
     strategy = model_lib.select_strategy()
+    autograph.skip_library_conversion()
     cluster = distribution.cluster_config()
     chief = distribution.is_chief(cluster)
     hparams = ModelHParams.from_dict(fn_args.custom_config["model"])

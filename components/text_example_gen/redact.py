@@ -33,7 +33,7 @@ class _RedactExamples(beam.DoFn):
     def setup(self):
         redactor = redaction.from_settings(self._privacy)
         self._redact = tf.function(redactor, input_signature=[
-            tf.TensorSpec([None], tf.string)])
+            tf.TensorSpec([None], tf.string)], autograph=False)
         self._counters = {name: beam.metrics.Metrics.counter(
             NAMESPACE, f"{self._split}/{name}") for name in redactor.names}
 
