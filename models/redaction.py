@@ -20,6 +20,8 @@ tf-text's ``BertTokenizer(..., preserve_unused_token=True)`` keeps as one token.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
 from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
@@ -268,6 +270,19 @@ class Redactor(tf.Module):
             raise ValueError(f"redaction: expected texts of shape [batch], got {texts.shape}")
         if not self.types:
             return texts, {}
+        if texts.shape.rank is None:
+            return self._redact(texts)
+        return self._traced(texts)
+
+    @functools.cached_property
+    def _traced(self):
+        """``_redact`` as one graph function, traced once per Redactor: a graph that
+        calls it (Transform traces preprocessing_fn about eight times, each export
+        signature once) holds one call op instead of its ops, built again each time."""
+        return tf.function(self._redact, input_signature=[tf.TensorSpec([None], tf.string)],
+                           autograph=False)
+
+    def _redact(self, texts: tf.Tensor) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
         batch = tf.shape(texts, out_type=tf.int64)[0]
         texts = tf.strings.regex_replace(texts, CONTROL_CHARS, "")
         marked = tf.strings.regex_replace(texts, self._combined, rf"{SENTINEL}\0{SENTINEL}")
@@ -347,8 +362,14 @@ def redact(texts, types: Union[str, Iterable[str]] = "all",
 def from_settings(privacy: Optional[Mapping] = None) -> Redactor:
     """The Redactor for ``privacy`` settings as the pipeline passes them on
     (``{"redact": ..., "custom_patterns": [[name, pattern], ...]}``); None: redacts
-    nothing (settings from before redaction existed)."""
-    privacy = privacy or {"redact": "none"}
+    nothing (settings from before redaction existed). The same settings give the same
+    Redactor in a process, so its graph function is traced once."""
+    return _from_settings(json.dumps(privacy or {"redact": "none"}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _from_settings(settings: str) -> Redactor:
+    privacy = json.loads(settings)
     return Redactor(privacy.get("redact", "all"),
                     [tuple(pair) for pair in privacy.get("custom_patterns", [])])
 

@@ -282,3 +282,18 @@ def test_settings_as_the_pipeline_passes_them_and_short_excerpts():
     assert redaction.excerpt(long_text) == "call [unused3] or write to [unused1], c…"
     assert len(redaction.excerpt(long_text)) == redaction.EXCERPT_CHARS
     assert redaction.excerpt("short") == "short"
+
+
+def test_graphs_that_redact_call_one_function_traced_once():
+    """Transform traces preprocessing_fn about eight times: the redaction's ops are built
+    once per settings, and each graph holds a call to them."""
+    privacy = {"redact": "all", "custom_patterns": [["order", "ORD-[0-9]{6}"]]}
+    redactor = redaction.from_settings(privacy)
+    assert redaction.from_settings(dict(reversed(list(privacy.items())))) is redactor
+    assert redaction.from_settings({"redact": "email"}) is not redactor
+    graphs = [tf.function(lambda texts: redactor(texts)[0], autograph=False)
+              .get_concrete_function(tf.TensorSpec([None], tf.string)) for _ in range(3)]
+    assert redactor._traced.experimental_get_tracing_count() == 1
+    assert all(len(g.graph.get_operations()) < 10 for g in graphs)
+    out = graphs[2](tf.constant(["ORD-123456 from a@b.example", "nothing here"]))
+    assert out.numpy().tolist() == [b"[unused10] from [unused1]", b"nothing here"]
