@@ -46,6 +46,10 @@ class ModelHParams:
         "help": "Share of the training steps spent warming the learning rate up."})
     weight_decay: float = dataclasses.field(default=0.01, metadata={
         "help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)."})
+    layer_lr_decay: float = dataclasses.field(default=1.0, metadata={
+        "help": "Layer-wise learning-rate decay: the pooler and classifier train at "
+                "learning_rate, encoder layer i of n at learning_rate x decay^(n - i), the "
+                "embeddings at learning_rate x decay^(n + 1); 1 trains every layer alike."})
     dropout: Optional[float] = dataclasses.field(default=None, metadata={
         "help": "Override the checkpoint's hidden/attention dropout."})
     warm_start: bool = dataclasses.field(default=False, metadata={
@@ -81,6 +85,9 @@ class ModelHParams:
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"model.class_weight must be one of {', '.join(CLASS_WEIGHTS)}, "
                              f"not '{self.class_weight}'")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"model.layer_lr_decay must be above 0 and at most 1 (1: off), "
+                             f"got {self.layer_lr_decay}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"model.threshold must be between 0 and 1, got {self.threshold}")
         if self.truncation not in TRUNCATIONS:

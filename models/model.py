@@ -1,11 +1,13 @@
 """The classifier, its optimizer, and the hardware it trains on."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import os
-from typing import Optional
+import re
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -115,14 +117,74 @@ class WarmupLinearDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps}
 
 
-def make_optimizer(hparams: ModelHParams, total_steps: int) -> tf.keras.optimizers.Optimizer:
+def make_optimizer(hparams: ModelHParams, total_steps: int,
+                   num_layers: int = 0) -> tf.keras.optimizers.Optimizer:
+    """AdamW on the warm-up/linear-decay schedule; with ``model.layer_lr_decay`` below 1,
+    each variable's rate scaled by its depth among ``num_layers`` encoder layers."""
     schedule = WarmupLinearDecay(hparams.learning_rate,
                                  int(hparams.warmup_fraction * total_steps), total_steps)
-    optimizer = tf.keras.optimizers.AdamW(learning_rate=schedule,
-                                          weight_decay=hparams.weight_decay,
-                                          epsilon=1e-6)
+    settings = dict(learning_rate=schedule, weight_decay=hparams.weight_decay, epsilon=1e-6)
+    if hparams.layer_lr_decay < 1:
+        decay = hparams.layer_lr_decay
+        optimizer = LayerwiseAdamW(
+            lambda name: decay ** (num_layers + 1 - layer_depth(name, num_layers)),
+            **settings)
+    else:
+        optimizer = tf.keras.optimizers.AdamW(**settings)
     optimizer.exclude_from_weight_decay(var_names=["bias", "LayerNorm", "layer_norm"])
     return optimizer
+
+
+_ENCODER_LAYER = re.compile(r"/encoder/layer_\._(\d+)/")
+
+
+def layer_depth(variable_name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for encoder layer i, ``num_layers`` + 1 for what sits
+    above the encoder (pooler, classifier)."""
+    if "/embeddings/" in variable_name:
+        return 0
+    layer = _ENCODER_LAYER.search(variable_name)
+    return int(layer.group(1)) + 1 if layer else num_layers + 1
+
+
+class LayerwiseAdamW(tf.keras.optimizers.AdamW):
+    """AdamW whose learning rate (update and decoupled weight decay) is multiplied by
+    ``rate_scale(variable name)`` for each variable: layer-wise learning-rate decay.
+
+    Keras's AdamW reads ``learning_rate`` once per variable while it builds that
+    variable's update; the scale applies only then, so schedules, logs and checkpoints
+    see the unscaled rate."""
+
+    def __init__(self, rate_scale: Callable[[str], float], **kwargs):
+        self._rate_scale, self._scale = rate_scale, None
+        super().__init__(**kwargs)
+
+    @property
+    def learning_rate(self):
+        rate = tf.keras.optimizers.AdamW.learning_rate.fget(self)
+        return rate if self._scale is None else rate * self._scale
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        tf.keras.optimizers.AdamW.learning_rate.fset(self, value)
+
+    @contextlib.contextmanager
+    def _scaled(self, variable):
+        scale = self._rate_scale(variable.name)
+        self._scale = None if scale == 1 else float(scale)
+        try:
+            yield
+        finally:
+            self._scale = None
+
+    def update_step(self, gradient, variable):
+        with self._scaled(variable):
+            super().update_step(gradient, variable)
+
+    def _apply_weight_decay(self, variables):
+        for variable in variables:
+            with self._scaled(variable):
+                super()._apply_weight_decay([variable])
 
 
 def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
@@ -138,7 +200,8 @@ def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
     else:
         loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metric = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=make_optimizer(hparams, total_steps), loss=loss, metrics=[metric],
+    optimizer = make_optimizer(hparams, total_steps, model.config.num_hidden_layers)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[metric],
                   jit_compile=hparams.jit_compile)
     # Each replica's batch logs already hold the all-replica mean; Keras' "auto" sums
     # them (the loss in progress lines would read 2x with two workers).

@@ -79,3 +79,41 @@ def test_frozen_embeddings_stay_fixed_and_export_keeps_every_weight(tiny_checkpo
     assert len(exported.weights) == len(trained)
     for variable in exported.weights:
         np.testing.assert_array_equal(variable.numpy(), trained[variable.name.split("/", 1)[1]])
+
+
+def test_layer_depth_orders_embeddings_encoder_layers_and_head():
+    prefix = "tf_bert_for_sequence_classification/"
+    names = ["bert/embeddings/word_embeddings/weight:0",
+             "bert/encoder/layer_._0/attention/self/query/kernel:0",
+             "bert/encoder/layer_._11/output/LayerNorm/beta:0",
+             "bert/pooler/dense/kernel:0", "classifier/bias:0"]
+    assert [model.layer_depth(prefix + n, 12) for n in names] == [0, 1, 12, 13, 13]
+
+
+def test_layer_lr_decay_scales_each_layers_update_and_weight_decay():
+    """With 2 encoder layers and decay 0.5, layer 0 trains at 1/4 of the rate, layer 1 at
+    1/2, the classifier at the full rate (the schedule's step 0 has rate 0: two steps;
+    Adam's second step with gradients of ones moves a weight by exactly the rate)."""
+    hparams = ModelHParams(layer_lr_decay=0.5, learning_rate=1e-2, warmup_fraction=0.0,
+                           weight_decay=0.1)
+    optimizer = model.make_optimizer(hparams, total_steps=100, num_layers=2)
+    assert isinstance(optimizer, model.LayerwiseAdamW)
+    names = ["bert/encoder/layer_._0/output/dense/kernel",
+             "bert/encoder/layer_._1/output/dense/kernel", "classifier/kernel"]
+    trained = [tf.Variable(tf.zeros([3]), name=f"m/{name}") for name in names]  # gradient 1
+    decayed = [tf.Variable(tf.ones([3]), name=f"d/{name}") for name in names]  # gradient 0
+    for _ in range(2):
+        optimizer.apply_gradients([(tf.ones([3]), v) for v in trained]
+                                  + [(tf.zeros([3]), v) for v in decayed])
+    rate = 1e-2 * 99 / 100  # the schedule at step 1
+    for variable, scale in zip(trained, (0.25, 0.5, 1.0)):
+        np.testing.assert_allclose(variable.numpy(), -rate * scale, rtol=1e-3)
+    for variable, scale in zip(decayed, (0.25, 0.5, 1.0)):  # weight decay: w * 0.1 * rate
+        np.testing.assert_allclose(variable.numpy(), 1 - 0.1 * rate * scale, rtol=1e-5)
+    assert float(optimizer.learning_rate) == pytest.approx(rate)  # logged unscaled
+    assert type(model.make_optimizer(ModelHParams(), 100)) is tf.keras.optimizers.AdamW
+
+
+def test_layer_lr_decay_out_of_range_names_the_setting():
+    with pytest.raises(ValueError, match="model.layer_lr_decay must be above 0"):
+        ModelHParams(layer_lr_decay=1.5)
