@@ -1,4 +1,5 @@
-"""What AutoGraph converts: nothing of the model's, Keras's or tf.Transform's code.
+"""What AutoGraph converts: none of the model's, Keras's or tf.Transform's code that a
+traced function calls (a ``tf.function``'s own Python function is always converted).
 
 AutoGraph rewrites the Python source of every function a ``tf.function`` traces, and of
 everything that function calls, so that Python control flow on tensors becomes graph

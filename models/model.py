@@ -125,6 +125,8 @@ def make_optimizer(hparams: ModelHParams, total_steps: int,
                                  int(hparams.warmup_fraction * total_steps), total_steps)
     settings = dict(learning_rate=schedule, weight_decay=hparams.weight_decay, epsilon=1e-6)
     if hparams.layer_lr_decay < 1:
+        if num_layers < 1:
+            raise ValueError("model.layer_lr_decay needs the encoder's number of layers")
         decay = hparams.layer_lr_decay
         optimizer = LayerwiseAdamW(
             lambda name: decay ** (num_layers + 1 - layer_depth(name, num_layers)),

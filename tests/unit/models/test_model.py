@@ -117,3 +117,5 @@ def test_layer_lr_decay_scales_each_layers_update_and_weight_decay():
 def test_layer_lr_decay_out_of_range_names_the_setting():
     with pytest.raises(ValueError, match="model.layer_lr_decay must be above 0"):
         ModelHParams(layer_lr_decay=1.5)
+    with pytest.raises(ValueError, match="needs the encoder's number of layers"):
+        model.make_optimizer(ModelHParams(layer_lr_decay=0.8), total_steps=100)
