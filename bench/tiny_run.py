@@ -13,6 +13,7 @@ Usage: .venv/bin/python bench/tiny_run.py [--rounds 2] [--baseline_repo /tmp/tin
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -88,9 +89,22 @@ def run_once(tag: str, repo: str, checkpoint: str, data: str) -> dict:
               "components": _component_seconds(summary),
               "blessed": "Gate: BLESSED" in summary,
               "serving_check_passed": "Serving check: PASSED" in summary,
-              "pushed": "Pushed: version" in summary}
+              "pushed": "Pushed: version" in summary,
+              "training": _training_figures(root)}
     print(f"{tag}: " + json.dumps(result), flush=True)
     return result
+
+
+def _training_figures(root: str) -> dict:
+    """The Trainer's final loss and accuracies (train_stats.json): the same code gives the
+    same figures, so old and new code can be checked to train alike."""
+    found = glob.glob(os.path.join(root, "pipeline_output", "*", "Trainer", "model_run", "*",
+                                   "train_stats.json"))
+    if not found:
+        return {}
+    with open(found[0], encoding="utf-8") as f:
+        stats = json.load(f)
+    return {**stats.get("final", {}), "eval_top_probability": stats.get("eval_top_probability")}
 
 
 def median_of(runs: list) -> dict:
