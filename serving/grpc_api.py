@@ -13,8 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import grpc
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
+from tensorflow_serving.apis import (classification_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving import deadlines, protos

@@ -2,10 +2,11 @@
 
 The tier of a test is its folder: tests/e2e, tests/serving, tests/image, tests/storage and
 tests/browser set the marker of that name (pytest.ini describes them; `make test-fast`
-leaves them out); tests/unit is the fast tier and has none. A test that needs several
-tiers lives in the folder of the heaviest (tests/support/tiers.py) and carries the others
-as its only per-test tier decorators, e.g. ``@pytest.mark.serving`` on an e2e test whose
-run starts the model server. No module sets ``pytestmark`` to a tier.
+leaves them out); tests/unit is the fast tier and has none. A test lives in the folder of
+the tier it checks and carries the other tiers it needs as its only per-test tier
+decorators, e.g. ``@pytest.mark.serving`` on an e2e test whose run starts the model
+server, ``@pytest.mark.e2e`` on the browser test of a real run's report. No module sets
+``pytestmark`` to a tier.
 """
 import os
 
@@ -116,3 +117,23 @@ def kubernetes_api(monkeypatch, tmp_path):
     yield _KubernetesApi
     k8s.Configuration.set_default(previous)
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory, tiny_checkpoint):
+    """One successful tiny run, shared by the report's e2e and browser tests: (overrides,
+    exit code, printed summary, report path)."""
+    import re
+
+    from tests.support.pipeline_runs import cli_args, run_cli, sample_rows, tiny_overrides
+    tmp = tmp_path_factory.mktemp("report_run")
+    data = tmp / "data"
+    data.mkdir()
+    (data / "reviews.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in sample_rows(240)),
+        encoding="utf-8")
+    overrides = tiny_overrides(tmp, tiny_checkpoint, str(data), **{"data.schema_path": ""})
+    code, out = run_cli(cli_args(overrides))
+    found = re.search(r"^Report: (\S+index\.html)$", out, re.M)
+    assert found, out[-3000:]
+    return overrides, code, out, found.group(1)

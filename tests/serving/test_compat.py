@@ -6,7 +6,6 @@ import gzip
 import http.client
 import json
 import math
-import os
 
 import numpy as np
 import pytest

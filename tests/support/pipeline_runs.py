@@ -1,4 +1,8 @@
-"""Rows of the shipped sample and the settings of a fast tiny-BERT pipeline run."""
+"""Rows of the shipped sample, the settings of a fast tiny-BERT pipeline run, and the CLI
+run in-process."""
+import contextlib
+import io
+
 from tests.support.paths import SAMPLE
 
 
@@ -30,3 +34,13 @@ def cli_args(overrides: dict) -> list:
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     return args
+
+
+def run_cli(argv: list) -> tuple:
+    """``bert-pipeline`` in-process: (exit code, stdout)."""
+    from cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()

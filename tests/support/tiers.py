@@ -2,7 +2,7 @@
 import pathlib
 
 TESTS = pathlib.Path(__file__).resolve().parent.parent
-TIERS = ("e2e", "image", "serving", "browser", "storage")  # heaviest first
+TIERS = ("e2e", "image", "serving", "browser", "storage")
 
 
 def tier_of(path) -> str:
