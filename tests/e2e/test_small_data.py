@@ -2,12 +2,10 @@
 measured) gives every class its eval rows, warns that they are few, hints that 21
 training steps are too few, says the serving check was skipped (not FAILED) and shows
 redacted spans by name."""
-import contextlib
 import html
-import io
 import re
 
-from tests.support.pipeline_runs import cli_args, tiny_overrides
+from tests.support.pipeline_runs import cli_args, run_cli, tiny_overrides
 
 TICKETS = {"billing": 140, "login": 100, "shipping": 60, "refund": 42, "legal": 18}  # 360
 WORDS = {"billing": "invoice charged twice card payment", "login": "password reset account "
@@ -26,7 +24,6 @@ def _tickets() -> list:
 
 
 def test_small_five_class_run_says_what_is_wrong(tmp_path, tiny_checkpoint):
-    from cli.main import main
     from components.text_example_gen.split import eval_rows
 
     data = tmp_path / "data"
@@ -35,10 +32,7 @@ def test_small_five_class_run_says_what_is_wrong(tmp_path, tiny_checkpoint):
         "sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in _tickets()), encoding="utf-8")
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data), **{
         "data.schema_path": "", "eval.min_accuracy": 0.95})
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(cli_args(overrides))
-    text = out.getvalue()
+    code, text = run_cli(cli_args(overrides))
     print(text)  # shown when an assertion fails
     assert code == 2, text[-3000:]  # not blessed, nothing pushed
     # Every class has its 10 % in eval (the hash split gave one of 5 classes 2 of 35 rows).
