@@ -78,12 +78,10 @@ class Scheduler:
         """Corrected predictions from the model server, as the next span (or None)."""
         from local.feedback_span import export_span
 
-        data, schedule = self.config.data, self.config.schedule
-        if not (schedule.feedback_dir and data.span_pattern):
+        schedule = self.config.schedule
+        if not schedule.feedback_dir:
             return None
-        return export_span(schedule.feedback_dir, data.input_dir, data.span_pattern,
-                           data.text_column, data.label_column, schedule.feedback_min_rows,
-                           data.text_pair_column, data.label_delimiter)
+        return export_span(schedule.feedback_dir, self.config.data, schedule.feedback_min_rows)
 
     def tick(self) -> Tick:
         folder = self.collect_feedback()

@@ -12,7 +12,7 @@ import re
 import typing
 from typing import Any, Mapping, Optional
 
-from components.text_example_gen.parsing import ReaderConfig
+from components.text_example_gen.parsing import ReaderConfig, data_file_name
 from models.hparams import ModelHParams
 
 
@@ -75,6 +75,18 @@ class DataConfig(ReaderConfig, DataFiles):
     def reader_config(self) -> ReaderConfig:
         """The reader settings alone, as the components that read data files take them."""
         return ReaderConfig(**self.reader_settings())
+
+    def feedback_file(self) -> str:
+        """The name of the one file of a feedback span (schedule.feedback_dir), which the
+        reader takes as these settings say; ValueError naming the setting when they
+        cannot take such a span."""
+        if not self.span_pattern:
+            raise ValueError("schedule.feedback_dir turns corrections into the next span: "
+                             "set data.span_pattern (e.g. 'span-{SPAN}')")
+        if self.presplit:
+            raise ValueError("schedule.feedback_dir writes a span as one file to split, but "
+                             "data.presplit reads train/ and eval/ folders: unset one of them")
+        return data_file_name("feedback", self.file_pattern, self.file_format)
 
     def __post_init__(self):
         super().__post_init__()  # refuses bad reader settings (e.g. data.quoting) early
@@ -333,7 +345,9 @@ class ScheduleConfig:
     history_file: str = _field("", "JSON Lines history of every run "
                                    "(default: history.jsonl in storage.local_dir or output.root).")
     feedback_dir: str = _field("", "The model server's --feedback_dir: before each tick, "
-                                   "corrected predictions become the next span.")
+                                   "corrected predictions become the next span, one file "
+                                   "written for the data.* reader settings (needs "
+                                   "data.span_pattern; not with data.presplit).")
     feedback_min_rows: int = _field(200, "Corrections to wait for before they make a span.")
 
 
@@ -452,6 +466,8 @@ class PipelineConfig:
                              f"{'single' if multi_label else 'multi'}-label tasks; with "
                              f"data.label_delimiter {'set' if multi_label else 'empty'} use "
                              f"one of {', '.join(allowed)}")
+        if self.schedule.feedback_dir:
+            self.data.feedback_file()
         if multi_label and self.model.class_weight != "none":
             raise ValueError("model.class_weight balanced is for single-label tasks (unset "
                              "data.label_delimiter or model.class_weight)")

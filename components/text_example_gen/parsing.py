@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fnmatch
 import functools
 import io
 import json
 import os
+import re
 from typing import Iterator, Optional
 
 from models.redaction import excerpt
@@ -151,6 +153,27 @@ def detect_format(path: str, configured: str = "auto") -> str:
             f".tsv or .jsonl, set data.file_format, or narrow data.file_pattern to the "
             f"data files")
     return _EXTENSIONS[ext]
+
+
+def data_file_name(stem: str, file_pattern: str, configured: str = "auto") -> str:
+    """A file name (``stem`` and an extension) the reader takes as data: it matches
+    ``file_pattern`` (data.file_pattern) and tells its format as ``configured``
+    (data.file_format) needs; raises ValueError naming the setting when none does."""
+    own = {fmt: ext for ext, fmt in reversed(_EXTENSIONS.items())}.get(configured)
+    candidates = [stem + ext for ext in dict.fromkeys([own or ".tsv"] + list(_EXTENSIONS))]
+    # the pattern itself, each wildcard filled in ('reviews-*.csv' -> 'reviews-feedback.csv')
+    candidates.append(re.sub(r"\[!?([^]]+)\]", lambda m: m.group(1)[0],
+                             file_pattern.replace("*", stem).replace("?", "x")))
+    for name in candidates:
+        if fnmatch.fnmatchcase(name, file_pattern):
+            try:
+                detect_format(name, configured)
+            except InputDataError:
+                continue
+            return name
+    raise ValueError(
+        f"no file name both matches data.file_pattern '{file_pattern}' and tells its "
+        f"format (.csv, .tsv or .jsonl, or data.file_format set): widen data.file_pattern")
 
 
 def decode(path: str, data: bytes) -> str:

@@ -16,7 +16,7 @@ from local.feedback_span import export_span
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.feedback import CORRECTIONS, read_jsonl
 from serving.process import ServerProcess, free_port
-from tests.support.feedback_models import export_redacting
+from tests.support.feedback_models import export_redacting, feedback_data
 from tests.support.paths import REPO
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
@@ -162,8 +162,7 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
         digest = hashlib.sha256(token.encode()).hexdigest()
         for seen in (metrics, store):
             assert token not in seen and digest[:6] not in seen, token
-    span = export_span(str(feedback), str(tmp_path / "data"), "span-{SPAN}", "sentence",
-                       "label")
+    span = export_span(str(feedback), feedback_data(tmp_path / "data", text_column="sentence"))
     exported = open(os.path.join(span, "feedback.tsv"), encoding="utf-8").read()
     assert exported.splitlines()[0] == "sentence\tlabel"
     assert "labeler" not in exported and "--feedback_token_file" not in exported

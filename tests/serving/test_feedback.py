@@ -14,7 +14,8 @@ from pipeline.config import load_config
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.feedback import CORRECTIONS, PREDICTIONS, read_jsonl
 from serving.process import ServerProcess
-from tests.support.feedback_models import DAY, _mode, _prediction, _write_rows, export_redacting
+from tests.support.feedback_models import (DAY, _mode, _prediction, _write_rows, export_redacting,
+                                          feedback_data)
 from tests.support.serving_models import export_text_length
 
 TRICKY = 'a "quoted"\ttab and\na newline, long enough'
@@ -46,8 +47,8 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
             assert stored[paired.id]["text"] == "mail [unused1] or call [unused3]"
             assert stored[paired.id]["text_pair"] == "yes: mail [unused1] or call [unused3]"
             assert "text_pair" not in stored[ids[0]]
-            assert export_span(str(feedback), str(tmp_path / "pairs"), "span-{SPAN}", "q",
-                               "label", text_pair_column="a") == str(tmp_path / "pairs" / "span-1")
+            pairs = feedback_data(tmp_path / "pairs", text_column="q", text_pair_column="a")
+            assert export_span(str(feedback), pairs) == str(tmp_path / "pairs" / "span-1")
             assert (tmp_path / "pairs" / "span-1" / "feedback.tsv").read_text() == (
                 "q\ta\tlabel\nmail [unused1] or call [unused3]\t"
                 "yes: mail [unused1] or call [unused3]\tshort\n")
@@ -75,7 +76,7 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
     assert sorted((r.label, r.text) for r in records) == [("long", "hi"), ("short", TRICKY)]
     assert scheduler.due() == "new span 2"
     assert scheduler.collect_feedback() is None  # nothing is exported twice
-    assert export_span(str(feedback), str(data), "span-{SPAN}", "sentence", "label") is None
+    assert export_span(str(feedback), feedback_data(data, text_column="sentence")) is None
 
 
 def test_feedback_is_off_unless_asked(tmp_path):

@@ -16,7 +16,7 @@ from serving.feedback import CORRECTIONS, MAX_CORRECTIONS, PREDICTIONS
 from serving.metrics import read_monitoring_config
 from serving.process import ServerProcess
 from tests.support.feedback_disks import _whole_lines, fill
-from tests.support.feedback_models import RedactingTextLength, export_redacting
+from tests.support.feedback_models import RedactingTextLength, export_redacting, feedback_data
 from tests.support.paths import REPO
 
 MONITORING = os.path.join(REPO, "serving", "deploy", "monitoring.config")
@@ -150,7 +150,7 @@ def test_a_torn_tail_is_cut_at_start_and_export_reads_around_it(tmp_path, small_
     os.remove(filler)
 
     # The scheduler's export reads around a torn tail (it may be a write in progress).
-    span = export_span(str(feedback), str(tmp_path / "data"), "span-{SPAN}", "text", "label")
+    span = export_span(str(feedback), feedback_data(tmp_path / "data", text_column="text"))
     assert (tmp_path / "data" / "span-1" / "feedback.tsv").read_text() == (
         "text\tlabel\ntext 0\tlong\n") and span
     assert os.path.getsize(feedback / PREDICTIONS) == whole + torn  # export writes nothing

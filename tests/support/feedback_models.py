@@ -7,6 +7,7 @@ import stat
 import tensorflow as tf
 
 from models.export import set_method_name
+from pipeline.config import DataConfig
 from models.redaction import Redactor
 from tests.support.serving_models import CLASSIFY, TextLength
 
@@ -48,3 +49,9 @@ def _prediction(i, when):
 
 def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def feedback_data(input_dir, span_pattern: str = "span-{SPAN}", **reader) -> DataConfig:
+    """The data settings a feedback span is exported for: ``input_dir``'s spans, read with
+    ``reader`` (``DataConfig``'s reader settings)."""
+    return DataConfig(input_dir=str(input_dir), span_pattern=span_pattern, **reader)

@@ -1,12 +1,16 @@
 """Feedback exported as a span (local/feedback_span.py): an export to a full disk leaves
 no span, and its retry exports each row once (a REAL full disk: a small tmpfs; ``mount``
-needs root)."""
+needs root); the span reads back with the pipeline's own reader settings, and settings
+no span fits are refused when the config loads."""
 import os
 
 import pytest
 
+from components.text_example_gen.parsing import read_file
 from local.feedback_span import export_span
+from pipeline.config import load_config
 from serving.feedback import EXPORTED, FeedbackLog
+from tests.support.feedback_models import feedback_data
 from tests.support.feedback_disks import fill
 
 
@@ -20,12 +24,61 @@ def test_an_export_to_a_full_disk_leaves_no_span_and_its_retry_exports_each_row_
     data.mkdir()
     filler = fill(small_disk)
     with pytest.raises(OSError):
-        export_span(str(feedback), str(data), "span-{SPAN}", "text", "label")
+        export_span(str(feedback), feedback_data(data, text_column="text"))
     assert os.listdir(data) == []  # no span, no staging folder
     assert not os.path.exists(feedback / EXPORTED)  # nothing marked exported
 
     os.remove(filler)
-    assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label")
-    assert export_span(str(feedback), str(data), "span-{SPAN}", "text", "label") is None
+    assert export_span(str(feedback), feedback_data(data, text_column="text"))
+    assert export_span(str(feedback), feedback_data(data, text_column="text")) is None
     assert sorted((data / "span-1" / "feedback.tsv").read_text().splitlines()) == [
         "text\tlabel", "text 0\tlong", "text 1\tlong", "text 2\tlong"]
+
+
+TRICKY = 'a "quoted"\ttab and\na newline, long enough'
+FLAT = 'a "quoted" tab and a newline, long enough'  # as a file without quoting holds it
+
+
+@pytest.mark.parametrize("settings, read", [
+    ({}, {"text": TRICKY}),
+    ({"file_format": "csv"}, {"text": TRICKY}),
+    ({"file_pattern": "*.csv"}, {"text": TRICKY}),
+    ({"file_pattern": "reviews-*.jsonl"}, {"text": TRICKY}),
+    ({"file_format": "jsonl", "text_column": "title,body"}, {"title": TRICKY, "body": None}),
+    ({"column_names": ["id", "label", "body"], "text_column": "body"}, {"body": TRICKY}),
+    ({"text_column": "title,body"}, {"title": TRICKY, "body": ""}),
+    ({"text_column": "2", "label_column": "0"}, {"2": TRICKY}),
+    ({"quoting": "none"}, {"text": FLAT}),
+    ({"file_format": "csv", "quoting": "none"}, None),  # a comma: left out
+])
+def test_a_feedback_span_reads_back_with_the_pipelines_own_reader_settings(
+        tmp_path, settings, read):
+    feedback, data = tmp_path / "feedback", tmp_path / "data"
+    log = FeedbackLog(str(feedback))
+    ids = log.record("clf", 1, [TRICKY, "plain"], [[("short", 0.9), ("long", 0.1)]] * 2)
+    log.correct([{"id": i, "label": "long"} for i in ids])
+    config = feedback_data(data, **{"text_column": "text", **settings})
+
+    span = export_span(str(feedback), config)
+    [name] = os.listdir(span)
+    assert name == config.feedback_file()
+    records = read_file(os.path.join(span, name), config.reader_config())
+    texts = [] if read is None else [config.text_separator.join(
+        v for v in read.values() if v)]
+    assert sorted((r.text, r.label) for r in records) == sorted(
+        [(t, "long") for t in texts + ["plain"]])
+
+
+def test_data_settings_no_feedback_span_fits_are_refused_when_the_config_loads(tmp_path):
+    def load(**data):
+        return load_config(overrides={"schedule.feedback_dir": str(tmp_path),
+                                      **{f"data.{k}": v for k, v in data.items()}})
+
+    with pytest.raises(ValueError, match="set data.span_pattern"):
+        load()
+    with pytest.raises(ValueError, match="data.presplit reads train/ and eval/"):
+        load(span_pattern="span-{SPAN}", presplit="true")
+    with pytest.raises(ValueError, match=r"data.file_pattern '\*.txt'.*widen"):
+        load(span_pattern="span-{SPAN}", file_pattern="*.txt")
+    assert load(span_pattern="span-{SPAN}", file_pattern="*.txt",
+                file_format="tsv").data.feedback_file() == "feedback.txt"

@@ -10,7 +10,7 @@ import pytest
 from local.feedback_span import export_span
 from serving.feedback import CORRECTIONS, PREDICTIONS, FeedbackError, FeedbackLog, read_jsonl
 from tests.support.feedback_disks import _whole_lines, fill
-from tests.support.feedback_models import DAY, _mode, _prediction, _write_rows
+from tests.support.feedback_models import DAY, _mode, _prediction, _write_rows, feedback_data
 
 T0 = 1_700_000_000.0
 
@@ -89,7 +89,7 @@ def test_a_line_torn_by_an_older_server_is_removed_and_the_record_after_it_kept(
     _write_rows(folder, CORRECTIONS, [{"id": "id2", "label": "long", "time": T0}])
     (folder / PREDICTIONS).write_text(_line(_prediction(0, T0)) + torn
                                       + _line(_prediction(2, T0)) + _line(_prediction(3, T0)))
-    assert export_span(str(folder), str(tmp_path / "data"), "span-{SPAN}", "text", "label")
+    assert export_span(str(folder), feedback_data(tmp_path / "data", text_column="text"))
     assert (tmp_path / "data" / "span-1" / "feedback.tsv").read_text() == (
         "text\tlabel\ntext 2\tlong\n")
 
@@ -120,7 +120,7 @@ def test_corrections_are_idempotent_per_id_and_the_last_label_wins(tmp_path):
     assert [(c["id"], c["label"]) for c in read_jsonl(str(folder / CORRECTIONS))] == [
         (a, "long"), (b, "short")]  # the retry wrote nothing
     assert log.correct([{"id": a, "label": "short"}]) == 1  # a change is appended
-    assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
+    assert export_span(str(folder), feedback_data(tmp_path / "data", "s{SPAN}", text_column="text"))
     lines = (tmp_path / "data" / "s1" / "feedback.tsv").read_text().splitlines()
     assert lines[0] == "text\tlabel" and sorted(lines[1:]) == ["a\tshort", "b\tshort"]
     # ...and kept after a restart: the same label again still writes nothing
@@ -144,9 +144,9 @@ def test_several_labels_only_for_a_multi_label_model(tmp_path):
     with pytest.raises(FeedbackError, match="label 'Billing' is not one of model 'tags'"):
         log.correct([{"id": tagged, "label": ["Billing"]}])
     with pytest.raises(ValueError, match="several labels .* data.label_delimiter is empty"):
-        export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
-    assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label",
-                       label_delimiter="|")
+        export_span(str(folder), feedback_data(tmp_path / "data", "s{SPAN}", text_column="text"))
+    assert export_span(str(folder), feedback_data(tmp_path / "data", "s{SPAN}", text_column="text",
+                                                  label_delimiter="|"))
     assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
         "text\tlabel\nrefund my bill\tbilling|refund\n")
 
@@ -162,7 +162,7 @@ def test_a_correction_whose_prediction_is_gone_does_not_block_the_export(tmp_pat
     log.correct([{"id": kept, "label": "neg"}])
     append(str(folder / CORRECTIONS),
            b'{"id": "removed-by-retention", "label": ["pos", "neg"]}\n')
-    assert export_span(str(folder), str(tmp_path / "data"), "s{SPAN}", "text", "label")
+    assert export_span(str(folder), feedback_data(tmp_path / "data", "s{SPAN}", text_column="text"))
     assert (tmp_path / "data" / "s1" / "feedback.tsv").read_text() == (
         "text\tlabel\na fine day\tneg\n")
 
