@@ -125,13 +125,12 @@ def report_run(tmp_path_factory, tiny_checkpoint):
     exit code, printed summary, report path)."""
     import re
 
-    from tests.support.pipeline_runs import cli_args, run_cli, sample_rows, tiny_overrides
+    from tests.support.pipeline_runs import (cli_args, run_cli, sample_rows, tiny_overrides,
+                                             write_labelled_tsv)
     tmp = tmp_path_factory.mktemp("report_run")
     data = tmp / "data"
     data.mkdir()
-    (data / "reviews.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in sample_rows(240)),
-        encoding="utf-8")
+    write_labelled_tsv(data / "reviews.tsv", sample_rows(240))
     overrides = tiny_overrides(tmp, tiny_checkpoint, str(data), **{"data.schema_path": ""})
     code, out = run_cli(cli_args(overrides))
     found = re.search(r"^Report: (\S+index\.html)$", out, re.M)

@@ -1,12 +1,7 @@
 """Span drift in a real run: checked with an inferred schema."""
 import os
 
-
-def _write_span(data_dir, number: int, rows) -> None:
-    folder = os.path.join(data_dir, f"span-{number}")
-    os.makedirs(folder)
-    with open(os.path.join(folder, "reviews.tsv"), "w", encoding="utf-8") as f:
-        f.write("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+from tests.support.pipeline_runs import write_span
 
 
 def test_drift_is_checked_with_an_inferred_schema(tmp_path, tiny_checkpoint, capsys):
@@ -20,8 +15,8 @@ def test_drift_is_checked_with_an_inferred_schema(tmp_path, tiny_checkpoint, cap
     positive = [r for r in rows if r[1] == "1"]
     negative = [r for r in rows if r[1] == "0"]
     data = str(tmp_path / "data")
-    _write_span(data, 1, positive[:16] + negative[:184])  # 8 % positive
-    _write_span(data, 2, positive[16:146] + negative[184:254])  # 65 % positive
+    write_span(data, 1, positive[:16] + negative[:184])  # 8 % positive
+    write_span(data, 2, positive[16:146] + negative[184:254])  # 65 % positive
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, data, **{
         "data.schema_path": "", "data.span_pattern": "span-{SPAN}"})
     assert main(cli_args(overrides)) == 1

@@ -12,13 +12,11 @@ def test_a_feedback_span_is_gated_like_any_other_span(tmp_path, tiny_checkpoint)
     and DriftCheck judge it as any other. Corrections nine in ten positive, after a span
     half positive, stop the run before training; nothing is pushed."""
     from local import history
-    from tests.support.pipeline_runs import sample_rows, tiny_overrides
+    from tests.support.pipeline_runs import sample_rows, tiny_overrides, write_labelled_tsv
 
     rows = sample_rows(600)
     data = tmp_path / "data"
-    (data / "span-1").mkdir(parents=True)
-    (data / "span-1" / "reviews.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in rows[:200]), encoding="utf-8")
+    write_labelled_tsv(data / "span-1" / "reviews.tsv", rows[:200])
     store = FeedbackLog(str(tmp_path / "feedback"))
     texts = [text for text, _ in rows[200:400]]
     ids = store.record("bert_classifier", 1, texts, [[("0", 0.5), ("1", 0.5)]] * len(texts))

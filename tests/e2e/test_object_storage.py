@@ -15,9 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.support.object_storage import local_entries, span_tsv
+from tests.support.object_storage import local_entries
 from tests.support.paths import CURATED_SCHEMA, REPO
-from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
+from tests.support.pipeline_runs import cli_args, labelled_tsv, sample_rows, tiny_overrides
 
 TEXTS = ["a gripping , beautiful film", "dull and lifeless"]
 
@@ -28,8 +28,8 @@ def test_tiny_pipeline_on_a_bucket_pushes_a_model_the_server_serves_from_it(
         s3, tiny_checkpoint, tmp_path):
     bucket = s3.bucket("pipeline-e2e")
     rows = sample_rows(500)
-    s3.put(bucket, "data/span-1/reviews.tsv", span_tsv(rows[:250]))
-    s3.put(bucket, "data/span-2/reviews.tsv", span_tsv(rows[250:]))
+    s3.put(bucket, "data/span-1/reviews.tsv", labelled_tsv(rows[:250]))
+    s3.put(bucket, "data/span-2/reviews.tsv", labelled_tsv(rows[250:]))
     with open(CURATED_SCHEMA, "rb") as f:
         s3.put(bucket, "schema/schema.pbtxt", f.read())
     state, cwd = tmp_path / "state", tmp_path / "cwd"

@@ -10,7 +10,8 @@ import subprocess
 import urllib.request
 
 from tests.support.paths import CURATED_SCHEMA, REPO
-from tests.support.pipeline_runs import cli_args, run_cli, sample_rows, tiny_overrides
+from tests.support.pipeline_runs import (cli_args, run_cli, sample_rows, tiny_overrides,
+                                         write_labelled_tsv)
 from tests.support.report_pages import EXTERNAL
 
 SECTIONS = ("components", "data", "anomalies", "drift", "training", "evaluation", "serving",
@@ -155,9 +156,7 @@ def test_report_serve_answers_over_a_socket(report_run):
 def test_a_failing_run_writes_a_report_that_shows_where_it_stopped(tmp_path, tiny_checkpoint):
     data = tmp_path / "data"
     data.mkdir()
-    rows = "".join(f"{t}\t{label}\n" for t, label in sample_rows(60))
-    (data / "data.tsv").write_text("sentence\tlabel\n" + rows + "a new kind of label\t7\n",
-                                   encoding="utf-8")
+    write_labelled_tsv(data / "data.tsv", sample_rows(60) + [("a new kind of label", "7")])
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data),
                                **{"data.schema_path": CURATED_SCHEMA})
     code, out = run_cli(cli_args(overrides))

@@ -8,14 +8,7 @@ from cli.main import main
 from local import history, local_runner
 from local.scheduler import Scheduler
 from pipeline.config import load_config
-from tests.support.pipeline_runs import sample_rows, tiny_overrides
-
-
-def _write_span(data_dir, number: int, rows) -> None:
-    folder = os.path.join(data_dir, f"span-{number}")
-    os.makedirs(folder)
-    with open(os.path.join(folder, "reviews.tsv"), "w", encoding="utf-8") as f:
-        f.write("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+from tests.support.pipeline_runs import sample_rows, tiny_overrides, write_span
 
 
 def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_checkpoint,
@@ -31,13 +24,13 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     served = os.path.join(config.push_dir, "*")
     scheduler = Scheduler(config)
 
-    _write_span(data, 1, rows[:250])
+    write_span(data, 1, rows[:250])
     first = scheduler.tick()
     assert (first.action, first.reason, first.exit_code) == ("ran", "new span 1", 0)
     [v1] = glob.glob(served)
     assert scheduler.tick().action == "idle"  # nothing new, no cron time passed
 
-    _write_span(data, 2, rows[250:500])
+    write_span(data, 2, rows[250:500])
     second = scheduler.tick()
     assert (second.action, second.reason, second.exit_code) == ("ran", "new span 2", 0)
     [_, v2] = sorted(glob.glob(served))
@@ -59,7 +52,7 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     # span 3: nine in ten rows positive -> drift stops the run before training
     positive = [r for r in rows[500:] if r[1] == "1"][:180]
     negative = [r for r in rows[500:] if r[1] == "0"][:20]
-    _write_span(data, 3, positive + negative)
+    write_span(data, 3, positive + negative)
     with local_runner.run_lock(config):  # a tick while a run is active does nothing
         assert scheduler.tick().action == "busy"
     assert len(history.read(config.history_path)) == 2

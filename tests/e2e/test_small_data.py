@@ -5,7 +5,7 @@ redacted spans by name."""
 import html
 import re
 
-from tests.support.pipeline_runs import cli_args, run_cli, tiny_overrides
+from tests.support.pipeline_runs import cli_args, run_cli, tiny_overrides, write_labelled_tsv
 
 TICKETS = {"billing": 140, "login": 100, "shipping": 60, "refund": 42, "legal": 18}  # 360
 WORDS = {"billing": "invoice charged twice card payment", "login": "password reset account "
@@ -28,8 +28,7 @@ def test_small_five_class_run_says_what_is_wrong(tmp_path, tiny_checkpoint):
 
     data = tmp_path / "data"
     data.mkdir()
-    (data / "tickets.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in _tickets()), encoding="utf-8")
+    write_labelled_tsv(data / "tickets.tsv", _tickets())
     overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data), **{
         "data.schema_path": "", "eval.min_accuracy": 0.95})
     code, text = run_cli(cli_args(overrides))

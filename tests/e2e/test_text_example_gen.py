@@ -10,6 +10,7 @@ from tfx import v1 as tfx
 
 from pipeline.config import load_config
 from pipeline.pipeline import example_gen
+from tests.support.pipeline_runs import write_labelled_tsv
 from tests.support.tickets import _per_class, _tickets
 
 
@@ -65,7 +66,7 @@ def test_hash_split_keeps_every_row_once(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     rows = [(f"review number {i}", "pos" if i % 2 else "neg") for i in range(200)]
-    (data / "reviews.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in rows))
+    write_labelled_tsv(data / "reviews.tsv", rows)
     splits = _run_example_gen(tmp_path, **{"data.input_dir": str(data),
                                            "data.eval_fraction": "0.25", "data.split": "hash"})
     assert sorted(splits["train"] + splits["eval"]) == sorted(rows)

@@ -10,7 +10,7 @@ import pytest
 
 from local import local_runner, summary
 from pipeline.config import load_config
-from tests.support.pipeline_runs import sample_rows, tiny_overrides
+from tests.support.pipeline_runs import sample_rows, tiny_overrides, write_labelled_tsv
 
 UP_TO = "Transform"
 
@@ -18,8 +18,7 @@ UP_TO = "Transform"
 @pytest.fixture(scope="module")
 def reviews(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("data")
-    rows = "".join(f"{text}\t{label}\n" for text, label in sample_rows(120))
-    (folder / "reviews.tsv").write_text("sentence\tlabel\n" + rows, encoding="utf-8")
+    write_labelled_tsv(folder / "reviews.tsv", sample_rows(120))
     return str(folder)
 
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.support.paths import REPO
-from tests.support.pipeline_runs import sample_rows, tiny_overrides
+from tests.support.pipeline_runs import sample_rows, tiny_overrides, write_labelled_tsv
 
 BUILD = os.path.join(REPO, "kubeflow", "image", "build.sh")
 RUN = os.path.join(REPO, "kubeflow", "image", "run.sh")
@@ -236,10 +236,7 @@ def test_trainer_asked_for_an_accelerator_fails_clearly_in_the_cpu_image(image):
 
 
 def _write_data(folder) -> str:
-    folder.mkdir()
-    with open(folder / "reviews.tsv", "w", encoding="utf-8") as f:
-        f.write("sentence\tlabel\n")
-        f.writelines(f"{text}\t{label}\n" for text, label in sample_rows(240))
+    write_labelled_tsv(folder / "reviews.tsv", sample_rows(240))
     return str(folder)
 
 

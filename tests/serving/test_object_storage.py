@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.support.object_storage import local_entries, span_tsv
+from tests.support.object_storage import local_entries
 from tests.support.paths import CURATED_SCHEMA
-from tests.support.pipeline_runs import sample_rows
+from tests.support.pipeline_runs import labelled_tsv, sample_rows
 
 
 @pytest.mark.storage
@@ -21,11 +21,11 @@ def test_each_custom_components_file_io_runs_on_the_bucket(s3, tiny_checkpoint, 
 
     bucket = s3.bucket("component-io")
     rows = sample_rows(600)
-    s3.put(bucket, "data/span-1/reviews.tsv", span_tsv(rows[:200]))
-    s3.put(bucket, "data/span-2/reviews.tsv", span_tsv(rows[200:400]))
+    s3.put(bucket, "data/span-1/reviews.tsv", labelled_tsv(rows[:200]))
+    s3.put(bucket, "data/span-2/reviews.tsv", labelled_tsv(rows[200:400]))
     drifted = [r for r in rows[400:] if r[1] == "1"][:90] + \
         [r for r in rows[400:] if r[1] == "0"][:10]
-    s3.put(bucket, "data/span-3/reviews.tsv", span_tsv(drifted))
+    s3.put(bucket, "data/span-3/reviews.tsv", labelled_tsv(drifted))
     with open(CURATED_SCHEMA, "rb") as f:
         s3.put(bucket, "artifacts/schema/schema.pbtxt", f.read())
     model = export_half_plus_two(str(tmp_path / "model"), 1)

@@ -91,10 +91,6 @@ class S3Server:
         self._log.close()
 
 
-def span_tsv(rows) -> str:
-    return "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)
-
-
 def local_entries(folder: str) -> list:
     """Every file and folder under ``folder``, relative to it."""
     return sorted(os.path.relpath(os.path.join(d, n), folder)

@@ -2,6 +2,7 @@
 run in-process."""
 import contextlib
 import io
+import os
 
 from tests.support.paths import SAMPLE
 
@@ -11,6 +12,24 @@ def sample_rows(n: int, offset: int = 0) -> list:
     with open(SAMPLE, encoding="utf-8") as f:
         lines = f.read().splitlines()[1 + offset: 1 + offset + n]
     return [tuple(line.split("\t")) for line in lines]
+
+
+def labelled_tsv(rows) -> str:
+    """(text, label) rows as the text of a TSV file with the sample's header."""
+    return "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)
+
+
+def write_labelled_tsv(path, rows) -> str:
+    """Writes ``labelled_tsv(rows)`` to ``path``, making its folders; returns the path."""
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(labelled_tsv(rows))
+    return str(path)
+
+
+def write_span(data_dir, number: int, rows) -> str:
+    """Writes ``rows`` as span ``number`` (``span-{SPAN}``) of ``data_dir``."""
+    return write_labelled_tsv(os.path.join(data_dir, f"span-{number}", "reviews.tsv"), rows)
 
 
 def tiny_overrides(tmp_path, checkpoint: str, input_dir: str, **extra) -> dict:
