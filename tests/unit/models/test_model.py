@@ -1,5 +1,9 @@
 """Training set-up (models/model.py): hardware choice, learning-rate schedule, optimizer,
 float32 export of a mixed-precision or partly frozen model."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -112,6 +116,47 @@ def test_layer_lr_decay_scales_each_layers_update_and_weight_decay():
         np.testing.assert_allclose(variable.numpy(), 1 - 0.1 * rate * scale, rtol=1e-5)
     assert float(optimizer.learning_rate) == pytest.approx(rate)  # logged unscaled
     assert type(model.make_optimizer(ModelHParams(), 100)) is tf.keras.optimizers.AdamW
+
+
+def test_layer_lr_decay_scales_each_replicas_update_under_mirrored_strategy():
+    """The same two steps as above, in a fresh process with two CPU replicas: the update runs
+    through the strategy's per-variable update (as in multi-GPU and multi-worker training),
+    inside a tf.function as Keras's fit runs it."""
+    script = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from models import model
+from models.hparams import ModelHParams
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+names = ["bert/encoder/layer_._0/output/dense/kernel",
+         "bert/encoder/layer_._1/output/dense/kernel", "classifier/kernel"]
+with strategy.scope():
+    optimizer = model.make_optimizer(ModelHParams(
+        layer_lr_decay=0.5, learning_rate=1e-2, warmup_fraction=0.0, weight_decay=0.1),
+        total_steps=100, num_layers=2)
+    trained = [tf.Variable(tf.zeros([3]), name=f"m/{name}") for name in names]
+    decayed = [tf.Variable(tf.ones([3]), name=f"d/{name}") for name in names]
+@tf.function
+def step():
+    strategy.run(lambda: optimizer.apply_gradients(
+        [(tf.ones([3]), v) for v in trained] + [(tf.zeros([3]), v) for v in decayed]))
+for _ in range(2):
+    step()
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "trained": [float(v.numpy()[0]) for v in trained],
+                  "decayed": [float(v.numpy()[0]) for v in decayed]}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    rate = 1e-2 * 99 / 100
+    assert result["replicas"] == 2
+    np.testing.assert_allclose(result["trained"], [-rate * s for s in (0.25, 0.5, 1.0)],
+                               rtol=1e-3)
+    np.testing.assert_allclose(result["decayed"], [1 - 0.1 * rate * s for s in (0.25, 0.5, 1.0)],
+                               rtol=1e-5)
 
 
 def test_layer_lr_decay_out_of_range_names_the_setting():
