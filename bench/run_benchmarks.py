@@ -92,6 +92,24 @@ def bench_main_job(_args) -> None:
                        "summary": first["summary"]})
 
 
+def bench_pooling(_args) -> None:
+    """The main job with the classifier on BERT's pooler ([CLS]) and on the mean of the
+    token vectors (model.pooling), one after the other: SST-2 dev, eval split, wall."""
+    runs = {}
+    for pooling in ("cls", "mean"):
+        run = run_pipeline(f"pooling_{pooling}", "--model.pooling", pooling)
+        runs[pooling] = {"wall_seconds": run["wall_seconds"], "exit_code": run["exit_code"],
+                         "sst2_dev_accuracy": score_dev(run["root"]) if run["exit_code"] == 0
+                         else None,
+                         "eval_accuracy": _overall(run["summary"], "sparse_categorical_accuracy"),
+                         "summary": run["summary"]}
+    write("main_job_pooling", {
+        "runs": runs,
+        "dev_mean_minus_cls": None if None in (runs["mean"]["sst2_dev_accuracy"],
+                                               runs["cls"]["sst2_dev_accuracy"])
+        else round(runs["mean"]["sst2_dev_accuracy"] - runs["cls"]["sst2_dev_accuracy"], 4)})
+
+
 def bench_full(args) -> None:
     train_dir = os.path.join(WORK, "full_data")
     os.makedirs(train_dir, exist_ok=True)
@@ -601,7 +619,7 @@ def main() -> None:
     parser.add_argument("which", nargs="*", default=["main_job", "trainer"],
                         choices=["main_job", "trainer", "full", "tokenizer", "serving",
                                  "retrain", "request_cost", "mrpc", "truncation",
-                                 "storage"])
+                                 "storage", "pooling"])
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="Seconds per serving measurement.")
     parser.add_argument("--model_base_path", default="",
@@ -622,6 +640,7 @@ def main() -> None:
     os.makedirs(WORK, exist_ok=True)
     for name in args.which:
         {"main_job": bench_main_job, "trainer": bench_trainer, "full": bench_full,
+         "pooling": bench_pooling,
          "tokenizer": bench_tokenizer, "serving": bench_serving,
          "retrain": bench_retrain, "request_cost": bench_request_cost,
          "mrpc": bench_mrpc, "truncation": bench_truncation,

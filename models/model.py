@@ -191,10 +191,14 @@ class LayerwiseAdamW(tf.keras.optimizers.AdamW):
 
 def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
                      checkpoint_dir: str, multi_label: bool = False):
-    """Loads the checkpoint and compiles it for fine-tuning (call inside a strategy scope):
-    softmax over the classes, or (``multi_label``) one sigmoid per label."""
-    model = without_autograph(checkpoint.load_classifier(checkpoint_dir, num_labels,
-                                                         hparams.dropout))
+    """Loads the checkpoint, its head reading ``model.pooling`` (models/pooling.py), and
+    compiles it for fine-tuning (call inside a strategy scope): softmax over the classes,
+    or (``multi_label``) one sigmoid per label."""
+    from models.pooling import resolve_pooling
+
+    model = without_autograph(checkpoint.load_classifier(
+        checkpoint_dir, num_labels, hparams.dropout,
+        resolve_pooling(hparams.pooling, checkpoint_dir)))
     model.bert.embeddings.trainable = not hparams.freeze_embeddings
     if multi_label:
         loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)

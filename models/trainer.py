@@ -12,7 +12,8 @@ import tensorflow_transform as tft
 
 from models import (autograph, checkpoint, dataset, distribution, export, model as model_lib,
                     training_progress, warm_start)
-from models.hparams import ModelHParams, Task
+from models.hparams import POOLING_WORDS, ModelHParams, Task
+from models.pooling import pooling_of
 from serving import contract
 
 TOP_PROBABILITY_ROWS = 512  # eval rows the undertraining hint's probabilities come from
@@ -178,7 +179,9 @@ def run_fn(fn_args) -> None:
                                                 steps_per_epoch * epochs, checkpoint_dir,
                                                 multi_label=task.multi_label)
         started_from = _start_weights(classifier, hparams, fn_args, label_names)
-    logging.info("Training starts %s", started_from)
+    pooling = pooling_of(classifier)
+    logging.info("Training starts %s; the classifier reads %s", started_from,
+                 POOLING_WORDS[pooling])
     throughput, loss_trend = Throughput(global_batch), training_progress.LossTrend()
     callbacks = [throughput, loss_trend]
     if cluster:  # a restarted replica resumes from the last backup, not from step 0
@@ -208,6 +211,7 @@ def run_fn(fn_args) -> None:
                                                for i, w in class_weight.items()},
              "unknown_share": unknown_share, "unknown_share_limit": limit,
              "checkpoint": hparams.checkpoint, "hparams": hparams.to_dict(),
+             "pooling": pooling,
              "final": {k: float(v[-1]) for k, v in history.history.items()},
              # what local/small_data.py reads for its undertraining hint
              "first_loss": loss_trend.first, "last_loss": loss_trend.last,
@@ -231,7 +235,7 @@ def run_fn(fn_args) -> None:
         export_dir,
         model_info={"checkpoint": hparams.checkpoint,
                     "max_seq_length": hparams.max_seq_length,
-                    "truncation": hparams.truncation,
+                    "truncation": hparams.truncation, "pooling": pooling,
                     "text_pair": task.text_pair, "multi_label": task.multi_label,
                     **({"threshold": hparams.threshold} if task.multi_label else {}),
                     "precision": precision, "started_from": started_from,

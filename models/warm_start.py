@@ -6,6 +6,7 @@ from what the previous model learnt (new labels keep their fresh initialisation)
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -14,6 +15,8 @@ import tensorflow as tf
 
 from models import export
 from models.model import weight_key
+from models.hparams import POOLING_WORDS
+from models.pooling import pooling_of
 from serving import contract
 
 CLASSIFIER_PREFIX = "classifier/"
@@ -45,6 +48,18 @@ def saved_weights(base) -> list:
     return list(found.values())
 
 
+def _refuse_other_pooling(classifier, base_model_dir: str) -> None:
+    """A classifier trained on another pooling's vectors does not fit this one's."""
+    info_path = os.path.join(base_model_dir, contract.ASSETS_EXTRA, contract.MODEL_INFO_FILE)
+    base = "cls"  # models exported before model.pooling read BERT's pooler
+    if tf.io.gfile.exists(info_path):
+        with tf.io.gfile.GFile(info_path) as f:
+            base = json.load(f).get("pooling", "cls")
+    if base != pooling_of(classifier):
+        raise ValueError(f"the base model {base_model_dir} reads {POOLING_WORDS[base]}, "
+                         f"this run reads {POOLING_WORDS[pooling_of(classifier)]} (model.pooling)")
+
+
 def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str]) -> str:
     """Loads ``base_model_dir``'s weights into ``classifier``; returns what was done.
 
@@ -53,6 +68,7 @@ def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str])
     """
     import tensorflow_text  # noqa: F401  (ops of the saved tokenizer)
 
+    _refuse_other_pooling(classifier, base_model_dir)
     saved = {weight_key(v.name): v for v in saved_weights(tf.saved_model.load(base_model_dir))}
     base_labels = read_base_labels(base_model_dir)
     for variable in classifier.weights:

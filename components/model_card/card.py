@@ -11,6 +11,7 @@ import os
 from typing import Optional, Sequence
 
 from components.eval_results import Evaluation, label_of
+from models.hparams import POOLING_WORDS
 from serving.contract import ASSETS_EXTRA, MODEL_CARD_FILE
 
 CARD_FILE = os.path.join(ASSETS_EXTRA, MODEL_CARD_FILE)  # inside the SavedModel folder
@@ -151,6 +152,8 @@ def _inputs(contract: dict) -> list:
 def _training(training: dict) -> list:
     lines = ["## Training", "",
              f"Training started {training.get('started_from', 'from an unknown point')}."]
+    if training.get("pooling") in POOLING_WORDS:
+        lines[-1] += f" The classifier reads {POOLING_WORDS[training['pooling']]}."
     figures = [[label, _number(training[key])] for key, label in TRAINING_FIGURES
                if training.get(key) is not None]
     figures += [[f"final {name}", _number(value)]

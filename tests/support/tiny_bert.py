@@ -22,3 +22,18 @@ def make_tiny_checkpoint(path: str) -> str:
     model(model.dummy_inputs)
     model.save_pretrained(path)
     return path
+
+
+def build_in_precision(hparams, checkpoint_dir: str, total_steps: int = 4):
+    """``models.model.build_classifier`` (2 labels) under ``hparams.precision``'s Keras
+    policy, the global policy back to float32 afterwards."""
+    import tensorflow as tf
+
+    from models import model
+
+    tf.keras.mixed_precision.set_global_policy(hparams.precision)
+    try:
+        return model.build_classifier(hparams, 2, total_steps=total_steps,
+                                      checkpoint_dir=checkpoint_dir)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")

@@ -92,6 +92,9 @@ def test_per_class_table_confusion_matrix_and_unknown_share_warning():
     assert "NOT BLESSED\n  - macro_f1 0.4737 is below the lower bound 0.7000" in text
     quiet = RunSummary("p", unknown_share=0.001, unknown_share_limit=0.05).format()
     assert "[UNK] word pieces: 0.1%" in quiet and "WARNING" not in quiet
+    assert "classifier reads" not in quiet  # no Trainer stats: nothing said
+    assert ("The classifier reads the mean of the token vectors (model.pooling)"
+            in RunSummary("p", pooling="mean").format())
 
 
 def test_the_gated_metric_is_read_from_the_pipeline():

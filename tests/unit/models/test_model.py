@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from models import checkpoint, model
 from models.hparams import ModelHParams
+from tests.support.tiny_bert import build_in_precision
 
 
 def test_cpu_gets_the_default_strategy_and_bfloat16_where_it_has_the_instructions(
@@ -62,13 +63,8 @@ def test_mixed_precision_model_is_exported_in_float32(tiny_checkpoint):
 
 
 def test_frozen_embeddings_stay_fixed_and_export_keeps_every_weight(tiny_checkpoint):
-    hparams = ModelHParams(freeze_embeddings=True, learning_rate=1e-2, precision="mixed_bfloat16")
-    tf.keras.mixed_precision.set_global_policy(hparams.precision)
-    try:
-        classifier = model.build_classifier(hparams, 2, total_steps=4,
-                                            checkpoint_dir=tiny_checkpoint)
-    finally:
-        tf.keras.mixed_precision.set_global_policy("float32")
+    classifier = build_in_precision(ModelHParams(
+        freeze_embeddings=True, learning_rate=1e-2, precision="mixed_bfloat16"), tiny_checkpoint)
     before = {v.name: v.numpy() for v in classifier.weights}
     inputs = {"input_ids": tf.constant([[101, 2307, 3185, 102]] * 4),
               "attention_mask": tf.ones([4, 4], tf.int32)}

@@ -45,7 +45,7 @@ def _facts(evaluation, gate, blessed) -> card.CardFacts:
                             scripts=executor.script_shares(["a b", "影"]),
                             scripts_sample=2, unknown_share=0.0123),
         training={"started_from": "from the checkpoint tiny", "checkpoint": "tiny",
-                  "steps": 10, "train_examples": 160, "examples_per_second": 52.25,
+                  "pooling": "cls", "steps": 10, "train_examples": 160, "examples_per_second": 52.25,
                   "final": {"loss": 0.5}, "hparams": {"learning_rate": 5e-05, "epochs": 1.0,
                                                       "dropout": None}},
         evaluation=evaluation, gate=gate, blessed=blessed,
@@ -83,7 +83,8 @@ def test_card_shows_tfma_metrics_slices_classes_and_the_gate(tmp_path):
     assert "- Scripts (letters of 2 training texts): LATIN 66.7%, CJK 33.3%" in text
     assert "- [UNK] word pieces: 1.2%" in text
     assert "- No baseline (no model was blessed before)" in text
-    assert "Training started from the checkpoint tiny." in text
+    assert ("Training started from the checkpoint tiny. The classifier reads BERT's pooler "
+            "on [CLS]." in text)
     assert "| learning_rate | 5e-05 |" in text and "| dropout | - |" in text
     assert "| examples/s | 52.2500 |" in text
     assert "## Intended use\n\nRouting | support tickets" in text
