@@ -4,7 +4,10 @@ The span's one file is written for the pipeline's own reader settings (``data.*`
 format, the file name ``data.file_pattern`` takes, the header or ``data.column_names``,
 the text, pair and label columns (a text is put whole in the first of several text
 columns, the others left empty, as the reader joins them); then read back with that
-reader, so a span that would read differently from what was corrected is never left.
+reader, so a span that would read differently from what was corrected is never left. A
+correction the settings cannot hold as written (an empty text, a text over the reader's
+field limit, a comma in an unquoted CSV file) is left out, with a warning naming its
+prediction id, and stays waiting; the others are exported.
 
 Tested in tests/unit/local/test_feedback_span.py.
 """
@@ -17,17 +20,20 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from components.text_example_gen.files import list_spans
-from components.text_example_gen.parsing import (ReaderConfig, column_refs, detect_format,
-                                                 read_file)
+from components.text_example_gen.parsing import (InputDataError, ReaderConfig, column_refs,
+                                                 detect_format, parse, read_file)
 from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl
 
-_LINE_BREAKS = str.maketrans({"\t": " ", "\r": " ", "\n": " "})
+if TYPE_CHECKING:
+    from pipeline.config import DataConfig
+
+_TABS_AND_LINE_BREAKS = str.maketrans({"\t": " ", "\r": " ", "\n": " "})
 
 
-def export_span(feedback_dir: str, data, min_rows: int = 1) -> Optional[str]:
+def export_span(feedback_dir: str, data: "DataConfig", min_rows: int = 1) -> Optional[str]:
     """Writes corrected texts as the next span of ``data`` (a ``DataConfig``: input_dir,
     span_pattern, the reader settings) once at least ``min_rows`` are waiting; returns
     the folder, or None. With ``data.text_pair_column`` (sentence pairs), rows recorded
@@ -35,26 +41,25 @@ def export_span(feedback_dir: str, data, min_rows: int = 1) -> Optional[str]:
 
     The span appears complete (written aside, read back, then renamed) or not at all;
     exported ids are remembered, so no correction is used twice (a later correction of an
-    exported id is not used). Files are only ever appended to, so a server writing at the
+    exported id is not used), and an export killed at any point is finished or undone by
+    the next (``_recover``). Files are only ever appended to, so a server writing at the
     same time loses nothing; a record it is writing, or a torn one, is skipped
     (``read_jsonl``). Several labels (multi-label corrections) are joined with
     ``data.label_delimiter``. With ``data.quoting`` none, tabs and line breaks in a text
-    become spaces (the tokenizer reads them alike); a text holding the CSV delimiter then
-    cannot be written and is left out, with a warning.
+    become spaces (the tokenizer reads them alike). A row the reader would not read back
+    as written is left out, with a warning naming its prediction id.
     """
     name = data.feedback_file()  # refuses settings no feedback span fits
-    reader = ReaderConfig(**data.reader_settings())
+    reader, fmt = data.reader_config(), detect_format(name, data.file_format)
     exported_path = os.path.join(feedback_dir, EXPORTED)
-    done = set()
-    if os.path.exists(exported_path):
-        with open(exported_path, encoding="utf-8") as f:
-            done = {line.strip() for line in f}
+    _recover(feedback_dir, data.input_dir)
+    done = _exported(exported_path)
     latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
               if c["id"] not in done}  # the last correction of an id wins
     rows = {p["id"]: _row(p, latest[p["id"]], reader)
             for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
             if p["id"] in latest and ("text_pair" in p) == reader.text_pair}
-    rows = _writable(rows, detect_format(name, reader.file_format), reader)
+    rows = _writable(rows, name, fmt, reader)
     if len(rows) < max(1, min_rows):
         return None
     ids = sorted(rows)  # only the rows exported: a correction whose prediction is gone
@@ -62,24 +67,77 @@ def export_span(feedback_dir: str, data, min_rows: int = 1) -> Optional[str]:
     number = spans[-1][0] + 1 if spans else 1
     folder = os.path.join(data.input_dir, data.span_pattern.replace("{SPAN}", str(number)))
     os.makedirs(data.input_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".feedback-", dir=data.input_dir)
-    try:  # on any failure (a full disk): no span, no leftovers, no id marked exported
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=data.input_dir)
+    pending = os.path.join(feedback_dir, PENDING)
+    try:  # on any failure before the rename (a full disk): no span, no id marked exported
         path = os.path.join(staging, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="") as f:
-            f.write(_file_text([rows[i] for i in ids], detect_format(name, reader.file_format),
-                               reader))
-        _check_reads_back(path, [rows[i] for i in ids], reader)
-        size = append(exported_path, "".join(i + "\n" for i in ids).encode())
-        try:
-            os.rename(staging, folder)
-        except BaseException:
-            os.truncate(exported_path, size)
-            raise
+            f.write(_file_text([rows[i] for i in ids], fmt, reader))
+        _check_reads_back(path, ids, [rows[i] for i in ids], reader)
+        _write_aside(pending, json.dumps({"staging": staging, "ids": ids}))
+        os.rename(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if os.path.exists(pending):
+            os.remove(pending)
         raise
+    _mark_exported(exported_path, pending, ids)  # fails (a full disk): the next one does it
     return folder
+
+
+STAGING_PREFIX = ".feedback-"  # in data.input_dir: a span being written
+PENDING = ".exporting.json"  # in the feedback folder: the export under way (staging, ids)
+
+
+def _exported(exported_path: str) -> set:
+    if not os.path.exists(exported_path):
+        return set()
+    with open(exported_path, encoding="utf-8") as f:
+        return {line.strip() for line in f}
+
+
+def _mark_exported(exported_path: str, pending: str, ids: list) -> None:
+    """Appends the ``ids`` not yet marked, then drops the record of the export."""
+    done = _exported(exported_path)
+    append(exported_path, "".join(i + "\n" for i in ids if i not in done).encode())
+    os.remove(pending)
+
+
+def _recover(feedback_dir: str, input_dir: str) -> None:
+    """Finishes or undoes an export that was killed: its span already renamed into place
+    gets its ids marked exported; a span still being written is removed (its rows stay
+    waiting); so is any staging folder no export record names."""
+    pending = os.path.join(feedback_dir, PENDING)
+    if os.path.exists(pending):
+        with open(pending, encoding="utf-8") as f:
+            record = json.load(f)
+        if os.path.exists(record["staging"]):
+            shutil.rmtree(record["staging"])
+            os.remove(pending)
+        else:
+            _mark_exported(os.path.join(feedback_dir, EXPORTED), pending, record["ids"])
+            logging.warning("feedback: finished marking %d rows of an interrupted export",
+                            len(record["ids"]))
+    if os.path.isdir(input_dir):
+        for leftover in os.listdir(input_dir):
+            if leftover.startswith(STAGING_PREFIX):
+                shutil.rmtree(os.path.join(input_dir, leftover))
+
+
+def _write_aside(path: str, text: str) -> None:
+    """``text`` as ``path``, whole or not at all (written aside, then renamed)."""
+    aside = path + ".tmp"
+    try:
+        with open(aside, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(aside, path)
+    except BaseException:
+        if os.path.exists(aside):
+            os.remove(aside)
+        raise
 
 
 def _row(prediction: dict, label, reader: ReaderConfig) -> tuple:
@@ -98,23 +156,34 @@ def _label_field(label, delimiter: str) -> str:
     return delimiter.join(label)
 
 
-def _writable(rows: dict, fmt: str, reader: ReaderConfig) -> dict:
-    """``rows`` as the file can hold them: unquoted fields without tabs or line breaks,
-    and without a comma in a CSV file (those rows left out, with a warning)."""
-    if fmt == "jsonl" or reader.quoting == "csv":
-        return rows
-    clean = {i: tuple(None if v is None else v.translate(_LINE_BREAKS) for v in row)
-             for i, row in rows.items()}
-    kept = {i: row for i, row in clean.items()
-            if fmt == "tsv" or not any(v and "," in v for v in row)}
-    if len(kept) < len(clean):
-        logging.warning("%d corrected text(s) hold a comma, which a CSV file with "
-                        "data.quoting none cannot hold: left out of the feedback span "
-                        "(data.quoting csv can hold them)", len(clean) - len(kept))
+def _writable(rows: dict, name: str, fmt: str, reader: ReaderConfig) -> dict:
+    """The ``rows`` (by prediction id) the file can hold as they are: each written alone and
+    read back with the reader. Without quoting, tabs and line breaks become spaces first."""
+    if fmt != "jsonl" and reader.quoting == "none":
+        rows = {i: tuple(None if v is None else v.translate(_TABS_AND_LINE_BREAKS) for v in row)
+                for i, row in rows.items()}
+    kept = {i: row for i, row in rows.items() if _reads_back(row, name, fmt, reader)}
+    left_out = sorted(set(rows) - set(kept))
+    if left_out:
+        logging.warning(
+            "%d corrected text(s) cannot be written as the data.* reader settings read them "
+            "(an empty text, a text over the reader's field limit, or a comma in a CSV file "
+            "with data.quoting none): left out of the feedback span, still waiting; "
+            "prediction ids %s", len(left_out), ", ".join(left_out[:20]))
     return kept
 
 
+def _reads_back(row: tuple, name: str, fmt: str, reader: ReaderConfig) -> bool:
+    try:
+        records = parse(name, _file_text([row], fmt, reader).encode("utf-8"), reader)
+    except (InputDataError, csv.Error):
+        return False
+    return [(r.text, r.text_pair, r.label) for r in records] == [row]
+
+
 def _file_text(rows: list, fmt: str, reader: ReaderConfig) -> str:
+    """(text, pair, label) rows as the text of a ``fmt`` file the reader reads: JSON Lines,
+    or delimited with a header (or ``column_names``' order) and the reader's quoting."""
     text_keys, pair_keys = column_refs(reader.text_column), column_refs(reader.text_pair_column)
     label_key = column_refs(reader.label_column)[0]
     if fmt == "jsonl":
@@ -126,14 +195,20 @@ def _file_text(rows: list, fmt: str, reader: ReaderConfig) -> str:
             return json.dumps(values, ensure_ascii=False) + "\n"
         return "".join(obj(*row) for row in rows)
     columns = reader.column_names or list(dict.fromkeys(text_keys + pair_keys + [label_key]))
-    index = lambda ref: columns.index(ref) if ref in columns else int(ref)  # noqa: E731
+
+    def index(ref: str) -> int:  # names first, then 0-based positions, as the reader
+        return columns.index(ref) if ref in columns else int(ref)
+
     out = io.StringIO()
     delimiter = "\t" if fmt == "tsv" else ","
     if reader.quoting == "csv":
         writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
-    else:  # every field already free of the delimiter and line breaks (_writable)
-        writer = csv.writer(out, delimiter=delimiter, lineterminator="\n",
-                            quoting=csv.QUOTE_NONE, quotechar=None)
+        # a lone carriage return is a line end to the reader: quote every field of its row
+        quoted = csv.writer(out, delimiter=delimiter, lineterminator="\n",
+                            quoting=csv.QUOTE_ALL)
+    else:  # fields free of tabs and line breaks (_writable); a CSV comma fails read-back
+        writer = quoted = csv.writer(out, delimiter=delimiter, lineterminator="\n",
+                                     quoting=csv.QUOTE_NONE, quotechar=None)
     if not reader.column_names:
         writer.writerow(columns)
     for text, pair, label in rows:
@@ -142,17 +217,18 @@ def _file_text(rows: list, fmt: str, reader: ReaderConfig) -> str:
         if pair_keys:
             fields[index(pair_keys[0])] = pair
         fields[index(label_key)] = label
-        writer.writerow(fields)
+        (quoted if any("\r" in field for field in fields) else writer).writerow(fields)
     return out.getvalue()
 
 
-def _check_reads_back(path: str, rows: list, reader: ReaderConfig) -> None:
-    """Refuses a file the pipeline's reader would read as other texts or labels."""
+def _check_reads_back(path: str, ids: list, rows: list, reader: ReaderConfig) -> None:
+    """Refuses a file the pipeline's reader would read as other texts or labels (each row
+    alone read back already: this guards the rows together)."""
     records = [(r.text, r.text_pair, r.label) for r in read_file(path, reader)]
     if records != rows:  # the texts themselves stay out of the message (personal data)
         wrong = next((i for i, (got, want) in enumerate(zip(records, rows)) if got != want),
-                     min(len(records), len(rows)))
+                     min(len(records), len(rows) - 1))
         raise ValueError(
             f"the feedback span would not read back as written with the data.* reader "
-            f"settings ({len(records)} rows read of {len(rows)} written; row {wrong + 1} "
-            f"differs); nothing was exported")
+            f"settings ({len(records)} rows read of {len(rows)} written; first difference at "
+            f"prediction id {ids[wrong]}); nothing was exported")

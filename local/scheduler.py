@@ -84,7 +84,11 @@ class Scheduler:
         return export_span(schedule.feedback_dir, self.config.data, schedule.feedback_min_rows)
 
     def tick(self) -> Tick:
-        folder = self.collect_feedback()
+        try:
+            folder = self.collect_feedback()
+        except Exception:  # noqa: BLE001 - a failed export must not stop scheduled runs
+            logging.exception("feedback export failed: nothing exported, retried next tick")
+            folder = None
         if folder:
             logging.warning("feedback written as %s", folder)
         reason = self.due()

@@ -128,18 +128,18 @@ def is_lower_case(checkpoint_dir: str) -> bool:
 
 
 def load_classifier(checkpoint_dir: str, num_labels: int,
-                    dropout: Optional[float] = None, pooling: str = "cls"):
+                    dropout: Optional[float] = None, pooling: str = "auto"):
     """A ``TFBertForSequenceClassification`` with the checkpoint's encoder weights, its
-    head reading ``pooling`` (a resolved ``model.pooling``: cls or mean).
+    head reading ``pooling`` (``model.pooling``: auto, cls or mean; models/pooling.py).
 
     The classification head is newly initialised unless the checkpoint has one
     of the same size.
     """
     from transformers import BertConfig
 
-    from models.pooling import classifier_class
+    from models.pooling import classifier_class, resolve_pooling
 
-    model_class = classifier_class(pooling)
+    model_class = classifier_class(resolve_pooling(pooling, checkpoint_dir))
 
     overrides = {"num_labels": num_labels}
     if dropout is not None:

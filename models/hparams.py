@@ -50,14 +50,15 @@ class ModelHParams:
     weight_decay: float = dataclasses.field(default=0.01, metadata={
         "help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)."})
     layer_lr_decay: float = dataclasses.field(default=1.0, metadata={
-        "help": "Layer-wise learning-rate decay: the pooler and classifier train at "
-                "learning_rate, encoder layer i of n at learning_rate x decay^(n - i), the "
+        "help": "Layer-wise learning-rate decay: the head (classifier, and the pooler "
+                "where model.pooling reads it) trains at learning_rate, encoder layer i of n at learning_rate x decay^(n - i), the "
                 "embeddings at learning_rate x decay^(n + 1); 1 trains every layer alike."})
     pooling: str = dataclasses.field(default="auto", metadata={
         "help": "What the classifier reads: cls (BERT's pooler on the [CLS] vector, as "
                 "TFBertForSequenceClassification), mean (the mean of the token vectors, "
-                "as sentence-embedding checkpoints were trained) or auto (the checkpoint's "
-                "sentence-transformers 1_Pooling/config.json says; cls without one)."})
+                "as sentence-embedding checkpoints were trained) or auto (mean where the "
+                "checkpoint's sentence-transformers 1_Pooling/config.json names mean "
+                "pooling, else cls)."})
     dropout: Optional[float] = dataclasses.field(default=None, metadata={
         "help": "Override the checkpoint's hidden/attention dropout."})
     warm_start: bool = dataclasses.field(default=False, metadata={

@@ -194,11 +194,8 @@ def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
     """Loads the checkpoint, its head reading ``model.pooling`` (models/pooling.py), and
     compiles it for fine-tuning (call inside a strategy scope): softmax over the classes,
     or (``multi_label``) one sigmoid per label."""
-    from models.pooling import resolve_pooling
-
-    model = without_autograph(checkpoint.load_classifier(
-        checkpoint_dir, num_labels, hparams.dropout,
-        resolve_pooling(hparams.pooling, checkpoint_dir)))
+    model = without_autograph(checkpoint.load_classifier(checkpoint_dir, num_labels,
+                                                         hparams.dropout, hparams.pooling))
     model.bert.embeddings.trainable = not hparams.freeze_embeddings
     if multi_label:
         loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)

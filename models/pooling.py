@@ -12,6 +12,7 @@ Tested in tests/unit/models/test_pooling.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import tensorflow as tf
@@ -24,13 +25,22 @@ SENTENCE_TRANSFORMERS_POOLING = os.path.join("1_Pooling", "config.json")
 
 def checkpoint_pooling(checkpoint_dir: str) -> str:
     """``mean`` when the checkpoint's sentence-transformers pooling file says it was trained
-    on the mean of the token vectors, else ``cls`` (BERT's own pooler)."""
+    on the mean of the token vectors, else ``cls`` (BERT's own pooler; a warning when the
+    file names a pooling this project does not offer, such as max)."""
     path = os.path.join(checkpoint_dir, SENTENCE_TRANSFORMERS_POOLING)
     if not os.path.exists(path):
         return "cls"
     with open(path, encoding="utf-8") as f:
         modes = json.load(f)
-    return "mean" if modes.get("pooling_mode_mean_tokens") else "cls"
+    if modes.get("pooling_mode_mean_tokens"):
+        return "mean"
+    others = [mode for mode, on in modes.items() if on is True and mode.startswith(
+        "pooling_mode_") and mode != "pooling_mode_cls_token"]
+    if others:
+        logging.warning("%s names %s, which model.pooling does not offer: the classifier "
+                        "reads BERT's pooler on [CLS] (set model.pooling mean or cls to "
+                        "choose)", path, ", ".join(others))
+    return "cls"
 
 
 def resolve_pooling(pooling: str, checkpoint_dir: str) -> str:

@@ -156,15 +156,17 @@ def detect_format(path: str, configured: str = "auto") -> str:
 
 
 def data_file_name(stem: str, file_pattern: str, configured: str = "auto") -> str:
-    """A file name (``stem`` and an extension) the reader takes as data: it matches
-    ``file_pattern`` (data.file_pattern) and tells its format as ``configured``
-    (data.file_format) needs; raises ValueError naming the setting when none does."""
+    """A file name the reader takes as data: it matches ``file_pattern`` (data.file_pattern)
+    and tells its format as ``configured`` (data.file_format) needs; ``stem`` and an
+    extension where the pattern allows, else the pattern filled in ('reviews-*.csv' ->
+    'reviews-feedback.csv', 'data*' -> 'datafeedback.tsv'). ValueError naming the setting
+    when no name fits."""
     own = {fmt: ext for ext, fmt in reversed(_EXTENSIONS.items())}.get(configured)
-    candidates = [stem + ext for ext in dict.fromkeys([own or ".tsv"] + list(_EXTENSIONS))]
-    # the pattern itself, each wildcard filled in ('reviews-*.csv' -> 'reviews-feedback.csv')
-    candidates.append(re.sub(r"\[!?([^]]+)\]", lambda m: m.group(1)[0],
-                             file_pattern.replace("*", stem).replace("?", "x")))
-    for name in candidates:
+    extensions = list(dict.fromkeys([own or ".tsv"] + list(_EXTENSIONS)))
+    filled = re.sub(r"\[[^]]+\]", _class_member, file_pattern.replace("*", stem)
+                    .replace("?", "x"))
+    for name in [stem + ext for ext in extensions] + [filled] + [filled + ext
+                                                                 for ext in extensions]:
         if fnmatch.fnmatchcase(name, file_pattern):
             try:
                 detect_format(name, configured)
@@ -174,6 +176,13 @@ def data_file_name(stem: str, file_pattern: str, configured: str = "auto") -> st
     raise ValueError(
         f"no file name both matches data.file_pattern '{file_pattern}' and tells its "
         f"format (.csv, .tsv or .jsonl, or data.file_format set): widen data.file_pattern")
+
+
+def _class_member(match: "re.Match") -> str:
+    """A character that a glob's [...] class (as in ``match``) matches."""
+    return next((c for c in "abcdefghijklmnopqrstuvwxyz0123456789_-"
+                 + match.group(0).strip("[]!") if fnmatch.fnmatchcase(c, match.group(0))),
+                "x")
 
 
 def decode(path: str, data: bytes) -> str:

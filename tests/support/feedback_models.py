@@ -1,5 +1,5 @@
-"""A model that records redacted texts, and feedback rows written as the server writes
-them."""
+"""A model that records redacted texts, feedback rows written as the server writes them,
+and the data settings a feedback span is exported for."""
 import json
 import os
 import stat
@@ -7,8 +7,8 @@ import stat
 import tensorflow as tf
 
 from models.export import set_method_name
-from pipeline.config import DataConfig
 from models.redaction import Redactor
+from pipeline.config import DataConfig
 from tests.support.serving_models import CLASSIFY, TextLength
 
 

@@ -1,16 +1,21 @@
 """Feedback exported as a span (local/feedback_span.py): an export to a full disk leaves
 no span, and its retry exports each row once (a REAL full disk: a small tmpfs; ``mount``
-needs root); the span reads back with the pipeline's own reader settings, and settings
-no span fits are refused when the config loads."""
+needs root), and one killed (kill -9) at the span's rename is finished or undone by the
+next; the span reads back with the pipeline's own reader settings, rows that would not
+are left out, and settings no span fits are refused when the config loads."""
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from components.text_example_gen.parsing import read_file
 from local.feedback_span import export_span
 from pipeline.config import load_config
-from serving.feedback import EXPORTED, FeedbackLog
+from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, FeedbackLog
 from tests.support.feedback_models import feedback_data
+from tests.support.paths import REPO
 from tests.support.feedback_disks import fill
 
 
@@ -82,3 +87,63 @@ def test_data_settings_no_feedback_span_fits_are_refused_when_the_config_loads(t
         load(span_pattern="span-{SPAN}", file_pattern="*.txt")
     assert load(span_pattern="span-{SPAN}", file_pattern="*.txt",
                 file_format="tsv").data.feedback_file() == "feedback.txt"
+    for pattern, name in (("reviews*", "reviewsfeedback.tsv"), ("[!f]*.tsv", "afeedback.tsv"),
+                          ("part-[0-9]?.csv", "part-0x.csv")):
+        assert load(span_pattern="span-{SPAN}", file_pattern=pattern).data.feedback_file() \
+            == name
+
+
+def test_rows_the_reader_would_not_read_back_are_left_out_and_stay_waiting(tmp_path, caplog):
+    feedback, data = tmp_path / "feedback", tmp_path / "data"
+    log = FeedbackLog(str(feedback))
+    texts = ["a carriage\rreturn", " ", "x" * 200_000, "plain"]  # quoted; empty; too long
+    ids = log.record("clf", 1, texts, [[("short", 0.9), ("long", 0.1)]] * 4)
+    log.correct([{"id": i, "label": "long"} for i in ids])
+    config = feedback_data(data, text_column="text")
+
+    span = export_span(str(feedback), config)
+    records = read_file(os.path.join(span, "feedback.tsv"), config.reader_config())
+    assert sorted(r.text for r in records) == ["a carriage\rreturn", "plain"]
+    assert f"prediction ids {', '.join(sorted(ids[1:3]))}" in caplog.text
+    assert " " + "x" * 20 not in caplog.text  # ids, never the texts
+    assert export_span(str(feedback), config) is None  # still waiting, not exported
+    assert (feedback / EXPORTED).read_text().split() == sorted([ids[0], ids[3]])
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+import local.feedback_span as feedback_span
+from tests.support.feedback_models import feedback_data
+rename, after = os.rename, sys.argv[3] == "after"
+def killed_at_the_span_rename(source, target):
+    if os.path.basename(source).startswith(feedback_span.STAGING_PREFIX):
+        if after:
+            rename(source, target)
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(source, target)
+os.rename = killed_at_the_span_rename
+feedback_span.export_span(sys.argv[1], feedback_data(sys.argv[2], text_column="text"))
+"""
+
+
+@pytest.mark.parametrize("killed", ["before", "after"])
+def test_an_export_killed_at_the_span_rename_is_finished_or_undone_by_the_next(tmp_path,
+                                                                              killed):
+    """kill -9 just before or just after the span folder is renamed into place: the next
+    export removes the half-written span and exports its rows, or marks the rows of the
+    span already in place; either way each correction lands in exactly one span."""
+    feedback, data = tmp_path / "feedback", tmp_path / "data"
+    log = FeedbackLog(str(feedback))
+    ids = log.record("clf", 1, ["one text", "another"], [[("short", 0.9), ("long", 0.1)]] * 2)
+    log.correct([{"id": i, "label": "long"} for i in ids])
+    child = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(feedback), str(data),
+                            killed], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert os.path.isdir(data / "span-1") == (killed == "after")
+    assert not (feedback / EXPORTED).exists()  # killed before any id was marked
+
+    span = export_span(str(feedback), feedback_data(data, text_column="text"))
+    assert span == (None if killed == "after" else str(data / "span-1"))
+    assert sorted(os.listdir(data)) == ["span-1"]  # nothing half-written left, no 2nd span
+    assert sorted((feedback / EXPORTED).read_text().split()) == sorted(ids)
+    assert sorted(os.listdir(feedback)) == sorted([CORRECTIONS, EXPORTED, PREDICTIONS])

@@ -1,11 +1,16 @@
 """Local scheduler decisions (local/scheduler.py), no pipeline run here
-(tests/e2e/test_retraining.py runs the real pipeline through the scheduler)."""
+(tests/e2e/test_retraining.py runs the real pipeline through the scheduler); a failed
+feedback export does not stop a due run."""
 import datetime
+import os
 
 import pytest
 
 from local import history, local_runner
 from local.scheduler import Scheduler
+from local.summary import RunSummary
+from serving.feedback import FeedbackLog
+from tests.support.feedback_disks import fill
 from tests.support.schedules import _config, _entry
 
 
@@ -64,3 +69,28 @@ def test_loop_reports_a_failed_tick_and_goes_on(tmp_path, capsys):
     Scheduler(config, run=broken_run).loop(max_ticks=1)
     assert calls == ["new span 1"]
     assert capsys.readouterr().out.rstrip().endswith("error: OSError: disk full")
+
+
+def test_a_failed_feedback_export_is_logged_and_the_due_run_still_happens(small_disk, caplog):
+    """A REAL full disk under the data folder: the export fails, leaves no span, and the
+    run the new span asks for still starts."""
+    config = _config(small_disk, **{"schedule.feedback_dir": str(small_disk / "feedback"),
+                                    "schedule.feedback_min_rows": 1})
+    log = FeedbackLog(str(small_disk / "feedback"))
+    [prediction] = log.record("clf", 1, ["a text"], [[("0", 0.9), ("1", 0.1)]])
+    log.correct([{"id": prediction, "label": "1"}])
+    (small_disk / "data" / "span-1").mkdir(parents=True)
+    filler = fill(small_disk)
+    calls = []
+
+    def run(config, reason):
+        calls.append(reason)
+        return RunSummary("p", blessed=True)
+
+    try:
+        tick = Scheduler(config, run=run).tick()
+    finally:
+        os.remove(filler)
+    assert calls == ["new span 1"] and tick.action == "ran"
+    assert "feedback export failed: nothing exported" in caplog.text
+    assert sorted(os.listdir(small_disk / "data")) == ["span-1"]

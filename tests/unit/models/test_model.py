@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from models import checkpoint, model
 from models.hparams import ModelHParams
+from tests.support.paths import REPO
 from tests.support.tiny_bert import build_in_precision
 
 
@@ -144,9 +145,10 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                   "trained": [float(v.numpy()[0]) for v in trained],
                   "decayed": [float(v.numpy()[0]) for v in decayed]}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           cwd=REPO, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
     rate = 1e-2 * 99 / 100
     assert result["replicas"] == 2
     np.testing.assert_allclose(result["trained"], [-rate * s for s in (0.25, 0.5, 1.0)],

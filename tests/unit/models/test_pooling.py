@@ -18,7 +18,7 @@ from tests.support.tiny_bert import build_in_precision
 IDS = [[101, 2307, 3185, 102]]
 
 
-def test_auto_follows_the_checkpoints_own_pooling_file(tiny_checkpoint, tmp_path):
+def test_auto_follows_the_checkpoints_own_pooling_file(tiny_checkpoint, tmp_path, caplog):
     default = checkpoint.resolve_checkpoint_dir(DEFAULT_CHECKPOINT)  # all-MiniLM-L6-v2
     assert pooling.resolve_pooling("auto", default) == "mean"
     assert pooling.resolve_pooling("cls", default) == "cls"
@@ -26,9 +26,13 @@ def test_auto_follows_the_checkpoints_own_pooling_file(tiny_checkpoint, tmp_path
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "st")
     (folder / "1_Pooling").mkdir()
     for modes, expected in (({"pooling_mode_cls_token": True}, "cls"),
-                            ({"pooling_mode_mean_tokens": True}, "mean")):
+                            ({"pooling_mode_mean_tokens": True}, "mean"),
+                            ({"pooling_mode_max_tokens": True}, "cls")):
         (folder / "1_Pooling" / "config.json").write_text(json.dumps(modes))
         assert pooling.resolve_pooling("auto", str(folder)) == expected
+    assert "names pooling_mode_max_tokens, which model.pooling does not offer" in caplog.text
+    assert checkpoint.load_classifier(str(folder), 2).__class__.__name__ == (
+        "TFBertForSequenceClassification")  # load_classifier resolves auto itself
     with pytest.raises(ValueError, match="model.pooling must be one of auto, cls, mean"):
         ModelHParams(pooling="max")
 
