@@ -13,7 +13,9 @@ Tested in tests/unit/local/test_feedback_span.py.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
@@ -50,9 +52,20 @@ def export_span(feedback_dir: str, data: "DataConfig", min_rows: int = 1) -> Opt
     as written is left out, with a warning naming its prediction id.
     """
     name = data.feedback_file()  # refuses settings no feedback span fits
+    if not os.path.isdir(feedback_dir):
+        return None
+    with _export_lock(feedback_dir) as held:
+        if not held:
+            logging.warning("feedback: another export is under way in %s; not exporting",
+                            feedback_dir)
+            return None
+        _recover(feedback_dir, data.input_dir)
+        return _export(feedback_dir, data, name, min_rows)
+
+
+def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int) -> Optional[str]:
     reader, fmt = data.reader_config(), detect_format(name, data.file_format)
     exported_path = os.path.join(feedback_dir, EXPORTED)
-    _recover(feedback_dir, data.input_dir)
     done = _exported(exported_path)
     latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
               if c["id"] not in done}  # the last correction of an id wins
@@ -74,27 +87,51 @@ def export_span(feedback_dir: str, data: "DataConfig", min_rows: int = 1) -> Opt
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(_file_text([rows[i] for i in ids], fmt, reader))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before anything says it is exported
         _check_reads_back(path, ids, [rows[i] for i in ids], reader)
-        _write_aside(pending, json.dumps({"staging": staging, "ids": ids}))
+        _fsync_dir(os.path.dirname(path))
+        _write_aside(pending, json.dumps({"staging": staging, "span": folder, "file": name,
+                                          "ids": ids}))
         os.rename(staging, folder)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if os.path.exists(pending):
+        if os.path.exists(pending):  # first: a record whose span is gone must not survive
             os.remove(pending)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    _mark_exported(exported_path, pending, ids)  # fails (a full disk): the next one does it
+    _fsync_dir(data.input_dir)  # the rename on disk; then the ids (a failure: _recover)
+    _mark_exported(exported_path, pending, ids)
     return folder
 
 
 STAGING_PREFIX = ".feedback-"  # in data.input_dir: a span being written
-PENDING = ".exporting.json"  # in the feedback folder: the export under way (staging, ids)
+PENDING = ".exporting.json"  # in the feedback folder: the export under way (span, ids)
+LOCK = ".export.lock"  # in the feedback folder: one export at a time
+
+
+@contextlib.contextmanager
+def _export_lock(feedback_dir: str):
+    """Yields whether this process holds the feedback folder's export lock (not waited
+    for: a scheduler tick beside another simply skips its export)."""
+    fd = os.open(os.path.join(feedback_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _exported(exported_path: str) -> set:
+    """The ids marked exported: whole lines only (a torn last line is not marked)."""
     if not os.path.exists(exported_path):
         return set()
-    with open(exported_path, encoding="utf-8") as f:
-        return {line.strip() for line in f}
+    with open(exported_path, "rb") as f:
+        lines = f.read().split(b"\n")[:-1]  # the part after the last newline is torn
+    return {line.decode("utf-8").strip() for line in lines if line.strip()}
 
 
 def _mark_exported(exported_path: str, pending: str, ids: list) -> None:
@@ -105,24 +142,33 @@ def _mark_exported(exported_path: str, pending: str, ids: list) -> None:
 
 
 def _recover(feedback_dir: str, input_dir: str) -> None:
-    """Finishes or undoes an export that was killed: its span already renamed into place
-    gets its ids marked exported; a span still being written is removed (its rows stay
-    waiting); so is any staging folder no export record names."""
+    """Finishes or undoes an export that was stopped (killed, or a full disk): a span in
+    place gets its ids marked exported; otherwise the record goes and its rows stay
+    waiting. Staging folders left behind are removed (under the lock no export is
+    writing one)."""
     pending = os.path.join(feedback_dir, PENDING)
     if os.path.exists(pending):
         with open(pending, encoding="utf-8") as f:
             record = json.load(f)
-        if os.path.exists(record["staging"]):
-            shutil.rmtree(record["staging"])
-            os.remove(pending)
-        else:
+        if os.path.exists(os.path.join(record["span"], record["file"])) \
+                and not os.path.exists(record["staging"]):
             _mark_exported(os.path.join(feedback_dir, EXPORTED), pending, record["ids"])
-            logging.warning("feedback: finished marking %d rows of an interrupted export",
-                            len(record["ids"]))
+            logging.warning("feedback: marked the %d rows of %s exported (its export was "
+                            "stopped before it could)", len(record["ids"]), record["span"])
+        else:
+            os.remove(pending)
     if os.path.isdir(input_dir):
         for leftover in os.listdir(input_dir):
             if leftover.startswith(STAGING_PREFIX):
                 shutil.rmtree(os.path.join(input_dir, leftover))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_aside(path: str, text: str) -> None:
@@ -146,13 +192,13 @@ def _row(prediction: dict, label, reader: ReaderConfig) -> tuple:
             _label_field(label, reader.label_delimiter))
 
 
-def _label_field(label, delimiter: str) -> str:
-    """A correction's label as the label column holds it."""
+def _label_field(label, delimiter: str) -> Optional[str]:
+    """A correction's label as the label column holds it; None for several labels with
+    data.label_delimiter empty (the row cannot be written: _writable leaves it out)."""
     if isinstance(label, str):
         return label
     if len(label) > 1 and not delimiter:
-        raise ValueError(f"a correction has several labels {label}, but "
-                         "data.label_delimiter is empty: set it as the model was trained")
+        return None
     return delimiter.join(label)
 
 
@@ -167,13 +213,16 @@ def _writable(rows: dict, name: str, fmt: str, reader: ReaderConfig) -> dict:
     if left_out:
         logging.warning(
             "%d corrected text(s) cannot be written as the data.* reader settings read them "
-            "(an empty text, a text over the reader's field limit, or a comma in a CSV file "
-            "with data.quoting none): left out of the feedback span, still waiting; "
-            "prediction ids %s", len(left_out), ", ".join(left_out[:20]))
+            "(an empty text, a text over the reader's field limit, a comma in a CSV file "
+            "with data.quoting none, or several labels with data.label_delimiter empty): "
+            "left out of the feedback span, still waiting; prediction ids %s",
+            len(left_out), ", ".join(left_out[:20]))
     return kept
 
 
 def _reads_back(row: tuple, name: str, fmt: str, reader: ReaderConfig) -> bool:
+    if row[2] is None:  # no label field the settings can hold (_label_field)
+        return False
     try:
         records = parse(name, _file_text([row], fmt, reader).encode("utf-8"), reader)
     except (InputDataError, csv.Error):

@@ -5,7 +5,7 @@ With ``schedule.feedback_dir``, each tick first turns the model server's correct
 predictions into the next span. A tick then decides whether a run is due: a span newer than any the history has seen
 (with ``data.span_pattern``), or a cron time passed since the last run (missed
 times are not caught up one by one: one run covers them). A tick while another run
-holds the output root's lock does nothing.
+holds the output root's lock runs nothing (its feedback export still happens).
 """
 from __future__ import annotations
 

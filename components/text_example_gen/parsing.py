@@ -161,6 +161,9 @@ def data_file_name(stem: str, file_pattern: str, configured: str = "auto") -> st
     extension where the pattern allows, else the pattern filled in ('reviews-*.csv' ->
     'reviews-feedback.csv', 'data*' -> 'datafeedback.tsv'). ValueError naming the setting
     when no name fits."""
+    if "[^" in file_pattern:
+        raise ValueError(f"data.file_pattern '{file_pattern}': TensorFlow's glob reads [^...] "
+                         f"as 'not', Python's as '^ or ...'; write [!...]")
     own = {fmt: ext for ext, fmt in reversed(_EXTENSIONS.items())}.get(configured)
     extensions = list(dict.fromkeys([own or ".tsv"] + list(_EXTENSIONS)))
     filled = re.sub(r"\[[^]]+\]", _class_member, file_pattern.replace("*", stem)

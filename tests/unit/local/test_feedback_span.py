@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from components.text_example_gen.parsing import read_file
+from local import feedback_span
 from local.feedback_span import export_span
 from pipeline.config import load_config
 from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, FeedbackLog
@@ -87,6 +88,8 @@ def test_data_settings_no_feedback_span_fits_are_refused_when_the_config_loads(t
         load(span_pattern="span-{SPAN}", file_pattern="*.txt")
     assert load(span_pattern="span-{SPAN}", file_pattern="*.txt",
                 file_format="tsv").data.feedback_file() == "feedback.txt"
+    with pytest.raises(ValueError, match=r"TensorFlow's glob reads \[\^...\] as 'not'"):
+        load(span_pattern="span-{SPAN}", file_pattern="[^a]*.csv")
     for pattern, name in (("reviews*", "reviewsfeedback.tsv"), ("[!f]*.tsv", "afeedback.tsv"),
                           ("part-[0-9]?.csv", "part-0x.csv")):
         assert load(span_pattern="span-{SPAN}", file_pattern=pattern).data.feedback_file() \
@@ -114,24 +117,35 @@ KILLED_EXPORT = """
 import os, signal, sys
 import local.feedback_span as feedback_span
 from tests.support.feedback_models import feedback_data
-rename, after = os.rename, sys.argv[3] == "after"
+rename, remove, when = os.rename, os.remove, sys.argv[3]
 def killed_at_the_span_rename(source, target):
     if os.path.basename(source).startswith(feedback_span.STAGING_PREFIX):
-        if after:
+        if when == "failed":
+            raise OSError("the rename failed")
+        if when == "after":
             rename(source, target)
         os.kill(os.getpid(), signal.SIGKILL)
     rename(source, target)
-os.rename = killed_at_the_span_rename
+def killed_after(clean_up):  # "failed": killed after the clean-up's first step
+    def step(path, *args, **kwargs):
+        clean_up(path, *args, **kwargs)
+        if os.path.basename(path) == feedback_span.PENDING or os.path.basename(
+                path).startswith(feedback_span.STAGING_PREFIX):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return step
+os.rename, os.remove = killed_at_the_span_rename, killed_after(remove)
+feedback_span.shutil.rmtree = killed_after(feedback_span.shutil.rmtree)
 feedback_span.export_span(sys.argv[1], feedback_data(sys.argv[2], text_column="text"))
 """
 
 
-@pytest.mark.parametrize("killed", ["before", "after"])
+@pytest.mark.parametrize("killed", ["before", "after", "failed"])
 def test_an_export_killed_at_the_span_rename_is_finished_or_undone_by_the_next(tmp_path,
                                                                               killed):
-    """kill -9 just before or just after the span folder is renamed into place: the next
-    export removes the half-written span and exports its rows, or marks the rows of the
-    span already in place; either way each correction lands in exactly one span."""
+    """kill -9 just before or just after the span folder is renamed into place, or in the
+    clean-up of a rename that failed: the next export removes the half-written span and
+    exports its rows, or marks the rows of the span already in place; either way each
+    correction lands in exactly one span."""
     feedback, data = tmp_path / "feedback", tmp_path / "data"
     log = FeedbackLog(str(feedback))
     ids = log.record("clf", 1, ["one text", "another"], [[("short", 0.9), ("long", 0.1)]] * 2)
@@ -146,4 +160,18 @@ def test_an_export_killed_at_the_span_rename_is_finished_or_undone_by_the_next(t
     assert span == (None if killed == "after" else str(data / "span-1"))
     assert sorted(os.listdir(data)) == ["span-1"]  # nothing half-written left, no 2nd span
     assert sorted((feedback / EXPORTED).read_text().split()) == sorted(ids)
-    assert sorted(os.listdir(feedback)) == sorted([CORRECTIONS, EXPORTED, PREDICTIONS])
+    assert sorted(os.listdir(feedback)) == sorted([CORRECTIONS, EXPORTED, PREDICTIONS,
+                                                   feedback_span.LOCK])  # no pending record
+
+
+def test_an_export_beside_another_exports_nothing_until_the_other_ends(tmp_path, caplog):
+    feedback, data = tmp_path / "feedback", tmp_path / "data"
+    log = FeedbackLog(str(feedback))
+    [prediction] = log.record("clf", 1, ["a text"], [[("short", 0.9), ("long", 0.1)]])
+    log.correct([{"id": prediction, "label": "long"}])
+    config = feedback_data(data, text_column="text")
+    with feedback_span._export_lock(str(feedback)) as held:  # another export under way
+        assert held
+        assert export_span(str(feedback), config) is None
+    assert "another export is under way" in caplog.text and not data.exists()
+    assert export_span(str(feedback), config) == str(data / "span-1")
