@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Optional
 from components.text_example_gen.files import list_spans
 from components.text_example_gen.parsing import (InputDataError, ReaderConfig, column_refs,
                                                  detect_format, parse, read_file)
-from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl
+from serving.feedback import (CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl,
+                              rewrite, sync)
 
 if TYPE_CHECKING:
     from pipeline.config import DataConfig
@@ -87,25 +88,24 @@ def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int) -> 
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(_file_text([rows[i] for i in ids], fmt, reader))
-            f.flush()
-            os.fsync(f.fileno())  # on disk before anything says it is exported
+        sync(path)  # on disk before anything says it is exported
         _check_reads_back(path, ids, [rows[i] for i in ids], reader)
-        _fsync_dir(os.path.dirname(path))
-        _write_aside(pending, json.dumps({"staging": staging, "span": folder, "file": name,
-                                          "ids": ids}))
+        sync(os.path.dirname(path))
+        rewrite(pending, [{"staging": staging, "span": folder, "file": name, "ids": ids}],
+                durable=True)
         os.rename(staging, folder)
     except BaseException:
         if os.path.exists(pending):  # first: a record whose span is gone must not survive
             os.remove(pending)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(data.input_dir)  # the rename on disk; then the ids (a failure: _recover)
+    sync(data.input_dir)  # the rename on disk; then the ids (a failure: _recover)
     _mark_exported(exported_path, pending, ids)
     return folder
 
 
 STAGING_PREFIX = ".feedback-"  # in data.input_dir: a span being written
-PENDING = ".exporting.json"  # in the feedback folder: the export under way (span, ids)
+PENDING = ".exporting.jsonl"  # in the feedback folder: the export under way (span, ids)
 LOCK = ".export.lock"  # in the feedback folder: one export at a time
 
 
@@ -149,7 +149,7 @@ def _recover(feedback_dir: str, input_dir: str) -> None:
     pending = os.path.join(feedback_dir, PENDING)
     if os.path.exists(pending):
         with open(pending, encoding="utf-8") as f:
-            record = json.load(f)
+            record = json.load(f)  # written whole (rewrite)
         if os.path.exists(os.path.join(record["span"], record["file"])) \
                 and not os.path.exists(record["staging"]):
             _mark_exported(os.path.join(feedback_dir, EXPORTED), pending, record["ids"])
@@ -161,29 +161,6 @@ def _recover(feedback_dir: str, input_dir: str) -> None:
         for leftover in os.listdir(input_dir):
             if leftover.startswith(STAGING_PREFIX):
                 shutil.rmtree(os.path.join(input_dir, leftover))
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_aside(path: str, text: str) -> None:
-    """``text`` as ``path``, whole or not at all (written aside, then renamed)."""
-    aside = path + ".tmp"
-    try:
-        with open(aside, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(aside, path)
-    except BaseException:
-        if os.path.exists(aside):
-            os.remove(aside)
-        raise
 
 
 def _row(prediction: dict, label, reader: ReaderConfig) -> tuple:
@@ -227,7 +204,7 @@ def _reads_back(row: tuple, name: str, fmt: str, reader: ReaderConfig) -> bool:
         records = parse(name, _file_text([row], fmt, reader).encode("utf-8"), reader)
     except (InputDataError, csv.Error):
         return False
-    return [(r.text, r.text_pair, r.label) for r in records] == [row]
+    return _as_rows(records) == [row]
 
 
 def _file_text(rows: list, fmt: str, reader: ReaderConfig) -> str:
@@ -273,7 +250,7 @@ def _file_text(rows: list, fmt: str, reader: ReaderConfig) -> str:
 def _check_reads_back(path: str, ids: list, rows: list, reader: ReaderConfig) -> None:
     """Refuses a file the pipeline's reader would read as other texts or labels (each row
     alone read back already: this guards the rows together)."""
-    records = [(r.text, r.text_pair, r.label) for r in read_file(path, reader)]
+    records = _as_rows(read_file(path, reader))
     if records != rows:  # the texts themselves stay out of the message (personal data)
         wrong = next((i for i, (got, want) in enumerate(zip(records, rows)) if got != want),
                      min(len(records), len(rows) - 1))
@@ -281,3 +258,8 @@ def _check_reads_back(path: str, ids: list, rows: list, reader: ReaderConfig) ->
             f"the feedback span would not read back as written with the data.* reader "
             f"settings ({len(records)} rows read of {len(rows)} written; first difference at "
             f"prediction id {ids[wrong]}); nothing was exported")
+
+
+def _as_rows(records: list) -> list:
+    """The reader's records as the (text, pair, label) rows the export writes."""
+    return [(r.text, r.text_pair, r.label) for r in records]

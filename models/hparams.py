@@ -51,8 +51,9 @@ class ModelHParams:
         "help": "AdamW decoupled weight decay (not applied to biases and LayerNorm)."})
     layer_lr_decay: float = dataclasses.field(default=1.0, metadata={
         "help": "Layer-wise learning-rate decay: the head (classifier, and the pooler "
-                "where model.pooling reads it) trains at learning_rate, encoder layer i of n at learning_rate x decay^(n - i), the "
-                "embeddings at learning_rate x decay^(n + 1); 1 trains every layer alike."})
+                "where model.pooling reads it) trains at learning_rate, encoder layer i of "
+                "n at learning_rate x decay^(n - i), the embeddings at learning_rate x "
+                "decay^(n + 1); 1 trains every layer alike."})
     pooling: str = dataclasses.field(default="auto", metadata={
         "help": "What the classifier reads: cls (BERT's pooler on the [CLS] vector, as "
                 "TFBertForSequenceClassification), mean (the mean of the token vectors, "

@@ -120,7 +120,7 @@ def repair(path: str) -> None:
     removed = False
     if torn:
         try:
-            _rewrite(path, records)  # the tail goes too
+            rewrite(path, records)  # the tail goes too
             removed = True
         except OSError as error:
             log.warning("feedback: %s has %d torn lines, skipped when read; they could not "
@@ -139,14 +139,17 @@ def _lines(records: Sequence[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
 
 
-def _rewrite(path: str, records: Sequence[dict]) -> None:
-    """Writes ``records`` aside and renames them over ``path``; nothing left on failure."""
+def rewrite(path: str, records: Sequence[dict], durable: bool = False) -> None:
+    """Writes ``records`` aside and renames them over ``path``; nothing left on failure.
+    ``durable``: the new file is on disk (fsync) before it replaces the old."""
     staging = os.path.join(os.path.dirname(path),
                            f".{os.path.basename(path)}.{uuid.uuid4().hex}")
     try:
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             _write_all(fd, _lines(records))
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(staging, path)
@@ -154,6 +157,15 @@ def _rewrite(path: str, records: Sequence[dict]) -> None:
         if os.path.exists(staging):
             os.remove(staging)
         raise
+
+
+def sync(path: str) -> None:
+    """Flushes a file or a folder (its entries: a rename) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -241,7 +253,7 @@ class FeedbackLog:
         self._clock = clock
         self._dropped = 0  # records dropped since the last one stored (logged once)
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        for name in os.listdir(folder):  # a rewrite that a crash stopped (see _rewrite)
+        for name in os.listdir(folder):  # a rewrite that a crash stopped (see rewrite)
             if name.startswith((f".{PREDICTIONS}.", f".{CORRECTIONS}.")):
                 log.warning("feedback: removed %s, left by an interrupted rewrite",
                             self._path(name))
@@ -288,8 +300,8 @@ class FeedbackLog:
         kept = {r["id"] for r in predictions}
         corrections = [c for c in read_jsonl(self._path(CORRECTIONS)) if c["id"] in kept]
         try:
-            _rewrite(self._path(PREDICTIONS), predictions)
-            _rewrite(self._path(CORRECTIONS), corrections)
+            rewrite(self._path(PREDICTIONS), predictions)
+            rewrite(self._path(CORRECTIONS), corrections)
         except OSError as error:
             log.warning("feedback: retention rewrite of %s failed (%s); rows are kept until "
                         "a later write succeeds", self.folder, error)
