@@ -77,7 +77,9 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
     flags = ["--model_name", "m", "--model_base_path", base, "--grpc_max_threads", "64",
              "--rest_api_num_threads", "64", "--enable_batching",
              "--batching_parameters_file", BATCHING, f"--batch_by_length={by_length}",
-             f"--mixed_precision={'' if mode == 'float32' else mode}"]
+             f"--mixed_precision={'' if mode == 'float32' else mode}",
+             "--monitoring_config_file", os.path.join(REPO, "serving", "deploy",
+                                                      "monitoring.config")]
     result = {}
     with ServerProcess(flags) as server:
         target = Target("m")
@@ -92,10 +94,16 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                     call(text)
                 for clients in CLIENTS:
                     cpu_before = _process_cost(server.process.pid)[0]
+                    batches_before = _batches(server.rest_url)
                     load = _load_test(call, texts, clients, seconds)
                     load["server_cpu_ms_per_request"] = round(
                         1000 * (_process_cost(server.process.pid)[0] - cpu_before)
                         / max(load["requests"], 1), 2)
+                    batches = {k: v - batches_before.get(k, 0.0)
+                               for k, v in _batches(server.rest_url).items()}
+                    load["mean_batch_rows"] = round(
+                        batches["processed_batch_size_sum"]
+                        / max(batches["processed_batch_size_count"], 1), 1)
                     result[f"{transport}/{clients}"] = load
             if accuracy:
                 with open(os.path.join(_latest(base), "assets.extra", "labels.txt")) as f:
@@ -109,6 +117,26 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
     return result
 
 
+def default_base() -> str:
+    """The main job's model folder (the main_job benchmark's, else `make run`'s)."""
+    base = next((p for p in (os.path.join(WORK, "main_job", "serving_model", "bert_classifier"),
+                             os.path.join(REPO, "serving_model", "bert_classifier"))
+                 if os.path.isdir(p)), "")
+    if not base:
+        raise SystemExit("no model: run `make run` (or the main_job benchmark) first, or "
+                         "pass --model_base_path")
+    return base
+
+
+def _batches(rest_url: str) -> dict:
+    """The server's batching-session counts for predict_text (serving/metrics.py)."""
+    import requests
+
+    from serving.metrics import batching_figures
+    return batching_figures(requests.get(f"{rest_url}/monitoring/prometheus/metrics",
+                                         timeout=30).text, "predict_text")
+
+
 def _latest(base: str) -> str:
     return os.path.join(base, max((v for v in os.listdir(base) if v.isdigit()), key=int))
 
@@ -119,7 +147,7 @@ def _mean(runs: list) -> dict:
     for key in keys:
         out[key] = {field: round(sum(r[key][field] for r in runs) / len(runs), 2)
                     for field in ("requests_per_second", "p50_ms", "p99_ms", "errors",
-                                  "server_cpu_ms_per_request")}
+                                  "server_cpu_ms_per_request", "mean_batch_rows")}
     return out
 
 
@@ -130,13 +158,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--in_process", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    base = args.model_base_path or next(
-        (p for p in (os.path.join(WORK, "main_job", "serving_model", "bert_classifier"),
-                     os.path.join(REPO, "serving_model", "bert_classifier"))
-         if os.path.isdir(p)), "")
-    if not base:
-        raise SystemExit("no model: run `make run` (or the main_job benchmark) first, or "
-                         "pass --model_base_path")
+    base = args.model_base_path or default_base()
     if args.in_process:  # a child: one precision's ceiling, as JSON on the last line
         print(json.dumps(in_process(_latest(base), args.in_process, args.seconds)))
         return

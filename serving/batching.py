@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -77,6 +77,12 @@ class _Task:
     size: int
     result: Future  # cancelled when its caller gave up before a batch took it
     deadline: deadlines.Deadline = None
+    queued_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+# Told of every batch before it runs: the batcher's name, the batch's rows and each of its
+# requests' seconds in the queue (serving.metrics.Metrics.observe_batch).
+BatchObserver = Callable[[str, int, Sequence[float]], None]
 
 
 class QueueFull(Exception):
@@ -85,12 +91,14 @@ class QueueFull(Exception):
 
 class Batcher:
     """Runs ``fn`` on concatenated requests; ``fn`` maps batch-major tensors to the same
-    (under the batch's ``deadlines.scope``)."""
+    (under the batch's ``deadlines.scope``). ``observe``, if given, is told of each batch."""
 
     def __init__(self, fn: Callable[[Tensors], Tensors], params: BatchingParameters,
-                 name: str = "batcher"):
+                 name: str = "batcher", observe: Optional[BatchObserver] = None):
         self._fn = fn
         self._params = params
+        self._name = name
+        self._observe = observe
         self._tasks: "queue.Queue[_Task | None]" = queue.Queue(
             maxsize=params.max_enqueued_batches * params.max_batch_size)
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
@@ -160,6 +168,10 @@ class Batcher:
 
     def _run(self, batch: List[_Task]) -> None:
         try:
+            if self._observe:
+                now = time.monotonic()
+                self._observe(self._name, sum(t.size for t in batch),
+                              [now - t.queued_at for t in batch])
             deadline = (None if any(t.deadline is None for t in batch)
                         else max(t.deadline for t in batch))
             if len(batch) == 1:

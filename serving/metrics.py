@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import prometheus_client as prom
+from prometheus_client.parser import text_string_to_metric_families
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
 
@@ -36,7 +37,8 @@ def read_monitoring_config(path: str) -> str | None:
 
 
 class Metrics:
-    """Request counts and latencies per model, API and transport; model load events.
+    """Request counts and latencies per model, API and transport; model load events;
+    server-side batches (``--enable_batching``: their sizes and their requests' waits).
 
     Counts are exported as gauges that only go up: prometheus_client would append
     ``_total`` to a counter's name, and dashboards built for TF Serving expect its names.
@@ -60,6 +62,22 @@ class Metrics:
         self.loads = prom.Gauge(
             ":tensorflow:serving:model_load_count", "Model version state changes.",
             ["model_name", "state"], registry=self.registry)
+        # TF Serving's batching session metrics. Its processed_batch_size is a percentile
+        # sampler, which its Prometheus exporter leaves out; here it is a histogram.
+        self.batches = prom.Gauge(
+            ":tensorflow:serving:batching_session:wrapped_run_count",
+            "Total count of run calls on the wrapped session (server-side batches run).",
+            registry=self.registry)
+        self.batch_size = prom.Histogram(
+            ":tensorflow:serving:batching_session:processed_batch_size",
+            "Rows in each server-side batch, by batcher (model-version-signature).",
+            ["thread_pool_name"], registry=self.registry,
+            buckets=[2 ** i for i in range(11)])
+        self.queuing = prom.Histogram(
+            ":tensorflow:serving:batching_session:queuing_latency",
+            "Distribution of wall time spent (in microseconds) in queuing, by batcher.",
+            ["thread_pool_name"], registry=self.registry,
+            buckets=[100 * 1.2 ** i for i in range(52)])
         self.feedback_dropped = prom.Counter(  # exported as feedback_records_dropped_total
             "feedback_records_dropped", "Predictions answered but not recorded "
             "(--feedback_dir: a full disk, a failed write).", ["model_name"],
@@ -72,5 +90,30 @@ class Metrics:
         if rows:
             self.examples.labels(model).inc(rows)
 
+    def observe_batch(self, batcher: str, rows: int, queued_seconds) -> None:
+        """One server-side batch of ``rows``; each of its requests waited ``queued_seconds``."""
+        self.batches.inc()
+        self.batch_size.labels(batcher).observe(rows)
+        for seconds in queued_seconds:
+            self.queuing.labels(batcher).observe(seconds * 1e6)
+
     def exposition(self) -> bytes:
         return prom.generate_latest(self.registry)
+
+
+def batching_figures(exposition: str, signature: str) -> dict:
+    """The batching-session counts of one signature's batchers (every model and version)
+    from a metrics page: ``wrapped_run_count`` (all batchers), ``processed_batch_size_sum``
+    and ``_count``, ``queuing_latency_sum`` (microseconds) and ``_count``."""
+    prefix = ":tensorflow:serving:batching_session:"
+    figures: dict = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            batcher = sample.labels.get("thread_pool_name")
+            if not sample.name.startswith(prefix) or sample.name.endswith(
+                    ("_bucket", "_created")) or (batcher and not batcher.endswith(
+                        f"-{signature}")):
+                continue
+            key = sample.name[len(prefix):]
+            figures[key] = figures.get(key, 0.0) + sample.value
+    return figures

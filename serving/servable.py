@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving import contract, deadlines, lengths
-from serving.batching import BatchingParameters, Batcher, QueueFull
+from serving.batching import BatchingParameters, BatchObserver, Batcher, QueueFull
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
 
@@ -38,6 +38,7 @@ class LoadSettings:
     warmup_iterations: int = 1  # --num_request_iterations_for_warmup
     method_name_check: bool = False  # --enable_signature_method_name_check
     by_length: bool = True  # --batch_by_length: rows run in groups of similar length
+    observe_batch: Optional[BatchObserver] = None  # told of every server-side batch
 
 Tensors = Dict[str, np.ndarray]
 
@@ -100,7 +101,8 @@ class Servable:
             for key, fn in self._functions.items():
                 if _batchable(fn):
                     self._batchers[key] = Batcher(self._caller(key), self.settings.batching,
-                                                  name=f"{name}-{version}-{key}")
+                                                  name=f"{name}-{version}-{key}",
+                                                  observe=self.settings.observe_batch)
 
     # -- signatures -----------------------------------------------------------------------
     def signature(self, name: str) -> Tuple[str, meta_graph_pb2.SignatureDef]:

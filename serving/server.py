@@ -237,6 +237,7 @@ def build_service(args: argparse.Namespace):
             base_path = os.path.abspath(base_path)
         specs = [ModelSpec(args.model_name, base_path)]
     batching = None
+    metrics = Metrics()
     if args.enable_batching:
         batching = (BatchingParameters.from_file(args.batching_parameters_file)
                     if args.batching_parameters_file else BatchingParameters())
@@ -246,13 +247,12 @@ def build_service(args: argparse.Namespace):
             warmup=args.enable_model_warmup,
             warmup_iterations=max(1, args.num_request_iterations_for_warmup),
             method_name_check=args.enable_signature_method_name_check,
-            by_length=args.batch_by_length),
+            by_length=args.batch_by_length, observe_batch=metrics.observe_batch),
         file_system_poll_seconds=max(0, args.file_system_poll_wait_seconds),
         max_load_retries=max(0, args.max_num_load_retries),
         load_retry_interval_seconds=max(0, args.load_retry_interval_micros) / 1e6,
         config_poll_seconds=max(0, args.model_config_file_poll_wait_seconds),
         allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models)
-    metrics = Metrics()
 
     def on_change(name, version, state):
         metrics.loads.labels(name, state).inc()

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
+from serving.metrics import batching_figures
 from serving.process import ServerProcess
 from tests.support.paths import REPO
 from tests.support.serving_models import export_half_plus_two
@@ -243,7 +244,8 @@ def test_config_file_policy_labels_batching_and_token(tmp_path):
     with ServerProcess(["--model_config_file", str(config), "--enable_batching",
                         "--batching_parameters_file",
                         os.path.join(DEPLOY, "batching_parameters.txt"),
-                        "--auth_token_file", str(tmp_path / "token")],
+                        "--auth_token_file", str(tmp_path / "token"),
+                        "--monitoring_config_file", os.path.join(DEPLOY, "monitoring.config")],
                        token="s3cret") as server:
         # Without the token: refused on both transports.
         assert requests.get(f"{server.rest_url}/v1/models/half").status_code == 401
@@ -267,10 +269,26 @@ def test_config_file_policy_labels_batching_and_token(tmp_path):
         # 32 concurrent clients through the batcher: every caller gets its own rows.
         client = GrpcClient(server.grpc_address, Target("half"), token="s3cret")
         inputs = [np.arange(i % 5 + 1, dtype=np.float32) + i for i in range(96)]
+        before = _batching_metrics(server, "s3cret")
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             outputs = list(pool.map(lambda x: client.predict({"x": x})["y"], inputs))
         for x, out in zip(inputs, outputs):
             np.testing.assert_allclose(out, (x / 2 + 2) * 3)
+        # The batches are counted: every row once, every request's wait once.
+        after = _batching_metrics(server, "s3cret")
+        runs = after["wrapped_run_count"] - before["wrapped_run_count"]
+        assert after["processed_batch_size_sum"] - before["processed_batch_size_sum"] == sum(
+            len(x) for x in inputs)
+        assert after["processed_batch_size_count"] - before["processed_batch_size_count"] \
+            == runs and 0 < runs <= len(inputs)
+        assert after["queuing_latency_count"] - before["queuing_latency_count"] == len(inputs)
+
+
+def _batching_metrics(server, token):
+    """The batching-session figures of the ``serving_default`` batchers."""
+    return batching_figures(requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
+                                         headers={"Authorization": f"Bearer {token}"}).text,
+                            "serving_default")
 
 
 def test_rest_request_past_its_deadline_gets_504_and_the_server_keeps_answering(

@@ -1,6 +1,6 @@
 """Server-side batching (serving/batching.py): batching and monitoring files parsed as TF
 Serving does, concurrent requests merged into one run and the answers (or the error)
-split back to every caller."""
+split back to every caller, every batch reported to the metrics."""
 import os
 import threading
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.batching import Batcher, BatchingParameters
-from serving.metrics import read_monitoring_config
+from serving.metrics import Metrics, batching_figures, read_monitoring_config
 from tests.support.paths import REPO
 
 DEPLOY = os.path.join(REPO, "serving", "deploy")
@@ -34,9 +34,12 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
             sizes.append(len(inputs["x"]))
         return {"y": inputs["x"] * 2}
 
+    observed = []
     batcher = Batcher(double, BatchingParameters(max_batch_size=16,
                                                  batch_timeout_micros=200_000,
-                                                 num_batch_threads=1))
+                                                 num_batch_threads=1),
+                      name="m-1-serving_default",
+                      observe=lambda *batch: observed.append(batch))
     inputs = [np.full(i % 3 + 1, float(i)) for i in range(24)]
     results = [None] * len(inputs)
 
@@ -53,6 +56,31 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
         np.testing.assert_array_equal(y, x * 2)
     assert sum(sizes) == sum(len(x) for x in inputs)
     assert max(sizes) > 3 and max(sizes) <= 16  # requests were merged, never past the max
+    # Each batch was reported before it ran: its name, rows and each request's wait.
+    assert [rows for _, rows, _ in observed] == sizes
+    assert {name for name, _, _ in observed} == {"m-1-serving_default"}
+    waits = [w for _, _, batch_waits in observed for w in batch_waits]
+    assert len(waits) == len(inputs) and 0 <= min(waits) and max(waits) < 5
+
+
+def test_batch_metrics_are_tf_serving_batching_session_metrics():
+    metrics = Metrics()
+    metrics.observe_batch("m-1-serving_default", 5, [0.002, 0.0005])
+    metrics.observe_batch("m-1-serving_default", 1, [0.0])
+    text = metrics.exposition().decode()
+    prefix = ":tensorflow:serving:batching_session:"
+    labels = '{thread_pool_name="m-1-serving_default"}'
+    assert f"{prefix}wrapped_run_count 2.0" in text
+    assert f"{prefix}processed_batch_size_sum{labels} 6.0" in text
+    assert f"{prefix}processed_batch_size_count{labels} 2.0" in text
+    assert f"{prefix}queuing_latency_count{labels} 3.0" in text
+    assert f"{prefix}queuing_latency_sum{labels} 2500.0" in text  # microseconds
+    metrics.observe_batch("m-2-serving_default", 3, [0.001])
+    metrics.observe_batch("m-2-classify", 7, [0.001])  # another signature: not counted
+    assert batching_figures(metrics.exposition().decode(), "serving_default") == {
+        "wrapped_run_count": 4.0, "processed_batch_size_sum": 9.0,
+        "processed_batch_size_count": 3.0, "queuing_latency_sum": 3500.0,
+        "queuing_latency_count": 4.0}
 
 
 def test_batcher_passes_errors_to_every_caller():
