@@ -9,6 +9,8 @@ process of its own (the rewrite is process-wide):
 - ``bfloat16_elementwise_float32``: the same, with the element-wise ops taken off the
   rewrite's lists through TensorFlow's own ``TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_*``
   variables (which TF Serving reads too), so only the matrix products run in bfloat16.
+- ``bfloat16_folded``: the rewrite on the signature with its weights folded into
+  constants, as the server runs it (``--bfloat16_fold_weights``, serving/precision.py).
 
 For each: texts/s over an untraced loop, then TensorFlow's profiler over 10 batches, its
 compute threads' time summed per op type (milliseconds per batch; the two intra-op
@@ -35,11 +37,13 @@ from bench.serving_speed import _latest, cpu_model, default_base, dev_rows  # no
 
 ELEMENTWISE = ("Add,AddV2,BiasAdd,Mul,Sub,SquaredDifference,Mean,Erf,Rsqrt,Tanh,RealDiv,"
                "Softmax")
-MODES = {
-    "float32": ("", {}),
-    "bfloat16": ("bfloat16", {}),
+MODES = {  # --mixed_precision, environment, weights folded (--bfloat16_fold_weights)
+    "float32": ("", {}, False),
+    "bfloat16": ("bfloat16", {}, False),
     "bfloat16_elementwise_float32": (
-        "bfloat16", {"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_INFERLIST_REMOVE": ELEMENTWISE}),
+        "bfloat16", {"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_INFERLIST_REMOVE": ELEMENTWISE},
+        False),
+    "bfloat16_folded": ("bfloat16", {}, True),
 }
 BATCH = 32
 PROFILED_BATCHES = 10
@@ -52,8 +56,12 @@ def measure(version: str, mode: str, seconds: float) -> dict:
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     from serving import precision
-    precision.enable(MODES[mode][0])
-    predict = tf.saved_model.load(version).signatures["predict_text"]
+    precision_mode, _, folded = MODES[mode]
+    precision.enable(precision_mode, folded)
+    model = tf.saved_model.load(version)  # holds the signature's variables
+    predict = model.signatures["predict_text"]
+    if folded:
+        predict = precision.FoldedSignature(predict)
     texts, _ = dev_rows()
     batches = [tf.constant(texts[i:i + BATCH]) for i in range(0, len(texts) - BATCH + 1, BATCH)]
     predict(text=batches[0])
@@ -141,6 +149,8 @@ def main() -> None:
             "bfloat16 vs float32, texts/s": round(speed("bfloat16") / speed("float32"), 2),
             "bfloat16 (element-wise float32) vs float32, texts/s": round(
                 speed("bfloat16_elementwise_float32") / speed("float32"), 2),
+            "bfloat16 (weights folded) vs float32, texts/s": round(
+                speed("bfloat16_folded") / speed("float32"), 2),
             "float32 vs bfloat16 time, by op (above 1: faster in bfloat16)": {
                 op: op_ratio(op) for op in modes["float32"]["ms_per_batch_by_op"]
                 if op_ratio(op) is not None and modes["float32"]["ms_per_batch_by_op"][op] >= 1},

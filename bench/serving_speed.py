@@ -1,10 +1,13 @@
-"""Serving speed: float32 vs --mixed_precision=bfloat16, length-aware batches off vs on.
+"""Serving speed: float32 vs --mixed_precision=bfloat16 (weights folded or not), length-aware
+batches off vs on.
 
 The local server on one model (default: the main job's, MiniLM-L6), one SST-2 dev
 sentence per request, 1, 8 and 32 clients over gRPC and REST, server-side batching on
-(serving/deploy/batching_parameters.txt). Four server modes (float32 / bfloat16 x
---batch_by_length false / true) run in two rounds, the second in reverse order, so a
-noisy machine weighs on every mode alike; each figure is the mean of the rounds. Beside
+(serving/deploy/batching_parameters.txt). Five server modes (float32 / bfloat16 x
+--batch_by_length false / true, and bfloat16 with --bfloat16_fold_weights=false, the
+rewrite as TF Serving runs it) run in two rounds, the second in reverse order, so a
+noisy machine weighs on every mode alike; each figure is the mean of the rounds, with
+each server's start time and peak memory and its mean batch size (its metrics). Beside
 them, the in-process ceiling of the same SavedModel (batches of 32, in a process of its
 own per precision, because the bfloat16 rewrite is process-wide), and SST-2 dev accuracy
 as each server answers it. The clients are threads of this process on the same cores, so
@@ -27,7 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.run_benchmarks import (REPO, SST2, WORK, _load_test, _process_cost,  # noqa: E402
                                   write)
 
-MODES = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True)]
+# (precision, --batch_by_length); "bfloat16_unfolded" is --bfloat16_fold_weights=false: the
+# rewrite as TF Serving runs it, casting the weights on every call.
+MODES = [("float32", False), ("float32", True), ("bfloat16", False), ("bfloat16", True),
+         ("bfloat16_unfolded", True)]
 CLIENTS = (1, 8, 32)
 BATCHING = os.path.join(REPO, "serving", "deploy", "batching_parameters.txt")
 
@@ -51,8 +57,11 @@ def in_process(version: str, mode: str, seconds: float) -> dict:
     import tensorflow_text  # noqa: F401
 
     from serving import precision
-    precision.enable("" if mode == "float32" else mode)
-    predict = tf.saved_model.load(version).signatures["predict_text"]
+    precision.enable("" if mode == "float32" else "bfloat16", mode == "bfloat16")
+    model = tf.saved_model.load(version)  # holds the signature's variables
+    predict = model.signatures["predict_text"]
+    if mode == "bfloat16":  # as the server loads it (--bfloat16_fold_weights)
+        predict = precision.FoldedSignature(predict)
     texts, _ = dev_rows()
     result = {}
     for order, rows in (("dev_order", texts), ("by_length", sorted(texts, key=len))):
@@ -77,11 +86,14 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
     flags = ["--model_name", "m", "--model_base_path", base, "--grpc_max_threads", "64",
              "--rest_api_num_threads", "64", "--enable_batching",
              "--batching_parameters_file", BATCHING, f"--batch_by_length={by_length}",
-             f"--mixed_precision={'' if mode == 'float32' else mode}",
+             f"--mixed_precision={'' if mode == 'float32' else 'bfloat16'}",
+             f"--bfloat16_fold_weights={mode != 'bfloat16_unfolded'}",
              "--monitoring_config_file", os.path.join(REPO, "serving", "deploy",
                                                       "monitoring.config")]
     result = {}
+    started = time.perf_counter()
     with ServerProcess(flags) as server:
+        result["process"] = {"start_seconds": round(time.perf_counter() - started, 1)}
         target = Target("m")
         with GrpcClient(server.grpc_address, target, timeout=120) as by_grpc, \
                 RestClient(server.rest_url, target, timeout=120) as by_rest:
@@ -114,6 +126,7 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                 result["sst2_dev_accuracy"] = round(float(
                     (names[probabilities.argmax(1)] == np.array(labels)).mean()), 4)
                 result["probabilities"] = probabilities.tolist()
+        result["process"]["peak_rss_mib"] = round(_process_cost(server.process.pid)[1])
     return result
 
 
@@ -142,8 +155,9 @@ def _latest(base: str) -> str:
 
 
 def _mean(runs: list) -> dict:
-    keys = [k for k in runs[0] if isinstance(runs[0][k], dict)]
-    out = {}
+    keys = [k for k in runs[0] if isinstance(runs[0][k], dict) and k != "process"]
+    out = {"process": {field: round(sum(r["process"][field] for r in runs) / len(runs), 1)
+                       for field in runs[0]["process"]}}
     for key in keys:
         out[key] = {field: round(sum(r[key][field] for r in runs) / len(runs), 2)
                     for field in ("requests_per_second", "p50_ms", "p99_ms", "errors",
@@ -163,7 +177,7 @@ def main() -> None:
         print(json.dumps(in_process(_latest(base), args.in_process, args.seconds)))
         return
     ceiling = {}
-    for mode in ("float32", "bfloat16"):
+    for mode in ("float32", "bfloat16", "bfloat16_unfolded"):
         child = subprocess.run([sys.executable, __file__, "--model_base_path", base,
                                 "--in_process", mode, "--seconds", str(args.seconds)],
                                capture_output=True, text=True, check=True)
@@ -197,6 +211,9 @@ def main() -> None:
         ratios[f"{transport}: 32 clients, requests per server CPU second, bfloat16 vs float32, "
                f"by length"] = round(cpu_ms("float32/by_length", transport)
                                      / cpu_ms("bfloat16/by_length", transport), 2)
+        ratios[f"{transport}: 32 clients, bfloat16 folded vs unfolded weights, by length"] = \
+            round(rps("bfloat16/by_length", transport)
+                  / rps("bfloat16_unfolded/by_length", transport), 2)
         for mode in ("float32", "bfloat16"):
             ratios[f"{transport}: 32 clients, by length vs plain, {mode}"] = round(
                 rps(f"{mode}/by_length", transport) / rps(f"{mode}/plain", transport), 2)
@@ -206,8 +223,10 @@ def main() -> None:
         ratios[f"{transport}: 1 client p50, bfloat16 vs float32"] = round(
             server["bfloat16/by_length"][f"{transport}/1"]["p50_ms"]
             / server["float32/by_length"][f"{transport}/1"]["p50_ms"], 2)
-    ratios["in-process batch 32: bfloat16 vs float32 (by length)"] = round(
-        ceiling["bfloat16"]["by_length"] / ceiling["float32"]["by_length"], 2)
+    for mode in ("bfloat16", "bfloat16_unfolded"):
+        for order in ("by_length", "dev_order"):
+            ratios[f"in-process batch 32: {mode} vs float32 ({order})"] = round(
+                ceiling[mode][order] / ceiling["float32"][order], 2)
     ratios["in-process batch 32: by length vs dev order (float32)"] = round(
         ceiling["float32"]["by_length"] / ceiling["float32"]["dev_order"], 2)
     write("serving_speed", {
@@ -215,6 +234,9 @@ def main() -> None:
         "rounds": 2, "batching_parameters": open(BATCHING).read(),
         "in_process_texts_per_second_batch_32": ceiling, "server": server, "ratios": ratios,
         "sst2_dev_accuracy": {mode: acc for mode, (acc, _) in accuracy.items()},
+        "bfloat16_folded_vs_unfolded_probability_difference_max": round(float(np.abs(
+            np.array(accuracy["bfloat16"][1])
+            - np.array(accuracy["bfloat16_unfolded"][1])).max()), 5),
         "bfloat16_vs_float32_probability_difference": {
             "max": round(float(difference.max()), 4), "mean": round(float(difference.mean()), 5),
             "labels_changed": int((np.array(accuracy["bfloat16"][1]).argmax(1)

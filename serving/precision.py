@@ -10,11 +10,19 @@ loads, so it applies to every signature of every version.
 Where TF Serving would run the rewrite on a CPU without bfloat16 instructions (emulated:
 slower than float32) or skip it silently (oneDNN off), this server refuses to start and
 says why: asking for bfloat16 on such a machine is a configuration mistake.
+
+One step beyond TF Serving: the rewrite casts every float32 weight to bfloat16 on every
+call (the weights are variables), which costs more than the matrix products gain for a
+few rows. ``FoldedSignature`` folds a signature's variables into constants at load, so
+Grappler casts them once. Grappler's remapper then sees constant layer-norm weights and
+fuses them into oneDNN's layer norm, which moved SST-2 probabilities by up to 0.17 even
+in float32 (measured); ``enable`` then turns the remapper off, so the answers stay those of
+the rewrite on variables (SST-2 dev: the same labels, probabilities within 0.004).
 """
 from __future__ import annotations
 
 import logging
-from typing import FrozenSet, Optional
+from typing import Dict, FrozenSet, Optional
 
 MODES = ("", "bfloat16")  # TF Serving knows only bfloat16; "" is its default (float32)
 # CPU flags (Linux /proc/cpuinfo) of bfloat16 arithmetic oneDNN uses: AMX tiles and
@@ -61,8 +69,9 @@ def check_mode(mode: str) -> None:
                          f"Serving); leave it unset for float32")
 
 
-def enable(mode: str) -> None:
-    """Applies ``--mixed_precision`` to this process; raises ValueError when it cannot."""
+def enable(mode: str, fold_weights: bool = False) -> None:
+    """Applies ``--mixed_precision`` to this process; raises ValueError when it cannot.
+    ``fold_weights``: the signatures will be ``FoldedSignature``s (the remapper goes off)."""
     check_mode(mode)
     if not mode:
         return
@@ -73,6 +82,55 @@ def enable(mode: str) -> None:
         raise ValueError(f"--mixed_precision=bfloat16: {reason}; leave the flag unset to "
                          f"serve in float32")
     tf.config.optimizer.set_experimental_options(
-        {"auto_mixed_precision_onednn_bfloat16": True})
+        {"auto_mixed_precision_onednn_bfloat16": True, "remapping": not fold_weights})
     logging.getLogger("serving").info(
         "--mixed_precision=bfloat16: oneDNN's bfloat16 rewrite is on for every model")
+
+
+class FoldedSignature:
+    """A SavedModel signature with its variables folded into constants: called and
+    described like the signature (keyword tensors in, a dict of tensors out).
+
+    Built with TensorFlow's own ``convert_variables_to_constants_v2`` (the TFLite
+    converter's); lookup tables and other non-variable resources stay captured. Costs
+    a float32 copy of the weights per signature that reads them.
+    """
+
+    def __init__(self, fn):
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2)
+
+        self.structured_input_signature = fn.structured_input_signature
+        self.structured_outputs = fn.structured_outputs
+        args = len(fn.inputs) - len(fn.captured_inputs)
+        by_spec = {spec.name: key for key, spec in fn.structured_input_signature[1].items()}
+        keys = {t.name: by_spec.get(t.name.split(":")[0]) for t in fn.inputs[:args]}
+        if None in keys.values() or len(keys) != len(by_spec):
+            raise ValueError(f"inputs {sorted(keys)} do not match the signature's "
+                             f"{sorted(by_spec)}")
+        captured = {t.name: value for t, value in zip(fn.inputs[args:], fn.captured_inputs)}
+        self._frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
+        self._keys = [keys[t.name] for t in self._frozen.inputs[:args]]
+        self._captured = [captured[t.name] for t in self._frozen.inputs[args:]]
+
+    def __call__(self, **inputs) -> Dict:
+        import tensorflow as tf
+
+        flat = self._frozen(*(inputs[key] for key in self._keys), *self._captured)
+        return tf.nest.pack_sequence_as(self.structured_outputs, flat, expand_composites=True)
+
+
+def fold_weights(signatures: Dict, log_name: str) -> Dict:
+    """Each signature folded (``FoldedSignature``); one that cannot be is kept as it is,
+    with a warning (its answers are the same, only slower)."""
+    folded = {}
+    for key, fn in signatures.items():
+        try:
+            folded[key] = FoldedSignature(fn)
+        except Exception as error:  # noqa: BLE001 - any failure: serve it unfolded
+            logging.getLogger("serving").warning(
+                "%s: signature %r cannot have its weights folded for bfloat16 (%s); "
+                "it casts them on every call (slower, same answers)", log_name, key,
+                str(error).splitlines()[0] if str(error) else type(error).__name__)
+            folded[key] = fn
+    return folded

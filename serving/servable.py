@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving import contract, deadlines, lengths
+from serving import contract, deadlines, lengths, precision
 from serving.batching import BatchingParameters, BatchObserver, Batcher, QueueFull
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
@@ -39,6 +39,7 @@ class LoadSettings:
     method_name_check: bool = False  # --enable_signature_method_name_check
     by_length: bool = True  # --batch_by_length: rows run in groups of similar length
     observe_batch: Optional[BatchObserver] = None  # told of every server-side batch
+    fold_weights: bool = False  # --mixed_precision=bfloat16: serving/precision.py
 
 Tensors = Dict[str, np.ndarray]
 
@@ -96,6 +97,8 @@ class Servable:
         self.signature_defs = read_signature_defs(path, self.settings.tags)
         self._module = tf.saved_model.load(path, tags=self.settings.tags)
         self._functions = dict(self._module.signatures)
+        if self.settings.fold_weights:
+            self._functions = precision.fold_weights(self._functions, f"{name} {version}")
         self._batchers: Dict[str, Batcher] = {}
         if self.settings.batching:
             for key, fn in self._functions.items():

@@ -9,7 +9,7 @@ timeouts, threads), the rest are accepted with a warning. Its own flags:
 ``--feedback_max_age_days``, ``--feedback_max_rows``,
 ``--feedback_max_corrections_per_minute``, ``--drain_delay_seconds``,
 ``--drain_grace_seconds`` (SIGTERM/SIGINT drain: serving/drain.py), ``--batch_by_length``
-(serving/lengths.py).
+(serving/lengths.py), ``--bfloat16_fold_weights`` (serving/precision.py).
 
 It refuses to start with a token file on a non-loopback ``--host`` without
 ``--ssl_config_file`` (unless ``--allow_plaintext_token``), and with ``--feedback_dir``
@@ -171,6 +171,13 @@ def make_parser() -> argparse.ArgumentParser:
                           "or one request of several texts) in groups of similar length, "
                           "each padded to its own longest text; answers keep their order "
                           "(default: true).")
+    own.add_argument("--bfloat16_fold_weights", type=_bool, nargs="?", const=True,
+                     default=False,
+                     help="With --mixed_precision=bfloat16: fold each signature's weights "
+                          "into constants at load, so they are cast to bfloat16 once, not "
+                          "on every call: faster for batches, the same labels, but several "
+                          "times the memory and a slower load (docs/performance.md). "
+                          "Default: false.")
     own.add_argument("--drain_delay_seconds", type=float, default=5,
                      help="On SIGTERM/SIGINT: readiness (model metadata) fails at once, "
                           "the ports stay open this long so load balancers stop sending "
@@ -222,7 +229,7 @@ def build_service(args: argparse.Namespace):
     from serving.service import Service
 
     filesystems.register()  # s3:// model paths: tensorflow-io's file system
-    precision.enable(args.mixed_precision)  # before any model loads
+    precision.enable(args.mixed_precision, args.bfloat16_fold_weights)  # before any load
     if args.tensorflow_intra_op_parallelism:
         tf.config.threading.set_intra_op_parallelism_threads(
             args.tensorflow_intra_op_parallelism)
@@ -247,7 +254,8 @@ def build_service(args: argparse.Namespace):
             warmup=args.enable_model_warmup,
             warmup_iterations=max(1, args.num_request_iterations_for_warmup),
             method_name_check=args.enable_signature_method_name_check,
-            by_length=args.batch_by_length, observe_batch=metrics.observe_batch),
+            by_length=args.batch_by_length, observe_batch=metrics.observe_batch,
+            fold_weights=args.mixed_precision == "bfloat16" and args.bfloat16_fold_weights),
         file_system_poll_seconds=max(0, args.file_system_poll_wait_seconds),
         max_load_retries=max(0, args.max_num_load_retries),
         load_retry_interval_seconds=max(0, args.load_retry_interval_micros) / 1e6,

@@ -52,13 +52,23 @@ def spin_base(tmp_path_factory):
     return str(base)
 
 
-@pytest.fixture(scope="module", params=["direct", "batched"])
+def _modes():
+    """Served as is, batched, and batched in bfloat16 with the weights folded into
+    constants (serving/precision.py: another function is called) where the CPU allows it
+    (elsewhere the server refuses bfloat16: tests/serving/test_precision.py)."""
+    from serving.precision import bfloat16_refusal_here
+    return ["direct", "batched"] + ([] if bfloat16_refusal_here() else ["batched_bfloat16"])
+
+
+@pytest.fixture(scope="module", params=_modes())
 def server(request, spin_base, tmp_path_factory):
     """One REST worker thread and one gRPC thread (and one batch thread when batched)."""
     flags = ["--model_name", "spin", "--model_base_path", spin_base,
              "--rest_api_num_threads", "1", "--grpc_max_threads", "1",
              "--rest_api_timeout_in_ms", str(TIMEOUT_MS)]
-    if request.param == "batched":
+    if request.param == "batched_bfloat16":
+        flags += ["--mixed_precision=bfloat16"]
+    if request.param.startswith("batched"):
         params = tmp_path_factory.mktemp("batching") / "batching.config"
         params.write_text("max_batch_size { value: 8 }\nnum_batch_threads { value: 1 }\n")
         flags += ["--enable_batching", "--batching_parameters_file", str(params)]

@@ -1,6 +1,7 @@
 """``--mixed_precision=bfloat16`` (serving/precision.py): the mode's values and the CPU
-features it needs. The server's refusal: tests/serving/test_precision.py; parity with
-float32 on a fine-tuned model: tests/e2e/test_precision.py."""
+features it needs; a signature with its weights folded for bfloat16. The server's
+refusal: tests/serving/test_precision.py; parity with float32 on a fine-tuned model:
+tests/e2e/test_precision.py."""
 import pytest
 
 from serving.precision import bfloat16_refusal, check_mode, cpu_flags
@@ -23,3 +24,56 @@ def test_bfloat16_needs_native_instructions_and_onednn(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\n\nflags : later\n")
     assert cpu_flags(str(cpuinfo)) == {"fpu", "avx512f", "amx_bf16"}
     assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def _model_with_weights_and_a_table(path):
+    """A SavedModel like the served one in miniature: a string input looked up in a
+    table, then float32 weights (variables)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(["good", "bad"]), tf.constant([1, 2], tf.int64)), default_value=0)
+    module.embedding = tf.Variable(tf.random.stateless_normal([3, 4], seed=[1, 2]))
+    module.kernel = tf.Variable(tf.random.stateless_normal([4, 2], seed=[3, 4]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def predict(text):
+        ids = module.table.lookup(text)
+        logits = tf.matmul(tf.gather(module.embedding, ids), module.kernel)
+        return {"probabilities": tf.nn.softmax(logits), "id": ids}
+
+    tf.saved_model.save(module, path, signatures={"predict_text": predict})
+    return tf.saved_model.load(path)  # the signatures' variables live as long as it
+
+
+def test_folded_signature_answers_as_the_signature_with_constant_weights(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.precision import FoldedSignature
+
+    loaded = _model_with_weights_and_a_table(str(tmp_path / "m"))
+    signature = loaded.signatures["predict_text"]
+    folded = FoldedSignature(signature)
+    text = tf.constant(["good", "bad", "unseen"])
+    want, got = signature(text=text), folded(text=text)
+    assert sorted(got) == ["id", "probabilities"]
+    np.testing.assert_array_equal(got["id"].numpy(), [1, 2, 0])
+    np.testing.assert_allclose(got["probabilities"].numpy(), want["probabilities"].numpy(),
+                               rtol=1e-6)
+    assert folded.structured_input_signature == signature.structured_input_signature
+    # The weights are constants now: only the table is still captured.
+    assert [t.dtype for t in folded._captured] == [tf.resource]
+    assert len(signature.captured_inputs) > 1  # the table and the two variables
+
+
+def test_a_signature_that_cannot_be_folded_is_served_as_it_is(caplog):
+    from serving.precision import fold_weights
+
+    class NotASignature:  # no inputs to fold
+        pass
+
+    odd = NotASignature()
+    assert fold_weights({"odd": odd}, "m 1") == {"odd": odd}
+    assert "signature 'odd' cannot have its weights folded" in caplog.text
