@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import queue
 import re
 import threading
@@ -80,8 +81,8 @@ class _Task:
     queued_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
-# Told of every batch before it runs: the batcher's name, the batch's rows and each of its
-# requests' seconds in the queue (serving.metrics.Metrics.observe_batch).
+# Told of every batch before it runs: a name, the batch's rows and each of its requests'
+# seconds in the queue (serving.metrics.Metrics.observe_batch). An error is logged.
 BatchObserver = Callable[[str, int, Sequence[float]], None]
 
 
@@ -167,11 +168,14 @@ class Batcher:
             self._run(batch)
 
     def _run(self, batch: List[_Task]) -> None:
-        try:
-            if self._observe:
-                now = time.monotonic()
+        if self._observe:
+            now = time.monotonic()
+            try:
                 self._observe(self._name, sum(t.size for t in batch),
                               [now - t.queued_at for t in batch])
+            except Exception:  # noqa: BLE001 - the metrics never fail a batch
+                logging.getLogger("serving").exception("%s: batch metrics failed", self._name)
+        try:
             deadline = (None if any(t.deadline is None for t in batch)
                         else max(t.deadline for t in batch))
             if len(batch) == 1:

@@ -70,7 +70,7 @@ class Metrics:
             registry=self.registry)
         self.batch_size = prom.Histogram(
             ":tensorflow:serving:batching_session:processed_batch_size",
-            "Rows in each server-side batch, by batcher (model-version-signature).",
+            "Rows in each server-side batch, by batcher (model-signature).",
             ["thread_pool_name"], registry=self.registry,
             buckets=[2 ** i for i in range(11)])
         self.queuing = prom.Histogram(

@@ -22,6 +22,7 @@ the rewrite on variables (SST-2 dev: the same labels, probabilities within 0.004
 from __future__ import annotations
 
 import logging
+import re
 from typing import Dict, FrozenSet, Optional
 
 MODES = ("", "bfloat16")  # TF Serving knows only bfloat16; "" is its default (float32)
@@ -84,7 +85,9 @@ def enable(mode: str, fold_weights: bool = False) -> None:
     tf.config.optimizer.set_experimental_options(
         {"auto_mixed_precision_onednn_bfloat16": True, "remapping": not fold_weights})
     logging.getLogger("serving").info(
-        "--mixed_precision=bfloat16: oneDNN's bfloat16 rewrite is on for every model")
+        "--mixed_precision=bfloat16: oneDNN's bfloat16 rewrite is on for every model%s",
+        "; weights folded into constants, Grappler's remapper off for every model"
+        if fold_weights else "")
 
 
 class FoldedSignature:
@@ -103,7 +106,8 @@ class FoldedSignature:
         self.structured_input_signature = fn.structured_input_signature
         self.structured_outputs = fn.structured_outputs
         args = len(fn.inputs) - len(fn.captured_inputs)
-        by_spec = {spec.name: key for key, spec in fn.structured_input_signature[1].items()}
+        by_spec = {_placeholder_name(spec.name or key): key
+                   for key, spec in fn.structured_input_signature[1].items()}
         keys = {t.name: by_spec.get(t.name.split(":")[0]) for t in fn.inputs[:args]}
         if None in keys.values() or len(keys) != len(by_spec):
             raise ValueError(f"inputs {sorted(keys)} do not match the signature's "
@@ -118,6 +122,12 @@ class FoldedSignature:
 
         flat = self._frozen(*(inputs[key] for key in self._keys), *self._captured)
         return tf.nest.pack_sequence_as(self.structured_outputs, flat, expand_composites=True)
+
+
+def _placeholder_name(name: str) -> str:
+    """An input's placeholder name as TensorFlow makes it from the argument name
+    (lower case, characters other than [a-z0-9_] as '_')."""
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 def fold_weights(signatures: Dict, log_name: str) -> Dict:

@@ -105,7 +105,7 @@ class Servable:
                 if _batchable(fn):
                     self._batchers[key] = Batcher(self._caller(key), self.settings.batching,
                                                   name=f"{name}-{version}-{key}",
-                                                  observe=self.settings.observe_batch)
+                                                  observe=self._observer(f"{name}-{key}"))
 
     # -- signatures -----------------------------------------------------------------------
     def signature(self, name: str) -> Tuple[str, meta_graph_pb2.SignatureDef]:
@@ -186,6 +186,12 @@ class Servable:
             batcher.close()
 
     # -- helpers --------------------------------------------------------------------------
+    def _observer(self, label: str):
+        """The batch observer, told ``label`` (model-signature: no version, so the metrics
+        keep one series per signature however many versions come and go)."""
+        observe = self.settings.observe_batch
+        return observe and (lambda _name, rows, waits: observe(label, rows, waits))
+
     def _caller(self, key: str):
         """The signature as a function of numpy tensors. A call of several rows of a
         batch-major signature with text inputs runs them in groups of similar length

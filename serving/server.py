@@ -13,7 +13,8 @@ timeouts, threads), the rest are accepted with a warning. Its own flags:
 
 It refuses to start with a token file on a non-loopback ``--host`` without
 ``--ssl_config_file`` (unless ``--allow_plaintext_token``), and with ``--feedback_dir``
-there without ``--feedback_token_file``.
+there without ``--feedback_token_file``, and with ``--bfloat16_fold_weights`` without
+``--mixed_precision=bfloat16``.
 """
 from __future__ import annotations
 
@@ -209,6 +210,9 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
         precision.check_mode(args.mixed_precision)
     except ValueError as error:
         parser.error(str(error))
+    if args.bfloat16_fold_weights and args.mixed_precision != "bfloat16":
+        parser.error("--bfloat16_fold_weights folds weights for bfloat16: add "
+                     "--mixed_precision=bfloat16, or leave it unset to serve in float32")
     for name in ("drain_delay_seconds", "drain_grace_seconds"):
         if not 0 <= getattr(args, name) < float("inf"):
             parser.error(f"--{name} must be 0 or more seconds")

@@ -75,6 +75,7 @@ def test_bfloat16_serving_matches_float32_over_rest_and_grpc(minilm_model):
                 for name, client, kind in (("grpc", by_grpc, object), ("rest", by_rest, str)):
                     served[mode, name] = np.array(client.predict(
                         {"text": np.array(texts, kind)}, "predict_text")["probabilities"])
+            assert "cannot have its weights folded" not in server.log()
     for name in ("grpc", "rest"):
         float32, bfloat16 = served["", name], served["bfloat16", name]
         np.testing.assert_allclose(float32, reference, atol=1e-5)  # rows in their order

@@ -67,12 +67,13 @@ def server(request, spin_base, tmp_path_factory):
              "--rest_api_num_threads", "1", "--grpc_max_threads", "1",
              "--rest_api_timeout_in_ms", str(TIMEOUT_MS)]
     if request.param == "batched_bfloat16":
-        flags += ["--mixed_precision=bfloat16"]
+        flags += ["--mixed_precision=bfloat16", "--bfloat16_fold_weights"]
     if request.param.startswith("batched"):
         params = tmp_path_factory.mktemp("batching") / "batching.config"
         params.write_text("max_batch_size { value: 8 }\nnum_batch_threads { value: 1 }\n")
         flags += ["--enable_batching", "--batching_parameters_file", str(params)]
     with ServerProcess(flags) as running:
+        assert "cannot have its weights folded" not in running.log()  # folded, not set aside
         yield running
 
 
@@ -129,11 +130,17 @@ def test_grpc_client_deadline_cancels_the_run(server):
     assert tf.make_ndarray(predict(2, 60).outputs["count"]).tolist() == [2]
 
 
-def test_servable_cancels_only_runs_with_a_deadline(spin_base):
-    """No deadline (gRPC without a client deadline): never cancelled."""
-    from serving.servable import Servable
+@pytest.mark.parametrize("fold_weights", [False, True])
+def test_servable_cancels_only_runs_with_a_deadline(spin_base, fold_weights, caplog):
+    """No deadline (gRPC without a client deadline): never cancelled. The same with the
+    signatures folded (--bfloat16_fold_weights: serving/precision.py), on any CPU."""
+    from serving.precision import FoldedSignature
+    from serving.servable import LoadSettings, Servable
 
-    servable = Servable("spin", 1, os.path.join(spin_base, "1"))
+    servable = Servable("spin", 1, os.path.join(spin_base, "1"),
+                        LoadSettings(fold_weights=fold_weights))
+    assert isinstance(servable._functions["serving_default"], FoldedSignature) == fold_weights
+    assert "cannot have its weights folded" not in caplog.text
     assert servable.run("", {"n": np.array([20_000])})["count"].tolist() == [20_000]
     with pytest.raises(ServingError) as error:
         servable.run("", {"n": np.array([FOREVER])}, deadline=deadlines.after(0.2))

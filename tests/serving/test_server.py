@@ -282,6 +282,14 @@ def test_config_file_policy_labels_batching_and_token(tmp_path):
         assert after["processed_batch_size_count"] - before["processed_batch_size_count"] \
             == runs and 0 < runs <= len(inputs)
         assert after["queuing_latency_count"] - before["queuing_latency_count"] == len(inputs)
+        # One series per model and signature, whatever the version (versions 2 and 3 are
+        # loaded): retraining does not pile up series.
+        text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
+                            headers={"Authorization": "Bearer s3cret"}).text
+        names = {line.split('thread_pool_name="')[1].split('"')[0] for line in text.splitlines()
+                 if "processed_batch_size_count{" in line}
+        assert "half-serving_default" in names and not any(
+            name.startswith(("half-2-", "half-3-")) for name in names), names
 
 
 def _batching_metrics(server, token):

@@ -65,22 +65,34 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
 
 def test_batch_metrics_are_tf_serving_batching_session_metrics():
     metrics = Metrics()
-    metrics.observe_batch("m-1-serving_default", 5, [0.002, 0.0005])
-    metrics.observe_batch("m-1-serving_default", 1, [0.0])
+    metrics.observe_batch("m-serving_default", 5, [0.002, 0.0005])
+    metrics.observe_batch("m-serving_default", 1, [0.0])
     text = metrics.exposition().decode()
     prefix = ":tensorflow:serving:batching_session:"
-    labels = '{thread_pool_name="m-1-serving_default"}'
+    labels = '{thread_pool_name="m-serving_default"}'
     assert f"{prefix}wrapped_run_count 2.0" in text
     assert f"{prefix}processed_batch_size_sum{labels} 6.0" in text
     assert f"{prefix}processed_batch_size_count{labels} 2.0" in text
     assert f"{prefix}queuing_latency_count{labels} 3.0" in text
     assert f"{prefix}queuing_latency_sum{labels} 2500.0" in text  # microseconds
-    metrics.observe_batch("m-2-serving_default", 3, [0.001])
-    metrics.observe_batch("m-2-classify", 7, [0.001])  # another signature: not counted
+    metrics.observe_batch("other-serving_default", 3, [0.001])
+    metrics.observe_batch("m-classify", 7, [0.001])  # another signature: not counted
     assert batching_figures(metrics.exposition().decode(), "serving_default") == {
         "wrapped_run_count": 4.0, "processed_batch_size_sum": 9.0,
         "processed_batch_size_count": 3.0, "queuing_latency_sum": 3500.0,
         "queuing_latency_count": 4.0}
+
+
+def test_a_failing_batch_observer_fails_no_request(caplog):
+    def broken(*_):
+        raise RuntimeError("metrics down")
+
+    batcher = Batcher(lambda inputs: {"y": inputs["x"] + 1},
+                      BatchingParameters(max_batch_size=4, num_batch_threads=1),
+                      name="m-1-x", observe=broken)
+    np.testing.assert_array_equal(batcher({"x": np.ones(2)})["y"], [2.0, 2.0])
+    batcher.close()
+    assert "m-1-x: batch metrics failed" in caplog.text
 
 
 def test_batcher_passes_errors_to_every_caller():

@@ -77,3 +77,29 @@ def test_a_signature_that_cannot_be_folded_is_served_as_it_is(caplog):
     odd = NotASignature()
     assert fold_weights({"odd": odd}, "m 1") == {"odd": odd}
     assert "signature 'odd' cannot have its weights folded" in caplog.text
+
+
+def test_folded_signature_finds_inputs_whose_names_tensorflow_changed(tmp_path):
+    """The input 'Z-score' is the signature's 'Z_score' and the placeholder 'z_score'; the
+    inputs are matched through that name, in whatever order."""
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.precision import FoldedSignature
+
+    module = tf.Module()
+    module.weight = tf.Variable([2.0, 3.0])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="Z-score"),
+                                  tf.TensorSpec([None], tf.float32, name="alpha")])
+    def weigh(z, alpha):
+        return {"out": z * module.weight[0] + alpha * module.weight[1]}
+
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"weigh": weigh})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    folded = FoldedSignature(loaded.signatures["weigh"])
+    signature = loaded.signatures["weigh"]
+    assert sorted(signature.structured_input_signature[1]) == ["Z_score", "alpha"]
+    inputs = {"Z_score": tf.constant([1.0]), "alpha": tf.constant([10.0])}
+    np.testing.assert_allclose(folded(**inputs)["out"].numpy(), [32.0])
+    np.testing.assert_allclose(signature(**inputs)["out"].numpy(), [32.0])

@@ -14,3 +14,13 @@ def test_tf_serving_flags_are_accepted():
         is False
     with pytest.raises(SystemExit):
         parse_flags(["--port=8500"])  # no model
+
+
+def test_folded_weights_need_bfloat16(capsys):
+    args = parse_flags(["--model_base_path=/m", "--mixed_precision=bfloat16",
+                        "--bfloat16_fold_weights"])
+    assert (args.mixed_precision, args.bfloat16_fold_weights) == ("bfloat16", True)
+    assert parse_flags(["--model_base_path=/m"]).bfloat16_fold_weights is False
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", "--bfloat16_fold_weights=true"])
+    assert "add --mixed_precision=bfloat16" in capsys.readouterr().err
