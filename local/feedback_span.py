@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Optional
 from components.text_example_gen.files import list_spans
 from components.text_example_gen.parsing import (InputDataError, ReaderConfig, column_refs,
                                                  detect_format, parse, read_file)
-from serving.feedback import (CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl,
-                              rewrite, sync)
+from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl, rewrite
+from serving.filesystems import sync
 
 if TYPE_CHECKING:
     from pipeline.config import DataConfig

@@ -159,15 +159,6 @@ def rewrite(path: str, records: Sequence[dict], durable: bool = False) -> None:
         raise
 
 
-def sync(path: str) -> None:
-    """Flushes a file or a folder (its entries: a rename) to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

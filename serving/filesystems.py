@@ -1,4 +1,5 @@
-"""URI file systems for ``tf.io.gfile`` beyond TensorFlow's own, and a clean exit.
+"""URI file systems for ``tf.io.gfile`` beyond TensorFlow's own, a clean exit, and
+``sync`` (a local file or folder flushed to the disk).
 
 Tested on object storage: tests/storage/test_push.py, tests/storage/test_model_card.py.
 
@@ -38,3 +39,12 @@ def exit_process(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def sync(path: str) -> None:
+    """Flushes a local file or folder (its entries: a rename) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -29,6 +29,8 @@ import zlib
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from serving.filesystems import sync
+
 SAVED_MODEL = "saved_model.pb"
 STAGING_PREFIX = ".partial-"  # not a number: no model server loads it
 OBJECT_STORES = ("gs://", "s3://")  # rename copies every object there
@@ -107,17 +109,8 @@ def _copy(source: str, target: str) -> tuple:
             crc = zlib.crc32(chunk, crc)
             size += len(chunk)
     if not is_object_storage(target):
-        _sync(target)
+        sync(target)
     return size, crc
-
-
-def _sync(path: str) -> None:
-    """Flushes a local file or folder to the disk (so a rename never exposes lost data)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _copy_verified(source: str, target: str, relative: str) -> None:
@@ -171,12 +164,12 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
         for relative in files:  # saved_model.pb last
             _copy_verified(model_dir, staging, relative)
         if not in_place:
-            _sync(staging)
+            sync(staging)
             tf.io.gfile.rename(staging, final, overwrite=False)
     except Exception as error:  # noqa: BLE001 - any failure: clean up, then say why
         cause = error.message if isinstance(error, tf.errors.OpError) else str(error)
         raise PushError(f"pushing version {version} to {base_directory} failed: "
                         f"{cause}; {_remove(staging)}") from None
     if not in_place:
-        _sync(base_directory)  # the rename itself, on the disk
+        sync(base_directory)  # the rename itself, on the disk
     return final
