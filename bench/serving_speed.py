@@ -10,12 +10,16 @@ noisy machine weighs on every mode alike; each figure is the mean of the rounds,
 each server's start time and peak memory and its mean batch size (its metrics). Beside
 them, the in-process ceiling of the same SavedModel (batches of 32, in a process of its
 own per precision, because the bfloat16 rewrite is process-wide), and SST-2 dev accuracy
-as each server answers it. The clients are threads of this process on the same cores, so
-each load test also records the server's own CPU milliseconds per request (from
-/proc/<pid>/stat): what a server on cores of its own would spend.
+as each server answers it. The load comes from bench/load_generator.py (wrk for REST,
+an asyncio gRPC client sending prepared requests: each costs well under a tenth of the
+server's CPU per request); ``--load_generator threads`` uses Python client threads in
+this process instead (the earlier runs: they cost about as much CPU as the server, on
+the same 2 cores). Each load test also records the server's own CPU milliseconds per
+request (from /proc/<pid>/stat) and the generator's.
 
 Usage: .venv/bin/python bench/serving_speed.py [--model_base_path DIR] [--seconds 6]
-Writes bench/results/serving_speed.json.
+                                               [--load_generator native|threads]
+Writes bench/results/serving_speed.json (wrk from Debian's wrk package).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import load_generator  # noqa: E402
 from bench.run_benchmarks import (REPO, SST2, WORK, _load_test, _process_cost,  # noqa: E402
                                   write)
 
@@ -76,7 +81,7 @@ def in_process(version: str, mode: str, seconds: float) -> dict:
 
 
 def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
-                   accuracy: bool) -> dict:
+                   accuracy: bool, generator: str = "native") -> dict:
     import numpy as np
 
     from serving.client import GrpcClient, RestClient, Target
@@ -101,13 +106,14 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                                                        "predict_text"),
                      "rest": lambda t: by_rest.predict({"text": np.array([t])},
                                                        "predict_text")}
+            loads = _loads(generator, server, calls, texts)
             for transport, call in calls.items():
                 for text in texts[:20]:
                     call(text)
                 for clients in CLIENTS:
                     cpu_before = _process_cost(server.process.pid)[0]
                     batches_before = _batches(server.rest_url)
-                    load = _load_test(call, texts, clients, seconds)
+                    load = loads[transport](clients, seconds)
                     load["server_cpu_ms_per_request"] = round(
                         1000 * (_process_cost(server.process.pid)[0] - cpu_before)
                         / max(load["requests"], 1), 2)
@@ -128,6 +134,21 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
                 result["probabilities"] = probabilities.tolist()
         result["process"]["peak_rss_mib"] = round(_process_cost(server.process.pid)[1])
     return result
+
+
+def _loads(generator: str, server, calls: dict, texts: list) -> dict:
+    """A load test per transport: f(clients, seconds) -> figures."""
+    if generator == "threads":
+        return {transport: (lambda clients, seconds, call=call:
+                            _load_test(call, texts, clients, seconds))
+                for transport, call in calls.items()}
+    rest_bodies = load_generator.rest_bodies(texts, "predict_text")
+    grpc_bodies = load_generator.grpc_bodies(texts, "m", "predict_text")
+    url = f"{server.rest_url}/v1/models/m:predict"
+    return {"grpc": lambda clients, seconds: load_generator.grpc_load(
+                server.grpc_address, grpc_bodies, clients, seconds),
+            "rest": lambda clients, seconds: load_generator.rest_load(
+                url, rest_bodies, clients, seconds)}
 
 
 def default_base() -> str:
@@ -161,7 +182,8 @@ def _mean(runs: list) -> dict:
     for key in keys:
         out[key] = {field: round(sum(r[key][field] for r in runs) / len(runs), 2)
                     for field in ("requests_per_second", "p50_ms", "p99_ms", "errors",
-                                  "server_cpu_ms_per_request", "mean_batch_rows")}
+                                  "server_cpu_ms_per_request", "client_cpu_ms_per_request",
+                                  "mean_batch_rows") if field in runs[0][key]}
     return out
 
 
@@ -170,6 +192,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_base_path", default="")
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--load_generator", choices=("native", "threads"), default="native",
+                        help="native: wrk (REST) and an asyncio gRPC client, each a process "
+                             "of its own; threads: Python client threads in this process")
     parser.add_argument("--in_process", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     base = args.model_base_path or default_base()
@@ -188,7 +213,8 @@ def main() -> None:
     for round_number, order in enumerate((MODES, MODES[::-1])):
         for mode, by_length in order:
             first = round_number == 0 and by_length
-            result = serve_and_load(base, mode, by_length, args.seconds, accuracy=first)
+            result = serve_and_load(base, mode, by_length, args.seconds, accuracy=first,
+                                    generator=args.load_generator)
             if first:
                 accuracy[mode] = (result.pop("sst2_dev_accuracy"), result.pop("probabilities"))
             runs[mode, by_length].append(result)
@@ -238,6 +264,7 @@ def main() -> None:
     write("serving_speed", {
         "model": _latest(base), "cpu": cpu_model(), "seconds_per_measurement": args.seconds,
         "rounds": 2, "batching_parameters": open(BATCHING).read(),
+        "load_generator": args.load_generator,
         "in_process_texts_per_second_batch_32": ceiling, "server": server, "ratios": ratios,
         "sst2_dev_accuracy": {mode: acc for mode, (acc, _) in accuracy.items()},
         "probability_difference": {
