@@ -62,6 +62,9 @@ def measure(version: str, mode: str) -> dict:
     grid, design, observed = {}, [], []
     for size in LENGTHS:
         pool = [t[:size] for t in texts if len(t) >= size]
+        if not pool:
+            raise SystemExit(f"no dev text has {size} bytes: the fit needs texts of every "
+                             f"length in {LENGTHS}")
         pool = (pool * (64 // len(pool) + 1))[:max(64, len(pool))]
         for rows in ROWS:
             batches = [pool[i:i + rows] for i in range(0, len(pool) - rows + 1, max(1, rows // 2))]
@@ -102,7 +105,7 @@ def measure(version: str, mode: str) -> dict:
     return {"cpu_ms_per_call": grid, "fit": {
         "fixed_ms": round(float(fixed), 2), "ms_per_row": round(float(per_row), 3),
         "ms_per_padded_byte": round(float(per_byte), 5),
-        "overhead_bytes": round(float(fixed / per_byte)),
+        "overhead_bytes": round(float(fixed / per_byte)) if per_byte > 0 else None,
         "rms_error_ms": round(float(np.sqrt(residuals[0] / len(observed))), 2)},
         "random_batches": grouped}
 
@@ -120,7 +123,9 @@ def main() -> None:
     results = {}
     for mode in ("float32", "bfloat16"):
         child = subprocess.run([sys.executable, __file__, "--model_base_path", base,
-                                "--mode", mode], capture_output=True, text=True, check=True)
+                                "--mode", mode], capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(f"the {mode} measurement failed: {child.stderr.strip()[-2000:]}")
         results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
         print(mode, json.dumps(results[mode]["fit"]), json.dumps(results[mode]["random_batches"]),
               flush=True)

@@ -76,12 +76,16 @@ def _child_cpu() -> float:
 
 def _result(requests: int, errors: int, p50_ms: float, p99_ms: float, seconds: float,
             cpu: float) -> dict:
-    """Figures of a load test; ``requests`` counts the answered ones only."""
+    """Figures of a load test; ``requests`` counts the answered ones only (none: an
+    error, not a figure)."""
+    if not requests:
+        raise RuntimeError(f"load test: no request answered in {seconds:.1f} s "
+                           f"({errors} failed)")
     if errors:
         print(f"load test: {errors} failed requests ({requests} answered)", file=sys.stderr)
     return {"requests": requests, "errors": errors, "p50_ms": round(p50_ms, 2),
             "p99_ms": round(p99_ms, 2), "requests_per_second": round(requests / seconds, 1),
-            "client_cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3)}
+            "client_cpu_ms_per_request": round(1000 * cpu / requests, 3)}
 
 
 def rest_load(url: str, bodies: Sequence[str], clients: int, seconds: float) -> dict:

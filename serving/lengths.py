@@ -17,8 +17,8 @@ Tensors = Dict[str, np.ndarray]
 MAX_GROUP_ROWS = 64  # the rows of one call, as the server's deadline slices
 # What a call costs besides its rows, in padded bytes, so a group is cut off only when that
 # saves more padding than the extra call costs. Measured on MiniLM-L6 (bench/call_cost.py,
-# docs/performance.md): worth 280-330 padded bytes in float32, 390-455 in bfloat16; on
-# random 9-row batches 512 beat 256 by 7% in bfloat16 and lost 2% in float32.
+# docs/performance.md): fitted, 280 padded bytes in float32 and 390 in bfloat16; on random
+# 9-row batches 512 beat 256 by 7% in bfloat16 and lost 2% in float32 (even at 32 rows).
 CALL_OVERHEAD_BYTES = 512
 
 

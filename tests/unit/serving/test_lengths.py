@@ -32,9 +32,9 @@ def test_groups_cover_every_row_once_shortest_first_and_cut_long_from_short():
 
 
 def test_a_small_batch_of_sentence_lengths_runs_as_one_call():
-    """A call's fixed cost, 512 padded bytes (bench/call_cost.py): nine sentences of
-    20-180 bytes, what 32 clients make of the server's batching, are not worth a second
-    call (with 256 they were cut in two)."""
+    """With the default overhead per call (512 padded bytes, chosen on bench/call_cost.py's
+    measurements), nine sentences of 20-180 bytes, what 32 clients make of the server's
+    batching, are not worth a second call (with 256 they were cut in two)."""
     lengths = [20, 40, 60, 80, 100, 120, 140, 160, 180]
     assert len(length_groups(lengths)) == 1
     assert len(length_groups(lengths, overhead=256)) == 2
