@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.support.deploy_files import IMAGE_LINE, KUBERNETES, _images, _pin
+from tests.support.paths import REPO
 
 PINNED = re.compile(r"^[^@\s]+:[^@\s:/]+@sha256:[0-9a-f]{64}$")
 
@@ -16,6 +17,10 @@ PINNED = re.compile(r"^[^@\s]+:[^@\s:/]+@sha256:[0-9a-f]{64}$")
 def local_images(tmp_path):
     """Two real images in the local container storage (podman import of a one-file
     layer each), removed afterwards: {name:tag: digest podman recorded}."""
+    # podman as the image tier gets it: installed when missing (engine.sh's need_tools),
+    # as on a fresh machine where this test runs before any image is built.
+    engine = os.path.join(REPO, "kubeflow", "image", "engine.sh")
+    subprocess.run(["bash", "-c", f'. "{engine}" && need_tools podman runc'], check=True)
     images = {}
     for n in (1, 2):
         layer = tmp_path / f"layer{n}"
