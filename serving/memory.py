@@ -1,4 +1,4 @@
-"""Handing an unloaded version's memory back to the system.
+"""Handing freed heap back to the system after a version loads or unloads.
 
 Tested with a model server: tests/serving/test_faults.py.
 """
@@ -9,9 +9,12 @@ import gc
 
 
 def release_memory() -> None:
-    """After an unload: collects the version's reference cycles, then returns the freed
-    heap to the system (glibc's ``malloc_trim``). Without it RSS kept every swap's peak:
-    1.3 to 2.1 GB over 10 loads of a 656 MiB model (bench/serving_lifecycle.py)."""
+    """After a load (and its warmup) or an unload: collects reference cycles, then
+    returns the freed heap to the system (glibc's ``malloc_trim``). Without it RSS kept
+    every swap's peak: 1.3 to 2.1 GB over 10 loads of a 656 MiB model
+    (bench/serving_lifecycle.py); and a load's own peak: Grappler's copies of the folded
+    weights (``--bfloat16_fold_weights``) held the main job's model at 5.3 GiB while
+    serving (bench/serving_memory.py)."""
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)

@@ -333,6 +333,10 @@ class ModelStore:
                 release_memory()
             self._failed(model, version, error)
             return
+        # Loading and the warmup's first calls (Grappler optimizing each signature: several
+        # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc
+        # keeps: hand it back, or the process stays at the load's peak while it serves.
+        release_memory()
         model.failures.pop(version, None)
         model.loaded[version] = servable
         log.info("model %s version %d loaded (%d warmup requests)", name, version, warmed)
