@@ -107,6 +107,6 @@ def test_bfloat16_serving_matches_float32_over_rest_and_grpc(minilm_model):
         np.testing.assert_allclose(folded, bfloat16, atol=FOLDED_TOLERANCE)
     # Grappler's copies of the folded weights while the warmup runs are handed back to
     # the system once the version is loaded (serving/memory.py): the main job's model
-    # (the same MiniLM) was at 3.1 GiB after a 4.1 GiB peak, 3.9 GiB when it was not.
+    # (the same MiniLM) was at 3.1 GiB after a 4.0 GiB peak, 3.8 GiB when it was not.
     resident, peak = memory["bfloat16 folded"]
     assert resident < LOAD_PEAK_KEPT * peak, memory
