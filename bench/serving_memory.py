@@ -13,8 +13,9 @@ primitives for each shape, the allocator's arenas) slow down; a leak of a fixed 
 per request would not.
 
 Usage: .venv/bin/python bench/serving_memory.py [--model_base_path DIR] [--minutes 6]
-                                                [--round_seconds 20]
-Writes bench/results/serving_memory.json.
+           [--round_seconds 20] [--modes float32,bfloat16,bfloat16_unfolded]
+           [--output serving_memory]
+Writes bench/results/<output>.json, with the commit of the server it ran.
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import load_generator  # noqa: E402
-from bench.run_benchmarks import _process_cost, write  # noqa: E402
+from bench.run_benchmarks import REPO, _process_cost, write  # noqa: E402
 from bench.serving_lifecycle import rss_mib  # noqa: E402
 from bench.serving_speed import BATCHING, cpu_model, default_base, dev_rows  # noqa: E402
 
@@ -37,7 +39,7 @@ MODES = {"float32": ["--mixed_precision=", "--bfloat16_fold_weights=false"],
 CLIENTS = 32
 
 
-def request_bodies(texts: list, count: int = 20000, seed: int = 0) -> tuple:
+def request_bodies(texts: list, count: int = 60000, seed: int = 0) -> tuple:
     """``count`` REST bodies of 1-8 random texts each, and how many texts each holds."""
     rng = random.Random(seed)
     sizes = [rng.randint(1, 8) for _ in range(count)]
@@ -60,7 +62,8 @@ def slope_per_10k(points: list) -> float:
 def run_mode(base: str, flags: list, bodies: list, sizes: list, minutes: float,
              round_seconds: float) -> dict:
     """One server under load for ``minutes``; each round's wrk starts where the last one
-    stopped in ``bodies``, so no round repeats the shapes of the one before."""
+    stopped in ``bodies`` (the requests it left in flight are sent again), so rounds do
+    not replay the same requests until the bodies run out (``wrapped``)."""
     from serving.process import ServerProcess
 
     server_flags = ["--model_name", "m", "--model_base_path", base, "--enable_batching",
@@ -69,7 +72,7 @@ def run_mode(base: str, flags: list, bodies: list, sizes: list, minutes: float,
     with ServerProcess(server_flags) as server:
         pid, url = server.process.pid, f"{server.rest_url}/v1/models/m:predict"
         curve = [{"seconds": 0.0, "texts": 0, "rss_mib": rss_mib(pid)}]
-        started, texts, offset = time.perf_counter(), 0, 0
+        started, texts, offset, sent = time.perf_counter(), 0, 0, 0
         while time.perf_counter() - started < minutes * 60:
             load = load_generator.rest_load(url, bodies[offset:] + bodies[:offset], CLIENTS,
                                             round_seconds)
@@ -78,12 +81,16 @@ def run_mode(base: str, flags: list, bodies: list, sizes: list, minutes: float,
             answered = [(offset + i) % len(sizes) for i in range(load["requests"])]
             texts += sum(sizes[i] for i in answered)
             offset = (offset + load["requests"]) % len(sizes)
+            sent += load["requests"]
             curve.append({"seconds": round(time.perf_counter() - started, 1), "texts": texts,
                           "rss_mib": rss_mib(pid)})
             print(json.dumps(curve[-1]), flush=True)
         peak = _process_cost(pid)[1]
     second_half = [(p["texts"], p["rss_mib"]) for p in curve[len(curve) // 2:]]
-    return {"curve": curve, "peak_rss_mib": round(peak),
+    if sent > len(bodies):
+        print(f"warning: {sent} requests went through the {len(bodies)} bodies more than "
+              f"once", file=sys.stderr)
+    return {"curve": curve, "peak_rss_mib": round(peak), "wrapped": sent > len(bodies),
             "growth_mib": round(curve[-1]["rss_mib"] - curve[0]["rss_mib"], 1),
             "mib_per_10k_texts_second_half": slope_per_10k(second_half),
             "mib_per_10k_texts_first_half": slope_per_10k(
@@ -98,9 +105,12 @@ def main() -> None:
     parser.add_argument("--round_seconds", type=float, default=20.0,
                         help="Load between two memory readings.")
     parser.add_argument("--modes", default=",".join(MODES), help="Comma-separated.")
+    parser.add_argument("--output", default="serving_memory",
+                        help="Results name: bench/results/<output>.json.")
     args = parser.parse_args()
-    if args.minutes * 60 < 4 * args.round_seconds:
-        raise SystemExit("--minutes must allow at least 4 rounds of --round_seconds")
+    if args.round_seconds < 1 or args.minutes * 60 < 4 * round(args.round_seconds):
+        raise SystemExit("--round_seconds must be at least 1 (wrk takes whole seconds) and "
+                         "--minutes must allow at least 4 rounds of it")
     base = args.model_base_path or default_base()
     texts, _ = dev_rows()
     bodies, sizes = request_bodies(texts)
@@ -110,8 +120,10 @@ def main() -> None:
         results[mode] = run_mode(base, MODES[mode], bodies, sizes, args.minutes,
                                  args.round_seconds)
         print(mode, {k: v for k, v in results[mode].items() if k != "curve"}, flush=True)
-    write("serving_memory", {
-        "model": base, "cpu": cpu_model(), "clients": CLIENTS,
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    write(args.output, {
+        "model": base, "server_commit": commit, "cpu": cpu_model(), "clients": CLIENTS,
         "texts_per_request": "1-8, random", "minutes_per_mode": args.minutes,
         "round_seconds": args.round_seconds,
         "batching_parameters": open(BATCHING).read(), "modes": results})

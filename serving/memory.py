@@ -1,6 +1,7 @@
 """Handing freed heap back to the system after a version loads or unloads.
 
-Tested with a model server: tests/serving/test_faults.py.
+Tested in a child process (tests/serving/test_faults.py) and, after a load, with a
+model server (tests/e2e/test_precision.py).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ def release_memory() -> None:
     returns the freed heap to the system (glibc's ``malloc_trim``). Without it RSS kept
     every swap's peak: 1.3 to 2.1 GB over 10 loads of a 656 MiB model
     (bench/serving_lifecycle.py); and a load's own peak: Grappler's copies of the folded
-    weights (``--bfloat16_fold_weights``) held the main job's model at 4.9 GiB after its
-    load instead of 3.1 GiB (bench/serving_memory.py)."""
+    weights (``--bfloat16_fold_weights``) held the main job's model (batching on) at 4.9
+    GiB after its load instead of 3.1 GiB (bench/serving_memory.py)."""
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)

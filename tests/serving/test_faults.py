@@ -474,7 +474,7 @@ def test_no_versions_is_repeated_while_none_appear(tmp_path, caplog):
 
 
 def test_release_memory_hands_freed_heap_back_to_the_system():
-    """What the store runs after each unload. A heap freed below a live allocation is
+    """What the store runs after each load and unload. A heap freed below a live allocation is
     kept by glibc (RSS stayed at every swap's peak: 1.3 to 2.1 GB over 10 loads of the
     BERT, bench/serving_lifecycle.py); ``release_memory`` returns it. A child process, so
     the measure is not this test process's own heap."""
