@@ -78,23 +78,21 @@ def run_mode(base: str, flags: list, bodies: list, sizes: list, minutes: float,
                                             round_seconds)
             if load["errors"]:
                 raise RuntimeError(f"{load['errors']} requests failed")
-            answered = [(offset + i) % len(sizes) for i in range(load["requests"])]
-            texts += sum(sizes[i] for i in answered)
+            texts += sum(sizes[(offset + i) % len(sizes)] for i in range(load["requests"]))
             offset = (offset + load["requests"]) % len(sizes)
             sent += load["requests"]
             curve.append({"seconds": round(time.perf_counter() - started, 1), "texts": texts,
                           "rss_mib": rss_mib(pid)})
             print(json.dumps(curve[-1]), flush=True)
         peak = _process_cost(pid)[1]
-    second_half = [(p["texts"], p["rss_mib"]) for p in curve[len(curve) // 2:]]
+    points, middle = [(p["texts"], p["rss_mib"]) for p in curve], len(curve) // 2
     if sent > len(bodies):
         print(f"warning: {sent} requests went through the {len(bodies)} bodies more than "
               f"once", file=sys.stderr)
     return {"curve": curve, "peak_rss_mib": round(peak), "wrapped": sent > len(bodies),
             "growth_mib": round(curve[-1]["rss_mib"] - curve[0]["rss_mib"], 1),
-            "mib_per_10k_texts_second_half": slope_per_10k(second_half),
-            "mib_per_10k_texts_first_half": slope_per_10k(
-                [(p["texts"], p["rss_mib"]) for p in curve[:len(curve) // 2 + 1]])}
+            "mib_per_10k_texts_second_half": slope_per_10k(points[middle:]),
+            "mib_per_10k_texts_first_half": slope_per_10k(points[:middle + 1])}
 
 
 def main() -> None:

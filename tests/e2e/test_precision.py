@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.paths import SHARED_DATA
 from tests.support.pipeline_runs import cli_args, tiny_overrides
+from tests.support.process_memory import memory_bytes
 
 # A bfloat16-served probability may differ from float32 by this much. Measured on SST-2
 # dev: this test's model (MiniLM, 1,800 rows) at most 0.013, mean 0.0016, no label
@@ -23,14 +24,6 @@ DEV = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
 # this test's model measured 0.94 (3,843 of 4,093 MiB) when the load's freed heap was
 # kept; the main job's model (the same MiniLM) 0.77 once it was handed back.
 LOAD_PEAK_KEPT = 0.9
-
-
-def _memory_mib(pid: int) -> tuple:
-    """(resident, peak resident) MiB of a process, from /proc."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        fields = {line.split(":")[0]: int(line.split()[1]) // 1024 for line in f
-                  if line.startswith(("VmRSS:", "VmHWM:"))}
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def _dev_rows():
@@ -82,7 +75,7 @@ def test_bfloat16_serving_matches_float32_over_rest_and_grpc(minilm_model):
         with ServerProcess(["--model_name", "m", "--model_base_path", base,
                             f"--mixed_precision={mode.split()[0] if mode else ''}",
                             f"--bfloat16_fold_weights={mode.endswith('folded')}"]) as server:
-            memory[mode] = _memory_mib(server.process.pid)  # loaded and warmed up
+            memory[mode] = memory_bytes(server.process.pid)  # loaded and warmed up
             with GrpcClient(server.grpc_address, Target("m"), 120) as by_grpc, \
                     RestClient(server.rest_url, Target("m"), 120) as by_rest:
                 for name, client, kind in (("grpc", by_grpc, object), ("rest", by_rest, str)):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from models.export import set_method_name
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.process import ServerProcess
+from tests.support.process_memory import memory_bytes
 from tests.support.serving_models import REGRESS
 
 LIMIT = 64 * 1024  # --max_request_bytes of the servers here
@@ -102,12 +103,6 @@ def test_grpc_answers_past_the_request_limit_are_sent(server):
             {"x": np.zeros(LIMIT // 4 + 1, np.float32)})
 
 
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        line = next(l for l in status if l.startswith("VmRSS:"))
-    return int(line.split()[1]) * 1024
-
-
 def test_gzip_bodies_are_inflated_and_held_to_the_limit(server):
     url = f"{server.rest_url}/v1/models/half:predict"
     gzipped = {"Content-Encoding": "gzip"}
@@ -118,11 +113,11 @@ def test_gzip_bodies_are_inflated_and_held_to_the_limit(server):
     # A gzip bomb: 50 KB on the wire, 50 MiB inflated.
     bomb = gzip.compress(b'{"instances": [1.0]' + b" " * 50 * 2**20 + b"}", 9)
     assert len(bomb) < LIMIT
-    before = _rss_bytes(server.process.pid)
+    before = memory_bytes(server.process.pid)[0]
     refused = requests.post(url, headers=gzipped, data=bomb)
     assert refused.status_code == 413
     assert f"larger than {LIMIT} bytes" in refused.json()["error"]
-    assert _rss_bytes(server.process.pid) - before < 16 * 2**20  # never held inflated
+    assert memory_bytes(server.process.pid)[0] - before < 16 * 2**20  # never held inflated
     body = gzip.compress(b'{"instances": [2.0]}')
     for broken, message in ((b"not gzip", "gzip body: Error -3"),
                             (body[:-6], "gzip body is truncated")):
