@@ -96,7 +96,8 @@ class FoldedSignature:
 
     Built with TensorFlow's own ``convert_variables_to_constants_v2`` (the TFLite
     converter's); lookup tables and other non-variable resources stay captured. Costs
-    a float32 copy of the weights per signature that reads them.
+    the weights' constants per signature that reads them, in the runtime's function and
+    its optimized instantiation (the Python graphs that built it are dropped).
     """
 
     def __init__(self, fn):
@@ -113,15 +114,32 @@ class FoldedSignature:
             raise ValueError(f"inputs {sorted(keys)} do not match the signature's "
                              f"{sorted(by_spec)}")
         captured = {t.name: value for t, value in zip(fn.inputs[args:], fn.captured_inputs)}
-        self._frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
-        self._keys = [keys[t.name] for t in self._frozen.inputs[:args]]
-        self._captured = [captured[t.name] for t in self._frozen.inputs[args:]]
+        frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
+        self._keys = [keys[t.name] for t in frozen.inputs[:args]]
+        self._captured = [captured[t.name] for t in frozen.inputs[args:]]
+        self._function = _runtime_function(frozen)
 
     def __call__(self, **inputs) -> Dict:
         import tensorflow as tf
 
-        flat = self._frozen(*(inputs[key] for key in self._keys), *self._captured)
+        flat = self._function(*(inputs[key] for key in self._keys), *self._captured)
         return tf.nest.pack_sequence_as(self.structured_outputs, flat, expand_composites=True)
+
+
+def _runtime_function(concrete):
+    """``concrete``'s function as registered with the runtime (called with flat tensors),
+    without the Python graphs that built it: they hold two more copies of its constants
+    (180 MB per encoder signature of the main job's model). Where TensorFlow's internals
+    differ from 2.16's, the concrete function itself (same answers, more memory)."""
+    atomic = getattr(concrete, "_inference_function", None)
+    if atomic is None or not hasattr(atomic, "_cached_graph") \
+            or not callable(getattr(atomic, "call_flat", None)):
+        logging.getLogger("serving").warning(
+            "folded weights: this TensorFlow has no AtomicFunction as 2.16 has; the "
+            "signature keeps its Python graph (two more copies of its weights)")
+        return concrete
+    atomic._cached_graph = atomic._generated_graph = None  # noqa: SLF001
+    return atomic.call_flat
 
 
 def _placeholder_name(name: str) -> str:
