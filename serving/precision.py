@@ -150,7 +150,11 @@ def _placeholder_name(name: str) -> str:
 
 def fold_weights(signatures: Dict, log_name: str) -> Dict:
     """Each signature folded (``FoldedSignature``); one that cannot be is kept as it is,
-    with a warning (its answers are the same, only slower)."""
+    with a warning (its answers are the same, only slower). The Python graphs the folding
+    built (reference cycles) and the heap it freed go back to the system before the
+    warmup, which may run on other threads (batching) whose malloc arenas cannot reuse it."""
+    from serving.memory import release_memory
+
     folded = {}
     for key, fn in signatures.items():
         try:
@@ -161,4 +165,5 @@ def fold_weights(signatures: Dict, log_name: str) -> Dict:
                 "it casts them on every call (slower, same answers)", log_name, key,
                 str(error).splitlines()[0] if str(error) else type(error).__name__)
             folded[key] = fn
+    release_memory()
     return folded
