@@ -24,8 +24,8 @@ def release_memory() -> None:
 def trim_heap() -> None:
     """Returns the heap freed so far to the system (glibc's ``malloc_trim``, every
     thread's arena), without a Python collection: for memory C++ freed (Grappler's copies
-    of a graph). About 1 ms, where ``gc.collect`` holds the GIL for 0.2 s on a loaded
-    server."""
+    of a graph). ``gc.collect`` holds the GIL, 0.16-0.2 s with the main job's folded
+    model loaded (an ad-hoc measurement), while other versions may be serving."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim

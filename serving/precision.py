@@ -97,7 +97,7 @@ class FoldedSignature:
     Built with TensorFlow's own ``convert_variables_to_constants_v2`` (the TFLite
     converter's); lookup tables and other non-variable resources stay captured. Costs
     the weights' constants per signature that reads them, in the runtime's function and
-    its optimized instantiation (the Python graphs that built it are dropped).
+    its optimized instantiation; Python keeps no copy (``_runtime_function``).
     """
 
     def __init__(self, fn):
@@ -123,22 +123,35 @@ class FoldedSignature:
         import tensorflow as tf
 
         flat = self._function(*(inputs[key] for key in self._keys), *self._captured)
-        return tf.nest.pack_sequence_as(self.structured_outputs, flat, expand_composites=True)
+        return tf.nest.pack_sequence_as(self.structured_outputs, flat or [],
+                                        expand_composites=True)
 
 
 def _runtime_function(concrete):
     """``concrete``'s function as registered with the runtime (called with flat tensors),
-    without the Python graphs that built it: they hold two more copies of its constants
-    (180 MB per encoder signature of the main job's model). Where TensorFlow's internals
-    differ from 2.16's, the concrete function itself (same answers, more memory)."""
+    with no Python copy of its constants: the graphs that built it held two (180 MB per
+    encoder signature of the main job's model), and the ``FunctionDef`` a call parses
+    would be a third; the call reads only its signature and attributes. Where
+    TensorFlow's internals differ from 2.16's, the concrete function itself (same
+    answers, more memory)."""
+    from tensorflow.core.framework import function_pb2
+
     atomic = getattr(concrete, "_inference_function", None)
-    if atomic is None or not hasattr(atomic, "_cached_graph") \
+    slots = ("_cached_graph", "_generated_graph", "_cached_definition")
+    if atomic is None or not all(hasattr(atomic, slot) for slot in slots) \
             or not callable(getattr(atomic, "call_flat", None)):
         logging.getLogger("serving").warning(
             "folded weights: this TensorFlow has no AtomicFunction as 2.16 has; the "
-            "signature keeps its Python graph (two more copies of its weights)")
+            "signature keeps its Python graphs (more copies of its weights)")
         return concrete
-    atomic._cached_graph = atomic._generated_graph = None  # noqa: SLF001
+    definition = atomic.definition  # the runtime's, parsed once here
+    slim = function_pb2.FunctionDef(signature=definition.signature)
+    for key, value in definition.attr.items():
+        slim.attr[key].CopyFrom(value)
+    # TensorFlow 2.16's AtomicFunction caches; an eager call reads neither graph, and of
+    # the definition only its signature (the number of inputs) and attributes.
+    atomic._cached_graph = atomic._generated_graph = None
+    atomic._cached_definition = slim
     return atomic.call_flat
 
 

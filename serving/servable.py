@@ -180,13 +180,14 @@ class Servable:
             else:
                 raise ValueError(f"{WARMUP_FILE}: unsupported warmup record {kind}")
             count += 1
-            if request.model_spec.signature_name not in warmed:
+            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if key not in warmed:
                 # Its first call ran Grappler on it: a transient of several copies of its
-                # graph (0.7-1.3 GB with folded weights), freed in the malloc arena of the
-                # thread that ran it (a batch thread of its own with batching), which the
-                # next signature's thread does not reuse. Without this, the main job's
-                # folded model peaked at 1.9x what it keeps once loaded (4.9 GiB).
-                warmed.add(request.model_spec.signature_name)
+                # graph with folded weights, freed in the malloc arena of the thread that
+                # ran it (a batch thread of its own with batching), which the next
+                # signature's thread does not reuse. Without this, the main job's folded
+                # model peaked at 1.9x what it keeps once loaded (4.9 GiB).
+                warmed.add(key)
                 trim_heap()
         return count
 
