@@ -122,6 +122,9 @@ class FoldedSignature:
     def __call__(self, **inputs) -> Dict:
         import tensorflow as tf
 
+        if not tf.executing_eagerly():  # a graph would need the FunctionDef's body
+            raise RuntimeError("a folded signature is called eagerly only, not inside a "
+                               "tf.function")
         flat = self._function(*(inputs[key] for key in self._keys), *self._captured)
         return tf.nest.pack_sequence_as(self.structured_outputs, flat or [],
                                         expand_composites=True)
@@ -133,7 +136,8 @@ def _runtime_function(concrete):
     encoder signature of the main job's model), and the ``FunctionDef`` a call parses
     would be a third; the call reads only its signature and attributes. Where
     TensorFlow's internals differ from 2.16's, the concrete function itself (same
-    answers, more memory)."""
+    answers, more memory). Eager calls only: tracing a call into a graph reads the
+    definition's body."""
     from tensorflow.core.framework import function_pb2
 
     atomic = getattr(concrete, "_inference_function", None)

@@ -186,7 +186,7 @@ class Servable:
                 # graph with folded weights, freed in the malloc arena of the thread that
                 # ran it (a batch thread of its own with batching), which the next
                 # signature's thread does not reuse. Without this, the main job's folded
-                # model peaked at 1.9x what it keeps once loaded (4.9 GiB).
+                # model peaked at 1.9x what it keeps once loaded (4.8 GiB).
                 warmed.add(key)
                 trim_heap()
         return count

@@ -66,6 +66,9 @@ def test_folded_signature_answers_as_the_signature_with_constant_weights(tmp_pat
     # The weights are constants now: only the table is still captured.
     assert [t.dtype for t in folded._captured] == [tf.resource]
     assert len(signature.captured_inputs) > 1  # the table and the two variables
+    # Eager only: a graph's call would need the function's body, which it does not keep.
+    with pytest.raises(RuntimeError, match="called eagerly only"):
+        tf.function(lambda t: folded(text=t)["id"])(text)
 
 
 def test_a_signature_that_cannot_be_folded_is_served_as_it_is(caplog):
