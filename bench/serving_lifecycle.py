@@ -6,18 +6,24 @@ bench/results/serving_lifecycle.json.
           seconds from the signal to the exit
   memory  server RSS with no model, then after each of 10 version loads (each new version
           a copy of the model under a new number; the previous one is unloaded; a few
-          requests after each load). Goal: at most two versions' worth over no model.
+          requests after each load), and the peak RSS so far (the swaps': the new version
+          loads beside the one serving). Goal: at most two versions' worth over no model.
 
 Usage: .venv/bin/python bench/serving_lifecycle.py [--model DIR] [--loads 10]
-(DIR: a version folder; default the newest under serving_model/bert_classifier).
+           [--server_flags "--mixed_precision=bfloat16 ..."] [--output NAME] [drain] [memory]
+(DIR: a version folder; default the newest under serving_model/bert_classifier;
+--server_flags: more flags for the memory part's server; writes bench/results/NAME.json,
+serving_lifecycle by default).
 No client retries: a lost request is counted, never hidden.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,9 +45,10 @@ def newest_version(base: str) -> str:
     return os.path.join(base, str(versions[0]))
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident memory (``VmHWM``: its peak so far) in MiB."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        line = next(line for line in status if line.startswith("VmRSS:"))
+        line = next(line for line in status if line.startswith(f"{field}:"))
     return round(int(line.split()[1]) / 1024, 1)
 
 
@@ -150,16 +157,16 @@ def bench_drain(model_dir: str, work: str) -> dict:
         "tracebacks_in_log": log.count("Traceback"), "failures": failed[:5]}
 
 
-def bench_memory(model_dir: str, work: str, loads: int) -> dict:
+def bench_memory(model_dir: str, work: str, loads: int, flags: list) -> dict:
     from serving.process import ServerProcess
 
     base = os.path.join(work, "memory", MODEL)
     os.makedirs(base)
     texts = [f"{TEXT} {i}" for i in range(16)]
     server = ServerProcess(["--model_name", MODEL, "--model_base_path", base,
-                            "--file_system_poll_wait_seconds", "1"], wait_for=[],
+                            "--file_system_poll_wait_seconds", "1", *flags], wait_for=[],
                            timeout=600)
-    after = []
+    after, peaks = [], []
     with server:
         wait_until(lambda: os.path.exists(f"/proc/{server.process.pid}") and "REST" in
                    server.log(), 600, "server start")
@@ -172,11 +179,14 @@ def bench_memory(model_dir: str, work: str, loads: int) -> dict:
             for _ in range(4):
                 assert classify_rest(server, texts)
             after.append(rss_mib(server.process.pid))
-            print(f"version {version}: RSS {after[-1]} MiB", flush=True)
+            peaks.append(rss_mib(server.process.pid, "VmHWM"))
+            print(f"version {version}: RSS {after[-1]} MiB, peak so far {peaks[-1]} MiB",
+                  flush=True)
             if version > 2:  # keep the disk small: only the last two stay
                 shutil.rmtree(os.path.join(base, str(version - 2)))
     one = after[0] - no_model
-    return {"rss_mib_no_model": no_model, "rss_mib_after_each_load": after,
+    return {"server_flags": flags, "rss_mib_no_model": no_model,
+            "rss_mib_after_each_load": after, "peak_rss_mib_after_each_load": peaks,
             "one_version_mib": round(one, 1),
             "growth_after_first_load_mib": round(after[-1] - after[0], 1),
             "within_two_versions": after[-1] - no_model <= 2 * one}
@@ -187,19 +197,26 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="")
     parser.add_argument("--loads", type=int, default=10)
+    parser.add_argument("--server_flags", default="", help="More flags for the memory "
+                        "part's server, e.g. '--mixed_precision=bfloat16 --enable_batching'.")
+    parser.add_argument("--output", default="serving_lifecycle",
+                        help="Results name: bench/results/<output>.json.")
     parser.add_argument("parts", nargs="*", default=["drain", "memory"])
     args = parser.parse_args()
     model_dir = args.model or newest_version(os.path.join(REPO, "serving_model", MODEL))
     work = tempfile.mkdtemp(prefix="serving_lifecycle_")
-    result = {"model": os.path.relpath(model_dir, REPO)}
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    result = {"model": os.path.relpath(model_dir, REPO), "server_commit": commit}
     try:
         if "drain" in args.parts:
             result["drain"] = bench_drain(model_dir, work)
         if "memory" in args.parts:
-            result["memory"] = bench_memory(model_dir, work, args.loads)
+            result["memory"] = bench_memory(model_dir, work, args.loads,
+                                            shlex.split(args.server_flags))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write("serving_lifecycle", result)
+    write(args.output, result)
 
 
 if __name__ == "__main__":
