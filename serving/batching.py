@@ -26,6 +26,9 @@ import numpy as np
 from serving import deadlines
 
 Tensors = Dict[str, np.ndarray]
+# How long closing waits for its batch threads to finish the queued requests (a batch of
+# 128 long texts takes seconds on 2 cores).
+CLOSE_TIMEOUT_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,8 @@ class Batcher:
                          for i in range(params.num_batch_threads)]
         self._take = threading.Lock()  # one thread assembles a batch at a time
         self._carried: "collections.deque[_Task]" = collections.deque()  # next batch's first
+        self._closed = False  # set under _closing: no request is queued after the stops
+        self._closing = threading.Lock()
         for thread in self._threads:
             thread.start()
 
@@ -113,19 +118,41 @@ class Batcher:
         """This request's rows of its batch's outputs; DEADLINE_EXCEEDED at ``deadline``."""
         size = len(next(iter(inputs.values()))) if inputs else 0
         task = _Task(inputs, size, Future(), deadline)
-        try:
-            self._tasks.put_nowait(task)
-        except queue.Full:
-            raise QueueFull("the batch queue is full") from None
+        with self._closing:
+            queued = not self._closed
+            if queued:
+                try:
+                    self._tasks.put_nowait(task)
+                except queue.Full:
+                    raise QueueFull("the batch queue is full") from None
+        if not queued:  # the version was unloaded as this request came in: no batch thread
+            deadlines.check(deadline)
+            with deadlines.scope(deadline):
+                return self._fn(inputs)
         try:
             return task.result.result(timeout=deadlines.remaining(deadline))
         except FutureTimeout:
             task.result.cancel()  # not taken yet: no batch will run it
             raise deadlines.exceeded() from None
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Runs the queued requests, then stops the batch threads, waiting up to
+        ``timeout`` seconds for them: a thread still running keeps ``fn`` (an unloaded
+        version, and its memory) from being collected. A request that comes after runs
+        alone, in its caller's thread."""
+        with self._closing:
+            self._closed = True
         for _ in self._threads:
-            self._tasks.put(None)
+            self._tasks.put(None)  # after every queued request
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        running = [thread.name for thread in self._threads if thread.is_alive()]
+        if running:
+            logging.getLogger("serving").warning(
+                "%s: batch threads %s still running %gs after close; the version's memory "
+                "is released after they finish, at the next load or unload", self._name,
+                running, timeout)
 
     def _next_batch(self) -> List[_Task] | None:
         with self._take:
