@@ -136,23 +136,33 @@ class Batcher:
             raise deadlines.exceeded() from None
 
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
-        """Runs the queued requests, then stops the batch threads, waiting up to
-        ``timeout`` seconds for them: a thread still running keeps ``fn`` (an unloaded
-        version, and its memory) from being collected. A request that comes after runs
-        alone, in its caller's thread."""
+        """``stop``, then ``wait`` up to ``timeout`` seconds, with a warning naming the
+        threads still running then."""
+        self.stop()
+        self.wait(time.monotonic() + timeout, timeout)
+
+    def stop(self) -> None:
+        """Lets the batch threads run the requests already queued, then stop; a request
+        that comes after runs alone, in its caller's thread."""
         with self._closing:
             self._closed = True
         for _ in self._threads:
             self._tasks.put(None)  # after every queued request
-        end = time.monotonic() + timeout
+
+    def wait(self, deadline: float, timeout: float) -> bool:
+        """Waits until the batch threads have stopped or ``deadline`` (monotonic; the
+        ``timeout`` it stands for is only for the warning); True when they have. A thread
+        still running keeps ``fn`` (an unloaded version, and its memory) from being
+        collected."""
         for thread in self._threads:
-            thread.join(max(0.0, end - time.monotonic()))
+            thread.join(max(0.0, deadline - time.monotonic()))
         running = [thread.name for thread in self._threads if thread.is_alive()]
         if running:
             logging.getLogger("serving").warning(
                 "%s: batch threads %s still running %gs after close; the version's memory "
                 "is released after they finish, at the next load or unload", self._name,
                 running, timeout)
+        return not running
 
     def _next_batch(self) -> List[_Task] | None:
         with self._take:
@@ -166,8 +176,8 @@ class Batcher:
                     task = self._tasks.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                if task is None:
-                    self._tasks.put(None)
+                if task is None:  # a stop: it waits for a thread after this batch
+                    self._carried.appendleft(None)
                     break
                 if task.result.cancelled():
                     continue

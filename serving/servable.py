@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import grpc
@@ -15,7 +16,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving import contract, deadlines, lengths, precision
-from serving.batching import BatchingParameters, BatchObserver, Batcher, QueueFull
+from serving.batching import (CLOSE_TIMEOUT_SECONDS, BatchingParameters, BatchObserver,
+                              Batcher, QueueFull)
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
 from serving.memory import trim_heap
@@ -123,9 +125,10 @@ class Servable:
         key, signature_def = self.signature(signature_name)
         _check_inputs(signature_def, inputs)
         _check_output_filter(signature_def, output_filter or [])
-        if key in self._batchers and inputs and all(v.ndim >= 1 for v in inputs.values()):
+        batcher = self._batchers.get(key)  # once: close() replaces the dict
+        if batcher and inputs and all(v.ndim >= 1 for v in inputs.values()):
             try:
-                outputs = self._batchers[key](inputs, deadline)
+                outputs = batcher(inputs, deadline)
             except QueueFull:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE,
                                    "The batch scheduling queue to which this task was "
@@ -191,9 +194,17 @@ class Servable:
                 trim_heap()
         return count
 
-    def close(self) -> None:
-        for batcher in self._batchers.values():
-            batcher.close()
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Stops the batchers and waits up to ``timeout`` seconds in all for their threads
+        to run what is queued; requests still coming run without a batcher. Dropping the
+        batchers also breaks the reference cycle servable -> batcher -> caller ->
+        servable, so the last request still running on this version frees it."""
+        batchers, self._batchers = self._batchers, {}
+        for batcher in batchers.values():
+            batcher.stop()
+        deadline = time.monotonic() + timeout
+        for batcher in batchers.values():
+            batcher.wait(deadline, timeout)
 
     # -- helpers --------------------------------------------------------------------------
     def _observer(self, label: str):

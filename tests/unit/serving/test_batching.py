@@ -138,3 +138,35 @@ def test_a_request_that_reaches_a_closed_batcher_runs_alone():
     batcher.close()
     result = batcher({"x": np.ones(2)}, deadline=deadlines.after(5))
     np.testing.assert_array_equal(result["y"], [3.0, 3.0])
+
+
+def test_closing_runs_every_request_queued_before_it(caplog):
+    """What is queued when a version is unloaded is still answered (as TF Serving drains
+    a servable's requests before unloading it); a batch thread stuck past the wait is
+    named in a warning."""
+    release = threading.Event()
+
+    def slow_double(inputs):
+        release.wait()
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(slow_double, BatchingParameters(max_batch_size=1, num_batch_threads=1),
+                      name="m-1-x")
+    results = {}
+
+    def call(i):
+        results[i] = batcher({"x": np.full(1, float(i))})["y"]
+
+    callers = [threading.Thread(target=call, args=(i,)) for i in range(5)]
+    for caller in callers:
+        caller.start()
+    while batcher._tasks.qsize() < 4:  # one request runs (blocked), four are queued
+        release.wait(0.01)
+    batcher.close(timeout=0.2)  # the running request holds the thread past the wait
+    assert "m-1-x: batch threads ['m-1-x-0'] still running 0.2s after close" in caplog.text
+    release.set()
+    for caller in callers:
+        caller.join()
+    assert {i: y.tolist() for i, y in results.items()} == {i: [2.0 * i] for i in range(5)}
+    batcher._threads[0].join(5)  # it stops once its queue is run
+    assert not batcher._threads[0].is_alive()

@@ -161,3 +161,30 @@ def test_folded_signature_keeps_no_python_copy_of_its_weights(tmp_path):
     assert definitions  # the walk reaches the cached definition
     assert not any(is_the_weights(node) for d in definitions for node in d.node_def)
     np.testing.assert_allclose(folded(x=x)["y"].numpy(), want, rtol=1e-5)  # still answers
+
+
+def test_an_unloaded_folded_version_goes_when_its_last_request_ends(tmp_path):
+    """Closing a version drops its batchers (which referred back to it), so a request
+    still holding it frees its folded functions when it ends, with no collection."""
+    import gc
+
+    from tensorflow.python.eager import context
+
+    from serving.batching import BatchingParameters
+    from serving.servable import LoadSettings, Servable
+
+    _model_with_weights_and_a_table(str(tmp_path / "m"))
+    servable = Servable("m", 1, str(tmp_path / "m"), LoadSettings(
+        fold_weights=True, batching=BatchingParameters(max_batch_size=4)))
+    names = [fn._function.__self__.name for fn in servable._functions.values()]
+    in_flight = servable  # a request still running on it
+    servable.close()
+    del servable
+    gc.collect()
+    assert all(context.context().has_function(name) for name in names)
+    gc.disable()
+    try:
+        del in_flight  # the request ends
+        assert not any(context.context().has_function(name) for name in names)
+    finally:
+        gc.enable()
