@@ -108,7 +108,7 @@ class Batcher:
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
                          for i in range(params.num_batch_threads)]
         self._take = threading.Lock()  # one thread assembles a batch at a time
-        self._carried: "collections.deque[_Task]" = collections.deque()  # next batch's first
+        self._carried: "collections.deque[_Task | None]" = collections.deque()  # next first
         self._closed = False  # set under _closing: no request is queued after the stops
         self._closing = threading.Lock()
         for thread in self._threads:
