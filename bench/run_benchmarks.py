@@ -39,6 +39,13 @@ RESULTS = os.path.join(REPO, "bench", "results")
 WORK = os.path.join(tempfile.gettempdir(), "bert_pipeline_bench")
 
 
+def git_commit(repo: str = REPO, short: bool = False) -> str:
+    """The checkout's HEAD commit ("unknown" outside git), for a results file."""
+    return subprocess.run(["git", "-C", repo, "rev-parse", *(["--short"] if short else []),
+                           "HEAD"], capture_output=True, text=True).stdout.strip() \
+        or "unknown"
+
+
 def write(name: str, result: dict) -> None:
     result = dict(result, machine=f"{platform.processor() or platform.machine()}, "
                                   f"{os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))

@@ -23,7 +23,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from bench.run_benchmarks import write  # noqa: E402  (sets the TF environment first)
+from bench.run_benchmarks import git_commit, write  # noqa: E402  (sets the TF environment first)
 
 MODEL = "bert_classifier"
 REST_CLIENTS, GRPC_CLIENTS, BATCH = 10, 4, 128
@@ -205,9 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = args.model or newest_version(os.path.join(REPO, "serving_model", MODEL))
     work = tempfile.mkdtemp(prefix="serving_lifecycle_")
-    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    result = {"model": os.path.relpath(model_dir, REPO), "server_commit": commit}
+    result = {"model": os.path.relpath(model_dir, REPO), "server_commit": git_commit()}
     try:
         if "drain" in args.parts:
             result["drain"] = bench_drain(model_dir, work)

@@ -23,13 +23,12 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import load_generator  # noqa: E402
-from bench.run_benchmarks import REPO, _process_cost, write  # noqa: E402
+from bench.run_benchmarks import _process_cost, git_commit, write  # noqa: E402
 from bench.serving_lifecycle import rss_mib  # noqa: E402
 from bench.serving_speed import BATCHING, cpu_model, default_base, dev_rows  # noqa: E402
 
@@ -118,10 +117,8 @@ def main() -> None:
         results[mode] = run_mode(base, MODES[mode], bodies, sizes, args.minutes,
                                  args.round_seconds)
         print(mode, {k: v for k, v in results[mode].items() if k != "curve"}, flush=True)
-    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
     write(args.output, {
-        "model": base, "server_commit": commit, "cpu": cpu_model(), "clients": CLIENTS,
+        "model": base, "server_commit": git_commit(), "cpu": cpu_model(), "clients": CLIENTS,
         "texts_per_request": "1-8, random", "minutes_per_mode": args.minutes,
         "round_seconds": args.round_seconds,
         "batching_parameters": open(BATCHING).read(), "modes": results})

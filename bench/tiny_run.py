@@ -25,7 +25,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.run_benchmarks import REPO, RESULTS, WORK, _component_seconds  # noqa: E402
+from bench.run_benchmarks import (REPO, RESULTS, WORK, _component_seconds,  # noqa: E402
+                                  git_commit)
 
 ROWS = 400
 # The settings tests/support/pipeline_runs.py's tiny_overrides gives a fast run.
@@ -132,11 +133,6 @@ def cpu_model() -> str:
            f"{os.cpu_count()} cores"
 
 
-def git_rev(repo: str) -> str:
-    return subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,7 +152,7 @@ def main() -> None:
         for name, repo in variants.items():
             runs[name].append(run_once(f"{name}_{round_number}", repo, checkpoint, data))
     result = {"note": args.note, "rows": ROWS, "settings": TINY, "rounds": args.rounds,
-              "revisions": {name: git_rev(repo) for name, repo in variants.items()},
+              "revisions": {name: git_commit(repo, short=True) for name, repo in variants.items()},
               "median": {name: median_of(r) for name, r in runs.items()}, "runs": runs,
               "load_average_before_after": [round(load_before[0], 2),
                                             round(os.getloadavg()[0], 2)],

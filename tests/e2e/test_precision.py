@@ -27,7 +27,8 @@ LOAD_PEAK_KEPT = 0.9
 # A folded server's peak while it loads with batching, over what it keeps once loaded:
 # the main job's model measured 1.69 in process (1.89 in bench/serving_memory.py) while
 # each signature's first call (Grappler) ran on its own batch thread and left its freed
-# heap in that thread's malloc arena; 1.37 once it is handed back after each signature.
+# heap in that thread's malloc arena; 1.37 in process once it is handed back after each
+# signature, and 1.35-1.40 from the server in bench/serving_memory.py.
 LOAD_PEAK_OVER_RESIDENT = 1.5
 
 
