@@ -8,6 +8,12 @@
   (loaded and warmed up); while none is, the newest version that was serving
   keeps serving. So a broken new version, or deleting the newest version, never
   takes a model down; deleting every version does (404 until one reappears).
+* Unloading (TF Serving's ``BasicManager``): a version to unload leaves the
+  published mapping first (new requests answer 404 for it), reports ``UNLOADING``
+  while its batch threads run what is queued and stop, then ``END``. With
+  ``--num_unload_threads`` 0 (the default, as in TF Serving) that happens in the
+  poller, which waits for it; with N > 0 on a pool of N threads, so the poller goes
+  on loading. A version is not loaded again while it is still unloading.
 * A failed load is retried ``--max_num_load_retries`` times,
   ``--load_retry_interval_micros`` apart; after that the version stays ``END``
   with its error until its folder's content changes, then it is tried again.
@@ -28,7 +34,8 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import tensorflow as tf
 
@@ -39,7 +46,7 @@ from serving.servable import LoadSettings, Servable, first_line, is_saved_model_
 log = logging.getLogger(__name__)
 
 # ModelVersionStatus.State values (tensorflow_serving/apis/get_model_status.proto).
-LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
+LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
 UNKNOWN_ERROR = 2  # tensorflow.error.Code UNKNOWN
 
 
@@ -132,6 +139,7 @@ class LoadOptions:
     config_poll_seconds: float = 0.0  # 0: read the config file once
     allow_labels_for_unavailable: bool = False
     no_versions_log_seconds: float = 60.0  # how often "no versions under ..." is repeated
+    unload_threads: int = 0  # --num_unload_threads; 0: unload in the poller
 
 
 @dataclasses.dataclass
@@ -168,6 +176,9 @@ class ModelStore:
         self._lock = threading.RLock()  # one sync at a time (poller vs. start/tests)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._unloading: Set[Tuple[str, int]] = set()  # (model, version) not yet END
+        self._unloader = (ThreadPoolExecutor(self.options.unload_threads, "model-unload")
+                          if self.options.unload_threads > 0 else None)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,13 +196,16 @@ class ModelStore:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stops polling, unloads every version and waits for the unloads."""
         self._stop.set()
         if self._thread:
             self._thread.join()
         with self._lock:
             for model in self._models.values():
-                for servable in model.loaded.values():
-                    servable.close()
+                for version in sorted(model.loaded):
+                    self._unload(model, version)
+        if self._unloader:
+            self._unloader.shutdown(wait=True)
 
     def _poll_loop(self) -> None:
         now = time.monotonic()
@@ -307,6 +321,8 @@ class ModelStore:
                     no_versions_hint(base))
 
     def _may_load(self, model: _Model, version: int) -> bool:
+        if (model.spec.name, version) in self._unloading:
+            return False  # once it is END (TF Serving: no load and unload of one servable)
         failure = model.failures.get(version)
         if failure is None:
             return True
@@ -376,10 +392,27 @@ class ModelStore:
             self._unload(model, version)
 
     def _unload(self, model: _Model, version: int) -> None:
+        """Stops serving ``version`` now (``UNLOADING``); closes and frees it (``END``) here
+        or, with ``--num_unload_threads``, on the unload pool."""
         model.published = {v: s for v, s in model.published.items() if v != version}
-        model.loaded.pop(version).close()
-        release_memory()
-        self._set_state(model, version, VersionState(END))
+        self._unloading.add((model.spec.name, version))
+        self._set_state(model, version, VersionState(UNLOADING))
+        held = [model.loaded.pop(version)]  # the only reference: freed by _close
+        if self._unloader:
+            self._unloader.submit(self._close, model, version, held)
+        else:
+            self._close(model, version, held)
+
+    def _close(self, model: _Model, version: int, held: List[Servable]) -> None:
+        try:
+            held[0].close()  # the batch threads run what is queued and stop
+        except Exception:  # noqa: BLE001  it is unloaded all the same
+            log.exception("model %s version %d: closing failed", model.spec.name, version)
+        finally:
+            held.clear()
+            release_memory()
+            self._set_state(model, version, VersionState(END))
+            self._unloading.discard((model.spec.name, version))
         log.info("model %s version %d unloaded", model.spec.name, version)
 
     def _set_state(self, model: _Model, version: int, state: VersionState) -> None:

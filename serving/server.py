@@ -69,7 +69,8 @@ TF_SERVING_FLAGS = [
     ("model_base_path", str, "",
      "Folder of numbered versions (<base>/<version>/saved_model.pb)."),
     ("num_load_threads", int, 0, None),
-    ("num_unload_threads", int, 0, None),
+    ("num_unload_threads", int, 0,
+     "Threads that unload versions (0: the poller unloads, and waits for it)."),
     ("max_num_load_retries", int, 5, "Retries of a failed load before giving up."),
     ("load_retry_interval_micros", int, 60_000_000, "Wait between load retries."),
     ("file_system_poll_wait_seconds", int, 1,
@@ -213,6 +214,8 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
     if args.bfloat16_fold_weights and args.mixed_precision != "bfloat16":
         parser.error("--bfloat16_fold_weights folds weights for bfloat16: add "
                      "--mixed_precision=bfloat16, or leave it unset to serve in float32")
+    if args.num_unload_threads < 0:
+        parser.error("--num_unload_threads must be 0 (unload in the poller) or more")
     for name in ("drain_delay_seconds", "drain_grace_seconds"):
         if not 0 <= getattr(args, name) < float("inf"):
             parser.error(f"--{name} must be 0 or more seconds")
@@ -264,7 +267,8 @@ def build_service(args: argparse.Namespace):
         max_load_retries=max(0, args.max_num_load_retries),
         load_retry_interval_seconds=max(0, args.load_retry_interval_micros) / 1e6,
         config_poll_seconds=max(0, args.model_config_file_poll_wait_seconds),
-        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models)
+        allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
+        unload_threads=args.num_unload_threads)
 
     def on_change(name, version, state):
         metrics.loads.labels(name, state).inc()

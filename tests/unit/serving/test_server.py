@@ -24,3 +24,12 @@ def test_folded_weights_need_bfloat16(capsys):
     with pytest.raises(SystemExit):
         parse_flags(["--model_base_path=/m", "--bfloat16_fold_weights=true"])
     assert "add --mixed_precision=bfloat16" in capsys.readouterr().err
+
+
+def test_unload_threads_are_honoured_and_checked(capsys):
+    assert parse_flags(["--model_base_path=/m", "--num_unload_threads=2"]) \
+        .num_unload_threads == 2
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", "--num_unload_threads=-1"])
+    assert "--num_unload_threads must be 0 (unload in the poller) or more" in \
+        capsys.readouterr().err
