@@ -103,8 +103,10 @@ class Batcher:
         self._params = params
         self._name = name
         self._observe = observe
+        self._capacity = params.max_enqueued_batches * params.max_batch_size
+        # Room for one stop per thread beyond the requests: stop() never waits for it.
         self._tasks: "queue.Queue[_Task | None]" = queue.Queue(
-            maxsize=params.max_enqueued_batches * params.max_batch_size)
+            maxsize=self._capacity + params.num_batch_threads)
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
                          for i in range(params.num_batch_threads)]
         self._take = threading.Lock()  # one thread assembles a batch at a time
@@ -121,10 +123,9 @@ class Batcher:
         with self._closing:
             queued = not self._closed
             if queued:
-                try:
-                    self._tasks.put_nowait(task)
-                except queue.Full:
-                    raise QueueFull("the batch queue is full") from None
+                if self._tasks.qsize() >= self._capacity:
+                    raise QueueFull("the batch queue is full")
+                self._tasks.put_nowait(task)
         if not queued:  # the version was unloaded as this request came in: no batch thread
             deadlines.check(deadline)
             with deadlines.scope(deadline):
@@ -145,9 +146,11 @@ class Batcher:
         """Lets the batch threads run the requests already queued, then stop; a request
         that comes after runs alone, in its caller's thread."""
         with self._closing:
+            if self._closed:
+                return
             self._closed = True
-        for _ in self._threads:
-            self._tasks.put(None)  # after every queued request
+            for _ in self._threads:
+                self._tasks.put_nowait(None)  # after every queued request; never full
 
     def wait(self, deadline: float, timeout: float) -> bool:
         """Waits until the batch threads have stopped or ``deadline`` (monotonic; the

@@ -34,6 +34,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
@@ -177,6 +178,8 @@ class ModelStore:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._unloading: Set[Tuple[str, int]] = set()  # (model, version) not yet END
+        # States, their on_change and _unloading change together (poller, unload threads).
+        self._states_lock = threading.RLock()
         self._unloader = (ThreadPoolExecutor(self.options.unload_threads, "model-unload")
                           if self.options.unload_threads > 0 else None)
 
@@ -321,8 +324,9 @@ class ModelStore:
                     no_versions_hint(base))
 
     def _may_load(self, model: _Model, version: int) -> bool:
-        if (model.spec.name, version) in self._unloading:
-            return False  # once it is END (TF Serving: no load and unload of one servable)
+        with self._states_lock:
+            if (model.spec.name, version) in self._unloading:
+                return False  # once it is END (TF Serving: no load and unload of one servable)
         failure = model.failures.get(version)
         if failure is None:
             return True
@@ -394,30 +398,42 @@ class ModelStore:
     def _unload(self, model: _Model, version: int) -> None:
         """Stops serving ``version`` now (``UNLOADING``); closes and frees it (``END``) here
         or, with ``--num_unload_threads``, on the unload pool."""
+        with self._states_lock:
+            self._unloading.add((model.spec.name, version))
+            self._set_state(model, version, VersionState(UNLOADING))
         model.published = {v: s for v, s in model.published.items() if v != version}
-        self._unloading.add((model.spec.name, version))
-        self._set_state(model, version, VersionState(UNLOADING))
         held = [model.loaded.pop(version)]  # the only reference: freed by _close
-        if self._unloader:
-            self._unloader.submit(self._close, model, version, held)
-        else:
-            self._close(model, version, held)
+        try:
+            if self._unloader:
+                self._unloader.submit(self._close, model, version, held)
+                return
+        except RuntimeError:  # the pool has shut down (a sync after stop): unload here
+            pass
+        self._close(model, version, held)
 
     def _close(self, model: _Model, version: int, held: List[Servable]) -> None:
+        """Closes the servable (its batch threads run what is queued and stop), frees it,
+        then says END; whatever fails, the version ends (no error escapes the pool)."""
         try:
-            held[0].close()  # the batch threads run what is queued and stop
-        except Exception:  # noqa: BLE001  it is unloaded all the same
-            log.exception("model %s version %d: closing failed", model.spec.name, version)
-        finally:
-            held.clear()
+            held[0].close()
+        except Exception:  # noqa: BLE001  a traceback object would keep the servable
+            log.error("model %s version %d: closing failed: %s", model.spec.name, version,
+                      traceback.format_exc())
+        held.clear()
+        try:
             release_memory()
-            self._set_state(model, version, VersionState(END))
-            self._unloading.discard((model.spec.name, version))
+        finally:
+            with self._states_lock:
+                try:
+                    self._set_state(model, version, VersionState(END))
+                finally:
+                    self._unloading.discard((model.spec.name, version))
         log.info("model %s version %d unloaded", model.spec.name, version)
 
     def _set_state(self, model: _Model, version: int, state: VersionState) -> None:
-        model.states[version] = state
-        self._on_change(model.spec.name, version, state.state)
+        with self._states_lock:
+            model.states[version] = state
+            self._on_change(model.spec.name, version, state.state)
 
     # -- lookups (request threads) --------------------------------------------------------
     def get(self, name: str, version: Optional[int] = None,
@@ -444,7 +460,8 @@ class ModelStore:
 
     def status(self, name: str, version: Optional[int] = None) -> Dict[int, VersionState]:
         model = self._models.get(name)
-        states = dict(model.states) if model else {}
+        with self._states_lock:
+            states = dict(model.states) if model else {}
         if not states:
             raise not_found(f"Could not find any versions of model {name}")
         if version is not None:

@@ -3,11 +3,12 @@ Serving does, concurrent requests merged into one run and the answers (or the er
 split back to every caller, every batch reported to the metrics."""
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from serving.batching import Batcher, BatchingParameters
+from serving.batching import Batcher, BatchingParameters, QueueFull
 from serving.metrics import Metrics, batching_figures, read_monitoring_config
 from tests.support.paths import REPO
 
@@ -170,3 +171,35 @@ def test_closing_runs_every_request_queued_before_it(caplog):
     assert {i: y.tolist() for i, y in results.items()} == {i: [2.0 * i] for i in range(5)}
     batcher._threads[0].join(5)  # it stops once its queue is run
     assert not batcher._threads[0].is_alive()
+
+
+def test_stopping_a_full_batcher_does_not_wait_for_room():
+    """A version unloaded while its queue is full (overload, a stuck model): the stops
+    used to wait for room in the queue, with no limit, holding up the unload (and the
+    model poller) until a request left the queue."""
+    release = threading.Event()
+
+    def stuck(inputs):
+        release.wait()
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(stuck, BatchingParameters(max_batch_size=1, max_enqueued_batches=1,
+                                                num_batch_threads=1))
+    callers = [threading.Thread(target=batcher, args=({"x": np.ones(1)},), daemon=True)
+               for _ in range(2)]
+    try:
+        for caller in callers:
+            caller.start()
+        while batcher._tasks.qsize() < 1:  # one request runs (stuck), one fills the queue
+            release.wait(0.01)
+        with pytest.raises(QueueFull):
+            batcher({"x": np.ones(1)})
+        stopping = threading.Thread(target=batcher.stop, daemon=True)
+        stopping.start()
+        stopping.join(10)
+        assert not stopping.is_alive()
+    finally:
+        release.set()
+    for caller in callers:
+        caller.join(10)
+    assert batcher.wait(time.monotonic() + 10, 10)

@@ -1,11 +1,20 @@
-"""TF Serving's model config file (serving/model_store.py): errors name the file."""
+"""The model store (serving/model_store.py): config errors name the file; a version being
+unloaded says UNLOADING, and --num_unload_threads lets the poller go on meanwhile."""
+import contextlib
 import os
+import shutil
+import threading
+import time
 
 import grpc
+import numpy as np
 import pytest
 
+from serving.batching import BatchingParameters
 from serving.errors import ServingError
-from serving.model_store import read_model_config
+from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_config
+from serving.servable import LoadSettings
+from tests.support.serving_models import export_file_reader
 
 
 def test_model_config_errors_name_the_file(tmp_path):
@@ -23,19 +32,33 @@ def test_model_config_errors_name_the_file(tmp_path):
 
 
 # -- unloading (TF Serving's UNLOADING state and --num_unload_threads) -----------------------
+class _Stuck:
+    """Requests stuck in version 1's batch thread, reading a named pipe."""
+
+    def __init__(self, store: ModelStore, pipe: str):
+        self.store, self.pipe = store, pipe
+        self.answers: list = []
+        self.requests: list = []
+        self._writer = None
+
+    def release(self) -> None:
+        """Opens the pipe for writing (O_RDWR: never blocks), so the reads go on."""
+        if self._writer is None:
+            self._writer = os.open(self.pipe, os.O_RDWR)
+        for thread in self.requests:
+            thread.join(60)
+
+    def close(self) -> None:
+        self.release()
+        self.store.stop()
+        os.close(self._writer)
+
+
+@contextlib.contextmanager
 def _stuck_version(tmp_path, unload_threads: int):
-    """A store serving version 1 of a model whose batch thread is stuck in a request (it
-    reads a named pipe nobody writes to) with another request queued behind it; version
-    2 is on disk, not yet polled. Returns the store, the pipe and the request threads."""
-    import threading
-
-    import numpy as np
-
-    from serving.batching import BatchingParameters
-    from serving.model_store import LoadOptions, ModelSpec, ModelStore
-    from serving.servable import LoadSettings
-    from tests.support.serving_models import export_file_reader
-
+    """A store serving version 1 of a model whose one batch thread is stuck in a request
+    (it reads a named pipe nobody writes to), another request queued behind it; version
+    2 is on disk, not yet polled."""
     base, pipe = tmp_path / "reader", str(tmp_path / "pipe")
     os.mkfifo(pipe)
     export_file_reader(str(base), 1)
@@ -44,24 +67,27 @@ def _stuck_version(tmp_path, unload_threads: int):
                                                           num_batch_threads=1)),
         file_system_poll_seconds=0, unload_threads=unload_threads))
     store.start()
-    version_1 = store.get("reader")
-    answers = []
+    stuck = _Stuck(store, pipe)
+    try:
+        def request(servable):
+            try:
+                servable.run("serving_default", {"path": np.array([pipe.encode()], object)})
+                stuck.answers.append("answered")
+            except ServingError as error:
+                stuck.answers.append(error.code)
 
-    def request():
-        try:
-            version_1.run("serving_default", {"path": np.array([pipe.encode()], object)})
-            answers.append("answered")
-        except ServingError as error:
-            answers.append(error.code)
-
-    requests = [threading.Thread(target=request) for _ in range(2)]
-    for thread in requests:
-        thread.start()
-    queue = version_1._batchers["serving_default"]._tasks
-    while queue.qsize() < 1:  # one request holds the batch thread, one waits behind it
-        threading.Event().wait(0.01)
-    export_file_reader(str(base), 2)
-    return store, pipe, requests, answers
+        version_1 = store.get("reader")
+        stuck.requests = [threading.Thread(target=request, args=(version_1,), daemon=True)
+                          for _ in range(2)]
+        for thread in stuck.requests:
+            thread.start()
+        queue = version_1._batchers["serving_default"]._tasks
+        # One request holds the batch thread, the other waits in the queue behind it.
+        assert _wait_for(lambda: queue.qsize() >= 1, 30)
+        export_file_reader(str(base), 2)
+        yield stuck
+    finally:
+        stuck.close()
 
 
 def _states(store) -> dict:
@@ -69,9 +95,6 @@ def _states(store) -> dict:
 
 
 def _wait_for(condition, seconds: float = 60.0) -> bool:
-    import threading
-    import time
-
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
         threading.Event().wait(0.01)
@@ -82,46 +105,39 @@ def test_a_version_being_unloaded_reports_unloading_while_the_new_one_serves(tmp
     """TF Serving's default (--num_unload_threads=0): the poller unloads, and waits for the
     old version's batch threads; meanwhile the old version reports UNLOADING (it said
     AVAILABLE while it already answered 404) and the new one answers."""
-    import threading
-
-    store, pipe, requests, answers = _stuck_version(tmp_path, unload_threads=0)
-    poll = threading.Thread(target=store.poll_once)
-    poll.start()
-    assert _wait_for(lambda: _states(store).get(1) != "AVAILABLE", 30), _states(store)
-    assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}
-    assert poll.is_alive()  # still waiting for version 1's batch thread
-    assert store.get("reader").version == 2
-    with pytest.raises(ServingError, match="Specific\\(reader, 1\\)"):
-        store.get("reader", 1)
-    writer = os.open(pipe, os.O_WRONLY)  # the stuck requests go on
-    for thread in requests + [poll]:
-        thread.join(60)
-    os.close(writer)
-    assert answers == [grpc.StatusCode.INVALID_ARGUMENT] * 2  # "Illegal seek": answered
-    assert _states(store) == {1: "END", 2: "AVAILABLE"}
-    store.stop()
+    with _stuck_version(tmp_path, unload_threads=0) as stuck:
+        store = stuck.store
+        poll = threading.Thread(target=store.poll_once, daemon=True)
+        poll.start()
+        assert _wait_for(lambda: _states(store).get(1) != "AVAILABLE", 30), _states(store)
+        assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}
+        assert poll.is_alive()  # still waiting for version 1's batch thread
+        assert store.get("reader").version == 2
+        with pytest.raises(ServingError, match="Specific\\(reader, 1\\)"):
+            store.get("reader", 1)
+        stuck.release()  # the stuck requests go on ...
+        poll.join(60)  # ... and so does the poller
+        assert not poll.is_alive()
+        assert stuck.answers == [grpc.StatusCode.INVALID_ARGUMENT] * 2  # "Illegal seek"
+        assert _states(store) == {1: "END", 2: "AVAILABLE"}
 
 
 def test_unload_threads_let_the_poller_go_on(tmp_path):
     """--num_unload_threads=1: the poll returns while version 1 is still unloading; a
     version is not loaded again until its unload has ended."""
-    import shutil
-
-    store, pipe, requests, answers = _stuck_version(tmp_path, unload_threads=1)
-    store.poll_once()  # returns: version 1's wait runs on the unload thread
-    assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}
-    shutil.rmtree(tmp_path / "reader" / "2")  # a rollback to version 1 ...
-    store.poll_once()
-    assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}  # ... waits for its unload
-    assert store.get("reader").version == 2  # and version 2 serves on meanwhile
-    writer = os.open(pipe, os.O_WRONLY)
-    for thread in requests:
-        thread.join(60)
-    os.close(writer)
-    assert answers == [grpc.StatusCode.INVALID_ARGUMENT] * 2
-    assert _wait_for(lambda: _states(store)[1] == "END"), _states(store)
-    store.poll_once()  # now version 1 loads again and version 2 goes
-    assert _wait_for(lambda: _states(store) == {1: "AVAILABLE", 2: "END"}), _states(store)
-    assert store.get("reader").version == 1
-    store.stop()
-    assert _states(store) == {1: "END", 2: "END"}
+    with _stuck_version(tmp_path, unload_threads=1) as stuck:
+        store = stuck.store
+        store.poll_once()  # returns: version 1's wait runs on the unload thread
+        assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}
+        shutil.rmtree(tmp_path / "reader" / "2")  # a rollback to version 1 ...
+        store.poll_once()
+        assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}  # waits for its unload
+        assert store.get("reader").version == 2  # and version 2 serves on meanwhile
+        stuck.release()
+        assert stuck.answers == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+        assert _wait_for(lambda: _states(store)[1] == "END"), _states(store)
+        store.poll_once()  # now version 1 loads again and version 2 goes
+        assert _wait_for(lambda: _states(store) == {1: "AVAILABLE", 2: "END"}), \
+            _states(store)
+        assert store.get("reader").version == 1
+    assert _states(store) == {1: "END", 2: "END"}  # stop() unloaded it
