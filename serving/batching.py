@@ -65,8 +65,10 @@ class BatchingParameters:
             params = cls(**{k: int(v[-1]) for k, v in values.items() if k in known})
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
-        if params.max_batch_size < 1 or params.num_batch_threads < 1:
-            raise ValueError(f"{source}: max_batch_size and num_batch_threads must be >= 1")
+        if min(params.max_batch_size, params.num_batch_threads,
+               params.max_enqueued_batches) < 1:
+            raise ValueError(f"{source}: max_batch_size, num_batch_threads and "
+                             "max_enqueued_batches must be >= 1")
         return params
 
     @classmethod

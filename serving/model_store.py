@@ -205,8 +205,7 @@ class ModelStore:
             self._thread.join()
         with self._lock:
             for model in self._models.values():
-                for version in sorted(model.loaded):
-                    self._unload(model, version)
+                self._unload(model, sorted(model.loaded))
         if self._unloader:
             self._unloader.shutdown(wait=True)
 
@@ -260,8 +259,7 @@ class ModelStore:
             return
         for name in [n for n in self._models if n not in specs]:
             model = self._models.pop(name)  # requests answer 404 from here on
-            for version in sorted(model.loaded):
-                self._unload(model, version)
+            self._unload(model, sorted(model.loaded))
             log.info("model %s removed from the config: unloaded", name)
         for name, spec in specs.items():
             if name in self._models:
@@ -388,52 +386,70 @@ class ModelStore:
         others = ready - keep
         if aspired and not keep and others:
             keep = {max(others)}
-        model.published = {v: model.loaded[v] for v in sorted(keep)}  # one assignment
+        retired = self._retire(model, sorted(ready - keep),
+                               {v: model.loaded[v] for v in sorted(keep)})
         for version in sorted(keep):
             if model.states.get(version, VersionState(END)).state != AVAILABLE:
                 self._set_state(model, version, VersionState(AVAILABLE))
-        for version in sorted(ready - keep):
-            self._unload(model, version)
+        self._close_all(model, retired)
 
-    def _unload(self, model: _Model, version: int) -> None:
-        """Stops serving ``version`` now (``UNLOADING``); closes and frees it (``END``) here
-        or, with ``--num_unload_threads``, on the unload pool."""
+    def _unload(self, model: _Model, versions: List[int]) -> None:
+        self._close_all(model, self._retire(model, versions))
+
+    def _retire(self, model: _Model, versions: List[int],
+                published: Optional[Dict[int, Servable]] = None
+                ) -> List[Tuple[int, List[Servable]]]:
+        """Says ``UNLOADING`` for ``versions``, then stops serving them: ``published``
+        replaces what requests see, else they lose ``versions``. Returns each version with
+        a list holding the only reference to its servable, for ``_close_all``."""
         with self._states_lock:
-            self._unloading.add((model.spec.name, version))
-            self._set_state(model, version, VersionState(UNLOADING))
-        model.published = {v: s for v, s in model.published.items() if v != version}
-        held = [model.loaded.pop(version)]  # the only reference: freed by _close
-        try:
-            if self._unloader:
-                self._unloader.submit(self._close, model, version, held)
-                return
-        except RuntimeError:  # the pool has shut down (a sync after stop): unload here
-            pass
-        self._close(model, version, held)
+            for version in versions:
+                self._unloading.add((model.spec.name, version))
+                self._set_state(model, version, VersionState(UNLOADING))
+        if published is None:
+            published = {v: s for v, s in model.published.items() if v not in versions}
+        model.published = published  # one assignment
+        return [(version, [model.loaded.pop(version)]) for version in versions]
+
+    def _close_all(self, model: _Model, retired: List[Tuple[int, List[Servable]]]) -> None:
+        """Closes and frees each retired version (``END``) here or, with
+        ``--num_unload_threads``, on the unload pool."""
+        for version, held in retired:
+            try:
+                if self._unloader:
+                    self._unloader.submit(self._close, model, version, held)
+                    continue
+            except RuntimeError:  # the pool has shut down (a sync after stop): unload here
+                pass
+            self._close(model, version, held)
 
     def _close(self, model: _Model, version: int, held: List[Servable]) -> None:
         """Closes the servable (its batch threads run what is queued and stop), frees it,
-        then says END; whatever fails, the version ends (no error escapes the pool)."""
+        then says END; whatever fails is logged (nothing escapes the pool) and the version
+        ends all the same. Errors are logged as text: a traceback would keep the servable."""
         try:
-            held[0].close()
-        except Exception:  # noqa: BLE001  a traceback object would keep the servable
-            log.error("model %s version %d: closing failed: %s", model.spec.name, version,
-                      traceback.format_exc())
-        held.clear()
-        try:
+            try:
+                held[0].close()
+            finally:
+                held.clear()
             release_memory()
+        except Exception:  # noqa: BLE001
+            log.error("model %s version %d: unloading failed: %s", model.spec.name, version,
+                      traceback.format_exc())
         finally:
             with self._states_lock:
-                try:
-                    self._set_state(model, version, VersionState(END))
-                finally:
-                    self._unloading.discard((model.spec.name, version))
+                self._unloading.discard((model.spec.name, version))
+                self._set_state(model, version, VersionState(END))
         log.info("model %s version %d unloaded", model.spec.name, version)
 
     def _set_state(self, model: _Model, version: int, state: VersionState) -> None:
         with self._states_lock:
             model.states[version] = state
-            self._on_change(model.spec.name, version, state.state)
+            try:
+                self._on_change(model.spec.name, version, state.state)
+            except Exception:  # noqa: BLE001  metrics must not break the version lifecycle
+                log.exception("model %s version %d: reporting state %s failed",
+                              model.spec.name, version, state.state)
 
     # -- lookups (request threads) --------------------------------------------------------
     def get(self, name: str, version: Optional[int] = None,

@@ -23,6 +23,8 @@ def test_batching_and_monitoring_files():
         BatchingParameters(max_batch_size=8)
     with pytest.raises(ValueError, match="unknown field.*max_batchsize"):
         BatchingParameters.parse("max_batchsize { value: 8 }")
+    with pytest.raises(ValueError, match="max_enqueued_batches must be >= 1"):
+        BatchingParameters.parse("max_enqueued_batches: 0")  # TF's scheduler refuses it too
     path = read_monitoring_config(os.path.join(DEPLOY, "monitoring.config"))
     assert path == "/monitoring/prometheus/metrics"
 
@@ -177,9 +179,12 @@ def test_stopping_a_full_batcher_does_not_wait_for_room():
     """A version unloaded while its queue is full (overload, a stuck model): the stops
     used to wait for room in the queue, with no limit, holding up the unload (and the
     model poller) until a request left the queue."""
-    release = threading.Event()
+    from serving import deadlines
+
+    entered, release = threading.Event(), threading.Event()
 
     def stuck(inputs):
+        entered.set()
         release.wait()
         return {"y": inputs["x"]}
 
@@ -188,12 +193,15 @@ def test_stopping_a_full_batcher_does_not_wait_for_room():
     callers = [threading.Thread(target=batcher, args=({"x": np.ones(1)},), daemon=True)
                for _ in range(2)]
     try:
-        for caller in callers:
-            caller.start()
-        while batcher._tasks.qsize() < 1:  # one request runs (stuck), one fills the queue
+        callers[0].start()
+        assert entered.wait(30)  # the batch thread is stuck in the first request
+        callers[1].start()
+        deadline = time.monotonic() + 30
+        while batcher._tasks.qsize() < 1 and time.monotonic() < deadline:
             release.wait(0.01)
+        assert batcher._tasks.qsize() == 1  # the second fills the queue
         with pytest.raises(QueueFull):
-            batcher({"x": np.ones(1)})
+            batcher({"x": np.ones(1)}, deadline=deadlines.after(5))
         stopping = threading.Thread(target=batcher.stop, daemon=True)
         stopping.start()
         stopping.join(10)

@@ -55,14 +55,16 @@ class _Stuck:
 
 
 @contextlib.contextmanager
-def _stuck_version(tmp_path, unload_threads: int):
-    """A store serving version 1 of a model whose one batch thread is stuck in a request
-    (it reads a named pipe nobody writes to), another request queued behind it; version
-    2 is on disk, not yet polled."""
+def _stuck_version(tmp_path, unload_threads: int, serving=(1,), then=(2,)):
+    """A store serving the latest ``len(serving)`` versions of a model whose version 1 has
+    its one batch thread stuck in a request (it reads a named pipe nobody writes to),
+    another request queued behind it; the versions ``then`` are on disk, not yet polled."""
     base, pipe = tmp_path / "reader", str(tmp_path / "pipe")
     os.mkfifo(pipe)
-    export_file_reader(str(base), 1)
-    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
+    for version in serving:
+        export_file_reader(str(base), version)
+    store = ModelStore([ModelSpec("reader", str(base), num_versions=len(serving))],
+                       LoadOptions(
         servable=LoadSettings(batching=BatchingParameters(max_batch_size=1,
                                                           num_batch_threads=1)),
         file_system_poll_seconds=0, unload_threads=unload_threads))
@@ -76,7 +78,7 @@ def _stuck_version(tmp_path, unload_threads: int):
             except ServingError as error:
                 stuck.answers.append(error.code)
 
-        version_1 = store.get("reader")
+        version_1 = store.get("reader", 1)
         stuck.requests = [threading.Thread(target=request, args=(version_1,), daemon=True)
                           for _ in range(2)]
         for thread in stuck.requests:
@@ -84,7 +86,8 @@ def _stuck_version(tmp_path, unload_threads: int):
         queue = version_1._batchers["serving_default"]._tasks
         # One request holds the batch thread, the other waits in the queue behind it.
         assert _wait_for(lambda: queue.qsize() >= 1, 30)
-        export_file_reader(str(base), 2)
+        for version in then:
+            export_file_reader(str(base), version)
         yield stuck
     finally:
         stuck.close()
@@ -141,3 +144,20 @@ def test_unload_threads_let_the_poller_go_on(tmp_path):
             _states(store)
         assert store.get("reader").version == 1
     assert _states(store) == {1: "END", 2: "END"}  # stop() unloaded it
+
+
+def test_every_version_to_unload_says_so_before_it_stops_answering(tmp_path):
+    """Versions 1 and 2 make way for 3 and 4 at once: while the poller waits for version
+    1's batch thread, version 2 (already answering 404) must not still say AVAILABLE."""
+    with _stuck_version(tmp_path, unload_threads=0, serving=(1, 2), then=(3, 4)) as stuck:
+        store = stuck.store
+        poll = threading.Thread(target=store.poll_once, daemon=True)
+        poll.start()
+        assert _wait_for(lambda: _states(store).get(4) == "AVAILABLE", 30), _states(store)
+        assert poll.is_alive()  # waiting for version 1's batch thread
+        assert _states(store) == {1: "UNLOADING", 2: "UNLOADING", 4: "AVAILABLE"}
+        with pytest.raises(ServingError, match="Specific\\(reader, 2\\)"):
+            store.get("reader", 2)
+        stuck.release()
+        poll.join(60)
+        assert _states(store) == {1: "END", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
