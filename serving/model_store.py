@@ -9,14 +9,16 @@
   keeps serving. So a broken new version, or deleting the newest version, never
   takes a model down; deleting every version does (404 until one reappears).
 * Unloading (TF Serving's ``BasicManager``): a version to unload leaves the
-  published mapping first (new requests answer 404 for it), reports ``UNLOADING``
-  while its batch threads run what is queued and stop, then ``END``. With
+  published mapping and reports ``UNLOADING`` in one step (GetModelStatus never shows
+  it AVAILABLE while requests get 404, nor a gap with no version AVAILABLE), stays so
+  while its batch threads run what is queued and stop, then says ``END``. With
   ``--num_unload_threads`` 0 (the default, as in TF Serving) that happens in the
   poller, which waits for it; with N > 0 on a pool of N threads, so the poller goes
   on loading. A version is not loaded again while it is still unloading.
 * A failed load is retried ``--max_num_load_retries`` times,
   ``--load_retry_interval_micros`` apart; after that the version stays ``END``
-  with its error until its folder's content changes, then it is tried again.
+  with its error until its folder's content changes, then it is tried again. A
+  version that stops being aspired while it waits for a retry gives up the same way.
 * The ``--model_config_file`` is re-read every
   ``--model_config_file_poll_wait_seconds``: models, policies and version labels
   change without a restart. A label may only name an AVAILABLE version
@@ -291,15 +293,29 @@ class ModelStore:
     def _sync(self, model: _Model, rescan: bool) -> None:
         if rescan:
             model.on_disk = versions_on_disk(model.spec.base_path)
+        aspired = model.spec.wanted(sorted(model.on_disk))
+        self._give_up_unwanted(model, aspired)
+        if rescan:
             for version in [v for v in model.failures if v not in model.on_disk]:
                 del model.failures[version]  # a deleted folder is a fresh start
             self._log_no_versions(model)
-        aspired = model.spec.wanted(sorted(model.on_disk))
         for version in sorted(aspired, reverse=True):  # the newest first, as TF Serving
             if version not in model.loaded and self._may_load(model, version):
                 self._load(model, version)
                 self._publish(model, aspired)  # serve it now, not after the other loads
         self._publish(model, aspired)
+
+    def _give_up_unwanted(self, model: _Model, aspired: List[int]) -> None:
+        """A version waiting for a load retry that is no longer aspired (a newer one came,
+        the policy changed) gives up, as after its last retry: ``END`` with its error
+        until its folder changes. It used to say LOADING for good."""
+        for version, failure in model.failures.items():
+            if version in aspired or failure.retry_at is None:
+                continue
+            failure.retry_at = None
+            state = model.states.get(version, VersionState(LOADING))
+            self._set_state(model, version, VersionState(
+                END, f"not retried, no longer aspired; {state.error}", state.error_code))
 
     def _log_no_versions(self, model: _Model) -> None:
         """While a base path holds no version: says so at once, then every
@@ -345,11 +361,13 @@ class ModelStore:
             servable = Servable(name, version, path, self.options.servable)
             warmed = servable.warm_up()  # a failing warmup fails the load, as TF Serving
         except Exception as error:  # noqa: BLE001  the version stays unloaded, others serve
-            if servable is not None:
-                servable.close()
-                servable = None
-                release_memory()
-            self._failed(model, version, error)
+            try:
+                if servable is not None:
+                    servable.close()
+                    servable = None
+                    release_memory()
+            finally:
+                self._failed(model, version, error)
             return
         # Loading and the warmup's first calls (Grappler optimizing each signature: several
         # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc
@@ -386,11 +404,12 @@ class ModelStore:
         others = ready - keep
         if aspired and not keep and others:
             keep = {max(others)}
-        retired = self._retire(model, sorted(ready - keep),
-                               {v: model.loaded[v] for v in sorted(keep)})
-        for version in sorted(keep):
-            if model.states.get(version, VersionState(END)).state != AVAILABLE:
-                self._set_state(model, version, VersionState(AVAILABLE))
+        with self._states_lock:  # GetModelStatus sees the swap as one step
+            retired = self._retire(model, sorted(ready - keep),
+                                   {v: model.loaded[v] for v in sorted(keep)})
+            for version in sorted(keep):
+                if model.states.get(version, VersionState(END)).state != AVAILABLE:
+                    self._set_state(model, version, VersionState(AVAILABLE))
         self._close_all(model, retired)
 
     def _unload(self, model: _Model, versions: List[int]) -> None:
@@ -399,16 +418,17 @@ class ModelStore:
     def _retire(self, model: _Model, versions: List[int],
                 published: Optional[Dict[int, Servable]] = None
                 ) -> List[Tuple[int, List[Servable]]]:
-        """Says ``UNLOADING`` for ``versions``, then stops serving them: ``published``
-        replaces what requests see, else they lose ``versions``. Returns each version with
-        a list holding the only reference to its servable, for ``_close_all``."""
+        """Stops serving ``versions`` and says ``UNLOADING`` for them, in one step for
+        GetModelStatus: ``published`` replaces what requests see, else they lose
+        ``versions``. Returns each version with a list holding the only reference to its
+        servable, for ``_close_all``."""
+        if published is None:
+            published = {v: s for v, s in model.published.items() if v not in versions}
         with self._states_lock:
+            model.published = published  # one assignment
             for version in versions:
                 self._unloading.add((model.spec.name, version))
                 self._set_state(model, version, VersionState(UNLOADING))
-        if published is None:
-            published = {v: s for v, s in model.published.items() if v not in versions}
-        model.published = published  # one assignment
         return [(version, [model.loaded.pop(version)]) for version in versions]
 
     def _close_all(self, model: _Model, retired: List[Tuple[int, List[Servable]]]) -> None:
@@ -432,10 +452,14 @@ class ModelStore:
                 held[0].close()
             finally:
                 held.clear()
-            release_memory()
         except Exception:  # noqa: BLE001
-            log.error("model %s version %d: unloading failed: %s", model.spec.name, version,
+            log.error("model %s version %d: closing failed: %s", model.spec.name, version,
                       traceback.format_exc())
+        try:
+            release_memory()  # once the servable (and any traceback) is gone
+        except Exception:  # noqa: BLE001
+            log.error("model %s version %d: releasing memory failed: %s", model.spec.name,
+                      version, traceback.format_exc())
         finally:
             with self._states_lock:
                 self._unloading.discard((model.spec.name, version))

@@ -50,8 +50,11 @@ class _Stuck:
 
     def close(self) -> None:
         self.release()
-        self.store.stop()
+        stopping = threading.Thread(target=self.store.stop, daemon=True)
+        stopping.start()
+        stopping.join(120)  # each version's batch threads get 60 s
         os.close(self._writer)
+        assert not stopping.is_alive(), "store.stop() hangs"
 
 
 @contextlib.contextmanager
@@ -113,7 +116,7 @@ def test_a_version_being_unloaded_reports_unloading_while_the_new_one_serves(tmp
         poll = threading.Thread(target=store.poll_once, daemon=True)
         poll.start()
         assert _wait_for(lambda: _states(store).get(1) != "AVAILABLE", 30), _states(store)
-        assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}
+        assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}  # one step, no gap
         assert poll.is_alive()  # still waiting for version 1's batch thread
         assert store.get("reader").version == 2
         with pytest.raises(ServingError, match="Specific\\(reader, 1\\)"):
@@ -161,3 +164,27 @@ def test_every_version_to_unload_says_so_before_it_stops_answering(tmp_path):
         stuck.release()
         poll.join(60)
         assert _states(store) == {1: "END", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
+
+
+def test_a_version_waiting_to_retry_its_load_gives_up_once_no_longer_aspired(tmp_path):
+    """Version 2 fails to load (no variables: a half-finished copy) and waits to retry;
+    version 3 comes. Version 2 said LOADING ("retrying in 60s") for good, and the poller
+    then woke every 20 ms; now it ends with its error."""
+    base = tmp_path / "reader"
+    export_file_reader(str(base), 1)
+    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
+        file_system_poll_seconds=0, load_retry_interval_seconds=60))
+    store.start()
+    try:
+        shutil.rmtree(export_file_reader(str(base), 2) + "/variables")
+        store.poll_once()
+        failed = store.status("reader")[2]
+        assert failed.state == "LOADING" and "retrying in 60s" in failed.error
+        export_file_reader(str(base), 3)
+        store.poll_once()
+        states = store.status("reader")
+        assert {v: s.state for v, s in states.items()} == {1: "END", 2: "END", 3: "AVAILABLE"}
+        assert states[2].error.startswith("not retried, no longer aspired; load attempt 1")
+        assert store._wait_seconds(time.monotonic() + 1, time.monotonic() + 1) > 0.5
+    finally:
+        store.stop()
