@@ -18,7 +18,9 @@
 * A failed load is retried ``--max_num_load_retries`` times,
   ``--load_retry_interval_micros`` apart; after that the version stays ``END``
   with its error until its folder's content changes, then it is tried again. A
-  version that stops being aspired while it waits for a retry gives up the same way.
+  failed version that stops being aspired is forgotten, as TF Serving stops managing
+  it: one waiting for a retry says ``END`` with its error, and any is tried afresh
+  if it is aspired again.
 * The ``--model_config_file`` is re-read every
   ``--model_config_file_poll_wait_seconds``: models, policies and version labels
   change without a restart. A label may only name an AVAILABLE version
@@ -150,6 +152,7 @@ class _Failure:
     attempts: int  # failed loads so far
     retry_at: Optional[float]  # monotonic time of the next try; None: gave up
     fingerprint: Tuple  # the folder's content when it last failed
+    message: str = ""  # the last error, "<type>: <first line>"
 
 
 class _Model:
@@ -294,10 +297,8 @@ class ModelStore:
         if rescan:
             model.on_disk = versions_on_disk(model.spec.base_path)
         aspired = model.spec.wanted(sorted(model.on_disk))
-        self._give_up_unwanted(model, aspired)
+        self._give_up_unwanted(model, aspired)  # a deleted folder too: a fresh start
         if rescan:
-            for version in [v for v in model.failures if v not in model.on_disk]:
-                del model.failures[version]  # a deleted folder is a fresh start
             self._log_no_versions(model)
         for version in sorted(aspired, reverse=True):  # the newest first, as TF Serving
             if version not in model.loaded and self._may_load(model, version):
@@ -306,16 +307,17 @@ class ModelStore:
         self._publish(model, aspired)
 
     def _give_up_unwanted(self, model: _Model, aspired: List[int]) -> None:
-        """A version waiting for a load retry that is no longer aspired (a newer one came,
-        the policy changed) gives up, as after its last retry: ``END`` with its error
-        until its folder changes. It used to say LOADING for good."""
-        for version, failure in model.failures.items():
-            if version in aspired or failure.retry_at is None:
-                continue
-            failure.retry_at = None
-            state = model.states.get(version, VersionState(LOADING))
-            self._set_state(model, version, VersionState(
-                END, f"not retried, no longer aspired; {state.error}", state.error_code))
+        """Forgets the failures of versions no longer aspired (a newer one came, the policy
+        changed, the folder went), as TF Serving stops managing them: one waiting for a
+        retry ends (``END`` with its error; it said LOADING for good), and any is tried
+        afresh if it is aspired again."""
+        for version in [v for v in model.failures if v not in aspired]:
+            failure = model.failures.pop(version)
+            if failure.retry_at is not None:
+                code = model.states.get(version, VersionState(END)).error_code
+                self._set_state(model, version, VersionState(
+                    END, f"not retried, no longer aspired; load attempt {failure.attempts} "
+                         f"failed: {failure.message}", code))
 
     def _log_no_versions(self, model: _Model) -> None:
         """While a base path holds no version: says so at once, then every
@@ -361,13 +363,15 @@ class ModelStore:
             servable = Servable(name, version, path, self.options.servable)
             warmed = servable.warm_up()  # a failing warmup fails the load, as TF Serving
         except Exception as error:  # noqa: BLE001  the version stays unloaded, others serve
-            try:
-                if servable is not None:
+            if servable is not None:
+                try:
                     servable.close()
-                    servable = None
-                    release_memory()
-            finally:
-                self._failed(model, version, error)
+                except Exception:  # noqa: BLE001  the load failed: say why, not this
+                    log.error("model %s version %d: closing the failed load failed: %s",
+                              name, version, traceback.format_exc())
+                servable = None
+                release_memory()
+            self._failed(model, version, error)
             return
         # Loading and the warmup's first calls (Grappler optimizing each signature: several
         # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc
@@ -386,11 +390,12 @@ class ModelStore:
         fingerprint = _fingerprint(model.on_disk[version])
         if retries_left > 0:
             wait = max(0.0, self.options.load_retry_interval_seconds)
-            model.failures[version] = _Failure(attempts, time.monotonic() + wait, fingerprint)
+            model.failures[version] = _Failure(attempts, time.monotonic() + wait, fingerprint,
+                                               message)
             state = VersionState(LOADING, f"load attempt {attempts} failed, retrying in "
                                           f"{wait:g}s ({retries_left} left): {message}", code)
         else:
-            model.failures[version] = _Failure(attempts, None, fingerprint)
+            model.failures[version] = _Failure(attempts, None, fingerprint, message)
             state = VersionState(END, message, code)
         log.error("model %s version %d failed to load (attempt %d): %s", model.spec.name,
                   version, attempts, message)

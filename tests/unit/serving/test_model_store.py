@@ -166,10 +166,11 @@ def test_every_version_to_unload_says_so_before_it_stops_answering(tmp_path):
         assert _states(store) == {1: "END", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
 
 
-def test_a_version_waiting_to_retry_its_load_gives_up_once_no_longer_aspired(tmp_path):
+def test_a_failed_version_no_longer_aspired_is_forgotten(tmp_path):
     """Version 2 fails to load (no variables: a half-finished copy) and waits to retry;
     version 3 comes. Version 2 said LOADING ("retrying in 60s") for good, and the poller
-    then woke every 20 ms; now it ends with its error."""
+    then woke every 20 ms for the overdue retry; now it ends with its error, and is
+    tried afresh once it is aspired again (version 3 deleted), as in TF Serving."""
     base = tmp_path / "reader"
     export_file_reader(str(base), 1)
     store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
@@ -184,7 +185,15 @@ def test_a_version_waiting_to_retry_its_load_gives_up_once_no_longer_aspired(tmp
         store.poll_once()
         states = store.status("reader")
         assert {v: s.state for v, s in states.items()} == {1: "END", 2: "END", 3: "AVAILABLE"}
-        assert states[2].error.startswith("not retried, no longer aspired; load attempt 1")
-        assert store._wait_seconds(time.monotonic() + 1, time.monotonic() + 1) > 0.5
+        assert states[2].error.startswith(
+            "not retried, no longer aspired; load attempt 1 failed: ")
+        assert "retrying" not in states[2].error
+        assert not store._models["reader"].failures  # no retry left to wake the poller for
+        shutil.rmtree(base / "3")  # a rollback: version 2 is aspired again ...
+        store.poll_once()
+        states = store.status("reader")
+        assert states[2].state == "LOADING"  # ... and tried afresh (it fails again)
+        assert states[2].error.startswith("load attempt 1 failed, retrying in 60s")
+        assert store.get("reader").version == 3  # the newest loaded one serves meanwhile
     finally:
         store.stop()
