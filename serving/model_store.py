@@ -244,8 +244,9 @@ class ModelStore:
         due = [next_scan] if self.options.file_system_poll_seconds > 0 else []
         if self._config_path and self.options.config_poll_seconds > 0:
             due.append(next_config)
-        due += [f.retry_at for m in self._models.values() for f in m.failures.values()
-                if f.retry_at is not None]
+        with self._lock:  # poll_once and reload_config change the failures
+            due += [f.retry_at for m in self._models.values() for f in m.failures.values()
+                    if f.retry_at is not None]
         return min(1.0, max(0.02, min(due, default=time.monotonic() + 1) - time.monotonic()))
 
     def poll_once(self) -> None:
@@ -461,7 +462,8 @@ class ModelStore:
             log.error("model %s version %d: closing failed: %s", model.spec.name, version,
                       traceback.format_exc())
         try:
-            release_memory()  # once the servable (and any traceback) is gone
+            if not self._stop.is_set():  # at shutdown the process ends: no gc, no trim
+                release_memory()  # once the servable (and any traceback) is gone
         except Exception:  # noqa: BLE001
             log.error("model %s version %d: releasing memory failed: %s", model.spec.name,
                       version, traceback.format_exc())
