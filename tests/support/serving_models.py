@@ -44,20 +44,28 @@ class HalfPlusTwo(tf.Module):
         return {"sum": total, "echo_bytes": tf.strings.as_string(total)}
 
 
-def export_half_plus_two(base_path: str, version: int, scale: float = 1.0) -> str:
-    """Writes ``<base_path>/<version>/``, complete before it appears (atomic rename)."""
-    module = HalfPlusTwo(scale)
+def save_version(base_path: str, version: int, module: tf.Module, signatures: dict,
+                 methods: dict = None) -> str:
+    """Writes ``<base_path>/<version>/``, complete before it appears (atomic rename);
+    ``methods`` maps signatures to the method name they get."""
     final = os.path.join(base_path, str(version))
     staging = os.path.join(base_path, f".staging-{version}")
-    tf.saved_model.save(module, staging, signatures={
+    tf.saved_model.save(module, staging, signatures=signatures)
+    for signature, method in (methods or {}).items():
+        set_method_name(staging, signature, method)
+    os.rename(staging, final)
+    return final
+
+
+def export_half_plus_two(base_path: str, version: int, scale: float = 1.0) -> str:
+    """HalfPlusTwo as ``<base_path>/<version>/`` (``save_version``)."""
+    module = HalfPlusTwo(scale)
+    return save_version(base_path, version, module, signatures={
         "serving_default": module.predict.get_concrete_function(),
         "classify": module.classify.get_concrete_function(),
         "regress": module.regress.get_concrete_function(),
-        "two_inputs": module.two_inputs.get_concrete_function()})
-    set_method_name(staging, "classify", CLASSIFY)
-    set_method_name(staging, "regress", REGRESS)
-    os.rename(staging, final)
-    return final
+        "two_inputs": module.two_inputs.get_concrete_function()},
+        methods={"classify": CLASSIFY, "regress": REGRESS})
 
 
 def write_predict_warmup(saved_model_dir: str, signature: str, inputs: dict) -> None:
@@ -140,10 +148,7 @@ class FileReader(tf.Module):
 
 
 def export_file_reader(base_path: str, version: int) -> str:
-    """Writes ``<base_path>/<version>/`` with FileReader as ``serving_default``."""
+    """FileReader as ``serving_default`` of ``<base_path>/<version>/`` (``save_version``)."""
     module = FileReader()
-    final = os.path.join(base_path, str(version))
-    tf.saved_model.save(module, final + ".staging",
-                        signatures={"serving_default": module.read.get_concrete_function()})
-    os.rename(final + ".staging", final)
-    return final
+    return save_version(base_path, version, module,
+                        {"serving_default": module.read.get_concrete_function()})

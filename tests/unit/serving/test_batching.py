@@ -10,6 +10,7 @@ import pytest
 
 from serving.batching import Batcher, BatchingParameters, QueueFull
 from serving.metrics import Metrics, batching_figures, read_monitoring_config
+from tests.support.gate_model import _wait_for
 from tests.support.paths import REPO
 
 DEPLOY = os.path.join(REPO, "serving", "deploy")
@@ -163,8 +164,8 @@ def test_closing_runs_every_request_queued_before_it(caplog):
     callers = [threading.Thread(target=call, args=(i,)) for i in range(5)]
     for caller in callers:
         caller.start()
-    while batcher._tasks.qsize() < 4:  # one request runs (blocked), four are queued
-        release.wait(0.01)
+    # one request runs (blocked), four are queued
+    _wait_for(lambda: batcher._tasks.qsize() >= 4, 30, "four requests queued")
     batcher.close(timeout=0.2)  # the running request holds the thread past the wait
     assert "m-1-x: batch threads ['m-1-x-0'] still running 0.2s after close" in caplog.text
     release.set()
@@ -196,9 +197,7 @@ def test_stopping_a_full_batcher_does_not_wait_for_room():
         callers[0].start()
         assert entered.wait(30)  # the batch thread is stuck in the first request
         callers[1].start()
-        deadline = time.monotonic() + 30
-        while batcher._tasks.qsize() < 1 and time.monotonic() < deadline:
-            release.wait(0.01)
+        _wait_for(lambda: batcher._tasks.qsize() >= 1, 30, "the second request queued")
         assert batcher._tasks.qsize() == 1  # the second fills the queue
         with pytest.raises(QueueFull):
             batcher({"x": np.ones(1)}, deadline=deadlines.after(5))

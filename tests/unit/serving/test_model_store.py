@@ -4,7 +4,6 @@ import contextlib
 import os
 import shutil
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -14,6 +13,7 @@ from serving.batching import BatchingParameters
 from serving.errors import ServingError
 from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_config
 from serving.servable import LoadSettings
+from tests.support.gate_model import _wait_for
 from tests.support.serving_models import export_file_reader
 
 
@@ -88,7 +88,7 @@ def _stuck_version(tmp_path, unload_threads: int, serving=(1,), then=(2,)):
             thread.start()
         queue = version_1._batchers["serving_default"]._tasks
         # One request holds the batch thread, the other waits in the queue behind it.
-        assert _wait_for(lambda: queue.qsize() >= 1, 30)
+        _wait_for(lambda: queue.qsize() >= 1, 30, "a request queued behind the stuck one")
         for version in then:
             export_file_reader(str(base), version)
         yield stuck
@@ -100,13 +100,6 @@ def _states(store) -> dict:
     return {version: status.state for version, status in store.status("reader").items()}
 
 
-def _wait_for(condition, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        threading.Event().wait(0.01)
-    return condition()
-
-
 def test_a_version_being_unloaded_reports_unloading_while_the_new_one_serves(tmp_path):
     """TF Serving's default (--num_unload_threads=0): the poller unloads, and waits for the
     old version's batch threads; meanwhile the old version reports UNLOADING (it said
@@ -115,7 +108,7 @@ def test_a_version_being_unloaded_reports_unloading_while_the_new_one_serves(tmp
         store = stuck.store
         poll = threading.Thread(target=store.poll_once, daemon=True)
         poll.start()
-        assert _wait_for(lambda: _states(store).get(1) != "AVAILABLE", 30), _states(store)
+        _wait_for(lambda: _states(store).get(1) != "AVAILABLE", 30, "version 1 leaving AVAILABLE")
         assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}  # one step, no gap
         assert poll.is_alive()  # still waiting for version 1's batch thread
         assert store.get("reader").version == 2
@@ -142,10 +135,10 @@ def test_unload_threads_let_the_poller_go_on(tmp_path):
         stuck.release()
         assert stuck.answers == [grpc.StatusCode.INVALID_ARGUMENT] * 2
         # END, then (the background poller may be first) loaded again
-        assert _wait_for(lambda: _states(store)[1] != "UNLOADING"), _states(store)
+        _wait_for(lambda: _states(store)[1] != "UNLOADING", 60, "version 1 unloaded")
         store.poll_once()  # now version 1 loads again and version 2 goes
-        assert _wait_for(lambda: _states(store) == {1: "AVAILABLE", 2: "END"}), \
-            _states(store)
+        _wait_for(lambda: _states(store) == {1: "AVAILABLE", 2: "END"}, 60,
+                  "version 1 back and version 2 unloaded")
         assert store.get("reader").version == 1
     assert _states(store) == {1: "END", 2: "END"}  # stop() unloaded it
 
@@ -157,7 +150,7 @@ def test_every_version_to_unload_says_so_before_it_stops_answering(tmp_path):
         store = stuck.store
         poll = threading.Thread(target=store.poll_once, daemon=True)
         poll.start()
-        assert _wait_for(lambda: _states(store).get(4) == "AVAILABLE", 30), _states(store)
+        _wait_for(lambda: _states(store).get(4) == "AVAILABLE", 30, "version 4 available")
         assert poll.is_alive()  # waiting for version 1's batch thread
         assert _states(store) == {1: "UNLOADING", 2: "UNLOADING", 4: "AVAILABLE"}
         with pytest.raises(ServingError, match="Specific\\(reader, 2\\)"):
