@@ -359,11 +359,12 @@ class ModelStore:
     def _load(self, model: _Model, version: int) -> None:
         name, path = model.spec.name, model.on_disk[version]
         self._set_state(model, version, VersionState(LOADING))
-        servable = None
+        servable, failed = None, False
         try:
             servable = Servable(name, version, path, self.options.servable)
             warmed = servable.warm_up()  # a failing warmup fails the load, as TF Serving
         except Exception as error:  # noqa: BLE001  the version stays unloaded, others serve
+            failed = True
             if servable is not None:
                 try:
                     servable.close()
@@ -371,8 +372,11 @@ class ModelStore:
                     log.error("model %s version %d: closing the failed load failed: %s",
                               name, version, traceback.format_exc())
                 servable = None
-                release_memory()
             self._failed(model, version, error)
+        if failed:
+            # Out of the except block: its traceback held the failed servable (the frames
+            # of its __init__ or warm_up), so a collection inside it freed nothing.
+            release_memory()
             return
         # Loading and the warmup's first calls (Grappler optimizing each signature: several
         # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc

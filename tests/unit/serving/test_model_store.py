@@ -1,6 +1,7 @@
 """The model store (serving/model_store.py): config errors name the file; a version being
 unloaded says UNLOADING, and --num_unload_threads lets the poller go on meanwhile."""
 import contextlib
+import gc
 import os
 import shutil
 import threading
@@ -11,10 +12,12 @@ import pytest
 
 from serving.batching import BatchingParameters
 from serving.errors import ServingError
+from serving import model_store
+from serving.memory import release_memory
 from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_config
-from serving.servable import LoadSettings
+from serving.servable import LoadSettings, Servable
 from tests.support.gate_model import _wait_for
-from tests.support.serving_models import export_file_reader
+from tests.support.serving_models import export_file_reader, write_predict_warmup
 
 
 def test_model_config_errors_name_the_file(tmp_path):
@@ -58,19 +61,24 @@ class _Stuck:
 
 
 @contextlib.contextmanager
-def _stuck_version(tmp_path, unload_threads: int, serving=(1,), then=(2,)):
+def _stuck_version(tmp_path, unload_threads: int, serving=(1,), then=(2,), config="",
+                   on_change=None):
     """A store serving the latest ``len(serving)`` versions of a model whose version 1 has
     its one batch thread stuck in a request (it reads a named pipe nobody writes to),
-    another request queued behind it; the versions ``then`` are on disk, not yet polled."""
+    another request queued behind it; the versions ``then`` are on disk, not yet polled.
+    With ``config`` (a ``--model_config_file`` naming ``<tmp_path>/reader``), the store
+    reads its models from there."""
     base, pipe = tmp_path / "reader", str(tmp_path / "pipe")
     os.mkfifo(pipe)
     for version in serving:
         export_file_reader(str(base), version)
-    store = ModelStore([ModelSpec("reader", str(base), num_versions=len(serving))],
-                       LoadOptions(
+    specs = (read_model_config(config) if config
+             else [ModelSpec("reader", str(base), num_versions=len(serving))])
+    store = ModelStore(specs, LoadOptions(
         servable=LoadSettings(batching=BatchingParameters(max_batch_size=1,
                                                           num_batch_threads=1)),
-        file_system_poll_seconds=0, unload_threads=unload_threads))
+        file_system_poll_seconds=0, unload_threads=unload_threads),
+        on_change=on_change, config_path=config)
     store.start()
     stuck = _Stuck(store, pipe)
     try:
@@ -189,5 +197,105 @@ def test_a_failed_version_no_longer_aspired_is_forgotten(tmp_path):
         assert states[2].state == "LOADING"  # ... and tried afresh (it fails again)
         assert states[2].error.startswith("load attempt 1 failed, retrying in 60s")
         assert store.get("reader").version == 3  # the newest loaded one serves meanwhile
+    finally:
+        store.stop()
+
+
+def _write_config(path, *models) -> str:
+    """A ``--model_config_file`` serving each ``(name, base_path)``."""
+    path.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{base}" }}\n' for name, base in models)
+        + "}\n")
+    return str(path)
+
+
+def test_a_model_removed_and_added_back_while_unloading_waits_for_its_unload(tmp_path):
+    """--num_unload_threads=1: the model leaves the config while version 1 unloads on the
+    pool, and comes back before that unload has ended. Its version 1 loads again only
+    once the old one has ended: never two of one servable at once."""
+    (tmp_path / "empty").mkdir()
+    other = ("other", tmp_path / "empty")
+    config = tmp_path / "models.config"
+    events = []
+    _write_config(config, ("reader", tmp_path / "reader"), other)
+    with _stuck_version(tmp_path, unload_threads=1, then=(), config=str(config),
+                        on_change=lambda *event: events.append(event)) as stuck:
+        store = stuck.store
+        _write_config(config, other)
+        store.reload_config()  # returns: version 1's wait runs on the unload thread
+        assert store.model_names() == ["other"]
+        with pytest.raises(ServingError, match="Latest\\(reader\\)"):
+            store.get("reader")
+        _write_config(config, ("reader", tmp_path / "reader"), other)
+        store.reload_config()  # back, but version 1 has not ended its unload
+        with pytest.raises(ServingError, match="Latest\\(reader\\)"):
+            store.get("reader")
+        assert events[-1] == ("reader", 1, "UNLOADING")
+        stuck.release()
+        assert stuck.answers == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+        _wait_for(lambda: ("reader", 1, "END") in events, 60, "version 1 unloaded")
+        store.poll_once()  # (the background poller may be first)
+        assert store.get("reader").version == 1
+        assert _states(store) == {1: "AVAILABLE"}
+        assert [e[2] for e in events if e[:2] == ("reader", 1)] == [
+            "LOADING", "AVAILABLE", "UNLOADING", "END", "LOADING", "AVAILABLE"]
+
+
+@pytest.mark.parametrize("unload_threads", [0, 1])
+def test_a_version_whose_unload_fails_still_ends(tmp_path, monkeypatch, unload_threads):
+    """A servable's close() raising and a metrics callback raising on UNLOADING must not
+    leave the version UNLOADING for good, nor refused for a reload until a restart."""
+    closing = Servable.close
+
+    def close_then_fail(servable, *args, **kwargs):
+        closing(servable, *args, **kwargs)
+        raise RuntimeError("closing failed")
+
+    def report(name, version, state):
+        if state == "UNLOADING":
+            raise RuntimeError("metrics failed")
+
+    monkeypatch.setattr(Servable, "close", close_then_fail)
+    base = tmp_path / "reader"
+    export_file_reader(str(base), 1)
+    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
+        file_system_poll_seconds=0, unload_threads=unload_threads), on_change=report)
+    store.start()
+    try:
+        export_file_reader(str(base), 2)
+        store.poll_once()
+        _wait_for(lambda: _states(store) == {1: "END", 2: "AVAILABLE"}, 60,
+                  "version 1 ended")
+        shutil.rmtree(base / "2")  # a rollback: version 1 loads again
+        store.poll_once()
+        _wait_for(lambda: _states(store) == {1: "AVAILABLE", 2: "END"}, 60,
+                  "version 1 back")
+        assert store.get("reader").version == 1
+    finally:
+        store.stop()
+    assert _states(store) == {1: "END", 2: "END"}
+
+
+def test_a_failed_load_is_freed_before_its_heap_is_trimmed(tmp_path, monkeypatch):
+    """A version whose warmup fails: the collection and malloc_trim after it must find the
+    servable gone. They ran inside the except block, whose traceback (warm_up's frame)
+    still held it, so its heap was handed back only at the next load or unload."""
+    base = tmp_path / "reader"
+    write_predict_warmup(export_file_reader(str(base), 1), "serving_default",
+                         {"path": np.array([str(tmp_path / "missing").encode()], object)})
+    alive_at_release = []
+
+    def release_and_look():
+        release_memory()
+        alive_at_release.append(sum(isinstance(o, Servable) for o in gc.get_objects()))
+
+    monkeypatch.setattr(model_store, "release_memory", release_and_look)
+    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
+        file_system_poll_seconds=0, max_load_retries=0))
+    store.start()
+    try:
+        failed = store.status("reader")[1]
+        assert failed.state == "END" and "NotFoundError" in failed.error
+        assert alive_at_release == [0]
     finally:
         store.stop()
