@@ -212,9 +212,9 @@ def _cmd_score(args) -> int:
 
 
 def _cmd_schema(args) -> int:
-    from cli.schema import infer_schema, write_schema
+    from cli.schema import infer_schema, pipeline_patterns, write_schema
     data = config_from_args(args).data
-    schema, rows = infer_schema(data.input_dir, "*/*" if data.presplit else data.file_pattern,
+    schema, rows = infer_schema(data.input_dir, pipeline_patterns(data),
                                 data.reader_config(), data.max_label_l_infinity,
                                 data.max_length_js_divergence)
     write_schema(schema, args.out)

@@ -15,14 +15,32 @@ from components.text_example_gen.parsing import ReaderConfig, read_file
 from serving import contract
 
 
-def infer_schema(input_dir: str, file_pattern: str, reader: ReaderConfig,
+def pipeline_patterns(data) -> list:
+    """The file patterns under ``data.input_dir`` that a run ingests (``data`` a
+    ``DataConfig``): its input splits, in the newest ``data.window_spans`` span folders."""
+    from components.text_example_gen.files import list_spans
+    from pipeline.pipeline import input_splits
+    patterns = [split.pattern for split in input_splits(data)]
+    if not data.span_pattern:
+        return patterns
+    spans = list_spans(data.input_dir, data.span_pattern)[-data.window_spans:]
+    if not spans:
+        raise ValueError(f"data.span_pattern: no folder named like {data.span_pattern} in "
+                         f"{data.input_dir}")
+    return [pattern.replace(data.span_pattern, folder) for _, folder in spans
+            for pattern in patterns]
+
+
+def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,
                  label_l_infinity: float, length_js_divergence: float):
+    """The curated schema of the files ``patterns`` (globs in ``input_dir``) match, and
+    how many rows it was inferred from."""
     import pandas as pd
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     from components.text_example_gen.executor import input_files
-    files = input_files(input_dir, file_pattern)
+    files = [path for pattern in patterns for path in input_files(input_dir, pattern)]
     records = [r for path in files for r in read_file(path, reader)]
     columns = {contract.TEXT_FEATURE: [r.text for r in records],
                contract.LABEL_FEATURE: [list(r.labels) for r in records]}

@@ -119,6 +119,15 @@ def input_files(input_base: str, pattern: str, presplit: bool = False) -> List[s
     to change when there are none."""
     full = os.path.join(input_base, pattern)
     files = data_files(full)
+    skipped = [folder for folder in fileio.glob(full) if fileio.isdir(folder)
+               and not os.path.basename(folder.rstrip("/")).startswith(".")
+               and data_files(os.path.join(folder, "*"))]
+    if skipped:
+        logging.warning(
+            "%d folder(s) match %s and hold files, which are NOT read (data.file_pattern "
+            "reads the files it matches, not folders): %s; to read them, set "
+            "data.file_pattern to a glob of their files (e.g. '*/*.csv')", len(skipped),
+            full, ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else ""))
     if files:
         return files
     if not fileio.exists(input_base):

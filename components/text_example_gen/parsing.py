@@ -8,8 +8,9 @@ Columns are picked by name or 0-based position; several text columns are joined
 with ``text_separator``, empty ones (or JSON nulls) left out, as served models join
 them (models/export.py); ``text_pair_column`` gives a sentence pair's second text;
 ``label_delimiter`` splits a label field into several labels (multi-label).
-Files are UTF-8, with or without a BOM, with LF or CRLF line ends; a JSON Lines file
-is split at LF only (a raw U+2028 or form feed inside a string is text).
+Files are UTF-8, with or without a BOM, with LF or CRLF line ends (CR alone where a file
+has no LF); lines are counted, and a JSON Lines file is split, at LF only (a raw U+2028
+or form feed inside a string is text).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import fnmatch
 import functools
 import io
 import json
+import math
 import os
 import re
 from typing import Iterator, Optional
@@ -35,6 +37,13 @@ Problems = list[tuple[int, str]]  # (line, what is wrong); parse() sorts them by
 _UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+# Magic numbers of compressed files: the reader takes plain text only.
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
+               (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+_COMPRESSED_EXTENSIONS = (".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".tgz")
+# A field may be as long as a file (long documents are truncated by the model, not here);
+# Python's default limit of 131,072 characters refused them with a misleading error.
+csv.field_size_limit(2**31 - 1)
 _JSON_PURPOSE = {"data.text_column": "the text", "data.text_pair_column": "the second text",
                  "data.label_column": "the label"}
 
@@ -101,6 +110,16 @@ class ReaderConfig:
             raise ValueError(f"data.label_column names one column, not "
                              f"{column_refs(self.label_column)}; several labels per row go "
                              f"in that one field, split by data.label_delimiter")
+        label, texts = self.label_column.strip(), column_refs(self.text_column)
+        for name, refs in (("data.text_column", texts),
+                           ("data.text_pair_column", column_refs(self.text_pair_column))):
+            if label in refs:
+                raise ValueError(f"data.label_column '{label}' is also read as text ({name}):"
+                                 f" the model would learn its own answer; pick other columns")
+        both = [ref for ref in column_refs(self.text_pair_column) if ref in texts]
+        if both:
+            raise ValueError(f"'{both[0]}' is read as both data.text_column and "
+                             f"data.text_pair_column; a pair's texts are different columns")
 
     @property
     def multi_label(self) -> bool:
@@ -147,6 +166,10 @@ def detect_format(path: str, configured: str = "auto") -> str:
             raise InputDataError(f"unknown file format '{configured}' (one of {FORMATS})")
         return configured
     ext = os.path.splitext(path)[1].lower()
+    if ext in _COMPRESSED_EXTENSIONS:
+        raise InputDataError(
+            f"{path}: a compressed file ('{ext}'); decompress it first: the reader takes "
+            f"plain UTF-8 text")
     if ext not in _EXTENSIONS:
         raise InputDataError(
             f"{path}: cannot tell the format from the extension '{ext}'; use .csv, "
@@ -195,6 +218,10 @@ def decode(path: str, data: bytes) -> str:
             raise InputDataError(
                 f"{path}: {encoding} text (byte order mark {bom.hex(' ').upper()}, as in "
                 f"Excel's 'Unicode text'); re-encode the file as UTF-8")
+    for magic, kind in _COMPRESSED:
+        if data.startswith(magic):
+            raise InputDataError(f"{path}: {kind}-compressed data; decompress it first: the "
+                                 f"reader takes plain UTF-8 text")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
@@ -235,6 +262,7 @@ def parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
         raise InputDataError(f"{path}: {e}") from None
     records = [record for record in (_record(row, config, problems) for row in rows)
                if record is not None]
+    _refuse_numbers_written_twice(records, problems)
     if problems:
         problems.sort(key=lambda problem: problem[0])
         shown = "\n  ".join(f"line {line}: {what}"
@@ -257,7 +285,13 @@ def _record(row: tuple, config: ReaderConfig, problems: Problems) -> Optional[Re
     else:
         labels = label.split(config.label_delimiter) if config.label_delimiter else [label]
     labels = list(dict.fromkeys(value.strip() for value in labels if value.strip()))
-    if not text_value.strip():
+    cut = next((column for column, values in (
+        (config.text_column, [text_value]), (config.text_pair_column, [pair or ""]),
+        (config.label_column, labels)) if not all(map(_is_unicode, values))), None)
+    if cut is not None:  # only JSON's \u escapes can make one
+        problems.append((line, f"a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape without "
+                               f"its other half: an emoji cut in two?) in '{cut}'"))
+    elif not text_value.strip():
         problems.append((line, f"empty text in '{config.text_column}'"))
     elif pair is not None and not pair.strip():
         problems.append((line, f"empty text pair in '{config.text_pair_column}'"))
@@ -267,6 +301,36 @@ def _record(row: tuple, config: ReaderConfig, problems: Problems) -> Optional[Re
         raw = label if isinstance(label, str) else config.label_delimiter.join(labels)
         return Record(line, text_value, raw.strip(), pair, tuple(labels))
     return None
+
+
+def _is_unicode(text: str) -> bool:
+    """Encodable as UTF-8: no lone surrogate."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _refuse_numbers_written_twice(records: list, problems: Problems) -> None:
+    """Labels that are one number written two ways ('1' and '1.0': a float column written
+    by pandas) would be two classes."""
+    first: dict = {}  # number -> (label, line) as first seen
+    for record in records:
+        for label in record.labels:
+            try:
+                number = float(label)
+            except ValueError:
+                continue
+            if not math.isfinite(number):
+                continue
+            seen = first.setdefault(number, (label, record.line))
+            if seen[0] != label:
+                problems.append((record.line, f"label '{excerpt(label)}' is the number of "
+                                              f"label '{excerpt(seen[0])}' (line {seen[1]}) "
+                                              f"written another way; write each label one "
+                                              f"way (a float column written by pandas: cast "
+                                              f"it to int)"))
 
 
 def _resolve(setting: str, name: str, columns: list[str], source: str) -> list[int]:
@@ -322,23 +386,30 @@ def _refuse_duplicate(ref: str, name: str, columns: list[str], source: str) -> N
 
 def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                     problems: Problems) -> Iterator[tuple]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
-                        quoting=QUOTING[config.quoting])
+    # Lines end at LF (a CR before it is the csv module's to drop): a CR alone inside a
+    # field is not a line break, except in a file without any LF (old Mac line ends).
+    reader = csv.reader(io.StringIO(text, newline="\n" if "\n" in text else ""),
+                        delimiter=delimiter, strict=True, quoting=QUOTING[config.quoting])
     if config.column_names:
         header, source = list(config.column_names), "data.column_names"
     else:
         try:
             header = [h.strip() for h in next(reader)]
+            while not any(header):  # blank lines before the header
+                header = [h.strip() for h in next(reader)]
         except StopIteration:
             return
         except csv.Error as e:
-            raise _SettingError(f"line 1: malformed header: {e}{_quote_hint(config)}") \
-                from None
+            raise _SettingError(f"line {reader.line_num}: malformed header: "
+                                f"{_csv_error(e)}{_quote_hint(config)}") from None
         source = "the header"
     text_indexes = _resolve(config.text_column, "data.text_column", header, source)
     label_index = _resolve(config.label_column, "data.label_column", header, source)[0]
     pair_indexes = (_resolve(config.text_pair_column, "data.text_pair_column", header, source)
                     if config.text_pair_column else None)
+    _refuse_picked_twice(header, source, {
+        "data.text_column": text_indexes, "data.text_pair_column": pair_indexes or [],
+        "data.label_column": [label_index]})
     if source == "the header":
         _refuse_data_as_header(header, config, label_index, text_indexes + (pair_indexes or []))
     start = reader.line_num + 1
@@ -348,9 +419,14 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         except StopIteration:
             return
         except csv.Error as e:
-            problems.append((start, f"malformed row: {e}{_quote_hint(config)}"))
+            problems.append((start, f"malformed row: {_csv_error(e)}{_quote_hint(config)}"))
             return  # the rest of the file cannot be framed reliably
-        if row:  # blank lines are skipped
+        if row and [field.strip().lstrip("\ufeff") for field in row] == header:
+            problems.append((start, "a header row, but data.column_names says the file has "
+                                    "none: leave data.column_names empty"
+                             if config.column_names else
+                             "the header row again (files joined together?): remove it"))
+        elif row:  # blank lines are skipped
             if len(row) != len(header):
                 named = " (data.column_names)" if config.column_names else ""
                 problems.append((start, f"expected {len(header)} fields{named}, found "
@@ -362,6 +438,28 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                        None if pair_indexes is None else join(pair_indexes),
                        row[label_index])
         start = reader.line_num + 1
+
+
+def _refuse_picked_twice(header: list[str], source: str, picked: dict) -> None:
+    """Settings that pick one column twice, by name and by position: the label read as
+    text too would be learned as its own answer."""
+    owners: dict = {}
+    for setting, indexes in picked.items():
+        for index in indexes:
+            if index in owners and owners[index] != setting:
+                raise _SettingError(
+                    f"{owners[index]} and {setting} both pick the column "
+                    f"'{excerpt(header[index])}' (0-based position {index}) of {source}; "
+                    f"pick different columns")
+            owners[index] = setting
+
+
+def _csv_error(error: csv.Error) -> str:
+    """The csv module's message, or what a CR inside an unquoted field means here."""
+    if "new-line character seen in unquoted field" in str(error):
+        return ("a carriage return inside an unquoted field (a stray \\r): remove it, or "
+                "quote the field")
+    return str(error)
 
 
 def _quote_hint(config: ReaderConfig) -> str:
@@ -393,13 +491,19 @@ def _jsonl_rows(text: str, config: ReaderConfig,
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line, strict=False)  # control characters in strings are text
+        try:  # control characters in strings are text
+            obj = json.loads(line, strict=False, object_pairs_hook=_JsonObject.from_pairs)
         except json.JSONDecodeError as e:
             problems.append((number, f"invalid JSON: {e.msg} (column {e.colno})"))
             continue
         if not isinstance(obj, dict):
             problems.append((number, f"expected a JSON object, found {type(obj).__name__}"))
+            continue
+        repeated = [(key, setting) for setting, keys in absent.keys_by_setting.items()
+                    for key in keys if key in obj.repeated]
+        if repeated:
+            problems.append((number, f"the key '{excerpt(repeated[0][0])}' twice "
+                                     f"({repeated[0][1]}): which value is meant? keep one"))
             continue
         if absent.lacks_keys(number, obj):
             continue
@@ -410,6 +514,20 @@ def _jsonl_rows(text: str, config: ReaderConfig,
                                                            or texts[1] is not None):
             yield number, texts[0], texts[1] if pair_keys else None, label
     absent.report(problems)
+
+
+class _JsonObject(dict):
+    """A JSON object that knows its repeated keys (``json`` keeps the last value)."""
+
+    repeated: frozenset = frozenset()
+
+    @classmethod
+    def from_pairs(cls, pairs: list) -> "_JsonObject":
+        obj = cls(pairs)
+        if len(obj) < len(pairs):
+            seen: set = set()
+            obj.repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+        return obj
 
 
 class _AbsentKeys:

@@ -44,3 +44,24 @@ def test_schema_for_pairs_and_several_labels(tmp_path, capsys):
     assert set(by_name) == {"text", "text_pair", "label"}
     assert by_name["label"].value_count.min == 1 and not by_name["label"].HasField("shape")
     assert [d.size for d in by_name["text_pair"].shape.dim] == [1]
+
+
+def test_schema_reads_the_files_the_pipeline_reads(tmp_path, capsys):
+    """With data.presplit it read */* (an old/ folder, notebook checkpoints) and with
+    data.span_pattern it found no file: its labels must be the pipeline's."""
+    presplit = tmp_path / "presplit"
+    for folder, label in (("train", "a"), ("eval", "b"), ("old", "stale"),
+                          (".ipynb_checkpoints", "draft")):
+        (presplit / folder).mkdir(parents=True)
+        (presplit / folder / "x.csv").write_text(f"sentence,label\ntext,{label}\n")
+    out = str(tmp_path / "schema.pbtxt")
+    assert main(["schema", "--data.input_dir", str(presplit), "--data.presplit", "true",
+                 "--out", out]) == 0
+    assert "from 2 rows; label domain: ['a', 'b']" in capsys.readouterr().out
+    spans = tmp_path / "spans"
+    for span, label in ((1, "old"), (2, "a"), (3, "b")):
+        (spans / f"span-{span}").mkdir(parents=True)
+        (spans / f"span-{span}" / "x.csv").write_text(f"sentence,label\ntext,{label}\n")
+    assert main(["schema", "--data.input_dir", str(spans), "--data.span_pattern",
+                 "span-{SPAN}", "--data.window_spans", "2", "--out", out]) == 0
+    assert "from 2 rows; label domain: ['a', 'b']" in capsys.readouterr().out

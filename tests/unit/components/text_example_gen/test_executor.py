@@ -24,6 +24,23 @@ def test_hidden_files_are_skipped_unless_the_pattern_names_them(tmp_path):
     assert isinstance(beam.Pipeline() | read(properties, "*"), beam.PCollection)
 
 
+def test_folders_of_files_the_pattern_skips_are_named(tmp_path, caplog):
+    """Files in a subfolder are not read: a warning names the folder (it was silent)."""
+    (tmp_path / "a.csv").write_text("sentence,label\nx,1\n")
+    (tmp_path / "2024").mkdir()
+    (tmp_path / "2024" / "b.csv").write_text("sentence,label\ny,0\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref")
+    with caplog.at_level("WARNING"):
+        assert executor.input_files(str(tmp_path), "*") == [str(tmp_path / "a.csv")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"1 folder(s) match {tmp_path}/* "
+                                                         f"and hold files, which are NOT read")
+    assert warnings[0].endswith(f": {tmp_path / '2024'}; to read them, set "
+                                f"data.file_pattern to a glob of their files (e.g. '*/*.csv')")
+
+
 def test_the_custom_config_carries_the_reader_settings_as_to_json_writes_them():
     """TextExampleGen takes the reader settings in the format DriftCheck takes them:
     ``ReaderConfig.to_json()``, beside the split method, window and privacy settings."""

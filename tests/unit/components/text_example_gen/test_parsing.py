@@ -360,3 +360,118 @@ def test_the_reader_settings_travel_as_one_json_text():
     assert ReaderConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="data.quoting must be one of"):
         ReaderConfig.from_json('{"quoting": "single"}')
+
+
+# -- columns read twice, a header read as data, what the probes of stop 35 got through ------
+@pytest.mark.parametrize("text,label,pair,message", [
+    ("sentence,label", "label", "", r"data.label_column 'label' is also read as text "
+                                    r"\(data.text_column\)"),
+    ("s", "l", "s", r"'s' is read as both data.text_column and data.text_pair_column"),
+    ("s", "l", "p,l", r"data.label_column 'l' is also read as text \(data.text_pair_column\)"),
+])
+def test_a_column_named_twice_by_the_settings_is_refused(text, label, pair, message):
+    """The label read as text too: the model trains on its own answer, and passes the gate."""
+    with pytest.raises(ValueError, match=message):
+        ReaderConfig(text, label, text_pair_column=pair)
+
+
+@pytest.mark.parametrize("name,data,config,message", [
+    ("o.csv", b"sentence,label\nhello,1\n", ReaderConfig("1", "label"),
+     r"^o.csv: data.text_column and data.label_column both pick the column 'label' "
+     r"\(0-based position 1\)"),
+    ("o.tsv", b"s\tp\tl\na\tb\t1\n", ReaderConfig("s", "l", text_pair_column="0"),
+     r"data.text_column and data.text_pair_column both pick the column 's' \(0-based "
+     r"position 0\)"),
+])
+def test_a_column_picked_twice_by_name_and_position_is_refused(name, data, config, message):
+    with pytest.raises(InputDataError, match=message):
+        parse(name, data, config)
+
+
+@pytest.mark.parametrize("data,config,message", [
+    # two exports joined: the second one's header is a row
+    (b"sentence,label\nhello,1\nsentence,label\nbye,0\n", CONFIG,
+     r"line 3: the header row again \(files joined together\?\)"),
+    (b"sentence,label\nhello,1\n\xef\xbb\xbfsentence,label\nbye,0\n", CONFIG,
+     r"line 3: the header row again"),
+    # data.column_names set on a file that has a header row
+    (b"sentence,label\nhello,1\n", ReaderConfig("sentence", "label",
+                                                column_names=("sentence", "label")),
+     r"line 1: a header row, but data.column_names says the file has none: leave "
+     r"data.column_names empty"),
+])
+def test_a_header_row_among_the_data_is_refused_not_a_class(data, config, message):
+    """It became a row with the label 'label' (a class of its own under an inferred schema)."""
+    with pytest.raises(InputDataError, match=f"(?s)^h.csv: 1 bad row.*{message}"):
+        parse("h.csv", data, config)
+
+
+def test_long_fields_are_read_whatever_their_length():
+    """Python's csv refused fields over 131,072 characters, advising data.quoting none
+    (which failed the same way); JSON Lines took them."""
+    text = "word " * 60_000
+    for name, data in (("l.csv", f"sentence,label\n{text},1\n"),
+                       ("l.tsv", f"sentence\tlabel\n{text}\t1\n")):
+        records = parse(name, data.encode(), CONFIG)
+        assert [(len(r.text), r.label) for r in records] == [(len(text), "1")]
+
+
+@pytest.mark.parametrize("row,where", [
+    ({"sentence": "cut \ud83d", "label": 0}, "'sentence'"),
+    ({"sentence": "fine", "label": "x\udc00"}, "'label'"),
+])
+def test_a_lone_surrogate_in_json_is_refused_with_its_line(row, where):
+    """json.loads accepts "\\ud83d" (half an emoji); it failed later, in Beam, with no
+    file or line, when the text was encoded as UTF-8."""
+    data = _jsonl({"sentence": "ok", "label": 1}) + json.dumps(row).encode()
+    with pytest.raises(InputDataError, match=f"(?s)^s.jsonl: 1 bad row.*line 2: a lone "
+                                             f"UTF-16 surrogate .*in {where}"):
+        parse("s.jsonl", data, CONFIG)
+
+
+def test_a_json_key_the_settings_use_given_twice_is_refused():
+    data = b'{"sentence": "a", "label": 1, "label": 0}\n{"sentence": "b", "note": 1, ' \
+           b'"note": 2, "label": 1}\n'
+    with pytest.raises(InputDataError, match=r"(?s)^d.jsonl: 1 bad row.*line 1: the key "
+                                             r"'label' twice \(data.label_column\)"):
+        parse("d.jsonl", data, CONFIG)
+
+
+def test_one_number_written_two_ways_is_refused():
+    """'1' and '1.0' (a float column written by pandas) became two classes."""
+    data = b"sentence,label\na,1\nb,0\nc,1.0\n"
+    with pytest.raises(InputDataError, match=r"line 4: label '1.0' is the number of label "
+                                             r"'1' \(line 2\) written another way"):
+        parse("n.csv", data, CONFIG)
+    assert len(parse("n.csv", b"sentence,label\na,1\nb,01x\nc,2.5\n", CONFIG)) == 3
+
+
+def test_line_numbers_count_line_feeds_only():
+    """A bare CR inside a quoted field counted as a line break: every later line number
+    was off by one. One in an unquoted field split the row in two."""
+    data = b'sentence,label\n"a\rb",1\n"c\r\nd",1\nbad\n'
+    with pytest.raises(InputDataError, match=r"line 5: expected 2 fields, found 1"):
+        parse("c.csv", data, CONFIG)
+    with pytest.raises(InputDataError, match=r"line 2: malformed row: a carriage return "
+                                             r"inside an unquoted field"):
+        parse("c.tsv", b"sentence\tlabel\nhel\rlo\t1\n",
+              ReaderConfig("sentence", "label", quoting="none"))
+    old_mac = parse("m.csv", b"sentence,label\ra,1\rb,0\r", CONFIG)  # CR-only line ends
+    assert [(r.line, r.text) for r in old_mac] == [(2, "a"), (3, "b")]
+
+
+def test_blank_lines_before_the_header_are_skipped():
+    records = parse("b.csv", b"\n  \nsentence,label\na,1\n", CONFIG)
+    assert [(r.line, r.text) for r in records] == [(4, "a")]
+    with pytest.raises(InputDataError, match=r"no data rows"):
+        parse("b.tsv", b"   \n\n", CONFIG)
+
+
+@pytest.mark.parametrize("name,data,config", [
+    ("d.csv.gz", b"\x1f\x8b\x08\x00", CONFIG),
+    ("d.csv", b"\x1f\x8b\x08\x00\x00", CONFIG),
+    ("d.zip", b"PK\x03\x04\x14\x00", ReaderConfig("sentence", "label", file_format="csv")),
+])
+def test_compressed_files_are_named_as_such(name, data, config):
+    with pytest.raises(InputDataError, match=r"compressed .*decompress it"):
+        parse(name, data, config)
