@@ -15,6 +15,11 @@
   ``--num_unload_threads`` 0 (the default, as in TF Serving) that happens in the
   poller, which waits for it; with N > 0 on a pool of N threads, so the poller goes
   on loading. A version is not loaded again while it is still unloading.
+* Loading: with ``--num_load_threads`` 0 (the default, as in TF Serving) the poller
+  loads and warms up each new version in turn, so other models' loads, unloads and
+  config re-reads wait for it; with N > 0 up to N versions load at once on a pool and
+  the poller goes on. Each version serves as soon as it is AVAILABLE. Start-up loads
+  follow the same setting (TF Serving loads its first versions on 4 threads per CPU).
 * A failed load is retried ``--max_num_load_retries`` times,
   ``--load_retry_interval_micros`` apart; after that the version stays ``END``
   with its error until its folder's content changes, then it is tried again. A
@@ -39,6 +44,7 @@ import os
 import threading
 import time
 import traceback
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
@@ -145,6 +151,7 @@ class LoadOptions:
     allow_labels_for_unavailable: bool = False
     no_versions_log_seconds: float = 60.0  # how often "no versions under ..." is repeated
     unload_threads: int = 0  # --num_unload_threads; 0: unload in the poller
+    load_threads: int = 0  # --num_load_threads; 0: load in the poller
 
 
 @dataclasses.dataclass
@@ -187,14 +194,16 @@ class ModelStore:
         self._states_lock = threading.RLock()
         self._unloader = (ThreadPoolExecutor(self.options.unload_threads, "model-unload")
                           if self.options.unload_threads > 0 else None)
+        self._loader = (ThreadPoolExecutor(self.options.load_threads, "model-load")
+                        if self.options.load_threads > 0 else None)
+        self._loads: Dict[Tuple[str, int], futures.Future] = {}  # on the load pool (under _lock)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Loads what is there now and applies the labels (``ValueError`` if a label names a
         version that is not available), then keeps polling in a thread."""
+        self.poll_once()
         with self._lock:
-            for model in self._models.values():
-                self._sync(model, rescan=True)
             problems = self._apply_labels({n: m.spec.labels for n, m in self._models.items()})
         if problems:
             self.stop()
@@ -204,10 +213,13 @@ class ModelStore:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops polling, unloads every version and waits for the unloads."""
+        """Stops polling, waits for the loads under way, unloads every version and waits
+        for the unloads."""
         self._stop.set()
         if self._thread:
             self._thread.join()
+        if self._loader:
+            self._loader.shutdown(wait=True)  # each loaded version serves, then goes below
         with self._lock:
             for model in self._models.values():
                 self._unload(model, sorted(model.loaded))
@@ -250,10 +262,13 @@ class ModelStore:
         return min(1.0, max(0.02, min(due, default=time.monotonic() + 1) - time.monotonic()))
 
     def poll_once(self) -> None:
-        """Scans every base path and loads/unloads now (tests and the serving check)."""
+        """Scans every base path and loads/unloads now, and waits for the loads (start-up,
+        tests and the serving check)."""
         with self._lock:
             for model in self._models.values():
                 self._sync(model, rescan=True)
+            loads = list(self._loads.values())
+        futures.wait(loads)  # without the lock: each load takes it to publish its version
 
     # -- config ---------------------------------------------------------------------------
     def reload_config(self) -> None:
@@ -303,8 +318,7 @@ class ModelStore:
             self._log_no_versions(model)
         for version in sorted(aspired, reverse=True):  # the newest first, as TF Serving
             if version not in model.loaded and self._may_load(model, version):
-                self._load(model, version)
-                self._publish(model, aspired)  # serve it now, not after the other loads
+                self._start_load(model, version)  # it serves once loaded
         self._publish(model, aspired)
 
     def _give_up_unwanted(self, model: _Model, aspired: List[int]) -> None:
@@ -341,6 +355,8 @@ class ModelStore:
                     no_versions_hint(base))
 
     def _may_load(self, model: _Model, version: int) -> bool:
+        if (model.spec.name, version) in self._loads:
+            return False  # (a model removed and added back while its version loads too)
         with self._states_lock:
             if (model.spec.name, version) in self._unloading:
                 return False  # once it is END (TF Serving: no load and unload of one servable)
@@ -356,15 +372,51 @@ class ModelStore:
             return True
         return False
 
-    def _load(self, model: _Model, version: int) -> None:
-        name, path = model.spec.name, model.on_disk[version]
+    def _start_load(self, model: _Model, version: int) -> None:
+        """Loads ``version`` here or, with ``--num_load_threads``, on the load pool."""
+        key, path = (model.spec.name, version), model.on_disk[version]
         self._set_state(model, version, VersionState(LOADING))
-        servable, failed = None, False
+        if self._loader:
+            try:
+                self._loads[key] = self._loader.submit(self._load, model, version, path)
+                return
+            except RuntimeError:  # the pool has shut down (a sync after stop): load here
+                pass
+        self._load(model, version, path)
+
+    def _load(self, model: _Model, version: int, path: str) -> None:
+        """Loads and warms up ``version`` (on the load pool without the store's lock), then
+        serves it as the version policy says, or records its failure. A version whose
+        model left the config meanwhile is unloaded at once."""
+        servable, failure = self._build(model.spec.name, version, path)
+        # Loading and the warmup's first calls (Grappler optimizing each signature: several
+        # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc
+        # keeps: hand it back, or the process stays at the load's peak while it serves.
+        # After a failure too, once the failed servable is gone.
+        release_memory()
+        with self._lock:
+            self._loads.pop((model.spec.name, version), None)
+            current = self._models.get(model.spec.name) is model
+            if servable is None:
+                if current:
+                    self._failed(model, version, path, *failure)
+                else:
+                    self._set_state(model, version, VersionState(END, *failure))
+                return
+            model.failures.pop(version, None)
+            model.loaded[version] = servable
+            self._publish(model, model.spec.wanted(sorted(model.on_disk)) if current else [])
+
+    def _build(self, name: str, version: int, path: str
+               ) -> Tuple[Optional[Servable], Optional[Tuple[str, int]]]:
+        """The loaded and warmed-up servable, or None and why: ``(message, error code)``.
+        Text only, as the error's traceback holds the failed servable (the frames of its
+        ``__init__`` or ``warm_up``): once this returns, it can be freed."""
+        servable = None
         try:
             servable = Servable(name, version, path, self.options.servable)
             warmed = servable.warm_up()  # a failing warmup fails the load, as TF Serving
         except Exception as error:  # noqa: BLE001  the version stays unloaded, others serve
-            failed = True
             if servable is not None:
                 try:
                     servable.close()
@@ -372,27 +424,17 @@ class ModelStore:
                     log.error("model %s version %d: closing the failed load failed: %s",
                               name, version, traceback.format_exc())
                 servable = None
-            self._failed(model, version, error)
-        if failed:
-            # Out of the except block: its traceback held the failed servable (the frames
-            # of its __init__ or warm_up), so a collection inside it freed nothing.
-            release_memory()
-            return
-        # Loading and the warmup's first calls (Grappler optimizing each signature: several
-        # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc
-        # keeps: hand it back, or the process stays at the load's peak while it serves.
-        release_memory()
-        model.failures.pop(version, None)
-        model.loaded[version] = servable
+            return None, (f"{type(error).__name__}: {first_line(error)}",
+                          getattr(error, "error_code", UNKNOWN_ERROR) or UNKNOWN_ERROR)
         log.info("model %s version %d loaded (%d warmup requests)", name, version, warmed)
+        return servable, None
 
-    def _failed(self, model: _Model, version: int, error: Exception) -> None:
+    def _failed(self, model: _Model, version: int, path: str, message: str, code: int
+                ) -> None:
         previous = model.failures.get(version)
         attempts = (previous.attempts if previous else 0) + 1
         retries_left = self.options.max_load_retries - (attempts - 1)
-        message = f"{type(error).__name__}: {first_line(error)}"
-        code = getattr(error, "error_code", UNKNOWN_ERROR) or UNKNOWN_ERROR
-        fingerprint = _fingerprint(model.on_disk[version])
+        fingerprint = _fingerprint(path)  # (the folder may have gone while it loaded)
         if retries_left > 0:
             wait = max(0.0, self.options.load_retry_interval_seconds)
             model.failures[version] = _Failure(attempts, time.monotonic() + wait, fingerprint,

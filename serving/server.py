@@ -68,7 +68,8 @@ TF_SERVING_FLAGS = [
     ("model_name", str, "default", "Model name, with --model_base_path."),
     ("model_base_path", str, "",
      "Folder of numbered versions (<base>/<version>/saved_model.pb)."),
-    ("num_load_threads", int, 0, None),
+    ("num_load_threads", int, 0,
+     "Threads that load versions (0: the poller loads, and waits for it)."),
     ("num_unload_threads", int, 0,
      "Threads that unload versions (0: the poller unloads, and waits for it)."),
     ("max_num_load_retries", int, 5, "Retries of a failed load before giving up."),
@@ -214,8 +215,9 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
     if args.bfloat16_fold_weights and args.mixed_precision != "bfloat16":
         parser.error("--bfloat16_fold_weights folds weights for bfloat16: add "
                      "--mixed_precision=bfloat16, or leave it unset to serve in float32")
-    if args.num_unload_threads < 0:
-        parser.error("--num_unload_threads must be 0 (unload in the poller) or more")
+    for name, where in (("num_load_threads", "load"), ("num_unload_threads", "unload")):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be 0 ({where} in the poller) or more")
     for name in ("drain_delay_seconds", "drain_grace_seconds"):
         if not 0 <= getattr(args, name) < float("inf"):
             parser.error(f"--{name} must be 0 or more seconds")
@@ -268,7 +270,7 @@ def build_service(args: argparse.Namespace):
         load_retry_interval_seconds=max(0, args.load_retry_interval_micros) / 1e6,
         config_poll_seconds=max(0, args.model_config_file_poll_wait_seconds),
         allow_labels_for_unavailable=args.allow_version_labels_for_unavailable_models,
-        unload_threads=args.num_unload_threads)
+        load_threads=args.num_load_threads, unload_threads=args.num_unload_threads)
 
     def on_change(name, version, state):
         metrics.loads.labels(name, state).inc()

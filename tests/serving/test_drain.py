@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving.process import ServerProcess
-from tests.support.gate_model import Gate, _started, _wait_for
+from tests.support.gate_model import _started, _wait_for, export_gate
 
 REST_CLIENTS, GRPC_CLIENTS = 10, 4  # as measured in the issue: 10 REST, 4 gRPC in flight
 DELAY, GRACE = 8, 60  # --drain_delay_seconds (room for a busy CI), --drain_grace_seconds
@@ -31,11 +31,8 @@ GATE_FLAGS = ["--tensorflow_inter_op_parallelism", "32", "--model_name", "gate",
 def gate(tmp_path):
     folder = tmp_path / "gate"
     folder.mkdir()
-    module = Gate(str(folder))
     base = tmp_path / "models" / "gate"
-    tf.saved_model.save(module, str(base / "1"), signatures={
-        "serving_default": module.wait.get_concrete_function(),
-        "quick": module.quick.get_concrete_function()})
+    export_gate(str(base), 1, str(folder))
     return folder, str(base)
 
 

@@ -363,8 +363,9 @@ def test_tf_serving_command_lines_run_unchanged(caplog):
     assert (args.enable_model_warmup, args.max_num_load_retries, args.saved_model_tags) == (
         False, 1, "serve,gpu")
     warned = caplog.text
-    assert "--num_load_threads is accepted for compatibility and ignored" in warned
-    assert "--enable_profiler" in warned and "--max_num_load_retries" not in warned
+    assert "--enable_profiler is accepted for compatibility and ignored" in warned
+    assert "--max_num_load_retries" not in warned and "--num_load_threads" not in warned
+    assert args.num_load_threads == 4
     names = {name for name, *_ in TF_SERVING_FLAGS}
     assert {"ssl_config_file", "model_config_file_poll_wait_seconds",
             "allow_version_labels_for_unavailable_models", "grpc_channel_arguments",

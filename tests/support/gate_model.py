@@ -2,8 +2,11 @@
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.data.experimental.ops import testing
+
+from tests.support.serving_models import save_version
 
 
 class Gate(tf.Module):
@@ -34,6 +37,18 @@ class Gate(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag")])
     def quick(self, tag):
         return {"tag": tag}
+
+
+def export_gate(base_path: str, version: int, folder: str, held_load: bool = False) -> str:
+    """Gate(``folder``) as ``<base_path>/<version>/`` (``wait`` as ``serving_default``,
+    and ``quick``); with ``held_load``, a warmup request to ``wait``, so its load waits
+    until the gate opens."""
+    module = Gate(folder)
+    return save_version(base_path, version, module, {
+        "serving_default": module.wait.get_concrete_function(),
+        "quick": module.quick.get_concrete_function()},
+        warmup=("serving_default", {"tag": np.array([b"warmup"], object)}) if held_load
+        else None)
 
 
 def _started(folder) -> int:

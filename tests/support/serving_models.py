@@ -45,14 +45,17 @@ class HalfPlusTwo(tf.Module):
 
 
 def save_version(base_path: str, version: int, module: tf.Module, signatures: dict,
-                 methods: dict = None) -> str:
+                 methods: dict = None, warmup: tuple = None) -> str:
     """Writes ``<base_path>/<version>/``, complete before it appears (atomic rename);
-    ``methods`` maps signatures to the method name they get."""
+    ``methods`` maps signatures to the method name they get; ``warmup`` is a
+    ``(signature, inputs)`` its load replays (``write_predict_warmup``)."""
     final = os.path.join(base_path, str(version))
     staging = os.path.join(base_path, f".staging-{version}")
     tf.saved_model.save(module, staging, signatures=signatures)
     for signature, method in (methods or {}).items():
         set_method_name(staging, signature, method)
+    if warmup:
+        write_predict_warmup(staging, *warmup)
     os.rename(staging, final)
     return final
 

@@ -16,8 +16,9 @@ from serving import model_store
 from serving.memory import release_memory
 from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_config
 from serving.servable import LoadSettings, Servable
-from tests.support.gate_model import _wait_for
-from tests.support.serving_models import export_file_reader, write_predict_warmup
+from tests.support.gate_model import _wait_for, export_gate
+from tests.support.serving_models import (export_file_reader, export_half_plus_two,
+                                          write_predict_warmup)
 
 
 def test_model_config_errors_name_the_file(tmp_path):
@@ -104,8 +105,8 @@ def _stuck_version(tmp_path, unload_threads: int, serving=(1,), then=(2,), confi
         stuck.close()
 
 
-def _states(store) -> dict:
-    return {version: status.state for version, status in store.status("reader").items()}
+def _states(store, name="reader") -> dict:
+    return {version: status.state for version, status in store.status(name).items()}
 
 
 def test_a_version_being_unloaded_reports_unloading_while_the_new_one_serves(tmp_path):
@@ -298,4 +299,41 @@ def test_a_failed_load_is_freed_before_its_heap_is_trimmed(tmp_path, monkeypatch
         assert failed.state == "END" and "NotFoundError" in failed.error
         assert alive_at_release == [0]
     finally:
+        store.stop()
+
+
+def test_load_threads_let_the_poller_go_on_while_a_version_loads(tmp_path):
+    """--num_load_threads=2: gate's version 2 warms up for as long as its gate stays
+    shut. Meanwhile its version 1 serves on, and the poller goes on: other's version 2
+    loads and replaces version 1. Then gate leaves the config: once its load ends, the
+    version is unloaded at once, never served."""
+    (tmp_path / "gate-folder").mkdir()
+    folder = str(tmp_path / "gate-folder")
+    models = {"gate": tmp_path / "gate", "other": tmp_path / "other"}
+    export_gate(str(models["gate"]), 1, folder)
+    export_half_plus_two(str(models["other"]), 1)
+    config = _write_config(tmp_path / "models.config", *models.items())
+    events = []
+    store = ModelStore(read_model_config(config), LoadOptions(
+        file_system_poll_seconds=0.05, load_threads=2), config_path=config,
+        on_change=lambda *event: events.append(event))
+    store.start()
+    try:
+        export_gate(str(models["gate"]), 2, folder, held_load=True)
+        _wait_for(lambda: ("gate", 2, "LOADING") in events, 30, "gate version 2 loading")
+        export_half_plus_two(str(models["other"]), 2)
+        _wait_for(lambda: ("other", 1, "END") in events, 60, "other version 2 serving")
+        assert store.get("other").version == 2
+        assert _states(store, "gate") == {1: "AVAILABLE", 2: "LOADING"}
+        assert store.get("gate").version == 1
+        _write_config(tmp_path / "models.config", ("other", models["other"]))
+        store.reload_config()
+        assert store.model_names() == ["other"]
+        (tmp_path / "gate-folder" / "open").touch()
+        _wait_for(lambda: ("gate", 2, "END") in events, 60, "gate version 2 unloaded")
+        assert [e[2] for e in events if e[:2] == ("gate", 2)] == [
+            "LOADING", "UNLOADING", "END"]
+        assert not store._loads
+    finally:
+        (tmp_path / "gate-folder" / "open").touch()
         store.stop()

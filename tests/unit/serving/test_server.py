@@ -1,7 +1,7 @@
 """The model server's flags (serving/server.py): TF Serving's flags are accepted."""
 import pytest
 
-from serving.server import parse_flags
+from serving.server import build_service, parse_flags
 
 
 def test_tf_serving_flags_are_accepted():
@@ -26,10 +26,11 @@ def test_folded_weights_need_bfloat16(capsys):
     assert "add --mixed_precision=bfloat16" in capsys.readouterr().err
 
 
-def test_unload_threads_are_honoured_and_checked(capsys):
-    assert parse_flags(["--model_base_path=/m", "--num_unload_threads=2"]) \
-        .num_unload_threads == 2
+@pytest.mark.parametrize("kind", ["load", "unload"])
+def test_load_and_unload_threads_reach_the_store_and_are_checked(capsys, tmp_path, kind):
+    flag = f"--num_{kind}_threads"
+    args = parse_flags([f"--model_base_path={tmp_path}", f"{flag}=2"])
+    assert getattr(build_service(args).store.options, f"{kind}_threads") == 2
     with pytest.raises(SystemExit):
-        parse_flags(["--model_base_path=/m", "--num_unload_threads=-1"])
-    assert "--num_unload_threads must be 0 (unload in the poller) or more" in \
-        capsys.readouterr().err
+        parse_flags(["--model_base_path=/m", f"{flag}=-1"])
+    assert f"{flag} must be 0 ({kind} in the poller) or more" in capsys.readouterr().err
