@@ -300,7 +300,9 @@ def _cmd_predict(args) -> int:
                       for i, t in enumerate(texts)])
             predictions = map_by_length(send, range(len(texts)), sizes, args.batch_size)
         except ServingClientError as error:
-            print(f"error: {error}", file=sys.stderr)
+            hint = ("; lower --batch_size to the server's max_batch_size"
+                    if "larger than maximum input batch size" in str(error) else "")
+            print(f"error: {error}{hint}", file=sys.stderr)
             return 1
     for p in predictions:
         line = {"text": p.text, "label": p.label, "probabilities": p.probabilities}
@@ -450,10 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     choice = predict.add_mutually_exclusive_group()
     choice.add_argument("--version", type=int, help="Model version (default: latest).")
     choice.add_argument("--label", help="Version label, e.g. stable or canary.")
-    predict.add_argument("--batch_size", type=int, default=64,
+    predict.add_argument("--batch_size", type=int, default=32,
                          help="Texts per request: they are sent in requests of similar "
-                              "length (each padded less) and printed in input order "
-                              "(default: %(default)s).")
+                              "length (each padded less) and printed in input order; at "
+                              "most the server's max_batch_size when it batches, as TF "
+                              "Serving refuses more (default: %(default)s, the shipped "
+                              "batching_parameters.txt's).")
     predict.add_argument("--timeout", type=float, default=10.0,
                          help="Seconds per call, retries included (default: %(default)s).")
     predict.add_argument("--token_file", help="File with the server's bearer token, in the "

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from serving import deadlines
+from serving.errors import invalid
 
 Tensors = Dict[str, np.ndarray]
 # How long closing waits for its batch threads to finish the queued requests (a batch of
@@ -119,8 +120,13 @@ class Batcher:
             thread.start()
 
     def __call__(self, inputs: Tensors, deadline: deadlines.Deadline = None) -> Tensors:
-        """This request's rows of its batch's outputs; DEADLINE_EXCEEDED at ``deadline``."""
+        """This request's rows of its batch's outputs; DEADLINE_EXCEEDED at ``deadline``;
+        INVALID_ARGUMENT for more rows than ``max_batch_size``, as TF Serving's batch
+        scheduler (whose limit on one request is ``max_batch_size``)."""
         size = len(next(iter(inputs.values()))) if inputs else 0
+        if size > self._params.max_batch_size:
+            raise invalid(f"Task size {size} is larger than maximum input batch size "
+                          f"{self._params.max_batch_size}")
         task = _Task(inputs, size, Future(), deadline)
         with self._closing:
             queued = not self._closed

@@ -94,19 +94,21 @@ def _ref(model_spec) -> ModelRef:
 
 
 def _examples(model_input) -> list:
-    kind = model_input.WhichOneof("kind")
+    """The serialized examples of a Classify/Regress ``Input`` (its context merged into
+    each); INVALID_ARGUMENT "Input is empty." without any, as TF Serving."""
+    kind, examples = model_input.WhichOneof("kind"), []
     if kind == "example_list":
-        return [e.SerializeToString() for e in model_input.example_list.examples]
-    if kind == "example_list_with_context":
-        merged = []
+        examples = [e.SerializeToString() for e in model_input.example_list.examples]
+    elif kind == "example_list_with_context":
         context = model_input.example_list_with_context.context
         for example in model_input.example_list_with_context.examples:
             full = tf.train.Example()
             full.CopyFrom(context)
             full.MergeFrom(example)
-            merged.append(full.SerializeToString())
-        return merged
-    raise invalid("Input is empty")
+            examples.append(full.SerializeToString())
+    if not examples:
+        raise invalid("Input is empty.")
+    return examples
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -163,12 +165,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_answers
     def GetModelMetadata(self, request, context):
-        if list(request.metadata_field) != ["signature_def"]:
-            if not request.metadata_field:
-                raise invalid("GetModelMetadataRequest must specify at least one "
-                              "metadata_field")
-            unsupported = [f for f in request.metadata_field if f != "signature_def"]
-            raise invalid(f"Metadata field {unsupported[0]} is not supported")
+        if not request.metadata_field:
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:  # "signature_def", once or more: one answer
+            if field != "signature_def":
+                raise invalid(f"Metadata field {field} is not supported")
         servable = self.service.metadata(_ref(request.model_spec), "GRPC")
         return protos.metadata_response(servable)
 

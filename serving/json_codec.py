@@ -9,7 +9,9 @@ name ends in ``_bytes`` are written base64-encoded, as TF Serving does.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -22,9 +24,15 @@ Tensors = Dict[str, np.ndarray]
 _INT64_MIN, _INT64_MAX, _UINT64_MAX = -2**63, 2**63 - 1, 2**64 - 1
 
 
+_DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
+
+
 def parse_body(body: bytes) -> dict:
+    """The request's JSON object. As TF Serving's parser (rapidjson, kParseStopWhenDone),
+    what follows the first value is ignored."""
     try:
-        parsed = json.loads(body.decode("utf-8"))
+        parsed = _DECODER.raw_decode(body.decode("utf-8").lstrip(_JSON_SPACE))[0]
     except (UnicodeDecodeError, ValueError) as error:  # ValueError: an int of > 4300 digits
         raise invalid(f"JSON Parse error: {error}") from None
     except RecursionError:
@@ -117,6 +125,8 @@ def _numeric_array(value: Any, dtype: tf.DType, name: str):
     which also names what is wrong."""
     if dtype == tf.string or not isinstance(value, list):
         return None
+    if dtype != tf.bool and _has_bool(value):
+        return None  # numpy would read true as 1: the leaf-by-leaf path refuses it
     try:
         array = np.asarray(value)
     except (ValueError, OverflowError, RecursionError):
@@ -131,6 +141,13 @@ def _numeric_array(value: Any, dtype: tf.DType, name: str):
             raise invalid(f"input '{name}': a value is out of range for "
                           f"{type_name(dtype)} [{low}, {high}]")
     return array.astype(dtype.as_numpy_dtype, copy=False)
+
+
+def _has_bool(value: list) -> bool:
+    """Whether a (nested) list holds a JSON true or false (C-speed over each list)."""
+    kinds = set(map(type, value))
+    return bool in kinds or (list in kinds and any(
+        _has_bool(item) for item in value if isinstance(item, list)))
 
 
 def _convert(value: Any, dtype: tf.DType, name: str):
@@ -165,10 +182,7 @@ def _leaf(leaf: Any, dtype: tf.DType, name: str):
                 raise invalid(f"input '{name}': string is not valid Unicode (a lone "
                               "UTF-16 surrogate)") from None
         if _is_b64(leaf):
-            try:
-                return base64.b64decode(leaf["b64"], validate=True)
-            except (ValueError, TypeError):
-                raise invalid(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+            return _b64decode(leaf["b64"], name)
     elif dtype == tf.bool:
         if isinstance(leaf, bool):
             return leaf
@@ -182,6 +196,22 @@ def _leaf(leaf: Any, dtype: tf.DType, name: str):
         return leaf  # bare NaN and Infinity included; TF Serving refuses them as strings
     raise invalid(f"JSON Value: {json.dumps(leaf)} Type: {_json_type(leaf)} is not of "
                   f"expected type: {type_name(dtype)}")
+
+
+def _b64decode(text: Any, name: str) -> bytes:
+    """As TF Serving (absl::Base64Unescape): whitespace is skipped, and the padding may be
+    left out (or written with '.')."""
+    try:
+        if not isinstance(text, str):
+            raise TypeError
+        text = re.sub(r"[ \t\n\r\f\v]", "", text)
+        bare = text.rstrip("=.")
+        padded = len(text) > len(bare)
+        if len(bare) % 4 == 1 or padded and (len(text) % 4 or len(text) - len(bare) > 2):
+            raise ValueError  # padding, if any, completes the last group of four
+        return base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
+    except (ValueError, TypeError, binascii.Error):
+        raise invalid(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
 
 
 def type_name(dtype: tf.DType) -> str:
@@ -228,6 +258,8 @@ def _feature(value: Any, index: int, key: str) -> tf.train.Feature:
                           f"type: {kind}")
         items.append(item)
         kind = item_kind
+    if kind is None:  # [] : a feature of no kind, which parses as empty (as TF Serving)
+        return tf.train.Feature()
     if kind == "int64":
         return tf.train.Feature(int64_list=tf.train.Int64List(value=items))
     if kind == "float":
@@ -323,5 +355,8 @@ def _is_b64(value: Any) -> bool:
 
 
 def _json_type(value: Any) -> str:
-    return {str: "String", bool: "Bool", int: "Number", float: "Number", dict: "Object",
+    """rapidjson's name of the value's type, as TF Serving's messages give it."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return {str: "String", int: "Number", float: "Number", dict: "Object",
             list: "Array", type(None): "Null"}[type(value)]

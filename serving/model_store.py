@@ -531,12 +531,12 @@ class ModelStore:
     # -- lookups (request threads) --------------------------------------------------------
     def get(self, name: str, version: Optional[int] = None,
             label: Optional[str] = None) -> Servable:
+        if label is not None:  # first, as TF Serving: an unknown model's label is unknown
+            version = self.label_version(name, label)
         model = self._models.get(name)
         if model is None:
             raise not_found(_request_text(name, version, label))
         versions = model.published
-        if label is not None:
-            version = self.label_version(name, label)
         if version is None:
             if not versions:
                 raise not_found(_request_text(name, version, label))

@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving import contract, deadlines, lengths, precision
@@ -147,6 +148,7 @@ class Servable:
         outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)},
                            deadline=deadline)
         scores, classes = outputs.get("scores"), outputs.get("classes")
+        _check_classes(classes, scores, len(examples))
         rows = []
         for i in range(len(examples)):
             n = (scores if scores is not None else classes)[i].shape[-1]
@@ -161,7 +163,8 @@ class Servable:
         outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)},
                            deadline=deadline)
         values = outputs["outputs"]
-        return [float(v) for v in values.reshape(len(examples), -1)[:, 0]]
+        _check_regression(values, len(examples))
+        return [float(v) for v in values.reshape(len(examples))]
 
     def warm_up(self) -> int:
         """Replays ``assets.extra/tf_serving_warmup_requests`` as TF Serving does at load."""
@@ -232,7 +235,7 @@ class Servable:
                 raise invalid(op_error_text(error)) from None
             except (ValueError, TypeError) as error:
                 raise invalid(first_line(error)) from None
-            return {k: v.numpy() for k, v in outputs.items()}
+            return {k: _array(v.numpy()) for k, v in outputs.items()}
 
         def call(inputs: Tensors) -> Tensors:
             if not sliceable:
@@ -261,6 +264,10 @@ class Servable:
                   if method == CLASSIFY_METHOD else {"outputs"})
         if len(signature_def.inputs) != 1:
             raise invalid("Expected one input Tensor.")
+        if method == REGRESS_METHOD and len(outputs) != 1:
+            raise invalid("Expected one output Tensor.")
+        if method == CLASSIFY_METHOD and len(outputs) not in (1, 2):
+            raise invalid(f"Expected one or two output Tensors, found {len(outputs)}")
         if contract.CLASSIFY_INPUT not in signature_def.inputs:
             raise invalid(f"No {kind} inputs found in SignatureDef '{key}': expected an "
                           f"input named '{contract.CLASSIFY_INPUT}'")
@@ -269,6 +276,49 @@ class Servable:
                           f"{' or '.join(sorted(wanted))}; signature '{key}' has "
                           f"{sorted(outputs)}")
         return key, signature_def
+
+
+def _shape_text(array: np.ndarray) -> str:
+    """TensorShape::DebugString: [2,3]."""
+    return "[" + ",".join(map(str, array.shape)) + "]"
+
+
+def _check_classes(classes, scores, examples: int) -> None:
+    """TF Serving's checks of a Classify answer (classifier.cc)."""
+    for name, array, kind, dtype in (("classes", classes, "O", "DT_STRING"),
+                                     ("scores", scores, "f", "DT_FLOAT")):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise invalid(f"Expected Tensor shape: [batch_size num_classes] but got "
+                          f"{_shape_text(array)}")
+        if array.dtype.kind not in (kind + "S" if kind == "O" else kind) or \
+                kind == "f" and array.dtype != np.float32:
+            raise invalid(f"Expected {name} Tensor of {dtype}. Got: {_dtype_name(array)}")
+        if array.shape[0] != examples:
+            raise invalid(f"Expected {name} output batch size of {examples}. Got: "
+                          f"{array.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid(f"Tensors class and score should match in dim_size(1). Got "
+                      f"{classes.shape[1]} vs. {scores.shape[1]}")
+
+
+def _check_regression(values: np.ndarray, examples: int) -> None:
+    """TF Serving's checks of a Regress answer (regressor.cc)."""
+    if not (values.ndim == 1 or values.ndim == 2 and values.shape[1] == 1):
+        raise invalid(f"Expected output Tensor shape to be either [batch_size] or "
+                      f"[batch_size, 1] but got {_shape_text(values)}")
+    if values.shape[0] != examples:
+        raise invalid(f"Input batch size did not match output batch size: {examples} vs. "
+                      f"{values.shape[0]}")
+    if values.dtype != np.float32:
+        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(values)}")
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    """DT_FLOAT, DT_INT64, ... of an output."""
+    dtype = tf.string if array.dtype.kind in "OS" else tf.as_dtype(array.dtype)
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)
 
 
 def _batchable(fn) -> bool:
@@ -343,3 +393,8 @@ def op_error_text(error: tf.errors.OpError) -> str:
 def first_line(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def _array(value) -> np.ndarray:
+    """A tensor's value as an array: TensorFlow gives a scalar string as ``bytes``."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)

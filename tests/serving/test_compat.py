@@ -16,7 +16,7 @@ from models.export import set_method_name
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.process import ServerProcess
 from tests.support.process_memory import memory_bytes
-from tests.support.serving_models import REGRESS
+from tests.support.serving_models import CLASSIFY, REGRESS
 
 LIMIT = 64 * 1024  # --max_request_bytes of the servers here
 TF_SERVING_CORS = {"Access-Control-Allow-Origin": "*",
@@ -36,6 +36,27 @@ class Compat(tf.Module):
         n = tf.io.parse_example(inputs, {"n": tf.io.FixedLenFeature([], tf.int64)})["n"]
         return {"outputs": tf.cast(n, tf.float32)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def wide(self, inputs):
+        """A regression output of three columns: not TF Serving's shape."""
+        return {"outputs": tf.ones([tf.shape(inputs)[0], 3])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def flat_scores(self, inputs):
+        """Classification scores of rank 1: not TF Serving's shape."""
+        return {"scores": tf.ones(tf.shape(inputs))}
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="s")])
+    def echo(self, s):
+        return {"y": s, "n": tf.strings.length(s)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def count(self, inputs):
+        """Regress on a list feature that may be empty: how many values it has."""
+        v = tf.io.parse_example(inputs, {"v": tf.io.VarLenFeature(tf.float32)})["v"]
+        return {"outputs": tf.math.bincount(tf.cast(v.indices[:, 0], tf.int32),
+                                            minlength=tf.shape(inputs)[0], dtype=tf.float32)}
+
 
 @pytest.fixture(scope="module")
 def compat_base(tmp_path_factory):
@@ -43,8 +64,14 @@ def compat_base(tmp_path_factory):
     module, path = Compat(), str(base / "1")
     tf.saved_model.save(module, path, signatures={
         "serving_default": module.zeros.get_concrete_function(),
-        "regress": module.regress.get_concrete_function()})
-    set_method_name(path, "regress", REGRESS)
+        "regress": module.regress.get_concrete_function(),
+        "echo": module.echo.get_concrete_function(),
+        "count": module.count.get_concrete_function(),
+        "wide": module.wide.get_concrete_function(),
+        "flat_scores": module.flat_scores.get_concrete_function()})
+    for signature in ("regress", "count", "wide"):
+        set_method_name(path, signature, REGRESS)
+    set_method_name(path, "flat_scores", CLASSIFY)
     return str(base)
 
 
@@ -246,3 +273,110 @@ def test_instances_are_all_objects_or_all_values_as_the_first(server):
         assert answer.status_code == 400 and message in answer.json()["error"], instances
     assert requests.post(url, json={"instances": [{"x": 1.0}, {"x": 2.0}]}).json() == \
         {"predictions": [2.5, 3.0]}
+
+
+# -- differences a review against TF Serving's source found (stop 35) -----------------------
+def test_a_scalar_string_output_is_answered(server):
+    """TensorFlow gives a scalar string as bytes: REST answered 500 (AttributeError)."""
+    url = f"{server.rest_url}/v1/models/compat:predict"
+    for value in ("abc", {"b64": "YWJj"}):
+        answer = requests.post(url, json={"signature_name": "echo", "inputs": value})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"outputs": {"n": 3, "y": "abc"}}
+
+
+def test_booleans_are_not_numbers_even_among_numbers(server):
+    """numpy read [true, 1.0] as [1.0, 1.0]; TF Serving refuses the true."""
+    url = f"{server.rest_url}/v1/models/half:predict"
+    for instances, first in (([True, 1.0], "true"), ([1.0, [False]], "false")):
+        answer = requests.post(url, json={"instances": instances})
+        assert answer.status_code == 400, answer.text
+        assert f"JSON Value: {first} Type: {first.title()} is not of expected type: float" \
+            in answer.json()["error"]
+
+
+@pytest.mark.parametrize("b64", ["YWI", "YWI=", "YW\nI=", " YWI ", "YWI."])
+def test_base64_is_read_as_tf_serving_reads_it(server, b64):
+    """absl::Base64Unescape: whitespace skipped, padding optional; this server refused
+    unpadded and line-wrapped base64 (Go's RawStdEncoding, MIME encoders)."""
+    answer = requests.post(f"{server.rest_url}/v1/models/compat:predict",
+                           json={"signature_name": "echo", "inputs": {"b64": b64}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"outputs": {"n": 2, "y": "ab"}}
+
+
+@pytest.mark.parametrize("b64", ["Y", "YWI===", "YW!I", "YWJj=="])
+def test_broken_base64_is_still_refused(server, b64):
+    answer = requests.post(f"{server.rest_url}/v1/models/compat:predict",
+                           json={"signature_name": "echo", "inputs": {"b64": b64}})
+    assert answer.status_code == 400 and "invalid base64" in answer.json()["error"]
+
+
+def test_an_empty_feature_list_is_an_empty_feature(server):
+    """[] became an empty bytes list, which a float feature refused (400)."""
+    answer = requests.post(f"{server.rest_url}/v1/models/compat:regress", json={
+        "signature_name": "count", "examples": [{"v": []}, {"v": [1.0, 2.0]}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"results": [0.0, 2.0]}
+
+
+def test_classify_and_regress_without_examples_are_refused_over_grpc(server):
+    import grpc
+    from tensorflow_serving.apis import (classification_pb2, input_pb2, model_pb2,
+                                         prediction_service_pb2_grpc, regression_pb2)
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(server.grpc_address))
+    spec = model_pb2.ModelSpec(name="half", signature_name="regress")
+    empty = input_pb2.Input(example_list=input_pb2.ExampleList())
+    for call, request in ((stub.Regress, regression_pb2.RegressionRequest(
+            model_spec=spec, input=empty)), (stub.Classify, classification_pb2.
+                                             ClassificationRequest(model_spec=spec))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "Input is empty."
+
+
+def test_a_label_of_an_unknown_model_is_an_unknown_label(server):
+    answer = requests.post(f"{server.rest_url}/v1/models/nope/labels/stable:predict",
+                           json={"instances": [1.0]})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "Unrecognized servable version label: stable"
+
+
+def test_metadata_may_name_signature_def_twice(server):
+    import grpc
+    from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2,
+                                         prediction_service_pb2_grpc)
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(server.grpc_address))
+    answer = stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=model_pb2.ModelSpec(name="half"),
+        metadata_field=["signature_def", "signature_def"]), timeout=30)
+    assert list(answer.metadata) == ["signature_def"]
+
+
+def test_what_follows_the_json_body_is_ignored(server):
+    """TF Serving's parser stops after the first value (kParseStopWhenDone)."""
+    answer = requests.post(f"{server.rest_url}/v1/models/half:predict",
+                           data=' {"instances": [1.0]} trailing')
+    assert answer.status_code == 200 and answer.json() == {"predictions": [2.5]}
+
+
+@pytest.mark.parametrize("model,verb,signature,message", [
+    ("compat", "regress", "wide", "Expected output Tensor shape to be either [batch_size] "
+                                  "or [batch_size, 1] but got [1,3]"),
+    ("half", "regress", "two_inputs", "Expected one input Tensor."),
+    ("half", "regress", "classify", "Expected one output Tensor."),
+    ("compat", "classify", "flat_scores", "Expected Tensor shape: [batch_size num_classes] "
+                                          "but got [1]"),
+])
+def test_classify_and_regress_answers_are_checked_as_tf_serving(server, model, verb,
+                                                                 signature, message):
+    """A [batch, 3] regression answered its first column; rank-1 scores a 500."""
+    answer = requests.post(f"{server.rest_url}/v1/models/{model}:{verb}", json={
+        "signature_name": signature, "examples": [{"n": 1}]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == message

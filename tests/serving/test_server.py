@@ -265,6 +265,17 @@ def test_config_file_policy_labels_batching_and_token(tmp_path):
             y(version=1)  # latest 2: version 1 is not loaded
         with pytest.raises(ServingClientError, match="Unrecognized servable version label"):
             y(label="nope")
+        # One request over max_batch_size (32): refused as TF Serving's batch scheduler
+        # does (it ran alone here; TF Serving in production would refuse it).
+        rows = np.arange(33, dtype=np.float32)
+        for client in (GrpcClient(server.grpc_address, Target("half"), token="s3cret"),
+                       RestClient(server.rest_url, Target("half"), token="s3cret")):
+            with pytest.raises(ServingClientError, match="(INVALID_ARGUMENT|HTTP 400).*Task "
+                                                         "size 33 is larger than maximum "
+                                                         "input batch size 32"):
+                client.predict({"x": rows})
+            assert len(client.predict({"x": rows[:32]})["y" if isinstance(
+                client, GrpcClient) else "output"]) == 32
 
         # 32 concurrent clients through the batcher: every caller gets its own rows.
         client = GrpcClient(server.grpc_address, Target("half"), token="s3cret")
