@@ -4,7 +4,8 @@ Tested end to end: tests/e2e/test_bad_input.py.
 
 ExampleValidator only records anomalies; this gate turns them into a failed
 run, with one line per anomaly naming the split and feature. It also checks
-what a schema cannot express: the training split has at least two classes, every
+what a schema cannot express: the training split has at least two classes, no two
+labels are one number written two ways ('1' in one file, '1.0' in another), every
 evaluation label was seen in training, and the evaluation split is not empty and
 holds every class of the training split (else the gate could not judge the model);
 those messages name the likely cause (identical rows stay together in the hash
@@ -19,6 +20,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from components.text_example_gen.parsing import number_value
 from serving.contract import ANOMALIES_FILE, LABEL_FEATURE, STATISTICS_FILE, TEXT_FEATURE
 
 
@@ -90,6 +92,21 @@ def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
             f"few (or few distinct) rows can land wholly in '{train_split}'; {FIX_SPLIT}"]
 
 
+def _numbers_written_twice(stats_by_split: dict, label_feature: str) -> list[str]:
+    """Labels of every split that spell one number two ways: two classes for one. Each
+    file is checked as it is read; this catches files that differ ('1' and '1.0')."""
+    spellings: dict = {}
+    for label in sorted(set().union(*(_label_values(stats, label_feature)
+                                      for stats in stats_by_split.values()))):
+        number = number_value(label)
+        if number is not None:
+            spellings.setdefault(number, []).append(label)
+    return [f"feature '{label_feature}': labels {same} are one number written "
+            f"{len(same)} ways, so {len(same)} classes (files written differently: a "
+            f"float column written by pandas?); write each label one way in every file"
+            for same in spellings.values() if len(same) > 1]
+
+
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
           stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
           label_feature: str, train_split: str = "train", eval_split: str = "eval",
@@ -104,6 +121,7 @@ def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
         problems.append(f"split '{train_split}', feature '{label_feature}': only "
                         f"{len(train_labels)} class(es) {sorted(train_labels)}; a "
                         f"classifier needs at least 2")
+    problems += _numbers_written_twice(stats_by_split, label_feature)
     for split, stats in sorted(stats_by_split.items()):
         unseen = _label_values(stats, label_feature) - train_labels
         if split != train_split and unseen:

@@ -312,17 +312,23 @@ def _is_unicode(text: str) -> bool:
         return False
 
 
+def number_value(label: str) -> Optional[float]:
+    """The finite number a label spells ('1', '1.0' and '01' spell 1.0), else None."""
+    try:
+        number = float(label)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _refuse_numbers_written_twice(records: list, problems: Problems) -> None:
     """Labels that are one number written two ways ('1' and '1.0': a float column written
     by pandas) would be two classes."""
     first: dict = {}  # number -> (label, line) as first seen
     for record in records:
         for label in record.labels:
-            try:
-                number = float(label)
-            except ValueError:
-                continue
-            if not math.isfinite(number):
+            number = number_value(label)
+            if number is None:
                 continue
             seen = first.setdefault(number, (label, record.line))
             if seen[0] != label:

@@ -1,0 +1,33 @@
+"""DataGate's checks on real statistics protos (end to end: tests/e2e/test_bad_input.py)."""
+import pytest
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+
+from components.data_gate.component import DataValidationError, check
+
+
+def _stats(counts: dict) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """Statistics of one split whose label feature has these value counts."""
+    stats = statistics_pb2.DatasetFeatureStatisticsList()
+    dataset = stats.datasets.add(num_examples=sum(counts.values()))
+    feature = dataset.features.add()
+    feature.path.step.append("label")
+    for label, count in counts.items():
+        feature.string_stats.rank_histogram.buckets.add(label=label, sample_count=count)
+    return stats
+
+
+def test_one_number_written_two_ways_across_files_is_refused():
+    """Each file had one way ('1' in the old export, '1.0' in pandas' new one): the reader
+    could not see it, and an inferred schema took them as two classes."""
+    stats = {"train": _stats({"0": 5, "1": 5, "0.0": 4, "1.0": 4, "x": 1}),
+             "eval": _stats({"0": 1, "1": 1, "0.0": 1, "1.0": 1, "x": 1})}
+    anomalies = {split: anomalies_pb2.Anomalies() for split in stats}
+    with pytest.raises(DataValidationError) as error:
+        check(anomalies, stats, "label")
+    lines = str(error.value).splitlines()[1:]
+    assert [line.strip() for line in lines] == [
+        f"feature 'label': labels {same} are one number written 2 ways, so 2 classes "
+        f"(files written differently: a float column written by pandas?); write each "
+        f"label one way in every file" for same in (["0", "0.0"], ["1", "1.0"])]
+    clean = {"train": _stats({"0": 5, "1": 5, "x": 1}), "eval": _stats({"0": 1, "1": 1, "x": 1})}
+    check(anomalies, clean, "label")  # one way each: passes
