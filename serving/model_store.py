@@ -202,7 +202,11 @@ class ModelStore:
     def start(self) -> None:
         """Loads what is there now and applies the labels (``ValueError`` if a label names a
         version that is not available), then keeps polling in a thread."""
-        self.poll_once()
+        try:
+            self.poll_once()
+        except BaseException:  # (Ctrl-C too) no load left running on the pool
+            self.stop()
+            raise
         with self._lock:
             problems = self._apply_labels({n: m.spec.labels for n, m in self._models.items()})
         if problems:
@@ -213,13 +217,14 @@ class ModelStore:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops polling, waits for the loads under way, unloads every version and waits
-        for the unloads."""
+        """Stops polling, waits for the loads under way (as TF Serving; the versions they
+        load are unloaded unserved, the queued ones not loaded), unloads every version and
+        waits for the unloads."""
         self._stop.set()
         if self._thread:
             self._thread.join()
         if self._loader:
-            self._loader.shutdown(wait=True)  # each loaded version serves, then goes below
+            self._loader.shutdown(wait=True)
         with self._lock:
             for model in self._models.values():
                 self._unload(model, sorted(model.loaded))
@@ -375,37 +380,51 @@ class ModelStore:
     def _start_load(self, model: _Model, version: int) -> None:
         """Loads ``version`` here or, with ``--num_load_threads``, on the load pool."""
         key, path = (model.spec.name, version), model.on_disk[version]
+        fingerprint = _fingerprint(path)  # what fails, if it fails (it may change meanwhile)
         self._set_state(model, version, VersionState(LOADING))
         if self._loader:
             try:
-                self._loads[key] = self._loader.submit(self._load, model, version, path)
+                self._loads[key] = self._loader.submit(self._load, model, version, path,
+                                                       fingerprint)
                 return
             except RuntimeError:  # the pool has shut down (a sync after stop): load here
                 pass
-        self._load(model, version, path)
+        self._load(model, version, path, fingerprint)
 
-    def _load(self, model: _Model, version: int, path: str) -> None:
+    def _load(self, model: _Model, version: int, path: str, fingerprint: Tuple) -> None:
         """Loads and warms up ``version`` (on the load pool without the store's lock), then
         serves it as the version policy says, or records its failure. A version whose
-        model left the config meanwhile is unloaded at once."""
-        servable, failure = self._build(model.spec.name, version, path)
-        # Loading and the warmup's first calls (Grappler optimizing each signature: several
-        # copies of the weights with --bfloat16_fold_weights) leave freed heap that glibc
-        # keeps: hand it back, or the process stays at the load's peak while it serves.
-        # After a failure too, once the failed servable is gone.
-        release_memory()
+        model left the config meanwhile, or that loaded while the store stops, is unloaded
+        unserved; one still queued when the store stops is not loaded."""
+        servable, failure = None, ("not loaded: the server is stopping", UNKNOWN_ERROR)
+        try:
+            if not self._stop.is_set():
+                servable, failure = self._build(model.spec.name, version, path)
+            # Loading and the warmup's first calls (Grappler optimizing each signature:
+            # several copies of the weights with --bfloat16_fold_weights) leave freed heap
+            # that glibc keeps: hand it back, or the process stays at the load's peak while
+            # it serves. After a failure too, once the failed servable is gone.
+            release_memory()
+        except Exception as error:  # noqa: BLE001  on the pool nobody would see it
+            log.error("model %s version %d: loading failed: %s", model.spec.name, version,
+                      traceback.format_exc())
+            failure = (f"{type(error).__name__}: {error}", UNKNOWN_ERROR)
         with self._lock:
             self._loads.pop((model.spec.name, version), None)
-            current = self._models.get(model.spec.name) is model
+            current = (self._models.get(model.spec.name) is model
+                       and not self._stop.is_set())
             if servable is None:
                 if current:
-                    self._failed(model, version, path, *failure)
+                    self._failed(model, version, fingerprint, *failure)
                 else:
                     self._set_state(model, version, VersionState(END, *failure))
                 return
             model.failures.pop(version, None)
             model.loaded[version] = servable
-            self._publish(model, model.spec.wanted(sorted(model.on_disk)) if current else [])
+            if current:
+                self._publish(model, model.spec.wanted(sorted(model.on_disk)))
+            else:
+                self._unload(model, [version])
 
     def _build(self, name: str, version: int, path: str
                ) -> Tuple[Optional[Servable], Optional[Tuple[str, int]]]:
@@ -429,12 +448,11 @@ class ModelStore:
         log.info("model %s version %d loaded (%d warmup requests)", name, version, warmed)
         return servable, None
 
-    def _failed(self, model: _Model, version: int, path: str, message: str, code: int
-                ) -> None:
+    def _failed(self, model: _Model, version: int, fingerprint: Tuple, message: str,
+                code: int) -> None:
         previous = model.failures.get(version)
         attempts = (previous.attempts if previous else 0) + 1
         retries_left = self.options.max_load_retries - (attempts - 1)
-        fingerprint = _fingerprint(path)  # (the folder may have gone while it loaded)
         if retries_left > 0:
             wait = max(0.0, self.options.load_retry_interval_seconds)
             model.failures[version] = _Failure(attempts, time.monotonic() + wait, fingerprint,

@@ -288,7 +288,8 @@ def test_a_failed_load_is_freed_before_its_heap_is_trimmed(tmp_path, monkeypatch
 
     def release_and_look():
         release_memory()
-        alive_at_release.append(sum(isinstance(o, Servable) for o in gc.get_objects()))
+        alive_at_release.append(sum(isinstance(o, Servable) and o.path.startswith(str(base))
+                                    for o in gc.get_objects()))
 
     monkeypatch.setattr(model_store, "release_memory", release_and_look)
     store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
@@ -337,3 +338,38 @@ def test_load_threads_let_the_poller_go_on_while_a_version_loads(tmp_path):
     finally:
         (tmp_path / "gate-folder" / "open").touch()
         store.stop()
+
+
+def test_stop_waits_for_a_pool_load_and_serves_nothing_it_loads(tmp_path):
+    """--num_load_threads=1: stop() waits for the load under way, as TF Serving, but the
+    version it loads is unloaded unserved (before, it went live and retired the old
+    version on the way out), and a load still queued is not run."""
+    folder = tmp_path / "gate-folder"
+    folder.mkdir()
+    models = {"gate": tmp_path / "gate", "other": tmp_path / "other"}
+    export_gate(str(models["gate"]), 1, str(folder))
+    export_half_plus_two(str(models["other"]), 1)
+    events = []
+    store = ModelStore([ModelSpec(name, str(base)) for name, base in models.items()],
+                       LoadOptions(file_system_poll_seconds=0.05, load_threads=1),
+                       on_change=lambda *event: events.append(event))
+    store.start()
+    stopping = threading.Thread(target=store.stop, daemon=True)
+    try:
+        export_gate(str(models["gate"]), 2, str(folder), held_load=True)
+        _wait_for(lambda: ("gate", 2, "LOADING") in events, 30, "gate version 2 loading")
+        export_half_plus_two(str(models["other"]), 2)  # queued behind it: one thread
+        _wait_for(lambda: ("other", 2, "LOADING") in events, 30, "other version 2 queued")
+        stopping.start()
+        _wait_for(lambda: store._stop.is_set(), 30, "stop() called")
+        assert stopping.is_alive()  # waiting for gate's version 2
+        (folder / "open").touch()
+        stopping.join(120)
+        assert not stopping.is_alive()
+    finally:
+        (folder / "open").touch()
+        stopping.join(120)
+    assert [e[2] for e in events if e[:2] == ("gate", 2)] == ["LOADING", "UNLOADING", "END"]
+    assert [e[2] for e in events if e[:2] == ("other", 2)] == ["LOADING", "END"]
+    assert store.status("other")[2].error == "not loaded: the server is stopping"
+    assert _states(store, "gate") == {1: "END", 2: "END"}
