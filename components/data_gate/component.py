@@ -20,7 +20,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
-from components.text_example_gen.parsing import number_value
+from components.text_example_gen.parsing import integer_label
 from serving.contract import ANOMALIES_FILE, LABEL_FEATURE, STATISTICS_FILE, TEXT_FEATURE
 
 
@@ -98,7 +98,7 @@ def _numbers_written_twice(stats_by_split: dict, label_feature: str) -> list[str
     spellings: dict = {}
     for label in sorted(set().union(*(_label_values(stats, label_feature)
                                       for stats in stats_by_split.values()))):
-        number = number_value(label)
+        number = integer_label(label)
         if number is not None:
             spellings.setdefault(number, []).append(label)
     return [f"feature '{label_feature}': labels {same} are one number written "

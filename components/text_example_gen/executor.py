@@ -18,7 +18,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
-from components.text_example_gen.files import data_files, list_spans
+from components.text_example_gen.files import data_files, list_spans, matches
 from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
@@ -118,16 +118,17 @@ def input_files(input_base: str, pattern: str, presplit: bool = False) -> List[s
     """``data_files`` of ``pattern`` in ``input_base``; InputDataError naming the setting
     to change when there are none."""
     full = os.path.join(input_base, pattern)
-    files = data_files(full)
-    skipped = [folder for folder in fileio.glob(full) if fileio.isdir(folder)
-               and not os.path.basename(folder.rstrip("/")).startswith(".")
-               and data_files(os.path.join(folder, "*"))]
+    files, folders = matches(full)
+    skipped = [folder for folder in folders if data_files(os.path.join(folder, "*"))]
     if skipped:
         logging.warning(
-            "%d folder(s) match %s and hold files, which are NOT read (data.file_pattern "
-            "reads the files it matches, not folders): %s; to read them, set "
-            "data.file_pattern to a glob of their files (e.g. '*/*.csv')", len(skipped),
-            full, ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else ""))
+            "%d folder(s) match %s and hold files, which are NOT read (%s): %s%s",
+            len(skipped), full, "data.presplit reads the files in train/ and eval/, not "
+            "their subfolders" if presplit else "data.file_pattern reads the files it "
+            "matches, not folders", ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5
+                                                              else ""),
+            "" if presplit else "; to read them, set data.file_pattern to a glob of their "
+            "files (e.g. '*/*.csv')")
     if files:
         return files
     if not fileio.exists(input_base):

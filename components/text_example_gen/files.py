@@ -33,6 +33,15 @@ def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
 def data_files(pattern: str) -> List[str]:
     """The files matching a glob (a local path or a URI), sorted: no folders, and no hidden
     files (``.DS_Store``, editors' lock files) unless the pattern's name starts with '.'."""
+    return matches(pattern)[0]
+
+
+def matches(pattern: str) -> Tuple[List[str], List[str]]:
+    """``(data_files(pattern), the folders it matches)``, from one listing; hidden ones
+    left out of both unless the pattern's name starts with '.'."""
     hidden_ok = os.path.basename(pattern).startswith(".")
-    return sorted(f for f in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(f)
-                  and (hidden_ok or not os.path.basename(f).startswith(".")))
+    files, folders = [], []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        if hidden_ok or not os.path.basename(path.rstrip("/")).startswith("."):
+            (folders if tf.io.gfile.isdir(path) else files).append(path)
+    return files, folders

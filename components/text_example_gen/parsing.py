@@ -20,7 +20,6 @@ import fnmatch
 import functools
 import io
 import json
-import math
 import os
 import re
 from typing import Iterator, Optional
@@ -38,8 +37,9 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 # Magic numbers of compressed files: the reader takes plain text only.
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"),
-               (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+_COMPRESSED = ((re.compile(rb"\x1f\x8b"), "gzip"), (re.compile(rb"PK\x03\x04"), "zip"),
+               (re.compile(rb"BZh[1-9]1AY&SY"), "bzip2"),
+               (re.compile(rb"\xfd7zXZ\x00"), "xz"), (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd"))
 _COMPRESSED_EXTENSIONS = (".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".tgz")
 # A field may be as long as a file (long documents are truncated by the model, not here);
 # Python's default limit of 131,072 characters refused them with a misleading error.
@@ -113,6 +113,10 @@ class ReaderConfig:
         label, texts = self.label_column.strip(), column_refs(self.text_column)
         for name, refs in (("data.text_column", texts),
                            ("data.text_pair_column", column_refs(self.text_pair_column))):
+            twice = next((ref for ref in refs if refs.count(ref) > 1), None)
+            if twice is not None:
+                raise ValueError(f"{name} names '{twice}' twice: its text would be joined "
+                                 f"to itself")
             if label in refs:
                 raise ValueError(f"data.label_column '{label}' is also read as text ({name}):"
                                  f" the model would learn its own answer; pick other columns")
@@ -219,7 +223,7 @@ def decode(path: str, data: bytes) -> str:
                 f"{path}: {encoding} text (byte order mark {bom.hex(' ').upper()}, as in "
                 f"Excel's 'Unicode text'); re-encode the file as UTF-8")
     for magic, kind in _COMPRESSED:
-        if data.startswith(magic):
+        if magic.match(data):
             raise InputDataError(f"{path}: {kind}-compressed data; decompress it first: the "
                                  f"reader takes plain UTF-8 text")
     nul = data.find(b"\x00")
@@ -312,22 +316,24 @@ def _is_unicode(text: str) -> bool:
         return False
 
 
-def number_value(label: str) -> Optional[float]:
-    """The finite number a label spells ('1', '1.0' and '01' spell 1.0), else None."""
-    try:
-        number = float(label)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+_WHOLE_NUMBER = re.compile(r"(-?(?:0|[1-9][0-9]*))(?:\.0+)?")
+
+
+def integer_label(label: str) -> Optional[str]:
+    """The integer a label spells as an integer or as pandas writes a float column's
+    ('1' and '1.0' both give '1'), else None. Nothing looser: '01', '1.10', '1e3' and
+    long identifiers are labels of their own, compared as text."""
+    match = _WHOLE_NUMBER.fullmatch(label)
+    return match.group(1) if match else None
 
 
 def _refuse_numbers_written_twice(records: list, problems: Problems) -> None:
-    """Labels that are one number written two ways ('1' and '1.0': a float column written
+    """Labels that are one integer written two ways ('1' and '1.0': a float column written
     by pandas) would be two classes."""
-    first: dict = {}  # number -> (label, line) as first seen
+    first: dict = {}  # integer -> (label, line) as first seen
     for record in records:
         for label in record.labels:
-            number = number_value(label)
+            number = integer_label(label)
             if number is None:
                 continue
             seen = first.setdefault(number, (label, record.line))
@@ -393,8 +399,11 @@ def _refuse_duplicate(ref: str, name: str, columns: list[str], source: str) -> N
 def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                     problems: Problems) -> Iterator[tuple]:
     # Lines end at LF (a CR before it is the csv module's to drop): a CR alone inside a
-    # field is not a line break, except in a file without any LF (old Mac line ends).
-    reader = csv.reader(io.StringIO(text, newline="\n" if "\n" in text else ""),
+    # field is not a line break, except in a file whose first line ends with a CR alone
+    # (old Mac line ends).
+    first_break = re.search(r"\r\n|\r|\n", text)
+    cr_lines = first_break is not None and first_break.group() == "\r"
+    reader = csv.reader(io.StringIO(text, newline="" if cr_lines else "\n"),
                         delimiter=delimiter, strict=True, quoting=QUOTING[config.quoting])
     if config.column_names:
         header, source = list(config.column_names), "data.column_names"
@@ -452,11 +461,12 @@ def _refuse_picked_twice(header: list[str], source: str, picked: dict) -> None:
     owners: dict = {}
     for setting, indexes in picked.items():
         for index in indexes:
-            if index in owners and owners[index] != setting:
+            if index in owners:
+                both = (f"{setting} picks" if owners[index] == setting
+                        else f"{owners[index]} and {setting} both pick")
                 raise _SettingError(
-                    f"{owners[index]} and {setting} both pick the column "
-                    f"'{excerpt(header[index])}' (0-based position {index}) of {source}; "
-                    f"pick different columns")
+                    f"{both} the column '{excerpt(header[index])}' (0-based position "
+                    f"{index}) of {source}; pick different columns")
             owners[index] = setting
 
 

@@ -29,5 +29,6 @@ def test_one_number_written_two_ways_across_files_is_refused():
         f"feature 'label': labels {same} are one number written 2 ways, so 2 classes "
         f"(files written differently: a float column written by pandas?); write each "
         f"label one way in every file" for same in (["0", "0.0"], ["1", "1.0"])]
-    clean = {"train": _stats({"0": 5, "1": 5, "x": 1}), "eval": _stats({"0": 1, "1": 1, "x": 1})}
-    check(anomalies, clean, "label")  # one way each: passes
+    # one way each, and labels that only look alike ('01', '1.10'): passes
+    labels = {"0": 5, "1": 5, "01": 2, "1.1": 2, "1.10": 2}
+    check(anomalies, {"train": _stats(labels), "eval": _stats(labels)}, "label")

@@ -368,6 +368,7 @@ def test_the_reader_settings_travel_as_one_json_text():
                                     r"\(data.text_column\)"),
     ("s", "l", "s", r"'s' is read as both data.text_column and data.text_pair_column"),
     ("s", "l", "p,l", r"data.label_column 'l' is also read as text \(data.text_pair_column\)"),
+    ("a,a", "l", "", r"data.text_column names 'a' twice: its text would be joined to itself"),
 ])
 def test_a_column_named_twice_by_the_settings_is_refused(text, label, pair, message):
     """The label read as text too: the model trains on its own answer, and passes the gate."""
@@ -382,6 +383,8 @@ def test_a_column_named_twice_by_the_settings_is_refused(text, label, pair, mess
     ("o.tsv", b"s\tp\tl\na\tb\t1\n", ReaderConfig("s", "l", text_pair_column="0"),
      r"data.text_column and data.text_pair_column both pick the column 's' \(0-based "
      r"position 0\)"),
+    ("o.csv", b"sentence,label\nhello,1\n", ReaderConfig("sentence,0", "label"),
+     r"data.text_column picks the column 'sentence' \(0-based position 0\) of the header"),
 ])
 def test_a_column_picked_twice_by_name_and_position_is_refused(name, data, config, message):
     with pytest.raises(InputDataError, match=message):
@@ -443,7 +446,13 @@ def test_one_number_written_two_ways_is_refused():
     with pytest.raises(InputDataError, match=r"line 4: label '1.0' is the number of label "
                                              r"'1' \(line 2\) written another way"):
         parse("n.csv", data, CONFIG)
-    assert len(parse("n.csv", b"sentence,label\na,1\nb,01x\nc,2.5\n", CONFIG)) == 3
+    # Labels of their own, compared as text: zero-padded codes, versions, exponents,
+    # identifiers past a double's precision, other scripts' digits.
+    distinct = ["1", "01", "1.1", "1.10", "1e3", "1000", "12345678901234567",
+                "12345678901234568", "\u0661", "-0", "0"]
+    rows = "".join(f"t{i},{label}\n" for i, label in enumerate(distinct))
+    records = parse("n.csv", f"sentence,label\n{rows}".encode(), CONFIG)
+    assert [r.label for r in records] == distinct
 
 
 def test_line_numbers_count_line_feeds_only():
@@ -458,6 +467,9 @@ def test_line_numbers_count_line_feeds_only():
               ReaderConfig("sentence", "label", quoting="none"))
     old_mac = parse("m.csv", b"sentence,label\ra,1\rb,0\r", CONFIG)  # CR-only line ends
     assert [(r.line, r.text) for r in old_mac] == [(2, "a"), (3, "b")]
+    # ... also with a LF inside a quoted field, or a last LF
+    old_mac = parse("m.csv", b'sentence,label\r"a\nb",1\rc,0\r\n', CONFIG)
+    assert [r.text for r in old_mac] == ["a\nb", "c"]
 
 
 def test_blank_lines_before_the_header_are_skipped():
@@ -471,7 +483,12 @@ def test_blank_lines_before_the_header_are_skipped():
     ("d.csv.gz", b"\x1f\x8b\x08\x00", CONFIG),
     ("d.csv", b"\x1f\x8b\x08\x00\x00", CONFIG),
     ("d.zip", b"PK\x03\x04\x14\x00", ReaderConfig("sentence", "label", file_format="csv")),
+    ("d.tsv", b"BZh91AY&SY\x00\x01", CONFIG),
 ])
 def test_compressed_files_are_named_as_such(name, data, config):
     with pytest.raises(InputDataError, match=r"compressed .*decompress it"):
         parse(name, data, config)
+    # text that merely starts like a magic number is text
+    named = ReaderConfig("t", "l", column_names=("t", "l"))
+    assert [r.text for r in parse("d.csv", b"BZh is how it starts,1\n", named)] == [
+        "BZh is how it starts"]
