@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import load_generator  # noqa: E402
 from bench.run_benchmarks import (REPO, SST2, WORK, _load_test, _process_cost,  # noqa: E402
                                   write)
+from serving.batching import BatchingParameters  # noqa: E402
 
 # (precision, --batch_by_length); "bfloat16_unfolded" is --bfloat16_fold_weights=false: the
 # rewrite as TF Serving runs it, casting the weights on every call.
@@ -126,9 +127,10 @@ def serve_and_load(base: str, mode: str, by_length: bool, seconds: float,
             if accuracy:
                 with open(os.path.join(_latest(base), "assets.extra", "labels.txt")) as f:
                     names = np.array(f.read().split())
+                rows = BatchingParameters.from_file(BATCHING).max_batch_size  # the limit
                 probabilities = np.concatenate([by_grpc.predict(
-                    {"text": np.array(texts[i:i + 64], object)}, "predict_text")[
-                        "probabilities"] for i in range(0, len(texts), 64)])
+                    {"text": np.array(texts[i:i + rows], object)}, "predict_text")[
+                        "probabilities"] for i in range(0, len(texts), rows)])
                 result["sst2_dev_accuracy"] = round(float(
                     (names[probabilities.argmax(1)] == np.array(labels)).mean()), 4)
                 result["probabilities"] = probabilities.tolist()

@@ -95,7 +95,8 @@ def _ref(model_spec) -> ModelRef:
 
 def _examples(model_input) -> list:
     """The serialized examples of a Classify/Regress ``Input`` (its context merged into
-    each); INVALID_ARGUMENT "Input is empty." without any, as TF Serving."""
+    each); none makes the servable answer "Input is empty." once the model and its
+    signature are found, as TF Serving."""
     kind, examples = model_input.WhichOneof("kind"), []
     if kind == "example_list":
         examples = [e.SerializeToString() for e in model_input.example_list.examples]
@@ -106,8 +107,6 @@ def _examples(model_input) -> list:
             full.CopyFrom(context)
             full.MergeFrom(example)
             examples.append(full.SerializeToString())
-    if not examples:
-        raise invalid("Input is empty.")
     return examples
 
 
@@ -165,12 +164,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_answers
     def GetModelMetadata(self, request, context):
+        ref = _ref(request.model_spec)  # "Missing ModelSpec" first, as TF Serving
         if not request.metadata_field:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:  # "signature_def", once or more: one answer
             if field != "signature_def":
                 raise invalid(f"Metadata field {field} is not supported")
-        servable = self.service.metadata(_ref(request.model_spec), "GRPC")
+        servable = self.service.metadata(ref, "GRPC")
         return protos.metadata_response(servable)
 
     @_answers

@@ -28,11 +28,13 @@ _DECODER = json.JSONDecoder()
 _JSON_SPACE = " \t\n\r"
 
 
-def parse_body(body: bytes) -> dict:
+def parse_body(body: bytes, strict: bool = False) -> dict:
     """The request's JSON object. As TF Serving's parser (rapidjson, kParseStopWhenDone),
-    what follows the first value is ignored."""
+    what follows the first value is ignored, unless ``strict`` (this server's own
+    endpoints)."""
     try:
-        parsed = _DECODER.raw_decode(body.decode("utf-8").lstrip(_JSON_SPACE))[0]
+        text = body.decode("utf-8")
+        parsed = json.loads(text) if strict else _DECODER.raw_decode(text.lstrip(_JSON_SPACE))[0]
     except (UnicodeDecodeError, ValueError) as error:  # ValueError: an int of > 4300 digits
         raise invalid(f"JSON Parse error: {error}") from None
     except RecursionError:
@@ -211,7 +213,7 @@ def _b64decode(text: Any, name: str) -> bytes:
             raise ValueError  # padding, if any, completes the last group of four
         return base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
     except (ValueError, TypeError, binascii.Error):
-        raise invalid(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+        raise invalid(f"Unable to base64 decode (input '{name}')") from None
 
 
 def type_name(dtype: tf.DType) -> str:

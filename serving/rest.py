@@ -308,7 +308,7 @@ class _FeedbackHandler(_ModelHandler):
         if self.service.feedback is None:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                "feedback recording is off (start with --feedback_dir)")
-        body = json_codec.parse_body(self._body())
+        body = json_codec.parse_body(self._body(), strict=True)
         corrections = body.get("corrections")
         if not isinstance(corrections, list):
             raise invalid("expected {\"corrections\": [{\"id\": ..., \"label\": ...}]}")

@@ -144,7 +144,8 @@ class Servable:
     def classify(self, signature_name: str, examples: List[bytes],
                  deadline: deadlines.Deadline = None):
         """[(label, score), ...] per example, from a classification signature."""
-        key, signature_def = self._method(signature_name, CLASSIFY_METHOD, "classification")
+        key, signature_def = self._method(signature_name, CLASSIFY_METHOD, "classification",
+                                          examples)
         outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)},
                            deadline=deadline)
         scores, classes = outputs.get("scores"), outputs.get("classes")
@@ -159,7 +160,8 @@ class Servable:
 
     def regress(self, signature_name: str, examples: List[bytes],
                 deadline: deadlines.Deadline = None) -> List[float]:
-        key, signature_def = self._method(signature_name, REGRESS_METHOD, "regression")
+        key, signature_def = self._method(signature_name, REGRESS_METHOD, "regression",
+                                          examples)
         outputs = self.run(key, {contract.CLASSIFY_INPUT: np.array(examples, dtype=object)},
                            deadline=deadline)
         values = outputs["outputs"]
@@ -252,9 +254,10 @@ class Servable:
             return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         return call
 
-    def _method(self, name: str, method: str, kind: str):
+    def _method(self, name: str, method: str, kind: str, examples: List[bytes]):
         """The signature for Classify/Regress, checked as TF Serving does: its method name
-        with ``--enable_signature_method_name_check``, else its inputs and outputs."""
+        with ``--enable_signature_method_name_check``, else its inputs and outputs; then
+        that there are examples."""
         key, signature_def = self.signature(name)
         if self.settings.method_name_check and signature_def.method_name != method:
             raise invalid(f"Expected {kind} signature method_name to be {method}. "
@@ -275,6 +278,8 @@ class Servable:
             raise invalid(f"Expected {kind} signature outputs to contain "
                           f"{' or '.join(sorted(wanted))}; signature '{key}' has "
                           f"{sorted(outputs)}")
+        if not examples:
+            raise invalid("Input is empty.")
         return key, signature_def
 
 

@@ -309,7 +309,8 @@ def test_base64_is_read_as_tf_serving_reads_it(server, b64):
 def test_broken_base64_is_still_refused(server, b64):
     answer = requests.post(f"{server.rest_url}/v1/models/compat:predict",
                            json={"signature_name": "echo", "inputs": {"b64": b64}})
-    assert answer.status_code == 400 and "invalid base64" in answer.json()["error"]
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "Unable to base64 decode (input 's')"
 
 
 def test_an_empty_feature_list_is_an_empty_feature(server):
@@ -327,15 +328,20 @@ def test_classify_and_regress_without_examples_are_refused_over_grpc(server):
 
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
         grpc.insecure_channel(server.grpc_address))
-    spec = model_pb2.ModelSpec(name="half", signature_name="regress")
     empty = input_pb2.Input(example_list=input_pb2.ExampleList())
     for call, request in ((stub.Regress, regression_pb2.RegressionRequest(
-            model_spec=spec, input=empty)), (stub.Classify, classification_pb2.
-                                             ClassificationRequest(model_spec=spec))):
+            model_spec=model_pb2.ModelSpec(name="half", signature_name="regress"),
+            input=empty)), (stub.Classify, classification_pb2.ClassificationRequest(
+                model_spec=model_pb2.ModelSpec(name="half", signature_name="classify")))):
         with pytest.raises(grpc.RpcError) as refused:
             call(request, timeout=30)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert refused.value.details() == "Input is empty."
+        # after the model is looked up, as TF Serving
+        request.model_spec.name = "nope"
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_label_of_an_unknown_model_is_an_unknown_label(server):

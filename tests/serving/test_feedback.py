@@ -1,6 +1,7 @@
 """Feedback loop: the server records classified texts, accepts corrected labels, and the
 scheduler turns them into the next span (real server process, real sockets); retention
 on a running server; what the server logs."""
+import json
 import os
 import time
 
@@ -61,6 +62,12 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
                 rest.correct([{"id": "nope", "label": "x"}])
             with pytest.raises(ServingClientError, match="non-empty 'label'"):
                 rest.correct([{"id": ids[2], "label": " "}])
+            # This server's own endpoint reads JSON strictly (TF Serving's paths ignore
+            # what follows the body's value): a second object is not silently dropped.
+            joined = json.dumps({"corrections": [{"id": ids[2], "label": "long"}]}) * 2
+            refused = requests.post(f"{server.rest_url}/v1/feedback", data=joined, headers={
+                "Authorization": "Bearer s3cret"})
+            assert refused.status_code == 400 and "Extra data" in refused.json()["error"]
             assert requests.get(f"{server.rest_url}/v1/feedback", headers={
             "Authorization": "Bearer s3cret"}).status_code == 400
 
