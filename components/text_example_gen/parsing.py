@@ -8,9 +8,9 @@ Columns are picked by name or 0-based position; several text columns are joined
 with ``text_separator``, empty ones (or JSON nulls) left out, as served models join
 them (models/export.py); ``text_pair_column`` gives a sentence pair's second text;
 ``label_delimiter`` splits a label field into several labels (multi-label).
-Files are UTF-8, with or without a BOM, with LF or CRLF line ends (CR alone where a file
-has no LF); lines are counted, and a JSON Lines file is split, at LF only (a raw U+2028
-or form feed inside a string is text).
+Files are UTF-8, with or without a BOM, with LF or CRLF line ends (CR alone where the
+first line ends with one); lines are counted, and a JSON Lines file is split, at LF only
+(a raw U+2028 or form feed inside a string is text).
 """
 from __future__ import annotations
 
