@@ -216,7 +216,7 @@ def _cmd_schema(args) -> int:
     data = config_from_args(args).data
     schema, rows = infer_schema(data.input_dir, pipeline_patterns(data),
                                 data.reader_config(), data.max_label_l_infinity,
-                                data.max_length_js_divergence)
+                                data.max_length_js_divergence, data.presplit)
     write_schema(schema, args.out)
     labels = list(schema.string_domain[0].value)
     print(f"wrote {args.out} from {rows} rows; label domain: {labels}; drift limits: label "

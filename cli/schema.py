@@ -32,7 +32,8 @@ def pipeline_patterns(data) -> list:
 
 
 def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,
-                 label_l_infinity: float, length_js_divergence: float):
+                 label_l_infinity: float, length_js_divergence: float,
+                 presplit: bool = False):
     """The curated schema of the files ``patterns`` (globs in ``input_dir``) match, and
     how many rows it was inferred from."""
     import pandas as pd
@@ -40,7 +41,8 @@ def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     from components.text_example_gen.executor import input_files
-    files = [path for pattern in patterns for path in input_files(input_dir, pattern)]
+    files = [path for pattern in patterns
+             for path in input_files(input_dir, pattern, presplit)]
     records = [r for path in files for r in read_file(path, reader)]
     columns = {contract.TEXT_FEATURE: [r.text for r in records],
                contract.LABEL_FEATURE: [list(r.labels) for r in records]}

@@ -16,7 +16,7 @@ from typing import List
 
 import numpy as np
 
-from serving.servable import WARMUP_FILE, read_warmup_logs
+from serving.servable import WARMUP_FILE, input_examples, read_warmup_logs
 
 
 @dataclasses.dataclass
@@ -93,7 +93,7 @@ def _replay(saved_model_dir: str, grpc_client, rest_client) -> int:
             _same(by_grpc, by_rest, signature)
         elif kind == "classify_log":
             request = log.classify_log.request
-            examples = [_example_json(e) for e in request.input.example_list.examples]
+            examples = [_example_json(e) for e in input_examples(request.input)]
             signature = request.model_spec.signature_name
             by_grpc = grpc_client.classify(examples, signature)
             by_rest = rest_client.classify(examples, signature)

@@ -20,7 +20,7 @@ from serving import deadlines, protos
 from serving.auth import PREDICT, Authenticator
 from serving.errors import ServingError, invalid
 from serving.feedback import ID_METADATA
-from serving.servable import SignatureNotFound
+from serving.servable import SignatureNotFound, input_examples
 from serving.service import ModelRef, Service
 
 log = logging.getLogger(__name__)
@@ -94,20 +94,9 @@ def _ref(model_spec) -> ModelRef:
 
 
 def _examples(model_input) -> list:
-    """The serialized examples of a Classify/Regress ``Input`` (its context merged into
-    each); none makes the servable answer "Input is empty." once the model and its
-    signature are found, as TF Serving."""
-    kind, examples = model_input.WhichOneof("kind"), []
-    if kind == "example_list":
-        examples = [e.SerializeToString() for e in model_input.example_list.examples]
-    elif kind == "example_list_with_context":
-        context = model_input.example_list_with_context.context
-        for example in model_input.example_list_with_context.examples:
-            full = tf.train.Example()
-            full.CopyFrom(context)
-            full.MergeFrom(example)
-            examples.append(full.SerializeToString())
-    return examples
+    """The serialized examples of a Classify/Regress ``Input``; none makes the servable
+    answer "Input is empty." once the model and its signature are found, as TF Serving."""
+    return [example.SerializeToString() for example in input_examples(model_input)]
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):

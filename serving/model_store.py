@@ -400,15 +400,20 @@ class ModelStore:
         try:
             if not self._stop.is_set():
                 servable, failure = self._build(model.spec.name, version, path)
+        except Exception as error:  # noqa: BLE001  on the pool nobody would see it
+            log.error("model %s version %d: loading failed: %s", model.spec.name, version,
+                      traceback.format_exc())
+            failure = (traceback.format_exception_only(type(error), error)[-1].strip(),
+                       UNKNOWN_ERROR)
+        try:
             # Loading and the warmup's first calls (Grappler optimizing each signature:
             # several copies of the weights with --bfloat16_fold_weights) leave freed heap
             # that glibc keeps: hand it back, or the process stays at the load's peak while
             # it serves. After a failure too, once the failed servable is gone.
             release_memory()
-        except Exception as error:  # noqa: BLE001  on the pool nobody would see it
-            log.error("model %s version %d: loading failed: %s", model.spec.name, version,
-                      traceback.format_exc())
-            failure = (f"{type(error).__name__}: {error}", UNKNOWN_ERROR)
+        except Exception:  # noqa: BLE001  the version loaded all the same
+            log.error("model %s version %d: releasing memory failed: %s", model.spec.name,
+                      version, traceback.format_exc())
         with self._lock:
             self._loads.pop((model.spec.name, version), None)
             current = (self._models.get(model.spec.name) is model

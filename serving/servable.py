@@ -182,7 +182,7 @@ class Servable:
                          {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
             elif kind in ("classify_log", "regress_log"):
                 request = getattr(log, kind).request
-                examples = [e.SerializeToString() for e in request.input.example_list.examples]
+                examples = [e.SerializeToString() for e in input_examples(request.input)]
                 method = self.classify if kind == "classify_log" else self.regress
                 method(request.model_spec.signature_name, examples)
             else:
@@ -398,6 +398,23 @@ def op_error_text(error: tf.errors.OpError) -> str:
 def first_line(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def input_examples(model_input) -> List[tf.train.Example]:
+    """The examples of a Classify/Regress ``tensorflow.serving.Input`` (gRPC requests and
+    warmup records), each ``example_list_with_context`` example merged into its context."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        return list(model_input.example_list.examples)
+    examples = []
+    if kind == "example_list_with_context":
+        context = model_input.example_list_with_context.context
+        for example in model_input.example_list_with_context.examples:
+            full = tf.train.Example()
+            full.CopyFrom(context)
+            full.MergeFrom(example)
+            examples.append(full)
+    return examples
 
 
 def _array(value) -> np.ndarray:

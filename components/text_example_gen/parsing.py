@@ -398,12 +398,10 @@ def _refuse_duplicate(ref: str, name: str, columns: list[str], source: str) -> N
 
 def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                     problems: Problems) -> Iterator[tuple]:
-    # Lines end at LF (a CR before it is the csv module's to drop): a CR alone inside a
-    # field is not a line break, except in a file whose first line ends with a CR alone
-    # (old Mac line ends).
-    first_break = re.search(r"\r\n|\r|\n", text)
-    cr_lines = first_break is not None and first_break.group() == "\r"
-    reader = csv.reader(io.StringIO(text, newline="" if cr_lines else "\n"),
+    # Lines end at LF (a CR before it is the csv module's to drop, '\r\r\n' too): a CR
+    # alone inside a field is not a line break, except in a file whose first line ends
+    # with a CR alone (old Mac line ends; a LF in a quoted field there is text).
+    reader = csv.reader(io.StringIO(text, newline="" if _cr_lines(text, config) else "\n"),
                         delimiter=delimiter, strict=True, quoting=QUOTING[config.quoting])
     if config.column_names:
         header, source = list(config.column_names), "data.column_names"
@@ -453,6 +451,17 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                        None if pair_indexes is None else join(pair_indexes),
                        row[label_index])
         start = reader.line_num + 1
+
+
+def _cr_lines(text: str, config: ReaderConfig) -> bool:
+    """Whether the first line break outside quotes is a CR alone (not CR LF, CR CR LF)."""
+    quoted = False
+    for match in re.finditer(r'"|\r*\n|\r', text):
+        if match.group() == '"':
+            quoted = not quoted and config.quoting == "csv"
+        elif not quoted:
+            return match.group() == "\r"
+    return False
 
 
 def _refuse_picked_twice(header: list[str], source: str, picked: dict) -> None:

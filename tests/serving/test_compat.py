@@ -337,7 +337,12 @@ def test_classify_and_regress_without_examples_are_refused_over_grpc(server):
             call(request, timeout=30)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert refused.value.details() == "Input is empty."
-        # after the model is looked up, as TF Serving
+        # after the model is looked up and its signature checked, as TF Serving
+        request.model_spec.signature_name = "serving_default"
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=30)
+        kind = "regression" if call == stub.Regress else "classification"
+        assert refused.value.details().startswith(f"No {kind} inputs found")
         request.model_spec.name = "nope"
         with pytest.raises(grpc.RpcError) as refused:
             call(request, timeout=30)
@@ -362,6 +367,11 @@ def test_metadata_may_name_signature_def_twice(server):
         model_spec=model_pb2.ModelSpec(name="half"),
         metadata_field=["signature_def", "signature_def"]), timeout=30)
     assert list(answer.metadata) == ["signature_def"]
+    # "Missing ModelSpec" before the fields are checked, as TF Serving
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+            metadata_field=["nope"]), timeout=30)
+    assert refused.value.details() == "Missing ModelSpec"
 
 
 def test_what_follows_the_json_body_is_ignored(server):

@@ -46,7 +46,7 @@ def test_schema_for_pairs_and_several_labels(tmp_path, capsys):
     assert [d.size for d in by_name["text_pair"].shape.dim] == [1]
 
 
-def test_schema_reads_the_files_the_pipeline_reads(tmp_path, capsys):
+def test_schema_reads_the_files_the_pipeline_reads(tmp_path, capsys, caplog):
     """With data.presplit it read */* (an old/ folder, notebook checkpoints) and with
     data.span_pattern it found no file: its labels must be the pipeline's."""
     presplit = tmp_path / "presplit"
@@ -55,9 +55,14 @@ def test_schema_reads_the_files_the_pipeline_reads(tmp_path, capsys):
         (presplit / folder).mkdir(parents=True)
         (presplit / folder / "x.csv").write_text(f"sentence,label\ntext,{label}\n")
     out = str(tmp_path / "schema.pbtxt")
+    (presplit / "train" / "2024").mkdir()
+    (presplit / "train" / "2024" / "y.csv").write_text("sentence,label\ntext,c\n")
     assert main(["schema", "--data.input_dir", str(presplit), "--data.presplit", "true",
                  "--out", out]) == 0
     assert "from 2 rows; label domain: ['a', 'b']" in capsys.readouterr().out
+    # the skipped folder is named with presplit's own rule, not data.file_pattern
+    assert "data.presplit reads the files in train/ and eval/, not their subfolders" \
+        in caplog.text and "data.file_pattern" not in caplog.text
     spans = tmp_path / "spans"
     for span, label in ((1, "old"), (2, "a"), (3, "b")):
         (spans / f"span-{span}").mkdir(parents=True)

@@ -9,6 +9,7 @@ import threading
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from serving.batching import BatchingParameters
 from serving.errors import ServingError
@@ -275,6 +276,33 @@ def test_a_version_whose_unload_fails_still_ends(tmp_path, monkeypatch, unload_t
     finally:
         store.stop()
     assert _states(store) == {1: "END", 2: "END"}
+
+
+def test_a_warmup_of_examples_with_a_context_loads(tmp_path):
+    """A Regress warmup record in example_list_with_context: it read example_list only,
+    found no example, and the load failed ("Input is empty.")."""
+    from tensorflow_serving.apis import (input_pb2, model_pb2, prediction_log_pb2,
+                                         regression_pb2)
+    base = tmp_path / "half"
+    version = export_half_plus_two(str(base), 1)
+    context = tf.train.Example()
+    context.features.feature["x"].float_list.value.append(4.0)
+    request = regression_pb2.RegressionRequest(
+        model_spec=model_pb2.ModelSpec(signature_name="regress"),
+        input=input_pb2.Input(example_list_with_context=input_pb2.ExampleListWithContext(
+            examples=[tf.train.Example()] * 2, context=context)))
+    os.makedirs(os.path.join(version, "assets.extra"))
+    with tf.io.TFRecordWriter(os.path.join(version, "assets.extra",
+                                           "tf_serving_warmup_requests")) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
+            request=request)).SerializeToString())
+    store = ModelStore([ModelSpec("half", str(base))], LoadOptions(
+        file_system_poll_seconds=0, max_load_retries=0))
+    store.start()
+    try:
+        assert _states(store, "half") == {1: "AVAILABLE"}, store.status("half")
+    finally:
+        store.stop()
 
 
 def test_a_failed_load_is_freed_before_its_heap_is_trimmed(tmp_path, monkeypatch):

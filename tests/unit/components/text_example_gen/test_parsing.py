@@ -470,6 +470,14 @@ def test_line_numbers_count_line_feeds_only():
     # ... also with a LF inside a quoted field, or a last LF
     old_mac = parse("m.csv", b'sentence,label\r"a\nb",1\rc,0\r\n', CONFIG)
     assert [r.text for r in old_mac] == ["a\nb", "c"]
+    # '\r\r\n' (Python's csv on Windows without newline=''), and a CR in a quoted field
+    # of the first row, are LF files
+    with pytest.raises(InputDataError, match=r"line 4: expected 2 fields, found 1"):
+        parse("w.csv", b"sentence,label\r\r\na,1\r\r\nb,0\r\r\nbad\r\r\n", CONFIG)
+    named = ReaderConfig("t", "l", column_names=("t", "l"))
+    with pytest.raises(InputDataError, match=r"line 3: expected 2 fields \(data.column_names"
+                                             r"\), found 3"):
+        parse("q.csv", b'"a\rb",1\nc,0\nd,x,y\n', named)
 
 
 def test_blank_lines_before_the_header_are_skipped():
