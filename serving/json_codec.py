@@ -127,9 +127,9 @@ def _numeric_array(value: Any, dtype: tf.DType, name: str):
     which also names what is wrong."""
     if dtype == tf.string or not isinstance(value, list):
         return None
-    if dtype != tf.bool and _has_bool(value):
-        return None  # numpy would read true as 1: the leaf-by-leaf path refuses it
     try:
+        if dtype != tf.bool and _has_bool(value):
+            return None  # numpy would read true as 1: the leaf-by-leaf path refuses it
         array = np.asarray(value)
     except (ValueError, OverflowError, RecursionError):
         return None

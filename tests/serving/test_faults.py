@@ -197,6 +197,9 @@ def _healthy(server) -> None:
     ("POST", ":predict", '{"instances": [%s]}' % ("9" * 5000), 400, "JSON Parse error"),
     ("POST", ":predict", '{"instances": %s1%s}' % ("[" * 5000, "]" * 5000), 400,
      "nested too deeply"),
+    # deep enough for the decoder's limit, but not for the input's conversion
+    ("POST", ":predict", '{"instances": %s1.0%s}' % ("[" * 900, "]" * 900), 400,
+     "nested too deeply"),
     ("POST", ":predict", '{"signature_name": "classify", "instances": ["\\ud800"]}', 400,
      "lone UTF-16 surrogate"),
     ("POST", ":predict", '{"instances": [[1.0], 2.0]}', 400, "unexpected size"),
