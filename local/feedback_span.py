@@ -5,8 +5,8 @@ format, the file name ``data.file_pattern`` takes, the header or ``data.column_n
 the text, pair and label columns (a text is put whole in the first of several text
 columns, the others left empty, as the reader joins them); then read back with that
 reader, so a span that would read differently from what was corrected is never left. A
-correction the settings cannot hold as written (an empty text, a text over the reader's
-field limit, a comma in an unquoted CSV file) is left out, with a warning naming its
+correction the settings cannot hold as written (an empty text, a comma in an unquoted
+CSV file) is left out, with a warning naming its
 prediction id, and stays waiting; the others are exported.
 
 Tested in tests/unit/local/test_feedback_span.py.
@@ -190,8 +190,8 @@ def _writable(rows: dict, name: str, fmt: str, reader: ReaderConfig) -> dict:
     if left_out:
         logging.warning(
             "%d corrected text(s) cannot be written as the data.* reader settings read them "
-            "(an empty text, a text over the reader's field limit, a comma in a CSV file "
-            "with data.quoting none, or several labels with data.label_delimiter empty): "
+            "(an empty text, a comma in a CSV file with data.quoting none, or several "
+            "labels with data.label_delimiter empty): "
             "left out of the feedback span, still waiting; prediction ids %s",
             len(left_out), ", ".join(left_out[:20]))
     return kept
