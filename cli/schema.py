@@ -18,17 +18,16 @@ from serving import contract
 def pipeline_patterns(data) -> list:
     """The file patterns under ``data.input_dir`` that a run ingests (``data`` a
     ``DataConfig``): its input splits, in the newest ``data.window_spans`` span folders."""
-    from components.text_example_gen.files import list_spans
+    from components.text_example_gen.files import span_patterns
     from pipeline.pipeline import input_splits
     patterns = [split.pattern for split in input_splits(data)]
     if not data.span_pattern:
         return patterns
-    spans = list_spans(data.input_dir, data.span_pattern)[-data.window_spans:]
-    if not spans:
+    in_spans = span_patterns(data.input_dir, data.span_pattern, patterns, data.window_spans)
+    if not in_spans:
         raise ValueError(f"data.span_pattern: no folder named like {data.span_pattern} in "
                          f"{data.input_dir}")
-    return [pattern.replace(data.span_pattern, folder) for _, folder in spans
-            for pattern in patterns]
+    return in_spans
 
 
 def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,

@@ -290,16 +290,15 @@ def _shape_text(array: np.ndarray) -> str:
 
 def _check_classes(classes, scores, examples: int) -> None:
     """TF Serving's checks of a Classify answer (classifier.cc)."""
-    for name, array, kind, dtype in (("classes", classes, "O", "DT_STRING"),
-                                     ("scores", scores, "f", "DT_FLOAT")):
+    for name, array, dtype in (("classes", classes, tf.string), ("scores", scores, tf.float32)):
         if array is None:
             continue
         if array.ndim != 2:
             raise invalid(f"Expected Tensor shape: [batch_size num_classes] but got "
                           f"{_shape_text(array)}")
-        if array.dtype.kind not in (kind + "S" if kind == "O" else kind) or \
-                kind == "f" and array.dtype != np.float32:
-            raise invalid(f"Expected {name} Tensor of {dtype}. Got: {_dtype_name(array)}")
+        if _dtype(array) != dtype:
+            raise invalid(f"Expected {name} Tensor of {_dtype_name(dtype)}. Got: "
+                          f"{_dtype_name(_dtype(array))}")
         if array.shape[0] != examples:
             raise invalid(f"Expected {name} output batch size of {examples}. Got: "
                           f"{array.shape[0]}")
@@ -316,13 +315,18 @@ def _check_regression(values: np.ndarray, examples: int) -> None:
     if values.shape[0] != examples:
         raise invalid(f"Input batch size did not match output batch size: {examples} vs. "
                       f"{values.shape[0]}")
-    if values.dtype != np.float32:
-        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(values)}")
+    if _dtype(values) != tf.float32:
+        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: "
+                      f"{_dtype_name(_dtype(values))}")
 
 
-def _dtype_name(array: np.ndarray) -> str:
-    """DT_FLOAT, DT_INT64, ... of an output."""
-    dtype = tf.string if array.dtype.kind in "OS" else tf.as_dtype(array.dtype)
+def _dtype(array: np.ndarray) -> tf.DType:
+    """The TensorFlow type of an output (strings come back as objects or bytes)."""
+    return tf.string if array.dtype.kind in "OS" else tf.as_dtype(array.dtype)
+
+
+def _dtype_name(dtype: tf.DType) -> str:
+    """DT_FLOAT, DT_STRING, ..."""
     return types_pb2.DataType.Name(dtype.as_datatype_enum)
 
 

@@ -18,7 +18,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
-from components.text_example_gen.files import data_files, list_spans, matches
+from components.text_example_gen.files import data_files, matches, span_patterns
 from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
@@ -105,13 +105,9 @@ def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
     window = _custom_config(exec_properties).get(WINDOW_KEY)
     if not window or int(window["spans"]) <= 1:
         return []
-    newest = int(exec_properties["span"])
-    span_pattern = window["span_pattern"]
-    older = [(number, folder) for number, folder in list_spans(
-        exec_properties[standard_component_specs.INPUT_BASE_KEY], span_pattern)
-        if number < newest][-(int(window["spans"]) - 1):]
-    return [pattern.replace(span_pattern, folder)
-            for _, folder in older for pattern in window["patterns"]]
+    return span_patterns(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                         window["span_pattern"], window["patterns"], int(window["spans"]) - 1,
+                         before=int(exec_properties["span"]))
 
 
 def input_files(input_base: str, pattern: str, presplit: bool = False) -> List[str]:

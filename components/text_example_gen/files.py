@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -28,6 +28,16 @@ def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
         if match:
             found.append((int(match.group(1)), entry.rstrip("/")))
     return sorted(found)
+
+
+def span_patterns(input_base: str, span_pattern: str, patterns: List[str], spans: int,
+                  before: Optional[int] = None) -> List[str]:
+    """``patterns`` (holding ``span_pattern``) in the newest ``spans`` span folders, or the
+    newest of those numbered below ``before``; oldest first."""
+    found = [folder for number, folder in list_spans(input_base, span_pattern)
+             if before is None or number < before]
+    return [pattern.replace(span_pattern, folder)
+            for folder in (found[-spans:] if spans > 0 else []) for pattern in patterns]
 
 
 def data_files(pattern: str) -> List[str]:

@@ -79,11 +79,17 @@ def write_predict_warmup(saved_model_dir: str, signature: str, inputs: dict) -> 
         signature_name=signature))
     for name, value in inputs.items():
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    write_warmup(saved_model_dir, prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)))
+
+
+def write_warmup(saved_model_dir: str, *logs) -> None:
+    """assets.extra/tf_serving_warmup_requests holding these ``PredictionLog``s."""
     os.makedirs(os.path.join(saved_model_dir, "assets.extra"), exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(saved_model_dir, "assets.extra",
                                            "tf_serving_warmup_requests")) as writer:
-        writer.write(prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+        for log in logs:
+            writer.write(log.SerializeToString())
 
 
 class TextLength(tf.Module):

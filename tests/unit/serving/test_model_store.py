@@ -19,7 +19,7 @@ from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_c
 from serving.servable import LoadSettings, Servable
 from tests.support.gate_model import _wait_for, export_gate
 from tests.support.serving_models import (export_file_reader, export_half_plus_two,
-                                          write_predict_warmup)
+                                          write_predict_warmup, write_warmup)
 
 
 def test_model_config_errors_name_the_file(tmp_path):
@@ -291,11 +291,8 @@ def test_a_warmup_of_examples_with_a_context_loads(tmp_path):
         model_spec=model_pb2.ModelSpec(signature_name="regress"),
         input=input_pb2.Input(example_list_with_context=input_pb2.ExampleListWithContext(
             examples=[tf.train.Example()] * 2, context=context)))
-    os.makedirs(os.path.join(version, "assets.extra"))
-    with tf.io.TFRecordWriter(os.path.join(version, "assets.extra",
-                                           "tf_serving_warmup_requests")) as writer:
-        writer.write(prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
-            request=request)).SerializeToString())
+    write_warmup(version, prediction_log_pb2.PredictionLog(
+        regress_log=prediction_log_pb2.RegressLog(request=request)))
     store = ModelStore([ModelSpec("half", str(base))], LoadOptions(
         file_system_poll_seconds=0, max_load_retries=0))
     store.start()
