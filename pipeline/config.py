@@ -27,7 +27,9 @@ def _field(default, help_text: str, **kwargs):
 class DataFiles:
     """Where the labelled text files are (the first of DataConfig's settings)."""
 
-    input_dir: str = _field("data/sample", "Folder with the labelled text files.")
+    input_dir: str = _field("data/sample", "Folder with the labelled text files (a local "
+                                           "path or a URI; no glob character [ * ? in "
+                                           "it: TFX globs it).")
     file_pattern: str = _field("*", "Glob of data files inside input_dir (single-split mode).")
 
 
@@ -50,7 +52,8 @@ class DataConfig(ReaderConfig, DataFiles):
                               "against; empty to infer one from the data.")
     span_pattern: str = _field("", "Folder name of one data drop, with {SPAN} for its "
                                    "number, e.g. 'span-{SPAN}': each run ingests the newest "
-                                   "span. Empty: every file in input_dir, no spans.")
+                                   "span (no glob character [ * ? in it). Empty: every "
+                                   "file in input_dir, no spans.")
     window_spans: int = _field(1, "Train on the newest N spans (older spans train "
                                   "whole); evaluate on the newest span's eval split.")
     drift_action: str = _field("fail", "What a drift between the newest and the previous "
@@ -92,6 +95,15 @@ class DataConfig(ReaderConfig, DataFiles):
         super().__post_init__()  # refuses bad reader settings (e.g. data.quoting) early
         if self.span_pattern and "{SPAN}" not in self.span_pattern:
             raise ValueError(f"data.span_pattern '{self.span_pattern}' has no {{SPAN}}")
+        for setting, value in (("input_dir", self.input_dir),
+                               ("span_pattern", self.span_pattern)):
+            glob_chars = [c for c in "[*?" if c in value]
+            if glob_chars:  # TFX's ExampleGen globs them, joined with the file pattern
+                raise ValueError(
+                    f"data.{setting} '{value}' holds a glob character "
+                    f"({' '.join(glob_chars)}), which TFX's ExampleGen reads as a pattern, "
+                    f"so no file would match: rename the folder, or point data.input_dir "
+                    f"at a link to it without one")
         if self.window_spans < 1:
             raise ValueError("data.window_spans must be at least 1")
         if self.split not in ("stratified", "hash"):

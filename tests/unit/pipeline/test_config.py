@@ -41,6 +41,13 @@ def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeyp
     ({"trainer.backup_every_steps": "-5"}, "trainer.backup_every_steps must be at least 0"),
     ({"output.serving_mixed_precision": "float16"},
      "output.serving_mixed_precision must be bfloat16 or empty"),
+    # TFX's ExampleGen globs input_dir joined with the file pattern: a folder named
+    # "br [1]" would match nothing, and the run would blame data.file_pattern.
+    ({"data.input_dir": "exports/br [1]"},
+     r"data.input_dir 'exports/br \[1\]' holds a glob character \(\[\)"),
+    ({"data.input_dir": "gs://bucket/what?"}, r"holds a glob character \(\?\)"),
+    ({"data.span_pattern": "drop*{SPAN}"},
+     r"data.span_pattern 'drop\*\{SPAN\}' holds a glob character \(\*\)"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
