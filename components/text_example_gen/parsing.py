@@ -414,7 +414,7 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
             return
         except csv.Error as e:
             raise _SettingError(f"line {reader.line_num}: malformed header: "
-                                f"{_csv_error(e)}{_quote_hint(config)}") from None
+                                f"{_csv_error(e)}{_quote_hint(config, text)}") from None
         source = "the header"
     text_indexes = _resolve(config.text_column, "data.text_column", header, source)
     label_index = _resolve(config.label_column, "data.label_column", header, source)[0]
@@ -432,7 +432,7 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         except StopIteration:
             return
         except csv.Error as e:
-            problems.append((start, f"malformed row: {_csv_error(e)}{_quote_hint(config)}"))
+            problems.append((start, f"malformed row: {_csv_error(e)}{_quote_hint(config, text)}"))
             return  # the rest of the file cannot be framed reliably
         if row and [field.strip().lstrip("\ufeff") for field in row] == header:
             problems.append((start, "a header row, but data.column_names says the file has "
@@ -487,10 +487,14 @@ def _csv_error(error: csv.Error) -> str:
     return str(error)
 
 
-def _quote_hint(config: ReaderConfig) -> str:
-    if config.quoting == "csv":
-        return "; if quotes in this file are plain text, set data.quoting none"
-    return ""
+def _quote_hint(config: ReaderConfig, text: str) -> str:
+    if config.quoting != "csv":
+        return ""
+    if '\\"' in text:  # Spark's and MySQL's exports; quoting none would keep the \"
+        return ('; quotes inside fields look escaped with a backslash (\\"), as Spark and '
+                'MySQL write them: this reader reads RFC 4180 CSV, where they are doubled '
+                '(""): export it so (Spark: option escape \'"\')')
+    return "; if quotes in this file are plain text, set data.quoting none"
 
 
 def _field_count_hint(config: ReaderConfig, row: list[str]) -> str:

@@ -172,6 +172,20 @@ def test_bad_reader_settings_name_the_setting(name, data, config, message):
         parse(name, data, config)
 
 
+def test_quotes_escaped_with_a_backslash_get_a_hint_that_reads_them():
+    """Spark and MySQL write a quote inside a quoted field as \\"; RFC 4180 doubles it.
+    data.quoting none (the generic hint) would keep every quote and backslash as text."""
+    data = b'text,label\n"He said \\"hi\\", then left",1\n"fine",0\n'
+    with pytest.raises(InputDataError) as error:
+        parse("spark.csv", data, ReaderConfig("text", "label"))
+    message = str(error.value)
+    assert "line 2: malformed row" in message and "escaped with a backslash" in message
+    assert "doubled" in message and "data.quoting none" not in message
+    fixed = data.replace(b'\\"', b'""')
+    assert [r.text for r in parse("spark.csv", fixed, ReaderConfig("text", "label"))] == [
+        'He said "hi", then left', "fine"]
+
+
 def test_unknown_quoting_is_refused():
     with pytest.raises(ValueError, match="data.quoting must be one of"):
         ReaderConfig(quoting="single")
