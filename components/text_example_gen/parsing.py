@@ -627,6 +627,13 @@ def _json_label(label, config: ReaderConfig, number: int, problems: Problems):
     None after a problem."""
     if isinstance(label, list) and config.multi_label and all(
             isinstance(v, (str, int)) for v in label):
+        split = next((v for v in label if config.label_delimiter in str(v)), None)
+        if split is not None:  # written delimited (CSV, the feedback span), it would split
+            problems.append((number, f"'{config.label_column}' item '{excerpt(split)}' "
+                                     f"holds data.label_delimiter "
+                                     f"'{config.label_delimiter}': make it items of their "
+                                     f"own, or set another delimiter"))
+            return None
         return [_label_text(value) for value in label]
     if isinstance(label, list):
         hint = ("" if config.multi_label else

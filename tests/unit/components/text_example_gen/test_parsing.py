@@ -142,6 +142,15 @@ def test_several_labels_per_text():
     assert [r.labels for r in records] == [("x", "2"), ("y", "z")]
 
 
+def test_a_json_list_label_holding_the_delimiter_is_refused():
+    """["a|b", "c"] would be one label "a|b" here and two ("a", "b") once written with
+    data.label_delimiter, as a CSV export or the feedback span writes it."""
+    lines = b'{"t": "a", "tags": ["x", "y"]}\n{"t": "b", "tags": ["a|b", "c"]}\n'
+    with pytest.raises(InputDataError, match=r"line 2: 'tags' item 'a\|b' holds "
+                                             r"data.label_delimiter '\|'"):
+        parse("t.jsonl", lines, ReaderConfig("t", "tags", label_delimiter="|"))
+
+
 def test_jsonl_pairs_and_joined_keys():
     lines = b'{"q": "why?", "title": "A", "body": "because", "rel": 1}\n'
     records = parse("qa.jsonl", lines, ReaderConfig(
