@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import re
+import urllib.parse
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -207,19 +208,22 @@ class _ModelHandler(_JsonHandler):
     delete = patch = head = put
 
     async def _handle(self, path: str, post: Optional[bool]):
+        """As TF Serving: the path and query as sent are matched (a POST with a query, or
+        an encoded ':', is malformed), then the model name and label are decoded."""
         if self._finished:
             return
-        match = _PATH.fullmatch("/" + path)
+        match = _PATH.fullmatch(self.request.uri)
         if post is None or not match or bool(match["verb"]) != post or (
                 post and match["metadata"]):
             self._error(invalid(f"Malformed request: {self.request.method} "
-                                f"{self.request.path}"))
+                                f"{self.request.uri}"))
             return
         version = _number(match["version"]) if match["version"] else None
         if version is not None and version >= 2**63:  # TF Serving's version is an int64
             self._error(invalid(f"Failed to convert version: {match['version']} to numeric."))
             return
-        ref = ModelRef(match["name"], version, match["label"])
+        ref = ModelRef(urllib.parse.unquote(match["name"]), version,
+                       match["label"] and urllib.parse.unquote(match["label"]))
         await self._run(self._answer, ref, match["verb"], bool(match["metadata"]))
 
     async def _run(self, work, *args):

@@ -256,6 +256,34 @@ def test_paths_are_matched_as_tf_serving_does(server, method, path, status, mess
         assert message in response.json()["error"]
 
 
+@pytest.mark.parametrize("method,path,status,message", [
+    # TF Serving matches the path and query as sent (net_http's uri_path), then decodes
+    # the model name and label (curl_easy_unescape); a POST with a query is malformed.
+    ("POST", "/v1/models/half:predict?debug=1", 400,
+     "Malformed request: POST /v1/models/half:predict?debug=1"),
+    ("GET", "/v1/models/half/metadata?x=1", 400, "Malformed request"),
+    ("GET", "/v1/models/half?x=1", 404, None),  # the model "half?x=1"
+    ("POST", "/v1/models/half%3Apredict", 400, "Malformed request"),
+    ("POST", "/v1/models/h%61lf:predict", 200, None),
+    ("POST", "/v1/models/h%61lf/labels/%6eope:predict", 400,
+     "Unrecognized servable version label: nope"),
+])
+def test_raw_paths_and_queries_are_read_as_tf_serving_reads_them(server, method, path,
+                                                                  status, message):
+    """Sent as is (requests would decode %61 itself)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    try:
+        connection.request(method, path, body='{"instances": [1.0]}' if method == "POST"
+                           else None)
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == status, body
+    if message:
+        assert message in body["error"]
+
+
 def test_no_etag_and_no_304(server):
     url = f"{server.rest_url}/v1/models/half"
     first = requests.get(url)
