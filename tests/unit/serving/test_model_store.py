@@ -398,3 +398,91 @@ def test_stop_waits_for_a_pool_load_and_serves_nothing_it_loads(tmp_path):
     assert [e[2] for e in events if e[:2] == ("other", 2)] == ["LOADING", "END"]
     assert store.status("other")[2].error == "not loaded: the server is stopping"
     assert _states(store, "gate") == {1: "END", 2: "END"}
+
+
+def _predict_log(signature: str, tag: bytes):
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        signature_name=signature))
+    request.inputs["tag"].CopyFrom(tf.make_tensor_proto(np.array([tag], object)))
+    return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+        request=request))
+
+
+def test_a_folder_that_changes_during_a_failed_load_is_loaded_again(tmp_path):
+    """What must change before a failed version is tried again is the folder as the load
+    read it. Version 2's warmup (read at the start of its load) waits at the gate, then
+    fails; meanwhile its warmup file is mended (a copy completing). When the fingerprint
+    was taken after the failure, it held the mended file, and version 2 stayed END."""
+    folder = tmp_path / "gate-folder"
+    folder.mkdir()
+    base = tmp_path / "gate"
+    export_gate(str(base), 1, str(folder))
+    staged = export_gate(str(tmp_path / "staging"), 2, str(folder))
+    write_warmup(staged, _predict_log("serving_default", b"warmup"), _predict_log("nope", b"x"))
+    events = []
+    store = ModelStore([ModelSpec("gate", str(base))], LoadOptions(
+        file_system_poll_seconds=0.05, max_load_retries=0),
+        on_change=lambda *event: events.append(event))
+    store.start()
+    try:
+        os.rename(staged, base / "2")
+        _wait_for(lambda: (folder / "started-warmup").exists(), 60, "version 2's warmup")
+        write_warmup(str(base / "2"), _predict_log("quick", b"mended"))
+        (folder / "open").touch()
+        _wait_for(lambda: ("gate", 2, "AVAILABLE") in events, 60, "version 2 loaded again")
+        assert [e[2] for e in events if e[:2] == ("gate", 2)] == [
+            "LOADING", "END", "LOADING", "AVAILABLE"]
+        assert store.get("gate").version == 2
+    finally:
+        (folder / "open").touch()
+        store.stop()
+
+
+def test_a_start_refused_for_a_label_leaves_no_version_or_thread_behind(tmp_path):
+    """A label naming a version that is not there refuses the start (as TF Serving): what
+    the start loaded is unloaded and the load and unload pools are gone (a caller that
+    catches the error and goes on holds no model memory and no threads)."""
+    base = tmp_path / "half"
+    export_half_plus_two(str(base), 1)
+    events = []
+    store = ModelStore([ModelSpec("half", str(base), labels={"stable": 2})], LoadOptions(
+        file_system_poll_seconds=0.05, load_threads=2, unload_threads=1),
+        on_change=lambda *event: events.append(event))
+    with pytest.raises(ValueError, match="label to version 2 of model half, which is not "
+                                         "currently available"):
+        store.start()
+    assert [e[2] for e in events] == ["LOADING", "AVAILABLE", "UNLOADING", "END"]
+    assert not [t.name for t in threading.enumerate()
+                if t.name.startswith(("model-load", "model-unload", "model-poller"))]
+
+
+def test_an_error_escaping_a_pool_load_is_a_failed_load_not_a_lost_one(tmp_path,
+                                                                       monkeypatch):
+    """On the load pool nobody waits for the load's future: an error escaping the load
+    (a bug) would leave the version LOADING for good and its key in _loads, so it never
+    loaded again. It ends as a failed load, and the version loads once the error is gone."""
+    building = ModelStore._build
+    broken = [True]
+
+    def build_or_fail(store, *args):
+        if broken[0]:
+            raise RuntimeError("a bug in the load")
+        return building(store, *args)
+
+    monkeypatch.setattr(ModelStore, "_build", build_or_fail)
+    base = tmp_path / "half"
+    export_half_plus_two(str(base), 1)
+    store = ModelStore([ModelSpec("half", str(base))], LoadOptions(
+        file_system_poll_seconds=0.05, load_threads=1, max_load_retries=1,
+        load_retry_interval_seconds=0.2))
+    store.start()
+    try:
+        _wait_for(lambda: "retrying" in (store.status("half")[1].error or ""), 60,
+                  "the first attempt failed")
+        assert "RuntimeError: a bug in the load" in store.status("half")[1].error
+        broken[0] = False
+        _wait_for(lambda: _states(store, "half") == {1: "AVAILABLE"}, 60, "the retry")
+        assert not store._loads
+    finally:
+        store.stop()
