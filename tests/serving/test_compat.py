@@ -16,7 +16,7 @@ from models.export import set_method_name
 from serving.client import GrpcClient, RestClient, ServingClientError, Target
 from serving.process import ServerProcess
 from tests.support.process_memory import memory_bytes
-from tests.support.serving_models import CLASSIFY, REGRESS
+from tests.support.serving_models import CLASSIFY, REGRESS, write_model_config
 
 LIMIT = 64 * 1024  # --max_request_bytes of the servers here
 TF_SERVING_CORS = {"Access-Control-Allow-Origin": "*",
@@ -78,11 +78,9 @@ def compat_base(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(half_base, compat_base, tmp_path_factory):
     """Both models, CORS on, requests limited to 64 KiB."""
-    config = tmp_path_factory.mktemp("config") / "models.config"
-    config.write_text("model_config_list { " + " ".join(
-        f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}'
-        for name, base in (("half", half_base), ("compat", compat_base))) + " }")
-    with ServerProcess(["--model_config_file", str(config), "--rest_api_enable_cors_support",
+    config = write_model_config(tmp_path_factory.mktemp("config") / "models.config",
+                                {"half": half_base, "compat": compat_base})
+    with ServerProcess(["--model_config_file", config, "--rest_api_enable_cors_support",
                         "--max_request_bytes", str(LIMIT)]) as running:
         yield running
 

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 
 from serving.process import ServerProcess
 from tests.support.paths import REPO
-from tests.support.serving_models import export_half_plus_two
+from tests.support.serving_models import export_half_plus_two, write_model_config
 
 DEPLOY = os.path.join(REPO, "serving", "deploy")
 FAST_RETRIES = ["--file_system_poll_wait_seconds", "1", "--max_num_load_retries", "2",
@@ -432,11 +432,9 @@ def test_a_base_path_without_versions_is_logged_with_where_it_looked(tmp_path, h
              "renamed": (str(tmp_path / "renamed"),
                          "found SavedModels in folders not named by a number (v1)")}
     shutil.copytree(os.path.join(half_base, "1"), tmp_path / "renamed" / "v1")
-    config = tmp_path / "models.config"
-    config.write_text("model_config_list { " + " ".join(
-        f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}'
-        for name, (base, _) in {**cases, "half": (half_base, "")}.items()) + " }")
-    with ServerProcess(["--model_config_file", str(config)], wait_for=["half"]) as server:
+    config = write_model_config(tmp_path / "models.config", {
+        **{name: base for name, (base, _) in cases.items()}, "half": half_base})
+    with ServerProcess(["--model_config_file", config], wait_for=["half"]) as server:
         log = server.log()
         assert requests.post(f"{server.rest_url}/v1/models/empty:predict",
                              json={"instances": [1.0]}).status_code == 404

@@ -32,6 +32,7 @@ from serving.process import ServerProcess, free_port
 from tests.support.certificates import make_pki
 from tests.support.paths import REPO
 from tests.support.gate_model import Gate, _started, _wait_for
+from tests.support.serving_models import write_model_config
 
 PROXY = os.path.join(REPO, "serving", "deploy", "proxy")
 with open(os.path.join(PROXY, "haproxy.cfg")) as _cfg:
@@ -86,11 +87,9 @@ def server(tmp_path_factory, half_base, gate_folder):
     module = Gate(str(gate_folder))
     tf.saved_model.save(module, str(root / "gate" / "1"), signatures={
         "serving_default": module.wait.get_concrete_function()})
-    config = root / "models.config"
-    config.write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}\n'
-        for name, base in [("half", half_base), ("gate", root / "gate")]) + "}\n")
-    flags = ["--model_config_file", str(config), "--tensorflow_inter_op_parallelism", "8",
+    config = write_model_config(root / "models.config",
+                                {"half": half_base, "gate": root / "gate"})
+    flags = ["--model_config_file", config, "--tensorflow_inter_op_parallelism", "8",
              "--monitoring_config_file",
              os.path.join(REPO, "serving", "deploy", "monitoring.config")]
     with ServerProcess(flags) as running:

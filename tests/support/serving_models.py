@@ -9,6 +9,20 @@ CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
 
 
+def write_model_config(path, models: dict) -> str:
+    """A ``--model_config_file`` serving each model name's base path (TF Serving's default
+    policy: the latest version), written whole before it appears (a running server may
+    read it at any time); its path."""
+    text = "model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}\n'
+        for name, base in models.items()) + "}\n"
+    staging = f"{path}.new"
+    with open(staging, "w") as f:
+        f.write(text)
+    os.replace(staging, path)
+    return str(path)
+
+
 class HalfPlusTwo(tf.Module):
     """y = x / 2 + 2 (times ``scale``) behind predict, classify and regress signatures,
     plus a two-input signature with a ``_bytes`` string output."""

@@ -19,7 +19,8 @@ from serving.model_store import LoadOptions, ModelSpec, ModelStore, read_model_c
 from serving.servable import LoadSettings, Servable
 from tests.support.gate_model import _wait_for, export_gate
 from tests.support.serving_models import (export_file_reader, export_half_plus_two,
-                                          write_predict_warmup, write_warmup)
+                                          write_model_config, write_predict_warmup,
+                                          write_warmup)
 
 
 def test_model_config_errors_name_the_file(tmp_path):
@@ -203,32 +204,24 @@ def test_a_failed_version_no_longer_aspired_is_forgotten(tmp_path):
         store.stop()
 
 
-def _write_config(path, *models) -> str:
-    """A ``--model_config_file`` serving each ``(name, base_path)``."""
-    path.write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{name}" base_path: "{base}" }}\n' for name, base in models)
-        + "}\n")
-    return str(path)
-
-
 def test_a_model_removed_and_added_back_while_unloading_waits_for_its_unload(tmp_path):
     """--num_unload_threads=1: the model leaves the config while version 1 unloads on the
     pool, and comes back before that unload has ended. Its version 1 loads again only
     once the old one has ended: never two of one servable at once."""
     (tmp_path / "empty").mkdir()
-    other = ("other", tmp_path / "empty")
+    both = {"reader": tmp_path / "reader", "other": tmp_path / "empty"}
     config = tmp_path / "models.config"
     events = []
-    _write_config(config, ("reader", tmp_path / "reader"), other)
+    write_model_config(config, both)
     with _stuck_version(tmp_path, unload_threads=1, then=(), config=str(config),
                         on_change=lambda *event: events.append(event)) as stuck:
         store = stuck.store
-        _write_config(config, other)
+        write_model_config(config, {"other": both["other"]})
         store.reload_config()  # returns: version 1's wait runs on the unload thread
         assert store.model_names() == ["other"]
         with pytest.raises(ServingError, match="Latest\\(reader\\)"):
             store.get("reader")
-        _write_config(config, ("reader", tmp_path / "reader"), other)
+        write_model_config(config, both)
         store.reload_config()  # back, but version 1 has not ended its unload
         with pytest.raises(ServingError, match="Latest\\(reader\\)"):
             store.get("reader")
@@ -338,7 +331,7 @@ def test_load_threads_let_the_poller_go_on_while_a_version_loads(tmp_path):
     models = {"gate": tmp_path / "gate", "other": tmp_path / "other"}
     export_gate(str(models["gate"]), 1, folder)
     export_half_plus_two(str(models["other"]), 1)
-    config = _write_config(tmp_path / "models.config", *models.items())
+    config = write_model_config(tmp_path / "models.config", models)
     events = []
     store = ModelStore(read_model_config(config), LoadOptions(
         file_system_poll_seconds=0.05, load_threads=2), config_path=config,
@@ -352,7 +345,7 @@ def test_load_threads_let_the_poller_go_on_while_a_version_loads(tmp_path):
         assert store.get("other").version == 2
         assert _states(store, "gate") == {1: "AVAILABLE", 2: "LOADING"}
         assert store.get("gate").version == 1
-        _write_config(tmp_path / "models.config", ("other", models["other"]))
+        write_model_config(tmp_path / "models.config", {"other": models["other"]})
         store.reload_config()
         assert store.model_names() == ["other"]
         (tmp_path / "gate-folder" / "open").touch()
