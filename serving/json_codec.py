@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any, Dict, List, Tuple
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
@@ -22,6 +23,10 @@ from serving.errors import ServingError, invalid
 
 Tensors = Dict[str, np.ndarray]
 _INT64_MIN, _INT64_MAX, _UINT64_MAX = -2**63, 2**63 - 1, 2**64 - 1
+# What TF Serving's JSON reader converts values to (json_tensor.cc AddValueToTensor);
+# any other input type (half, bfloat16, uint16, complex) is UNIMPLEMENTED over REST.
+_JSON_DTYPES = frozenset((tf.float32, tf.float64, tf.int32, tf.int16, tf.int8, tf.uint8,
+                          tf.string, tf.int64, tf.bool, tf.uint32, tf.uint64))
 
 
 _DECODER = json.JSONDecoder()
@@ -117,7 +122,7 @@ def _column(rows: List[Any], dtype: tf.DType, name: str) -> np.ndarray:
             leaves.append(_convert(row, dtype, name))
         except ServingError as error:
             raise invalid(f"Failed to process element: {i} of 'instances' list. "
-                          f"Error: INVALID_ARGUMENT: {error.message}") from None
+                          f"Error: {error.code.name}: {error.message}") from None
     return _stack(leaves, dtype, name)
 
 
@@ -125,7 +130,7 @@ def _numeric_array(value: Any, dtype: tf.DType, name: str):
     """Numbers (or booleans) of the right kind converted by numpy at C speed; None when
     the value needs the leaf-by-leaf path (strings, mixed kinds, ragged, huge integers),
     which also names what is wrong."""
-    if dtype == tf.string or not isinstance(value, list):
+    if dtype == tf.string or dtype not in _JSON_DTYPES or not isinstance(value, list):
         return None
     try:
         if dtype != tf.bool and _has_bool(value):
@@ -176,6 +181,10 @@ def _stack(leaves, dtype: tf.DType, name: str) -> np.ndarray:
 
 
 def _leaf(leaf: Any, dtype: tf.DType, name: str):
+    if dtype not in _JSON_DTYPES:
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Conversion of JSON Value: "
+                                                          f"{json.dumps(leaf)} to type: "
+                                                          f"{type_name(dtype)}")
     if dtype == tf.string:
         if isinstance(leaf, str):
             try:

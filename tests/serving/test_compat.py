@@ -46,6 +46,11 @@ class Compat(tf.Module):
         """Classification scores of rank 1: not TF Serving's shape."""
         return {"scores": tf.ones(tf.shape(inputs))}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float16, name="h")])
+    def halves(self, h):
+        """A float16 input: TF Serving's JSON reader has no conversion to it."""
+        return {"doubled": h * 2}
+
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="s")])
     def echo(self, s):
         return {"y": s, "n": tf.strings.length(s)}
@@ -66,6 +71,7 @@ def compat_base(tmp_path_factory):
         "serving_default": module.zeros.get_concrete_function(),
         "regress": module.regress.get_concrete_function(),
         "echo": module.echo.get_concrete_function(),
+        "halves": module.halves.get_concrete_function(),
         "count": module.count.get_concrete_function(),
         "wide": module.wide.get_concrete_function(),
         "flat_scores": module.flat_scores.get_concrete_function()})
@@ -280,6 +286,24 @@ def test_raw_paths_and_queries_are_read_as_tf_serving_reads_them(server, method,
     assert response.status == status, body
     if message:
         assert message in body["error"]
+
+
+def test_inputs_tf_servings_json_cannot_convert_are_unimplemented(server):
+    """TF Serving's JSON reader converts to float, double, the integers but uint16, bool
+    and string only (json_tensor.cc AddValueToTensor): a float16 input is 501 over REST
+    (400 in the row format, which wraps it), and is served over gRPC."""
+    url = f"{server.rest_url}/v1/models/compat:predict"
+    columnar = requests.post(url, json={"signature_name": "halves", "inputs": [1.5, 2.0]})
+    assert columnar.status_code == 501
+    assert columnar.json()["error"] == "Conversion of JSON Value: 1.5 to type: half"
+    rows = requests.post(url, json={"signature_name": "halves", "instances": [1.5]})
+    assert rows.status_code == 400
+    assert rows.json()["error"] == ("Failed to process element: 0 of 'instances' list. "
+                                    "Error: UNIMPLEMENTED: Conversion of JSON Value: 1.5 to "
+                                    "type: half")
+    with GrpcClient(server.grpc_address, Target("compat")) as client:
+        doubled = client.predict({"h": np.array([1.5], np.float16)}, "halves")["doubled"]
+    assert doubled.dtype == np.float16 and doubled.tolist() == [3.0]
 
 
 def test_no_etag_and_no_304(server):
