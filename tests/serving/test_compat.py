@@ -51,6 +51,10 @@ class Compat(tf.Module):
         """A float16 input: TF Serving's JSON reader has no conversion to it."""
         return {"doubled": h * 2}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int8, name="b")])
+    def bytes_in(self, b):
+        return {"b": b}
+
     @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="s")])
     def echo(self, s):
         return {"y": s, "n": tf.strings.length(s)}
@@ -72,6 +76,7 @@ def compat_base(tmp_path_factory):
         "regress": module.regress.get_concrete_function(),
         "echo": module.echo.get_concrete_function(),
         "halves": module.halves.get_concrete_function(),
+        "bytes_in": module.bytes_in.get_concrete_function(),
         "count": module.count.get_concrete_function(),
         "wide": module.wide.get_concrete_function(),
         "flat_scores": module.flat_scores.get_concrete_function()})
@@ -304,6 +309,21 @@ def test_inputs_tf_servings_json_cannot_convert_are_unimplemented(server):
     with GrpcClient(server.grpc_address, Target("compat")) as client:
         doubled = client.predict({"h": np.array([1.5], np.float16)}, "halves")["doubled"]
     assert doubled.dtype == np.float16 and doubled.tolist() == [3.0]
+
+
+def test_where_this_server_is_stricter_than_tf_serving_on_purpose(server):
+    """An int8 value out of range (TF Serving wraps 300 to 44) and a body that is not
+    UTF-8 (TF Serving hands the bytes to the model) are refused, naming why."""
+    url = f"{server.rest_url}/v1/models/compat:predict"
+    fits = requests.post(url, json={"signature_name": "bytes_in", "inputs": [-128, 127]})
+    assert fits.json() == {"outputs": [-128, 127]}
+    wraps = requests.post(url, json={"signature_name": "bytes_in", "inputs": [300]})
+    assert wraps.status_code == 400
+    assert "out of range for int8 [-128, 127]" in wraps.json()["error"]
+    latin1 = requests.post(url, data='{"signature_name": "echo", "inputs": "caf\xe9"}'
+                           .encode("latin-1"))
+    assert latin1.status_code == 400
+    assert latin1.json()["error"].startswith("JSON Parse error: 'utf-8' codec can't decode")
 
 
 def test_no_etag_and_no_304(server):
