@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from components.text_example_gen.files import SPAN, data_files, list_spans
-from pipeline.config import PipelineConfig, is_uri, resolve_path
+from pipeline.config import PipelineConfig, is_uri, pattern_chars_problem, resolve_path
 
 class SettingsError(ValueError):
     """Settings that would make the run fail: one line per problem."""
@@ -76,6 +76,10 @@ def input_problem(config: PipelineConfig):
     """Why TextExampleGen would find no data under ``data.input_dir``."""
     data = config.data
     base = resolve_path(data.input_dir)
+    if base != data.input_dir:  # the setting as given was checked with the settings
+        problem = pattern_chars_problem("data.input_dir", base, bool(data.span_pattern))
+        if problem:
+            return f"{problem} ('{data.input_dir}' is resolved against the working directory)"
     gfile = _gfile(base)
     if not gfile.isdir(base):
         return (f"data.input_dir: folder {base} does not exist; set it to the folder that "

@@ -28,8 +28,8 @@ class DataFiles:
     """Where the labelled text files are (the first of DataConfig's settings)."""
 
     input_dir: str = _field("data/sample", "Folder with the labelled text files (a local "
-                                           "path or a URI; no glob character [ * ? in "
-                                           "it: TFX globs it).")
+                                           "path or a URI; no [ * ? \\ in it, nor ^ $ | "
+                                           "{ } with spans: TFX globs it).")
     file_pattern: str = _field("*", "Glob of data files inside input_dir (single-split mode).")
 
 
@@ -52,7 +52,7 @@ class DataConfig(ReaderConfig, DataFiles):
                               "against; empty to infer one from the data.")
     span_pattern: str = _field("", "Folder name of one data drop, with {SPAN} for its "
                                    "number, e.g. 'span-{SPAN}': each run ingests the newest "
-                                   "span (no glob character [ * ? in it). Empty: every "
+                                   "span (no [ * ? \\ ^ $ | { } in it but {SPAN}). Empty: every "
                                    "file in input_dir, no spans.")
     window_spans: int = _field(1, "Train on the newest N spans (older spans train "
                                   "whole); evaluate on the newest span's eval split.")
@@ -95,15 +95,11 @@ class DataConfig(ReaderConfig, DataFiles):
         super().__post_init__()  # refuses bad reader settings (e.g. data.quoting) early
         if self.span_pattern and "{SPAN}" not in self.span_pattern:
             raise ValueError(f"data.span_pattern '{self.span_pattern}' has no {{SPAN}}")
-        for setting, value in (("input_dir", self.input_dir),
-                               ("span_pattern", self.span_pattern)):
-            glob_chars = [c for c in "[*?" if c in value]
-            if glob_chars:  # TFX's ExampleGen globs them, joined with the file pattern
-                raise ValueError(
-                    f"data.{setting} '{value}' holds a glob character "
-                    f"({' '.join(glob_chars)}), which TFX's ExampleGen reads as a pattern, "
-                    f"so no file would match: rename the folder, or point data.input_dir "
-                    f"at a link to it without one")
+        for setting in ("input_dir", "span_pattern"):
+            problem = pattern_chars_problem(f"data.{setting}", getattr(self, setting),
+                                            bool(self.span_pattern))
+            if problem:
+                raise ValueError(problem)
         if self.window_spans < 1:
             raise ValueError("data.window_spans must be at least 1")
         if self.split not in ("stratified", "hash"):
@@ -361,6 +357,22 @@ class ScheduleConfig:
                                    "written for the data.* reader settings (needs "
                                    "data.span_pattern; not with data.presplit).")
     feedback_min_rows: int = _field(200, "Corrections to wait for before they make a span.")
+
+
+def pattern_chars_problem(setting: str, value: str, spans: bool) -> Optional[str]:
+    """Why TFX's ExampleGen would match no file under ``value`` (data.input_dir, resolved or
+    not, or data.span_pattern): it globs them joined with the file pattern, and with spans
+    also reads them as a regular expression escaping only ``\\ . + ( )``."""
+    special = "[*?\\" + ("^$|{}" if spans else "")
+    found = [c for c in special if c in value.replace("{SPAN}", "")]
+    if not found:
+        return None
+    fix = ("name the span folders without it" if setting == "data.span_pattern" else
+           "rename the folder or copy the data to one without it (or, for a local folder, "
+           "point data.input_dir at a link to it)")
+    return (f"{setting} '{value}' holds {' '.join(found)}, which TFX's ExampleGen reads as "
+            f"{'a glob or regular expression' if spans else 'a glob'} character, so no file "
+            f"would match: {fix}")
 
 
 def is_uri(path: str) -> bool:

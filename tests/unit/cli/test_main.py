@@ -1,6 +1,7 @@
 """The CLI's own input handling (commands that read files before calling anything), and
 mistakes refused early by the real command in a child process."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +122,18 @@ def test_a_missing_input_folder_or_an_empty_pattern_is_refused(tmp_path):
     assert "data.file_pattern: no data files match" in err and "*.csv" in err
     err = _refused(tmp_path, "--data.span_pattern", "span-{SPAN}")
     assert "data.span_pattern: no folder named like span-{SPAN}" in err
+
+
+def test_a_relative_input_dir_under_a_folder_named_like_a_glob_is_refused(tmp_path):
+    """data.input_dir 'data' is fine as written, but it is read as <working dir>/data,
+    and TFX globs that: a working directory named 'proj [old]' matched no file, and the
+    run blamed data.file_pattern."""
+    work = tmp_path / "proj [old]"
+    shutil.copytree(os.path.dirname(SAMPLE), work / "data")
+    err = _refused(tmp_path, "--data.input_dir", "data", "--data.schema_path", "", cwd=work)
+    assert (f"data.input_dir '{work / 'data'}' holds [, which TFX's ExampleGen reads as a "
+            f"glob character") in err and "is resolved against the working directory" in err
+    assert "data.file_pattern" not in err
 
 
 def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):

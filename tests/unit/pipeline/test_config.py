@@ -44,10 +44,19 @@ def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeyp
     # TFX's ExampleGen globs input_dir joined with the file pattern: a folder named
     # "br [1]" would match nothing, and the run would blame data.file_pattern.
     ({"data.input_dir": "exports/br [1]"},
-     r"data.input_dir 'exports/br \[1\]' holds a glob character \(\[\)"),
-    ({"data.input_dir": "gs://bucket/what?"}, r"holds a glob character \(\?\)"),
+     r"data.input_dir 'exports/br \[1\]' holds \[, which TFX's ExampleGen reads as a glob "
+     r"character, so no file would match: rename the folder"),
+    ({"data.input_dir": "gs://bucket/what?"}, r"holds \?, which"),
+    ({"data.input_dir": "exports\\new"}, r"holds \\, which"),
     ({"data.span_pattern": "drop*{SPAN}"},
-     r"data.span_pattern 'drop\*\{SPAN\}' holds a glob character \(\*\)"),
+     r"data.span_pattern 'drop\*\{SPAN\}' holds \*, which TFX's ExampleGen reads as a "
+     r"glob or regular expression character, so no file would match: name the span "
+     r"folders without it"),
+    # With spans, TFX also matches both as a regular expression.
+    ({"data.input_dir": "exports/a|b", "data.span_pattern": "span-{SPAN}"},
+     r"data.input_dir 'exports/a\|b' holds \|, which TFX's ExampleGen reads as a glob or "
+     r"regular expression character"),
+    ({"data.span_pattern": "span-{SPAN}-{x}"}, r"holds \{ \}, which"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
