@@ -414,7 +414,8 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
             return
         except csv.Error as e:
             raise _SettingError(f"line {reader.line_num}: malformed header: "
-                                f"{_csv_error(e)}{_quote_hint(config, text)}") from None
+                                f"{_csv_error(e)}"
+                                f"{_quote_hint(config, text, 1, reader.line_num)}") from None
         source = "the header"
     text_indexes = _resolve(config.text_column, "data.text_column", header, source)
     label_index = _resolve(config.label_column, "data.label_column", header, source)[0]
@@ -432,7 +433,8 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         except StopIteration:
             return
         except csv.Error as e:
-            problems.append((start, f"malformed row: {_csv_error(e)}{_quote_hint(config, text)}"))
+            problems.append((start, f"malformed row: {_csv_error(e)}"
+                                    f"{_quote_hint(config, text, start, reader.line_num)}"))
             return  # the rest of the file cannot be framed reliably
         if row and [field.strip().lstrip("\ufeff") for field in row] == header:
             problems.append((start, "a header row, but data.column_names says the file has "
@@ -487,10 +489,12 @@ def _csv_error(error: csv.Error) -> str:
     return str(error)
 
 
-def _quote_hint(config: ReaderConfig, text: str) -> str:
+def _quote_hint(config: ReaderConfig, text: str, first: int, last: int) -> str:
+    """What to change for the malformed record on lines ``first`` to ``last``."""
     if config.quoting != "csv":
         return ""
-    if '\\"' in text:  # Spark's and MySQL's exports; quoting none would keep the \"
+    record = "\n".join(text.split("\n")[first - 1:max(first, last)])
+    if '\\"' in record:  # Spark's and MySQL's exports; quoting none would keep the \"
         return ('; quotes inside fields look escaped with a backslash (\\"), as Spark and '
                 'MySQL write them: this reader reads RFC 4180 CSV, where they are doubled '
                 '(""): export it so (Spark: option escape \'"\')')

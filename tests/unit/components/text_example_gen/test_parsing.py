@@ -195,6 +195,17 @@ def test_quotes_escaped_with_a_backslash_get_a_hint_that_reads_them():
         'He said "hi", then left', "fine"]
 
 
+def test_a_backslash_before_a_closing_quote_elsewhere_does_not_change_the_hint():
+    """A valid field ending in a backslash ("C:\\temp\\") on one line; a bare quote
+    breaks another: the hint is about that row, not the Spark one."""
+    data = b'text,label\n"C:\\temp\\",1\n"hi" to all,0\n'
+    with pytest.raises(InputDataError) as error:
+        parse("paths.csv", data, ReaderConfig("text", "label"))
+    assert "line 3: malformed row" in str(error.value)
+    assert "set data.quoting none" in str(error.value)
+    assert "backslash" not in str(error.value)
+
+
 def test_unknown_quoting_is_refused():
     with pytest.raises(ValueError, match="data.quoting must be one of"):
         ReaderConfig(quoting="single")
