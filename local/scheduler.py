@@ -2,10 +2,13 @@
 a new span lands, one run at a time, every run recorded in the history.
 
 With ``schedule.feedback_dir``, each tick first turns the model server's corrected
-predictions into the next span. A tick then decides whether a run is due: a span newer than any the history has seen
-(with ``data.span_pattern``), or a cron time passed since the last run (missed
-times are not caught up one by one: one run covers them). A tick while another run
-holds the output root's lock runs nothing (its feedback export still happens).
+predictions into the next span. A tick then decides whether a run is due: a span newer
+than any the history has seen (with ``data.span_pattern``), or a cron time passed since
+the last run started, whatever its end (missed times are not caught up one by one: one
+run covers them; with no run recorded, since the scheduler started). A span whose runs
+were killed ``SPAN_ATTEMPTS`` times (an OOM kill, ``kill -9``) is not tried again until
+the next cron time. A tick while another run holds the output root's lock runs nothing
+(its feedback export still happens).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from local import history, local_runner
 from pipeline.config import PipelineConfig
 
 NEW_SPAN = "new span"
+SPAN_ATTEMPTS = 2  # runs of one new span that may be killed before it waits for cron
 
 
 @dataclasses.dataclass
@@ -46,9 +50,17 @@ class Scheduler:
                  run: Callable = local_runner.run):
         from croniter import croniter
 
-        if not croniter.is_valid(config.schedule.cron):
-            raise ValueError(f"schedule.cron '{config.schedule.cron}' is not a valid cron "
-                             "expression")
+        cron = config.schedule.cron
+        # croniter also takes 6 fields (seconds first, or Quartz's): '0 0 3 * * *' would
+        # run at 00:00 on the 3rd, not daily at 03:00.
+        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+            raise ValueError(f"schedule.cron '{cron}' is not a 5-field cron expression "
+                             "(minute hour day-of-month month day-of-week, UTC), e.g. "
+                             "'0 3 * * *'")
+        try:
+            croniter(cron, _utc(clock())).get_next(float)
+        except Exception as error:  # noqa: BLE001  croniter's errors differ by version
+            raise ValueError(f"schedule.cron '{cron}' never comes: {error}") from None
         self.config, self.clock, self._run = config, clock, run
         local_runner.use_storage(config)  # before the first s3:// access (newest_span)
         self.started = clock()
@@ -57,17 +69,31 @@ class Scheduler:
         """Why a run is due now, or None."""
         from croniter import croniter
 
-        entries = history.read(self.config.history_path)
+        path = self.config.history_path
+        entries = history.read(path, unfinished=True)  # killed runs too: no crash loop
         span = newest_span(self.config)
+        reasons = [e.get("reason", "") for e in entries]
+        killed = [r for e, r in zip(entries, reasons) if r.startswith(NEW_SPAN)
+                  and e.get("status") in (history.RUNNING, history.INTERRUPTED)]
         seen = [e["span"] for e in entries if e.get("span") is not None] + [
-            int(e["reason"].rsplit(" ", 1)[1]) for e in entries  # tried, even if it failed
-            if e.get("reason", "").startswith(NEW_SPAN)]
+            int(r.rsplit(" ", 1)[1]) for e, r in zip(entries, reasons)  # tried: it ended
+            if r.startswith(NEW_SPAN) and (e.get("status", history.FINISHED) == history.FINISHED
+                                           or killed.count(r) >= SPAN_ATTEMPTS)]
         if span is not None and (not seen or span > max(seen)):
             return f"{NEW_SPAN} {span}"
-        last = max([datetime.datetime.fromisoformat(e["started"]).timestamp()
-                    for e in entries] + [self.started])
+        if span is not None and span < max(seen) and f"{NEW_SPAN} {span}" not in reasons:
+            logging.warning("the newest span (%d) is below the highest the run history %s "
+                            "has seen (%d): spans renumbered? New spans are detected above "
+                            "%d only (cron runs go on); to start again, move the history "
+                            "file aside", span, path, max(seen), max(seen))
+        now = self.clock()
+        starts = [datetime.datetime.fromisoformat(e["started"]).timestamp() for e in entries]
+        if any(start > now for start in starts):
+            logging.warning("run history %s has runs that started in the future (a clock "
+                            "that was wrong?): not counted for schedule.cron", path)
+        last = max([start for start in starts if start <= now] or [self.started])
         next_time = croniter(self.config.schedule.cron, _utc(last)).get_next(float)
-        return "cron" if next_time <= self.clock() else None
+        return "cron" if next_time <= now else None
 
     def seconds_to_next_cron(self) -> float:
         from croniter import croniter

@@ -348,8 +348,9 @@ class VertexConfig:
 class ScheduleConfig:
     """The local scheduler (machines without Kubeflow)."""
 
-    cron: str = _field("0 3 * * *", "Run the pipeline at these times (5-field cron).")
-    poll_seconds: int = _field(60, "How often to look for a new span between cron times.")
+    cron: str = _field("0 3 * * *", "Run the pipeline at these times (5-field cron, UTC).")
+    poll_seconds: int = _field(60, "How often to look for a new span between cron times "
+                                   "(seconds, at least 1).")
     history_file: str = _field("", "JSON Lines history of every run "
                                    "(default: history.jsonl in storage.local_dir or output.root).")
     feedback_dir: str = _field("", "The model server's --feedback_dir: before each tick, "
@@ -357,6 +358,12 @@ class ScheduleConfig:
                                    "written for the data.* reader settings (needs "
                                    "data.span_pattern; not with data.presplit).")
     feedback_min_rows: int = _field(200, "Corrections to wait for before they make a span.")
+
+    def __post_init__(self):
+        for name in ("poll_seconds", "feedback_min_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"schedule.{name} must be at least 1, got "
+                                 f"{getattr(self, name)}")
 
 
 def pattern_chars_problem(setting: str, value: str, spans: bool) -> Optional[str]:

@@ -136,6 +136,19 @@ def test_a_relative_input_dir_under_a_folder_named_like_a_glob_is_refused(tmp_pa
     assert "data.file_pattern" not in err
 
 
+def test_a_newest_span_without_data_files_is_named_as_such(tmp_path):
+    """A span folder with only hidden files (a copy under way, a .DS_Store): the refusal
+    named data.file_pattern, which is not what to change."""
+    data = tmp_path / "data"
+    shutil.copytree(os.path.dirname(SAMPLE), data / "span-1")
+    (data / "span-2").mkdir()
+    (data / "span-2" / ".DS_Store").write_bytes(b"\0")
+    err = _refused(tmp_path, "--data.input_dir", str(data), "--data.span_pattern",
+                   "span-{SPAN}", "--data.schema_path", "")
+    assert f"the newest span folder {data / 'span-2'} holds no data files" in err
+    assert "data.file_pattern" not in err
+
+
 def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):
     """Run from another folder: the default data.schema_path is relative to it."""
     err = _refused(tmp_path, "--data.input_dir", os.path.dirname(SAMPLE), cwd=tmp_path)

@@ -3,6 +3,7 @@
 feedback export does not stop a due run."""
 import datetime
 import os
+import re
 
 import pytest
 
@@ -38,6 +39,76 @@ def test_due_on_new_span_and_on_cron_without_catch_up(tmp_path):
     history.append(config.history_path, _entry("2026-11-27T09:00:00"))
     assert scheduler.due() is None
     assert round(scheduler.seconds_to_next_cron()) == 18 * 3600
+
+
+def test_a_fresh_scheduler_runs_a_cron_time_passed_since_the_last_recorded_run(tmp_path):
+    """`schedule --once` (cron, systemd) makes a new scheduler each time: the cron time
+    counted from its own start was always ahead, so --once never ran a cron run, and a
+    restarted daemon skipped the time it missed. With no run recorded, it counts from
+    its start."""
+    config = _config(tmp_path)
+    history.append(config.history_path, _entry("2026-11-20T03:00:00"))
+    for now in ("2026-11-24T03:00:30", "2026-11-24T10:00:00"):
+        assert Scheduler(config, clock=lambda: _at(now)).due() == "cron"
+    history.append(config.history_path, _entry("2026-11-24T03:00:30"))
+    assert Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00")).due() is None
+    empty = _config(tmp_path / "new")
+    assert Scheduler(empty, clock=lambda: _at("2026-11-24T10:00:00")).due() is None
+
+
+def test_a_span_whose_runs_are_killed_waits_for_the_cron_time(tmp_path):
+    """A span that gets its run OOM-killed (or kill -9) was tried at every tick, without
+    end: a crash loop under systemd's Restart= or cron. It is tried SPAN_ATTEMPTS times;
+    a killed cron run waits for the next cron time too."""
+    config = _config(tmp_path)
+    (tmp_path / "data" / "span-1").mkdir(parents=True)
+    scheduler = Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00"))
+    killed = dict(reason="new span 1", status="interrupted", exit_code=1, span=None)
+    history.append(config.history_path, _entry("2026-11-24T09:00:00", run_key="a",
+                                               **killed))
+    assert scheduler.due() == "new span 1"  # one kill: tried again (a power cut)
+    history.append(config.history_path, _entry("2026-11-24T09:30:00", run_key="b",
+                                               **dict(killed, status="running")))
+    assert scheduler.due() is None  # killed twice: not again before the cron time
+    later = Scheduler(config, clock=lambda: _at("2026-11-25T03:00:00"))
+    assert later.due() == "cron"
+    history.append(config.history_path, _entry("2026-11-25T03:00:00", run_key="c",
+                                               status="interrupted", exit_code=1))
+    assert later.due() is None
+
+
+@pytest.mark.parametrize("cron,message", [
+    ("0 0 3 * * *", "is not a 5-field cron expression"),  # Quartz's seconds: not daily 03:00
+    ("0 3 31 2 *", "never comes"),
+])
+def test_a_cron_that_would_not_do_what_it_says_is_refused(tmp_path, cron, message):
+    with pytest.raises(ValueError, match=f"schedule.cron '{re.escape(cron)}' {message}"):
+        Scheduler(_config(tmp_path, **{"schedule.cron": cron}))
+
+
+def test_runs_recorded_in_the_future_do_not_stop_cron_runs(tmp_path, caplog):
+    """A history record of 2031 (the clock was wrong once) held every cron run back
+    until 2031, silently."""
+    config = _config(tmp_path)
+    history.append(config.history_path, _entry("2026-11-20T03:00:00"))
+    history.append(config.history_path, _entry("2031-01-01T03:00:00"))
+    assert Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00")).due() == "cron"
+    assert "started in the future" in caplog.text
+
+
+def test_renumbered_spans_are_named(tmp_path, caplog):
+    config = _config(tmp_path)
+    history.append(config.history_path, _entry("2026-11-24T03:00:00", reason="new span 40",
+                                               span=40))
+    (tmp_path / "data" / "span-1").mkdir(parents=True)
+    assert Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00")).due() is None
+    assert "newest span (1) is below the highest the run history" in caplog.text
+
+
+@pytest.mark.parametrize("setting", ["schedule.poll_seconds", "schedule.feedback_min_rows"])
+def test_schedule_numbers_below_one_are_refused(tmp_path, setting):
+    with pytest.raises(ValueError, match=f"{setting} must be at least 1, got 0"):
+        _config(tmp_path, **{setting: "0"})
 
 
 def test_a_tick_while_a_run_is_active_does_nothing(tmp_path):
