@@ -71,6 +71,8 @@ def parse_assignments(items: Iterable[str]) -> Dict[str, int]:
                 or int(version) <= 0:
             raise LabelError(f"bad label assignment {item!r}: expected NAME=VERSION, e.g. "
                              "stable=1764012345 (NAME of letters, digits, '_', '.', '-')")
+        if name in labels:
+            raise LabelError(f"label {name!r} given twice: which version is meant?")
         labels[name] = int(version)
     if not labels:
         raise LabelError("no label given: e.g. set stable=1764012345 canary=1764099999")
@@ -90,16 +92,25 @@ def set_labels(path: str, labels: Dict[str, int], model_name: Optional[str] = No
         folder = base_path or model.base_path
         on_disk = sorted(versions_on_disk(folder))
         served = served_versions(model, on_disk)
+        listing = (f"versions on disk in {folder}: {_listing(on_disk)}, served: "
+                   f"{_listing(served)}{_missing(folder)}. --allow_unavailable skips this "
+                   "check (TF Serving refuses to start, or to reload its config, with a "
+                   "label on a version it has not loaded)")
         for label, version in labels.items():
             if version not in served:
                 why = "is not among the versions its version policy serves" \
                     if version in on_disk else "is not a complete SavedModel folder"
                 raise LabelError(
                     f"{path}: model {model.name}: cannot point label {label!r} at version "
-                    f"{version}: it {why}; versions on disk in {folder}: "
-                    f"{_listing(on_disk)}, served: {_listing(served)}{_missing(folder)}. "
-                    "--allow_unavailable skips this check (TF Serving refuses to start "
-                    "with a label on a version it has not loaded)")
+                    f"{version}: it {why}; {listing}")
+        stale = {k: v for k, v in model.version_labels.items()
+                 if k not in labels and v not in served}
+        if stale:  # the new labels would never take effect beside them
+            label, version = sorted(stale.items())[0]
+            raise LabelError(
+                f"{path}: model {model.name}: label {label!r} points at version {version}, "
+                f"which is not served: move it too (set {label}=VERSION) or unset it; "
+                f"{listing}")
     for label, version in labels.items():
         model.version_labels[label] = version
     write_config(path, config)
@@ -113,6 +124,9 @@ def unset_labels(path: str, names: Iterable[str], model_name: Optional[str] = No
     names = list(names)
     if not names:
         raise LabelError("no label given: e.g. unset canary")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LabelError(f"label {twice[0]!r} given twice")
     missing = [n for n in names if n not in model.version_labels]
     if missing:
         raise LabelError(f"{path}: model {model.name} has no label "
@@ -124,7 +138,9 @@ def unset_labels(path: str, names: Iterable[str], model_name: Optional[str] = No
 
 
 def write_config(path: str, config) -> None:
-    """Replaces ``path`` atomically, keeping its leading comment lines and its mode."""
+    """Replaces ``path`` atomically, keeping its leading comment lines and its mode; a
+    symbolic link's target is replaced, the link kept."""
+    path = os.path.realpath(path)
     with open(path, encoding="utf-8") as f:
         header = []
         for line in f:
@@ -154,10 +170,11 @@ def describe(path: str, model_name: Optional[str] = None,
     model = find_model(read_config(path), path, model_name)
     folder = base_path or model.base_path
     on_disk = sorted(versions_on_disk(folder))
+    served = served_versions(model, on_disk)
     return (f"model {model.name} ({folder})\n"
             f"  versions on disk: {_listing(on_disk)}{_missing(folder)}\n"
-            f"  served by its version policy: {_listing(served_versions(model, on_disk))}\n"
-            f"  labels: {_labels(model) or 'none'}")
+            f"  served by its version policy: {_listing(served)}\n"
+            f"  labels: {_labels(model, served if tf.io.gfile.isdir(folder) else None) or 'none'}")
 
 
 def command(path: str, action: str, items: List[str], model_name: Optional[str] = None,
@@ -176,5 +193,8 @@ def _listing(versions: List[int]) -> str:
     return " ".join(map(str, versions)) or "none"
 
 
-def _labels(model) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(model.version_labels.items()))
+def _labels(model, served: Optional[List[int]] = None) -> str:
+    """``stable=1 canary=2``; with ``served``, a label on another version is marked."""
+    return " ".join(f"{k}={v}" + (" (not served: TF Serving refuses this config)"
+                                  if served is not None and v not in served else "")
+                    for k, v in sorted(model.version_labels.items()))

@@ -115,8 +115,40 @@ def test_labels_refuse_a_version_tf_serving_will_not_have_loaded(labelled, capsy
     assert _labels(labelled) == {"stable": version}
 
 
+def test_a_label_left_on_a_version_no_longer_served_is_named(labelled, capsys):
+    """After a push the policy serves 300 and 400, and stable still names 200: TF
+    Serving refuses a config with such a label, so setting canary alone would write a
+    config whose labels never take effect. Refused, naming the stale label; show marks it."""
+    _labels_cli(labelled, "set", "stable=200", "canary=300")
+    base = labelled.parent.parent / "models" / "bert_classifier"
+    shutil.copytree(base / "300", base / "500")  # pushed: the newest two are 300, 500
+    capsys.readouterr()
+    before = labelled.read_bytes()
+    assert _labels_cli(labelled, "set", "canary=500") == 1
+    error = capsys.readouterr().err
+    assert "label 'stable' points at version 200, which is not served" in error
+    assert labelled.read_bytes() == before
+    assert _labels_cli(labelled, "show") == 0
+    assert "stable=200 (not served: TF Serving refuses this config)" in \
+        capsys.readouterr().out
+    assert _labels_cli(labelled, "set", "canary=500", "stable=300") == 0
+    assert _labels(labelled) == {"stable": 300, "canary": 500}
+
+
+def test_labels_write_through_a_link_to_the_config(labelled):
+    """A config reached through a symbolic link (a ConfigMap-style link farm): the
+    link was replaced by a plain file and the server's file never changed."""
+    link = labelled.parent / "link.config"
+    link.symlink_to(labelled)
+    assert _labels_cli(link, "set", "stable=200") == 0
+    assert link.is_symlink() and _labels(labelled) == {"stable": 200}
+    assert sorted(os.listdir(labelled.parent)) == ["link.config", "models.config"]
+
+
 def test_labels_name_bad_input(labelled, capsys):
     for args, message in [
+        (["set", "stable=200", "stable=300"], "label 'stable' given twice"),
+        (["unset", "stable", "stable"], "label 'stable' given twice"),
         (["set", "stable:200"], "bad label assignment 'stable:200'"),
         (["set", "stable=abc"], "bad label assignment 'stable=abc'"),
         (["set"], "no label given"),
