@@ -196,9 +196,11 @@ def _cmd_score(args) -> int:
     from cli.score import score_file
     try:
         _check_batch_size(args.batch_size)
-        result = score_file(args.model, args.data, _reader_from_args(args), args.batch_size)
+        result = score_file(args.model, args.data, _reader_from_args(args), args.batch_size,
+                            args.allow_unknown_labels)
     except ValueError as error:  # the reader names pipeline settings; here they are flags
-        raise ValueError(re.sub(r"\bdata\.(\w+)", r"--\1", str(error))) from None
+        settings = "|".join(f.name for f in dataclasses.fields(ReaderConfig))
+        raise ValueError(re.sub(rf"\bdata\.({settings})\b", r"--\1", str(error))) from None
     print(f"{result.examples} examples, accuracy {result.accuracy:.4f} "
           f"({result.seconds:.1f}s)")
     for label, (correct, total) in result.per_label.items():
@@ -364,7 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s).")
     score.add_argument("--predictions", default="",
                        help="Also write each row's text, labels, predicted labels and "
-                            "probabilities here, one JSON line per row in file order.")
+                            "probabilities (by label) here, one JSON line per row in file "
+                            "order.")
+    score.add_argument("--allow_unknown_labels", action="store_true",
+                       help="Score a file with labels the model does not have (counted as "
+                            "missed) instead of refusing it.")
     score.set_defaults(func=_cmd_score)
 
     schedule = _config_command(

@@ -39,21 +39,44 @@ def latest_version(model_dir: str) -> str:
     return os.path.join(model_dir, max(versions, key=int))
 
 
+def model_labels(version_dir: str):
+    """The model's label names in its probabilities' order (assets.extra/labels.txt), or
+    None for a SavedModel without them."""
+    import tensorflow as tf
+    path = os.path.join(version_dir, contract.ASSETS_EXTRA, contract.LABELS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
 def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
-               batch_size: int = 64) -> Score:
+               batch_size: int = 64, allow_unknown_labels: bool = False) -> Score:
     """Accuracy of the model on a labelled file (sentence pairs with
     ``reader.text_pair_column``; several labels per text with ``reader.label_delimiter``).
     Records run in batches of ``batch_size`` of similar length; ``Score.rows`` keeps
-    the file's order."""
+    the file's order, each row's probabilities by label name. A label the model does not
+    have (a file of another task, 'positive' for '1') is refused unless
+    ``allow_unknown_labels``."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
     records = read_file(data_file, reader)
-    model = tf.saved_model.load(latest_version(model_dir))
+    version_dir = latest_version(model_dir)
+    labels_of_model = model_labels(version_dir)
+    unknown = sorted({label for r in records for label in r.labels}
+                     - set(labels_of_model or ())) if labels_of_model else []
+    if unknown and not allow_unknown_labels:
+        raise ValueError(f"{data_file} has labels the model does not have: "
+                         f"{', '.join(unknown[:10])}{', ...' if len(unknown) > 10 else ''} "
+                         f"(its labels: {', '.join(labels_of_model)}); score a file of the "
+                         f"model's task, or pass --allow_unknown_labels to count them as "
+                         f"missed")
+    model = tf.saved_model.load(version_dir)
     predict = model.signatures[contract.TEXT_SIGNATURE]
     by_columns = contract.TEXT_INPUT not in predict.structured_input_signature[1]
     if by_columns:  # trained on several text columns: score the reader's joined texts
-        with tf.io.gfile.GFile(os.path.join(latest_version(model_dir), contract.ASSETS_EXTRA,
+        with tf.io.gfile.GFile(os.path.join(version_dir, contract.ASSETS_EXTRA,
                                             contract.MODEL_INFO_FILE)) as f:
             trained = json.load(f)[contract.INPUT_CONTRACT]
         _check_columns(reader, trained, model_dir)
@@ -96,8 +119,12 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
         for label in record.labels:
             per_label[label][1] += 1
             per_label[label][0] += label in labels
+    def named(probabilities: list):
+        return dict(zip(labels_of_model, probabilities)) if labels_of_model else probabilities
+
     rows = [{"text": r.text, **({"text_pair": r.text_pair} if takes_pairs else {}),
-             "labels": list(r.labels), "predicted": labels, "probabilities": probabilities}
+             "labels": list(r.labels), "predicted": labels,
+             "probabilities": named(probabilities)}
             for r, (labels, probabilities) in zip(records, answers)]
     return Score(len(records), exact / len(records),
                  {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started,

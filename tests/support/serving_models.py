@@ -152,11 +152,15 @@ class LengthClassifier(tf.Module):
 
 
 def export_length_classifier(version_dir: str) -> str:
+    """LengthClassifier, with its labels in assets.extra/labels.txt as the project's."""
     module = LengthClassifier()
     tf.saved_model.save(module, version_dir, signatures={
         "predict_text": module.predict_text.get_concrete_function(),
         "classify": module.classify.get_concrete_function()})
     set_method_name(version_dir, "classify", CLASSIFY)
+    os.makedirs(os.path.join(version_dir, "assets.extra"), exist_ok=True)
+    with open(os.path.join(version_dir, "assets.extra", "labels.txt"), "w") as f:
+        f.write("".join(f"{label}\n" for label in module.labels))
     return version_dir
 
 

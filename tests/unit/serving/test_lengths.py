@@ -102,7 +102,30 @@ def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in rows] == TEXTS
     assert [r["predicted"] for r in rows] == [[_expected(t)] for t in TEXTS]
-    assert all((r["probabilities"][1] > 0.5) == (_expected(r["text"]) == "long") for r in rows)
+    # Each probability named by its label (labels.txt's order is not sorted).
+    assert all(set(r["probabilities"]) == {"short", "long"} for r in rows)
+    assert all((r["probabilities"]["long"] > 0.5) == (_expected(r["text"]) == "long")
+               for r in rows)
+
+
+def test_score_refuses_labels_the_model_does_not_have(tmp_path, capsys):
+    """A file labelled pos/neg against a model of long/short scored 0% with exit 0."""
+    from cli.main import main
+    from tests.support.serving_models import export_length_classifier
+    export_length_classifier(str(tmp_path / "m" / "1"))
+    data = tmp_path / "data.tsv"  # a name with "data." in it: the flags' rewrite left it
+    data.write_text("sentence\tlabel\n" + "".join(
+        f"{t}\t{'pos' if _expected(t) == 'long' else 'short'}\n" for t in TEXTS[:4]))
+    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "labels the model does not have: pos" in err and "(its labels: short, long)" in err
+    assert "--allow_unknown_labels" in err
+    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(data),
+                 "--allow_unknown_labels"]) == 0
+    assert "label pos: 0/" in capsys.readouterr().out
+    data.write_text("sentence\tlabel\nx\n")
+    assert main(["score", "--model", str(tmp_path / "m"), "--data", str(data)]) == 1
+    assert f"{data}: 1 bad row" in capsys.readouterr().err  # the file name as it is
 
 
 def test_inputs_that_are_not_all_batch_major_are_not_grouped():
