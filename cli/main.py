@@ -277,20 +277,33 @@ def _cmd_predict(args) -> int:
         raise ValueError("--pairs or --columns, not both (with --columns, a pair model's "
                          "texts are the keys text and text_pair)")
     if args.pairs:
-        unpaired = [t for t in texts if "\t" not in t]
-        if unpaired:
-            raise ValueError(f"--pairs: each text must be 'first<TAB>second', not "
-                             f"{unpaired[0]!r}")
-        texts, pairs = map(list, zip(*(t.split("\t", 1) for t in texts)))
+        bad = next(((i, t) for i, t in enumerate(texts, 1) if t.count("\t") != 1), None)
+        if bad:
+            raise ValueError(f"--pairs: each text must be 'first<TAB>second', not text "
+                             f"{bad[0]} {bad[1][:80]!r} ({bad[1].count(chr(9)) + 1} "
+                             f"tab-separated fields)")
+        texts, pairs = map(list, zip(*(t.split("\t") for t in texts)))
+    elif not args.columns:
+        tabbed = [i for i, t in enumerate(texts, 1) if "\t" in t]
+        if tabbed:  # a TSV's label (or second text) would be classified as text
+            print(f"warning: {len(tabbed)} text(s) hold a tab (the first: text {tabbed[0]}), "
+                  "sent whole as one text; for sentence pairs give --pairs, to score a "
+                  "labelled file use bert-pipeline score", file=sys.stderr)
     rows = _column_rows(texts) if args.columns else None
     token = None
     if args.token_file:  # the server's format; a file of several tokens: the first one
         from serving.auth import read_token_file
         token = next(iter(read_token_file(args.token_file, "--token_file")))
     target = Target(args.model, args.version, args.label)
-    with connect(args.server, target, timeout=args.timeout, token=token,
-                 ca_file=args.ca_file, client_cert=args.client_cert,
-                 client_key=args.client_key) as client:
+    try:
+        client = connect(args.server, target, timeout=args.timeout, token=token,
+                         ca_file=args.ca_file, client_cert=args.client_cert,
+                         client_key=args.client_key)
+    except ValueError as error:  # the client library's arguments are flags here
+        message = re.sub(r"\b(timeout|ca_file|client_cert|client_key)\b", r"--\1",
+                         str(error).replace(" or pass allow_insecure_token=True", ""))
+        raise ValueError(message.replace("tls=True, with --ca_file", "--ca_file")) from None
+    with client:
         def send(batch):  # row numbers of one request
             if rows is not None:
                 return client.predict_columns([rows[i] for i in batch])

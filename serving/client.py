@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -84,10 +85,16 @@ def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
                  ids: str = "", pairs: Optional[Sequence[str]] = None,
                  columns: Optional[Sequence[Dict]] = None) -> List[Prediction]:
     """``ids``: the server's comma-separated prediction ids, if it sent them."""
+    if len(rows) != len(texts):
+        raise ServingClientError("INVALID_RESPONSE", f"{len(texts)} texts sent, "
+                                                     f"{len(rows)} answers received")
     id_list = ids.split(",") if ids else [None] * len(texts)
     out = []
     for i, (text, row, prediction_id) in enumerate(zip(texts, rows, id_list)):
         probabilities = dict(row)
+        if not probabilities:
+            raise ServingClientError("INVALID_RESPONSE", f"the answer for text {i + 1} has "
+                                                         "no classes")
         out.append(Prediction(text, max(probabilities, key=probabilities.get), probabilities,
                               prediction_id, None if pairs is None else pairs[i],
                               None if columns is None else dict(columns[i])))
@@ -180,6 +187,19 @@ def _names(inputs) -> str:
     """A model's column inputs as its model_info.json lists them: the order is lost in
     the signature, so sorted."""
     return ", ".join(sorted(inputs))
+
+
+class _Answer(dict):
+    """A REST answer whose missing keys are the server's fault, named as such (not a
+    KeyError)."""
+
+    def __init__(self, payload: dict, request: str):
+        super().__init__(payload)
+        self.request = request
+
+    def __missing__(self, key):
+        raise ServingClientError("INVALID_RESPONSE", f"the answer has no {key!r} (not TF "
+                                 f"Serving's API?): {json.dumps(self)[:200]} ({self.request})")
 
 
 def _check_retry_settings(timeout: float, retries: int, backoff_seconds: float) -> None:
@@ -373,11 +393,13 @@ class RestClient(_Client):
         self._session.close()
 
     def _path(self, suffix: str = "") -> str:
-        path = f"{self.url}/v1/models/{self.target.model}"
+        """The model's URL; its name and label percent-encoded, as the server decodes them."""
+        quote = functools.partial(urllib.parse.quote, safe="")
+        path = f"{self.url}/v1/models/{quote(self.target.model)}"
         if self.target.version is not None:
             path += f"/versions/{self.target.version}"
         elif self.target.label is not None:
-            path += f"/labels/{self.target.label}"
+            path += f"/labels/{quote(self.target.label)}"
         return path + suffix
 
     def _request(self, method: str, suffix: str, body: Optional[Dict] = None) -> Dict:
@@ -397,11 +419,16 @@ class RestClient(_Client):
         try:
             payload = response.json()
         except ValueError:
-            payload = {"error": response.text[:500]}
+            payload = None
         if response.status_code != 200:
-            raise ServingClientError(f"HTTP {response.status_code}",
-                                     f"{payload.get('error', payload)} ({method} {url})")
-        return payload, response.headers
+            error = payload.get("error", payload) if isinstance(payload, dict) else \
+                response.text[:500]
+            raise ServingClientError(f"HTTP {response.status_code}", f"{error} ({method} {url})")
+        if not isinstance(payload, dict):  # a proxy's page, a server of another API
+            raise ServingClientError("INVALID_RESPONSE", f"the answer is not a JSON object "
+                                     f"(not TF Serving's API?): {response.text[:200]!r} "
+                                     f"({method} {url})")
+        return _Answer(payload, f"{method} {url}"), response.headers
 
     def predict(self, inputs: Dict[str, np.ndarray], signature: str = "",
                 row_format: bool = True) -> Dict[str, np.ndarray]:
@@ -566,6 +593,10 @@ def _map(value, fn):
 def connect(server: str, target: Target, tls: bool = False, **kwargs):
     """A client for ``grpc://host:port`` or ``host:port`` (gRPC), ``grpcs://host:port``
     (gRPC over TLS) or ``http(s)://host:port`` (REST); ``kwargs`` go to the client."""
+    scheme, sep, _ = server.partition("://")
+    if sep and scheme not in ("grpc", "grpcs", "http", "https"):  # 'htps://' is no host
+        raise ValueError(f"server {server!r}: unknown scheme {scheme!r}; use grpc://, "
+                         "grpcs://, http:// or https://")
     if server.startswith(("http://", "https://")):
         return RestClient(server, target, tls=tls, **kwargs)
     if server.startswith("grpcs://"):

@@ -326,6 +326,16 @@ def test_where_this_server_is_stricter_than_tf_serving_on_purpose(server):
     assert latin1.json()["error"].startswith("JSON Parse error: 'utf-8' codec can't decode")
 
 
+def test_the_rest_client_encodes_the_model_name_as_the_server_decodes_it(server):
+    """Unencoded, "half?x" asked for the model "half" (the rest was a query string)."""
+    with pytest.raises(ServingClientError, match=r"half\?x"):
+        RestClient(server.rest_url, Target("half?x")).status()
+    with RestClient(server.rest_url, Target("half", label="a/b")) as client:
+        with pytest.raises(ServingClientError, match="Unrecognized servable version label: "
+                                                     "a/b"):
+            client.predict({"x": np.array([1.0], np.float32)})
+
+
 def test_no_etag_and_no_304(server):
     url = f"{server.rest_url}/v1/models/half"
     first = requests.get(url)

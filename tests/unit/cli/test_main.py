@@ -26,6 +26,66 @@ def test_predict_reads_lines_without_bom_or_line_endings(tmp_path):
     assert _read_text_lines(str(texts)) == ["first\tpair", "second"]
 
 
+def test_predict_refuses_or_warns_about_tabs_before_connecting(tmp_path, capsys):
+    """A TSV handed to --input: without --pairs its label was classified as part of the
+    text, silently; with --pairs a third column stayed in the second text."""
+    closed = ["--server", "grpc://127.0.0.1:1", "--timeout", "1"]
+    assert main(["predict", *closed, "--pairs", "a\tb", "c\td\t1"]) == 1
+    assert "--pairs: each text must be 'first<TAB>second', not text 2 'c\\td\\t1' " \
+           "(3 tab-separated fields)" in capsys.readouterr().err
+    assert main(["predict", *closed, "good film\t1", "fine"]) == 1  # the server is down
+    assert "warning: 1 text(s) hold a tab (the first: text 1)" in capsys.readouterr().err
+    assert main(["predict", "--server", "htps://127.0.0.1:1", "x"]) == 1
+    assert "unknown scheme 'htps'; use grpc://, grpcs://, http:// or https://" in \
+        capsys.readouterr().err
+
+
+def test_predict_names_a_server_that_does_not_answer_tf_servings_json(tmp_path, capsys):
+    """A 200 that is not JSON (a proxy's login page) was a KeyError traceback."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = b"<html>Please log in</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert main(["predict", "--server", f"http://127.0.0.1:{server.server_port}",
+                     "x"]) == 1
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert "INVALID_RESPONSE: the answer is not a JSON object (not TF Serving's API?): " \
+           "'<html>Please log in</html>'" in err and "Traceback" not in err
+
+
+def test_predict_names_its_flags_in_client_errors(tmp_path, capsys):
+    (tmp_path / "token").write_text("s3cret\n")
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    for args, message in [
+        (["--timeout", "0"], "--timeout must be > 0 seconds, got 0.0"),
+        (["--server", "grpcs://127.0.0.1:1", "--ca_file", str(tmp_path / "ca.pem")],
+         f"--ca_file {tmp_path / 'ca.pem'}: not a PEM file"),
+        (["--server", "http://10.0.0.1:1", "--token_file", str(tmp_path / "token")],
+         "refusing to send the bearer token in clear text to 10.0.0.1"),
+    ]:
+        assert main(["predict", *args, "x"]) == 1
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "allow_insecure_token" not in err and "tls=True" not in err
+
+
 def test_score_names_its_own_flags_in_reader_errors(tmp_path, capsys):
     data = tmp_path / "news.csv"
     data.write_text('3,"Fears for pension after talks","Unions said"\n')
