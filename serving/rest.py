@@ -26,9 +26,12 @@ from serving.feedback import ID_HEADER
 from serving.service import ModelRef, Service
 
 log = logging.getLogger(__name__)
+# TF Serving's two regexes (http_rest_api_util.cc), wholly case-insensitive: a GET of
+# .../METADATA matches, and answers the status, as only "metadata" is the metadata; a POST
+# of :PREDICT matches no method and is malformed.
 _PATH = re.compile(r"(?i)/v1/models/(?P<name>[^/:]+)"
                    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?-i:(?P<metadata>/metadata)|:(?P<verb>predict|classify|regress))?")
+                   r"(?:/(?P<metadata>metadata)|:(?P<verb>predict|classify|regress))?")
 _ORIGIN = re.compile(r"https?://")  # what a CORS preflight's Origin must contain
 
 
@@ -98,7 +101,7 @@ class _JsonHandler(tornado.web.RequestHandler):
             self.finish()
         else:
             self._error(ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                                     f"Malformed request: OPTIONS {self.request.path}: "
+                                     f"Malformed request: OPTIONS {self.request.uri}: "
                                      "Origin header is missing in CORS preflight"))
 
     def _error(self, error: ServingError, status: Optional[int] = None):
@@ -214,7 +217,7 @@ class _ModelHandler(_JsonHandler):
             return
         match = _PATH.fullmatch(self.request.uri)
         if post is None or not match or bool(match["verb"]) != post or (
-                post and match["metadata"]):
+                post and match["metadata"]) or (post and match["verb"] not in _VERBS):
             self._error(invalid(f"Malformed request: {self.request.method} "
                                 f"{self.request.uri}"))
             return
@@ -222,9 +225,9 @@ class _ModelHandler(_JsonHandler):
         if version is not None and version >= 2**63:  # TF Serving's version is an int64
             self._error(invalid(f"Failed to convert version: {match['version']} to numeric."))
             return
-        ref = ModelRef(urllib.parse.unquote(match["name"]), version,
-                       match["label"] and urllib.parse.unquote(match["label"]))
-        await self._run(self._answer, ref, match["verb"], bool(match["metadata"]))
+        ref = ModelRef(_decoded(match["name"]), version,
+                       match["label"] and _decoded(match["label"]))
+        await self._run(self._answer, ref, match["verb"], match["metadata"] == "metadata")
 
     async def _run(self, work, *args):
         """Runs ``work`` in the worker pool under the request deadline
@@ -346,6 +349,11 @@ class _MetricsHandler(_JsonHandler):
     """Prometheus metrics (``--monitoring_config_file``), behind the token like the rest."""
 
     def get(self):
+        if self.request.query:  # TF Serving compares the path and query with its path
+            self.set_status(400)
+            self.set_header("Content-Type", "text/plain")
+            self.finish(f"Unexpected path: {self.request.uri}. Should be {self.request.path}")
+            return
         self.set_header("Content-Type", "text/plain; version=0.0.4")
         self.finish(self.service.metrics.exposition())
 
@@ -357,7 +365,7 @@ class _NotFoundHandler(_JsonHandler):
         super().prepare()
         if not self._finished:
             self._error(not_found(f"Malformed request: {self.request.method} "
-                                  f"{self.request.path}"))
+                                  f"{self.request.uri}"))
 
 
 # tornado's own body limit (``listen(max_body_size=)``), left far above the handlers': it
@@ -404,6 +412,15 @@ def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
     return tornado.web.Application(
         handlers, default_handler_class=tornado.web.stream_request_body(_NotFoundHandler),
         default_handler_args=common, log_function=log_request, rest_options=options)
+
+
+_VERBS = ("predict", "classify", "regress")
+
+
+def _decoded(part: str) -> str:
+    """A path part as TF Serving decodes it (curl_easy_unescape): %XX escapes and raw
+    bytes (tornado reads the request line as Latin-1) as UTF-8."""
+    return urllib.parse.unquote_to_bytes(part.encode("latin-1")).decode("utf-8", "replace")
 
 
 def _number(digits: str) -> int:

@@ -276,6 +276,11 @@ def test_paths_are_matched_as_tf_serving_does(server, method, path, status, mess
     ("POST", "/v1/models/h%61lf:predict", 200, None),
     ("POST", "/v1/models/h%61lf/labels/%6eope:predict", 400,
      "Unrecognized servable version label: nope"),
+    # The whole regex is case-insensitive there; only "metadata" is the metadata.
+    ("GET", "/v1/models/half/METADATA", 200, None),
+    ("POST", "/v1/models/half/METADATA:predict", 400, "Malformed request"),
+    ("OPTIONS", "/v1/models/half?x=1", 400,
+     "Malformed request: OPTIONS /v1/models/half?x=1: Origin header is missing"),
 ])
 def test_raw_paths_and_queries_are_read_as_tf_serving_reads_them(server, method, path,
                                                                   status, message):
@@ -291,6 +296,23 @@ def test_raw_paths_and_queries_are_read_as_tf_serving_reads_them(server, method,
     assert response.status == status, body
     if message:
         assert message in body["error"]
+    if path.endswith("/METADATA") and method == "GET":
+        assert "model_version_status" in body  # the status
+
+
+def test_a_raw_utf8_model_name_in_the_path_is_read_as_utf8(server):
+    """Sent unencoded (curl sends it so): tornado reads the request line as Latin-1, and
+    'hälf' was looked up as 'hÃ¤lf'."""
+    import socket
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) as sock:
+        sock.sendall(b"GET /v1/models/h\xc3\xa4lf HTTP/1.1\r\nHost: x\r\n"
+                     b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404")
+    assert "hälf" in json.loads(body)["error"]
 
 
 def test_inputs_tf_servings_json_cannot_convert_are_unimplemented(server):

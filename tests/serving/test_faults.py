@@ -285,6 +285,11 @@ def test_every_endpoint_needs_the_token_metrics_included(half_server):
     assert requests.get(f"{half_server.rest_url}/v1/models/half/metadata").status_code == 401
     answer = requests.get(metrics, headers=AUTH)
     assert answer.status_code == 200 and ":tensorflow:serving:request_count" in answer.text
+    # As TF Serving, which compares the path and query with its metrics path.
+    queried = requests.get(metrics + "?name=x", headers=AUTH)
+    assert queried.status_code == 400 and queried.text == (
+        "Unexpected path: /monitoring/prometheus/metrics?name=x. Should be "
+        "/monitoring/prometheus/metrics")
 
 
 def test_metadata_json_prints_default_valued_fields_as_tf_serving(half_server):

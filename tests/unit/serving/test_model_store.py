@@ -439,6 +439,7 @@ def test_a_start_refused_for_a_label_leaves_no_version_or_thread_behind(tmp_path
     base = tmp_path / "half"
     export_half_plus_two(str(base), 1)
     events = []
+    before = set(threading.enumerate())  # another test's leftovers are not this store's
     store = ModelStore([ModelSpec("half", str(base), labels={"stable": 2})], LoadOptions(
         file_system_poll_seconds=0.05, load_threads=2, unload_threads=1),
         on_change=lambda *event: events.append(event))
@@ -446,7 +447,7 @@ def test_a_start_refused_for_a_label_leaves_no_version_or_thread_behind(tmp_path
                                          "currently available"):
         store.start()
     assert [e[2] for e in events] == ["LOADING", "AVAILABLE", "UNLOADING", "END"]
-    assert not [t.name for t in threading.enumerate()
+    assert not [t.name for t in set(threading.enumerate()) - before
                 if t.name.startswith(("model-load", "model-unload", "model-poller"))]
 
 
