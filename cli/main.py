@@ -258,6 +258,18 @@ def _column_rows(texts: list) -> list:
     return rows
 
 
+def _client_flags(message: str) -> str:
+    """A client library's error in the words of predict's flags (file names left alone)."""
+    for phrase, flags in ((" or pass allow_insecure_token=True", ""),
+                          ("tls=True, with ca_file", "--ca_file"),
+                          ("(tls, ca_file, client_cert or client_key)",
+                           "(--ca_file, --client_cert or --client_key)"),
+                          ("client_cert and client_key go together",
+                           "--client_cert and --client_key go together")):
+        message = message.replace(phrase, flags)
+    return re.sub(r"^(timeout|ca_file|client_cert|client_key) ", r"--\1 ", message)
+
+
 def _check_batch_size(value: int) -> None:
     if value < 1:
         raise ValueError(f"--batch_size must be at least 1, got {value}")
@@ -300,9 +312,7 @@ def _cmd_predict(args) -> int:
                          ca_file=args.ca_file, client_cert=args.client_cert,
                          client_key=args.client_key)
     except ValueError as error:  # the client library's arguments are flags here
-        message = re.sub(r"\b(timeout|ca_file|client_cert|client_key)\b", r"--\1",
-                         str(error).replace(" or pass allow_insecure_token=True", ""))
-        raise ValueError(message.replace("tls=True, with --ca_file", "--ca_file")) from None
+        raise ValueError(_client_flags(str(error))) from None
     with client:
         def send(batch):  # row numbers of one request
             if rows is not None:

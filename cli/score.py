@@ -43,11 +43,9 @@ def model_labels(version_dir: str):
     """The model's label names in its probabilities' order (assets.extra/labels.txt), or
     None for a SavedModel without them."""
     import tensorflow as tf
+    from models.export import read_label_names
     path = os.path.join(version_dir, contract.ASSETS_EXTRA, contract.LABELS_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    return read_label_names(path) if tf.io.gfile.exists(path) else None
 
 
 def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
@@ -104,7 +102,12 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
                          for row in outputs[contract.LABEL_SET].numpy()]
         else:
             predicted = [[v.decode()] for v in outputs[contract.LABEL_NAME].numpy()]
-        return list(zip(predicted, outputs[contract.PROBABILITIES].numpy().tolist()))
+        probabilities = outputs[contract.PROBABILITIES].numpy()
+        if labels_of_model and probabilities.shape[1] != len(labels_of_model):
+            raise ValueError(f"{version_dir}: labels.txt names {len(labels_of_model)} "
+                             f"labels, the model answers {probabilities.shape[1]} "
+                             f"probabilities")
+        return list(zip(predicted, probabilities.tolist()))
 
     started = time.time()
     # batches of similar length, each padded less; the answers come back in file order

@@ -92,15 +92,15 @@ def input_problem(config: PipelineConfig):
                     f"{base} (set data.span_pattern to the span folders' name with {SPAN} "
                     f"for the number, or leave it empty to read every file)")
         folder = os.path.join(base, span)
-        if not data_files(os.path.join(folder, "*")) and not data_files(
-                os.path.join(folder, "*", "*")):
-            return (f"data.span_pattern: the newest span folder {folder} holds no data "
-                    f"files (hidden files are skipped): still being copied? Write a span "
-                    f"under another name and rename it when it is whole, or remove it")
     patterns = ({"data.presplit (train/*)": "train/*", "data.presplit (eval/*)": "eval/*"}
                 if data.presplit else {"data.file_pattern": data.file_pattern})
     for setting, pattern in patterns.items():
         if not data_files(os.path.join(folder, pattern)):
+            if data.span_pattern and not any(not name.startswith(".")
+                                             for name in gfile.listdir(folder)):
+                return (f"data.span_pattern: the newest span folder {folder} is empty "
+                        f"(hidden files are skipped): still being copied? Write a span "
+                        f"under another name and rename it when it is whole, or remove it")
             return (f"{setting}: no data files match {os.path.join(folder, pattern)} "
                     f"(hidden files are skipped); set data.file_pattern to a glob of the data "
                     f"files in data.input_dir" if not data.presplit else

@@ -5,7 +5,9 @@ With ``schedule.feedback_dir``, each tick first turns the model server's correct
 predictions into the next span. A tick then decides whether a run is due: a span newer
 than any the history has seen (with ``data.span_pattern``), or a cron time passed since
 the last run started, whatever its end (missed times are not caught up one by one: one
-run covers them; with no run recorded, since the scheduler started). A span whose runs
+run covers them; with no run recorded, since the scheduler first started, as recorded in
+``scheduler.started`` beside the history: a ``--once`` from cron counts from its first
+call). A span whose runs
 were killed ``SPAN_ATTEMPTS`` times (an OOM kill, ``kill -9``) is not tried again until
 the next cron time. A tick while another run holds the output root's lock runs nothing
 (its feedback export still happens).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import time
 from typing import Callable, Optional
 
@@ -22,6 +25,7 @@ from local import history, local_runner
 from pipeline.config import PipelineConfig
 
 NEW_SPAN = "new span"
+FIRST_STARTED = "scheduler.started"  # beside the history: when a scheduler first ran
 SPAN_ATTEMPTS = 2  # runs of one new span that may be killed before it waits for cron
 
 
@@ -45,6 +49,26 @@ def _utc(timestamp: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
 
 
+def _first_started(history_path: str, now: float) -> float:
+    """When a scheduler first started on this history (``now``, recorded, the first
+    time): what cron times count from before any run is recorded."""
+    path = os.path.join(os.path.dirname(os.path.abspath(history_path)), FIRST_STARTED)
+    try:
+        with open(path, encoding="utf-8") as f:  # (not after now: a clock once wrong)
+            return min(now, datetime.datetime.fromisoformat(f.read().strip()).timestamp())
+    except (OSError, ValueError):  # absent (or torn): this is the first start
+        pass
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(_utc(now).isoformat())
+        os.replace(path + ".tmp", path)
+    except OSError as error:  # a full disk: this scheduler counts from now all the same
+        logging.warning("cannot record the scheduler's first start in %s (%s): a --once "
+                        "run counts cron times from its own start", path, error)
+    return now
+
+
 class Scheduler:
     def __init__(self, config: PipelineConfig, clock: Callable[[], float] = time.time,
                  run: Callable = local_runner.run):
@@ -53,17 +77,19 @@ class Scheduler:
         cron = config.schedule.cron
         # croniter also takes 6 fields (seconds first, or Quartz's): '0 0 3 * * *' would
         # run at 00:00 on the 3rd, not daily at 03:00.
-        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        if not croniter.is_valid(cron) or (len(cron.split()) != 5
+                                           and not cron.startswith("@")):
             raise ValueError(f"schedule.cron '{cron}' is not a 5-field cron expression "
                              "(minute hour day-of-month month day-of-week, UTC), e.g. "
-                             "'0 3 * * *'")
+                             "'0 3 * * *', or a shorthand such as @daily")
         try:
             croniter(cron, _utc(clock())).get_next(float)
         except Exception as error:  # noqa: BLE001  croniter's errors differ by version
             raise ValueError(f"schedule.cron '{cron}' never comes: {error}") from None
         self.config, self.clock, self._run = config, clock, run
         local_runner.use_storage(config)  # before the first s3:// access (newest_span)
-        self.started = clock()
+        self.started = _first_started(config.history_path, clock())
+        self._warned: set = set()  # each warning once per scheduler, not every tick
 
     def due(self) -> Optional[str]:
         """Why a run is due now, or None."""
@@ -81,19 +107,24 @@ class Scheduler:
                                            or killed.count(r) >= SPAN_ATTEMPTS)]
         if span is not None and (not seen or span > max(seen)):
             return f"{NEW_SPAN} {span}"
-        if span is not None and span < max(seen) and f"{NEW_SPAN} {span}" not in reasons:
-            logging.warning("the newest span (%d) is below the highest the run history %s "
-                            "has seen (%d): spans renumbered? New spans are detected above "
-                            "%d only (cron runs go on); to start again, move the history "
-                            "file aside", span, path, max(seen), max(seen))
+        if span is not None and span < max(seen) and span not in seen:
+            self._warn_once("renumbered", "the newest span (%d) is below the highest the "
+                            "run history %s has seen (%d): spans renumbered? New spans are "
+                            "detected above %d only (cron runs go on); to start again, move "
+                            "the history file aside", span, path, max(seen), max(seen))
         now = self.clock()
         starts = [datetime.datetime.fromisoformat(e["started"]).timestamp() for e in entries]
         if any(start > now for start in starts):
-            logging.warning("run history %s has runs that started in the future (a clock "
-                            "that was wrong?): not counted for schedule.cron", path)
+            self._warn_once("future", "run history %s has runs that started in the future "
+                            "(a clock that was wrong?): not counted for schedule.cron", path)
         last = max([start for start in starts if start <= now] or [self.started])
         next_time = croniter(self.config.schedule.cron, _utc(last)).get_next(float)
         return "cron" if next_time <= now else None
+
+    def _warn_once(self, key: str, message: str, *args) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logging.warning(message, *args)
 
     def seconds_to_next_cron(self) -> float:
         from croniter import croniter

@@ -154,8 +154,15 @@ class _Client:
     def _read_text_inputs(self) -> frozenset:
         """predict_text's inputs (read once); empty when the model has no predict_text."""
         if self._text_inputs is None:
-            signatures = self.metadata()["metadata"]["signature_def"].get("signature_def", {})
-            self._text_inputs = frozenset(signatures.get(TEXT_SIGNATURE, {}).get("inputs", {}))
+            metadata = self.metadata()
+            try:
+                signatures = metadata["metadata"]["signature_def"].get("signature_def", {})
+                self._text_inputs = frozenset(
+                    signatures.get(TEXT_SIGNATURE, {}).get("inputs", {}))
+            except (KeyError, TypeError, AttributeError):
+                raise ServingClientError("INVALID_RESPONSE", "the model's metadata is not "
+                                         "TF Serving's GetModelMetadata answer: "
+                                         f"{json.dumps(metadata)[:200]}") from None
         return self._text_inputs
 
     def _check_text_inputs(self, with_pairs: bool) -> None:
@@ -455,8 +462,13 @@ class RestClient(_Client):
     def _classify(self, examples, signature):
         body = {"signature_name": signature, "examples": list(examples)}
         payload, headers = self._request_with_headers("POST", self._path(":classify"), body)
-        return [[(label, score) for label, score in row]
-                for row in payload["results"]], headers.get(ID_HEADER, "")
+        try:
+            rows = [[(label, score) for label, score in row] for row in payload["results"]]
+        except (TypeError, ValueError):  # not [[label, score], ...] rows
+            raise ServingClientError("INVALID_RESPONSE", f"'results' is not TF Serving's "
+                                     f"Classify answer: {json.dumps(payload)[:200]} "
+                                     f"({payload.request})") from None
+        return rows, headers.get(ID_HEADER, "")
 
     def correct(self, corrections: Sequence[Dict]) -> int:
         """Sends corrected labels ``[{"id": prediction id, "label": ...}]`` (with
@@ -590,13 +602,19 @@ def _map(value, fn):
     return [_map(v, fn) for v in value] if isinstance(value, list) else fn(value)
 
 
+# What connect() takes: its own schemes, and gRPC's name resolvers (passed to gRPC as is)
+_SCHEMES = ("grpc", "grpcs", "http", "https", "dns", "unix", "unix-abstract", "ipv4",
+            "ipv6", "xds")
+
+
 def connect(server: str, target: Target, tls: bool = False, **kwargs):
     """A client for ``grpc://host:port`` or ``host:port`` (gRPC), ``grpcs://host:port``
     (gRPC over TLS) or ``http(s)://host:port`` (REST); ``kwargs`` go to the client."""
     scheme, sep, _ = server.partition("://")
-    if sep and scheme not in ("grpc", "grpcs", "http", "https"):  # 'htps://' is no host
+    if sep and scheme not in _SCHEMES:  # 'htps://' would be tried as a gRPC host name
         raise ValueError(f"server {server!r}: unknown scheme {scheme!r}; use grpc://, "
-                         "grpcs://, http:// or https://")
+                         "grpcs://, http:// or https:// (or a gRPC target such as "
+                         "dns:///host:port or unix:///path)")
     if server.startswith(("http://", "https://")):
         return RestClient(server, target, tls=tls, **kwargs)
     if server.startswith("grpcs://"):

@@ -493,7 +493,8 @@ def _quote_hint(config: ReaderConfig, text: str, first: int, last: int) -> str:
     """What to change for the malformed record on lines ``first`` to ``last``."""
     if config.quoting != "csv":
         return ""
-    record = "\n".join(text.split("\n")[first - 1:max(first, last)])
+    lines = re.split(r"\r\n|\r|\n", text) if _cr_lines(text, config) else text.split("\n")
+    record = "\n".join(lines[first - 1:max(first, last)])
     if '\\"' in record:  # Spark's and MySQL's exports; quoting none would keep the \"
         return ('; quotes inside fields look escaped with a backslash (\\"), as Spark and '
                 'MySQL write them: this reader reads RFC 4180 CSV, where they are doubled '

@@ -349,9 +349,10 @@ def test_where_this_server_is_stricter_than_tf_serving_on_purpose(server):
 
 
 def test_the_rest_client_encodes_the_model_name_as_the_server_decodes_it(server):
-    """Unencoded, "half?x" asked for the model "half" (the rest was a query string)."""
-    with pytest.raises(ServingClientError, match=r"half\?x"):
-        RestClient(server.rest_url, Target("half?x")).status()
+    """Unencoded, "half#x" asked for the model "half" (the rest, a fragment, is not
+    sent), and the label "a/b" made a path of its own."""
+    with pytest.raises(ServingClientError, match="half#x"):
+        RestClient(server.rest_url, Target("half#x")).status()
     with RestClient(server.rest_url, Target("half", label="a/b")) as client:
         with pytest.raises(ServingClientError, match="Unrecognized servable version label: "
                                                      "a/b"):

@@ -38,6 +38,10 @@ def test_predict_refuses_or_warns_about_tabs_before_connecting(tmp_path, capsys)
     assert main(["predict", "--server", "htps://127.0.0.1:1", "x"]) == 1
     assert "unknown scheme 'htps'; use grpc://, grpcs://, http:// or https://" in \
         capsys.readouterr().err
+    # gRPC's own targets still go to gRPC (nothing listens there: UNAVAILABLE)
+    assert main(["predict", "--server", f"unix://{tmp_path}/none.sock", "--timeout", "1",
+                 "x"]) == 1
+    assert "unknown scheme" not in capsys.readouterr().err
 
 
 def test_predict_names_a_server_that_does_not_answer_tf_servings_json(tmp_path, capsys):
@@ -72,11 +76,13 @@ def test_predict_names_a_server_that_does_not_answer_tf_servings_json(tmp_path, 
 
 def test_predict_names_its_flags_in_client_errors(tmp_path, capsys):
     (tmp_path / "token").write_text("s3cret\n")
-    (tmp_path / "ca.pem").write_text("not a certificate")
+    (tmp_path / "client_cert.pem").write_text("not a certificate")
     for args, message in [
         (["--timeout", "0"], "--timeout must be > 0 seconds, got 0.0"),
-        (["--server", "grpcs://127.0.0.1:1", "--ca_file", str(tmp_path / "ca.pem")],
-         f"--ca_file {tmp_path / 'ca.pem'}: not a PEM file"),
+        (["--server", "grpcs://127.0.0.1:1", "--ca_file", str(tmp_path / "client_cert.pem")],
+         f"--ca_file {tmp_path / 'client_cert.pem'}: not a PEM file"),  # the name as it is
+        (["--client_cert", str(tmp_path / "client_cert.pem")],
+         "--client_cert and --client_key go together"),
         (["--server", "http://10.0.0.1:1", "--token_file", str(tmp_path / "token")],
          "refusing to send the bearer token in clear text to 10.0.0.1"),
     ]:
@@ -205,7 +211,7 @@ def test_a_newest_span_without_data_files_is_named_as_such(tmp_path):
     (data / "span-2" / ".DS_Store").write_bytes(b"\0")
     err = _refused(tmp_path, "--data.input_dir", str(data), "--data.span_pattern",
                    "span-{SPAN}", "--data.schema_path", "")
-    assert f"the newest span folder {data / 'span-2'} holds no data files" in err
+    assert f"the newest span folder {data / 'span-2'} is empty" in err
     assert "data.file_pattern" not in err
 
 

@@ -52,8 +52,12 @@ def test_a_fresh_scheduler_runs_a_cron_time_passed_since_the_last_recorded_run(t
         assert Scheduler(config, clock=lambda: _at(now)).due() == "cron"
     history.append(config.history_path, _entry("2026-11-24T03:00:30"))
     assert Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00")).due() is None
+    # Nothing recorded yet: counted from the first start, which --once from cron (a new
+    # scheduler each call) records; a later call runs the first cron time after it.
     empty = _config(tmp_path / "new")
     assert Scheduler(empty, clock=lambda: _at("2026-11-24T10:00:00")).due() is None
+    assert Scheduler(empty, clock=lambda: _at("2026-11-24T23:00:00")).due() is None
+    assert Scheduler(empty, clock=lambda: _at("2026-11-25T03:00:30")).due() == "cron"
 
 
 def test_a_span_whose_runs_are_killed_waits_for_the_cron_time(tmp_path):
@@ -77,6 +81,12 @@ def test_a_span_whose_runs_are_killed_waits_for_the_cron_time(tmp_path):
     assert later.due() is None
 
 
+def test_cron_shorthands_are_taken(tmp_path):
+    scheduler = Scheduler(_config(tmp_path, **{"schedule.cron": "@daily"}),
+                          clock=lambda: _at("2026-11-24T10:00:00"))
+    assert round(scheduler.seconds_to_next_cron()) == 14 * 3600
+
+
 @pytest.mark.parametrize("cron,message", [
     ("0 0 3 * * *", "is not a 5-field cron expression"),  # Quartz's seconds: not daily 03:00
     ("0 3 31 2 *", "never comes"),
@@ -92,17 +102,23 @@ def test_runs_recorded_in_the_future_do_not_stop_cron_runs(tmp_path, caplog):
     config = _config(tmp_path)
     history.append(config.history_path, _entry("2026-11-20T03:00:00"))
     history.append(config.history_path, _entry("2031-01-01T03:00:00"))
-    assert Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00")).due() == "cron"
-    assert "started in the future" in caplog.text
+    scheduler = Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00"))
+    assert scheduler.due() == "cron" and scheduler.due() == "cron"
+    assert caplog.text.count("started in the future") == 1  # not at every tick
 
 
 def test_renumbered_spans_are_named(tmp_path, caplog):
     config = _config(tmp_path)
-    history.append(config.history_path, _entry("2026-11-24T03:00:00", reason="new span 40",
+    history.append(config.history_path, _entry("2026-11-24T03:00:00", span=5))  # a cron run
+    history.append(config.history_path, _entry("2026-11-24T04:00:00", reason="new span 40",
                                                span=40))
-    (tmp_path / "data" / "span-1").mkdir(parents=True)
-    assert Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00")).due() is None
-    assert "newest span (1) is below the highest the run history" in caplog.text
+    (tmp_path / "data" / "span-5").mkdir(parents=True)  # span 40 removed: 5 was trained
+    scheduler = Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00"))
+    assert scheduler.due() is None and "renumbered" not in caplog.text
+    (tmp_path / "data" / "span-5").rmdir()
+    (tmp_path / "data" / "span-1").mkdir()
+    assert scheduler.due() is None and scheduler.due() is None
+    assert caplog.text.count("newest span (1) is below the highest the run history") == 1
 
 
 @pytest.mark.parametrize("setting", ["schedule.poll_seconds", "schedule.feedback_min_rows"])

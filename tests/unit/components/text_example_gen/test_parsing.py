@@ -190,6 +190,9 @@ def test_quotes_escaped_with_a_backslash_get_a_hint_that_reads_them():
     message = str(error.value)
     assert "line 2: malformed row" in message and "escaped with a backslash" in message
     assert "doubled" in message and "data.quoting none" not in message
+    for line_end in (b"\r\n", b"\r"):  # old Mac line ends: the record's lines too
+        with pytest.raises(InputDataError, match="escaped with a backslash"):
+            parse("spark.csv", data.replace(b"\n", line_end), ReaderConfig("text", "label"))
     fixed = data.replace(b'\\"', b'""')
     assert [r.text for r in parse("spark.csv", fixed, ReaderConfig("text", "label"))] == [
         'He said "hi", then left', "fine"]
