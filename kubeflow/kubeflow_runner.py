@@ -11,6 +11,7 @@ workers, InfraValidator's serving spec and the Trainer's resources.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 
@@ -23,19 +24,47 @@ from pipeline.config import PipelineConfig, resolve_path
 from pipeline.pipeline import create_pipeline
 
 
+# What both KFP's launcher (objectstore.ParseBucketPathToConfig: gs, s3, minio) and
+# TFX's tf.io.gfile (gs, s3: no minio://) read; a path is no bucket to KFP.
+BUCKETS = ("gs://", "s3://")
+# Beam options whose values are credentials: a compiled spec is stored and shown by KFP
+SECRET_BEAM_OPTIONS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token",
+                       "--aws_access_key_id", "--aws_secret_access_key")
+
+
 def check_storage(config: PipelineConfig) -> None:
-    """The pods read and write pipeline_root and the push folder: local paths of this
-    machine are no use there."""
+    """The pods read and write pipeline_root and the push folder: object storage both KFP
+    and TFX reach (the compiled spec can mount no volume). The data may also be a path
+    inside the image."""
     kubeflow = config.kubeflow
+    vertex = bool(config.vertex.project)  # Vertex AI also mounts Cloud Storage at /gcs/
     for name, value in (("kubeflow.pipeline_root", kubeflow.pipeline_root),
                         ("kubeflow.serving_dir", kubeflow.serving_dir),
-                        ("data.input_dir", config.data.input_dir)):  # not in the image
+                        ("data.input_dir", config.data.input_dir)):
         if not value:
-            raise ValueError(f"{name} is required for Kubeflow: storage every pod can "
-                             "reach (gs://..., s3://... or a volume mounted in the image)")
-        if "://" not in value and not os.path.isabs(value):
-            raise ValueError(f"{name} '{value}' must be a URI or an absolute path mounted "
-                             "in the pods, not a path relative to this machine")
+            raise ValueError(f"{name} is required for Kubeflow: object storage every pod "
+                             "can reach (gs://... or s3://...)")
+        if name == "data.input_dir":
+            if "://" not in value and not os.path.isabs(value):
+                raise ValueError(f"{name} '{value}' must be a URI or an absolute path in "
+                                 "the image, not a path relative to this machine")
+        elif not value.startswith(BUCKETS) and not (
+                vertex and name == "kubeflow.serving_dir" and value.startswith("/gcs/")):
+            raise ValueError(
+                f"{name} '{value}' must be gs://BUCKET/... or s3://BUCKET/...: KFP's launcher "
+                "takes no other pipeline root (a path, file://) and TFX reads no minio:// "
+                "(give MinIO as s3:// with storage.s3_endpoint), and a step writes no "
+                "volume (the compiled spec mounts none)" + (
+                    "; on Vertex AI the push folder may also be /gcs/BUCKET/..." if vertex
+                    else ""))
+    secret = [arg for arg in list(kubeflow.beam_args or config.beam_args)
+              if arg.split("=", 1)[0] in SECRET_BEAM_OPTIONS]
+    if secret:
+        raise ValueError(f"{secret[0].split('=', 1)[0]} in the Beam options would be written "
+                         "into the compiled spec, which KFP stores and shows: give S3 "
+                         "credentials to the pods from a Kubernetes Secret as "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the cluster's "
+                         "workload identity) instead")
 
 
 def require_image(config: PipelineConfig) -> None:
@@ -80,6 +109,8 @@ def require_pinned_images(config: PipelineConfig) -> None:
         return
     for where, image in (("kubeflow.image", kubeflow.image),
                          ("kubeflow.serving_image", kubeflow.serving_image)):
+        if where == "kubeflow.serving_image" and config.vertex.project:
+            continue  # Vertex AI steps check the candidate in-process: no TF Serving image
         if not split_digest(image)[1]:
             raise ValueError(unpinned(where, image))
 
@@ -247,25 +278,32 @@ def launcher_resources():
 
 
 def trainer_resources(kubeflow):
-    """The Trainer pod's CPU, memory and accelerators (KFP v2 resource spec)."""
+    """The Trainer pod's CPU, memory and accelerators (KFP v2 resource spec). KFP's driver
+    makes the accelerator type a resource limit, so it must be a Kubernetes resource
+    name: a GKE NVIDIA type becomes nvidia.com/gpu (the spec cannot carry the node
+    selector that would pin the GPU model)."""
     from kfp.pipeline_spec import pipeline_spec_pb2
 
+    from kubernetes.utils import parse_quantity
+
+    memory = _quantity("kubeflow.trainer_memory", kubeflow.trainer_memory)
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
-        cpu_limit=kubeflow.trainer_cpu, memory_limit=_gigabytes(kubeflow.trainer_memory))
-    if kubeflow.trainer_accelerator:
-        spec.accelerator.type = kubeflow.trainer_accelerator
+        cpu_limit=kubeflow.trainer_cpu, memory_limit=float(parse_quantity(memory)) / 1e9)
+    accelerator = kubeflow.trainer_accelerator
+    if accelerator:
+        if "/" not in accelerator and not accelerator.upper().startswith("NVIDIA_"):
+            raise ValueError(f"kubeflow.trainer_accelerator '{accelerator}': the Trainer pod "
+                             "takes a Kubernetes resource name (nvidia.com/gpu, "
+                             "google.com/tpu, ...) or a GKE NVIDIA type (NVIDIA_TESLA_T4)")
+        if "/" not in accelerator:
+            logging.warning("kubeflow.trainer_accelerator %s: the Trainer pod asks for "
+                            "nvidia.com/gpu, on any GPU node (a KFP v2 spec compiled by TFX "
+                            "has no node selector); kubeflow.trainer_workers > 1 pins the "
+                            "model", accelerator)
+            accelerator = "nvidia.com/gpu"
+        spec.accelerator.type = accelerator
         spec.accelerator.count = kubeflow.trainer_accelerator_count
     return spec
-
-
-def _gigabytes(memory: str) -> float:
-    """'16G', '16Gi', '512M' -> gigabytes, as the resource spec wants them."""
-    units = {"G": 1.0, "GI": 2**30 / 1e9, "M": 1e-3, "MI": 2**20 / 1e9}
-    number = memory.rstrip("GgMmIi")
-    unit = memory[len(number):].upper() or "G"
-    if unit not in units or not number:
-        raise ValueError(f"kubeflow.trainer_memory '{memory}': expected e.g. 16G or 512M")
-    return float(number) * units[unit]
 
 
 def entrypoint(project_dir: str) -> str:
@@ -294,13 +332,16 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
         config=runner_config, output_dir=output_dir,
         output_filename=os.path.basename(output_file))
     runner.run(pipeline)
-    _set_default_pipeline_root(output_file, pipeline.pipeline_info.pipeline_root)
+    _finish_spec(output_file, pipeline.pipeline_info.pipeline_root,
+                 config.storage.environment())
     return os.path.abspath(output_file)
 
 
-def _set_default_pipeline_root(spec_file: str, pipeline_root: str) -> None:
-    """KFP and Vertex write artifacts under the spec's defaultPipelineRoot (TFX leaves
-    it out of the YAML), so a run needs no extra argument."""
+def _finish_spec(spec_file: str, pipeline_root: str, env: dict) -> None:
+    """What TFX leaves out of the YAML: the defaultPipelineRoot KFP and Vertex write
+    artifacts under (a run needs no extra argument), and storage.*'s S3 endpoint and
+    region in every step's environment (tf.io.gfile in each step reads them; Beam gets
+    its own options)."""
     import yaml
 
     with open(spec_file, encoding="utf-8") as f:
@@ -308,6 +349,9 @@ def _set_default_pipeline_root(spec_file: str, pipeline_root: str) -> None:
         f.seek(0)
         spec = yaml.safe_load(f)
     spec["defaultPipelineRoot"] = pipeline_root
+    for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
+        if env and "container" in executor:
+            executor["container"]["env"] = [{"name": k, "value": v} for k, v in env.items()]
     with open(spec_file, "w", encoding="utf-8") as f:
         f.write(header)
         yaml.safe_dump(spec, f, sort_keys=True)

@@ -6,20 +6,33 @@ at most one run at a time and no catch-up of missed runs.
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from pipeline.config import PipelineConfig
 
 
 def kfp_cron(cron: str) -> str:
-    """Standard 5-field cron -> KFP's 6-field form (a leading seconds field)."""
+    """Standard 5-field cron -> KFP's 6-field form (a leading seconds field), refused
+    where KFP's scheduler (robfig/cron v1: weekdays 0-6, no time zone prefix, no L, W or
+    #) would read it otherwise than croniter and the local scheduler do."""
     fields = cron.split()
-    if len(fields) == 6:
-        return cron
-    if len(fields) != 5:
-        raise ValueError(f"cron '{cron}': expected 5 fields (minute hour day month "
+    if any("=" in f for f in fields):
+        raise ValueError(f"kubeflow.cron '{cron}': KFP schedules take no CRON_TZ=/TZ= "
+                         "prefix (they run in the KFP install's time zone, UTC by default; "
+                         "Vertex AI takes one)")
+    if len(fields) == 5:
+        fields = ["0"] + fields
+    if len(fields) != 6:
+        raise ValueError(f"kubeflow.cron '{cron}': expected 5 fields (minute hour day month "
                          "weekday)")
-    return "0 " + " ".join(fields)
+    if re.search(r"#|(?<![A-Za-z])L|(?<=\d)W|\bW\b", " ".join(fields)):  # not JUL, WED
+        raise ValueError(f"kubeflow.cron '{cron}': KFP's scheduler reads no L, W or #")
+    if any(part.split("-")[0] == "7" or part.endswith("-7") for part in
+           fields[5].replace("/", ",").split(",")):
+        raise ValueError(f"kubeflow.cron '{cron}': KFP's scheduler takes weekdays 0-6 "
+                         "(Sunday is 0, not 7)")
+    return " ".join(fields)
 
 
 def _client(config: PipelineConfig, spec_file: str, token: Optional[str]):
@@ -34,8 +47,10 @@ def _client(config: PipelineConfig, spec_file: str, token: Optional[str]):
     return kfp.Client(host=config.kubeflow.host, existing_token=token)
 
 
-def _experiment_id(client, name: str) -> str:
-    return client.create_experiment(name=name).experiment_id  # returns an existing one
+def _experiment_id(client, config: PipelineConfig) -> str:
+    """kubeflow.experiment in kubeflow.namespace (created, or the existing one)."""
+    return client.create_experiment(name=config.kubeflow.experiment,
+                                    namespace=config.kubeflow.namespace or None).experiment_id
 
 
 def _checked_spec(config: PipelineConfig, spec_file: str) -> None:
@@ -59,7 +74,7 @@ def submit(config: PipelineConfig, spec_file: str, run_name: str,
     id."""
     client = _client(config, spec_file, token)
     run = client.run_pipeline(
-        experiment_id=_experiment_id(client, config.kubeflow.experiment),
+        experiment_id=_experiment_id(client, config),
         job_name=run_name, pipeline_package_path=spec_file,
         service_account=_service_account(config),
         enable_caching=None)  # the compiled spec says which steps cache
@@ -72,7 +87,7 @@ def schedule(config: PipelineConfig, spec_file: str, job_name: str,
     returns its id."""
     client = _client(config, spec_file, token)
     job = client.create_recurring_run(
-        experiment_id=_experiment_id(client, config.kubeflow.experiment),
+        experiment_id=_experiment_id(client, config),
         job_name=job_name, cron_expression=kfp_cron(config.kubeflow.cron),
         max_concurrency=1, no_catchup=True, pipeline_package_path=spec_file,
         service_account=_service_account(config),

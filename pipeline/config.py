@@ -180,18 +180,23 @@ class KubeflowConfig:
                             "by kubeflow compile, submit and schedule.")
     project_dir: str = _field("/pipeline", "Where the image holds this project; relative "
                                            "paths (e.g. data.schema_path) resolve there.")
-    pipeline_root: str = _field("", "Storage every pod can read and write (gs://, s3://, "
-                                    "or a mounted volume path); replaces output.root.")
-    serving_dir: str = _field("", "Push destination (gs://, s3://, a mounted volume) "
-                                  "that TF Serving reads; replaces output.serving_dir.")
+    pipeline_root: str = _field("", "Object storage every pod reads and writes (gs:// or "
+                                    "s3://: KFP's launcher takes no path, TFX no "
+                                    "minio://); replaces output.root.")
+    serving_dir: str = _field("", "Push destination that TF Serving reads (gs:// or "
+                                  "s3://; on Vertex AI also /gcs/); replaces "
+                                  "output.serving_dir.")
     beam_args: list = _field([], "Beam options for a distributed runner, e.g. "
                                  "--runner=DataflowRunner --project=P --region=R or "
                                  "--runner=PortableRunner --job_endpoint=HOST:8099; "
                                  "empty: the DirectRunner inside each pod.")
     trainer_cpu: float = _field(4.0, "Trainer CPU limit.")
-    trainer_memory: str = _field("16G", "Trainer memory limit.")
-    trainer_accelerator: str = _field("", "Trainer accelerator type, e.g. NVIDIA_TESLA_T4, "
-                                          "nvidia.com/gpu or TPU_V3; empty: none.")
+    trainer_memory: str = _field("16G", "Trainer memory limit (a Kubernetes quantity: "
+                                        "16G, 16Gi, 512M).")
+    trainer_accelerator: str = _field("", "Trainer accelerator: a Kubernetes resource name "
+                                          "(nvidia.com/gpu, google.com/tpu) or a GKE NVIDIA "
+                                          "type (NVIDIA_TESLA_T4: with trainer_workers > 1 "
+                                          "it also pins the GPU model); empty: none.")
     trainer_accelerator_count: int = _field(1, "How many accelerators the Trainer gets.")
     trainer_workers: int = _field(1, "Trainer replicas on Kubeflow: more than 1 makes the "
                                      "Trainer step create a Training Operator TFJob (a "
@@ -223,6 +228,10 @@ class KubeflowConfig:
     host: str = _field("", "KFP API endpoint for submit/schedule, e.g. "
                            "http://localhost:8080 or the Kubeflow ingress URL.")
     experiment: str = _field("bert-text-classifier", "KFP experiment runs are filed under.")
+    namespace: str = _field("", "Kubeflow profile namespace the experiment and its runs go "
+                                "to (multi-user Kubeflow, where rbac.yaml was applied); "
+                                "empty: kfp's context (~/.config/kfp/context.json) or the "
+                                "single-user install.")
     cron: str = _field("0 3 * * *", "Retraining schedule, standard 5-field cron (KFP "
                                     "gets it with a leading seconds field).")
 

@@ -3,6 +3,7 @@ components in order, images pinned by digest, resources and Beam args, the servi
 step pods as the workflow controller makes them, the Trainer's TFJob settings, and the
 runner resolving storage, image, paths and platform."""
 import json
+import re
 
 import kubernetes_validate
 import pytest
@@ -73,10 +74,13 @@ def test_image_resources_beam_args_and_infra_validator(spec):
         ("/pipeline/kubeflow/entrypoint.sh",)}
     assert raw["schemaVersion"] == "2.1.0"
     trainer = containers["Trainer_executor"]
+    # KFP's driver makes the type a resource limit: a GKE type becomes the resource name
     assert trainer["resources"] == {"cpuLimit": 4.0, "memoryLimit": 32.0, "accelerator": {
-        "type": "NVIDIA_TESLA_T4", "count": "2"}}
+        "type": "nvidia.com/gpu", "count": "2"}}
+    # storage.*'s S3 endpoint reaches every step's tf.io.gfile (the conftest sets none)
+    assert all("env" not in c for c in containers.values())
     # the Trainer is told which accelerator it was given: it fails rather than train on CPU
-    assert '\\"accelerator\\": \\"NVIDIA_TESLA_T4\\"' in json.dumps(
+    assert '\\"accelerator\\": \\"nvidia.com/gpu\\"' in json.dumps(
         raw["root"]["dag"]["tasks"]["Trainer"])
     assert "--runner=DataflowRunner" in containers["Transform_executor"]["args"]
     assert "--region=europe-west4" in containers["StatisticsGen_executor"]["args"]
@@ -104,6 +108,46 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     assert "gs://bucket/serving/bert_classifier" in pusher
     schema = json.dumps(raw["root"]["dag"]["tasks"]["ImportSchemaGen"]["inputs"])
     assert "/pipeline/schema/schema.pbtxt" in schema  # inside the image
+
+
+@pytest.mark.parametrize("settings, message", [
+    # KFP's launcher parses the pipeline root as a bucket (gs, s3, minio); TFX's gfile
+    # reads no minio://; the compiled spec mounts no volume for a path.
+    ({"kubeflow.pipeline_root": "/mnt/pipeline-root"},
+     "kubeflow.pipeline_root '/mnt/pipeline-root' must be gs://BUCKET/... or s3://"),
+    ({"kubeflow.pipeline_root": "minio://bucket/root"}, "TFX reads no minio://"),
+    ({"kubeflow.serving_dir": "/mnt/serving"}, "kubeflow.serving_dir '/mnt/serving' must be"),
+    ({"kubeflow.beam_args": "--runner=PortableRunner --s3_secret_access_key=SuperSecret"},
+     "--s3_secret_access_key in the Beam options would be written into the compiled spec"),
+    ({"kubeflow.trainer_accelerator": "TPU_V3"},
+     "kubeflow.trainer_accelerator 'TPU_V3': the Trainer pod takes a Kubernetes resource"),
+    ({"kubeflow.trainer_memory": "16GB"},
+     "kubeflow.trainer_memory '16GB': expected a positive Kubernetes quantity"),
+])
+def test_compile_refuses_what_could_only_fail_on_the_cluster(settings, message, tmp_path):
+    spec_file = tmp_path / "p.yaml"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compile_pipeline(_config(**settings), str(spec_file))
+    assert not spec_file.exists()
+    if "kubeflow.beam_args" in settings:
+        assert "SuperSecret" not in "".join(p.read_text() for p in tmp_path.iterdir())
+
+
+def test_storage_endpoint_and_region_reach_every_step(tmp_path):
+    """tf.io.gfile in each step reads S3_ENDPOINT (MinIO): without it every step spoke to
+    AWS. Beam's workers get their own options."""
+    spec_file = compile_pipeline(_config(**{
+        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "s3://b/serving",
+        "storage.s3_endpoint": "http://minio.minio:9000", "storage.s3_region": "eu-1"}),
+        str(tmp_path / "p.yaml"))
+    with open(spec_file, encoding="utf-8") as f:
+        executors = yaml.safe_load(f)["deploymentSpec"]["executors"]
+    envs = [{e["name"]: e["value"] for e in x["container"]["env"]}
+            for x in executors.values() if "container" in x]
+    assert envs and all(env == {"S3_ENDPOINT": "http://minio.minio:9000",
+                                "AWS_ENDPOINT_URL_S3": "http://minio.minio:9000",
+                                "AWS_REGION": "eu-1", "AWS_DEFAULT_REGION": "eu-1"}
+                        for env in envs)
 
 
 def test_compile_refuses_local_storage_and_json(tmp_path):
@@ -217,7 +261,7 @@ def test_step_pods_pass_restricted_with_the_workflow_controller_settings(tmp_pat
 def test_kubeflow_runner_resolves_storage_image_paths_and_platform():
     config = load_config(None, {
         "data.input_dir": "/mnt/data", "output.root": "local_out",
-        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "/mnt/serving",
+        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "s3://b/serving",
         "kubeflow.project_dir": "/app", "kubeflow.trainer_memory": "512M"})
     pipeline = kubeflow_pipeline(config)
     components = _by_id(pipeline)
@@ -225,7 +269,7 @@ def test_kubeflow_runner_resolves_storage_image_paths_and_platform():
     assert components["TextExampleGen"].exec_properties["input_base"] == "/mnt/data"
     assert components["ImportSchemaGen"].exec_properties["schema_file"] == \
         "/app/schema/schema.pbtxt"  # inside the image
-    assert "/mnt/serving/bert_classifier" in str(
+    assert "s3://b/serving/bert_classifier" in str(
         components["Pusher"].exec_properties["push_destination"])
     # no kubeflow.beam_args: the top-level ones (DirectRunner in each pod), as they are
     assert pipeline.beam_pipeline_args == config.beam_args

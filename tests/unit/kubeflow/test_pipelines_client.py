@@ -69,11 +69,13 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     common = ["--spec", path, "--kubeflow.host", host, "--token_file", str(token),
               "--kubeflow.image", IMAGE, "--kubeflow.serving_image", SERVING_IMAGE,
               *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
-    assert main(["kubeflow", "submit", "--run_name", "manual-1", *common]) == 0
+    assert main(["kubeflow", "submit", "--run_name", "manual-1", "--kubeflow.namespace",
+                 "team-a", *common]) == 0
     assert "run run-1 created" in capsys.readouterr().out
     posts = [(path_, body, auth) for method, path_, body, auth in requests if method == "POST"]
     assert posts[0][0] == "/apis/v2beta1/experiments"
     assert posts[0][1]["display_name"] == "bert-text-classifier"
+    assert posts[0][1]["namespace"] == "team-a"  # a profile namespace (multi-user)
     run_path, run, auth = posts[1]
     assert run_path == "/apis/v2beta1/runs" and auth == "Bearer s3cret"
     assert run["experiment_id"] == "exp-1" and run["display_name"] == "manual-1"
@@ -99,6 +101,15 @@ def test_cron_conversion_and_errors(tmp_path):
     assert pipelines_client.kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
     with pytest.raises(ValueError, match="5 fields"):
         pipelines_client.kfp_cron("daily")
+    assert pipelines_client.kfp_cron("0 3 * JUL WED") == "0 0 3 * JUL WED"
+    # What croniter (the local scheduler) reads, but KFP's robfig/cron v1 would not, or
+    # would read otherwise: refused before any request.
+    for cron, message in [("TZ=Europe/Berlin 0 3 * * *", "no CRON_TZ=/TZ= prefix"),
+                          ("0 3 * * 7", "Sunday is 0, not 7"),
+                          ("0 3 * * 5-7", "Sunday is 0, not 7"),
+                          ("0 3 L * *", "no L, W or #"), ("0 3 * * 1#2", "no L, W or #")]:
+        with pytest.raises(ValueError, match=message):
+            pipelines_client.kfp_cron(cron)
     with pytest.raises(ValueError, match="kubeflow.host is required"):
         pipelines_client.submit(_config(), str(tmp_path / "p.yaml"), "r")
     assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml"),
