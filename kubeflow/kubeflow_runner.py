@@ -27,9 +27,12 @@ from pipeline.pipeline import create_pipeline
 # What both KFP's launcher (objectstore.ParseBucketPathToConfig: gs, s3, minio) and
 # TFX's tf.io.gfile (gs, s3: no minio://) read; a path is no bucket to KFP.
 BUCKETS = ("gs://", "s3://")
-# Beam options whose values are credentials: a compiled spec is stored and shown by KFP
-SECRET_BEAM_OPTIONS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token",
-                       "--aws_access_key_id", "--aws_secret_access_key")
+# Beam's options that hold credentials (read as Beam reads them: abbreviations too): a
+# compiled spec is stored and shown by KFP
+SECRET_BEAM_OPTIONS = {"S3Options": ("s3_access_key_id", "s3_secret_access_key",
+                                     "s3_session_token"),
+                       "AzureOptions": ("azure_connection_string",)}
+MIN_TRAINER_MEMORY = "256Mi"
 
 
 def check_storage(config: PipelineConfig) -> None:
@@ -37,7 +40,6 @@ def check_storage(config: PipelineConfig) -> None:
     and TFX reach (the compiled spec can mount no volume). The data may also be a path
     inside the image."""
     kubeflow = config.kubeflow
-    vertex = bool(config.vertex.project)  # Vertex AI also mounts Cloud Storage at /gcs/
     for name, value in (("kubeflow.pipeline_root", kubeflow.pipeline_root),
                         ("kubeflow.serving_dir", kubeflow.serving_dir),
                         ("data.input_dir", config.data.input_dir)):
@@ -48,23 +50,29 @@ def check_storage(config: PipelineConfig) -> None:
             if "://" not in value and not os.path.isabs(value):
                 raise ValueError(f"{name} '{value}' must be a URI or an absolute path in "
                                  "the image, not a path relative to this machine")
-        elif not value.startswith(BUCKETS) and not (
-                vertex and name == "kubeflow.serving_dir" and value.startswith("/gcs/")):
+        elif not value.startswith(BUCKETS):
             raise ValueError(
                 f"{name} '{value}' must be gs://BUCKET/... or s3://BUCKET/...: KFP's launcher "
                 "takes no other pipeline root (a path, file://) and TFX reads no minio:// "
                 "(give MinIO as s3:// with storage.s3_endpoint), and a step writes no "
-                "volume (the compiled spec mounts none)" + (
-                    "; on Vertex AI the push folder may also be /gcs/BUCKET/..." if vertex
-                    else ""))
-    secret = [arg for arg in list(kubeflow.beam_args or config.beam_args)
-              if arg.split("=", 1)[0] in SECRET_BEAM_OPTIONS]
-    if secret:
-        raise ValueError(f"{secret[0].split('=', 1)[0]} in the Beam options would be written "
-                         "into the compiled spec, which KFP stores and shows: give S3 "
-                         "credentials to the pods from a Kubernetes Secret as "
-                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the cluster's "
-                         "workload identity) instead")
+                "volume (the compiled spec mounts none; on Vertex AI give gs://, not its "
+                "/gcs/ mount, where a push's rename is not atomic)")
+    _refuse_secret_beam_options(list(kubeflow.beam_args or config.beam_args))
+
+
+def _refuse_secret_beam_options(args: list) -> None:
+    from apache_beam.options import pipeline_options
+
+    options = pipeline_options.PipelineOptions(args)
+    for view, fields in SECRET_BEAM_OPTIONS.items():
+        values = options.view_as(getattr(pipeline_options, view))
+        for field in fields:
+            if getattr(values, field, None):
+                raise ValueError(
+                    f"--{field} in the Beam options would be written into the compiled "
+                    "spec, which KFP stores and shows: give credentials to the pods from a "
+                    "Kubernetes Secret (as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for "
+                    "S3) or the cluster's workload identity instead")
 
 
 def require_image(config: PipelineConfig) -> None:
@@ -287,6 +295,9 @@ def trainer_resources(kubeflow):
     from kubernetes.utils import parse_quantity
 
     memory = _quantity("kubeflow.trainer_memory", kubeflow.trainer_memory)
+    if parse_quantity(memory) < parse_quantity(MIN_TRAINER_MEMORY):  # '1' is one byte
+        raise ValueError(f"kubeflow.trainer_memory '{memory}' is below "
+                         f"{MIN_TRAINER_MEMORY} (a bare number is bytes): e.g. 16G or 16Gi")
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
         cpu_limit=kubeflow.trainer_cpu, memory_limit=float(parse_quantity(memory)) / 1e9)
     accelerator = kubeflow.trainer_accelerator

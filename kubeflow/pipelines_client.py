@@ -26,10 +26,11 @@ def kfp_cron(cron: str) -> str:
     if len(fields) != 6:
         raise ValueError(f"kubeflow.cron '{cron}': expected 5 fields (minute hour day month "
                          "weekday)")
-    if re.search(r"#|(?<![A-Za-z])L|(?<=\d)W|\bW\b", " ".join(fields)):  # not JUL, WED
+    if re.search(r"#|(?<![A-Za-z])L|(?<=\d)W|\bW\b", " ".join(fields), re.I):  # not JUL
         raise ValueError(f"kubeflow.cron '{cron}': KFP's scheduler reads no L, W or #")
-    if any(part.split("-")[0] == "7" or part.endswith("-7") for part in
-           fields[5].replace("/", ",").split(",")):
+    ends = [end for item in fields[5].split(",")  # a range's ends, not its step (*/7)
+            for end in item.split("/")[0].split("-")]
+    if any(end.isdigit() and int(end) == 7 for end in ends):
         raise ValueError(f"kubeflow.cron '{cron}': KFP's scheduler takes weekdays 0-6 "
                          "(Sunday is 0, not 7)")
     return " ".join(fields)
@@ -85,10 +86,11 @@ def schedule(config: PipelineConfig, spec_file: str, job_name: str,
              token: Optional[str] = None) -> str:
     """Creates a recurring run on ``kubeflow.cron`` (max concurrency 1, no catch-up);
     returns its id."""
+    cron = kfp_cron(config.kubeflow.cron)  # refused before any request
     client = _client(config, spec_file, token)
     job = client.create_recurring_run(
         experiment_id=_experiment_id(client, config),
-        job_name=job_name, cron_expression=kfp_cron(config.kubeflow.cron),
+        job_name=job_name, cron_expression=cron,
         max_concurrency=1, no_catchup=True, pipeline_package_path=spec_file,
         service_account=_service_account(config),
         enable_caching=None)  # the compiled spec says which steps cache

@@ -119,10 +119,17 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     ({"kubeflow.serving_dir": "/mnt/serving"}, "kubeflow.serving_dir '/mnt/serving' must be"),
     ({"kubeflow.beam_args": "--runner=PortableRunner --s3_secret_access_key=SuperSecret"},
      "--s3_secret_access_key in the Beam options would be written into the compiled spec"),
+    # as Beam reads them: two arguments, an abbreviation, the top-level beam_args
+    ({"kubeflow.beam_args": "--s3_access_key_id SuperSecret"}, "--s3_access_key_id in"),
+    ({"kubeflow.beam_args": "--s3_secret=SuperSecret"}, "--s3_secret_access_key in"),
+    ({"beam_args": "--azure_connection_string=SuperSecret"}, "--azure_connection_string in"),
     ({"kubeflow.trainer_accelerator": "TPU_V3"},
      "kubeflow.trainer_accelerator 'TPU_V3': the Trainer pod takes a Kubernetes resource"),
     ({"kubeflow.trainer_memory": "16GB"},
      "kubeflow.trainer_memory '16GB': expected a positive Kubernetes quantity"),
+    ({"kubeflow.trainer_memory": "16"}, "is below 256Mi (a bare number is bytes)"),
+    # Cloud Storage FUSE: the push's rename of a folder is not atomic there
+    ({"kubeflow.serving_dir": "/gcs/bucket/serving"}, "must be gs://BUCKET"),
 ])
 def test_compile_refuses_what_could_only_fail_on_the_cluster(settings, message, tmp_path):
     spec_file = tmp_path / "p.yaml"

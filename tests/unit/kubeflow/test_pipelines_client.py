@@ -96,6 +96,16 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     assert job["pipeline_spec"]["root"] == raw["root"]
 
 
+def test_schedule_refuses_its_cron_before_any_request(spec, kfp_api, capsys):
+    host, requests = kfp_api
+    assert main(["kubeflow", "schedule", "--spec", spec[0], "--run_name", "nightly",
+                 "--kubeflow.host", host, "--kubeflow.cron", "0 3 * * 7",
+                 "--kubeflow.image", IMAGE, "--kubeflow.serving_image", SERVING_IMAGE,
+                 *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]) == 1
+    assert "Sunday is 0, not 7" in capsys.readouterr().err
+    assert requests == []  # not even the experiment
+
+
 def test_cron_conversion_and_errors(tmp_path):
     assert pipelines_client.kfp_cron("0 3 * * *") == "0 0 3 * * *"
     assert pipelines_client.kfp_cron("0 0 3 * * *") == "0 0 3 * * *"
@@ -107,9 +117,12 @@ def test_cron_conversion_and_errors(tmp_path):
     for cron, message in [("TZ=Europe/Berlin 0 3 * * *", "no CRON_TZ=/TZ= prefix"),
                           ("0 3 * * 7", "Sunday is 0, not 7"),
                           ("0 3 * * 5-7", "Sunday is 0, not 7"),
-                          ("0 3 L * *", "no L, W or #"), ("0 3 * * 1#2", "no L, W or #")]:
+                          ("0 3 * * 07", "Sunday is 0, not 7"),
+                          ("0 3 L * *", "no L, W or #"), ("0 3 l * *", "no L, W or #"),
+                          ("0 3 * * 1#2", "no L, W or #")]:
         with pytest.raises(ValueError, match=message):
             pipelines_client.kfp_cron(cron)
+    assert pipelines_client.kfp_cron("0 3 * * */7") == "0 0 3 * * */7"  # a step, not Sunday
     with pytest.raises(ValueError, match="kubeflow.host is required"):
         pipelines_client.submit(_config(), str(tmp_path / "p.yaml"), "r")
     assert main(["kubeflow", "submit", "--spec", str(tmp_path / "missing.yaml"),
