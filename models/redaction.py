@@ -32,6 +32,9 @@ from models.tokenizer import CONTROL_CHARS
 # The tokenizer drops CONTROL_CHARS; they are dropped here first, so what is checked is
 # what the model reads. U+001E, one of them, marks the candidates.
 SENTINEL = "\x1e"
+# What becomes one ASCII space: a run of spaces and tabs, or one space that is not ASCII's
+# (the Unicode space separators, \p{Zs}, but U+0020).
+SPACES = r"[\p{Zs}\t]{2,}|[\t\x{A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}]"
 
 # Letters of the alphabetic scripts an address may be written in; CJK text around an
 # address usually has no space before it, so Han/Kana/Hangul are left out.
@@ -42,8 +45,10 @@ _URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
 _URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
 URL = rf"(?i:(?:https?|ftp)://|www\.)[{_URL_CHAR}]*[{_URL_END}]"
 IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
-CARD = (r"\b(?:[0-9]{13,19}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}"
-        r"|[0-9]{4}(?:[ -][0-9]{4}){2}[ -][0-9]{1,4}(?:[ -][0-9]{3})?)\b")
+_DASH = r"\p{Pd}"  # '-', and the en dash and the others a word processor writes
+CARD = (rf"\b(?:[0-9]{{13,19}}|[0-9]{{4}}[ {_DASH}][0-9]{{6}}[ {_DASH}][0-9]{{4,5}}"
+        rf"|[0-9]{{4}}(?:[ {_DASH}][0-9]{{4}}){{2}}[ {_DASH}][0-9]{{1,4}}"
+        rf"(?:[ {_DASH}][0-9]{{3}})?)\b")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"\b{_OCTET}(?:\.{_OCTET}){{3}}\b"
 _H = r"[0-9A-Fa-f]{1,4}"
@@ -63,7 +68,7 @@ IPV6 = "(?:" + "|".join([
     rf":(?::{_H}){{1,7}}",
     rf"(?:{_H}:){{1,7}}:",
 ]) + ")"
-_SEP = r"[ .\-/]"
+_SEP = rf"[ ./{_DASH}]"
 _EXTENSION = r"(?: ?(?:x|ext\.? ?)[0-9]{1,6})?"
 PHONE = "(?:" + "|".join([
     # +CC or 00CC, then digits and (area) groups with single separators: +44 (0)20 7946 0958
@@ -71,7 +76,8 @@ PHONE = "(?:" + "|".join([
     # (area) code: (555) 123-4567, (0161) 496 0066
     rf"\((?:0[0-9]{{1,5}}|[2-9][0-9]{{2}})\){_SEP}?(?:{_SEP}?[0-9]){{5,10}}",
     # Three groups: 555-123-4567, 1-800-555-0199, 555.123.4567, 31-7643-0392
-    r"\b(?:1[ .-])?(?:[2-9][0-9]{2}[ .-][0-9]{3}|[0-9]{2,3}-[0-9]{3,4})[ .-][0-9]{4}",
+    rf"\b(?:1[ .{_DASH}])?(?:[2-9][0-9]{{2}}[ .{_DASH}][0-9]{{3}}"
+    rf"|[0-9]{{2,3}}{_DASH}[0-9]{{3,4}})[ .{_DASH}][0-9]{{4}}",
     # National numbers with the trunk prefix 0: 06 12 34 56 78, 030/123456, 0612345678
     rf"\b0[1-9](?:{_SEP}?[0-9]){{6,10}}",
     # Mainland China mobile numbers: 13912345678
@@ -285,6 +291,9 @@ class Redactor(tf.Module):
     def _redact(self, texts: tf.Tensor) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
         batch = tf.shape(texts, out_type=tf.int64)[0]
         texts = tf.strings.regex_replace(texts, CONTROL_CHARS, "")
+        # Unicode spaces (no-break, narrow no-break), tabs and runs of them are one space
+        # to the tokenizer, and to the patterns from here: "06\xa012 34 56 78" is a phone.
+        texts = tf.strings.regex_replace(texts, SPACES, " ")
         marked = tf.strings.regex_replace(texts, self._combined, rf"{SENTINEL}\0{SENTINEL}")
         found = tf.reduce_any(tf.strings.length(marked) > tf.strings.length(texts))
         zeros = tf.zeros(tf.expand_dims(batch, 0), tf.int64)
@@ -307,7 +316,7 @@ class Redactor(tf.Module):
         # A checked candidate that fails may have taken in one group too many ("... 7034
         # BIC"): the candidate without its last space/dash-separated group is checked too,
         # in the same ops (the second half of each tensor below).
-        shorter = tf.strings.regex_replace(candidates, "[ -][^ -]*$", "")
+        shorter = tf.strings.regex_replace(candidates, rf"[ {_DASH}][^ {_DASH}]*$", "")
         tail = tf.strings.substr(candidates, tf.strings.length(shorter),
                                  tf.strings.length(candidates) - tf.strings.length(shorter))
         both = tf.concat([candidates, shorter], 0)

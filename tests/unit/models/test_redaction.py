@@ -187,6 +187,25 @@ def test_invisible_characters_do_not_hide_personal_data():
     assert _texts(redacted) == ["mail [unused1] now"]
 
 
+@pytest.mark.parametrize("value,kind", [
+    ("06\xa012\xa034\xa056\xa078", "phone"),  # no-break spaces
+    ("06\u202f12\u202f34\u202f56\u202f78", "phone"),  # narrow no-break (French)
+    ("+44\xa020\xa07946\xa00958", "phone"),
+    ("06  12  34  56  78", "phone"),  # two spaces
+    ("06\t12 34 56 78", "phone"),
+    ("555\u2013123\u20134567", "phone"),  # en dashes
+    ("4111\xa01111\xa01111\xa01111", "card"),
+    ("5500\u20130000\u20130000\u20130004", "card"),
+    ("DE89\xa03704\xa00044\xa00532\xa00130\xa000", "iban"),
+])
+def test_unicode_spaces_and_dashes_do_not_hide_personal_data(value, kind):
+    """The tokenizer reads them as the ASCII space and dash; the patterns took only those,
+    so these numbers were written, stored and shown whole."""
+    redacted, counts = redact(tf.constant([f"Tel {value} ok"]))
+    assert _texts(redacted) == [f"Tel {PLACEHOLDER[kind]} ok"]
+    assert counts[kind].numpy().tolist() == [1]
+
+
 def test_redacting_twice_changes_nothing():
     texts = [context.format(value) for _, value, context in POSITIVES] + NEGATIVES
     once, _ = redact(tf.constant(texts))
