@@ -359,7 +359,9 @@ def _resolve(setting: str, name: str, columns: list[str], source: str) -> list[i
     if unknown or not indexes:
         hint = ("; if the file has no header row, name its columns with data.column_names"
                 if source == "the header" else "")
-        shown = [excerpt(column) for column in columns]  # a headerless file's first row
+        # A headerless file's first row is data: at most one excerpt of it, as of any row
+        shown = (f"({len(columns)} columns: '{excerpt(', '.join(columns))}')"
+                 if source == "the header" else columns)
         raise _SettingError(
             f"columns {unknown or [setting]} not in {source} {shown}; set {name} to "
             f"column names or 0-based positions{hint}")

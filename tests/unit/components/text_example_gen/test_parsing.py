@@ -108,7 +108,7 @@ def test_headerless_csv_by_names_joins_text_columns():
 
 def test_headerless_file_read_with_a_header_says_which_setting_to_use():
     with pytest.raises(InputDataError, match=r"news.csv: columns \['sentence'\] not in the "
-                       r"header \['3', 'Fears for T N pension after talks', .*set "
+                       r"header \(3 columns: '3, Fears for T N pension after talks, .*set "
                        r"data.text_column .*name its columns with data.column_names"):
         parse("news.csv", NEWS, CONFIG)
 
@@ -166,7 +166,7 @@ def test_jsonl_pairs_and_joined_keys():
     ("n.tsv", b"s\tp\tl\na\t\t1\n", ReaderConfig("s", "l", text_pair_column="p"),
      r"line 2: empty text pair in 'p'"),
     ("n.tsv", b"s\tl\na\t1\n", ReaderConfig("s", "l", text_pair_column="q"),
-     r"columns \['q'\] not in the header \['s', 'l'\]; set data.text_pair_column"),
+     r"columns \['q'\] not in the header \(2 columns: 's, l'\); set data.text_pair_column"),
     ("n.tsv", b"s\tl\na\tb\t1\n", ReaderConfig("s", "l", quoting="none"),
      r"line 2: expected 2 fields, found 3 \(a field holds the delimiter\? .*data.quoting csv"),
     ("n.jsonl", b'{"s": "a", "l": 1}\n', ReaderConfig("s", "l", column_names=("s", "l")),
@@ -207,6 +207,17 @@ def test_a_backslash_before_a_closing_quote_elsewhere_does_not_change_the_hint()
     assert "line 3: malformed row" in str(error.value)
     assert "set data.quoting none" in str(error.value)
     assert "backslash" not in str(error.value)
+
+
+def test_a_headerless_first_row_is_quoted_once_and_short():
+    """The first row of a file without a header is data: each of its fields was quoted
+    (40 characters each), so a name and a postal address came through whole."""
+    row = "Jane Roe,12 Baker Street London NW1 6XE,a long and lovely review of it,1"
+    with pytest.raises(InputDataError) as error:
+        parse("n.csv", (row + "\n").encode(), ReaderConfig("review", "label"))
+    message = str(error.value)
+    assert "not in the header (4 columns: 'Jane Roe, 12 Baker Street London NW1 6X…')" in message
+    assert "lovely" not in message
 
 
 def test_unknown_quoting_is_refused():
