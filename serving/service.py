@@ -12,7 +12,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from serving.contract import (LABEL_SET, REDACT_SIGNATURE, TEXT_FEATURE, TEXT_INPUT,
+from serving.contract import (ASSETS_EXTRA, INPUT_CONTRACT, LABEL_SET, MODEL_INFO_FILE,
+                              REDACT_SIGNATURE, TEXT_FEATURE, TEXT_INPUT,
                               TEXT_PAIR_FEATURE)
 from serving.deadlines import Deadline
 from serving.drain import Drain
@@ -33,6 +34,23 @@ class ModelRef:
     label: Optional[str] = None
 
 
+def _redacts(version_path: str) -> bool:
+    """Whether a version's redaction (model_info.json's input privacy) redacts anything;
+    a model without that record (not this pipeline's) is taken at its signature."""
+    import json
+    import os
+
+    import tensorflow as tf
+    path = os.path.join(version_path, ASSETS_EXTRA, MODEL_INFO_FILE)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            privacy = json.load(f).get(INPUT_CONTRACT, {}).get("privacy") or {}
+    except (tf.errors.NotFoundError, ValueError, AttributeError):
+        return True
+    return privacy.get("redact") not in ("none", "", None, []) or bool(
+        privacy.get("custom_patterns"))
+
+
 class Service:
     def __init__(self, store: ModelStore, metrics: Optional[Metrics] = None,
                  feedback=None):
@@ -40,6 +58,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.feedback = feedback  # serving.feedback.FeedbackLog, when recording is on
         self._unredactable: set = set()  # (model, version) without redact_text: warned
+        self._redacting: Dict[Tuple[str, int], bool] = {}  # whether its redact_text does
         self.drain = Drain()  # readiness and requests in flight (serving/drain.py)
 
     @contextmanager
@@ -93,12 +112,20 @@ class Service:
         them; a model without it records nothing (raw text is never stored), once logged."""
         try:
             servable.signature(REDACT_SIGNATURE)
+            key = (servable.name, servable.version)
+            if key not in self._redacting:  # read once per version
+                self._redacting[key] = _redacts(servable.path)
+            why = None if self._redacting[key] else (
+                "it was trained with privacy.redact none, so its '%s' signature returns the "
+                "text as it came")
         except SignatureNotFound:
+            why = ("it has no '%s' signature (export it with this project's pipeline, with "
+                   "redaction on)")
+        if why:
             if (servable.name, servable.version) not in self._unredactable:
                 self._unredactable.add((servable.name, servable.version))
-                log.warning("feedback not recorded for model '%s' version %d: it has no "
-                            "'%s' signature, and raw text is never stored (export it "
-                            "with this project's pipeline)", servable.name,
+                log.warning("feedback not recorded for model '%s' version %d: " + why +
+                            ", and raw text is never stored", servable.name,
                             servable.version, REDACT_SIGNATURE)
             return []
         try:  # best effort: the prediction is answered whatever recording meets

@@ -80,7 +80,9 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
     folder = scheduler.collect_feedback()
     assert folder == str(data / "span-2")
     records = read_file(str(data / "span-2" / "feedback.tsv"), ReaderConfig("sentence", "label"))
-    assert sorted((r.label, r.text) for r in records) == [("long", "hi"), ("short", TRICKY)]
+    # As redacted: quotes and the line break kept, the tab one space (as the model reads it)
+    assert sorted((r.label, r.text) for r in records) == [
+        ("long", "hi"), ("short", TRICKY.replace("\t", " "))]
     assert scheduler.due() == "new span 2"
     assert scheduler.collect_feedback() is None  # nothing is exported twice
     assert export_span(str(feedback), feedback_data(data, text_column="sentence")) is None
@@ -115,6 +117,31 @@ def test_server_enforces_retention_at_start_and_on_writes(tmp_path):
             # Loopback without tokens: the caller is anonymous.
             assert rest.correct([{"id": new[0], "label": "long"}]) == 1
         assert [c["caller"] for c in read_jsonl(str(folder / CORRECTIONS))] == ["anonymous"]
+
+
+def test_a_model_trained_without_redaction_records_nothing(tmp_path):
+    """privacy.redact none: the model's redact_text returns the text as it came, so
+    recording it stored raw personal data, against the promise that it never is."""
+    from models.redaction import Redactor
+    from tests.support.feedback_models import RedactingTextLength
+
+    module = RedactingTextLength()
+    module.redactor = Redactor("none")
+    base = tmp_path / "models" / "clf"
+    export_redacting(str(base), module)
+    (base / "1" / "assets.extra").mkdir()
+    (base / "1" / "assets.extra" / "model_info.json").write_text(json.dumps(
+        {"input": {"privacy": {"redact": "none"}}}))
+    with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
+                        "--feedback_dir", str(tmp_path / "feedback")]) as server:
+        with RestClient(server.rest_url, Target("clf")) as rest:
+            for _ in range(2):
+                [prediction] = rest.predict_texts([PERSONAL])
+                assert prediction.id is None and prediction.label == "long"
+        log = server.log()
+    assert not os.path.exists(tmp_path / "feedback" / PREDICTIONS)
+    assert log.count("feedback not recorded for model 'clf' version 1: it was trained with "
+                     "privacy.redact none") == 1
 
 
 def test_server_logs_neither_query_strings_nor_request_bodies(tmp_path):
