@@ -207,7 +207,11 @@ def _cmd_score(args) -> int:
         print(f"  label {label}: {correct}/{total} correct, F1 {result.f1(label):.4f}")
     if args.predictions:
         import json
-        with open(args.predictions, "w", encoding="utf-8") as f:
+        # texts as the model redacts them; for its owner alone all the same
+        if os.path.exists(args.predictions):
+            os.remove(args.predictions)  # a new file, created 0600 (not an old mode)
+        with os.fdopen(os.open(args.predictions, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                               0o600), "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
         print(f"predictions: {args.predictions} (one JSON line per row, in file order)")
     return 0

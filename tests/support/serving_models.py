@@ -150,13 +150,21 @@ class LengthClassifier(tf.Module):
         return {"scores": scores, "classes": tf.tile(tf.constant([list(self.labels)]),
                                                      [tf.shape(scores)[0], 1])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def redact_text(self, text):
+        """Digits as '#': a stand-in for the project's redaction."""
+        return {"text": tf.strings.regex_replace(text, "[0-9]", "#")}
 
-def export_length_classifier(version_dir: str) -> str:
-    """LengthClassifier, with its labels in assets.extra/labels.txt as the project's."""
+
+def export_length_classifier(version_dir: str, redacting: bool = False) -> str:
+    """LengthClassifier, with its labels in assets.extra/labels.txt as the project's (and
+    with ``redacting``, its redact_text signature)."""
     module = LengthClassifier()
     tf.saved_model.save(module, version_dir, signatures={
         "predict_text": module.predict_text.get_concrete_function(),
-        "classify": module.classify.get_concrete_function()})
+        "classify": module.classify.get_concrete_function(),
+        **({"redact_text": module.redact_text.get_concrete_function()} if redacting
+           else {})})
     set_method_name(version_dir, "classify", CLASSIFY)
     os.makedirs(os.path.join(version_dir, "assets.extra"), exist_ok=True)
     with open(os.path.join(version_dir, "assets.extra", "labels.txt"), "w") as f:

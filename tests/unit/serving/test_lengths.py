@@ -89,19 +89,24 @@ def test_concurrent_callers_of_a_length_aware_batcher_get_their_own_rows_in_orde
 
 def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys):
     import json
+    import os
 
     from cli.main import main
     from tests.support.serving_models import export_length_classifier
-    export_length_classifier(str(tmp_path / "m" / "1"))
+    export_length_classifier(str(tmp_path / "m" / "1"), redacting=True)
+    texts = [f"{t} 7" for t in TEXTS]  # a digit each: the stand-in redaction's data
     data = tmp_path / "dev.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{_expected(t)}\n" for t in TEXTS))
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{_expected(t)}\n" for t in texts))
     out = tmp_path / "predictions.jsonl"
     assert main(["score", "--model", str(tmp_path / "m"), "--data", str(data),
                  "--batch_size", "3", "--predictions", str(out)]) == 0
     assert "8 examples, accuracy 1.0000" in capsys.readouterr().out
+    # The texts as the model's redact_text writes them (raw, they were stored as given),
+    # in a file only its owner reads
+    assert os.stat(out).st_mode & 0o777 == 0o600
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["text"] for r in rows] == TEXTS
-    assert [r["predicted"] for r in rows] == [[_expected(t)] for t in TEXTS]
+    assert [r["text"] for r in rows] == [f"{t} #" for t in TEXTS]
+    assert [r["predicted"] for r in rows] == [[_expected(t)] for t in texts]
     # Each probability named by its label (labels.txt's order is not sorted).
     assert all(set(r["probabilities"]) == {"short", "long"} for r in rows)
     assert all((r["probabilities"]["long"] > 0.5) == (_expected(r["text"]) == "long")
