@@ -39,7 +39,7 @@ SPACES = r"[\p{Zs}\t]{2,}|[\t\x{A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3
 # Letters of the alphabetic scripts an address may be written in; CJK text around an
 # address usually has no space before it, so Han/Kana/Hangul are left out.
 _LETTER = r"\p{Latin}\p{Greek}\p{Cyrillic}\p{M}0-9"
-EMAIL = (rf"[{_LETTER}_%+-]+(?:\.[{_LETTER}_%+-]+)*@"
+EMAIL = (rf"[{_LETTER}_%+-]+(?:['.][{_LETTER}_%+-]+)*@"  # o'connor@: the apostrophe inside
          rf"(?:[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?\.)+(?:[A-Za-z]{{2,24}}|xn--[A-Za-z0-9-]+)")
 _URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
 _URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...

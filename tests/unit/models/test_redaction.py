@@ -19,6 +19,7 @@ POSITIVES = [
     ("email", "zhang.wei@example.cn", "请联系{}谢谢"),
     ("email", "jürgen.müller@exemple.fr", "Écrivez à {}."),
     ("email", "first.last+tag@sub.example.co.uk", "Mail: {}"),
+    ("email", "mary.o'connor@example.ie", "Write to '{}'."),  # no "mary.o'" left
     ("url", "https://www.example.fr/chemin?a=1&b=2", "Voir {} pour plus."),
     ("url", "http://example.cn/path/page.html", "访问{}。"),
     ("url", "www.shop.example.com/cart", "(go to {})"),
