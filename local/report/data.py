@@ -70,6 +70,21 @@ def feature_name(feature) -> str:
     return ".".join(feature.path.step) or feature.name
 
 
+TEXT_FEATURES = (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
+
+
+def _shown(values: list) -> list:
+    """Top text values as the report shows them: with privacy.at_ingestion false the
+    statistics hold raw texts, so every built-in type of personal data is replaced."""
+    if not values:
+        return values
+    import tensorflow as tf
+
+    from models.redaction import Redactor
+    redacted = Redactor("all")(tf.constant(values))[0].numpy()
+    return [v.decode("utf-8", errors="replace") for v in redacted]
+
+
 def feature_stats(feature) -> FeatureStats:
     if feature.HasField("num_stats"):
         s = feature.num_stats
@@ -82,7 +97,14 @@ def feature_stats(feature) -> FeatureStats:
                         s.common_stats.num_non_missing, s.common_stats.num_missing,
                         {"unique": s.unique, "avg length (chars)": s.avg_length,
                          "values per row": s.common_stats.avg_num_values},
-                        [(v.value, v.frequency) for v in s.top_values[:5]])
+                        _top_values(feature_name(feature), s.top_values[:5]))
+
+
+def _top_values(name: str, top_values) -> list:
+    values = [v.value for v in top_values]
+    if name in TEXT_FEATURES:
+        values = _shown(values)
+    return list(zip(values, (v.frequency for v in top_values)))
 
 
 def feature_table(stats: dict) -> dict:

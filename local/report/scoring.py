@@ -135,21 +135,33 @@ def score(model_uri: str, examples_uri: str, labels: Sequence[str],
         return None
     model_dir = os.path.join(model_uri, contract.SERVING_MODEL_DIR)
     info = _model_info(model_dir)
-    predict = tf.saved_model.load(model_dir).signatures[contract.EXAMPLES_SIGNATURE]
+    model = tf.saved_model.load(model_dir)
+    predict = model.signatures[contract.EXAMPLES_SIGNATURE]
+    # Examples hold raw text with privacy.at_ingestion false: shown as the model redacts
+    redact = model.signatures.get(contract.REDACT_SIGNATURE)
     probabilities = np.concatenate([
         predict(**{contract.EXAMPLES_INPUT: tf.constant(serialized[i:i + BATCH])})[
             contract.PROBABILITIES].numpy() for i in range(0, len(serialized), BATCH)])
     index = {label: i for i, label in enumerate(labels)}
     truth = np.zeros((len(serialized), len(labels)))
-    texts, names = [], placeholder_names() if placeholders is None else placeholders
+    rows, names = [], placeholder_names() if placeholders is None else placeholders
     for row, record in enumerate(serialized):
         example = tf.train.Example.FromString(record).features.feature
         for value in example[contract.LABEL_FEATURE].bytes_list.value:
             if value.decode() in index:
                 truth[row, index[value.decode()]] = 1.0
-        texts.append(" ⟂ ".join(readable(example[name].bytes_list.value[0].decode(), names)
-                                 for name in (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
-                                 if name in example and example[name].bytes_list.value))
+        rows.append([example[name].bytes_list.value[0]
+                     for name in (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
+                     if name in example and example[name].bytes_list.value])
+    flat = [part for parts in rows for part in parts]
+    if redact is not None and flat:
+        flat = [value for i in range(0, len(flat), BATCH) for value in redact(
+            **{contract.TEXT_INPUT: tf.constant(flat[i:i + BATCH])})[contract.TEXT_INPUT].numpy()]
+    texts, start = [], 0
+    for parts in rows:
+        texts.append(" ⟂ ".join(readable(part.decode("utf-8", errors="replace"), names)
+                                 for part in flat[start:start + len(parts)]))
+        start += len(parts)
     known = truth.sum(axis=1) > 0  # rows whose labels the model knows
     return Scored([t for t, k in zip(texts, known) if k], truth[known], probabilities[known],
                   bool(info.get("multi_label")), float(info.get("threshold", 0.5)))
