@@ -56,6 +56,8 @@ def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,
         feature.presence.min_count = 1
         feature.ClearField("value_count")
         feature.shape.Clear()
+        if feature.name != contract.LABEL_FEATURE:  # a text's values are no domain
+            feature.ClearField("domain_info")
         if reader.multi_label and feature.name == contract.LABEL_FEATURE:
             feature.value_count.min = 1  # one or more labels per text
         else:

@@ -13,6 +13,12 @@ def test_schema_command_curates_label_domain_and_presence(tmp_path, capsys):
     assert "3 rows; label domain: ['billing', 'facilities', 'it']" in capsys.readouterr().out
     text = out.read_text()
     assert text.count("min_fraction: 1.0") == 2
+    # Three texts: TFDV gave the text a domain of its values, which was removed (they are
+    # data) but still named by the feature: a schema TFDV cannot use.
+    assert text.count("domain:") == 1 and 'domain: "label"' in text
+    import tensorflow_data_validation as tfdv
+    assert [f.name for f in tfdv.load_schema_text(str(out)).feature
+            if f.WhichOneof("domain_info")] == ["label"]
     assert 'value: "billing"\n  value: "facilities"\n  value: "it"' in text
     assert "infinity_norm {\n      threshold: 0.25" in text
     assert "jensen_shannon_divergence {\n      threshold: 0.25" in text
