@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import re
+import stat
 import sys
 import typing
 
@@ -197,7 +198,7 @@ def _cmd_score(args) -> int:
     try:
         _check_batch_size(args.batch_size)
         result = score_file(args.model, args.data, _reader_from_args(args), args.batch_size,
-                            args.allow_unknown_labels)
+                            args.allow_unknown_labels, redact_rows=bool(args.predictions))
     except ValueError as error:  # the reader names pipeline settings; here they are flags
         settings = "|".join(f.name for f in dataclasses.fields(ReaderConfig))
         raise ValueError(re.sub(rf"\bdata\.({settings})\b", r"--\1", str(error))) from None
@@ -207,11 +208,12 @@ def _cmd_score(args) -> int:
         print(f"  label {label}: {correct}/{total} correct, F1 {result.f1(label):.4f}")
     if args.predictions:
         import json
-        # texts as the model redacts them; for its owner alone all the same
-        if os.path.exists(args.predictions):
-            os.remove(args.predictions)  # a new file, created 0600 (not an old mode)
-        with os.fdopen(os.open(args.predictions, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                               0o600), "w", encoding="utf-8") as f:
+        # texts as the model redacts them; for its owner alone all the same (a file that
+        # was there is made 0600 too; a pipe or /dev/stdout is written as it is)
+        fd = os.open(args.predictions, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
         print(f"predictions: {args.predictions} (one JSON line per row, in file order)")
     return 0

@@ -49,11 +49,13 @@ def model_labels(version_dir: str):
 
 
 def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
-               batch_size: int = 64, allow_unknown_labels: bool = False) -> Score:
+               batch_size: int = 64, allow_unknown_labels: bool = False,
+               redact_rows: bool = True) -> Score:
     """Accuracy of the model on a labelled file (sentence pairs with
     ``reader.text_pair_column``; several labels per text with ``reader.label_delimiter``).
     Records run in batches of ``batch_size`` of similar length; ``Score.rows`` keeps
-    the file's order, each row's probabilities by label name. A label the model does not
+    the file's order, each row's probabilities by label name, its texts as the model's
+    ``redact_text`` redacts them (unless not ``redact_rows``). A label the model does not
     have (a file of another task, 'positive' for '1') is refused unless
     ``allow_unknown_labels``."""
     import tensorflow as tf
@@ -125,7 +127,9 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     def named(probabilities: list):
         return dict(zip(labels_of_model, probabilities)) if labels_of_model else probabilities
 
-    redacted = _redacted(model, records, takes_pairs, batch_size)
+    seconds = time.time() - started
+    redacted = _redacted(model, records, takes_pairs, batch_size) if redact_rows else \
+        [(r.text, r.text_pair) for r in records]
     rows = [{"text": r.text, **({"text_pair": r.text_pair} if takes_pairs else {}),
              "labels": list(r.labels), "predicted": labels,
              "probabilities": named(probabilities)}
@@ -135,7 +139,7 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
         if takes_pairs:
             row["text_pair"] = pair
     return Score(len(records), exact / len(records),
-                 {k: tuple(v) for k, v in sorted(per_label.items())}, time.time() - started,
+                 {k: tuple(v) for k, v in sorted(per_label.items())}, seconds,
                  dict(predicted_counts), rows)
 
 

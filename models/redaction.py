@@ -84,7 +84,7 @@ PHONE = "(?:" + "|".join([
     r"\b1[3-9][0-9]{9}",
 ]) + rf"){_EXTENSION}\b"
 # Digit runs a phone pattern also matches but that are dates: 06.12.2023, 01/02/24.
-_DATE = r"[0-9]{1,2}[./-][0-9]{1,2}[./-](?:[0-9]{2}|[0-9]{4})"
+_DATE = rf"[0-9]{{1,2}}[./{_DASH}][0-9]{{1,2}}[./{_DASH}](?:[0-9]{{2}}|[0-9]{{4}})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +181,8 @@ def phone_valid(texts: tf.Tensor) -> tf.Tensor:
 BUILTIN = (
     PiiType("email", EMAIL, "[unused1]"),
     PiiType("url", URL, "[unused2]"),
-    PiiType("phone", PHONE, "[unused3]", phone_valid, not_after=r"[0-9][.\-/]+",
-            not_before=r"[.\-/][0-9]"),
+    PiiType("phone", PHONE, "[unused3]", phone_valid, not_after=rf"[0-9][./{_DASH}]+",
+            not_before=rf"[./{_DASH}][0-9]"),
     PiiType("ipv4", IPV4, "[unused4]", not_after=r"[0-9]\.", not_before=r"\.[0-9]"),
     PiiType("ipv6", IPV6, "[unused5]", not_after=r"[0-9A-Za-z_:]",
             not_before=r"[0-9A-Za-z_:]"),

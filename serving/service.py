@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -35,8 +36,10 @@ class ModelRef:
 
 
 def _redacts(version_path: str) -> bool:
-    """Whether a version's redaction (model_info.json's input privacy) redacts anything;
-    a model without that record (not this pipeline's) is taken at its signature."""
+    """Whether a version's redaction (model_info.json's input privacy) redacts anything,
+    read as the pipeline reads privacy.redact ("all", "none", or types, any case, comma-
+    separated or a list); a model without that record (not this pipeline's) is taken at
+    its signature."""
     import json
     import os
 
@@ -44,11 +47,18 @@ def _redacts(version_path: str) -> bool:
     path = os.path.join(version_path, ASSETS_EXTRA, MODEL_INFO_FILE)
     try:
         with tf.io.gfile.GFile(path) as f:
-            privacy = json.load(f).get(INPUT_CONTRACT, {}).get("privacy") or {}
-    except (tf.errors.NotFoundError, ValueError, AttributeError):
+            info = json.load(f)
+    except (tf.errors.NotFoundError, ValueError):
         return True
-    return privacy.get("redact") not in ("none", "", None, []) or bool(
-        privacy.get("custom_patterns"))
+    privacy = info.get(INPUT_CONTRACT) if isinstance(info, dict) else None
+    privacy = privacy.get("privacy") if isinstance(privacy, dict) else None
+    if not isinstance(privacy, dict):
+        return True  # no record of the run's settings
+    types = privacy.get("redact", "all")
+    types = types.split(",") if isinstance(types, str) else types if isinstance(
+        types, list) else []
+    types = [str(t).strip().lower() for t in types if str(t).strip()]
+    return bool(types and types != ["none"]) or bool(privacy.get("custom_patterns"))
 
 
 class Service:
@@ -58,7 +68,9 @@ class Service:
         self.metrics = metrics or Metrics()
         self.feedback = feedback  # serving.feedback.FeedbackLog, when recording is on
         self._unredactable: set = set()  # (model, version) without redact_text: warned
-        self._redacting: Dict[Tuple[str, int], bool] = {}  # whether its redact_text does
+        # whether each loaded servable's redact_text redacts (a reloaded folder: again)
+        self._redacting: "weakref.WeakKeyDictionary[Servable, bool]" = \
+            weakref.WeakKeyDictionary()
         self.drain = Drain()  # readiness and requests in flight (serving/drain.py)
 
     @contextmanager
@@ -112,10 +124,9 @@ class Service:
         them; a model without it records nothing (raw text is never stored), once logged."""
         try:
             servable.signature(REDACT_SIGNATURE)
-            key = (servable.name, servable.version)
-            if key not in self._redacting:  # read once per version
-                self._redacting[key] = _redacts(servable.path)
-            why = None if self._redacting[key] else (
+            if servable not in self._redacting:  # read once per loaded servable
+                self._redacting[servable] = _redacts(servable.path)
+            why = None if self._redacting[servable] else (
                 "it was trained with privacy.redact none, so its '%s' signature returns the "
                 "text as it came")
         except SignatureNotFound:

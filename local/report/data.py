@@ -80,8 +80,8 @@ def _shown(values: list) -> list:
         return values
     import tensorflow as tf
 
-    from models.redaction import Redactor
-    redacted = Redactor("all")(tf.constant(values))[0].numpy()
+    from models.redaction import from_settings
+    redacted = from_settings({"redact": "all"})(tf.constant(values))[0].numpy()
     return [v.decode("utf-8", errors="replace") for v in redacted]
 
 

@@ -60,6 +60,7 @@ NEGATIVES = [
     "IBAN with a wrong check: DE88 3704 0044 0532 0130 00 and GB83WEST12345698765432.",
     "ISBN 978-3-16-148410-0, PLZ 75008 Paris, 10:30-11:45, MAC 00:1A:2B:3C:4D:5E.",
     "C++ std::vector<int>, ratio 3:2, score 12:30:45.",
+    "on 08\u201312\u20132023 we met; 2020\u20132021, pages 12\u201315, 7\u2013555\u2013123\u20134567.",
     "",
 ]
 

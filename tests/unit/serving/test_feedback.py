@@ -184,3 +184,26 @@ def test_retention_on_a_full_disk_keeps_the_rows_and_leaves_nothing_aside(small_
     os.remove(filler)
     FeedbackLog(str(folder), max_rows=5)
     assert [r["id"] for r in _whole_lines(folder / PREDICTIONS)] == ids[-5:]
+
+
+@pytest.mark.parametrize("privacy,records", [
+    ({"redact": "all", "custom_patterns": []}, True),
+    ({"redact": "email,phone"}, True),
+    ({"redact": ["email"]}, True),
+    ({"redact": "none", "custom_patterns": [["ticket", "TCK-[0-9]+"]]}, True),
+    ({"redact": "none"}, False),
+    ({"redact": "None"}, False),  # the settings take any case and spacing
+    ({"redact": " NONE "}, False),
+    ({"redact": "none,"}, False),
+    ({"redact": []}, False),
+    ("none", True),  # not this pipeline's record: taken at its signature
+])
+def test_whether_a_version_redacts_is_read_as_the_pipeline_reads_its_settings(
+        tmp_path, privacy, records):
+    """A model trained with privacy.redact none records nothing; "None" was read as a
+    type, so its raw texts were recorded."""
+    from serving.service import _redacts
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "model_info.json").write_text(
+        json.dumps({"input": {"privacy": privacy}}))
+    assert _redacts(str(tmp_path)) is records

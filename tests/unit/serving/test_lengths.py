@@ -98,6 +98,8 @@ def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys)
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{_expected(t)}\n" for t in texts))
     out = tmp_path / "predictions.jsonl"
+    out.write_text("an older run's rows\n")
+    os.chmod(out, 0o644)
     assert main(["score", "--model", str(tmp_path / "m"), "--data", str(data),
                  "--batch_size", "3", "--predictions", str(out)]) == 0
     assert "8 examples, accuracy 1.0000" in capsys.readouterr().out
