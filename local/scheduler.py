@@ -7,10 +7,9 @@ than any the history has seen (with ``data.span_pattern``), or a cron time passe
 the last run started, whatever its end (missed times are not caught up one by one: one
 run covers them; with no run recorded, since the scheduler first started, as recorded in
 ``scheduler.started`` beside the history: a ``--once`` from cron counts from its first
-call). A span whose runs
-were killed ``SPAN_ATTEMPTS`` times (an OOM kill, ``kill -9``) is not tried again until
-the next cron time. A tick while another run holds the output root's lock runs nothing
-(its feedback export still happens).
+call). A span whose runs were killed ``SPAN_ATTEMPTS`` times (an OOM kill, ``kill -9``)
+is not tried again until the next cron time. A tick while another run holds the output
+root's lock runs nothing (its feedback export still happens).
 """
 from __future__ import annotations
 
