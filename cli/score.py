@@ -61,6 +61,8 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
+    from models.export import redact_texts
+
     records = read_file(data_file, reader)
     version_dir = latest_version(model_dir)
     labels_of_model = model_labels(version_dir)
@@ -128,41 +130,17 @@ def score_file(model_dir: str, data_file: str, reader: ReaderConfig,
         return dict(zip(labels_of_model, probabilities)) if labels_of_model else probabilities
 
     seconds = time.time() - started
-    redacted = _redacted(model, records, takes_pairs, batch_size) if redact_rows else \
-        [(r.text, r.text_pair) for r in records]
-    rows = [{"text": r.text, **({"text_pair": r.text_pair} if takes_pairs else {}),
+    texts = [r.text for r in records] + ([r.text_pair for r in records] if takes_pairs else [])
+    redacted = redact_texts(model, texts, batch_size) if redact_rows else None
+    if redacted is not None:
+        texts = [value.decode("utf-8", errors="replace") for value in redacted]
+    rows = [{"text": texts[i], **({"text_pair": texts[len(records) + i]} if takes_pairs else {}),
              "labels": list(r.labels), "predicted": labels,
              "probabilities": named(probabilities)}
-            for r, (labels, probabilities) in zip(records, answers)]
-    for row, (text, pair) in zip(rows, redacted):
-        row["text"] = text
-        if takes_pairs:
-            row["text_pair"] = pair
+            for i, (r, (labels, probabilities)) in enumerate(zip(records, answers))]
     return Score(len(records), exact / len(records),
                  {k: tuple(v) for k, v in sorted(per_label.items())}, seconds,
                  dict(predicted_counts), rows)
-
-
-def _redacted(model, records: list, with_pairs: bool, batch_size: int) -> list:
-    """(text, pair) of each record as the model's ``redact_text`` signature redacts them
-    (its run's privacy settings), what ``Score.rows`` holds; as read without one."""
-    import tensorflow as tf
-
-    redact = model.signatures.get(contract.REDACT_SIGNATURE)
-    if redact is None:
-        return [(r.text, r.text_pair) for r in records]
-
-    def run(texts: list) -> list:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            values = redact(**{contract.TEXT_INPUT: tf.constant(texts[start:start + batch_size])})
-            out += [v.decode("utf-8", errors="replace")
-                    for v in values[contract.TEXT_INPUT].numpy()]
-        return out
-
-    texts = run([r.text for r in records])
-    pairs = run([r.text_pair for r in records]) if with_pairs else [None] * len(records)
-    return list(zip(texts, pairs))
 
 
 def _check_columns(reader: ReaderConfig, trained: dict, model_dir: str) -> None:

@@ -294,12 +294,12 @@ def trainer_resources(kubeflow):
 
     from kubernetes.utils import parse_quantity
 
-    memory = _quantity("kubeflow.trainer_memory", kubeflow.trainer_memory)
-    if parse_quantity(memory) < parse_quantity(MIN_TRAINER_MEMORY):  # '1' is one byte
-        raise ValueError(f"kubeflow.trainer_memory '{memory}' is below "
+    memory = parse_quantity(_quantity("kubeflow.trainer_memory", kubeflow.trainer_memory))
+    if memory < parse_quantity(MIN_TRAINER_MEMORY):  # '1' is one byte
+        raise ValueError(f"kubeflow.trainer_memory '{kubeflow.trainer_memory}' is below "
                          f"{MIN_TRAINER_MEMORY} (a bare number is bytes): e.g. 16G or 16Gi")
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
-        cpu_limit=kubeflow.trainer_cpu, memory_limit=float(parse_quantity(memory)) / 1e9)
+        cpu_limit=kubeflow.trainer_cpu, memory_limit=float(memory) / 1e9)
     accelerator = kubeflow.trainer_accelerator
     if accelerator:
         if "/" not in accelerator and not accelerator.upper().startswith("NVIDIA_"):

@@ -302,6 +302,18 @@ def saved_model_ops(saved_model_dir: str) -> set[str]:
     return ops - functions  # calls to the model's own functions are not ops
 
 
+def redact_texts(model, texts: Sequence, batch_size: int = 64) -> Optional[list]:
+    """``texts`` (str or bytes) as a loaded SavedModel's ``redact_text`` signature redacts
+    them (its run's privacy settings), as bytes, ``batch_size`` at a time; None for a
+    model without that signature."""
+    redact = model.signatures.get(contract.REDACT_SIGNATURE)
+    if redact is None:
+        return None
+    return [value for start in range(0, len(texts), batch_size)
+            for value in redact(**{contract.TEXT_INPUT: tf.constant(
+                list(texts[start:start + batch_size]))})[contract.TEXT_INPUT].numpy()]
+
+
 def read_label_names(vocab_file: str) -> list[str]:
     with tf.io.gfile.GFile(vocab_file) as f:
         return [line.rstrip("\n") for line in f]

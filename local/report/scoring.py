@@ -125,6 +125,8 @@ def score(model_uri: str, examples_uri: str, labels: Sequence[str],
     import tensorflow as tf
     import tensorflow_text  # noqa: F401 - registers the tokenizer ops
 
+    from models.export import redact_texts
+
     folder = split_folders(examples_uri).get("eval")
     if folder is None or not labels:
         return None
@@ -137,8 +139,7 @@ def score(model_uri: str, examples_uri: str, labels: Sequence[str],
     info = _model_info(model_dir)
     model = tf.saved_model.load(model_dir)
     predict = model.signatures[contract.EXAMPLES_SIGNATURE]
-    # Examples hold raw text with privacy.at_ingestion false: shown as the model redacts
-    redact = model.signatures.get(contract.REDACT_SIGNATURE)
+
     probabilities = np.concatenate([
         predict(**{contract.EXAMPLES_INPUT: tf.constant(serialized[i:i + BATCH])})[
             contract.PROBABILITIES].numpy() for i in range(0, len(serialized), BATCH)])
@@ -153,10 +154,11 @@ def score(model_uri: str, examples_uri: str, labels: Sequence[str],
         rows.append([example[name].bytes_list.value[0]
                      for name in (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
                      if name in example and example[name].bytes_list.value])
+    # Examples hold raw text with privacy.at_ingestion false: shown as the model redacts
     flat = [part for parts in rows for part in parts]
-    if redact is not None and flat:
-        flat = [value for i in range(0, len(flat), BATCH) for value in redact(
-            **{contract.TEXT_INPUT: tf.constant(flat[i:i + BATCH])})[contract.TEXT_INPUT].numpy()]
+    redacted = redact_texts(model, flat, BATCH)
+    if redacted is not None:
+        flat = redacted
     texts, start = [], 0
     for parts in rows:
         texts.append(" ⟂ ".join(readable(part.decode("utf-8", errors="replace"), names)
