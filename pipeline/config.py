@@ -184,8 +184,8 @@ class KubeflowConfig:
                                     "s3://: KFP's launcher takes no path, TFX no "
                                     "minio://); replaces output.root.")
     serving_dir: str = _field("", "Push destination that TF Serving reads (gs:// or "
-                                  "s3://; on Vertex AI also /gcs/); replaces "
-                                  "output.serving_dir.")
+                                  "s3://; on Vertex AI gs://, not its /gcs/ mount); "
+                                  "replaces output.serving_dir.")
     beam_args: list = _field([], "Beam options for a distributed runner, e.g. "
                                  "--runner=DataflowRunner --project=P --region=R or "
                                  "--runner=PortableRunner --job_endpoint=HOST:8099; "
