@@ -55,7 +55,8 @@ def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfi
                                                  [r.text_pair for r in records])
         pieces = [a + b for a, b in zip(pieces, pair_pieces)]
         unknown = [a + b for a, b in zip(unknown, pair_unknown)]
-    return drift.profile([r.label for r in records], pieces, unknown)
+    # each label of a multi-label row, as TFDV's statistics and the model count them
+    return drift.profile([r.labels or (r.label,) for r in records], pieces, unknown)
 
 
 def _word_pieces(tokenizer, unk_id: int, texts: list) -> tuple[list, list]:

@@ -29,11 +29,14 @@ def length_bucket(pieces: int) -> int:
                 len(LENGTH_BOUNDS))
 
 
-def profile(labels: Sequence[str], piece_counts: Sequence[int],
+def profile(labels: Sequence[Sequence[str]], piece_counts: Sequence[int],
             unknown_counts: Sequence[int]) -> SpanProfile:
+    """Profile of rows given as each row's labels (one, or several when multi-label),
+    word pieces and [UNK] pieces."""
     by_label: Dict[str, int] = {}
-    for label in labels:
-        by_label[label] = by_label.get(label, 0) + 1
+    for row in labels:
+        for label in row:
+            by_label[label] = by_label.get(label, 0) + 1
     lengths = [0] * (len(LENGTH_BOUNDS) + 1)
     for count in piece_counts:
         lengths[length_bucket(count)] += 1

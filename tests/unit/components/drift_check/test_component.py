@@ -75,3 +75,36 @@ def test_drift_in_the_second_text_of_sentence_pairs_is_seen(tmp_path):
     report = json.load(open(tmp_path / "report" / "drift.json"))
     assert report["figures"]["label_l_infinity"] == 0.0
     assert report["figures"]["length_js_divergence"] == pytest.approx(1.0)
+
+
+def _write_label_span(data_dir, number: int, labels: list) -> None:
+    folder = os.path.join(data_dir, f"span-{number}")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "tickets.tsv"), "w", encoding="utf-8") as f:
+        f.write("text\tlabel\n" + "".join(f"ticket {i} about billing\t{label}\n"
+                                           for i, label in enumerate(labels)))
+
+
+def test_multi_label_drift_counts_each_label_not_each_label_string(tmp_path):
+    """With data.label_delimiter, drift is measured on the labels the model learns (each
+    counted once per row, shares of all labels as TFDV's L-infinity takes them): 'a|b' written 'b|a' is no
+    drift, and a label that vanished from rows that keep others is."""
+    from components.drift_check.component import DataDriftError
+    from pipeline.config import load_config
+
+    reader = load_config(None, {"data.text_column": "text", "data.label_column": "label",
+                                "data.label_delimiter": "|"}).data.to_json()
+    data = str(tmp_path / "reordered")
+    _write_label_span(data, 1, ["a|b", "a"] * 20)
+    _write_label_span(data, 2, ["b|a", "a"] * 20)
+    _drift_check(data, reader, str(tmp_path / "report-1"))
+    report = json.load(open(tmp_path / "report-1" / "drift.json"))
+    assert report["problems"] == [] and report["figures"]["label_l_infinity"] == 0.0
+
+    data = str(tmp_path / "vanished")
+    _write_label_span(data, 1, ["a|x", "b|x", "a", "b"] * 10)  # x on half the rows
+    _write_label_span(data, 2, ["a", "b", "a", "b"] * 10)
+    with pytest.raises(DataDriftError, match="label distribution"):
+        _drift_check(data, reader, str(tmp_path / "report-2"))
+    report = json.load(open(tmp_path / "report-2" / "drift.json"))
+    assert report["figures"]["label_l_infinity"] == pytest.approx(1 / 3)  # x: 20 of 60

@@ -24,10 +24,10 @@ def test_limits_come_from_the_curated_schema_and_compare_names_each_problem():
                                       drift.DriftLimits(0.9, 0.9, 0.02))
     assert (limits.label_l_infinity, limits.length_js_divergence,
             limits.unknown_share_increase) == (0.25, 0.25, 0.02)
-    previous = drift.profile(["0", "1"] * 50, [10] * 100, [0] * 100)
-    same = drift.profile(["1", "0"] * 40, [10] * 80, [0] * 80)
+    previous = drift.profile([["0"], ["1"]] * 50, [10] * 100, [0] * 100)
+    same = drift.profile([["1"], ["0"]] * 40, [10] * 80, [0] * 80)
     assert drift.compare(same, previous, limits, "span 2", "span 1")[0] == []
-    shifted = drift.profile(["1"] * 90 + ["0"] * 10, [200] * 100, [20] * 100)
+    shifted = drift.profile([["1"]] * 90 + [["0"]] * 10, [200] * 100, [20] * 100)
     problems, figures = drift.compare(shifted, previous, limits, "span 3", "span 2")
     assert figures["label_l_infinity"] == pytest.approx(0.4)
     assert figures["unknown_share_increase"] == pytest.approx(0.1)
