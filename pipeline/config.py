@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import typing
@@ -107,6 +108,13 @@ class DataConfig(ReaderConfig, DataFiles):
         if self.drift_action not in ("fail", "warn"):
             raise ValueError(f"data.drift_action must be fail or warn, not "
                              f"'{self.drift_action}'")
+        check_share("data.eval_fraction", self.eval_fraction, low_open=True, high_open=True)
+        if self.split == "hash" and not 1 <= round(self.eval_fraction * 100) <= 99:
+            raise ValueError(f"data.eval_fraction {self.eval_fraction} with data.split hash "
+                             f"(100 hash buckets) leaves one split empty: use 0.01 to 0.99")
+        for setting in ("max_label_l_infinity", "max_length_js_divergence",
+                        "max_unknown_share_increase", "max_unknown_share"):
+            check_share(f"data.{setting}", getattr(self, setting))
 
 
 # eval.metric -> the TFMA metric the gate reads (single-label tasks; multi-label tasks
@@ -142,6 +150,8 @@ class EvalConfig:
         if self.metric not in known:
             raise ValueError(f"eval.metric must be one of {', '.join(known)}, not "
                              f"'{self.metric}'")
+        for setting in ("min_accuracy", "max_accuracy_drop", "min_class_recall"):
+            check_share(f"eval.{setting}", getattr(self, setting))  # every gated metric is
         if self.metric == "min_class_recall" and self.min_class_recall > 0:
             raise ValueError("eval.min_class_recall is a floor on min_class_recall already "
                              "gated by eval.metric: set one of them")
@@ -375,6 +385,16 @@ class ScheduleConfig:
                                  f"{getattr(self, name)}")
 
 
+def check_share(setting: str, value: float, low_open: bool = False,
+                high_open: bool = False) -> None:
+    """ValueError naming ``setting`` unless ``value`` is a share: a number in [0, 1] (or
+    open at either end)."""
+    if not (math.isfinite(value) and (0 < value if low_open else 0 <= value)
+            and (value < 1 if high_open else value <= 1)):
+        bounds = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ValueError(f"{setting} must be in {bounds}, not {value}")
+
+
 def pattern_chars_problem(setting: str, value: str, spans: bool) -> Optional[str]:
     """Why TFX's ExampleGen would match no file under ``value`` (data.input_dir, resolved or
     not, or data.span_pattern): it globs them joined with the file pattern, and with spans
@@ -585,6 +605,9 @@ def convert(value: Any, kind: Any, key: str) -> Any:
         if value in (None, "", "none", "None"):
             return None
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and not math.isfinite(value):  # YAML's .nan and .inf
+        raise ValueError(f"{key}: expected a finite number, got {value}")
     if not isinstance(value, str):
         return value
     if kind is bool:
@@ -595,9 +618,12 @@ def convert(value: Any, kind: Any, key: str) -> Any:
         raise ValueError(f"{key}: expected true/false, got '{value}'")
     if kind in (int, float):
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
             raise ValueError(f"{key}: expected {kind.__name__}, got '{value}'") from None
+        if not math.isfinite(number):  # 'nan' and 'inf' parse as floats, and switch off
+            raise ValueError(f"{key}: expected a finite number, got '{value}'")  # bounds
+        return number
     if kind in (list, typing.List[str]) or origin is list:
         return split_list(value, key)
     return value

@@ -29,7 +29,9 @@ A setting takes, last one winning: its default (below), its value in the file gi
 then `--<section>.<setting> VALUE` on the command line of the `bert-pipeline` commands that
 work on the pipeline (`bert-pipeline run --help` lists them all). Defaults are written as
 JSON, which a YAML file takes as well. A list on the command line is a JSON list or items
-separated by spaces (column names: by commas).
+separated by spaces (column names: by commas). A number must be finite (`nan` and `inf` are
+refused: a NaN bound would switch its check off); shares, drift limits and the eval gate's
+bounds must lie in [0, 1].
 """
 
 

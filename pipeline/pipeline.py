@@ -126,8 +126,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                         lower_bound={"value": config.eval.min_accuracy}),
                     change_threshold=tfma.GenericChangeThreshold(
                         direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                        # TFMA passes a change strictly above the bound; the epsilon lets
-                        # an equal value (a drop of exactly max_accuracy_drop) pass.
+                        # TFMA passes a change at or above the bound; the epsilon lets a
+                        # drop of exactly max_accuracy_drop pass despite float rounding
+                        # (0.85 - 0.9 is -0.05000000000000004).
                         absolute={"value": -config.eval.max_accuracy_drop - 1e-9}))))
         if name == "min_class_recall" and config.eval.min_class_recall > 0:
             found.append(tfma.PerSliceMetricThreshold(

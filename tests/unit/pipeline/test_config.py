@@ -57,10 +57,33 @@ def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeyp
      r"data.input_dir 'exports/a\|b' holds \|, which TFX's ExampleGen reads as a glob or "
      r"regular expression character"),
     ({"data.span_pattern": "span-{SPAN}-{x}"}, r"holds \{ \}, which"),
+    # A NaN bound compares false with everything, so it switched its check off; an
+    # accuracy bar above 1 blessed nothing, a negative drop let models regress.
+    ({"data.max_label_l_infinity": "nan"},
+     "data.max_label_l_infinity: expected a finite number, got 'nan'"),
+    ({"model.learning_rate": "inf"}, "model.learning_rate: expected a finite number"),
+    ({"eval.min_class_recall": "-0.5"}, r"eval.min_class_recall must be in \[0, 1\], not -0.5"),
+    ({"eval.min_accuracy": "1.5"}, r"eval.min_accuracy must be in \[0, 1\]"),
+    ({"eval.max_accuracy_drop": "-0.3"}, r"eval.max_accuracy_drop must be in \[0, 1\]"),
+    ({"data.max_unknown_share_increase": "-0.1"},
+     r"data.max_unknown_share_increase must be in \[0, 1\]"),
+    ({"data.eval_fraction": "1"}, r"data.eval_fraction must be in \(0, 1\), not 1.0"),
+    # hash split: 100 buckets, and 0.001 of them is none
+    ({"data.split": "hash", "data.eval_fraction": "0.001"},
+     "data.eval_fraction 0.001 with data.split hash .* leaves one split empty"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+def test_a_config_files_nan_is_refused_too(tmp_path):
+    """YAML's .nan arrives as a float, not as a string to parse."""
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n  max_length_js_divergence: .nan\n")
+    with pytest.raises(ValueError, match="data.max_length_js_divergence: expected a finite "
+                                         "number, got nan"):
+        load_config(str(path))
 
 
 @pytest.mark.parametrize("given,names", [
