@@ -18,7 +18,8 @@ from typing import Dict, Iterable, List, Optional
 import tensorflow as tf
 from google.protobuf import text_format
 
-from serving.model_store import ModelSpec, parse_model_server_config, versions_on_disk
+from serving.model_store import (ModelSpec, parse_model_server_config, version_number,
+                                  versions_on_disk)
 
 LABEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -67,13 +68,12 @@ def parse_assignments(items: Iterable[str]) -> Dict[str, int]:
     labels = {}
     for item in items:
         name, sep, version = item.partition("=")
-        if not sep or not LABEL_NAME.fullmatch(name) or not version.isdigit() \
-                or int(version) <= 0:
+        if not sep or not LABEL_NAME.fullmatch(name) or not version_number(version):
             raise LabelError(f"bad label assignment {item!r}: expected NAME=VERSION, e.g. "
                              "stable=1764012345 (NAME of letters, digits, '_', '.', '-')")
         if name in labels:
             raise LabelError(f"label {name!r} given twice: which version is meant?")
-        labels[name] = int(version)
+        labels[name] = version_number(version)
     if not labels:
         raise LabelError("no label given: e.g. set stable=1764012345 canary=1764099999")
     return labels

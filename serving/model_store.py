@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 import traceback
@@ -174,6 +175,7 @@ class _Model:
         self.states: Dict[int, VersionState] = {}
         self.failures: Dict[int, _Failure] = {}
         self.no_versions_logged: Optional[float] = None  # when it was last said
+        self.base_path_gone_logged: Optional[float] = None  # likewise
 
 
 class ModelStore:
@@ -316,7 +318,17 @@ class ModelStore:
     # -- loading --------------------------------------------------------------------------
     def _sync(self, model: _Model, rescan: bool) -> None:
         if rescan:
-            model.on_disk = versions_on_disk(model.spec.base_path)
+            try:
+                # A base path that vanished with versions loaded (a remount, a folder
+                # swapped by rename) keeps them served, as TF Serving's source errs then
+                # rather than aspire to nothing.
+                model.on_disk = versions_on_disk(model.spec.base_path,
+                                                 missing_ok=not model.loaded)
+            except FileNotFoundError as error:
+                self._log_base_path_gone(model, error)
+                rescan = False
+            else:
+                model.base_path_gone_logged = None
         aspired = model.spec.wanted(sorted(model.on_disk))
         self._give_up_unwanted(model, aspired)  # a deleted folder too: a fresh start
         if rescan:
@@ -338,6 +350,17 @@ class ModelStore:
                 self._set_state(model, version, VersionState(
                     END, f"not retried, no longer aspired; load attempt {failure.attempts} "
                          f"failed: {failure.message}", code))
+
+    def _log_base_path_gone(self, model: _Model, error: OSError) -> None:
+        """Says that the base path is gone and what stays served, then every
+        ``no_versions_log_seconds`` while it is."""
+        now = time.monotonic()
+        last = model.base_path_gone_logged
+        if last is not None and now - last < self.options.no_versions_log_seconds:
+            return
+        model.base_path_gone_logged = now
+        log.error("%s for servable %s: versions %s stay served until it is back", error,
+                  model.spec.name, ", ".join(map(str, sorted(model.loaded))))
 
     def _log_no_versions(self, model: _Model) -> None:
         """While a base path holds no version: says so at once, then every
@@ -600,20 +623,36 @@ def _request_text(name: str, version: Optional[int], label: Optional[str]) -> st
     return f"Servable not found for request: Specific({name}, {version})"
 
 
-def versions_on_disk(base_path: str) -> Dict[int, str]:
-    """Numeric subfolders holding a ``saved_model.pb`` (their load may still fail)."""
+_INT64_MAX = 2 ** 63 - 1
+
+
+def version_number(entry: str) -> Optional[int]:
+    """A version folder's number: ASCII digits within int64 (TF Serving's SimpleAtoi), so
+    '²' or '٣' is no version; None otherwise."""
+    entry = entry.rstrip("/")
+    if not re.fullmatch(r"[0-9]+", entry) or int(entry) > _INT64_MAX:
+        return None
+    return int(entry)
+
+
+def versions_on_disk(base_path: str, missing_ok: bool = True) -> Dict[int, str]:
+    """Numeric subfolders holding a ``saved_model.pb`` (their load may still fail). Two
+    names of one number ('01', '1'): the last in name order, as TF Serving. A missing
+    base path holds none, or with ``missing_ok=False`` is ``FileNotFoundError``."""
     try:
         if not tf.io.gfile.isdir(base_path):
-            return {}
+            if missing_ok:
+                return {}
+            raise FileNotFoundError(f"Could not find base path {base_path}")
         entries = tf.io.gfile.listdir(base_path)
     except tf.errors.OpError as error:  # an unreachable store: keep serving what is loaded
         raise OSError(f"cannot list {base_path}: {error}") from None
     versions = {}
-    for entry in entries:
-        entry = entry.rstrip("/")
+    for entry in sorted(e.rstrip("/") for e in entries):
         path = os.path.join(base_path, entry)
-        if entry.isdigit() and is_saved_model_dir(path):
-            versions[int(entry)] = path
+        number = version_number(entry)
+        if number is not None and is_saved_model_dir(path):
+            versions[number] = path
     return versions
 
 
@@ -644,7 +683,7 @@ def _holds_instead(base_path: str, entries: List[str]) -> str:
     if higher:
         return (f"found versions one level down, under {os.path.join(base_path, higher[0])}"
                 "; point the base path there")
-    numbered = [e for e in folders if e.isdigit()]
+    numbered = [e for e in folders if version_number(e) is not None]
     if numbered:
         return (f"version folders without saved_model.pb ({', '.join(numbered[:5])}): "
                 "incomplete or still being copied")

@@ -480,3 +480,44 @@ def test_an_error_escaping_a_pool_load_is_a_failed_load_not_a_lost_one(tmp_path,
         assert not store._loads
     finally:
         store.stop()
+
+
+def test_a_base_path_that_vanishes_keeps_its_versions_served(tmp_path, caplog):
+    """A remount or a model folder swapped by rename: while the base path is gone, the
+    loaded version serves on (TF Serving's source errs rather than aspire to nothing),
+    said once; a base path missing from the start serves nothing, as before."""
+    base = tmp_path / "reader"
+    export_file_reader(str(base), 1)
+    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
+        file_system_poll_seconds=0))
+    store.start()
+    try:
+        os.rename(base, tmp_path / "reader.old")
+        store.poll_once()
+        store.poll_once()
+        assert store.get("reader").version == 1
+        assert {v: s.state for v, s in store.status("reader").items()} == {1: "AVAILABLE"}
+        gone = [r.getMessage() for r in caplog.records if "Could not find base path" in
+                r.getMessage()]
+        assert gone == [f"Could not find base path {base} for servable reader: versions 1 "
+                        f"stay served until it is back"]
+        os.rename(tmp_path / "reader.old", base)
+        export_file_reader(str(base), 2)
+        store.poll_once()
+        assert store.get("reader").version == 2
+    finally:
+        store.stop()
+
+
+def test_version_folders_are_ascii_numbers_the_last_name_of_one_number_wins(tmp_path):
+    """'²' and '٣' pass str.isdigit(): '²' stopped every poll (int() refuses it) and '٣'
+    loaded as version 3. TF Serving takes ASCII digits within int64 only."""
+    base = tmp_path / "reader"
+    for name in ("1", "01"):
+        export_file_reader(str(base), 1)
+        os.rename(base / "1", base / f"tmp-{name}")
+    os.rename(base / "tmp-1", base / "1")
+    os.rename(base / "tmp-01", base / "01")
+    for name in ("²", "٣", str(2 ** 63)):
+        shutil.copytree(base / "1", base / name)
+    assert model_store.versions_on_disk(str(base)) == {1: str(base / "1")}
