@@ -205,6 +205,9 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
                      "nothing to serve on")
     if args.port and args.port == args.rest_api_port:
         parser.error("--rest_api_port must differ from --port")
+    if args.batching_parameters_file and not args.enable_batching:  # as TF Serving's server.cc
+        parser.error("--batching_parameters_file is set without --enable_batching: add "
+                     "--enable_batching, or drop the file")
     if args.feedback_max_corrections_per_minute < 0:
         parser.error("--feedback_max_corrections_per_minute must be 0 (no limit) or more")
     try:

@@ -16,6 +16,14 @@ def test_tf_serving_flags_are_accepted():
         parse_flags(["--port=8500"])  # no model
 
 
+def test_a_batching_file_needs_enable_batching(capsys, tmp_path):
+    """TF Serving refuses to start so; the file was silently ignored here."""
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", f"--batching_parameters_file={tmp_path}/b.txt"])
+    assert "--batching_parameters_file is set without --enable_batching" in \
+        capsys.readouterr().err
+
+
 def test_folded_weights_need_bfloat16(capsys):
     args = parse_flags(["--model_base_path=/m", "--mixed_precision=bfloat16",
                         "--bfloat16_fold_weights"])
