@@ -183,7 +183,8 @@ def run_fn(fn_args) -> None:
     logging.info("Training starts %s; the classifier reads %s", started_from,
                  POOLING_WORDS[pooling])
     throughput, loss_trend = Throughput(global_batch), training_progress.LossTrend()
-    callbacks = [throughput, loss_trend]
+    callbacks = [training_progress.StopOnNonFiniteLoss(hparams.learning_rate), throughput,
+                 loss_trend]
     if cluster:  # a restarted replica resumes from the last backup, not from step 0
         every = replica_settings.get("backup_every_steps", 0)
         callbacks.append(tf.keras.callbacks.BackupAndRestore(  # kept after fit: a
@@ -202,6 +203,7 @@ def run_fn(fn_args) -> None:
         steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=validation,
         callbacks=callbacks, class_weight=class_weight,
         verbose=0 if hparams.progress_every_steps or not chief else 2)
+    training_progress.check_finite_weights(classifier, hparams.learning_rate)
     stats = {"started_from": started_from, "train_examples": num_train,
              "steps": steps_per_epoch * epochs,
              "fit_seconds": time.time() - started, "precision": precision,

@@ -5,10 +5,12 @@ left at that rate (the first step, which traces the graph, and validation left o
 after each epoch: its loss and metrics (training and validation). ``LossTrend`` keeps
 where the training loss started and ended, for the run summary's undertraining hint.
 Steps count from where training starts: a replica restored from a backup says so and
-goes on from the backup's step.
+goes on from the backup's step. ``StopOnNonFiniteLoss`` and ``check_finite_weights``
+stop a run that diverged.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Callable, Optional, TextIO
@@ -103,6 +105,39 @@ class TrainingProgress(StartStep):
     def on_epoch_end(self, epoch, logs=None):
         self._print(f"epoch {epoch + 1}/{self.epochs} done, "
                     f"{duration(self.clock() - self._started)}: {_figures(logs)}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss or a weight is NaN or infinite."""
+
+
+_DIVERGED_HINT = ("training diverged: lower model.learning_rate (now {rate:g}), or train "
+                  "with model.precision float32; the run stops here, so no model with NaN "
+                  "weights reaches evaluation (it predicts the most common class, and "
+                  "could pass the accuracy bar)")
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """Raises ``NonFiniteLossError`` at the first batch whose loss is NaN or infinite
+    (Keras' TerminateOnNaN only stops, and the NaN model would be exported)."""
+
+    def __init__(self, learning_rate: float):
+        super().__init__()
+        self.learning_rate = learning_rate
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
+            raise NonFiniteLossError(f"the training loss is {float(logs['loss'])} at batch "
+                                     f"{batch + 1}: " + _DIVERGED_HINT.format(
+                                         rate=self.learning_rate))
+
+
+def check_finite_weights(model: tf.keras.Model, learning_rate: float) -> None:
+    """``NonFiniteLossError`` naming the first weight holding NaN or infinity."""
+    for weight in model.weights:
+        if weight.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(weight))):
+            raise NonFiniteLossError(f"weight {weight.name} holds NaN or infinity after "
+                                     f"training: " + _DIVERGED_HINT.format(rate=learning_rate))
 
 
 class LossTrend(StartStep):

@@ -74,3 +74,27 @@ def test_loss_trend_records_where_a_real_fit_started_and_ended():
     assert trend.last < history.history["loss"][-1]
     # ... and close to the loss of the trained model on the whole data.
     assert abs(trend.last - model.evaluate(x, y, verbose=0)) < 0.05
+
+
+def test_a_diverging_fit_stops_with_the_setting_to_change():
+    """A learning rate far too high: the loss turns NaN. Keras trains on (the NaN model
+    predicts the most common class and could pass the accuracy bar); the callback
+    stops the fit at that batch, and the weights check catches NaN weights however they
+    came."""
+    tf.keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(512, 4)).astype("float32") * 1e3
+    y = (x[:, 0] > 0).astype("int64")
+    model = tf.keras.Sequential([tf.keras.layers.Dense(64, activation="relu"),
+                                 tf.keras.layers.Dense(2)])
+    model.compile(optimizer=tf.keras.optimizers.SGD(1e6),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    stop = training_progress.StopOnNonFiniteLoss(1e6)
+    with pytest.raises(training_progress.NonFiniteLossError,
+                       match=r"the training loss is (nan|inf) at batch \d+: training "
+                             r"diverged: lower model.learning_rate \(now 1e\+06\)"):
+        model.fit(x, y, batch_size=32, epochs=3, callbacks=[stop], verbose=0)
+    with pytest.raises(training_progress.NonFiniteLossError, match="holds NaN or infinity"):
+        training_progress.check_finite_weights(model, 1e6)
+    healthy = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+    healthy.build((None, 4))
+    training_progress.check_finite_weights(healthy, 1e-3)  # no error
