@@ -31,7 +31,7 @@ RATE_LIMITED_METRIC = "feedback_requests_rate_limited_total"
 def read_token_file(path: str, flag: str) -> Dict[str, str]:
     """``{token: caller}`` of a token file; errors name ``flag`` and the file (and line)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is no token
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"{flag} {path}: cannot read it: {error}") from None

@@ -120,8 +120,20 @@ class ServerProcess:
             time.sleep(0.2)  # polling the child's readiness, not timing a test
 
 
+def _flag_value(flags: List[str], name: str) -> Optional[str]:
+    """The last value of ``--name VALUE`` or ``--name=VALUE`` in ``flags``, or None."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == f"--{name}" and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(f"--{name}="):
+            value = flag.split("=", 1)[1]
+    return value
+
+
 def _model_names(flags: List[str]) -> List[str]:
-    if "--model_config_file" in flags:
+    config_file = _flag_value(flags, "model_config_file")
+    if config_file:
         from serving.model_store import read_model_config
-        return [s.name for s in read_model_config(flags[flags.index("--model_config_file") + 1])]
-    return [flags[flags.index("--model_name") + 1]] if "--model_name" in flags else ["default"]
+        return [s.name for s in read_model_config(config_file)]
+    return [_flag_value(flags, "model_name") or "default"]

@@ -378,7 +378,7 @@ class RestOptions:
     """What the REST handlers enforce."""
 
     max_body_bytes: int = 64 * 2**20
-    timeout_seconds: float = 30.0  # --rest_api_timeout_in_ms: per request, and per body
+    timeout_seconds: Optional[float] = 30.0  # --rest_api_timeout_in_ms: per request, and per body
     auth: Authenticator = dataclasses.field(default_factory=Authenticator)  # open: none
     cors: bool = False  # --rest_api_enable_cors_support
     limiter: RateLimiter = dataclasses.field(default_factory=lambda: RateLimiter(0))

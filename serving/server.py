@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,8 @@ TF_SERVING_FLAGS = [
     ("rest_api_port", int, 0, "REST port (0: no REST; TF Serving's Docker image uses 8501)."),
     ("rest_api_num_threads", int, _THREADS, "Worker threads for REST requests."),
     ("rest_api_timeout_in_ms", int, 30000,
-     "Deadline of a REST request (504 after it), and of reading its body."),
+     "Deadline of a REST request (504 after it), and of reading its body (0 or less: "
+     "none, as TF Serving)."),
     ("rest_api_enable_cors_support", _bool, False, "Send CORS headers on REST answers."),
     ("enable_batching", _bool, False, "Batch concurrent requests server-side."),
     ("allow_version_labels_for_unavailable_models", _bool, False,
@@ -81,7 +83,8 @@ TF_SERVING_FLAGS = [
     ("tensorflow_session_config_file", str, "", None),
     ("tensorflow_intra_op_parallelism", int, 0, "Threads inside one op (0: TF's choice)."),
     ("tensorflow_inter_op_parallelism", int, 0, "Ops run at once (0: TF's choice)."),
-    ("use_alts_credentials", _bool, False, None),
+    ("use_alts_credentials", _bool, False, "Refused: this server has no ALTS (Google's "
+                                           "transport security); use --ssl_config_file."),
     ("ssl_config_file", str, "",
      "SSLConfig text proto: TLS (mutual with client_verify) for gRPC and REST."),
     ("platform_config_file", str, "", None),
@@ -123,8 +126,17 @@ def channel_arguments(text: str) -> List[tuple]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
-        arguments.append((key, int(value) if value.lstrip("-").isdigit() else value))
+        # an int32 as an integer, anything else as a string, as TF Serving's server.cc
+        number = int(value) if re.fullmatch(r"-?[0-9]+", value) else None
+        arguments.append((key, number if number is not None and -2**31 <= number < 2**31
+                          else value))
     return arguments
+
+
+def rest_timeout(args: argparse.Namespace) -> Optional[float]:
+    """``--rest_api_timeout_in_ms`` in seconds; 0 or less: no deadline, as TF Serving's
+    REST handler sets none then."""
+    return args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -200,6 +212,13 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
     if bool(args.model_base_path) == bool(args.model_config_file):
         parser.error("give either --model_base_path (with --model_name) or "
                      "--model_config_file")
+    for name in ("port", "rest_api_port"):
+        if not 0 <= getattr(args, name) <= 65535:  # the kernel took 70000 as 4464
+            parser.error(f"--{name} must be a port number, 0 to 65535, not "
+                         f"{getattr(args, name)}")
+    if args.use_alts_credentials:  # serving in clear text instead would lower security
+        parser.error("--use_alts_credentials: this server has no ALTS; use "
+                     "--ssl_config_file for TLS")
     if args.port == 0 and args.rest_api_port == 0 and not args.grpc_socket_path:
         parser.error("both --port and --rest_api_port are 0 and no --grpc_socket_path: "
                      "nothing to serve on")
@@ -334,7 +353,7 @@ def serve(args: argparse.Namespace) -> int:
         http = None
         if args.rest_api_port:
             pool = ThreadPoolExecutor(args.rest_api_num_threads, thread_name_prefix="rest")
-            timeout = args.rest_api_timeout_in_ms / 1000
+            timeout = rest_timeout(args)
             app = rest.make_app(service, pool, rest.RestOptions(
                 args.max_request_bytes, timeout, auth, args.rest_api_enable_cors_support,
                 limiter),

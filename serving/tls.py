@@ -8,11 +8,11 @@ travels in clear text to a host that is not loopback.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
 import ssl
-import tempfile
 import urllib.parse
 from typing import Optional
 
@@ -65,14 +65,9 @@ class ServerTLS:
         """The same policy for the REST port (tornado's ``ssl_options``)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        with tempfile.TemporaryDirectory() as folder:  # private (0700); ssl reads files only
-            paths = {}
-            for name, pem in (("cert", self.cert), ("key", self.key)):
-                paths[name] = os.path.join(folder, name)
-                with open(paths[name], "wb") as f:
-                    f.write(pem)
+        with _memory_file(self.cert) as cert, _memory_file(self.key) as key:
             try:
-                context.load_cert_chain(paths["cert"], paths["key"], password=_no_password)
+                context.load_cert_chain(cert, key, password=_no_password)
             except ssl.SSLError as error:
                 raise ValueError(f"server_key/server_cert: not a matching PEM key and "
                                  f"certificate ({error})") from None
@@ -84,6 +79,20 @@ class ServerTLS:
         if self.client_verify:
             context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+
+@contextlib.contextmanager
+def _memory_file(data: bytes):
+    """A path to ``data`` in memory (a memfd: the private key never touches a disk, as
+    Kubernetes keeps Secrets in memory); ssl reads files only."""
+    fd = os.memfd_create("pem", os.MFD_CLOEXEC)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def _no_password():
@@ -101,10 +110,12 @@ def load_ssl_config(path: str) -> ServerTLS:
     config = SSLConfig()
     try:
         text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ValueError(f"SSL config {path}: not an SSLConfig text proto "
-                         f"(server_key, server_cert, custom_ca, client_verify): {error}"
-                         ) from None
+    except text_format.ParseError as error:  # its message may quote a line of the key
+        raise ValueError(f"SSL config {path}: not an SSLConfig text proto (server_key, "
+                         f"server_cert, custom_ca, client_verify) at line {error.GetLine()}, "
+                         f"column {error.GetColumn()}: a field name, quote or brace is "
+                         f"wrong there (the parser's own message is not shown: it may "
+                         f"quote key material)") from None
     for name in ("server_key", "server_cert", "custom_ca"):
         value = getattr(config, name)
         if name != "custom_ca" and not value:

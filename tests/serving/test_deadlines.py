@@ -93,6 +93,17 @@ def test_rest_run_past_its_deadline_is_cancelled_and_frees_the_thread(server):
     assert "Future exception was never retrieved" not in server.log(), server.log()[-2000:]
 
 
+def test_a_rest_timeout_of_zero_sets_no_deadline(spin_base):
+    """As TF Serving's REST handler (timeout_in_ms > 0 only): it answered every request
+    504 "no answer within 0 ms" here."""
+    with ServerProcess(["--model_name", "spin", "--model_base_path", spin_base,
+                        "--rest_api_timeout_in_ms", "0"]) as running:
+        answer = rest_predict(running, 50_000)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": [50_000]}
+        assert requests.get(f"{running.rest_url}/v1/models/spin", timeout=60).status_code == 200
+
+
 def test_rest_regress_past_its_deadline_is_cancelled(server):
     url = f"{server.rest_url}/v1/models/spin:regress"
     slow = requests.post(url, json={"signature_name": "regress",

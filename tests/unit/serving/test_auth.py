@@ -22,6 +22,8 @@ def test_token_files_take_callers_comments_and_several_tokens(tmp_path):
     single.write_text("an0ther\n# again\nan0ther\n")  # rotated in place: the same name
     assert read_token_file(str(single), "--feedback_token_file") == {
         "an0ther": "--feedback_token_file line 1"}
+    single.write_bytes("\ufeffb0m-token  notepad\n".encode())  # a Windows editor's BOM
+    assert read_token_file(str(single), "--auth_token_file") == {"b0m-token": "notepad"}
     (tmp_path / "empty").write_text("# nothing yet\n\n")
     with pytest.raises(ValueError, match="--feedback_token_file .*empty holds no token"):
         read_token_file(str(tmp_path / "empty"), "--feedback_token_file")

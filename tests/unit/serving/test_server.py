@@ -24,6 +24,32 @@ def test_a_batching_file_needs_enable_batching(capsys, tmp_path):
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--port=70000"], "--port must be a port number, 0 to 65535, not 70000"),
+    (["--rest_api_port=-1"], "--rest_api_port must be a port number"),
+    # it served gRPC in clear text with a warning
+    (["--use_alts_credentials=true"], "--use_alts_credentials: this server has no ALTS"),
+])
+def test_flags_that_cannot_be_honoured_are_refused(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        parse_flags(["--model_base_path=/m", *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_channel_arguments_are_int32_or_strings_as_tf_serving():
+    """3000000000 ended the start in an OverflowError traceback."""
+    from serving.server import channel_arguments
+    assert channel_arguments("grpc.max_connection_idle_ms=3000000000,a=-5,b=x1") == [
+        ("grpc.max_connection_idle_ms", "3000000000"), ("a", -5), ("b", "x1")]
+
+
+def test_the_test_helper_reads_model_flags_in_both_forms(tmp_path):
+    from serving.process import _model_names
+    assert _model_names(["--model_name=m", "--model_base_path=/m"]) == ["m"]
+    assert _model_names(["--model_name", "n"]) == ["n"]
+    assert _model_names(["--model_base_path=/m"]) == ["default"]
+
+
 def test_folded_weights_need_bfloat16(capsys):
     args = parse_flags(["--model_base_path=/m", "--mixed_precision=bfloat16",
                         "--bfloat16_fold_weights"])

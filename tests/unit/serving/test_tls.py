@@ -38,6 +38,15 @@ def test_ssl_config_file_errors_name_the_file_and_field(certs, tmp_path, capsys)
         assert str(path) in str(caught.value)
     with pytest.raises(ValueError, match="cannot read it"):
         load_ssl_config(str(tmp_path / "missing.config"))
+    # A key line that lost its quote: protobuf's message quoted the line (key material).
+    good = text_format.MessageToString(SSLConfig(server_key=key, server_cert=cert))
+    key_line = next(line for line in key.splitlines() if not line.startswith("-----"))
+    (tmp_path / "unquoted.config").write_text(
+        "server_key:\n" + "".join(f'  "{line}\\n"\n' if line != key_line else f"  {line}\n"
+                                  for line in key.splitlines()) + good.split("\n", 1)[1])
+    with pytest.raises(ValueError, match=r"at line \d+, column \d+") as caught:
+        load_ssl_config(str(tmp_path / "unquoted.config"))
+    assert key_line[:20] not in str(caught.value)
 
     # The server stops with the same message before it loads any model.
     code = model_server.main(["--model_name", "half", "--model_base_path", str(tmp_path),
