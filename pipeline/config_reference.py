@@ -31,7 +31,9 @@ work on the pipeline (`bert-pipeline run --help` lists them all). Defaults are w
 JSON, which a YAML file takes as well. A list on the command line is a JSON list or items
 separated by spaces (column names: by commas). A number must be finite (`nan` and `inf` are
 refused: a NaN bound would switch its check off); shares, drift limits and the eval gate's
-bounds must lie in [0, 1].
+bounds must lie in [0, 1]; the model's counts and rates in their ranges (batch sizes at least
+1, epochs and the learning rate above 0, warmup_fraction and dropout below 1), all refused
+when the settings are read, before any component runs.
 """
 
 

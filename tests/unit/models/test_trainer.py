@@ -48,3 +48,24 @@ def test_balanced_class_weights_make_the_rare_class_count(tiny_checkpoint):
         logits = classifier.predict(batches, verbose=0).logits
         rare_score[weights is not None] = float(tf.reduce_mean(tf.nn.softmax(logits)[:, 1]))
     assert rare_score[False] < 0.25 and rare_score[True] > 0.4
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("batch_size", 0, "model.batch_size must be at least 1, got 0"),  # ZeroDivisionError
+    ("batch_size", -4, "model.batch_size must be at least 1"),
+    ("eval_batch_size", 0, "model.eval_batch_size must be at least 1"),
+    ("epochs", 0.0, "model.epochs must be above 0"),  # trained one step
+    ("train_steps", -5, "model.train_steps must be 0 .use epochs. or more"),
+    ("learning_rate", -1e-2, "model.learning_rate must be above 0"),  # gradient ascent
+    ("learning_rate", 0.0, "model.learning_rate must be above 0"),
+    ("warmup_fraction", 5.0, "model.warmup_fraction must be from 0 to below 1"),
+    ("weight_decay", -0.1, "model.weight_decay must be 0 or more"),
+    ("dropout", 1.5, "model.dropout must be from 0 to below 1"),
+    ("max_seq_length", 2, "model.max_seq_length must be at least 3"),
+    ("precision", "bf16", "model.precision must be one of auto, float32, mixed_float16, "
+                          "mixed_bfloat16, not 'bf16'"),
+])
+def test_hyperparameters_out_of_range_are_refused_before_any_step(setting, value, message):
+    """They were accepted, and failed after Transform or trained wrongly."""
+    with pytest.raises(ValueError, match=message):
+        ModelHParams(**{setting: value})
