@@ -116,6 +116,13 @@ def read_vocab(checkpoint_dir: str) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
+def tokenizer_sha256(checkpoint_dir: str) -> str:
+    """A fingerprint of how the checkpoint turns text into ids: its vocabulary and casing
+    (recorded in model_info.json; warm start refuses a base model of another)."""
+    text = f"lower_case={is_lower_case(checkpoint_dir)}\n" + "\n".join(read_vocab(checkpoint_dir))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def is_lower_case(checkpoint_dir: str) -> bool:
     """Whether the checkpoint's tokenizer lower-cases (and strips accents)."""
     path = os.path.join(checkpoint_dir, "tokenizer_config.json")

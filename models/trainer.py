@@ -134,6 +134,7 @@ def run_fn(fn_args) -> None:
     checkpoint_dir = checkpoint.resolve_checkpoint_dir(hparams.checkpoint)
     vocab = checkpoint.read_vocab(checkpoint_dir)
     pad_id, sep_id = vocab.index("[PAD]"), vocab.index("[SEP]")
+    tokenizer = checkpoint.tokenizer_sha256(checkpoint_dir)  # recorded; checked at warm start
 
     replica_settings = fn_args.custom_config.get("distribution") or {}
     check_devices(fn_args.custom_config.get("accelerator") or
@@ -178,7 +179,8 @@ def run_fn(fn_args) -> None:
         classifier = model_lib.build_classifier(hparams, len(label_names),
                                                 steps_per_epoch * epochs, checkpoint_dir,
                                                 multi_label=task.multi_label)
-        started_from = _start_weights(classifier, hparams, fn_args, label_names)
+        started_from = _start_weights(classifier, hparams, fn_args, label_names, tokenizer,
+                                      task.multi_label)
     pooling = pooling_of(classifier)
     logging.info("Training starts %s; the classifier reads %s", started_from,
                  POOLING_WORDS[pooling])
@@ -236,6 +238,7 @@ def run_fn(fn_args) -> None:
         model_lib.float32_copy(classifier), tf_transform_output, label_names, pad_id,
         export_dir,
         model_info={"checkpoint": hparams.checkpoint,
+                    "tokenizer_sha256": tokenizer,
                     "max_seq_length": hparams.max_seq_length,
                     "truncation": hparams.truncation, "pooling": pooling,
                     "text_pair": task.text_pair, "multi_label": task.multi_label,
@@ -252,7 +255,8 @@ def run_fn(fn_args) -> None:
             distribution.remove_backup(fn_args.model_run_dir)
 
 
-def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names) -> str:
+def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names,
+                   tokenizer: str, multi_label: bool) -> str:
     """Applies warm start when asked and possible; says where training starts from."""
     base_model = getattr(fn_args, "base_model", None)
     if not hparams.warm_start:
@@ -260,7 +264,8 @@ def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names) -> s
     if not base_model:
         return f"from the checkpoint {hparams.checkpoint} (no blessed model to warm start from)"
     try:
-        return warm_start.warm_start_from(classifier, base_model, label_names)
+        return warm_start.warm_start_from(classifier, base_model, label_names,
+                                          tokenizer_sha256=tokenizer, multi_label=multi_label)
     except ValueError as error:  # e.g. the checkpoint changed since the blessed model
         logging.warning("warm start skipped: %s", error)
         return f"from the checkpoint {hparams.checkpoint} (warm start skipped: {error})"

