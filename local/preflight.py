@@ -13,6 +13,7 @@ lock, before it imports TFX). The file rules are TextExampleGen's own
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from components.text_example_gen.files import SPAN, data_files, list_spans
 from pipeline.config import PipelineConfig, is_uri, pattern_chars_problem, resolve_path
@@ -23,14 +24,15 @@ class SettingsError(ValueError):
 
 def check(config: PipelineConfig) -> None:
     """Raises SettingsError naming every wrong setting (nothing has run yet)."""
-    problems = [p for p in (checkpoint_problem(config.model.checkpoint),
+    problems = [p for p in (checkpoint_problem(config.model.checkpoint,
+                                               config.model.max_seq_length),
                             input_problem(config), schema_problem(config.data.schema_path))
                 if p]
     if problems:
         raise SettingsError("\n  ".join(["nothing was run:"] + problems))
 
 
-def checkpoint_problem(checkpoint: str):
+def checkpoint_problem(checkpoint: str, max_seq_length: Optional[int] = None):
     """Why ``model.checkpoint`` cannot be loaded (as models/checkpoint.py resolves it: a
     folder, the installed default package or a model in the local Hugging Face cache)."""
     from models import checkpoint as checkpoint_lib
@@ -55,6 +57,11 @@ def checkpoint_problem(checkpoint: str):
     if missing:
         return (f"model.checkpoint: {folder} is not a BERT checkpoint folder: no "
                 f"{', no '.join(missing)}")
+    if max_seq_length is not None:
+        try:
+            checkpoint_lib.check_max_seq_length(folder, max_seq_length)
+        except (ValueError, OSError) as error:
+            return str(error)
     return None
 
 

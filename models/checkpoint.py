@@ -116,6 +116,24 @@ def read_vocab(checkpoint_dir: str) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
+def max_positions(checkpoint_dir: str) -> int:
+    """How many positions the checkpoint's embeddings hold (config.json's
+    max_position_embeddings; BERT's 512 where it is not given)."""
+    with open(os.path.join(checkpoint_dir, "config.json"), encoding="utf-8") as f:
+        return int(json.load(f).get("max_position_embeddings", 512))
+
+
+def check_max_seq_length(checkpoint_dir: str, max_seq_length: int) -> None:
+    """ValueError when ``model.max_seq_length`` passes the checkpoint's positions: the
+    first long text would fail the Trainer after Transform (on a GPU, TF's gather gives
+    zeros there: silently wrong)."""
+    limit = max_positions(checkpoint_dir)
+    if max_seq_length > limit:
+        raise ValueError(f"model.max_seq_length {max_seq_length} is more than the "
+                         f"{limit} positions of {checkpoint_dir} (max_position_embeddings "
+                         f"in its config.json): set model.max_seq_length to {limit} or less")
+
+
 def tokenizer_sha256(checkpoint_dir: str) -> str:
     """A fingerprint of how the checkpoint turns text into ids: its vocabulary and casing
     (recorded in model_info.json; warm start refuses a base model of another)."""

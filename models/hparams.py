@@ -30,7 +30,8 @@ class ModelHParams:
                 "(the offline default, installed from PyPI)."})
     max_seq_length: int = dataclasses.field(default=128, metadata={
         "help": "Word pieces per text (or pair), [CLS] and [SEP] included; longer texts are "
-                "truncated (pairs longest-first)."})
+                "truncated (pairs longest-first). At most the checkpoint's "
+                "max_position_embeddings (512 for BERT), checked before the run."})
     truncation: str = dataclasses.field(default="head", metadata={
         "help": "What a text longer than max_seq_length keeps: head (its first word pieces), "
                 "tail (its last) or head_tail (the first head_tokens and the rest from the "

@@ -60,6 +60,7 @@ def length_bucket(lengths: tf.Tensor) -> tf.Tensor:
 def make_tokenizer(settings: Mapping[str, Any]) -> BertTextTokenizer:
     """The tokenizer of ``settings``: the model settings named in ``TOKENIZER_SETTINGS``."""
     checkpoint_dir = checkpoint.resolve_checkpoint_dir(settings["checkpoint"])
+    checkpoint.check_max_seq_length(checkpoint_dir, settings["max_seq_length"])
     return BertTextTokenizer(checkpoint.read_vocab(checkpoint_dir),
                              checkpoint.is_lower_case(checkpoint_dir),
                              settings["max_seq_length"], truncation=settings["truncation"],

@@ -181,6 +181,14 @@ def test_a_checkpoint_without_a_vocabulary_is_refused(tmp_path):
     assert "model.checkpoint" in err and "vocab.txt" in err
 
 
+def test_a_max_seq_length_past_the_checkpoints_positions_is_refused(tmp_path):
+    """The default checkpoint has 512 positions: 1024 failed the Trainer at the first
+    long text, after Transform (on a GPU, gather gives zeros: silently wrong)."""
+    err = _refused(tmp_path, "--model.max_seq_length", "1024")
+    assert "model.max_seq_length 1024 is more than the 512 positions of" in err
+    assert "set model.max_seq_length to 512 or less" in err
+
+
 def test_a_missing_input_folder_or_an_empty_pattern_is_refused(tmp_path):
     err = _refused(tmp_path, "--data.input_dir", str(tmp_path / "nodata"))
     assert f"data.input_dir: folder {tmp_path / 'nodata'} does not exist" in err

@@ -77,3 +77,14 @@ def test_preprocessing_fn_redacts_tokenizes_and_maps_labels_with_its_settings(tm
     assert len(expected[0]) == 12  # truncated to max_seq_length, [CLS] and [SEP] included
     assert sorted(row["label_id"] for row in transformed) == [0, 1]
     assert [row["text_length_bucket"] for row in transformed] == [b"<=16", b"<=16"]
+
+
+def test_the_tokenizer_refuses_more_positions_than_the_checkpoint_has(tiny_checkpoint):
+    """Where no preflight runs (Kubeflow, Vertex), Transform stops before any row."""
+    import pytest
+    settings = {"checkpoint": tiny_checkpoint, "max_seq_length": 513, "truncation": "head",
+                "head_tokens": 32}
+    with pytest.raises(ValueError, match="model.max_seq_length 513 is more than the 512 "
+                                         "positions"):
+        preprocessing.make_tokenizer(settings)
+    assert preprocessing.make_tokenizer(dict(settings, max_seq_length=512))
