@@ -22,6 +22,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components.atomic_pusher.publish import push_version, remove_stale_copies
+from serving.model_store import version_number
 
 _Versioning = pusher_pb2.Versioning
 
@@ -39,6 +40,15 @@ def _destination(exec_properties) -> pusher_pb2.PushDestination.Filesystem:
     return filesystem
 
 
+def next_version(base_directory: str, now: int) -> int:
+    """The version to push: the Unix time, or one above the newest version already there
+    (a clock set back, a version placed by hand, two pushes in one second), so the new
+    model is the one TF Serving's latest policy serves."""
+    names = fileio.listdir(base_directory) if fileio.isdir(base_directory) else []
+    numbers = [version_number(name) for name in names]  # half-copied ones too
+    return max(now, max((n for n in numbers if n is not None), default=0) + 1)
+
+
 class Executor(tfx_pusher.Executor):
     """Pushes a blessed model as ``<base_directory>/<unix time>``, whole or not at all."""
 
@@ -51,18 +61,16 @@ class Executor(tfx_pusher.Executor):
             return
         model_path = self.GetModelPath(input_dict)
         base_directory = _destination(exec_properties).base_directory
-        version = str(int(time.time()))
+        version = str(next_version(base_directory, int(time.time())))
         serving_path = os.path.join(base_directory, version)
         io_utils.copy_dir(model_path, model_push.uri)  # TFX's archive copy
-        if fileio.exists(serving_path):
-            logging.info("Destination directory %s already exists, skipping current push.",
-                         serving_path)
-        else:
-            for name in remove_stale_copies(base_directory):
-                logging.warning("Removed %s from %s: the partial copy of a push that was "
-                                "killed on this machine.", name, base_directory)
-            push_version(model_path, base_directory, version)
-            logging.info("Model written to serving path %s.", serving_path)
+        for name in remove_stale_copies(base_directory):
+            logging.warning("Removed %s from %s: the partial copy of a push that was "
+                            "killed on this machine.", name, base_directory)
+        # A push racing this one to the same version makes the rename fail (PushError):
+        # never marked pushed with a folder that holds another model.
+        push_version(model_path, base_directory, version)
+        logging.info("Model written to serving path %s.", serving_path)
         self._MarkPushed(model_push, pushed_destination=serving_path,
                          pushed_version=version)
         logging.info("Model pushed to %s.", model_push.uri)

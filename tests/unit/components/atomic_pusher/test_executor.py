@@ -158,3 +158,19 @@ def test_a_push_killed_midway_leaves_nothing_a_server_loads_and_the_next_push_cl
     assert version.isdigit() and tree(base / version) == tree(model)
     assert {f"1/{k}": v for k, v in tree(base / "1").items()} == before  # untouched
     assert inspect(str(base)).describe() == f"{base}: versions 1, {version}; nothing else"
+
+
+def test_a_push_goes_above_the_newest_version_even_with_the_clock_behind(tmp_path, model):
+    """A version from a clock that ran ahead (or placed by hand): the new model was pushed
+    below it, so TF Serving went on serving the old one while the run said pushed. Two
+    pushes in one second skipped the second, and marked it pushed at the first's folder."""
+    base = tmp_path / "serving" / "bert_classifier"
+    ahead = int(time.time()) + 10**6
+    os.makedirs(base / str(ahead))
+    pushed, error = push(tmp_path, str(tmp_path / "serving"), model)
+    assert error is None, error
+    assert pushed.get_string_custom_property("pushed_version") == str(ahead + 1)
+    assert tree(base / str(ahead + 1)) == tree(model)
+    again, error = push(tmp_path / "again", str(tmp_path / "serving"), model)
+    assert error is None, error
+    assert again.get_string_custom_property("pushed_version") == str(ahead + 2)
