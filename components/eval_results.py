@@ -28,6 +28,7 @@ class Evaluation:
     failed: set = dataclasses.field(default_factory=set)  # (metric, is_diff) that failed
     # failures that are no threshold missed: no value computed, no examples in a slice
     problems: list = dataclasses.field(default_factory=list)
+    gated: str = ""  # the metric eval.metric gates (its bound: eval.min_accuracy)
 
 
 @dataclasses.dataclass
@@ -52,7 +53,7 @@ def read(uri: str, labels: Sequence[str] = (), gated: str = "") -> Evaluation:
     metric ``eval.metric`` gates on (its bounds are eval.min_accuracy/max_accuracy_drop)."""
     import tensorflow_model_analysis as tfma
 
-    result = Evaluation()
+    result = Evaluation(gated=gated)
     for per_slice in tfma.load_metrics(uri):
         name = slice_name(per_slice.slice_key)
         for kv in per_slice.metric_keys_and_values:
@@ -119,7 +120,7 @@ def gate_checks(uri: str, evaluation: Evaluation) -> list:
                                         value, not failed, "eval.max_accuracy_drop"))
             else:
                 setting = "eval.min_class_recall" if key.name == "min_class_recall" \
-                    else "eval.min_accuracy"
+                    and key.name != evaluation.gated else "eval.min_accuracy"
                 checks.append(GateCheck(key.name, "at least", threshold.lower_bound.value,
                                         candidate, not failed, setting))
     return checks

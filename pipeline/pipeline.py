@@ -106,6 +106,13 @@ def source_columns(setting: str, column_names) -> list:
             else ref for ref in column_refs(setting)]
 
 
+def gated_metric(config: PipelineConfig) -> str:
+    """The TFMA name of the metric ``eval.metric`` gates (bounded by eval.min_accuracy)."""
+    if task(config).multi_label:
+        return "subset_accuracy" if config.eval.metric == "accuracy" else config.eval.metric
+    return GATE_METRICS[config.eval.metric]
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     """The gate on the whole eval split (not per slice): ``eval.metric`` must reach an
     absolute bar and not regress against the baseline; optionally every class's recall a
@@ -113,8 +120,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     support, macro figures, the confusion matrix and (two classes) AUC. Slices are
     reported, not gated."""
     multi_label = task(config).multi_label
-    gated = GATE_METRICS[config.eval.metric] if not multi_label else (
-        "subset_accuracy" if config.eval.metric == "accuracy" else config.eval.metric)
+    gated = gated_metric(config)
     overall = [tfma.SlicingSpec()]
 
     def thresholds(name: str) -> list:
@@ -222,7 +228,8 @@ def model_card(config: PipelineConfig, trainer, evaluator, statistics, gen,
         input_base=data_root, file_patterns=[s.pattern for s in input_splits(config.data)],
         label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE,
         intended_use=config.model_card.intended_use,
-        limitations=config.model_card.limitations, owners=config.model_card.owners)
+        limitations=config.model_card.limitations, owners=config.model_card.owners,
+        gated_metric=gated_metric(config))
 
 
 def _accelerator(platform_config) -> dict:

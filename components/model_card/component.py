@@ -25,7 +25,7 @@ from serving.contract import LABEL_FEATURE, TEXT_FEATURE
 class ModelCardSpec(ComponentSpec):
     PARAMETERS = {name: ExecutionParameter(type=str) for name in (
         "model_name", "input_base", "file_patterns", "label_feature", "text_feature",
-        "intended_use", "limitations", "owners")}
+        "intended_use", "limitations", "owners", "gated_metric")}
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
@@ -46,7 +46,7 @@ class ModelCard(base_component.BaseComponent):
     def __init__(self, *, examples, statistics, model, model_run, evaluation, model_blessing,
                  model_name: str, input_base: str, file_patterns: list, intended_use: str,
                  limitations: str, owners: str, label_feature: str = LABEL_FEATURE,
-                 text_feature: str = TEXT_FEATURE):
+                 text_feature: str = TEXT_FEATURE, gated_metric: str = ""):
         super().__init__(spec=ModelCardSpec(
             examples=examples, statistics=statistics, model=model, model_run=model_run,
             evaluation=evaluation, model_blessing=model_blessing,
@@ -54,4 +54,4 @@ class ModelCard(base_component.BaseComponent):
             model_name=model_name, input_base=input_base,
             file_patterns=json.dumps(file_patterns), label_feature=label_feature,
             text_feature=text_feature, intended_use=intended_use,
-            limitations=limitations, owners=owners))
+            limitations=limitations, owners=owners, gated_metric=gated_metric))

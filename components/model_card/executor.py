@@ -130,7 +130,8 @@ class Executor(base_executor.BaseExecutor):
                             json.loads(exec_properties["file_patterns"])),
             rows=rows, classes=classes, scripts=script_shares(texts),
             scripts_sample=len(texts), unknown_share=training.get("unknown_share"))
-        evaluation = eval_results.read(inputs["evaluation"].uri, labels)
+        evaluation = eval_results.read(inputs["evaluation"].uri, labels,
+                                       exec_properties.get("gated_metric", ""))
         run_id = self._context.pipeline_run_id if self._context else None
         return card.CardFacts(
             model_name=exec_properties["model_name"],

@@ -25,7 +25,7 @@ def _class_metric(name, multi_label=False, lower_bound=None, **kwargs):
                                                 **kwargs}))
 
 
-def _analyze(tmp_path, labels, scores, metrics, binarize=None):
+def _analyze(tmp_path, labels, scores, metrics, binarize=None, gated="macro_f1"):
     frame = pd.DataFrame({"label": list(labels), "scores": [list(s) for s in scores]})
     specs = [tfma.MetricsSpec(metrics=metrics)]
     if binarize:
@@ -35,7 +35,7 @@ def _analyze(tmp_path, labels, scores, metrics, binarize=None):
         slicing_specs=[tfma.SlicingSpec()], metrics_specs=specs)
     tfma.analyze_raw_data(frame, config, output_path=str(tmp_path))
     return eval_results.read(str(tmp_path), labels=["a", "b", "c"][:len(scores[0])],
-                             gated="macro_f1")
+                             gated=gated)
 
 
 def test_single_label_report_matches_scikit_learn(tmp_path):
@@ -95,6 +95,22 @@ def test_two_class_auc_and_a_macro_f1_gate_that_accuracy_would_pass(tmp_path):
         "macro_f1 0.4872 is below the lower bound 0.7000 (eval.min_accuracy)",
         "min_class_recall 0.0000 is below the lower bound 0.2000 (eval.min_class_recall); "
         "lowest: class 'b', recall 0.0000 of 5"]
+
+
+def test_the_gate_table_names_min_accuracy_when_min_class_recall_is_the_gated_metric(
+        tmp_path):
+    """eval.metric min_class_recall is bounded by eval.min_accuracy (the config forces
+    eval.min_class_recall to 0 then): the card and report named the other setting."""
+    truth = np.array([0] * 50 + [1] * 50)
+    p1 = np.concatenate([RNG.uniform(0.0, 0.4, 50), RNG.uniform(0.3, 1.0, 50)])
+    result = _analyze(tmp_path, truth, np.stack([1 - p1, p1], axis=1),
+                      [tfma.MetricConfig(class_name="ClassReport", module=MODULE),
+                       _class_metric("min_class_recall", lower_bound=0.99)],
+                      gated="min_class_recall")
+    [check] = eval_results.gate_checks(str(tmp_path), result)
+    assert (check.metric, check.setting) == ("min_class_recall", "eval.min_accuracy")
+    assert result.failures[0].endswith("(eval.min_accuracy); lowest: class 'b', recall "
+                                       f"{result.per_class[1]['recall']:.4f} of 50")
 
 
 def test_multi_label_metrics_match_scikit_learn(tmp_path):
