@@ -17,6 +17,7 @@ import re
 
 from google.protobuf import json_format
 from tfx import v1 as tfx
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.proto import infra_validator_pb2
 
 from kubeflow.beam_args import worker_beam_args
@@ -181,7 +182,9 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         # a Trainer step that launches replicas elsewhere only waits: no accelerator
         trainer_platform_config=trainer_resources(kubeflow) if distribution is None
         else launcher_resources(),
-        trainer_distribution=distribution)
+        trainer_distribution=distribution,
+        # KFP v2's compiler takes TFX's own strategy class only (into a query)
+        latest_strategy=LatestArtifactStrategy)
 
 
 def trainer_distribution(config: PipelineConfig):

@@ -57,20 +57,22 @@ class DataConfig(ReaderConfig, DataFiles):
                                    "file in input_dir, no spans.")
     window_spans: int = _field(1, "Train on the newest N spans (older spans train "
                                   "whole); evaluate on the newest span's eval split.")
-    drift_action: str = _field("fail", "What a drift between the newest and the previous "
-                                       "span does: fail (stop before training) or warn.")
+    drift_action: str = _field("fail", "What a drift between the newest and the last "
+                                       "accepted span does: fail (stop before training) or "
+                                       "warn (train, and accept the span as the next "
+                                       "baseline).")
     max_label_l_infinity: float = _field(
         0.25, "Drift limit on the label distribution: L-infinity distance (largest change "
-              "of one label's share) between the newest and the previous span. A curated "
+              "of one label's share) between the newest and the last accepted span. A curated "
               "schema's drift_comparator (infinity_norm) on the label wins.")
     max_length_js_divergence: float = _field(
         0.25, "Drift limit on the text lengths in word pieces (a sentence pair's: both "
               "texts together): Jensen-Shannon divergence (0..1) between the newest and the "
-              "previous span. A curated schema's drift_comparator "
+              "last accepted span. A curated schema's drift_comparator "
               "(jensen_shannon_divergence) on the text wins.")
     max_unknown_share_increase: float = _field(
-        0.02, "Drift limit on the share of [UNK] word pieces: newest span minus previous "
-              "span.")
+        0.02, "Drift limit on the share of [UNK] word pieces: newest span minus the last "
+              "accepted span.")
 
     max_unknown_share: float = _field(
         0.05, "The run summary warns when more than this share of the training word pieces "

@@ -24,6 +24,7 @@ from tfx.components import (Evaluator, ExampleValidator, SchemaGen, StatisticsGe
                             Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
 from tfx.orchestration.pipeline import Pipeline
@@ -32,7 +33,7 @@ from tfx.types import Channel, standard_artifacts
 
 from components.atomic_pusher.component import AtomicPusher
 from components.data_gate.component import DataGate
-from components.drift_check.component import DriftCheck
+from components.drift_check.component import DriftCheck, DriftReport
 from components.kubernetes_infra_validator.component import KubernetesInfraValidator
 from components.model_card.component import ModelCard
 from components.serving_check.component import ServingCheck
@@ -178,9 +179,21 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         metrics_specs=specs)
 
 
-def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftCheck:
+class LatestIfAnyStrategy(LatestArtifactStrategy):
+    """TFX's LatestArtifactStrategy that resolves to nothing where there is no artifact
+    yet (TFX's fails the run then: the first run with spans has no drift report)."""
+
+    def resolve_artifacts(self, store, input_dict):
+        return self._resolve(input_dict)
+
+
+def drift_check(config: PipelineConfig, gen, schema, data_root: str,
+                latest_strategy: type = LatestIfAnyStrategy) -> list:
+    """[the resolver of the last accepted span's report, DriftCheck]."""
     data = config.data
-    return DriftCheck(
+    accepted = Resolver(strategy_class=latest_strategy,
+                        report=Channel(type=DriftReport)).with_id("last_accepted_drift_report")
+    return [accepted, DriftCheck(
         examples=gen.outputs["examples"], schema=schema.outputs["schema"],
         input_base=data_root, span_pattern=data.span_pattern,
         file_patterns=json.dumps([split.pattern for split in input_splits(data)]),
@@ -190,7 +203,7 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str) -> DriftChe
         max_unknown_share_increase=data.max_unknown_share_increase,
         max_label_l_infinity=data.max_label_l_infinity,
         max_length_js_divergence=data.max_length_js_divergence,
-        action=data.drift_action)
+        action=data.drift_action, accepted=accepted.outputs["report"])]
 
 
 def serving_validation(config: PipelineConfig, model, evaluator, gen,
@@ -281,7 +294,8 @@ def create_pipeline(config: PipelineConfig, *,
                     metadata_connection_config=None,
                     serving_spec: Optional[infra_validator_pb2.ServingSpec] = None,
                     trainer_platform_config=None,
-                    trainer_distribution: Optional[dict] = None) -> Pipeline:
+                    trainer_distribution: Optional[dict] = None,
+                    latest_strategy: type = LatestIfAnyStrategy) -> Pipeline:
     """The whole pipeline, from values the runner resolved (as in TFX's templates).
 
     ``config`` gives the ML settings only; where things are and what runs them is the
@@ -303,6 +317,11 @@ def create_pipeline(config: PipelineConfig, *,
         on Kubeflow).
       trainer_distribution: how many Trainer replicas and what launches them (see
         ``trainer_component``); None: one process.
+      latest_strategy: the resolver strategy that finds the last accepted drift report:
+        ``LatestIfAnyStrategy`` where the orchestrator runs strategies (it resolves to
+        nothing before the first report); TFX's ``LatestArtifactStrategy`` for KFP v2,
+        which compiles that class alone into a query (finding nothing on a first run, as
+        the blessed-model resolver's).
 
     Returns:
       The TFX ``Pipeline``: ExampleGen to Pusher, with the data gate, the drift check
@@ -322,7 +341,7 @@ def create_pipeline(config: PipelineConfig, *,
                     label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE)
     checks = [gate]
     if config.data.span_pattern:
-        checks.append(drift_check(config, gen, schema, data_root))
+        checks += drift_check(config, gen, schema, data_root, latest_strategy)
         checks[-1].add_upstream_node(gate)
     served, privacy = task(config), privacy_settings(config.privacy)
     # Transform gets only what preprocessing_fn reads: its cache key holds its

@@ -1,4 +1,5 @@
-"""DriftCheck component: stops the run when the newest span drifted from the previous.
+"""DriftCheck component: stops the run when the newest span drifted from the last span
+that was accepted.
 
 Reads both spans' raw files (as TextExampleGen does, with the reader settings as
 ``ReaderConfig.to_json()`` wrote them), profiles them with the model's own tokenizer
@@ -7,15 +8,23 @@ share against the configured limits, or a curated schema's drift comparators whe
 has them (see ``drift.py``). Runs before Transform, so a drifted data drop never reaches
 training; ``action='warn'`` only records it. Its report's ``drift`` property says the
 verdict, or that drift was not checked and why; ``limits`` the limits and where each
-came from.
+came from; ``span`` and ``baseline_span`` the two spans compared.
+
+The baseline is the span of the latest report a DriftCheck published: a check that
+stopped its run publishes none, so a span that drifted is never the next one's
+baseline (span 3 is compared with span 1 when span 2 was refused, and refused too if it
+shares span 2's skew). A span accepted with ``action='warn'`` is a baseline. Without
+such a report (the first run with spans), the previous span is.
 """
 
 import json
 import os
+from typing import Optional
 
 from tfx.dsl.component.experimental.annotations import (InputArtifact, OutputArtifact,
                                                         Parameter)
 from tfx.dsl.component.experimental.decorators import component
+from tfx import types
 from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
@@ -23,6 +32,13 @@ from tfx.utils import io_utils
 from components.drift_check import drift
 from serving import contract
 
+
+
+class DriftReport(types.Artifact):
+    """DriftCheck's verdict (``drift.json``); its own type, so the resolver of the last
+    accepted span finds DriftCheck's reports and no other component's."""
+
+    TYPE_NAME = "bert_pipeline.DriftReport"  # namespaced, as KFP v2 needs custom types
 
 
 class DataDriftError(RuntimeError):
@@ -85,17 +101,34 @@ def write_report(folder: str, result: dict) -> None:
         f.write(json.dumps(result, indent=2))
 
 
+def baseline_span(newest: int, spans: dict, accepted) -> tuple[Optional[int], str]:
+    """(the span to compare ``newest`` with, why that one): the span of ``accepted`` (the
+    last published report) when it is older and still there, the one that report compared
+    with when it was a run of this same span, else the newest span before ``newest``."""
+    previous = max((n for n in spans if n < newest), default=None)
+    if accepted is None:
+        return previous, "the previous span"
+    span = accepted.get_int_custom_property("span")
+    if span == newest and accepted.has_custom_property("baseline_span"):
+        span = accepted.get_int_custom_property("baseline_span")  # a rerun of this span
+    if span in spans and span < newest:
+        return span, "the previous span" if span == previous else "the last accepted span"
+    return previous, f"the previous span (the last accepted, {span}, is not before it)"
+
+
 @component
 def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                schema: InputArtifact[standard_artifacts.Schema],
-               report: OutputArtifact[standard_artifacts.ExampleAnomalies],
+               report: OutputArtifact[DriftReport],
                input_base: Parameter[str], span_pattern: Parameter[str],
                file_patterns: Parameter[str], reader_config: Parameter[str],
                checkpoint: Parameter[str], label_feature: Parameter[str],
                text_feature: Parameter[str], max_unknown_share_increase: Parameter[float],
                max_label_l_infinity: Parameter[float],
-               max_length_js_divergence: Parameter[float], action: Parameter[str] = "fail"):
-    """Compares the span ``examples`` came from with the span before it."""
+               max_length_js_divergence: Parameter[float], action: Parameter[str] = "fail",
+               accepted: InputArtifact[DriftReport] = None):
+    """Compares the span ``examples`` came from with the last accepted span (``accepted``:
+    the latest report a DriftCheck published), or the previous span without one."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     from components.text_example_gen.files import list_spans
@@ -104,7 +137,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     # TFX 1.16 keeps the span in a custom property; older TFX in the typed one
     newest = int(examples.get_int_custom_property("span") or examples.span)
     spans = dict(list_spans(input_base, span_pattern))
-    previous = max((n for n in spans if n < newest), default=None)
+    previous, chosen = baseline_span(newest, spans, accepted)
     schema_proto = io_utils.parse_pbtxt_file(
         os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
     limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
@@ -112,8 +145,8 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                                                         max_length_js_divergence,
                                                         max_unknown_share_increase,
                                                         sources=dict(SETTINGS)))
-    result = {"span": newest, "previous_span": previous, "problems": [], "figures": {},
-              "limits": limits.describe()}
+    result = {"span": newest, "previous_span": previous, "baseline": chosen, "problems": [],
+              "figures": {}, "limits": limits.describe()}
     if previous is None:
         verdict = (f"{NOT_CHECKED}span {newest} is the first span (no earlier span to "
                    f"compare with)")
@@ -131,14 +164,20 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                                               f"span {previous}")
             result.update(problems=problems, figures=figures)
             shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
-            verdict = ("; ".join(problems) + (" (data.drift_action=warn: training anyway)"
-                                              if action == "warn" else "")
-                       if problems else f"span {newest} vs {previous}: no drift ({shown})")
+            which = "" if chosen == "the previous span" else f" ({chosen})"
+            verdict = ("; ".join(problems) + which + (
+                " (data.drift_action=warn: training anyway)" if action == "warn" else "")
+                       if problems else f"span {newest} vs {previous}{which}: no drift "
+                                        f"({shown})")
     write_report(report.uri, result)
     report.set_string_custom_property("drift", verdict[:2000])
     report.set_string_custom_property("limits", result["limits"])
     report.set_int_custom_property("drifted", int(bool(result["problems"])))
+    report.set_int_custom_property("span", newest)
+    if previous is not None:
+        report.set_int_custom_property("baseline_span", previous)
     if result["problems"] and action == "fail":
-        raise DataDriftError(f"data drift: {'; '.join(result['problems'])} (limits: "
+        raise DataDriftError(f"data drift: {'; '.join(result['problems'])} "
+                             f"({'compared with ' + chosen + '; ' if which else ''}limits: "
                              f"{result['limits']}; set data.drift_action=warn to train "
                              f"anyway)")

@@ -172,7 +172,7 @@ def anomalies(uri: str) -> list:
 
 
 def drift(uri: str) -> Optional[dict]:
-    """DriftCheck's ``drift.json``: span, previous span, problems and figures."""
+    """DriftCheck's ``drift.json``: span, the span compared with, problems and figures."""
     path = os.path.join(uri, contract.DRIFT_REPORT_FILE)
     if not fileio.exists(path):
         return None

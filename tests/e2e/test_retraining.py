@@ -70,10 +70,21 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     table = capsys.readouterr().out
     assert "new span 3" in table and "failed" in table and "warm" in table
 
-    # the operator accepts the shift: drift_action=warn trains on span 3 and records it
+    # span 4 has span 3's skew: it is compared with span 2, the last accepted span (span
+    # 3's check published no report), and refused too; against span 3 it passed.
+    write_span(data, 4, [r for r in rows[500:] if r[1] == "1"][180:360] +
+               [r for r in rows[500:] if r[1] == "0"][20:40])
+    fourth = scheduler.tick()
+    assert (fourth.action, fourth.reason, fourth.exit_code) == ("ran", "new span 4", 1)
+    assert "data drift: span 4 vs span 2: label distribution (L-infinity distance)" \
+        in history.read(config.history_path)[-1]["error"]
+    assert sorted(glob.glob(served)) == [v1, v2]
+
+    # the operator accepts the shift: drift_action=warn trains on span 4 and records it
     accepted = local_runner.run(load_config(None, dict(settings, **{"data.drift_action": "warn"})))
-    assert accepted.exit_code == 0 and accepted.span == 3
-    assert accepted.drift.startswith("span 3 vs span 2: label distribution")
-    assert accepted.drift.endswith("(data.drift_action=warn: training anyway)")
+    assert accepted.exit_code == 0 and accepted.span == 4
+    assert accepted.drift.startswith("span 4 vs span 2: label distribution")
+    assert accepted.drift.endswith("(the last accepted span) (data.drift_action=warn: "
+                                   "training anyway)")
     assert len(glob.glob(served)) == 3
     assert history.read(config.history_path)[-1]["drift"] == accepted.drift

@@ -63,6 +63,18 @@ def test_spec_loads_with_kfp_and_every_component_is_there_in_order(spec):
     assert sum("cachingOptions" in t for t in tasks.values()) >= len(IN_ORDER)
 
 
+def test_the_drift_check_reads_the_last_accepted_report_through_tfx_own_strategy(spec):
+    """KFP v2's compiler takes TFX's LatestArtifactStrategy alone (the local runner's
+    LatestIfAnyStrategy would not compile), for DriftCheck's own report type."""
+    _, raw = spec
+    tasks = raw["root"]["dag"]["tasks"]
+    assert tasks["DriftCheck"]["inputs"]["artifacts"]["accepted"] == {"taskOutputArtifact": {
+        "outputArtifactKey": "report", "producerTask": "last_accepted_drift_report"}}
+    strategy = tasks["last_accepted_drift_report"]["inputs"]["parameters"]["resolver_class"]
+    assert '"__class__": "LatestArtifactStrategy"' in strategy["runtimeValue"]["constant"]
+    assert "title: bert_pipeline.DriftReport" in str(raw["components"])
+
+
 def test_image_resources_beam_args_and_infra_validator(spec):
     _, raw = spec
     executors = raw["deploymentSpec"]["executors"]

