@@ -320,7 +320,14 @@ def authenticator(args: argparse.Namespace):
         (args.feedback_token_file, "--feedback_token_file"))))
 
 
+def _exit_on_signal(signum, frame) -> None:
+    """Until the drain takes over: SIGTERM ends a start still loading (as PID 1 of a
+    container, a process without a handler ignores it and waited for the kill)."""
+    raise SystemExit(128 + signum)
+
+
 def serve(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     auth = authenticator(args)  # before the slow imports: a refusal comes at once
     from serving import grpc_api, rest
     from serving.auth import RateLimiter

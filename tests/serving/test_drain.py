@@ -7,6 +7,8 @@ model itself: its ``wait`` signature writes a marker file, then waits (50 ms sle
 CPU spent) until a file named ``open`` exists. So the test knows every request is inside
 the server when it sends the signal, and that none can finish before it releases them,
 on any machine speed."""
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -225,3 +227,44 @@ def test_drain_flags_are_checked():
     for flag in ("--drain_delay_seconds", "--drain_grace_seconds"):
         with pytest.raises(SystemExit):
             parse_flags(["--model_base_path", "/m", flag, "-1"])
+
+
+def test_sigterm_during_the_first_load_ends_the_start_when_the_server_is_pid_1(tmp_path):
+    """In a container the server is PID 1, and PID 1 ignores a signal it has no handler
+    for: a SIGTERM while the first version loaded (its warmup held here) was lost, and the
+    server then served until Kubernetes killed it. Run as PID 1 of a new PID namespace
+    (unshare, as root: CI's user); the signal now ends the start once that load returns."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    export_gate(str(tmp_path / "models" / "gate"), 1, str(folder), held_load=True)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [shutil.which("unshare"), "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+             "serving.server", *GATE_FLAGS, str(tmp_path / "models" / "gate"),
+             "--port", "0", "--rest_api_port", "0", "--grpc_socket_path",
+             str(tmp_path / "grpc.sock")],
+            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
+    server = None
+    try:
+        _wait_for(lambda: _started(folder) == 1, 120, "the warmup inside the model")
+        [server] = map(int, open(f"/proc/{process.pid}/task/{process.pid}/children").read()
+                       .split())
+        os.kill(server, signal.SIGTERM)
+        (folder / "open").touch()  # the load returns
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        assert "Running gRPC ModelServer" not in log.read_text()
+    finally:
+        for pid in (server, process.pid):  # unshare's death does not end its child
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        process.wait()
