@@ -30,8 +30,10 @@
   ``--model_config_file_poll_wait_seconds``: models, policies and version labels
   change without a restart. A label may only name an AVAILABLE version
   (``--allow_version_labels_for_unavailable_models`` relaxes this for new
-  labels, as in TF Serving); a server refuses to start otherwise, and a
-  re-read config that breaks the rule is logged and its labels not applied.
+  labels, as in TF Serving). As TF Serving's ServerCore, labels are checked before
+  anything loads: at start no version is available yet, so a config with labels
+  starts only with that flag; a re-read config that breaks the rule is logged and
+  applied not at all (models, policies and labels), and tried again at the next poll.
 
 Requests see one published ``{version: Servable}`` mapping per model, swapped
 in one assignment, and keep the version they started on.
@@ -202,18 +204,21 @@ class ModelStore:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Loads what is there now and applies the labels (``ValueError`` if a label names a
-        version that is not available), then keeps polling in a thread."""
+        """Applies the labels (``ValueError`` if one names a version that is not available:
+        at start, any label without ``allow_labels_for_unavailable``, as TF Serving), loads
+        what is there now, then keeps polling in a thread."""
+        with self._lock:
+            problems = self._apply_labels({n: m.spec.labels for n, m in self._models.items()})
+        if problems:
+            self.stop()
+            raise ValueError("; ".join(problems) + " (at start no version is available yet: "
+                             "TF Serving and this server start with version labels only with "
+                             "--allow_version_labels_for_unavailable_models)")
         try:
             self.poll_once()
         except BaseException:  # (Ctrl-C too) no load left running on the pool
             self.stop()
             raise
-        with self._lock:
-            problems = self._apply_labels({n: m.spec.labels for n, m in self._models.items()})
-        if problems:
-            self.stop()
-            raise ValueError("; ".join(problems))
         self._thread = threading.Thread(target=self._poll_loop, name="model-poller",
                                         daemon=True)
         self._thread.start()
@@ -285,6 +290,13 @@ class ModelStore:
         except (OSError, ValueError, tf.errors.OpError) as error:
             log.error("model config not reloaded: %s", error)
             return
+        # Labels first, against what serves now, as TF Serving's ReloadConfig: a config
+        # whose labels fail changes nothing (its models and policies neither).
+        problems = self._label_problems({n: s.labels for n, s in specs.items()})
+        if problems:
+            for problem in problems:
+                log.error("model config not reloaded (version labels): %s", problem)
+            return
         for name in [n for n in self._models if n not in specs]:
             model = self._models.pop(name)  # requests answer 404 from here on
             self._unload(model, sorted(model.loaded))
@@ -295,14 +307,23 @@ class ModelStore:
             else:
                 self._models[name] = _Model(spec)
             self._sync_logged(self._models[name], rescan=True)
-        for problem in self._apply_labels({n: s.labels for n, s in specs.items()}):
-            log.error("version labels not updated: %s", problem)
+        self._apply_labels({n: s.labels for n, s in specs.items()})
 
     def _apply_labels(self, wanted: Dict[str, Dict[str, int]]) -> List[str]:
         """Sets every model's labels, or none if one names an unavailable version."""
+        problems = self._label_problems(wanted)
+        if not problems:
+            for name, labels in wanted.items():
+                self._models[name].labels = dict(labels)
+        return problems
+
+    def _label_problems(self, wanted: Dict[str, Dict[str, int]]) -> List[str]:
+        """TF Serving's refusal for each label naming a version not available now (a new
+        label may, with ``allow_labels_for_unavailable``); a model not served yet has
+        none available."""
         problems = []
         for name, labels in wanted.items():
-            model = self._models[name]
+            model = self._models.get(name) or _Model(ModelSpec(name, ""))
             for label, version in sorted(labels.items()):
                 existing = model.labels.get(label)
                 relaxed = (self.options.allow_labels_for_unavailable
@@ -310,9 +331,6 @@ class ModelStore:
                 if not relaxed and version not in model.published:
                     problems.append(f"Request to assign label to version {version} of model "
                                     f"{name}, which is not currently available for inference")
-        if not problems:
-            for name, labels in wanted.items():
-                self._models[name].labels = dict(labels)
         return problems
 
     # -- loading --------------------------------------------------------------------------

@@ -314,16 +314,21 @@ def _config(path, base, labels, policy="all { }"):
     os.replace(staging, path)  # the server never reads a half-written file
 
 
-def test_labels_must_name_available_versions_at_start(tmp_path):
+def test_labels_at_start_need_the_flag_as_in_tf_serving(tmp_path):
+    """TF Serving checks labels before it loads anything, so a config with a label refuses
+    its start even when the version is on disk (this server started; stock TF Serving
+    crash-looped on the same config after `bert-pipeline labels set`)."""
     base = str(tmp_path / "half")
     export_half_plus_two(base, 1)
     config = tmp_path / "models.config"
-    _config(config, base, {"stable": 7})
+    _config(config, base, {"stable": 1})
     with pytest.raises(RuntimeError) as refused:
         with ServerProcess(["--model_config_file", str(config)], timeout=120):
             pass
-    assert ("Request to assign label to version 7 of model half, which is not currently "
+    assert ("Request to assign label to version 1 of model half, which is not currently "
             "available for inference") in str(refused.value)
+    assert "--allow_version_labels_for_unavailable_models" in str(refused.value)
+    _config(config, base, {"stable": 7})
     with ServerProcess(["--model_config_file", str(config),
                         "--allow_version_labels_for_unavailable_models"]) as server:
         response = requests.post(f"{server.rest_url}/v1/models/half/labels/stable:predict",
@@ -338,6 +343,7 @@ def test_config_file_is_polled_labels_move_without_restart(tmp_path):
     config = tmp_path / "models.config"
     _config(config, base, {"stable": 1})
     with ServerProcess(["--model_config_file", str(config),
+                        "--allow_version_labels_for_unavailable_models",
                         "--model_config_file_poll_wait_seconds", "1"]) as server:
         url = f"{server.rest_url}/v1/models/half/labels/stable:predict"
 
@@ -348,8 +354,14 @@ def test_config_file_is_polled_labels_move_without_restart(tmp_path):
         deadline = time.monotonic() + 30
         while stable() != 30.0:
             assert time.monotonic() < deadline, "label not moved"
-        _config(config, base, {"stable": 9})  # refused: logged, the label stays on 2
-        while "version labels not updated" not in server.log():
+        _config(config, base, {"stable": 2, "canary": 1})
+        while requests.post(url.replace("stable", "canary"),
+                            json={"instances": [2.0]}).status_code != 200:
+            assert time.monotonic() < deadline, "label not added"
+        # a label moved to a version not available (the flag allows new labels only):
+        # the reload is refused whole, logged; the labels stay
+        _config(config, base, {"stable": 9})
+        while "model config not reloaded (version labels)" not in server.log():
             assert time.monotonic() < deadline + 30, server.log()[-2000:]
             time.sleep(0.05)  # polling the server's log
         assert stable() == 30.0

@@ -242,6 +242,7 @@ def test_config_file_policy_labels_batching_and_token(tmp_path):
         version_labels {{ key: "canary" value: 3 }} }} }}""")
     (tmp_path / "token").write_text("s3cret\n")
     with ServerProcess(["--model_config_file", str(config), "--enable_batching",
+                        "--allow_version_labels_for_unavailable_models",  # as TF Serving
                         "--batching_parameters_file",
                         os.path.join(DEPLOY, "batching_parameters.txt"),
                         "--auth_token_file", str(tmp_path / "token"),

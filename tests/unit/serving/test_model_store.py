@@ -432,21 +432,26 @@ def test_a_folder_that_changes_during_a_failed_load_is_loaded_again(tmp_path):
         store.stop()
 
 
-def test_a_start_refused_for_a_label_leaves_no_version_or_thread_behind(tmp_path):
-    """A label naming a version that is not there refuses the start (as TF Serving): what
-    the start loaded is unloaded and the load and unload pools are gone (a caller that
-    catches the error and goes on holds no model memory and no threads)."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_start_refused_for_a_label_loads_nothing_and_leaves_no_thread_behind(tmp_path,
+                                                                              version):
+    """As TF Serving's ServerCore, labels are checked before anything loads, so at start
+    any label refuses it, even one on a version on disk (the server used to start with
+    it, and stock TF Serving then crash-looped on the same config); nothing is loaded and
+    the load and unload pools are gone."""
     base = tmp_path / "half"
     export_half_plus_two(str(base), 1)
     events = []
     before = set(threading.enumerate())  # another test's leftovers are not this store's
-    store = ModelStore([ModelSpec("half", str(base), labels={"stable": 2})], LoadOptions(
-        file_system_poll_seconds=0.05, load_threads=2, unload_threads=1),
-        on_change=lambda *event: events.append(event))
-    with pytest.raises(ValueError, match="label to version 2 of model half, which is not "
-                                         "currently available"):
+    store = ModelStore([ModelSpec("half", str(base), labels={"stable": version})],
+                       LoadOptions(file_system_poll_seconds=0.05, load_threads=2,
+                                   unload_threads=1),
+                       on_change=lambda *event: events.append(event))
+    with pytest.raises(ValueError, match=f"label to version {version} of model half, which is "
+                                         f"not currently available .*start with version "
+                                         f"labels only with --allow_version_labels_for_"):
         store.start()
-    assert [e[2] for e in events] == ["LOADING", "AVAILABLE", "UNLOADING", "END"]
+    assert events == []
     assert not [t.name for t in set(threading.enumerate()) - before
                 if t.name.startswith(("model-load", "model-unload", "model-poller"))]
 
@@ -521,3 +526,37 @@ def test_version_folders_are_ascii_numbers_the_last_name_of_one_number_wins(tmp_
     for name in ("²", "٣", str(2 ** 63)):
         shutil.copytree(base / "1", base / name)
     assert model_store.versions_on_disk(str(base)) == {1: str(base / "1")}
+
+
+def test_labels_at_start_with_the_flag_and_a_reload_whose_labels_fail_changes_nothing(
+        tmp_path):
+    """With allow_labels_for_unavailable a new label is taken at start (and serves once its
+    version loads). A re-read config whose label names a version not available applies
+    nothing, its policy neither, as TF Serving's ReloadConfig checks labels first."""
+    base = tmp_path / "half"
+    for version in (1, 2):
+        export_half_plus_two(str(base), version)
+    config = tmp_path / "models.config"
+
+    def write(labels: dict, policy: str = "latest { num_versions: 1 }") -> None:
+        staging = tmp_path / "models.config.new"
+        staging.write_text(
+            f'model_config_list {{ config {{ name: "half" base_path: "{base}" '
+            f'model_platform: "tensorflow" model_version_policy {{ {policy} }} ' +
+            "".join(f'version_labels {{ key: "{k}" value: {v} }} ' for k, v in labels.items())
+            + "} }")
+        os.replace(staging, config)
+
+    write({"stable": 2})
+    store = ModelStore(read_model_config(str(config)), LoadOptions(
+        file_system_poll_seconds=0, config_poll_seconds=0,
+        allow_labels_for_unavailable=True), config_path=str(config))
+    store.start()
+    try:
+        assert store.get("half", label="stable").version == 2
+        write({"stable": 7}, policy="all { }")
+        store.reload_config()
+        assert store._models["half"].spec.policy == "latest"  # not applied
+        assert store.get("half", label="stable").version == 2
+    finally:
+        store.stop()
