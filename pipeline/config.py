@@ -135,7 +135,7 @@ class EvalConfig:
 
     metric: str = _field("accuracy", "What the gate uses: accuracy, macro_f1, "
                                      "macro_precision, macro_recall, weighted_f1, "
-                                     "min_class_recall, auc (two classes); multi-label "
+                                     "min_class_recall, auc (two classes: DataGate refuses other data); multi-label "
                                      "tasks: accuracy (= subset_accuracy, the whole label "
                                      "set right), micro_f1, macro_f1, macro_precision, "
                                      "macro_recall, min_class_recall.")

@@ -338,7 +338,8 @@ def create_pipeline(config: PipelineConfig, *,
                                  schema=schema.outputs["schema"])
     gate = DataGate(statistics=statistics.outputs["statistics"],
                     anomalies=validator.outputs["anomalies"],
-                    label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE)
+                    label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE,
+                    two_classes_for="eval.metric auc" if config.eval.metric == "auc" else "")
     checks = [gate]
     if config.data.span_pattern:
         checks += drift_check(config, gen, schema, data_root, latest_strategy)

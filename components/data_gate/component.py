@@ -110,8 +110,9 @@ def _numbers_written_twice(stats_by_split: dict, label_feature: str) -> list[str
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
           stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
           label_feature: str, train_split: str = "train", eval_split: str = "eval",
-          text_feature: str = TEXT_FEATURE) -> None:
-    """Raises DataValidationError listing every anomaly and label problem."""
+          text_feature: str = TEXT_FEATURE, two_classes_for: str = "") -> None:
+    """Raises DataValidationError listing every anomaly and label problem;
+    ``two_classes_for`` names a setting that needs exactly two classes (eval.metric auc)."""
     problems = [line for split in sorted(anomalies_by_split)
                 for line in _anomaly_lines(split, anomalies_by_split[split])]
     problems += _split_problems(stats_by_split, label_feature, text_feature, train_split,
@@ -121,6 +122,11 @@ def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
         problems.append(f"split '{train_split}', feature '{label_feature}': only "
                         f"{len(train_labels)} class(es) {sorted(train_labels)}; a "
                         f"classifier needs at least 2")
+    elif two_classes_for and len(train_labels) != 2:
+        problems.append(f"{two_classes_for} gates the AUC of class 1 against the rest, "
+                        f"which means something for two classes only; split "
+                        f"'{train_split}' has {len(train_labels)}: set eval.metric to "
+                        f"macro_f1, accuracy or min_class_recall")
     problems += _numbers_written_twice(stats_by_split, label_feature)
     for split, stats in sorted(stats_by_split.items()):
         unseen = _label_values(stats, label_feature) - train_labels
@@ -142,10 +148,12 @@ def _load_splits(artifact, file_name: str, proto_cls) -> dict:
 def DataGate(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
              anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
              label_feature: Parameter[str] = LABEL_FEATURE,
-             text_feature: Parameter[str] = TEXT_FEATURE) -> None:
-    """Fails the run if ExampleValidator found anomalies, the labels are unusable or the
-    eval split cannot judge the model."""
+             text_feature: Parameter[str] = TEXT_FEATURE,
+             two_classes_for: Parameter[str] = "") -> None:
+    """Fails the run if ExampleValidator found anomalies, the labels are unusable, the
+    eval split cannot judge the model, or ``two_classes_for`` (a setting) needs two
+    classes and the data has another number."""
     check(_load_splits(anomalies, ANOMALIES_FILE, anomalies_pb2.Anomalies),
           _load_splits(statistics, STATISTICS_FILE,
                        statistics_pb2.DatasetFeatureStatisticsList),
-          label_feature, text_feature=text_feature)
+          label_feature, text_feature=text_feature, two_classes_for=two_classes_for)

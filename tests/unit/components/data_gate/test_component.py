@@ -32,3 +32,19 @@ def test_one_number_written_two_ways_across_files_is_refused():
     # one way each, and labels that only look alike ('01', '1.10'): passes
     labels = {"0": 5, "1": 5, "01": 2, "1.1": 2, "1.10": 2}
     check(anomalies, {"train": _stats(labels), "eval": _stats(labels)}, "label")
+
+
+def test_eval_metric_auc_needs_exactly_two_classes():
+    """The AUC the gate reads is class 1 against the rest: with three classes it blessed on
+    one class's AUC, and the card showed '-' for the metric that blessed it."""
+    three = {"neg": 5, "neutral": 5, "pos": 5}
+    stats = {"train": _stats(three), "eval": _stats(three)}
+    anomalies = {split: anomalies_pb2.Anomalies() for split in stats}
+    with pytest.raises(DataValidationError, match=r"eval.metric auc gates the AUC of class 1 "
+                                                  r"against the rest, .* split 'train' has 3: "
+                                                  r"set eval.metric to macro_f1"):
+        check(anomalies, stats, "label", two_classes_for="eval.metric auc")
+    check(anomalies, stats, "label")  # other metrics take three classes
+    two = {"neg": 5, "pos": 5}
+    check(anomalies, {"train": _stats(two), "eval": _stats(two)}, "label",
+          two_classes_for="eval.metric auc")
