@@ -135,10 +135,11 @@ class EvalConfig:
 
     metric: str = _field("accuracy", "What the gate uses: accuracy, macro_f1, "
                                      "macro_precision, macro_recall, weighted_f1, "
-                                     "min_class_recall, auc (two classes: DataGate refuses other data); multi-label "
-                                     "tasks: accuracy (= subset_accuracy, the whole label "
-                                     "set right), micro_f1, macro_f1, macro_precision, "
-                                     "macro_recall, min_class_recall.")
+                                     "min_class_recall, auc (two classes: DataGate "
+                                     "refuses other data); multi-label tasks: accuracy "
+                                     "(= subset_accuracy, the whole label set right), "
+                                     "micro_f1, macro_f1, macro_precision, macro_recall, "
+                                     "min_class_recall.")
     min_accuracy: float = _field(0.80, "Value eval.metric (accuracy by default) must reach "
                                        "on the eval split.")
     max_accuracy_drop: float = _field(0.0, "How far below the last blessed model's "
