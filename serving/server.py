@@ -133,6 +133,15 @@ def channel_arguments(text: str) -> List[tuple]:
     return arguments
 
 
+def grpc_listen_address(host: str, port: int) -> str:
+    """gRPC's address for ``--host``: an IPv6 literal in brackets (``[::1]:8500``), and
+    every interface for an empty host or ``::`` (as tornado takes them for REST)."""
+    host = host.strip("[]")
+    if host in ("", "::"):
+        return f"[::]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def rest_timeout(args: argparse.Namespace) -> Optional[float]:
     """``--rest_api_timeout_in_ms`` in seconds; 0 or less: no deadline, as TF Serving's
     REST handler sets none then."""
@@ -342,7 +351,7 @@ def serve(args: argparse.Namespace) -> int:
     service.store.start()
 
     grpc_server = None
-    addresses = ([f"{args.host}:{args.port}"] if args.port else []) + (
+    addresses = ([grpc_listen_address(args.host, args.port)] if args.port else []) + (
         [f"unix:{os.path.abspath(args.grpc_socket_path)}"] if args.grpc_socket_path else [])
     if addresses:
         grpc_server = grpc_api.make_server(
@@ -366,7 +375,7 @@ def serve(args: argparse.Namespace) -> int:
                 limiter),
                 metrics_path)
             try:
-                http = app.listen(args.rest_api_port, address=args.host,
+                http = app.listen(args.rest_api_port, address=args.host.strip("[]"),
                                   max_body_size=rest.TORNADO_MAX_BODY,
                                   body_timeout=timeout, idle_connection_timeout=timeout,
                                   ssl_options=tls.ssl_context() if tls else None)

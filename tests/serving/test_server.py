@@ -332,3 +332,16 @@ def test_rest_request_past_its_deadline_gets_504_and_the_server_keeps_answering(
         answer = requests.post(f"{server.rest_url}/v1/models/half:predict",
                                json={"instances": [2.0]}, timeout=30)
         assert answer.status_code == 200 and answer.json()["predictions"] == [3.0]
+
+
+def test_an_empty_host_serves_every_interface_ipv6_included(tmp_path):
+    """docs/security.md names '' and '::' for every interface: gRPC refused both at start
+    ('::' became '::8500', the port blamed). Both transports answer on IPv4 and IPv6."""
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    with ServerProcess(["--host", "", "--model_name", "half", "--model_base_path", base]) \
+            as server:  # the helper reaches it at 127.0.0.1
+        assert GrpcClient(f"[::1]:{server.grpc_port}", Target("half")).status()[0][
+            "state"] == "AVAILABLE"
+        answer = requests.get(f"http://[::1]:{server.rest_port}/v1/models/half", timeout=30)
+        assert answer.status_code == 200, answer.text

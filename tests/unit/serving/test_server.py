@@ -68,3 +68,14 @@ def test_load_and_unload_threads_reach_the_store_and_are_checked(capsys, tmp_pat
     with pytest.raises(SystemExit):
         parse_flags(["--model_base_path=/m", f"{flag}=-1"])
     assert f"{flag} must be 0 ({kind} in the poller) or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host,address", [
+    ("127.0.0.1", "127.0.0.1:8500"), ("localhost", "localhost:8500"),
+    ("::1", "[::1]:8500"), ("[::1]", "[::1]:8500"),  # '::1:8500' bound nothing
+    ("", "[::]:8500"), ("::", "[::]:8500"), ("0.0.0.0", "0.0.0.0:8500")])
+def test_grpc_listens_on_ipv6_and_every_interface_as_rest_does(host, address):
+    """docs/security.md names '::' and an empty --host; both failed to start, blamed on a
+    port in use."""
+    from serving.server import grpc_listen_address
+    assert grpc_listen_address(host, 8500) == address
