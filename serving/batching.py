@@ -106,7 +106,10 @@ class Batcher:
         self._params = params
         self._name = name
         self._observe = observe
+        # TF Serving bounds the queue in batches; here in their rows (a batch is at most
+        # max_batch_size rows), so requests of many rows fill it as many batches would
         self._capacity = params.max_enqueued_batches * params.max_batch_size
+        self._queued_rows = 0  # rows of the requests in _tasks (under _closing)
         # Room for one stop per thread beyond the requests: stop() never waits for it.
         self._tasks: "queue.Queue[_Task | None]" = queue.Queue(
             maxsize=self._capacity + params.num_batch_threads)
@@ -131,9 +134,11 @@ class Batcher:
         with self._closing:
             queued = not self._closed
             if queued:
-                if self._tasks.qsize() >= self._capacity:
+                if self._tasks.qsize() >= self._capacity or \
+                        self._queued_rows + size > self._capacity:
                     raise QueueFull("the batch queue is full")
                 self._tasks.put_nowait(task)
+                self._queued_rows += size
         if not queued:  # the version was unloaded as this request came in: no batch thread
             deadlines.check(deadline)
             with deadlines.scope(deadline):
@@ -184,7 +189,8 @@ class Batcher:
             deadline = time.monotonic() + self._params.batch_timeout_micros / 1e6
             while rows < self._params.max_batch_size:
                 try:
-                    task = self._tasks.get(timeout=max(0.0, deadline - time.monotonic()))
+                    task = self._taken(self._tasks.get(
+                        timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
                 if task is None:  # a stop: it waits for a thread after this batch
@@ -204,9 +210,16 @@ class Batcher:
     def _first(self) -> Optional[_Task]:
         """The next request whose caller still waits (None: closing)."""
         while True:
-            task = self._carried.popleft() if self._carried else self._tasks.get()
+            task = self._carried.popleft() if self._carried else self._taken(self._tasks.get())
             if task is None or task.result.set_running_or_notify_cancel():
                 return task
+
+    def _taken(self, task: Optional[_Task]) -> Optional[_Task]:
+        """``task``, just taken out of the queue: its rows leave the queue's count."""
+        if task is not None:
+            with self._closing:
+                self._queued_rows -= task.size
+        return task
 
     def _loop(self) -> None:
         while True:

@@ -210,3 +210,37 @@ def test_stopping_a_full_batcher_does_not_wait_for_room():
     for caller in callers:
         caller.join(10)
     assert batcher.wait(time.monotonic() + 10, 10)
+
+
+def test_the_queue_is_bounded_in_rows_as_in_batches():
+    """max_enqueued_batches 1 of max_batch_size 4: room for one batch, 4 rows. Requests of
+    4 rows each queued 4 of them (16 rows, four batches) before UNAVAILABLE."""
+    from serving import deadlines
+
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(inputs):
+        entered.set()
+        release.wait()
+        return {"y": inputs["x"]}
+
+    batcher = Batcher(stuck, BatchingParameters(max_batch_size=4, max_enqueued_batches=1,
+                                                num_batch_threads=1))
+    callers = [threading.Thread(target=batcher, args=({"x": np.ones(4)},), daemon=True)
+               for _ in range(2)]
+    try:
+        callers[0].start()
+        assert entered.wait(30)  # the batch thread holds the first request
+        callers[1].start()
+        _wait_for(lambda: batcher._tasks.qsize() >= 1, 30, "the second request queued")
+        with pytest.raises(QueueFull):  # a second batch's rows
+            batcher({"x": np.ones(4)}, deadline=deadlines.after(5))
+        with pytest.raises(QueueFull):  # one more row is over too
+            batcher({"x": np.ones(1)}, deadline=deadlines.after(5))
+    finally:
+        release.set()
+    for caller in callers:
+        caller.join(10)
+    assert batcher._queued_rows == 0  # every row taken out of the count again
+    np.testing.assert_array_equal(batcher({"x": np.ones(4)})["y"], np.ones(4))  # room again
+    batcher.close()
