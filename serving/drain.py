@@ -6,7 +6,9 @@ Tested with a model server: tests/serving/test_drain.py, tests/serving/test_prox
    answers UNAVAILABLE (REST 503), so load balancers that probe stop sending.
 2. The listeners stay open ``--drain_delay_seconds``: requests still sent while the pod
    leaves the Service's endpoints are answered (REST answers say ``Connection: close`` and close their connection).
-3. The listeners close; requests in flight get ``--drain_grace_seconds`` to finish.
+3. The listeners close; requests in flight get ``--drain_grace_seconds`` to finish. A
+   request that comes on a kept-alive REST connection from then on is answered 503
+   (``Connection: close``), not run (gRPC's stop refuses new calls itself).
 4. Exit 0 once none is left; 1 if some were still running at the end of the grace
    period, or if a second signal came (both logged, with the count of requests cut).
 """
@@ -30,6 +32,7 @@ class Drain:
         self._lock = threading.Lock()
         self._running = dict.fromkeys(TRANSPORTS, 0)
         self.draining = False
+        self.closed = False  # the listeners closed: kept-alive connections get no new work
 
     def begin(self) -> None:
         self.draining = True

@@ -56,6 +56,11 @@ class _JsonHandler(tornado.web.RequestHandler):
             # this one after the answer (it then sends "Connection: close" itself).
             self.request.connection._disconnect_on_finish = True
         self.set_header("Content-Type", "application/json")
+        if self.service.drain.closed:  # ports closed: no new work for the grace period
+            self._error(ServingError(grpc.StatusCode.UNAVAILABLE,
+                                     "the server is shutting down (its ports are closed): "
+                                     "send the request to another replica"))
+            return
         if self.request.method == "OPTIONS":
             return  # a CORS preflight carries no credentials (and answers nothing)
         try:

@@ -418,6 +418,7 @@ async def _drain(args: argparse.Namespace, service, http, grpc_server,
         _cut(drain, "a second signal came during the drain delay")
     if http:
         http.stop()
+    drain.closed = True  # kept-alive REST connections: 503 from here on
     if grpc_server:
         grpc_server.stop(grace=args.drain_grace_seconds)
     log.info("draining: ports closed; waiting for %s", describe(drain.running()))

@@ -162,6 +162,38 @@ def _raw_request(sock, body: bytes, path: str = "/v1/models/gate:predict") -> No
                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
+def test_a_kept_alive_connection_gets_no_new_work_once_the_ports_are_closed(gate):
+    """A request on a connection opened before the listeners closed was run during the
+    grace period (and could push the exit into a cut): it is answered 503 with
+    Connection: close, while the request in flight still gets its answer."""
+    import socket
+    folder, base = gate
+    with ServerProcess([*GATE_FLAGS, base, "--drain_delay_seconds", "0",
+                        "--drain_grace_seconds", "120"]) as server:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+            _raw_request(sock, b'{"signature_name": "quick", "instances": ["before"]}')
+            sock.settimeout(30)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # kept alive
+            held = threading.Thread(target=requests.post, daemon=True, kwargs=dict(
+                url=f"{server.rest_url}/v1/models/gate:predict",
+                json={"instances": ["held"]}, timeout=180))
+            held.start()
+            _wait_for(lambda: _started(folder) == 1, 60, "the held request inside the model")
+            server.process.send_signal(signal.SIGTERM)
+            _wait_for(lambda: "ports closed" in server.log(), 60, "the ports closed")
+            _raw_request(sock, b'{"signature_name": "quick", "instances": ["after"]}')
+            received = b""
+            while chunk := sock.recv(65536):  # b"" once the server closes it
+                received += chunk
+            (folder / "open").touch()
+            held.join(60)
+            returncode = server.process.wait(timeout=60)
+    assert received.startswith(b"HTTP/1.1 503"), received[:300]
+    assert b"connection: close" in received.lower() and b"ports are closed" in received
+    assert b'"after"' not in received
+    assert returncode == 0, server.log()[-3000:]
+
+
 def test_a_run_whose_client_went_away_holds_the_exit_until_it_ends(gate):
     """A REST client that disconnects leaves its model run going in the worker pool; the
     drain waits for the run (it holds the servable the exit unloads) instead of counting
