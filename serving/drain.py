@@ -33,9 +33,12 @@ class Drain:
         self._running = dict.fromkeys(TRANSPORTS, 0)
         self.draining = False
         self.closed = False  # the listeners closed: kept-alive connections get no new work
+        self.on_begin: list = []  # called as the drain begins (the gRPC health service)
 
     def begin(self) -> None:
         self.draining = True
+        for callback in self.on_begin:
+            callback()
 
     def check_ready(self) -> None:
         """Raises UNAVAILABLE while draining (the readiness answer)."""

@@ -185,13 +185,37 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                            "edit the folder (new versions are picked up by polling)")
 
 
+HEALTH_SERVICES = ("", "ModelService", "PredictionService")  # as TF Serving's server.cc
+
+
+def health_service():
+    """``--enable_grpc_healthcheck_service``: grpc.health.v1.Health, SERVING for the
+    server ("") and TF Serving's two services; ``set_draining`` turns them NOT_SERVING."""
+    from grpc_health.v1 import health, health_pb2
+
+    servicer = health.HealthServicer()
+    for name in HEALTH_SERVICES:
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return servicer
+
+
+def set_draining(servicer) -> None:
+    """Readiness false on the health service too (serving/drain.py)."""
+    from grpc_health.v1 import health_pb2
+
+    for name in HEALTH_SERVICES:
+        servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 def make_server(service: Service, addresses: List[str], max_workers: int,
                 max_message_bytes: int, auth: Optional[Authenticator] = None,
                 credentials: Optional[grpc.ServerCredentials] = None,
-                arguments: Sequence[Tuple[str, object]] = ()) -> grpc.Server:
+                arguments: Sequence[Tuple[str, object]] = (),
+                health=None) -> grpc.Server:
     """Both services on every address (``host:port``, ``unix:path``); over TLS with
     ``credentials`` (tls.ServerTLS); ``arguments`` are extra gRPC server options;
-    ``auth``: who may call (None: anyone)."""
+    ``auth``: who may call (None: anyone); ``health``: the standard health service
+    (``health_service``), which needs no token, as a Kubernetes probe sends none."""
     auth = auth or Authenticator()
     options = dict([("grpc.max_receive_message_length", max_message_bytes),
                     ("grpc.max_send_message_length", 2**31 - 1),  # TF Serving's INT32_MAX
@@ -202,6 +226,9 @@ def make_server(service: Service, addresses: List[str], max_workers: int,
         PredictionService(service, auth, max_message_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, auth),
                                                               server)
+    if health is not None:
+        from grpc_health.v1 import health_pb2_grpc
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for address in addresses:
         try:  # grpcio returns 0 or raises RuntimeError, depending on the version
             port = (server.add_secure_port(address, credentials) if credentials

@@ -114,7 +114,8 @@ TF_SERVING_FLAGS = [
      "bfloat16: oneDNN's automatic bfloat16 rewrite on every model (CPUs with AMX or "
      "AVX512-BF16; batch throughput, not single-text latency). Unset: float32."),
     ("skip_initialize_tpu", _bool, False, None),
-    ("enable_grpc_healthcheck_service", _bool, False, None),
+    ("enable_grpc_healthcheck_service", _bool, False,
+     "The standard gRPC health service (no token needed; NOT_SERVING while draining)."),
 ]
 IGNORED = frozenset(name for name, _, _, help_text in TF_SERVING_FLAGS if help_text is None)
 
@@ -354,10 +355,13 @@ def serve(args: argparse.Namespace) -> int:
     addresses = ([grpc_listen_address(args.host, args.port)] if args.port else []) + (
         [f"unix:{os.path.abspath(args.grpc_socket_path)}"] if args.grpc_socket_path else [])
     if addresses:
+        health = grpc_api.health_service() if args.enable_grpc_healthcheck_service else None
+        if health is not None:
+            service.drain.on_begin.append(lambda: grpc_api.set_draining(health))
         grpc_server = grpc_api.make_server(
             service, addresses, args.grpc_max_threads, args.max_request_bytes, auth,
             tls.grpc_credentials() if tls else None,
-            channel_arguments(args.grpc_channel_arguments))
+            channel_arguments(args.grpc_channel_arguments), health)
         grpc_server.start()
         print(f"Running gRPC ModelServer at {', '.join(addresses)} ...", flush=True)
 

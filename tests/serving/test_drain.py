@@ -300,3 +300,30 @@ def test_sigterm_during_the_first_load_ends_the_start_when_the_server_is_pid_1(t
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         process.wait()
+
+
+def test_the_grpc_health_service_serves_without_a_token_and_fails_while_draining(gate,
+                                                                                 tmp_path):
+    """--enable_grpc_healthcheck_service was accepted and ignored (UNIMPLEMENTED), so
+    Kubernetes' gRPC probes never passed. As TF Serving: the server, ModelService and
+    PredictionService are SERVING; a probe carries no token; draining turns them
+    NOT_SERVING with readiness."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    _, base = gate
+    (tmp_path / "token").write_text("s3cret\n")
+    with ServerProcess([*GATE_FLAGS, base, "--enable_grpc_healthcheck_service",
+                        "--auth_token_file", str(tmp_path / "token"),
+                        "--drain_delay_seconds", "600"], token="s3cret") as server:
+        stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_address))
+
+        def status(service: str) -> int:
+            return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=30).status
+        for service in ("", "ModelService", "PredictionService"):
+            assert status(service) == health_pb2.HealthCheckResponse.SERVING, service
+        server.process.send_signal(signal.SIGTERM)
+        _wait_for(lambda: status("") == health_pb2.HealthCheckResponse.NOT_SERVING, 30,
+                  "the health service NOT_SERVING")
+        assert status("PredictionService") == health_pb2.HealthCheckResponse.NOT_SERVING
+        server.process.send_signal(signal.SIGTERM)  # a second signal: stop now
+        server.process.wait(timeout=60)
