@@ -176,12 +176,10 @@ def test_closing_runs_every_request_queued_before_it(caplog):
     assert not batcher._threads[0].is_alive()
 
 
-def test_stopping_a_full_batcher_does_not_wait_for_room():
-    """A version unloaded while its queue is full (overload, a stuck model): the stops
-    used to wait for room in the queue, with no limit, holding up the unload (and the
-    model poller) until a request left the queue."""
-    from serving import deadlines
-
+def _held_and_queued(rows: int):
+    """A batcher of one batch of ``rows`` (one thread, room for one batch) whose thread is
+    held in a first request of ``rows`` while a second one waits in the queue; returns
+    (batcher, the release event, the two callers' threads)."""
     entered, release = threading.Event(), threading.Event()
 
     def stuck(inputs):
@@ -189,15 +187,25 @@ def test_stopping_a_full_batcher_does_not_wait_for_room():
         release.wait()
         return {"y": inputs["x"]}
 
-    batcher = Batcher(stuck, BatchingParameters(max_batch_size=1, max_enqueued_batches=1,
+    batcher = Batcher(stuck, BatchingParameters(max_batch_size=rows, max_enqueued_batches=1,
                                                 num_batch_threads=1))
-    callers = [threading.Thread(target=batcher, args=({"x": np.ones(1)},), daemon=True)
+    callers = [threading.Thread(target=batcher, args=({"x": np.ones(rows)},), daemon=True)
                for _ in range(2)]
+    callers[0].start()
+    assert entered.wait(30)  # the batch thread is held in the first request
+    callers[1].start()
+    _wait_for(lambda: batcher._tasks.qsize() >= 1, 30, "the second request queued")
+    return batcher, release, callers
+
+
+def test_stopping_a_full_batcher_does_not_wait_for_room():
+    """A version unloaded while its queue is full (overload, a stuck model): the stops
+    used to wait for room in the queue, with no limit, holding up the unload (and the
+    model poller) until a request left the queue."""
+    from serving import deadlines
+
+    batcher, release, callers = _held_and_queued(1)
     try:
-        callers[0].start()
-        assert entered.wait(30)  # the batch thread is stuck in the first request
-        callers[1].start()
-        _wait_for(lambda: batcher._tasks.qsize() >= 1, 30, "the second request queued")
         assert batcher._tasks.qsize() == 1  # the second fills the queue
         with pytest.raises(QueueFull):
             batcher({"x": np.ones(1)}, deadline=deadlines.after(5))
@@ -217,22 +225,8 @@ def test_the_queue_is_bounded_in_rows_as_in_batches():
     4 rows each queued 4 of them (16 rows, four batches) before UNAVAILABLE."""
     from serving import deadlines
 
-    entered, release = threading.Event(), threading.Event()
-
-    def stuck(inputs):
-        entered.set()
-        release.wait()
-        return {"y": inputs["x"]}
-
-    batcher = Batcher(stuck, BatchingParameters(max_batch_size=4, max_enqueued_batches=1,
-                                                num_batch_threads=1))
-    callers = [threading.Thread(target=batcher, args=({"x": np.ones(4)},), daemon=True)
-               for _ in range(2)]
+    batcher, release, callers = _held_and_queued(4)
     try:
-        callers[0].start()
-        assert entered.wait(30)  # the batch thread holds the first request
-        callers[1].start()
-        _wait_for(lambda: batcher._tasks.qsize() >= 1, 30, "the second request queued")
         with pytest.raises(QueueFull):  # a second batch's rows
             batcher({"x": np.ones(4)}, deadline=deadlines.after(5))
         with pytest.raises(QueueFull):  # one more row is over too
