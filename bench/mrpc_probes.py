@@ -129,14 +129,14 @@ def main() -> None:
     split = lambda name: glob.glob(os.path.join(TRANSFORM, "transformed_examples", "*",  # noqa
                                                 f"Split-{name}", "*"))
     rows = dataset.profile_split(split("train"), spec, 2, 0, [])["rows"]
-    steps, epochs = trainer.training_steps(hparams, rows * (2 if args.swap_pairs else 1),
-                                           hparams.batch_size)
-    classifier = model_lib.build_classifier(hparams, 2, steps * epochs, ckpt)
+    steps, epochs, total = trainer.training_steps(
+        hparams, rows * (2 if args.swap_pairs else 1), hparams.batch_size)
+    classifier = model_lib.build_classifier(hparams, 2, total, ckpt)
     started = time.time()
     history = classifier.fit(
         make_dataset(split("train"), spec, hparams.batch_size, pad_id, sep_id, True,
                      hparams.seed, args.swap_pairs).repeat(),
-        steps_per_epoch=steps, epochs=epochs, verbose=2,
+        steps_per_epoch=steps, epochs=epochs, verbose=2, callbacks=[trainer.StopAtStep(total)],
         validation_data=make_dataset(split("eval"), spec, 64, pad_id, sep_id, False, 0))
     result = {"tag": args.tag, "settings": {k: v for k, v in vars(args).items() if k != "tag"},
               "eval_accuracy_per_epoch": [round(v, 4) for v in history.history["val_accuracy"]],

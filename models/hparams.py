@@ -41,7 +41,8 @@ class ModelHParams:
     epochs: float = dataclasses.field(default=2.0, metadata={
         "help": "Passes over the training split (fractions allowed)."})
     train_steps: int = dataclasses.field(default=0, metadata={
-        "help": "If > 0, train exactly this many batches instead of 'epochs'."})
+        "help": "If > 0, train exactly this many batches instead of 'epochs' (the "
+                "epochs share them evenly; so do fractional epochs)."})
     batch_size: int = dataclasses.field(default=32, metadata={"help": "Training batch size."})
     eval_batch_size: int = dataclasses.field(default=64, metadata={
         "help": "Batch size for validation during training."})

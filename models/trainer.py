@@ -42,13 +42,28 @@ class Throughput(tf.keras.callbacks.Callback):
 
 
 def training_steps(hparams: ModelHParams, num_examples: int,
-                   global_batch: int) -> tuple[int, int]:
-    """(steps per epoch, epochs) covering ``hparams.train_steps`` or ``hparams.epochs``, in
-    steps of ``global_batch`` examples (``model.batch_size`` x the replicas)."""
+                   global_batch: int) -> tuple[int, int, int]:
+    """(steps per epoch, epochs, total steps) for ``hparams.train_steps`` or
+    ``hparams.epochs``, in steps of ``global_batch`` examples (``model.batch_size`` x the
+    replicas). The epochs share the total evenly (1.01 passes of 100 batches: 2 epochs of
+    51, not of 100), and ``StopAtStep`` ends the last one at the total exactly."""
     steps_per_epoch = max(1, math.ceil(num_examples / global_batch))
     total = hparams.train_steps or max(1, math.ceil(hparams.epochs * steps_per_epoch))
-    steps_per_epoch = min(steps_per_epoch, total)
-    return steps_per_epoch, math.ceil(total / steps_per_epoch)
+    epochs = math.ceil(total / min(steps_per_epoch, total))
+    return math.ceil(total / epochs), epochs, total
+
+
+class StopAtStep(tf.keras.callbacks.Callback):
+    """Ends training once the optimizer has taken ``total`` steps (its own count: a
+    replica restored from a backup counts on from there)."""
+
+    def __init__(self, total: int):
+        super().__init__()
+        self.total = total
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.total:
+            self.model.stop_training = True
 
 
 def check_devices(accelerator: str, strategy: tf.distribute.Strategy) -> None:
@@ -171,13 +186,13 @@ def run_fn(fn_args) -> None:
             raise ValueError("model.class_weight balanced is for single-label tasks")
         class_weight = balanced_class_weights(profile["label_counts"])
         logging.info("Class weights: %s", class_weight)
-    steps_per_epoch, epochs = training_steps(hparams, num_train, global_batch)
+    steps_per_epoch, epochs, total_steps = training_steps(hparams, num_train, global_batch)
     logging.info("Fine-tuning %s on %d examples: %d epochs x %d steps of %d examples "
                  "(%d replica(s) x %d), precision %s", checkpoint_dir, num_train, epochs,
                  steps_per_epoch, global_batch, replicas, hparams.batch_size, precision)
     with strategy.scope():
         classifier = model_lib.build_classifier(hparams, len(label_names),
-                                                steps_per_epoch * epochs, checkpoint_dir,
+                                                total_steps, checkpoint_dir,
                                                 multi_label=task.multi_label)
         started_from = _start_weights(classifier, hparams, fn_args, label_names, tokenizer,
                                       task.multi_label)
@@ -185,8 +200,8 @@ def run_fn(fn_args) -> None:
     logging.info("Training starts %s; the classifier reads %s", started_from,
                  POOLING_WORDS[pooling])
     throughput, loss_trend = Throughput(global_batch), training_progress.LossTrend()
-    callbacks = [training_progress.StopOnNonFiniteLoss(hparams.learning_rate), throughput,
-                 loss_trend]
+    callbacks = [training_progress.StopOnNonFiniteLoss(hparams.learning_rate),
+                 StopAtStep(total_steps), throughput, loss_trend]
     if cluster:  # a restarted replica resumes from the last backup, not from step 0
         every = replica_settings.get("backup_every_steps", 0)
         callbacks.append(tf.keras.callbacks.BackupAndRestore(  # kept after fit: a
@@ -197,7 +212,7 @@ def run_fn(fn_args) -> None:
             log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"), update_freq=50))
     if chief and hparams.progress_every_steps:  # its lines replace Keras's line per epoch
         callbacks.append(training_progress.TrainingProgress(
-            steps_per_epoch * epochs, global_batch, hparams.progress_every_steps))
+            total_steps, global_batch, hparams.progress_every_steps))
     started = time.time()
     validation = make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False)
     history = classifier.fit(
@@ -207,7 +222,7 @@ def run_fn(fn_args) -> None:
         verbose=0 if hparams.progress_every_steps or not chief else 2)
     training_progress.check_finite_weights(classifier, hparams.learning_rate)
     stats = {"started_from": started_from, "train_examples": num_train,
-             "steps": steps_per_epoch * epochs,
+             "steps": total_steps,
              "fit_seconds": time.time() - started, "precision": precision,
              "examples_per_second": throughput.examples_per_second,
              "label_counts": dict(zip(label_names, profile["label_counts"])),
@@ -245,7 +260,7 @@ def run_fn(fn_args) -> None:
                     **({"threshold": hparams.threshold} if task.multi_label else {}),
                     "precision": precision, "started_from": started_from,
                     "train_examples": num_train,
-                    "train_steps": steps_per_epoch * epochs},
+                    "train_steps": total_steps},
         sep_id=sep_id, task=task, threshold=hparams.threshold,
         privacy=fn_args.custom_config.get("privacy"))
     if cluster:

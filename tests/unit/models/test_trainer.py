@@ -10,16 +10,31 @@ from models.trainer import training_steps
 
 
 @pytest.mark.parametrize("epochs,train_steps,examples,replicas,expected", [
-    (2.0, 0, 1000, 1, (32, 2)),    # 32 batches of 32 per epoch
-    (0.5, 0, 1000, 1, (16, 1)),    # half an epoch
-    (2.0, 10, 1000, 1, (10, 1)),   # train_steps wins
-    (1.0, 0, 5, 1, (1, 1)),
-    (2.0, 0, 1000, 2, (16, 2)),    # 2 replicas x 32: 16 global batches of 64 per epoch
-    (2.0, 10, 1000, 4, (8, 2)),    # train_steps counts global steps of 128
+    (2.0, 0, 1000, 1, (32, 2, 64)),    # 32 batches of 32 per epoch
+    (0.5, 0, 1000, 1, (16, 1, 16)),    # half an epoch
+    (2.0, 10, 1000, 1, (10, 1, 10)),   # train_steps wins
+    (1.0, 0, 5, 1, (1, 1, 1)),
+    (2.0, 0, 1000, 2, (16, 2, 32)),    # 2 replicas x 32: 16 global batches of 64 per epoch
+    (2.0, 10, 1000, 4, (5, 2, 10)),    # train_steps counts global steps of 128
+    (1.01, 0, 3200, 1, (51, 2, 101)),  # two epochs of 51, not of 100 (200 steps)
+    (2.0, 10, 96, 1, (3, 4, 10)),      # epochs of 3: StopAtStep ends the 4th at 10
 ])
 def test_training_steps(epochs, train_steps, examples, replicas, expected):
     hparams = ModelHParams(epochs=epochs, train_steps=train_steps, batch_size=32)
     assert training_steps(hparams, examples, hparams.batch_size * replicas) == expected
+
+
+def test_a_fit_stops_at_the_total_step_exactly():
+    """train_steps 10 in epochs of 3 steps: 12 steps were taken."""
+    from models.trainer import StopAtStep
+    tf.keras.utils.set_random_seed(0)
+    model_ = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+    model_.compile(optimizer=tf.keras.optimizers.SGD(0.1),
+                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = tf.data.Dataset.from_tensor_slices((np.ones((96, 4), "float32"),
+                                               np.zeros(96, "int64"))).batch(32).repeat()
+    model_.fit(data, steps_per_epoch=3, epochs=4, callbacks=[StopAtStep(10)], verbose=0)
+    assert int(model_.optimizer.iterations) == 10
 
 
 def test_balanced_class_weights():
