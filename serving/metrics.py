@@ -86,7 +86,8 @@ class Metrics:
     def observe(self, model: str, api: str, entrypoint: str, status: str, seconds: float,
                 rows: int) -> None:
         self.requests.labels(model, status).inc()
-        self.latency.labels(model, api, entrypoint).observe(seconds * 1e6)
+        if status == "OK":  # TF Serving times answered requests only
+            self.latency.labels(model, api, entrypoint).observe(seconds * 1e6)
         if rows:
             self.examples.labels(model).inc(rows)
 

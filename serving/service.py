@@ -85,6 +85,8 @@ class Service:
             status = "INTERNAL"
             raise
         finally:
+            if entrypoint == "GRPC" and api in ("predict", "classify", "regress"):
+                api = api.capitalize()  # TF Serving's gRPC names: Predict, Classify, Regress
             self.metrics.observe(ref.name, api, entrypoint, status,
                                  time.perf_counter() - started, rows)
 

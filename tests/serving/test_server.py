@@ -168,6 +168,25 @@ def test_prometheus_metrics_count_requests(server):
     assert ":tensorflow:serving:request_latency_bucket" in text
 
 
+def test_latency_is_timed_for_answered_requests_under_tf_servings_api_names(server):
+    """As TF Serving: gRPC's API label is Predict (REST's predict), and a failed request
+    is counted by its status but not timed."""
+    def latency_count(api: str, entrypoint: str) -> float:
+        text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics").text
+        prefix = (f':tensorflow:serving:request_latency_count{{API="{api}",'
+                  f'entrypoint="{entrypoint}",model_name="half"}}')
+        return next((float(l.split()[-1]) for l in text.splitlines()
+                     if l.startswith(prefix)), 0.0)
+    before = latency_count("Predict", "GRPC")
+    GrpcClient(server.grpc_address, Target("half")).predict({"x": np.array([1.0], np.float32)})
+    assert latency_count("Predict", "GRPC") == before + 1
+    assert latency_count("predict", "GRPC") == 0.0
+    rest_before = latency_count("predict", "REST")
+    with pytest.raises(ServingClientError):
+        RestClient(server.rest_url, Target("half", version=99)).predict({"x": np.array([1.0])})
+    assert latency_count("predict", "REST") == rest_before
+
+
 def test_client_reports_unreachable_server_after_retries():
     """Connection refused is retried (the libraries' backoff), then reported as
     UNAVAILABLE naming the server, once the retries are spent and before the deadline."""
