@@ -15,13 +15,14 @@ import collections
 import dataclasses
 import logging
 import queue
-import re
 import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from google.protobuf import (descriptor_pb2, descriptor_pool, message_factory, text_format,
+                             wrappers_pb2)
 
 from serving import deadlines
 from serving.errors import invalid
@@ -30,6 +31,41 @@ Tensors = Dict[str, np.ndarray]
 # How long closing waits for its batch threads to finish the queued requests (a batch of
 # 128 long texts takes seconds on 2 cores).
 CLOSE_TIMEOUT_SECONDS = 60.0
+
+
+def _batching_parameters_class():
+    """``tensorflow.serving.BatchingParameters`` (session_bundle_config.proto), built here:
+    the tensorflow-serving-api wheel does not ship it. Same package, names and numbers."""
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+        package="tensorflow.serving", syntax="proto3",
+        dependency=[wrappers_pb2.DESCRIPTOR.name])
+    message = proto.message_type.add(name="BatchingParameters")
+    for name, number, wrapper in [
+            ("max_batch_size", 1, "Int64Value"), ("batch_timeout_micros", 2, "Int64Value"),
+            ("max_enqueued_batches", 3, "Int64Value"), ("num_batch_threads", 4, "Int64Value"),
+            ("thread_pool_name", 5, "StringValue"),
+            ("enable_large_batch_splitting", 8, "BoolValue"),
+            ("max_execution_batch_size", 9, "Int64Value")]:
+        message.field.add(name=name, number=number, type=field.TYPE_MESSAGE,
+                          type_name=f".google.protobuf.{wrapper}", label=field.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=field.TYPE_INT64,
+                      label=field.LABEL_REPEATED)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
+                      label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()  # private: never clashes with a real one
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(proto.SerializeToString())
+    descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.21
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+
+
+BatchingParametersProto = _batching_parameters_class()
+IGNORED_FIELDS = ("thread_pool_name", "enable_large_batch_splitting",
+                  "max_execution_batch_size")  # set or not: wrappers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,33 +79,41 @@ class BatchingParameters:
 
     @classmethod
     def parse(cls, text: str, source: str = "batching parameters") -> "BatchingParameters":
-        """Reads the text proto (``max_batch_size { value: 32 }`` or ``max_batch_size: 32``).
-
-        ``allowed_batch_sizes`` and ``pad_variable_length_inputs`` are accepted and
-        ignored: batches here are never padded.
-        """
-        text = re.sub(r"#[^\n]*", "", text)
-        values = {}
-        pattern = re.compile(r"(\w+)\s*(?::\s*([\w.\"]+)|\{\s*value\s*:\s*([\w.]+)\s*\})")
-        for match in pattern.finditer(text):
-            values.setdefault(match.group(1), []).append(match.group(2) or match.group(3))
-        leftover = pattern.sub("", text).strip()
-        if leftover:
-            raise ValueError(f"{source}: cannot parse {leftover[:60]!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        ignored = {"allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
-                   "enable_large_batch_splitting", "max_execution_batch_size"}
-        unknown = sorted(set(values) - known - ignored)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}")
+        """Reads the text proto as TF Serving does, with its ``BatchingParameters`` message
+        (``max_batch_size { value: 32 }``; a field given twice, a bare ``max_batch_size:
+        32`` or an unknown field is refused) and its checks. ``allowed_batch_sizes``,
+        ``pad_variable_length_inputs``, ``thread_pool_name``, ``enable_large_batch_
+        splitting`` and ``max_execution_batch_size`` are checked and ignored, with a
+        warning: batches here are never padded, nor split."""
+        message = BatchingParametersProto()
         try:
-            params = cls(**{k: int(v[-1]) for k, v in values.items() if k in known})
-        except ValueError as error:
-            raise ValueError(f"{source}: {error}") from None
+            text_format.Parse(text, message)
+        except text_format.ParseError as error:
+            raise ValueError(f"{source}: not a BatchingParameters text proto: {error}") \
+                from None
+        values = {f.name: getattr(message, f.name).value for f in dataclasses.fields(cls)
+                  if message.HasField(f.name)}
+        params = cls(**values)
         if min(params.max_batch_size, params.num_batch_threads,
-               params.max_enqueued_batches) < 1:
+               params.max_enqueued_batches) < 1 or params.batch_timeout_micros < 0:
             raise ValueError(f"{source}: max_batch_size, num_batch_threads and "
-                             "max_enqueued_batches must be >= 1")
+                             "max_enqueued_batches must be >= 1, batch_timeout_micros >= 0")
+        sizes = list(message.allowed_batch_sizes)
+        splitting = message.enable_large_batch_splitting.value
+        if sizes and not splitting and sizes[-1] != params.max_batch_size:
+            raise ValueError(f"{source}: Last entry in allowed_batch_sizes must match "
+                             f"max_batch_size; last entry was {sizes[-1]}; expected "
+                             f"{params.max_batch_size}")
+        if sizes and splitting and any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"{source}: allowed_batch_sizes entries must be monotonically "
+                             f"increasing")
+        ignored = [name for name in IGNORED_FIELDS if message.HasField(name)] + (
+            ["allowed_batch_sizes"] if sizes else []) + (
+            ["pad_variable_length_inputs"] if message.pad_variable_length_inputs else [])
+        if ignored:
+            logging.getLogger("serving").warning(
+                "%s: %s accepted and ignored by this server (its batches are never padded "
+                "nor split)", source, ", ".join(ignored))
         return params
 
     @classmethod

@@ -20,12 +20,38 @@ def test_batching_and_monitoring_files():
     params = BatchingParameters.from_file(os.path.join(DEPLOY, "batching_parameters.txt"))
     assert params == BatchingParameters(max_batch_size=32, batch_timeout_micros=2000,
                                         max_enqueued_batches=100, num_batch_threads=2)
-    assert BatchingParameters.parse("max_batch_size: 8 allowed_batch_sizes: 8") == \
+    assert BatchingParameters.parse("max_batch_size: { value: 8 } allowed_batch_sizes: 4 "
+                                    "allowed_batch_sizes: 8") == \
         BatchingParameters(max_batch_size=8)
-    with pytest.raises(ValueError, match="unknown field.*max_batchsize"):
+    with pytest.raises(ValueError, match="no field named \"max_batchsize\""):
         BatchingParameters.parse("max_batchsize { value: 8 }")
     with pytest.raises(ValueError, match="max_enqueued_batches must be >= 1"):
-        BatchingParameters.parse("max_enqueued_batches: 0")  # TF's scheduler refuses it too
+        BatchingParameters.parse("max_enqueued_batches { value: 0 }")  # TF's refuses it too
+
+
+@pytest.mark.parametrize("text,message", [
+    # read with TF Serving's own message, as TF Serving reads the file: these were taken
+    ("max_batch_size: 32", 'Expected "{"'),  # a wrapper's value needs its braces
+    ("max_batch_size { value: 8 } max_batch_size { value: 16 }", "multiple"),
+    ("pad_variable_length_inputs: maybe", "pad_variable_length_inputs"),
+    # and its checks: a file TF Serving refuses to load with
+    ("max_batch_size { value: 32 } allowed_batch_sizes: [8, 16]",
+     "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 16"),
+    ("max_batch_size { value: 32 } enable_large_batch_splitting { value: true } "
+     "allowed_batch_sizes: [16, 8]", "allowed_batch_sizes entries must be monotonically"),
+])
+def test_batching_files_are_read_as_tf_serving_reads_them(text, message):
+    with pytest.raises(ValueError, match=message):
+        BatchingParameters.parse(text)
+
+
+def test_batching_fields_tf_serving_has_are_taken_and_ignored_with_a_warning(caplog):
+    """Valid in TF Serving (refused here before): a list of sizes, a thread pool name."""
+    params = BatchingParameters.parse(
+        'max_batch_size { value: 32 } allowed_batch_sizes: [8, 16, 32] '
+        'thread_pool_name { value: "my-pool" }', "b.txt")
+    assert params == BatchingParameters(max_batch_size=32)
+    assert "b.txt: thread_pool_name, allowed_batch_sizes accepted and ignored" in caplog.text
     path = read_monitoring_config(os.path.join(DEPLOY, "monitoring.config"))
     assert path == "/monitoring/prometheus/metrics"
 
