@@ -368,7 +368,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
         summary.drift = ("not checked: the run stopped before DriftCheck"
                          if "DriftCheck" in node_ids else
                          "not checked: no data.span_pattern (drift compares each data drop, "
-                         "a span, with the previous one)")
+                         "a span, with the last accepted one)")
     if summary.error is None and any(c.status == "failed" for c in summary.components):
         summary.error = "a component failed (see the log above)"
     return summary

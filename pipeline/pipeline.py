@@ -203,7 +203,8 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str,
         max_unknown_share_increase=data.max_unknown_share_increase,
         max_label_l_infinity=data.max_label_l_infinity,
         max_length_js_divergence=data.max_length_js_divergence,
-        action=data.drift_action, accepted=accepted.outputs["report"])]
+        action=data.drift_action, window_spans=data.window_spans,
+        accepted=accepted.outputs["report"])]
 
 
 def serving_validation(config: PipelineConfig, model, evaluator, gen,

@@ -1,1 +1,1 @@
-"""DriftCheck: the newest span against the previous one, before training."""
+"""DriftCheck: the newest span against the last accepted one, before training."""

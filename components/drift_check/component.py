@@ -101,12 +101,16 @@ def write_report(folder: str, result: dict) -> None:
         f.write(json.dumps(result, indent=2))
 
 
-def baseline_span(newest: int, spans: dict, accepted) -> tuple[Optional[int], str]:
+def baseline_span(newest: int, spans: dict, accepted,
+                  source: str = "") -> tuple[Optional[int], str]:
     """(the span to compare ``newest`` with, why that one): the span of ``accepted`` (the
     last published report) when it is older and still there, the one that report compared
-    with when it was a run of this same span, else the newest span before ``newest``."""
+    with when it was a run of this same span, else the newest span before ``newest``. A
+    report of other data (its ``source``: another pipeline's, which KFP's query, scoped by
+    type alone, may return) is no baseline."""
     previous = max((n for n in spans if n < newest), default=None)
-    if accepted is None:
+    if accepted is None or (accepted.has_custom_property("source") and
+                            accepted.get_string_custom_property("source") != source):
         return previous, "the previous span"
     span = accepted.get_int_custom_property("span")
     if span == newest and accepted.has_custom_property("baseline_span"):
@@ -126,9 +130,12 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                text_feature: Parameter[str], max_unknown_share_increase: Parameter[float],
                max_label_l_infinity: Parameter[float],
                max_length_js_divergence: Parameter[float], action: Parameter[str] = "fail",
+               window_spans: Parameter[int] = 1,
                accepted: InputArtifact[DriftReport] = None):
     """Compares the span ``examples`` came from with the last accepted span (``accepted``:
-    the latest report a DriftCheck published), or the previous span without one."""
+    the latest report a DriftCheck published), or the previous span without one; the
+    spans of the training window (``window_spans``) newer than the last accepted one were
+    refused, and are a problem too."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     from components.text_example_gen.files import list_spans
@@ -137,7 +144,8 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     # TFX 1.16 keeps the span in a custom property; older TFX in the typed one
     newest = int(examples.get_int_custom_property("span") or examples.span)
     spans = dict(list_spans(input_base, span_pattern))
-    previous, chosen = baseline_span(newest, spans, accepted)
+    source = f"{input_base.rstrip('/')}/{span_pattern}"  # the data this check judges
+    previous, chosen = baseline_span(newest, spans, accepted, source)
     schema_proto = io_utils.parse_pbtxt_file(
         os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
     limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
@@ -147,6 +155,14 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                                                         sources=dict(SETTINGS)))
     result = {"span": newest, "previous_span": previous, "baseline": chosen, "problems": [],
               "figures": {}, "limits": limits.describe()}
+    window = sorted(n for n in spans if n < newest)[-(window_spans - 1):] \
+        if window_spans > 1 else []
+    refused = [n for n in window if previous is not None and n > previous]
+    if chosen == "the last accepted span" and refused:
+        result["problems"].append(
+            f"span(s) {', '.join(map(str, refused))} of the training window "
+            f"(data.window_spans {window_spans}) did not pass the drift check: remove their "
+            f"folders, or accept them with data.drift_action=warn")
     if previous is None:
         verdict = (f"{NOT_CHECKED}span {newest} is the first span (no earlier span to "
                    f"compare with)")
@@ -157,11 +173,13 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                                  config, checkpoint) for n in (newest, previous)]
         empty = [n for n, p in zip((newest, previous), profiles) if not p.rows]
         if empty:
-            verdict = (f"{NOT_CHECKED}span {empty[0]} ({spans[empty[0]]}) has no rows in "
-                       f"files matching {', '.join(patterns)}")
+            verdict = "; ".join(result["problems"]) or (
+                f"{NOT_CHECKED}span {empty[0]} ({spans[empty[0]]}) has no rows in files "
+                f"matching {', '.join(patterns)}")
         else:
             problems, figures = drift.compare(*profiles, limits, f"span {newest}",
                                               f"span {previous}")
+            problems += result["problems"]  # the distances first, then the window
             result.update(problems=problems, figures=figures)
             shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
             which = "" if chosen == "the previous span" else f" ({chosen})"
@@ -174,10 +192,10 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     report.set_string_custom_property("limits", result["limits"])
     report.set_int_custom_property("drifted", int(bool(result["problems"])))
     report.set_int_custom_property("span", newest)
+    report.set_string_custom_property("source", source)
     if previous is not None:
         report.set_int_custom_property("baseline_span", previous)
     if result["problems"] and action == "fail":
-        raise DataDriftError(f"data drift: {'; '.join(result['problems'])} "
-                             f"({'compared with ' + chosen + '; ' if which else ''}limits: "
-                             f"{result['limits']}; set data.drift_action=warn to train "
-                             f"anyway)")
+        # the verdict (as the summary and history show it), then the limits
+        raise DataDriftError(f"data drift: {verdict} (limits: {result['limits']}; set "
+                             f"data.drift_action=warn to train anyway)")

