@@ -157,6 +157,10 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
     final = os.path.join(base_directory, version)
     in_place = is_object_storage(base_directory)
     staging = final if in_place else os.path.join(base_directory, staging_name(version))
+    if in_place and tf.io.gfile.exists(final):  # no rename to refuse it there: another
+        raise PushError(f"pushing version {version} to {base_directory} failed: it "  # push
+                        f"exists already (another push of the same version?); nothing "
+                        f"was written")
     try:
         folders, files = _tree(model_dir)
         for relative in folders if not in_place else [""]:  # empty ones too (assets/)

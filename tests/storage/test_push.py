@@ -1,4 +1,5 @@
-"""The push on a bucket: saved_model.pb comes last and a bad version is removed."""
+"""The push on a bucket: saved_model.pb comes last, a bad version is removed, and a
+version that exists is never written into."""
 import os
 import subprocess
 import sys
@@ -15,6 +16,10 @@ register()
 push_version(sys.argv[2], sys.argv[3], "17")
 try:
     push_version(sys.argv[4], sys.argv[3], "18")
+except PushError as error:
+    print(error)
+try:  # a second push of version 17 (no rename there to refuse it): nothing is written
+    push_version(sys.argv[4], sys.argv[3], "17")
 except PushError as error:
     print(error)
 exit_process(0)
@@ -34,6 +39,8 @@ def test_on_a_bucket_saved_model_pb_comes_last_and_a_bad_version_is_removed(
     assert run.returncode == 0, run.stderr[-5000:]
     assert f"s3://{bucket}/serving/m/18/saved_model.pb is not a SavedModel" in run.stdout
     assert "was removed" in run.stdout
+    assert f"pushing version 17 to s3://{bucket}/serving/m failed: it exists already" \
+        in run.stdout  # the broken model did not overwrite nor remove version 17
     keys = [k.split("/", 2)[2] for k in s3.keys(bucket, "serving/")]
     assert keys == sorted(f"17/{path}" for path in tree(model)), keys
     assert s3.read(bucket, "serving/m/17/saved_model.pb") == \
