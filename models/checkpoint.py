@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import unicodedata
 from typing import Optional
 
 from models.hparams import DEFAULT_CHECKPOINT
@@ -150,12 +151,18 @@ def is_lower_case(checkpoint_dir: str) -> bool:
         if value is not None:
             return bool(value)
     # No do_lower_case (a hub cache's snapshot folder is a commit hash, so its name says
-    # nothing): a cased vocabulary holds capitalised word pieces (bert-base-cased: about
-    # a tenth of them), an uncased one next to none.
+    # nothing): from the vocabulary. Lower-casing also strips accents (combining marks),
+    # so a vocabulary holding any was not lower-cased (Devanagari's virama, Thai's marks);
+    # else a cased one holds capitalised pieces (bert-base-cased: about a tenth of those
+    # with cased letters), an uncased one next to none. No cased letter at all: cased,
+    # which keeps the text as it is.
     pieces = [t for t in read_vocab(checkpoint_dir) if not (t.startswith("[") and
                                                            t.endswith("]"))]
-    capitalised = sum(any(c.isupper() for c in piece) for piece in pieces)
-    return capitalised <= 0.001 * len(pieces)
+    if any(unicodedata.category(c) == "Mn" for piece in pieces for c in piece):
+        return False
+    cased = [piece for piece in pieces if any(c.lower() != c.upper() for c in piece)]
+    capitalised = sum(any(c.isupper() for c in piece) for piece in cased)
+    return bool(cased) and capitalised <= 0.001 * len(cased)
 
 
 def load_classifier(checkpoint_dir: str, num_labels: int,

@@ -31,6 +31,11 @@ def test_casing_without_a_tokenizer_config_comes_from_the_vocabulary(tmp_path):
         w.capitalize() if i % 10 == 0 and w.isalpha() else w for i, w in enumerate(words))
         + "\n")
     assert not checkpoint.is_lower_case(str(cased))
+    # no letter with case (Devanagari): lower-casing would strip its marks, so cased
+    devanagari = tmp_path / "hindi"
+    devanagari.mkdir()
+    (devanagari / checkpoint.VOCAB_FILE).write_text("[PAD]\n[UNK]\nनमस्ते\nभारत\n##ों\n")
+    assert not checkpoint.is_lower_case(str(devanagari))
 
 
 def test_safetensors_load_without_torch():
