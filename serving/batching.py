@@ -137,7 +137,7 @@ BatchObserver = Callable[[str, int, Sequence[float]], None]
 
 
 class QueueFull(Exception):
-    """More than ``max_enqueued_batches`` batches are waiting."""
+    """More rows than ``max_enqueued_batches`` x ``max_batch_size`` would be waiting."""
 
 
 class Batcher:

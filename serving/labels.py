@@ -5,8 +5,9 @@ may only name a version that TF Serving will have loaded: a complete SavedModel 
 (``<base_path>/<version>/saved_model.pb``) among those the model's version policy serves,
 because TF Serving refuses to reload its config when a label names any other version. At
 start nothing is loaded yet, so a server started on a config with labels needs
-``--allow_version_labels_for_unavailable_models`` (the shipped manifests pass it). The file is replaced atomically (a temporary file in the same folder, then
-``os.replace``), so a server polling it never reads half a file. Its leading ``#``
+``--allow_version_labels_for_unavailable_models`` (the shipped manifests pass it). The
+file is replaced atomically (a temporary file in the same folder, then ``os.replace``),
+so a server polling it never reads half a file. Its leading ``#``
 comment lines are kept; comments inside the proto are not.
 """
 from __future__ import annotations

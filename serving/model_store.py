@@ -307,7 +307,9 @@ class ModelStore:
             else:
                 self._models[name] = _Model(spec)
             self._sync_logged(self._models[name], rescan=True)
-        self._apply_labels({n: s.labels for n, s in specs.items()})
+        # checked above; they fail here only where this config's policy unloaded a version
+        for problem in self._apply_labels({n: s.labels for n, s in specs.items()}):
+            log.error("version labels not updated: %s", problem)
 
     def _apply_labels(self, wanted: Dict[str, Dict[str, int]]) -> List[str]:
         """Sets every model's labels, or none if one names an unavailable version."""

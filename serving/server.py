@@ -143,6 +143,13 @@ def grpc_listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def rest_listen_host(host: str) -> str:
+    """tornado's address for ``--host``: '' for every interface ('::' too: tornado would
+    bind it IPv6-only), an IPv6 literal without brackets."""
+    host = host.strip("[]")
+    return "" if host == "::" else host
+
+
 def rest_timeout(args: argparse.Namespace) -> Optional[float]:
     """``--rest_api_timeout_in_ms`` in seconds; 0 or less: no deadline, as TF Serving's
     REST handler sets none then."""
@@ -352,18 +359,24 @@ def serve(args: argparse.Namespace) -> int:
     service.store.start()
 
     grpc_server = None
-    addresses = ([grpc_listen_address(args.host, args.port)] if args.port else []) + (
-        [f"unix:{os.path.abspath(args.grpc_socket_path)}"] if args.grpc_socket_path else [])
-    if addresses:
-        health = grpc_api.health_service() if args.enable_grpc_healthcheck_service else None
-        if health is not None:
-            service.drain.on_begin.append(lambda: grpc_api.set_draining(health))
-        grpc_server = grpc_api.make_server(
-            service, addresses, args.grpc_max_threads, args.max_request_bytes, auth,
-            tls.grpc_credentials() if tls else None,
-            channel_arguments(args.grpc_channel_arguments), health)
-        grpc_server.start()
-        print(f"Running gRPC ModelServer at {', '.join(addresses)} ...", flush=True)
+    try:  # a SIGTERM here (SystemExit, _exit_on_signal) unloads what loaded
+        addresses = ([grpc_listen_address(args.host, args.port)] if args.port else []) + (
+            [f"unix:{os.path.abspath(args.grpc_socket_path)}"] if args.grpc_socket_path else [])
+        if addresses:
+            health = grpc_api.health_service() if args.enable_grpc_healthcheck_service else None
+            if health is not None:
+                service.drain.on_begin.append(lambda: grpc_api.set_draining(health))
+            grpc_server = grpc_api.make_server(
+                service, addresses, args.grpc_max_threads, args.max_request_bytes, auth,
+                tls.grpc_credentials() if tls else None,
+                channel_arguments(args.grpc_channel_arguments), health)
+            grpc_server.start()
+            print(f"Running gRPC ModelServer at {', '.join(addresses)} ...", flush=True)
+    except BaseException:
+        if grpc_server:
+            grpc_server.stop(grace=0)
+        service.store.stop()
+        raise
 
     async def run_rest() -> None:
         loop = asyncio.get_running_loop()
@@ -379,7 +392,7 @@ def serve(args: argparse.Namespace) -> int:
                 limiter),
                 metrics_path)
             try:
-                http = app.listen(args.rest_api_port, address=args.host.strip("[]"),
+                http = app.listen(args.rest_api_port, address=rest_listen_host(args.host),
                                   max_body_size=rest.TORNADO_MAX_BODY,
                                   body_timeout=timeout, idle_connection_timeout=timeout,
                                   ssl_options=tls.ssl_context() if tls else None)

@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import os
 import ssl
+import tempfile
 import urllib.parse
 from typing import Optional
 
@@ -84,7 +85,15 @@ class ServerTLS:
 @contextlib.contextmanager
 def _memory_file(data: bytes):
     """A path to ``data`` in memory (a memfd: the private key never touches a disk, as
-    Kubernetes keeps Secrets in memory); ssl reads files only."""
+    Kubernetes keeps Secrets in memory); ssl reads files only. Where there is no memfd
+    (not Linux): a private temporary file, removed at once."""
+    if not hasattr(os, "memfd_create"):
+        with tempfile.TemporaryDirectory() as folder:  # 0700
+            path = os.path.join(folder, "pem")
+            with open(path, "wb") as f:
+                f.write(data)
+            yield path
+        return
     fd = os.memfd_create("pem", os.MFD_CLOEXEC)
     try:
         written = 0

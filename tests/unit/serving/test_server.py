@@ -77,5 +77,6 @@ def test_load_and_unload_threads_reach_the_store_and_are_checked(capsys, tmp_pat
 def test_grpc_listens_on_ipv6_and_every_interface_as_rest_does(host, address):
     """docs/security.md names '::' and an empty --host; both failed to start, blamed on a
     port in use."""
-    from serving.server import grpc_listen_address
+    from serving.server import grpc_listen_address, rest_listen_host
     assert grpc_listen_address(host, 8500) == address
+    assert rest_listen_host(host) == {"[::1]": "::1", "::": ""}.get(host, host)
