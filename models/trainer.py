@@ -62,7 +62,8 @@ class StopAtStep(tf.keras.callbacks.Callback):
         self.total = total
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.total:
+        # get_value reads a replicated (Mirrored) counter too, where int() cannot
+        if int(tf.keras.backend.get_value(self.model.optimizer.iterations)) >= self.total:
             self.model.stop_training = True
 
 

@@ -24,17 +24,23 @@ def test_training_steps(epochs, train_steps, examples, replicas, expected):
     assert training_steps(hparams, examples, hparams.batch_size * replicas) == expected
 
 
-def test_a_fit_stops_at_the_total_step_exactly():
-    """train_steps 10 in epochs of 3 steps: 12 steps were taken."""
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_a_fit_stops_at_the_total_step_exactly(mirrored):
+    """train_steps 10 in epochs of 3 steps: 12 steps were taken. Under a distribution
+    strategy the step counter is a MirroredVariable (int() refused it: every replica of a
+    multi-worker Trainer failed)."""
     from models.trainer import StopAtStep
     tf.keras.utils.set_random_seed(0)
-    model_ = tf.keras.Sequential([tf.keras.layers.Dense(2)])
-    model_.compile(optimizer=tf.keras.optimizers.SGD(0.1),
-                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if mirrored else \
+        tf.distribute.get_strategy()
+    with strategy.scope():
+        model_ = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+        model_.compile(optimizer=tf.keras.optimizers.SGD(0.1),
+                       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     data = tf.data.Dataset.from_tensor_slices((np.ones((96, 4), "float32"),
                                                np.zeros(96, "int64"))).batch(32).repeat()
     model_.fit(data, steps_per_epoch=3, epochs=4, callbacks=[StopAtStep(10)], verbose=0)
-    assert int(model_.optimizer.iterations) == 10
+    assert int(tf.keras.backend.get_value(model_.optimizer.iterations)) == 10
 
 
 def test_balanced_class_weights():
