@@ -122,11 +122,12 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
     assert {"WordpieceTokenizeWithOffsets", "RegexSplitWithOffsets"} <= non_core
     assert not any("RoundRobin" in op or op.startswith("FastWordpiece") for op in ops)
 
-    # Second run: a bar no model can clear. Not blessed, nothing pushed, exit code 2.
-    overrides["eval.min_accuracy"] = 1.01
+    # Second run: a bar this model cannot clear (perfect accuracy; above 1 is refused as a
+    # setting). Not blessed, nothing pushed, exit code 2.
+    overrides["eval.min_accuracy"] = 1.0
     assert main(cli_args(overrides)) == 2
     out = capsys.readouterr().out
-    assert "Gate: NOT BLESSED" in out and "lower bound 1.0100" in out
+    assert "Gate: NOT BLESSED" in out and "lower bound 1.0000" in out
     assert "(baseline 0." in out  # the first run's model is the baseline now
     assert "Pushed: nothing" in out
     assert os.listdir(model_root) == versions
