@@ -21,10 +21,10 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-from google.protobuf import (descriptor_pb2, descriptor_pool, message_factory, text_format,
-                             wrappers_pb2)
+from google.protobuf import descriptor_pb2, text_format, wrappers_pb2
 
 from serving import deadlines
+from serving.descriptors import message_class
 from serving.errors import invalid
 
 Tensors = Dict[str, np.ndarray]
@@ -54,13 +54,7 @@ def _batching_parameters_class():
                       label=field.LABEL_REPEATED)
     message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
                       label=field.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()  # private: never clashes with a real one
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    pool.AddSerializedFile(proto.SerializeToString())
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.21
-        return message_factory.GetMessageClass(descriptor)
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+    return message_class(proto, "tensorflow.serving.BatchingParameters", [wrappers_pb2])
 
 
 BatchingParametersProto = _batching_parameters_class()

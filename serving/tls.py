@@ -18,7 +18,9 @@ import urllib.parse
 from typing import Optional
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import descriptor_pb2, text_format
+
+from serving.descriptors import message_class
 
 
 def _ssl_config_class():
@@ -34,12 +36,7 @@ def _ssl_config_class():
                                            ("custom_ca", field.TYPE_STRING),
                                            ("client_verify", field.TYPE_BOOL)], start=1):
         message.field.add(name=name, number=number, type=kind, label=field.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()  # private: never clashes with a real ssl_config_pb2
-    pool.AddSerializedFile(proto.SerializeToString())
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
-    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.21
-        return message_factory.GetMessageClass(descriptor)
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+    return message_class(proto, "tensorflow.serving.SSLConfig")
 
 
 SSLConfig = _ssl_config_class()
