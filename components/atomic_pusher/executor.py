@@ -7,7 +7,7 @@ Two differences in order: ``pushed`` is 0 until the version is in place, and the
 copy is made before the push (a failing archive copy fails the run with nothing pushed,
 never after a version was published). A failed push raises ``PushError``: the run fails
 with the cause, and ML Metadata records no pushed model. Before a push, partial copies
-left by pushes killed on this machine are removed (``publish.remove_stale_copies``).
+left by killed pushes are removed (``publish.remove_stale_copies``).
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class Executor(tfx_pusher.Executor):
         io_utils.copy_dir(model_path, model_push.uri)  # TFX's archive copy
         for name in remove_stale_copies(base_directory):
             logging.warning("Removed %s from %s: the partial copy of a push that was "
-                            "killed on this machine.", name, base_directory)
+                            "killed.", name, base_directory)
         # A push racing this one to the same version makes the rename fail (PushError):
         # never marked pushed with a folder that holds another model.
         push_version(model_path, base_directory, version)

@@ -18,23 +18,30 @@ is there; TF Serving may see the numbered prefix earlier, fail to load it and re
 
 On any failure the partial copy is removed and ``PushError`` names the cause, the file
 and the cleanup. A push killed outright leaves its ``.partial-*`` copy (never loaded);
-the next push on the same machine removes it.
+the next push on the same machine removes it. On object storage it leaves a numbered
+version without ``saved_model.pb``, which the next push removes once it is an hour old
+(``remove_stale_copies``).
 """
 from __future__ import annotations
 
 import os
 import socket
+import time
 import zlib
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.filesystems import sync
+from serving.model_store import version_number
 
 SAVED_MODEL = "saved_model.pb"
 STAGING_PREFIX = ".partial-"  # not a number: no model server loads it
 OBJECT_STORES = ("gs://", "s3://")  # rename copies every object there
 CHUNK = 8 << 20
+# A push writes every object of a version well within this; on object storage a version
+# without saved_model.pb none of whose objects is younger is left by a killed push.
+STALE_PUSH_S = 3600.0
 
 
 class PushError(RuntimeError):
@@ -60,13 +67,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_copies(base_directory: str) -> list:
-    """Removes the partial copies of pushes killed on this machine (``kill -9``, a power
-    loss): ``.partial-*`` folders of this host whose process is gone. Others' (another
-    pod's, a running push's) are left alone. Returns the names removed."""
+def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S) -> list:
+    """Removes what pushes killed outright (``kill -9``, a power loss, an evicted pod) left
+    in ``base_directory``; returns the names removed.
+
+    On a file system: ``.partial-*`` folders of this host whose process is gone; others'
+    (another pod's, a running push's) are left alone. On object storage the version was
+    written in place: an all-digit prefix without ``saved_model.pb`` (TF Serving aspires
+    it, fails to load it, and after a restart serves nothing) whose newest object is older
+    than ``stale_after_s``; a younger one may be a push still writing."""
+    if not tf.io.gfile.isdir(base_directory):
+        return []
+    if is_object_storage(base_directory):
+        return _remove_stale_versions(base_directory, stale_after_s)
     host, removed = socket.gethostname(), []
-    if is_object_storage(base_directory) or not tf.io.gfile.isdir(base_directory):
-        return removed
     for entry in tf.io.gfile.listdir(base_directory):
         entry = entry.rstrip("/")
         if not entry.startswith(STAGING_PREFIX):
@@ -74,6 +88,22 @@ def remove_stale_copies(base_directory: str) -> list:
         owner, _, pid = entry[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
         if owner == host and pid.isdigit() and not _alive(int(pid)):
             tf.io.gfile.rmtree(os.path.join(base_directory, entry))
+            removed.append(entry)
+    return removed
+
+
+def _remove_stale_versions(base_directory: str, stale_after_s: float) -> list:
+    """The object-storage half of ``remove_stale_copies``."""
+    removed, cutoff_ns = [], (time.time() - stale_after_s) * 1e9
+    for entry in tf.io.gfile.listdir(base_directory):
+        entry = entry.rstrip("/")
+        folder = os.path.join(base_directory, entry)
+        if version_number(entry) is None or tf.io.gfile.exists(os.path.join(folder, SAVED_MODEL)):
+            continue
+        written = [tf.io.gfile.stat(os.path.join(parent, name)).mtime_nsec
+                   for parent, _, names in tf.io.gfile.walk(folder) for name in names]
+        if max(written, default=0) < cutoff_ns:
+            tf.io.gfile.rmtree(folder)
             removed.append(entry)
     return removed
 

@@ -55,3 +55,63 @@ def test_on_a_bucket_saved_model_pb_comes_last_and_a_bad_version_is_removed(
     assert pb_writes and others and max(others) < min(pb_writes), requests_17
     assert any(method == "GET" for method, path in requests_17
                if not path.endswith("/saved_model.pb")), requests_17  # read back
+
+
+KILLED_PUSH = """
+import os, sys
+from components.atomic_pusher.publish import push_version
+from pipeline.config import StorageConfig
+from serving.filesystems import register
+os.environ.update(StorageConfig(s3_endpoint=sys.argv[1]).environment())
+register()
+push_version(sys.argv[2], sys.argv[3], "21")  # blocks reading the FIFO, killed there
+"""
+
+CLEAN_UP = """
+import os, sys
+from components.atomic_pusher.publish import remove_stale_copies
+from pipeline.config import StorageConfig
+from serving.filesystems import exit_process, register
+os.environ.update(StorageConfig(s3_endpoint=sys.argv[1]).environment())
+register()
+print(remove_stale_copies(sys.argv[2], stale_after_s=float(sys.argv[3])))
+exit_process(0)
+"""
+
+
+def test_a_push_killed_on_a_bucket_leaves_a_version_the_next_push_removes(
+        s3, tmp_path, model):  # noqa: F811 (the fixture)
+    """kill -9 mid-push leaves <version>/ without saved_model.pb, which TF Serving would
+    aspire after a restart (it loads any all-digit folder) and fail: the next push removes
+    it once no object of it is newer than stale_after_s; a push still writing is kept."""
+    bucket = s3.bucket("killed")
+    base = f"s3://{bucket}/serving/m"
+    blocking = tmp_path / "blocking"
+    subprocess.run(["cp", "-r", model, str(blocking)], check=True)
+    fifo = blocking / "variables" / "variables.zz"  # copied after the variables
+    os.mkfifo(fifo)
+    s3.put(bucket, "serving/m/20/saved_model.pb", open(
+        os.path.join(model, "saved_model.pb"), "rb").read())  # a whole version beside it
+    push = subprocess.Popen([sys.executable, "-c", KILLED_PUSH, s3.endpoint,
+                             str(blocking), base], env=s3.env)
+    try:
+        with open(fifo, "wb"):  # returns once the push reads it: every earlier file is in
+            push.kill()
+    finally:
+        push.kill()
+        push.wait(timeout=60)
+    left = s3.keys(bucket, "serving/m/21/")
+    assert left and not any(k.endswith("/saved_model.pb") for k in left), left
+
+    def clean_up(stale_after_s):
+        run = subprocess.run([sys.executable, "-c", CLEAN_UP, s3.endpoint, base,
+                              str(stale_after_s)], env=s3.env, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-5000:]
+        return run.stdout.strip().splitlines()[-1]
+
+    assert clean_up(3600) == "[]"  # as young as a push still writing: kept
+    assert s3.keys(bucket, "serving/m/21/") == left
+    assert clean_up(0) == "['21']"
+    assert s3.keys(bucket, "serving/m/21/") == []
+    assert s3.keys(bucket, "serving/m/20/") == ["serving/m/20/saved_model.pb"]
