@@ -87,13 +87,17 @@ def _cmd_history(args) -> int:
 
     from local import history, local_runner
     config = config_from_args(args)
+    if args.last < 1:
+        raise ValueError(f"--last must be at least 1, not {args.last}")
     entries = history.read(config.history_path, unfinished=True,
                            run_active=local_runner.run_active(config))[-args.last:]
     if args.json:
         for entry in entries:
             print(json.dumps(entry, ensure_ascii=False))
     else:
-        print(history.format_table(entries) if entries else "no runs recorded yet")
+        print(history.format_table(entries) if entries else
+              f"no runs recorded in {config.history_path} (the history of output.root, or "
+              f"schedule.history_file)")
     return 0
 
 
@@ -102,13 +106,25 @@ def _cmd_report(args) -> int:
     config = config_from_args(args)
     if args.serve:
         return _serve_reports(report.folder(config), args.port)
-    path = history.find_report(history.read(config.history_path), args.run)
+    entries = history.read(config.history_path)
+    if not args.run and entries and not entries[-1].get("report"):
+        newest = entries[-1]
+        earlier = [e["run_id"] for e in entries if e.get("report") and e.get("run_id")]
+        raise ValueError(
+            f"the newest run ({newest.get('run_id') or 'no run id'}, started "
+            f"{newest.get('started')}) has no report: {newest.get('error') or 'not written'}"
+            + (f"; --run {earlier[-1]} for the newest run that has one" if earlier else ""))
+    path = history.find_report(entries, args.run)
     if path is None and args.run:  # a run missing from the history: its folder, if there
         candidate = report.path_for(config, args.run)
         path = candidate if os.path.exists(candidate) else None
     if path is None:
         raise ValueError(f"no report for {'run ' + args.run if args.run else 'any run'} in "
                          f"{config.history_path} (reports are written by `bert-pipeline run`)")
+    if not os.path.exists(path):
+        whose = f"run {args.run}'s" if args.run else "the newest run's"
+        raise ValueError(f"{path} ({whose} report) does not exist: removed, or written on "
+                         f"another machine")
     print(path)
     return 0
 

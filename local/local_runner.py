@@ -156,7 +156,7 @@ def write_report(result: "summary.RunSummary", config: PipelineConfig) -> None:
     the summary, never raised: the run's own outcome stands."""
     from local import report
     try:
-        result.report_path = report.write(result, config)
+        result.report_path = os.path.abspath(report.write(result, config))
     except Exception as e:  # noqa: BLE001 - the report must not fail or hide the run
         logging.warning("the run report was not written", exc_info=True)
         result.report_error = f"{type(e).__name__}: {e}"
@@ -193,7 +193,11 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
             logging.info("pipeline run failed", exc_info=True)  # the summary says why
             error = e
         result = summary.collect(pipeline, started, error)
+        # How the run ended is recorded before the report (slow: it scores the model), so
+        # Ctrl-C or SIGTERM while it is written never leaves a pushed run "interrupted".
+        entry = history.record(result, started, time.time(), reason, run_key)
+        history.append(config.history_path, entry)
         write_report(result, config)
-        history.append(config.history_path,
-                       history.record(result, started, time.time(), reason, run_key))
+        if result.report_path:
+            history.append(config.history_path, dict(entry, report=result.report_path))
     return result

@@ -285,3 +285,36 @@ def test_serve_flags_are_not_abbreviated_either(capsys):
         main(["serve", "--model_base_pat", "/models/m", "--model_name", "m"])
     assert refused.value.code == 2
     assert "unrecognized arguments: --model_base_pat" in capsys.readouterr().err
+
+
+def test_report_is_the_newest_runs_or_says_why_there_is_none(tmp_path, capsys):
+    """`report` printed an older run's report when the newest run had none (it failed
+    before the report, or was killed), and a path it never checked."""
+    from local import history
+    from tests.support.schedules import _config, _entry
+
+    config = _config(tmp_path)
+    page = tmp_path / "out" / "reports" / "r1" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<html></html>")
+    history.append(config.history_path, _entry("2026-11-24T03:00:00", run_id="r1",
+                                               report=str(page)))
+    root = ["--output.root", config.output.root]
+    assert main(["report", *root]) == 0
+    assert capsys.readouterr().out.strip() == str(page)
+    history.append(config.history_path, _entry("2026-11-25T03:00:00", run_id="r2",
+                                               exit_code=1, error="ValueError: bad"))
+    assert main(["report", *root]) == 1
+    error = capsys.readouterr().err
+    assert "the newest run (r2, started 2026-11-25T03:00:00+00:00) has no report" in error
+    assert "--run r1" in error  # the newest one that has
+    assert main(["report", *root, "--run", "r1"]) == 0
+    page.unlink()
+    assert main(["report", *root, "--run", "r1"]) == 1
+    assert f"{page} (run r1's report) does not exist" in capsys.readouterr().err
+    assert main(["history", *root, "--last", "0"]) == 1
+    assert "--last must be at least 1" in capsys.readouterr().err
+    assert main(["history", "--output.root", str(tmp_path / "nowhere")]) == 0
+    out = capsys.readouterr().out
+    assert f"no runs recorded in {tmp_path / 'nowhere' / 'history.jsonl'}" in out
+    assert "output.root" in out and "schedule.history_file" in out

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from local import local_runner
+from local import history, local_runner
 from local.local_runner import local_pipeline
 from pipeline.config import load_config
 from tests.support.object_storage import ENDPOINT_VARIABLES
@@ -104,3 +104,38 @@ def test_history_looking_at_the_lock_does_not_refuse_a_run(tmp_path):
         with pytest.raises(local_runner.RunInProgress):
             with local_runner.run_lock(config):
                 pass
+
+
+def test_a_run_is_recorded_before_its_report_and_the_report_path_is_absolute(
+        tmp_path, monkeypatch):
+    """The history records how a run ended before the report (slow: it scores the model)
+    is written: Ctrl-C or SIGTERM there left a pushed run recorded as interrupted, and
+    the scheduler trained the span again. The report's path is stored absolute."""
+    import types
+
+    import tfx.orchestration.local.local_dag_runner as local_dag_runner
+
+    from local import report, summary
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {"output.root": "out"})
+    monkeypatch.setattr(local_runner.preflight, "check", lambda c: None)
+    monkeypatch.setattr(local_runner, "local_pipeline",
+                        lambda c: types.SimpleNamespace(beam_pipeline_args=[]))
+    monkeypatch.setattr(local_dag_runner.LocalDagRunner, "run", lambda self, p: None)
+    monkeypatch.setattr(summary, "collect", lambda p, started, error=None: summary.RunSummary(
+        pipeline="p", run_id="r1", blessed=True, pushed_version="7", pushed_path="/s/7"))
+
+    def interrupted(result, config):
+        raise KeyboardInterrupt  # as SIGINT while the report scores the model
+
+    monkeypatch.setattr(report, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        local_runner.run(config)
+    [entry] = history.read(config.history_path, unfinished=True, run_active=False)
+    assert (entry["status"], entry["pushed_version"], entry["exit_code"]) == \
+        ("finished", "7", 0), entry
+    monkeypatch.setattr(report, "write", lambda result, config: "out/reports/r1/index.html")
+    local_runner.run(config)
+    assert history.read(config.history_path)[-1]["report"] == \
+        str(tmp_path / "out" / "reports" / "r1" / "index.html")
