@@ -104,7 +104,10 @@ def gate_checks(uri: str, evaluation: Evaluation) -> list:
     checks = []
     thresholds = metric_specs.metric_thresholds_from_metrics_specs(config.metrics_specs,
                                                                     config)
+    baselines = {spec.name for spec in config.model_specs if spec.is_baseline}
     for key, found in sorted(thresholds.items(), key=lambda kv: (kv[0].name, kv[0].is_diff)):
+        if key.model_name in baselines:
+            continue  # TFMA lists the baseline's thresholds too; only the candidate is gated
         candidate = evaluation.metrics.get("", {}).get(key.name)
         baseline = evaluation.baseline_metrics.get("", {}).get(key.name)
         failed = (key.name, key.is_diff) in evaluation.failed

@@ -79,14 +79,19 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def counts_from_matrices(matrices) -> Counts:
-    """TFMA's multi-class confusion matrix (one threshold) -> per-class counts."""
+    """TFMA's multi-class confusion matrix (one threshold) -> per-class counts. A row whose
+    label the model does not know (TFMA's class id -1) counts as a wrong prediction and
+    in no class's recall."""
     entries = next(iter(matrices.values())) if matrices else {}
     classes = 1 + max((max(k.actual_class_id, k.predicted_class_id) for k in entries),
                       default=-1)
     tp, fp, fn = (np.zeros(classes) for _ in range(3))
     for key, weight in entries.items():
         actual, predicted = key.actual_class_id, key.predicted_class_id
-        if actual == predicted:
+        if actual < 0:  # a label the model does not know: a wrong answer, no class's row
+            if predicted >= 0:
+                fp[predicted] += weight
+        elif actual == predicted:
             tp[actual] += weight
         else:
             fn[actual] += weight

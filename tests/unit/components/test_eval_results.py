@@ -153,3 +153,25 @@ def test_gate_failures_name_both_values_and_the_setting():
     missing.metric_key.name = "macro_f1"
     assert eval_results.failure_text(missing, evaluation_result, [], "macro_f1") == (
         "macro_f1: no value was computed (Metric not found)")
+
+
+def test_the_gate_table_has_one_row_per_threshold_with_a_baseline(tmp_path):
+    """With a baseline TFMA's config names both models, and the baseline's thresholds
+    were listed as well: every row twice in the card and the report after the first run."""
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    from pipeline.config import PipelineConfig
+    from pipeline.pipeline import eval_config
+
+    config = tfma.utils.update_eval_config_with_defaults(eval_config(PipelineConfig()),
+                                                         has_baseline=True)
+    (tmp_path / "eval_config.json").write_text(eval_config_writer._serialize_eval_run(
+        config, "", "tfrecord", {"candidate": "/m/2", "baseline": "/m/1"}))
+    result = eval_results.Evaluation(
+        metrics={"": {"sparse_categorical_accuracy": 0.91}},
+        baseline_metrics={"": {"sparse_categorical_accuracy": 0.9}})
+    checks = eval_results.gate_checks(str(tmp_path), result)
+    assert [(c.metric, c.kind) for c in checks] == [
+        ("sparse_categorical_accuracy", "at least"),
+        ("sparse_categorical_accuracy", "change vs. baseline at least")]
+    assert checks[1].value == pytest.approx(0.01)
