@@ -42,6 +42,7 @@ class RunSummary:
     metrics: dict = dataclasses.field(default_factory=dict)  # slice -> {metric: value}
     baseline_metrics: dict = dataclasses.field(default_factory=dict)
     blessed: Optional[bool] = None
+    baseline_dropped: Optional[str] = None  # why the Evaluator compared with no baseline
     gate_failures: list = dataclasses.field(default_factory=list)
     serving_check: Optional[str] = None  # the check's verdict, when it ran
     serving_ok: Optional[bool] = None
@@ -137,6 +138,8 @@ class RunSummary:
         if self.blessed is not None:
             lines += ["", "Gate: " + ("BLESSED" if self.blessed else "NOT BLESSED")]
             lines += [f"  - {failure}" for failure in self.gate_failures]
+            if self.baseline_dropped:
+                lines.append(f"  no baseline: {self.baseline_dropped}")
         if self.serving_status:
             lines.append(f"Serving check: {self.serving_status}")
         if self.pushed_version:
@@ -349,6 +352,7 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
             summary.labels = _labels(outputs["model"][0].uri)
         if node == "Evaluator" and outputs.get("evaluation"):
             _read_evaluation(summary, outputs["evaluation"][0].uri, _gated_metric(pipeline))
+            summary.baseline_dropped = _custom(outputs["evaluation"][0], "baseline_dropped")
             if outputs.get("blessing"):
                 summary.blessed = bool(_custom(outputs["blessing"][0], "blessed"))
         if node == "ServingCheck" and outputs.get("blessing"):

@@ -253,7 +253,8 @@ def run_fn(fn_args) -> None:
     export.export_serving_model(
         model_lib.float32_copy(classifier), tf_transform_output, label_names, pad_id,
         export_dir,
-        model_info={"checkpoint": hparams.checkpoint,
+        model_info={"pipeline": fn_args.custom_config.get("pipeline"),
+                    "checkpoint": hparams.checkpoint,
                     "tokenizer_sha256": tokenizer,
                     "max_seq_length": hparams.max_seq_length,
                     "truncation": hparams.truncation, "pooling": pooling,

@@ -20,7 +20,7 @@ from typing import Optional
 import tensorflow_model_analysis as tfma
 # TFX's own modules, not its tfx.v1 API: tfx.v1 imports its Google Cloud extensions
 # (google.cloud.aiplatform, about 3 s per run); Vertex AI's Trainer is imported when used.
-from tfx.components import (Evaluator, ExampleValidator, SchemaGen, StatisticsGen, Trainer,
+from tfx.components import (ExampleValidator, SchemaGen, StatisticsGen, Trainer,
                             Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
@@ -32,6 +32,7 @@ from tfx.proto import example_gen_pb2, infra_validator_pb2, pusher_pb2, trainer_
 from tfx.types import Channel, standard_artifacts
 
 from components.atomic_pusher.component import AtomicPusher
+from components.baseline_evaluator.component import BaselineEvaluator
 from components.data_gate.component import DataGate
 from components.drift_check.component import DriftCheck, DriftReport
 from components.kubernetes_infra_validator.component import KubernetesInfraValidator
@@ -371,15 +372,16 @@ def create_pipeline(config: PipelineConfig, *,
         train_args=trainer_pb2.TrainArgs(),
         eval_args=trainer_pb2.EvalArgs(),
         custom_config={"model": config.model.to_dict(), "task": dataclasses.asdict(served),
+                       "pipeline": pipeline_name,
                        "max_unknown_share": config.data.max_unknown_share,
                        "privacy": privacy, **_accelerator(trainer_platform_config)})
     if trainer_platform_config is not None:
         trainer.with_platform_config(trainer_platform_config)
-    evaluator = Evaluator(
+    evaluator = BaselineEvaluator(  # drops a baseline of another pipeline or task
         examples=gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
-        eval_config=eval_config(config))
+        eval_config=eval_config(config)).with_id("Evaluator")
     card = model_card(config, trainer, evaluator, statistics, gen, data_root)
     serving = serving_validation(config, card.outputs["model_with_card"], evaluator, gen,
                                  serving_spec)

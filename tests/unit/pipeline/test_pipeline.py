@@ -1,6 +1,8 @@
 """The pipeline (pipeline/pipeline.py): ``create_pipeline`` takes resolved values as given
 and passes the text columns, separator and drift limits to its components (no pipeline
 run here)."""
+import json
+
 import pytest
 
 from local.local_runner import local_pipeline
@@ -48,6 +50,9 @@ def test_create_pipeline_uses_the_resolved_values_it_is_given():
     assert "gs://given/serving/clf" in str(pushed)
     assert "ServingCheck" in components and "InfraValidator" not in components
     assert components["Trainer"].platform_config is None
+    assert json.loads(components["Trainer"].exec_properties["custom_config"])["pipeline"] == \
+        "given-name"  # in model_info.json: the Evaluator drops another pipeline's baseline
+    assert type(components["Evaluator"]).__name__ == "BaselineEvaluator"
     assert NOWHERE not in _everything(pipeline)
 
 

@@ -1,0 +1,2 @@
+"""BaselineEvaluator: TFX's Evaluator, whose baseline must be this pipeline's model of the
+same task."""
