@@ -397,3 +397,19 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     text = str(value)
     redacted = _EXCERPT_REDACTOR(tf.constant([text]))[0].numpy()[0].decode("utf-8")
     return redacted if len(redacted) <= limit else redacted[:limit - 1] + "…"
+
+
+def text_redactor(privacy: Optional[Mapping] = None) -> Callable[[Sequence], list]:
+    """For what shows raw texts outside the graph (the report's top values, TFDV's anomaly
+    descriptions: with privacy.at_ingestion false the statistics hold raw texts): texts ->
+    the same with every built-in type and ``privacy``'s custom patterns replaced, whatever
+    privacy.redact says."""
+    redactor = from_settings({"redact": "all",
+                              "custom_patterns": (privacy or {}).get("custom_patterns", [])})
+
+    def shown(values: Sequence) -> list:
+        if not values:
+            return list(values)
+        redacted = redactor(tf.constant(list(values)))[0].numpy()
+        return [v.decode("utf-8", errors="replace") for v in redacted]
+    return shown

@@ -341,7 +341,8 @@ def create_pipeline(config: PipelineConfig, *,
     gate = DataGate(statistics=statistics.outputs["statistics"],
                     anomalies=validator.outputs["anomalies"],
                     label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE,
-                    two_classes_for="eval.metric auc" if config.eval.metric == "auc" else "")
+                    two_classes_for="eval.metric auc" if config.eval.metric == "auc" else "",
+                    privacy=json.dumps(privacy_settings(config.privacy), sort_keys=True))
     checks = [gate]
     if config.data.span_pattern:
         checks += drift_check(config, gen, schema, data_root, latest_strategy)

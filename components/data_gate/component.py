@@ -12,7 +12,9 @@ those messages name the likely cause (identical rows stay together in the hash
 split) and the settings that fix it.
 """
 
+import json
 import os
+from typing import Optional
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
@@ -21,6 +23,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from components.text_example_gen.parsing import integer_label
+from models.redaction import text_redactor
 from serving.contract import ANOMALIES_FILE, LABEL_FEATURE, STATISTICS_FILE, TEXT_FEATURE
 
 
@@ -28,15 +31,16 @@ class DataValidationError(RuntimeError):
     """The data failed validation; the message lists every problem."""
 
 
-def _anomaly_lines(split: str, anomalies: anomalies_pb2.Anomalies) -> list[str]:
-    lines = []
-    for feature, info in sorted(anomalies.anomaly_info.items()):
-        lines.append(f"split '{split}', feature '{feature}': {info.short_description}: "
-                     f"{info.description}")
+def _anomaly_lines(split: str, anomalies: anomalies_pb2.Anomalies, shown) -> list[str]:
+    """One line per anomaly; the descriptions through ``shown`` (redaction): TFDV's name
+    values, raw texts where the statistics hold them (privacy.at_ingestion false)."""
+    found = [(f"feature '{feature}'", info)
+             for feature, info in sorted(anomalies.anomaly_info.items())]
     if anomalies.HasField("dataset_anomaly_info"):
-        info = anomalies.dataset_anomaly_info
-        lines.append(f"split '{split}', dataset: {info.short_description}: {info.description}")
-    return lines
+        found.append(("dataset", anomalies.dataset_anomaly_info))
+    descriptions = shown([info.description for _, info in found])
+    return [f"split '{split}', {where}: {info.short_description}: {description}"
+            for (where, info), description in zip(found, descriptions)]
 
 
 FIX_SPLIT = ("add rows (distinct ones), raise data.eval_fraction, or give an eval set "
@@ -110,11 +114,15 @@ def _numbers_written_twice(stats_by_split: dict, label_feature: str) -> list[str
 def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
           stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
           label_feature: str, train_split: str = "train", eval_split: str = "eval",
-          text_feature: str = TEXT_FEATURE, two_classes_for: str = "") -> None:
+          text_feature: str = TEXT_FEATURE, two_classes_for: str = "",
+          privacy: Optional[dict] = None) -> None:
     """Raises DataValidationError listing every anomaly and label problem;
-    ``two_classes_for`` names a setting that needs exactly two classes (eval.metric auc)."""
+    ``two_classes_for`` names a setting that needs exactly two classes (eval.metric auc);
+    ``privacy`` (the run's settings) adds custom patterns to what anomaly descriptions
+    are redacted of."""
+    shown = text_redactor(privacy)
     problems = [line for split in sorted(anomalies_by_split)
-                for line in _anomaly_lines(split, anomalies_by_split[split])]
+                for line in _anomaly_lines(split, anomalies_by_split[split], shown)]
     problems += _split_problems(stats_by_split, label_feature, text_feature, train_split,
                                 eval_split)
     train_labels = _label_values(stats_by_split[train_split], label_feature)
@@ -149,11 +157,14 @@ def DataGate(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
              anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
              label_feature: Parameter[str] = LABEL_FEATURE,
              text_feature: Parameter[str] = TEXT_FEATURE,
-             two_classes_for: Parameter[str] = "") -> None:
+             two_classes_for: Parameter[str] = "",
+             privacy: Parameter[str] = "") -> None:
     """Fails the run if ExampleValidator found anomalies, the labels are unusable, the
     eval split cannot judge the model, or ``two_classes_for`` (a setting) needs two
-    classes and the data has another number."""
+    classes and the data has another number. ``privacy``: the run's privacy settings as
+    JSON (custom patterns redacted from anomaly descriptions)."""
     check(_load_splits(anomalies, ANOMALIES_FILE, anomalies_pb2.Anomalies),
           _load_splits(statistics, STATISTICS_FILE,
                        statistics_pb2.DatasetFeatureStatisticsList),
-          label_feature, text_feature=text_feature, two_classes_for=two_classes_for)
+          label_feature, text_feature=text_feature, two_classes_for=two_classes_for,
+          privacy=json.loads(privacy) if privacy else None)

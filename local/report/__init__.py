@@ -37,7 +37,8 @@ def write(summary, config) -> str:
 
     run_id = summary.run_id or time.strftime("no-run-%Y%m%dT%H%M%S")
     path = path_for(config, run_id)
-    html = page.render(collect.collect(summary))
+    from pipeline.pipeline import privacy_settings
+    html = page.render(collect.collect(summary, privacy_settings(config.privacy)))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = path + ".partial"
     with open(partial, "w", encoding="utf-8") as f:

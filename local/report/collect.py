@@ -16,6 +16,7 @@ from tfx.dsl.io import fileio
 
 from local.report import data, scoring, training
 from local.summary import RunSummary
+from models import redaction
 from serving import contract
 
 
@@ -73,8 +74,11 @@ def _evaluation(summary: RunSummary, uri: str) -> list:
                                                            summary.gated))
 
 
-def collect(summary: RunSummary) -> Report:
+def collect(summary: RunSummary, privacy: Optional[dict] = None) -> Report:
+    """The report's data; ``privacy`` (the run's settings, as the pipeline passes them on)
+    adds its custom patterns to what raw texts shown are redacted of."""
     report = Report(summary, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    shown = redaction.text_redactor(privacy)
     statistics = _uri(summary, "StatisticsGen", "statistics")
     transformed = _uri(summary, "Transform", "transformed_examples")
     stats = _part(report, "data statistics", data.read_statistics, statistics) \
@@ -82,10 +86,11 @@ def collect(summary: RunSummary) -> Report:
     if stats is not None:
         report.splits = _part(report, "data statistics", data.splits, stats,
                               transformed) or []
-        report.features = _part(report, "feature statistics", data.feature_table, stats) or {}
+        report.features = _part(report, "feature statistics", data.feature_table, stats,
+                                shown) or {}
     anomalies = _uri(summary, "ExampleValidator", "anomalies")
     if anomalies:
-        report.anomalies = _part(report, "anomalies", data.anomalies, anomalies)
+        report.anomalies = _part(report, "anomalies", data.anomalies, anomalies, shown)
     drift = _uri(summary, "DriftCheck", "report")
     if drift:
         report.drift = _part(report, "drift report", data.drift, drift)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from tfx.dsl.io import fileio
 
+from models import redaction
 from serving import contract
 
 MAX_LENGTH_ROWS = 20_000  # word-piece lengths are read from this many rows per split
@@ -73,19 +74,9 @@ def feature_name(feature) -> str:
 TEXT_FEATURES = (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE)
 
 
-def _shown(values: list) -> list:
-    """Top text values as the report shows them: with privacy.at_ingestion false the
-    statistics hold raw texts, so every built-in type of personal data is replaced."""
-    if not values:
-        return values
-    import tensorflow as tf
-
-    from models.redaction import from_settings
-    redacted = from_settings({"redact": "all"})(tf.constant(values))[0].numpy()
-    return [v.decode("utf-8", errors="replace") for v in redacted]
-
-
-def feature_stats(feature) -> FeatureStats:
+def feature_stats(feature, shown: Optional[Callable[[list], list]] = None) -> FeatureStats:
+    """One feature's figures; its top values through ``shown`` (by default
+    ``redaction.text_redactor()``) where it is a text."""
     if feature.HasField("num_stats"):
         s = feature.num_stats
         return FeatureStats("number", s.common_stats.num_non_missing,
@@ -97,22 +88,22 @@ def feature_stats(feature) -> FeatureStats:
                         s.common_stats.num_non_missing, s.common_stats.num_missing,
                         {"unique": s.unique, "avg length (chars)": s.avg_length,
                          "values per row": s.common_stats.avg_num_values},
-                        _top_values(feature_name(feature), s.top_values[:5]))
+                        _top_values(feature_name(feature), s.top_values[:5], shown))
 
 
-def _top_values(name: str, top_values) -> list:
+def _top_values(name: str, top_values, shown: Optional[Callable[[list], list]]) -> list:
     values = [v.value for v in top_values]
     if name in TEXT_FEATURES:
-        values = _shown(values)
+        values = (shown or redaction.text_redactor())(values)
     return list(zip(values, (v.frequency for v in top_values)))
 
 
-def feature_table(stats: dict) -> dict:
+def feature_table(stats: dict, shown: Optional[Callable[[list], list]] = None) -> dict:
     """{feature: {split: FeatureStats}}."""
     table: dict = {}
     for split, dataset in stats.items():
         for feature in dataset.features:
-            table.setdefault(feature_name(feature), {})[split] = feature_stats(feature)
+            table.setdefault(feature_name(feature), {})[split] = feature_stats(feature, shown)
     return table
 
 
@@ -152,8 +143,10 @@ def splits(stats: dict, transformed_uri: Optional[str]) -> list:
             for name, dataset in stats.items()]
 
 
-def anomalies(uri: str) -> list:
-    """(split, feature, short description, description) of every anomaly found."""
+def anomalies(uri: str, shown: Optional[Callable[[list], list]] = None) -> list:
+    """(split, feature, short description, description) of every anomaly found; the
+    descriptions through ``shown`` (by default ``redaction.text_redactor()``): TFDV's
+    name values."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     found = []
@@ -168,7 +161,8 @@ def anomalies(uri: str) -> list:
         if parsed.HasField("dataset_anomaly_info"):
             info = parsed.dataset_anomaly_info
             found.append((split, "(dataset)", info.short_description, info.description))
-    return found
+    descriptions = (shown or redaction.text_redactor())([entry[3] for entry in found])
+    return [entry[:3] + (description,) for entry, description in zip(found, descriptions)]
 
 
 def drift(uri: str) -> Optional[dict]:

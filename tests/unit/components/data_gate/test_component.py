@@ -48,3 +48,23 @@ def test_eval_metric_auc_needs_exactly_two_classes():
     two = {"neg": 5, "pos": 5}
     check(anomalies, {"train": _stats(two), "eval": _stats(two)}, "label",
           two_classes_for="eval.metric auc")
+
+
+def test_anomaly_descriptions_are_redacted_in_the_error():
+    """With privacy.at_ingestion false and an inferred schema, TFDV's description listed
+    raw texts missing from the schema; the error goes to stdout, the history and the
+    report. Redacted of the built-in types and the run's custom patterns."""
+    two = {"neg": 5, "pos": 5}
+    stats = {"train": _stats(two), "eval": _stats(two)}
+    anomalies = {split: anomalies_pb2.Anomalies() for split in stats}
+    info = anomalies["eval"].anomaly_info["text"]
+    info.short_description = "Unexpected string values"
+    info.description = ("Examples contain values missing from the schema: mail "
+                        "john.doe@example.com about TCK-123456 (~50%).")
+    with pytest.raises(DataValidationError) as error:
+        check(anomalies, stats, "label",
+              privacy={"custom_patterns": [["ticket", "TCK-[0-9]{6}"]]})
+    message = str(error.value)
+    assert "split 'eval', feature 'text': Unexpected string values: Examples contain " \
+           "values missing from the schema: mail " in message
+    assert "john.doe@example.com" not in message and "TCK-123456" not in message

@@ -61,3 +61,32 @@ def test_top_text_values_are_shown_redacted():
     label.string_stats.top_values.add(value="billing", frequency=9)
     assert feature_stats(feature).top == [("call [unused3] now", 3)]
     assert feature_stats(label).top == [("billing", 9)]
+
+
+def test_top_values_and_anomalies_are_shown_with_the_runs_custom_patterns(tmp_path):
+    """The top values were redacted of the built-in types only, and an anomaly's
+    description (TFDV lists values missing from an inferred schema) not at all."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
+
+    from local.report.data import anomalies, feature_stats
+    from models.redaction import text_redactor
+
+    shown = text_redactor({"custom_patterns": [["ticket", "TCK-[0-9]{6}"]]})
+    feature = statistics_pb2.FeatureNameStatistics(
+        name="text", type=statistics_pb2.FeatureNameStatistics.STRING)
+    feature.string_stats.top_values.add(value="ticket TCK-123456 from bob@example.com",
+                                        frequency=3)
+    [(text, frequency)] = feature_stats(feature, shown).top
+    assert frequency == 3
+    assert "TCK-123456" not in text and "bob@example.com" not in text
+    found = anomalies_pb2.Anomalies()
+    found.anomaly_info["text"].short_description = "Unexpected string values"
+    found.anomaly_info["text"].description = (
+        "Examples contain values missing from the schema: mail me at john.doe@example.com "
+        "please (~50%).")
+    (tmp_path / "Split-eval").mkdir()
+    (tmp_path / "Split-eval" / "SchemaDiff.pb").write_bytes(found.SerializeToString())
+    [(split, name, short, description)] = anomalies(str(tmp_path), shown)
+    assert (split, name, short) == ("eval", "text", "Unexpected string values")
+    assert "john.doe@example.com" not in description and "missing from the schema" in \
+        description
