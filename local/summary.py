@@ -48,6 +48,7 @@ class RunSummary:
     serving_ok: Optional[bool] = None
     pushed_version: Optional[str] = None
     pushed_path: Optional[str] = None
+    push_cached: Optional[str] = None  # enable_cache reused a push: "version N, <path>"
     serving_folder: Optional[str] = None  # what the push destination holds, as listed
     error: Optional[str] = None
     span: Optional[int] = None  # the newest span ingested (with data.span_pattern)
@@ -84,7 +85,7 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.error:
             return EXIT_FAILED
-        return EXIT_OK if self.pushed_version else EXIT_BLOCKED
+        return EXIT_OK if self.pushed_version or self.push_cached else EXIT_BLOCKED
 
     def format(self) -> str:
         lines = [f"Pipeline '{self.pipeline}' run {self.run_id or '?'}", "",
@@ -144,6 +145,9 @@ class RunSummary:
             lines.append(f"Serving check: {self.serving_status}")
         if self.pushed_version:
             lines.append(f"Pushed: version {self.pushed_version} -> {self.pushed_path}")
+        elif self.push_cached:
+            lines.append(f"Pushed: nothing new (the Pusher was cached: {self.push_cached}, "
+                         f"was pushed by an earlier run)")
         elif not self.error:
             why = "the serving check failed" if self.blessed and self.serving_ok is False \
                 else "the model was not blessed"
@@ -360,7 +364,10 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
             summary.serving_check = _custom(outputs["blessing"][0], "reason")
         if node == "Pusher" and outputs.get("pushed_model"):
             pushed = outputs["pushed_model"][0]
-            if _custom(pushed, "pushed"):
+            if _custom(pushed, "pushed") and status == "cached":  # an earlier run's push
+                summary.push_cached = (f"version {_custom(pushed, 'pushed_version')}, "
+                                       f"{_custom(pushed, 'pushed_destination')}")
+            elif _custom(pushed, "pushed"):
                 summary.pushed_version = str(_custom(pushed, "pushed_version"))
                 summary.pushed_path = _custom(pushed, "pushed_destination")
     summary.serving_folder = _serving_folder(pipeline)

@@ -126,3 +126,47 @@ def test_labels_written_two_ways_are_flagged():
     assert "WARNING: labels '1', '1.0' are separate classes" in text
     assert "WARNING: labels 'neg', ' neg'" in text
     assert "WARNING" not in RunSummary("p", labels=["pos", "neg", "1", "2"]).format()
+
+
+
+def _run_with_a_pusher(root, state) -> summary.RunSummary:
+    """The summary of run r1 of pipeline p, whose Pusher ended in ``state`` with a
+    PushedModel marked pushed as version 17 (as ML Metadata records it)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+    pipeline = local_pipeline(load_config(None, {"name": "p", "output.root": str(root)}))
+    store = metadata_store.MetadataStore(pipeline.metadata_connection_config)
+    run_type = store.put_context_type(mlmd.ContextType(name="pipeline_run"))
+    node_type = store.put_context_type(mlmd.ContextType(name="node"))
+    contexts = [mlmd.Context(type_id=run_type, name="r1"),
+                mlmd.Context(type_id=node_type, name="p.Pusher")]
+    for context, context_id in zip(contexts, store.put_contexts(contexts)):
+        context.id = context_id
+    pushed = mlmd.Artifact(type_id=store.put_artifact_type(mlmd.ArtifactType(
+        name="PushedModel")), uri=str(root / "pushed"))
+    pushed.custom_properties["pushed"].int_value = 1
+    pushed.custom_properties["pushed_version"].string_value = "17"
+    pushed.custom_properties["pushed_destination"].string_value = "/serving/m/17"
+    event = mlmd.Event(type=mlmd.Event.OUTPUT)
+    event.path.steps.add().key = "pushed_model"
+    execution = mlmd.Execution(type_id=store.put_execution_type(mlmd.ExecutionType(
+        name="Pusher")), last_known_state=state)
+    started = time.time()
+    store.put_execution(execution, [(pushed, event)], contexts)
+    return summary.collect(pipeline, started - 1)
+
+
+def test_a_cached_push_is_not_reported_as_a_new_one(tmp_path):
+    """With enable_cache, a run whose Pusher was cached showed "Pushed: version N" (and the
+    history recorded it) though nothing was pushed: N was an earlier run's push."""
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+    pushed = _run_with_a_pusher(tmp_path / "pushed", mlmd.Execution.COMPLETE)
+    assert pushed.pushed_version == "17"
+    assert "Pushed: version 17 -> /serving/m/17" in pushed.format()
+    cached = _run_with_a_pusher(tmp_path / "cached", mlmd.Execution.CACHED)
+    assert cached.pushed_version is None
+    assert "Pushed: nothing new (the Pusher was cached: version 17, /serving/m/17, was " \
+           "pushed by an earlier run)" in cached.format()
+    assert cached.exit_code == EXIT_OK  # what the run would push is what is served
