@@ -270,11 +270,12 @@ def lookalike_labels(labels: list) -> list:
 def _labels(model_uri: str) -> list:
     path = os.path.join(model_uri, contract.SERVING_MODEL_DIR, contract.ASSETS_EXTRA,
                         contract.LABELS_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f]
-    except OSError:
+    from tfx.dsl.io import fileio  # gs:// and s3:// roots too
+    if not fileio.exists(path):
         return []
+    with fileio.open(path) as f:
+        text = f.read()
+    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n") if text else []
 
 
 def _serving_folder(pipeline) -> Optional[str]:

@@ -170,3 +170,16 @@ def test_a_cached_push_is_not_reported_as_a_new_one(tmp_path):
     assert "Pushed: nothing new (the Pusher was cached: version 17, /serving/m/17, was " \
            "pushed by an earlier run)" in cached.format()
     assert cached.exit_code == EXIT_OK  # what the run would push is what is served
+
+
+def test_labels_are_read_through_tfx_file_layer():
+    """Read with open(): on a gs:// or s3:// pipeline root the summary and report had no
+    class names (the report left out calibration and the worst examples)."""
+    import tensorflow as tf
+
+    folder = "ram://summary-labels/model/Format-Serving/assets.extra"
+    tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(f"{folder}/labels.txt", "w") as f:
+        f.write("negative\npositive\n")
+    assert summary._labels("ram://summary-labels/model") == ["negative", "positive"]
+    assert summary._labels("ram://summary-labels/missing") == []
