@@ -90,7 +90,8 @@ def _cmd_history(args) -> int:
     if args.last < 1:
         raise ValueError(f"--last must be at least 1, not {args.last}")
     entries = history.read(config.history_path, unfinished=True,
-                           run_active=local_runner.run_active(config))[-args.last:]
+                           run_active=local_runner.run_active(config),
+                           pipeline=config.name)[-args.last:]
     if args.json:
         for entry in entries:
             print(json.dumps(entry, ensure_ascii=False))
@@ -106,7 +107,7 @@ def _cmd_report(args) -> int:
     config = config_from_args(args)
     if args.serve:
         return _serve_reports(report.folder(config), args.port)
-    entries = history.read(config.history_path)
+    entries = history.read(config.history_path, pipeline=config.name)
     if not args.run and entries and not entries[-1].get("report"):
         newest = entries[-1]
         earlier = [e["run_id"] for e in entries if e.get("report") and e.get("run_id")]

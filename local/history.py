@@ -30,13 +30,14 @@ def _utc(timestamp: float) -> str:
         timespec="seconds")
 
 
-def start(path: str, started: float, reason: str) -> str:
+def start(path: str, started: float, reason: str, pipeline: Optional[str] = None) -> str:
     """Called by a run holding the lock: closes the records of runs that never ended
     (interrupted), then appends this run's ``running`` record; returns its run_key."""
     for entry in _open_records(_lines(path)):
         append(path, interrupted(entry))
     key = f"{_utc(started)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    append(path, {"run_key": key, "status": RUNNING, "started": _utc(started),
+    append(path, {"run_key": key, "pipeline": pipeline, "status": RUNNING,
+                  "started": _utc(started),
                   "reason": reason, "run_id": None, "exit_code": None,
                   **dict.fromkeys(FIELDS), "pid": os.getpid(),
                   "host": socket.gethostname(), "error": None})
@@ -59,7 +60,8 @@ def failed(path: str, run_key: str, error: str) -> dict:
 def record(summary: "RunSummary", started: float, ended: float, reason: str,
            run_key: Optional[str] = None) -> dict:
     overall = summary.metrics.get("", {})
-    return {"run_key": run_key, "status": FINISHED, "started": _utc(started),
+    return {"run_key": run_key, "pipeline": summary.pipeline, "status": FINISHED,
+            "started": _utc(started),
             "seconds": round(ended - started, 1),
             "reason": reason, "run_id": summary.run_id, "span": summary.span,
             "exit_code": summary.exit_code, "accuracy": overall.get(ACCURACY),
@@ -116,11 +118,15 @@ def _open_records(lines: List[dict]) -> List[dict]:
     return [e for e in _merged(lines) if e.get("status") == RUNNING]
 
 
-def read(path: str, unfinished: bool = False, run_active: bool = True) -> List[dict]:
+def read(path: str, unfinished: bool = False, run_active: bool = True,
+         pipeline: Optional[str] = None) -> List[dict]:
     """The runs that ended (what the scheduler and ``report`` use); with ``unfinished``,
     also the run in progress and interrupted runs: a ``running`` record is shown as
-    interrupted when ``run_active`` is false (no run holds the lock)."""
-    entries = _merged(_lines(path))
+    interrupted when ``run_active`` is false (no run holds the lock). With ``pipeline``,
+    that pipeline's runs only (pipelines sharing an output root share its history file;
+    records written before the pipeline was recorded are everyone's)."""
+    entries = [e for e in _merged(_lines(path))
+               if pipeline is None or e.get("pipeline") in (None, pipeline)]
     if not unfinished:
         return [e for e in entries if e.get("status", FINISHED) == FINISHED]
     return [interrupted(e) if e.get("status") == RUNNING and not run_active else e

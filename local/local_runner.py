@@ -172,7 +172,7 @@ def run(config: PipelineConfig, reason: str = "manual") -> "summary.RunSummary":
         use_storage(config)  # before the first s3:// access (the checks' own)
         preflight.check(config)
         started = time.time()
-        run_key = history.start(config.history_path, started, reason)
+        run_key = history.start(config.history_path, started, reason, config.name)
         try:
             from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 

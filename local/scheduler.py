@@ -95,7 +95,8 @@ class Scheduler:
         from croniter import croniter
 
         path = self.config.history_path
-        entries = history.read(path, unfinished=True)  # killed runs too: no crash loop
+        entries = history.read(path, unfinished=True,  # killed runs too: no crash loop
+                               pipeline=self.config.name)
         span = newest_span(self.config)
         reasons = [e.get("reason", "") for e in entries]
         killed = [r for e, r in zip(entries, reasons) if r.startswith(NEW_SPAN)

@@ -72,3 +72,27 @@ def test_history_table_and_cli(tmp_path, capsys):
     assert "failed" in lines[3] and lines[4].strip().startswith("DataDriftError: data drift")
     assert main(["history", "--output.root", config.output.root, "--json", "--last", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["span"] == 3
+
+
+def test_history_and_report_are_scoped_to_the_pipeline(tmp_path, capsys):
+    """Two pipelines on one output.root share its history file: `history`, `report` and
+    the scheduler showed or counted the other pipeline's runs as their own."""
+    from cli.main import main
+
+    config = _config(tmp_path)
+    root = ["--output.root", config.output.root]
+    page = tmp_path / "index.html"
+    page.write_text("<html></html>")
+    history.append(config.history_path, _entry("2026-11-24T03:00:00", run_id="old"))
+    history.append(config.history_path, _entry("2026-11-25T03:00:00", run_id="theirs",
+                                               pipeline="other", report=str(page)))
+    key = history.start(config.history_path, time.time(), "manual", pipeline="mine")
+    assert [e["run_id"] for e in history.read(config.history_path, unfinished=True,
+                                              pipeline="mine")] == ["old", None]
+    assert history.read(config.history_path, unfinished=True)[-1]["run_key"] == key
+    assert main(["history", *root, "--name", "mine", "--json"]) == 0
+    assert "theirs" not in capsys.readouterr().out
+    assert main(["report", *root, "--name", "mine"]) == 1  # theirs is not its report
+    assert "no report" in capsys.readouterr().err
+    assert main(["report", *root, "--name", "other"]) == 0
+    assert capsys.readouterr().out.strip() == str(page)
