@@ -533,3 +533,23 @@ def test_a_server_without_a_sigterm_handler_stops_under_the_wrapper_after_the_pr
         assert time.monotonic() - started >= 1
     finally:
         bounded.stop()
+
+
+def test_kserve_runtime_stops_tf_serving_on_sigterm():
+    """The KServe ServingRuntime started TF Serving as the container's PID 1, where it
+    ignores SIGTERM (tensorflow/serving#1853): every scale-down or rollout held the pod
+    for Knative's grace period (300 s) and then killed it. Its command, as shipped, with
+    ``sleep`` standing in for TF Serving, stops on SIGTERM with the server's status."""
+    from tests.support.deploy_files import _by_kind
+
+    [runtime] = _by_kind("kserve-inferenceservice.yaml")["ServingRuntime"]["spec"][
+        "containers"]
+    command = runtime["command"]
+    assert command[-1] == "/usr/bin/tensorflow_model_server", command
+    served = PidOne([*command[:-1], "sleep", "600"])
+    try:
+        _wait_for(lambda: _signal_handled(served.pid, signal.SIGTERM), 10, "the trap")
+        os.kill(served.pid, signal.SIGTERM)
+        assert served.process.wait(timeout=10) == 128 + signal.SIGTERM  # sleep's end
+    finally:
+        served.stop()
