@@ -642,3 +642,13 @@ def test_check_refuses_every_image_without_a_digest(tmp_path):
     assert _pin("--check", *files).returncode == 0
     files[0].write_text(files[0].read_text().replace(fake, "@sha256:abc"))  # not a digest
     assert _pin("--check", *files).returncode == 1
+
+
+def test_service_ports_that_carry_tls_say_so_to_a_mesh():
+    """Both Services terminate TLS on 8500 and 8501 (HAProxy, the project's server).
+    A port named ``grpc`` is plaintext HTTP/2 to Istio (protocol from the name), so a
+    client's sidecar spoke h2c to a TLS port and reset every call; ``appProtocol``
+    (which Istio reads first) says TLS."""
+    for service in (MANIFESTS["Service"], SERVER["Service"]):
+        for port in service["spec"]["ports"]:
+            assert port.get("appProtocol") == "tls", (service["metadata"]["name"], port)
