@@ -33,6 +33,7 @@ import collections
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -227,6 +228,21 @@ def _label(value) -> Optional[Label]:
     return None
 
 
+def _check_writable(folder: str) -> None:
+    """Writes and removes a file in ``folder``: a folder this user cannot write (a
+    root-owned volume, a read-only mount) is refused at start, not found at the first
+    record, after which every record would be dropped."""
+    probe = os.path.join(folder, f".write-check-{socket.gethostname()}")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(error.errno, f"--feedback_dir {folder}: cannot write there as uid "
+                                   f"{os.getuid()} ({error.strerror}); make it writable "
+                                   f"for that user (its owner, or the volume's)") from None
+
+
 class FeedbackLog:
     """The feedback folder: ``record`` predictions, ``correct`` them; limits kept.
 
@@ -244,6 +260,7 @@ class FeedbackLog:
         self._clock = clock
         self._dropped = 0  # records dropped since the last one stored (logged once)
         os.makedirs(folder, mode=0o700, exist_ok=True)
+        _check_writable(folder)
         for name in os.listdir(folder):  # a rewrite that a crash stopped (see rewrite)
             if name.startswith((f".{PREDICTIONS}.", f".{CORRECTIONS}.")):
                 log.warning("feedback: removed %s, left by an interrupted rewrite",

@@ -207,3 +207,48 @@ def test_whether_a_version_redacts_is_read_as_the_pipeline_reads_its_settings(
     (tmp_path / "assets.extra" / "model_info.json").write_text(
         json.dumps({"input": {"privacy": privacy}}))
     assert _redacts(str(tmp_path)) is records
+
+
+def test_a_feedback_folder_the_server_cannot_write_is_refused_at_start(tmp_path):
+    """A root-owned volume (ReadWriteMany: the kubelet applies no fsGroup) and a server
+    running as uid 1000: it started, predicted, and lost every record, with one warning
+    and a metric. Now FeedbackLog refuses the folder at start, naming the flag and the
+    user. Run as uid 1000 in a forked child, on a folder root owns (mode 0755), under
+    one uid 1000 may enter (pytest's own base folder is private)."""
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="feedback-volume-")
+    try:
+        os.chmod(base, 0o755)
+        folder = os.path.join(base, "feedback")
+        os.mkdir(folder, 0o755)
+        message = _start_as_uid_1000(folder)
+    finally:
+        shutil.rmtree(base)
+    assert f"--feedback_dir {folder}: cannot write there as uid 1000" in message, message
+    assert "Permission denied" in message
+
+
+def _start_as_uid_1000(folder: str) -> str:
+    """FeedbackLog(folder) in a forked child running as uid/gid 1000: 'started' or the
+    OSError's message."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the server's user, this process's code
+        try:
+            os.setgid(1000)
+            os.setuid(1000)
+            try:
+                FeedbackLog(folder)
+                message = "started"
+            except OSError as error:
+                message = str(error)
+            os.write(write, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(child, 0)
+    return message
