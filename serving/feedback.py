@@ -30,6 +30,7 @@ their predictions.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import os
@@ -229,15 +230,22 @@ def _label(value) -> Optional[Label]:
 
 
 def _check_writable(folder: str) -> None:
-    """Writes and removes a file in ``folder``: a folder this user cannot write (a
+    """Writes and removes a file in ``folder``: a folder this user may not write (a
     root-owned volume, a read-only mount) is refused at start, not found at the first
-    record, after which every record would be dropped."""
+    record, after which every record would be dropped. A full disk is not refused: it
+    may free up, and retention works on it (predictions are served either way)."""
     probe = os.path.join(folder, f".write-check-{socket.gethostname()}")
     try:
-        with open(probe, "wb") as f:
-            f.write(b"x")
-        os.remove(probe)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"x")
+        finally:
+            if os.path.exists(probe):
+                os.remove(probe)
     except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            log.warning("feedback: %s: %s", folder, error)
+            return
         raise OSError(error.errno, f"--feedback_dir {folder}: cannot write there as uid "
                                    f"{os.getuid()} ({error.strerror}); make it writable "
                                    f"for that user (its owner, or the volume's)") from None
