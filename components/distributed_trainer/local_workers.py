@@ -101,15 +101,41 @@ class Replica:
               file=self.stream, flush=True)
 
     def _copy_output(self, process: subprocess.Popen, tail: collections.deque) -> None:
-        with open(self.log_path, "ab") as log:
+        """Copies the replica's output to its log until the pipe ends. A log that cannot
+        be written (a full disk) is said once and the pipe still read: unread, it fills
+        and the replica blocks in its next print, holding the cluster."""
+        log = None
+        try:
+            log = open(self.log_path, "ab")
             log.write(f"--- {self.name} start {self.starts}, pid {process.pid}\n".encode())
-            for raw in process.stdout:
-                log.write(raw)
-                log.flush()
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                tail.append(line)
-                if self.name == "chief" and line.startswith("  Trainer "):
-                    print(line, file=self.stream, flush=True)
+        except OSError as error:
+            log = self._log_lost(log, error)
+        for raw in process.stdout:
+            if log is not None:
+                try:
+                    log.write(raw)
+                    log.flush()
+                except OSError as error:
+                    log = self._log_lost(log, error)
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            if self.name == "chief" and line.startswith("  Trainer "):
+                print(line, file=self.stream, flush=True)
+        if log is not None:
+            self._log_lost(log, None)
+
+    def _log_lost(self, log, error: Optional[OSError]) -> None:
+        """Closes ``log`` (an error closing it is dropped); says ``error``, if any."""
+        try:
+            if log is not None:
+                log.close()
+        except OSError:
+            pass
+        if error is not None:
+            print(f"  Trainer replica {self.name}'s log {self.log_path} cannot be written "
+                  f"({error}); its output is read on, and its last {TAIL_LINES} lines "
+                  f"kept", file=self.stream, flush=True)
+        return None
 
     def last_lines(self) -> str:
         """The end of the current start's output, once its pipe is drained."""

@@ -41,3 +41,11 @@ class Waits(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties):
         print(f"waiting, pid {os.getpid()}", flush=True)
         threading.Event().wait()
+
+
+class Chatty(base_executor.BaseExecutor):
+    """Prints 200 KiB (more than a pipe holds), as a long training run logs, and ends."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        for n in range(4000):
+            print(f"  line {n} " + "x" * 40, flush=True)

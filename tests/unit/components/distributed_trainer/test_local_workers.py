@@ -66,3 +66,20 @@ def test_a_replica_failing_after_another_ended_well_is_not_restarted(tmp_path, m
         local_workers.run_replicas(args, {"workers": 2, "max_restarts": 3},
                                    log_dir=str(tmp_path))
     assert (tmp_path / "worker-0.log").read_text().count("--- worker-0 start") == 1
+
+
+def test_a_replica_log_that_cannot_be_written_does_not_stall_the_replica(tmp_path):
+    """chief.log on a full disk (a link to /dev/full: real ENOSPC): the thread copying
+    the chief's output died at its first write, nothing read the pipe any more, and once
+    it was full the chief blocked in print until trainer.deadline_minutes (24 h by
+    default). Its output is still read (the tail kept in memory), said once."""
+    import io
+
+    os.symlink("/dev/full", tmp_path / "chief.log")
+    stream = io.StringIO()
+    local_workers.run_replicas(  # stalled, it raised "ran past trainer.deadline_minutes"
+        _replica_args("Chatty"), {"workers": 2, "max_restarts": 0, "deadline_minutes": 2},
+        log_dir=str(tmp_path), stream=stream)
+    assert f"replica chief's log {tmp_path / 'chief.log'} cannot be written " \
+           f"([Errno 28] No space left on device)" in stream.getvalue()
+    assert (tmp_path / "worker-0.log").read_text().count("  line ") == 4000
