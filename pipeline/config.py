@@ -266,7 +266,7 @@ class TrainerConfig:
                              "model.batch_size x replicas.")
     max_restarts: int = _field(3, "How often the Trainer's replicas are restarted, all "
                                   "of them, after one fails (a restart per incident; a "
-                                  "TFJob's backoffLimit is this x replicas) before the "
+                                  "TFJob's backoffLimit is this x replicas + 1) before the "
                                   "Trainer fails; they resume from the last backup.")
     backup_every_steps: int = _field(50, "With several replicas: steps between backups "
                                          "(Keras BackupAndRestore under the model run "

@@ -39,8 +39,9 @@ COMMAND = ["python", "-m", "tfx.scripts.run_executor"]
 UID = GID = 1000  # the pipeline image's USER (kubeflow/Dockerfile)
 TMP_SIZE_LIMIT = "8Gi"
 TMP_VOLUME = "tfjob-tmp"  # a name the step pod's volumes (copied beside it) do not use
-TTL_SECONDS_AFTER_FINISHED = 24 * 3600  # a finished job (and its failed pods' logs) stays a day
+TTL_SECONDS_AFTER_FINISHED = 24 * 3600  # a finished job stays a day (a failed one's pods do not)
 POLL_SECONDS = 10.0
+DEADLINE_MARGIN_SECONDS = 60.0  # after trainer.deadline_minutes: the operator stops it first
 FINISHED = ("Succeeded", "Failed")
 MAX_API_ERRORS = 6  # consecutive failed polls before the step gives up (and deletes the job)
 NAME_LIMIT = 63  # the operator names a Service '<job>-worker-<i>': a DNS-1035 label
@@ -125,8 +126,8 @@ def tfjob_manifest(name: str, namespace: str, distribution: dict, executor_args:
     """The TFJob: a Chief and ``workers`` - 1 Workers of ``pod_template``, restarted on
     failure. One lost replica makes every replica's collectives fail, so each incident
     restarts all of them: the operator counts every pod's restarts against backoffLimit,
-    which is ``max_restarts`` x replicas. ``deadline_minutes`` (0: none) becomes
-    activeDeadlineSeconds. ``owner``: the step's pod (metadata.ownerReferences entry),
+    which is ``max_restarts`` x replicas + 1. ``deadline_minutes`` (0: none) becomes
+    activeDeadlineSeconds, which the step enforces as well (``follow``). ``owner``: the step's pod (metadata.ownerReferences entry),
     so the job goes when that pod is deleted."""
     if service_account is None:
         service_account = distribution.get("service_account", "")
@@ -137,7 +138,10 @@ def tfjob_manifest(name: str, namespace: str, distribution: dict, executor_args:
     if owner:
         metadata["ownerReferences"] = [owner]
         metadata["annotations"] = {STEP_POD_ANNOTATION: owner["name"]}
-    run_policy = {"backoffLimit": int(distribution["max_restarts"]) * sum(replicas.values()),
+    # The operator fails the job once its pods' restarts reach the limit (>=), so
+    # max_restarts incidents of every replica restarting need one more than their sum.
+    run_policy = {"backoffLimit": int(distribution["max_restarts"]) * sum(replicas.values())
+                  + 1,
                   "cleanPodPolicy": "Running",
                   "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED}
     if distribution.get("deadline_minutes"):
@@ -268,10 +272,20 @@ def _get(api: k8s.CustomObjectsApi, namespace: str, name: str, errors: list) -> 
 
 
 def follow(api: k8s.CustomObjectsApi, namespace: str, name: str,
-           poll_seconds: float) -> dict:
-    """Polls the job until it succeeds or fails, printing each change; returns it."""
+           poll_seconds: float, deadline_minutes: float = 0) -> dict:
+    """Polls the job until it succeeds or fails, printing each change; returns it.
+    Raises RuntimeError when it still runs DEADLINE_MARGIN_SECONDS after
+    ``deadline_minutes`` (0: none): the operator checks activeDeadlineSeconds only when
+    the job changes (kubeflow/trainer#3358), so a job whose pods stay Pending outlived
+    it."""
     last, errors = None, []
+    started = time.monotonic()
     while True:
+        if deadline_minutes and time.monotonic() - started > \
+                60 * deadline_minutes + DEADLINE_MARGIN_SECONDS:
+            raise RuntimeError(f"TFJob {namespace}/{name} is still running "
+                               f"{deadline_minutes:g} minutes after it was created, past "
+                               f"trainer.deadline_minutes; stopped")
         job = _get(api, namespace, name, errors)
         if job is not None:
             line = state_line(namespace, name, job)
@@ -337,12 +351,14 @@ def run_replicas(executor_args: list, distribution: dict, *,
             print(f"TFJob {namespace}/{name}: created (a Chief and "
                   f"{distribution['workers'] - 1} Worker(s) of {distribution['image']})",
                   file=sys.stderr, flush=True)
-            job = follow(api, namespace, name, poll_seconds)
+            job = follow(api, namespace, name, poll_seconds,
+                         float(distribution.get("deadline_minutes") or 0))
         except BaseException as e:
             _delete(api, namespace, name, e)
             raise
     kind, reason, message = job_state(job)
     if kind == "Failed":
-        raise RuntimeError(f"TFJob {namespace}/{name} failed: {reason}: {message} "
-                           f"(replica logs: kubectl logs -n {namespace} -l "
+        raise RuntimeError(f"TFJob {namespace}/{name} failed: {reason}: {message} (the "
+                           f"operator deletes a failed job's replica pods: their logs are "
+                           f"in the cluster's log store, label "
                            f"training.kubeflow.org/job-name={name})")

@@ -146,7 +146,7 @@ def test_the_manifest_is_valid_for_the_crd_and_the_webhook(crd_validator):
     assert {kind: spec["replicas"] for kind, spec in specs.items()} == {"Chief": 1, "Worker": 2}
     assert {spec["restartPolicy"] for spec in specs.values()} == {"OnFailure"}
     # one incident restarts all 3 replicas: trainer.max_restarts (2) incidents in all
-    assert manifest["spec"]["runPolicy"]["backoffLimit"] == 2 * 3
+    assert manifest["spec"]["runPolicy"]["backoffLimit"] == 2 * 3 + 1
     assert manifest["spec"]["runPolicy"]["activeDeadlineSeconds"] == 1440 * 60
     assert manifest["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
     container, = _template(manifest)["spec"]["containers"]
@@ -530,3 +530,24 @@ def test_the_trainer_role_is_exactly_the_calls_tfjob_makes():
                     and doc["kind"] == "RoleBinding"
                     and doc["roleRef"]["name"] == "bert-pipeline-trainer"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bert-pipeline"}]
+
+
+def test_the_step_enforces_the_deadline_the_operator_may_not(kubernetes_api, monkeypatch,
+                                                             capsys):
+    """The training operator checks activeDeadlineSeconds only when the job changes (its
+    delayed re-check goes to a queue that drops it: kubeflow/trainer#3358): a worker
+    left Pending kept the step waiting past trainer.deadline_minutes. The step now stops
+    the job itself, a margin after the deadline (none here)."""
+    monkeypatch.setattr(tfjob, "DEADLINE_MARGIN_SECONDS", 0)
+    with pytest.raises(RuntimeError, match=r"still running .* past trainer.deadline_minutes"):
+        _run(kubernetes_api, None, **{"trainer.deadline_minutes": 0.001})
+    name = _created(kubernetes_api)["metadata"]["name"]
+    deletes = [path for method, path, _ in kubernetes_api.requests if method == "DELETE"]
+    assert deletes == [f"/apis/kubeflow.org/v1/namespaces/{NAMESPACE}/tfjobs/{name}"]
+
+
+def test_backoff_limit_allows_max_restarts_incidents():
+    """The operator fails a job once its pods' restarts reach backoffLimit (>=): with
+    max_restarts x replicas, the max_restarts-th incident (each restarts every replica)
+    failed the job; trainer.max_restarts 1 allowed none."""
+    assert _manifest()["spec"]["runPolicy"]["backoffLimit"] == 2 * 3 + 1
