@@ -43,6 +43,7 @@ TTL_SECONDS_AFTER_FINISHED = 24 * 3600  # a finished job stays a day (a failed o
 POLL_SECONDS = 10.0
 DEADLINE_MARGIN_SECONDS = 60.0  # after trainer.deadline_minutes: the operator stops it first
 FINISHED = ("Succeeded", "Failed")
+API_TIMEOUT_SECONDS = 30  # per API call: a half-open connection is an error, retried
 MAX_API_ERRORS = 6  # consecutive failed polls before the step gives up (and deletes the job)
 NAME_LIMIT = 63  # the operator names a Service '<job>-worker-<i>': a DNS-1035 label
 SUFFIX_LENGTH = 6
@@ -211,7 +212,8 @@ def shared_root(pod: Optional[k8s.V1Pod], pipeline_root: str) -> tuple:
 def _read_step_pod(core: k8s.CoreV1Api, namespace: str) -> Optional[k8s.V1Pod]:
     """The step's own pod (KFP_POD_NAME), None where that is not set."""
     name = os.environ.get("KFP_POD_NAME")
-    return core.read_namespaced_pod(name=name, namespace=namespace) if name else None
+    return core.read_namespaced_pod(name=name, namespace=namespace,
+                                     _request_timeout=API_TIMEOUT_SECONDS) if name else None
 
 
 # -- following the job -----------------------------------------------------------------
@@ -255,7 +257,8 @@ def state_line(namespace: str, name: str, job: dict) -> str:
 def _get(api: k8s.CustomObjectsApi, namespace: str, name: str, errors: list) -> Optional[dict]:
     """The job, or None after a transient API error (``errors`` counts them in a row)."""
     try:
-        job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                               _request_timeout=API_TIMEOUT_SECONDS)
     except (k8s.ApiException, HTTPError) as e:
         status = getattr(e, "status", None)
         if status == 404:
@@ -302,7 +305,8 @@ def _delete(api: k8s.CustomObjectsApi, namespace: str, name: str, why: BaseExcep
     print(f"TFJob {namespace}/{name}: the Trainer step stops ({type(why).__name__}: {why}); "
           "deleting the job", file=sys.stderr, flush=True)
     try:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                            _request_timeout=API_TIMEOUT_SECONDS)
     except (k8s.ApiException, HTTPError) as e:
         if getattr(e, "status", None) != 404:
             print(f"TFJob {namespace}/{name}: deleting it failed ({e}): delete it with "
@@ -347,7 +351,16 @@ def run_replicas(executor_args: list, distribution: dict, *,
     api = k8s.CustomObjectsApi(api_client)
     with _sigterm_raises():
         try:
-            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+            api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest,
+                                                _request_timeout=API_TIMEOUT_SECONDS)
+        except k8s.ApiException as e:
+            if e.status is None or not 400 <= e.status < 500:
+                _delete(api, namespace, name, e)  # it may have been created
+            raise  # refused (RBAC, the schema, the webhook): there is no job
+        except BaseException as e:
+            _delete(api, namespace, name, e)
+            raise
+        try:
             print(f"TFJob {namespace}/{name}: created (a Chief and "
                   f"{distribution['workers'] - 1} Worker(s) of {distribution['image']})",
                   file=sys.stderr, flush=True)

@@ -299,6 +299,9 @@ class _KubernetesApi(JsonApiHandler):
     errors = {}  # poll number -> the HTTP status that poll gets instead
     polled = threading.Event()
     interrupt_on_poll = 0  # >0: on that poll, raise KeyboardInterrupt in the main thread
+    forbidden = ()  # HTTP methods on tfjobs answered 403 (a Role without those verbs)
+    hang_on_poll = 0  # >0: that poll gets no answer until the test ends (half-open)
+    released = threading.Event()
 
 
     def _answer(self):
@@ -309,6 +312,8 @@ class _KubernetesApi(JsonApiHandler):
         name = path.rsplit("/", 1)[-1]
         if path == f"/api/v1/namespaces/{NAMESPACE}/pods/{STEP_POD}":
             return self.reply(_step_pod(self.mounts))
+        if path.startswith(tfjobs) and self.command in self.forbidden:
+            return self.reply({"kind": "Status", "code": 403, "reason": "Forbidden"}, 403)
         if self.command == "POST" and path == tfjobs:
             self.jobs[body["metadata"]["name"]] = body
             return self.reply(body, 201)
@@ -320,6 +325,9 @@ class _KubernetesApi(JsonApiHandler):
             if polls in self.errors:
                 code = self.errors[polls]
                 return self.reply({"kind": "Status", "code": code}, code)
+            if polls == self.hang_on_poll:
+                self.released.wait()
+                return None
             if polls > MAX_POLLS:  # a step that never stops polling fails, not hangs
                 return self.reply({"kind": "Status", "code": 401}, 401)
             if self.interrupt_on_poll and polls >= self.interrupt_on_poll:
@@ -342,6 +350,7 @@ def kubernetes_api(monkeypatch, tmp_path):
     api = _KubernetesApi
     api.requests, api.jobs, api.mounts, api.last = [], {}, [], None
     api.polled, api.interrupt_on_poll, api.errors = threading.Event(), 0, {}
+    api.forbidden, api.hang_on_poll, api.released = (), 0, threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     kubeconfig = tmp_path / "kubeconfig"
@@ -356,6 +365,7 @@ def kubernetes_api(monkeypatch, tmp_path):
                        "KFP_NAMESPACE": NAMESPACE}.items():
         monkeypatch.setenv(key, value)
     yield api
+    api.released.set()
     server.shutdown()
 
 
@@ -551,3 +561,25 @@ def test_backoff_limit_allows_max_restarts_incidents():
     max_restarts x replicas, the max_restarts-th incident (each restarts every replica)
     failed the job; trainer.max_restarts 1 allowed none."""
     assert _manifest()["spec"]["runPolicy"]["backoffLimit"] == 2 * 3 + 1
+
+
+def test_a_refused_create_deletes_nothing_and_names_no_job_to_delete(kubernetes_api, capsys):
+    """Creating the job refused (403: the Role lacks the verb): the step tried to delete
+    the job, failed, and told the user to delete a job that never existed."""
+    kubernetes_api.forbidden = ("POST", "DELETE")
+    with pytest.raises(k8s.ApiException) as refused:
+        _run(kubernetes_api, None)
+    assert refused.value.status == 403
+    assert not [r for r in kubernetes_api.requests if r[0] == "DELETE"]
+    assert "kubectl delete tfjob" not in capsys.readouterr().err
+
+
+def test_an_api_read_that_never_answers_is_retried(kubernetes_api, monkeypatch, capsys):
+    """No API call had a timeout: a poll on a half-open connection blocked the step for
+    good, past MAX_API_ERRORS and the deadline check alike."""
+    monkeypatch.setattr(tfjob, "API_TIMEOUT_SECONDS", 1)
+    kubernetes_api.hang_on_poll = 2
+    _run(kubernetes_api, lambda name: _condition("Succeeded", "TFJobSucceeded", "done"))
+    polls = [r for r in kubernetes_api.requests if r[0] == "GET" and "/tfjobs/" in r[1]]
+    assert len(polls) > 2  # the unanswered read timed out and the job was read again
+    assert "Succeeded (TFJobSucceeded: done)" in capsys.readouterr().err
