@@ -652,3 +652,24 @@ def test_service_ports_that_carry_tls_say_so_to_a_mesh():
     for service in (MANIFESTS["Service"], SERVER["Service"]):
         for port in service["spec"]["ports"]:
             assert port.get("appProtocol") == "tls", (service["metadata"]["name"], port)
+
+
+def _haproxy_condition(condition: str, version: tuple) -> bool:
+    """An HAProxy `.if` condition of version_atleast terms, &&, || and !, at ``version``."""
+    expression = re.sub(r"version_atleast\(([\d.]+)\)",
+                        lambda m: str(version >= tuple(map(int, m.group(1).split(".")))),
+                        condition)
+    expression = expression.replace("&&", " and ").replace("||", " or ").replace("!", " not ")
+    return eval(expression, {"__builtins__": {}})  # noqa: S307 - True/False and operators
+
+
+def test_the_proxy_uses_max_total_streams_only_where_haproxy_has_it():
+    """tune.h2.fe.max-total-streams came in 3.0 and was backported to 2.8.6 and 2.9.3; an
+    unknown keyword fails the whole config (HAProxy refuses to start, no pod is Ready).
+    The gate was version_atleast(2.8): a pinned 2.8.0-2.8.5 or 2.9.0-2.9.2 would not start."""
+    text = open(os.path.join(DEPLOY, "proxy", "haproxy.cfg")).read()
+    [condition] = re.findall(r"^\.if (.*)\n\s*tune\.h2\.fe\.max-total-streams", text, re.M)
+    has_it = {(2, 6, 12): False, (2, 8, 0): False, (2, 8, 5): False, (2, 8, 6): True,
+              (2, 8, 14): True, (2, 9, 0): False, (2, 9, 2): False, (2, 9, 3): True,
+              (3, 0, 0): True, (3, 2, 1): True}
+    assert {v: _haproxy_condition(condition, v) for v in has_it} == has_it
