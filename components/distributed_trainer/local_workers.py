@@ -146,16 +146,22 @@ class Replica:
     def poll(self) -> Optional[int]:
         return self.process.poll() if self.process else None
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after STOP_SECONDS; waits for the process."""
-        if not self.process or self.process.poll() is not None:
-            return
-        self.process.terminate()
+
+
+def stop_all(replicas: List[Replica]) -> None:
+    """SIGTERM to every running replica, then one wait of STOP_SECONDS for them all, then
+    SIGKILL to those left (one at a time, a replica that ignores SIGTERM cost each of
+    the others that long before it was even told)."""
+    running = [r.process for r in replicas if r.process and r.process.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for process in running:
         try:
-            self.process.wait(STOP_SECONDS)
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            process.kill()
+            process.wait()
 
 
 def run_replicas(executor_args: List[str], distribution: dict,
@@ -187,8 +193,7 @@ def run_replicas(executor_args: List[str], distribution: dict,
         _supervise(replicas, max_restarts, stream,
                    deadline=time.monotonic() + 60 * minutes if minutes else None)
     finally:
-        for replica in replicas:
-            replica.stop()
+        stop_all(replicas)
 
 
 def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO,
@@ -233,8 +238,7 @@ def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO,
                   f"restarting all {len(replicas)} replicas (restart {restarts} of "
                   f"{max_restarts}); they resume from the last backup",
                   file=stream, flush=True)
-            for other in replicas:
-                other.stop()
+            stop_all(replicas)
             for other in replicas:
                 other.start()
         if chief_done_at is not None and \

@@ -49,3 +49,33 @@ class Chatty(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties):
         for n in range(4000):
             print(f"  line {n} " + "x" * 40, flush=True)
+
+
+class ChiefIgnoresTerm(base_executor.BaseExecutor):
+    """The chief ignores SIGTERM (as TensorFlow's collectives can hold it); on SIGTERM
+    the worker writes whether the chief was still alive then to REPLICA_REPORT and ends.
+    Each writes ``<REPLICA_REPORT>.<name>.ready`` (its pid) once its handler is set."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        import signal
+
+        report = os.environ["REPLICA_REPORT"]
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        if task["type"] == "chief":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            def on_term(signum, frame):
+                with open(f"{report}.chief.ready") as f:
+                    chief = int(f.read())
+                try:
+                    os.kill(chief, 0)
+                    alive = "alive"
+                except ProcessLookupError:
+                    alive = "gone"
+                with open(report, "w") as f:
+                    f.write(alive)
+                os._exit(0)
+            signal.signal(signal.SIGTERM, on_term)
+        with open(f"{report}.{task['type']}.ready", "w") as f:
+            f.write(str(os.getpid()))
+        threading.Event().wait()

@@ -2,6 +2,7 @@
 ``tfx.scripts.run_executor`` processes: failing replicas, deadlines, restarts."""
 import os
 import re
+import sys
 
 import pytest
 
@@ -83,3 +84,36 @@ def test_a_replica_log_that_cannot_be_written_does_not_stall_the_replica(tmp_pat
     assert f"replica chief's log {tmp_path / 'chief.log'} cannot be written " \
            f"([Errno 28] No space left on device)" in stream.getvalue()
     assert (tmp_path / "worker-0.log").read_text().count("  line ") == 4000
+
+
+def test_replicas_are_stopped_together(tmp_path, monkeypatch):
+    """Stopped one at a time, each replica that ignored SIGTERM (TensorFlow's collectives
+    can) cost STOP_SECONDS before the next was even told: every restart, deadline and
+    Ctrl-C waited that long per replica. All get SIGTERM first now, then one wait: the
+    worker, told to stop, finds the chief (which ignores SIGTERM) still alive."""
+    import json
+
+    from tests.support.gate_model import _wait_for
+
+    monkeypatch.setattr(local_workers, "STOP_SECONDS", 3)
+    report = tmp_path / "report"
+    command = [sys.executable, "-m", "tfx.scripts.run_executor",
+               *_replica_args("ChiefIgnoresTerm")]
+    replicas = []
+    for config in local_workers.tf_configs(local_workers.free_ports(2)):
+        name = config["task"]["type"]
+        env = dict(os.environ, TF_CONFIG=json.dumps(config), REPLICA_REPORT=str(report))
+        replicas.append(local_workers.Replica(name, command, env, str(tmp_path / name),
+                                              sys.stderr))
+    try:
+        for replica in replicas:
+            replica.start()
+        for name in ("chief", "worker"):
+            _wait_for(lambda: os.path.exists(f"{report}.{name}.ready"), 120, name)
+        local_workers.stop_all(replicas)
+    finally:
+        for replica in replicas:
+            if replica.poll() is None:
+                replica.process.kill()
+    assert report.read_text() == "alive"
+    assert all(replica.poll() is not None for replica in replicas)
