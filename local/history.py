@@ -21,8 +21,10 @@ if TYPE_CHECKING:  # local.summary imports ML Metadata: not needed to read the h
 
 ACCURACY = "sparse_categorical_accuracy"
 RUNNING, INTERRUPTED, FINISHED = "running", "interrupted", "finished"
-FIELDS = ("seconds", "span", "accuracy", "eval_examples", "baseline_accuracy", "blessed",
-          "pushed_version", "started_from", "drift", "report")
+FIELDS = ("seconds", "span", "accuracy", "eval_examples", "baseline_accuracy", "metric",
+          "value", "baseline_value", "blessed", "pushed_version", "started_from", "drift",
+          "report")
+SHORT_NAMES = {ACCURACY: "accuracy"}  # TFMA's metric names, as the table shows them
 
 
 def _utc(timestamp: float) -> str:
@@ -59,14 +61,19 @@ def failed(path: str, run_key: str, error: str) -> dict:
 
 def record(summary: "RunSummary", started: float, ended: float, reason: str,
            run_key: Optional[str] = None) -> dict:
+    """The final record of a run: its outcome, accuracy, and the metric the gate used
+    (``metric``: eval.metric as TFMA names it) with its value and the baseline's."""
     overall = summary.metrics.get("", {})
+    baseline = summary.baseline_metrics.get("", {})
+    gated = summary.gated or None
     return {"run_key": run_key, "pipeline": summary.pipeline, "status": FINISHED,
             "started": _utc(started),
             "seconds": round(ended - started, 1),
             "reason": reason, "run_id": summary.run_id, "span": summary.span,
             "exit_code": summary.exit_code, "accuracy": overall.get(ACCURACY),
             "eval_examples": overall.get("example_count"),
-            "baseline_accuracy": summary.baseline_metrics.get("", {}).get(ACCURACY),
+            "baseline_accuracy": baseline.get(ACCURACY), "metric": gated,
+            "value": overall.get(gated), "baseline_value": baseline.get(gated),
             "blessed": summary.blessed, "pushed_version": summary.pushed_version,
             "started_from": summary.started_from, "drift": summary.drift,
             "error": summary.error, "report": summary.report_path}
@@ -135,17 +142,21 @@ def read(path: str, unfinished: bool = False, run_active: bool = True,
 
 def format_table(entries: List[dict]) -> str:
     """Metrics over time: one row per run, newest last, with its report's path."""
-    lines = [f"{'started (UTC)':<26}{'reason':<14}{'span':>5}  {'accuracy':>8}  "
-             f"{'baseline':>8}  {'result':<12}{'pushed':<12}{'start':<6}report"]
+    lines = [f"{'started (UTC)':<26}{'reason':<14}{'span':>5}  {'metric (gated)':<14}"
+             f"{'value':>6}  {'baseline':>8}  {'result':<12}{'pushed':<12}{'start':<6}report"]
     for e in entries:
         status = e.get("status", FINISHED)
         result = (status if status != FINISHED else "failed" if e["exit_code"] == 1 else
                   "pushed" if e["pushed_version"] else
                   "not blessed" if e["blessed"] is False else "not pushed")
         start = "warm" if (e.get("started_from") or "").startswith("warm start") else "base"
+        # records before the gated metric was recorded: their accuracy
+        metric, value, base = (e.get("metric"), e.get("value"), e.get("baseline_value")) \
+            if e.get("metric") else (ACCURACY, e.get("accuracy"), e.get("baseline_accuracy"))
         lines.append(
             f"{e['started']:<26}{e['reason'][:13]:<14}{_text(e['span']):>5}  "
-            f"{_number(e['accuracy']):>8}  {_number(e['baseline_accuracy']):>8}  "
+            f"{SHORT_NAMES.get(metric, metric)[:13]:<14}"
+            f"{_number(value):>6}  {_number(base):>8}  "
             f"{result:<12}{_text(e['pushed_version']):<12}{start:<6}"
             f"{e.get('report') or '-'}")
         if e.get("error"):

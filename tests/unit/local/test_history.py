@@ -66,9 +66,9 @@ def test_history_table_and_cli(tmp_path, capsys):
         error="DataDriftError: data drift: span 3 vs span 2: label distribution"))
     assert main(["history", "--output.root", config.output.root]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[:7] == ["2026-11-24T03:00:00+00:00", "new", "span", "1", "1",
-                                   "0.9000", "-"]
-    assert "0.9100    0.9000  pushed      18          warm" in lines[2]
+    assert lines[1].split()[:8] == ["2026-11-24T03:00:00+00:00", "new", "span", "1", "1",
+                                   "accuracy", "0.9000", "-"]
+    assert "accuracy      0.9100    0.9000  pushed      18          warm" in lines[2]
     assert "failed" in lines[3] and lines[4].strip().startswith("DataDriftError: data drift")
     assert main(["history", "--output.root", config.output.root, "--json", "--last", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["span"] == 3
@@ -96,3 +96,24 @@ def test_history_and_report_are_scoped_to_the_pipeline(tmp_path, capsys):
     assert "no report" in capsys.readouterr().err
     assert main(["report", *root, "--name", "other"]) == 0
     assert capsys.readouterr().out.strip() == str(page)
+
+
+def test_history_shows_the_metric_the_gate_used(tmp_path, capsys):
+    """The history recorded and showed accuracy whatever eval.metric gated: a run gated on
+    macro_f1 showed accuracy 0.93 vs 0.90 beside "not blessed", and multi-label runs
+    (no accuracy) showed nothing."""
+    from cli.main import main
+    from local.summary import RunSummary
+
+    config = _config(tmp_path)
+    summary = RunSummary(pipeline="bert-text-classifier", run_id="r", blessed=False,
+                         gated="macro_f1",
+                         metrics={"": {"sparse_categorical_accuracy": 0.93, "macro_f1": 0.61}},
+                         baseline_metrics={"": {"sparse_categorical_accuracy": 0.9,
+                                                "macro_f1": 0.7}})
+    entry = history.record(summary, time.time() - 60, time.time(), "manual", "k")
+    assert (entry["metric"], entry["value"], entry["baseline_value"]) == ("macro_f1", 0.61, 0.7)
+    history.append(config.history_path, entry)
+    assert main(["history", "--output.root", config.output.root]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "macro_f1      0.6100    0.7000  not blessed" in row, row
