@@ -3,7 +3,8 @@
 A run also appends a ``running`` line when it starts (after the run lock and the
 setting checks); its final line has the same ``run_key``. A run killed with
 ``kill -9`` (or a power cut) leaves only the ``running`` line: ``read(unfinished=True)``
-shows it as ``interrupted`` once no run holds the lock, and the next run appends the
+shows it as ``interrupted`` once no run holds the lock (or its process, on this host, is
+gone), and the next run appends the
 ``interrupted`` line for it (it holds the lock, so no earlier run can be alive).
 """
 from __future__ import annotations
@@ -136,8 +137,22 @@ def read(path: str, unfinished: bool = False, run_active: bool = True,
                if pipeline is None or e.get("pipeline") in (None, pipeline)]
     if not unfinished:
         return [e for e in entries if e.get("status", FINISHED) == FINISHED]
-    return [interrupted(e) if e.get("status") == RUNNING and not run_active else e
-            for e in entries]
+    return [interrupted(e) if e.get("status") == RUNNING and (not run_active or _gone(e))
+            else e for e in entries]
+
+
+def _gone(entry: dict) -> bool:
+    """Whether a ``running`` record's process is known to be gone: it ran on this host
+    and its pid is no process now (another run may hold the lock meanwhile)."""
+    if entry.get("host") != socket.gethostname() or not isinstance(entry.get("pid"), int):
+        return False
+    try:
+        os.kill(entry["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's process
+    return False
 
 
 def format_table(entries: List[dict]) -> str:

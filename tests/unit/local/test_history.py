@@ -117,3 +117,24 @@ def test_history_shows_the_metric_the_gate_used(tmp_path, capsys):
     assert main(["history", "--output.root", config.output.root]) == 0
     row = capsys.readouterr().out.splitlines()[1]
     assert "macro_f1      0.6100    0.7000  not blessed" in row, row
+
+
+def test_a_killed_run_is_not_shown_running_while_another_holds_the_lock(tmp_path):
+    """While a new run holds the lock (its setting checks, before it closes old records),
+    a run killed earlier was shown as running. A running record of this host whose
+    process is gone is interrupted, whatever holds the lock."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "history.jsonl")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    history.start(path, time.time(), "killed")
+    with open(path, encoding="utf-8") as f:
+        record = json.loads(f.read())
+    history.append(path, dict(record, pid=int(gone)))  # as if that process had run it
+    history.start(path + ".2", time.time(), "alive")  # this process: alive
+    [killed] = history.read(path, unfinished=True, run_active=True)
+    assert killed["status"] == history.INTERRUPTED
+    [alive] = history.read(path + ".2", unfinished=True, run_active=True)
+    assert alive["status"] == history.RUNNING
