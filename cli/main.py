@@ -97,37 +97,52 @@ def _cmd_history(args) -> int:
             print(json.dumps(entry, ensure_ascii=False))
     else:
         print(history.format_table(entries) if entries else
-              f"no runs recorded in {config.history_path} (the history of output.root, or "
-              f"schedule.history_file)")
+              f"no runs of pipeline '{config.name}' recorded in {config.history_path} (the "
+              f"history of output.root, or schedule.history_file)"
+              f"{_other_pipelines(config)}")
     return 0
 
 
 def _cmd_report(args) -> int:
-    from local import history, report
+    from local import history, local_runner, report
     config = config_from_args(args)
     if args.serve:
         return _serve_reports(report.folder(config), args.port)
-    entries = history.read(config.history_path, pipeline=config.name)
+    entries = history.read(config.history_path, unfinished=True,
+                           run_active=local_runner.run_active(config), pipeline=config.name)
     if not args.run and entries and not entries[-1].get("report"):
         newest = entries[-1]
+        why = {history.RUNNING: "it is still running",
+               history.INTERRUPTED: "it was killed or interrupted before its report"}.get(
+            newest.get("status"), "its report was not written")
         earlier = [e["run_id"] for e in entries if e.get("report") and e.get("run_id")]
         raise ValueError(
             f"the newest run ({newest.get('run_id') or 'no run id'}, started "
-            f"{newest.get('started')}) has no report: {newest.get('error') or 'not written'}"
+            f"{newest.get('started')}) has no report: {why}"
             + (f"; --run {earlier[-1]} for the newest run that has one" if earlier else ""))
     path = history.find_report(entries, args.run)
     if path is None and args.run:  # a run missing from the history: its folder, if there
         candidate = report.path_for(config, args.run)
         path = candidate if os.path.exists(candidate) else None
     if path is None:
-        raise ValueError(f"no report for {'run ' + args.run if args.run else 'any run'} in "
-                         f"{config.history_path} (reports are written by `bert-pipeline run`)")
+        raise ValueError(f"no report for {'run ' + args.run if args.run else 'any run'} of "
+                         f"pipeline '{config.name}' in {config.history_path} (reports are "
+                         f"written by `bert-pipeline run`){_other_pipelines(config)}")
     if not os.path.exists(path):
         whose = f"run {args.run}'s" if args.run else "the newest run's"
         raise ValueError(f"{path} ({whose} report) does not exist: removed, or written on "
                          f"another machine")
     print(path)
     return 0
+
+
+def _other_pipelines(config) -> str:
+    """'; it holds runs of pipeline(s) 'a', 'b' (name)' when the history file has runs of
+    other pipelines only (it is shared by the pipelines of one output root); else ''."""
+    from local import history
+    others = sorted(history.pipelines(config.history_path) - {config.name, None})
+    return (f"; it holds runs of pipeline(s) {', '.join(repr(o) for o in others)} "
+            f"(name, or --config)" if others else "")
 
 
 def _serve_reports(folder: str, port: int) -> int:

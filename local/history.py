@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # local.summary imports ML Metadata: not needed to read the h
 ACCURACY = "sparse_categorical_accuracy"
 RUNNING, INTERRUPTED, FINISHED = "running", "interrupted", "finished"
 FIELDS = ("seconds", "span", "accuracy", "eval_examples", "baseline_accuracy", "metric",
-          "value", "baseline_value", "blessed", "pushed_version", "started_from", "drift",
-          "report")
+          "value", "baseline_value", "blessed", "pushed_version", "push_cached",
+          "started_from", "drift", "report")
 SHORT_NAMES = {ACCURACY: "accuracy"}  # TFMA's metric names, as the table shows them
 
 
@@ -76,6 +76,7 @@ def record(summary: "RunSummary", started: float, ended: float, reason: str,
             "baseline_accuracy": baseline.get(ACCURACY), "metric": gated,
             "value": overall.get(gated), "baseline_value": baseline.get(gated),
             "blessed": summary.blessed, "pushed_version": summary.pushed_version,
+            "push_cached": summary.push_cached,
             "started_from": summary.started_from, "drift": summary.drift,
             "error": summary.error, "report": summary.report_path}
 
@@ -155,6 +156,12 @@ def _gone(entry: dict) -> bool:
     return False
 
 
+def pipelines(path: str) -> set:
+    """The pipeline names the history file's records carry (None: records before names
+    were recorded)."""
+    return {e.get("pipeline") for e in _lines(path)}
+
+
 def format_table(entries: List[dict]) -> str:
     """Metrics over time: one row per run, newest last, with its report's path."""
     lines = [f"{'started (UTC)':<26}{'reason':<14}{'span':>5}  {'metric (gated)':<14}"
@@ -163,6 +170,7 @@ def format_table(entries: List[dict]) -> str:
         status = e.get("status", FINISHED)
         result = (status if status != FINISHED else "failed" if e["exit_code"] == 1 else
                   "pushed" if e["pushed_version"] else
+                  "cached push" if e.get("push_cached") else
                   "not blessed" if e["blessed"] is False else "not pushed")
         start = "warm" if (e.get("started_from") or "").startswith("warm start") else "base"
         # records before the gated metric was recorded: their accuracy

@@ -309,6 +309,9 @@ def test_report_is_the_newest_runs_or_says_why_there_is_none(tmp_path, capsys):
     assert "the newest run (r2, started 2026-11-25T03:00:00+00:00) has no report" in error
     assert "--run r1" in error  # the newest one that has
     assert main(["report", *root, "--run", "r1"]) == 0
+    history.start(config.history_path, time.time(), "manual")  # then killed (kill -9)
+    assert main(["report", *root]) == 1  # it printed r1's: finished runs only were read
+    assert "was killed or interrupted before its report" in capsys.readouterr().err
     page.unlink()
     assert main(["report", *root, "--run", "r1"]) == 1
     assert f"{page} (run r1's report) does not exist" in capsys.readouterr().err
@@ -316,5 +319,6 @@ def test_report_is_the_newest_runs_or_says_why_there_is_none(tmp_path, capsys):
     assert "--last must be at least 1" in capsys.readouterr().err
     assert main(["history", "--output.root", str(tmp_path / "nowhere")]) == 0
     out = capsys.readouterr().out
-    assert f"no runs recorded in {tmp_path / 'nowhere' / 'history.jsonl'}" in out
+    assert f"no runs of pipeline 'bert-text-classifier' recorded in " \
+           f"{tmp_path / 'nowhere' / 'history.jsonl'}" in out
     assert "output.root" in out and "schedule.history_file" in out

@@ -94,6 +94,13 @@ def test_history_and_report_are_scoped_to_the_pipeline(tmp_path, capsys):
     assert "theirs" not in capsys.readouterr().out
     assert main(["report", *root, "--name", "mine"]) == 1  # theirs is not its report
     assert "no report" in capsys.readouterr().err
+    named = _config(tmp_path / "named")  # runs of named pipelines only
+    for pipeline in ("other", "mine"):
+        history.append(named.history_path, _entry("2026-11-26T03:00:00", pipeline=pipeline))
+    assert main(["history", "--output.root", named.output.root, "--name", "third"]) == 0
+    out = capsys.readouterr().out
+    assert "no runs of pipeline 'third' recorded in" in out
+    assert "it holds runs of pipeline(s) 'mine', 'other' (name, or --config)" in out
     assert main(["report", *root, "--name", "other"]) == 0
     assert capsys.readouterr().out.strip() == str(page)
 
@@ -138,3 +145,14 @@ def test_a_killed_run_is_not_shown_running_while_another_holds_the_lock(tmp_path
     assert killed["status"] == history.INTERRUPTED
     [alive] = history.read(path + ".2", unfinished=True, run_active=True)
     assert alive["status"] == history.RUNNING
+
+
+def test_a_cached_push_is_recorded_as_one():
+    """A run whose Pusher was cached exits 0, but its history row said "not pushed"."""
+    from local.summary import RunSummary
+
+    summary = RunSummary(pipeline="p", run_id="r", blessed=True,
+                         push_cached="version 17, /serving/m/17")
+    entry = history.record(summary, time.time() - 60, time.time(), "manual", "k")
+    assert entry["push_cached"] == "version 17, /serving/m/17" and entry["exit_code"] == 0
+    assert "cached push" in history.format_table([entry]).splitlines()[1]
