@@ -30,6 +30,7 @@ import time
 import zlib
 
 import tensorflow as tf
+from absl import logging
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.filesystems import sync
@@ -93,18 +94,26 @@ def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S
 
 
 def _remove_stale_versions(base_directory: str, stale_after_s: float) -> list:
-    """The object-storage half of ``remove_stale_copies``."""
+    """The object-storage half of ``remove_stale_copies``: best effort (another push may
+    remove the same version, the pusher's role may not delete): what fails is logged and
+    left. A version with a ``saved_model.pbtxt`` (TF Serving loads that too) or with no
+    object yet (a push that has just begun) is no leftover."""
     removed, cutoff_ns = [], (time.time() - stale_after_s) * 1e9
     for entry in tf.io.gfile.listdir(base_directory):
         entry = entry.rstrip("/")
         folder = os.path.join(base_directory, entry)
-        if version_number(entry) is None or tf.io.gfile.exists(os.path.join(folder, SAVED_MODEL)):
-            continue
-        written = [tf.io.gfile.stat(os.path.join(parent, name)).mtime_nsec
-                   for parent, _, names in tf.io.gfile.walk(folder) for name in names]
-        if max(written, default=0) < cutoff_ns:
-            tf.io.gfile.rmtree(folder)
-            removed.append(entry)
+        try:
+            if version_number(entry) is None or any(
+                    tf.io.gfile.exists(os.path.join(folder, name))
+                    for name in (SAVED_MODEL, SAVED_MODEL + "txt")):
+                continue
+            written = [tf.io.gfile.stat(os.path.join(parent, name)).mtime_nsec
+                       for parent, _, names in tf.io.gfile.walk(folder) for name in names]
+            if written and max(written) < cutoff_ns:
+                tf.io.gfile.rmtree(folder)
+                removed.append(entry)
+        except tf.errors.OpError as error:
+            logging.warning("%s: not removed (%s)", folder, error.message)
     return removed
 
 

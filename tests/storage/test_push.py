@@ -110,8 +110,11 @@ def test_a_push_killed_on_a_bucket_leaves_a_version_the_next_push_removes(
         assert run.returncode == 0, run.stderr[-5000:]
         return run.stdout.strip().splitlines()[-1]
 
+    # a model placed by hand as saved_model.pbtxt (TF Serving loads it) is no leftover
+    s3.put(bucket, "serving/m/19/saved_model.pbtxt", "meta_graphs {}")
     assert clean_up(3600) == "[]"  # as young as a push still writing: kept
     assert s3.keys(bucket, "serving/m/21/") == left
     assert clean_up(0) == "['21']"
     assert s3.keys(bucket, "serving/m/21/") == []
     assert s3.keys(bucket, "serving/m/20/") == ["serving/m/20/saved_model.pb"]
+    assert s3.keys(bucket, "serving/m/19/") == ["serving/m/19/saved_model.pbtxt"]
