@@ -34,7 +34,7 @@ import errno
 import json
 import logging
 import os
-import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -234,14 +234,13 @@ def _check_writable(folder: str) -> None:
     root-owned volume, a read-only mount) is refused at start, not found at the first
     record, after which every record would be dropped. A full disk is not refused: it
     may free up, and retention works on it (predictions are served either way)."""
-    probe = os.path.join(folder, f".write-check-{socket.gethostname()}")
     try:
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
         try:
-            with open(probe, "wb") as f:
-                f.write(b"x")
+            os.write(handle, b"x")
         finally:
-            if os.path.exists(probe):
-                os.remove(probe)
+            os.close(handle)
+            os.remove(probe)
     except OSError as error:
         if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             log.warning("feedback: %s: %s", folder, error)

@@ -120,7 +120,10 @@ class Replica:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             tail.append(line)
             if self.name == "chief" and line.startswith("  Trainer "):
-                print(line, file=self.stream, flush=True)
+                try:  # a closed or ASCII-only terminal must not stop the reading either
+                    print(line, file=self.stream, flush=True)
+                except (OSError, ValueError):  # UnicodeEncodeError is a ValueError
+                    pass
         if log is not None:
             self._log_lost(log, None)
 
