@@ -282,7 +282,8 @@ def _start_weights(classifier, hparams: ModelHParams, fn_args, label_names,
         return f"from the checkpoint {hparams.checkpoint} (no blessed model to warm start from)"
     try:
         return warm_start.warm_start_from(classifier, base_model, label_names,
-                                          tokenizer_sha256=tokenizer, multi_label=multi_label)
+                                          tokenizer_sha256=tokenizer, multi_label=multi_label,
+                                          pipeline=fn_args.custom_config.get("pipeline"))
     except ValueError as error:  # e.g. the checkpoint changed since the blessed model
         logging.warning("warm start skipped: %s", error)
         return f"from the checkpoint {hparams.checkpoint} (warm start skipped: {error})"

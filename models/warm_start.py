@@ -6,14 +6,13 @@ from what the previous model learnt (new labels keep their fresh initialisation)
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from models import export
+from models import export, model_info
 from models.model import weight_key
 from models.hparams import POOLING_WORDS
 from models.pooling import pooling_of
@@ -48,20 +47,12 @@ def saved_weights(base) -> list:
     return list(found.values())
 
 
-def _base_info(base_model_dir: str) -> dict:
-    """The base model's ``model_info.json`` ({} for models exported before it)."""
-    info_path = os.path.join(base_model_dir, contract.ASSETS_EXTRA, contract.MODEL_INFO_FILE)
-    if not tf.io.gfile.exists(info_path):
-        return {}
-    with tf.io.gfile.GFile(info_path) as f:
-        return json.load(f)
-
-
 def _refuse_another_model(classifier, base_model_dir: str, info: dict,
-                          tokenizer_sha256: Optional[str], multi_label: Optional[bool]) -> None:
-    """A base model that reads other vectors (pooling), other word pieces (vocabulary) or
-    answers another task (single- or multi-label) does not fit this run, whatever its
-    weights' shapes say."""
+                          tokenizer_sha256: Optional[str], multi_label: Optional[bool],
+                          pipeline: Optional[str]) -> None:
+    """A base model that reads other vectors (pooling), other word pieces (vocabulary),
+    answers another task (single- or multi-label) or is another pipeline's does not fit
+    this run, whatever its weights' shapes say."""
     base = info.get("pooling", "cls")  # models exported before model.pooling: BERT's pooler
     if base != pooling_of(classifier):
         raise ValueError(f"the base model {base_model_dir} reads {POOLING_WORDS[base]}, "
@@ -71,27 +62,26 @@ def _refuse_another_model(classifier, base_model_dir: str, info: dict,
                          f"or casing (checkpoint {info.get('checkpoint')}) than this run's "
                          f"checkpoint: its embeddings would read other word pieces "
                          f"(model.checkpoint)")
-    if multi_label is not None and "multi_label" in info \
-            and bool(info["multi_label"]) != multi_label:
-        kinds = {True: "several labels per text (sigmoid)", False: "one label per text (softmax)"}
-        raise ValueError(f"the base model {base_model_dir} predicts {kinds[info['multi_label']]}, "
-                         f"this run {kinds[multi_label]} (data.label_delimiter)")
+    reason = model_info.other_run(base_model_dir, info, pipeline, multi_label)
+    if reason:
+        raise ValueError(reason)
 
 
 def warm_start_from(classifier, base_model_dir: str, label_names: Sequence[str],
                     tokenizer_sha256: Optional[str] = None,
-                    multi_label: Optional[bool] = None) -> str:
+                    multi_label: Optional[bool] = None, pipeline: Optional[str] = None) -> str:
     """Loads ``base_model_dir``'s weights into ``classifier``; returns what was done.
 
     Raises ValueError (naming the weight or the setting), with ``classifier`` unchanged,
     when the base model does not fit: another architecture, pooling, vocabulary or casing
     (``tokenizer_sha256``: this run's checkpoint's; models exported before it was recorded
-    are not checked) or task (``multi_label``).
+    are not checked), task (``multi_label``) or pipeline (``pipeline``: on Kubeflow the
+    latest blessed model is queried by type alone).
     """
     import tensorflow_text  # noqa: F401  (ops of the saved tokenizer)
 
-    _refuse_another_model(classifier, base_model_dir, _base_info(base_model_dir),
-                          tokenizer_sha256, multi_label)
+    _refuse_another_model(classifier, base_model_dir, model_info.read(base_model_dir),
+                          tokenizer_sha256, multi_label, pipeline)
     saved = {weight_key(v.name): v for v in saved_weights(tf.saved_model.load(base_model_dir))}
     base_labels = read_base_labels(base_model_dir)
     values = []  # every weight checked before any is assigned: no half-warm model

@@ -15,46 +15,15 @@ tests/e2e (every run after the first has a baseline).
 """
 from __future__ import annotations
 
-import json
-import os
-from typing import Optional
-
-import tensorflow as tf
 from absl import logging
 from tfx.components.evaluator import executor as tfx_evaluator
 from tfx.types import standard_component_specs
 from tfx.utils import path_utils
 
-from serving.contract import ASSETS_EXTRA, MODEL_INFO_FILE
+from models import model_info
 
 BASELINE_DROPPED = "baseline_dropped"
 _BASELINE = standard_component_specs.BASELINE_MODEL_KEY
-_TASKS = {True: "multi-label", False: "single-label"}
-
-
-def model_info(model_uri: str) -> dict:
-    """A Trainer model artifact's ``model_info.json`` ({} when it has none)."""
-    path = os.path.join(path_utils.serving_model_path(model_uri), ASSETS_EXTRA,
-                        MODEL_INFO_FILE)
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            info = json.load(f)
-    except (tf.errors.NotFoundError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-def mismatch(candidate: dict, baseline: dict) -> Optional[str]:
-    """Why a baseline (its model_info) cannot gate the candidate; None when it can."""
-    if None not in (candidate.get("pipeline"), baseline.get("pipeline")) \
-            and candidate["pipeline"] != baseline["pipeline"]:
-        return (f"the latest blessed model is pipeline '{baseline['pipeline']}''s, not "
-                f"'{candidate['pipeline']}''s")
-    if "multi_label" in candidate and "multi_label" in baseline \
-            and bool(candidate["multi_label"]) != bool(baseline["multi_label"]):
-        return (f"the latest blessed model is {_TASKS[bool(baseline['multi_label'])]}, this "
-                f"run's {_TASKS[bool(candidate['multi_label'])]} (data.label_delimiter)")
-    return None
 
 
 class Executor(tfx_evaluator.Executor):
@@ -65,16 +34,22 @@ class Executor(tfx_evaluator.Executor):
 
 
 def comparable_inputs(input_dict: dict, output_dict: dict) -> dict:
-    """``input_dict`` without its baseline where ``mismatch`` says it cannot gate the
-    candidate; then the evaluation artifact's ``baseline_dropped`` says why."""
+    """``input_dict`` without its baseline where it cannot gate the candidate
+    (``models.model_info.other_run``: another pipeline's or task's); then the
+    evaluation artifact's ``baseline_dropped`` says why."""
     baselines = input_dict.get(_BASELINE) or []
     if len(baselines) != 1:
         return input_dict  # none, or several (TFX's executor refuses those)
     [candidate] = input_dict[standard_component_specs.MODEL_KEY]
-    reason = mismatch(model_info(candidate.uri), model_info(baselines[0].uri))
+    this = model_info.read(path_utils.serving_model_path(candidate.uri))
+    baseline = path_utils.serving_model_path(baselines[0].uri)
+    reason = model_info.other_run(
+        baseline, model_info.read(baseline), this.get("pipeline"),
+        bool(this["multi_label"]) if "multi_label" in this else None)
     if reason is None:
         return input_dict
-    reason += ": not compared with it; gated on the absolute bar only, as a first run"
+    reason = (f"the latest blessed model is no baseline: {reason}; gated on the absolute "
+              f"bar only, as a first run")
     logging.warning("Evaluator: %s", reason)
     for evaluation in output_dict[standard_component_specs.EVALUATION_KEY]:
         evaluation.set_string_custom_property(BASELINE_DROPPED, reason)

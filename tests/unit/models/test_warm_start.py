@@ -74,6 +74,9 @@ def test_a_refused_warm_start_leaves_every_weight_as_it_was(tiny_checkpoint, tmp
     ({"tokenizer_sha256": "0" * 64}, {}, "trained on another vocabulary or casing"),
     ({"multi_label": True}, {"multi_label": False},
      r"predicts several labels per text \(sigmoid\), this run one label per text"),
+    # on Kubeflow the resolver queries by type alone: another pipeline's blessed model
+    ({"pipeline": "other"}, {"pipeline": "reviews"},
+     r"is pipeline 'other''s, this run's is 'reviews' \(name\)"),
 ])
 def test_a_base_model_of_another_tokenizer_or_task_is_refused(tiny_checkpoint, tmp_path,
                                                               info, given, message):
