@@ -268,14 +268,13 @@ def lookalike_labels(labels: list) -> list:
 
 
 def _labels(model_uri: str) -> list:
+    """The class names of the Trainer's model (gs:// and s3:// too); [] without them."""
+    import tensorflow as tf
+
+    from models.export import read_label_names
     path = os.path.join(model_uri, contract.SERVING_MODEL_DIR, contract.ASSETS_EXTRA,
                         contract.LABELS_FILE)
-    from tfx.dsl.io import fileio  # gs:// and s3:// roots too
-    if not fileio.exists(path):
-        return []
-    with fileio.open(path) as f:
-        text = f.read()
-    return text[:-1].split("\n") if text.endswith("\n") else text.split("\n") if text else []
+    return read_label_names(path) if tf.io.gfile.exists(path) else []
 
 
 def _serving_folder(pipeline) -> Optional[str]:
