@@ -384,18 +384,13 @@ def _from_settings(settings: str) -> Redactor:
 
 
 EXCERPT_CHARS = 40
-_EXCERPT_REDACTOR: Optional[Redactor] = None
 
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     """At most ``limit`` characters of ``value`` for an error message, with every
     built-in type of personal data replaced (eagerly) before it is cut, so no part of an
     address or number is quoted."""
-    global _EXCERPT_REDACTOR
-    if _EXCERPT_REDACTOR is None:
-        _EXCERPT_REDACTOR = Redactor("all")
-    text = str(value)
-    redacted = _EXCERPT_REDACTOR(tf.constant([text]))[0].numpy()[0].decode("utf-8")
+    [redacted] = text_redactor()([str(value)])
     return redacted if len(redacted) <= limit else redacted[:limit - 1] + "…"
 
 
