@@ -664,9 +664,10 @@ def _haproxy_condition(condition: str, version: tuple) -> bool:
 
 
 def test_the_proxy_uses_max_total_streams_only_where_haproxy_has_it():
-    """tune.h2.fe.max-total-streams came in 3.0 and was backported to 2.8.6 and 2.9.3; an
-    unknown keyword fails the whole config (HAProxy refuses to start, no pod is Ready).
-    The gate was version_atleast(2.8): a pinned 2.8.0-2.8.5 or 2.9.0-2.9.2 would not start."""
+    """tune.h2.fe.max-total-streams came in 3.0 and was backported to 2.8.6 (HAProxy's 2.8
+    tree) and to 2.9 (2.9.3 at the latest: earlier 2.9 releases are left out); an unknown
+    keyword fails the whole config (HAProxy refuses to start, no pod is Ready). The gate
+    was version_atleast(2.8): a pinned 2.8.0-2.8.5 would not start."""
     text = open(os.path.join(DEPLOY, "proxy", "haproxy.cfg")).read()
     [condition] = re.findall(r"^\.if (.*)\n\s*tune\.h2\.fe\.max-total-streams", text, re.M)
     has_it = {(2, 6, 12): False, (2, 8, 0): False, (2, 8, 5): False, (2, 8, 6): True,
