@@ -2,9 +2,9 @@
 
 Each replica is ``python -m tfx.scripts.run_executor`` (TFX's Trainer executor) with its
 own ``TF_CONFIG``: a chief and N - 1 workers on 127.0.0.1, as a Training Operator TFJob
-or Vertex AI lays them out. A replica that fails is restarted with the same ``TF_CONFIG``
-with the others (TensorFlow's coordination service takes a restarted task back only
-with the whole cluster), at most ``max_restarts`` times; every restarted replica
+or Vertex AI lays them out. A replica that fails is restarted with the others
+(TensorFlow's coordination service takes a restarted task back only with the whole
+cluster), on new free ports, at most ``max_restarts`` times; every restarted replica
 resumes from the last backup (``models/trainer.py``). When the restarts are spent, or
 the replicas outlive the deadline, they are stopped and the step fails with the
 replica's exit and the end of its log.
@@ -167,6 +167,13 @@ def stop_all(replicas: List[Replica]) -> None:
             process.wait()
 
 
+def assign_ports(replicas: List[Replica]) -> None:
+    """A new TF_CONFIG for every replica (the chief first, then the workers in order), on
+    ports free now."""
+    for replica, tf_config in zip(replicas, tf_configs(free_ports(len(replicas)))):
+        replica.env = dict(replica.env, TF_CONFIG=json.dumps(tf_config))
+
+
 def run_replicas(executor_args: List[str], distribution: dict,
                  log_dir: Optional[str] = None, stream: Optional[TextIO] = None,
                  wrap: Callable[[int], List[str]] = lambda index: []) -> None:
@@ -182,11 +189,10 @@ def run_replicas(executor_args: List[str], distribution: dict,
     os.makedirs(log_dir, exist_ok=True)
     command = [sys.executable, "-m", "tfx.scripts.run_executor", *executor_args]
     replicas = []
-    for index, tf_config in enumerate(tf_configs(free_ports(workers))):
-        task = tf_config["task"]
-        name = "chief" if task["type"] == "chief" else f"worker-{task['index']}"
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_USE_LEGACY_KERAS="1")
-        replicas.append(Replica(name, wrap(index) + command, env,
+    for index in range(workers):
+        name = "chief" if index == 0 else f"worker-{index - 1}"
+        replicas.append(Replica(name, wrap(index) + command,
+                                dict(os.environ, TF_USE_LEGACY_KERAS="1"),
                                 os.path.join(log_dir, f"{name}.log"), stream))
     print(f"  Trainer: {workers} replicas on {HOST} (a chief and {workers - 1} "
           f"worker{'s' * (workers > 2)}, up to {max_restarts} restarts), logs in {log_dir}",
@@ -205,7 +211,9 @@ def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO,
 
     A failed replica restarts the whole cluster: TensorFlow's coordination service does
     not take a restarted task back while the others run, and the others' collectives
-    fail anyway; one restart per incident, as Vertex AI's restart_job_on_worker_restart."""
+    fail anyway; one restart per incident, as Vertex AI's restart_job_on_worker_restart.
+    Each start of the cluster takes new free ports (``assign_ports``)."""
+    assign_ports(replicas)
     for replica in replicas:
         replica.start()
     restarts, done, chief_done_at = 0, set(), None
@@ -242,6 +250,7 @@ def _supervise(replicas: List[Replica], max_restarts: int, stream: TextIO,
                   f"{max_restarts}); they resume from the last backup",
                   file=stream, flush=True)
             stop_all(replicas)
+            assign_ports(replicas)  # one taken meanwhile would fail every later start
             for other in replicas:
                 other.start()
         if chief_done_at is not None and \

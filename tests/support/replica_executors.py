@@ -79,3 +79,60 @@ class ChiefIgnoresTerm(base_executor.BaseExecutor):
         with open(f"{report}.{task['type']}.ready", "w") as f:
             f.write(str(os.getpid()))
         threading.Event().wait()
+
+
+SQUAT = """
+import socket, sys, time
+host, port, pid_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + 120
+while True:  # until the chief's port is free (the supervisor stops the chief)
+    sock = socket.socket()
+    try:
+        sock.bind((host, port))
+        break
+    except OSError:
+        sock.close()
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.01)
+sock.listen()
+with open(pid_file, "w") as f:
+    f.write(str(__import__("os").getpid()))
+time.sleep(600)
+"""
+
+
+class BindsItsPort(base_executor.BaseExecutor):
+    """Each replica binds its TF_CONFIG address, as TensorFlow's gRPC server does, and
+    fails when it is taken. The worker's first start leaves a process that takes the
+    chief's port once the chief is stopped (its pid in ``<REPLICA_REPORT>.squatter``),
+    then fails; a second start of either ends well. The chief's first start waits."""
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        report = os.environ["REPLICA_REPORT"]
+        config = json.loads(os.environ["TF_CONFIG"])
+        kind, index = config["task"]["type"], config["task"]["index"]
+        host, port = config["cluster"][kind][index].rsplit(":", 1)
+        with open(f"{report}.{kind}.starts", "a") as f:
+            f.write("x")
+        with open(f"{report}.{kind}.starts") as f:
+            start = len(f.read())
+        sock = socket.socket()
+        sock.bind((host, int(port)))  # OSError 98 when taken: the replica fails
+        sock.listen()
+        if start > 1:
+            return
+        if kind == "chief":
+            open(f"{report}.chief.bound", "w").close()
+            threading.Event().wait()
+        while not os.path.exists(f"{report}.chief.bound"):
+            time.sleep(0.05)
+        chief_port = config["cluster"]["chief"][0].rsplit(":", 1)[1]
+        subprocess.Popen([sys.executable, "-c", SQUAT, host, chief_port,
+                          f"{report}.squatter"], start_new_session=True)
+        raise RuntimeError("worker 0 fails once, leaving the chief's port to a squatter")

@@ -117,3 +117,24 @@ def test_replicas_are_stopped_together(tmp_path, monkeypatch):
                 replica.process.kill()
     assert report.read_text() == "alive"
     assert all(replica.poll() is not None for replica in replicas)
+
+
+def test_a_restart_takes_new_ports(tmp_path, monkeypatch):
+    """The replicas kept their ports across restarts: a port another process took
+    meanwhile (here, once the chief was stopped) failed every later start of that
+    replica, and the restarts ran out. Each (re)start now has new free ports."""
+    import signal
+
+    from tests.support.gate_model import _wait_for
+
+    report = tmp_path / "report"
+    monkeypatch.setenv("REPLICA_REPORT", str(report))
+    try:
+        local_workers.run_replicas(_replica_args("BindsItsPort"),
+                                   {"workers": 2, "max_restarts": 2},
+                                   log_dir=str(tmp_path))
+        _wait_for(lambda: os.path.exists(f"{report}.squatter"), 60, "the squatter")
+        assert (tmp_path / "chief.log").read_text().count("--- chief start") == 2
+    finally:
+        if os.path.exists(f"{report}.squatter"):
+            os.kill(int(open(f"{report}.squatter").read()), signal.SIGKILL)
