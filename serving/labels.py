@@ -7,13 +7,17 @@ because TF Serving refuses to reload its config when a label names any other ver
 start nothing is loaded yet, so a server started on a config with labels needs
 ``--allow_version_labels_for_unavailable_models`` (the shipped manifests pass it). The
 file is replaced atomically (a temporary file in the same folder, then ``os.replace``),
-so a server polling it never reads half a file. Its leading ``#``
+so a server polling it never reads half a file; one edit at a time (a lock on its folder).
+Its leading ``#``
 comment lines are kept; comments inside the proto are not.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import sys
 import tempfile
 from typing import Dict, Iterable, List, Optional
 
@@ -81,6 +85,24 @@ def parse_assignments(items: Iterable[str]) -> Dict[str, int]:
     return labels
 
 
+@contextlib.contextmanager
+def one_edit_at_a_time(path: str):
+    """Holds an exclusive lock on the config's folder (the file itself is replaced, so a
+    lock on it would hold nothing) while an edit reads, changes and writes ``path``: two
+    edits at once each wrote back what they read, and the later dropped the other's."""
+    fd = os.open(os.path.dirname(os.path.realpath(path)), os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{path}: waiting for another edit of it to finish", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def set_labels(path: str, labels: Dict[str, int], model_name: Optional[str] = None,
                base_path: Optional[str] = None, allow_unavailable: bool = False):
     """Points each label at its version and rewrites ``path``; returns the ``ModelConfig``.
@@ -88,6 +110,12 @@ def set_labels(path: str, labels: Dict[str, int], model_name: Optional[str] = No
     ``base_path`` is where the versions are as seen from here (default: the config's
     ``base_path``, often a path inside the server's container).
     """
+    with one_edit_at_a_time(path):
+        return _set_labels(path, labels, model_name, base_path, allow_unavailable)
+
+
+def _set_labels(path: str, labels: Dict[str, int], model_name: Optional[str],
+                base_path: Optional[str], allow_unavailable: bool):
     config = read_config(path)
     model = find_model(config, path, model_name)
     if not allow_unavailable:
@@ -121,6 +149,11 @@ def set_labels(path: str, labels: Dict[str, int], model_name: Optional[str] = No
 
 def unset_labels(path: str, names: Iterable[str], model_name: Optional[str] = None):
     """Removes the labels ``names`` and rewrites ``path``; returns the ``ModelConfig``."""
+    with one_edit_at_a_time(path):
+        return _unset_labels(path, names, model_name)
+
+
+def _unset_labels(path: str, names: Iterable[str], model_name: Optional[str]):
     config = read_config(path)
     model = find_model(config, path, model_name)
     names = list(names)

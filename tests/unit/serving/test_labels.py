@@ -188,3 +188,42 @@ def test_labels_file_is_complete_at_every_moment(labelled):
         thread.join()
     assert failures == [] and reads[0] > 0
     _assert_intact(labelled)
+
+
+def test_two_label_edits_at_once_both_take_effect(labelled, monkeypatch, capsys):
+    """Two `labels set` at once each read the config, changed it and wrote it back: the
+    later write dropped the other's label. An edit now waits for the one in progress
+    (and says so), then reads the config that one wrote."""
+    from serving import labels
+    from tests.support.gate_model import _wait_for
+
+    first_read, go = threading.Event(), threading.Event()
+    read = labels.read_config
+
+    def read_then_pause(path):
+        config = read(path)
+        if threading.current_thread().name == "first":
+            first_read.set()
+            go.wait(60)
+        return config
+
+    monkeypatch.setattr(labels, "read_config", read_then_pause)
+    first = threading.Thread(target=labels.set_labels, name="first",
+                             args=(str(labelled), {"canary": 300}, "bert_classifier"))
+    second = threading.Thread(target=labels.set_labels, name="second",
+                              args=(str(labelled), {"stable": 200}, "bert_classifier"))
+    first.start()
+    try:
+        assert first_read.wait(60)
+        second.start()
+        said = []
+        _wait_for(lambda: said.append(capsys.readouterr().err) or
+                  "waiting for another edit of it" in "".join(said), 60,
+                  "the second edit waiting")
+    finally:
+        go.set()
+        first.join(60)
+        if second.ident is not None:
+            second.join(60)
+    assert _labels(labelled) == {"canary": 300, "stable": 200}
+    _assert_intact(labelled)
