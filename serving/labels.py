@@ -90,7 +90,11 @@ def one_edit_at_a_time(path: str):
     """Holds an exclusive lock on the config's folder (the file itself is replaced, so a
     lock on it would hold nothing) while an edit reads, changes and writes ``path``: two
     edits at once each wrote back what they read, and the later dropped the other's."""
-    fd = os.open(os.path.dirname(os.path.realpath(path)), os.O_RDONLY)
+    try:
+        fd = os.open(os.path.dirname(os.path.realpath(path)), os.O_RDONLY)
+    except FileNotFoundError:  # no folder, no file: read_config says so, naming it
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
