@@ -17,6 +17,8 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, List, Optional
 
+from serving.process import alive
+
 if TYPE_CHECKING:  # local.summary imports ML Metadata: not needed to read the history
     from local.summary import RunSummary
 
@@ -145,15 +147,8 @@ def read(path: str, unfinished: bool = False, run_active: bool = True,
 def _gone(entry: dict) -> bool:
     """Whether a ``running`` record's process is known to be gone: it ran on this host
     and its pid is no process now (another run may hold the lock meanwhile)."""
-    if entry.get("host") != socket.gethostname() or not isinstance(entry.get("pid"), int):
-        return False
-    try:
-        os.kill(entry["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # another user's process
-    return False
+    return entry.get("host") == socket.gethostname() and isinstance(entry.get("pid"), int) \
+        and not alive(entry["pid"])
 
 
 def pipelines(path: str) -> set:

@@ -1,4 +1,5 @@
-"""Runs the local server in a child process on free ports, and waits until it serves.
+"""Runs the local server in a child process on free ports, and waits until it serves;
+``alive(pid)``, for who left a record of a process (a push's copy, a run's history).
 
 Tested with a model server: tests/serving/test_server.py, tests/serving/test_drain.py.
 
@@ -15,6 +16,17 @@ import time
 from typing import List, Optional
 
 import requests
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def free_port() -> int:

@@ -35,6 +35,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.filesystems import sync
 from serving.model_store import version_number
+from serving.process import alive
 
 SAVED_MODEL = "saved_model.pb"
 STAGING_PREFIX = ".partial-"  # not a number: no model server loads it
@@ -58,16 +59,6 @@ def staging_name(version: str) -> str:
     return f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S) -> list:
     """Removes what pushes killed outright (``kill -9``, a power loss, an evicted pod) left
     in ``base_directory``; returns the names removed.
@@ -87,7 +78,7 @@ def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S
         if not entry.startswith(STAGING_PREFIX):
             continue
         owner, _, pid = entry[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
-        if owner == host and pid.isdigit() and not _alive(int(pid)):
+        if owner == host and pid.isdigit() and not alive(int(pid)):
             tf.io.gfile.rmtree(os.path.join(base_directory, entry))
             removed.append(entry)
     return removed

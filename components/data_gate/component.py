@@ -31,16 +31,25 @@ class DataValidationError(RuntimeError):
     """The data failed validation; the message lists every problem."""
 
 
-def _anomaly_lines(split: str, anomalies: anomalies_pb2.Anomalies, shown) -> list[str]:
-    """One line per anomaly; the descriptions through ``shown`` (redaction): TFDV's name
-    values, raw texts where the statistics hold them (privacy.at_ingestion false)."""
-    found = [(f"feature '{feature}'", info)
-             for feature, info in sorted(anomalies.anomaly_info.items())]
+def anomaly_entries(anomalies: anomalies_pb2.Anomalies, shown) -> list:
+    """(feature, or None for the dataset, short description, description) of every anomaly
+    in one split's ``anomalies``, the descriptions through ``shown`` (redaction): TFDV's
+    name values, raw texts where the statistics hold them (privacy.at_ingestion false)."""
+    found = sorted(anomalies.anomaly_info.items())
     if anomalies.HasField("dataset_anomaly_info"):
-        found.append(("dataset", anomalies.dataset_anomaly_info))
+        found.append((None, anomalies.dataset_anomaly_info))
     descriptions = shown([info.description for _, info in found])
-    return [f"split '{split}', {where}: {info.short_description}: {description}"
-            for (where, info), description in zip(found, descriptions)]
+    return [(feature, info.short_description, description)
+            for (feature, info), description in zip(found, descriptions)]
+
+
+def _anomaly_lines(split: str, anomalies: anomalies_pb2.Anomalies, shown) -> list[str]:
+    """One line per anomaly (``anomaly_entries``)."""
+    lines = []
+    for feature, short, description in anomaly_entries(anomalies, shown):
+        where = "dataset" if feature is None else f"feature '{feature}'"
+        lines.append(f"split '{split}', {where}: {short}: {description}")
+    return lines
 
 
 FIX_SPLIT = ("add rows (distinct ones), raise data.eval_fraction, or give an eval set "

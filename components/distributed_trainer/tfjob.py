@@ -128,8 +128,9 @@ def tfjob_manifest(name: str, namespace: str, distribution: dict, executor_args:
     failure. One lost replica makes every replica's collectives fail, so each incident
     restarts all of them: the operator counts every pod's restarts against backoffLimit,
     which is ``max_restarts`` x replicas + 1. ``deadline_minutes`` (0: none) becomes
-    activeDeadlineSeconds, which the step enforces as well (``follow``). ``owner``: the step's pod (metadata.ownerReferences entry),
-    so the job goes when that pod is deleted."""
+    activeDeadlineSeconds, which the step enforces as well (``follow``). ``owner``: the
+    step's pod (metadata.ownerReferences entry), so the job goes when that pod is
+    deleted."""
     if service_account is None:
         service_account = distribution.get("service_account", "")
     template = pod_template(distribution, executor_args, volumes, volume_mounts,

@@ -149,20 +149,18 @@ def anomalies(uri: str, shown: Optional[Callable[[list], list]] = None) -> list:
     name values."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    found = []
+    from components.data_gate.component import anomaly_entries
+
+    shown, found = shown or redaction.text_redactor(), []
     for split, folder in split_folders(uri).items():
         path = os.path.join(folder, contract.ANOMALIES_FILE)
         if not fileio.exists(path):
             continue
         with fileio.open(path, "rb") as f:
             parsed = anomalies_pb2.Anomalies.FromString(f.read())
-        for feature, info in sorted(parsed.anomaly_info.items()):
-            found.append((split, feature, info.short_description, info.description))
-        if parsed.HasField("dataset_anomaly_info"):
-            info = parsed.dataset_anomaly_info
-            found.append((split, "(dataset)", info.short_description, info.description))
-    descriptions = (shown or redaction.text_redactor())([entry[3] for entry in found])
-    return [entry[:3] + (description,) for entry, description in zip(found, descriptions)]
+        found += [(split, "(dataset)" if feature is None else feature, short, description)
+                  for feature, short, description in anomaly_entries(parsed, shown)]
+    return found
 
 
 def drift(uri: str) -> Optional[dict]:
