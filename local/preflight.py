@@ -1,6 +1,6 @@
 """What a run reads, checked before any component runs: ``model.checkpoint``,
 ``data.input_dir`` (and that its file pattern, inside the newest span, matches data
-files) and ``data.schema_path``. Each problem names the setting to change.
+files), ``data.schema_path`` and ``trainer.workers`` on a machine with GPUs. Each problem names the setting to change.
 
 Tested through the command: tests/unit/cli/test_main.py; on object storage:
 tests/storage/test_preflight.py.
@@ -26,7 +26,8 @@ def check(config: PipelineConfig) -> None:
     """Raises SettingsError naming every wrong setting (nothing has run yet)."""
     problems = [p for p in (checkpoint_problem(config.model.checkpoint,
                                                config.model.max_seq_length),
-                            input_problem(config), schema_problem(config.data.schema_path))
+                            input_problem(config), schema_problem(config.data.schema_path),
+                            local_gpus_problem(config.trainer.workers))
                 if p]
     if problems:
         raise SettingsError("\n  ".join(["nothing was run:"] + problems))
@@ -114,6 +115,17 @@ def input_problem(config: PipelineConfig):
                     f"{setting}: no data files match {os.path.join(folder, pattern)}; "
                     f"data.presplit reads the train/ and eval/ folders of data.input_dir")
     return None
+
+
+def local_gpus_problem(workers: int):
+    """Why ``trainer.workers`` local replicas cannot share this machine's GPUs (said here,
+    before ExampleGen and Transform run, not only when the Trainer starts)."""
+    if workers <= 1:
+        return None
+    import tensorflow as tf
+
+    from models.distribution import local_replicas_gpu_problem
+    return local_replicas_gpu_problem(workers, len(tf.config.list_physical_devices("GPU")))
 
 
 def schema_problem(schema_path: str):

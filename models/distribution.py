@@ -51,6 +51,17 @@ def task_name(config: Optional[dict]) -> str:
         f"{task.get('type', 'worker')}-{task.get('index', 0)}"
 
 
+def local_replicas_gpu_problem(workers: int, gpus: int) -> Optional[str]:
+    """Why ``trainer.workers`` replicas cannot run on this machine: each would see (and
+    take the memory of) every one of its ``gpus`` GPUs; None when they can."""
+    if workers <= 1 or not gpus:
+        return None
+    return (f"trainer.workers {workers} runs the replicas on this machine, and each would "
+            f"take all {gpus} GPU(s): train with trainer.workers 1 (MirroredStrategy over "
+            "this machine's GPUs), or on several machines with kubeflow.trainer_workers or "
+            "vertex.trainer_workers")
+
+
 def multi_worker_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy from ``TF_CONFIG``; created before any other TensorFlow
     op of the process ("Collective ops must be configured at program startup")."""

@@ -20,7 +20,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, path_utils
 
-from models.distribution import worker_copies
+from models.distribution import local_replicas_gpu_problem, worker_copies
 
 REPLICA_EXECUTOR = "tfx.components.trainer.executor.GenericExecutor"
 
@@ -70,7 +70,7 @@ class Executor(trainer_executor.GenericExecutor):
         launcher = distribution.get("launcher")
         if launcher == "local":
             from components.distributed_trainer import local_workers
-            refuse_local_gpus()
+            refuse_local_gpus(int(distribution.get("workers", 1)))
             local_workers.run_replicas(args, distribution, log_dir=replica_log_dir(
                 artifact_utils.get_single_uri(
                     output_dict[standard_component_specs.MODEL_RUN_KEY])))
@@ -87,16 +87,13 @@ class Executor(trainer_executor.GenericExecutor):
         remove_worker_copies(model_dir)
 
 
-def refuse_local_gpus() -> None:
-    """Local replicas would each see (and take the memory of) every GPU of the machine:
-    refused, naming the setting (not exercised here: no GPU on these machines)."""
+def refuse_local_gpus(workers: int) -> None:
+    """Refuses local replicas on a machine with GPUs (``local_replicas_gpu_problem``; the
+    run's settings check refuses it first, local/preflight.py)."""
     import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        raise ValueError(f"trainer.workers > 1 runs the replicas on this machine, and each "
-                         f"would take all {len(gpus)} GPU(s): train with trainer.workers 1 "
-                         "(MirroredStrategy over this machine's GPUs), or on several "
-                         "machines with kubeflow.trainer_workers or vertex.trainer_workers")
+    problem = local_replicas_gpu_problem(workers, len(tf.config.list_physical_devices("GPU")))
+    if problem:
+        raise ValueError(problem)
 
 
 def remove_worker_copies(model_dir: str) -> None:

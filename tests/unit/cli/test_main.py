@@ -322,3 +322,21 @@ def test_report_is_the_newest_runs_or_says_why_there_is_none(tmp_path, capsys):
     assert f"no runs of pipeline 'bert-text-classifier' recorded in " \
            f"{tmp_path / 'nowhere' / 'history.jsonl'}" in out
     assert "output.root" in out and "schedule.history_file" in out
+
+
+def test_local_replicas_on_a_machine_with_gpus_are_refused_before_anything_runs(
+        monkeypatch):
+    """trainer.workers > 1 with GPUs was refused only when the Trainer started, after
+    ExampleGen, StatisticsGen and Transform. These machines have no GPU: the device list
+    stands in for one with two (the refusal's wording: tests/unit/models)."""
+    import tensorflow as tf
+
+    from local import preflight
+    from pipeline.config import load_config
+    config = load_config(None, {"trainer.workers": 2})
+    preflight.check(config)  # no GPU here: local replicas are fine
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0", "GPU:1"] if kind == "GPU" else [])
+    with pytest.raises(preflight.SettingsError, match=r"trainer.workers 2 .* all 2 GPU"):
+        preflight.check(config)
+    preflight.check(load_config(None, {}))  # one process: MirroredStrategy over the GPUs

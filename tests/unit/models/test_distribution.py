@@ -42,3 +42,11 @@ def test_only_the_chief_writes_where_the_model_goes(tmp_path):
     os.makedirs(temporary)
     distribution.remove_temporary(temporary, worker)
     assert not os.path.exists(temporary)
+
+
+def test_local_replicas_on_a_machine_with_gpus_are_refused_naming_the_settings():
+    assert distribution.local_replicas_gpu_problem(1, 4) is None  # MirroredStrategy
+    assert distribution.local_replicas_gpu_problem(3, 0) is None
+    problem = distribution.local_replicas_gpu_problem(3, 2)
+    assert "trainer.workers 3" in problem and "all 2 GPU(s)" in problem
+    assert "kubeflow.trainer_workers" in problem and "vertex.trainer_workers" in problem
