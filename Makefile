@@ -92,7 +92,8 @@ clean:
 # runc and debootstrap are installed with apt-get when missing and run as root). GPU=1
 # adds TensorFlow's CUDA wheels. Where Beam's SDK image cannot be pulled, a stand-in base
 # (Debian 12 + this Python 3.10) is built first. An unchanged image is reused; prints
-# its name (also tagged bert-text-pipeline:latest, or :latest-gpu).
+# its name (also tagged bert-text-pipeline:latest, or :latest-gpu; :latest-standin and
+# :latest-gpu-standin on the stand-in base).
 GPU ?= 0
 .PHONY: image
 image:

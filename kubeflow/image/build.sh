@@ -10,9 +10,12 @@
 #
 # The tag is a hash of what goes into the image (the Dockerfile, every file it copies,
 # the base image's id, GPU): an unchanged image is not built again. The name also gets
-# the moving tag :latest (:latest-gpu), which the compiled spec's default
-# kubeflow.image (bert-text-pipeline:latest) names. The image's SBOM (CycloneDX JSON,
-# /pipeline/sbom.cdx.json in it) is copied to SBOM_DIR/<name>_<tag>.cdx.json.
+# the moving tag :latest (:latest-gpu), the one docs/kubeflow.md tags for a registry;
+# an image on the stand-in base, taken because Beam's image could not be pulled, gets
+# :latest-standin (:latest-gpu-standin) instead, so that a registry that could not be
+# reached for a moment never turns :latest into an image without Beam's boot program.
+# The image's SBOM (CycloneDX JSON, /pipeline/sbom.cdx.json in it) is copied to
+# SBOM_DIR/<name>_<tag>.cdx.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source kubeflow/image/engine.sh
@@ -24,13 +27,16 @@ BEAM_IMAGE=docker.io/apache/beam_python3.10_sdk:2.61.0
 DOCKERFILE=kubeflow/Dockerfile
 case "$GPU" in 0) SUFFIX="" ;; 1) SUFFIX="-gpu" ;;
   *) echo "GPU=$GPU: expected 0 or 1" >&2; exit 1 ;; esac
+MOVING="latest$SUFFIX"
 
 if [ -z "${BASE_IMAGE:-}" ]; then
   if image_exists "$BEAM_IMAGE" || engine pull -q "$BEAM_IMAGE" >/dev/null 2>&1; then
     BASE_IMAGE="$BEAM_IMAGE"
   else
-    echo "cannot pull $BEAM_IMAGE: using the stand-in base (kubeflow/image/build_base.sh)" >&2
+    echo "cannot pull $BEAM_IMAGE: using the stand-in base (kubeflow/image/build_base.sh);" \
+         "the image is tagged :$MOVING-standin, not :$MOVING" >&2
     BASE_IMAGE=$(kubeflow/image/build_base.sh "${PYTHON:-python3.10}")
+    MOVING="$MOVING-standin"
   fi
 elif ! image_exists "$BASE_IMAGE"; then
   engine pull -q "$BASE_IMAGE" >/dev/null
@@ -58,7 +64,7 @@ if ! image_exists "$TAG"; then
   engine build "${args[@]}" . >&2
   echo "built $TAG in $((SECONDS - started)) s" >&2
 fi
-engine tag "$TAG" "$NAME:latest$SUFFIX"
+engine tag "$TAG" "$NAME:$MOVING"
 SBOM="${SBOM_DIR:-build/sbom}/$(basename "${TAG//:/_}").cdx.json"
 if [ ! -s "$SBOM" ]; then
   mkdir -p "$(dirname "$SBOM")"

@@ -68,6 +68,12 @@ def start_in_image(image: str, command: list, *options: str, network: str = "non
                             env=dict(os.environ, IMAGE=image, NETWORK=network))
 
 
+def _image_id(name: str) -> str:
+    found = engine("image", "inspect", "--format", "{{.Id}}", name)
+    assert found.returncode == 0, found.stderr
+    return found.stdout.strip()
+
+
 def engine(*args: str) -> subprocess.CompletedProcess:
     """The container engine the image scripts pick (docker, else podman), with its
     settings."""
@@ -95,9 +101,23 @@ def _pins(lines) -> set:
 
 
 def test_image_holds_exactly_the_pins_runs_the_cli_and_is_reused(image):
+    name = image.rsplit(":", 1)[0]
+    stand_in = engine("image", "inspect", "docker.io/apache/beam_python3.10_sdk:2.61.0")
+    if stand_in.returncode:  # built on the stand-in base: its build must leave :latest be
+        engine("rmi", f"{name}:latest")
     again = _build()
     assert again.returncode == 0 and again.stdout.split()[-1] == image
     assert "building" not in again.stderr  # nothing it is made of changed: reused
+    # The moving tag: :latest on Beam's base, :latest-standin on the stand-in (a registry
+    # out of reach for a moment moved :latest to an image without Beam's boot program).
+    moving = f"{name}:latest-standin" if stand_in.returncode else f"{name}:latest"
+    assert _image_id(moving) == _image_id(image)
+    if stand_in.returncode:
+        assert "tagged :latest-standin, not :latest" in again.stderr
+        assert engine("image", "inspect", f"{name}:latest").returncode != 0
+        default = subprocess.run([RUN, "--", "bert-pipeline", "--help"], capture_output=True,
+                                 text=True, timeout=600, env=dict(os.environ, IMAGE=""))
+        assert default.returncode == 0, default.stderr  # run.sh's default: the newer tag
 
     cli = in_image(image, ["bert-pipeline", "--help"])
     assert cli.returncode == 0, cli.stderr
