@@ -27,8 +27,14 @@ from models.hparams import TRUNCATIONS
 CLS, SEP, PAD, UNK = "[CLS]", "[SEP]", "[PAD]", "[UNK]"
 # Hugging Face's BertTokenizer turns words longer than this into [UNK].
 MAX_CHARS_PER_WORD = 100
-# Cc and Cf characters except tab, newline and carriage return.
-CONTROL_CHARS = r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\x{FFFD}]|\p{Cf}"
+# What Hugging Face drops: category C (control, format, private use, unassigned) except
+# tab, newline and carriage return, and U+FFFD. RE2 has no \p{Cn}: unassigned is what no
+# other category holds (by RE2's Unicode tables, which may be newer than Python's).
+CONTROL_CHARS = (r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\x{FFFD}]|\p{Cf}|\p{Co}"
+                 r"|[^\p{L}\p{M}\p{N}\p{P}\p{S}\p{Z}\p{Cc}\p{Cf}\p{Co}\p{Cs}]")
+# What splits words there besides ASCII white space (Python's str.split): Unicode spaces,
+# line and paragraph separators. tf-text splits on ASCII white space only.
+UNICODE_SPACES = r"[\p{Zs}\p{Zl}\p{Zp}]"
 
 
 class BertTextTokenizer(tf.Module):
@@ -108,8 +114,10 @@ class BertTextTokenizer(tf.Module):
 
     def word_pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """Raw strings -> ragged word-piece ids, untruncated, without [CLS]/[SEP]."""
-        # Hugging Face drops NUL, U+FFFD and control/format characters.
+        # Hugging Face drops NUL, U+FFFD and control/format characters, and splits on
+        # Unicode spaces.
         texts = tf.strings.regex_replace(texts, CONTROL_CHARS, "")
+        texts = tf.strings.regex_replace(texts, UNICODE_SPACES, " ")
         if self.lower_case:
             texts = tf.strings.lower(texts, encoding="utf-8")
             texts = tf_text.normalize_utf8(texts, "NFD")
@@ -143,11 +151,17 @@ def segment_ids(ids, sep_id: int, mask=None):
 def pad_to_dense(ids, pad_id: int, length=None):
     """Ragged or sparse ids -> (dense ids, attention mask), padded to ``length``
 
-    (or to the longest row when ``length`` is None).
+    (or to the longest row when ``length`` is None, and to at least one column: an empty
+    batch, which TF Serving passes on to the model, is [0, 1], which BERT's encoder takes;
+    [0, 0] failed its attention matmul).
     """
     if isinstance(ids, tf.sparse.SparseTensor):
         ids = tf.RaggedTensor.from_sparse(ids)
     shape = None if length is None else [None, length]
     dense = ids.to_tensor(default_value=pad_id, shape=shape)
     mask = tf.ones_like(ids, dtype=tf.int32).to_tensor(default_value=0, shape=shape)
+    if length is None:
+        missing = [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense)[1])]]
+        dense = tf.pad(dense, missing, constant_values=pad_id)
+        mask = tf.pad(mask, missing)
     return dense, mask

@@ -48,7 +48,13 @@ for record in tf.data.TFRecordDataset(
 result = {name: {k: v.numpy().tolist() if v.dtype != tf.string else
                  [s.decode() for s in v.numpy()] for k, v in out.items()}
           for name, out in (("text", by_text), ("examples", by_example))}
-print(json.dumps(dict(result, warmup_requests=warmup)))
+# An empty batch, which TF Serving passes on to the model: zero rows back, not an error.
+nothing = tf.constant([], tf.string)
+empty = {"predict_text": model.signatures["predict_text"](text=nothing),
+         "serving_default": model.signatures["serving_default"](examples=nothing),
+         "classify": model.signatures["classify"](inputs=nothing)}
+empty = {name: {k: v.shape.as_list() for k, v in out.items()} for name, out in empty.items()}
+print(json.dumps(dict(result, warmup_requests=warmup, empty=empty)))
 """
 
 
@@ -110,6 +116,10 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
         assert [info["labels"][i] for i in got["class_id"]] == got["label"]
     assert outputs["text"] == outputs["examples"]
     assert outputs["warmup_requests"] == 6  # 3 signatures x batch sizes 1 and 8
+    assert outputs["empty"] == {
+        "predict_text": {"probabilities": [0, 3], "class_id": [0], "label": [0]},
+        "serving_default": {"probabilities": [0, 3], "class_id": [0], "label": [0]},
+        "classify": {"classes": [0, 3], "scores": [0, 3]}}
 
     check_served_model_matches_in_process(str(model_root), outputs, info["labels"], capsys)
 

@@ -20,6 +20,9 @@ TEXTS = [
     "tab\there\r\nnewline \x00nul\x07bell zero\u200bwidth",  # control characters
     "$5.99 @home #tag ^_^ `quote` ~tilde~",               # ASCII punctuation
     "Привет мир, γειά σου κόσμε, مرحبا بالعالم",          # other scripts
+    # Unicode spaces split words (they were [UNK] when no redaction normalized them)
+    "great\u00a0movie great\u3000film one\u2028two three\u2029four five\u202fsix",
+    "private\ue000use plane\U000f0000fifteen odd\U000e0080tag",  # private use, unassigned
 ]
 
 
@@ -51,6 +54,10 @@ def test_pad_to_dense_masks_padding(checkpoint_dir):
     ids, mask = pad_to_dense(tokenizer(tf.constant(["a b c d e", "a"])), tokenizer.pad_id)
     assert ids.shape == (2, 7) and mask.numpy().sum(axis=1).tolist() == [7, 3]
     assert ids.numpy()[1, 3:].tolist() == [tokenizer.pad_id] * 4
+    # An empty batch (TF Serving passes one on): one padded column, which BERT's attention
+    # takes; [0, 0] failed every exported signature with "Matrix size-incompatible".
+    ids, mask = pad_to_dense(tokenizer(tf.constant([], tf.string)), tokenizer.pad_id)
+    assert ids.shape == (0, 1) and mask.shape == (0, 1)
 
 
 def test_rejects_vocab_without_special_tokens():
