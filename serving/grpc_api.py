@@ -101,9 +101,10 @@ def _examples(model_input) -> list:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, service: Service, auth: Authenticator,
-                 max_tensor_bytes: int = 64 * 2**20):
+                 max_tensor_bytes: int = 64 * 2**20, tensor_content: bool = False):
         self.service, self.auth = service, auth
         self.max_tensor_bytes = max_tensor_bytes  # what one decoded input may take
+        self.tensor_content = tensor_content  # --enable_serialization_as_tensor_content
 
     @_answers
     def Predict(self, request, context):
@@ -120,7 +121,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse(
             model_spec=protos.model_spec(servable.name, servable.version, key))
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[name].CopyFrom(protos.output_tensor(value, self.tensor_content))
         return response
 
     def _infer(self, method, request, context, response_type):
@@ -211,11 +212,13 @@ def make_server(service: Service, addresses: List[str], max_workers: int,
                 max_message_bytes: int, auth: Optional[Authenticator] = None,
                 credentials: Optional[grpc.ServerCredentials] = None,
                 arguments: Sequence[Tuple[str, object]] = (),
-                health=None) -> grpc.Server:
+                health=None, tensor_content: bool = False) -> grpc.Server:
     """Both services on every address (``host:port``, ``unix:path``); over TLS with
     ``credentials`` (tls.ServerTLS); ``arguments`` are extra gRPC server options;
     ``auth``: who may call (None: anyone); ``health``: the standard health service
-    (``health_service``), which needs no token, as a Kubernetes probe sends none."""
+    (``health_service``), which needs no token, as a Kubernetes probe sends none;
+    ``tensor_content``: Predict outputs packed as TensorProto.tensor_content
+    (``--enable_serialization_as_tensor_content``) rather than in their typed fields."""
     auth = auth or Authenticator()
     options = dict([("grpc.max_receive_message_length", max_message_bytes),
                     ("grpc.max_send_message_length", 2**31 - 1),  # TF Serving's INT32_MAX
@@ -223,7 +226,7 @@ def make_server(service: Service, addresses: List[str], max_workers: int,
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=list(options.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(service, auth, max_message_bytes), server)
+        PredictionService(service, auth, max_message_bytes, tensor_content), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, auth),
                                                               server)
     if health is not None:

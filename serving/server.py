@@ -45,7 +45,8 @@ def _bool(value: str) -> bool:
 
 
 _THREADS = max(4, os.cpu_count() or 1) * 4
-# tensorflow_model_server 2.18's flags, with its defaults: (name, type, default, help).
+# tensorflow_model_server 2.18's flags and 2.19's --enable_serialization_as_tensor_content,
+# with their defaults: (name, type, default, help).
 # A help of None marks a flag accepted so TF Serving command lines run unchanged, but
 # ignored here (a warning says so when it is given).
 TF_SERVING_FLAGS = [
@@ -116,6 +117,9 @@ TF_SERVING_FLAGS = [
     ("skip_initialize_tpu", _bool, False, None),
     ("enable_grpc_healthcheck_service", _bool, False,
      "The standard gRPC health service (no token needed; NOT_SERVING while draining)."),
+    ("enable_serialization_as_tensor_content", _bool, False,
+     "gRPC Predict outputs packed in TensorProto.tensor_content (default: in the typed "
+     "fields, float_val, int64_val, string_val..., as TF Serving)."),
 ]
 IGNORED = frozenset(name for name, _, _, help_text in TF_SERVING_FLAGS if help_text is None)
 
@@ -369,7 +373,8 @@ def serve(args: argparse.Namespace) -> int:
             grpc_server = grpc_api.make_server(
                 service, addresses, args.grpc_max_threads, args.max_request_bytes, auth,
                 tls.grpc_credentials() if tls else None,
-                channel_arguments(args.grpc_channel_arguments), health)
+                channel_arguments(args.grpc_channel_arguments), health,
+                args.enable_serialization_as_tensor_content)
             grpc_server.start()
             print(f"Running gRPC ModelServer at {', '.join(addresses)} ...", flush=True)
     except BaseException:

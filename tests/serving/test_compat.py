@@ -499,3 +499,25 @@ def test_classify_and_regress_answers_are_checked_as_tf_serving(server, model, v
         "signature_name": signature, "examples": [{"n": 1}]})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == message
+
+
+def test_grpc_predict_outputs_are_in_their_typed_fields(server):
+    """TF Serving's Predict writes each output with Tensor::AsProtoField: the common
+    client reads ``result.outputs["y"].float_val``, which was empty here (every output of
+    more than one value went into tensor_content)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0, 4.0], np.float32)))
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        y = stub.Predict(request, timeout=30).outputs["y"]
+        assert list(y.float_val) == [2.5, 3.0, 4.0] and not y.tensor_content
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "compat", "echo"
+        request.inputs["s"].CopyFrom(tf.make_tensor_proto("Grüße"))
+        echo = stub.Predict(request, timeout=30).outputs
+        assert list(echo["y"].string_val) == ["Grüße".encode()]
+        assert list(echo["n"].int_val) == [len("Grüße".encode())]

@@ -389,8 +389,12 @@ def test_tf_serving_command_lines_run_unchanged(caplog):
     names = {name for name, *_ in TF_SERVING_FLAGS}
     assert {"ssl_config_file", "model_config_file_poll_wait_seconds",
             "allow_version_labels_for_unavailable_models", "grpc_channel_arguments",
-            "enable_grpc_healthcheck_service"} <= names
-    assert len(names) == 47  # every flag of tensorflow_model_server 2.18's main.cc
+            "enable_grpc_healthcheck_service", "enable_serialization_as_tensor_content"} <= names
+    # every flag of tensorflow_model_server 2.18's main.cc, and 2.19's
+    # --enable_serialization_as_tensor_content
+    assert len(names) == 48
+    assert parse_flags(["--enable_serialization_as_tensor_content=true",
+                        "--model_base_path=/m"]).enable_serialization_as_tensor_content
 
 
 def test_grpc_on_a_unix_socket_with_channel_arguments(tmp_path):
