@@ -33,7 +33,7 @@ from serving.contract import (CLASSIFY_SIGNATURE, TEXT_FEATURE, TEXT_INPUT, TEXT
                               TEXT_PAIR_INPUT, TEXT_SIGNATURE)
 from serving.feedback import ID_HEADER, ID_METADATA
 from serving.tls import (check_client_files, check_token_transport, grpc_channel_credentials,
-                         grpc_host)
+                         grpc_hosts)
 
 GRPC_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 GRPC_MAX_ATTEMPTS = 5  # gRPC treats a larger maxAttempts as 5
@@ -250,7 +250,7 @@ class GrpcClient(_Client):
             raise ValueError(f"retries={retries}: gRPC makes at most {GRPC_MAX_ATTEMPTS} "
                              f"attempts, so retries <= {GRPC_MAX_ATTEMPTS - 1}")
         tls = tls or any((ca_file, client_cert, client_key))
-        check_token_transport(token, grpc_host(address), tls, allow_insecure_token)
+        check_token_transport(token, grpc_hosts(address), tls, allow_insecure_token)
         self.address, self.target, self.timeout = address, target, timeout
         self.retries, self.backoff_seconds = retries, backoff_seconds
         self._metadata = [("authorization", f"Bearer {token}")] if token else None
@@ -260,6 +260,8 @@ class GrpcClient(_Client):
                    # keep whole requests for a retry (gRPC's default: the first 256 KiB)
                    ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
                    ("grpc.service_config_disable_resolution", 1)]  # ours, not DNS's
+        if token and not tls:  # grpc_proxy/http_proxy would carry it in clear text
+            options.append(("grpc.enable_http_proxy", 0))
         if retries:
             options.append(("grpc.service_config",
                             _grpc_service_config(retries, backoff_seconds)))
@@ -377,7 +379,7 @@ class RestClient(_Client):
             raise ValueError(f"TLS asked for (tls, ca_file, client_cert or client_key) but "
                              f"the URL is {url}: use https://")
         for secret in (token, feedback_token):
-            check_token_transport(secret, parts.hostname, secure, allow_insecure_token)
+            check_token_transport(secret, [parts.hostname], secure, allow_insecure_token)
         check_client_files(ca_file, client_cert, client_key)
         self.url, self.target, self.timeout = url.rstrip("/"), target, timeout
         self.retries, self.backoff_seconds = retries, backoff_seconds
@@ -385,6 +387,8 @@ class RestClient(_Client):
         self._tls = {"verify": ca_file or True,
                      "cert": (client_cert, client_key) if client_cert else None}
         self._session = requests.Session()
+        if (token or feedback_token) and not secure:
+            self._session.trust_env = False  # http_proxy would carry the token in clear text
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
         self._feedback_headers = ({"Authorization": f"Bearer {feedback_token}"}

@@ -15,7 +15,7 @@ import os
 import ssl
 import tempfile
 import urllib.parse
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import grpc
 from google.protobuf import descriptor_pb2, text_format
@@ -155,21 +155,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def grpc_host(address: str) -> str:
-    """The host of a gRPC target (``host:port``, ``[::1]:port``, ``dns:///host:port``);
-    a Unix socket (``unix:...``) counts as ``localhost``."""
+def grpc_hosts(address: str) -> List[str]:
+    """Every host a gRPC target dials: ``host:port``, ``[::1]:port``,
+    ``dns:[//resolver/]host:port``, or each of ``ipv4:a:port,b:port`` and
+    ``ipv6:[a]:port,[b]:port`` (gRPC's naming); a Unix socket (``unix:...``) counts as
+    ``localhost``."""
     if address.startswith(("unix:", "unix-abstract:")):
-        return "localhost"
-    address = address.removeprefix("dns:///")
-    return urllib.parse.urlsplit(f"//{address}").hostname or address
+        return ["localhost"]
+    scheme, sep, rest = address.partition(":")
+    if sep and scheme in ("ipv4", "ipv6"):
+        return [_host(part) for part in rest.split(",")]
+    if sep and scheme == "dns":  # dns://8.8.8.8/host:port names the resolver first
+        return [_host(rest[2:].partition("/")[2] if rest.startswith("//") else rest)]
+    return [_host(address)]
 
 
-def check_token_transport(token: Optional[str], host: str, secure: bool,
+def _host(host_port: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host_port.strip("[]")))  # an IPv6 address, no port
+    except ValueError:
+        return urllib.parse.urlsplit(f"//{host_port}").hostname or host_port
+
+
+def check_token_transport(token: Optional[str], hosts: Sequence[str], secure: bool,
                           allow_insecure_token: bool) -> None:
-    """Refuses (before any connection) to send ``token`` without TLS to a remote host."""
-    if token and not secure and not allow_insecure_token and not is_loopback(host):
+    """Refuses (before any connection) to send ``token`` without TLS where any of
+    ``hosts`` (every host the client may dial) is remote."""
+    remote = [host for host in hosts if not is_loopback(host)]
+    if token and not secure and not allow_insecure_token and remote:
         raise InsecureTokenError(
-            f"refusing to send the bearer token in clear text to {host}, which is not "
+            f"refusing to send the bearer token in clear text to {remote[0]}, which is not "
             "loopback: use TLS (https://, grpcs:// or tls=True, with ca_file for a private "
             "CA) or pass allow_insecure_token=True")
 

@@ -1,11 +1,14 @@
 """TLS settings (serving/tls.py): SSLConfig errors name the file and field, and clients
 refuse to send a bearer token in clear text to a host that is not loopback or take
 inconsistent TLS arguments. The real server over TLS: tests/serving/test_tls.py."""
+import contextlib
+import socket
+
 import pytest
 from google.protobuf import text_format
 
 from serving import server as model_server
-from serving.client import GrpcClient, RestClient, Target, connect
+from serving.client import GrpcClient, RestClient, ServingClientError, Target, connect
 from serving.tls import InsecureTokenError, SSLConfig, load_ssl_config
 from tests.support.certificates import encrypted_key, read_pem, write_pem
 
@@ -108,3 +111,55 @@ def test_client_tls_arguments_are_checked(certs, tmp_path):
     with pytest.raises(ValueError, match="client_key .*not a PEM file"):
         GrpcClient("127.0.0.1:8500", target, client_cert=certs.client_cert,
                    client_key=write_pem(tmp_path / "empty.key"))
+
+
+def test_every_address_of_a_grpc_target_list_must_be_loopback_for_a_plain_token():
+    """gRPC dials every address of ``ipv4:a,b`` / ``ipv6:[a]:p,[b]:p``: only the first was
+    checked, and the token went in clear text to the second."""
+    target = Target("half")
+    for address in ("ipv6:[::1]:8500,[2001:db8::2]:8500", "ipv4:127.0.0.1:8500,192.0.2.1:8500",
+                    "ipv4:192.0.2.1:8500", "dns://8.8.8.8/serving.example:8500",
+                    "dns:serving.example:8500"):
+        with pytest.raises(InsecureTokenError, match="not loopback"):
+            GrpcClient(address, target, token="s3cret")
+    for address in ("ipv4:127.0.0.1:8500", "ipv4:127.0.0.1:8500,127.0.0.2:8501",
+                    "ipv6:[::1]:8500", "dns:///localhost:8500", "dns:localhost:8500",
+                    "unix:/tmp/s.sock"):
+        GrpcClient(address, target, token="s3cret").close()  # loopback only: allowed
+
+
+@contextlib.contextmanager
+def _listening():
+    """A listening socket nothing accepts on (a proxy): whether anyone connected to it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+
+        def connected() -> bool:
+            try:
+                sock.accept()[0].close()
+                return True
+            except BlockingIOError:
+                return False
+        yield sock.getsockname()[1], connected
+
+
+def test_a_plain_token_never_goes_through_a_proxy_from_the_environment(monkeypatch):
+    """http_proxy / grpc_proxy in the environment: requests and gRPC sent the loopback
+    request, bearer token and all, in clear text to the proxy."""
+    with _listening() as (proxy_port, proxied), _listening() as (server_port, served):
+        for name in ("http_proxy", "HTTP_PROXY", "grpc_proxy", "https_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy_port}")
+        for name in ("no_proxy", "NO_PROXY", "no_grpc_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        target = Target("half")
+        with RestClient(f"http://127.0.0.1:{server_port}", target, token="s3cret",
+                        timeout=0.5, retries=0) as rest:
+            with pytest.raises(ServingClientError):
+                rest.status()
+        with GrpcClient(f"127.0.0.1:{server_port}", target, token="s3cret", timeout=0.5,
+                        retries=0) as by_grpc:
+            with pytest.raises(ServingClientError):
+                by_grpc.status()
+        assert not proxied() and served()
