@@ -31,7 +31,7 @@ from urllib3.util import Retry, Timeout
 
 from serving.contract import (CLASSIFY_SIGNATURE, TEXT_FEATURE, TEXT_INPUT, TEXT_PAIR_FEATURE,
                               TEXT_PAIR_INPUT, TEXT_SIGNATURE)
-from serving.feedback import ID_HEADER, ID_METADATA
+from serving.feedback import ID_HEADER, ID_METADATA, decode_ids
 from serving.tls import (check_client_files, check_token_transport, grpc_channel_credentials,
                          grpc_hosts)
 
@@ -84,11 +84,14 @@ def text_examples(texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -
 def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
                  ids: str = "", pairs: Optional[Sequence[str]] = None,
                  columns: Optional[Sequence[Dict]] = None) -> List[Prediction]:
-    """``ids``: the server's comma-separated prediction ids, if it sent them."""
+    """``ids``: the server's prediction ids (serving.feedback.encode_ids), if it sent them."""
     if len(rows) != len(texts):
         raise ServingClientError("INVALID_RESPONSE", f"{len(texts)} texts sent, "
                                                      f"{len(rows)} answers received")
-    id_list = ids.split(",") if ids else [None] * len(texts)
+    id_list = decode_ids(ids) or [None] * len(texts)
+    if len(id_list) != len(texts):
+        raise ServingClientError("INVALID_RESPONSE", f"{len(texts)} texts sent, "
+                                                     f"{len(id_list)} prediction ids received")
     out = []
     for i, (text, row, prediction_id) in enumerate(zip(texts, rows, id_list)):
         probabilities = dict(row)

@@ -34,6 +34,7 @@ import errno
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -51,6 +52,30 @@ DROPPED_METRIC = "feedback_records_dropped_total"  # serving/metrics.py
 
 log = logging.getLogger(__name__)
 Label = Union[str, Tuple[str, ...]]  # one label, or several (multi-label models)
+
+
+_ID_RANGE = re.compile(r"([0-9a-f]{32})-([0-9]+)\.\.([0-9]+)")
+
+
+def encode_ids(ids: Sequence[str]) -> str:
+    """The prediction ids of one request as sent back (``X-Prediction-Ids``, gRPC's
+    ``prediction-ids``): ``<request>-0..<n - 1>`` for ids ``<request>-0`` to
+    ``<request>-<n - 1>`` (``record``'s), the same size at any batch size: a list of 33
+    bytes a text passed gRPC's 8 KiB metadata limit from about 250 texts."""
+    match = _ID_RANGE.fullmatch(f"{ids[0]}..{len(ids) - 1}") if ids else None
+    prefix = match and match.group(1)
+    if prefix and ids == [f"{prefix}-{i}" for i in range(len(ids))]:
+        return f"{prefix}-0..{len(ids) - 1}"
+    return ",".join(ids)
+
+
+def decode_ids(value: str) -> List[str]:
+    """``encode_ids``' ids; a comma-separated list too (servers before the ranges)."""
+    match = _ID_RANGE.fullmatch(value)
+    if match:
+        first, last = int(match.group(2)), int(match.group(3))
+        return [f"{match.group(1)}-{i}" for i in range(first, last + 1)]
+    return value.split(",") if value else []
 
 
 class FeedbackError(ValueError):
@@ -330,11 +355,11 @@ class FeedbackLog:
         model's labels (and whether it takes several per text); returns their prediction
         ids. ``OSError`` when they could not be stored (then nothing was: see ``append``),
         logged once until a record lands again."""
-        now = self._clock()
+        now, request = self._clock(), uuid.uuid4().hex
         records = []
         for i, (text, row) in enumerate(zip(texts, rows)):
             label, score = max(row, key=lambda pair: pair[1])
-            records.append({"id": uuid.uuid4().hex, "time": now, "model": model,
+            records.append({"id": f"{request}-{i}", "time": now, "model": model,
                             "version": version, "text": text, "label": label,
                             "score": float(score), "labels": [name for name, _ in row]})
             if pairs is not None:

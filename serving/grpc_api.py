@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (classification_pb2, model_service_pb2_grpc,
 from serving import deadlines, protos
 from serving.auth import PREDICT, Authenticator
 from serving.errors import ServingError, invalid
-from serving.feedback import ID_METADATA
+from serving.feedback import ID_METADATA, encode_ids
 from serving.servable import SignatureNotFound, input_examples
 from serving.service import ModelRef, Service
 
@@ -137,7 +137,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response, rows, ids = self._infer(self.service.classify, request, context,
                                           classification_pb2.ClassificationResponse)
         if ids:
-            context.set_trailing_metadata(((ID_METADATA, ",".join(ids)),))
+            context.set_trailing_metadata(((ID_METADATA, encode_ids(ids)),))
         for row in rows:
             classifications = response.result.classifications.add()
             for label, score in row:

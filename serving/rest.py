@@ -22,7 +22,7 @@ from tornado.ioloop import IOLoop
 from serving import deadlines, feedback, json_codec, protos
 from serving.auth import FEEDBACK, PREDICT, Authenticator, RateLimiter
 from serving.errors import ServingError, invalid, not_found
-from serving.feedback import ID_HEADER
+from serving.feedback import ID_HEADER, encode_ids
 from serving.service import ModelRef, Service
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class _ModelHandler(_JsonHandler):
         if verb == "classify":
             _, rows, ids = service.classify(ref, signature, examples, "REST", self.deadline)
             if ids:
-                self.set_header(ID_HEADER, ",".join(ids))
+                self.set_header(ID_HEADER, encode_ids(ids))
             return json.dumps(json_codec.encode_classify(rows))
         _, values, _ = service.regress(ref, signature, examples, "REST", self.deadline)
         return json.dumps(json_codec.encode_regress(values))

@@ -172,3 +172,42 @@ def test_server_logs_neither_query_strings_nor_request_bodies(tmp_path):
                      "'redact_text' signature") == 1
     for secret in ("query.person", "example.com", "body.person", "example.org", "s3cret"):
         assert secret not in log, secret
+
+
+def test_the_ids_of_a_large_batch_reach_any_client(tmp_path):
+    """The ids went as one comma-separated list: 33 bytes a text, past gRPC's 8 KiB
+    metadata limit (any gRPC client, TF Serving's own included, failed Classify from
+    about 250 texts on, after the server had recorded them) and http.client's 64 KiB
+    header line (REST from about 2,000). They go as one range now, the same size at any
+    batch size."""
+    import grpc
+    from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
+
+    from serving.client import make_example
+    from serving.feedback import ID_METADATA
+
+    base = tmp_path / "clf"
+    export_redacting(str(base))
+    texts = [f"text number {i}" for i in range(2500)]
+    with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
+                        "--feedback_dir", str(tmp_path / "feedback")]) as server:
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name, request.model_spec.signature_name = "clf", "classify"
+        request.input.example_list.examples.extend(make_example({"text": t})
+                                                   for t in texts[:600])
+        with grpc.insecure_channel(server.grpc_address) as channel:  # gRPC's defaults
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response, call = stub.Classify.with_call(request, timeout=60)
+            assert len(response.result.classifications) == 600
+            assert len(dict(call.trailing_metadata())[ID_METADATA]) < 100
+        target = Target("clf")
+        with RestClient(server.rest_url, target, timeout=60, retries=0) as rest, \
+                GrpcClient(server.grpc_address, target, timeout=60, retries=0) as by_grpc:
+            ids = [p.id for p in rest.predict_texts(texts)]
+            ids += [p.id for p in by_grpc.predict_texts(texts[:600])]
+            assert len(set(ids)) == 3100 and None not in ids
+            assert rest.correct([{"id": ids[2499], "label": "short"},
+                                 {"id": ids[-1], "label": "long"}]) == 2
+        stored = {r["id"]: r["text"] for r in read_jsonl(str(tmp_path / "feedback" /
+                                                             PREDICTIONS))}
+        assert stored[ids[2499]] == texts[2499] and stored[ids[-1]] == texts[599]

@@ -255,3 +255,18 @@ def _start_as_uid_1000(folder: str) -> str:
         message = f.read().decode()
     os.waitpid(child, 0)
     return message
+
+
+def test_prediction_ids_go_back_as_one_range_and_a_miscount_is_refused():
+    from serving.client import ServingClientError, _predictions
+    from serving.feedback import decode_ids, encode_ids
+
+    ids = [f"{'ab' * 16}-{i}" for i in range(5000)]
+    assert encode_ids(ids) == f"{'ab' * 16}-0..4999" and decode_ids(encode_ids(ids)) == ids
+    assert encode_ids(ids[1:]) == ",".join(ids[1:])  # not one request's: listed
+    assert decode_ids("x,y") == ["x", "y"] and decode_ids("") == []  # servers before ranges
+    rows = [[("a", 0.9), ("b", 0.1)]] * 3
+    assert [p.id for p in _predictions(["t1", "t2", "t3"], rows, "x,y,z")] == ["x", "y", "z"]
+    # Fewer ids than texts (a proxy cutting the header): zip dropped the other answers.
+    with pytest.raises(ServingClientError, match="3 texts sent, 1 prediction ids received"):
+        _predictions(["t1", "t2", "t3"], rows, "x")
