@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 import typing
 
 from components.text_example_gen.parsing import ReaderConfig
@@ -225,10 +226,32 @@ def _cmd_vertex(args) -> int:
     return 0
 
 
+def _predictions_target(path: str) -> bool:
+    """Whether ``score --predictions`` goes to a regular file (written aside and renamed
+    over it once whole) rather than a pipe or device (/dev/stdout: written as it is);
+    checked before scoring, so a folder that does not exist or cannot be written fails in
+    seconds, not after the whole file was scored."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except FileNotFoundError:
+        pass
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    except OSError as error:
+        raise ValueError(f"--predictions {path}: cannot write in {folder} "
+                         f"({error.strerror})") from None
+    os.close(fd)
+    os.remove(probe)
+    return True
+
+
 def _cmd_score(args) -> int:
     from cli.score import score_file
     try:
         _check_batch_size(args.batch_size)
+        whole_file = _predictions_target(args.predictions) if args.predictions else False
         result = score_file(args.model, args.data, _reader_from_args(args), args.batch_size,
                             args.allow_unknown_labels, redact_rows=bool(args.predictions))
     except ValueError as error:  # the reader names pipeline settings; here they are flags
@@ -240,13 +263,16 @@ def _cmd_score(args) -> int:
         print(f"  label {label}: {correct}/{total} correct, F1 {result.f1(label):.4f}")
     if args.predictions:
         import json
-        # texts as the model redacts them; for its owner alone all the same (a file that
-        # was there is made 0600 too; a pipe or /dev/stdout is written as it is)
-        fd = os.open(args.predictions, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
+
+        from serving.feedback import rewrite
+        # texts as the model redacts them; for its owner alone all the same (0600). A file
+        # is replaced once the new one is whole and on disk: a full disk or Ctrl-C leaves
+        # the old one as it was.
+        if whole_file:
+            rewrite(args.predictions, result.rows, durable=True)
+        else:
+            with open(args.predictions, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
         print(f"predictions: {args.predictions} (one JSON line per row, in file order)")
     return 0
 
@@ -274,7 +300,8 @@ def _read_text_lines(path: str) -> list:
     else:
         with open(path, "rb") as f:
             text = decode(path, f.read())
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    # \r\n, \n or a lone \r (old Mac and some spreadsheet exports) ends a line
+    return [line for line in re.split(r"\r\n|\r|\n", text) if line.strip()]
 
 
 def _column_rows(texts: list) -> list:
@@ -616,6 +643,9 @@ def main(argv=None) -> int:
         logging.getLogger("apache_beam.runners.common").addFilter(_not_input_data_error)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `... | head`: the reader is gone, which is no error to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
+        return 1
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

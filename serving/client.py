@@ -213,6 +213,8 @@ class _Answer(dict):
 
 
 def _check_retry_settings(timeout: float, retries: int, backoff_seconds: float) -> None:
+    if not math.isfinite(timeout):
+        raise ValueError(f"timeout must be a finite number of seconds, got {timeout}")
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     if retries < 0:

@@ -24,6 +24,9 @@ def test_predict_reads_lines_without_bom_or_line_endings(tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_bytes("\ufefffirst\tpair\r\n\r\nsecond\n".encode())
     assert _read_text_lines(str(texts)) == ["first\tpair", "second"]
+    # Lone carriage returns (old Mac, some spreadsheet exports): the whole file was one text
+    texts.write_bytes(b"good film\rbad film\r\rokay\r")
+    assert _read_text_lines(str(texts)) == ["good film", "bad film", "okay"]
 
 
 def test_predict_refuses_or_warns_about_tabs_before_connecting(tmp_path, capsys):
@@ -340,3 +343,13 @@ def test_local_replicas_on_a_machine_with_gpus_are_refused_before_anything_runs(
     with pytest.raises(preflight.SettingsError, match=r"trainer.workers 2 .* all 2 GPU"):
         preflight.check(config)
     preflight.check(load_config(None, {}))  # one process: MirroredStrategy over the GPUs
+
+
+def test_a_reader_that_went_away_is_no_error(tmp_path):
+    """`bert-pipeline ... | head -1`: the closed pipe printed "error: [Errno 32] Broken
+    pipe" (and Python's own complaint at exit)."""
+    with subprocess.Popen([BERT_PIPELINE, "history", "--output.root", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as command:
+        command.stdout.close()  # before it writes anything: every write fails (EPIPE)
+        err = command.stderr.read().decode()
+    assert command.returncode == 1 and "Broken pipe" not in err and "Error" not in err, err

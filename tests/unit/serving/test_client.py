@@ -245,6 +245,10 @@ def test_retry_settings_are_checked():
         RestClient("http://127.0.0.1:1", Target("m"), backoff_seconds=0)
     with pytest.raises(ValueError, match="timeout must be > 0"):
         GrpcClient("127.0.0.1:1", Target("m"), timeout=0)
+    # inf: an OverflowError traceback over REST, an instant DEADLINE_EXCEEDED over gRPC
+    for timeout in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="timeout must be a finite number"):
+            RestClient("http://127.0.0.1:1", Target("m"), timeout=timeout)
 
 
 def test_example_dicts_take_rest_b64_bytes():

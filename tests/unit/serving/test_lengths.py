@@ -115,6 +115,31 @@ def test_score_runs_batches_by_length_and_keeps_the_file_order(tmp_path, capsys)
                for r in rows)
 
 
+def test_score_predictions_fail_early_and_never_leave_a_torn_file(tmp_path, small_disk,
+                                                                    capsys):
+    """--predictions in a folder that does not exist failed after the whole file was
+    scored; a full disk left the older file truncated to a torn line."""
+    import os
+
+    from cli.main import main
+    from tests.support.feedback_disks import fill
+    from tests.support.serving_models import export_length_classifier
+    export_length_classifier(str(tmp_path / "m" / "1"))
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{_expected(t)}\n" for t in TEXTS))
+    score = ["score", "--model", str(tmp_path / "m"), "--data", str(data), "--predictions"]
+    assert main(score + [str(tmp_path / "no" / "p.jsonl")]) == 1
+    out, err = capsys.readouterr()
+    assert f"cannot write in {tmp_path / 'no'}" in err and "accuracy" not in out
+    older = small_disk / "p.jsonl"
+    older.write_text("an older run's rows\n")
+    fill(small_disk)
+    assert main(score + [str(older)]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert older.read_text() == "an older run's rows\n"
+    assert sorted(os.listdir(small_disk)) == ["filler", "p.jsonl"]  # nothing left aside
+
+
 def test_score_refuses_labels_the_model_does_not_have(tmp_path, capsys):
     """A file labelled pos/neg against a model of long/short scored 0% with exit 0."""
     from cli.main import main
