@@ -26,23 +26,33 @@ from serving.service import ModelRef, Service
 log = logging.getLogger(__name__)
 
 
-def _answers(method):
+def _answers(method=None, *, counted: bool = False):
     """Checks the token holds the prediction right (there is no feedback over gRPC);
     counts the request while it runs (serving/drain.py); turns
     ServingErrors into their gRPC status and anything unexpected into INTERNAL (never
-    grpcio's UNKNOWN)."""
+    grpcio's UNKNOWN). ``counted``: request_count gets the status it is answered with
+    (Predict, Classify, Regress: as TF Serving's PredictionServiceImpl)."""
+    if method is None:
+        return functools.partial(_answers, counted=counted)
+
     @functools.wraps(method)
     def wrapper(self, request, context):
+        status = "OK"
         try:
             self.auth.caller(dict(context.invocation_metadata()).get("authorization", ""),
                              PREDICT)
             with self.service.drain.request("gRPC"):
                 return method(self, request, context)
         except ServingError as error:
+            status = error.code.name
             context.abort(error.code, error.message)
         except Exception as error:  # noqa: BLE001  a bug, not a bad request
+            status = "INTERNAL"
             log.exception("gRPC %s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+        finally:
+            if counted:
+                self.service.metrics.count(request.model_spec.name, status)
     return wrapper
 
 
@@ -106,7 +116,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.max_tensor_bytes = max_tensor_bytes  # what one decoded input may take
         self.tensor_content = tensor_content  # --enable_serialization_as_tensor_content
 
-    @_answers
+    @_answers(counted=True)
     def Predict(self, request, context):
         ref = _ref(request.model_spec)
         inputs = {k: decode_tensor(k, v, self.max_tensor_bytes)
@@ -132,7 +142,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response_type(model_spec=protos.model_spec(
             servable.name, servable.version, signature or "serving_default")), results, ids
 
-    @_answers
+    @_answers(counted=True)
     def Classify(self, request, context):
         response, rows, ids = self._infer(self.service.classify, request, context,
                                           classification_pb2.ClassificationResponse)
@@ -144,7 +154,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 classifications.classes.add(label=label, score=score)
         return response
 
-    @_answers
+    @_answers(counted=True)
     def Regress(self, request, context):
         response, values, _ = self._infer(self.service.regress, request, context,
                                           regression_pb2.RegressionResponse)

@@ -38,7 +38,7 @@ def parse_body(body: bytes, strict: bool = False) -> dict:
     what follows the first value is ignored, unless ``strict`` (this server's own
     endpoints)."""
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8").removeprefix("\ufeff")  # rapidjson's stream skips a BOM
         parsed = json.loads(text) if strict else _DECODER.raw_decode(text.lstrip(_JSON_SPACE))[0]
     except (UnicodeDecodeError, ValueError) as error:  # ValueError: an int of > 4300 digits
         raise invalid(f"JSON Parse error: {error}") from None
@@ -243,13 +243,26 @@ def decode_examples(body: dict) -> List[bytes]:
     if not isinstance(context, dict):
         raise invalid("'context' must be a JSON object")
     serialized = []
+    _check_names(context, "context")
     for i, example in enumerate(examples):
         if not isinstance(example, dict):
             raise invalid(f"example {i} is not a JSON object")
+        _check_names(example, f"example {i}")
         feature = {key: _feature(value, i, key) for key, value in {**context, **example}.items()}
         serialized.append(tf.train.Example(
             features=tf.train.Features(feature=feature)).SerializeToString())
     return serialized
+
+
+def _check_names(features: dict, where: str) -> None:
+    """Feature names protobuf can store: a lone UTF-16 surrogate ("\\ud800") is refused,
+    as rapidjson refuses it while parsing (it was a 500 here)."""
+    for key in features:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(f"JSON Parse error: The surrogate pair in string is invalid "
+                          f"({where}, a feature name)") from None
 
 
 def _feature(value: Any, index: int, key: str) -> tf.train.Feature:
@@ -319,6 +332,9 @@ def _json_value(array: np.ndarray, name: str):
         return _map_leaves(array.tolist(), lambda b: _string_out(b, as_b64))
     if array.dtype.kind == "f" and array.dtype.itemsize <= 4:
         return float32_values(array)
+    if array.dtype.kind == "c":  # TF Serving's AddSingleValueAndAdvance writes no complex
+        raise invalid(f"Failed to write JSON value for tensor type: "
+                      f"{tf.dtypes.as_dtype(array.dtype).name}")
     return array.tolist()  # doubles: Python's repr round-trips them, as TF Serving's text
 
 

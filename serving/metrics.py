@@ -83,9 +83,16 @@ class Metrics:
             "(--feedback_dir: a full disk, a failed write).", ["model_name"],
             registry=self.registry)
 
+    def count(self, model: str, status: str) -> None:
+        """One request with the status it was answered with (TF Serving's
+        RecordModelRequestCount): counted by the transports, which see every failure,
+        the ones before the model is reached (a body that does not parse, a model that
+        does not exist) included."""
+        self.requests.labels(model, status).inc()
+
     def observe(self, model: str, api: str, entrypoint: str, status: str, seconds: float,
                 rows: int) -> None:
-        self.requests.labels(model, status).inc()
+        """A request that reached its model: its latency (answered ones) and rows."""
         if status == "OK":  # TF Serving times answered requests only
             self.latency.labels(model, api, entrypoint).observe(seconds * 1e6)
         if rows:

@@ -168,7 +168,7 @@ class _ModelHandler(_JsonHandler):
         if self._finished:
             return
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and not declared.strip().isdigit():
+        if declared is not None and not re.fullmatch(r"[0-9]+", declared.strip()):
             self._error(invalid(f"Malformed request: Content-Length {declared[:40]!r} is "
                                 "not a number"))
         elif declared is not None and _number(declared.strip()) > self.conf.max_body_bytes:
@@ -204,6 +204,11 @@ class _ModelHandler(_JsonHandler):
             raise invalid("Malformed request: gzip body is truncated")
         return b"".join(self.chunks)
 
+    def decode_argument(self, value: bytes, name=None) -> str:
+        """The path as tornado unquoted it, never refused (tornado's bare 400 for a %ff):
+        ``_handle`` matches the raw URI and decodes the parts as TF Serving does."""
+        return value.decode("latin-1")
+
     async def get(self, path: str):
         await self._handle(path, post=False)
 
@@ -232,33 +237,39 @@ class _ModelHandler(_JsonHandler):
             return
         ref = ModelRef(_decoded(match["name"]), version,
                        match["label"] and _decoded(match["label"]))
-        await self._run(self._answer, ref, match["verb"], match["metadata"] == "metadata")
+        await self._run(self._answer, ref, match["verb"], match["metadata"] == "metadata",
+                        counted=ref.name if match["verb"] else None)
 
-    async def _run(self, work, *args):
+    async def _run(self, work, *args, counted: Optional[str] = None):
         """Runs ``work`` in the worker pool under the request deadline
         (``--rest_api_timeout_in_ms``): its model run is cancelled there too, so the worker
-        is free again; answers its JSON or its error."""
+        is free again; answers its JSON or its error. ``counted``: the model whose
+        request_count gets the status answered (every :predict, :classify, :regress,
+        failures before the model is reached included, as TF Serving)."""
         self.deadline = deadlines.after(self.conf.timeout_seconds)
         future = self._model_run = IOLoop.current().run_in_executor(self.pool, work, *args)
+        error = None
         try:
             body = await asyncio.wait_for(asyncio.shield(future), self.conf.timeout_seconds)
         except asyncio.TimeoutError:
             # The run ends soon (cancelled at its deadline): its error is expected.
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._error(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                     f"Deadline exceeded: no answer within "
-                                     f"{self.conf.timeout_seconds * 1000:.0f} ms"))
-            return
-        except ServingError as error:
-            self._error(error)
-            return
-        except Exception as error:  # noqa: BLE001  a bug, not a bad request: still JSON
+            error = ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                 f"Deadline exceeded: no answer within "
+                                 f"{self.conf.timeout_seconds * 1000:.0f} ms")
+        except ServingError as refused:
+            error = refused
+        except Exception as bug:  # noqa: BLE001  a bug, not a bad request: still JSON
             log.exception("REST request %s %s failed", self.request.method,
                           self.request.path)
-            self._error(ServingError(grpc.StatusCode.INTERNAL,
-                                     f"internal error: {type(error).__name__}"))
-            return
-        self.finish(body)
+            error = ServingError(grpc.StatusCode.INTERNAL, f"internal error: "
+                                                           f"{type(bug).__name__}")
+        if counted is not None:
+            self.service.metrics.count(counted, error.code.name if error else "OK")
+        if error:
+            self._error(error)
+        else:
+            self.finish(body)
 
     def _answer(self, ref: ModelRef, verb: Optional[str], metadata: bool) -> str:
         """Runs in the worker pool: decoding, inference and encoding are CPU work."""

@@ -153,7 +153,8 @@ class Servable:
         rows = []
         for i in range(len(examples)):
             n = (scores if scores is not None else classes)[i].shape[-1]
-            rows.append([((classes[i][j].decode() if classes is not None else ""),
+            rows.append([((classes[i][j].decode("utf-8", "replace") if classes is not None
+                           else ""),
                           float(scores[i][j]) if scores is not None else 0.0)
                          for j in range(n)])
         return rows

@@ -89,6 +89,8 @@ class Service:
                 api = api.capitalize()  # TF Serving's gRPC names: Predict, Classify, Regress
             self.metrics.observe(ref.name, api, entrypoint, status,
                                  time.perf_counter() - started, rows)
+            if api == "metadata":  # the transports count Predict, Classify and Regress
+                self.metrics.count(ref.name, status)
 
     def predict(self, ref: ModelRef, signature: str, inputs: Tensors, entrypoint: str,
                 output_filter: Optional[List[str]] = None, deadline: Deadline = None):

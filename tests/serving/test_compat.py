@@ -59,6 +59,18 @@ class Compat(tf.Module):
     def echo(self, s):
         return {"y": s, "n": tf.strings.length(s)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def complex_out(self, x):
+        """An output JSON cannot carry: TF Serving answers 400 naming its type."""
+        return {"z": tf.complex(x, x)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def raw_classes(self, inputs):
+        """Class names that are not UTF-8: TF Serving copies the bytes."""
+        n = tf.shape(inputs)[0]
+        return {"classes": tf.fill([n, 1], tf.constant(b"\xff\xfeok")),
+                "scores": tf.ones([n, 1])}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def count(self, inputs):
         """Regress on a list feature that may be empty: how many values it has."""
@@ -79,10 +91,13 @@ def compat_base(tmp_path_factory):
         "bytes_in": module.bytes_in.get_concrete_function(),
         "count": module.count.get_concrete_function(),
         "wide": module.wide.get_concrete_function(),
+        "complex_out": module.complex_out.get_concrete_function(),
+        "raw_classes": module.raw_classes.get_concrete_function(),
         "flat_scores": module.flat_scores.get_concrete_function()})
     for signature in ("regress", "count", "wide"):
         set_method_name(path, signature, REGRESS)
-    set_method_name(path, "flat_scores", CLASSIFY)
+    for signature in ("flat_scores", "raw_classes"):
+        set_method_name(path, signature, CLASSIFY)
     return str(base)
 
 
@@ -521,3 +536,51 @@ def test_grpc_predict_outputs_are_in_their_typed_fields(server):
         echo = stub.Predict(request, timeout=30).outputs
         assert list(echo["y"].string_val) == ["Grüße".encode()]
         assert list(echo["n"].int_val) == [len("Grüße".encode())]
+
+
+def test_bodies_and_paths_tf_serving_reads_are_not_internal_errors(server):
+    """Each was a 500 (or tornado's bare 400) here; TF Serving's answer is named."""
+    import grpc
+    from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
+
+    models = f"{server.rest_url}/v1/models"
+    # A UTF-8 byte order mark before the JSON (rapidjson's stream skips it): 200
+    body = '\ufeff{"instances": [1.0, 2.0]}'.encode()
+    answer = requests.post(f"{models}/half:predict", data=body)
+    assert answer.status_code == 200 and answer.json() == {"predictions": [2.5, 3.0]}
+    # A lone surrogate as a feature or context name: rapidjson refuses it while parsing
+    for body in ('{"examples": [{"\\ud800": 1}]}', '{"context": {"\\udc00": 1}, '
+                 '"examples": [{"n": 1}]}'):
+        answer = requests.post(f"{models}/compat:regress", data=body)
+        assert answer.status_code == 400 and "surrogate" in answer.json()["error"], answer.text
+    # An output of a type JSON cannot carry: 400 naming it, as TF Serving
+    answer = requests.post(f"{models}/compat:predict", json={
+        "signature_name": "complex_out", "instances": [1.0]})
+    assert answer.status_code == 400 and answer.json() == {
+        "error": "Failed to write JSON value for tensor type: complex64"}
+    # Class names that are not UTF-8: answered (REST replaces what is not UTF-8)
+    answer = requests.post(f"{models}/compat:classify", json={
+        "signature_name": "raw_classes", "examples": [{"n": 1}]})
+    assert answer.status_code == 200 and answer.json() == {"results": [[["\ufffd\ufffdok", 1.0]]]}
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = "compat", "raw_classes"
+    request.input.example_list.examples.add()
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        classes = stub.Classify(request, timeout=30).result.classifications[0].classes
+        assert [c.label for c in classes] == ["\ufffd\ufffdok"]
+    # A Content-Length of a digit that is not ASCII: 400, not a traceback
+    host, port = server.rest_url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest("POST", "/v1/models/half:predict", skip_accept_encoding=True)
+        connection.putheader("Content-Length", "\u00b2".encode("latin-1"))
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 400 and b"Content-Length" in answer.read()
+    finally:
+        connection.close()
+    # A percent escape that is not UTF-8 in the model name: decoded and not found (404)
+    answer = requests.get(f"{models}/%ff")
+    assert answer.status_code == 404 and "Could not find any versions of model" in \
+        answer.json()["error"]

@@ -364,3 +364,35 @@ def test_an_empty_host_serves_every_interface_ipv6_included(tmp_path):
             "state"] == "AVAILABLE"
         answer = requests.get(f"http://[::1]:{server.rest_port}/v1/models/half", timeout=30)
         assert answer.status_code == 200, answer.text
+
+
+def test_request_count_holds_every_request_and_its_status(server):
+    """A body that did not parse, a value of the wrong type, an unknown version: refused
+    before the model ran, and never counted (an error-rate alert saw none of them)."""
+    def counts() -> dict:
+        text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics").text
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(':tensorflow:serving:request_count{model_name="half"'):
+                status = line.split('status="')[1].split('"')[0]
+                found[status] = float(line.split()[-1])
+        return found
+
+    before = counts()
+    models = f"{server.rest_url}/v1/models"
+    assert requests.post(f"{models}/half:predict", data=b"{broken").status_code == 400
+    assert requests.post(f"{models}/half:predict", json={"instances": ["x"]}).status_code == 400
+    assert requests.post(f"{models}/half/versions/9:predict",
+                         json={"instances": [1.0]}).status_code == 404
+    assert requests.post(f"{models}/half:predict", json={"instances": [1.0]}).status_code == 200
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(["x"]))
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        with pytest.raises(grpc.RpcError):
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request,
+                                                                                timeout=30)
+    after = counts()
+    assert after.get("INVALID_ARGUMENT", 0) - before.get("INVALID_ARGUMENT", 0) == 3
+    assert after.get("NOT_FOUND", 0) - before.get("NOT_FOUND", 0) == 1
+    assert after["OK"] - before.get("OK", 0) == 1
