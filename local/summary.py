@@ -65,6 +65,7 @@ class RunSummary:
     checkpoint: Optional[str] = None
     gated: str = ""  # the metric the gate uses (eval.metric)
     redactions: dict = dataclasses.field(default_factory=dict)  # split -> {type: count}
+    train_rows_in_eval: int = 0  # train rows TextExampleGen dropped: their text is in eval
     # Lineage: node -> ML Metadata execution id; node -> output key -> [(artifact id, uri)]
     executions: dict = dataclasses.field(default_factory=dict)
     artifacts: dict = dataclasses.field(default_factory=dict)
@@ -116,6 +117,9 @@ class RunSummary:
                            f"the data")
         if self.redactions:
             details.append(redaction_line(self.redactions))
+        if self.train_rows_in_eval:
+            details.append(f"Train rows dropped as their text is also in eval (case and "
+                           f"spaces aside, after redaction): {self.train_rows_in_eval}")
         if any(details):
             lines += [""] + [d for d in details if d]
         if self.metrics:
@@ -340,6 +344,8 @@ def collect(pipeline, started: float, error: Optional[BaseException] = None) -> 
         if node == "TextExampleGen" and outputs.get("examples"):
             summary.redactions = json.loads(_custom(outputs["examples"][0], "redactions")
                                             or "{}")
+            summary.train_rows_in_eval = _custom(outputs["examples"][0],
+                                                 "train_rows_in_eval") or 0
         if node == "DriftCheck" and outputs.get("report"):
             summary.drift = _custom(outputs["report"][0], "drift")
             summary.drift_limits = _custom(outputs["report"][0], "limits")

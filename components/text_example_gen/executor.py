@@ -200,6 +200,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         if privacy:
             splits = {name: examples | f"Redact[{name}]" >> redact.RedactTexts(privacy, name)
                       for name, examples in splits.items()}
+        if {"train", "eval"} <= set(splits):
+            splits = splits | "NoEvalTextInTrain" >> split.DropEvalTextsFromTrain()
         return splits
 
     @staticmethod
@@ -220,9 +222,14 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties):
         super().Do(input_dict, output_dict, exec_properties)
+        examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
+        dropped = split.train_rows_in_eval(self._pipeline.result)
+        if dropped:
+            logging.warning("%d train rows dropped: their text is also in the eval split "
+                            "(case and spaces aside, after redaction)", dropped)
+        examples.set_int_custom_property(split.TRAIN_ROWS_IN_EVAL, dropped)
         privacy = privacy_from_exec_properties(exec_properties)
         if privacy:
-            examples = output_dict[standard_component_specs.EXAMPLES_KEY][0]
             found = redact.counts(self._pipeline.result, privacy,
                                   artifact_utils.decode_split_names(examples.split_names))
             logging.info("redacted at ingestion: %s", found)

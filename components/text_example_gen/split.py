@@ -16,6 +16,13 @@ their copies (bounded memory); each class's eval hashes then go to the partition
 side input. A class of more than ``EXACT_ROWS`` rows sends the rows whose hash falls
 below the fraction of the hash range (the hash split within the class: its eval share
 is within a few percent).
+
+Whatever split the rows (this one, TFX's hash split, ``data.presplit``) and whatever
+older spans join train, ``DropEvalTextsFromTrain`` then drops every train row whose
+text is also in eval as the model reads texts alike (case folded, white space
+collapsed, after redaction: two e-mail addresses are one placeholder): the same text
+under another label, a copy with a trailing space, a span repeating an older one's
+rows would otherwise be scored on what the model trained on.
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ import tensorflow as tf
 from serving import contract
 
 HASH_RANGE = 2 ** 64
+COUNTER = ("split", "train_rows_in_eval")  # Beam counter: train rows dropped as in eval
+TRAIN_ROWS_IN_EVAL = "train_rows_in_eval"  # the examples artifact's custom property
 EXACT_ROWS = 10_000  # classes up to this size get exactly eval_rows() eval rows
 SPLITS = ("train", "eval")
 
@@ -37,6 +46,18 @@ def row_hash(example: tf.train.Example) -> int:
     """A stable 64-bit hash of the example's content."""
     return int.from_bytes(hashlib.sha256(example.SerializeToString(deterministic=True))
                           .digest()[:8], "big")
+
+
+def text_key(example: tf.train.Example) -> int:
+    """A 64-bit hash of the example's text and pair as the model reads them alike: case
+    folded, white space collapsed (labels left out)."""
+    parts = []
+    for name in (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE):
+        feature = example.features.feature.get(name)
+        text = b"\n".join(feature.bytes_list.value) if feature is not None else b""
+        parts.append(" ".join(text.decode("utf-8", "replace").casefold().split()))
+    return int.from_bytes(hashlib.sha256("\0".join(parts).encode("utf-8")).digest()[:8],
+                          "big")
 
 
 def label_of(example: tf.train.Example) -> bytes:
@@ -138,3 +159,30 @@ def StratifiedSplit(examples: beam.PCollection, fraction: float) -> Dict[str, be
         _which, len(SPLITS), beam.pvalue.AsSingleton(rules))
     return {name: parts[i] | f"Examples[{name}]" >> beam.Map(lambda k: k[2])
             for i, name in enumerate(SPLITS)}
+
+
+def _not_in_eval(example: tf.train.Example, eval_keys) -> bool:
+    if text_key(example) in eval_keys:
+        beam.metrics.Metrics.counter(*COUNTER).inc()
+        return False
+    return True
+
+
+@beam.ptransform_fn
+def DropEvalTextsFromTrain(splits: Dict[str, beam.PCollection]
+                           ) -> Dict[str, beam.PCollection]:
+    """``splits`` with every train row whose ``text_key`` is an eval row's dropped
+    (counted: ``COUNTER``)."""
+    eval_keys = (splits["eval"] | "EvalTexts" >> beam.Map(text_key)
+                 | "EvalTextSet" >> beam.combiners.ToSet())
+    train = splits["train"] | "DropEvalTexts" >> beam.Filter(
+        _not_in_eval, beam.pvalue.AsSingleton(eval_keys))
+    return {**splits, "train": train}
+
+
+def train_rows_in_eval(result) -> int:
+    """The train rows a finished pipeline dropped as in eval (``COUNTER``)."""
+    from apache_beam.metrics.metric import MetricsFilter
+    query = result.metrics().query(MetricsFilter().with_name(COUNTER[1]))
+    return sum(int((c.committed if c.committed is not None else c.attempted) or 0)
+               for c in query["counters"] if c.key.metric.namespace == COUNTER[0])

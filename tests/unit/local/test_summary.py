@@ -105,6 +105,9 @@ def test_per_class_table_confusion_matrix_and_unknown_share_warning():
     assert "classifier reads" not in quiet  # no Trainer stats: nothing said
     assert ("The classifier reads the mean of the token vectors (model.pooling)"
             in RunSummary("p", pooling="mean").format())
+    assert "Train rows dropped as their text is also in eval" not in quiet
+    assert ("Train rows dropped as their text is also in eval (case and spaces aside, after "
+            "redaction): 13") in RunSummary("p", train_rows_in_eval=13).format()
 
 
 def test_the_gated_metric_is_read_from_the_pipeline():
