@@ -36,11 +36,18 @@ if TYPE_CHECKING:
 _TABS_AND_LINE_BREAKS = str.maketrans({"\t": " ", "\r": " ", "\n": " "})
 
 
-def export_span(feedback_dir: str, data: "DataConfig", min_rows: int = 1) -> Optional[str]:
+def export_span(feedback_dir: str, data: "DataConfig", min_rows: int = 1,
+                model: Optional[str] = None, after: int = 0) -> Optional[str]:
     """Writes corrected texts as the next span of ``data`` (a ``DataConfig``: input_dir,
     span_pattern, the reader settings) once at least ``min_rows`` are waiting; returns
     the folder, or None. With ``data.text_pair_column`` (sentence pairs), rows recorded
     with a pair are exported; rows recorded without one are left for a setup without it.
+    ``model``: only predictions of that model name (a server recording several models'
+    keeps the others waiting). The span is numbered above the newest span folder and
+    above ``after`` (the highest span the run history has seen: a number reused after a
+    span was removed would never be seen as new). One text (and pair), case and spaces
+    aside, corrected under several ids is written once, with its latest correction; the
+    others are marked exported with it.
 
     The span appears complete (written aside, read back, then renamed) or not at all;
     exported ids are remembered, so no correction is used twice (a later correction of an
@@ -61,24 +68,29 @@ def export_span(feedback_dir: str, data: "DataConfig", min_rows: int = 1) -> Opt
                             feedback_dir)
             return None
         _recover(feedback_dir, data.input_dir)
-        return _export(feedback_dir, data, name, min_rows)
+        return _export(feedback_dir, data, name, min_rows, model, after)
 
 
-def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int) -> Optional[str]:
+def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int,
+            model: Optional[str], after: int) -> Optional[str]:
     reader, fmt = data.reader_config(), detect_format(name, data.file_format)
     exported_path = os.path.join(feedback_dir, EXPORTED)
     done = _exported(exported_path)
-    latest = {c["id"]: c["label"] for c in read_jsonl(os.path.join(feedback_dir, CORRECTIONS))
-              if c["id"] not in done}  # the last correction of an id wins
-    rows = {p["id"]: _row(p, latest[p["id"]], reader)
-            for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
-            if p["id"] in latest and ("text_pair" in p) == reader.text_pair}
-    rows = _writable(rows, name, fmt, reader)
+    latest, when = {}, {}  # the last correction of an id wins
+    for position, c in enumerate(read_jsonl(os.path.join(feedback_dir, CORRECTIONS))):
+        if c["id"] not in done:
+            latest[c["id"]], when[c["id"]] = c["label"], position
+    predictions = {p["id"]: p for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
+                   if p["id"] in latest and ("text_pair" in p) == reader.text_pair
+                   and (model is None or p.get("model") == model)}
+    rows = _writable({i: _row(p, latest[i], reader) for i, p in predictions.items()},
+                     name, fmt, reader)
+    rows, superseded = _latest_per_text(rows, predictions, when)
     if len(rows) < max(1, min_rows):
         return None
     ids = sorted(rows)  # only the rows exported: a correction whose prediction is gone
     spans = list_spans(data.input_dir, data.span_pattern)  # (retention) never blocks
-    number = spans[-1][0] + 1 if spans else 1
+    number = max(spans[-1][0] if spans else 0, after) + 1
     folder = os.path.join(data.input_dir, data.span_pattern.replace("{SPAN}", str(number)))
     os.makedirs(data.input_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=data.input_dir)
@@ -91,8 +103,8 @@ def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int) -> 
         sync(path)  # on disk before anything says it is exported
         _check_reads_back(path, ids, [rows[i] for i in ids], reader)
         sync(os.path.dirname(path))
-        rewrite(pending, [{"staging": staging, "span": folder, "file": name, "ids": ids}],
-                durable=True)
+        rewrite(pending, [{"staging": staging, "span": folder, "file": name,
+                           "ids": ids + superseded}], durable=True)
         os.rename(staging, folder)
     except BaseException:
         if os.path.exists(pending):  # first: a record whose span is gone must not survive
@@ -100,8 +112,26 @@ def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int) -> 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     sync(data.input_dir)  # the rename on disk; then the ids (a failure: _recover)
-    _mark_exported(exported_path, pending, ids)
+    _mark_exported(exported_path, pending, ids + superseded)
     return folder
+
+
+def _latest_per_text(rows: dict, predictions: dict, when: dict):
+    """(rows with one id per text and pair, case and spaces aside: the latest corrected;
+    the ids of the others, sorted)."""
+    def key(i):
+        p = predictions[i]
+        return tuple(" ".join((p.get(name) or "").casefold().split())
+                     for name in ("text", "text_pair"))
+    kept: dict = {}
+    for i in sorted(rows, key=lambda i: when[i]):
+        kept[key(i)] = i  # a later correction of the same text replaces the earlier
+    chosen = set(kept.values())
+    if len(chosen) < len(rows):
+        logging.warning("feedback: %d corrections of texts corrected again later (case and "
+                        "spaces aside) are not exported; the latest of each is",
+                        len(rows) - len(chosen))
+    return {i: rows[i] for i in chosen}, sorted(set(rows) - chosen)
 
 
 STAGING_PREFIX = ".feedback-"  # in data.input_dir: a span being written

@@ -68,6 +68,18 @@ def _first_started(history_path: str, now: float) -> float:
     return now
 
 
+def _seen_spans(entries: list) -> list:
+    """The spans the run history has seen: trained on, or tried as new and ended (a run
+    killed on one is tried ``SPAN_ATTEMPTS`` times)."""
+    reasons = [e.get("reason", "") for e in entries]
+    killed = [r for e, r in zip(entries, reasons) if r.startswith(NEW_SPAN)
+              and e.get("status") in (history.RUNNING, history.INTERRUPTED)]
+    return [e["span"] for e in entries if e.get("span") is not None] + [
+        int(r.rsplit(" ", 1)[1]) for e, r in zip(entries, reasons)  # tried: it ended
+        if r.startswith(NEW_SPAN) and (e.get("status", history.FINISHED) == history.FINISHED
+                                       or killed.count(r) >= SPAN_ATTEMPTS)]
+
+
 class Scheduler:
     def __init__(self, config: PipelineConfig, clock: Callable[[], float] = time.time,
                  run: Callable = local_runner.run):
@@ -95,16 +107,9 @@ class Scheduler:
         from croniter import croniter
 
         path = self.config.history_path
-        entries = history.read(path, unfinished=True,  # killed runs too: no crash loop
-                               pipeline=self.config.name)
+        entries = self._entries()
         span = newest_span(self.config)
-        reasons = [e.get("reason", "") for e in entries]
-        killed = [r for e, r in zip(entries, reasons) if r.startswith(NEW_SPAN)
-                  and e.get("status") in (history.RUNNING, history.INTERRUPTED)]
-        seen = [e["span"] for e in entries if e.get("span") is not None] + [
-            int(r.rsplit(" ", 1)[1]) for e, r in zip(entries, reasons)  # tried: it ended
-            if r.startswith(NEW_SPAN) and (e.get("status", history.FINISHED) == history.FINISHED
-                                           or killed.count(r) >= SPAN_ATTEMPTS)]
+        seen = _seen_spans(entries)
         if span is not None and (not seen or span > max(seen)):
             return f"{NEW_SPAN} {span}"
         if span is not None and span < max(seen) and span not in seen:
@@ -120,6 +125,10 @@ class Scheduler:
         last = max([start for start in starts if start <= now] or [self.started])
         next_time = croniter(self.config.schedule.cron, _utc(last)).get_next(float)
         return "cron" if next_time <= now else None
+
+    def _entries(self) -> list:
+        return history.read(self.config.history_path, unfinished=True,  # killed runs too:
+                            pipeline=self.config.name)  # no crash loop
 
     def _warn_once(self, key: str, message: str, *args) -> None:
         if key not in self._warned:
@@ -138,7 +147,9 @@ class Scheduler:
         schedule = self.config.schedule
         if not schedule.feedback_dir:
             return None
-        return export_span(schedule.feedback_dir, self.config.data, schedule.feedback_min_rows)
+        return export_span(schedule.feedback_dir, self.config.data, schedule.feedback_min_rows,
+                           model=self.config.output.model_name,
+                           after=max(_seen_spans(self._entries()), default=0))
 
     def tick(self) -> Tick:
         try:

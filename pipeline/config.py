@@ -92,6 +92,10 @@ class DataConfig(ReaderConfig, DataFiles):
         if self.presplit:
             raise ValueError("schedule.feedback_dir writes a span as one file to split, but "
                              "data.presplit reads train/ and eval/ folders: unset one of them")
+        if is_uri(self.input_dir):
+            raise ValueError(f"schedule.feedback_dir writes spans into a local folder (an "
+                             f"atomic rename), not into data.input_dir {self.input_dir}: "
+                             f"give a local data.input_dir, or export corrections yourself")
         return data_file_name("feedback", self.file_pattern, self.file_format)
 
     def __post_init__(self):

@@ -74,6 +74,7 @@ def test_predictions_are_recorded_redacted_and_corrections_become_the_next_span(
     config = load_config(None, {"data.input_dir": str(data), "data.span_pattern": "span-{SPAN}",
                                 "output.root": str(tmp_path / "out"),
                                 "schedule.feedback_dir": str(feedback),
+                                "output.model_name": "clf",
                                 "schedule.feedback_min_rows": 2})
     scheduler = Scheduler(config)
     assert scheduler.due() == "new span 1"  # nothing ran yet

@@ -84,6 +84,10 @@ def test_data_settings_no_feedback_span_fits_are_refused_when_the_config_loads(t
         load()
     with pytest.raises(ValueError, match="data.presplit reads train/ and eval/"):
         load(span_pattern="span-{SPAN}", presplit="true")
+    # The export writes with os calls and an atomic rename: into a bucket it wrote a local
+    # folder named s3:/..., and marked the rows exported
+    with pytest.raises(ValueError, match="not into data.input_dir s3://bucket/reviews"):
+        load(span_pattern="span-{SPAN}", input_dir="s3://bucket/reviews")
     with pytest.raises(ValueError, match=r"data.file_pattern '\*.txt'.*widen"):
         load(span_pattern="span-{SPAN}", file_pattern="*.txt")
     assert load(span_pattern="span-{SPAN}", file_pattern="*.txt",
@@ -176,3 +180,27 @@ def test_an_export_beside_another_exports_nothing_until_the_other_ends(tmp_path,
         assert export_span(str(feedback), config) is None
     assert "another export is under way" in caplog.text and not data.exists()
     assert export_span(str(feedback), config) == str(data / "span-1")
+
+
+def test_only_this_models_corrections_each_text_once_numbered_above_the_history(tmp_path):
+    """A server recording two models exported both into one span (the other model's
+    labels became a class here); one text corrected twice went in twice, with both
+    labels; and a span number reused after its folder was removed was never seen as new
+    by the scheduler."""
+    feedback, data = tmp_path / "feedback", tmp_path / "data"
+    data.mkdir()
+    log = FeedbackLog(str(feedback))
+    mine = log.record("clf", 1, ["it was ok", "It was  OK ", "fine film"],
+                      [[("short", 0.9), ("long", 0.1)]] * 3)
+    other = log.record("router", 1, ["my invoice is wrong"], [[("refund", 0.9)]])
+    log.correct([{"id": mine[0], "label": "long"}, {"id": mine[2], "label": "long"},
+                 {"id": other[0], "label": "refund"}])
+    log.correct([{"id": mine[1], "label": "short"}])  # the same text, later: it wins
+    settings = feedback_data(data, text_column="text")
+    assert export_span(str(feedback), settings, model="clf", after=4) == str(data / "span-5")
+    assert sorted((data / "span-5" / "feedback.tsv").read_text().splitlines()) == [
+        "It was  OK \tshort", "fine film\tlong", "text\tlabel"]
+    assert export_span(str(feedback), settings, model="clf") is None  # all used
+    assert export_span(str(feedback), settings, model="router") == str(data / "span-6")
+    assert (data / "span-6" / "feedback.tsv").read_text().splitlines() == [
+        "text\tlabel", "my invoice is wrong\trefund"]

@@ -164,7 +164,7 @@ def test_a_failed_feedback_export_is_logged_and_the_due_run_still_happens(small_
     config = _config(small_disk, **{"schedule.feedback_dir": str(small_disk / "feedback"),
                                     "schedule.feedback_min_rows": 1})
     log = FeedbackLog(str(small_disk / "feedback"))
-    [prediction] = log.record("clf", 1, ["a text"], [[("0", 0.9), ("1", 0.1)]])
+    [prediction] = log.record("bert_classifier", 1, ["a text"], [[("0", 0.9), ("1", 0.1)]])
     log.correct([{"id": prediction, "label": "1"}])
     (small_disk / "data" / "span-1").mkdir(parents=True)
     filler = fill(small_disk)
@@ -181,3 +181,19 @@ def test_a_failed_feedback_export_is_logged_and_the_due_run_still_happens(small_
     assert calls == ["new span 1"] and tick.action == "ran"
     assert "feedback export failed: nothing exported" in caplog.text
     assert sorted(os.listdir(small_disk / "data")) == ["span-1"]
+
+
+def test_feedback_is_numbered_above_every_span_the_history_has_seen(tmp_path):
+    """Span 2 was trained on, then its folder removed: the next export wrote span-2 again,
+    which the scheduler, having seen 2, never ran as new."""
+    config = _config(tmp_path, **{"schedule.feedback_dir": str(tmp_path / "feedback"),
+                                  "schedule.feedback_min_rows": 1})
+    (tmp_path / "data" / "span-1").mkdir(parents=True)
+    history.append(config.history_path, _entry("2026-11-24T10:00:00", reason="new span 2",
+                                               span=2))
+    log = FeedbackLog(str(tmp_path / "feedback"))
+    [prediction] = log.record("bert_classifier", 1, ["a text"], [[("0", 0.9), ("1", 0.1)]])
+    log.correct([{"id": prediction, "label": "1"}])
+    scheduler = Scheduler(config, clock=lambda: _at("2026-11-24T10:05:00"))
+    assert scheduler.collect_feedback() == str(tmp_path / "data" / "span-3")
+    assert scheduler.due() == "new span 3"
