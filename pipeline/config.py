@@ -13,7 +13,8 @@ import re
 import typing
 from typing import Any, Mapping, Optional
 
-from components.text_example_gen.parsing import ReaderConfig, data_file_name
+from components.text_example_gen.parsing import (HASH_BUCKETS, STRATIFIED_BUCKETS,
+                                                 ReaderConfig, data_file_name, split_buckets)
 from models.hparams import ModelHParams
 
 
@@ -43,7 +44,9 @@ class DataConfig(ReaderConfig, DataFiles):
     presplit: bool = _field(False, "Read input_dir/train/* and input_dir/eval/* "
                                    "instead of splitting one input (data.split).")
     eval_fraction: float = _field(0.1, "Share of rows in the eval split (of each class's "
-                                       "rows with split stratified).")
+                                       "rows with split stratified: 0.0001 to 0.9999; "
+                                       "with the hash split, whole hundredths, 0.01 to "
+                                       "0.99).")
     split: str = _field("stratified", "How one input split is cut into train and eval: "
                                       "stratified (each class by eval_fraction, at least one "
                                       "eval row per class of two rows or more; multi-label "
@@ -82,6 +85,18 @@ class DataConfig(ReaderConfig, DataFiles):
         """The reader settings alone, as the components that read data files take them."""
         return ReaderConfig(**self.reader_settings())
 
+    def split_buckets(self) -> tuple:
+        """(train, eval) hash buckets of the one input split: out of TFX's 100 where it
+        splits by hash (data.split hash, multi-label data), else out of 10,000, which
+        carry the exact fraction (0.125, 0.004) to the stratified split."""
+        hashed = self.split == "hash" or self.multi_label
+        try:
+            return split_buckets(self.eval_fraction,
+                                 HASH_BUCKETS if hashed else STRATIFIED_BUCKETS)
+        except ValueError as error:
+            raise ValueError(f"{error}" + (" (data.split hash, or several labels per text: "
+                                           "TFX's hash split)" if hashed else "")) from None
+
     def feedback_file(self) -> str:
         """The name of the one file of a feedback span (schedule.feedback_dir), which the
         reader takes as these settings say; ValueError naming the setting when they
@@ -115,9 +130,7 @@ class DataConfig(ReaderConfig, DataFiles):
             raise ValueError(f"data.drift_action must be fail or warn, not "
                              f"'{self.drift_action}'")
         check_share("data.eval_fraction", self.eval_fraction, low_open=True, high_open=True)
-        if self.split == "hash" and not 1 <= round(self.eval_fraction * 100) <= 99:
-            raise ValueError(f"data.eval_fraction {self.eval_fraction} with data.split hash "
-                             f"(100 hash buckets) leaves one split empty: use 0.01 to 0.99")
+        self.split_buckets()  # refuses a fraction that leaves one split empty
         for setting in ("max_label_l_infinity", "max_length_js_divergence",
                         "max_unknown_share_increase", "max_unknown_share"):
             check_share(f"data.{setting}", getattr(self, setting))

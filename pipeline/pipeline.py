@@ -39,7 +39,7 @@ from components.kubernetes_infra_validator.component import KubernetesInfraValid
 from components.model_card.component import ModelCard
 from components.serving_check.component import ServingCheck
 from components.text_example_gen.component import TextExampleGen
-from components.text_example_gen.parsing import column_refs, split_buckets
+from components.text_example_gen.parsing import column_refs
 from models import features, preprocessing
 from models.hparams import Task
 from pipeline import eval_metrics
@@ -74,7 +74,7 @@ def example_gen(data: DataConfig, data_root: str,
     if data.presplit:
         output_config = None
     else:
-        train, evaluation = split_buckets(data.eval_fraction)
+        train, evaluation = data.split_buckets()
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train),
                     example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=evaluation)]))

@@ -672,9 +672,17 @@ def read_file(path: str, config: ReaderConfig, opener=None) -> list[Record]:
         return parse(path, f.read(), config)
 
 
-def split_buckets(eval_fraction: float) -> tuple[int, int]:
-    """Hash buckets (train, eval) for an eval fraction, e.g. 0.1 -> (9, 1) out of 10."""
+HASH_BUCKETS = 100  # TFX's hash split: data.split hash, and multi-label data
+STRATIFIED_BUCKETS = 10_000  # only carry the fraction to the stratified split
+
+
+def split_buckets(eval_fraction: float, total: int = HASH_BUCKETS) -> tuple[int, int]:
+    """Hash buckets (train, eval) for an eval fraction out of ``total``, e.g. 0.1 -> (90,
+    10) out of 100; ValueError when one split would get none."""
     if not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-    eval_buckets = round(eval_fraction * 100)
-    return 100 - eval_buckets, eval_buckets
+    eval_buckets = round(eval_fraction * total)
+    if not 0 < eval_buckets < total:
+        raise ValueError(f"data.eval_fraction {eval_fraction} leaves one split empty with "
+                         f"{total} hash buckets: use {1 / total:g} to {1 - 1 / total:g}")
+    return total - eval_buckets, eval_buckets

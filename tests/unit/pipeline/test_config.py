@@ -70,7 +70,12 @@ def test_paths_resolve_against_a_base_or_the_working_directory(tmp_path, monkeyp
     ({"data.eval_fraction": "1"}, r"data.eval_fraction must be in \(0, 1\), not 1.0"),
     # hash split: 100 buckets, and 0.001 of them is none
     ({"data.split": "hash", "data.eval_fraction": "0.001"},
-     "data.eval_fraction 0.001 with data.split hash .* leaves one split empty"),
+     r"data.eval_fraction 0.001 leaves one split empty with 100 hash buckets: use 0.01 to "
+     r"0.99 \(data.split hash"),
+    # The stratified split (the default): TFX refused 0.004's buckets (100, 0) inside
+    # TextExampleGen, after the settings had passed
+    ({"data.eval_fraction": "0.00004"}, r"data.eval_fraction 4e-05 leaves one split empty "
+                                        r"with 10000 hash buckets: use 0.0001 to 0.9999"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):

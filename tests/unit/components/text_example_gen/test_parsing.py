@@ -83,6 +83,25 @@ def test_split_buckets():
         split_buckets(1.0)
 
 
+def test_the_stratified_split_gets_the_exact_fraction_and_the_hash_split_two_sides():
+    """0.125 reached the stratified split as 0.12 (100 buckets), 0.004 as buckets (100,
+    0), which TFX refused inside TextExampleGen; multi-label data splits by hash."""
+    from components.text_example_gen.executor import stratified_fraction
+    from pipeline.config import load_config
+    from pipeline.pipeline import example_gen
+
+    def fraction(**overrides):
+        config = load_config(None, overrides)
+        component = example_gen(config.data, config.data.input_dir)
+        return stratified_fraction({k: v for k, v in component.exec_properties.items()})
+    assert fraction(**{"data.eval_fraction": 0.125}) == 0.125
+    assert fraction(**{"data.eval_fraction": 0.004}) == 0.004
+    assert fraction(**{"data.eval_fraction": 0.125, "data.split": "hash"}) is None
+    with pytest.raises(ValueError, match=r"0.004 leaves one split empty with 100 hash buckets"
+                                         r".*several labels per text"):
+        load_config(None, {"data.eval_fraction": 0.004, "data.label_delimiter": "|"})
+
+
 # Reading files as they come: no header, columns by position, several text columns,
 # GLUE-style quoting, sentence pairs, several labels per text.
 
