@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from components.text_example_gen.files import SPAN, data_files, list_spans
+from components.text_example_gen.files import SPAN, data_files, list_spans, span_folder_problem
 from pipeline.config import PipelineConfig, is_uri, pattern_chars_problem, resolve_path
 
 class SettingsError(ValueError):
@@ -94,6 +94,10 @@ def input_problem(config: PipelineConfig):
                 f"holds the data files")
     folder = base
     if data.span_pattern:
+        problem = span_folder_problem(base, data.span_pattern,
+                                      "train/*" if data.presplit else data.file_pattern)
+        if problem:
+            return problem
         span = newest_span_folder(base, data.span_pattern)
         if span is None:
             return (f"data.span_pattern: no folder named like {data.span_pattern} in "

@@ -8,6 +8,7 @@ feedback export use the same rules without importing TFX or Beam.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from typing import List, Optional, Tuple
@@ -28,6 +29,35 @@ def list_spans(input_base: str, span_pattern: str) -> List[Tuple[int, str]]:
         if match:
             found.append((int(match.group(1)), entry.rstrip("/")))
     return sorted(found)
+
+
+def span_folder_problem(input_base: str, span_pattern: str, file_pattern: str
+                        ) -> Optional[str]:
+    """Why TFX's ExampleGen would refuse the span folders, which it finds by glob
+    (``{SPAN}`` as ``*``) then reads each number from: a folder the glob takes whose
+    number is not all digits (``span-2.bak``, ``span-3 (copy)``) with data files in it
+    ("Cannot find span number"), or two folders of one number (``span-2``, ``span-02``:
+    TFX takes one by listing order, the window and the checks another)."""
+    prefix, _, suffix = span_pattern.partition(SPAN)
+    spans = list_spans(input_base, span_pattern)
+    numbered = {folder for _, folder in spans}
+    stray = [entry.rstrip("/") for entry in tf.io.gfile.listdir(input_base)
+             if fnmatch.fnmatchcase(entry.rstrip("/"), f"{prefix}*{suffix}")
+             and entry.rstrip("/") not in numbered
+             and data_files(os.path.join(input_base, entry.rstrip("/"), file_pattern))]
+    if stray:
+        return (f"data.span_pattern: {', '.join(sorted(stray)[:5])} in {input_base} "
+                f"{'look' if len(stray) > 1 else 'looks'} like a span folder to TFX (named "
+                f"like {span_pattern}) but {'have' if len(stray) > 1 else 'has'} no span "
+                f"number: TextExampleGen would fail; move or rename "
+                f"{'them' if len(stray) > 1 else 'it'}")
+    numbers = [number for number, _ in spans]
+    twice = sorted({n for n in numbers if numbers.count(n) > 1})
+    if twice:
+        folders = [folder for number, folder in spans if number == twice[0]]
+        return (f"data.span_pattern: {' and '.join(folders)} in {input_base} are both span "
+                f"{twice[0]}: keep one")
+    return None
 
 
 def span_patterns(input_base: str, span_pattern: str, patterns: List[str], spans: int,

@@ -226,6 +226,24 @@ def test_a_newest_span_without_data_files_is_named_as_such(tmp_path):
     assert "data.file_pattern" not in err
 
 
+def test_span_folders_tfx_would_refuse_or_read_otherwise_are_named(tmp_path):
+    """span-2.bak (or a file manager's "span-3 (copy)") passed the checks and TFX's driver
+    failed with "Cannot find span number"; span-02 beside span-2 was accepted and one of
+    the two never trained on."""
+    data = tmp_path / "data"
+    for span in ("span-1", "span-2", "span-2.bak"):
+        shutil.copytree(os.path.dirname(SAMPLE), data / span)
+    args = ("--data.input_dir", str(data), "--data.span_pattern", "span-{SPAN}",
+            "--data.schema_path", "")
+    err = _refused(tmp_path, *args)
+    assert "data.span_pattern: span-2.bak in" in err and "has no span number" in err
+    shutil.rmtree(data / "span-2.bak")
+    (data / "span-3 (copy)").mkdir()  # no data files: TFX's glob finds nothing in it
+    shutil.copytree(os.path.dirname(SAMPLE), data / "span-02")
+    err = _refused(tmp_path, *args)
+    assert "span-02 and span-2" in err and "are both span 2" in err
+
+
 def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):
     """Run from another folder: the default data.schema_path is relative to it."""
     err = _refused(tmp_path, "--data.input_dir", os.path.dirname(SAMPLE), cwd=tmp_path)
