@@ -16,6 +16,7 @@ import os
 from typing import Optional
 
 from components.text_example_gen.files import SPAN, data_files, list_spans, span_folder_problem
+from components.text_example_gen.parsing import InputDataError, detect_format
 from pipeline.config import PipelineConfig, is_uri, pattern_chars_problem, resolve_path
 
 class SettingsError(ValueError):
@@ -107,7 +108,13 @@ def input_problem(config: PipelineConfig):
     patterns = ({"data.presplit (train/*)": "train/*", "data.presplit (eval/*)": "eval/*"}
                 if data.presplit else {"data.file_pattern": data.file_pattern})
     for setting, pattern in patterns.items():
-        if not data_files(os.path.join(folder, pattern)):
+        files = data_files(os.path.join(folder, pattern))
+        for path in files:  # a _SUCCESS marker, a README.md: ExampleGen would fail on it
+            try:
+                detect_format(path, data.file_format)
+            except InputDataError as error:
+                return f"{setting}: {error}"
+        if not files:
             if data.span_pattern and not any(not name.startswith(".")
                                              for name in gfile.listdir(folder)):
                 return (f"data.span_pattern: the newest span folder {folder} is empty "

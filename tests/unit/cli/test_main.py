@@ -244,6 +244,16 @@ def test_span_folders_tfx_would_refuse_or_read_otherwise_are_named(tmp_path):
     assert "span-02 and span-2" in err and "are both span 2" in err
 
 
+def test_files_the_reader_cannot_read_are_named_before_anything_runs(tmp_path):
+    """A Spark-style folder (part-00000.csv and a _SUCCESS marker) passed the checks, and
+    TextExampleGen failed on _SUCCESS."""
+    data = tmp_path / "data"
+    shutil.copytree(os.path.dirname(SAMPLE), data)
+    (data / "_SUCCESS").write_bytes(b"")
+    err = _refused(tmp_path, "--data.input_dir", str(data), "--data.schema_path", "")
+    assert f"data.file_pattern: {data / '_SUCCESS'}: cannot tell the format" in err
+
+
 def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):
     """Run from another folder: the default data.schema_path is relative to it."""
     err = _refused(tmp_path, "--data.input_dir", os.path.dirname(SAMPLE), cwd=tmp_path)
