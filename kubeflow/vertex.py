@@ -25,6 +25,7 @@ LAUNCHER = "vertex"
 # TFX's Vertex AI Trainer executor, as the compiled spec names it
 EXECUTOR = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
 TRAINING_ARGS = "ai_platform_training_args"  # TFX's custom_config key of the CustomJob
+REGION = "ai_platform_vertex_region"  # TFX's custom_config key of the CustomJob's region
 
 
 def check_settings(config: PipelineConfig) -> None:
@@ -43,6 +44,13 @@ def check_settings(config: PipelineConfig) -> None:
         raise ValueError("kubeflow.trainer_accelerator is for the Trainer pod, which with "
                          "vertex.project only starts the CustomJob: set "
                          "vertex.trainer_accelerator for its replicas")
+    # google-cloud-aiplatform's job id: the name lower-cased, other characters as '-',
+    # then '-YYYYmmddHHMMSS'; Vertex AI takes ^[a-z][-a-z0-9]{0,127}$
+    job_name = re.sub("[^-0-9a-z]+", "-", config.name.lower()).strip("-")
+    if not re.fullmatch(r"[a-z][-a-z0-9]{0,112}", job_name):
+        raise ValueError(f"name '{config.name}': Vertex AI's job ids start with a letter and "
+                         f"hold at most 128 characters with the submit time added: start "
+                         f"the pipeline name with a letter, 113 characters at most")
 
 
 def worker_pool_specs(config: PipelineConfig) -> list:
@@ -115,6 +123,16 @@ def _checked_spec(config: PipelineConfig, spec_file: str) -> dict:
         raise ValueError(f"{spec_file} was not compiled for Vertex AI (its Trainer does not "
                          "run TFX's Vertex AI executor): run `bert-pipeline kubeflow "
                          "compile` with vertex.project set")
+    compiled = compiled_for(spec)
+    given = {"vertex.project": config.vertex.project, "vertex.region": config.vertex.region,
+             "vertex.service_account": config.vertex.service_account}
+    differ = [f"{name} '{compiled[name]}' (now '{given[name]}')" for name in compiled
+              if compiled[name] != given[name]]
+    if differ:  # the PipelineJob would go by the settings, its Trainer's CustomJob by the spec
+        raise ValueError(f"{spec_file} was compiled for {', '.join(differ)}: its Trainer "
+                         "would run as a CustomJob there while the PipelineJob runs here; "
+                         "compile it again with these settings, or submit with the ones it "
+                         "was compiled for")
     root = spec.get("defaultPipelineRoot", "")
     if not root.startswith("gs://"):
         raise ValueError(f"{spec_file}: its pipeline root '{root}' is not gs://: compile "
@@ -126,6 +144,16 @@ def _checked_spec(config: PipelineConfig, spec_file: str) -> dict:
             if not split_digest(image)[1]:
                 raise ValueError(unpinned(f"the spec's {where} image", image))
     return spec
+
+
+def compiled_for(spec: dict) -> dict:
+    """{setting: value} of the ``vertex.*`` settings a Vertex AI spec was compiled with
+    (its Trainer's CustomJob: project, region, service account)."""
+    settings = trainer_settings(spec) or {}
+    training = settings.get(TRAINING_ARGS, {})
+    return {"vertex.project": training.get("project", ""),
+            "vertex.region": settings.get(REGION, ""),
+            "vertex.service_account": training.get("job_spec", {}).get("service_account", "")}
 
 
 def api_endpoint(config: PipelineConfig) -> str:

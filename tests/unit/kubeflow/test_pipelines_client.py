@@ -96,6 +96,25 @@ def test_submit_and_schedule_send_the_spec_to_the_kfp_api(spec, kfp_api, tmp_pat
     assert job["pipeline_spec"]["root"] == raw["root"]
 
 
+def test_a_token_never_goes_in_clear_text_to_another_machine(spec, kfp_api, tmp_path, capsys):
+    """kubeflow.host http://kfp.example.com took the --token_file token on every request
+    in clear text (vertex.api_endpoint refused such a URL; the KFP host did not)."""
+    host, requests = kfp_api
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    common = ["--spec", spec[0], "--run_name", "r", "--kubeflow.image", IMAGE,
+              "--kubeflow.serving_image", SERVING_IMAGE,
+              *[a for k, v in STORAGE.items() for a in (f"--{k}", v)]]
+    for remote in ("http://192.0.2.1:8080", "kfp.example.com:80"):
+        assert main(["kubeflow", "submit", "--kubeflow.host", remote, "--token_file",
+                     str(token), *common]) == 1
+        assert ("refusing to send the --token_file token in clear text to kubeflow.host "
+                f"{remote}") in capsys.readouterr().err
+    assert requests == []
+    assert main(["kubeflow", "submit", "--kubeflow.host", host, "--token_file", str(token),
+                 *common]) == 0  # loopback (a port-forward): allowed
+
+
 def test_schedule_refuses_its_cron_before_any_request(spec, kfp_api, capsys):
     host, requests = kfp_api
     assert main(["kubeflow", "schedule", "--spec", spec[0], "--run_name", "nightly",

@@ -194,6 +194,11 @@ def test_vertex_needs_no_pinned_tf_serving_image_nor_a_path_push_folder(tmp_path
      "kubeflow.pipeline_root 's3://bucket/root' must be gs://"),
     ({"kubeflow.trainer_workers": 2}, "set vertex.trainer_workers instead"),
     ({"kubeflow.trainer_accelerator": "NVIDIA_TESLA_T4"}, "set vertex.trainer_accelerator"),
+    # compiled, then refused by google-cloud-aiplatform at submit: "Generated job ID:
+    # 2024-sentiment-2026... is illegal"
+    ({"name": "2024-sentiment"}, "name '2024-sentiment': Vertex AI's job ids start with a "
+                                 "letter"),
+    ({"name": "s" * 114}, "113 characters at most"),
 ])
 def test_compile_refuses_what_vertex_cannot_run(extra, message, tmp_path, capsys):
     spec_file = tmp_path / "pipeline.yaml"
@@ -369,6 +374,14 @@ def test_submit_refuses_specs_vertex_cannot_run_before_any_request(specs, google
     unpinned.write_text(yaml.safe_dump(_with_pool_image(specs[1][1], UNPINNED)))
     cases = [
         (plain, settings, "was not compiled for Vertex AI"),
+        # The PipelineJob went to the project and region given, its Trainer's CustomJob
+        # to the compiled ones, as the compiled service account
+        (specs[1][0], dict(settings, **{"vertex.project": "other-project-9",
+                                        "vertex.region": "us-central1"}),
+         f"was compiled for vertex.project '{PROJECT}' (now 'other-project-9'), "
+         f"vertex.region '{REGION}' (now 'us-central1')"),
+        (specs[1][0], dict(settings, **{"vertex.service_account": ""}),
+         f"vertex.service_account '{ACCOUNT}' (now '')"),
         (str(unpinned), settings, f"the spec's Trainer CustomJob worker pool 0 image "
                                   f"'{UNPINNED}' is not pinned by digest"),
         (specs[1][0], dict(settings, **{"vertex.project": ""}), "vertex.project is required"),
