@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util import Retry, Timeout
 
@@ -427,22 +428,23 @@ class RestClient(_Client):
         try:
             response = self._session.request(method, url, timeout=self.timeout, **self._tls,
                                              data=None if body is None else json.dumps(body),
-                                             headers=headers)
-        except requests.RequestException as error:
+                                             headers=headers, stream=True)
+            content = _read_body(response, started + self.timeout)
+        except (requests.RequestException, urllib3_exceptions.HTTPError) as error:
             code = ("DEADLINE_EXCEEDED" if time.monotonic() - started >= self.timeout
                     else "UNAVAILABLE")
             raise ServingClientError(code, f"{method} {url}: {error}") from None
+        text = content.decode("utf-8", "replace")
         try:
-            payload = response.json()
+            payload = json.loads(text)
         except ValueError:
             payload = None
         if response.status_code != 200:
-            error = payload.get("error", payload) if isinstance(payload, dict) else \
-                response.text[:500]
+            error = payload.get("error", payload) if isinstance(payload, dict) else text[:500]
             raise ServingClientError(f"HTTP {response.status_code}", f"{error} ({method} {url})")
         if not isinstance(payload, dict):  # a proxy's page, a server of another API
             raise ServingClientError("INVALID_RESPONSE", f"the answer is not a JSON object "
-                                     f"(not TF Serving's API?): {response.text[:200]!r} "
+                                     f"(not TF Serving's API?): {text[:200]!r} "
                                      f"({method} {url})")
         return _Answer(payload, f"{method} {url}"), response.headers
 
@@ -551,6 +553,26 @@ class _DeadlineTimeout(Timeout):
 
     def clone(self) -> Timeout:
         return Timeout(total=self._left())
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The answer's body, read by the call's deadline: urllib3's timeout holds each socket
+    read, not the whole body (a server dripping it a byte at a time held a 2 s call for
+    8 s). Each read may take what is left; past the deadline, ReadTimeoutError."""
+    chunks = []
+    with response:  # the connection goes back to the pool (or is closed) either way
+        sock = getattr(response.raw.connection, "sock", None)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise urllib3_exceptions.ReadTimeoutError(None, response.url,
+                                                          "deadline passed reading the answer")
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = response.raw.read(65536, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 class _DeadlineAdapter(HTTPAdapter):

@@ -216,6 +216,38 @@ def test_rest_timeout_is_one_deadline_across_attempts(delay):
         assert server.count("POST", PREDICT) == 1  # no time left for a second attempt
 
 
+def test_rest_deadline_holds_while_the_answer_drips_in():
+    """Headers at once, then the body a byte every 0.2 s (6 s in all): urllib3's timeout
+    holds each read, so a 1 s call waited the 6 s and succeeded."""
+    import socket
+
+    body = b'{"model_version_status": []}'
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def drip():
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: %d\r\n\r\n" % len(body))
+                try:
+                    for byte in body:
+                        time.sleep(0.2)  # the slow server: what the deadline must cut off
+                        connection.sendall(bytes([byte]))
+                except OSError:
+                    pass  # the client gave up
+        server = threading.Thread(target=drip, daemon=True)
+        server.start()
+        with RestClient(f"http://127.0.0.1:{listener.getsockname()[1]}", Target("m"),
+                        timeout=1.0, retries=0) as client:
+            with pytest.raises(ServingClientError) as caught:
+                client.status()
+        server.join(timeout=30)
+    assert caught.value.code == "DEADLINE_EXCEEDED", caught.value
+
+
 def test_rest_honours_retry_after_within_the_deadline():
     def script(seconds):
         return lambda path, n: ((503, {"Retry-After": str(seconds)}, {"error": "later"}, 0.0)
