@@ -448,6 +448,12 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                 named = " (data.column_names)" if config.column_names else ""
                 problems.append((start, f"expected {len(header)} fields{named}, found "
                                         f"{len(row)}{_field_count_hint(config, row)}"))
+            elif config.quoting == "csv" and _rows_in_a_field(row, delimiter, len(header)):
+                problems.append((start, f"a quoted field runs over lines "
+                                        f"{start}-{reader.line_num}, which read as rows of "
+                                        f"their own: a quote that opens a field is plain "
+                                        f"text here (as in GLUE's TSV files)? Set "
+                                        f"data.quoting none, or double the quotes in it"))
             else:
                 def join(indexes):  # empty fields left out, as JSON nulls (and the model)
                     return config.text_separator.join(row[i] for i in indexes if row[i])
@@ -455,6 +461,17 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                        None if pair_indexes is None else join(pair_indexes),
                        row[label_index])
         start = reader.line_num + 1
+
+
+def _rows_in_a_field(row: list, delimiter: str, fields: int) -> bool:
+    """Whether a field spans lines that each, but the last, hold a whole row (``fields``
+    fields): rows swallowed by a quote that was text, not a multi-line text."""
+    for field in row:
+        lines = field.split("\n")
+        if len(lines) > 1 and all(len(line.split(delimiter)) == fields
+                                  for line in lines[:-1]):
+            return True
+    return False
 
 
 def _cr_lines(text: str, config: ReaderConfig) -> bool:

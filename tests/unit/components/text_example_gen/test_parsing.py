@@ -1,5 +1,6 @@
 """TextExampleGen's reader: every format, and bad input named by file and line."""
 import csv
+import dataclasses
 import json
 import os
 
@@ -123,6 +124,22 @@ def test_headerless_csv_by_names_joins_text_columns():
         text_column="1, 2", label_column="0", column_names=("a", "b", "c"),
         text_separator=". "))
     assert by_position == records
+
+
+def test_rows_swallowed_by_a_quote_that_is_text_are_refused_not_merged():
+    """GLUE-style text quotes under data.quoting csv: the quote opening row 1 closed on
+    row 3, and three rows became one record with row 3's label, with no error."""
+    data = (b'sentence\tlabel\n" the film is bad\t0\nreally good\t1\nplain ending "\t1\n'
+            b'ok\t0\n')
+    with pytest.raises(InputDataError, match=r"line 2: a quoted field runs over lines 2-4, "
+                                             r"which read as rows of their own.*data.quoting "
+                                             r"none"):
+        parse("glue.tsv", data, CONFIG)
+    records = parse("glue.tsv", data, dataclasses.replace(CONFIG, quoting="none"))
+    assert [r.label for r in records] == ["0", "1", "1", "0"]
+    # a text over lines that do not read as rows stays one text
+    multi = b'sentence\tlabel\n"line one\nline\ttwo\nline three"\t1\n'
+    assert parse("multi.tsv", multi, CONFIG)[0].text == "line one\nline\ttwo\nline three"
 
 
 def test_headerless_file_read_with_a_header_says_which_setting_to_use():
