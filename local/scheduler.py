@@ -9,7 +9,9 @@ run covers them; with no run recorded, since the scheduler first started, as rec
 ``scheduler.started`` beside the history: a ``--once`` from cron counts from its first
 call). A span whose runs were killed ``SPAN_ATTEMPTS`` times (an OOM kill, ``kill -9``)
 is not tried again until the next cron time. A tick while another run holds the output
-root's lock runs nothing (its feedback export still happens).
+root's lock runs nothing (its feedback export still happens). A run the settings checks
+refuse (an empty newest span, a missing checkpoint) is the tick's answer (exit 1), and
+is tried again after 2, 4, 8... polls, an hour apart at most, not at every poll.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import os
 import time
 from typing import Callable, Optional
 
-from local import history, local_runner
+from local import history, local_runner, preflight
 from pipeline.config import PipelineConfig
 
 NEW_SPAN = "new span"
@@ -30,7 +32,7 @@ SPAN_ATTEMPTS = 2  # runs of one new span that may be killed before it waits for
 
 @dataclasses.dataclass
 class Tick:
-    action: str  # ran, idle, busy (error: a tick that raised, in loop())
+    action: str  # ran, idle, busy, refused (error: a tick that raised, in loop())
     reason: str
     exit_code: Optional[int] = None
 
@@ -68,6 +70,9 @@ def _first_started(history_path: str, now: float) -> float:
     return now
 
 
+REFUSED_MAX_WAIT = 3600  # seconds between tries of a run the settings checks refuse
+
+
 def _seen_spans(entries: list) -> list:
     """The spans the run history has seen: trained on, or tried as new and ended (a run
     killed on one is tried ``SPAN_ATTEMPTS`` times)."""
@@ -101,6 +106,9 @@ class Scheduler:
         local_runner.use_storage(config)  # before the first s3:// access (newest_span)
         self.started = _first_started(config.history_path, clock())
         self._warned: set = set()  # each warning once per scheduler, not every tick
+        # (reason, error, refusals, monotonic time before which it is not tried again):
+        # the last run refused by the settings checks, tried again less and less often
+        self._refused: Optional[tuple] = None
 
     def due(self) -> Optional[str]:
         """Why a run is due now, or None."""
@@ -162,10 +170,22 @@ class Scheduler:
         reason = self.due()
         if reason is None:
             return Tick("idle", "no new span and no cron time passed")
+        refused = self._refused
+        if refused and refused[0] == reason and time.monotonic() < refused[3]:
+            return Tick("refused", f"{reason}: refused {refused[2]} time(s), tried again in "
+                                   f"{refused[3] - time.monotonic():.0f} s: {refused[1]}", 1)
         try:
             result = self._run(self.config, reason=reason)
         except local_runner.RunInProgress as busy:
             return Tick("busy", str(busy))
+        except preflight.SettingsError as error:  # the data or settings must change first
+            count = refused[2] + 1 if refused and refused[0] == reason else 1
+            wait = min(REFUSED_MAX_WAIT, self.config.schedule.poll_seconds * 2 ** count)
+            self._refused = (reason, str(error), count, time.monotonic() + wait)
+            logging.error("%s refused by the settings checks (tried again in %d s): %s",
+                          reason, wait, error)
+            return Tick("refused", f"{reason}: {error}", 1)
+        self._refused = None
         return Tick("ran", reason, result.exit_code)
 
     def loop(self, max_ticks: Optional[int] = None) -> None:

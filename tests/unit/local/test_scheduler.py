@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from local import history, local_runner
+from local import history, local_runner, preflight
 from local.scheduler import Scheduler
 from local.summary import RunSummary
 from serving.feedback import FeedbackLog
@@ -197,3 +197,24 @@ def test_feedback_is_numbered_above_every_span_the_history_has_seen(tmp_path):
     scheduler = Scheduler(config, clock=lambda: _at("2026-11-24T10:05:00"))
     assert scheduler.collect_feedback() == str(tmp_path / "data" / "span-3")
     assert scheduler.due() == "new span 3"
+
+
+def test_a_span_the_settings_checks_refuse_is_tried_again_less_and_less_often(tmp_path):
+    """An empty newest span: every tick (schedule.poll_seconds) ran the checks again and
+    logged the refusal, for good. Now the refusal is the tick's answer, and the span is
+    tried again after 2, 4, 8... polls (an hour at most)."""
+    config = _config(tmp_path, **{"schedule.poll_seconds": 60})
+    (tmp_path / "data" / "span-1").mkdir(parents=True)  # empty: refused
+    calls = []
+
+    def run(config, reason):
+        calls.append(reason)
+        preflight.check(config)
+        return RunSummary("p", blessed=True)
+    scheduler = Scheduler(config, clock=lambda: _at("2026-11-24T10:00:00"), run=run)
+    first = scheduler.tick()
+    assert (first.action, first.exit_code) == ("refused", 1)
+    assert "the newest span folder" in first.reason
+    again = scheduler.tick()
+    assert again.action == "refused" and "refused 1 time(s), tried again in" in again.reason
+    assert calls == ["new span 1"]  # not run again yet
