@@ -190,6 +190,9 @@ class ModelStore:
         self._on_change = on_change or (lambda name, version, state: None)
         self._config_path = config_path
         self._models: Dict[str, _Model] = {s.name: _Model(s) for s in specs}
+        # models taken out of the config: their versions' states (END once unloaded)
+        # still answer status, as TF Serving's ServableStateMonitor keeps them
+        self._removed: Dict[str, _Model] = {}
         self._lock = threading.RLock()  # one sync at a time (poller vs. start/tests)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -298,7 +301,8 @@ class ModelStore:
                 log.error("model config not reloaded (version labels): %s", problem)
             return
         for name in [n for n in self._models if n not in specs]:
-            model = self._models.pop(name)  # requests answer 404 from here on
+            model = self._removed[name] = self._models[name]  # status: from here on
+            del self._models[name]  # predictions: 404 from here on
             self._unload(model, sorted(model.loaded))
             log.info("model %s removed from the config: unloaded", name)
         for name, spec in specs.items():
@@ -306,6 +310,11 @@ class ModelStore:
                 self._models[name].spec = spec
             else:
                 self._models[name] = _Model(spec)
+                removed = self._removed.pop(name, None)
+                if removed is not None:  # added again: its versions that ended stay END
+                    with self._states_lock:
+                        self._models[name].states.update(
+                            (v, s) for v, s in removed.states.items() if s.state == END)
             self._sync_logged(self._models[name], rescan=True)
         # checked above; they fail here only where this config's policy unloaded a version
         for problem in self._apply_labels({n: s.labels for n, s in specs.items()}):
@@ -618,7 +627,7 @@ class ModelStore:
         return model.labels[label]
 
     def status(self, name: str, version: Optional[int] = None) -> Dict[int, VersionState]:
-        model = self._models.get(name)
+        model = self._models.get(name) or self._removed.get(name)
         with self._states_lock:
             states = dict(model.states) if model else {}
         if not states:

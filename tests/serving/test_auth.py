@@ -85,7 +85,7 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
     base, feedback = tmp_path / "models" / "clf", tmp_path / "feedback"
     export_redacting(str(base))
     (tmp_path / "predict").write_text("# rotation: both valid\np-old app\np-new app\n")
-    (tmp_path / "feedback-tokens").write_text("f-1 labeler\nf-2\n")
+    (tmp_path / "feedback-tokens").write_text("fb-one labeler\nfb-two\n")
     with ServerProcess(["--model_name", "clf", "--model_base_path", str(base),
                         "--host", "0.0.0.0", "--allow_plaintext_token",
                         "--auth_token_file", str(tmp_path / "predict"),
@@ -105,8 +105,8 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
         assert cli_main(["predict", "--server", server.rest_url, "--model", "clf",
                          "--token_file", str(tmp_path / "predict"), "hi"]) == 0
         # A feedback token does not predict; a prediction token does not correct.
-        with RestClient(server.rest_url, target, token="f-1") as rest, \
-                GrpcClient(server.grpc_address, target, token="f-1") as by_grpc:
+        with RestClient(server.rest_url, target, token="fb-one") as rest, \
+                GrpcClient(server.grpc_address, target, token="fb-one") as by_grpc:
             for client in (rest, by_grpc):
                 with pytest.raises(ServingClientError, match="(403|PERMISSION_DENIED).*may "
                                    "not send predictions.*--auth_token_file"):
@@ -123,7 +123,7 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
         assert not os.path.exists(feedback / CORRECTIONS)
 
         # The feedback token: corrections stored with their caller, at most 3 a minute.
-        with RestClient(server.rest_url, target, token="p-new", feedback_token="f-1") as rest:
+        with RestClient(server.rest_url, target, token="p-new", feedback_token="fb-one") as rest:
             assert rest.predict_texts(["hi"])[0].label == "short"  # each token its use
             assert rest.correct([{"id": ids[0], "label": "long"},
                                  {"id": ids[1], "label": "short"}]) == 2
@@ -131,17 +131,17 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
                 rest.correct([{"id": "nope", "label": "long"}])  # refused: not counted
             assert rest.correct([{"id": ids[2], "label": "long"}]) == 1
         limited = requests.post(url, json={"corrections": [{"id": ids[3], "label": "long"}]},
-                                headers={"Authorization": "Bearer f-1"})
+                                headers={"Authorization": "Bearer fb-one"})
         assert limited.status_code == 429, limited.text
         assert 1 <= int(limited.headers["Retry-After"]) <= 60
         assert "caller 'labeler'" in limited.json()["error"]
         assert "--feedback_max_corrections_per_minute" in limited.json()["error"]
         other = requests.post(url, json={"corrections": [{"id": ids[3], "label": "long"}]},
-                              headers={"Authorization": "Bearer f-2"})
+                              headers={"Authorization": "Bearer fb-two"})
         assert other.json() == {"accepted": 1}  # another caller has its own minute
         too_many = requests.post(url, json={"corrections": [
             {"id": i, "label": "long"} for i in ids[:4]]}, headers={"Authorization":
-                                                                   "Bearer f-2"})
+                                                                   "Bearer fb-two"})
         assert too_many.status_code == 429, too_many.text
         metrics = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
                                headers={"Authorization": "Bearer p-new"}).text
@@ -150,7 +150,7 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
         assert ('feedback_requests_rate_limited_total{caller="--feedback_token_file line '
                 '2"} 1.0') in metrics
         assert requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
-                            headers={"Authorization": "Bearer f-1"}).status_code == 403
+                            headers={"Authorization": "Bearer fb-one"}).status_code == 403
 
     stored = {c["id"]: c["caller"] for c in read_jsonl(str(feedback / CORRECTIONS))}
     assert stored == {ids[0]: "labeler", ids[1]: "labeler", ids[2]: "labeler",
@@ -158,7 +158,7 @@ def test_feedback_needs_its_own_token_is_limited_per_caller_and_attributed(tmp_p
     # Nothing a metrics reader or the store's reader sees helps guess a token offline:
     # neither a token nor a prefix of its sha256 (6 hex digits: any longer one holds it).
     store = (feedback / CORRECTIONS).read_text()
-    for token in ("p-old", "p-new", "f-1", "f-2"):
+    for token in ("p-old", "p-new", "fb-one", "fb-two"):
         digest = hashlib.sha256(token.encode()).hexdigest()
         for seen in (metrics, store):
             assert token not in seen and digest[:6] not in seen, token

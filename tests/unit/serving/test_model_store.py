@@ -560,3 +560,27 @@ def test_labels_at_start_with_the_flag_and_a_reload_whose_labels_fail_changes_no
         assert store.get("half", label="stable").version == 2
     finally:
         store.stop()
+
+
+def test_a_model_removed_from_the_config_still_answers_status_with_its_end(tmp_path):
+    """TF Serving's ServableStateMonitor keeps a removed model's versions at END (status
+    200); here its status was 404 "Could not find any versions"."""
+    export_half_plus_two(str(tmp_path / "half"), 1)
+    export_half_plus_two(str(tmp_path / "other"), 3)
+    config = tmp_path / "models.config"
+    both = {"half": tmp_path / "half", "other": tmp_path / "other"}
+    write_model_config(config, both)
+    store = ModelStore(read_model_config(str(config)), LoadOptions(
+        file_system_poll_seconds=0, config_poll_seconds=0), config_path=str(config))
+    store.start()
+    try:
+        write_model_config(config, {"other": both["other"]})
+        store.reload_config()
+        assert _states(store, "half") == {1: "END"}
+        with pytest.raises(ServingError, match=r"Latest\(half\)"):
+            store.get("half")  # predictions: not found
+        write_model_config(config, both)
+        store.reload_config()  # back: loaded again
+        assert store.get("half").version == 1 and _states(store, "half") == {1: "AVAILABLE"}
+    finally:
+        store.stop()
