@@ -569,7 +569,9 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
                                                           "deadline passed reading the answer")
             if sock is not None:
                 sock.settimeout(left)
-            chunk = response.raw.read(65536, decode_content=True)
+            # read1: what has arrived (read waits for 64 KiB or the end, so the deadline
+            # was looked at only once the whole body was in)
+            chunk = response.raw.read1(65536, decode_content=True)
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)

@@ -37,22 +37,23 @@ def _answers(method=None, *, counted: bool = False):
 
     @functools.wraps(method)
     def wrapper(self, request, context):
-        status = "OK"
+        status = None  # a refused token counts nothing (its model name is anyone's)
         try:
             self.auth.caller(dict(context.invocation_metadata()).get("authorization", ""),
                              PREDICT)
+            status = "OK"
             with self.service.drain.request("gRPC"):
                 return method(self, request, context)
         except ServingError as error:
-            status = error.code.name
+            status = status and error.code.name
             context.abort(error.code, error.message)
         except Exception as error:  # noqa: BLE001  a bug, not a bad request
-            status = "INTERNAL"
+            status = status and "INTERNAL"
             log.exception("gRPC %s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
         finally:
-            if counted:
-                self.service.metrics.count(request.model_spec.name, status)
+            if counted and status:
+                self.service.count(request.model_spec.name, status)
     return wrapper
 
 

@@ -642,6 +642,10 @@ class ModelStore:
         model = self._models.get(name)
         return sorted(model.published) if model else []
 
+    def is_configured(self, name: str) -> bool:
+        """Whether ``name`` is a model of the config (served, or taken out of it)."""
+        return name in self._models or name in self._removed
+
     def model_names(self) -> List[str]:
         return sorted(self._models)
 

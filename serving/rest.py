@@ -265,7 +265,7 @@ class _ModelHandler(_JsonHandler):
             error = ServingError(grpc.StatusCode.INTERNAL, f"internal error: "
                                                            f"{type(bug).__name__}")
         if counted is not None:
-            self.service.metrics.count(counted, error.code.name if error else "OK")
+            self.service.count(counted, error.code.name if error else "OK")
         if error:
             self._error(error)
         else:

@@ -73,6 +73,14 @@ class Service:
             weakref.WeakKeyDictionary()
         self.drain = Drain()  # readiness and requests in flight (serving/drain.py)
 
+    def count(self, model: str, status: str) -> None:
+        """request_count for ``model`` (a name no configured model has counts as "": a
+        caller's names must not grow the metrics without end)."""
+        self.metrics.count(self._label(model), status)
+
+    def _label(self, model: str) -> str:
+        return model if self.store.is_configured(model) else ""
+
     @contextmanager
     def _observed(self, ref: ModelRef, api: str, entrypoint: str, rows: int = 0) -> Iterator:
         started, status = time.perf_counter(), "OK"
@@ -87,10 +95,10 @@ class Service:
         finally:
             if entrypoint == "GRPC" and api in ("predict", "classify", "regress"):
                 api = api.capitalize()  # TF Serving's gRPC names: Predict, Classify, Regress
-            self.metrics.observe(ref.name, api, entrypoint, status,
+            self.metrics.observe(self._label(ref.name), api, entrypoint, status,
                                  time.perf_counter() - started, rows)
             if api == "metadata":  # the transports count Predict, Classify and Regress
-                self.metrics.count(ref.name, status)
+                self.count(ref.name, status)
 
     def predict(self, ref: ModelRef, signature: str, inputs: Tensors, entrypoint: str,
                 output_filter: Optional[List[str]] = None, deadline: Deadline = None):

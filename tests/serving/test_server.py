@@ -396,3 +396,27 @@ def test_request_count_holds_every_request_and_its_status(server):
     assert after.get("INVALID_ARGUMENT", 0) - before.get("INVALID_ARGUMENT", 0) == 3
     assert after.get("NOT_FOUND", 0) - before.get("NOT_FOUND", 0) == 1
     assert after["OK"] - before.get("OK", 0) == 1
+
+
+def test_request_count_labels_stay_bounded_whatever_callers_send(tmp_path, half_base):
+    """A caller refused for its token was counted under the model name it sent, and any
+    caller's made-up names each made a series: 200 KB names grew the scrape without end.
+    Refused tokens count nothing; names no configured model has count as ''."""
+    (tmp_path / "tokens").write_text("s3cret\n")
+    with ServerProcess(["--model_name", "half", "--model_base_path", half_base,
+                        "--auth_token_file", str(tmp_path / "tokens"),
+                        "--monitoring_config_file",
+                        os.path.join(DEPLOY, "monitoring.config")], token="s3cret") as server:
+        name = "x" * 100_000
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name))
+        request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0]))
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for metadata in ((), (("authorization", "Bearer s3cret"),)):
+                with pytest.raises(grpc.RpcError):
+                    stub.Predict(request, timeout=30, metadata=metadata)
+        text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics",
+                            headers={"Authorization": "Bearer s3cret"}).text
+    assert name not in text
+    assert ':tensorflow:serving:request_count{model_name="",status="NOT_FOUND"} 1.0' in text
+    assert "UNAUTHENTICATED" not in text

@@ -242,10 +242,13 @@ def test_rest_deadline_holds_while_the_answer_drips_in():
         server.start()
         with RestClient(f"http://127.0.0.1:{listener.getsockname()[1]}", Target("m"),
                         timeout=1.0, retries=0) as client:
+            started = time.monotonic()
             with pytest.raises(ServingClientError) as caught:
                 client.status()
+            elapsed = time.monotonic() - started
         server.join(timeout=30)
     assert caught.value.code == "DEADLINE_EXCEEDED", caught.value
+    assert elapsed < 1.0 + MARGIN, elapsed  # not once the whole body had come
 
 
 def test_rest_honours_retry_after_within_the_deadline():
