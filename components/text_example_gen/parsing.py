@@ -448,7 +448,8 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
                 named = " (data.column_names)" if config.column_names else ""
                 problems.append((start, f"expected {len(header)} fields{named}, found "
                                         f"{len(row)}{_field_count_hint(config, row)}"))
-            elif config.quoting == "csv" and _rows_in_a_field(row, delimiter, len(header)):
+            elif config.quoting == "csv" and _rows_in_a_field(row, delimiter, len(header),
+                                                              label_index):
                 problems.append((start, f"a quoted field runs over lines "
                                         f"{start}-{reader.line_num}, which read as rows of "
                                         f"their own: a quote that opens a field is plain "
@@ -463,15 +464,23 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         start = reader.line_num + 1
 
 
-def _rows_in_a_field(row: list, delimiter: str, fields: int) -> bool:
-    """Whether a field spans lines that each, but the last, hold a whole row (``fields``
-    fields): rows swallowed by a quote that was text, not a multi-line text."""
+def _rows_in_a_field(row: list, delimiter: str, fields: int, label_index: int) -> bool:
+    """Whether a field of a tab-separated file spans lines that each, but the last, hold
+    a whole row (``fields`` fields, a label-like word where the label goes): rows
+    swallowed by a quote that was text (GLUE's files), not a multi-line text. Not for
+    CSV, where a text's line holding a comma ("Hi John,") is common."""
+    if delimiter != "\t":
+        return False
     for field in row:
         lines = field.split("\n")
-        if len(lines) > 1 and all(len(line.split(delimiter)) == fields
+        if len(lines) > 1 and all(_reads_as_a_row(line.split("\t"), fields, label_index)
                                   for line in lines[:-1]):
             return True
     return False
+
+
+def _reads_as_a_row(parts: list, fields: int, label_index: int) -> bool:
+    return len(parts) == fields and bool(re.fullmatch(r"\S{1,40}", parts[label_index].strip()))
 
 
 def _cr_lines(text: str, config: ReaderConfig) -> bool:

@@ -140,6 +140,9 @@ def test_rows_swallowed_by_a_quote_that_is_text_are_refused_not_merged():
     # a text over lines that do not read as rows stays one text
     multi = b'sentence\tlabel\n"line one\nline\ttwo\nline three"\t1\n'
     assert parse("multi.tsv", multi, CONFIG)[0].text == "line one\nline\ttwo\nline three"
+    # in CSV a text's line with one comma is common: never taken for a row
+    letter = b'sentence,label\n"Hi John,\nthe product broke,\nsadly",negative\n'
+    assert parse("mail.csv", letter, CONFIG)[0].text == "Hi John,\nthe product broke,\nsadly"
 
 
 def test_headerless_file_read_with_a_header_says_which_setting_to_use():
