@@ -89,10 +89,10 @@ def _predictions(texts: Sequence[str], rows: List[List[Tuple[str, float]]],
     if len(rows) != len(texts):
         raise ServingClientError("INVALID_RESPONSE", f"{len(texts)} texts sent, "
                                                      f"{len(rows)} answers received")
-    id_list = decode_ids(ids) or [None] * len(texts)
-    if len(id_list) != len(texts):
-        raise ServingClientError("INVALID_RESPONSE", f"{len(texts)} texts sent, "
-                                                     f"{len(id_list)} prediction ids received")
+    try:
+        id_list = decode_ids(ids, len(texts)) if ids else [None] * len(texts)
+    except ValueError as error:
+        raise ServingClientError("INVALID_RESPONSE", str(error)) from None
     out = []
     for i, (text, row, prediction_id) in enumerate(zip(texts, rows, id_list)):
         probabilities = dict(row)

@@ -57,25 +57,40 @@ Label = Union[str, Tuple[str, ...]]  # one label, or several (multi-label models
 _ID_RANGE = re.compile(r"([0-9a-f]{32})-([0-9]+)\.\.([0-9]+)")
 
 
+MAX_LISTED_IDS_BYTES = 4096  # ids sent as a list up to this; one range above
+
+
 def encode_ids(ids: Sequence[str]) -> str:
     """The prediction ids of one request as sent back (``X-Prediction-Ids``, gRPC's
-    ``prediction-ids``): ``<request>-0..<n - 1>`` for ids ``<request>-0`` to
-    ``<request>-<n - 1>`` (``record``'s), the same size at any batch size: a list of 33
-    bytes a text passed gRPC's 8 KiB metadata limit from about 250 texts."""
+    ``prediction-ids``): comma-separated while that fits ``MAX_LISTED_IDS_BYTES`` (what
+    clients before the ranges read), else ``<request>-0..<n - 1>`` for ids
+    ``<request>-0`` to ``<request>-<n - 1>`` (``record``'s), the same size at any batch
+    size: a list of 33 bytes a text passed gRPC's 8 KiB metadata limit from about 250
+    texts."""
+    listed = ",".join(ids)
     match = _ID_RANGE.fullmatch(f"{ids[0]}..{len(ids) - 1}") if ids else None
     prefix = match and match.group(1)
-    if prefix and ids == [f"{prefix}-{i}" for i in range(len(ids))]:
+    if len(listed) > MAX_LISTED_IDS_BYTES and prefix and \
+            ids == [f"{prefix}-{i}" for i in range(len(ids))]:
         return f"{prefix}-0..{len(ids) - 1}"
-    return ",".join(ids)
+    return listed
 
 
-def decode_ids(value: str) -> List[str]:
-    """``encode_ids``' ids; a comma-separated list too (servers before the ranges)."""
+def decode_ids(value: str, expected: int) -> List[str]:
+    """``encode_ids``' ids of ``expected`` texts (ValueError naming the count when they
+    are not as many: a range is checked before it is spelled out)."""
     match = _ID_RANGE.fullmatch(value)
     if match:
         first, last = int(match.group(2)), int(match.group(3))
-        return [f"{match.group(1)}-{i}" for i in range(first, last + 1)]
-    return value.split(",") if value else []
+        count = last - first + 1
+        ids = [f"{match.group(1)}-{i}" for i in range(first, last + 1)] \
+            if count == expected else []
+    else:
+        ids = value.split(",") if value else []
+        count = len(ids)
+    if count != expected:
+        raise ValueError(f"{expected} texts sent, {count} prediction ids received")
+    return ids
 
 
 class FeedbackError(ValueError):

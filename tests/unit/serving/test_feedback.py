@@ -262,9 +262,12 @@ def test_prediction_ids_go_back_as_one_range_and_a_miscount_is_refused():
     from serving.feedback import decode_ids, encode_ids
 
     ids = [f"{'ab' * 16}-{i}" for i in range(5000)]
-    assert encode_ids(ids) == f"{'ab' * 16}-0..4999" and decode_ids(encode_ids(ids)) == ids
+    assert encode_ids(ids) == f"{'ab' * 16}-0..4999" and decode_ids(encode_ids(ids), 5000) == ids
     assert encode_ids(ids[1:]) == ",".join(ids[1:])  # not one request's: listed
-    assert decode_ids("x,y") == ["x", "y"] and decode_ids("") == []  # servers before ranges
+    # up to 4 KiB a list, as clients before the ranges read them
+    assert encode_ids(ids[:3]) == ",".join(ids[:3]) and decode_ids(",".join(ids[:3]), 3) == ids[:3]
+    with pytest.raises(ValueError, match="3 texts sent, 1000000000000 prediction ids"):
+        decode_ids(f"{'ab' * 16}-0..999999999999", 3)  # counted, never spelled out
     rows = [[("a", 0.9), ("b", 0.1)]] * 3
     assert [p.id for p in _predictions(["t1", "t2", "t3"], rows, "x,y,z")] == ["x", "y", "z"]
     # Fewer ids than texts (a proxy cutting the header): zip dropped the other answers.
