@@ -231,6 +231,8 @@ def _predictions_target(path: str) -> bool:
     over it once whole) rather than a pipe or device (/dev/stdout: written as it is);
     checked before scoring, so a folder that does not exist or cannot be written fails in
     seconds, not after the whole file was scored."""
+    if os.path.isdir(path):
+        raise ValueError(f"--predictions {path} is a folder: give a file name in it")
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False

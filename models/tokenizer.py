@@ -32,9 +32,10 @@ MAX_CHARS_PER_WORD = 100
 # other category holds (by RE2's Unicode tables, which may be newer than Python's).
 CONTROL_CHARS = (r"[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}\x{FFFD}]|\p{Cf}|\p{Co}"
                  r"|[^\p{L}\p{M}\p{N}\p{P}\p{S}\p{Z}\p{Cc}\p{Cf}\p{Co}\p{Cs}]")
-# What splits words there besides ASCII white space (Python's str.split): Unicode spaces,
-# line and paragraph separators. tf-text splits on ASCII white space only.
-UNICODE_SPACES = r"[\p{Zs}\p{Zl}\p{Zp}]"
+# What splits words there besides ASCII white space (Python's str.split): the Unicode
+# spaces (Zs but U+0020, which would cost a rewrite of every space), line and paragraph
+# separators. tf-text splits on ASCII white space only.
+UNICODE_SPACES = r"[\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]"
 
 
 class BertTextTokenizer(tf.Module):

@@ -42,10 +42,13 @@ def output_tensor(value, as_content: bool = False) -> tensor_pb2.TensorProto:
     array = np.asarray(value)
     dtype = tf.dtypes.as_dtype(array.dtype)
     field = _PROTO_FIELDS.get(dtype.as_datatype_enum)
-    if as_content or field is None:
-        return tf.make_tensor_proto(array)
     proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum,
                                    tensor_shape=tf.TensorShape(array.shape).as_proto())
+    if field is None or (as_content and field == "string_val"):
+        return tf.make_tensor_proto(array)  # strings have no tensor_content
+    if as_content:  # packed whatever the size (make_tensor_proto puts one value in a field)
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+        return proto
     flat = array.ravel()
     if field == "half_val":  # the 16 bits of each value, as int32s
         flat = flat.view(np.uint16)

@@ -131,6 +131,9 @@ def test_score_predictions_fail_early_and_never_leave_a_torn_file(tmp_path, smal
     assert main(score + [str(tmp_path / "no" / "p.jsonl")]) == 1
     out, err = capsys.readouterr()
     assert f"cannot write in {tmp_path / 'no'}" in err and "accuracy" not in out
+    assert main(score + [str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"--predictions {tmp_path} is a folder" in err and "accuracy" not in out
     older = small_disk / "p.jsonl"
     older.write_text("an older run's rows\n")
     fill(small_disk)

@@ -39,9 +39,14 @@ def test_outputs_go_in_their_typed_field_as_tf_serving_writes_them(value, field)
     assert back.tolist() == np.asarray(value).tolist()
 
 
-def test_tensor_content_on_request():
-    """--enable_serialization_as_tensor_content (TF Serving 2.19's AsProtoTensorContent)."""
-    value = np.array([[0.25, -1.5]], np.float32)
+@pytest.mark.parametrize("value", [np.array([[0.25, -1.5]], np.float32),
+                                   np.array([1.5], np.float32), np.int64(7),
+                                   np.array([1.5], tf.bfloat16.as_numpy_dtype)])
+def test_tensor_content_on_request(value):
+    """--enable_serialization_as_tensor_content (TF Serving 2.19's AsProtoTensorContent):
+    packed whatever the size (make_tensor_proto left one value in its field)."""
     proto = output_tensor(value, as_content=True)
-    assert proto.tensor_content and not proto.float_val
-    np.testing.assert_array_equal(tf.make_ndarray(proto), value)
+    assert proto.tensor_content and not proto.float_val and not proto.int64_val
+    back = tf.make_ndarray(proto)
+    assert back.dtype == np.asarray(value).dtype
+    assert back.tolist() == np.asarray(value).tolist()
