@@ -80,9 +80,14 @@ def _export(feedback_dir: str, data: "DataConfig", name: str, min_rows: int,
     for position, c in enumerate(read_jsonl(os.path.join(feedback_dir, CORRECTIONS))):
         if c["id"] not in done:
             latest[c["id"]], when[c["id"]] = c["label"], position
-    predictions = {p["id"]: p for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
-                   if p["id"] in latest and ("text_pair" in p) == reader.text_pair
-                   and (model is None or p.get("model") == model)}
+    corrected = [p for p in read_jsonl(os.path.join(feedback_dir, PREDICTIONS))
+                 if p["id"] in latest and ("text_pair" in p) == reader.text_pair]
+    predictions = {p["id"]: p for p in corrected if model is None or p.get("model") == model}
+    others = sorted({str(p.get("model")) for p in corrected} - {model})
+    if model is not None and others:  # a server started with another --model_name?
+        logging.warning("feedback: %d corrections of model(s) %s wait: this pipeline exports "
+                        "those of output.model_name '%s' only", len(corrected) -
+                        len(predictions), ", ".join(others), model)
     rows = _writable({i: _row(p, latest[i], reader) for i, p in predictions.items()},
                      name, fmt, reader)
     rows, superseded = _latest_per_text(rows, predictions, when)

@@ -107,10 +107,13 @@ def input_problem(config: PipelineConfig):
         folder = os.path.join(base, span)
     patterns = ({"data.presplit (train/*)": "train/*", "data.presplit (eval/*)": "eval/*"}
                 if data.presplit else {"data.file_pattern": data.file_pattern})
+    older = ([f for _, f in list_spans(base, data.span_pattern)[-data.window_spans:-1]]
+             if data.span_pattern else [])  # the window's older spans: they train too
     for setting, pattern in patterns.items():
         files = data_files(os.path.join(folder, pattern))
-        for path in files:  # a _SUCCESS marker, a README.md: ExampleGen would fail on it
-            try:
+        for path in files + [p for f in older for p in data_files(os.path.join(base, f,
+                                                                                pattern))]:
+            try:  # a _SUCCESS marker, a README.md: ExampleGen would fail on it
                 detect_format(path, data.file_format)
             except InputDataError as error:
                 return f"{setting}: {error}"

@@ -252,6 +252,13 @@ def test_files_the_reader_cannot_read_are_named_before_anything_runs(tmp_path):
     (data / "_SUCCESS").write_bytes(b"")
     err = _refused(tmp_path, "--data.input_dir", str(data), "--data.schema_path", "")
     assert f"data.file_pattern: {data / '_SUCCESS'}: cannot tell the format" in err
+    # in an older span of the training window too: it is read as well
+    spans = tmp_path / "spans"
+    shutil.copytree(data, spans / "span-1")
+    shutil.copytree(os.path.dirname(SAMPLE), spans / "span-2")
+    err = _refused(tmp_path, "--data.input_dir", str(spans), "--data.span_pattern",
+                   "span-{SPAN}", "--data.window_spans", "2", "--data.schema_path", "")
+    assert f"{spans / 'span-1' / '_SUCCESS'}: cannot tell the format" in err
 
 
 def test_a_missing_schema_says_how_to_infer_or_write_one(tmp_path):

@@ -182,7 +182,8 @@ def test_an_export_beside_another_exports_nothing_until_the_other_ends(tmp_path,
     assert export_span(str(feedback), config) == str(data / "span-1")
 
 
-def test_only_this_models_corrections_each_text_once_numbered_above_the_history(tmp_path):
+def test_only_this_models_corrections_each_text_once_numbered_above_the_history(tmp_path,
+                                                                                 caplog):
     """A server recording two models exported both into one span (the other model's
     labels became a class here); one text corrected twice went in twice, with both
     labels; and a span number reused after its folder was removed was never seen as new
@@ -198,6 +199,7 @@ def test_only_this_models_corrections_each_text_once_numbered_above_the_history(
     log.correct([{"id": mine[1], "label": "short"}])  # the same text, later: it wins
     settings = feedback_data(data, text_column="text")
     assert export_span(str(feedback), settings, model="clf", after=4) == str(data / "span-5")
+    assert "1 corrections of model(s) router wait" in caplog.text  # said, not silent
     assert sorted((data / "span-5" / "feedback.tsv").read_text().splitlines()) == [
         "It was  OK \tshort", "fine film\tlong", "text\tlabel"]
     assert export_span(str(feedback), settings, model="clf") is None  # all used
