@@ -61,8 +61,26 @@ def check_storage(config: PipelineConfig) -> None:
     _refuse_secret_beam_options(list(kubeflow.beam_args or config.beam_args))
 
 
+# A URL's query keys that carry a credential (Azure's SAS signature, S3's presigned ones)
+_SECRET_QUERY_KEYS = {"sig", "signature", "x-amz-signature", "x-amz-credential",
+                      "x-amz-security-token", "token", "access_token"}
+
+
 def _refuse_secret_beam_options(args: list) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
     from apache_beam.options import pipeline_options
+
+    for arg in args:  # any option's URL: user:password@ or a signed query
+        for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,;]+", arg):
+            parts = urlsplit(url)
+            if parts.password or {k.lower() for k in parse_qs(parts.query)} & \
+                    _SECRET_QUERY_KEYS:
+                raise ValueError(
+                    f"a Beam option holds a URL with a credential ({parts.scheme}://"
+                    f"{parts.hostname or ''}...): it would be written into the compiled "
+                    "spec, which KFP stores and shows; give credentials to the pods from a "
+                    "Kubernetes Secret or the cluster's workload identity instead")
 
     options = pipeline_options.PipelineOptions(args)
     for view, fields in SECRET_BEAM_OPTIONS.items():

@@ -452,6 +452,10 @@ class StorageConfig:
                                 "output.root, which must then be a local folder.")
 
     def __post_init__(self):
+        if "@" in self.s3_endpoint:  # it goes into every step's environment and the spec
+            raise ValueError("storage.s3_endpoint holds credentials (user:password@): give "
+                             "them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a "
+                             "Kubernetes Secret on a cluster), not in the URL")
         if self.s3_endpoint and not re.fullmatch(r"https?://[^/\s]+/?", self.s3_endpoint):
             raise ValueError(f"storage.s3_endpoint must be an http:// or https:// URL "
                              f"(scheme, host and port), not '{self.s3_endpoint}'")

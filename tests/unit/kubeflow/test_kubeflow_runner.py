@@ -135,6 +135,11 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     ({"kubeflow.beam_args": "--s3_access_key_id SuperSecret"}, "--s3_access_key_id in"),
     ({"kubeflow.beam_args": "--s3_secret=SuperSecret"}, "--s3_secret_access_key in"),
     ({"beam_args": "--azure_connection_string=SuperSecret"}, "--azure_connection_string in"),
+    # credentials inside a URL: user:password@, a SAS signature
+    ({"kubeflow.beam_args": "--s3_endpoint_url=https://AKIA:SuperSecret@minio:9000"},
+     "a Beam option holds a URL with a credential (https://minio...)"),
+    ({"kubeflow.beam_args": "--blob_service_endpoint=https://acct.blob.core.windows.net/"
+                            "?sv=2022&sig=SuperSecret"}, "a Beam option holds a URL with a"),
     ({"kubeflow.trainer_accelerator": "TPU_V3"},
      "kubeflow.trainer_accelerator 'TPU_V3': the Trainer pod takes a Kubernetes resource"),
     ({"kubeflow.trainer_memory": "16GB"},

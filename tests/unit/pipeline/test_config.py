@@ -217,6 +217,9 @@ def test_the_data_settings_are_built_on_the_one_reader_config():
     ({"storage.s3_endpoint": "127.0.0.1:9000"}, "storage.s3_endpoint must be an http:// or "
                                                 "https:// URL"),
     ({"storage.local_dir": "gs://b/state"}, "storage.local_dir must be a local folder"),
+    # copied into every step's environment and the compiled spec
+    ({"storage.s3_endpoint": "https://AKIA:SuperSecret@minio:9000"},
+     r"storage.s3_endpoint holds credentials \(user:password@\)"),
 ])
 def test_bad_storage_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
