@@ -8,13 +8,16 @@ share against the configured limits, or a curated schema's drift comparators whe
 has them (see ``drift.py``). Runs before Transform, so a drifted data drop never reaches
 training; ``action='warn'`` only records it. Its report's ``drift`` property says the
 verdict, or that drift was not checked and why; ``limits`` the limits and where each
-came from; ``span`` and ``baseline_span`` the two spans compared.
+came from; ``span`` and ``baseline_span`` the two spans compared; ``accepted_spans``
+every span accepted so far (a window span not among them refuses the run).
 
 The baseline is the span of the latest report a DriftCheck published: a check that
 stopped its run publishes none, so a span that drifted is never the next one's
 baseline (span 3 is compared with span 1 when span 2 was refused, and refused too if it
-shares span 2's skew). A span accepted with ``action='warn'`` is a baseline. Without
-such a report (the first run with spans), the previous span is.
+shares span 2's skew). A span accepted with ``action='warn'`` is a baseline, and a
+rerun of it keeps its verdict. When that span's folder is gone, the newest accepted span
+left is; with none left the run is refused. Without such a report (the first run with
+spans), the previous span is.
 """
 
 import json
@@ -101,13 +104,30 @@ def write_report(folder: str, result: dict) -> None:
         f.write(json.dumps(result, indent=2))
 
 
+def accepted_spans(newest: int, spans: dict, accepted, source: str = "") -> set:
+    """The spans DriftChecks of this data accepted before ``newest``'s run: ``accepted``'s
+    ``accepted_spans`` (reports before it: its span and the ones before it); with no
+    report of this data, or one of a higher span (spans renumbered: the history starts
+    again), every span before ``newest`` (they came before any check)."""
+    if accepted is None or (accepted.has_custom_property("source") and
+                            accepted.get_string_custom_property("source") != source):
+        return {n for n in spans if n < newest}
+    span = accepted.get_int_custom_property("span")
+    if span > newest:
+        return {n for n in spans if n < newest}
+    if accepted.has_custom_property("accepted_spans"):
+        return set(json.loads(accepted.get_string_custom_property("accepted_spans")))
+    return {n for n in spans if n <= span} | {span}
+
+
 def baseline_span(newest: int, spans: dict, accepted,
                   source: str = "") -> tuple[Optional[int], str]:
     """(the span to compare ``newest`` with, why that one): the span of ``accepted`` (the
     last published report) when it is older and still there, the one that report compared
-    with when it was a run of this same span, else the newest span before ``newest``. A
-    report of other data (its ``source``: another pipeline's, which KFP's query, scoped by
-    type alone, may return) is no baseline."""
+    with when it was a run of this same span, else the newest accepted span still there
+    (never a refused one: None when there is none). A report of other data (its
+    ``source``: another pipeline's, which KFP's query, scoped by type alone, may return)
+    is no baseline."""
     previous = max((n for n in spans if n < newest), default=None)
     if accepted is None or (accepted.has_custom_property("source") and
                             accepted.get_string_custom_property("source") != source):
@@ -117,7 +137,13 @@ def baseline_span(newest: int, spans: dict, accepted,
         span = accepted.get_int_custom_property("baseline_span")  # a rerun of this span
     if span in spans and span < newest:
         return span, "the previous span" if span == previous else "the last accepted span"
-    return previous, f"the previous span (the last accepted, {span}, is not before it)"
+    if span > newest:  # spans renumbered: the history starts again
+        return previous, f"the previous span (the last accepted, {span}, is not before it)"
+    still_there = [n for n in accepted_spans(newest, spans, accepted, source)
+                   if n in spans and n < newest]
+    if not still_there:
+        return None, f"no accepted span left (the last accepted, {span}, is gone)"
+    return max(still_there), f"the newest accepted span left (the last, {span}, is gone)"
 
 
 @component
@@ -146,6 +172,13 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     spans = dict(list_spans(input_base, span_pattern))
     source = f"{input_base.rstrip('/')}/{span_pattern}"  # the data this check judges
     previous, chosen = baseline_span(newest, spans, accepted, source)
+    before = accepted_spans(newest, spans, accepted, source)
+    same_data = accepted is not None and (not accepted.has_custom_property("source") or
+                                          accepted.get_string_custom_property("source")
+                                          == source)
+    # a rerun of a span accepted with data.drift_action=warn: its verdict stands
+    accepted_drift = same_data and accepted.get_int_custom_property("span") == newest and \
+        bool(accepted.get_int_custom_property("drifted"))
     schema_proto = io_utils.parse_pbtxt_file(
         os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
     limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
@@ -157,24 +190,43 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
               "figures": {}, "limits": limits.describe()}
     window = sorted(n for n in spans if n < newest)[-(window_spans - 1):] \
         if window_spans > 1 else []
-    refused = [n for n in window if previous is not None and n > previous]
-    if chosen == "the last accepted span" and refused:
+    unaccepted = [n for n in window if n not in before]
+    if unaccepted:
         result["problems"].append(
-            f"span(s) {', '.join(map(str, refused))} of the training window "
-            f"(data.window_spans {window_spans}) did not pass the drift check: remove their "
-            f"folders, or accept them with data.drift_action=warn")
-    if previous is None:
-        verdict = (f"{NOT_CHECKED}span {newest} is the first span (no earlier span to "
-                   f"compare with)")
+            f"span(s) {', '.join(map(str, unaccepted))} of the training window "
+            f"(data.window_spans {window_spans}) were not accepted by a drift check (one "
+            f"refused them, or none saw them: they came between two runs): remove their "
+            f"folders, accept them with data.drift_action=warn, or train one span at a "
+            f"time (data.window_spans 1)")
+    read = examples.get_string_custom_property("window_spans_read") \
+        if examples.has_custom_property("window_spans_read") else None
+    if read is not None and sorted(json.loads(read)) != window:
+        result["problems"].append(
+            f"the examples hold the window's spans {json.loads(read)} but its folders are "
+            f"now spans {window} (a cached TextExampleGen, enable_cache, made them before "
+            f"a span was removed or added): run again with enable_cache false")
+    if previous is None and chosen.startswith("no accepted span"):
+        result["problems"].append(
+            f"{chosen}: no span to compare span {newest} with; restore the accepted span's "
+            f"folder, or accept span {newest} with data.drift_action=warn")
+        verdict = "; ".join(result["problems"])
+    elif previous is None:
+        verdict = "; ".join(result["problems"]) or (
+            f"{NOT_CHECKED}span {newest} is the first span (no earlier span to compare "
+            f"with)")
     else:
         patterns = json.loads(file_patterns)
         config = ReaderConfig.from_json(reader_config)
         profiles = [span_profile(span_files(input_base, spans[n], span_pattern, patterns),
                                  config, checkpoint) for n in (newest, previous)]
-        empty = [n for n, p in zip((newest, previous), profiles) if not p.rows]
-        if empty:
+        if not profiles[1].rows:  # the baseline must be read, or nothing was compared
+            result["problems"].append(
+                f"span {previous} ({spans[previous]}), the baseline, has no rows in files "
+                f"matching {', '.join(patterns)}: nothing to compare span {newest} with "
+                f"(data.file_pattern changed?)")
+        if not profiles[0].rows or not profiles[1].rows:
             verdict = "; ".join(result["problems"]) or (
-                f"{NOT_CHECKED}span {empty[0]} ({spans[empty[0]]}) has no rows in files "
+                f"{NOT_CHECKED}span {newest} ({spans[newest]}) has no rows in files "
                 f"matching {', '.join(patterns)}")
         else:
             problems, figures = drift.compare(*profiles, limits, f"span {newest}",
@@ -184,9 +236,13 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
             shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
             which = "" if chosen == "the previous span" else f" ({chosen})"
             verdict = ("; ".join(problems) + which + (
-                " (data.drift_action=warn: training anyway)" if action == "warn" else "")
+                " (data.drift_action=warn: training anyway)" if action == "warn" else
+                " (accepted before with data.drift_action=warn: its verdict stands)"
+                if accepted_drift else "")
                        if problems else f"span {newest} vs {previous}{which}: no drift "
                                         f"({shown})")
+    report.set_string_custom_property("accepted_spans", json.dumps(
+        sorted(n for n in before | set(window) | {newest} if n in spans or n == newest)))
     write_report(report.uri, result)
     report.set_string_custom_property("drift", verdict[:2000])
     report.set_string_custom_property("limits", result["limits"])
@@ -195,7 +251,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     report.set_string_custom_property("source", source)
     if previous is not None:
         report.set_int_custom_property("baseline_span", previous)
-    if result["problems"] and action == "fail":
+    if result["problems"] and action == "fail" and not accepted_drift:
         # the verdict (as the summary and history show it), then the limits
         raise DataDriftError(f"data drift: {verdict} (limits: {result['limits']}; set "
                              f"data.drift_action=warn to train anyway)")

