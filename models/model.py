@@ -99,7 +99,9 @@ def weight_key(variable_name: str) -> str:
 
 
 class WarmupLinearDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to ``peak``, then linear decay to 0 at ``total_steps``."""
+    """Linear warm-up from 0 to ``peak``, then linear decay to 0 at ``total_steps``, as
+    Hugging Face's ``get_linear_schedule_with_warmup``: with no warm-up steps, step 0
+    has the full rate (not 0: a run of one step trained nothing)."""
 
     def __init__(self, peak: float, warmup_steps: int, total_steps: int):
         self.peak = peak
@@ -110,7 +112,7 @@ class WarmupLinearDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
         step = tf.cast(step, tf.float32)
         warmup = step / max(self.warmup_steps, 1)
         decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        return self.peak * tf.maximum(0.0, tf.minimum(warmup, decay))
+        return self.peak * tf.maximum(0.0, tf.where(step < self.warmup_steps, warmup, decay))
 
     def get_config(self):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps,

@@ -34,6 +34,11 @@ def test_warmup_then_linear_decay():
     schedule = model.WarmupLinearDecay(1e-4, warmup_steps=10, total_steps=110)
     values = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 200)]
     assert values == pytest.approx([0, 5e-5, 1e-4, 5e-5, 0, 0])
+    # No warm-up (model.warmup_fraction 0, or fewer than 10 steps): step 0 had rate 0, so
+    # a run of one step trained nothing; Hugging Face's schedule starts at the peak.
+    no_warmup = model.WarmupLinearDecay(1e-4, warmup_steps=0, total_steps=4)
+    assert [float(no_warmup(s)) for s in range(5)] == pytest.approx([1e-4, 7.5e-5, 5e-5,
+                                                                     2.5e-5, 0])
 
 
 def test_optimizer_skips_weight_decay_on_bias_and_layer_norm():
@@ -93,8 +98,8 @@ def test_layer_depth_orders_embeddings_encoder_layers_and_head():
 
 def test_layer_lr_decay_scales_each_layers_update_and_weight_decay():
     """With 2 encoder layers and decay 0.5, layer 0 trains at 1/4 of the rate, layer 1 at
-    1/2, the classifier at the full rate (the schedule's step 0 has rate 0: two steps;
-    Adam's second step with gradients of ones moves a weight by exactly the rate)."""
+    1/2, the classifier at the full rate (no warm-up: step 0 has the full rate; Adam's
+    first step with gradients of ones moves a weight by exactly the rate)."""
     hparams = ModelHParams(layer_lr_decay=0.5, learning_rate=1e-2, warmup_fraction=0.0,
                            weight_decay=0.1)
     optimizer = model.make_optimizer(hparams, total_steps=100, num_layers=2)
@@ -103,10 +108,9 @@ def test_layer_lr_decay_scales_each_layers_update_and_weight_decay():
              "bert/encoder/layer_._1/output/dense/kernel", "classifier/kernel"]
     trained = [tf.Variable(tf.zeros([3]), name=f"m/{name}") for name in names]  # gradient 1
     decayed = [tf.Variable(tf.ones([3]), name=f"d/{name}") for name in names]  # gradient 0
-    for _ in range(2):
-        optimizer.apply_gradients([(tf.ones([3]), v) for v in trained]
-                                  + [(tf.zeros([3]), v) for v in decayed])
-    rate = 1e-2 * 99 / 100  # the schedule at step 1
+    optimizer.apply_gradients([(tf.ones([3]), v) for v in trained]
+                              + [(tf.zeros([3]), v) for v in decayed])
+    rate = 1e-2  # the schedule at step 0
     for variable, scale in zip(trained, (0.25, 0.5, 1.0)):
         np.testing.assert_allclose(variable.numpy(), -rate * scale, rtol=1e-3)
     for variable, scale in zip(decayed, (0.25, 0.5, 1.0)):  # weight decay: w * 0.1 * rate
@@ -116,7 +120,7 @@ def test_layer_lr_decay_scales_each_layers_update_and_weight_decay():
 
 
 def test_layer_lr_decay_scales_each_replicas_update_under_mirrored_strategy():
-    """The same two steps as above, in a fresh process with two CPU replicas: the update runs
+    """The same step as above, in a fresh process with two CPU replicas: the update runs
     through the strategy's per-variable update (as in multi-GPU and multi-worker training),
     inside a tf.function as Keras's fit runs it."""
     script = """
@@ -139,8 +143,7 @@ with strategy.scope():
 def step():
     strategy.run(lambda: optimizer.apply_gradients(
         [(tf.ones([3]), v) for v in trained] + [(tf.zeros([3]), v) for v in decayed]))
-for _ in range(2):
-    step()
+step()
 print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                   "trained": [float(v.numpy()[0]) for v in trained],
                   "decayed": [float(v.numpy()[0]) for v in decayed]}))
@@ -149,7 +152,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync,
                            cwd=REPO, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    rate = 1e-2 * 99 / 100
+    rate = 1e-2  # the schedule at step 0
     assert result["replicas"] == 2
     np.testing.assert_allclose(result["trained"], [-rate * s for s in (0.25, 0.5, 1.0)],
                                rtol=1e-3)
