@@ -165,7 +165,7 @@ def run_fn(fn_args) -> None:
     def make(patterns, batch_size, shuffle):
         data = dataset.make_dataset(patterns, feature_spec, batch_size * replicas, pad_id,
                                     hparams.max_seq_length, hparams.dynamic_padding,
-                                    shuffle=shuffle, seed=hparams.seed,
+                                    shuffle=shuffle, seed=hparams.seed, repeat=shuffle,
                                     sep_id=sep_id if task.text_pair else None,
                                     multi_label_classes=len(label_names) * task.multi_label)
         return distribution.shard_data(data, len(dataset.list_files(patterns)), replicas) \
@@ -217,7 +217,7 @@ def run_fn(fn_args) -> None:
     started = time.time()
     validation = make(fn_args.eval_files, hparams.eval_batch_size, shuffle=False)
     history = classifier.fit(
-        make(fn_args.train_files, hparams.batch_size, shuffle=True).repeat(),
+        make(fn_args.train_files, hparams.batch_size, shuffle=True),  # repeated
         steps_per_epoch=steps_per_epoch, epochs=epochs, validation_data=validation,
         callbacks=callbacks, class_weight=class_weight,
         verbose=0 if hparams.progress_every_steps or not chief else 2)
