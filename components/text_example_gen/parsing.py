@@ -301,6 +301,9 @@ def _record(row: tuple, config: ReaderConfig, problems: Problems) -> Optional[Re
         problems.append((line, f"empty text pair in '{config.text_pair_column}'"))
     elif not labels:
         problems.append((line, f"missing label in '{config.label_column}'"))
+    elif any("\n" in value or "\r" in value for value in labels):
+        # Transform's label vocabulary drops such a token: its rows would train as id -1
+        problems.append((line, f"a label in '{config.label_column}' holds a line break"))
     else:
         raw = label if isinstance(label, str) else config.label_delimiter.join(labels)
         return Record(line, text_value, raw.strip(), pair, tuple(labels))

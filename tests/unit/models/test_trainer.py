@@ -90,3 +90,12 @@ def test_hyperparameters_out_of_range_are_refused_before_any_step(setting, value
     """They were accepted, and failed after Transform or trained wrongly."""
     with pytest.raises(ValueError, match=message):
         ModelHParams(**{setting: value})
+
+
+def test_rows_without_a_label_id_are_refused_before_training():
+    from models.trainer import check_label_ids
+    check_label_ids({"rows": 10, "label_counts": [6, 4]}, multi_label=False)
+    with pytest.raises(ValueError, match="2 of 10 training rows have a label Transform's "
+                                         "label vocabulary lacks"):
+        check_label_ids({"rows": 10, "label_counts": [6, 2]}, multi_label=False)
+    check_label_ids({"rows": 10, "label_counts": [6, 6]}, multi_label=True)  # label sets

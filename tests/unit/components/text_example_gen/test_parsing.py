@@ -55,6 +55,10 @@ def test_explicit_format_overrides_extension():
     ("bad.csv", b'sentence,label\n"unterminated,1\nnext,0\n', "bad.csv: .*line 2: malformed row"),
     ("bad.tsv", b"sentence\tlabel\n \t1\nok\t0\n", "bad.tsv: .*line 2: empty text in 'sentence'"),
     ("bad.tsv", b"sentence\tlabel\nok\t\n", "bad.tsv: .*line 2: missing label in 'label'"),
+    # Transform's vocabulary drops a token with a line break: its rows trained as id -1
+    ("bad.jsonl", b'{"sentence": "a", "label": "mixed\\nfeelings"}\n',
+     "bad.jsonl: .*line 1: a label in 'label' holds a line break"),
+    ("bad.csv", b'sentence,label\nok,"mixed\r\nfeelings"\n', "line 2: a label in 'label' holds"),
     ("bad.tsv", b"sentence\tlabel\nok\t1\ncaf\xe9\t0\n", r"bad.tsv: line 3: invalid UTF-8 \(byte 0xe9"),
     # after a BOM: the byte and offset in the file, not in the text after the BOM
     ("bad.tsv", b"\xef\xbb\xbfsentence\tlabel\ncaf\xe9\t0\n",
