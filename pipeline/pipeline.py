@@ -342,7 +342,8 @@ def create_pipeline(config: PipelineConfig, *,
                     anomalies=validator.outputs["anomalies"],
                     label_feature=contract.LABEL_FEATURE, text_feature=contract.TEXT_FEATURE,
                     two_classes_for="eval.metric auc" if config.eval.metric == "auc" else "",
-                    privacy=json.dumps(privacy_settings(config.privacy), sort_keys=True))
+                    privacy=json.dumps(privacy_settings(config.privacy), sort_keys=True),
+                    window_spans=config.data.window_spans if config.data.span_pattern else 1)
     checks = [gate]
     if config.data.span_pattern:
         checks += drift_check(config, gen, schema, data_root, latest_strategy)

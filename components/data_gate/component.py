@@ -82,7 +82,7 @@ def _rows(stats: statistics_pb2.DatasetFeatureStatisticsList) -> int:
 
 
 def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
-                    train_split: str, eval_split: str) -> list[str]:
+                    train_split: str, eval_split: str, window_spans: int = 1) -> list[str]:
     """The eval split is empty, or lacks classes the train split has."""
     if eval_split not in stats_by_split or train_split not in stats_by_split:
         return []
@@ -99,10 +99,15 @@ def _split_problems(stats_by_split: dict, label_feature: str, text_feature: str,
     if not missing:
         return []
     counts = ", ".join(f"{label}: {train_counts[label]}" for label in missing)
+    window = (f" With data.window_spans {window_spans}, '{train_split}' also holds the "
+              f"older spans whole, and eval comes from the newest span only: a class only "
+              f"older spans have (a retired label) is in no eval split; let its spans leave "
+              f"the window, or train with data.window_spans 1." if window_spans > 1 else "")
     return [f"split '{eval_split}' has no rows of class(es) {missing} that split "
             f"'{train_split}' has (rows there: {counts}), so the gate cannot judge the "
             f"model on them. The split keeps identical rows together: a class with "
-            f"few (or few distinct) rows can land wholly in '{train_split}'; {FIX_SPLIT}"]
+            f"few (or few distinct) rows can land wholly in '{train_split}'; {FIX_SPLIT}"
+            f"{window}"]
 
 
 def _numbers_written_twice(stats_by_split: dict, label_feature: str) -> list[str]:
@@ -124,16 +129,17 @@ def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
           stats_by_split: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
           label_feature: str, train_split: str = "train", eval_split: str = "eval",
           text_feature: str = TEXT_FEATURE, two_classes_for: str = "",
-          privacy: Optional[dict] = None) -> None:
+          privacy: Optional[dict] = None, window_spans: int = 1) -> None:
     """Raises DataValidationError listing every anomaly and label problem;
     ``two_classes_for`` names a setting that needs exactly two classes (eval.metric auc);
     ``privacy`` (the run's settings) adds custom patterns to what anomaly descriptions
-    are redacted of."""
+    are redacted of; ``window_spans`` (data.window_spans) explains a class only older
+    spans of the training window have."""
     shown = text_redactor(privacy)
     problems = [line for split in sorted(anomalies_by_split)
                 for line in _anomaly_lines(split, anomalies_by_split[split], shown)]
     problems += _split_problems(stats_by_split, label_feature, text_feature, train_split,
-                                eval_split)
+                                eval_split, window_spans)
     train_labels = _label_values(stats_by_split[train_split], label_feature)
     if len(train_labels) < 2:
         problems.append(f"split '{train_split}', feature '{label_feature}': only "
@@ -167,7 +173,7 @@ def DataGate(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
              label_feature: Parameter[str] = LABEL_FEATURE,
              text_feature: Parameter[str] = TEXT_FEATURE,
              two_classes_for: Parameter[str] = "",
-             privacy: Parameter[str] = "") -> None:
+             privacy: Parameter[str] = "", window_spans: Parameter[int] = 1) -> None:
     """Fails the run if ExampleValidator found anomalies, the labels are unusable, the
     eval split cannot judge the model, or ``two_classes_for`` (a setting) needs two
     classes and the data has another number. ``privacy``: the run's privacy settings as
@@ -176,4 +182,4 @@ def DataGate(statistics: InputArtifact[standard_artifacts.ExampleStatistics],
           _load_splits(statistics, STATISTICS_FILE,
                        statistics_pb2.DatasetFeatureStatisticsList),
           label_feature, text_feature=text_feature, two_classes_for=two_classes_for,
-          privacy=json.loads(privacy) if privacy else None)
+          privacy=json.loads(privacy) if privacy else None, window_spans=window_spans)

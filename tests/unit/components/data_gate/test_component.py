@@ -68,3 +68,19 @@ def test_anomaly_descriptions_are_redacted_in_the_error():
     assert "split 'eval', feature 'text': Unexpected string values: Examples contain " \
            "values missing from the schema: mail " in message
     assert "john.doe@example.com" not in message and "TCK-123456" not in message
+
+
+def test_a_class_only_older_spans_have_names_the_window():
+    """With data.window_spans > 1, train holds older spans whole and eval the newest span's
+    share: a retired label refused every run with advice (raise data.eval_fraction) no
+    setting of the split could follow."""
+    stats = {"train": _stats({"pos": 40, "neg": 40, "legacy": 50}),
+             "eval": _stats({"pos": 4, "neg": 4})}
+    anomalies = {split: anomalies_pb2.Anomalies() for split in stats}
+    with pytest.raises(DataValidationError, match=r"no rows of class\(es\) \['legacy'\].*"
+                                                  r"With data.window_spans 3, 'train' also "
+                                                  r"holds the older spans whole"):
+        check(anomalies, stats, "label", window_spans=3)
+    with pytest.raises(DataValidationError) as one_span:
+        check(anomalies, stats, "label")
+    assert "window_spans" not in str(one_span.value)
