@@ -87,14 +87,20 @@ def sources(examples, input_base: str, file_patterns: list) -> list:
     lines = [f"{input_base} (files: {', '.join(file_patterns)})"]
     span = examples.get_int_custom_property("span") if examples.has_custom_property(
         "span") else None
-    if span is not None and any("{SPAN}" in p for p in file_patterns):
-        lines.append(f"span {span} (the newest; older spans as data.window_spans says)")
+    spans = span is not None and any("{SPAN}" in p for p in file_patterns)
+    if spans:
+        older = json.loads(examples.get_string_custom_property("window_spans_read")) \
+            if examples.has_custom_property("window_spans_read") else None
+        lines.append(f"span {span} (the newest; " + (
+            f"older spans of the window: {', '.join(map(str, older)) or 'none'})"
+            if older is not None else "older spans as data.window_spans says)"))
     fingerprint = examples.get_string_custom_property("input_fingerprint") \
         if examples.has_custom_property("input_fingerprint") else ""
     files = sum(int(n) for n in re.findall(r"num_files:(\d+)", fingerprint))
     size = sum(int(n) for n in re.findall(r"total_bytes:(\d+)", fingerprint))
-    if files:
-        lines.append(f"{files} file(s), {size} bytes")
+    if files:  # TFX's fingerprint: the newest span's files only
+        lines.append(f"{files} file(s), {size} bytes" + (" in the newest span" if spans
+                                                         else ""))
     return lines
 
 
