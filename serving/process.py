@@ -7,6 +7,7 @@ With ``--ssl_config_file``, give ``ca_file`` (and, if the server verifies client
 ``client_cert``/``client_key``): readiness is then polled over https."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -30,9 +31,40 @@ def alive(pid: int) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> List[int]:
+    """``count`` distinct free ports (held open together while chosen: one by one, the
+    kernel could hand the same port out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+PARENT_ENV = "BERT_SERVING_DIE_WITH"  # set by ServerProcess: the pid its child dies with
+
+
+def die_with_parent() -> None:
+    """In a server ServerProcess started: SIGTERM (its drain, then exit) once the process
+    that started it dies, even by kill -9 or an OOM kill, so no server is left holding its
+    ports and the model's memory (Linux's PR_SET_PDEATHSIG)."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # SET_PDEATHSIG
+        logging.getLogger(__name__).warning("cannot tie this server to process %s: it "
+                                            "outlives it", parent)
+    elif os.getppid() != int(parent):  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ServerProcess:
@@ -50,7 +82,7 @@ class ServerProcess:
                  env: Optional[dict] = None, token: Optional[str] = None,
                  ca_file: Optional[str] = None, client_cert: Optional[str] = None,
                  client_key: Optional[str] = None):
-        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.grpc_port, self.rest_port = free_ports(2)
         self.flags = ["--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
                       *flags]
         if executable is None and not any(f.startswith("--drain_delay_seconds")
@@ -77,9 +109,9 @@ class ServerProcess:
 
     def __enter__(self) -> "ServerProcess":
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(self.env or os.environ, **{PARENT_ENV: str(os.getpid())})
         self.process = subprocess.Popen(self.command, stdout=self._log,
-                                        stderr=subprocess.STDOUT, cwd=repo,
-                                        env=self.env or dict(os.environ))
+                                        stderr=subprocess.STDOUT, cwd=repo, env=env)
         try:
             self._wait_until_ready()
         except BaseException:

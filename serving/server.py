@@ -28,7 +28,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
 
-from serving import filesystems, precision
+from serving import filesystems, precision, process
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -479,6 +479,7 @@ def _cut(drain, why: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    process.die_with_parent()  # a child of ServerProcess (the serving check, tests)
     args = parse_flags(sys.argv[1:] if argv is None else argv)
     if args.version:
         from importlib.metadata import version

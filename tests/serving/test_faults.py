@@ -521,3 +521,45 @@ print(before, rss())
                          text=True, timeout=120, check=True).stdout.split()
     before, after = int(out[-2]), int(out[-1])
     assert before - after > 100 * 1024, (before, after)  # KiB: most of the 200 MiB
+
+
+def test_a_server_dies_with_the_process_that_started_it(tmp_path, half_base):
+    """ServingCheck killed outright (kill -9, an OOM kill) left its child server running,
+    holding two ports and the model's memory. The child now goes with its parent."""
+    import signal
+    import subprocess
+    import sys
+
+    from serving.process import free_ports
+    ports = free_ports(3)
+    assert len(set(ports)) == 3  # held together while chosen: never one port twice
+    pid_file = tmp_path / "server.pid"
+    parent = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from serving.process import ServerProcess
+with ServerProcess(["--model_name", "half", "--model_base_path", {half_base!r}]) as server:
+    open({str(pid_file)!r}, "w").write(str(server.process.pid))
+    time.sleep(600)  # killed long before
+"""], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 180
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)  # polling the parent's start, not timing the test
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while os.path.exists(f"/proc/{child}") and "zombie" not in _state(child):
+            assert time.monotonic() < deadline, "the server outlived its parent"
+            time.sleep(0.1)  # polling the child's exit
+    finally:
+        parent.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+            return next(line for line in status if line.startswith("State:")).lower()
+    except (OSError, StopIteration):
+        return "zombie"
