@@ -79,7 +79,7 @@ def test_spans_warm_start_and_drift_through_the_local_scheduler(tmp_path, tiny_c
     refused = history.read(config.history_path)[-1]
     assert "data drift: span 4 vs span 2: label distribution (L-infinity distance)" \
         in refused["error"]
-    assert "span(s) 3 of the training window (data.window_spans 2) did not pass" \
+    assert "span(s) 3 of the training window (data.window_spans 2) were not accepted" \
         in refused["error"]  # span 3 would train with span 4
     assert refused["drift"].startswith("span 4 vs span 2: label distribution")
     assert sorted(glob.glob(served)) == [v1, v2]
