@@ -26,7 +26,8 @@ class SettingsError(ValueError):
 def check(config: PipelineConfig) -> None:
     """Raises SettingsError naming every wrong setting (nothing has run yet)."""
     problems = [p for p in (checkpoint_problem(config.model.checkpoint,
-                                               config.model.max_seq_length),
+                                               config.model.max_seq_length,
+                                               config.data.reader_config().text_pair),
                             input_problem(config), schema_problem(config.data.schema_path),
                             local_gpus_problem(config.trainer.workers))
                 if p]
@@ -34,9 +35,11 @@ def check(config: PipelineConfig) -> None:
         raise SettingsError("\n  ".join(["nothing was run:"] + problems))
 
 
-def checkpoint_problem(checkpoint: str, max_seq_length: Optional[int] = None):
+def checkpoint_problem(checkpoint: str, max_seq_length: Optional[int] = None,
+                       text_pair: bool = False):
     """Why ``model.checkpoint`` cannot be loaded (as models/checkpoint.py resolves it: a
-    folder, the installed default package or a model in the local Hugging Face cache)."""
+    folder, the installed default package or a model in the local Hugging Face cache), or
+    cannot take ``max_seq_length`` word pieces or sentence pairs (``text_pair``)."""
     from models import checkpoint as checkpoint_lib
     from models.hparams import DEFAULT_CHECKPOINT
 
@@ -59,11 +62,13 @@ def checkpoint_problem(checkpoint: str, max_seq_length: Optional[int] = None):
     if missing:
         return (f"model.checkpoint: {folder} is not a BERT checkpoint folder: no "
                 f"{', no '.join(missing)}")
-    if max_seq_length is not None:
-        try:
+    try:
+        if max_seq_length is not None:
             checkpoint_lib.check_max_seq_length(folder, max_seq_length)
-        except (ValueError, OSError) as error:
-            return str(error)
+        if text_pair:
+            checkpoint_lib.check_token_types(folder)
+    except (ValueError, OSError) as error:
+        return str(error)
     return None
 
 

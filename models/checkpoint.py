@@ -135,6 +135,18 @@ def check_max_seq_length(checkpoint_dir: str, max_seq_length: int) -> None:
                          f"in its config.json): set model.max_seq_length to {limit} or less")
 
 
+def check_token_types(checkpoint_dir: str) -> None:
+    """ValueError when the checkpoint has one token type: sentence pairs give their second
+    text type 1 (out of range: an error on a CPU, zeros on a GPU, silently wrong)."""
+    with open(os.path.join(checkpoint_dir, "config.json"), encoding="utf-8") as f:
+        types = int(json.load(f).get("type_vocab_size", 2))
+    if types < 2:
+        raise ValueError(f"{checkpoint_dir} has {types} token type (type_vocab_size in its "
+                         f"config.json): sentence pairs (data.text_pair_column) need 2; use "
+                         f"a checkpoint trained on pairs, or join the two texts into one "
+                         f"(data.text_column a,b)")
+
+
 def tokenizer_sha256(checkpoint_dir: str) -> str:
     """A fingerprint of how the checkpoint turns text into ids: its vocabulary and casing
     (recorded in model_info.json; warm start refuses a base model of another)."""

@@ -183,3 +183,19 @@ def test_a_checkpoints_own_head_is_never_used_and_a_missing_encoder_is_refused(
         weights.attrs["layer_names"] = np.array([b"electra"])
     with pytest.raises(checkpoint.CheckpointError, match="lacks encoder weights"):
         checkpoint.load_classifier(str(renamed), 2)
+
+
+def test_sentence_pairs_need_a_checkpoint_with_two_token_types(tmp_path, tiny_checkpoint):
+    """Type 1 for a pair's second text is out of range with one token type: an error on
+    a CPU after Transform, zeros on a GPU (silently wrong). Refused before anything runs."""
+    import json
+
+    from local.preflight import checkpoint_problem
+    one_type = tmp_path / "one_type"
+    shutil.copytree(tiny_checkpoint, one_type)
+    config = json.loads((one_type / "config.json").read_text())
+    (one_type / "config.json").write_text(json.dumps(dict(config, type_vocab_size=1)))
+    assert checkpoint_problem(str(one_type), 64) is None  # single texts: fine
+    assert "has 1 token type (type_vocab_size in its config.json): sentence pairs " \
+        "(data.text_pair_column) need 2" in checkpoint_problem(str(one_type), 64, True)
+    assert checkpoint_problem(tiny_checkpoint, 64, True) is None
