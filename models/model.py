@@ -5,6 +5,7 @@ import contextlib
 import glob
 import json
 import logging
+import math
 import os
 import re
 from typing import Callable, Optional
@@ -201,7 +202,9 @@ def build_classifier(hparams: ModelHParams, num_labels: int, total_steps: int,
     model.bert.embeddings.trainable = not hparams.freeze_embeddings
     if multi_label:
         loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
-        metric = tf.keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # logits
+        # on logits: model.threshold's probability as a logit (0.5 -> 0)
+        metric = tf.keras.metrics.BinaryAccuracy(name="accuracy", threshold=math.log(
+            hparams.threshold / (1 - hparams.threshold)))
     else:
         loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metric = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")

@@ -165,3 +165,15 @@ def test_layer_lr_decay_out_of_range_names_the_setting():
         ModelHParams(layer_lr_decay=1.5)
     with pytest.raises(ValueError, match="needs the encoder's number of layers"):
         model.make_optimizer(ModelHParams(layer_lr_decay=0.8), total_steps=100)
+
+
+def test_multi_label_training_accuracy_uses_model_threshold(tiny_checkpoint):
+    """The Keras accuracy logged while training (val_accuracy, train_stats.json) cut the
+    logits at 0, a probability of 0.5, whatever model.threshold said."""
+    classifier = model.build_classifier(ModelHParams(threshold=0.8), 3, 10, tiny_checkpoint,
+                                        multi_label=True)
+    [accuracy] = [m for m in classifier.compiled_metrics._user_metrics]
+    assert accuracy.get_config()["threshold"] == pytest.approx(np.log(0.8 / 0.2))
+    # logits 1.0 (p 0.73) and 2.0 (p 0.88): below and above the 0.8 cut
+    accuracy.update_state([[0.0, 1.0]], [[1.0, 2.0]])
+    assert float(accuracy.result()) == 1.0
