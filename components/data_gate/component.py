@@ -138,6 +138,16 @@ def check(anomalies_by_split: dict[str, anomalies_pb2.Anomalies],
     shown = text_redactor(privacy)
     problems = [line for split in sorted(anomalies_by_split)
                 for line in _anomaly_lines(split, anomalies_by_split[split], shown)]
+    for split in sorted(stats_by_split):  # TFDV lists the 1,000 most common values only
+        feature = _feature(stats_by_split[split], label_feature)
+        listed = len(feature.string_stats.rank_histogram.buckets) if feature else 0
+        if feature is not None and feature.string_stats.unique > listed:
+            problems.append(f"split '{split}', feature '{label_feature}': "
+                            f"{feature.string_stats.unique} classes, more than the {listed} "
+                            f"the statistics list: the gate cannot compare the splits' "
+                            f"classes (at most {listed} classes are supported)")
+    if any("the statistics list" in problem for problem in problems):  # nothing below holds
+        raise DataValidationError("data validation failed:\n  " + "\n  ".join(problems))
     problems += _split_problems(stats_by_split, label_feature, text_feature, train_split,
                                 eval_split, window_spans)
     train_labels = _label_values(stats_by_split[train_split], label_feature)

@@ -84,3 +84,16 @@ def test_a_class_only_older_spans_have_names_the_window():
     with pytest.raises(DataValidationError) as one_span:
         check(anomalies, stats, "label")
     assert "window_spans" not in str(one_span.value)
+
+
+def test_more_classes_than_the_statistics_list_is_said_as_such():
+    """TFDV lists the 1,000 most common values: with 1,500 classes the gate named classes
+    'missing from eval' that eval had."""
+    labels = {f"c{i}": 2 for i in range(1000)}
+    stats = {"train": _stats(labels), "eval": _stats(labels)}
+    for split in stats.values():
+        split.datasets[0].features[0].string_stats.unique = 1500
+    anomalies = {split: anomalies_pb2.Anomalies() for split in stats}
+    with pytest.raises(DataValidationError, match=r"split 'eval', feature 'label': 1500 "
+                                                  r"classes, more than the 1000 the statistics"):
+        check(anomalies, stats, "label")
