@@ -233,6 +233,7 @@ def _predictions_target(path: str) -> bool:
     seconds, not after the whole file was scored."""
     if os.path.isdir(path):
         raise ValueError(f"--predictions {path} is a folder: give a file name in it")
+    path = os.path.realpath(path)  # a symlink: its target is written
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
@@ -271,7 +272,8 @@ def _cmd_score(args) -> int:
         # is replaced once the new one is whole and on disk: a full disk or Ctrl-C leaves
         # the old one as it was.
         if whole_file:
-            rewrite(args.predictions, result.rows, durable=True)
+            # through a symlink to its target (rewriting the link would replace it)
+            rewrite(os.path.realpath(args.predictions), result.rows, durable=True)
         else:
             with open(args.predictions, "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)

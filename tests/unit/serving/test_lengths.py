@@ -134,6 +134,13 @@ def test_score_predictions_fail_early_and_never_leave_a_torn_file(tmp_path, smal
     assert main(score + [str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert f"--predictions {tmp_path} is a folder" in err and "accuracy" not in out
+    # through a symlink: its target is written, the link stays
+    target, link = tmp_path / "target.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main(score + [str(link)]) == 0
+    capsys.readouterr()
+    assert link.is_symlink() and len(target.read_text().splitlines()) == len(TEXTS)
     older = small_disk / "p.jsonl"
     older.write_text("an older run's rows\n")
     fill(small_disk)
