@@ -188,6 +188,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                                                         sources=dict(SETTINGS)))
     result = {"span": newest, "previous_span": previous, "baseline": chosen, "problems": [],
               "figures": {}, "limits": limits.describe()}
+    distances: list = []  # the drift the limits measure (the rest: window, baseline, cache)
     window = sorted(n for n in spans if n < newest)[-(window_spans - 1):] \
         if window_spans > 1 else []
     unaccepted = [n for n in window if n not in before]
@@ -229,16 +230,16 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                 f"{NOT_CHECKED}span {newest} ({spans[newest]}) has no rows in files "
                 f"matching {', '.join(patterns)}")
         else:
-            problems, figures = drift.compare(*profiles, limits, f"span {newest}",
-                                              f"span {previous}")
-            problems += result["problems"]  # the distances first, then the window
+            distances, figures = drift.compare(*profiles, limits, f"span {newest}",
+                                               f"span {previous}")
+            problems = distances + result["problems"]  # the distances first, then the rest
             result.update(problems=problems, figures=figures)
             shown = ", ".join(f"{k}={v:.4f}" for k, v in figures.items())
             which = "" if chosen == "the previous span" else f" ({chosen})"
             verdict = ("; ".join(problems) + which + (
                 " (data.drift_action=warn: training anyway)" if action == "warn" else
                 " (accepted before with data.drift_action=warn: its verdict stands)"
-                if accepted_drift else "")
+                if accepted_drift and problems == distances else "")
                        if problems else f"span {newest} vs {previous}{which}: no drift "
                                         f"({shown})")
     report.set_string_custom_property("accepted_spans", json.dumps(
@@ -246,12 +247,15 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     write_report(report.uri, result)
     report.set_string_custom_property("drift", verdict[:2000])
     report.set_string_custom_property("limits", result["limits"])
-    report.set_int_custom_property("drifted", int(bool(result["problems"])))
+    report.set_int_custom_property("drifted", int(bool(distances)))
     report.set_int_custom_property("span", newest)
     report.set_string_custom_property("source", source)
     if previous is not None:
         report.set_int_custom_property("baseline_span", previous)
-    if result["problems"] and action == "fail" and not accepted_drift:
+    # a rerun of a span accepted with warn keeps that verdict on its drift, never on the
+    # rest (a window span none accepted, a cached window, a baseline without rows)
+    others = [p for p in result["problems"] if p not in distances]
+    if action == "fail" and (others or (distances and not accepted_drift)):
         # the verdict (as the summary and history show it), then the limits
         raise DataDriftError(f"data drift: {verdict} (limits: {result['limits']}; set "
                              f"data.drift_action=warn to train anyway)")

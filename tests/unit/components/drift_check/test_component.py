@@ -177,6 +177,8 @@ BALANCED, SKEWED = ["pos", "neg"] * 50, ["pos"] * 95 + ["neg"] * 5
 def test_a_span_accepted_with_warn_is_not_refused_when_it_runs_again(tmp_path):
     """An operator accepted span 2's shift with a one-off data.drift_action=warn; the next
     cron run of span 2, with the usual fail, was refused again until a new span came."""
+    from components.drift_check.component import DataDriftError
+
     data, reader = str(tmp_path / "data"), ReaderConfig("text", "label").to_json()
     _write_label_span(data, 1, BALANCED)
     first = _drift_check(data, reader, str(tmp_path / "r1"), span=1)
@@ -186,6 +188,20 @@ def test_a_span_accepted_with_warn_is_not_refused_when_it_runs_again(tmp_path):
     again = _drift_check(data, reader, str(tmp_path / "r2b"), span=2, accepted=warned)
     assert "accepted before with data.drift_action=warn" in again.get_string_custom_property(
         "drift")
+    # ... its drift only: a refused span the window takes in when data.window_spans is
+    # raised still refuses the rerun (the review found it let through, then "accepted")
+    data = str(tmp_path / "more")
+    for span, labels in ((1, BALANCED), (2, SKEWED), (3, SKEWED)):
+        _write_label_span(data, span, labels)
+    first = _drift_check(data, reader, str(tmp_path / "m1"), span=1)
+    with pytest.raises(DataDriftError):
+        _drift_check(data, reader, str(tmp_path / "m2"), span=2, accepted=first)
+    warned = _drift_check(data, reader, str(tmp_path / "m3"), span=3, accepted=first,
+                          action="warn")
+    assert warned.get_int_custom_property("drifted") == 1
+    with pytest.raises(DataDriftError, match=r"span\(s\) 2 of the training window"):
+        _drift_check(data, reader, str(tmp_path / "m3b"), span=3, accepted=warned,
+                     window_spans=2)
 
 
 def test_a_refused_span_is_never_the_baseline_nor_trained_unchecked(tmp_path):
