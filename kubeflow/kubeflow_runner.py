@@ -74,7 +74,7 @@ def _refuse_secret_beam_options(args: list) -> None:
     for arg in args:  # any option's URL: user:password@ or a signed query
         for url in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,;]+", arg):
             parts = urlsplit(url)
-            if parts.password or {k.lower() for k in parse_qs(parts.query)} & \
+            if parts.username or parts.password or {k.lower() for k in parse_qs(parts.query)} & \
                     _SECRET_QUERY_KEYS:
                 raise ValueError(
                     f"a Beam option holds a URL with a credential ({parts.scheme}://"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import unicodedata
 from typing import Optional
@@ -245,8 +246,15 @@ def _load_safetensors(checkpoint_dir: str, config, model_class):
 
 
 def _refuse_missing_encoder(path: str, missing: list) -> None:
-    """CheckpointError naming the encoder weights (or layers) ``path`` lacks."""
-    encoder_missing = [str(k) for k in missing if not str(k).startswith("classifier")]
+    """CheckpointError naming the encoder weights (or layers) ``path`` lacks; a pooler it
+    lacks (a sentence-transformers or masked-LM save) starts fresh, with a warning (mean
+    pooling never reads it)."""
+    pooler = [str(k) for k in missing if "pooler" in str(k)]
+    if pooler:
+        logging.warning("%s has no pooler weights: the pooler starts fresh (model.pooling "
+                        "mean does not read it)", path)
+    encoder_missing = [str(k) for k in missing
+                       if not str(k).startswith("classifier") and "pooler" not in str(k)]
     if encoder_missing:
         raise CheckpointError(f"{path} lacks encoder weights: "
                               f"{', '.join(encoder_missing[:5])}")

@@ -53,7 +53,9 @@ PARENT_ENV = "BERT_SERVING_DIE_WITH"  # set by ServerProcess: the pid its child 
 def die_with_parent() -> None:
     """In a server ServerProcess started: SIGTERM (its drain, then exit) once the process
     that started it dies, even by kill -9 or an OOM kill, so no server is left holding its
-    ports and the model's memory (Linux's PR_SET_PDEATHSIG)."""
+    ports and the model's memory (Linux's PR_SET_PDEATHSIG). The signal follows the
+    thread that started it: enter ServerProcess on a thread that outlives the server
+    (the serving check and the tests use the main thread)."""
     parent = os.environ.pop(PARENT_ENV, "")
     if not parent or not sys.platform.startswith("linux"):
         return

@@ -138,6 +138,8 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     # credentials inside a URL: user:password@, a SAS signature
     ({"kubeflow.beam_args": "--s3_endpoint_url=https://AKIA:SuperSecret@minio:9000"},
      "a Beam option holds a URL with a credential (https://minio...)"),
+    ({"kubeflow.beam_args": "--s3_endpoint_url=https://SuperSecret@minio:9000"},
+     "a Beam option holds a URL with a credential"),  # a token alone as the user
     ({"kubeflow.beam_args": "--blob_service_endpoint=https://acct.blob.core.windows.net/"
                             "?sv=2022&sig=SuperSecret"}, "a Beam option holds a URL with a"),
     ({"kubeflow.trainer_accelerator": "TPU_V3"},

@@ -176,6 +176,13 @@ def test_a_checkpoints_own_head_is_never_used_and_a_missing_encoder_is_refused(
         bias = next(w for w in model.weights if "classifier/bias" in w.name).numpy()
         assert bias.tolist() == [0.0] * labels  # a new head, as for any checkpoint
 
+    # a save without the pooler (sentence-transformers, masked LM): it starts fresh
+    pooless = tmp_path / "pooless"
+    shutil.copytree(headed, pooless)
+    save_file({k: v for k, v in tensors.items() if ".pooler." not in k},
+              str(pooless / checkpoint.SAFETENSORS_WEIGHTS))
+    assert checkpoint.load_classifier(str(pooless), 2, pooling="mean") is not None
+
     renamed = tmp_path / "renamed"
     shutil.copytree(tiny_checkpoint, renamed)
     with h5py.File(renamed / checkpoint.TF_WEIGHTS, "r+") as weights:
