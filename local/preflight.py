@@ -1,6 +1,7 @@
 """What a run reads, checked before any component runs: ``model.checkpoint``,
 ``data.input_dir`` (and that its file pattern, inside the newest span, matches data
-files), ``data.schema_path`` and ``trainer.workers`` on a machine with GPUs. Each problem names the setting to change.
+files), ``data.schema_path`` and ``trainer.workers`` on a machine with GPUs. Each
+problem names the setting to change.
 
 Tested through the command: tests/unit/cli/test_main.py; on object storage:
 tests/storage/test_preflight.py.
@@ -15,7 +16,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from components.text_example_gen.files import SPAN, data_files, list_spans, span_folder_problem
+from components.text_example_gen.files import (SPAN, data_files, list_spans, span_folder_problem,
+                                               training_window)
 from components.text_example_gen.parsing import InputDataError, detect_format
 from pipeline.config import PipelineConfig, is_uri, pattern_chars_problem, resolve_path
 
@@ -112,8 +114,9 @@ def input_problem(config: PipelineConfig):
         folder = os.path.join(base, span)
     patterns = ({"data.presplit (train/*)": "train/*", "data.presplit (eval/*)": "eval/*"}
                 if data.presplit else {"data.file_pattern": data.file_pattern})
-    older = ([f for _, f in list_spans(base, data.span_pattern)[-data.window_spans:-1]]
-             if data.span_pattern else [])  # the window's older spans: they train too
+    spans = list_spans(base, data.span_pattern) if data.span_pattern else []
+    older = [f for _, f in training_window(spans, spans[-1][0], data.window_spans)] \
+        if spans else []  # the window's older spans: they train too
     for setting, pattern in patterns.items():
         files = data_files(os.path.join(folder, pattern))
         for path in files + [p for f in older for p in data_files(os.path.join(base, f,

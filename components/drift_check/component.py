@@ -104,13 +104,20 @@ def write_report(folder: str, result: dict) -> None:
         f.write(json.dumps(result, indent=2))
 
 
+def of_this_data(accepted, source: str) -> bool:
+    """Whether ``accepted`` is a report on this data (its ``source``; reports from before
+    sources were recorded count as this data's): another pipeline's, which KFP's query,
+    scoped by type alone, may return, is not."""
+    return accepted is not None and (not accepted.has_custom_property("source") or
+                                     accepted.get_string_custom_property("source") == source)
+
+
 def accepted_spans(newest: int, spans: dict, accepted, source: str = "") -> set:
     """The spans DriftChecks of this data accepted before ``newest``'s run: ``accepted``'s
     ``accepted_spans`` (reports before it: its span and the ones before it); with no
     report of this data, or one of a higher span (spans renumbered: the history starts
     again), every span before ``newest`` (they came before any check)."""
-    if accepted is None or (accepted.has_custom_property("source") and
-                            accepted.get_string_custom_property("source") != source):
+    if not of_this_data(accepted, source):
         return {n for n in spans if n < newest}
     span = accepted.get_int_custom_property("span")
     if span > newest:
@@ -129,8 +136,7 @@ def baseline_span(newest: int, spans: dict, accepted,
     ``source``: another pipeline's, which KFP's query, scoped by type alone, may return)
     is no baseline."""
     previous = max((n for n in spans if n < newest), default=None)
-    if accepted is None or (accepted.has_custom_property("source") and
-                            accepted.get_string_custom_property("source") != source):
+    if not of_this_data(accepted, source):
         return previous, "the previous span"
     span = accepted.get_int_custom_property("span")
     if span == newest and accepted.has_custom_property("baseline_span"):
@@ -164,7 +170,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     refused, and are a problem too."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    from components.text_example_gen.files import list_spans
+    from components.text_example_gen.files import list_spans, training_window
     from components.text_example_gen.parsing import ReaderConfig
 
     # TFX 1.16 keeps the span in a custom property; older TFX in the typed one
@@ -173,12 +179,10 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     source = f"{input_base.rstrip('/')}/{span_pattern}"  # the data this check judges
     previous, chosen = baseline_span(newest, spans, accepted, source)
     before = accepted_spans(newest, spans, accepted, source)
-    same_data = accepted is not None and (not accepted.has_custom_property("source") or
-                                          accepted.get_string_custom_property("source")
-                                          == source)
     # a rerun of a span accepted with data.drift_action=warn: its verdict stands
-    accepted_drift = same_data and accepted.get_int_custom_property("span") == newest and \
-        bool(accepted.get_int_custom_property("drifted"))
+    accepted_drift = (of_this_data(accepted, source) and
+                      accepted.get_int_custom_property("span") == newest and
+                      bool(accepted.get_int_custom_property("drifted")))
     schema_proto = io_utils.parse_pbtxt_file(
         os.path.join(schema.uri, "schema.pbtxt"), schema_pb2.Schema())
     limits = drift.limits_from_schema(schema_proto, label_feature, text_feature,
@@ -189,8 +193,7 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     result = {"span": newest, "previous_span": previous, "baseline": chosen, "problems": [],
               "figures": {}, "limits": limits.describe()}
     distances: list = []  # the drift the limits measure (the rest: window, baseline, cache)
-    window = sorted(n for n in spans if n < newest)[-(window_spans - 1):] \
-        if window_spans > 1 else []
+    window = [n for n, _ in training_window(sorted(spans.items()), newest, window_spans)]
     unaccepted = [n for n in window if n not in before]
     if unaccepted:
         result["problems"].append(

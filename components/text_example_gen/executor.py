@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -18,7 +18,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components.text_example_gen import parsing, redact, split
-from components.text_example_gen.files import data_files, list_spans, matches, span_patterns
+from components.text_example_gen.files import data_files, list_spans, matches, training_window
 from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 
 
@@ -103,25 +103,21 @@ def privacy_from_exec_properties(exec_properties: Dict[str, Any]) -> Optional[di
 WINDOW_READ = "window_spans_read"  # examples' custom property: the older spans read (JSON)
 
 
-def older_spans(exec_properties: Dict[str, Any]) -> List[int]:
-    """The numbers of the spans ``older_span_patterns`` reads."""
+def older_spans(exec_properties: Dict[str, Any]) -> List[Tuple[int, str]]:
+    """(number, folder) of the spans before the newest one inside the training window."""
     window = _custom_config(exec_properties).get(WINDOW_KEY)
-    if not window or int(window["spans"]) <= 1:
+    if not window:
         return []
-    found = [n for n, _ in list_spans(exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                                      window["span_pattern"])
-             if n < int(exec_properties["span"])]
-    return found[-(int(window["spans"]) - 1):]
+    return training_window(list_spans(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                                      window["span_pattern"]),
+                           int(exec_properties["span"]), int(window["spans"]))
 
 
 def older_span_patterns(exec_properties: Dict[str, Any]) -> List[str]:
     """File patterns of the spans before the newest one inside the training window."""
     window = _custom_config(exec_properties).get(WINDOW_KEY)
-    if not window or int(window["spans"]) <= 1:
-        return []
-    return span_patterns(exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                         window["span_pattern"], window["patterns"], int(window["spans"]) - 1,
-                         before=int(exec_properties["span"]))
+    return [pattern.replace(window["span_pattern"], folder)
+            for _, folder in older_spans(exec_properties) for pattern in window["patterns"]]
 
 
 def input_files(input_base: str, pattern: str, presplit: bool = False) -> List[str]:
@@ -244,7 +240,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples.set_int_custom_property(split.TRAIN_ROWS_IN_EVAL, dropped)
         if _custom_config(exec_properties).get(WINDOW_KEY):  # DriftCheck compares it with
             examples.set_string_custom_property(  # the window's folders (a cached run's)
-                WINDOW_READ, json.dumps(older_spans(exec_properties)))
+                WINDOW_READ, json.dumps([n for n, _ in older_spans(exec_properties)]))
         privacy = privacy_from_exec_properties(exec_properties)
         if privacy:
             found = redact.counts(self._pipeline.result, privacy,

@@ -60,14 +60,21 @@ def span_folder_problem(input_base: str, span_pattern: str, file_pattern: str
     return None
 
 
-def span_patterns(input_base: str, span_pattern: str, patterns: List[str], spans: int,
-                  before: Optional[int] = None) -> List[str]:
-    """``patterns`` (holding ``span_pattern``) in the newest ``spans`` span folders, or the
-    newest of those numbered below ``before``; oldest first."""
-    found = [folder for number, folder in list_spans(input_base, span_pattern)
-             if before is None or number < before]
+def span_patterns(input_base: str, span_pattern: str, patterns: List[str],
+                  spans: int) -> List[str]:
+    """``patterns`` (holding ``span_pattern``) in the newest ``spans`` span folders, oldest
+    first."""
+    found = [folder for _, folder in list_spans(input_base, span_pattern)]
     return [pattern.replace(span_pattern, folder)
             for folder in (found[-spans:] if spans > 0 else []) for pattern in patterns]
+
+
+def training_window(spans: List[Tuple[int, str]], newest: int,
+                    window_spans: int) -> List[Tuple[int, str]]:
+    """The (number, folder) of the spans that train with span ``newest`` under
+    ``data.window_spans``: the ``window_spans - 1`` before it, oldest first."""
+    older = [span for span in spans if span[0] < newest]
+    return older[-(window_spans - 1):] if window_spans > 1 else []
 
 
 def data_files(pattern: str) -> List[str]:
