@@ -44,23 +44,27 @@ def _client(config: PipelineConfig, spec_file: str, token: Optional[str]):
     if not config.kubeflow.host:
         raise ValueError("kubeflow.host is required: the KFP API endpoint, e.g. "
                          "http://localhost:8080 after `kubectl port-forward`")
-    check_token_transport(config.kubeflow.host, token)
+    check_host_token(config.kubeflow.host, token)
     _checked_spec(config, spec_file)
     return kfp.Client(host=config.kubeflow.host, existing_token=token)
 
 
-def check_token_transport(host: str, token: Optional[str]) -> None:
+def check_host_token(host: str, token: Optional[str]) -> None:
     """A bearer token goes to kubeflow.host over https://, or over http:// only to this
-    machine (a `kubectl port-forward`): refused before any request otherwise."""
+    machine (a `kubectl port-forward`): refused before any request otherwise (the model
+    clients' rule, serving.tls.check_token_transport)."""
     from urllib.parse import urlsplit
 
-    from serving.tls import is_loopback
+    from serving.tls import InsecureTokenError, check_token_transport
 
     parts = urlsplit(host if "://" in host else f"http://{host}")
-    if token and parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+    try:
+        check_token_transport(token, [parts.hostname or ""], parts.scheme == "https",
+                              allow_insecure_token=False)
+    except InsecureTokenError:
         raise ValueError(f"refusing to send the --token_file token in clear text to "
                          f"kubeflow.host {host}: use https://, or port-forward the API to "
-                         f"this machine (http://localhost:8080)")
+                         f"this machine (http://localhost:8080)") from None
 
 
 def _experiment_id(client, config: PipelineConfig) -> str:
