@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Optional
 
 from components.text_example_gen.files import list_spans
 from components.text_example_gen.parsing import (InputDataError, ReaderConfig, column_refs,
-                                                 detect_format, parse, read_file)
+                                                 detect_format, parse, read_alike, read_file)
 from serving.feedback import CORRECTIONS, EXPORTED, PREDICTIONS, append, read_jsonl, rewrite
 from serving.filesystems import sync
 
@@ -126,8 +126,7 @@ def _latest_per_text(rows: dict, predictions: dict, when: dict):
     the ids of the others, sorted)."""
     def key(i):
         p = predictions[i]
-        return tuple(" ".join((p.get(name) or "").casefold().split())
-                     for name in ("text", "text_pair"))
+        return tuple(read_alike(p.get(name) or "") for name in ("text", "text_pair"))
     kept: dict = {}
     for i in sorted(rows, key=lambda i: when[i]):
         kept[key(i)] = i  # a later correction of the same text replaces the earlier

@@ -164,6 +164,12 @@ def column_refs(setting: str) -> list[str]:
     return [ref.strip() for ref in setting.split(",") if ref.strip()]
 
 
+def read_alike(text: str) -> str:
+    """``text`` as the model reads texts alike: case folded, white space collapsed (the
+    split's and the feedback export's sameness of texts)."""
+    return " ".join(text.casefold().split())
+
+
 def detect_format(path: str, configured: str = "auto") -> str:
     if configured != "auto":
         if configured not in FORMATS:

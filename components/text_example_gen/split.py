@@ -33,6 +33,7 @@ from typing import Dict, Iterable, List, Tuple
 import apache_beam as beam
 import tensorflow as tf
 
+from components.text_example_gen.parsing import read_alike
 from serving import contract
 
 HASH_RANGE = 2 ** 64
@@ -55,7 +56,7 @@ def text_key(example: tf.train.Example) -> int:
     for name in (contract.TEXT_FEATURE, contract.TEXT_PAIR_FEATURE):
         feature = example.features.feature.get(name)
         text = b"\n".join(feature.bytes_list.value) if feature is not None else b""
-        parts.append(" ".join(text.decode("utf-8", "replace").casefold().split()))
+        parts.append(read_alike(text.decode("utf-8", "replace")))
     return int.from_bytes(hashlib.sha256("\0".join(parts).encode("utf-8")).digest()[:8],
                           "big")
 
