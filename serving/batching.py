@@ -20,12 +20,13 @@ import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Dict, List, Optional, Sequence
 
+import grpc
 import numpy as np
 from google.protobuf import descriptor_pb2, text_format, wrappers_pb2
 
 from serving import deadlines
 from serving.descriptors import message_class
-from serving.errors import invalid
+from serving.errors import ServingError, invalid
 
 Tensors = Dict[str, np.ndarray]
 # How long closing waits for its batch threads to finish the queued requests (a batch of
@@ -94,7 +95,11 @@ class BatchingParameters:
                              "max_enqueued_batches must be >= 1, batch_timeout_micros >= 0")
         sizes = list(message.allowed_batch_sizes)
         splitting = message.enable_large_batch_splitting.value
-        if sizes and not splitting and sizes[-1] != params.max_batch_size:
+        execution = message.max_execution_batch_size.value
+        if splitting and execution > params.max_batch_size:  # TensorFlow's batch scheduler
+            raise ValueError(f"{source}: max_execution_batch_size {execution} is larger than "
+                             f"max_batch_size {params.max_batch_size}")
+        if sizes and sizes[-1] != params.max_batch_size:  # split or not (bundle_factory_util)
             raise ValueError(f"{source}: Last entry in allowed_batch_sizes must match "
                              f"max_batch_size; last entry was {sizes[-1]}; expected "
                              f"{params.max_batch_size}")
@@ -164,7 +169,10 @@ class Batcher:
         """This request's rows of its batch's outputs; DEADLINE_EXCEEDED at ``deadline``;
         INVALID_ARGUMENT for more rows than ``max_batch_size``, as TF Serving's batch
         scheduler (whose limit on one request is ``max_batch_size``)."""
-        size = len(next(iter(inputs.values()))) if inputs else 0
+        sizes = {len(v) for v in inputs.values()}
+        if len(sizes) > 1:  # merged, one caller's rows would pair with another's
+            raise invalid("Batching Run() input tensors must have equal 0th-dimension size")
+        size = sizes.pop() if sizes else 0
         if size > self._params.max_batch_size:
             raise invalid(f"Task size {size} is larger than maximum input batch size "
                           f"{self._params.max_batch_size}")
@@ -224,11 +232,13 @@ class Batcher:
             if first is None:
                 return None
             batch, rows = [first], first.size
-            deadline = time.monotonic() + self._params.batch_timeout_micros / 1e6
+            # the batch's clock starts when its oldest request arrived (TF Serving's
+            # open batch), not when a thread was free to take it
+            deadline = first.queued_at + self._params.batch_timeout_micros / 1e6
             while rows < self._params.max_batch_size:
-                try:
-                    task = self._taken(self._tasks.get(
-                        timeout=max(0.0, deadline - time.monotonic())))
+                try:  # a wait past what the clock can count (1e16 us) is as good as forever
+                    task = self._taken(self._tasks.get(timeout=min(
+                        threading.TIMEOUT_MAX, max(0.0, deadline - time.monotonic()))))
                 except queue.Empty:
                     break
                 if task is None:  # a stop: it waits for a thread after this batch
@@ -277,13 +287,16 @@ class Batcher:
         try:
             deadline = (None if any(t.deadline is None for t in batch)
                         else max(t.deadline for t in batch))
-            if len(batch) == 1:
-                with deadlines.scope(deadline):
-                    batch[0].result.set_result(self._fn(batch[0].inputs))
-                return
-            merged = {k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
+            merged = batch[0].inputs if len(batch) == 1 else {
+                k: np.concatenate([t.inputs[k] for t in batch]) for k in batch[0].inputs}
             with deadlines.scope(deadline):
                 outputs = self._fn(merged)
+            rows = sum(t.size for t in batch)
+            if any(np.ndim(v) == 0 or len(v) != rows for v in outputs.values()):
+                raise ServingError(  # sliced by request, rows would go to the wrong caller
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                    "dimension sizes of the input tensors")
             start = 0
             for task in batch:
                 task.result.set_result({k: v[start:start + task.size]

@@ -74,7 +74,7 @@ def parse_assignments(items: Iterable[str]) -> Dict[str, int]:
     labels = {}
     for item in items:
         name, sep, version = item.partition("=")
-        if not sep or not LABEL_NAME.fullmatch(name) or not version_number(version):
+        if not sep or not LABEL_NAME.fullmatch(name) or version_number(version) is None:
             raise LabelError(f"bad label assignment {item!r}: expected NAME=VERSION, e.g. "
                              "stable=1764012345 (NAME of letters, digits, '_', '.', '-')")
         if name in labels:

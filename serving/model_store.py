@@ -353,7 +353,7 @@ class ModelStore:
                 # rather than aspire to nothing.
                 model.on_disk = versions_on_disk(model.spec.base_path,
                                                  missing_ok=not model.loaded)
-            except FileNotFoundError as error:
+            except OSError as error:  # gone, or cannot be listed (permissions, credentials)
                 self._log_base_path_gone(model, error)
                 rescan = False
             else:
@@ -362,6 +362,10 @@ class ModelStore:
         self._give_up_unwanted(model, aspired)  # a deleted folder too: a fresh start
         if rescan:
             self._log_no_versions(model)
+        # Unloads first what no longer needs to serve (an aspired version serves, or
+        # several unaspired do), as TF Serving's availability-preserving policy: latest 2
+        # never holds three versions while the third loads.
+        self._publish(model, aspired)
         for version in sorted(aspired, reverse=True):  # the newest first, as TF Serving
             if version not in model.loaded and self._may_load(model, version):
                 self._start_load(model, version)  # it serves once loaded
@@ -381,15 +385,20 @@ class ModelStore:
                          f"failed: {failure.message}", code))
 
     def _log_base_path_gone(self, model: _Model, error: OSError) -> None:
-        """Says that the base path is gone and what stays served, then every
-        ``no_versions_log_seconds`` while it is."""
+        """Says that the base path is gone (or cannot be listed) and what stays served,
+        then every ``no_versions_log_seconds`` while it is."""
         now = time.monotonic()
         last = model.base_path_gone_logged
         if last is not None and now - last < self.options.no_versions_log_seconds:
             return
         model.base_path_gone_logged = now
-        log.error("%s for servable %s: versions %s stay served until it is back", error,
-                  model.spec.name, ", ".join(map(str, sorted(model.loaded))))
+        if model.loaded:
+            log.error("%s for servable %s: versions %s stay served until it is back",
+                      first_line(error), model.spec.name,
+                      ", ".join(map(str, sorted(model.loaded))))
+        else:
+            log.error("%s for servable %s: nothing is served until it can be read",
+                      first_line(error), model.spec.name)
 
     def _log_no_versions(self, model: _Model) -> None:
         """While a base path holds no version: says so at once, then every

@@ -152,13 +152,15 @@ class Service:
                             servable.version, REDACT_SIGNATURE)
             return []
         try:  # best effort: the prediction is answered whatever recording meets
-            values = servable.run(REDACT_SIGNATURE, {
-                TEXT_INPUT: np.array(texts + (pairs or []), dtype=object)})[TEXT_INPUT]
-            redacted = [v.decode("utf-8", errors="replace") for v in values]
+            # texts and pairs apart: each has the request's rows, which the batcher took
+            redacted_texts, redacted_pairs = (
+                None if part is None else
+                [v.decode("utf-8", errors="replace") for v in servable.run(
+                    REDACT_SIGNATURE, {TEXT_INPUT: np.array(part, dtype=object)})[TEXT_INPUT]]
+                for part in (texts, pairs or None))
             multi_label = any(LABEL_SET in s.outputs for s in servable.signature_defs.values())
-            return self.feedback.record(servable.name, servable.version,
-                                        redacted[:len(texts)], rows,
-                                        redacted[len(texts):] if pairs else None, multi_label)
+            return self.feedback.record(servable.name, servable.version, redacted_texts, rows,
+                                        redacted_pairs, multi_label)
         except Exception as error:  # noqa: BLE001  an OSError is logged by the feedback log
             self.metrics.feedback_dropped.labels(servable.name).inc(len(texts))
             if not isinstance(error, OSError):  # its type only: a message may quote text

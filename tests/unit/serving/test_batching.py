@@ -5,10 +5,12 @@ import os
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
 from serving.batching import Batcher, BatchingParameters, QueueFull
+from serving.errors import ServingError
 from serving.metrics import Metrics, batching_figures, read_monitoring_config
 from tests.support.gate_model import _wait_for
 from tests.support.paths import REPO
@@ -38,7 +40,7 @@ def test_batching_and_monitoring_files():
     ("max_batch_size { value: 32 } allowed_batch_sizes: [8, 16]",
      "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 16"),
     ("max_batch_size { value: 32 } enable_large_batch_splitting { value: true } "
-     "allowed_batch_sizes: [16, 8]", "allowed_batch_sizes entries must be monotonically"),
+     "allowed_batch_sizes: [32, 8, 32]", "allowed_batch_sizes entries must be monotonically"),
 ])
 def test_batching_files_are_read_as_tf_serving_reads_them(text, message):
     with pytest.raises(ValueError, match=message):
@@ -263,4 +265,117 @@ def test_the_queue_is_bounded_in_rows_as_in_batches():
         caller.join(10)
     assert batcher._queued_rows == 0  # every row taken out of the count again
     np.testing.assert_array_equal(batcher({"x": np.ones(4)})["y"], np.ones(4))  # room again
+    batcher.close()
+
+
+def _two_concurrent(batcher, a, b):
+    """Runs requests ``a`` and ``b`` on ``batcher`` at once (one batch); their answers or
+    errors, in that order."""
+    answers = [None, None]
+
+    def call(i, inputs):
+        try:
+            answers[i] = batcher(inputs)
+        except Exception as error:  # noqa: BLE001 - the test reads it
+            answers[i] = error
+
+    threads = [threading.Thread(target=call, args=(i, x)) for i, x in enumerate((a, b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+def test_a_request_whose_inputs_differ_in_rows_is_refused_before_it_is_queued():
+    """Inputs of 2 and 1 rows (TensorFlow broadcasts them, run alone): merged with another
+    caller's, one caller's `a` was paired with the other's `b`, and answers carried the
+    other's rows. TF Serving's batching session refuses such a request."""
+    batcher = Batcher(lambda x: {"sum": x["a"] + x["b"].sum(axis=1)},
+                      BatchingParameters(max_batch_size=8, batch_timeout_micros=300_000,
+                                         num_batch_threads=1))
+    a = {"a": np.array([1.0, 2.0]), "b": np.array([[0.0, 0.0]])}
+    b = {"a": np.array([10.0]), "b": np.array([[100.0, 100.0], [200.0, 200.0]])}
+    with pytest.raises(ServingError, match="Batching Run\\(\\) input tensors must have "
+                                           "equal 0th-dimension size") as refused:
+        batcher(a)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    good = {"a": np.array([3.0]), "b": np.array([[2.0, 2.0]])}
+    answers = _two_concurrent(batcher, b, good)
+    batcher.close()
+    assert isinstance(answers[0], ServingError)
+    np.testing.assert_array_equal(answers[1]["sum"], [7.0])  # the well-formed one answered
+
+
+def test_a_batch_whose_outputs_are_not_one_row_per_input_row_fails():
+    """An output of other rows than its inputs (a mask): sliced by request, A got B's row
+    and B got nothing. TF Serving fails such a batch (FAILED_PRECONDITION)."""
+    batcher = Batcher(lambda x: {"y": x["x"][x["x"] > 0]},
+                      BatchingParameters(max_batch_size=8, batch_timeout_micros=300_000,
+                                         num_batch_threads=1))
+    answers = _two_concurrent(batcher, {"x": np.array([1.0, -1.0])}, {"x": np.array([2.0])})
+    batcher.close()
+    for answer in answers:
+        assert isinstance(answer, ServingError), answer
+        assert answer.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "0th dimension does not equal the sum" in str(answer)
+
+
+@pytest.mark.parametrize("text,message", [
+    # TF Serving's bundle factory asks this whether or not batches are split
+    ("max_batch_size { value: 32 } enable_large_batch_splitting { value: true } "
+     "max_execution_batch_size { value: 16 } allowed_batch_sizes: [8, 16]",
+     "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 16"),
+    # TensorFlow's shared batch scheduler
+    ("max_batch_size { value: 8 } enable_large_batch_splitting { value: true } "
+     "max_execution_batch_size { value: 64 }",
+     "max_execution_batch_size 64 is larger than max_batch_size 8"),
+])
+def test_batching_files_tf_serving_refuses_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        BatchingParameters.parse(text)
+
+
+def test_a_huge_batch_timeout_waits_as_long_as_the_clock_allows():
+    """batch_timeout_micros 1e16 (valid in TF Serving): the batch thread raised an
+    OverflowError on the first request and died, leaving its caller waiting forever."""
+    batcher = Batcher(lambda x: {"y": x["x"] * 2},
+                      BatchingParameters(max_batch_size=2, batch_timeout_micros=10**16,
+                                         num_batch_threads=1))
+    answers = _two_concurrent(batcher, {"x": np.array([1.0])}, {"x": np.array([2.0])})
+    assert [a["y"].tolist() for a in answers] == [[2.0], [4.0]]  # a full batch runs at once
+    assert all(thread.is_alive() for thread in batcher._threads)
+    batcher.close()
+
+
+def test_the_batch_timeout_counts_from_the_oldest_requests_arrival():
+    """A request that waited behind a busy batch thread for longer than the timeout then
+    waited a whole timeout more, alone (TF Serving's clock starts when the batch gets its
+    first request). Here: queued behind a 1 s batch with a 0.5 s timeout, it runs as soon
+    as the thread is free."""
+    from serving import deadlines
+
+    release = threading.Event()
+    ran = []
+
+    def fn(x):
+        if x["x"][0] == 0:
+            release.wait(30)
+        ran.append(time.monotonic())
+        return {"y": x["x"]}
+
+    batcher = Batcher(fn, BatchingParameters(max_batch_size=4, batch_timeout_micros=30_000_000,
+                                             num_batch_threads=1))
+    first = threading.Thread(target=batcher, args=({"x": np.zeros(4)},))
+    first.start()  # a full batch: runs at once and holds the thread
+    _wait_for(lambda: batcher._tasks.qsize() == 0 and not ran and first.is_alive(), 30,
+              "the first batch running")
+    second = threading.Thread(target=batcher, args=({"x": np.ones(1)}, deadlines.after(60)))
+    second.start()
+    _wait_for(lambda: batcher._tasks.qsize() == 1, 30, "the second request queued")
+    queued_at = batcher._tasks.queue[0].queued_at
+    batcher._tasks.queue[0].queued_at = queued_at - 30  # as if it had waited 30 s already
+    release.set()
+    second.join(10)
+    assert not second.is_alive()  # it did not wait another 30 s for company
     batcher.close()

@@ -227,3 +227,12 @@ def test_two_label_edits_at_once_both_take_effect(labelled, monkeypatch, capsys)
             second.join(60)
     assert _labels(labelled) == {"canary": 300, "stable": 200}
     _assert_intact(labelled)
+
+
+def test_version_0_is_a_version(labelled, capsys):
+    """Folder 0 is a version for TF Serving and this server; `set stable=0` was refused
+    as "bad label assignment" (0 read as no number)."""
+    assert _labels_cli(labelled, "set", "stable=0") == 1
+    assert "cannot point label 'stable' at version 0" in capsys.readouterr().err
+    assert _labels_cli(labelled, "--allow_unavailable", "set", "stable=00") == 0
+    assert _labels(labelled) == {"stable": 0}

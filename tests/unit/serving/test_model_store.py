@@ -154,18 +154,20 @@ def test_unload_threads_let_the_poller_go_on(tmp_path):
     assert _states(store) == {1: "END", 2: "END"}  # stop() unloaded it
 
 
-def test_every_version_to_unload_says_so_before_it_stops_answering(tmp_path):
-    """Versions 1 and 2 make way for 3 and 4 at once: while the poller waits for version
-    1's batch thread, version 2 (already answering 404) must not still say AVAILABLE."""
+def test_versions_making_way_go_one_at_a_time_the_newest_serving_on(tmp_path):
+    """Versions 1 and 2 make way for 3 and 4 at once (TF Serving's availability-preserving
+    order): version 1 is unloaded first while version 2 serves on and says AVAILABLE (the
+    poller waits for version 1's batch thread meanwhile); then 4 loads, 2 goes, 3 loads."""
     with _stuck_version(tmp_path, unload_threads=0, serving=(1, 2), then=(3, 4)) as stuck:
         store = stuck.store
         poll = threading.Thread(target=store.poll_once, daemon=True)
         poll.start()
-        _wait_for(lambda: _states(store).get(4) == "AVAILABLE", 30, "version 4 available")
+        _wait_for(lambda: _states(store).get(1) == "UNLOADING", 30, "version 1 unloading")
         assert poll.is_alive()  # waiting for version 1's batch thread
-        assert _states(store) == {1: "UNLOADING", 2: "UNLOADING", 4: "AVAILABLE"}
-        with pytest.raises(ServingError, match="Specific\\(reader, 2\\)"):
-            store.get("reader", 2)
+        assert _states(store) == {1: "UNLOADING", 2: "AVAILABLE"}
+        assert store.get("reader").version == 2
+        with pytest.raises(ServingError, match="Specific\\(reader, 1\\)"):
+            store.get("reader", 1)
         stuck.release()
         poll.join(60)
         assert _states(store) == {1: "END", 2: "END", 3: "AVAILABLE", 4: "AVAILABLE"}
@@ -582,5 +584,61 @@ def test_a_model_removed_from_the_config_still_answers_status_with_its_end(tmp_p
         write_model_config(config, both)
         store.reload_config()  # back: loaded again
         assert store.get("half").version == 1 and _states(store, "half") == {1: "AVAILABLE"}
+    finally:
+        store.stop()
+
+
+def test_latest_two_unloads_the_oldest_before_loading_a_third(tmp_path):
+    """TF Serving's availability-preserving policy unloads a version no longer aspired
+    first where an aspired one serves: latest 2 held three versions in memory for the
+    whole load and warmup of the new one (version 1 went only after version 3 loaded).
+    Latest 1 still keeps its version serving while the next one loads."""
+    base = str(tmp_path / "half")
+    export_half_plus_two(base, 1)
+    export_half_plus_two(base, 2)
+    loaded_at_load, stores = {}, []
+
+    def on_change(name, version, state):
+        if state == "LOADING":
+            loaded_at_load[len(stores), version] = sorted(stores[-1]._models["half"].loaded)
+
+    for versions, new in ((2, 3), (1, 4)):
+        store = ModelStore([ModelSpec("half", base, num_versions=versions)],
+                           LoadOptions(file_system_poll_seconds=0), on_change=on_change)
+        stores.append(store)
+        store.start()
+        try:
+            export_half_plus_two(base, new)
+            store.poll_once()
+        finally:
+            store.stop()
+    assert loaded_at_load[1, 3] == [2]  # version 1 was unloaded first
+    assert loaded_at_load[2, 4] == [3]  # the only version served on while 4 loaded
+
+
+def test_a_base_path_that_cannot_be_listed_is_said_once_a_minute(tmp_path, caplog,
+                                                                  monkeypatch):
+    """Permissions taken away, expired object-store credentials: every poll (each second
+    by default) logged a traceback, 86,000 a day; it is said as a vanished base path is,
+    and the loaded version serves on."""
+    base = tmp_path / "reader"
+    export_file_reader(str(base), 1)
+    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
+        file_system_poll_seconds=0))
+    store.start()
+    try:
+        def denied(path):
+            raise tf.errors.PermissionDeniedError(None, None, f"{path}: Permission denied")
+
+        monkeypatch.setattr(tf.io.gfile, "listdir", denied)
+        caplog.clear()
+        for _ in range(3):
+            store.poll_once()
+        assert store.get("reader").version == 1
+        said = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert [r.getMessage() for r in said] == [
+            f"cannot list {base}: {base}: Permission denied for servable reader: versions 1 "
+            f"stay served until it is back"]
+        assert said[0].exc_info is None
     finally:
         store.stop()
