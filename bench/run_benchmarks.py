@@ -84,14 +84,27 @@ def score_dev(root: str) -> float:
     return round(result.accuracy, 4)
 
 
-def bench_main_job(_args) -> None:
-    """The default run twice into one output root: the second is gated against the first."""
+def bench_main_job(args) -> None:
+    """The default run twice into one output root: the second is gated against the first.
+    With --baseline_repo, the older checkout's default run goes between the two (same .venv,
+    same sample data), and the results hold both and their ratio."""
     first = run_pipeline("main_job")
     accuracy = score_dev(first["root"]) if first["exit_code"] == 0 else None
+    baseline = {}
+    if args.baseline_repo:
+        old = run_pipeline("main_job_baseline",
+                           env=dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline_repo)))
+        baseline = {"baseline": {
+            "commit": git_commit(args.baseline_repo), "wall_seconds": old["wall_seconds"],
+            "exit_code": old["exit_code"],
+            "sst2_dev_accuracy": score_dev(old["root"]) if old["exit_code"] == 0 else None,
+            "summary": old["summary"]},
+            "wall_ratio_new_over_baseline": round(first["wall_seconds"] / old["wall_seconds"], 3)}
     second = run_pipeline("main_job", fresh=False)
-    write("main_job", {"wall_seconds": first["wall_seconds"],
+    write("main_job", {"commit": git_commit(), "wall_seconds": first["wall_seconds"],
                        "peak_rss_gib": first["peak_rss_gib"],
                        "exit_code": first["exit_code"], "sst2_dev_accuracy": accuracy,
+                       **baseline,
                        "second_run": {"wall_seconds": second["wall_seconds"],
                                       "exit_code": second["exit_code"],
                                       "summary": second["summary"]},
@@ -641,7 +654,8 @@ def main() -> None:
     parser.add_argument("--span_rows", type=int, default=4000,
                         help="Rows per SST-2 span in the retrain benchmark.")
     parser.add_argument("--baseline_repo", default="",
-                        help="An older checkout whose server request_cost compares against.")
+                        help="An older checkout (sharing this .venv) that request_cost and main_job "
+                             "compare against.")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # TFX's Beam executors parse sys.argv as absl flags
     os.makedirs(WORK, exist_ok=True)
