@@ -1,7 +1,8 @@
 """What a run reads, checked before any component runs: ``model.checkpoint``,
 ``data.input_dir`` (and that its file pattern, inside the newest span, matches data
 files), ``data.schema_path`` and ``trainer.workers`` on a machine with GPUs. Each
-problem names the setting to change.
+problem names the setting to change. Also ``output.root`` inside the input folder, a
+``TF_CONFIG`` left in the environment, and a bfloat16 serving check on a CPU without it.
 
 Tested through the command: tests/unit/cli/test_main.py; on object storage:
 tests/storage/test_preflight.py.
@@ -27,11 +28,15 @@ class SettingsError(ValueError):
 
 def check(config: PipelineConfig) -> None:
     """Raises SettingsError naming every wrong setting (nothing has run yet)."""
+    overlap = output_problem(config)  # then the input's listing would name the run's files
     problems = [p for p in (checkpoint_problem(config.model.checkpoint,
                                                config.model.max_seq_length,
                                                config.data.reader_config().text_pair),
-                            input_problem(config), schema_problem(config.data.schema_path),
-                            local_gpus_problem(config.trainer.workers))
+                            overlap, None if overlap else input_problem(config),
+                            schema_problem(config.data.schema_path),
+                            local_gpus_problem(config.trainer.workers),
+                            environment_problem(),
+                            serving_precision_problem(config.output.serving_mixed_precision))
                 if p]
     if problems:
         raise SettingsError("\n  ".join(["nothing was run:"] + problems))
@@ -139,6 +144,41 @@ def input_problem(config: PipelineConfig):
     return None
 
 
+def output_problem(config: PipelineConfig):
+    """Why ``output.root`` cannot be where it is: in ``data.input_dir``, whose listing would
+    take the run's own files (history.jsonl, run.lock) for data."""
+    root, data = resolve_path(config.output.root), resolve_path(config.data.input_dir)
+    if is_uri(root) or is_uri(data):
+        return None
+    root, data = os.path.realpath(root), os.path.realpath(data)
+    if root == data or root.startswith(data.rstrip(os.sep) + os.sep):
+        return (f"output.root {root} is inside data.input_dir {data}: a run would read its "
+                f"own files as data; put them apart")
+    return None
+
+
+def environment_problem():
+    """A ``TF_CONFIG`` left in the environment: the in-process Trainer would join the
+    cluster it describes (local runs start their own replicas, trainer.workers)."""
+    if os.environ.get("TF_CONFIG"):
+        return ("TF_CONFIG is set in the environment: the Trainer would try to join the "
+                "cluster it names; unset it (a local run starts its own workers with "
+                "trainer.workers)")
+    return None
+
+
+def serving_precision_problem(mode: str):
+    """Why the serving check cannot load the candidate with ``--mixed_precision=mode`` on
+    this machine (it runs here, after training)."""
+    if not mode:
+        return None
+    from serving.precision import bfloat16_refusal_here
+
+    why = bfloat16_refusal_here()
+    return (f"output.serving_mixed_precision {mode}: {why}; leave it empty (float32) on "
+            f"this machine" if why else None)
+
+
 def local_gpus_problem(workers: int):
     """Why ``trainer.workers`` local replicas cannot share this machine's GPUs (said here,
     before ExampleGen and Transform run, not only when the Trainer starts)."""
@@ -155,11 +195,26 @@ def schema_problem(schema_path: str):
     if not schema_path:
         return None  # inferred from the data
     path = resolve_path(schema_path)
-    if _gfile(path).exists(path):
-        return None
+    gfile = _gfile(path)
+    if gfile.exists(path):
+        return _schema_parse_problem(path, gfile)
     where = "" if os.path.isabs(schema_path) or is_uri(schema_path) else \
         " (relative to the working directory)"
     return (f"data.schema_path: {path} does not exist{where}; point it at your curated "
             f"schema, write one from your data with `bert-pipeline schema --out "
             f"schema.pbtxt` (then --data.schema_path schema.pbtxt), or infer one at every "
             f'run with --data.schema_path ""')
+
+
+def _schema_parse_problem(path: str, gfile):
+    """Why the file at ``path`` is not a TFMD Schema text proto (ImportSchemaGen's read)."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    try:
+        with gfile.GFile(path, "r") as f:
+            text_format.Parse(f.read(), schema_pb2.Schema())
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        return (f"data.schema_path: {path} is not a schema (a Schema text proto, as "
+                f"`bert-pipeline schema` writes): {str(error).splitlines()[0]}")
+    return None

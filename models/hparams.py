@@ -132,7 +132,8 @@ class ModelHParams:
                   ("warmup_fraction", 0 <= self.warmup_fraction < 1, "from 0 to below 1"),
                   ("weight_decay", self.weight_decay >= 0, "0 or more"),
                   ("dropout", self.dropout is None or 0 <= self.dropout < 1,
-                   "from 0 to below 1 (or unset: the checkpoint's)")]
+                   "from 0 to below 1 (or unset: the checkpoint's)"),
+                  ("seed", 0 <= self.seed < 2**32, "from 0 to 2**32 - 1")]
         for name, ok, wanted in checks:
             if not ok:
                 raise ValueError(f"model.{name} must be {wanted}, got {getattr(self, name)}")

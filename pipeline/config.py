@@ -195,6 +195,16 @@ class OutputConfig:
 
     def __post_init__(self):
         from serving.precision import MODES
+        if self.serving_check_timeout < 1:
+            raise ValueError(f"output.serving_check_timeout must be at least 1 (seconds), "
+                             f"got {self.serving_check_timeout}")
+        if not self.model_name.strip():
+            raise ValueError("output.model_name must not be empty")
+        for character in "/:\\":  # the REST path /v1/models/<name>[:predict] cannot hold them
+            if character in self.model_name:
+                raise ValueError(f"output.model_name '{self.model_name}' holds "
+                                 f"'{character}', which model servers' REST paths cannot "
+                                 f"carry: use letters, digits, '-', '_' or '.'")
         if self.serving_mixed_precision not in MODES:
             raise ValueError(f"output.serving_mixed_precision must be bfloat16 or empty "
                              f"(float32), not '{self.serving_mixed_precision}'")
@@ -543,6 +553,9 @@ class PipelineConfig:
     enable_cache: bool = _field(False, "Reuse outputs of unchanged components.")
 
     def __post_init__(self):
+        if not self.name.strip():
+            raise ValueError("name must not be empty (the pipeline's name, also its ML "
+                             "Metadata context)")
         multi_label = self.data.multi_label
         allowed = MULTI_LABEL_GATE_METRICS if multi_label else tuple(GATE_METRICS)
         if self.eval.metric not in allowed:
@@ -633,7 +646,7 @@ def convert(value: Any, kind: Any, key: str) -> Any:
             and not math.isfinite(value):  # YAML's .nan and .inf
         raise ValueError(f"{key}: expected a finite number, got {value}")
     if not isinstance(value, str):
-        return value
+        return _typed(value, kind, key)
     if kind is bool:
         if value.lower() in ("1", "true", "yes", "on"):
             return True
@@ -650,6 +663,39 @@ def convert(value: Any, kind: Any, key: str) -> Any:
         return number
     if kind in (list, typing.List[str]) or origin is list:
         return split_list(value, key)
+    return value
+
+
+def _typed(value: Any, kind: Any, key: str) -> Any:
+    """A config file's parsed value (JSON or YAML: already typed) -> the field's type, or
+    refused naming the setting: taken as it came, a float batch size or a null pattern
+    failed minutes later inside a component."""
+    def refuse(wanted: str):
+        shown = "null" if value is None else value
+        return ValueError(f"{key}: expected {wanted}, got {shown}")
+
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise refuse("true/false")
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse(kind.__name__)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise refuse("int")
+            return int(value)
+        return float(value)
+    if kind is str:
+        if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
+            raise refuse("a string" + (" (quote it)" if isinstance(value, bool) else ""))
+        return str(value)  # a column by position: text_column: 1
+    if kind in (list, typing.List[str]) or typing.get_origin(kind) is list:
+        if not isinstance(value, list):
+            raise refuse("a list")
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key}: expected a list of strings, got {value}")
+        return value
     return value
 
 
@@ -676,17 +722,39 @@ def load_config(path: Optional[str] = None,
     """Builds the config from defaults, an optional file and ``section.field`` overrides."""
     values: dict = {}
     if path:
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".json"):
-                values = json.load(f)
-            else:
-                import yaml
-                values = yaml.safe_load(f) or {}
+        values = _read_config_file(path)
     for key, value in (overrides or {}).items():
         section, _, name = key.rpartition(".")
-        target = values.setdefault(section, {}) if section else values
+        if section and values.get(section) is None:  # absent, or every key commented out
+            values[section] = {}
+        target = values[section] if section else values
+        if not isinstance(target, dict):
+            break  # from_dict names the section given as a value
         target[name] = value
     return from_dict(values)
+
+
+def _read_config_file(path: str) -> dict:
+    """A config file's settings (JSON for .json, else YAML), or ValueError naming the file."""
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".json"):
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON: {error}") from None
+        else:
+            import yaml
+            try:
+                values = yaml.safe_load(f)
+            except yaml.YAMLError as error:
+                raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}"
+                                 f" (indent with spaces, not tabs)") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} holds a {type(values).__name__}, not settings: write "
+                         f"sections of settings, e.g. data: {{input_dir: ...}}")
+    return values
 
 
 def closest_name(name: str, known) -> Optional[str]:
@@ -724,6 +792,8 @@ def from_dict(values: Mapping[str, Any]) -> PipelineConfig:
         if key in SECTIONS:
             cls = SECTIONS[key]
             types = field_types(cls)
+            if value is None:  # a section whose every key is commented out
+                value = {}
             if not isinstance(value, Mapping):
                 raise ValueError(f"'{key}' is a section: give it settings, e.g. "
                                  f"{key}: {{{next(iter(types))}: ...}}")

@@ -32,8 +32,14 @@ JSON, which a YAML file takes as well. A list on the command line is a JSON list
 separated by spaces (column names: by commas). A number must be finite (`nan` and `inf` are
 refused: a NaN bound would switch its check off); shares, drift limits and the eval gate's
 bounds must lie in [0, 1]; the model's counts and rates in their ranges (batch sizes at least
-1, epochs and the learning rate above 0, warmup_fraction and dropout below 1), all refused
-when the settings are read, before any component runs.
+1, epochs and the learning rate above 0, warmup_fraction and dropout below 1, the seed from 0
+to 2**32 - 1), all refused when the settings are read, before any component runs. A file's
+values are checked by type too: a count must be a whole number (`16.0` is taken as 16, `16.5`
+and `true` are refused), a switch true or false, a list a list of strings, a text setting a
+string (a number is taken as its digits, so `text_column: 1` is the second column; `null` and
+YAML's unquoted `yes`/`no` are refused: quote them). A YAML file indented with tabs, or one
+that is not a mapping of sections, is refused naming the file. `output.model_name` cannot
+hold `/`, `:` or `\\` (no REST path could carry it).
 """
 
 

@@ -102,6 +102,9 @@ class ReaderConfig:
         if self.quoting not in QUOTING:
             raise ValueError(f"data.quoting must be one of {sorted(QUOTING)}, "
                              f"not '{self.quoting}'")
+        if self.file_format != "auto" and self.file_format not in FORMATS:
+            raise ValueError(f"data.file_format must be auto, {', '.join(FORMATS[:-1])} or "
+                             f"{FORMATS[-1]}, not '{self.file_format}'")
         for name, setting in (("data.text_column", self.text_column),
                               ("data.label_column", self.label_column)):
             if not column_refs(setting):

@@ -388,3 +388,44 @@ def test_a_reader_that_went_away_is_no_error(tmp_path):
         command.stdout.close()  # before it writes anything: every write fails (EPIPE)
         err = command.stderr.read().decode()
     assert command.returncode == 1 and "Broken pipe" not in err and "Error" not in err, err
+
+
+def test_settings_that_failed_after_training_are_refused_before_anything_runs(
+        tmp_path, monkeypatch):
+    """Each passed the checks and failed minutes in: a TF_CONFIG left in the shell (the
+    Trainer joined its cluster: "Collective ops must be configured at program startup"),
+    the serving check in bfloat16 on a CPU without it (after training), the output root
+    as the input folder (the run read its own history.jsonl and run.lock as data), a
+    schema file that is not a schema (ImportSchemaGen's ParseError)."""
+    from local import preflight
+    from pipeline.config import load_config
+    from serving import precision
+
+    data = tmp_path / "data"
+    shutil.copytree(os.path.dirname(SAMPLE), data)
+    base = {"data.input_dir": str(data), "data.schema_path": "",
+            "output.root": str(tmp_path / "out")}
+    preflight.check(load_config(None, base))
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}}')
+    with pytest.raises(preflight.SettingsError, match="TF_CONFIG is set in the environment"):
+        preflight.check(load_config(None, base))
+    monkeypatch.delenv("TF_CONFIG")
+    monkeypatch.setattr(precision, "bfloat16_refusal_here", lambda: "no bfloat16 here")
+    with pytest.raises(preflight.SettingsError, match="output.serving_mixed_precision "
+                                                      "bfloat16: no bfloat16 here"):
+        preflight.check(load_config(None, dict(base, **{
+            "output.serving_mixed_precision": "bfloat16"})))
+    for root in (data, data / "runs"):
+        with pytest.raises(preflight.SettingsError) as refused:
+            preflight.check(load_config(None, dict(base, **{"output.root": str(root)})))
+        assert str(refused.value).splitlines()[1:] == [
+            f"  output.root {root} is inside data.input_dir {data}: a run would read its "
+            f"own files as data; put them apart"]
+    with pytest.raises(preflight.SettingsError,
+                       match=f"data.schema_path: {data / 'sst2_sample.tsv'} is not a "
+                             f"schema"):
+        preflight.check(load_config(None, dict(base, **{
+            "data.schema_path": str(data / "sst2_sample.tsv")})))
+    with pytest.raises(ValueError, match="data.file_format must be auto, csv, tsv or jsonl, "
+                                         "not 'xml'"):
+        load_config(None, dict(base, **{"data.file_format": "xml"}))

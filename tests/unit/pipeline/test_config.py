@@ -224,3 +224,58 @@ def test_the_data_settings_are_built_on_the_one_reader_config():
 def test_bad_storage_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, settings).metadata_path
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # each passed the settings and failed after training or Transform
+    ({"output.serving_check_timeout": "0"}, "output.serving_check_timeout must be at least 1"),
+    ({"output.model_name": ""}, "output.model_name must not be empty"),
+    ({"output.model_name": "team/clf"}, "output.model_name 'team/clf' holds '/'"),
+    ({"output.model_name": "clf:v2"}, "output.model_name 'clf:v2' holds ':'"),
+    ({"model.seed": "-1"}, r"model.seed must be from 0 to 2\*\*32 - 1, got -1"),
+    ({"name": " "}, "name must not be empty"),
+])
+def test_settings_that_failed_late_are_refused_when_read(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize("text,message", [
+    # a file's values arrive typed: each of these was taken as it came and failed later
+    ('{"model": {"batch_size": 16.5}}', "model.batch_size: expected int, got 16.5"),
+    ('{"trainer": {"workers": true}}', "trainer.workers: expected int, got True"),
+    ('{"data": {"span_pattern": null}}', "data.span_pattern: expected a string, got null"),
+    ('{"enable_cache": "maybe"}', "enable_cache: expected true/false, got 'maybe'"),
+    ('{"enable_cache": 2}', "enable_cache: expected true/false, got 2"),
+    ('{"beam_args": 3}', "beam_args: expected a list, got 3"),
+    ('{"data": {"column_names": ["a", 1]}}', "data.column_names: expected a list of strings"),
+    ('[1, 2]', "holds a list, not settings"),
+    ('{"data": 3}', "'data' is a section"),
+])
+def test_a_config_files_values_are_checked_by_type(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(str(path))
+
+
+def test_a_config_files_numbers_become_the_settings_types(tmp_path):
+    """A column given as a position (YAML reads it as an int), a whole float for a count."""
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n  text_column: 1\n  label_column: 0\nmodel:\n  batch_size: 16.0\n")
+    config = load_config(str(path))
+    assert (config.data.text_column, config.data.label_column) == ("1", "0")
+    assert config.model.batch_size == 16 and isinstance(config.model.batch_size, int)
+
+
+def test_a_malformed_config_file_is_named_not_a_traceback(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data:\n\ttext_column: body\n")  # a tab indents
+    with pytest.raises(ValueError, match=f"{path}: not valid YAML"):
+        load_config(str(path))
+    path.write_text("data:\n  # text_column: body\n")  # a section left empty, then a flag
+    assert load_config(str(path), {"data.text_column": "x"}).data.text_column == "x"
+    bad = tmp_path / "config.json"
+    bad.write_text('{"data": ')
+    with pytest.raises(ValueError, match=f"{bad}: not valid JSON"):
+        load_config(str(bad))
