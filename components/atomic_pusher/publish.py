@@ -10,17 +10,24 @@ digit names with a ``saved_model.pb``). So a version is written under
 source (size and CRC-32, read back from the destination), ``saved_model.pb`` must parse
 as a SavedModel, and only then is the folder renamed to ``<version>`` in one step.
 
-On object storage (``gs://``, ``s3://``) a rename is a copy of every object, so the
-version is written in place instead, with ``saved_model.pb`` last and only after every
-other file is verified. The local server takes a version only once its ``saved_model.pb``
-is there; TF Serving may see the numbered prefix earlier, fail to load it and retry
-(``--max_num_load_retries``, a minute apart), which then finds the version complete.
+On object storage (``gs://``, ``s3://``) there is no rename: the version is uploaded and
+verified under the ``.partial-*`` prefix, then copied object by object inside the store
+(a server-side copy: seconds, whatever the upload took) to ``<version>``, with
+``saved_model.pb`` last, and the staging prefix removed. TF Serving aspires a numbered
+prefix as soon as it lists it and gives a failed load up after ``--max_num_load_retries``
+(5, a minute apart) for good: written in place, an upload of more than about five minutes
+was never loaded until a restart. The local server takes a version only once its
+``saved_model.pb`` is there.
+
+Before the rename (or the copy to ``<version>``) the staged tree is listed and compared
+with the model's, every path and size: a file that went missing after it was verified
+(someone removing what looked like a leftover) fails the push.
 
 On any failure the partial copy is removed and ``PushError`` names the cause, the file
 and the cleanup. A push killed outright leaves its ``.partial-*`` copy (never loaded);
-the next push on the same machine removes it. On object storage it leaves a numbered
-version without ``saved_model.pb``, which the next push removes once it is an hour old
-(``remove_stale_copies``).
+the next push on the same machine removes it. On object storage it leaves a ``.partial-*``
+prefix, or, killed during the final copy, a numbered version without ``saved_model.pb``:
+the next push removes either once it is an hour old (``remove_stale_copies``).
 """
 from __future__ import annotations
 
@@ -59,6 +66,20 @@ def staging_name(version: str) -> str:
     return f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
 
 
+def _owner(entry: str) -> tuple:
+    """(host, pid) of a ``.partial-<version>-<host>-<pid>`` name, else ("", "")."""
+    if not entry.startswith(STAGING_PREFIX):
+        return "", ""
+    host, _, pid = entry[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
+    return host, pid
+
+
+def pushing_here(entry: str) -> bool:
+    """``entry`` is the staging copy of a push running on this machine."""
+    host, pid = _owner(entry)
+    return host == socket.gethostname() and pid.isdigit() and alive(int(pid))
+
+
 def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S) -> list:
     """Removes what pushes killed outright (``kill -9``, a power loss, an evicted pod) left
     in ``base_directory``; returns the names removed.
@@ -75,9 +96,7 @@ def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S
     host, removed = socket.gethostname(), []
     for entry in tf.io.gfile.listdir(base_directory):
         entry = entry.rstrip("/")
-        if not entry.startswith(STAGING_PREFIX):
-            continue
-        owner, _, pid = entry[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
+        owner, pid = _owner(entry)
         if owner == host and pid.isdigit() and not alive(int(pid)):
             tf.io.gfile.rmtree(os.path.join(base_directory, entry))
             removed.append(entry)
@@ -85,18 +104,20 @@ def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S
 
 
 def _remove_stale_versions(base_directory: str, stale_after_s: float) -> list:
-    """The object-storage half of ``remove_stale_copies``: best effort (another push may
-    remove the same version, the pusher's role may not delete): what fails is logged and
-    left. A version with a ``saved_model.pbtxt`` (TF Serving loads that too) or with no
-    object yet (a push that has just begun) is no leftover."""
+    """The object-storage half of ``remove_stale_copies``: a ``.partial-*`` prefix (any
+    host's: pushes run in pods) or a numbered one without ``saved_model.pb`` whose newest
+    object is older than ``stale_after_s``. Best effort (another push may remove the same
+    version, the pusher's role may not delete): what fails is logged and left. A version
+    with a ``saved_model.pbtxt`` (TF Serving loads that too) or with no object yet (a push
+    that has just begun) is no leftover."""
     removed, cutoff_ns = [], (time.time() - stale_after_s) * 1e9
     for entry in tf.io.gfile.listdir(base_directory):
         entry = entry.rstrip("/")
         folder = os.path.join(base_directory, entry)
         try:
-            if version_number(entry) is None or any(
+            if not entry.startswith(STAGING_PREFIX) and (version_number(entry) is None or any(
                     tf.io.gfile.exists(os.path.join(folder, name))
-                    for name in (SAVED_MODEL, SAVED_MODEL + "txt")):
+                    for name in (SAVED_MODEL, SAVED_MODEL + "txt"))):
                 continue
             written = [tf.io.gfile.stat(os.path.join(parent, name)).mtime_nsec
                        for parent, _, names in tf.io.gfile.walk(folder) for name in names]
@@ -179,31 +200,65 @@ def _remove(path: str) -> str:
         return f"the partial copy {path} could NOT be removed ({error}); remove it"
 
 
+def _sizes(folder: str, files: list) -> dict:
+    """{relative path: size} of ``files`` under ``folder`` (-1: missing)."""
+    sizes = {}
+    for relative in files:
+        path = os.path.join(folder, relative)
+        sizes[relative] = tf.io.gfile.stat(path).length if tf.io.gfile.exists(path) else -1
+    return sizes
+
+
+def _check_whole(model_dir: str, copy: str, files: list) -> None:
+    """``copy`` holds every file of ``model_dir`` at its size, and nothing else."""
+    expected, found = _sizes(model_dir, files), _sizes(copy, files)
+    extra = sorted(set(_tree(copy)[1]) - set(files))
+    wrong = [f"{path} ({'missing' if found[path] < 0 else f'{found[path]} bytes'}, "
+             f"expected {size} bytes)" for path, size in expected.items()
+             if found[path] != size]
+    if wrong or extra:
+        raise PushError(f"{copy} is not the model it was copied from: "
+                        + "; ".join(wrong + [f"{path} (not in the model)" for path in extra])
+                        + " (something else wrote or removed files in it meanwhile)")
+
+
 def push_version(model_dir: str, base_directory: str, version: str) -> str:
     """Publishes the SavedModel ``model_dir`` as ``<base_directory>/<version>``; returns
     that path. Raises PushError (the cause, the file, the cleanup) on any failure."""
     if not tf.io.gfile.exists(os.path.join(model_dir, SAVED_MODEL)):
         raise PushError(f"{model_dir} has no {SAVED_MODEL}: not a SavedModel, not pushed")
     final = os.path.join(base_directory, version)
-    in_place = is_object_storage(base_directory)
-    staging = final if in_place else os.path.join(base_directory, staging_name(version))
-    if in_place and tf.io.gfile.exists(final):  # no rename to refuse it there: another
+    in_store = is_object_storage(base_directory)
+    staging = os.path.join(base_directory, staging_name(version))
+    if in_store and tf.io.gfile.exists(final):  # no rename to refuse it there: another
         raise PushError(f"pushing version {version} to {base_directory} failed: it "  # push
                         f"exists already (another push of the same version?); nothing "
                         f"was written")
+    written = [staging]  # what a failure removes
     try:
         folders, files = _tree(model_dir)
-        for relative in folders if not in_place else [""]:  # empty ones too (assets/)
+        for relative in folders if not in_store else [""]:  # empty ones too (assets/)
             tf.io.gfile.makedirs(os.path.join(staging, relative))
         for relative in files:  # saved_model.pb last
             _copy_verified(model_dir, staging, relative)
-        if not in_place:
+        _check_whole(model_dir, staging, files)
+        if in_store:
+            if tf.io.gfile.exists(final):
+                raise PushError(f"version {version} appeared meanwhile (another push of "
+                                f"the same version?)")
+            written.append(final)
+            for relative in files:  # inside the store; saved_model.pb last
+                tf.io.gfile.copy(os.path.join(staging, relative),
+                                 os.path.join(final, relative), overwrite=False)
+            _check_whole(model_dir, final, files)
+            tf.io.gfile.rmtree(staging)
+        else:
             sync(staging)
             tf.io.gfile.rename(staging, final, overwrite=False)
     except Exception as error:  # noqa: BLE001 - any failure: clean up, then say why
         cause = error.message if isinstance(error, tf.errors.OpError) else str(error)
         raise PushError(f"pushing version {version} to {base_directory} failed: "
-                        f"{cause}; {_remove(staging)}") from None
-    if not in_place:
+                        f"{cause}; " + "; ".join(_remove(path) for path in written)) from None
+    if not in_store:
         sync(base_directory)  # the rename itself, on the disk
     return final

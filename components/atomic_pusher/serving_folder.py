@@ -11,7 +11,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from components.atomic_pusher.publish import SAVED_MODEL, PushError, check_saved_model
+from components.atomic_pusher.publish import (SAVED_MODEL, PushError, check_saved_model,
+                                              pushing_here)
+from serving.model_store import version_number
 
 
 @dataclasses.dataclass
@@ -21,11 +23,13 @@ class ServingFolder:
     versions: list = dataclasses.field(default_factory=list)  # complete, oldest first
     incomplete: list = dataclasses.field(default_factory=list)  # digits, no SavedModel
     other: list = dataclasses.field(default_factory=list)  # not versions
+    pushing: list = dataclasses.field(default_factory=list)  # a live push's .partial-*
     error: Optional[str] = None  # why it could not be listed
 
     @property
     def clean(self) -> bool:
-        return self.error is None and not self.incomplete and not self.other
+        return self.error is None and not self.incomplete and not self.other \
+            and not self.pushing
 
     def describe(self) -> str:
         """One sentence: ``/s/m: versions 17, 18; nothing else`` and any warning."""
@@ -40,11 +44,15 @@ class ServingFolder:
             return text + "; nothing else"
         if self.incomplete:
             text += (f"; WARNING: {', '.join(self.incomplete)}: numbered but no complete "
-                     f"{SAVED_MODEL} (a half-copied version?): a model server tries to "
-                     f"load it; remove it")
+                     f"{SAVED_MODEL} (a half-copied version, or a push still copying it): "
+                     f"a model server tries to load it; once no push is running, remove it")
+        if self.pushing:
+            text += (f"; {', '.join(self.pushing)}: a push running on this machine (not "
+                     f"loaded by model servers; leave it)")
         if self.other:
             text += (f"; also {', '.join(self.other)} (not loaded by model servers; a "
-                     f"leftover of an interrupted push? remove it)")
+                     f"leftover of an interrupted push, unless a push elsewhere is still "
+                     f"writing it: remove it once none is)")
         return text
 
 
@@ -57,7 +65,9 @@ def inspect(path: str) -> ServingFolder:
             return folder
         entries = sorted(entry.rstrip("/") for entry in tf.io.gfile.listdir(path))
         for entry in entries:
-            if not entry.isdigit():
+            if pushing_here(entry):
+                folder.pushing.append(entry)
+            elif version_number(entry) is None:  # as model servers read names ('²': none)
                 folder.other.append(entry)
             elif _loadable(os.path.join(path, entry, SAVED_MODEL)):
                 folder.versions.append(entry)
@@ -65,8 +75,8 @@ def inspect(path: str) -> ServingFolder:
                 folder.incomplete.append(entry)
     except Exception as error:  # noqa: BLE001 - said in the summary, never raised
         folder.error = f"{type(error).__name__}: {error}"
-    folder.versions.sort(key=int)
-    folder.incomplete.sort(key=int)
+    folder.versions.sort(key=version_number)
+    folder.incomplete.sort(key=version_number)
     return folder
 
 

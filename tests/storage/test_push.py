@@ -1,9 +1,11 @@
-"""The push on a bucket: saved_model.pb comes last, a bad version is removed, and a
+"""The push on a bucket: uploaded and verified under a staging prefix, then copied inside
+the store to the version with saved_model.pb last; a bad version is removed, and a
 version that exists is never written into."""
 import os
 import subprocess
 import sys
 
+from components.atomic_pusher.publish import STAGING_PREFIX
 from tests.support.push_models import tree
 
 PUSH_TO_BUCKET = """
@@ -37,7 +39,8 @@ def test_on_a_bucket_saved_model_pb_comes_last_and_a_bad_version_is_removed(
                           f"s3://{bucket}/serving/m", str(broken)], env=s3.env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-5000:]
-    assert f"s3://{bucket}/serving/m/18/saved_model.pb is not a SavedModel" in run.stdout
+    assert f"s3://{bucket}/serving/m/{STAGING_PREFIX}18-" in run.stdout
+    assert "/saved_model.pb is not a SavedModel" in run.stdout
     assert "was removed" in run.stdout
     assert f"pushing version 17 to s3://{bucket}/serving/m failed: it exists already" \
         in run.stdout  # the broken model did not overwrite nor remove version 17
@@ -45,16 +48,24 @@ def test_on_a_bucket_saved_model_pb_comes_last_and_a_bad_version_is_removed(
     assert keys == sorted(f"17/{path}" for path in tree(model)), keys
     assert s3.read(bucket, "serving/m/17/saved_model.pb") == \
         open(os.path.join(model, "saved_model.pb"), "rb").read()
-    # saved_model.pb is written only after every other file was written and read back
-    requests_17 = [(method, path.split("?")[0]) for method, path in s3.recording()
-                   if path.split("?")[0].startswith(f"{bucket}/serving/m/17/")]
-    pb_writes = [i for i, (method, path) in enumerate(requests_17)
-                 if path.endswith("/saved_model.pb") and method in ("PUT", "POST")]
-    others = [i for i, (method, path) in enumerate(requests_17)
-              if not path.endswith("/saved_model.pb")]
-    assert pb_writes and others and max(others) < min(pb_writes), requests_17
-    assert any(method == "GET" for method, path in requests_17
-               if not path.endswith("/saved_model.pb")), requests_17  # read back
+    # Uploaded and read back under the staging prefix; the version's prefix is written
+    # only after that (TF Serving aspires it as soon as it lists it, and gives a failed
+    # load up after 5 tries a minute apart: an upload must not happen there), by copies
+    # inside the store with saved_model.pb last.
+    requests = [(method, path.split("?")[0]) for method, path in s3.recording()]
+    staged = [i for i, (_, path) in enumerate(requests)
+              if path.startswith(f"{bucket}/serving/m/{STAGING_PREFIX}17-")]
+    version = [i for i, (_, path) in enumerate(requests)
+               if path.startswith(f"{bucket}/serving/m/17/")]
+    uploads = [i for i in staged if requests[i][0] in ("PUT", "POST")]
+    assert any(requests[i][0] == "GET" for i in staged), requests  # read back
+    assert uploads and version and min(version) > max(uploads), requests
+    pb_writes = [i for i in version if requests[i][1].endswith("/saved_model.pb")
+                 and requests[i][0] in ("PUT", "POST")]
+    others = [i for i in version if not requests[i][1].endswith("/saved_model.pb")
+              and requests[i][0] in ("PUT", "POST")]
+    assert pb_writes and others and max(others) < min(pb_writes), requests
+    assert s3.keys(bucket, f"serving/m/{STAGING_PREFIX}") == []  # removed once copied
 
 
 KILLED_PUSH = """
@@ -79,11 +90,13 @@ exit_process(0)
 """
 
 
-def test_a_push_killed_on_a_bucket_leaves_a_version_the_next_push_removes(
+def test_a_push_killed_on_a_bucket_leaves_a_copy_the_next_push_removes(
         s3, tmp_path, model):  # noqa: F811 (the fixture)
-    """kill -9 mid-push leaves <version>/ without saved_model.pb, which TF Serving would
-    aspire after a restart (it loads any all-digit folder) and fail: the next push removes
-    it once no object of it is newer than stale_after_s; a push still writing is kept."""
+    """kill -9 mid-upload leaves the staging prefix (no model server loads it), and a
+    numbered version without saved_model.pb (left by a kill during the final copy, or by
+    older pushes: TF Serving would aspire it and fail) is a leftover too: the next push
+    removes either once no object of it is newer than stale_after_s; a push still
+    writing is kept."""
     bucket = s3.bucket("killed")
     base = f"s3://{bucket}/serving/m"
     blocking = tmp_path / "blocking"
@@ -100,8 +113,11 @@ def test_a_push_killed_on_a_bucket_leaves_a_version_the_next_push_removes(
     finally:
         push.kill()
         push.wait(timeout=60)
-    left = s3.keys(bucket, "serving/m/21/")
+    left = s3.keys(bucket, f"serving/m/{STAGING_PREFIX}21-")
     assert left and not any(k.endswith("/saved_model.pb") for k in left), left
+    assert s3.keys(bucket, "serving/m/21/") == []  # the version never appeared
+    staging = left[0].split("/")[2]
+    s3.put(bucket, "serving/m/22/variables/variables.index", b"x")  # a half-copied version
 
     def clean_up(stale_after_s):
         run = subprocess.run([sys.executable, "-c", CLEAN_UP, s3.endpoint, base,
@@ -113,8 +129,9 @@ def test_a_push_killed_on_a_bucket_leaves_a_version_the_next_push_removes(
     # a model placed by hand as saved_model.pbtxt (TF Serving loads it) is no leftover
     s3.put(bucket, "serving/m/19/saved_model.pbtxt", "meta_graphs {}")
     assert clean_up(3600) == "[]"  # as young as a push still writing: kept
-    assert s3.keys(bucket, "serving/m/21/") == left
-    assert clean_up(0) == "['21']"
-    assert s3.keys(bucket, "serving/m/21/") == []
+    assert s3.keys(bucket, f"serving/m/{STAGING_PREFIX}21-") == left
+    assert clean_up(0) == str([staging, "22"])
+    assert s3.keys(bucket, f"serving/m/{STAGING_PREFIX}") == []
+    assert s3.keys(bucket, "serving/m/22/") == []
     assert s3.keys(bucket, "serving/m/20/") == ["serving/m/20/saved_model.pb"]
     assert s3.keys(bucket, "serving/m/19/") == ["serving/m/19/saved_model.pbtxt"]

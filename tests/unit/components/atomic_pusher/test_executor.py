@@ -11,7 +11,7 @@ import time
 
 from tfx.types import standard_artifacts
 
-from components.atomic_pusher.publish import STAGING_PREFIX
+from components.atomic_pusher.publish import SAVED_MODEL, STAGING_PREFIX
 from components.atomic_pusher.serving_folder import inspect
 from local.report.collect import Report
 from local.report.page import render
@@ -174,3 +174,27 @@ def test_a_push_goes_above_the_newest_version_even_with_the_clock_behind(tmp_pat
     again, error = push(tmp_path / "again", str(tmp_path / "serving"), model)
     assert error is None, error
     assert again.get_string_custom_property("pushed_version") == str(ahead + 2)
+
+
+def test_a_file_removed_from_the_staged_copy_fails_the_push(tmp_path, model, monkeypatch):
+    """Each file was checked right after its copy, never the whole tree before the rename:
+    a file removed meanwhile (an operator following 'a leftover of an interrupted push?
+    remove it' on a running push's copy) published a version without its variables, and
+    the run said pushed."""
+    from components.atomic_pusher import publish
+
+    copy = publish._copy_verified
+
+    def copy_then_lose_the_index(source, target, relative):
+        copy(source, target, relative)
+        if relative == SAVED_MODEL:  # the last file: every other one was verified
+            os.remove(os.path.join(target, "variables", "variables.index"))
+
+    monkeypatch.setattr(publish, "_copy_verified", copy_then_lose_the_index)
+    base = tmp_path / "serving" / "bert_classifier"
+    pushed, error = push(tmp_path, str(tmp_path / "serving"), model)
+    assert isinstance(error, publish.PushError), error
+    assert "variables/variables.index (missing, expected" in str(error)
+    assert "the partial copy" in str(error) and "was removed" in str(error)
+    assert not base.exists() or os.listdir(base) == []
+    assert pushed.get_int_custom_property("pushed") != 1

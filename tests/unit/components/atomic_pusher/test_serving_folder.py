@@ -24,3 +24,21 @@ def test_the_serving_folder_check_names_half_copied_versions_and_leftovers(tmp_p
     assert f"also {STAGING_PREFIX}8-123 (not loaded by model servers" in text
     assert inspect(str(tmp_path / "none")).describe().endswith("does not exist (no model "
                                                                "is served from it)")
+
+
+def test_names_model_servers_do_not_read_as_versions_and_a_running_push(tmp_path, model):
+    """A folder named '²' (str.isdigit, not int) ended a pushed run as an error, with no
+    summary, history or report; a running push's copy on this machine was called a
+    leftover to remove."""
+    import socket
+
+    base = tmp_path / "bert_classifier"
+    export(str(base / "5"))
+    (base / "²").mkdir()
+    (base / "٣").mkdir()  # an Arabic-Indic 3: no model server loads it
+    running = f"{STAGING_PREFIX}9-{socket.gethostname()}-{os.getpid()}"
+    (base / running).mkdir()
+    state = inspect(str(base))
+    assert (state.versions, state.incomplete, state.other, state.pushing) == (
+        ["5"], [], ["²", "٣"], [running])
+    assert f"{running}: a push running on this machine" in state.describe()
