@@ -62,7 +62,36 @@ def worker_beam_args(args: list, image: str) -> list:
             and not _runs_in_this_process(runner, options):
         # Portable runners take the worker container from the DOCKER environment's
         # config; Beam (2.61) does not read --sdk_container_image for them, so a given
-        # one is carried over.
+        # one is carried over. TFX does read it: without it, each Beam step built an
+        # sdist of TFX and staged it (--extra_package), which every worker pip-installed
+        # at start-up over the image's own.
         return args + ["--environment_type=DOCKER",
-                       f"--environment_config={own_image or image}"]
+                       f"--environment_config={own_image or image}"] + (
+            [] if own_image else [f"--sdk_container_image={image}"])
     return args
+
+
+WORKER_OPTIONS = ("--runner", "--sdk_container_image", "--worker_harness_container_image",
+                  "--environment_type", "--environment_config")
+
+
+def worker_images(args: list) -> dict:
+    """{option: image} of the worker containers ``args`` name for a runner with workers of
+    its own (Dataflow, the portable runners' DOCKER environment); other arguments (a
+    compiled step's own, in a spec) are skipped."""
+    picked, args = [], list(args)
+    for i, arg in enumerate(args):  # --option=value or --option value
+        name = arg.split("=", 1)[0]
+        if name in WORKER_OPTIONS:
+            picked += [arg] if "=" in arg or i + 1 == len(args) else [arg, args[i + 1]]
+    options = PipelineOptions(picked)
+    runner = runner_name(options)
+    if runner != DATAFLOW and runner not in PORTABLE:
+        return {}
+    worker = options.view_as(WorkerOptions)
+    images = {"--sdk_container_image": worker.sdk_container_image,
+              "--worker_harness_container_image": worker.worker_harness_container_image}
+    portable = options.view_as(PortableOptions)
+    if runner in PORTABLE and (portable.environment_type or "DOCKER").upper() == "DOCKER":
+        images["--environment_config"] = portable.environment_config
+    return {option: image for option, image in images.items() if image}

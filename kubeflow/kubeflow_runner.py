@@ -58,6 +58,13 @@ def check_storage(config: PipelineConfig) -> None:
                 "(give MinIO as s3:// with storage.s3_endpoint), and a step writes no "
                 "volume (the compiled spec mounts none; on Vertex AI give gs://, not its "
                 "/gcs/ mount, where a push's rename is not atomic)")
+    if kubeflow.pipeline_root.startswith("s3://") and not config.vertex.project:
+        raise ValueError(
+            f"kubeflow.pipeline_root '{kubeflow.pipeline_root}': InfraValidator loads the "
+            "candidate from under the pipeline root in kubeflow.serving_image (stock TF "
+            "Serving), which reads no s3:// since 2.7 (nor gets the storage.* settings): "
+            "every run would train, then fail there; give the pipeline root a gs:// bucket "
+            "(kubeflow.serving_dir may stay s3://)")
     _refuse_secret_beam_options(list(kubeflow.beam_args or config.beam_args))
 
 
@@ -129,13 +136,18 @@ def unpinned(where: str, image: str) -> str:
 
 
 def require_pinned_images(config: PipelineConfig) -> None:
-    """kubeflow.image and kubeflow.serving_image must carry a digest unless
-    kubeflow.allow_unpinned_images."""
+    """kubeflow.image, kubeflow.serving_image and a Beam worker image given in the Beam
+    args must carry a digest unless kubeflow.allow_unpinned_images."""
     kubeflow = config.kubeflow
     if kubeflow.allow_unpinned_images:
         return
+    from kubeflow.beam_args import worker_images
+
+    beam = worker_images(kubeflow.beam_args or config.beam_args)
     for where, image in (("kubeflow.image", kubeflow.image),
-                         ("kubeflow.serving_image", kubeflow.serving_image)):
+                         ("kubeflow.serving_image", kubeflow.serving_image),
+                         *((f"the Beam worker image {option} in kubeflow.beam_args", image)
+                           for option, image in beam.items())):
         if where == "kubeflow.serving_image" and config.vertex.project:
             continue  # Vertex AI steps check the candidate in-process: no TF Serving image
         if not split_digest(image)[1]:
@@ -147,9 +159,15 @@ def spec_images(spec: dict) -> dict:
     the model server images of each task's ``serving_spec``."""
     from tfx.components.infra_validator import serving_bins
 
+    from kubeflow.beam_args import worker_images
+
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     images = {f"executor {name}": executor["container"]["image"]
               for name, executor in executors.items() if "container" in executor}
+    for name, executor in executors.items():  # Beam's workers, where a step has them
+        for option, image in worker_images(executor.get("container", {}).get("args",
+                                                                              [])).items():
+            images[f"executor {name} Beam workers ({option})"] = image
     for name, task in spec.get("root", {}).get("dag", {}).get("tasks", {}).items():
         value = task.get("inputs", {}).get("parameters", {}).get("serving_spec")
         if value:

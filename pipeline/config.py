@@ -220,9 +220,9 @@ class KubeflowConfig:
                             "by kubeflow compile, submit and schedule.")
     project_dir: str = _field("/pipeline", "Where the image holds this project; relative "
                                            "paths (e.g. data.schema_path) resolve there.")
-    pipeline_root: str = _field("", "Object storage every pod reads and writes (gs:// or "
-                                    "s3://: KFP's launcher takes no path, TFX no "
-                                    "minio://); replaces output.root.")
+    pipeline_root: str = _field("", "Object storage every pod reads and writes (gs://: "
+                                    "KFP's launcher takes no path, and InfraValidator's "
+                                    "TF Serving reads no s3://); replaces output.root.")
     serving_dir: str = _field("", "Push destination that TF Serving reads (gs:// or "
                                   "s3://; on Vertex AI gs://, not its /gcs/ mount); "
                                   "replaces output.serving_dir.")

@@ -442,13 +442,13 @@ def test_compiled_components_run_in_the_image_as_the_kfp_launcher_runs_them(imag
     spec_file = str(tmp_path / "pipeline.yaml")
     assert main(["kubeflow", "compile", "--spec", spec_file, "--kubeflow.image", image,
                  "--kubeflow.allow_unpinned_images", "true",  # a local build: no digest
-                 "--kubeflow.pipeline_root", "s3://kfp/root", "--kubeflow.serving_dir",
+                 "--kubeflow.pipeline_root", "gs://kfp/root", "--kubeflow.serving_dir",
                  "s3://kfp/serving", "--data.input_dir", "/kfp/data"]) == 0
     with open(spec_file, encoding="utf-8") as f:
         spec = yaml.safe_load(f)
     # The driver's <pipeline root>/<run id>, with the bucket as a folder mounted here (no
-    # object store in this test: the steps' tf.io.gfile writes a path as it writes s3://)
-    assert spec["defaultPipelineRoot"] == "s3://kfp/root/bert-text-classifier"
+    # object store in this test: the steps' tf.io.gfile writes a path as it writes gs://)
+    assert spec["defaultPipelineRoot"] == "gs://kfp/root/bert-text-classifier"
     root = "/kfp/root/bert-text-classifier/run-1"
     host_root = tmp_path / "root"
     host_root.mkdir()

@@ -32,7 +32,8 @@ def _worker_container(args: list):
     return getattr(environment, "container_image", type(environment).__name__)
 
 
-DOCKER_ENV = ["--environment_type=DOCKER", f"--environment_config={IMAGE}"]
+DOCKER_ENV = ["--environment_type=DOCKER", f"--environment_config={IMAGE}",
+              f"--sdk_container_image={IMAGE}"]  # read by TFX, not by Beam (see below)
 PORTABLE = ["--runner=PortableRunner", "--job_endpoint=jobs:8099"]
 BEAM_CASES = {  # given args -> (what is added, the workers' container)
     "dataflow": (["--runner=DataflowRunner", "--project=p"],
@@ -78,3 +79,21 @@ def test_distributed_beam_workers_get_the_pipeline_image(case):
     if added:  # without them, Beam's stock image would run this project's steps
         assert _worker_container(given).startswith(("apache/beam_python3.10_sdk:",
                                                     "gcr.io/cloud-dataflow/"))
+
+
+@pytest.mark.parametrize("case", [c for c in BEAM_CASES if BEAM_CASES[c][2] in (IMAGE,
+                                                                          "mine:1")])
+def test_tfx_stages_no_package_for_workers_that_run_the_image(case, monkeypatch):
+    """TFX's Beam executors build a tfx_ephemeral sdist and add --extra_package unless a
+    worker image (or a package option) is given: for the portable runners every worker
+    pip-installed a second TFX at start-up (PyPI needed), the very thing the image is
+    for. Beam's DOCKER environment reads only --environment_config, so the image is
+    named in --sdk_container_image too, which TFX reads."""
+    from tfx.utils import dependency_utils
+
+    def no_package():
+        raise AssertionError("TFX would build and stage its package for the workers")
+
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", no_package)
+    args = worker_beam_args(BEAM_CASES[case][0], IMAGE)
+    assert dependency_utils.make_beam_dependency_flags(args) == args

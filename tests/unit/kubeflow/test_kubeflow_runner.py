@@ -128,6 +128,12 @@ def test_image_resources_beam_args_and_infra_validator(spec):
     ({"kubeflow.pipeline_root": "/mnt/pipeline-root"},
      "kubeflow.pipeline_root '/mnt/pipeline-root' must be gs://BUCKET/... or s3://"),
     ({"kubeflow.pipeline_root": "minio://bucket/root"}, "TFX reads no minio://"),
+    # InfraValidator's stock TF Serving loads the candidate from under the pipeline root
+    # and reads no s3://: every run trained for hours, then failed there
+    ({"kubeflow.pipeline_root": "s3://bucket/root"},
+     "kubeflow.pipeline_root 's3://bucket/root': InfraValidator loads the candidate from "
+     "under the pipeline root in kubeflow.serving_image (stock TF Serving), which reads no "
+     "s3://"),
     ({"kubeflow.serving_dir": "/mnt/serving"}, "kubeflow.serving_dir '/mnt/serving' must be"),
     ({"kubeflow.beam_args": "--runner=PortableRunner --s3_secret_access_key=SuperSecret"},
      "--s3_secret_access_key in the Beam options would be written into the compiled spec"),
@@ -163,7 +169,7 @@ def test_storage_endpoint_and_region_reach_every_step(tmp_path):
     """tf.io.gfile in each step reads S3_ENDPOINT (MinIO): without it every step spoke to
     AWS. Beam's workers get their own options."""
     spec_file = compile_pipeline(_config(**{
-        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "s3://b/serving",
+        "kubeflow.pipeline_root": "gs://b/root", "kubeflow.serving_dir": "s3://b/serving",
         "storage.s3_endpoint": "http://minio.minio:9000", "storage.s3_region": "eu-1"}),
         str(tmp_path / "p.yaml"))
     with open(spec_file, encoding="utf-8") as f:
@@ -287,11 +293,11 @@ def test_step_pods_pass_restricted_with_the_workflow_controller_settings(tmp_pat
 def test_kubeflow_runner_resolves_storage_image_paths_and_platform():
     config = load_config(None, {
         "data.input_dir": "/mnt/data", "output.root": "local_out",
-        "kubeflow.pipeline_root": "s3://b/root", "kubeflow.serving_dir": "s3://b/serving",
+        "kubeflow.pipeline_root": "gs://b/root", "kubeflow.serving_dir": "s3://b/serving",
         "kubeflow.project_dir": "/app", "kubeflow.trainer_memory": "512M"})
     pipeline = kubeflow_pipeline(config)
     components = _by_id(pipeline)
-    assert pipeline.pipeline_info.pipeline_root == "s3://b/root/bert-text-classifier"
+    assert pipeline.pipeline_info.pipeline_root == "gs://b/root/bert-text-classifier"
     assert components["TextExampleGen"].exec_properties["input_base"] == "/mnt/data"
     assert components["ImportSchemaGen"].exec_properties["schema_file"] == \
         "/app/schema/schema.pbtxt"  # inside the image
@@ -338,3 +344,30 @@ def test_the_compiled_trainer_runs_the_distributed_executor_with_the_tfjob(tmp_p
     assert resources == {"cpuLimit": 1.0, "memoryLimit": 2.0}
     assert custom_config["distribution"]["accelerator"] == "NVIDIA_TESLA_T4"
     assert "accelerator" not in custom_config
+
+
+@pytest.mark.parametrize("beam_args,option", [
+    ("--runner=DataflowRunner --project=p --sdk_container_image=reg/worker:latest",
+     "--sdk_container_image"),
+    ("--runner=PortableRunner --job_endpoint=j:8099 --environment_config=reg/worker:latest",
+     "--environment_config"),
+])
+def test_a_beam_worker_image_given_in_the_beam_args_needs_a_digest_too(
+        tmp_path, beam_args, option):
+    """A worker image of the user's own was written into every Beam step of the spec with
+    a tag, and submit's check of the spec's images passed it."""
+    from kubeflow.kubeflow_runner import require_pinned_spec
+
+    with pytest.raises(ValueError, match=f"the Beam worker image {option} in "
+                                         f"kubeflow.beam_args 'reg/worker:latest' is not "
+                                         f"pinned by digest"):
+        compile_pipeline(_config(**{"kubeflow.beam_args": beam_args}), str(tmp_path / "p.yaml"))
+    spec_file = compile_pipeline(_config(**{"kubeflow.beam_args": beam_args,
+                                            "kubeflow.allow_unpinned_images": True}),
+                                 str(tmp_path / "p.yaml"))
+    spec = yaml.safe_load(open(spec_file, encoding="utf-8"))
+    assert f"executor Transform_executor Beam workers ({option})" in spec_images(spec)
+    with pytest.raises(ValueError, match="reg/worker:latest' is not pinned by digest"):
+        require_pinned_spec(_config(), spec)  # as submit checks a spec compiled earlier
+    pinned = beam_args.replace(":latest", f"@{SERVING_DIGEST}")
+    compile_pipeline(_config(**{"kubeflow.beam_args": pinned}), str(tmp_path / "q.yaml"))
