@@ -86,8 +86,14 @@ def test_the_servers_readiness_probe_passes_only_a_loaded_model_over_tls_with_a_
             assert time.monotonic() < deadline, "version 1 never became ready"
             time.sleep(0.2)  # polling the server's file-system poll
         wrong = tmp_path / "wrong"
-        wrong.write_text("not-a-token\n")
+        wrong.write_text("not-a-token\nnor-this-one\n")
         assert probe(wrong)[0] != 0 and "HTTP Error 401" in probe(wrong)[1]
+        # A token rotated in at the top of the mounted Secret (the kubelet updates it in
+        # place) is unknown to the running server until it restarts: the probe took the
+        # first line and said not ready, taking the only replica out of service.
+        rotated = tmp_path / "rotated"
+        rotated.write_text("brand-new-token\nnew-token\n")
+        assert probe(rotated) == (0, "")
         code, error = probe(tmp_path / "missing")
         assert code != 0 and "cannot read it" in error, error
         comments = tmp_path / "comments"

@@ -432,7 +432,7 @@ def test_the_servers_probes_and_service():
     assert f'"https://127.0.0.1:{flags.rest_api_port}/v1/models/{model.name}/metadata"' \
         in script
     # The token file's one reader (serving.auth: `TOKEN [CALLER]`, comments), from the
-    # project the image holds; the probe sends its first token.
+    # project the image holds; the probe sends its tokens until one is accepted.
     assert "from serving.auth import read_token_file" in script
     assert f'read_token_file("{flags.auth_token_file}"' in script
     tls, _, key = _mounted(re.search(r'cafile="([^"]+)"', script).group(1))
