@@ -218,6 +218,7 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         # a Trainer step that launches replicas elsewhere only waits: no accelerator
         trainer_platform_config=trainer_resources(kubeflow) if distribution is None
         else launcher_resources(),
+        step_platform_config=step_resources(kubeflow),
         trainer_distribution=distribution,
         # KFP v2's compiler takes TFX's own strategy class only (into a query)
         latest_strategy=LatestArtifactStrategy)
@@ -324,21 +325,36 @@ def launcher_resources():
         cpu_limit=1.0, memory_limit=2.0)
 
 
+def _resources(prefix: str, cpu: float, memory: str):
+    """A KFP v2 resource spec of ``<prefix>_cpu`` and ``<prefix>_memory`` (KFP's driver
+    sets them as the pod's limits; Kubernetes makes the requests equal)."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from kubernetes.utils import parse_quantity
+
+    if not cpu > 0:
+        raise ValueError(f"{prefix}_cpu must be above 0, got {cpu:g}")
+    size = parse_quantity(_quantity(f"{prefix}_memory", memory))
+    if size < parse_quantity(MIN_TRAINER_MEMORY):  # '1' is one byte
+        raise ValueError(f"{prefix}_memory '{memory}' is below {MIN_TRAINER_MEMORY} (a bare "
+                         f"number is bytes): e.g. 16G or 16Gi")
+    return pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+        cpu_limit=cpu, memory_limit=float(size) / 1e9)
+
+
+def step_resources(kubeflow):
+    """The CPU and memory of every step's pod but the Trainer's: without them the pods
+    ran BestEffort (evicted first under memory pressure) and a namespace with a
+    ResourceQuota refused them."""
+    return _resources("kubeflow.step", kubeflow.step_cpu, kubeflow.step_memory)
+
+
 def trainer_resources(kubeflow):
     """The Trainer pod's CPU, memory and accelerators (KFP v2 resource spec). KFP's driver
     makes the accelerator type a resource limit, so it must be a Kubernetes resource
     name: a GKE NVIDIA type becomes nvidia.com/gpu (the spec cannot carry the node
     selector that would pin the GPU model)."""
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
-    from kubernetes.utils import parse_quantity
-
-    memory = parse_quantity(_quantity("kubeflow.trainer_memory", kubeflow.trainer_memory))
-    if memory < parse_quantity(MIN_TRAINER_MEMORY):  # '1' is one byte
-        raise ValueError(f"kubeflow.trainer_memory '{kubeflow.trainer_memory}' is below "
-                         f"{MIN_TRAINER_MEMORY} (a bare number is bytes): e.g. 16G or 16Gi")
-    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
-        cpu_limit=kubeflow.trainer_cpu, memory_limit=float(memory) / 1e9)
+    spec = _resources("kubeflow.trainer", kubeflow.trainer_cpu, kubeflow.trainer_memory)
     accelerator = kubeflow.trainer_accelerator
     if accelerator:
         if "/" not in accelerator and not accelerator.upper().startswith("NVIDIA_"):
@@ -383,16 +399,18 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
         output_filename=os.path.basename(output_file))
     runner.run(pipeline)
     _finish_spec(output_file, pipeline.pipeline_info.pipeline_root,
-                 config.storage.environment())
+                 config.storage.environment(), step_resources(config.kubeflow))
     return os.path.abspath(output_file)
 
 
-def _finish_spec(spec_file: str, pipeline_root: str, env: dict) -> None:
+def _finish_spec(spec_file: str, pipeline_root: str, env: dict, resources) -> None:
     """What TFX leaves out of the YAML: the defaultPipelineRoot KFP and Vertex write
-    artifacts under (a run needs no extra argument), and storage.*'s S3 endpoint and
-    region in every step's environment (tf.io.gfile in each step reads them; Beam gets
-    its own options)."""
+    artifacts under (a run needs no extra argument), storage.*'s S3 endpoint and region
+    in every step's environment (tf.io.gfile in each step reads them; Beam gets its own
+    options), and ``resources`` (a ResourceSpec) for a step TFX compiled without its
+    platform config (its file-based ExampleGen path drops it)."""
     import yaml
+    from google.protobuf import json_format
 
     with open(spec_file, encoding="utf-8") as f:
         header = "".join(line for line in f if line.startswith("#"))
@@ -402,6 +420,8 @@ def _finish_spec(spec_file: str, pipeline_root: str, env: dict) -> None:
     for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
         if env and "container" in executor:
             executor["container"]["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        if "container" in executor and "resources" not in executor["container"]:
+            executor["container"]["resources"] = json_format.MessageToDict(resources)
     with open(spec_file, "w", encoding="utf-8") as f:
         f.write(header)
         yaml.safe_dump(spec, f, sort_keys=True)

@@ -230,6 +230,11 @@ class KubeflowConfig:
                                  "--runner=DataflowRunner --project=P --region=R or "
                                  "--runner=PortableRunner --job_endpoint=HOST:8099; "
                                  "empty: the DirectRunner inside each pod.")
+    step_cpu: float = _field(2.0, "CPU of every step's pod but the Trainer's (the limit; "
+                                  "Kubernetes sets the request equal).")
+    step_memory: str = _field("8G", "Memory of every step's pod but the Trainer's (a "
+                                    "Kubernetes quantity; Evaluator runs the model with "
+                                    "the DirectRunner in its pod).")
     trainer_cpu: float = _field(4.0, "Trainer CPU limit.")
     trainer_memory: str = _field("16G", "Trainer memory limit (a Kubernetes quantity: "
                                         "16G, 16Gi, 512M).")

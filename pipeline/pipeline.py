@@ -23,6 +23,7 @@ import tensorflow_model_analysis as tfma
 from tfx.components import (ExampleValidator, SchemaGen, StatisticsGen, Trainer,
                             Transform)
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.base.base_component import BaseComponent
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
@@ -296,6 +297,7 @@ def create_pipeline(config: PipelineConfig, *,
                     metadata_connection_config=None,
                     serving_spec: Optional[infra_validator_pb2.ServingSpec] = None,
                     trainer_platform_config=None,
+                    step_platform_config=None,
                     trainer_distribution: Optional[dict] = None,
                     latest_strategy: type = LatestIfAnyStrategy) -> Pipeline:
     """The whole pipeline, from values the runner resolved (as in TFX's templates).
@@ -317,6 +319,8 @@ def create_pipeline(config: PipelineConfig, *,
         InfraValidator (Kubeflow).
       trainer_platform_config: the Trainer's platform settings (e.g. its pod's resources
         on Kubeflow).
+      step_platform_config: every other component's platform settings (its pod's
+        resources on Kubeflow); None: none.
       trainer_distribution: how many Trainer replicas and what launches them (see
         ``trainer_component``); None: one process.
       latest_strategy: the resolver strategy that finds the last accepted drift report:
@@ -394,11 +398,16 @@ def create_pipeline(config: PipelineConfig, *,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=serving_model_dir))).with_id("Pusher")
+    components = [gen, statistics, schema, validator, *checks, transform, baseline, trainer,
+                  evaluator, card, serving, pusher]
+    if step_platform_config is not None:
+        for component in components:  # resolvers and importers run no container
+            if component is not trainer and isinstance(component, BaseComponent):
+                component.with_platform_config(step_platform_config)
     return Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[gen, statistics, schema, validator, *checks, transform, baseline,
-                    trainer, evaluator, card, serving, pusher],
+        components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args))

@@ -371,3 +371,25 @@ def test_a_beam_worker_image_given_in_the_beam_args_needs_a_digest_too(
         require_pinned_spec(_config(), spec)  # as submit checks a spec compiled earlier
     pinned = beam_args.replace(":latest", f"@{SERVING_DIGEST}")
     compile_pipeline(_config(**{"kubeflow.beam_args": pinned}), str(tmp_path / "q.yaml"))
+
+
+def test_every_step_pod_has_cpu_and_memory(tmp_path):
+    """Only the Trainer had resources: the other pods (Evaluator runs the model in its
+    own) ran BestEffort, evicted first under memory pressure, and a profile namespace
+    with a ResourceQuota refused them on the cluster."""
+    spec_file = compile_pipeline(_config(**{"kubeflow.step_cpu": 3,
+                                            "kubeflow.step_memory": "6Gi"}),
+                                 str(tmp_path / "p.yaml"))
+    executors = yaml.safe_load(open(spec_file, encoding="utf-8"))["deploymentSpec"][
+        "executors"]
+    resources = {name: x["container"].get("resources") for name, x in executors.items()
+                 if "container" in x}
+    trainer = resources.pop("Trainer_executor")
+    assert trainer["cpuLimit"] == 4.0 and trainer["memoryLimit"] == 16.0  # its own
+    assert resources and all(r is not None and r["cpuLimit"] == 3.0 and
+                             abs(r["memoryLimit"] - 6 * 2**30 / 1e9) < 1e-9
+                             for r in resources.values()), resources
+    with pytest.raises(ValueError, match="kubeflow.step_memory '6 GB'"):
+        compile_pipeline(_config(**{"kubeflow.step_memory": "6 GB"}), str(tmp_path / "q.yaml"))
+    with pytest.raises(ValueError, match="kubeflow.step_cpu must be above 0"):
+        compile_pipeline(_config(**{"kubeflow.step_cpu": 0}), str(tmp_path / "q.yaml"))
