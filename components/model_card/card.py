@@ -6,6 +6,7 @@ anyone holding the same values, e.g. the run report); nothing here reads files.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
 from typing import Optional, Sequence
@@ -55,9 +56,14 @@ def card_path(model_uri: str) -> str:
     return os.path.join(path_utils.serving_model_path(model_uri), CARD_FILE)
 
 
+def _text(value) -> str:
+    """Text from the data (a label) as Markdown shows it: no HTML, no link."""
+    return html.escape(str(value), quote=False).replace("[", "\\[").replace("]", "\\]")
+
+
 def _cell(value) -> str:
-    """A Markdown table cell: pipes escaped, one line."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell: text (``_text``), pipes escaped, one line."""
+    return _text(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _table(header: Sequence, rows: Sequence[Sequence]) -> list:
@@ -87,7 +93,7 @@ def _details(facts: CardFacts) -> list:
             f"- Run: {facts.run_id}",
             f"- Created: {facts.created}",
             f"- Base checkpoint: {checkpoint}",
-            f"- Classes: {', '.join(facts.labels) or 'unknown'}",
+            f"- Classes: {', '.join(map(_text, facts.labels)) or 'unknown'}",
             f"- Gate: {_verdict(facts.blessed)}"]
 
 

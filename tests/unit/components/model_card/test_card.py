@@ -128,3 +128,18 @@ def test_card_states_the_input_contract():
     text = card.markdown(facts)
     assert "- Text: the column sentence." in text and "redacts none" in text
     assert "| predict_text | text | strings |" in text
+
+
+def test_labels_from_the_data_are_text_in_the_card(tmp_path):
+    """The card ships inside the model (assets.extra/model_card.md): a label such as
+    <img src=x onerror=...> or [x](javascript:...) went in as written, HTML and a link
+    for any Markdown viewer that renders them (only | and line breaks were escaped)."""
+    uri = _tfma_output(tmp_path, min_accuracy=0.5)
+    evaluation = eval_results.read(uri, LABELS)
+    facts = _facts(evaluation, eval_results.gate_checks(uri, evaluation), blessed=True)
+    facts.labels = ["<img src=x onerror=alert(1)>", "[x](javascript:alert(1))"]
+    facts.data.classes = {"train": {label: 5 for label in facts.labels}}
+    text = card.markdown(facts)
+    assert "<img" not in text and "[x](javascript" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "\\[x\\](javascript:alert(1))" in text
