@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import hmac
 import math
+import re
 import threading
 import time
 from typing import Callable, Dict, Optional
@@ -26,6 +27,7 @@ from serving.errors import ServingError
 PREDICT, FEEDBACK = "predict", "feedback"  # rights: inference (and metrics); corrections
 ANONYMOUS = "anonymous"  # the caller when no token is needed
 RATE_LIMITED_METRIC = "feedback_requests_rate_limited_total"
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 
 
 def read_token_file(path: str, flag: str) -> Dict[str, str]:
@@ -41,6 +43,10 @@ def read_token_file(path: str, flag: str) -> Dict[str, str]:
         if not line or line.startswith("#"):
             continue
         token, *name = line.split(None, 1)
+        if not BEARER_TOKEN.fullmatch(token):  # no transport would carry it intact
+            raise ValueError(f"{flag} {path} line {number}: the token holds characters a "
+                             f"bearer token cannot (RFC 6750: ASCII letters, digits and "
+                             f"-._~+/ then any '=')")
         if not name and token in tokens:  # an unnamed repeat: the first place names it
             continue
         caller = name[0].strip() if name else f"{flag} line {number}"

@@ -219,6 +219,30 @@ def set_draining(servicer) -> None:
         servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
+class TokenCheck(grpc.ServerInterceptor):
+    """Refuses a call without a prediction token before its message is parsed (REST
+    refuses before reading the body): the handler then parsed up to --max_request_bytes
+    for anyone. gRPC still receives the message (a unary call delivers it whole); it is
+    dropped as bytes. The health service needs no token (a probe sends none)."""
+
+    def __init__(self, auth: Authenticator):
+        self._auth = auth
+
+    def intercept_service(self, continuation, details):
+        if self._auth.open[PREDICT] or details.method.startswith("/grpc.health.v1.Health/"):
+            return continuation(details)
+        try:
+            self._auth.caller(dict(details.invocation_metadata or ()).get(
+                "authorization", ""), PREDICT)
+        except ServingError as error:
+            code, message = error.code, error.message
+
+            def refuse(request, context):  # request: the message's bytes, unparsed
+                context.abort(code, message)
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        return continuation(details)
+
+
 def make_server(service: Service, addresses: List[str], max_workers: int,
                 max_message_bytes: int, auth: Optional[Authenticator] = None,
                 credentials: Optional[grpc.ServerCredentials] = None,
@@ -235,7 +259,7 @@ def make_server(service: Service, addresses: List[str], max_workers: int,
                     ("grpc.max_send_message_length", 2**31 - 1),  # TF Serving's INT32_MAX
                     ("grpc.so_reuseport", 0), *arguments])
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                         options=list(options.items()))
+                         options=list(options.items()), interceptors=[TokenCheck(auth)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(service, auth, max_message_bytes, tensor_content), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(service, auth),

@@ -5,32 +5,52 @@ tests/unit/serving/test_batching.py.
 """
 from __future__ import annotations
 
-import re
 
 import prometheus_client as prom
+from google.protobuf import descriptor_pb2, text_format
 from prometheus_client.parser import text_string_to_metric_families
+
+from serving.descriptors import message_class
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
 
 
-def read_monitoring_config(path: str) -> str | None:
-    """The metrics path if ``prometheus_config { enable: true }``, else None.
+def _monitoring_config_class():
+    """``tensorflow.serving.MonitoringConfig`` (monitoring_config.proto), built here: the
+    tensorflow-serving-api wheel does not ship it. Same package, names and numbers."""
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/monitoring_config.proto",
+        package="tensorflow.serving", syntax="proto3")
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL,
+                         label=field.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=field.TYPE_STRING,
+                         label=field.LABEL_OPTIONAL)
+    monitoring = proto.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1, type=field.TYPE_MESSAGE,
+                         type_name=".tensorflow.serving.PrometheusConfig",
+                         label=field.LABEL_OPTIONAL)
+    return message_class(proto, "tensorflow.serving.MonitoringConfig")
 
-    The file is TF Serving's ``MonitoringConfig`` text proto (its proto is not in
-    the pip package, so the two fields are read here).
-    """
+
+MonitoringConfigProto = _monitoring_config_class()
+
+
+def read_monitoring_config(path: str) -> str | None:
+    """The metrics path if ``prometheus_config { enable: true }``, else None: the file is
+    read as TF Serving reads it (its ``MonitoringConfig`` text proto; an empty path is
+    the default one, as its HTTP server takes it)."""
+    config = MonitoringConfigProto()
     with open(path, encoding="utf-8") as f:
-        text = re.sub(r"#[^\n]*", "", f.read())
-    block = re.fullmatch(r"\s*prometheus_config\s*:?\s*\{(.*)\}\s*", text, re.S)
-    if not block:
-        raise ValueError(f"{path}: expected 'prometheus_config {{ enable: true ... }}'")
-    fields = dict(re.findall(r"(\w+)\s*:\s*(\"[^\"]*\"|\w+)", block.group(1)))
-    unknown = set(fields) - {"enable", "path"}
-    if unknown:
-        raise ValueError(f"{path}: unknown prometheus_config field(s) {sorted(unknown)}")
-    if fields.get("enable", "false") != "true":
+        try:
+            text_format.Parse(f.read(), config)
+        except text_format.ParseError as error:
+            raise ValueError(f"{path}: not a MonitoringConfig text proto (e.g. "
+                             f"'prometheus_config {{ enable: true }}'): {error}") from None
+    if not config.prometheus_config.enable:
         return None
-    path_value = fields.get("path", f'"{DEFAULT_PATH}"').strip('"')
+    path_value = config.prometheus_config.path or DEFAULT_PATH
     if not path_value.startswith("/"):
         raise ValueError(f"{path}: path must start with '/'")
     return path_value

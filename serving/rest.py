@@ -413,8 +413,23 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
           1000.0 * request.request_time())
 
 
+class _NoMalformedDetail(logging.Filter):
+    """Tornado logs a request it cannot parse with the parser's words, which quote the
+    bad header's value ("Invalid header value 'Bearer <token>\\x01'"): the event is
+    kept, its detail (credentials, personal data) dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Malformed HTTP message from") and record.args:
+            record.msg, record.args = ("Malformed HTTP message from %s (its detail is not "
+                                       "logged: it may quote a header)", record.args[:1])
+        return True
+
+
 def make_app(service: Service, pool: ThreadPoolExecutor, options: RestOptions,
              metrics_path: Optional[str] = None) -> tornado.web.Application:
+    general = logging.getLogger("tornado.general")
+    if not any(isinstance(f, _NoMalformedDetail) for f in general.filters):
+        general.addFilter(_NoMalformedDetail())
     common = {"service": service, "conf": options}
     handlers = []
     if metrics_path:

@@ -248,6 +248,9 @@ def parse_flags(argv: List[str]) -> argparse.Namespace:
     if args.batching_parameters_file and not args.enable_batching:  # as TF Serving's server.cc
         parser.error("--batching_parameters_file is set without --enable_batching: add "
                      "--enable_batching, or drop the file")
+    for name in ("max_request_bytes", "grpc_max_threads", "rest_api_num_threads"):
+        if getattr(args, name) < 1:  # -1 bytes lifted gRPC's limit; 0 threads failed late
+            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
     if args.feedback_max_corrections_per_minute < 0:
         parser.error("--feedback_max_corrections_per_minute must be 0 (no limit) or more")
     try:

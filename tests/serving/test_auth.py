@@ -3,6 +3,7 @@ token or open feedback on a non-loopback address, feedback tokens limited per ca
 attributed in the store, config reloads over gRPC."""
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -193,3 +194,38 @@ def test_reloading_the_config_over_grpc_changes_nothing(half_base, tmp_path):
             assert [s["state"] for s in client.status()] == ["AVAILABLE"]
         assert requests.get(f"{server.rest_url}/v1/models/other", headers={
             "Authorization": "Bearer p"}).status_code == 404
+
+
+def test_grpc_refuses_a_call_without_a_token_before_parsing_its_message(half_base, tmp_path):
+    """REST checks the token before reading the body; gRPC parsed the whole message (up
+    to --max_request_bytes, on each worker) before its handler looked at the token, so
+    callers without one could make the server build large messages. A message that does
+    not even parse shows which came first: UNAUTHENTICATED now, not a parse failure. The
+    Authorization header of a malformed request is never logged (tornado logged it)."""
+    (tmp_path / "tokens").write_text("s3cret app\n")
+    flags = ["--model_name", "half", "--model_base_path", half_base,
+             "--auth_token_file", str(tmp_path / "tokens")]
+    with ServerProcess(flags, token="s3cret") as server:
+        with grpc.insecure_channel(server.grpc_address) as channel:
+            raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                      request_serializer=lambda b: b,
+                                      response_deserializer=lambda b: b)
+            for metadata in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    raw(b"\xff\xff\xff not a PredictRequest", metadata=metadata, timeout=30)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as refused:  # with the token: parsed, refused
+                raw(b"\xff\xff\xff", metadata=(("authorization", "Bearer s3cret"),),
+                    timeout=30)
+            assert refused.value.code() != grpc.StatusCode.UNAUTHENTICATED
+        import http.client  # requests refuses such a header itself
+        connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+        connection.putrequest("GET", "/v1/models/half")
+        connection._output(b"Authorization: Bearer s3cret\x01")  # noqa: SLF001 - raw
+        connection.endheaders()
+        assert connection.getresponse().status == 400
+        connection.close()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=60)
+    assert "Malformed HTTP message" in server.log() or "400" in server.log()
+    assert "s3cret" not in server.log()

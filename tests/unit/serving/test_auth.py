@@ -32,6 +32,12 @@ def test_token_files_take_callers_comments_and_several_tokens(tmp_path):
         read_token_file(str(tmp_path / "twice"), "--auth_token_file")
     with pytest.raises(ValueError, match="--auth_token_file .*nope: cannot read"):
         read_token_file(str(tmp_path / "nope"), "--auth_token_file")
+    # RFC 6750's token characters only: 'töken' passed REST sent as Latin-1, was refused
+    # sent as UTF-8 (curl), and no gRPC client could send it
+    (tmp_path / "accent").write_text("ok-token a\ntöken b\n")
+    with pytest.raises(ValueError, match="accent line 2: the token holds characters a "
+                                         "bearer token cannot"):
+        read_token_file(str(tmp_path / "accent"), "--auth_token_file")
 
 
 def test_rights_of_prediction_and_feedback_tokens():

@@ -379,3 +379,31 @@ def test_the_batch_timeout_counts_from_the_oldest_requests_arrival():
     second.join(10)
     assert not second.is_alive()  # it did not wait another 30 s for company
     batcher.close()
+
+
+@pytest.mark.parametrize("text,path", [
+    # TF Serving's text-proto parser takes each: they were read here as metrics off, or
+    # the default path, or refused
+    ("prometheus_config { enable: True }", "/monitoring/prometheus/metrics"),
+    ("prometheus_config { enable: t }", "/monitoring/prometheus/metrics"),
+    ("prometheus_config { enable: true path: '/custom' }", "/custom"),
+    ('prometheus_config { enable: true path: "" }', "/monitoring/prometheus/metrics"),
+    ("prometheus_config: { enable: 1 path: \"/m\" } # on", "/m"),
+    ("prometheus_config { enable: false path: '/custom' }", None),
+    ("", None),
+])
+def test_monitoring_files_are_read_as_tf_serving_reads_them(tmp_path, text, path):
+    config = tmp_path / "monitoring.config"
+    config.write_text(text)
+    assert read_monitoring_config(str(config)) == path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("prometheus_config { enabled: true }", 'no field named "enabled"'),
+    ("prometheus_config { enable: true path: 'metrics' }", "path must start with '/'"),
+])
+def test_monitoring_files_tf_serving_would_refuse_are_refused(tmp_path, text, message):
+    config = tmp_path / "monitoring.config"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_monitoring_config(str(config))

@@ -29,6 +29,11 @@ def test_a_batching_file_needs_enable_batching(capsys, tmp_path):
     (["--rest_api_port=-1"], "--rest_api_port must be a port number"),
     # it served gRPC in clear text with a warning
     (["--use_alts_credentials=true"], "--use_alts_credentials: this server has no ALTS"),
+    # -1 removed gRPC's limit while REST refused every body; 0s failed after the load
+    (["--max_request_bytes=-1"], "--max_request_bytes must be at least 1"),
+    (["--max_request_bytes=0"], "--max_request_bytes must be at least 1"),
+    (["--grpc_max_threads=0"], "--grpc_max_threads must be at least 1"),
+    (["--rest_api_num_threads=0"], "--rest_api_num_threads must be at least 1"),
 ])
 def test_flags_that_cannot_be_honoured_are_refused(capsys, flags, message):
     with pytest.raises(SystemExit):
