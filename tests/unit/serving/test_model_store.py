@@ -489,15 +489,21 @@ def test_an_error_escaping_a_pool_load_is_a_failed_load_not_a_lost_one(tmp_path,
         store.stop()
 
 
-def test_a_base_path_that_vanishes_keeps_its_versions_served(tmp_path, caplog):
-    """A remount or a model folder swapped by rename: while the base path is gone, the
-    loaded version serves on (TF Serving's source errs rather than aspire to nothing),
-    said once; a base path missing from the start serves nothing, as before."""
+def _started_reader(tmp_path):
+    """(base path, started store) of a model with version 1, polled only when asked."""
     base = tmp_path / "reader"
     export_file_reader(str(base), 1)
     store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
         file_system_poll_seconds=0))
     store.start()
+    return base, store
+
+
+def test_a_base_path_that_vanishes_keeps_its_versions_served(tmp_path, caplog):
+    """A remount or a model folder swapped by rename: while the base path is gone, the
+    loaded version serves on (TF Serving's source errs rather than aspire to nothing),
+    said once; a base path missing from the start serves nothing, as before."""
+    base, store = _started_reader(tmp_path)
     try:
         os.rename(base, tmp_path / "reader.old")
         store.poll_once()
@@ -621,11 +627,7 @@ def test_a_base_path_that_cannot_be_listed_is_said_once_a_minute(tmp_path, caplo
     """Permissions taken away, expired object-store credentials: every poll (each second
     by default) logged a traceback, 86,000 a day; it is said as a vanished base path is,
     and the loaded version serves on."""
-    base = tmp_path / "reader"
-    export_file_reader(str(base), 1)
-    store = ModelStore([ModelSpec("reader", str(base))], LoadOptions(
-        file_system_poll_seconds=0))
-    store.start()
+    base, store = _started_reader(tmp_path)
     try:
         def denied(path):
             raise tf.errors.PermissionDeniedError(None, None, f"{path}: Permission denied")
