@@ -11,8 +11,16 @@ How: one RE2 alternation of every type's pattern (custom patterns first, then
 candidate is classified (the first type whose pattern matches it whole), checked
 (Luhn, mod 97, digit counts, date-like numbers, neighbouring characters: RE2 has no
 lookarounds) and replaced by its type's placeholder, or kept; the pieces are joined
-again. A candidate that fails its check is kept whole, so nothing inside it is
-redacted as another type (an IBAN with a wrong check digit is not a phone number).
+again. A candidate that fails its check is checked again without its last one or two
+groups ("ES91 2100 ... 1332 FROM MY": words that look like groups), else kept whole, so
+nothing inside it is redacted as another type (an IBAN with a wrong check digit is not a
+phone number). Phone and card numbers are the exception: RE2 matches leftmost first, and
+a phone pattern can start in a date, or a card's in the year before it, and take in the
+first digits of the value after it ("2024-03-05 4111 1111 ...", "03/15/2024 4111 1111
+..."), which its refusal then hid. So the text is scanned again, up to ``PASSES`` times,
+with a mark (``BREAK``) after the first group of each refused phone or card candidate,
+where no pattern matches; the next scan starts its candidates after it.
+The marks are removed at the end.
 
 Placeholders are unused entries of the BERT vocabulary (``[unused1]`` ...), which
 tf-text's ``BertTokenizer(..., preserve_unused_token=True)`` keeps as one token.
@@ -32,6 +40,9 @@ from models.tokenizer import CONTROL_CHARS
 # The tokenizer drops CONTROL_CHARS; they are dropped here first, so what is checked is
 # what the model reads. U+001E, one of them, marks the candidates.
 SENTINEL = "\x1e"
+# U+001F (also dropped first) marks where a refused candidate's first group ends.
+BREAK = "\x1f"
+PASSES = 5  # scans at most; one more only while a refused candidate had a group to drop
 # What becomes one ASCII space: a run of spaces and tabs, or one space that is not ASCII's
 # (the Unicode space separators, \p{Zs}, but U+0020).
 SPACES = r"[\p{Zs}\t]{2,}|[\t\x{A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}]"
@@ -39,10 +50,16 @@ SPACES = r"[\p{Zs}\t]{2,}|[\t\x{A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3
 # Letters of the alphabetic scripts an address may be written in; CJK text around an
 # address usually has no space before it, so Han/Kana/Hangul are left out.
 _LETTER = r"\p{Latin}\p{Greek}\p{Cyrillic}\p{M}0-9"
+# Top-level domains: punycode (first: RE2 takes the first alternative that matches) or
+# letters, .рф and .ελ included.
 EMAIL = (rf"[{_LETTER}_%+-]+(?:['.][{_LETTER}_%+-]+)*@"  # o'connor@: the apostrophe inside
-         rf"(?:[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?\.)+(?:[A-Za-z]{{2,24}}|xn--[A-Za-z0-9-]+)")
-_URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
-_URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
+         rf"(?:[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?\.)+"
+         rf"(?:xn--[A-Za-z0-9-]+|[\p{{Latin}}\p{{Greek}}\p{{Cyrillic}}]{{2,24}})")
+# A URL's path may be CJK (https://zh.wikipedia.org/wiki/北京?token=...): CJK text right
+# after a URL is taken in with it (redacted too much rather than a query token kept).
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+_URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}{_CJK}"
+_URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}{_CJK}"  # no trailing '.', ',', ')' ...
 URL = rf"(?i:(?:https?|ftp)://|www\.)[{_URL_CHAR}]*[{_URL_END}]"
 IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
 _DASH = r"\p{Pd}"  # '-', and the en dash and the others a word processor writes
@@ -97,6 +114,10 @@ class PiiType:
     check: Optional[Callable[[tf.Tensor], tf.Tensor]] = None  # candidates -> keep-mask
     not_after: str = ""  # RE2 the text before a candidate must not end with
     not_before: str = ""  # RE2 the text after a candidate must not start with
+    # a refused candidate may overlap a value it hides: scanned again after its first
+    # group (phone numbers' national pattern starts in dates); others are kept whole (an
+    # IBAN with a wrong check digit is not a phone number)
+    rescan: bool = False
 
 
 def _digit_values(texts: tf.Tensor) -> tf.RaggedTensor:
@@ -172,21 +193,25 @@ def iban_valid(texts: tf.Tensor) -> tf.Tensor:
 
 
 def phone_valid(texts: tf.Tensor) -> tf.Tensor:
-    """7 to 15 digits (after a '00' or '(0)' prefix and an extension), and not a date."""
+    """7 to 15 digits (after a '00' or '(0)' prefix and an extension), and neither a date
+    nor one that begins with a date ("05/03/2024 06 12": a date, then a phone number)."""
     core = tf.strings.regex_replace(texts, r"^00|\(0\)|(?:x|ext).*$|[^0-9]", "")
     count = tf.strings.length(core)
-    return (count >= 7) & (count <= 15) & ~tf.strings.regex_full_match(texts, _DATE)
+    return (count >= 7) & (count <= 15) & ~tf.strings.regex_full_match(
+        texts, rf"{_DATE}(?:{_SEP}.*)?")
 
 
 BUILTIN = (
     PiiType("email", EMAIL, "[unused1]"),
     PiiType("url", URL, "[unused2]"),
     PiiType("phone", PHONE, "[unused3]", phone_valid, not_after=rf"[0-9][./{_DASH}]+",
-            not_before=rf"[./{_DASH}][0-9]"),
+            not_before=rf"[./{_DASH}][0-9]", rescan=True),
     PiiType("ipv4", IPV4, "[unused4]", not_after=r"[0-9]\.", not_before=r"\.[0-9]"),
-    PiiType("ipv6", IPV6, "[unused5]", not_after=r"[0-9A-Za-z_:]",
-            not_before=r"[0-9A-Za-z_:]"),
-    PiiType("card", CARD, "[unused6]", card_valid),
+    # a hex digit and ':' before or ':' and one after would continue the address; a
+    # colon as punctuation ("from 2001:db8::1: bad", "ip:2001:db8::1") would not
+    PiiType("ipv6", IPV6, "[unused5]", not_after=r"[0-9A-Za-z_]|[0-9A-Fa-f]:",
+            not_before=r"[0-9A-Za-z_]|:[0-9A-Fa-f:]"),
+    PiiType("card", CARD, "[unused6]", card_valid, rescan=True),  # "2024 4111 1111 ..."
     PiiType("iban", IBAN, "[unused7]", iban_valid),
 )
 TYPES = tuple(t.name for t in BUILTIN)
@@ -294,11 +319,24 @@ class Redactor(tf.Module):
         # Unicode spaces (no-break, narrow no-break), tabs and runs of them are one space
         # to the tokenizer, and to the patterns from here: "06\xa012 34 56 78" is a phone.
         texts = tf.strings.regex_replace(texts, SPACES, " ")
+        zeros = tf.zeros(tf.expand_dims(batch, 0), tf.int64)
+        counts = {n: zeros for n in self.names}
+        again = tf.constant(True)
+        for _ in range(PASSES):  # the next scan only where a refused candidate was broken
+            texts, counts, again = tf.cond(
+                again, lambda texts=texts, counts=counts: self._scan(texts, counts, batch),
+                lambda texts=texts, counts=counts: (texts, counts, tf.constant(False)))
+        return tf.strings.regex_replace(texts, BREAK, ""), counts
+
+    def _scan(self, texts: tf.Tensor, counts: Dict[str, tf.Tensor], batch: tf.Tensor):
+        """One scan: (texts, counts so far plus this scan's, whether to scan again)."""
         marked = tf.strings.regex_replace(texts, self._combined, rf"{SENTINEL}\0{SENTINEL}")
         found = tf.reduce_any(tf.strings.length(marked) > tf.strings.length(texts))
-        zeros = tf.zeros(tf.expand_dims(batch, 0), tf.int64)
-        return tf.cond(found, lambda: self._replace(marked, batch),
-                       lambda: (texts, {n: zeros for n in self.names}))
+
+        def replace():
+            redacted, found_counts, again = self._replace(marked, batch)
+            return redacted, {n: counts[n] + found_counts[n] for n in self.names}, again
+        return tf.cond(found, replace, lambda: (texts, counts, tf.constant(False)))
 
     def _replace(self, marked: tf.Tensor, batch: tf.Tensor):
         pieces = tf.strings.split(marked, SENTINEL)  # text, candidate, text, ... text
@@ -307,22 +345,28 @@ class Redactor(tf.Module):
             pieces.row_starts(), pieces.value_rowids())
         index = tf.where(tf.equal(position % 2, 1))[:, 0]
         candidates = tf.gather(flat, index)
-        before, after = tf.gather(flat, index - 1), tf.gather(flat, index + 1)
+        # the text around, as the model reads it (without the marks of earlier scans)
+        before, after = (tf.strings.regex_replace(tf.gather(flat, index + k), BREAK, "")
+                         for k in (-1, 1))
         rows = tf.gather(pieces.value_rowids(), index)
 
         kind = tf.fill(tf.shape(candidates), len(self.types))  # none matched
         for i, pii in reversed(list(enumerate(self.types))):  # the first match wins
             kind = tf.where(tf.strings.regex_full_match(candidates, pii.pattern), i, kind)
-        # A checked candidate that fails may have taken in one group too many ("... 7034
-        # BIC"): the candidate without its last space/dash-separated group is checked too,
-        # in the same ops (the second half of each tensor below).
-        shorter = tf.strings.regex_replace(candidates, rf"[ {_DASH}][^ {_DASH}]*$", "")
-        tail = tf.strings.substr(candidates, tf.strings.length(shorter),
-                                 tf.strings.length(candidates) - tf.strings.length(shorter))
-        both = tf.concat([candidates, shorter], 0)
-        both_before = tf.concat([before, before], 0)
-        both_after = tf.concat([after, tf.strings.join([tail, after])], 0)
-        both_kind = tf.concat([kind, kind], 0)
+        # A checked candidate that fails may have taken in a group or two too many ("...
+        # 7034 BIC", "... 1332 FROM MY"): the candidate without its last one and its last
+        # two space/dash-separated groups is checked too, in the same ops (the second and
+        # third parts of each tensor below).
+        last_group = rf"[ {_DASH}][^ {_DASH}]*$"
+        shorter = tf.strings.regex_replace(candidates, last_group, "")
+        shortest = tf.strings.regex_replace(shorter, last_group, "")
+        tails = [tf.strings.substr(candidates, tf.strings.length(cut),
+                                   tf.strings.length(candidates) - tf.strings.length(cut))
+                 for cut in (shorter, shortest)]
+        both = tf.concat([candidates, shorter, shortest], 0)
+        both_before = tf.concat([before, before, before], 0)
+        both_after = tf.concat([after] + [tf.strings.join([t, after]) for t in tails], 0)
+        both_kind = tf.concat([kind, kind, kind], 0)
         ok = tf.zeros(tf.shape(both), tf.bool)
         for i, pii in enumerate(self.types):
             mine = tf.equal(both_kind, i)
@@ -335,19 +379,28 @@ class Redactor(tf.Module):
                           lambda mine=mine: mine)
         count = tf.size(candidates)
         whole = ok[:count]
-        checked = tf.constant([t.check is not None for t in self.types] + [False])
-        head = ok[count:] & ~whole & tf.gather(checked, kind)
-        keep = whole | head
+        checked = tf.gather(tf.constant([t.check is not None for t in self.types] + [False]),
+                            kind)
+        head = ok[count:2 * count] & ~whole & checked
+        shortest_ok = ok[2 * count:] & ~whole & ~head & checked
+        keep = whole | head | shortest_ok
         placeholder = tf.gather(tf.constant([t.placeholder for t in self.types] + [""]), kind)
+        # a refused candidate is kept, marked after its first group for the next scan
+        broken = tf.strings.regex_replace(
+            candidates, rf"^([^ ./{_DASH}{BREAK}]+)([ ./{_DASH}])", rf"\1{BREAK}\2")
+        rescan = tf.gather(tf.constant([t.rescan for t in self.types] + [False]), kind)
+        refused = ~keep & rescan & tf.not_equal(broken, candidates)
         replaced = tf.where(whole, placeholder, tf.where(
-            head, tf.strings.join([placeholder, tail]), candidates))
+            head, tf.strings.join([placeholder, tails[0]]), tf.where(
+                shortest_ok, tf.strings.join([placeholder, tails[1]]),
+                tf.where(refused, broken, candidates))))
         flat = tf.tensor_scatter_nd_update(flat, index[:, None], replaced)
         redacted = tf.strings.reduce_join(pieces.with_flat_values(flat), axis=1)
         counts = {}
         for i, name in enumerate(self.names):
             hits = tf.cast(keep & tf.equal(kind, i), tf.int64)
             counts[name] = tf.math.unsorted_segment_sum(hits, rows, batch)
-        return redacted, counts
+        return redacted, counts, tf.reduce_any(refused)
 
     @staticmethod
     def _accept(pii: PiiType, candidates: tf.Tensor, before: tf.Tensor,

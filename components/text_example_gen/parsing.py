@@ -685,11 +685,12 @@ def _json_label(label, config: ReaderConfig, number: int, problems: Problems):
                 "; a list of labels needs data.label_delimiter (multi-label)")
         problems.append((number, f"'{config.label_column}' must be a string, an integer, "
                                  f"true/false or a list of them, found "
-                                 f"{excerpt(json.dumps(label))}{hint}"))
+                                 f"{excerpt(json.dumps(label, ensure_ascii=False))}{hint}"))
         return None
     if isinstance(label, (dict, float)):
+        shown = excerpt(json.dumps(label, ensure_ascii=False))  # \u escapes hid e-mails
         problems.append((number, f"'{config.label_column}' must be a string, an integer "
-                                 f"or true/false, found {excerpt(json.dumps(label))}"))
+                                 f"or true/false, found {shown}"))
         return None
     return "" if label is None else _label_text(label)
 

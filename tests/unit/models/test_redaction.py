@@ -318,3 +318,41 @@ def test_graphs_that_redact_call_one_function_traced_once():
     assert all(len(g.graph.get_operations()) < 10 for g in graphs)
     out = graphs[2](tf.constant(["ORD-123456 from a@b.example", "nothing here"]))
     assert out.numpy().tolist() == [b"[unused10] from [unused1]", b"nothing here"]
+
+
+# A value right after a date or reference number: the national phone pattern began in
+# the date and took in the value's first digits; that stretch was refused (a date, or a
+# digit before it) and kept whole, so nothing inside it was redacted, and what was left
+# of the value was too short to match. And IBANs followed by words, addresses with
+# non-ASCII top-level domains, URLs with CJK paths, IPv6 next to ':'.
+AFTER_NUMBERS = [
+    ("t 2024-03-05 4111 1111 1111 1111 x", "t 2024-03-05 [unused6] x"),
+    ("2024-03-05 555-123-4567", "2024-03-05 [unused3]"),
+    ("2024-03-05 06 12 34 56 78", "2024-03-05 [unused3]"),
+    ("2024-03-05 020 7946 0958", "2024-03-05 [unused3]"),
+    ("2024-03-05 192.168.1.1", "2024-03-05 [unused4]"),
+    ("05.03.2024 555-123-4567", "05.03.2024 [unused3]"),
+    ("Ref 0815 555-123-4567", "Ref 0815 [unused3]"),
+    ("Order 0042 4111111111111111", "Order 0042 [unused6]"),
+    ("03/15/2024 4111 1111 1111 1111 $25.00", "03/15/2024 [unused6] $25.00"),
+    ("05/03/2024 06 12 34 56 78", "05/03/2024 [unused3]"),
+    ("TRANSFER TO ES91 2100 0418 4502 0005 1332 FROM MY ACCOUNT",
+     "TRANSFER TO [unused7] FROM MY ACCOUNT"),
+    ("PLEASE PAY TO BE68 5390 0754 7034 THAT IS MY IBAN",
+     "PLEASE PAY TO [unused7] THAT IS MY IBAN"),
+    ("иван@пример.рф", "[unused1]"),
+    ("Ζήσης@παράδειγμα.ελ ok", "[unused1] ok"),
+    ("user@xn--80ak6aa92e.xn--p1ai", "[unused1]"),
+    ("https://zh.wikipedia.org/wiki/北京?token=abc123", "[unused2]"),
+    ("https://example.com/ドキュメント?id=42&token=SECRET", "[unused2]"),
+    ("Failed login from 2001:db8::1: bad password", "Failed login from [unused5]: bad password"),
+    ("src_ip:2001:db8::1", "src_ip:[unused5]"),
+]
+
+
+@pytest.mark.parametrize("text,expected", AFTER_NUMBERS, ids=[t for t, _ in AFTER_NUMBERS])
+def test_personal_data_next_to_dates_numbers_and_words_is_redacted(text, expected):
+    redacted, _ = redact(tf.constant([text]))
+    assert _texts(redacted) == [expected]
+    again, _ = redact(redacted)  # and a second pass (Transform after ingestion) keeps it
+    assert _texts(again) == [expected]
