@@ -14,12 +14,13 @@ lookarounds) and replaced by its type's placeholder, or kept; the pieces are joi
 again. A candidate that fails its check is checked again without its last one or two
 groups ("ES91 2100 ... 1332 FROM MY": words that look like groups), else kept whole, so
 nothing inside it is redacted as another type (an IBAN with a wrong check digit is not a
-phone number). Phone and card numbers are the exception: RE2 matches leftmost first, and
-a phone pattern can start in a date, or a card's in the year before it, and take in the
-first digits of the value after it ("2024-03-05 4111 1111 ...", "03/15/2024 4111 1111
-..."), which its refusal then hid. So the text is scanned again, up to ``PASSES`` times,
-with a mark (``BREAK``) after the first group of each refused phone or card candidate,
-where no pattern matches; the next scan starts its candidates after it.
+phone number). Phone numbers, and cards after a year, are the exception: RE2 matches
+leftmost first, and a phone pattern can start in a date, or a card's in the year before
+it, and take in the first digits of the value after it ("2024-03-05 4111 1111 ...",
+"03/15/2024 4111 1111 ..."), which its refusal then hid. So the text is scanned again,
+up to ``PASSES`` times, with a mark (``BREAK``) after the first group of each such
+refused candidate (``PiiType.rescan``), where no pattern matches; the next scan starts
+its candidates after it.
 The marks are removed at the end.
 
 Placeholders are unused entries of the BERT vocabulary (``[unused1]`` ...), which
@@ -55,12 +56,13 @@ _LETTER = r"\p{Latin}\p{Greek}\p{Cyrillic}\p{M}0-9"
 EMAIL = (rf"[{_LETTER}_%+-]+(?:['.][{_LETTER}_%+-]+)*@"  # o'connor@: the apostrophe inside
          rf"(?:[{_LETTER}](?:[{_LETTER}-]*[{_LETTER}])?\.)+"
          rf"(?:xn--[A-Za-z0-9-]+|[\p{{Latin}}\p{{Greek}}\p{{Cyrillic}}]{{2,24}})")
-# A URL's path may be CJK (https://zh.wikipedia.org/wiki/北京?token=...): CJK text right
-# after a URL is taken in with it (redacted too much rather than a query token kept).
+_URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
+_URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
+# CJK inside a URL (https://zh.wikipedia.org/wiki/北京?token=...) when URL characters
+# follow it; CJK text right after a URL ("…/pathをご覧ください") is not taken in.
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
-_URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}{_CJK}"
-_URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}{_CJK}"  # no trailing '.', ',', ')' ...
-URL = rf"(?i:(?:https?|ftp)://|www\.)[{_URL_CHAR}]*[{_URL_END}]"
+URL = (rf"(?i:(?:https?|ftp)://|www\.)[{_URL_CHAR}]*[{_URL_END}]"
+       rf"(?:[{_CJK}]+[{_URL_CHAR}]*[{_URL_END}])*")
 IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
 _DASH = r"\p{Pd}"  # '-', and the en dash and the others a word processor writes
 CARD = (rf"\b(?:[0-9]{{13,19}}|[0-9]{{4}}[ {_DASH}][0-9]{{6}}[ {_DASH}][0-9]{{4,5}}"
@@ -114,10 +116,11 @@ class PiiType:
     check: Optional[Callable[[tf.Tensor], tf.Tensor]] = None  # candidates -> keep-mask
     not_after: str = ""  # RE2 the text before a candidate must not end with
     not_before: str = ""  # RE2 the text after a candidate must not start with
-    # a refused candidate may overlap a value it hides: scanned again after its first
-    # group (phone numbers' national pattern starts in dates); others are kept whole (an
-    # IBAN with a wrong check digit is not a phone number)
-    rescan: bool = False
+    # RE2 a refused candidate matches whole where it may overlap a value it hides:
+    # scanned again after its first group (a phone pattern starting in a date, a card's
+    # in the year before it); others are kept whole (an IBAN with a wrong check digit is
+    # not a phone number, "8319 7456 0110 9271" failing Luhn holds none)
+    rescan: str = ""
 
 
 def _digit_values(texts: tf.Tensor) -> tf.RaggedTensor:
@@ -205,13 +208,14 @@ BUILTIN = (
     PiiType("email", EMAIL, "[unused1]"),
     PiiType("url", URL, "[unused2]"),
     PiiType("phone", PHONE, "[unused3]", phone_valid, not_after=rf"[0-9][./{_DASH}]+",
-            not_before=rf"[./{_DASH}][0-9]", rescan=True),
+            not_before=rf"[./{_DASH}][0-9]", rescan=r"(?s).*"),
     PiiType("ipv4", IPV4, "[unused4]", not_after=r"[0-9]\.", not_before=r"\.[0-9]"),
     # a hex digit and ':' before or ':' and one after would continue the address; a
     # colon as punctuation ("from 2001:db8::1: bad", "ip:2001:db8::1") would not
     PiiType("ipv6", IPV6, "[unused5]", not_after=r"[0-9A-Za-z_]|[0-9A-Fa-f]:",
             not_before=r"[0-9A-Za-z_]|:[0-9A-Fa-f:]"),
-    PiiType("card", CARD, "[unused6]", card_valid, rescan=True),  # "2024 4111 1111 ..."
+    PiiType("card", CARD, "[unused6]", card_valid,
+            rescan=rf"(?:19|20)[0-9]{{2}}[ {_DASH}].*"),  # a year: "2024 4111 1111 ..."
     PiiType("iban", IBAN, "[unused7]", iban_valid),
 )
 TYPES = tuple(t.name for t in BUILTIN)
@@ -388,7 +392,11 @@ class Redactor(tf.Module):
         # a refused candidate is kept, marked after its first group for the next scan
         broken = tf.strings.regex_replace(
             candidates, rf"^([^ ./{_DASH}{BREAK}]+)([ ./{_DASH}])", rf"\1{BREAK}\2")
-        rescan = tf.gather(tf.constant([t.rescan for t in self.types] + [False]), kind)
+        rescan = tf.zeros(tf.shape(candidates), tf.bool)
+        for i, pii in enumerate(self.types):
+            if pii.rescan:
+                rescan |= tf.equal(kind, i) & tf.strings.regex_full_match(candidates,
+                                                                          pii.rescan)
         refused = ~keep & rescan & tf.not_equal(broken, candidates)
         replaced = tf.where(whole, placeholder, tf.where(
             head, tf.strings.join([placeholder, tails[0]]), tf.where(

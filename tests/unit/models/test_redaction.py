@@ -347,6 +347,10 @@ AFTER_NUMBERS = [
     ("https://example.com/ドキュメント?id=42&token=SECRET", "[unused2]"),
     ("Failed login from 2001:db8::1: bad password", "Failed login from [unused5]: bad password"),
     ("src_ip:2001:db8::1", "src_ip:[unused5]"),
+    # and what the rescans and the CJK rule must not take: the groups of a number that
+    # fails Luhn (the second scan found "0110 9271" a phone number), CJK text after a URL
+    ("My details: 8319 7456 0110 9271", "My details: 8319 7456 0110 9271"),
+    ("詳細はhttps://example.com/pathをご覧ください", "詳細は[unused2]をご覧ください"),
 ]
 
 
