@@ -195,6 +195,10 @@ class OutputConfig:
 
     def __post_init__(self):
         from serving.precision import MODES
+        if is_uri(self.serving_dir) and not self.serving_dir.startswith(("gs://", "s3://")):
+            raise ValueError(f"output.serving_dir '{self.serving_dir}': a local folder, gs:// "
+                             f"or s3:// (the push publishes a version by a folder rename "
+                             f"there, or by copies inside the bucket)")
         if self.serving_check_timeout < 1:
             raise ValueError(f"output.serving_check_timeout must be at least 1 (seconds), "
                              f"got {self.serving_check_timeout}")

@@ -39,7 +39,9 @@ and `true` are refused), a switch true or false, a list a list of strings, a tex
 string (a number is taken as its digits, so `text_column: 1` is the second column; `null` and
 YAML's unquoted `yes`/`no` are refused: quote them). A YAML file indented with tabs, or one
 that is not a mapping of sections, is refused naming the file. `output.model_name` cannot
-hold `/`, `:` or `\\` (no REST path could carry it).
+hold `/`, `:` or `\\` (no REST path could carry it); `output.serving_dir` is a local folder,
+`gs://` or `s3://`. A value that starts with `--` (Beam options) is given with `=` on the
+command line: `--beam_args='--direct_num_workers=2 --direct_running_mode=multi_processing'`.
 """
 
 

@@ -279,3 +279,12 @@ def test_a_malformed_config_file_is_named_not_a_traceback(tmp_path):
     bad.write_text('{"data": ')
     with pytest.raises(ValueError, match=f"{bad}: not valid JSON"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize("uri", ["file:///srv/models", "hdfs://nn/models", "az://c/models"])
+def test_a_serving_dir_on_a_store_the_push_cannot_write_atomically_is_refused(uri):
+    """file://, hdfs://, az:// passed the settings; every push then failed after the whole
+    copy (its sync takes a path), and a folder rename there is not atomic anyway."""
+    with pytest.raises(ValueError, match=f"output.serving_dir '{uri}': a local folder, "
+                                         f"gs:// or s3://"):
+        load_config(None, {"output.serving_dir": uri})
