@@ -218,7 +218,7 @@ def kubeflow_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         # a Trainer step that launches replicas elsewhere only waits: no accelerator
         trainer_platform_config=trainer_resources(kubeflow) if distribution is None
         else launcher_resources(),
-        step_platform_config=step_resources(kubeflow),
+        step_platform_config=step_resources(config),
         trainer_distribution=distribution,
         # KFP v2's compiler takes TFX's own strategy class only (into a query)
         latest_strategy=LatestArtifactStrategy)
@@ -342,11 +342,14 @@ def _resources(prefix: str, cpu: float, memory: str):
         cpu_limit=cpu, memory_limit=float(size) / 1e9)
 
 
-def step_resources(kubeflow):
-    """The CPU and memory of every step's pod but the Trainer's: without them the pods
-    ran BestEffort (evicted first under memory pressure) and a namespace with a
-    ResourceQuota refused them."""
-    return _resources("kubeflow.step", kubeflow.step_cpu, kubeflow.step_memory)
+def step_resources(config: PipelineConfig):
+    """The CPU and memory of every step's pod but the Trainer's on Kubeflow: without them
+    the pods ran BestEffort (evicted first under memory pressure) and a namespace with a
+    ResourceQuota refused them. None on Vertex AI, which runs a step without them on its
+    default machine (4 vCPUs, 16 GB), more than these defaults."""
+    if config.vertex.project:
+        return None
+    return _resources("kubeflow.step", config.kubeflow.step_cpu, config.kubeflow.step_memory)
 
 
 def trainer_resources(kubeflow):
@@ -399,7 +402,7 @@ def compile_pipeline(config: PipelineConfig, output_file: str) -> str:
         output_filename=os.path.basename(output_file))
     runner.run(pipeline)
     _finish_spec(output_file, pipeline.pipeline_info.pipeline_root,
-                 config.storage.environment(), step_resources(config.kubeflow))
+                 config.storage.environment(), step_resources(config))
     return os.path.abspath(output_file)
 
 
@@ -420,7 +423,7 @@ def _finish_spec(spec_file: str, pipeline_root: str, env: dict, resources) -> No
     for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
         if env and "container" in executor:
             executor["container"]["env"] = [{"name": k, "value": v} for k, v in env.items()]
-        if "container" in executor and "resources" not in executor["container"]:
+        if resources and "container" in executor and "resources" not in executor["container"]:
             executor["container"]["resources"] = json_format.MessageToDict(resources)
     with open(spec_file, "w", encoding="utf-8") as f:
         f.write(header)

@@ -145,15 +145,24 @@ def input_problem(config: PipelineConfig):
 
 
 def output_problem(config: PipelineConfig):
-    """Why ``output.root`` cannot be where it is: in ``data.input_dir``, whose listing would
-    take the run's own files (history.jsonl, run.lock) for data."""
+    """Why ``output.root`` cannot be where it is: a folder ``data.input_dir``'s reading
+    lists (the folder itself, a span folder, presplit's train/ or eval/), which would
+    take the run's own files (history.jsonl, run.lock) for data. A subfolder the reader
+    skips is fine."""
     root, data = resolve_path(config.output.root), resolve_path(config.data.input_dir)
     if is_uri(root) or is_uri(data):
         return None
     root, data = os.path.realpath(root), os.path.realpath(data)
-    if root == data or root.startswith(data.rstrip(os.sep) + os.sep):
-        return (f"output.root {root} is inside data.input_dir {data}: a run would read its "
-                f"own files as data; put them apart")
+    if not (root == data or root.startswith(data.rstrip(os.sep) + os.sep)):
+        return None
+    first = os.path.relpath(root, data).split(os.sep)[0]
+    config_data = config.data
+    spans = list_spans(data, config_data.span_pattern) if config_data.span_pattern else []
+    read = (root == data or (config_data.presplit and first in ("train", "eval")) or
+            first in {folder for _, folder in spans})
+    if read:  # a folder the reader lists: its own history.jsonl, run.lock taken for data
+        return (f"output.root {root} is where data.input_dir {data} is read: a run would "
+                f"read its own files as data; put them apart")
     return None
 
 

@@ -197,11 +197,12 @@ def iban_valid(texts: tf.Tensor) -> tf.Tensor:
 
 def phone_valid(texts: tf.Tensor) -> tf.Tensor:
     """7 to 15 digits (after a '00' or '(0)' prefix and an extension), and neither a date
-    nor one that begins with a date ("05/03/2024 06 12": a date, then a phone number)."""
+    nor a date and a space before more ("05/03/2024 06 12": a date, then a phone number;
+    "01.23.45.67.89" is a phone number written with dots)."""
     core = tf.strings.regex_replace(texts, r"^00|\(0\)|(?:x|ext).*$|[^0-9]", "")
     count = tf.strings.length(core)
     return (count >= 7) & (count <= 15) & ~tf.strings.regex_full_match(
-        texts, rf"{_DATE}(?:{_SEP}.*)?")
+        texts, rf"{_DATE}(?: .*)?")
 
 
 BUILTIN = (
@@ -326,23 +327,26 @@ class Redactor(tf.Module):
         zeros = tf.zeros(tf.expand_dims(batch, 0), tf.int64)
         counts = {n: zeros for n in self.names}
         again = tf.constant(True)
-        for _ in range(PASSES):  # the next scan only where a refused candidate was broken
+        for scan in range(PASSES):  # the next only where a refused candidate was broken
             texts, counts, again = tf.cond(
-                again, lambda texts=texts, counts=counts: self._scan(texts, counts, batch),
+                again, lambda texts=texts, counts=counts, later=scan > 0: self._scan(
+                    texts, counts, batch, later),
                 lambda texts=texts, counts=counts: (texts, counts, tf.constant(False)))
         return tf.strings.regex_replace(texts, BREAK, ""), counts
 
-    def _scan(self, texts: tf.Tensor, counts: Dict[str, tf.Tensor], batch: tf.Tensor):
-        """One scan: (texts, counts so far plus this scan's, whether to scan again)."""
+    def _scan(self, texts: tf.Tensor, counts: Dict[str, tf.Tensor], batch: tf.Tensor,
+              later: bool):
+        """One scan: (texts, counts so far plus this scan's, whether to scan again).
+        ``later``: not the first, so the text holds placeholders, which stay as they are."""
         marked = tf.strings.regex_replace(texts, self._combined, rf"{SENTINEL}\0{SENTINEL}")
         found = tf.reduce_any(tf.strings.length(marked) > tf.strings.length(texts))
 
         def replace():
-            redacted, found_counts, again = self._replace(marked, batch)
+            redacted, found_counts, again = self._replace(marked, batch, later)
             return redacted, {n: counts[n] + found_counts[n] for n in self.names}, again
         return tf.cond(found, replace, lambda: (texts, counts, tf.constant(False)))
 
-    def _replace(self, marked: tf.Tensor, batch: tf.Tensor):
+    def _replace(self, marked: tf.Tensor, batch: tf.Tensor, later: bool):
         pieces = tf.strings.split(marked, SENTINEL)  # text, candidate, text, ... text
         flat = pieces.flat_values
         position = tf.range(tf.size(flat, out_type=tf.int64)) - tf.gather(
@@ -357,6 +361,11 @@ class Redactor(tf.Module):
         kind = tf.fill(tf.shape(candidates), len(self.types))  # none matched
         for i, pii in reversed(list(enumerate(self.types))):  # the first match wins
             kind = tf.where(tf.strings.regex_full_match(candidates, pii.pattern), i, kind)
+        if later:  # a placeholder, or part of one, found by a custom pattern: left alone
+            placed = tf.strings.regex_full_match(candidates, r"(?s).*\[unused[0-9]+\].*") | (
+                tf.strings.regex_full_match(before, r"(?s).*\[") &
+                tf.strings.regex_full_match(after, r"(?s)\].*"))
+            kind = tf.where(placed, len(self.types), kind)
         # A checked candidate that fails may have taken in a group or two too many ("...
         # 7034 BIC", "... 1332 FROM MY"): the candidate without its last one and its last
         # two space/dash-separated groups is checked too, in the same ops (the second and

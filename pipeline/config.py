@@ -234,8 +234,9 @@ class KubeflowConfig:
                                  "--runner=DataflowRunner --project=P --region=R or "
                                  "--runner=PortableRunner --job_endpoint=HOST:8099; "
                                  "empty: the DirectRunner inside each pod.")
-    step_cpu: float = _field(2.0, "CPU of every step's pod but the Trainer's (the limit; "
-                                  "Kubernetes sets the request equal).")
+    step_cpu: float = _field(2.0, "CPU of every step's pod but the Trainer's on Kubeflow "
+                                  "(the limit; Kubernetes sets the request equal; Vertex "
+                                  "AI runs steps on its default machine).")
     step_memory: str = _field("8G", "Memory of every step's pod but the Trainer's (a "
                                     "Kubernetes quantity; Evaluator runs the model with "
                                     "the DirectRunner in its pod).")

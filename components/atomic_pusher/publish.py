@@ -251,7 +251,6 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
                 tf.io.gfile.copy(os.path.join(staging, relative),
                                  os.path.join(final, relative), overwrite=False)
             _check_whole(model_dir, final, files)
-            tf.io.gfile.rmtree(staging)
         else:
             sync(staging)
             tf.io.gfile.rename(staging, final, overwrite=False)
@@ -259,6 +258,13 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
         cause = error.message if isinstance(error, tf.errors.OpError) else str(error)
         raise PushError(f"pushing version {version} to {base_directory} failed: "
                         f"{cause}; " + "; ".join(_remove(path) for path in written)) from None
-    if not in_store:
+    if in_store:  # published: the staging copy is a leftover now, removed if allowed
+        try:
+            tf.io.gfile.rmtree(staging)
+        except Exception as error:  # noqa: BLE001 - a role that may not delete, a blip
+            logging.warning("%s: the staging copy of pushed version %s was not removed (%s); "
+                            "the next push removes it once it is an hour old", staging,
+                            version, error)
+    else:
         sync(base_directory)  # the rename itself, on the disk
     return final

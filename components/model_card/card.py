@@ -57,8 +57,10 @@ def card_path(model_uri: str) -> str:
 
 
 def _text(value) -> str:
-    """Text from the data (a label) as Markdown shows it: no HTML, no link."""
-    return html.escape(str(value), quote=False).replace("[", "\\[").replace("]", "\\]")
+    """Text from the data (a label, a column or file name) as Markdown shows it: no HTML,
+    no link (GitHub's Markdown links a bare https://... too: its ':' is escaped)."""
+    return (html.escape(str(value), quote=False).replace("[", "\\[").replace("]", "\\]")
+            .replace("://", "\\://"))
 
 
 def _cell(value) -> str:
@@ -102,7 +104,8 @@ def _verdict(blessed: Optional[bool]) -> str:
 
 
 def _data(data: DataFacts, labels: Sequence[str]) -> list:
-    lines = ["## Data", "", "Sources:", ""] + [f"- {s}" for s in data.sources or ["unknown"]]
+    lines = ["## Data", "", "Sources:", ""] + [f"- {_text(s)}"
+                                              for s in data.sources or ["unknown"]]
     splits = sorted(data.rows, key=lambda split: (split != "train", split))
     if splits:
         names = list(labels) + sorted({c for counts in data.classes.values()
@@ -135,12 +138,12 @@ def _inputs(contract: dict) -> list:
     pair = contract.get("text_pair_columns", [])
     separator = json.dumps(contract.get("text_separator", " "), ensure_ascii=False)
     lines.append(f"- Text: the column{'s' if len(columns) > 1 else ''} "
-                 f"{', '.join(columns) or 'unknown'}"
+                 f"{', '.join(map(_text, columns)) or 'unknown'}"
                  + (f", joined with {separator} (empty parts "
                     f"{contract.get('empty_parts', 'left out')}), in the model's graph"
                     if len(columns) > 1 else "") + ".")
     if pair:
-        lines.append(f"- Second text of each pair: {', '.join(pair)}"
+        lines.append(f"- Second text of each pair: {', '.join(map(_text, pair))}"
                      + (f", joined with {separator}" if len(pair) > 1 else "") + ".")
     privacy = contract.get("privacy", {})
     patterns = [name for name, _ in privacy.get("custom_patterns", [])]

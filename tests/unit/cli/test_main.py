@@ -415,12 +415,19 @@ def test_settings_that_failed_after_training_are_refused_before_anything_runs(
                                                       "bfloat16: no bfloat16 here"):
         preflight.check(load_config(None, dict(base, **{
             "output.serving_mixed_precision": "bfloat16"})))
-    for root in (data, data / "runs"):
-        with pytest.raises(preflight.SettingsError) as refused:
-            preflight.check(load_config(None, dict(base, **{"output.root": str(root)})))
-        assert str(refused.value).splitlines()[1:] == [
-            f"  output.root {root} is inside data.input_dir {data}: a run would read its "
-            f"own files as data; put them apart"]
+    with pytest.raises(preflight.SettingsError) as refused:
+        preflight.check(load_config(None, dict(base, **{"output.root": str(data)})))
+    assert str(refused.value).splitlines()[1:] == [
+        f"  output.root {data} is where data.input_dir {data} is read: a run would read "
+        f"its own files as data; put them apart"]
+    preflight.check(load_config(None, dict(base, **{"output.root": str(data / "runs")})))
+    (data / "span-1").mkdir()  # read with spans: a span folder is read, others are not
+    shutil.copy(SAMPLE, data / "span-1")
+    spans = dict(base, **{"data.span_pattern": "span-{SPAN}"})
+    with pytest.raises(preflight.SettingsError, match="is where data.input_dir"):
+        preflight.check(load_config(None, dict(spans, **{"output.root":
+                                                         str(data / "span-1")})))
+    preflight.check(load_config(None, dict(spans, **{"output.root": str(data / "runs")})))
     with pytest.raises(preflight.SettingsError,
                        match=f"data.schema_path: {data / 'sst2_sample.tsv'} is not a "
                              f"schema"):

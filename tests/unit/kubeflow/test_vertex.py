@@ -395,3 +395,12 @@ def test_submit_refuses_specs_vertex_cannot_run_before_any_request(specs, google
                  "0 0 3 * * *", *_args(settings)]) == 1
     assert "Vertex AI schedules take 5 fields" in capsys.readouterr().err
     assert requests == []
+
+
+def test_vertex_steps_get_no_step_resources(specs):
+    """Vertex AI runs a step without resources on its default machine (4 vCPUs, 16 GB):
+    kubeflow.step_cpu and step_memory (2, 8G), for Kubernetes pods, would halve it."""
+    _, spec = specs[1]
+    executors = spec["deploymentSpec"]["executors"]
+    assert [name for name, x in executors.items()
+            if "resources" in x.get("container", {}) and name != "Trainer_executor"] == []

@@ -351,6 +351,10 @@ AFTER_NUMBERS = [
     # fails Luhn (the second scan found "0110 9271" a phone number), CJK text after a URL
     ("My details: 8319 7456 0110 9271", "My details: 8319 7456 0110 9271"),
     ("詳細はhttps://example.com/pathをご覧ください", "詳細は[unused2]をご覧ください"),
+    # phone numbers written with dots, dashes or slashes begin like a date: still phones
+    ("Tel 01.23.45.67.89 merci", "Tel [unused3] merci"),
+    ("mobiel 06-12-34-56-78 bellen", "mobiel [unused3] bellen"),
+    ("call 01/23/45/67/89", "call [unused3]"),
 ]
 
 
@@ -360,3 +364,15 @@ def test_personal_data_next_to_dates_numbers_and_words_is_redacted(text, expecte
     assert _texts(redacted) == [expected]
     again, _ = redact(redacted)  # and a second pass (Transform after ingestion) keeps it
     assert _texts(again) == [expected]
+
+
+def test_a_rescan_leaves_placeholders_alone_whatever_else_is_in_the_batch():
+    """The rescans ran custom patterns over the first scan's placeholders wherever any
+    row of the batch had a refused candidate: 'login bob42' came back 'login
+    [[unused10]]', counted twice, when batched with a date."""
+    redactor = Redactor("all", [("handle", r"\b[a-z]+[0-9]+\b")])
+    alone, alone_counts = redactor(tf.constant(["login bob42"]))
+    both, both_counts = redactor(tf.constant(["login bob42", "on 05.03.2024 call"]))
+    assert _texts(alone) == ["login [unused10]"] == _texts(both)[:1]
+    assert alone_counts["handle"].numpy().tolist() == [1]
+    assert both_counts["handle"].numpy().tolist() == [1, 0]

@@ -198,3 +198,35 @@ def test_a_file_removed_from_the_staged_copy_fails_the_push(tmp_path, model, mon
     assert "the partial copy" in str(error) and "was removed" in str(error)
     assert not base.exists() or os.listdir(base) == []
     assert pushed.get_int_custom_property("pushed") != 1
+
+
+def test_a_bucket_push_that_cannot_remove_its_staging_copy_stays_pushed(
+        tmp_path, model, monkeypatch, caplog):
+    """Once saved_model.pb is in the version, the push has happened: a staging copy that
+    could not be deleted afterwards (a pusher role without delete, a blip) removed the
+    published version too and failed the run. A local folder stands in for the bucket's
+    flow (publish.is_object_storage), its delete of the staging copy refused."""
+    import tensorflow as tf
+
+    from components.atomic_pusher import publish
+
+    monkeypatch.setattr(publish, "is_object_storage", lambda path: True)
+    rmtree = tf.io.gfile.rmtree
+
+    def no_delete(path):
+        if STAGING_PREFIX in path:
+            raise tf.errors.PermissionDeniedError(None, None, "AccessDenied: DeleteObject")
+        rmtree(path)
+
+    monkeypatch.setattr(tf.io.gfile, "rmtree", no_delete)
+    copy = tf.io.gfile.copy
+
+    def copy_as_a_bucket(source, target, overwrite=False):  # no folders in a bucket
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        copy(source, target, overwrite=overwrite)
+
+    monkeypatch.setattr(tf.io.gfile, "copy", copy_as_a_bucket)
+    base = tmp_path / "serving" / "bert_classifier"
+    final = publish.push_version(model, str(base), "100")
+    assert final == str(base / "100") and tree(base / "100") == tree(model)
+    assert "the staging copy of pushed version 100 was not removed" in caplog.text

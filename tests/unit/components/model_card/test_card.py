@@ -137,9 +137,15 @@ def test_labels_from_the_data_are_text_in_the_card(tmp_path):
     uri = _tfma_output(tmp_path, min_accuracy=0.5)
     evaluation = eval_results.read(uri, LABELS)
     facts = _facts(evaluation, eval_results.gate_checks(uri, evaluation), blessed=True)
-    facts.labels = ["<img src=x onerror=alert(1)>", "[x](javascript:alert(1))"]
+    facts.labels = ["<img src=x onerror=alert(1)>", "[x](javascript:alert(1))",
+                    "https://evil.example"]  # GitHub's Markdown links a bare URL
     facts.data.classes = {"train": {label: 5 for label in facts.labels}}
     text = card.markdown(facts)
     assert "<img" not in text and "[x](javascript" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text
     assert "\\[x\\](javascript:alert(1))" in text
+    assert "https://evil" not in text and "https\\://evil.example" in text
+    facts.data.sources = ["/data/<b>bold</b>.csv"]  # file names and columns: from the data
+    facts.input_contract = {"text_columns": ["<script>x</script>"]}
+    text = card.markdown(facts)
+    assert "<b>" not in text and "<script>" not in text
