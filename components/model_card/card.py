@@ -58,9 +58,10 @@ def card_path(model_uri: str) -> str:
 
 def _text(value) -> str:
     """Text from the data (a label, a column or file name) as Markdown shows it: no HTML,
-    no link (GitHub's Markdown links a bare https://... too: its ':' is escaped)."""
+    no link (GitHub's Markdown links a bare https://... too: its ':' is written as an
+    entity, which every renderer shows as ':')."""
     return (html.escape(str(value), quote=False).replace("[", "\\[").replace("]", "\\]")
-            .replace("://", "\\://"))
+            .replace("://", "&#58;//"))
 
 
 def _cell(value) -> str:
