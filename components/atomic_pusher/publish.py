@@ -35,6 +35,7 @@ import os
 import socket
 import time
 import zlib
+from typing import Optional
 
 import tensorflow as tf
 from absl import logging
@@ -66,18 +67,18 @@ def staging_name(version: str) -> str:
     return f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
 
 
-def _owner(entry: str) -> tuple:
-    """(host, pid) of a ``.partial-<version>-<host>-<pid>`` name, else ("", "")."""
+def _pid_here(entry: str) -> Optional[int]:
+    """The pid of a ``.partial-<version>-<host>-<pid>`` name of this host, else None."""
     if not entry.startswith(STAGING_PREFIX):
-        return "", ""
+        return None
     host, _, pid = entry[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
-    return host, pid
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
 def pushing_here(entry: str) -> bool:
     """``entry`` is the staging copy of a push running on this machine."""
-    host, pid = _owner(entry)
-    return host == socket.gethostname() and pid.isdigit() and alive(int(pid))
+    pid = _pid_here(entry)
+    return pid is not None and alive(pid)
 
 
 def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S) -> list:
@@ -93,11 +94,11 @@ def remove_stale_copies(base_directory: str, stale_after_s: float = STALE_PUSH_S
         return []
     if is_object_storage(base_directory):
         return _remove_stale_versions(base_directory, stale_after_s)
-    host, removed = socket.gethostname(), []
+    removed = []
     for entry in tf.io.gfile.listdir(base_directory):
         entry = entry.rstrip("/")
-        owner, pid = _owner(entry)
-        if owner == host and pid.isdigit() and not alive(int(pid)):
+        pid = _pid_here(entry)
+        if pid is not None and not alive(pid):
             tf.io.gfile.rmtree(os.path.join(base_directory, entry))
             removed.append(entry)
     return removed
@@ -209,10 +210,11 @@ def _sizes(folder: str, files: list) -> dict:
     return sizes
 
 
-def _check_whole(model_dir: str, copy: str, files: list) -> None:
-    """``copy`` holds every file of ``model_dir`` at its size, and nothing else."""
-    expected, found = _sizes(model_dir, files), _sizes(copy, files)
-    extra = sorted(set(_tree(copy)[1]) - set(files))
+def _check_whole(expected: dict, copy: str) -> None:
+    """``copy`` holds every file of ``expected`` (the model's ``_sizes``) at its size, and
+    nothing else."""
+    found = _sizes(copy, list(expected))
+    extra = sorted(set(_tree(copy)[1]) - set(expected))
     wrong = [f"{path} ({'missing' if found[path] < 0 else f'{found[path]} bytes'}, "
              f"expected {size} bytes)" for path, size in expected.items()
              if found[path] != size]
@@ -241,7 +243,8 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
             tf.io.gfile.makedirs(os.path.join(staging, relative))
         for relative in files:  # saved_model.pb last
             _copy_verified(model_dir, staging, relative)
-        _check_whole(model_dir, staging, files)
+        sizes = _sizes(model_dir, files)
+        _check_whole(sizes, staging)
         if in_store:
             if tf.io.gfile.exists(final):
                 raise PushError(f"version {version} appeared meanwhile (another push of "
@@ -250,7 +253,7 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
             for relative in files:  # inside the store; saved_model.pb last
                 tf.io.gfile.copy(os.path.join(staging, relative),
                                  os.path.join(final, relative), overwrite=False)
-            _check_whole(model_dir, final, files)
+            _check_whole(sizes, final)
         else:
             sync(staging)
             tf.io.gfile.rename(staging, final, overwrite=False)
