@@ -1,7 +1,7 @@
 """What a run reads, checked before any component runs: ``model.checkpoint``,
 ``data.input_dir`` (and that its file pattern, inside the newest span, matches data
 files), ``data.schema_path`` and ``trainer.workers`` on a machine with GPUs. Each
-problem names the setting to change. Also ``output.root`` inside the input folder, a
+problem names the setting to change. Also ``output.root`` where the input is read, a
 ``TF_CONFIG`` left in the environment, and a bfloat16 serving check on a CPU without it.
 
 Tested through the command: tests/unit/cli/test_main.py; on object storage:
