@@ -326,18 +326,25 @@ class Redactor(tf.Module):
         texts = tf.strings.regex_replace(texts, SPACES, " ")
         zeros = tf.zeros(tf.expand_dims(batch, 0), tf.int64)
         counts = {n: zeros for n in self.names}
-        again = tf.constant(True)
-        for scan in range(PASSES):  # the next only where a refused candidate was broken
-            texts, counts, again = tf.cond(
-                again, lambda texts=texts, counts=counts, later=scan > 0: self._scan(
-                    texts, counts, batch, later),
-                lambda texts=texts, counts=counts: (texts, counts, tf.constant(False)))
+
+        def scan(n, texts, counts, again):
+            return (n + 1,) + self._scan(texts, counts, batch, later=n > 0)
+
+        # a loop, not PASSES copies of the scan: one copy in every graph that redacts
+        # (a model's signatures, Transform's traces), built and loaded once
+        _, texts, counts, _ = tf.while_loop(  # the next only where a refusal was broken
+            lambda n, texts, counts, again: again & (n < PASSES), scan,
+            (tf.constant(0), texts, counts, tf.constant(True)),
+            shape_invariants=(tf.TensorShape([]), texts.shape,
+                              {n: tf.TensorShape([None]) for n in self.names},
+                              tf.TensorShape([])))
         return tf.strings.regex_replace(texts, BREAK, ""), counts
 
     def _scan(self, texts: tf.Tensor, counts: Dict[str, tf.Tensor], batch: tf.Tensor,
-              later: bool):
+              later: tf.Tensor):
         """One scan: (texts, counts so far plus this scan's, whether to scan again).
-        ``later``: not the first, so the text holds placeholders, which stay as they are."""
+        ``later`` (bool tensor): not the first, so the text holds placeholders, which stay
+        as they are."""
         marked = tf.strings.regex_replace(texts, self._combined, rf"{SENTINEL}\0{SENTINEL}")
         found = tf.reduce_any(tf.strings.length(marked) > tf.strings.length(texts))
 
@@ -346,7 +353,7 @@ class Redactor(tf.Module):
             return redacted, {n: counts[n] + found_counts[n] for n in self.names}, again
         return tf.cond(found, replace, lambda: (texts, counts, tf.constant(False)))
 
-    def _replace(self, marked: tf.Tensor, batch: tf.Tensor, later: bool):
+    def _replace(self, marked: tf.Tensor, batch: tf.Tensor, later: tf.Tensor):
         pieces = tf.strings.split(marked, SENTINEL)  # text, candidate, text, ... text
         flat = pieces.flat_values
         position = tf.range(tf.size(flat, out_type=tf.int64)) - tf.gather(
@@ -361,11 +368,13 @@ class Redactor(tf.Module):
         kind = tf.fill(tf.shape(candidates), len(self.types))  # none matched
         for i, pii in reversed(list(enumerate(self.types))):  # the first match wins
             kind = tf.where(tf.strings.regex_full_match(candidates, pii.pattern), i, kind)
-        if later:  # a placeholder, or part of one, found by a custom pattern: left alone
-            placed = tf.strings.regex_full_match(candidates, r"(?s).*\[unused[0-9]+\].*") | (
+        # in a later scan, a placeholder, or part of one, found by a custom pattern: left
+        # alone
+        placed = later & (
+            tf.strings.regex_full_match(candidates, r"(?s).*\[unused[0-9]+\].*") | (
                 tf.strings.regex_full_match(before, r"(?s).*\[") &
-                tf.strings.regex_full_match(after, r"(?s)\].*"))
-            kind = tf.where(placed, len(self.types), kind)
+                tf.strings.regex_full_match(after, r"(?s)\].*")))
+        kind = tf.where(placed, len(self.types), kind)
         # A checked candidate that fails may have taken in a group or two too many ("...
         # 7034 BIC", "... 1332 FROM MY"): the candidate without its last one and its last
         # two space/dash-separated groups is checked too, in the same ops (the second and
@@ -434,8 +443,11 @@ class Redactor(tf.Module):
 
 def redact(texts, types: Union[str, Iterable[str]] = "all",
            custom_patterns: Union[Mapping[str, str], Sequence[Tuple[str, str]]] = ()):
-    """Redacted texts and counts per type: see ``Redactor``."""
-    return Redactor(types, custom_patterns)(texts)
+    """Redacted texts and counts per type: see ``Redactor`` (built once a process for the
+    same arguments, as ``from_settings``)."""
+    pairs = custom_patterns.items() if isinstance(custom_patterns, Mapping) else custom_patterns
+    return from_settings({"redact": types if isinstance(types, str) else list(types),
+                          "custom_patterns": [list(pair) for pair in pairs]})(texts)
 
 
 def from_settings(privacy: Optional[Mapping] = None) -> Redactor:
