@@ -211,6 +211,8 @@ def test_a_bucket_push_that_cannot_remove_its_staging_copy_stays_pushed(
     from components.atomic_pusher import publish
 
     monkeypatch.setattr(publish, "is_object_storage", lambda path: True)
+    # the CLI, run in-process by earlier tests, leaves absl's logger at ERROR
+    caplog.set_level("WARNING", logger="absl")
     rmtree = tf.io.gfile.rmtree
 
     def no_delete(path):
