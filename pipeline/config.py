@@ -754,8 +754,10 @@ def _read_config_file(path: str) -> dict:
                 raise ValueError(f"{path}: not valid JSON: {error}") from None
         else:
             import yaml
+            text = f.read()
             try:
-                values = yaml.safe_load(f)
+                values = yaml.safe_load(text)
+                _refuse_empty_blocks(path, yaml.compose(text, Loader=yaml.SafeLoader))
             except yaml.YAMLError as error:
                 raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}"
                                  f" (indent with spaces, not tabs)") from None
@@ -765,6 +767,18 @@ def _read_config_file(path: str) -> dict:
         raise ValueError(f"{path} holds a {type(values).__name__}, not settings: write "
                          f"sections of settings, e.g. data: {{input_dir: ...}}")
     return values
+
+
+def _refuse_empty_blocks(path: str, node, key: str = "") -> None:
+    """ValueError for a value that is an empty YAML block: an unquoted ``|`` or ``>``
+    (``label_delimiter: |`` reads as '', so multi-label was off, silently)."""
+    import yaml
+    if isinstance(node, yaml.MappingNode):
+        for name, value in node.value:
+            _refuse_empty_blocks(path, value, f"{key}.{name.value}" if key else name.value)
+    elif isinstance(node, yaml.ScalarNode) and node.style in ("|", ">") and not node.value:
+        raise ValueError(f"{path}: {key} is an empty YAML block (a bare '{node.style}'); "
+                         f"quote the value: {key.rpartition('.')[2]}: '{node.style}'")
 
 
 def closest_name(name: str, known) -> Optional[str]:

@@ -37,7 +37,8 @@ to 2**32 - 1), all refused when the settings are read, before any component runs
 values are checked by type too: a count must be a whole number (`16.0` is taken as 16, `16.5`
 and `true` are refused), a switch true or false, a list a list of strings, a text setting a
 string (a number is taken as its digits, so `text_column: 1` is the second column; `null` and
-YAML's unquoted `yes`/`no` are refused: quote them). A YAML file indented with tabs, or one
+YAML's unquoted `yes`/`no` are refused: quote them; so is an unquoted `|` or `>`, which
+YAML reads as an empty block: write `label_delimiter: '|'`). A YAML file indented with tabs, or one
 that is not a mapping of sections, is refused naming the file. `output.model_name` cannot
 hold `/`, `:` or `\\` (no REST path could carry it); `output.serving_dir` is a local folder,
 `gs://` or `s3://`. A value that starts with `--` (Beam options) is given with `=` on the

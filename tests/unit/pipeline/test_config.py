@@ -1,4 +1,6 @@
 """The single typed configuration: defaults, files, overrides and errors."""
+import re
+
 import pytest
 
 from cli.main import build_parser
@@ -279,6 +281,21 @@ def test_a_malformed_config_file_is_named_not_a_traceback(tmp_path):
     bad.write_text('{"data": ')
     with pytest.raises(ValueError, match=f"{bad}: not valid JSON"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize("value", ["|", ">", "|-", ">+"])
+def test_an_unquoted_yaml_block_sign_as_a_value_is_refused(tmp_path, value):
+    """YAML reads an unquoted `label_delimiter: |` as an empty block: multi-label was off,
+    silently. An empty block is refused; a quoted '|' and a block with text are taken."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"data:\n  label_delimiter: {value}\n  text_column: text\n")
+    with pytest.raises(ValueError, match=rf"{path}: data\.label_delimiter is an empty YAML "
+                                         rf"block \(a bare '{re.escape(value[0])}'\); quote "
+                                         rf"the value: label_delimiter: '{re.escape(value[0])}'"):
+        load_config(str(path))
+    path.write_text("data:\n  label_delimiter: '|'\n  text_column: |\n    text\n")
+    config = load_config(str(path))
+    assert (config.data.label_delimiter, config.data.text_column) == ("|", "text\n")
 
 
 @pytest.mark.parametrize("uri", ["file:///srv/models", "hdfs://nn/models", "az://c/models"])
