@@ -754,13 +754,16 @@ def _read_config_file(path: str) -> dict:
                 raise ValueError(f"{path}: not valid JSON: {error}") from None
         else:
             import yaml
-            text = f.read()
+            loader = yaml.SafeLoader(f)  # what safe_load does, keeping the node tree
             try:
-                values = yaml.safe_load(text)
-                _refuse_empty_blocks(path, yaml.compose(text, Loader=yaml.SafeLoader))
+                node = loader.get_single_node()
+                values = None if node is None else loader.construct_document(node)
             except yaml.YAMLError as error:
                 raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}"
                                  f" (indent with spaces, not tabs)") from None
+            finally:
+                loader.dispose()
+            _refuse_empty_blocks(path, node)
     if values is None:
         return {}
     if not isinstance(values, dict):
