@@ -38,8 +38,8 @@ values are checked by type too: a count must be a whole number (`16.0` is taken 
 and `true` are refused), a switch true or false, a list a list of strings, a text setting a
 string (a number is taken as its digits, so `text_column: 1` is the second column; `null` and
 YAML's unquoted `yes`/`no` are refused: quote them; so is an unquoted `|` or `>`, which
-YAML reads as an empty block: write `label_delimiter: '|'`). A YAML file indented with tabs, or one
-that is not a mapping of sections, is refused naming the file. `output.model_name` cannot
+YAML reads as an empty block: write `label_delimiter: '|'`). A YAML file indented with
+tabs, or one that is not a mapping of sections, is refused naming the file. `output.model_name` cannot
 hold `/`, `:` or `\\` (no REST path could carry it); `output.serving_dir` is a local folder,
 `gs://` or `s3://`. A value that starts with `--` (Beam options) is given with `=` on the
 command line: `--beam_args='--direct_num_workers=2 --direct_running_mode=multi_processing'`.
