@@ -283,10 +283,12 @@ def _cmd_score(args) -> int:
 
 def _cmd_schema(args) -> int:
     from cli.schema import infer_schema, pipeline_patterns, write_schema
-    data = config_from_args(args).data
+    config = config_from_args(args)
+    data = config.data
     schema, rows = infer_schema(data.input_dir, pipeline_patterns(data),
                                 data.reader_config(), data.max_label_l_infinity,
-                                data.max_length_js_divergence, data.presplit)
+                                data.max_length_js_divergence, data.presplit,
+                                config.privacy.patterns())
     write_schema(schema, args.out)
     labels = list(schema.string_domain[0].value)
     print(f"wrote {args.out} from {rows} rows; label domain: {labels}; drift limits: label "

@@ -32,9 +32,10 @@ def pipeline_patterns(data) -> list:
 
 def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,
                  label_l_infinity: float, length_js_divergence: float,
-                 presplit: bool = False):
+                 presplit: bool = False, custom_patterns: list = ()):
     """The curated schema of the files ``patterns`` (globs in ``input_dir``) match, and
-    how many rows it was inferred from."""
+    how many rows it was inferred from (``custom_patterns``: replaced where an error
+    quotes a row, as the built-in types are)."""
     import pandas as pd
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -42,7 +43,8 @@ def infer_schema(input_dir: str, patterns: list, reader: ReaderConfig,
     from components.text_example_gen.executor import input_files
     files = [path for pattern in patterns
              for path in input_files(input_dir, pattern, presplit)]
-    records = [r for path in files for r in read_file(path, reader)]
+    records = [r for path in files for r in read_file(path, reader,
+                                                      custom_patterns=custom_patterns)]
     columns = {contract.TEXT_FEATURE: [r.text for r in records],
                contract.LABEL_FEATURE: [list(r.labels) for r in records]}
     if reader.text_pair:

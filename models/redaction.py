@@ -28,6 +28,8 @@ tf-text's ``BertTokenizer(..., preserve_unused_token=True)`` keeps as one token.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import json
@@ -466,13 +468,29 @@ def _from_settings(settings: str) -> Redactor:
 
 
 EXCERPT_CHARS = 40
+# The run's custom patterns while ``excerpts_replacing`` is open (a context variable: a
+# reader deep in a file's rows quotes one without the settings handed down to it).
+_EXCERPT_PATTERNS: contextvars.ContextVar = contextvars.ContextVar("excerpt_patterns",
+                                                                   default=())
+
+
+@contextlib.contextmanager
+def excerpts_replacing(custom_patterns: Sequence[Tuple[str, str]] = ()):
+    """Within it, ``excerpt`` also replaces ``custom_patterns`` ((name, RE2) pairs, the
+    run's privacy.custom_patterns), whatever privacy.redact and privacy.at_ingestion say."""
+    token = _EXCERPT_PATTERNS.set(tuple(tuple(pair) for pair in custom_patterns))
+    try:
+        yield
+    finally:
+        _EXCERPT_PATTERNS.reset(token)
 
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     """At most ``limit`` characters of ``value`` for an error message, with every
-    built-in type of personal data replaced (eagerly) before it is cut, so no part of an
-    address or number is quoted."""
-    [redacted] = text_redactor()([str(value)])
+    built-in type of personal data, and the custom patterns of ``excerpts_replacing``,
+    replaced (eagerly) before it is cut, so no part of an address or number is quoted."""
+    patterns = [list(pair) for pair in _EXCERPT_PATTERNS.get()]
+    [redacted] = text_redactor({"custom_patterns": patterns})([str(value)])
     return redacted if len(redacted) <= limit else redacted[:limit - 1] + "…"
 
 

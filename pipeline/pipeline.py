@@ -70,7 +70,8 @@ def example_gen(data: DataConfig, data_root: str,
                 privacy: Optional[PrivacyConfig] = None) -> TextExampleGen:
     """Ingests ``data_root`` (a resolved folder or URI) as ``data`` says, redacting the
     texts first when ``privacy.at_ingestion``; one input split is cut into train and eval
-    by ``data.split`` (stratified by label, or hash)."""
+    by ``data.split`` (stratified by label, or hash). A row an error quotes has
+    ``privacy``'s custom patterns replaced either way."""
     input_config = example_gen_pb2.Input(splits=input_splits(data))
     if data.presplit:
         output_config = None
@@ -85,7 +86,8 @@ def example_gen(data: DataConfig, data_root: str,
                           span_pattern=data.span_pattern, window_spans=data.window_spans,
                           privacy=privacy_settings(privacy)
                           if privacy is not None and privacy.at_ingestion else None,
-                          split_method=data.split)
+                          split_method=data.split,
+                          excerpt_patterns=privacy.patterns() if privacy is not None else ())
 
 
 def task(config: PipelineConfig) -> Task:
@@ -206,7 +208,8 @@ def drift_check(config: PipelineConfig, gen, schema, data_root: str,
         max_label_l_infinity=data.max_label_l_infinity,
         max_length_js_divergence=data.max_length_js_divergence,
         action=data.drift_action, window_spans=data.window_spans,
-        accepted=accepted.outputs["report"])]
+        accepted=accepted.outputs["report"],
+        privacy=json.dumps(privacy_settings(config.privacy), sort_keys=True))]
 
 
 def serving_validation(config: PipelineConfig, model, evaluator, gen,

@@ -54,16 +54,19 @@ SETTINGS = {"label_l_infinity": "data.max_label_l_infinity",  # the configured l
             "unknown_share_increase": "data.max_unknown_share_increase"}
 
 
-def span_profile(files: list, reader_config, checkpoint: str) -> drift.SpanProfile:
+def span_profile(files: list, reader_config, checkpoint: str,
+                 custom_patterns: list = ()) -> drift.SpanProfile:
     """Profile of the rows in ``files``, tokenized with the checkpoint's vocabulary; a
-    sentence pair's length and [UNK] pieces count both its texts, as the model reads them."""
+    sentence pair's length and [UNK] pieces count both its texts, as the model reads them.
+    ``custom_patterns``: the run's own types, replaced where an error quotes a row."""
     from components.text_example_gen import parsing
     from models import checkpoint as checkpoint_lib
     from models.tokenizer import UNK, BertTextTokenizer
 
     # TFX's file layer (tf.io.gfile): any local path or URI, in or out of a Beam pipeline
     records = [r for path in files for r in parsing.read_file(
-        path, reader_config, opener=lambda name: fileio.open(name, "rb"))]
+        path, reader_config, opener=lambda name: fileio.open(name, "rb"),
+        custom_patterns=custom_patterns)]
     folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
     vocab = checkpoint_lib.read_vocab(folder)
     tokenizer = BertTextTokenizer(vocab, checkpoint_lib.is_lower_case(folder), 1 << 20)
@@ -163,11 +166,12 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
                max_label_l_infinity: Parameter[float],
                max_length_js_divergence: Parameter[float], action: Parameter[str] = "fail",
                window_spans: Parameter[int] = 1,
-               accepted: InputArtifact[DriftReport] = None):
+               accepted: InputArtifact[DriftReport] = None, privacy: Parameter[str] = ""):
     """Compares the span ``examples`` came from with the last accepted span (``accepted``:
     the latest report a DriftCheck published), or the previous span without one; the
     spans of the training window (``window_spans``) newer than the last accepted one were
-    refused, and are a problem too."""
+    refused, and are a problem too. ``privacy``: the run's privacy settings as JSON
+    (their custom patterns are replaced where an error quotes a row)."""
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     from components.text_example_gen.files import list_spans, training_window
@@ -221,8 +225,9 @@ def DriftCheck(examples: InputArtifact[standard_artifacts.Examples],
     else:
         patterns = json.loads(file_patterns)
         config = ReaderConfig.from_json(reader_config)
+        custom = json.loads(privacy).get("custom_patterns", []) if privacy else []
         profiles = [span_profile(span_files(input_base, spans[n], span_pattern, patterns),
-                                 config, checkpoint) for n in (newest, previous)]
+                                 config, checkpoint, custom) for n in (newest, previous)]
         if not profiles[1].rows:  # the baseline must be read, or nothing was compared
             result["problems"].append(
                 f"span {previous} ({spans[previous]}), the baseline, has no rows in files "

@@ -4,7 +4,7 @@ Tested end to end: tests/e2e/test_text_example_gen.py.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -34,12 +34,16 @@ class TextExampleGen(FileBasedExampleGen):
                  output_config: Optional[example_gen_pb2.Output] = None,
                  range_config: Optional[range_config_pb2.RangeConfig] = None,
                  span_pattern: str = "", window_spans: int = 1,
-                 privacy: Optional[dict] = None, split_method: str = "hash"):
+                 privacy: Optional[dict] = None, split_method: str = "hash",
+                 excerpt_patterns: Sequence[Tuple[str, str]] = ()):
         """``span_pattern`` (a folder name with {SPAN}) and ``window_spans``: the newest
         span is split as configured; the ``window_spans - 1`` spans before it are added
         whole to the train split. ``privacy``: redaction settings
         (``models.redaction.from_settings``); None: texts are written as read.
-        ``split_method``: stratified or hash (``executor.stratified_fraction``)."""
+        ``split_method``: stratified or hash (``executor.stratified_fraction``).
+        ``excerpt_patterns``: (name, RE2) pairs, the run's custom types, that an error's
+        quote of a row replaces as it does the built-in ones, whether or not ``privacy``
+        redacts the examples."""
         window = None
         if span_pattern and window_spans > 1:
             window = {"spans": window_spans, "span_pattern": span_pattern,
@@ -47,5 +51,6 @@ class TextExampleGen(FileBasedExampleGen):
         super().__init__(input_base=input_base, input_config=input_config,
                          output_config=output_config,
                          custom_config=executor.reader_config_to_proto(
-                             reader_config, window, privacy, split_method),
+                             reader_config, window, privacy, split_method,
+                             excerpt_patterns),
                          range_config=range_config)

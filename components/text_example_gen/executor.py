@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -25,17 +25,20 @@ from serving.contract import LABEL_FEATURE, TEXT_FEATURE, TEXT_PAIR_FEATURE
 READER_KEY = "reader"  # the reader settings, as ReaderConfig.to_json() writes them
 WINDOW_KEY = "window"
 PRIVACY_KEY = "privacy"
+EXCERPT_KEY = "excerpt_patterns"  # custom patterns an error's quote of a row replaces
 SPLIT_KEY = "split"  # how one input split is cut into train/eval: stratified or hash
 SPLIT_METHODS = ("stratified", "hash")
 
 
 def reader_config_to_proto(config: parsing.ReaderConfig, window: Optional[dict] = None,
                            privacy: Optional[dict] = None,
-                           split_method: str = "hash") -> example_gen_pb2.CustomConfig:
+                           split_method: str = "hash",
+                           excerpt_patterns: Sequence = ()) -> example_gen_pb2.CustomConfig:
     """TextExampleGen's custom config: the reader settings (``config.to_json()``, the
     format every component that reads data files takes them in), the span window
     ({"spans", "span_pattern", "patterns"}), the redaction settings ({"redact",
-    "custom_patterns"}) and the split method."""
+    "custom_patterns"}), the split method and the (name, pattern) pairs an error's quote
+    of a row replaces (``parsing.parse``'s ``custom_patterns``)."""
     if split_method not in SPLIT_METHODS:
         raise ValueError(f"data.split must be one of {', '.join(SPLIT_METHODS)}, not "
                          f"'{split_method}'")
@@ -45,6 +48,8 @@ def reader_config_to_proto(config: parsing.ReaderConfig, window: Optional[dict] 
         struct.update({WINDOW_KEY: window})
     if privacy:
         struct.update({PRIVACY_KEY: privacy})
+    if excerpt_patterns:
+        struct.update({EXCERPT_KEY: [list(pair) for pair in excerpt_patterns]})
     custom = example_gen_pb2.CustomConfig()
     custom.custom_config.Pack(struct)
     return custom
@@ -165,8 +170,9 @@ def _to_example(record: parsing.Record) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=example))
 
 
-def _read_examples(path: str, config: parsing.ReaderConfig):
-    records = parsing.read_file(path, config, opener=beam.io.filesystems.FileSystems.open)
+def _read_examples(path: str, config: parsing.ReaderConfig, excerpt_patterns: list):
+    records = parsing.read_file(path, config, opener=beam.io.filesystems.FileSystems.open,
+                                custom_patterns=excerpt_patterns)
     logging.info("%s: %d records", path, len(records))
     return [_to_example(r) for r in records]
 
@@ -184,7 +190,8 @@ def _TextToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
         parsing.detect_format(path, config.file_format)
     return (pipeline
             | "ListFiles" >> beam.Create(files)
-            | "ParseFiles" >> beam.FlatMap(_read_examples, config)
+            | "ParseFiles" >> beam.FlatMap(_read_examples, config,
+                                           _custom_config(exec_properties).get(EXCERPT_KEY, []))
             | "Redistribute" >> beam.Reshuffle())
 
 

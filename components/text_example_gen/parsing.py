@@ -22,9 +22,9 @@ import io
 import json
 import os
 import re
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence, Tuple
 
-from models.redaction import excerpt
+from models.redaction import excerpt, excerpts_replacing
 
 FORMATS = ("csv", "tsv", "jsonl")
 QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
@@ -260,8 +260,16 @@ def _looks_utf16(data: bytes) -> bool:
     return len(head) >= 4 and (not any(head[1::2]) or not any(head[0::2]))
 
 
-def parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
-    """All records of one file; raises InputDataError listing every bad row."""
+def parse(path: str, data: bytes, config: ReaderConfig,
+          custom_patterns: Sequence[Tuple[str, str]] = ()) -> list[Record]:
+    """All records of one file; raises InputDataError listing every bad row. Rows an error
+    quotes are cut short, built-in types of personal data and ``custom_patterns`` (the
+    run's privacy.custom_patterns, (name, RE2) pairs) replaced first."""
+    with excerpts_replacing(custom_patterns):
+        return _parse(path, data, config)
+
+
+def _parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
     fmt = detect_format(path, config.file_format)
     text = decode(path, data)
     problems: Problems = []
@@ -704,11 +712,13 @@ class _SettingError(Exception):
     """The header or a setting is unusable (the caller adds the file name)."""
 
 
-def read_file(path: str, config: ReaderConfig, opener=None) -> list[Record]:
-    """Reads and parses one file (``opener`` defaults to ``open``; Beam passes its own)."""
+def read_file(path: str, config: ReaderConfig, opener=None,
+              custom_patterns: Sequence[Tuple[str, str]] = ()) -> list[Record]:
+    """Reads and parses one file (``opener`` defaults to ``open``; Beam passes its own;
+    ``custom_patterns``: as ``parse``)."""
     opener = opener or (lambda p: open(p, "rb"))
     with opener(path) as f:
-        return parse(path, f.read(), config)
+        return parse(path, f.read(), config, custom_patterns)
 
 
 HASH_BUCKETS = 100  # TFX's hash split: data.split hash, and multi-label data

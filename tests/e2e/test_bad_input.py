@@ -5,6 +5,7 @@ import os
 import pytest
 
 from cli.main import main
+from tests.support.files import files_holding
 from tests.support.paths import CURATED_SCHEMA
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 
@@ -95,3 +96,25 @@ def test_bad_input_stops_the_run(case, tmp_path, tiny_checkpoint, capsys, caplog
     # the summary says it all: no Beam traceback of the same error (it shows with --verbose)
     assert not [r for r in caplog.records
                 if r.name == "apache_beam.runners.common" and r.exc_info], caplog.text[-2000:]
+
+
+def test_a_quoted_row_has_the_runs_own_types_replaced(tmp_path, tiny_checkpoint, capfd,
+                                                      caplog):
+    """A headerless file's first row is quoted in the error, which the run's summary,
+    history and report keep: with redaction after ingestion (privacy.at_ingestion false)
+    the run's custom pattern is replaced there all the same, as the built-in types are."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.tsv").write_text("order TCK-482913 came late, mail jo@example.org\t1\n"
+                                   + GOOD)
+    overrides = tiny_overrides(tmp_path, tiny_checkpoint, str(data), **{
+        "data.schema_path": CURATED_SCHEMA, "privacy.at_ingestion": "false",
+        "privacy.custom_patterns": "ticket=TCK-[0-9]{6}"})
+    assert main(cli_args(overrides)) == 1
+    out, err = capfd.readouterr()
+    assert "'order [unused10] came late, mail [unuse…'" in out, out[-3000:]
+    logs = out + err + caplog.text
+    needles = ["TCK-4", "482913", "jo@example"]
+    assert [n for n in needles if n in logs] == []
+    assert files_holding(str(tmp_path / "pipeline_output"), needles) == []
+    assert files_holding(str(data), needles)  # the scan finds what is there

@@ -2,7 +2,6 @@
 no file the pipeline writes, the pushed model, the feedback folder, the metadata or the
 logs; the served model sees placeholders, not the values."""
 import glob
-import gzip
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 
 from cli.main import main
 from models import export
+from tests.support.files import files_holding
 from tests.support.paths import REPO
 from tests.support.pipeline_runs import cli_args, sample_rows, tiny_overrides
 from tests.support.saved_models import NON_CORE_OPS
@@ -58,21 +58,6 @@ def _write_data(folder) -> int:
     with open(os.path.join(folder, "tickets.tsv"), "w", encoding="utf-8") as f:
         f.write("sentence\tlabel\n" + "\n".join(rows) + "\n")
     return len(planted)
-
-
-def _leaks(root: str, needles: list) -> list:
-    """(file, value) for every needle in any file under ``root`` (gzip-compressed files,
-    e.g. TFRecords, read decompressed too)."""
-    found = []
-    for path in glob.glob(os.path.join(root, "**", "*"), recursive=True):
-        if not os.path.isfile(path):
-            continue
-        with open(path, "rb") as f:
-            data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            data += gzip.decompress(data)
-        found += [(path, n) for n in needles if n.encode("utf-8") in data]
-    return found
 
 
 def _string_top_values(stats_root: str) -> list:
@@ -154,8 +139,8 @@ def test_planted_personal_data_reaches_no_file_model_feedback_or_log(
     logs = run_output.out + run_output.err + capfd.readouterr().err + server_log
     assert [n for n in needles if n in logs] == []
     for root in (pipeline_root, str(tmp_path / "serving_model"), str(feedback)):
-        assert _leaks(root, needles) == [], root
+        assert files_holding(root, needles) == [], root
     # The scan finds what is there: every value, as written, in the input files.
-    assert {n for _, n in _leaks(str(tmp_path / "data"), needles)} >= {
+    assert {n for _, n in files_holding(str(tmp_path / "data"), needles)} >= {
         v for values in PLANTED.values() for v in values}
     assert planted == sum(len(v) for v in PLANTED.values()) * len(TEMPLATES)

