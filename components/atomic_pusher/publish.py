@@ -23,6 +23,10 @@ Before the rename (or the copy to ``<version>``) the staged tree is listed and c
 with the model's, every path and size: a file that went missing after it was verified
 (someone removing what looked like a leftover) fails the push.
 
+On object storage a push also stops before the copy to ``<version>`` while another
+push's staging copy of the same version is there (``_other_pushes``): nothing of two
+pushes is ever mixed in one version, and a failing one never removes the other's.
+
 On any failure the partial copy is removed and ``PushError`` names the cause, the file
 and the cleanup. A push killed outright leaves its ``.partial-*`` copy (never loaded);
 the next push on the same machine removes it. On object storage it leaves a ``.partial-*``
@@ -128,6 +132,21 @@ def _remove_stale_versions(base_directory: str, stale_after_s: float) -> list:
         except tf.errors.OpError as error:
             logging.warning("%s: not removed (%s)", folder, error.message)
     return removed
+
+
+def _other_pushes(base_directory: str, version: str, staging: str) -> list:
+    """The staging copies of ``version`` in ``base_directory`` other than ``staging``.
+
+    An object store has no rename that refuses an existing name, nor (through tf.io.gfile)
+    a write that does: two pushes of one version (two pipelines in the same second) could
+    both find ``<version>`` absent, copy into it together and leave it mixed, or the one
+    that failed would remove what the other published. Each push looks for the other's
+    staging copy after its own is whole, so at most one goes on: the later of the two
+    sees the earlier's (still there until its version is in place), or ``<version>``
+    itself; the earlier may see neither, or the later's, and then both stop."""
+    prefix, mine = f"{STAGING_PREFIX}{version}-", os.path.basename(staging)
+    return sorted(name for name in (e.rstrip("/") for e in tf.io.gfile.listdir(base_directory))
+                  if name.startswith(prefix) and name != mine)
 
 
 def _tree(folder: str) -> tuple:
@@ -249,6 +268,11 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
             if tf.io.gfile.exists(final):
                 raise PushError(f"version {version} appeared meanwhile (another push of "
                                 f"the same version?)")
+            rivals = _other_pushes(base_directory, version, staging)
+            if rivals:
+                raise PushError(f"another push of version {version} is under way "
+                                f"({', '.join(rivals)}); the first to copy its version "
+                                f"into place wins, so this one stops before writing it")
             written.append(final)
             for relative in files:  # inside the store; saved_model.pb last
                 tf.io.gfile.copy(os.path.join(staging, relative),

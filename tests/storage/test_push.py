@@ -1,6 +1,7 @@
 """The push on a bucket: uploaded and verified under a staging prefix, then copied inside
 the store to the version with saved_model.pb last; a bad version is removed, and a
 version that exists is never written into."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -135,3 +136,58 @@ def test_a_push_killed_on_a_bucket_leaves_a_copy_the_next_push_removes(
     assert s3.keys(bucket, "serving/m/22/") == []
     assert s3.keys(bucket, "serving/m/20/") == ["serving/m/20/saved_model.pb"]
     assert s3.keys(bucket, "serving/m/19/") == ["serving/m/19/saved_model.pbtxt"]
+
+
+PUSH_ONE = """
+import os, sys
+from components.atomic_pusher.publish import push_version, PushError
+from pipeline.config import StorageConfig
+from serving.filesystems import exit_process, register
+os.environ.update(StorageConfig(s3_endpoint=sys.argv[1]).environment())
+register()
+try:
+    print("pushed", push_version(sys.argv[2], sys.argv[3], "17"), flush=True)
+except PushError as error:
+    print(error, flush=True)
+exit_process(0)
+"""
+
+
+def test_two_pushes_of_one_version_on_a_bucket_never_mix_or_remove_each_other(
+        s3, tmp_path, model):  # noqa: F811 (the fixture)
+    """Two pipelines push version 17 in the same second. A proxy in front of the bucket
+    holds push A's first copy into 17/ (A found 17/ absent and is writing it) while push B
+    runs from start to end. B must stop before writing 17/: had it gone on, A's held copy
+    would overwrite one of B's files and A, then failing on the next, would remove the
+    version B had published."""
+    from tests.support.holding_proxy import HoldingProxy
+    from tests.support.push_models import export
+
+    bucket = s3.bucket("race")
+    base = f"s3://{bucket}/serving/m"
+    other = export(tmp_path / "other", seed=2)
+    proxy = HoldingProxy(s3.endpoint, lambda method, path, headers: (
+        method == "PUT" and path.startswith(f"/{bucket}/serving/m/17/")
+        and "x-amz-copy-source" in {k.lower() for k in headers.keys()}))
+    try:
+        first = subprocess.Popen([sys.executable, "-c", PUSH_ONE, proxy.endpoint, model, base],
+                                 env=s3.env, stdout=subprocess.PIPE, text=True)
+        assert proxy.held.wait(timeout=300), "push A never copied into 17/"
+        second = subprocess.run([sys.executable, "-c", PUSH_ONE, proxy.endpoint, other, base],
+                                env=s3.env, capture_output=True, text=True, timeout=600)
+        proxy.release()
+        first_out, _ = first.communicate(timeout=600)
+    finally:
+        proxy.close()
+    said = {"A": first_out, "B": second.stdout + second.stderr[-3000:]}
+    pushed = [name for name, out in said.items() if out.startswith("pushed ")]
+    assert len(pushed) == 1, said
+    # what the push that said so published is there, whole, and nothing else
+    keys = [k.split("/", 3)[3] for k in s3.keys(bucket, "serving/m/17/")]
+    published = tree(model if pushed == ["A"] else other)
+    assert keys == sorted(published), (pushed, keys)
+    assert {k: hashlib.sha256(s3.read(bucket, f"serving/m/17/{k}")).hexdigest()
+            for k in keys} == published
+    assert pushed == ["A"] and f"pushing version 17 to {base} failed: another push of " \
+        f"version 17 is under way (.partial-17-" in said["B"], said
+    assert s3.keys(bucket, f"serving/m/{STAGING_PREFIX}") == []  # both removed their own
