@@ -4,8 +4,13 @@ Concurrent requests to one signature are queued and run as one call once the
 queue holds ``max_batch_size`` rows or the oldest request has waited
 ``batch_timeout_micros``; each caller gets back its own rows.
 
+At most ``num_batch_threads`` batches run at once in the whole server, whichever model,
+version and signature they are of (``shared_slots``), as TF Serving runs them all on one
+shared batch scheduler of that many threads. A batch closed while they are all busy
+waits for one as it is (TF Serving's open batch would take more requests meanwhile).
+
 Deadlines (as TF Serving's batching session): a caller gives up at its deadline, and
-its request is dropped if no batch has taken it yet; a batch runs until the latest
+its request is dropped if no batch has run it yet; a batch runs until the latest
 deadline of its requests (no deadline if one of them has none), so it is never
 cancelled while a caller still waits for it.
 """
@@ -135,17 +140,27 @@ class _Task:
 BatchObserver = Callable[[str, int, Sequence[float]], None]
 
 
+def shared_slots(params: BatchingParameters) -> threading.BoundedSemaphore:
+    """The server's batch threads, for every ``Batcher`` of it: at most
+    ``params.num_batch_threads`` batches run at once (TF Serving's SavedModelBundleFactory
+    makes one shared batch scheduler for the server)."""
+    return threading.BoundedSemaphore(params.num_batch_threads)
+
+
 class QueueFull(Exception):
     """More rows than ``max_enqueued_batches`` x ``max_batch_size`` would be waiting."""
 
 
 class Batcher:
     """Runs ``fn`` on concatenated requests; ``fn`` maps batch-major tensors to the same
-    (under the batch's ``deadlines.scope``). ``observe``, if given, is told of each batch."""
+    (under the batch's ``deadlines.scope``). ``observe``, if given, is told of each batch.
+    ``slots``: the server's ``shared_slots`` (None: ``num_batch_threads`` of its own)."""
 
     def __init__(self, fn: Callable[[Tensors], Tensors], params: BatchingParameters,
-                 name: str = "batcher", observe: Optional[BatchObserver] = None):
+                 name: str = "batcher", observe: Optional[BatchObserver] = None,
+                 slots: Optional[threading.Semaphore] = None):
         self._fn = fn
+        self._slots = slots or shared_slots(params)
         self._params = params
         self._name = name
         self._observe = observe
@@ -277,6 +292,12 @@ class Batcher:
             self._run(batch)
 
     def _run(self, batch: List[_Task]) -> None:
+        with self._slots:  # the server's num_batch_threads, shared by every batcher
+            batch = _unexpired(batch)
+            if batch:
+                self._run_now(batch)
+
+    def _run_now(self, batch: List[_Task]) -> None:
         if self._observe:
             now = time.monotonic()
             try:
@@ -306,6 +327,18 @@ class Batcher:
             for task in batch:
                 if not task.result.done():
                     task.result.set_exception(error)
+
+
+def _unexpired(batch: List[_Task]) -> List[_Task]:
+    """The tasks whose callers still wait; the others (deadline passed while the batch
+    waited for a thread) get DEADLINE_EXCEEDED, as their callers did, and do not run."""
+    live = []
+    for task in batch:
+        if task.deadline is not None and time.monotonic() >= task.deadline:
+            task.result.set_exception(deadlines.exceeded())
+        else:
+            live.append(task)
+    return live
 
 
 def _compatible(a: Tensors, b: Tensors) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import threading
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -18,7 +19,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving import contract, deadlines, lengths, precision
 from serving.batching import (CLOSE_TIMEOUT_SECONDS, BatchingParameters, BatchObserver,
-                              Batcher, QueueFull)
+                              Batcher, QueueFull, shared_slots)
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
 from serving.memory import trim_heap
@@ -44,6 +45,13 @@ class LoadSettings:
     by_length: bool = True  # --batch_by_length: rows run in groups of similar length
     observe_batch: Optional[BatchObserver] = None  # told of every server-side batch
     fold_weights: bool = False  # --mixed_precision=bfloat16: serving/precision.py
+    # the server's batch threads, shared by the batchers of every version loaded with these
+    # settings (made from ``batching`` when not given: batching.shared_slots)
+    batch_slots: Optional[threading.Semaphore] = None
+
+    def __post_init__(self):
+        if self.batching is not None and self.batch_slots is None:
+            self.batch_slots = shared_slots(self.batching)
 
 Tensors = Dict[str, np.ndarray]
 
@@ -109,7 +117,8 @@ class Servable:
                 if _batchable(fn):
                     self._batchers[key] = Batcher(self._caller(key), self.settings.batching,
                                                   name=f"{name}-{version}-{key}",
-                                                  observe=self._observer(f"{name}-{key}"))
+                                                  observe=self._observer(f"{name}-{key}"),
+                                                  slots=self.settings.batch_slots)
 
     # -- signatures -----------------------------------------------------------------------
     def signature(self, name: str) -> Tuple[str, meta_graph_pb2.SignatureDef]:

@@ -95,6 +95,50 @@ def test_batcher_merges_concurrent_requests_and_splits_answers():
     assert len(waits) == len(inputs) and 0 <= min(waits) and max(waits) < 5
 
 
+def test_num_batch_threads_bounds_the_batches_running_in_the_whole_server():
+    """TF Serving runs the batches of every model, version and signature on one scheduler
+    of num_batch_threads threads (one per server: saved_model_bundle_factory.cc). Here
+    each signature's batcher had threads of its own, so a model of four signatures ran
+    four times num_batch_threads batches at once on the same cores. With 1: while one
+    signature's batch runs, another's waits; its caller's deadline passes meanwhile, and
+    its request is dropped, never run."""
+    from serving import deadlines
+    from serving.batching import shared_slots
+
+    params = BatchingParameters(max_batch_size=4, num_batch_threads=1)
+    slots = shared_slots(params)
+    running, go, ran = threading.Event(), threading.Event(), []
+
+    def held(inputs):
+        running.set()
+        assert go.wait(60)
+        return {"y": inputs["x"]}
+
+    def other(inputs):
+        ran.append(len(inputs["x"]))
+        return {"y": inputs["x"]}
+
+    first = Batcher(held, params, name="m-1-serving_default", slots=slots)
+    second = Batcher(other, params, name="m-1-classify", slots=slots)
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(first({"x": np.ones(2)})["y"]))
+    caller.start()
+    assert running.wait(60)
+    with pytest.raises(ServingError) as late:
+        second({"x": np.ones(3)}, deadline=deadlines.after(0.3))
+    assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    go.set()
+    caller.join(60)
+    first.close()
+    second.close()
+    np.testing.assert_array_equal(answers[0], [1.0, 1.0])
+    assert ran == []  # dropped once a thread was free: its caller had gone
+    # alone, a batcher has num_batch_threads of its own (as a server of one signature)
+    alone = Batcher(other, params)
+    assert alone._slots is not slots
+    alone.close()
+
+
 def test_batch_metrics_are_tf_serving_batching_session_metrics():
     metrics = Metrics()
     metrics.observe_batch("m-serving_default", 5, [0.002, 0.0005])

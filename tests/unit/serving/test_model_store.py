@@ -644,3 +644,25 @@ def test_a_base_path_that_cannot_be_listed_is_said_once_a_minute(tmp_path, caplo
         assert said[0].exc_info is None
     finally:
         store.stop()
+
+
+def test_every_version_and_signature_shares_the_servers_batch_threads(tmp_path):
+    """One pool of num_batch_threads for the whole server, as TF Serving's one shared
+    batch scheduler: every batcher of every loaded version (two models here, two versions
+    of one, four signatures each) takes its turn from the same semaphore."""
+    for version in (1, 2):
+        export_half_plus_two(str(tmp_path / "a"), version)
+    export_half_plus_two(str(tmp_path / "b"), 1)
+    settings = LoadSettings(batching=BatchingParameters(num_batch_threads=3))
+    store = ModelStore([ModelSpec("a", str(tmp_path / "a"), num_versions=2),
+                        ModelSpec("b", str(tmp_path / "b"))],
+                       LoadOptions(servable=settings, file_system_poll_seconds=0))
+    store.start()
+    try:
+        batchers = [batcher for name, version in (("a", 1), ("a", 2), ("b", 1))
+                    for batcher in store.get(name, version)._batchers.values()]
+        assert len(batchers) == 12
+        assert {id(batcher._slots) for batcher in batchers} == {id(settings.batch_slots)}
+        assert settings.batch_slots._value == 3
+    finally:
+        store.stop()
