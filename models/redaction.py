@@ -14,10 +14,12 @@ lookarounds) and replaced by its type's placeholder, or kept; the pieces are joi
 again. A candidate that fails its check is checked again without its last one or two
 groups ("ES91 2100 ... 1332 FROM MY": words that look like groups), else kept whole, so
 nothing inside it is redacted as another type (an IBAN with a wrong check digit is not a
-phone number). Phone numbers, and cards after a year, are the exception: RE2 matches
-leftmost first, and a phone pattern can start in a date, or a card's in the year before
-it, and take in the first digits of the value after it ("2024-03-05 4111 1111 ...",
-"03/15/2024 4111 1111 ..."), which its refusal then hid. So the text is scanned again,
+phone number). Phone numbers, cards after a year and IPv6 addresses are the exception:
+RE2 matches leftmost first, and a phone pattern can start in a date, a card's in the
+year before it, an IPv6 address's in the hex letters of a word and a colon before it
+("node:2001:db8::1"), and take in the first digits of the value after it ("2024-03-05
+4111 1111 ...", "03/15/2024 4111 1111 ..."), which its refusal then hid. So the text is
+scanned again,
 up to ``PASSES`` times, with a mark (``BREAK``) after the first group of each such
 refused candidate (``PiiType.rescan``), where no pattern matches; the next scan starts
 its candidates after it.
@@ -213,10 +215,12 @@ BUILTIN = (
     PiiType("phone", PHONE, "[unused3]", phone_valid, not_after=rf"[0-9][./{_DASH}]+",
             not_before=rf"[./{_DASH}][0-9]", rescan=r"(?s).*"),
     PiiType("ipv4", IPV4, "[unused4]", not_after=r"[0-9]\.", not_before=r"\.[0-9]"),
-    # a hex digit and ':' before or ':' and one after would continue the address; a
-    # colon as punctuation ("from 2001:db8::1: bad", "ip:2001:db8::1") would not
-    PiiType("ipv6", IPV6, "[unused5]", not_after=r"[0-9A-Za-z_]|[0-9A-Fa-f]:",
-            not_before=r"[0-9A-Za-z_]|:[0-9A-Fa-f:]"),
+    # a group of hex digits and ':' before or ':' and one after would continue the
+    # address; a colon as punctuation ("from 2001:db8::1: bad", "ip:2001:db8::1",
+    # "node:2001:db8::1", whose "de:2001:db8::1" is refused, then rescanned) would not
+    PiiType("ipv6", IPV6, "[unused5]",
+            not_after=r"[0-9A-Za-z_]|(?:^|[^0-9A-Za-z_])[0-9A-Fa-f]{1,4}:",
+            not_before=r"[0-9A-Za-z_]|:[0-9A-Fa-f:]", rescan=r"(?s).*"),
     PiiType("card", CARD, "[unused6]", card_valid,
             rescan=rf"(?:19|20)[0-9]{{2}}[ {_DASH}].*"),  # a year: "2024 4111 1111 ..."
     PiiType("iban", IBAN, "[unused7]", iban_valid),
@@ -411,7 +415,7 @@ class Redactor(tf.Module):
         placeholder = tf.gather(tf.constant([t.placeholder for t in self.types] + [""]), kind)
         # a refused candidate is kept, marked after its first group for the next scan
         broken = tf.strings.regex_replace(
-            candidates, rf"^([^ ./{_DASH}{BREAK}]+)([ ./{_DASH}])", rf"\1{BREAK}\2")
+            candidates, rf"^([^ ./:{_DASH}{BREAK}]+)([ ./:{_DASH}])", rf"\1{BREAK}\2")
         rescan = tf.zeros(tf.shape(candidates), tf.bool)
         for i, pii in enumerate(self.types):
             if pii.rescan:

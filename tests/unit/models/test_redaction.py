@@ -347,6 +347,13 @@ AFTER_NUMBERS = [
     ("https://example.com/ドキュメント?id=42&token=SECRET", "[unused2]"),
     ("Failed login from 2001:db8::1: bad password", "Failed login from [unused5]: bad password"),
     ("src_ip:2001:db8::1", "src_ip:[unused5]"),
+    # after a word ending in hex letters and a colon ("de:2001:db8::1" was the candidate,
+    # refused, and the address kept)
+    ("From node:2001:db8::1 today", "From node:[unused5] today"),
+    ("source:2001:db8::1", "source:[unused5]"),
+    ("id deadbeef12:fe80::1ff:fe23:4567:890a", "id deadbeef12:[unused5]"),
+    ("cafe:2001:db8::1 x", "[unused5] x"),  # a hex group before it is the address's
+    ("1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7:8:9"),  # nine groups: no address, nor a part
     # and what the rescans and the CJK rule must not take: the groups of a number that
     # fails Luhn (the second scan found "0110 9271" a phone number), CJK text after a URL
     ("My details: 8319 7456 0110 9271", "My details: 8319 7456 0110 9271"),
