@@ -63,10 +63,13 @@ EMAIL = (rf"[{_LETTER}_%+-]+(?:['.][{_LETTER}_%+-]+)*@"  # o'connor@: the apostr
 _URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
 _URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
 # CJK inside a URL (https://zh.wikipedia.org/wiki/北京?token=...) when URL characters
-# follow it; CJK text right after a URL ("…/pathをご覧ください") is not taken in.
+# follow it; CJK text right after a URL ("…/pathをご覧ください") is not taken in. A host
+# that begins with CJK (https://例子.测试/…, www.例え.jp) is taken to its last letter or
+# digit, CJK text right after it included: without a '/' nothing marks where it ends.
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
-URL = (rf"(?i:(?:https?|ftp)://|www\.)[{_URL_CHAR}]*[{_URL_END}]"
-       rf"(?:[{_CJK}]+[{_URL_CHAR}]*[{_URL_END}])*")
+_URL_PATH = rf"[{_URL_CHAR}]*[{_URL_END}](?:[{_CJK}]+[{_URL_CHAR}]*[{_URL_END}])*"
+_CJK_HOST = rf"[{_CJK}](?:[{_CJK}{_LETTER}A-Za-z.:\-]*[{_CJK}{_LETTER}A-Za-z])?"
+URL = rf"(?i:(?:https?|ftp)://|www\.)(?:{_URL_PATH}|{_CJK_HOST}(?:[/?#]{_URL_PATH}|/)?)"
 IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
 _DASH = r"\p{Pd}"  # '-', and the en dash and the others a word processor writes
 CARD = (rf"\b(?:[0-9]{{13,19}}|[0-9]{{4}}[ {_DASH}][0-9]{{6}}[ {_DASH}][0-9]{{4,5}}"

@@ -345,6 +345,11 @@ AFTER_NUMBERS = [
     ("user@xn--80ak6aa92e.xn--p1ai", "[unused1]"),
     ("https://zh.wikipedia.org/wiki/北京?token=abc123", "[unused2]"),
     ("https://example.com/ドキュメント?id=42&token=SECRET", "[unused2]"),
+    # hosts that begin with CJK were not found at all
+    ("see https://例子.测试/path?id=1 now", "see [unused2] now"),
+    ("go to www.例子.中国 today", "go to [unused2] today"),
+    ("詳細はhttps://例え.jp:8080/pathをご覧ください", "詳細は[unused2]をご覧ください"),
+    ("https://한국.kr/", "[unused2]"),
     ("Failed login from 2001:db8::1: bad password", "Failed login from [unused5]: bad password"),
     ("src_ip:2001:db8::1", "src_ip:[unused5]"),
     # after a word ending in hex letters and a colon ("de:2001:db8::1" was the candidate,
