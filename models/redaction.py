@@ -69,7 +69,10 @@ _URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 _URL_PATH = rf"[{_URL_CHAR}]*[{_URL_END}](?:[{_CJK}]+[{_URL_CHAR}]*[{_URL_END}])*"
 _CJK_HOST = rf"[{_CJK}](?:[{_CJK}{_LETTER}A-Za-z.:\-]*[{_CJK}{_LETTER}A-Za-z])?"
-URL = rf"(?i:(?:https?|ftp)://|www\.)(?:{_URL_PATH}|{_CJK_HOST}(?:[/?#]{_URL_PATH}|/)?)"
+# Any scheme: redis://user:secret@host, postgres://…, s3://… hold credentials and names
+# as often as http(s) does.
+URL = (rf"(?i:[a-z][a-z0-9+.\-]{{1,15}}://|www\.)"
+       rf"(?:{_URL_PATH}|{_CJK_HOST}(?:[/?#]{_URL_PATH}|/)?)")
 IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
 _DASH = r"\p{Pd}"  # '-', and the en dash and the others a word processor writes
 CARD = (rf"\b(?:[0-9]{{13,19}}|[0-9]{{4}}[ {_DASH}][0-9]{{6}}[ {_DASH}][0-9]{{4,5}}"

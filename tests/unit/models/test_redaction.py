@@ -350,6 +350,10 @@ AFTER_NUMBERS = [
     ("go to www.例子.中国 today", "go to [unused2] today"),
     ("詳細はhttps://例え.jp:8080/pathをご覧ください", "詳細は[unused2]をご覧ください"),
     ("https://한국.kr/", "[unused2]"),
+    # other schemes, credentials and names in them
+    ("cache at redis://admin:s3cret@10.0.0.5:6379/0 ok", "cache at [unused2] ok"),
+    ("db postgres://bob:pw@db.internal/app", "db [unused2]"),
+    ("file s3://my-bucket/users/jane.csv", "file [unused2]"),
     ("Failed login from 2001:db8::1: bad password", "Failed login from [unused5]: bad password"),
     ("src_ip:2001:db8::1", "src_ip:[unused5]"),
     # after a word ending in hex letters and a colon ("de:2001:db8::1" was the candidate,
