@@ -21,7 +21,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components.atomic_pusher.publish import push_version, remove_stale_copies
+from components.atomic_pusher.publish import push_version, remove_stale_copies, staged_version
 from serving.model_store import version_number
 
 _Versioning = pusher_pb2.Versioning
@@ -42,10 +42,14 @@ def _destination(exec_properties) -> pusher_pb2.PushDestination.Filesystem:
 
 def next_version(base_directory: str, now: int) -> int:
     """The version to push: the Unix time, or one above the newest version already there
-    (a clock set back, a version placed by hand, two pushes in one second), so the new
-    model is the one TF Serving's latest policy serves."""
-    names = fileio.listdir(base_directory) if fileio.isdir(base_directory) else []
-    numbers = [version_number(name) for name in names]  # half-copied ones too
+    or being pushed (a clock set back, a version placed by hand, two pushes in one
+    second), so the new model is the one TF Serving's latest policy serves, and no other
+    push's, nor a killed push's leftover, has its number."""
+    names = [name.rstrip("/") for name in
+             (fileio.listdir(base_directory) if fileio.isdir(base_directory) else [])]
+    # half-copied versions too, and staging copies (.partial-<version>-…)
+    numbers = [version_number(name) if staged_version(name) is None else staged_version(name)
+               for name in names]
     return max(now, max((n for n in numbers if n is not None), default=0) + 1)
 
 

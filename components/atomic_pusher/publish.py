@@ -71,6 +71,13 @@ def staging_name(version: str) -> str:
     return f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
 
 
+def staged_version(entry: str) -> Optional[int]:
+    """The version a ``.partial-<version>-…`` staging copy is of, else None."""
+    if not entry.startswith(STAGING_PREFIX):
+        return None
+    return version_number(entry[len(STAGING_PREFIX):].partition("-")[0])
+
+
 def _pid_here(entry: str) -> Optional[int]:
     """The pid of a ``.partial-<version>-<host>-<pid>`` name of this host, else None."""
     if not entry.startswith(STAGING_PREFIX):
@@ -140,10 +147,12 @@ def _other_pushes(base_directory: str, version: str, staging: str) -> list:
     An object store has no rename that refuses an existing name, nor (through tf.io.gfile)
     a write that does: two pushes of one version (two pipelines in the same second) could
     both find ``<version>`` absent, copy into it together and leave it mixed, or the one
-    that failed would remove what the other published. Each push looks for the other's
-    staging copy after its own is whole, so at most one goes on: the later of the two
-    sees the earlier's (still there until its version is in place), or ``<version>``
-    itself; the earlier may see neither, or the later's, and then both stop."""
+    that failed would remove what the other published. Each push, once its own staging
+    copy is whole, lists the others' first and then checks ``<version>``, so at most one
+    goes on: the later of the two sees the earlier's copy (there until its version is in
+    place) or, listing after it was removed, ``<version>`` itself; the earlier may see
+    neither, or the later's, and then both stop. A failing push removes ``<version>``
+    only once it has copied something into it."""
     prefix, mine = f"{STAGING_PREFIX}{version}-", os.path.basename(staging)
     return sorted(name for name in (e.rstrip("/") for e in tf.io.gfile.listdir(base_directory))
                   if name.startswith(prefix) and name != mine)
@@ -265,18 +274,19 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
         sizes = _sizes(model_dir, files)
         _check_whole(sizes, staging)
         if in_store:
-            if tf.io.gfile.exists(final):
-                raise PushError(f"version {version} appeared meanwhile (another push of "
-                                f"the same version?)")
-            rivals = _other_pushes(base_directory, version, staging)
+            rivals = _other_pushes(base_directory, version, staging)  # before the check
             if rivals:
                 raise PushError(f"another push of version {version} is under way "
                                 f"({', '.join(rivals)}); the first to copy its version "
                                 f"into place wins, so this one stops before writing it")
-            written.append(final)
+            if tf.io.gfile.exists(final):
+                raise PushError(f"version {version} appeared meanwhile (another push of "
+                                f"the same version?)")
             for relative in files:  # inside the store; saved_model.pb last
                 tf.io.gfile.copy(os.path.join(staging, relative),
                                  os.path.join(final, relative), overwrite=False)
+                if final not in written:  # only what this push wrote is removed
+                    written.append(final)
             _check_whole(sizes, final)
         else:
             sync(staging)

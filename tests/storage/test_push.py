@@ -5,6 +5,9 @@ import hashlib
 import os
 import subprocess
 import sys
+import urllib.parse
+
+import pytest
 
 from components.atomic_pusher.publish import STAGING_PREFIX
 from tests.support.push_models import tree
@@ -153,33 +156,63 @@ exit_process(0)
 """
 
 
+def _wait_held(proxy, push, what: str) -> None:
+    """Until ``proxy`` holds its request; fails at once with the push's output if the
+    push ended first (or after 300 s)."""
+    for _ in range(600):
+        if proxy.held.wait(timeout=0.5):
+            return
+        if push.poll() is not None:
+            break
+    push.kill()
+    raise AssertionError(f"{what}: {push.communicate()}")
+
+
+@pytest.mark.parametrize("b_lists", ["before A's copy", "after A's copy"])
 def test_two_pushes_of_one_version_on_a_bucket_never_mix_or_remove_each_other(
-        s3, tmp_path, model):  # noqa: F811 (the fixture)
+        s3, tmp_path, model, b_lists):  # noqa: F811 (the fixture)
     """Two pipelines push version 17 in the same second. A proxy in front of the bucket
     holds push A's first copy into 17/ (A found 17/ absent and is writing it) while push B
-    runs from start to end. B must stop before writing 17/: had it gone on, A's held copy
-    would overwrite one of B's files and A, then failing on the next, would remove the
-    version B had published."""
+    runs. B must stop before writing 17/: had it gone on, A's held copy would overwrite
+    one of B's files and A, then failing on the next, would remove the version B had
+    published. Second order: a second proxy holds B's listing of the serving folder until
+    A is done (its staging copy removed): B must then find 17/ there, and stop without
+    removing it (B checked 17/ before listing, found it absent, listed nothing, failed on
+    its first copy and removed A's version)."""
     from tests.support.holding_proxy import HoldingProxy
     from tests.support.push_models import export
 
-    bucket = s3.bucket("race")
+    bucket = s3.bucket("race-" + b_lists.split()[0])  # the server is the module's
     base = f"s3://{bucket}/serving/m"
     other = export(tmp_path / "other", seed=2)
     proxy = HoldingProxy(s3.endpoint, lambda method, path, headers: (
         method == "PUT" and path.startswith(f"/{bucket}/serving/m/17/")
         and "x-amz-copy-source" in {k.lower() for k in headers.keys()}))
+    listing = HoldingProxy(proxy.endpoint, lambda method, path, headers: (
+        b_lists == "after A's copy" and method == "GET" and urllib.parse.parse_qs(
+            urllib.parse.urlsplit(path).query).get("prefix") == ["serving/m/"]))
+    # B -> listing -> proxy -> the bucket
     try:
         first = subprocess.Popen([sys.executable, "-c", PUSH_ONE, proxy.endpoint, model, base],
                                  env=s3.env, stdout=subprocess.PIPE, text=True)
-        assert proxy.held.wait(timeout=300), "push A never copied into 17/"
-        second = subprocess.run([sys.executable, "-c", PUSH_ONE, proxy.endpoint, other, base],
-                                env=s3.env, capture_output=True, text=True, timeout=600)
-        proxy.release()
-        first_out, _ = first.communicate(timeout=600)
+        _wait_held(proxy, first, "push A never copied into 17/")
+        second = subprocess.Popen([sys.executable, "-c", PUSH_ONE, listing.endpoint, other,
+                                   base], env=s3.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        if b_lists == "after A's copy":
+            _wait_held(listing, second, "push B never listed the folder")
+            proxy.release()
+            first_out, _ = first.communicate(timeout=600)
+            listing.release()
+            second_out, second_err = second.communicate(timeout=600)
+        else:
+            second_out, second_err = second.communicate(timeout=600)
+            proxy.release()
+            first_out, _ = first.communicate(timeout=600)
     finally:
+        listing.close()
         proxy.close()
-    said = {"A": first_out, "B": second.stdout + second.stderr[-3000:]}
+    said = {"A": first_out, "B": second_out + second_err[-3000:]}
     pushed = [name for name, out in said.items() if out.startswith("pushed ")]
     assert len(pushed) == 1, said
     # what the push that said so published is there, whole, and nothing else
@@ -188,6 +221,7 @@ def test_two_pushes_of_one_version_on_a_bucket_never_mix_or_remove_each_other(
     assert keys == sorted(published), (pushed, keys)
     assert {k: hashlib.sha256(s3.read(bucket, f"serving/m/17/{k}")).hexdigest()
             for k in keys} == published
-    assert pushed == ["A"] and f"pushing version 17 to {base} failed: another push of " \
-        f"version 17 is under way (.partial-17-" in said["B"], said
+    refusal = ("another push of version 17 is under way (.partial-17-"
+               if b_lists == "before A's copy" else "version 17 appeared meanwhile")
+    assert pushed == ["A"] and refusal in said["B"], said
     assert s3.keys(bucket, f"serving/m/{STAGING_PREFIX}") == []  # both removed their own

@@ -174,6 +174,12 @@ def test_a_push_goes_above_the_newest_version_even_with_the_clock_behind(tmp_pat
     again, error = push(tmp_path / "again", str(tmp_path / "serving"), model)
     assert error is None, error
     assert again.get_string_custom_property("pushed_version") == str(ahead + 2)
+    # a staging copy of the next number (a push under way elsewhere, or a killed one's):
+    # its number is taken too, or this push would stop on it (on a bucket) or race it
+    os.makedirs(base / f"{STAGING_PREFIX}{ahead + 3}-otherhost-4242")
+    third, error = push(tmp_path / "third", str(tmp_path / "serving"), model)
+    assert error is None, error
+    assert third.get_string_custom_property("pushed_version") == str(ahead + 4)
 
 
 def test_a_file_removed_from_the_staged_copy_fails_the_push(tmp_path, model, monkeypatch):
