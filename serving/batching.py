@@ -140,11 +140,42 @@ class _Task:
 BatchObserver = Callable[[str, int, Sequence[float]], None]
 
 
-def shared_slots(params: BatchingParameters) -> threading.BoundedSemaphore:
+class BatchSlots:
+    """``count`` batch threads shared by batchers, handed out in the order their batches
+    asked (``with slots:`` runs one batch). A ``threading.Semaphore`` is not fair: the
+    thread that releases it takes it straight back, so a busy signature kept every other
+    waiting past its deadlines, and a new version's warmup waited until the old one's
+    load stopped. TF Serving's shared scheduler takes its queues in turn."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self._free = count
+        self._waiting: "collections.deque[threading.Event]" = collections.deque()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "BatchSlots":
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # set by the release that hands this batch its slot
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()  # the slot passes to the longest waiting
+            else:
+                self._free += 1
+
+
+def shared_slots(params: BatchingParameters) -> BatchSlots:
     """The server's batch threads, for every ``Batcher`` of it: at most
     ``params.num_batch_threads`` batches run at once (TF Serving's SavedModelBundleFactory
     makes one shared batch scheduler for the server)."""
-    return threading.BoundedSemaphore(params.num_batch_threads)
+    return BatchSlots(params.num_batch_threads)
 
 
 class QueueFull(Exception):
@@ -158,7 +189,7 @@ class Batcher:
 
     def __init__(self, fn: Callable[[Tensors], Tensors], params: BatchingParameters,
                  name: str = "batcher", observe: Optional[BatchObserver] = None,
-                 slots: Optional[threading.Semaphore] = None):
+                 slots: Optional[BatchSlots] = None):
         self._fn = fn
         self._slots = slots or shared_slots(params)
         self._params = params

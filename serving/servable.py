@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import threading
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -19,7 +18,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving import contract, deadlines, lengths, precision
 from serving.batching import (CLOSE_TIMEOUT_SECONDS, BatchingParameters, BatchObserver,
-                              Batcher, QueueFull, shared_slots)
+                              Batcher, BatchSlots, QueueFull, shared_slots)
 from serving.errors import ServingError, invalid
 from serving.json_codec import type_name
 from serving.memory import trim_heap
@@ -47,7 +46,7 @@ class LoadSettings:
     fold_weights: bool = False  # --mixed_precision=bfloat16: serving/precision.py
     # the server's batch threads, shared by the batchers of every version loaded with these
     # settings (made from ``batching`` when not given: batching.shared_slots)
-    batch_slots: Optional[threading.Semaphore] = None
+    batch_slots: Optional[BatchSlots] = None
 
     def __post_init__(self):
         if self.batching is not None and self.batch_slots is None:

@@ -139,6 +139,48 @@ def test_num_batch_threads_bounds_the_batches_running_in_the_whole_server():
     alone.close()
 
 
+def test_a_busy_signature_does_not_starve_another_of_the_servers_batch_threads():
+    """The shared threads go to batches in the order they asked: with a semaphore, a
+    batch thread of a signature under load (32 callers) released its slot and took it
+    straight back, and another signature's requests all ran past their 2 s deadlines
+    (a new version's warmup, with no deadline, waited until the load stopped)."""
+    from serving import deadlines
+    from serving.batching import shared_slots
+
+    params = BatchingParameters(max_batch_size=4, num_batch_threads=4)
+    slots = shared_slots(params)
+    busy_calls, stop = threading.Semaphore(0), threading.Event()
+
+    def model(inputs):  # a model's call: 20 ms without the GIL, as TensorFlow runs
+        time.sleep(0.02)
+        busy_calls.release()
+        return {"y": inputs["x"]}
+
+    busy = Batcher(model, params, name="m-1-serving_default", slots=slots)
+    other = Batcher(lambda inputs: {"y": inputs["x"]}, params, name="m-1-classify",
+                    slots=slots)
+
+    def flood():
+        while not stop.is_set():
+            busy({"x": np.ones(1)})
+
+    callers = [threading.Thread(target=flood) for _ in range(32)]
+    for caller in callers:
+        caller.start()
+    try:
+        for _ in range(20):  # the load is on: batches have run
+            assert busy_calls.acquire(timeout=60)
+        answers = [other({"x": np.full(1, float(i))}, deadline=deadlines.after(2.0))["y"][0]
+                   for i in range(10)]
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(60)
+        busy.close()
+        other.close()
+    assert answers == [float(i) for i in range(10)]
+
+
 def test_batch_metrics_are_tf_serving_batching_session_metrics():
     metrics = Metrics()
     metrics.observe_batch("m-serving_default", 5, [0.002, 0.0005])

@@ -663,6 +663,6 @@ def test_every_version_and_signature_shares_the_servers_batch_threads(tmp_path):
                     for batcher in store.get(name, version)._batchers.values()]
         assert len(batchers) == 12
         assert {id(batcher._slots) for batcher in batchers} == {id(settings.batch_slots)}
-        assert settings.batch_slots._value == 3
+        assert settings.batch_slots.count == 3
     finally:
         store.stop()
