@@ -495,11 +495,16 @@ def excerpts_replacing(custom_patterns: Sequence[Tuple[str, str]] = ()):
         _EXCERPT_PATTERNS.reset(token)
 
 
+def excerpt_patterns() -> tuple:
+    """The custom patterns ``excerpt`` replaces now ((name, RE2) pairs)."""
+    return _EXCERPT_PATTERNS.get()
+
+
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     """At most ``limit`` characters of ``value`` for an error message, with every
     built-in type of personal data, and the custom patterns of ``excerpts_replacing``,
     replaced (eagerly) before it is cut, so no part of an address or number is quoted."""
-    patterns = [list(pair) for pair in _EXCERPT_PATTERNS.get()]
+    patterns = [list(pair) for pair in excerpt_patterns()]
     [redacted] = text_redactor({"custom_patterns": patterns})([str(value)])
     return redacted if len(redacted) <= limit else redacted[:limit - 1] + "…"
 

@@ -99,6 +99,15 @@ def stratified_fraction(exec_properties: Dict[str, Any]) -> Optional[float]:
     return buckets["eval"] / (buckets["train"] + buckets["eval"])
 
 
+def excerpt_patterns_from_exec_properties(exec_properties: Dict[str, Any]) -> list:
+    """The (name, pattern) pairs an error's quote of a row replaces; a spec compiled
+    before they were its own key has them only in the redaction settings, if at all."""
+    custom = _custom_config(exec_properties)
+    if EXCERPT_KEY in custom:
+        return custom[EXCERPT_KEY]
+    return (custom.get(PRIVACY_KEY) or {}).get("custom_patterns", [])
+
+
 def privacy_from_exec_properties(exec_properties: Dict[str, Any]) -> Optional[dict]:
     """The redaction settings, or None when texts are written as read."""
     privacy = _custom_config(exec_properties).get(PRIVACY_KEY)
@@ -191,7 +200,7 @@ def _TextToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     return (pipeline
             | "ListFiles" >> beam.Create(files)
             | "ParseFiles" >> beam.FlatMap(_read_examples, config,
-                                           _custom_config(exec_properties).get(EXCERPT_KEY, []))
+                                           excerpt_patterns_from_exec_properties(exec_properties))
             | "Redistribute" >> beam.Reshuffle())
 
 

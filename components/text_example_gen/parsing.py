@@ -24,7 +24,7 @@ import os
 import re
 from typing import Iterator, Optional, Sequence, Tuple
 
-from models.redaction import excerpt, excerpts_replacing
+from models.redaction import excerpt, excerpt_patterns, excerpts_replacing
 
 FORMATS = ("csv", "tsv", "jsonl")
 QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
@@ -655,11 +655,14 @@ class _AbsentKeys:
 def _shown_keys(keys) -> list[str]:
     """The first 20 keys, as redacted excerpts."""
     keys = list(keys)
-    return [_key_excerpt(key) for key in keys[:20]] + (["…"] if len(keys) > 20 else [])
+    patterns = excerpt_patterns()
+    return [_key_excerpt(key, patterns) for key in keys[:20]] + (
+        ["…"] if len(keys) > 20 else [])
 
 
 @functools.lru_cache(maxsize=1024)
-def _key_excerpt(key: str) -> str:
+def _key_excerpt(key: str, patterns: tuple) -> str:
+    """``excerpt(key)``, cached by the key and the custom patterns in force."""
     return excerpt(key)
 
 

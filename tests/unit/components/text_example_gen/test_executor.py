@@ -69,3 +69,19 @@ def test_no_input_files_names_the_setting_to_change(tmp_path):
     with pytest.raises(InputDataError, match=r"no input files match .*eval/\* .*data.presplit "
                                              r"reads the data files in the train/ and eval/"):
         _ = beam.Pipeline() | read(properties, "eval/*")
+
+
+def test_the_patterns_an_error_quote_replaces_travel_in_the_custom_config():
+    """Their own key; a spec compiled before it has them in the redaction settings only
+    (privacy.at_ingestion on), and those are used rather than none."""
+    reader = ReaderConfig("sentence", "label")
+    tickets = [["ticket", "TCK-[0-9]{6}"]]
+
+    def properties(**kwargs):
+        return {"custom_config": json_format.MessageToJson(
+            executor.reader_config_to_proto(reader, **kwargs))}
+    assert executor.excerpt_patterns_from_exec_properties(properties(
+        excerpt_patterns=[("ticket", "TCK-[0-9]{6}")])) == tickets
+    assert executor.excerpt_patterns_from_exec_properties(properties(
+        privacy={"redact": "all", "custom_patterns": tickets})) == tickets
+    assert executor.excerpt_patterns_from_exec_properties(properties()) == []

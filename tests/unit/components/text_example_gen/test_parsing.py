@@ -3,6 +3,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 
@@ -611,3 +612,9 @@ def test_error_excerpts_also_replace_the_runs_custom_patterns():
     with pytest.raises(InputDataError) as without:  # the built-in types alone, as before
         parse("t.csv", f"{first_row}\n".encode(), CONFIG)
     assert "'about TCK-482913, call us, see TCK-7751…'" in str(without.value)
+    # JSON keys, whose excerpts are cached: quoted without the patterns first, then with
+    keyed = json.dumps({"sentence": "x", "lbl": 1, "TCK-482913": "y"}).encode()
+    for patterns, shown in (((), "'TCK-482913'"), (tickets, "'[unused10]'")):
+        with pytest.raises(InputDataError, match=r"their keys: \['sentence', 'lbl', "
+                           + re.escape(shown)):
+            parse("k.jsonl", keyed, CONFIG, custom_patterns=patterns)
