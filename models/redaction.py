@@ -63,16 +63,20 @@ EMAIL = (rf"[{_LETTER}_%+-]+(?:['.][{_LETTER}_%+-]+)*@"  # o'connor@: the apostr
 _URL_CHAR = rf"A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{_LETTER}"
 _URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
 # CJK inside a URL (https://zh.wikipedia.org/wiki/北京?token=...) when URL characters
-# follow it; CJK text right after a URL ("…/pathをご覧ください") is not taken in. A host
-# that begins with CJK (https://例子.测试/…, www.例え.jp) is taken to its last letter or
-# digit, CJK text right after it included: without a '/' nothing marks where it ends.
+# follow it, or first in a path segment; CJK text right after a URL ("…/pathをご覧ください")
+# is not taken in. A host: user info, labels (one that begins with CJK is CJK to its end:
+# https://例子.测试/…, https://www.例え.jp/…; so CJK text right after such a host, with no
+# path, is taken in), or an IPv6 literal, and a port.
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 _URL_PATH = rf"[{_URL_CHAR}]*[{_URL_END}](?:[{_CJK}]+[{_URL_CHAR}]*[{_URL_END}])*"
-_CJK_HOST = rf"[{_CJK}](?:[{_CJK}{_LETTER}A-Za-z.:\-]*[{_CJK}{_LETTER}A-Za-z])?"
-# Any scheme: redis://user:secret@host, postgres://…, s3://… hold credentials and names
-# as often as http(s) does.
-URL = (rf"(?i:[a-z][a-z0-9+.\-]{{1,15}}://|www\.)"
-       rf"(?:{_URL_PATH}|{_CJK_HOST}(?:[/?#]{_URL_PATH}|/)?)")
+_URL_LABEL = rf"(?:[{_LETTER}A-Za-z_~%\-]+|[{_CJK}][{_CJK}{_LETTER}A-Za-z_~%\-]*)"
+_URL_HOST = (rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:%{_LETTER}]+@)?"
+             rf"(?:\[[0-9A-Fa-f:.]+\]|{_URL_LABEL}(?:\.{_URL_LABEL})*)(?::[0-9]{{1,5}})?")
+# Any scheme (redis://user:secret@host, postgres://…, s3://… hold credentials and names
+# as often as http(s) does), from a word's start; "git+ssh" too, not "site.https".
+_URL_SCHEME = r"(?i:\b[a-z][a-z0-9]{0,15}(?:\+[a-z0-9]{1,15})?://|\bwww\.)"
+URL = (rf"{_URL_SCHEME}(?:{_URL_HOST}(?:[/?#][{_CJK}]*{_URL_PATH}|[/?#])?"
+       rf"|[/?#][{_CJK}]*{_URL_PATH})")
 IBAN = (r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
 _DASH = r"\p{Pd}"  # '-', and the en dash and the others a word processor writes
 CARD = (rf"\b(?:[0-9]{{13,19}}|[0-9]{{4}}[ {_DASH}][0-9]{{6}}[ {_DASH}][0-9]{{4,5}}"
@@ -420,8 +424,10 @@ class Redactor(tf.Module):
         keep = whole | head | shortest_ok
         placeholder = tf.gather(tf.constant([t.placeholder for t in self.types] + [""]), kind)
         # a refused candidate is kept, marked after its first group for the next scan
+        # (or after its leading colons: "::4111" of "Card::4111 1111 1111 1111")
         broken = tf.strings.regex_replace(
-            candidates, rf"^([^ ./:{_DASH}{BREAK}]+)([ ./:{_DASH}])", rf"\1{BREAK}\2")
+            candidates, rf"^([^ ./:{_DASH}{BREAK}]+)([ ./:{_DASH}])|^(:+)([^:{BREAK}])",
+            rf"\1\3{BREAK}\2\4")
         rescan = tf.zeros(tf.shape(candidates), tf.bool)
         for i, pii in enumerate(self.types):
             if pii.rescan:

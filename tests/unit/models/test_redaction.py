@@ -350,10 +350,19 @@ AFTER_NUMBERS = [
     ("go to www.例子.中国 today", "go to [unused2] today"),
     ("詳細はhttps://例え.jp:8080/pathをご覧ください", "詳細は[unused2]をご覧ください"),
     ("https://한국.kr/", "[unused2]"),
+    # (found in review) a CJK first path segment, a CJK label after an ASCII one, user info
+    ("https://例子.测试/路径?token=abc", "[unused2]"),
+    ("https://www.例え.jp/path?token=secret123", "[unused2]"),
+    ("https://user:pass@例子.测试/path?token=abc", "[unused2]"),
+    ("请访问https://example.com了解更多", "请访问[unused2]了解更多"),  # an ASCII host ends there
     # other schemes, credentials and names in them
     ("cache at redis://admin:s3cret@10.0.0.5:6379/0 ok", "cache at [unused2] ok"),
     ("db postgres://bob:pw@db.internal/app", "db [unused2]"),
     ("file s3://my-bucket/users/jane.csv", "file [unused2]"),
+    ("git+ssh://git@github.com/a/b.git", "[unused2]"),
+    ("go to the site.https://x.com/p now", "go to the site.[unused2] now"),  # not "site."
+    # a card after a word and '::' ("d::4111" and "::4111" read as IPv6, refused, rescanned)
+    ("Card::4111 1111 1111 1111", "Card::[unused6]"),
     ("Failed login from 2001:db8::1: bad password", "Failed login from [unused5]: bad password"),
     ("src_ip:2001:db8::1", "src_ip:[unused5]"),
     # after a word ending in hex letters and a colon ("de:2001:db8::1" was the candidate,
