@@ -151,8 +151,8 @@ def _other_pushes(base_directory: str, version: str, staging: str) -> list:
     copy is whole, lists the others' first and then checks ``<version>``, so at most one
     goes on: the later of the two sees the earlier's copy (there until its version is in
     place) or, listing after it was removed, ``<version>`` itself; the earlier may see
-    neither, or the later's, and then both stop. A failing push removes ``<version>``
-    only once it has copied something into it."""
+    neither, or the later's, and then both stop; so what a failing push then finds in
+    ``<version>`` is its own, and it removes it."""
     prefix, mine = f"{STAGING_PREFIX}{version}-", os.path.basename(staging)
     return sorted(name for name in (e.rstrip("/") for e in tf.io.gfile.listdir(base_directory))
                   if name.startswith(prefix) and name != mine)
@@ -282,11 +282,13 @@ def push_version(model_dir: str, base_directory: str, version: str) -> str:
             if tf.io.gfile.exists(final):
                 raise PushError(f"version {version} appeared meanwhile (another push of "
                                 f"the same version?)")
+            # no other push goes on now (_other_pushes): what a failure leaves in the
+            # version's prefix is this push's, even a copy the store made but never
+            # confirmed
+            written.append(final)
             for relative in files:  # inside the store; saved_model.pb last
                 tf.io.gfile.copy(os.path.join(staging, relative),
                                  os.path.join(final, relative), overwrite=False)
-                if final not in written:  # only what this push wrote is removed
-                    written.append(final)
             _check_whole(sizes, final)
         else:
             sync(staging)
