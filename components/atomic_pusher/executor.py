@@ -21,7 +21,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from components.atomic_pusher.publish import push_version, remove_stale_copies, staged_version
+from components.atomic_pusher.publish import (STAGING_PREFIX, push_version, remove_stale_copies,
+                                              staged_version)
 from serving.model_store import version_number
 
 _Versioning = pusher_pb2.Versioning
@@ -48,7 +49,7 @@ def next_version(base_directory: str, now: int) -> int:
     names = [name.rstrip("/") for name in
              (fileio.listdir(base_directory) if fileio.isdir(base_directory) else [])]
     # half-copied versions too, and staging copies (.partial-<version>-…)
-    numbers = [version_number(name) if staged_version(name) is None else staged_version(name)
+    numbers = [staged_version(name) if name.startswith(STAGING_PREFIX) else version_number(name)
                for name in names]
     return max(now, max((n for n in numbers if n is not None), default=0) + 1)
 

@@ -153,9 +153,9 @@ def _other_pushes(base_directory: str, version: str, staging: str) -> list:
     place) or, listing after it was removed, ``<version>`` itself; the earlier may see
     neither, or the later's, and then both stop; so what a failing push then finds in
     ``<version>`` is its own, and it removes it."""
-    prefix, mine = f"{STAGING_PREFIX}{version}-", os.path.basename(staging)
+    wanted, mine = version_number(version), os.path.basename(staging)
     return sorted(name for name in (e.rstrip("/") for e in tf.io.gfile.listdir(base_directory))
-                  if name.startswith(prefix) and name != mine)
+                  if name != mine and staged_version(name) == wanted)
 
 
 def _tree(folder: str) -> tuple:
