@@ -20,6 +20,7 @@ left is; with none left the run is refused. Without such a report (the first run
 spans), the previous span is.
 """
 
+import itertools
 import json
 import os
 from typing import Optional
@@ -64,33 +65,33 @@ def span_profile(files: list, reader_config, checkpoint: str,
     from models.tokenizer import UNK, BertTextTokenizer
 
     # TFX's file layer (tf.io.gfile): any local path or URI, in or out of a Beam pipeline
-    records = [r for path in files for r in parsing.read_file(
+    records = (r for path in files for r in parsing.iter_file(
         path, reader_config, opener=lambda name: fileio.open(name, "rb"),
-        custom_patterns=custom_patterns)]
+        custom_patterns=custom_patterns))
     folder = checkpoint_lib.resolve_checkpoint_dir(checkpoint)
     vocab = checkpoint_lib.read_vocab(folder)
     tokenizer = BertTextTokenizer(vocab, checkpoint_lib.is_lower_case(folder), 1 << 20)
     unk_id = vocab.index(UNK)
-    pieces, unknown = _word_pieces(tokenizer, unk_id, [r.text for r in records])
-    if reader_config.text_pair:
-        pair_pieces, pair_unknown = _word_pieces(tokenizer, unk_id,
-                                                 [r.text_pair for r in records])
-        pieces = [a + b for a, b in zip(pieces, pair_pieces)]
-        unknown = [a + b for a, b in zip(unknown, pair_unknown)]
-    # each label of a multi-label row, as TFDV's statistics and the model count them
-    return drift.profile([r.labels or (r.label,) for r in records], pieces, unknown)
+    counts = drift.ProfileCounts()  # a batch of rows at a time: the span is not held
+    while batch := list(itertools.islice(records, 1024)):
+        pieces, unknown = _word_pieces(tokenizer, unk_id, [r.text for r in batch])
+        if reader_config.text_pair:
+            pair_pieces, pair_unknown = _word_pieces(tokenizer, unk_id,
+                                                     [r.text_pair for r in batch])
+            pieces = [a + b for a, b in zip(pieces, pair_pieces)]
+            unknown = [a + b for a, b in zip(unknown, pair_unknown)]
+        # each label of a multi-label row, as TFDV's statistics and the model count them
+        counts.add([r.labels or (r.label,) for r in batch], pieces, unknown)
+    return counts.profile()
 
 
 def _word_pieces(tokenizer, unk_id: int, texts: list) -> tuple[list, list]:
     """(word pieces, [UNK] pieces) of each text, [CLS] and [SEP] not counted."""
     import tensorflow as tf
 
-    pieces, unknown = [], []
-    for start in range(0, len(texts), 1024):
-        ids = tokenizer(tf.constant(texts[start:start + 1024]))[:, 1:-1]
-        pieces += ids.row_lengths().numpy().tolist()
-        unknown += tf.reduce_sum(tf.cast(ids == unk_id, tf.int64), axis=1).numpy().tolist()
-    return pieces, unknown
+    ids = tokenizer(tf.constant(texts))[:, 1:-1]
+    return (ids.row_lengths().numpy().tolist(),
+            tf.reduce_sum(tf.cast(ids == unk_id, tf.int64), axis=1).numpy().tolist())
 
 
 def span_files(input_base: str, folder: str, span_pattern: str, patterns: list) -> list:

@@ -29,20 +29,38 @@ def length_bucket(pieces: int) -> int:
                 len(LENGTH_BOUNDS))
 
 
+class ProfileCounts:
+    """A span's profile, counted batch by batch: the rows themselves are not kept."""
+
+    def __init__(self):
+        self.rows, self.pieces, self.unknown = 0, 0, 0
+        self.labels: Dict[str, int] = {}
+        self.lengths = [0] * (len(LENGTH_BOUNDS) + 1)
+
+    def add(self, labels: Sequence[Sequence[str]], piece_counts: Sequence[int],
+            unknown_counts: Sequence[int]) -> None:
+        """Rows given as each row's labels (one, or several when multi-label), word pieces
+        and [UNK] pieces."""
+        self.rows += len(labels)
+        for row in labels:
+            for label in row:
+                self.labels[label] = self.labels.get(label, 0) + 1
+        for count in piece_counts:
+            self.lengths[length_bucket(count)] += 1
+        self.pieces += sum(piece_counts)
+        self.unknown += sum(unknown_counts)
+
+    def profile(self) -> SpanProfile:
+        return SpanProfile(self.rows, dict(self.labels), list(self.lengths),
+                           self.unknown / self.pieces if self.pieces else 0.0)
+
+
 def profile(labels: Sequence[Sequence[str]], piece_counts: Sequence[int],
             unknown_counts: Sequence[int]) -> SpanProfile:
-    """Profile of rows given as each row's labels (one, or several when multi-label),
-    word pieces and [UNK] pieces."""
-    by_label: Dict[str, int] = {}
-    for row in labels:
-        for label in row:
-            by_label[label] = by_label.get(label, 0) + 1
-    lengths = [0] * (len(LENGTH_BOUNDS) + 1)
-    for count in piece_counts:
-        lengths[length_bucket(count)] += 1
-    pieces = sum(piece_counts)
-    return SpanProfile(len(labels), by_label, lengths,
-                       sum(unknown_counts) / pieces if pieces else 0.0)
+    """Profile of rows given as ``ProfileCounts.add`` takes them."""
+    counts = ProfileCounts()
+    counts.add(labels, piece_counts, unknown_counts)
+    return counts.profile()
 
 
 def _normalise(counts: Dict) -> Dict:

@@ -180,10 +180,14 @@ def _to_example(record: parsing.Record) -> tf.train.Example:
 
 
 def _read_examples(path: str, config: parsing.ReaderConfig, excerpt_patterns: list):
-    records = parsing.read_file(path, config, opener=beam.io.filesystems.FileSystems.open,
-                                custom_patterns=excerpt_patterns)
-    logging.info("%s: %d records", path, len(records))
-    return [_to_example(r) for r in records]
+    """The file's examples, as its records are read (a worker holds a record, not the
+    file); the file's bad rows fail the run after its last good row."""
+    count = 0
+    for record in parsing.iter_file(path, config, beam.io.filesystems.FileSystems.open,
+                                    excerpt_patterns):
+        count += 1
+        yield _to_example(record)
+    logging.info("%s: %d records", path, count)
 
 
 @beam.ptransform_fn

@@ -10,10 +10,12 @@ them (models/export.py); ``text_pair_column`` gives a sentence pair's second tex
 ``label_delimiter`` splits a label field into several labels (multi-label).
 Files are UTF-8, with or without a BOM, with LF or CRLF line ends (CR alone where the
 first line ends with one); lines are counted, and a JSON Lines file is split, at LF only
-(a raw U+2028 or form feed inside a string is text).
+(a raw U+2028 or form feed inside a string is text). A file is read as a stream
+(``read_records``), ``CHUNK_BYTES`` at a time: memory holds a record, not the file.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import fnmatch
@@ -31,7 +33,7 @@ QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
                ".json": "jsonl", ".ndjson": "jsonl"}
 MAX_REPORTED_PROBLEMS = 20
-Problems = list[tuple[int, str]]  # (line, what is wrong); parse() sorts them by line
+CHUNK_BYTES = 1 << 18  # read from a data file at a time (memory holds a few times it)
 # Byte order marks of encodings that are not UTF-8 (the longer ones first).
 _UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
@@ -226,31 +228,89 @@ def _class_member(match: "re.Match") -> str:
 
 def decode(path: str, data: bytes) -> str:
     """UTF-8 bytes (optional BOM) -> str, or an error naming the line."""
-    for bom, encoding in _OTHER_BOMS:
-        if data.startswith(bom):
-            raise InputDataError(
-                f"{path}: {encoding} text (byte order mark {bom.hex(' ').upper()}, as in "
-                f"Excel's 'Unicode text'); re-encode the file as UTF-8")
-    for magic, kind in _COMPRESSED:
-        if magic.match(data):
-            raise InputDataError(f"{path}: {kind}-compressed data; decompress it first: the "
-                                 f"reader takes plain UTF-8 text")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise InputDataError(
-            f"{path}: not a text file (NUL byte at offset {nul}, line {line})"
-            + ("; it looks like UTF-16 text without a byte order mark: re-encode the file "
-               "as UTF-8" if _looks_utf16(data) else ""))
-    bom = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
-    try:
-        return data[bom:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = bom + e.start  # in the file, BOM included
-        line = data.count(b"\n", 0, offset) + 1
-        raise InputDataError(
-            f"{path}: line {line}: invalid UTF-8 (byte 0x{data[offset]:02x} at "
-            f"offset {offset}); re-encode the file as UTF-8") from None
+    return "".join(_Source(path, io.BytesIO(data)))
+
+
+class _Source:
+    """The text of one file's binary stream, decoded a chunk at a time (``CHUNK_BYTES``),
+    with every check on the way: another encoding's byte order mark, compressed data, a NUL
+    byte, invalid UTF-8, each an InputDataError naming the line. A UTF-8 BOM is dropped."""
+
+    def __init__(self, path: str, stream):
+        self.path, self.stream = path, stream
+
+    def __iter__(self) -> Iterator[str]:
+        head = self._read(64)  # enough for the magic numbers and the UTF-16 look
+        self._refuse_other_formats(head)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        chunk, offset, newlines = head, 0, 0  # offset, newlines: in the file before chunk
+        fed = len(_UTF8_BOM) if head.startswith(_UTF8_BOM) else 0
+        while True:
+            chunk += self._read(CHUNK_BYTES - len(chunk))
+            final = not chunk
+            if not final:
+                nul = chunk.find(b"\x00")
+                if nul >= 0:
+                    line = newlines + chunk.count(b"\n", 0, nul) + 1
+                    raise InputDataError(
+                        f"{self.path}: not a text file (NUL byte at offset {offset + nul}, "
+                        f"line {line})"
+                        + ("; it looks like UTF-16 text without a byte order mark: "
+                           "re-encode the file as UTF-8" if _looks_utf16(head) else ""))
+            pending = len(decoder.getstate()[0])  # an unfinished character's bytes
+            try:
+                text = decoder.decode(chunk[fed:], final)
+            except UnicodeDecodeError as e:  # e.start counts from the pending bytes
+                bad = offset + fed - pending + e.start
+                line = newlines + chunk.count(b"\n", 0, max(0, bad - offset)) + 1
+                raise InputDataError(
+                    f"{self.path}: line {line}: invalid UTF-8 (byte 0x{e.object[e.start]:02x} "
+                    f"at offset {bad}); re-encode the file as UTF-8") from None
+            if text:
+                yield text
+            if final:
+                return
+            offset, newlines = offset + len(chunk), newlines + chunk.count(b"\n")
+            chunk, fed = b"", 0
+
+    def _read(self, size: int) -> bytes:
+        """``size`` bytes, fewer only at the end (a stream may return short reads)."""
+        parts, left = [], size
+        while left > 0:
+            part = self.stream.read(left)
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def _refuse_other_formats(self, head: bytes) -> None:
+        for bom, encoding in _OTHER_BOMS:
+            if head.startswith(bom):
+                raise InputDataError(
+                    f"{self.path}: {encoding} text (byte order mark {bom.hex(' ').upper()}, "
+                    f"as in Excel's 'Unicode text'); re-encode the file as UTF-8")
+        for magic, kind in _COMPRESSED:
+            if magic.match(head):
+                raise InputDataError(f"{self.path}: {kind}-compressed data; decompress it "
+                                     f"first: the reader takes plain UTF-8 text")
+
+
+def _lines(pieces: Iterator[str], cr: bool) -> Iterator[str]:
+    """The lines of a text given piece by piece, each with its line end: split at LF only,
+    or (``cr``) at CR, LF and CR LF, as ``io.StringIO(text, newline="\n" or "")`` splits."""
+    newline = "" if cr else "\n"
+    held: list = []  # text after the last line end so far
+    for piece in pieces:
+        end = len(piece) - 1 if cr and piece.endswith("\r") else len(piece)  # CR LF cut?
+        cut = max(piece.rfind("\n", 0, end), piece.rfind("\r", 0, end) if cr else -1) + 1
+        if not cut:
+            held.append(piece)
+            continue
+        yield from io.StringIO("".join(held) + piece[:cut], newline=newline)
+        held = [piece[cut:]]
+    if "".join(held):
+        yield from io.StringIO("".join(held), newline=newline)
 
 
 def _looks_utf16(data: bytes) -> bool:
@@ -262,42 +322,90 @@ def _looks_utf16(data: bytes) -> bool:
 
 def parse(path: str, data: bytes, config: ReaderConfig,
           custom_patterns: Sequence[Tuple[str, str]] = ()) -> list[Record]:
-    """All records of one file; raises InputDataError listing every bad row. Rows an error
-    quotes are cut short, built-in types of personal data and ``custom_patterns`` (the
-    run's privacy.custom_patterns, (name, RE2) pairs) replaced first."""
-    with excerpts_replacing(custom_patterns):
-        return _parse(path, data, config)
+    """All records of one file's bytes: ``read_records`` over them."""
+    return list(read_records(path, io.BytesIO(data), config, custom_patterns))
 
 
-def _parse(path: str, data: bytes, config: ReaderConfig) -> list[Record]:
+def read_records(path: str, stream, config: ReaderConfig,
+                 custom_patterns: Sequence[Tuple[str, str]] = ()) -> Iterator[Record]:
+    """The records of one file, read from its binary ``stream`` a chunk at a time: memory
+    holds a record, not the file. After the last good record, raises InputDataError listing
+    every bad row (a setting no row can be read with, at once). Rows an error quotes are
+    cut short, built-in types of personal data and ``custom_patterns`` (the run's
+    privacy.custom_patterns, (name, RE2) pairs) replaced first."""
+    records = _records(path, stream, config)
+    while True:  # the patterns in force while this file's code runs, not while its caller's
+        with excerpts_replacing(custom_patterns):
+            record = next(records, None)
+        if record is None:
+            return
+        yield record
+
+
+def _records(path: str, stream, config: ReaderConfig) -> Iterator[Record]:
     fmt = detect_format(path, config.file_format)
-    text = decode(path, data)
-    problems: Problems = []
+    pieces = iter(_Source(path, stream))
+    problems = _Problems()
     if fmt == "jsonl":
-        rows = _jsonl_rows(text, config, problems)
+        rows = _jsonl_rows(_lines(pieces, cr=False), config, problems)
     else:
-        rows = _delimited_rows(text, "\t" if fmt == "tsv" else ",", config, problems)
+        head, cr = _first_line_end(pieces, config)
+        rows = _delimited_rows(_lines(_after(head, pieces), cr),
+                               "\t" if fmt == "tsv" else ",", config, problems)
+    labels = _LabelSpellings()
+    count = 0
     try:
-        rows = list(rows)
+        for row in rows:
+            record = _record(row, config, problems)
+            if record is not None:
+                labels.check(record, problems)
+                count += 1
+                yield record
     except _SettingError as e:
         raise InputDataError(f"{path}: {e}") from None
-    records = [record for record in (_record(row, config, problems) for row in rows)
-               if record is not None]
-    _refuse_numbers_written_twice(records, problems)
     if problems:
-        problems.sort(key=lambda problem: problem[0])
-        shown = "\n  ".join(f"line {line}: {what}"
-                            for line, what in problems[:MAX_REPORTED_PROBLEMS])
-        more = len(problems) - MAX_REPORTED_PROBLEMS
+        shown = "\n  ".join(f"line {line}: {what}" for line, what in problems.first())
+        more = problems.count - MAX_REPORTED_PROBLEMS
         raise InputDataError(
-            f"{path}: {len(problems)} bad row(s):\n  {shown}"
+            f"{path}: {problems.count} bad row(s):\n  {shown}"
             + (f"\n  ... and {more} more" if more > 0 else ""))
-    if not records:
+    if not count:
         raise InputDataError(f"{path}: no data rows (only a header, or empty)")
-    return records
 
 
-def _record(row: tuple, config: ReaderConfig, problems: Problems) -> Optional[Record]:
+class _Problems:
+    """Bad rows found so far: how many, and the first ``MAX_REPORTED_PROBLEMS`` of them by
+    line (a file of bad rows does not fill memory with its errors)."""
+
+    def __init__(self):
+        self.count = 0
+        self._kept: list = []  # (line, what is wrong)
+
+    def append(self, problem: Tuple[int, str]) -> None:
+        self.count += 1
+        self._kept.append(problem)
+        if len(self._kept) > 4 * MAX_REPORTED_PROBLEMS:
+            self._trim()
+
+    def merge(self, other: _Problems) -> None:
+        self.count += other.count - len(other.first())
+        for problem in other.first():
+            self.append(problem)
+
+    def first(self) -> list:
+        """The first ``MAX_REPORTED_PROBLEMS`` by line (found first among a line's own)."""
+        self._trim()
+        return self._kept
+
+    def _trim(self) -> None:
+        self._kept.sort(key=lambda problem: problem[0])  # stable
+        del self._kept[MAX_REPORTED_PROBLEMS:]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+def _record(row: tuple, config: ReaderConfig, problems: _Problems) -> Optional[Record]:
     """(line, text, text pair or None, label or list of labels) -> a Record, or None after
     noting the problem."""
     line, text_value, pair, label = row
@@ -347,16 +455,19 @@ def integer_label(label: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def _refuse_numbers_written_twice(records: list, problems: Problems) -> None:
-    """Labels that are one integer written two ways ('1' and '1.0': a float column written
-    by pandas) would be two classes."""
-    first: dict = {}  # integer -> (label, line) as first seen
-    for record in records:
+class _LabelSpellings:
+    """Refuses labels that are one integer written two ways ('1' and '1.0': a float column
+    written by pandas): they would be two classes."""
+
+    def __init__(self):
+        self.first: dict = {}  # integer -> (label, line) as first seen
+
+    def check(self, record: Record, problems: _Problems) -> None:
         for label in record.labels:
             number = integer_label(label)
             if number is None:
                 continue
-            seen = first.setdefault(number, (label, record.line))
+            seen = self.first.setdefault(number, (label, record.line))
             if seen[0] != label:
                 problems.append((record.line, f"label '{excerpt(label)}' is the number of "
                                               f"label '{excerpt(seen[0])}' (line {seen[1]}) "
@@ -418,13 +529,11 @@ def _refuse_duplicate(ref: str, name: str, columns: list[str], source: str) -> N
             f"0-based position")
 
 
-def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
-                    problems: Problems) -> Iterator[tuple]:
-    # Lines end at LF (a CR before it is the csv module's to drop, '\r\r\n' too): a CR
-    # alone inside a field is not a line break, except in a file whose first line ends
-    # with a CR alone (old Mac line ends; a LF in a quoted field there is text).
-    reader = csv.reader(io.StringIO(text, newline="" if _cr_lines(text, config) else "\n"),
-                        delimiter=delimiter, strict=True, quoting=QUOTING[config.quoting])
+def _delimited_rows(lines: Iterator[str], delimiter: str, config: ReaderConfig,
+                    problems: _Problems) -> Iterator[tuple]:
+    read = _RecordLines(lines)
+    reader = csv.reader(read, delimiter=delimiter, strict=True,
+                        quoting=QUOTING[config.quoting])
     if config.column_names:
         header, source = list(config.column_names), "data.column_names"
     else:
@@ -437,7 +546,7 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         except csv.Error as e:
             raise _SettingError(f"line {reader.line_num}: malformed header: "
                                 f"{_csv_error(e)}"
-                                f"{_quote_hint(config, text, 1, reader.line_num)}") from None
+                                f"{_quote_hint(config, read.since())}") from None
         source = "the header"
     text_indexes = _resolve(config.text_column, "data.text_column", header, source)
     label_index = _resolve(config.label_column, "data.label_column", header, source)[0]
@@ -450,13 +559,14 @@ def _delimited_rows(text: str, delimiter: str, config: ReaderConfig,
         _refuse_data_as_header(header, config, label_index, text_indexes + (pair_indexes or []))
     start = reader.line_num + 1
     while True:
+        read.forget()
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
             problems.append((start, f"malformed row: {_csv_error(e)}"
-                                    f"{_quote_hint(config, text, start, reader.line_num)}"))
+                                    f"{_quote_hint(config, read.since())}"))
             return  # the rest of the file cannot be framed reliably
         if row and [field.strip().lstrip("\ufeff") for field in row] == header:
             problems.append((start, "a header row, but data.column_names says the file has "
@@ -503,15 +613,67 @@ def _reads_as_a_row(parts: list, fields: int, label_index: int) -> bool:
     return len(parts) == fields and bool(re.fullmatch(r"\S{1,40}", parts[label_index].strip()))
 
 
-def _cr_lines(text: str, config: ReaderConfig) -> bool:
-    """Whether the first line break outside quotes is a CR alone (not CR LF, CR CR LF)."""
-    quoted = False
-    for match in re.finditer(r'"|\r*\n|\r', text):
-        if match.group() == '"':
-            quoted = not quoted and config.quoting == "csv"
-        elif not quoted:
-            return match.group() == "\r"
-    return False
+def _first_line_end(pieces: Iterator[str], config: ReaderConfig) -> Tuple[list, bool]:
+    """Reads from ``pieces`` (a text's start) until its first line break outside quotes:
+    (the pieces read, whether that break is a CR alone). Lines end at LF (a CR before it is
+    the csv module's to drop, '\r\r\n' too): a CR alone inside a field is not a line break,
+    except in a file whose first line ends with a CR alone (old Mac line ends; a LF in a
+    quoted field there is text)."""
+    read, quoted, crs = [], False, False  # crs: CRs outside quotes, deciding what follows
+    for piece in pieces:
+        read.append(piece)
+        position = 0
+        while True:
+            if crs:
+                while position < len(piece) and piece[position] == "\r":
+                    position += 1
+                if position < len(piece):
+                    return read, piece[position] != "\n"
+                break
+            match = _QUOTE_OR_BREAK.search(piece, position)
+            if match is None:
+                break
+            position = match.end()
+            if match.group() == '"':
+                quoted = not quoted and config.quoting == "csv"
+            elif not quoted:
+                if match.group() == "\n":
+                    return read, False
+                crs = True
+    return read, crs
+
+
+_QUOTE_OR_BREAK = re.compile(r'"|\r|\n')
+
+
+def _after(head: list, pieces: Iterator[str]) -> Iterator[str]:
+    """``head``'s pieces (let go of as they are handed on), then ``pieces``."""
+    while head:
+        yield head.pop(0)
+    yield from pieces
+
+
+class _RecordLines:
+    """The lines handed to the csv module, keeping those of the record it reads now (for
+    ``_quote_hint``)."""
+
+    def __init__(self, lines: Iterator[str]):
+        self._lines, self._since = lines, []
+
+    def __iter__(self) -> "_RecordLines":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._since.append(line)
+        return line
+
+    def forget(self) -> None:
+        self._since.clear()
+
+    def since(self) -> str:
+        """The lines read since ``forget``."""
+        return "".join(self._since)
 
 
 def _refuse_picked_twice(header: list[str], source: str, picked: dict) -> None:
@@ -537,12 +699,10 @@ def _csv_error(error: csv.Error) -> str:
     return str(error)
 
 
-def _quote_hint(config: ReaderConfig, text: str, first: int, last: int) -> str:
-    """What to change for the malformed record on lines ``first`` to ``last``."""
+def _quote_hint(config: ReaderConfig, record: str) -> str:
+    """What to change for a malformed record (its lines, ``record``)."""
     if config.quoting != "csv":
         return ""
-    lines = re.split(r"\r\n|\r|\n", text) if _cr_lines(text, config) else text.split("\n")
-    record = "\n".join(lines[first - 1:max(first, last)])
     if '\\"' in record:  # Spark's and MySQL's exports; quoting none would keep the \"
         return ('; quotes inside fields look escaped with a backslash (\\"), as Spark and '
                 'MySQL write them: this reader reads RFC 4180 CSV, where they are doubled '
@@ -559,8 +719,8 @@ def _field_count_hint(config: ReaderConfig, row: list[str]) -> str:
     return " (unquoted delimiter or newline?)"
 
 
-def _jsonl_rows(text: str, config: ReaderConfig,
-                problems: Problems) -> Iterator[tuple]:
+def _jsonl_rows(lines: Iterator[str], config: ReaderConfig,
+                problems: _Problems) -> Iterator[tuple]:
     if config.column_names:
         raise _SettingError("data.column_names is for CSV/TSV files without a header; "
                             "JSON Lines objects name their own keys")
@@ -568,9 +728,9 @@ def _jsonl_rows(text: str, config: ReaderConfig,
         config.text_column, config.text_pair_column, config.label_column))
     absent = _AbsentKeys({"data.text_column": text_keys, "data.text_pair_column": pair_keys,
                           "data.label_column": label_keys})
-    # LF only: str.splitlines() would also split at U+2028, U+0085 or a form feed inside
-    # a string; a CR before the LF is JSON whitespace.
-    for number, line in enumerate(text.split("\n"), start=1):
+    # Lines end at LF only (str.splitlines() would also split at U+2028, U+0085 or a form
+    # feed inside a string); a CR before the LF is JSON whitespace.
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:  # control characters in strings are text
@@ -621,7 +781,7 @@ class _AbsentKeys:
         self.objects = 0
         self.keys_seen: dict = {}  # every key of every object, in order of appearance
         self.lacking: dict = {}  # (setting, key) -> how many objects lack it
-        self.problems: Problems = []
+        self.problems = _Problems()
 
     def lacks_keys(self, number: int, obj: dict) -> bool:
         self.objects += 1
@@ -634,7 +794,7 @@ class _AbsentKeys:
                                           f"{_shown_keys(obj)}"))
         return bool(missing)
 
-    def report(self, problems: Problems) -> None:
+    def report(self, problems: _Problems) -> None:
         """Raises _SettingError for a key no object has, else adds the per-row problems."""
         nowhere = [(setting, key) for (setting, key), count in self.lacking.items()
                    if count == self.objects]
@@ -646,7 +806,7 @@ class _AbsentKeys:
                 + f"; their keys: {_shown_keys(self.keys_seen)}; set "
                 + ", ".join(f"{setting} to the key{self._plural(setting)} of "
                             f"{_JSON_PURPOSE[setting]}" for setting in settings))
-        problems.extend(self.problems)
+        problems.merge(self.problems)
 
     def _plural(self, setting: str) -> str:
         return "s" if len(self.keys_by_setting[setting]) > 1 else ""
@@ -667,7 +827,7 @@ def _key_excerpt(key: str, patterns: tuple) -> str:
 
 
 def _json_text(obj: dict, keys: list, separator: str, number: int,
-               problems: Problems) -> Optional[str]:
+               problems: _Problems) -> Optional[str]:
     """The values of ``keys`` joined (null or "" ones left out); None after a problem."""
     values = [obj[key] for key in keys]
     bad = [key for key, value in zip(keys, values)
@@ -678,7 +838,7 @@ def _json_text(obj: dict, keys: list, separator: str, number: int,
     return separator.join(value for value in values if value)
 
 
-def _json_label(label, config: ReaderConfig, number: int, problems: Problems):
+def _json_label(label, config: ReaderConfig, number: int, problems: _Problems):
     """A string, an integer, true/false ("true"/"false"), or (multi-label) a list of them;
     None after a problem."""
     if isinstance(label, list) and config.multi_label and all(
@@ -717,11 +877,17 @@ class _SettingError(Exception):
 
 def read_file(path: str, config: ReaderConfig, opener=None,
               custom_patterns: Sequence[Tuple[str, str]] = ()) -> list[Record]:
-    """Reads and parses one file (``opener`` defaults to ``open``; Beam passes its own;
-    ``custom_patterns``: as ``parse``)."""
+    """Every record of one file (``opener`` defaults to ``open``; Beam passes its own;
+    ``custom_patterns``: as ``read_records``)."""
+    return list(iter_file(path, config, opener, custom_patterns))
+
+
+def iter_file(path: str, config: ReaderConfig, opener=None,
+              custom_patterns: Sequence[Tuple[str, str]] = ()) -> Iterator[Record]:
+    """``read_records`` of one file, opened with ``opener`` (as ``read_file``)."""
     opener = opener or (lambda p: open(p, "rb"))
     with opener(path) as f:
-        return parse(path, f.read(), config, custom_patterns)
+        yield from read_records(path, f, config, custom_patterns)
 
 
 HASH_BUCKETS = 100  # TFX's hash split: data.split hash, and multi-label data

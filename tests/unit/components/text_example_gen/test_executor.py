@@ -1,6 +1,8 @@
 """TextExampleGen's executor (components/text_example_gen/executor.py): how it finds its
 input files, and the reader settings it carries in its custom config."""
 import json
+import os
+import threading
 
 import apache_beam as beam
 import pytest
@@ -8,6 +10,7 @@ from google.protobuf import json_format
 
 from components.text_example_gen import executor
 from components.text_example_gen.parsing import InputDataError, ReaderConfig
+from serving.contract import TEXT_FEATURE
 
 
 def test_hidden_files_are_skipped_unless_the_pattern_names_them(tmp_path):
@@ -85,3 +88,37 @@ def test_the_patterns_an_error_quote_replaces_travel_in_the_custom_config():
     assert executor.excerpt_patterns_from_exec_properties(properties(
         privacy={"redact": "all", "custom_patterns": tickets})) == tickets
     assert executor.excerpt_patterns_from_exec_properties(properties()) == []
+
+
+def test_a_data_file_becomes_examples_as_it_is_read_not_after(tmp_path):
+    """The reader took a file whole (Beam's FileSystems.open, then read()), so a worker held
+    the file, its text, its rows and its examples at once. Here the file is a named pipe
+    whose writer holds back the file's last row until the first example has come: read
+    whole, the first example would wait for the end of the file."""
+    path = tmp_path / "pipe.csv"
+    os.mkfifo(path)
+    first_part = "sentence,label\n" + "a text of some length to fill the pipe,1\n" * 60_000
+    released, writer_gave_up = threading.Event(), []
+
+    def write():
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(first_part)  # 2.4 MB: more than a read chunk, more than the pipe holds
+            f.flush()
+            writer_gave_up.append(not released.wait(timeout=60))
+            f.write("the last row,0\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        examples = executor._read_examples(str(path), ReaderConfig("sentence", "label"), [])
+        first = next(iter(examples))
+        released.set()
+        rest = list(examples)
+    finally:
+        released.set()
+        writer.join()
+    assert writer_gave_up == [False]
+    text = first.features.feature[TEXT_FEATURE].bytes_list.value[0]
+    assert text == b"a text of some length to fill the pipe"
+    assert len(rest) == 60_000
+    assert rest[-1].features.feature[TEXT_FEATURE].bytes_list.value[0] == b"the last row"

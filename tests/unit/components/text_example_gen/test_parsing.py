@@ -7,11 +7,21 @@ import re
 
 import pytest
 
-from components.text_example_gen.parsing import (InputDataError, ReaderConfig, parse,
-                                                  read_file, split_buckets)
+from components.text_example_gen import parsing
+from components.text_example_gen.parsing import (InputDataError, ReaderConfig, iter_file,
+                                                  parse, read_file, split_buckets)
 from tests.support.paths import SHARED_DATA
 
 CONFIG = ReaderConfig(text_column="sentence", label_column="label")
+
+
+@pytest.fixture(autouse=True, params=["256KiB", "5B"])
+def chunk_bytes(request, monkeypatch):
+    """Every test reads its file in 256 KiB chunks, as files are read, and again in chunks of
+    5 bytes (after the 64 bytes the reader looks at first), so that line ends, characters
+    and quotes are cut at every place a chunk can end."""
+    if request.param == "5B":
+        monkeypatch.setattr(parsing, "CHUNK_BYTES", 5)
 
 
 def test_tsv_with_multiline_quoted_fields():
@@ -618,3 +628,71 @@ def test_error_excerpts_also_replace_the_runs_custom_patterns():
         with pytest.raises(InputDataError, match=r"their keys: \['sentence', 'lbl', "
                            + re.escape(shown)):
             parse("k.jsonl", keyed, CONFIG, custom_patterns=patterns)
+
+
+class _CountingReads:
+    """A binary file that counts the bytes read from it."""
+
+    def __init__(self, path):
+        self.file, self.read_bytes = open(path, "rb"), 0
+
+    def read(self, size=-1):
+        data = self.file.read(size)
+        self.read_bytes += len(data)
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+@pytest.mark.parametrize("name,row", [("big.csv", '"{i}: a review, ""quoted""",1\n'),
+                                      ("big.jsonl", '{{"sentence": "{i}: a review", "label": 1}}\n')])
+def test_a_file_is_read_a_chunk_at_a_time_and_its_bad_rows_named_at_the_end(
+        tmp_path, name, row):
+    """A file was read whole, then decoded, split and parsed whole: a worker held several
+    times the file's size at once. Now the first record comes after one chunk, and the bad
+    rows, found on the way, fail the file after its last good record."""
+    path = tmp_path / name
+    header = "sentence,label\n" if name.endswith(".csv") else ""
+    rows = [row.format(i=i) for i in range(40_000)]
+    rows[30_000] = rows[30_000].replace("1", "")  # a missing label, far into the file
+    path.write_text(header + "".join(rows), encoding="utf-8")
+    opened = []
+
+    def opener(p):
+        opened.append(_CountingReads(p))
+        return opened[0]
+
+    records = iter_file(str(path), CONFIG, opener)
+    first = next(records)
+    assert first.text == "0: a review" + (', "quoted"' if name.endswith(".csv") else "")
+    assert opened[0].read_bytes <= 64 + parsing.CHUNK_BYTES < path.stat().st_size
+    with pytest.raises(InputDataError, match=r"1 bad row\(s\):\n  line 3000\d: "):
+        for count, record in enumerate(records, start=2):
+            pass
+    assert count == 39_999 and record.text.startswith("39999: ")
+    assert opened[0].read_bytes == path.stat().st_size
+
+
+def test_a_multibyte_character_or_a_crlf_cut_by_a_chunk_reads_whole(monkeypatch):
+    """Chunk ends inside a character, between CR and LF, and inside a quoted field."""
+    data = ("sentence,label\r\n" + "".join(f'"文 {i}\r\nzwei 😀",{i % 2}\r\n'
+                                             for i in range(300))).encode("utf-8")
+    expected = [(2 + 2 * i, f"文 {i}\r\nzwei 😀", str(i % 2)) for i in range(300)]
+    for size in (1, 2, 3, 7, 64, 1000):
+        monkeypatch.setattr(parsing, "CHUNK_BYTES", size)
+        assert [(r.line, r.text, r.label) for r in parse("c.csv", data, CONFIG)] == expected
+    bad = data[:5000] + b"\xe9" + data[5000:]
+    line = data[:5000].count(b"\n") + 1
+    for size in (1, 2, 3, 7, 64, 1000):
+        monkeypatch.setattr(parsing, "CHUNK_BYTES", size)
+        with pytest.raises(InputDataError, match=rf"line {line}: invalid UTF-8 \(byte 0xe9 at "
+                                                 rf"offset 5000\)"):
+            parse("c.csv", bad, CONFIG)
+    cut = data + "é".encode("utf-8")[:1]  # the file ends inside a character
+    with pytest.raises(InputDataError, match=rf"line 602: invalid UTF-8 \(byte 0xc3 at "
+                                             rf"offset {len(data)}\)"):
+        parse("c.csv", cut, CONFIG)
