@@ -16,6 +16,7 @@ first line ends with one); lines are counted, and a JSON Lines file is split, at
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import dataclasses
 import fnmatch
@@ -349,9 +350,9 @@ def _records(path: str, stream, config: ReaderConfig) -> Iterator[Record]:
     if fmt == "jsonl":
         rows = _jsonl_rows(_lines(pieces, cr=False), config, problems)
     else:
-        head, cr = _first_line_end(pieces, config)
-        rows = _delimited_rows(_lines(_after(head, pieces), cr),
-                               "\t" if fmt == "tsv" else ",", config, problems)
+        delimiter = "\t" if fmt == "tsv" else ","
+        head, cr = _first_line_end(pieces, config, delimiter)
+        rows = _delimited_rows(_lines(_after(head, pieces), cr), delimiter, config, problems)
     labels = _LabelSpellings()
     count = 0
     try:
@@ -613,13 +614,17 @@ def _reads_as_a_row(parts: list, fields: int, label_index: int) -> bool:
     return len(parts) == fields and bool(re.fullmatch(r"\S{1,40}", parts[label_index].strip()))
 
 
-def _first_line_end(pieces: Iterator[str], config: ReaderConfig) -> Tuple[list, bool]:
-    """Reads from ``pieces`` (a text's start) until its first line break outside quotes:
-    (the pieces read, whether that break is a CR alone). Lines end at LF (a CR before it is
-    the csv module's to drop, '\r\r\n' too): a CR alone inside a field is not a line break,
-    except in a file whose first line ends with a CR alone (old Mac line ends; a LF in a
-    quoted field there is text)."""
-    read, quoted, crs = [], False, False  # crs: CRs outside quotes, deciding what follows
+def _first_line_end(pieces: Iterator[str], config: ReaderConfig,
+                    delimiter: str) -> Tuple[collections.deque, bool]:
+    """Reads from ``pieces`` (a text's start) until its first line break outside quoted
+    fields: (the pieces read, whether that break is a CR alone). Lines end at LF (a CR
+    before it is the csv module's to drop, '\r\r\n' too): a CR alone inside a field is not
+    a line break, except in a file whose first line ends with a CR alone (old Mac line
+    ends; a LF in a quoted field there is text). Fields are framed as the csv module frames
+    them: only a quote that starts a field opens a quoted field ('a 12" pizza' holds a
+    quote), and a doubled quote inside one is text."""
+    read, crs = collections.deque(), False  # crs: CRs outside quotes, deciding what follows
+    state = "start"  # of a field; or in one: "field", "quoted", "quote" (in a quoted one)
     for piece in pieces:
         read.append(piece)
         position = 0
@@ -631,12 +636,16 @@ def _first_line_end(pieces: Iterator[str], config: ReaderConfig) -> Tuple[list, 
                     return read, piece[position] != "\n"
                 break
             match = _QUOTE_OR_BREAK.search(piece, position)
+            stop = len(piece) if match is None else match.start()
+            if stop > position and state != "quoted":  # text, then a delimiter or not
+                state = "start" if piece[stop - 1] == delimiter else "field"
             if match is None:
                 break
             position = match.end()
             if match.group() == '"':
-                quoted = not quoted and config.quoting == "csv"
-            elif not quoted:
+                state = {"start": "quoted" if config.quoting == "csv" else "field",
+                         "field": "field", "quoted": "quote", "quote": "quoted"}[state]
+            elif state != "quoted":
                 if match.group() == "\n":
                     return read, False
                 crs = True
@@ -646,10 +655,10 @@ def _first_line_end(pieces: Iterator[str], config: ReaderConfig) -> Tuple[list, 
 _QUOTE_OR_BREAK = re.compile(r'"|\r|\n')
 
 
-def _after(head: list, pieces: Iterator[str]) -> Iterator[str]:
+def _after(head: collections.deque, pieces: Iterator[str]) -> Iterator[str]:
     """``head``'s pieces (let go of as they are handed on), then ``pieces``."""
     while head:
-        yield head.pop(0)
+        yield head.popleft()
     yield from pieces
 
 
@@ -733,8 +742,10 @@ def _jsonl_rows(lines: Iterator[str], config: ReaderConfig,
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:  # control characters in strings are text
-            obj = json.loads(line, strict=False, object_pairs_hook=_JsonObject.from_pairs)
+        try:  # control characters in strings are text; without its LF, a cut line's
+            # error has the column in it, not column 1 of the next line
+            obj = json.loads(line[:-1] if line.endswith("\n") else line, strict=False,
+                             object_pairs_hook=_JsonObject.from_pairs)
         except json.JSONDecodeError as e:
             problems.append((number, f"invalid JSON: {e.msg} (column {e.colno})"))
             continue

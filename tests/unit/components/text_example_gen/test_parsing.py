@@ -696,3 +696,40 @@ def test_a_multibyte_character_or_a_crlf_cut_by_a_chunk_reads_whole(monkeypatch)
     with pytest.raises(InputDataError, match=rf"line 602: invalid UTF-8 \(byte 0xc3 at "
                                              rf"offset {len(data)}\)"):
         parse("c.csv", cut, CONFIG)
+
+
+def test_a_json_error_names_the_column_of_its_own_line():
+    """Lines kept their line feed: a line cut short was reported at column 1 (of the
+    next line, as the JSON parser counts past the line feed)."""
+    with pytest.raises(InputDataError, match=r"line 1: invalid JSON: Expecting ',' "
+                                             r"delimiter \(column 26\)"):
+        parse("x.jsonl", b'{"sentence":"a","label":1\n{"sentence":"b","label":0}\n', CONFIG)
+    with pytest.raises(InputDataError, match=r"line 1: invalid JSON: Expecting property "
+                                             r"name .*\(column 18\)"):
+        parse("x.jsonl", b'{"sentence":"a",\r\n', CONFIG)
+
+
+def test_a_quote_inside_a_field_of_the_first_line_opens_nothing(tmp_path):
+    """Looking for the first line end, every quote opened or closed a quoted field, as
+    only one that starts a field does (the csv module's reading): a first row like
+    'a 12" pizza' made the reader read the whole file for the closing quote, and hold it,
+    and a file with CR line ends was then read as one line."""
+    named = ReaderConfig("t", "l", column_names=("t", "l"))
+    rows = 'a 12" pizza,1\r' + "".join(f"text {i},{i % 2}\r" for i in range(50_000))
+    assert [(r.line, r.text) for r in parse("p.csv", rows.encode(), named)][:2] == [
+        (1, 'a 12" pizza'), (2, "text 0")]
+    path = tmp_path / "p.csv"
+    path.write_text(rows.replace("\r", "\n"), encoding="utf-8", newline="")
+    opened = []
+
+    def opener(p):
+        opened.append(_CountingReads(p))
+        return opened[0]
+
+    first = next(iter_file(str(path), named, opener))
+    assert first.text == 'a 12" pizza'
+    assert opened[0].read_bytes <= 64 + parsing.CHUNK_BYTES < path.stat().st_size
+    # a quote that opens a field still hides the line ends in it
+    quoted = parse("q.csv", b'x,"q""a\r\nb",1\rc,0,1\r', ReaderConfig("1", "2", column_names=(
+        "0", "1", "2")))
+    assert [(r.text, r.label) for r in quoted] == [('q"a\r\nb', "1"), ("0", "1")]
