@@ -40,10 +40,13 @@ WORK = os.path.join(tempfile.gettempdir(), "bert_pipeline_bench")
 
 
 def git_commit(repo: str = REPO, short: bool = False) -> str:
-    """The checkout's HEAD commit ("unknown" outside git), for a results file."""
-    return subprocess.run(["git", "-C", repo, "rev-parse", *(["--short"] if short else []),
-                           "HEAD"], capture_output=True, text=True).stdout.strip() \
-        or "unknown"
+    """The checkout's HEAD commit ("unknown" outside git), for a results file; "+changes"
+    when tracked files differ from it (what ran was not that commit)."""
+    commit = subprocess.run(["git", "-C", repo, "rev-parse", *(["--short"] if short else []),
+                             "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", repo, "status", "--porcelain",
+                              "--untracked-files=no"], capture_output=True, text=True).stdout
+    return (commit + ("+changes" if changed.strip() else "")) if commit else "unknown"
 
 
 def write(name: str, result: dict) -> None:

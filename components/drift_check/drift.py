@@ -51,16 +51,9 @@ class ProfileCounts:
         self.unknown += sum(unknown_counts)
 
     def profile(self) -> SpanProfile:
+        """The profile of the rows added so far."""
         return SpanProfile(self.rows, dict(self.labels), list(self.lengths),
                            self.unknown / self.pieces if self.pieces else 0.0)
-
-
-def profile(labels: Sequence[Sequence[str]], piece_counts: Sequence[int],
-            unknown_counts: Sequence[int]) -> SpanProfile:
-    """Profile of rows given as ``ProfileCounts.add`` takes them."""
-    counts = ProfileCounts()
-    counts.add(labels, piece_counts, unknown_counts)
-    return counts.profile()
 
 
 def _normalise(counts: Dict) -> Dict:

@@ -38,7 +38,7 @@ def reader_config_to_proto(config: parsing.ReaderConfig, window: Optional[dict] 
     format every component that reads data files takes them in), the span window
     ({"spans", "span_pattern", "patterns"}), the redaction settings ({"redact",
     "custom_patterns"}), the split method and the (name, pattern) pairs an error's quote
-    of a row replaces (``parsing.parse``'s ``custom_patterns``)."""
+    of a row replaces (``parsing.read_records``'s ``custom_patterns``)."""
     if split_method not in SPLIT_METHODS:
         raise ValueError(f"data.split must be one of {', '.join(SPLIT_METHODS)}, not "
                          f"'{split_method}'")

@@ -249,15 +249,14 @@ class _Source:
         while True:
             chunk += self._read(CHUNK_BYTES - len(chunk))
             final = not chunk
-            if not final:
-                nul = chunk.find(b"\x00")
-                if nul >= 0:
-                    line = newlines + chunk.count(b"\n", 0, nul) + 1
-                    raise InputDataError(
-                        f"{self.path}: not a text file (NUL byte at offset {offset + nul}, "
-                        f"line {line})"
-                        + ("; it looks like UTF-16 text without a byte order mark: "
-                           "re-encode the file as UTF-8" if _looks_utf16(head) else ""))
+            nul = chunk.find(b"\x00")  # first: a binary file is named as such
+            if nul >= 0:
+                line = newlines + chunk.count(b"\n", 0, nul) + 1
+                raise InputDataError(
+                    f"{self.path}: not a text file (NUL byte at offset {offset + nul}, line "
+                    f"{line})"
+                    + ("; it looks like UTF-16 text without a byte order mark: re-encode "
+                       "the file as UTF-8" if _looks_utf16(head) else ""))
             pending = len(decoder.getstate()[0])  # an unfinished character's bytes
             try:
                 text = decoder.decode(chunk[fed:], final)
@@ -547,7 +546,7 @@ def _delimited_rows(lines: Iterator[str], delimiter: str, config: ReaderConfig,
         except csv.Error as e:
             raise _SettingError(f"line {reader.line_num}: malformed header: "
                                 f"{_csv_error(e)}"
-                                f"{_quote_hint(config, read.since())}") from None
+                                f"{_quote_hint(config, read.escaped_quote)}") from None
         source = "the header"
     text_indexes = _resolve(config.text_column, "data.text_column", header, source)
     label_index = _resolve(config.label_column, "data.label_column", header, source)[0]
@@ -567,7 +566,7 @@ def _delimited_rows(lines: Iterator[str], delimiter: str, config: ReaderConfig,
             return
         except csv.Error as e:
             problems.append((start, f"malformed row: {_csv_error(e)}"
-                                    f"{_quote_hint(config, read.since())}"))
+                                    f"{_quote_hint(config, read.escaped_quote)}"))
             return  # the rest of the file cannot be framed reliably
         if row and [field.strip().lstrip("\ufeff") for field in row] == header:
             problems.append((start, "a header row, but data.column_names says the file has "
@@ -663,26 +662,24 @@ def _after(head: collections.deque, pieces: Iterator[str]) -> Iterator[str]:
 
 
 class _RecordLines:
-    """The lines handed to the csv module, keeping those of the record it reads now (for
-    ``_quote_hint``)."""
+    """The lines handed to the csv module, noting whether those of the record it reads now
+    hold a backslash-escaped quote (for ``_quote_hint``; the lines themselves are not kept:
+    a quote left open makes the rest of the file one record)."""
 
     def __init__(self, lines: Iterator[str]):
-        self._lines, self._since = lines, []
+        self._lines, self.escaped_quote = lines, False
 
     def __iter__(self) -> "_RecordLines":
         return self
 
     def __next__(self) -> str:
         line = next(self._lines)
-        self._since.append(line)
+        self.escaped_quote = self.escaped_quote or '\\"' in line
         return line
 
     def forget(self) -> None:
-        self._since.clear()
-
-    def since(self) -> str:
-        """The lines read since ``forget``."""
-        return "".join(self._since)
+        """A new record starts."""
+        self.escaped_quote = False
 
 
 def _refuse_picked_twice(header: list[str], source: str, picked: dict) -> None:
@@ -708,11 +705,11 @@ def _csv_error(error: csv.Error) -> str:
     return str(error)
 
 
-def _quote_hint(config: ReaderConfig, record: str) -> str:
-    """What to change for a malformed record (its lines, ``record``)."""
+def _quote_hint(config: ReaderConfig, escaped_quote: bool) -> str:
+    """What to change for a malformed record (``escaped_quote``: its lines hold \\")."""
     if config.quoting != "csv":
         return ""
-    if '\\"' in record:  # Spark's and MySQL's exports; quoting none would keep the \"
+    if escaped_quote:  # Spark's and MySQL's exports; quoting none would keep the \"
         return ('; quotes inside fields look escaped with a backslash (\\"), as Spark and '
                 'MySQL write them: this reader reads RFC 4180 CSV, where they are doubled '
                 '(""): export it so (Spark: option escape \'"\')')

@@ -18,16 +18,24 @@ def test_distances():
     assert [drift.length_bucket(n) for n in (0, 4, 5, 512, 513)] == [0, 0, 1, 7, 8]
 
 
+def _profile(labels, pieces, unknown) -> drift.SpanProfile:
+    """The profile of rows added in two batches, as a span's batches are."""
+    counts = drift.ProfileCounts()
+    counts.add(labels[:7], pieces[:7], unknown[:7])
+    counts.add(labels[7:], pieces[7:], unknown[7:])
+    return counts.profile()
+
+
 def test_limits_come_from_the_curated_schema_and_compare_names_each_problem():
     schema = text_format.Parse(open(CURATED_SCHEMA).read(), schema_pb2.Schema())
     limits = drift.limits_from_schema(schema, "label", "text",
                                       drift.DriftLimits(0.9, 0.9, 0.02))
     assert (limits.label_l_infinity, limits.length_js_divergence,
             limits.unknown_share_increase) == (0.25, 0.25, 0.02)
-    previous = drift.profile([["0"], ["1"]] * 50, [10] * 100, [0] * 100)
-    same = drift.profile([["1"], ["0"]] * 40, [10] * 80, [0] * 80)
+    previous = _profile([["0"], ["1"]] * 50, [10] * 100, [0] * 100)
+    same = _profile([["1"], ["0"]] * 40, [10] * 80, [0] * 80)
     assert drift.compare(same, previous, limits, "span 2", "span 1")[0] == []
-    shifted = drift.profile([["1"]] * 90 + [["0"]] * 10, [200] * 100, [20] * 100)
+    shifted = _profile([["1"]] * 90 + [["0"]] * 10, [200] * 100, [20] * 100)
     problems, figures = drift.compare(shifted, previous, limits, "span 3", "span 2")
     assert figures["label_l_infinity"] == pytest.approx(0.4)
     assert figures["unknown_share_increase"] == pytest.approx(0.1)

@@ -101,13 +101,16 @@ def test_a_data_file_becomes_examples_as_it_is_read_not_after(tmp_path):
     released, writer_gave_up = threading.Event(), []
 
     def write():
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(first_part)  # 2.4 MB: more than a read chunk, more than the pipe holds
-            f.flush()
-            writer_gave_up.append(not released.wait(timeout=60))
-            f.write("the last row,0\n")
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(first_part)  # 2.4 MB: more than a read chunk and than a pipe holds
+                f.flush()
+                writer_gave_up.append(not released.wait(timeout=60))
+                f.write("the last row,0\n")
+        except BrokenPipeError:  # the reader failed and closed its end
+            pass
 
-    writer = threading.Thread(target=write)
+    writer = threading.Thread(target=write, daemon=True)
     writer.start()
     try:
         examples = executor._read_examples(str(path), ReaderConfig("sentence", "label"), [])
@@ -116,7 +119,9 @@ def test_a_data_file_becomes_examples_as_it_is_read_not_after(tmp_path):
         rest = list(examples)
     finally:
         released.set()
-        writer.join()
+        if writer.is_alive():  # a reader that failed before opening the pipe: the writer
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # waits in open()
+        writer.join(timeout=90)
     assert writer_gave_up == [False]
     text = first.features.feature[TEXT_FEATURE].bytes_list.value[0]
     assert text == b"a text of some length to fill the pipe"

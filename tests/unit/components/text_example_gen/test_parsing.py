@@ -733,3 +733,26 @@ def test_a_quote_inside_a_field_of_the_first_line_opens_nothing(tmp_path):
     quoted = parse("q.csv", b'x,"q""a\r\nb",1\rc,0,1\r', ReaderConfig("1", "2", column_names=(
         "0", "1", "2")))
     assert [(r.text, r.label) for r in quoted] == [('q"a\r\nb', "1"), ("0", "1")]
+
+
+def test_a_quote_left_open_is_named_without_a_second_copy_of_the_file():
+    """A quote left open makes the rest of the file one field (the csv module holds it to
+    the end, where it is named). The reader also kept every line of that record for the
+    error's hint: a second copy of the file."""
+    import tracemalloc
+
+    rows = "".join(f"text number {i},{i % 2}\n" for i in range(100_000))  # 2.2 MB
+    data = ('sentence,label\n"left open,1\n' + rows).encode()
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputDataError, match=r"line 2: malformed row: unexpected end of "
+                                                 r"data; if quotes in this file are plain "
+                                                 r"text, set data.quoting none"):
+            parse("x.csv", data, CONFIG)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the csv module's open field takes 4 bytes a character; the lines kept took 4 more
+    assert peak < 7 * len(data), (peak, len(data))
+    with pytest.raises(InputDataError, match=r"escaped with a backslash"):
+        parse("x.csv", b'sentence,label\n"a \\"b\\" c,1\n' + rows.encode(), CONFIG)
