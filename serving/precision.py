@@ -21,6 +21,7 @@ the rewrite on variables (SST-2 dev: the same labels, probabilities within 0.004
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from typing import Dict, FrozenSet, Optional
@@ -101,9 +102,6 @@ class FoldedSignature:
     """
 
     def __init__(self, fn):
-        from tensorflow.python.framework.convert_to_constants import (
-            convert_variables_to_constants_v2)
-
         self.structured_input_signature = fn.structured_input_signature
         self.structured_outputs = fn.structured_outputs
         args = len(fn.inputs) - len(fn.captured_inputs)
@@ -114,7 +112,7 @@ class FoldedSignature:
             raise ValueError(f"inputs {sorted(keys)} do not match the signature's "
                              f"{sorted(by_spec)}")
         captured = {t.name: value for t, value in zip(fn.inputs[args:], fn.captured_inputs)}
-        frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
+        frozen = _freeze(fn)
         self._keys = [keys[t.name] for t in frozen.inputs[:args]]
         self._captured = [captured[t.name] for t in frozen.inputs[args:]]
         self._function = _runtime_function(frozen)
@@ -128,6 +126,53 @@ class FoldedSignature:
         flat = self._function(*(inputs[key] for key in self._keys), *self._captured)
         return tf.nest.pack_sequence_as(self.structured_outputs, flat or [],
                                         expand_composites=True)
+
+
+def _freeze(fn):
+    """``convert_variables_to_constants_v2(fn, lower_control_flow=False)``, with the functions
+    of the frozen graph renamed for this signature alone. Grappler names the copies it
+    specializes for each call site after the function called, so two signatures that run
+    the same function (the redaction's tf.while_loop) each bring a different definition
+    under one name: the runtime refused the second ('a duplicate function ... where the
+    previous and current definitions differ'), and TensorFlow's converter removes an
+    earlier one of that name, which another folded signature still runs."""
+    from tensorflow.python.framework import convert_to_constants as convert
+
+    build = getattr(convert, "_construct_concrete_function", None)
+    data = getattr(convert, "_FunctionConverterDataInEager", None)
+    replace = getattr(convert, "_replace_variables_by_constants", None)
+    if None in (build, data, replace):  # not TensorFlow 2.16's internals: its own way
+        return convert.convert_variables_to_constants_v2(fn, lower_control_flow=False)
+    graph_def, converted = replace(converter_data=data(
+        func=fn, lower_control_flow=False, aggressive_inlining=False))
+    _rename_functions(graph_def, f"_folded_{next(_FOLDED)}")
+    return build(fn, graph_def, converted)
+
+
+_FOLDED = itertools.count()
+
+
+def _rename_functions(graph_def, suffix: str) -> None:
+    """Every function of ``graph_def``'s library renamed to its name + ``suffix``, in its
+    definition, its gradient entries and every node that calls it (op or attribute)."""
+    names = {f.signature.name: f.signature.name + suffix for f in graph_def.library.function}
+
+    def calls(nodes):
+        for node in nodes:
+            node.op = names.get(node.op, node.op)
+            for attr in node.attr.values():
+                if attr.HasField("func"):
+                    attr.func.name = names.get(attr.func.name, attr.func.name)
+                for func in attr.list.func:
+                    func.name = names.get(func.name, func.name)
+
+    calls(graph_def.node)
+    for function in graph_def.library.function:
+        function.signature.name = names[function.signature.name]
+        calls(function.node_def)
+    for gradient in graph_def.library.gradient:
+        gradient.function_name = names.get(gradient.function_name, gradient.function_name)
+        gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)
 
 
 def _runtime_function(concrete):
@@ -166,14 +211,19 @@ def _placeholder_name(name: str) -> str:
 
 
 def fold_weights(signatures: Dict, log_name: str) -> Dict:
-    """Each signature folded (``FoldedSignature``); one that cannot be is kept as it is,
-    with a warning (its answers are the same, only slower). The Python graphs the folding
-    built (reference cycles) and the heap it freed go back to the system before the
-    warmup, which may run on other threads (batching) whose malloc arenas cannot reuse it."""
+    """Each signature that reads variables folded (``FoldedSignature``); one that reads
+    none (the project's redact_text) has nothing to fold and is kept as it is, and so is
+    one that cannot be folded, with a warning (its answers are the same, only slower).
+    The Python graphs the folding built (reference cycles) and the heap it freed go back to
+    the system before the warmup, which may run on other threads (batching) whose malloc
+    arenas cannot reuse it."""
     from serving.memory import release_memory
 
     folded = {}
     for key, fn in signatures.items():
+        if not getattr(fn, "variables", True):  # (converting one fails beside a folded
+            folded[key] = fn  # signature that runs the same tf.while_loop)
+            continue
         try:
             folded[key] = FoldedSignature(fn)
         except Exception as error:  # noqa: BLE001 - any failure: serve it unfolded

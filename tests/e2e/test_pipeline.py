@@ -122,6 +122,7 @@ def test_pipeline_pushes_a_servable_model_and_gate_blocks_a_worse_one(
         "classify": {"classes": [0, 3], "scores": [0, 3]}}
 
     check_served_model_matches_in_process(str(model_root), outputs, info["labels"], capsys)
+    check_every_signature_folds(str(version_dir), outputs)
 
     # Only ops stock TF Serving registers: core TensorFlow + tf-text 2.12's tokenizer ops.
     ops = export.saved_model_ops(str(version_dir))
@@ -199,6 +200,34 @@ def check_served_model_matches_in_process(model_base: str, in_process: dict, lab
             lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
             assert [line["label"] for line in lines] == expected["label"]
             assert [line["text"] for line in lines] == TEXTS
+
+
+def check_every_signature_folds(version_dir: str, in_process: dict) -> None:
+    """--bfloat16_fold_weights's folding (serving/precision.py; it needs no bfloat16 CPU)
+    of every signature with weights, in this process, where the pipeline's components
+    already ran the same redaction: the redaction's tf.while_loop, which several
+    signatures run, failed to fold in all but the first (a duplicate function name in the
+    runtime), and a folded signature answers as the SavedModel does."""
+    import numpy as np
+    import tensorflow as tf
+
+    from serving.precision import FoldedSignature, fold_weights
+
+    loaded = tf.saved_model.load(version_dir)
+    folded = fold_weights(dict(loaded.signatures), "bert_classifier 1")
+    unfolded = {key for key, fn in folded.items() if not isinstance(fn, FoldedSignature)}
+    assert unfolded == {key for key, fn in loaded.signatures.items() if not fn.variables}
+    assert not {"predict_text", "serving_default", "classify"} & unfolded, unfolded
+    examples = tf.constant([tf_example(t) for t in TEXTS])
+    for key, inputs in (("predict_text", {"text": tf.constant(TEXTS)}),
+                        ("serving_default", {"examples": examples})):
+        got = folded[key](**inputs)
+        np.testing.assert_allclose(got["probabilities"].numpy(),
+                                   in_process["text"]["probabilities"], atol=1e-5)
+    scores = folded["classify"](inputs=examples)["scores"].numpy()
+    np.testing.assert_allclose(scores, in_process["text"]["probabilities"], atol=1e-5)
+    assert folded["redact_text"](text=tf.constant(["mail a@b.example"]))["text"].numpy()[0] \
+        == b"mail [unused1]"
 
 
 def tf_example(text: str) -> bytes:

@@ -82,6 +82,47 @@ def test_a_signature_that_cannot_be_folded_is_served_as_it_is(caplog):
     assert "signature 'odd' cannot have its weights folded" in caplog.text
 
 
+def test_a_model_whose_signatures_share_the_redaction_loop_has_them_all_served(
+        tmp_path, caplog):
+    """The redaction's tf.while_loop in a signature that reads no variables (redact_text)
+    failed to fold after a signature with weights had ('a duplicate function with name:
+    while_cond_function_0 where the previous and current definitions differ'): a
+    warning on every bfloat16 load of the project's models. A signature without variables
+    has nothing to fold and is served as it is, quietly."""
+    import numpy as np
+    import tensorflow as tf
+
+    from models import redaction
+    from serving.precision import FoldedSignature, fold_weights
+
+    module = tf.Module()
+    module.weight = tf.Variable(2.0)
+    redactor = redaction.from_settings({"redact": "all", "custom_patterns": []})
+    spec = [tf.TensorSpec([None], tf.string, name="text")]
+
+    @tf.function(input_signature=spec, autograph=False)
+    def predict_text(text):
+        return {"score": tf.cast(tf.strings.length(redactor(text)[0]), tf.float32)
+                * module.weight}
+
+    @tf.function(input_signature=spec, autograph=False)
+    def redact_text(text):
+        return {"text": redactor(text)[0]}
+
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={
+        "predict_text": predict_text.get_concrete_function(),
+        "redact_text": redact_text.get_concrete_function()})
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    folded = fold_weights(dict(loaded.signatures), "m 1")
+    assert "cannot have its weights folded" not in caplog.text
+    assert isinstance(folded["predict_text"], FoldedSignature)
+    text = tf.constant(["mail a@b.example", "call 555-123-4567 now"])
+    assert [t.decode() for t in folded["redact_text"](text=text)["text"].numpy()] == [
+        "mail [unused1]", "call [unused3] now"]
+    np.testing.assert_allclose(folded["predict_text"](text=text)["score"].numpy(),
+                               [28.0, 36.0])
+
+
 def test_folded_signature_finds_inputs_whose_names_tensorflow_changed(tmp_path):
     """The input 'Z-score' is the signature's 'Z_score' and the placeholder 'z_score'; the
     inputs are matched through that name, in whatever order."""
