@@ -74,6 +74,8 @@ import glob, tensorflow as tf
 examples = sum(1 for path in glob.glob(os.path.join(root, "out", "TextExampleGen", "examples",
                                                     "*", "Split-*", "*"))
                for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+import shutil
+shutil.rmtree(root)  # the component's output, its metadata and the data folder's link
 """),
 }
 

@@ -221,8 +221,8 @@ def fold_weights(signatures: Dict, log_name: str) -> Dict:
 
     folded = {}
     for key, fn in signatures.items():
-        if not getattr(fn, "variables", True):  # (converting one fails beside a folded
-            folded[key] = fn  # signature that runs the same tf.while_loop)
+        if not getattr(fn, "variables", True):  # nothing to fold: served as it is
+            folded[key] = fn
             continue
         try:
             folded[key] = FoldedSignature(fn)
