@@ -23,12 +23,17 @@ TIMEOUT_MS = 3000  # --rest_api_timeout_in_ms, and the gRPC client's deadline
 
 
 class Spin(tf.Module):
-    """Counts to the largest ``n`` of the batch: predict and regress signatures."""
+    """Counts to the largest ``n`` of the batch: predict and regress signatures. The step
+    is a variable, so --bfloat16_fold_weights has a weight to fold (a signature without
+    variables is served as it is)."""
 
-    @staticmethod
-    def count(n):
+    def __init__(self):
+        super().__init__()
+        self.step = tf.Variable(1, dtype=tf.int64)
+
+    def count(self, n):
         limit = tf.reduce_max(n)
-        done = tf.while_loop(lambda i: i < limit, lambda i: i + 1,
+        done = tf.while_loop(lambda i: i < limit, lambda i: i + self.step,
                              [tf.constant(0, tf.int64)])[0]
         return n * 0 + done
 
