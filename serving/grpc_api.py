@@ -65,12 +65,26 @@ _REQUEST_DTYPES = frozenset(
         tf.complex64, tf.complex128))
 
 
+# The repeated field of each request type's values, and the numbers that make one value.
+_VALUE_FIELDS = {
+    **{tf.dtypes.as_dtype(d).as_datatype_enum: (field, 1) for d, field in (
+        (tf.float16, "half_val"), (tf.bfloat16, "half_val"), (tf.float32, "float_val"),
+        (tf.float64, "double_val"), (tf.int8, "int_val"), (tf.int16, "int_val"),
+        (tf.int32, "int_val"), (tf.uint8, "int_val"), (tf.uint16, "int_val"),
+        (tf.int64, "int64_val"), (tf.uint32, "uint32_val"), (tf.uint64, "uint64_val"),
+        (tf.bool, "bool_val"), (tf.string, "string_val"))},
+    types_pb2.DT_COMPLEX64: ("scomplex_val", 2), types_pb2.DT_COMPLEX128: ("dcomplex_val", 2)}
+
+
 def decode_tensor(name: str, proto, max_bytes: int):
     """A request TensorProto as numpy, its declared size checked before anything is
-    allocated: a shape of 1e10 elements is refused, not attempted."""
+    allocated: a shape of 1e10 elements is refused, not attempted. As TF Serving
+    (Tensor::FromProto): typed values beyond the shape are left out, and short of it the
+    last one repeats; ``tensor_content`` must fit the shape."""
     if proto.dtype not in _REQUEST_DTYPES:
-        raise invalid(f"input '{name}': tensor type "
-                      f"{types_pb2.DataType.Name(proto.dtype)} cannot be sent in a request")
+        kind = (types_pb2.DataType.Name(proto.dtype)
+                if proto.dtype in types_pb2.DataType.values() else f"{proto.dtype} (unknown)")
+        raise invalid(f"input '{name}': tensor type {kind} cannot be sent in a request")
     if proto.tensor_shape.unknown_rank:
         raise invalid(f"input '{name}': tensor shape has unknown rank")
     dims = [d.size for d in proto.tensor_shape.dim]
@@ -82,6 +96,10 @@ def decode_tensor(name: str, proto, max_bytes: int):
         raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"input '{name}': shape {dims} holds {elements} elements, more "
                            f"than a request may hold ({max_bytes} bytes)")
+    field, per = _VALUE_FIELDS[proto.dtype]
+    if not proto.tensor_content and len(getattr(proto, field)) > elements * per:
+        proto = type(proto).FromString(proto.SerializeToString())  # the request stays whole
+        del getattr(proto, field)[elements * per:]
     try:
         return tf.make_ndarray(proto)
     except Exception as error:  # noqa: BLE001  any inconsistency between shape and values
@@ -120,12 +138,16 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_answers(counted=True)
     def Predict(self, request, context):
         ref = _ref(request.model_spec)
-        inputs = {k: decode_tensor(k, v, self.max_tensor_bytes)
-                  for k, v in request.inputs.items()}
+        signature = request.model_spec.signature_name
         try:
+            # as TF Serving, the model, version and signature are found before the
+            # tensors are read: an unknown model is NOT_FOUND whatever its inputs
+            self.service.store.get(ref.name, ref.version, ref.label).signature(signature)
+            inputs = {k: decode_tensor(k, v, self.max_tensor_bytes)
+                      for k, v in request.inputs.items()}
             servable, key, outputs = self.service.predict(
-                ref, request.model_spec.signature_name, inputs, "GRPC",
-                list(request.output_filter), _deadline(context))
+                ref, signature, inputs, "GRPC", list(request.output_filter),
+                _deadline(context))
         except SignatureNotFound as error:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f'Serving signature key "{error.key}" not found.') from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any, Dict, List, Tuple
 
@@ -29,8 +30,21 @@ _JSON_DTYPES = frozenset((tf.float32, tf.float64, tf.int32, tf.int16, tf.int8, t
                           tf.string, tf.int64, tf.bool, tf.uint32, tf.uint64))
 
 
-_DECODER = json.JSONDecoder()
+def _double(text: str) -> float:
+    """A JSON number with a fraction or an exponent; as rapidjson (kParseErrorNumberTooBig),
+    one beyond a double's range is refused, not read as Infinity (which the model ran on)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"Number too big to be stored in double: {text[:40]}")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_float=_double)
 _JSON_SPACE = " \t\n\r"
+# How much of a request's value an error message quotes (json_tensor.cc
+# kMaxJsonDebugStringBytes): a refused 500 KB value is not sent back whole.
+QUOTE_LIMIT = 256
+_QUOTER = json.JSONEncoder()
 
 
 def parse_body(body: bytes, strict: bool = False) -> dict:
@@ -39,7 +53,8 @@ def parse_body(body: bytes, strict: bool = False) -> dict:
     endpoints)."""
     try:
         text = body.decode("utf-8").removeprefix("\ufeff")  # rapidjson's stream skips a BOM
-        parsed = json.loads(text) if strict else _DECODER.raw_decode(text.lstrip(_JSON_SPACE))[0]
+        parsed = (json.loads(text, parse_float=_double) if strict
+                  else _DECODER.raw_decode(text.lstrip(_JSON_SPACE))[0])
     except (UnicodeDecodeError, ValueError) as error:  # ValueError: an int of > 4300 digits
         raise invalid(f"JSON Parse error: {error}") from None
     except RecursionError:
@@ -76,7 +91,7 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
                 extra = sorted(set(instance) - set(names))
                 if missing or extra:
                     raise invalid(f"Failed to process element: {i} of 'instances' list. "
-                                  f"JSON object: {json.dumps(instance)} must only have keys: "
+                                  f"JSON object: {quoted(instance)} must only have keys: "
                                   f"{','.join(names)}")
                 values = instance
             elif len(names) == 1:
@@ -97,6 +112,16 @@ def decode_predict(body: dict, signature_def) -> Tuple[Tensors, bool]:
         raise invalid("inputs is a plain value/list, but expecting an object as multiple "
                       "input tensors required as per tensorinfo_map")
     return {names[0]: to_array(inputs, dtypes[names[0]], names[0])}, False
+
+
+def quoted(value: Any) -> str:
+    """``value`` as JSON for an error message, cut after ``QUOTE_LIMIT`` characters."""
+    text = ""
+    for chunk in _QUOTER.iterencode(value):
+        text += chunk
+        if len(text) > QUOTE_LIMIT:
+            return text[:QUOTE_LIMIT] + "..."
+    return text
 
 
 def _is_object(value: Any) -> bool:
@@ -183,7 +208,7 @@ def _stack(leaves, dtype: tf.DType, name: str) -> np.ndarray:
 def _leaf(leaf: Any, dtype: tf.DType, name: str):
     if dtype not in _JSON_DTYPES:
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Conversion of JSON Value: "
-                                                          f"{json.dumps(leaf)} to type: "
+                                                          f"{quoted(leaf)} to type: "
                                                           f"{type_name(dtype)}")
     if dtype == tf.string:
         if isinstance(leaf, str):
@@ -205,7 +230,7 @@ def _leaf(leaf: Any, dtype: tf.DType, name: str):
         return leaf
     elif isinstance(leaf, float) and dtype.is_floating:
         return leaf  # bare NaN and Infinity included; TF Serving refuses them as strings
-    raise invalid(f"JSON Value: {json.dumps(leaf)} Type: {_json_type(leaf)} is not of "
+    raise invalid(f"JSON Value: {quoted(leaf)} Type: {_json_type(leaf)} is not of "
                   f"expected type: {type_name(dtype)}")
 
 
@@ -244,11 +269,14 @@ def decode_examples(body: dict) -> List[bytes]:
         raise invalid("'context' must be a JSON object")
     serialized = []
     _check_names(context, "context")
+    # read once, as TF Serving: every value checked, even one each example replaces
+    shared = {key: _feature(value, "context", key) for key, value in context.items()}
     for i, example in enumerate(examples):
         if not isinstance(example, dict):
             raise invalid(f"example {i} is not a JSON object")
         _check_names(example, f"example {i}")
-        feature = {key: _feature(value, i, key) for key, value in {**context, **example}.items()}
+        feature = {**shared, **{key: _feature(value, f"example {i}", key)
+                                for key, value in example.items()}}
         serialized.append(tf.train.Example(
             features=tf.train.Features(feature=feature)).SerializeToString())
     return serialized
@@ -265,11 +293,12 @@ def _check_names(features: dict, where: str) -> None:
                           f"({where}, a feature name)") from None
 
 
-def _feature(value: Any, index: int, key: str) -> tf.train.Feature:
+def _feature(value: Any, place: str, key: str) -> tf.train.Feature:
     """As TF Serving: the first value sets the feature's kind (bytes, int64, float) and
     every other value must be of it; booleans are int64 1/0, integers beyond uint64 (or
-    below int64) are floats, integers in uint64 but not int64 are refused."""
-    where = f"example {index}, feature '{key}'"
+    below int64) are floats, integers in uint64 but not int64 are refused. ``place``:
+    "context" or "example N", for the messages."""
+    where = f"{place}, feature '{key}'"
     items, kind = [], None
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, str) or _is_b64(item):

@@ -584,3 +584,47 @@ def test_bodies_and_paths_tf_serving_reads_are_not_internal_errors(server):
     answer = requests.get(f"{models}/%ff")
     assert answer.status_code == 404 and "Could not find any versions of model" in \
         answer.json()["error"]
+
+
+def test_grpc_finds_the_model_and_signature_before_reading_tensors(server):
+    """As TF Serving's Predict (PredictWithModelSpec, then RunPredict): an unknown model
+    is NOT_FOUND and an unknown signature FAILED_PRECONDITION whatever the tensors; a bad
+    tensor was INVALID_ARGUMENT (or RESOURCE_EXHAUSTED) first here. A tensor type with no
+    name is INVALID_ARGUMENT (it was INTERNAL)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    def predict(model, signature, tensor):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = model, signature
+        request.inputs["x"].CopyFrom(tensor)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(request, timeout=30)
+        return error.value.code()
+
+    broken = tf.make_tensor_proto(np.array([1.0, 2.0, 3.0], np.float32))
+    broken.tensor_content = broken.tensor_content[:5]
+    huge = tf.make_tensor_proto(np.array([1.0], np.float32))
+    huge.tensor_shape.dim[0].size = 2**40
+    unnamed = tf.make_tensor_proto(np.array([1.0], np.float32))
+    unnamed.dtype = 999
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for tensor in (broken, huge, unnamed):
+            assert predict("nope", "", tensor) == grpc.StatusCode.NOT_FOUND
+            assert predict("half", "nosig", tensor) == grpc.StatusCode.FAILED_PRECONDITION
+        assert predict("half", "", broken) == grpc.StatusCode.INVALID_ARGUMENT
+        assert predict("half", "", huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert predict("half", "", unnamed) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_rest_refuses_numbers_beyond_a_double_and_quotes_little(server):
+    """1e400 was read as Infinity and run (200); TF Serving's rapidjson refuses it (400).
+    A refused value is quoted up to 256 characters, as TF Serving (it was sent back
+    whole)."""
+    models = f"{server.rest_url}/v1/models"
+    answer = requests.post(f"{models}/half:predict", data=b'{"instances": [1e400, 1.0]}')
+    assert answer.status_code == 400 and "Number too big" in answer.json()["error"]
+    answer = requests.post(f"{models}/half:predict",
+                           json={"instances": [{"x": 1.0, "z": ["text " * 20] * 500}]})
+    assert answer.status_code == 400 and len(answer.content) < 1000, answer.content[:200]
