@@ -73,7 +73,7 @@ _URL_END = rf"A-Za-z0-9\-_~/#=&%+{_LETTER}"  # no trailing '.', ',', ')' ...
 # is not taken in. A host: user info, labels (one that begins with CJK is CJK to its end:
 # https://例子.测试/…, https://www.例え.jp/…; so CJK text right after such a host, with no
 # path, is taken in), or an IPv6 literal, and a port.
-_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\x{3099}\x{309A}"  # + kana voicing marks
 _URL_PATH = rf"[{_URL_CHAR}]*[{_URL_END}](?:[{_CJK}]+[{_URL_CHAR}]*[{_URL_END}])*"
 _URL_LABEL = rf"(?:[{_LETTER}A-Za-z_~%\-]+|[{_CJK}][{_CJK}{_LETTER}A-Za-z_~%\-]*)"
 _URL_HOST = (rf"(?:[A-Za-z0-9\-._~!$&'()*+,;=:%{_LETTER}]+@)?"

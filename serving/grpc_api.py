@@ -58,22 +58,7 @@ def _answers(method=None, *, counted: bool = False):
 
 
 # Tensor types a request may carry (no resources, variants or reference types).
-_REQUEST_DTYPES = frozenset(
-    tf.dtypes.as_dtype(d).as_datatype_enum for d in (
-        tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int8, tf.int16, tf.int32,
-        tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.bool, tf.string,
-        tf.complex64, tf.complex128))
-
-
-# The repeated field of each request type's values, and the numbers that make one value.
-_VALUE_FIELDS = {
-    **{tf.dtypes.as_dtype(d).as_datatype_enum: (field, 1) for d, field in (
-        (tf.float16, "half_val"), (tf.bfloat16, "half_val"), (tf.float32, "float_val"),
-        (tf.float64, "double_val"), (tf.int8, "int_val"), (tf.int16, "int_val"),
-        (tf.int32, "int_val"), (tf.uint8, "int_val"), (tf.uint16, "int_val"),
-        (tf.int64, "int64_val"), (tf.uint32, "uint32_val"), (tf.uint64, "uint64_val"),
-        (tf.bool, "bool_val"), (tf.string, "string_val"))},
-    types_pb2.DT_COMPLEX64: ("scomplex_val", 2), types_pb2.DT_COMPLEX128: ("dcomplex_val", 2)}
+_REQUEST_DTYPES = frozenset(protos.VALUE_FIELDS)
 
 
 def decode_tensor(name: str, proto, max_bytes: int):
@@ -96,10 +81,12 @@ def decode_tensor(name: str, proto, max_bytes: int):
         raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"input '{name}': shape {dims} holds {elements} elements, more "
                            f"than a request may hold ({max_bytes} bytes)")
-    field, per = _VALUE_FIELDS[proto.dtype]
-    if not proto.tensor_content and len(getattr(proto, field)) > elements * per:
-        proto = type(proto).FromString(proto.SerializeToString())  # the request stays whole
-        del getattr(proto, field)[elements * per:]
+    field = protos.VALUE_FIELDS[proto.dtype]
+    kept = elements * (2 if field in ("scomplex_val", "dcomplex_val") else 1)  # (re, im)
+    if not proto.tensor_content and len(getattr(proto, field)) > kept:
+        first = type(proto)(dtype=proto.dtype, tensor_shape=proto.tensor_shape)
+        getattr(first, field).extend(getattr(proto, field)[:kept])
+        proto = first
     try:
         return tf.make_ndarray(proto)
     except Exception as error:  # noqa: BLE001  any inconsistency between shape and values

@@ -22,8 +22,9 @@ def model_spec(name: str, version: int, signature_name: str = "") -> model_pb2.M
     return spec
 
 
-# Tensor::AsProtoField's field per type (TF Serving's default Predict serialization).
-_PROTO_FIELDS = {
+# Tensor::AsProtoField's field per type (TF Serving's default Predict serialization), and
+# the types a request may carry (Tensor::FromProto reads the same fields).
+VALUE_FIELDS = {
     types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
     types_pb2.DT_INT8: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT32: "int_val",
     types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val",
@@ -41,7 +42,7 @@ def output_tensor(value, as_content: bool = False) -> tensor_pb2.TensorProto:
     ``--enable_serialization_as_tensor_content`` (AsProtoTensorContent)."""
     array = np.asarray(value)
     dtype = tf.dtypes.as_dtype(array.dtype)
-    field = _PROTO_FIELDS.get(dtype.as_datatype_enum)
+    field = VALUE_FIELDS.get(dtype.as_datatype_enum)
     proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum,
                                    tensor_shape=tf.TensorShape(array.shape).as_proto())
     if field is None or (as_content and field == "string_val"):

@@ -422,4 +422,11 @@ def test_long_texts_in_any_script_are_scanned_by_re2s_dfa(capfd):
     assert "DFA out of memory" not in capfd.readouterr().err
     assert redacted[1].decode() == f"Écrivez à {PLACEHOLDER['email']}."
     assert redacted[2].decode() == PLACEHOLDER["url"] + japanese[len("http://www.ishii.com/"):]
+    # decomposed kana inside a URL (が as か + U+3099: file names copied from macOS) keep
+    # the URL whole, its query included
+    urls = ["https://ja.wikipedia.org/wiki/ガンダム?oldid=123&token=secret",
+            "https://ガイド.jp/path?session=abc123", "https://example.jp/ブログ/2024/記事?uid=9876"]
+    decomposed_urls = [unicodedata.normalize("NFD", f"見て {url} です") for url in urls]
+    for out in redact(tf.constant(decomposed_urls))[0].numpy():
+        assert out.decode() == unicodedata.normalize("NFD", f"見て {PLACEHOLDER['url']} です")
     assert redacted[0].decode().count(PLACEHOLDER["email"]) == text.count("x@y.com")

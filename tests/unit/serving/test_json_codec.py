@@ -1,7 +1,5 @@
 """TF Serving's REST JSON where callers leave the happy path (serving/json_codec.py);
 the server around it: tests/serving/test_compat.py."""
-import json
-
 import grpc
 import pytest
 import tensorflow as tf
@@ -18,7 +16,8 @@ def _signature(**inputs) -> meta_graph_pb2.SignatureDef:
     return signature
 
 
-@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e309", "1234567890e300"])
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1.5e309", "1234567890e300",
+                                    "9" * 320 + ".5", "1E+400"])
 def test_numbers_too_big_for_a_double_are_refused_as_rapidjson_refuses_them(number):
     """Python's parser made them +-Infinity and the model ran on it (200); TF Serving's
     rapidjson answers 400 (kParseErrorNumberTooBig). NaN and Infinity written as such
@@ -82,10 +81,3 @@ def test_the_context_is_converted_once_and_checked_as_tf_serving():
         json_codec._feature = original
     assert len(calls) == 1 + 200
 
-
-def test_error_messages_parse_as_json():
-    """What the server sends back is JSON (rest.py's {"error": message})."""
-    message = _refusal(lambda: json_codec.decode_predict(
-        {"instances": [{"x": 1.0, "s": "a", "z": ["é" * 400]}]},
-        _signature(x=tf.float32, s=tf.string)))
-    assert json.loads(json.dumps({"error": message}))["error"] == message
