@@ -11,13 +11,15 @@ process of its own (the rewrite is process-wide):
   variables (which TF Serving reads too), so only the matrix products run in bfloat16.
 - ``bfloat16_folded``: the rewrite on the signature with its weights folded into
   constants, as the server runs it (``--bfloat16_fold_weights``, serving/precision.py).
+- ``bfloat16_folded_elementwise_float32``: both of the last two.
 
 For each: texts/s over an untraced loop, then TensorFlow's profiler over 10 batches, its
 compute threads' time summed per op type (milliseconds per batch; the two intra-op
 threads are added up, so the sum is CPU time, not wall time).
 
 Usage: .venv/bin/python bench/precision_profile.py [--model_base_path DIR] [--seconds 8]
-Writes bench/results/precision_profile.json.
+    [--name precision_profile]
+Writes bench/results/NAME.json.
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ MODES = {  # --mixed_precision, environment, weights folded (--bfloat16_fold_wei
         "bfloat16", {"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_INFERLIST_REMOVE": ELEMENTWISE},
         False),
     "bfloat16_folded": ("bfloat16", {}, True),
+    "bfloat16_folded_elementwise_float32": (
+        "bfloat16", {"TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_INFERLIST_REMOVE": ELEMENTWISE},
+        True),
 }
 BATCH = 32
 PROFILED_BATCHES = 10
@@ -108,6 +113,8 @@ def main() -> None:
     parser.add_argument("--model_base_path", default="")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--mode", default="", help=argparse.SUPPRESS)  # a child's one mode
+    parser.add_argument("--name", default="precision_profile",
+                        help="Results file: bench/results/NAME.json.")
     args = parser.parse_args()
     base = args.model_base_path or default_base()
     if args.mode:
@@ -142,7 +149,7 @@ def main() -> None:
         b16 = modes["bfloat16"]["ms_per_batch_by_op"].get(op)
         return round(f32 / b16, 2) if f32 and b16 else None
 
-    write("precision_profile", {
+    write(args.name, {
         "model": _latest(base), "cpu": cpu_model(), "batch": BATCH, "order": "SST-2 dev file order",
         "elementwise_kept_float32": ELEMENTWISE, "modes": modes,
         "ratios": {
@@ -151,6 +158,8 @@ def main() -> None:
                 speed("bfloat16_elementwise_float32") / speed("float32"), 2),
             "bfloat16 (weights folded) vs float32, texts/s": round(
                 speed("bfloat16_folded") / speed("float32"), 2),
+            "bfloat16 (weights folded, element-wise float32) vs float32, texts/s": round(
+                speed("bfloat16_folded_elementwise_float32") / speed("float32"), 2),
             "float32 vs bfloat16 time, by op (above 1: faster in bfloat16)": {
                 op: op_ratio(op) for op in modes["float32"]["ms_per_batch_by_op"]
                 if op_ratio(op) is not None and modes["float32"]["ms_per_batch_by_op"][op] >= 1},
